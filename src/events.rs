@@ -1,0 +1,118 @@
+//! `CallEvent`: the one contract between the routing core, the audit log and every desk.
+//!
+//! Every event is self-contained: it carries the caller, the dialled number and the location
+//! snapshot, so a desk that connects in the middle of a call (or reads one row of the audit log)
+//! sees the whole picture without replaying earlier events.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::location::LocationSnapshot;
+
+/// Bumped whenever a field changes meaning or is removed (adding optional fields does not bump it).
+pub const CALL_EVENT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub version: u32,
+    /// sosdesk's own identifier of the call (not the SIP Call-ID of either leg).
+    pub call_id: String,
+    /// 1, 2, 3… within one call, in the order the core produced them.
+    pub seq: u32,
+    pub at: DateTime<Utc>,
+    pub caller: Caller,
+    /// The number as the caller dialled it (e.g. `9911`).
+    pub dialed: String,
+    /// The emergency dial string it was normalised to (e.g. `911`); empty when not an emergency call.
+    pub normalized: String,
+    /// A test call (e.g. `933`): routed like the real thing but never sounds an emergency alarm.
+    pub test_call: bool,
+    pub policy: String,
+    pub site: Option<String>,
+    pub location: LocationSnapshot,
+    /// The route currently carrying (or last tried for) the call.
+    pub route: Option<RouteInfo>,
+    pub kind: CallEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// Callback number: P-Asserted-Identity, else the From user part.
+    pub number: String,
+    /// Display name exactly as the caller's signalling sent it: untrusted text, never markup.
+    pub display_name: Option<String>,
+    /// The caller's From URI.
+    pub uri: String,
+    /// Transport address the call arrived from (`udp:192.0.2.1:5060`).
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub name: String,
+    pub kind: RouteKind,
+    /// `udp:127.0.0.1:5070`
+    pub target: String,
+    /// 0 for the first route of the PSTN usage, 1 for the next, …
+    pub attempt: u32,
+    /// The calling number presented on this route (the ELIN for an ELIN gateway).
+    pub presented_number: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    SipTrunk,
+    ElinGateway,
+    /// Inbound PSAP callback to an ELIN, sent on to the original caller or the fallback.
+    Callback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum CallEventKind {
+    /// An emergency INVITE was recognised.
+    Detected,
+    /// The outbound INVITE was sent on `route`.
+    Routed,
+    /// The route in `route` failed; the next one is tried at once (when any remains).
+    RouteFailed { reason: String },
+    /// A provisional response (180/183) from the far end.
+    Ringing { status: u16 },
+    Answered,
+    /// Every route failed; the caller got `status`.
+    Failed { status: u16, reason: String },
+    /// The call ended. `by` is `caller`, `far-end`, `cancel` or `core`.
+    Ended { by: String, reason: String },
+    /// A request to sosdesk that is not an emergency call (answered with `status`).
+    Rejected { status: u16, reason: String },
+    /// An inbound call to an ELIN: `to_original` says whether the mapping was still live.
+    Callback { elin: String, to_original: bool, target: String },
+    /// A security officer acknowledged the alert.
+    Acknowledged { by: String },
+    DeskJoined { desk: String, mode: String },
+    DeskLeft { desk: String },
+    /// Notification IM sent to `uri`.
+    Notified { uri: String, ok: bool, detail: String },
+}
+
+impl CallEventKind {
+    /// Short machine name, used as the `kind` column of the audit log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallEventKind::Detected => "detected",
+            CallEventKind::Routed => "routed",
+            CallEventKind::RouteFailed { .. } => "route-failed",
+            CallEventKind::Ringing { .. } => "ringing",
+            CallEventKind::Answered => "answered",
+            CallEventKind::Failed { .. } => "failed",
+            CallEventKind::Ended { .. } => "ended",
+            CallEventKind::Rejected { .. } => "rejected",
+            CallEventKind::Callback { .. } => "callback",
+            CallEventKind::Acknowledged { .. } => "acknowledged",
+            CallEventKind::DeskJoined { .. } => "desk-joined",
+            CallEventKind::DeskLeft { .. } => "desk-left",
+            CallEventKind::Notified { .. } => "notified",
+        }
+    }
+}

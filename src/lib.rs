@@ -1,0 +1,7 @@
+//! sosdesk: the routing core of an enterprise emergency-calling system.
+//!
+//! See ARCHITECTURE.md for a map of the modules and how a call flows through them.
+
+pub mod audit;
+pub mod events;
+pub mod location;
