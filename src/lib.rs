@@ -5,3 +5,4 @@
 pub mod audit;
 pub mod events;
 pub mod location;
+pub mod sip;

@@ -1,0 +1,14 @@
+//! SIP: the message model, parsing and framing, transactions and transports.
+//!
+//! Everything SIP-specific the rest of sosdesk needs goes through this module. It is written
+//! for sosdesk rather than wrapping a third-party stack; ARCHITECTURE.md records the measurements
+//! behind that choice.
+
+pub mod ids;
+pub mod message;
+pub mod parse;
+pub mod transaction;
+pub mod uri;
+
+pub use message::{reason_phrase, Header, Message, StartLine, Via};
+pub use uri::{NameAddr, Uri};
