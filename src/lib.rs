@@ -3,6 +3,10 @@
 //! See ARCHITECTURE.md for a map of the modules and how a call flows through them.
 
 pub mod audit;
+pub mod config;
 pub mod events;
 pub mod location;
+pub mod policy;
+pub mod routing;
+pub mod server;
 pub mod sip;

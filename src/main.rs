@@ -1,1 +1,239 @@
-fn main() {}
+//! The `sosdesk` command: thin — parse arguments, load the config, call the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use sosdesk::audit::AuditStore;
+use sosdesk::config::Config;
+use sosdesk::server::Core;
+
+#[derive(Parser)]
+#[command(name = "sosdesk", version, about = "Enterprise emergency calling: routing core, audit and security desk")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the routing core until interrupted (Ctrl-C or SIGTERM).
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and exit (non-zero naming the file, key and reason when invalid).
+    CheckConfig { file: PathBuf },
+    /// Recent calls, newest first: time, caller, dialled, location, route, outcome.
+    History {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Re-check the hash chain of every audit row.
+    Verify {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Export every audit row.
+    Export {
+        #[command(flatten)]
+        store: StoreArg,
+        /// CSV (the only format for now; the flag keeps the command explicit).
+        #[arg(long, required = true)]
+        csv: bool,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Which audit store: from a config file, or a database file named directly.
+#[derive(Args)]
+struct StoreArg {
+    #[arg(long, short, conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// The SQLite audit file itself.
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    fn path(&self) -> Result<PathBuf, String> {
+        match (&self.store, &self.config) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(c)) => Config::load(c).map(|c| c.store_path()).map_err(|e| e.to_string()),
+            (None, None) => Err("name the audit store with --config FILE or --store FILE".into()),
+        }
+    }
+
+    async fn open(&self) -> Result<AuditStore, String> {
+        let p = self.path()?;
+        if !p.exists() {
+            return Err(format!("{}: no audit store there (it is created by `sosdesk serve`)", p.display()));
+        }
+        AuditStore::open(&p).await.map_err(|e| e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SOSDESK_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sosdesk: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("sosdesk: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cmd: Command) -> Result<ExitCode, String> {
+    match cmd {
+        Command::CheckConfig { file } => {
+            let cfg = Config::load(&file).map_err(|e| e.to_string())?;
+            println!(
+                "{}: OK ({} policies, {} routes, {} sites; audit store {})",
+                file.display(),
+                cfg.policies.len(),
+                cfg.routes.len(),
+                cfg.sites.len(),
+                cfg.store_path().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { config } => serve(&config).await,
+        Command::History { store, json, limit } => {
+            let s = store.open().await?;
+            let calls = s.history(limit).await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&calls).map_err(|e| e.to_string())?);
+            } else {
+                print_history(&calls);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Verify { store } } => {
+            let s = store.open().await?;
+            let report = s.verify().await.map_err(|e| e.to_string())?;
+            if report.is_ok() {
+                println!("audit chain OK: {} rows verified (last seq {}, hash {})", report.rows_checked, report.last_seq.unwrap_or(0), report.last_hash.as_deref().unwrap_or("-"));
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("audit chain BROKEN: {} of {} rows fail the check", report.bad_rows, report.rows_checked);
+                if let Some(p) = &report.first_problem {
+                    println!("  first problem: {p}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Audit { command: AuditCommand::Export { store, csv: _, output } } => {
+            let s = store.open().await?;
+            match output {
+                Some(path) => {
+                    // Written to a temporary file and renamed: never a half-written export.
+                    let tmp = path.with_extension("partial");
+                    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
+                    s.export_csv(&mut f).await.map_err(|e| e.to_string())?;
+                    use std::io::Write;
+                    f.flush().map_err(|e| e.to_string())?;
+                    drop(f);
+                    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    s.export_csv(&mut out).await.map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: &Path) -> Result<ExitCode, String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let core = Core::start(&cfg).await.map_err(|e| e.to_string())?;
+    let l = &core.local;
+    println!(
+        "sosdesk serving emergency calls on {}{} (audit: {})",
+        l.udp.map(|a| format!("udp:{a} ")).unwrap_or_default(),
+        l.tcp.map(|a| format!("tcp:{a}")).unwrap_or_default(),
+        cfg.store_path().display()
+    );
+    wait_for_shutdown().await;
+    core.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_history(calls: &[sosdesk::audit::CallSummary]) {
+    if calls.is_empty() {
+        println!("no calls recorded");
+        return;
+    }
+    println!("{:<20} {:<24} {:<8} {:<10} {:<40} {:<14} OUTCOME", "TIME (local)", "CALLER", "DIALED", "CALLBACK", "LOCATION", "ROUTE");
+    for c in calls {
+        let name = c.caller_name.clone().unwrap_or_default();
+        // Caller-controlled text: control characters are replaced so they cannot move the
+        // terminal's cursor or rewrite earlier lines.
+        let clean = |s: &str, n: usize| -> String {
+            s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
+        };
+        println!(
+            "{:<20} {:<24} {:<8} {:<10} {:<40} {:<14} {}{}",
+            c.first_at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+            clean(&name, 24),
+            clean(&c.dialed, 8),
+            clean(&c.caller_number, 10),
+            clean(&c.location, 40),
+            clean(c.route.as_deref().unwrap_or("-"), 14),
+            c.outcome.as_str(),
+            if c.test_call { " (test)" } else { "" }
+        );
+    }
+}

@@ -420,16 +420,19 @@ impl Transactions {
         self.client.remove(key);
     }
 
-    pub fn on_response(&mut self, msg: Message, now: Instant) -> Option<ClientEvent> {
+    /// A response arrived. `Err(msg)` returns a response that matches no transaction (a late
+    /// answer from a route already given up, a broadcast 200 — RFC 4475 §3.3.10): the
+    /// transaction user decides (a late 2xx to an abandoned INVITE must be ACKed and ended).
+    pub fn on_response(&mut self, msg: Message, now: Instant) -> Result<Option<ClientEvent>, Message> {
         let t = self.t();
         let key = Self::client_key(&msg);
-        let status = msg.status()?;
+        let Some(status) = msg.status() else { return Ok(None) };
         let Some(tx) = self.client.get_mut(&key) else {
             self.stats.stray_responses += 1;
-            return None;
+            return Err(msg);
         };
         let reliable = tx.peer.transport.reliable();
-        match (tx.invite, tx.state, status) {
+        Ok(match (tx.invite, tx.state, status) {
             (_, ClientState::Calling | ClientState::Proceeding, 100..=199) => {
                 tx.state = ClientState::Proceeding;
                 if !tx.invite {
@@ -484,7 +487,7 @@ impl Transactions {
                 self.stats.retransmissions_absorbed += 1;
                 None
             }
-        }
+        })
     }
 
     // ---------------------------------------------------------------- timers
@@ -637,7 +640,7 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
             assert_eq!(drain(&mut tx).len(), n, "at {at} ms");
         }
         let ringing = invite().response(180, "Ringing", Some("t9"));
-        assert!(matches!(tx.on_response(ringing, t0), Some(ClientEvent::Response { .. })));
+        assert!(matches!(tx.on_response(ringing, t0), Ok(Some(ClientEvent::Response { .. }))));
         tx.handle_timeout(t0 + Duration::from_millis(7500));
         assert!(drain(&mut tx).is_empty(), "no retransmission after a provisional");
         // Timer B still ends it at 64*T1 if no final ever comes.
@@ -652,9 +655,9 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
         tx.send_request(&invite(), peer(), t0);
         drain(&mut tx);
         let busy = invite().response(503, "Service Unavailable", Some("t9"));
-        assert!(tx.on_response(busy.clone(), t0).is_some());
+        assert!(matches!(tx.on_response(busy.clone(), t0), Ok(Some(_))));
         assert_eq!(drain(&mut tx), vec!["ACK sip:911@127.0.0.1 SIP/2.0"]);
-        assert!(tx.on_response(busy, t0).is_none(), "retransmitted final not passed up");
+        assert!(matches!(tx.on_response(busy, t0), Ok(None)), "retransmitted final not passed up");
         assert_eq!(drain(&mut tx), vec!["ACK sip:911@127.0.0.1 SIP/2.0"]);
     }
 

@@ -1,0 +1,392 @@
+//! The one TOML config file (documented key by key in docs/config.md; `examples/lab.toml` runs).
+//!
+//! Loading is two steps: serde reads the file (unknown keys are refused, so a typo never passes
+//! silently), then [`Config::validate`] checks what serde cannot — references between sections,
+//! addresses, dial strings — and names the file, the key and the reason.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::location::Erl;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "pstn_usage")]
+    pub pstn_usages: Vec<PstnUsageConfig>,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicyConfig>,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<SiteConfig>,
+    /// Policy for callers from no configured site.
+    pub default_policy: String,
+    /// Set by [`Config::load`]: the file it came from (relative store paths resolve against it).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP listen address, e.g. "127.0.0.1:5060".
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address.
+    pub tcp: Option<SocketAddr>,
+    /// Host (name or address) sosdesk puts in its Via, Contact and From; default: the listen IP.
+    pub public_host: Option<String>,
+    /// RFC 3261 T1 in milliseconds (retransmission base); default 500.
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+}
+
+fn default_t1() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file of the audit log (created on first start); relative to the config file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// A route that has sent no response at all within this time is abandoned and the next
+    /// one tried (seconds, not Timer B's 32 s).
+    #[serde(default = "default_route_timeout")]
+    pub route_timeout_ms: u64,
+    /// How long an ELIN → caller mapping is kept for PSAP callbacks, in minutes.
+    #[serde(default = "default_elin_minutes")]
+    pub elin_callback_minutes: f64,
+    /// Where a callback to an ELIN goes when no live mapping exists (e.g. the security desk).
+    pub callback_fallback: Option<String>,
+}
+
+fn default_route_timeout() -> u64 {
+    3000
+}
+fn default_elin_minutes() -> f64 {
+    180.0
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            route_timeout_ms: default_route_timeout(),
+            elin_callback_minutes: default_elin_minutes(),
+            callback_fallback: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKindConfig {
+    /// A SIP trunk to an E9-1-1 service provider: PIDF-LO by value, callback number in PAI.
+    SipTrunk,
+    /// An ELIN gateway: the ERL's ELIN replaces the calling number.
+    ElinGateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportConfig {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    pub kind: RouteKindConfig,
+    /// Where the INVITE is sent: "192.0.2.10:5060".
+    pub address: SocketAddr,
+    #[serde(default = "default_transport")]
+    pub transport: TransportConfig,
+    /// Host for the Request-URI and To (the provider's domain); default: the address.
+    pub domain: Option<String>,
+}
+
+fn default_transport() -> TransportConfig {
+    TransportConfig::Udp
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PstnUsageConfig {
+    pub name: String,
+    /// Route names, tried in this order.
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// The PSTN usage (ordered routes) for emergency calls with a location.
+    pub pstn_usage: String,
+    /// The PSTN usage for calls without any location (the ECRC). Also the last resort when
+    /// every route of `pstn_usage` failed. Default: `pstn_usage`.
+    pub no_location_pstn_usage: Option<String>,
+    /// Emergency numbers of this policy (Skype for Business EmergencyDialString / DialMask).
+    #[serde(rename = "number")]
+    pub numbers: Vec<EmergencyNumberConfig>,
+    /// ERL used when neither the caller nor the caller's site supplies a location.
+    pub default_erl: Option<Erl>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyNumberConfig {
+    /// The number sent to the provider (e.g. "911").
+    pub dial_string: String,
+    /// Other numbers that mean the same and go out as `dial_string` (e.g. "9911").
+    #[serde(default)]
+    pub masks: Vec<String>,
+    /// A test number (e.g. "933"): routed, but marked as a test and never an alarm.
+    #[serde(default)]
+    pub test: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub name: String,
+    /// Caller source subnets that belong to this site (IPv4 or IPv6 CIDR).
+    pub subnets: Vec<String>,
+    pub policy: String,
+    /// The site's Emergency Response Location.
+    pub erl: Option<Erl>,
+}
+
+/// A config error: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.file.display(), self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            reason: format!("cannot read the file: {e}"),
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            // toml's message names the line, the column and usually the key.
+            let reason = e.message().to_string();
+            let key = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                }
+                None => String::new(),
+            };
+            ConfigError { file: path.to_path_buf(), key, reason }
+        })?;
+        cfg.source = path.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.source.clone(), key: key.into(), reason: reason.into() }
+    }
+
+    /// The audit store path, relative paths taken from the config file's folder.
+    pub fn store_path(&self) -> PathBuf {
+        if self.store.path.is_absolute() {
+            self.store.path.clone()
+        } else {
+            self.source.parent().unwrap_or(Path::new(".")).join(&self.store.path)
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sip.udp.is_none() && self.sip.tcp.is_none() {
+            return Err(self.err("sip", "give at least one of `udp` and `tcp` listen addresses"));
+        }
+        if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
+            return Err(self.err("sip.t1_ms", "must be between 1 and 10000"));
+        }
+        if self.routing.route_timeout_ms == 0 {
+            return Err(self.err("routing.route_timeout_ms", "must be more than 0"));
+        }
+        if !(self.routing.elin_callback_minutes >= 0.0 && self.routing.elin_callback_minutes.is_finite()) {
+            return Err(self.err("routing.elin_callback_minutes", "must be 0 or more"));
+        }
+        if let Some(fb) = &self.routing.callback_fallback {
+            crate::routing::target_of_uri(fb)
+                .map_err(|e| self.err("routing.callback_fallback", e))?;
+        }
+        let mut names = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.name.trim().is_empty() {
+                return Err(self.err(format!("route[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(self.err(format!("route[{i}].name"), format!("route {:?} is defined twice", r.name)));
+            }
+        }
+        let mut usages = HashSet::new();
+        for (i, u) in self.pstn_usages.iter().enumerate() {
+            if !usages.insert(u.name.as_str()) {
+                return Err(self.err(format!("pstn_usage[{i}].name"), format!("PSTN usage {:?} is defined twice", u.name)));
+            }
+            if u.routes.is_empty() {
+                return Err(self.err(format!("pstn_usage[{i}].routes"), "needs at least one route"));
+            }
+            for (j, r) in u.routes.iter().enumerate() {
+                if !names.contains(r.as_str()) {
+                    return Err(self.err(format!("pstn_usage[{i}].routes[{j}]"), format!("no route named {r:?}")));
+                }
+            }
+        }
+        let mut policies = HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            if !policies.insert(p.name.as_str()) {
+                return Err(self.err(format!("policy[{i}].name"), format!("policy {:?} is defined twice", p.name)));
+            }
+            if !usages.contains(p.pstn_usage.as_str()) {
+                return Err(self.err(format!("policy[{i}].pstn_usage"), format!("no PSTN usage named {:?}", p.pstn_usage)));
+            }
+            if let Some(u) = &p.no_location_pstn_usage {
+                if !usages.contains(u.as_str()) {
+                    return Err(self.err(format!("policy[{i}].no_location_pstn_usage"), format!("no PSTN usage named {u:?}")));
+                }
+            }
+            if p.numbers.is_empty() {
+                return Err(self.err(format!("policy[{i}].number"), "a policy needs at least one emergency number"));
+            }
+            let mut seen = HashSet::new();
+            for (j, n) in p.numbers.iter().enumerate() {
+                // Skype for Business: the dial string is 1-10 digits; masks are digits.
+                if !is_dial_string(&n.dial_string) {
+                    return Err(self.err(format!("policy[{i}].number[{j}].dial_string"), format!("{:?} is not 1-10 digits", n.dial_string)));
+                }
+                for (k, m) in std::iter::once(&n.dial_string).chain(n.masks.iter()).enumerate() {
+                    if !is_dial_string(m) {
+                        return Err(self.err(format!("policy[{i}].number[{j}].masks[{}]", k - 1), format!("{m:?} is not 1-10 digits")));
+                    }
+                    if !seen.insert(m.as_str()) {
+                        return Err(self.err(format!("policy[{i}].number[{j}]"), format!("{m:?} appears twice in the policy")));
+                    }
+                }
+            }
+            if !p.numbers.iter().any(|n| !n.test) {
+                return Err(self.err(format!("policy[{i}].number"), "a policy needs at least one number that is not a test number"));
+            }
+        }
+        if !policies.contains(self.default_policy.as_str()) {
+            return Err(self.err("default_policy", format!("no policy named {:?}", self.default_policy)));
+        }
+        let mut sites = HashSet::new();
+        for (i, s) in self.sites.iter().enumerate() {
+            if !sites.insert(s.name.as_str()) {
+                return Err(self.err(format!("site[{i}].name"), format!("site {:?} is defined twice", s.name)));
+            }
+            if !policies.contains(s.policy.as_str()) {
+                return Err(self.err(format!("site[{i}].policy"), format!("no policy named {:?}", s.policy)));
+            }
+            for (j, n) in s.subnets.iter().enumerate() {
+                n.parse::<IpNet>().map_err(|_| self.err(format!("site[{i}].subnets[{j}]"), format!("{n:?} is not a CIDR subnet like 10.1.0.0/16")))?;
+            }
+            if let Some(erl) = &s.erl {
+                for (j, e) in erl.elins.iter().enumerate() {
+                    if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
+                        return Err(self.err(format!("site[{i}].erl.elins[{j}]"), format!("{e:?} is not a telephone number")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_dial_string(s: &str) -> bool {
+    (1..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+default_policy = "hq"
+[sip]
+udp = "127.0.0.1:5060"
+[store]
+path = "audit.db"
+[[route]]
+name = "p1"
+kind = "sip-trunk"
+address = "127.0.0.1:5070"
+[[pstn_usage]]
+name = "e"
+routes = ["p1"]
+[[policy]]
+name = "hq"
+pstn_usage = "e"
+[[policy.number]]
+dial_string = "911"
+masks = ["9911"]
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = Config::from_toml(GOOD, Path::new("/etc/sosdesk/x.toml")).unwrap();
+        assert_eq!(c.store_path(), PathBuf::from("/etc/sosdesk/audit.db"));
+        assert_eq!(c.routing.route_timeout_ms, 3000);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let bad = GOOD.replace("routes = [\"p1\"]", "routes = [\"nope\"]");
+        let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "pstn_usage[0].routes[0]");
+        assert!(e.to_string().starts_with("x.toml: key `pstn_usage[0].routes[0]`: no route named \"nope\""), "{e}");
+
+        let bad = GOOD.replace("masks = [\"9911\"]", "masks = [\"9-911\"]");
+        let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "policy[0].number[0].masks[0]");
+
+        let bad = GOOD.replace("[store]", "[store]\npth = 1");
+        let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
+        assert!(e.reason.contains("unknown field `pth`"), "{e}");
+        assert_eq!(e.key, "line 7");
+
+        let bad = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"provider\"");
+        assert!(Config::from_toml(&bad, Path::new("x.toml")).is_err());
+    }
+}

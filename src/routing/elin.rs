@@ -1,0 +1,95 @@
+//! The ELIN callback cache: when a call goes out through an ELIN gateway, the caller's number is
+//! replaced by the ERL's ELIN; a PSAP that calls that ELIN back within the configured time
+//! (Skype for Business: 180 minutes by default) must reach the original caller.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::sip::transaction::Peer;
+
+#[derive(Debug, Clone)]
+pub struct ElinMapping {
+    pub call_ref: String,
+    pub caller_number: String,
+    pub caller_display: Option<String>,
+    /// Where the original call came from (the PBX or the phone): callbacks go there.
+    pub caller_peer: Peer,
+    pub expires: Instant,
+}
+
+#[derive(Debug)]
+pub struct ElinCache {
+    ttl: Duration,
+    map: HashMap<String, ElinMapping>,
+}
+
+impl ElinCache {
+    pub fn new(ttl: Duration) -> Self {
+        ElinCache { ttl, map: HashMap::new() }
+    }
+
+    /// Choose the ELIN for a new call from an ERL's ELINs: one with no live mapping if there
+    /// is one (so concurrent callers at one location stay distinguishable), else the one whose
+    /// mapping is oldest.
+    pub fn pick<'a>(&self, elins: &'a [String], now: Instant) -> Option<&'a str> {
+        elins
+            .iter()
+            .find(|e| self.lookup(e, now).is_none())
+            .or_else(|| elins.iter().min_by_key(|e| self.map.get(e.as_str()).map(|m| m.expires)))
+            .map(String::as_str)
+    }
+
+    pub fn insert(&mut self, elin: &str, mut m: ElinMapping, now: Instant) {
+        m.expires = now + self.ttl;
+        self.map.insert(elin.to_string(), m);
+        // Expired entries are dropped as new ones arrive: the map stays as small as the
+        // number of ELINs in use.
+        if self.map.len() > 64 {
+            self.map.retain(|_, v| v.expires > now);
+        }
+    }
+
+    /// The live mapping for an ELIN (a mapping is live strictly before its expiry).
+    pub fn lookup(&self, elin: &str, now: Instant) -> Option<&ElinMapping> {
+        self.map.get(elin).filter(|m| m.expires > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::transaction::Transport;
+
+    fn mapping(n: &str) -> ElinMapping {
+        ElinMapping {
+            call_ref: "c".into(),
+            caller_number: n.into(),
+            caller_display: None,
+            caller_peer: Peer { transport: Transport::Udp, addr: "127.0.0.1:5061".parse().unwrap() },
+            expires: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn mapping_lives_for_the_window_only() {
+        let t0 = Instant::now();
+        let mut c = ElinCache::new(Duration::from_secs(180 * 60));
+        c.insert("4255550100", mapping("1001"), t0);
+        assert_eq!(c.lookup("4255550100", t0 + Duration::from_secs(179 * 60)).unwrap().caller_number, "1001");
+        assert!(c.lookup("4255550100", t0 + Duration::from_secs(180 * 60)).is_none());
+    }
+
+    #[test]
+    fn concurrent_callers_get_different_elins() {
+        let t0 = Instant::now();
+        let mut c = ElinCache::new(Duration::from_secs(60));
+        let elins = vec!["100".to_string(), "200".to_string()];
+        let first = c.pick(&elins, t0).unwrap().to_string();
+        c.insert(&first, mapping("1"), t0);
+        let second = c.pick(&elins, t0).unwrap().to_string();
+        assert_ne!(first, second);
+        c.insert(&second, mapping("2"), t0 + Duration::from_secs(1));
+        // Both busy: reuse the oldest.
+        assert_eq!(c.pick(&elins, t0 + Duration::from_secs(2)), Some("100"));
+    }
+}

@@ -1,0 +1,327 @@
+//! The running core: sockets, timers and fan-out around the sans-I/O [`Engine`].
+//!
+//! One tokio task owns the engine and the UDP socket; TCP connections each have a reader and a
+//! writer task that talk to it over channels. After every input the task first sends what the
+//! engine produced (the outbound INVITE never waits for anything else), then hands the call
+//! events to the audit writer and to subscribers (desks).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::audit::{spawn_writer, AuditStore, AuditWriter};
+use crate::config::Config;
+use crate::events::CallEvent;
+use crate::routing::{Engine, LocalEndpoint};
+use crate::sip::parse::{parse_datagram, parse_stream, StreamItem, MAX_MESSAGE};
+use crate::sip::transaction::{Peer, Transport};
+use crate::sip::Message;
+
+/// Why the core could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind { transport: &'static str, addr: SocketAddr, source: io::Error },
+    #[error("audit store: {0}")]
+    Store(#[from] crate::audit::AuditError),
+}
+
+enum NetInput {
+    Message(Message, Peer),
+    Rejected(crate::sip::parse::Rejection, Peer),
+    Opened(SocketAddr, mpsc::UnboundedSender<Bytes>),
+    Closed(SocketAddr),
+    SendFailed(Peer),
+}
+
+/// A running routing core.
+pub struct Core {
+    pub local: LocalEndpoint,
+    events: broadcast::Sender<CallEvent>,
+    audit: AuditWriter,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    store: AuditStore,
+}
+
+impl Core {
+    /// Bind the configured addresses, open (and migrate) the audit store, and start serving.
+    pub async fn start(cfg: &Config) -> Result<Core, StartError> {
+        let udp = match cfg.sip.udp {
+            Some(addr) => Some(Arc::new(
+                UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { transport: "UDP", addr, source })?,
+            )),
+            None => None,
+        };
+        let tcp = match cfg.sip.tcp {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { transport: "TCP", addr, source })?),
+            None => None,
+        };
+        let udp_addr = udp.as_ref().and_then(|s| s.local_addr().ok());
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let host = cfg.sip.public_host.clone().unwrap_or_else(|| {
+            let ip = udp_addr.or(tcp_addr).map(|a| a.ip()).unwrap_or([127, 0, 0, 1].into());
+            match ip {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            }
+        });
+        let local = LocalEndpoint { host, udp: udp_addr, tcp: tcp_addr };
+
+        let store = AuditStore::open(&cfg.store_path()).await?;
+        let audit = spawn_writer(store.clone());
+        let (events, _) = broadcast::channel(4096);
+        let (stop, stop_rx) = watch::channel(false);
+        let (net_tx, net_rx) = mpsc::unbounded_channel();
+
+        if let Some(listener) = tcp {
+            tokio::spawn(accept_loop(listener, net_tx.clone(), stop_rx.clone()));
+        }
+        let engine = Engine::new(cfg, local.clone());
+        let task = tokio::spawn(run(engine, udp, net_tx, net_rx, events.clone(), audit.clone(), stop_rx));
+        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, store = %cfg.store_path().display(), "sosdesk core started");
+        Ok(Core { local, events, audit, stop, task, store })
+    }
+
+    /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
+    /// told so by `RecvError::Lagged` and can catch up from the audit log).
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn audit(&self) -> &AuditWriter {
+        &self.audit
+    }
+
+    pub fn store(&self) -> &AuditStore {
+        &self.store
+    }
+
+    /// Stop serving, then wait until every event recorded so far is durable.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.audit.flush().await;
+        self.audit.shutdown().await;
+        tracing::info!("sosdesk core stopped");
+    }
+}
+
+async fn run(
+    mut engine: Engine,
+    udp: Option<Arc<UdpSocket>>,
+    net_tx: mpsc::UnboundedSender<NetInput>,
+    mut net_rx: mpsc::UnboundedReceiver<NetInput>,
+    events: broadcast::Sender<CallEvent>,
+    audit: AuditWriter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut connecting: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
+    loop {
+        let deadline = engine.next_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = recv(udp.as_deref(), &mut buf) => {
+                match r {
+                    Ok((n, from)) => {
+                        on_datagram(&mut engine, &buf[..n], from);
+                        // Drain what else is queued before flushing: fewer wake-ups under load.
+                        if let Some(sock) = udp.as_deref() {
+                            for _ in 0..64 {
+                                match sock.try_recv_from(&mut buf) {
+                                    Ok((n, from)) => on_datagram(&mut engine, &buf[..n], from),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                    // ICMP port-unreachable surfaces as a recv error on some systems: not fatal.
+                    Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+                }
+            }
+            Some(input) = net_rx.recv() => {
+                let now = Instant::now();
+                match input {
+                    NetInput::Message(m, peer) => engine.handle_message(m, peer, now),
+                    NetInput::Rejected(r, peer) => engine.handle_rejection(r, peer),
+                    NetInput::Opened(addr, tx) => {
+                        if let Some(queued) = connecting.remove(&addr) {
+                            for b in queued {
+                                let _ = tx.send(b);
+                            }
+                        }
+                        conns.insert(addr, tx);
+                    }
+                    NetInput::Closed(addr) => {
+                        conns.remove(&addr);
+                    }
+                    NetInput::SendFailed(peer) => {
+                        connecting.remove(&peer.addr);
+                        engine.handle_send_failure(peer, now);
+                    }
+                }
+            }
+            _ = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
+        }
+        // 1. Bytes first: nothing below may delay the outbound INVITE.
+        while let Some(t) = engine.poll_transmit() {
+            match t.peer.transport {
+                Transport::Udp => {
+                    if let Some(sock) = udp.as_deref() {
+                        if let Err(e) = sock.try_send_to(&t.bytes, t.peer.addr) {
+                            if e.kind() == io::ErrorKind::WouldBlock {
+                                let _ = sock.send_to(&t.bytes, t.peer.addr).await;
+                            } else {
+                                tracing::warn!(peer = %t.peer, error = %e, "UDP send failed");
+                            }
+                        }
+                    }
+                }
+                Transport::Tcp => {
+                    if let Some(tx) = conns.get(&t.peer.addr) {
+                        if tx.send(t.bytes.clone()).is_ok() {
+                            continue;
+                        }
+                        conns.remove(&t.peer.addr);
+                    }
+                    match connecting.get_mut(&t.peer.addr) {
+                        Some(q) => q.push(t.bytes),
+                        None => {
+                            connecting.insert(t.peer.addr, vec![t.bytes]);
+                            tokio::spawn(connect(t.peer, net_tx.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        // 2. Then the audit log and the desks.
+        while let Some(ev) = engine.poll_event() {
+            tracing::info!(call = %ev.call_id, seq = ev.seq, kind = ev.kind.name(), dialed = %ev.dialed, route = ?ev.route.as_ref().map(|r| &r.name), "call event");
+            audit.record(ev.clone());
+            let _ = events.send(ev);
+        }
+    }
+}
+
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn on_datagram(engine: &mut Engine, data: &[u8], from: SocketAddr) {
+    let peer = Peer { transport: Transport::Udp, addr: from };
+    // RFC 5626 §4.4.1 STUN / CRLF keep-alives and stray whitespace are not SIP messages.
+    if data.iter().all(|b| b.is_ascii_whitespace()) {
+        return;
+    }
+    match parse_datagram(data) {
+        Ok(msg) => engine.handle_message(msg, peer, Instant::now()),
+        Err(rej) => engine.handle_rejection(rej, peer),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, net_tx: mpsc::UnboundedSender<NetInput>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(stream, addr, net_tx.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: log, keep accepting.
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(peer: Peer, net_tx: mpsc::UnboundedSender<NetInput>) {
+    match TcpStream::connect(peer.addr).await {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            connection(stream, peer.addr, net_tx).await;
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "TCP connect failed");
+            let _ = net_tx.send(NetInput::SendFailed(peer));
+        }
+    }
+}
+
+/// One TCP connection: frames messages by Content-Length (RFC 3261 §18.3) and writes what the
+/// engine sends. A framing error answers (when it can) and closes the connection.
+async fn connection(stream: TcpStream, addr: SocketAddr, net_tx: mpsc::UnboundedSender<NetInput>) {
+    let peer = Peer { transport: Transport::Tcp, addr };
+    let (mut rd, mut wr) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+    if net_tx.send(NetInput::Opened(addr, out_tx.clone())).is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(b) = out_rx.recv().await {
+            if b.is_empty() {
+                break; // close request
+            }
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf = BytesMut::with_capacity(8192);
+    'read: loop {
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            match parse_stream(&mut buf) {
+                StreamItem::Message(m) => {
+                    let _ = net_tx.send(NetInput::Message(m, peer));
+                }
+                StreamItem::Invalid(rej) => {
+                    let _ = net_tx.send(NetInput::Rejected(rej, peer));
+                }
+                StreamItem::Ping => {
+                    let _ = out_tx.send(Bytes::from_static(b"\r\n"));
+                }
+                StreamItem::Fatal(rej) => {
+                    tracing::info!(%peer, reason = %rej.reason, "closing TCP connection after a framing error");
+                    if let Some(reply) = rej.reply {
+                        let _ = out_tx.send(Bytes::from(reply.to_bytes()));
+                    }
+                    let _ = out_tx.send(Bytes::new());
+                    break 'read;
+                }
+                StreamItem::Incomplete => break,
+            }
+        }
+    }
+    let _ = net_tx.send(NetInput::Closed(addr));
+    drop(out_tx);
+    let _ = writer.await;
+}
