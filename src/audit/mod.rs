@@ -1,1 +1,97 @@
-//! Audit log (being written).
+//! Audit: the append-only, hash-chained event log and the call history.
+//!
+//! Every [`CallEvent`](crate::events::CallEvent) is stored as one row of the `events` table, in a
+//! SQLite file (WAL, `synchronous=FULL`: a committed row survives a killed process and a power
+//! cut). Each row carries the SHA-256 hash of the previous row, so an edited, deleted or moved row
+//! is found by [`AuditStore::verify`]; the formula is in [`chain`]. In the same transaction the
+//! `calls` table keeps one [`CallSummary`] per call for the history view.
+//!
+//! The routing core does not wait for the disk: it hands events to an [`AuditWriter`]
+//! ([`spawn_writer`]), whose task commits whatever is queued as one transaction, and retries
+//! (keeping the events in memory) when the disk is full or the file locked.
+//!
+//! Schema: `migrations/` at the repository root.
+
+pub mod chain;
+mod csv;
+mod store;
+mod summary;
+mod writer;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+pub use chain::{chain_hash, VerifyProblem, VerifyReason, VerifyReport, GENESIS_HASH};
+pub use store::AuditStore;
+pub use summary::{event_detail, CallOutcome, CallSummary};
+pub use writer::{spawn_writer, AuditWriter, WriterHealth};
+
+use crate::events::CallEvent;
+
+/// One row of the audit log, with its event decoded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// Global position in the chain.
+    pub seq: i64,
+    pub call_id: String,
+    /// `CallEvent::seq`.
+    pub call_seq: i64,
+    pub at: DateTime<Utc>,
+    /// `CallEventKind::name()`.
+    pub kind: String,
+    /// One line of human detail ([`event_detail`]).
+    pub detail: String,
+    pub event: CallEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The file could not be opened or created (missing directory, not a database, no space…).
+    #[error("cannot open audit store {}: {cause}", path.display())]
+    Open { path: PathBuf, cause: String },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate audit store {}: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed: `op` says what sosdesk was doing.
+    #[error("audit store {}: {op} failed: {source}", path.display())]
+    Db {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored row cannot be read back (e.g. a payload that is not a CallEvent).
+    #[error("audit store {}: row seq {seq} is unreadable: {reason}", path.display())]
+    Corrupt { path: PathBuf, seq: i64, reason: String },
+    /// An event could not be turned into JSON.
+    #[error("cannot encode call event {call_id}/{call_seq}: {source}")]
+    Encode {
+        call_id: String,
+        call_seq: u32,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing the export failed.
+    #[error("audit export: write failed: {source}")]
+    Export {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The background writer has been shut down (or died), so the event was not taken.
+    #[error("audit writer has stopped")]
+    WriterClosed,
+}
+
+/// How times are stored: RFC 3339, UTC, nanoseconds, `Z`. Fixed width, so ordering the text orders
+/// the times, and lossless for `DateTime<Utc>`.
+pub(crate) fn timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}

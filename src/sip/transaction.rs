@@ -218,14 +218,26 @@ impl Transactions {
     // ---------------------------------------------------------------- server side
 
     fn server_key(msg: &Message) -> Option<ServerKey> {
-        let via = msg.top_via()?;
         let method = match msg.method() {
             "ACK" => "INVITE",
             m => m,
         };
+        Self::server_key_as(msg, method)
+    }
+
+    /// The key `msg` would have if it were a request with `method` (a CANCEL names the INVITE
+    /// it cancels this way, §9.2).
+    fn server_key_as(msg: &Message, method: &str) -> Option<ServerKey> {
+        let via = msg.top_via()?;
         let sent_by = format!("{}:{}", via.host.to_ascii_lowercase(), via.port.unwrap_or(5060));
         match via.branch() {
-            Some(b) if b.starts_with("z9hG4bK") => Some(format!("{b}|{sent_by}|{method}")),
+            // §17.2.3 matches on branch + sent-by + method alone. sosdesk also requires the same
+            // Call-ID and CSeq number (a true retransmission, CANCEL and non-2xx ACK all have
+            // them): a peer that reuses branch values (RFC 4475 §3.3.12/§3.3.13 do) must never
+            // have a new emergency INVITE swallowed as a "retransmission" of an old request.
+            Some(b) if b.starts_with("z9hG4bK") => {
+                Some(format!("{b}|{sent_by}|{method}|{}|{}", msg.call_id()?, msg.cseq()?.0))
+            }
             // RFC 2543 peers (no magic cookie, RFC 4475 §3.2.1): fall back to the request's
             // identity (§17.2.3 last paragraph, simplified: Call-ID, From tag, CSeq, top Via).
             _ => {
@@ -289,7 +301,7 @@ impl Transactions {
         if method == "CANCEL" {
             // §9.2: the CANCEL matches the INVITE transaction with the same branch (key with
             // method INVITE); it is answered 200 at once, by its own transaction.
-            let invite_key = key.rsplit_once('|').map(|(k, _)| format!("{k}|INVITE"));
+            let invite_key = Self::server_key_as(&msg, "INVITE");
             let invite = invite_key.filter(|k| self.server.get(k).is_some_and(|t| t.state == ServerState::Proceeding));
             self.insert_server(key.clone(), &msg, peer, false);
             let status = if invite.is_some() { 200 } else { 481 };

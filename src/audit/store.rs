@@ -1,0 +1,612 @@
+//! The SQLite audit store.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::Row;
+
+use super::chain::{chain_hash, ChainChecker, ChainRow, VerifyReport, GENESIS_HASH};
+use super::csv::write_record;
+use super::summary::{event_detail, CallOutcome, CallSummary};
+use super::{timestamp, AuditError, AuditRecord};
+use crate::events::CallEvent;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for another connection's write lock before failing with SQLITE_BUSY.
+/// The background writer retries after that, so this only bounds one attempt.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows read per query by verify and export: bounded memory on a table of millions of rows.
+const PAGE: i64 = 2_000;
+
+const SUMMARY_COLUMNS: &str = "call_id, first_seq, last_seq, event_count, first_at, last_at, caller_number, \
+     caller_name, dialed, normalized, test_call, policy, site, location, location_source, route, outcome, \
+     outcome_detail, answered_at, acknowledged_by, acknowledged_at, ended_at";
+
+const EVENT_COLUMNS: &str = "seq, call_id, call_seq, at, kind, payload, prev_hash, hash";
+
+/// Handle on one audit database. Cheap to clone (a connection pool inside).
+#[derive(Debug, Clone)]
+pub struct AuditStore {
+    pool: SqlitePool,
+    path: Arc<PathBuf>,
+}
+
+impl AuditStore {
+    /// Opens (creating it if missing) the SQLite file at `path` and brings its schema up to date.
+    ///
+    /// The directory must exist: a missing directory usually means a wrong path in the config, and
+    /// creating it would hide that.
+    pub async fn open(path: &Path) -> Result<AuditStore, AuditError> {
+        let open_err = |cause: String| AuditError::Open { path: path.to_path_buf(), cause };
+        // SQLite says only "unable to open database file" for all of these; say which it is.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if path.is_dir() {
+            return Err(open_err("it is a directory".into()));
+        }
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => return Err(open_err(format!("{} is not a directory", dir.display()))),
+            Ok(_) => {}
+            Err(e) => return Err(open_err(format!("directory {}: {e}", dir.display()))),
+        }
+
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL: readers (history, verify, export) never block the writer, nor it them.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: every commit is fsynced before it returns. NORMAL in WAL mode may lose the last
+            // commits on power loss, and an acknowledged audit event must not be lost.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            // One writer at a time (SQLite's rule) plus concurrent readers.
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| AuditError::Migrate { path: path.to_path_buf(), source })?;
+        Ok(AuditStore { pool, path: Arc::new(path.to_path_buf()) })
+    }
+
+    /// Closes every connection (checkpointing the WAL into the main file). Clones are closed too.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The file this store writes to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db(&self, op: &'static str) -> impl FnOnce(sqlx::Error) -> AuditError + '_ {
+        move |source| AuditError::Db { path: self.path.to_path_buf(), op, source }
+    }
+
+    fn corrupt(&self, seq: i64, reason: impl std::fmt::Display) -> AuditError {
+        AuditError::Corrupt { path: self.path.to_path_buf(), seq, reason: reason.to_string() }
+    }
+
+    /// Appends `events` in one transaction and returns their global seqs, in order.
+    ///
+    /// When this returns `Ok`, the rows are committed and fsynced. The chain tip is read inside a
+    /// `BEGIN IMMEDIATE` transaction (which takes the write lock at once), so two writers, even in
+    /// two processes, cannot both continue from the same row and fork the chain.
+    pub async fn append(&self, events: &[CallEvent]) -> Result<Vec<i64>, AuditError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Encode before taking the write lock, to hold it for as short as possible.
+        let payloads = events
+            .iter()
+            .map(|ev| {
+                serde_json::to_string(ev).map_err(|source| AuditError::Encode {
+                    call_id: ev.call_id.clone(),
+                    call_seq: ev.seq,
+                    source,
+                })
+            })
+            .collect::<Result<Vec<String>, AuditError>>()?;
+
+        // On any error below, dropping `tx` rolls the whole batch back.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
+        let (mut seq, mut prev_hash) = self.chain_tip(&mut tx).await?;
+
+        // Chain the rows in memory, then write them with a few multi-row statements: one
+        // statement per event would make the round trips to SQLite's thread the bottleneck.
+        let mut rows = Vec::with_capacity(events.len());
+        for (ev, payload) in events.iter().zip(&payloads) {
+            seq += 1;
+            let hash = chain_hash(&prev_hash, seq, payload);
+            let prev = std::mem::replace(&mut prev_hash, hash);
+            rows.push(EventRow { seq, ev, payload, prev_hash: prev, hash: prev_hash.clone() });
+        }
+        let mut rest = &rows[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
+            let mut q = sqlx::query(insert_sql(&INSERT_EVENTS, chunk.len()));
+            for r in chunk {
+                q = q
+                    .bind(r.seq)
+                    .bind(&r.ev.call_id)
+                    .bind(i64::from(r.ev.seq))
+                    .bind(timestamp(&r.ev.at))
+                    .bind(r.ev.kind.name())
+                    .bind(r.payload)
+                    .bind(&r.prev_hash)
+                    .bind(&r.hash);
+            }
+            q.execute(&mut *tx).await.map_err(self.db("insert events"))?;
+            rest = tail;
+        }
+
+        // Each call's summary is read once per batch and written once, however many of its events
+        // the batch holds.
+        let mut summaries = self.load_summaries(&mut tx, events).await?;
+        for r in &rows {
+            match summaries.get_mut(r.ev.call_id.as_str()) {
+                Some(s) => s.apply(r.seq, r.ev),
+                None => {
+                    summaries.insert(r.ev.call_id.clone(), CallSummary::start(r.seq, r.ev));
+                }
+            }
+        }
+        let summaries: Vec<CallSummary> = summaries.into_values().collect();
+        let mut rest = &summaries[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
+            self.store_summaries(&mut tx, chunk).await?;
+            rest = tail;
+        }
+        let seqs = rows.iter().map(|r| r.seq).collect();
+        sqlx::query("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)")
+            .bind(seq)
+            .bind(&prev_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.db("update chain head"))?;
+        tx.commit().await.map_err(self.db("commit"))?;
+        Ok(seqs)
+    }
+
+    /// (seq, hash) to continue the chain from.
+    async fn chain_tip(&self, conn: &mut SqliteConnection) -> Result<(i64, String), AuditError> {
+        let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(self.db("read last event"))?;
+        let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM chain_head WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(self.db("read chain head"))?;
+        let last = last.unwrap_or((0, GENESIS_HASH.to_string()));
+        Ok(match head {
+            Some(head) if head != last => {
+                // Someone removed rows at the end (or wrote around the store). Continuing from the
+                // head leaves the removal as a permanent, visible gap; continuing from the last row
+                // would paper over it. Rows beyond the head cannot be continued from the head
+                // without clashing seqs, so then the last row wins. Either way: keep recording.
+                tracing::error!(
+                    path = %self.path.display(),
+                    head_seq = head.0, last_seq = last.0,
+                    "audit chain head does not match the last row: the log was tampered with; run verify"
+                );
+                if head.0 > last.0 {
+                    head
+                } else {
+                    last
+                }
+            }
+            _ => last,
+        })
+    }
+
+    async fn load_summary(&self, conn: &mut SqliteConnection, call_id: &str) -> Result<Option<CallSummary>, AuditError> {
+        let row = sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id = ?"))
+            .bind(call_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(self.db("read call summary"))?;
+        row.map(|r| summary_from_row(&r).map_err(self.db("decode call summary"))).transpose()
+    }
+
+    /// The stored summaries of the calls in `events`, in one query.
+    async fn load_summaries(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[CallEvent],
+    ) -> Result<HashMap<String, CallSummary>, AuditError> {
+        let mut ids: Vec<&str> = events.iter().map(|e| e.call_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // A JSON array bound as one parameter: the same statement for any number of calls.
+        let ids = serde_json::Value::from(ids).to_string();
+        let rows = sqlx::query(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(self.db("read call summaries"))?;
+        rows.iter()
+            .map(|r| {
+                let s = summary_from_row(r).map_err(self.db("decode call summary"))?;
+                Ok((s.call_id.clone(), s))
+            })
+            .collect()
+    }
+
+    async fn store_summaries(&self, conn: &mut SqliteConnection, chunk: &[CallSummary]) -> Result<(), AuditError> {
+        let ts = |t: &Option<DateTime<Utc>>| t.as_ref().map(timestamp);
+        let mut q = sqlx::query(insert_sql(&INSERT_CALLS, chunk.len()));
+        for s in chunk {
+            q = q
+                .bind(&s.call_id)
+                .bind(s.first_seq)
+                .bind(s.last_seq)
+                .bind(s.event_count)
+                .bind(timestamp(&s.first_at))
+                .bind(timestamp(&s.last_at))
+                .bind(&s.caller_number)
+                .bind(&s.caller_name)
+                .bind(&s.dialed)
+                .bind(&s.normalized)
+                .bind(s.test_call)
+                .bind(&s.policy)
+                .bind(&s.site)
+                .bind(&s.location)
+                .bind(&s.location_source)
+                .bind(&s.route)
+                .bind(s.outcome.as_str())
+                .bind(&s.outcome_detail)
+                .bind(ts(&s.answered_at))
+                .bind(&s.acknowledged_by)
+                .bind(ts(&s.acknowledged_at))
+                .bind(ts(&s.ended_at));
+        }
+        q.execute(&mut *conn).await.map_err(self.db("write call summaries"))?;
+        Ok(())
+    }
+
+    /// The summary of one call, if the store has any event of it.
+    pub async fn call_summary(&self, call_id: &str) -> Result<Option<CallSummary>, AuditError> {
+        let mut conn = self.pool.acquire().await.map_err(self.db("acquire connection"))?;
+        self.load_summary(&mut conn, call_id).await
+    }
+
+    /// The `limit` most recent calls, newest (by first event time) first.
+    pub async fn history(&self, limit: u32) -> Result<Vec<CallSummary>, AuditError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM calls ORDER BY first_at DESC, first_seq DESC LIMIT ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db("read history"))?;
+        rows.iter()
+            .map(|r| summary_from_row(r).map_err(self.db("decode call summary")))
+            .collect()
+    }
+
+    /// Every stored event of one call, in the order they were stored.
+    pub async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, AuditError> {
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE call_id = ? ORDER BY seq"))
+            .bind(call_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db("read call events"))?;
+        rows.iter().map(|r| self.record_from_row(r)).collect()
+    }
+
+    fn record_from_row(&self, r: &SqliteRow) -> Result<AuditRecord, AuditError> {
+        let raw = RawEvent::from_row(r).map_err(self.db("decode event row"))?;
+        let event: CallEvent = serde_json::from_str(&raw.payload).map_err(|e| self.corrupt(raw.seq, e))?;
+        let at = parse_ts(&raw.at).map_err(|e| self.corrupt(raw.seq, format!("column at: {e}")))?;
+        Ok(AuditRecord {
+            seq: raw.seq,
+            call_id: raw.call_id,
+            call_seq: raw.call_seq,
+            at,
+            kind: raw.kind,
+            detail: event_detail(&event.kind),
+            event,
+            prev_hash: raw.prev_hash,
+            hash: raw.hash,
+        })
+    }
+
+    /// Recomputes the hash chain over every row (see [`super::chain`]).
+    ///
+    /// Reads inside one transaction, i.e. one consistent snapshot, while the writer goes on
+    /// appending (WAL lets it).
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut checker = ChainChecker::new();
+        let mut last: Option<(i64, String)> = None;
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"))
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.db("read events"))?;
+            for r in &rows {
+                let raw = RawEvent::from_row(r).map_err(self.db("decode event row"))?;
+                checker.check(&ChainRow {
+                    seq: raw.seq,
+                    call_id: &raw.call_id,
+                    call_seq: raw.call_seq,
+                    at: &raw.at,
+                    kind: &raw.kind,
+                    payload: &raw.payload,
+                    prev_hash: &raw.prev_hash,
+                    hash: &raw.hash,
+                });
+                after = raw.seq;
+                last = Some((raw.seq, raw.hash));
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM chain_head WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(self.db("read chain head"))?;
+        tx.rollback().await.map_err(self.db("end read"))?;
+        Ok(checker.finish(head, last))
+    }
+
+    /// Writes every event row as CSV: a header, then one line per event in seq order.
+    ///
+    /// Columns: seq, at, call_id, call_seq, kind, caller_number, caller_name, dialed, location,
+    /// route, detail, prev_hash, hash. Quoting per RFC 4180; fields that a spreadsheet would run as
+    /// a formula are prefixed with `'` (see `csv::field`).
+    pub async fn export_csv(&self, out: &mut impl std::io::Write) -> Result<(), AuditError> {
+        let io = |source| AuditError::Export { source };
+        write_record(
+            out,
+            &[
+                "seq", "at", "call_id", "call_seq", "kind", "caller_number", "caller_name", "dialed", "location",
+                "route", "detail", "prev_hash", "hash",
+            ],
+        )
+        .map_err(io)?;
+        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"))
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.db("read events"))?;
+            for r in &rows {
+                let rec = self.record_from_row(r)?;
+                let ev = &rec.event;
+                write_record(
+                    out,
+                    &[
+                        &rec.seq.to_string(),
+                        &timestamp(&rec.at),
+                        &rec.call_id,
+                        &rec.call_seq.to_string(),
+                        &rec.kind,
+                        &ev.caller.number,
+                        ev.caller.display_name.as_deref().unwrap_or(""),
+                        &ev.dialed,
+                        &ev.location.describe(),
+                        ev.route.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
+                        &rec.detail,
+                        &rec.prev_hash,
+                        &rec.hash,
+                    ],
+                )
+                .map_err(io)?;
+                after = rec.seq;
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        tx.rollback().await.map_err(self.db("end read"))?;
+        out.flush().map_err(io)
+    }
+}
+
+/// Most rows per multi-row INSERT. Chunks are powers of two (64, 32, … 1), so each table has at
+/// most seven distinct statements, all kept in sqlx's per-connection statement cache. 64 × 22
+/// parameters stays far below SQLite's limit of 32,766.
+const MAX_CHUNK: usize = 64;
+
+fn chunk_len(remaining: usize) -> usize {
+    let n = remaining.min(MAX_CHUNK);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// `INSERT … VALUES (?, …), (?, …)` for 1, 2, 4 … MAX_CHUNK rows, built once.
+struct MultiInsert {
+    by_log2: Vec<String>,
+}
+
+impl MultiInsert {
+    fn new(head: &str, columns: usize) -> MultiInsert {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        let by_log2 = (0..=MAX_CHUNK.trailing_zeros())
+            .map(|k| format!("{head} VALUES {}", vec![row.as_str(); 1 << k].join(", ")))
+            .collect();
+        MultiInsert { by_log2 }
+    }
+}
+
+fn insert_sql(m: &'static LazyLock<MultiInsert>, rows: usize) -> &'static str {
+    debug_assert!(rows.is_power_of_two() && rows <= MAX_CHUNK);
+    &m.by_log2[rows.trailing_zeros() as usize]
+}
+
+static INSERT_EVENTS: LazyLock<MultiInsert> = LazyLock::new(|| {
+    MultiInsert::new("INSERT INTO events (seq, call_id, call_seq, at, kind, payload, prev_hash, hash)", 8)
+});
+
+static INSERT_CALLS: LazyLock<MultiInsert> =
+    LazyLock::new(|| MultiInsert::new(&format!("INSERT OR REPLACE INTO calls ({SUMMARY_COLUMNS})"), 22));
+
+/// One row being appended.
+struct EventRow<'a> {
+    seq: i64,
+    ev: &'a CallEvent,
+    payload: &'a str,
+    prev_hash: String,
+    hash: String,
+}
+
+/// An `events` row as stored.
+struct RawEvent {
+    seq: i64,
+    call_id: String,
+    call_seq: i64,
+    at: String,
+    kind: String,
+    payload: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl RawEvent {
+    fn from_row(r: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
+        Ok(RawEvent {
+            seq: r.try_get("seq")?,
+            call_id: r.try_get("call_id")?,
+            call_seq: r.try_get("call_seq")?,
+            at: r.try_get("at")?,
+            kind: r.try_get("kind")?,
+            payload: r.try_get("payload")?,
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+        })
+    }
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+}
+
+fn summary_from_row(r: &SqliteRow) -> Result<CallSummary, sqlx::Error> {
+    // Decoding errors name the column, so a hand-edited row is easy to find.
+    fn decode_err(column: &str, e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+        sqlx::Error::ColumnDecode { index: column.to_string(), source: Box::new(e) }
+    }
+    let ts = |column: &str| -> Result<DateTime<Utc>, sqlx::Error> {
+        let s: String = r.try_get(column)?;
+        parse_ts(&s).map_err(|e| decode_err(column, e))
+    };
+    let opt_ts = |column: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        let s: Option<String> = r.try_get(column)?;
+        s.map(|s| parse_ts(&s).map_err(|e| decode_err(column, e))).transpose()
+    };
+    let outcome: String = r.try_get("outcome")?;
+    let outcome = CallOutcome::parse(&outcome).ok_or_else(|| {
+        decode_err("outcome", std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown outcome {outcome:?}")))
+    })?;
+    Ok(CallSummary {
+        call_id: r.try_get("call_id")?,
+        first_seq: r.try_get("first_seq")?,
+        last_seq: r.try_get("last_seq")?,
+        event_count: r.try_get("event_count")?,
+        first_at: ts("first_at")?,
+        last_at: ts("last_at")?,
+        caller_number: r.try_get("caller_number")?,
+        caller_name: r.try_get("caller_name")?,
+        dialed: r.try_get("dialed")?,
+        normalized: r.try_get("normalized")?,
+        test_call: r.try_get("test_call")?,
+        policy: r.try_get("policy")?,
+        site: r.try_get("site")?,
+        location: r.try_get("location")?,
+        location_source: r.try_get("location_source")?,
+        route: r.try_get("route")?,
+        outcome,
+        outcome_detail: r.try_get("outcome_detail")?,
+        answered_at: opt_ts("answered_at")?,
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        acknowledged_at: opt_ts("acknowledged_at")?,
+        ended_at: opt_ts("ended_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_up_to_the_maximum() {
+        let got: Vec<usize> = [1, 2, 3, 63, 64, 65, 1000].iter().map(|&n| chunk_len(n)).collect();
+        assert_eq!(got, [1, 2, 2, 32, 64, 64, 64]);
+        assert_eq!(insert_sql(&INSERT_EVENTS, 2).matches('?').count(), 16);
+        assert_eq!(insert_sql(&INSERT_CALLS, 64).matches('?').count(), 64 * 22);
+    }
+
+    /// Batch sizes that need every chunk size, with calls spread over several chunks.
+    #[tokio::test]
+    async fn odd_sized_batches_chain_and_summarise() {
+        use crate::events::{Caller, CallEventKind, CALL_EVENT_VERSION};
+        use crate::location::LocationSnapshot;
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).await.unwrap();
+        let ev = |call: usize, seq: u32| CallEvent {
+            version: CALL_EVENT_VERSION,
+            call_id: format!("c{call}"),
+            seq,
+            at: chrono::Utc::now(),
+            caller: Caller { number: "100".into(), display_name: None, uri: "sip:100@x".into(), source: "udp:192.0.2.1:5060".into() },
+            dialed: "911".into(),
+            normalized: "911".into(),
+            test_call: true,
+            policy: "p".into(),
+            site: None,
+            location: LocationSnapshot::none(),
+            route: None,
+            kind: if seq == 1 { CallEventKind::Detected } else { CallEventKind::Answered },
+        };
+        let first: Vec<CallEvent> = (0..127).map(|i| ev(i, 1)).collect();
+        let second: Vec<CallEvent> = (0..127).map(|i| ev(i, 2)).chain((127..130).map(|i| ev(i, 1))).collect();
+        assert_eq!(store.append(&first).await.unwrap(), (1..=127).collect::<Vec<i64>>());
+        assert_eq!(store.append(&second).await.unwrap(), (128..=257).collect::<Vec<i64>>());
+        let report = store.verify().await.unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.rows_checked, 257);
+        let history = store.history(1000).await.unwrap();
+        assert_eq!(history.len(), 130);
+        let c5 = store.call_summary("c5").await.unwrap().unwrap();
+        assert_eq!((c5.event_count, c5.first_seq, c5.last_seq, c5.outcome), (2, 6, 133, CallOutcome::Answered));
+    }
+
+    /// The durability settings are per connection: check them on a connection of the pool, as the
+    /// writer gets it.
+    #[tokio::test]
+    async fn connections_use_wal_and_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("a.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(mode, "wal");
+        // 2 = FULL
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(sync, 2);
+        let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(busy, 5_000);
+    }
+}

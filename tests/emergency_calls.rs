@@ -1,0 +1,363 @@
+//! Emergency calls through the real core, with sipp as caller, provider and ELIN gateway.
+//! Each test checks what crossed the wire (sipp's message trace), what was broadcast to desks,
+//! and what the audit log holds (through the `sosdesk` CLI), and that the audit chain verifies.
+
+mod support;
+
+use sosdesk::events::{CallEventKind, RouteKind};
+use sosdesk::location::LocationSource;
+use support::lab::{header_of, pidf_part, Lab};
+use support::xmllint::validate_pidf_lo;
+
+const HOLD: &[&str] = &["-set", "hold_ms", "100"];
+
+fn args<'a>(a: &[&'a str]) -> Vec<&'a str> {
+    let mut v = HOLD.to_vec();
+    v.extend_from_slice(a);
+    v
+}
+
+fn kinds(events: &[sosdesk::events::CallEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+#[test]
+fn call_911_without_caller_location_carries_the_site_erl_as_valid_pidf_lo() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let caller = lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911", "-set", "name", "Alice Example", "-set", "from_user", "1001"]));
+    caller.wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+
+    let invite = p.received_request("INVITE");
+    assert!(invite.starts_with(&format!("INVITE sip:911@127.0.0.1:{};user=phone SIP/2.0\r\n", lab.ports.primary)), "{invite}");
+    // RFC 6442: location by value, referenced by cid, routing allowed.
+    let geo = header_of(&invite, "Geolocation").expect("Geolocation header");
+    let cid = geo.trim_start_matches("<cid:").trim_end_matches('>');
+    assert!(invite.contains(&format!("Content-ID: <{cid}>")), "Geolocation cid must name the PIDF-LO part");
+    assert_eq!(header_of(&invite, "Geolocation-Routing").as_deref(), Some("yes"));
+    assert!(header_of(&invite, "Content-Type").unwrap().starts_with("multipart/mixed;boundary="));
+    // Callback number in P-Asserted-Identity; the display name carried along.
+    assert_eq!(header_of(&invite, "P-Asserted-Identity").unwrap(), "\"Alice Example\" <sip:1001@127.0.0.1;user=phone>");
+    assert_eq!(header_of(&invite, "Priority").as_deref(), Some("emergency"));
+    // The SDP offer went through with the location.
+    assert!(invite.contains("Content-Type: application/sdp\r\n\r\nv=0"), "{invite}");
+
+    let pidf = pidf_part(&invite);
+    validate_pidf_lo(&pidf).unwrap_or_else(|e| panic!("generated PIDF-LO does not validate: {e}\n{pidf}"));
+    for text in ["<ca:country>US</ca:country>", "<ca:RD>Microsoft Way</ca:RD>", "<ca:HNO>1</ca:HNO>", "<ca:FLR>2</ca:FLR>", "<ca:ROOM>210</ca:ROOM>", "<ca:A3>Redmond</ca:A3>"] {
+        assert!(pidf.contains(text), "PIDF-LO lacks {text}:\n{pidf}");
+    }
+
+    let broadcast = lab.broadcast_events();
+    assert_eq!(kinds(&broadcast), ["detected", "routed", "ringing", "answered", "ended"]);
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "ringing", "answered", "ended"]);
+    let first = &events[0];
+    assert_eq!((first.dialed.as_str(), first.normalized.as_str(), first.test_call), ("911", "911", false));
+    assert_eq!(first.caller.number, "1001");
+    assert_eq!(first.caller.display_name.as_deref(), Some("Alice Example"));
+    assert_eq!(first.location.source, LocationSource::SiteDefault);
+    assert_eq!(first.location.erl.as_ref().unwrap().civic.room.as_deref(), Some("210"));
+    assert_eq!(events[1].route.as_ref().unwrap().name, "provider-primary");
+    assert!(matches!(&events[4].kind, CallEventKind::Ended { by, .. } if by == "caller"));
+    lab.assert_audit_verifies();
+
+    let out = lab.cli_store(&["history", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history --json");
+    assert_eq!(v[0]["dialed"], "911");
+    assert_eq!(v[0]["caller_name"], "Alice Example");
+    assert_eq!(v[0]["route"], "provider-primary");
+    assert_eq!(v[0]["outcome"], "ended");
+    assert!(v[0]["location"].as_str().unwrap().contains("Room 210"));
+}
+
+#[test]
+fn caller_pidf_lo_is_forwarded_as_sent_and_preferred() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let caller = lab.uac("caller", "caller_pidf.xml", "127.0.0.1", &args(&["-s", "911"]));
+    let c = caller.wait();
+    c.assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    let sent = c.sent().into_iter().find(|m| m.starts_with("INVITE ")).unwrap();
+    let received = p.received_request("INVITE");
+    // The caller's PIDF-LO bytes arrive unchanged (only the cid is sosdesk's own).
+    assert_eq!(pidf_part(&received), pidf_part(&sent));
+    assert_eq!(p.logged("invite.civic").as_deref(), Some("HNO:4 RD:Pidf STS:Lane FLR:7 ROOM:701 A3:Testville"));
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(events[0].location.source, LocationSource::ClientPidfLo);
+    let civic = &events[0].location.erl.as_ref().unwrap().civic;
+    assert_eq!((civic.hno.as_deref(), civic.flr.as_deref(), civic.room.as_deref()), (Some("4"), Some("7"), Some("701")));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn dial_mask_9911_goes_out_as_911() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "9911"])).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    assert_eq!(p.logged("invite.ruri"), Some(format!("sip:911@127.0.0.1:{};user=phone", lab.ports.primary)));
+    lab.stop();
+    let ev = &lab.audit_events()[0];
+    assert_eq!((ev.dialed.as_str(), ev.normalized.as_str()), ("9911", "911"));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn uk_999_and_112_from_the_london_site() {
+    for (dialed, name) in [("999", "c999"), ("112", "c112")] {
+        let mut lab = Lab::start();
+        let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+        lab.uac(name, "caller_hangs_up.xml", "127.0.0.3", &args(&["-s", dialed])).wait().assert_ok();
+        let p = provider.wait();
+        p.assert_ok();
+        assert_eq!(p.logged("invite.ruri"), Some(format!("sip:999@127.0.0.1:{};user=phone", lab.ports.primary)));
+        let pidf = pidf_part(&p.received_request("INVITE"));
+        assert!(pidf.contains("<ca:country>GB</ca:country>") && pidf.contains("<ca:RD>Strand</ca:RD>"), "{pidf}");
+        validate_pidf_lo(&pidf).unwrap();
+        lab.stop();
+        let ev = &lab.audit_events()[0];
+        assert_eq!((ev.policy.as_str(), ev.site.as_deref(), ev.normalized.as_str()), ("uk-london", Some("london"), "999"));
+        lab.assert_audit_verifies();
+    }
+}
+
+#[test]
+fn test_call_933_is_routed_and_marked_as_a_test() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "933"])).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    assert_eq!(p.logged("invite.ruri"), Some(format!("sip:933@127.0.0.1:{};user=phone", lab.ports.primary)));
+    lab.stop();
+    let events = lab.audit_events();
+    assert!(events.iter().all(|e| e.test_call), "every event of a 933 call is marked as a test");
+    let out = lab.cli_store(&["history"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(test)"));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn every_uri_form_of_an_emergency_number_is_recognised() {
+    let mut lab = Lab::start();
+    let sip = lab.ports.sip;
+    let forms = [
+        format!("tel:911"),
+        format!("tel:9-1-1;phone-context=+1"),
+        format!("sip:911@127.0.0.1:{sip};user=phone"),
+        format!("sips:911@127.0.0.1:{sip}"),
+        format!("urn:service:sos"),
+        format!("urn:service:sos.fire"),
+    ];
+    for (i, ruri) in forms.iter().enumerate() {
+        let provider = lab.uas(&format!("p{i}"), "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+        lab.uac(&format!("c{i}"), "caller_uri.xml", "127.0.0.1", &args(&["-set", "ruri", ruri])).wait().assert_ok();
+        let p = provider.wait();
+        p.assert_ok();
+        assert_eq!(p.logged("invite.ruri"), Some(format!("sip:911@127.0.0.1:{};user=phone", lab.ports.primary)), "for {ruri}");
+    }
+    lab.stop();
+    let detected: Vec<String> = lab.audit_events().into_iter().filter(|e| e.kind.name() == "detected").map(|e| e.dialed).collect();
+    assert_eq!(detected.len(), forms.len());
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn caller_with_no_location_goes_to_the_ecrc_route_without_geolocation() {
+    let mut lab = Lab::start();
+    // 127.0.0.2 is in no site: default policy, no ERL → the ECRC (secondary provider).
+    let ecrc = lab.uas("ecrc", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.2", &args(&["-s", "911"])).wait().assert_ok();
+    let p = ecrc.wait();
+    p.assert_ok();
+    let invite = p.received_request("INVITE");
+    assert_eq!(header_of(&invite, "Geolocation"), None);
+    assert_eq!(header_of(&invite, "Content-Type").as_deref(), Some("application/sdp"));
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(events[0].location.source, LocationSource::None);
+    assert_eq!(events[1].route.as_ref().unwrap().name, "provider-secondary");
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn non_emergency_call_gets_404_and_is_audited() {
+    let mut lab = Lab::start();
+    let c = lab.uac("caller", "caller_expect_failure.xml", "127.0.0.1", &["-s", "4255550123"]).wait();
+    c.assert_ok();
+    let resp = c.received().into_iter().find(|m| m.starts_with("SIP/2.0 4")).expect("a final response");
+    assert!(resp.starts_with("SIP/2.0 404 Not Found\r\n"), "{resp}");
+    assert!(resp.contains("Warning: 399 sosdesk \"not an emergency number"), "{resp}");
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["rejected"]);
+    assert_eq!(events[0].dialed, "4255550123");
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn failover_when_the_primary_returns_503() {
+    let mut lab = Lab::start();
+    let primary = lab.uas("primary", "provider_reject_503.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911"])).wait().assert_ok();
+    let p1 = primary.wait();
+    p1.assert_ok();
+    // The transaction ACKed the 503 (RFC 3261 §17.1.1.3).
+    assert!(p1.received().iter().any(|m| m.starts_with("ACK ")), "503 must be ACKed");
+    let p2 = secondary.wait();
+    p2.assert_ok();
+    validate_pidf_lo(&pidf_part(&p2.received_request("INVITE"))).unwrap();
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "route-failed", "routed", "ringing", "answered", "ended"]);
+    assert!(matches!(&events[2].kind, CallEventKind::RouteFailed { reason } if reason.starts_with("503")));
+    assert_eq!(events[3].route.as_ref().unwrap().name, "provider-secondary");
+    assert_eq!(events[3].route.as_ref().unwrap().attempt, 1);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn failover_when_the_primary_never_answers() {
+    let mut lab = Lab::start_with(|c| c.replace("route_timeout_ms = 2000", "route_timeout_ms = 300"));
+    let primary = lab.uas("primary", "provider_silent.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911"])).wait().assert_ok();
+    secondary.wait().assert_ok();
+    let p1 = primary.kill();
+    assert!(p1.received().iter().any(|m| m.starts_with("INVITE ")), "the primary was tried first");
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events)[..4], ["detected", "routed", "route-failed", "routed"]);
+    assert!(matches!(&events[2].kind, CallEventKind::RouteFailed { reason } if reason == "no response within 300 ms"), "{:?}", events[2].kind);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn every_route_failing_gives_the_caller_503_and_is_audited() {
+    let mut lab = Lab::start();
+    let primary = lab.uas("primary", "provider_reject_503.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let secondary = lab.uas("secondary", "provider_reject_503.xml", "127.0.0.1", lab.ports.secondary, &[]);
+    let c = lab.uac("caller", "caller_expect_failure.xml", "127.0.0.1", &["-s", "911"]).wait();
+    c.assert_ok();
+    assert!(c.received().iter().any(|m| m.starts_with("SIP/2.0 503 ")));
+    primary.wait().assert_ok();
+    secondary.wait().assert_ok();
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "route-failed", "routed", "route-failed", "failed"]);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn far_end_hangs_up_and_the_caller_gets_bye() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_answer_then_bye.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_receives_bye.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    lab.stop();
+    let events = lab.audit_events();
+    assert!(matches!(&events.last().unwrap().kind, CallEventKind::Ended { by, .. } if by == "far-end"));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn cancel_before_answer_reaches_the_provider() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_ringing_then_cancel.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_cancel.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    assert!(p.received().iter().any(|m| m.starts_with("CANCEL ")));
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "ringing", "ended"]);
+    assert!(matches!(&events[3].kind, CallEventKind::Ended { by, .. } if by == "cancel"));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn re_invite_is_relayed_both_ways() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_reinvite.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_reinvite.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    let invites: Vec<_> = p.received().into_iter().filter(|m| m.starts_with("INVITE ")).collect();
+    assert_eq!(invites.len(), 2, "initial INVITE and the relayed re-INVITE");
+    assert!(header_of(&invites[1], "To").unwrap().contains("tag="), "the re-INVITE is inside the dialog");
+    lab.stop();
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn a_call_over_tcp() {
+    let mut lab = Lab::start();
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911", "-t", "t1"])).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    validate_pidf_lo(&pidf_part(&p.received_request("INVITE"))).unwrap();
+    lab.stop();
+    let events = lab.audit_events();
+    assert!(events[0].caller.source.starts_with("tcp:127.0.0.1:"), "{}", events[0].caller.source);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn elin_gateway_gets_the_elin_and_a_callback_reaches_the_caller() {
+    let mut lab = Lab::start();
+    // The warehouse site (127.0.0.4) routes through the ELIN gateway first.
+    let gw = lab.uas("gw", "elin_gateway.xml", "127.0.0.1", lab.ports.elin, &[]);
+    let caller_port = support::lab::free_port();
+    let cp = caller_port.to_string();
+    let caller = lab.uac("caller", "caller_hangs_up.xml", "127.0.0.4", &args(&["-s", "911", "-set", "from_user", "2002", "-p", &cp]));
+    caller.wait().assert_ok();
+    let g = gw.wait();
+    g.assert_ok();
+    assert_eq!(g.logged("invite.from_user").as_deref(), Some("4255550199"), "the ELIN replaces the calling number");
+    assert_eq!(g.logged("invite.pai_user").as_deref(), Some("4255550199"));
+
+    // The PSAP calls the ELIN back: it reaches the original caller's address.
+    let callee = lab.uas("callee", "callee_answer.xml", "127.0.0.4", caller_port, &[]);
+    let gw_ip = "127.0.0.1";
+    lab.uac("psap", "psap_callback.xml", gw_ip, &["-s", "4255550199"]).wait().assert_ok();
+    let c = callee.wait();
+    c.assert_ok();
+    assert!(c.received_request("INVITE").starts_with(&format!("INVITE sip:2002@127.0.0.4:{caller_port} SIP/2.0")));
+    lab.stop();
+    let events = lab.audit_events();
+    let cb = events.iter().find(|e| e.kind.name() == "callback").expect("callback event");
+    assert!(matches!(&cb.kind, CallEventKind::Callback { elin, to_original: true, .. } if elin == "4255550199"));
+    let routed = events.iter().find(|e| e.kind.name() == "routed").unwrap();
+    assert_eq!(routed.route.as_ref().unwrap().kind, RouteKind::ElinGateway);
+    assert_eq!(routed.route.as_ref().unwrap().presented_number, "4255550199");
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn elin_callback_after_the_window_goes_to_the_fallback() {
+    // A zero-minute window: the mapping is already expired when the callback comes.
+    let mut lab = Lab::start_with(|c| c.replace("elin_callback_minutes = 180", "elin_callback_minutes = 0"));
+    let gw = lab.uas("gw", "elin_gateway.xml", "127.0.0.1", lab.ports.elin, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.4", &args(&["-s", "911"])).wait().assert_ok();
+    gw.wait().assert_ok();
+    let desk = lab.uas("desk", "callee_answer.xml", "127.0.0.1", lab.ports.fallback, &[]);
+    lab.uac("psap", "psap_callback.xml", "127.0.0.1", &["-s", "4255550199"]).wait().assert_ok();
+    let d = desk.wait();
+    d.assert_ok();
+    assert!(d.received_request("INVITE").starts_with(&format!("INVITE sip:security-desk@127.0.0.1:{} SIP/2.0", lab.ports.fallback)));
+    lab.stop();
+    let events = lab.audit_events();
+    let cb = events.iter().find(|e| e.kind.name() == "callback").expect("callback event");
+    assert!(matches!(&cb.kind, CallEventKind::Callback { to_original: false, .. }));
+    lab.assert_audit_verifies();
+}

@@ -1,0 +1,347 @@
+//! The integration-test lab: the real core (in-process, from `examples/lab.toml` moved onto free
+//! ports), real sipp peers, and readers for what crossed the wire and what the audit log holds.
+//!
+//! sipp (Debian package `sip-tester`) is required: without it the tests panic with an install
+//! hint rather than pass.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sosdesk::audit::AuditStore;
+use sosdesk::config::Config;
+use sosdesk::events::CallEvent;
+use sosdesk::server::Core;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    repo().join("tests/sipp").join(name)
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (the OS picks; both are checked).
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub struct LabPorts {
+    pub sip: u16,
+    pub primary: u16,
+    pub secondary: u16,
+    pub elin: u16,
+    pub fallback: u16,
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+    pub core: Option<Core>,
+    pub ports: LabPorts,
+    pub config_path: PathBuf,
+    events: Option<tokio::sync::broadcast::Receiver<CallEvent>>,
+}
+
+impl Lab {
+    /// The lab of `examples/lab.toml`, moved onto free ports and a private audit file.
+    pub fn start() -> Lab {
+        Lab::start_with(|c| c)
+    }
+
+    /// As [`Lab::start`], with the config text edited first.
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Lab {
+        assert!(
+            Command::new("sipp").arg("-v").output().is_ok(),
+            "sipp is not installed: the SIP tests need a real peer (Debian package sip-tester; the README's test command installs it)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = LabPorts { sip: free_port(), primary: free_port(), secondary: free_port(), elin: free_port(), fallback: free_port() };
+        let text = std::fs::read_to_string(repo().join("examples/lab.toml")).expect("examples/lab.toml");
+        let store = dir.path().join("audit.db");
+        // Two passes through placeholders, so a port just written can never be rewritten by a
+        // later replacement (a new port 50712 starts with the old "5071").
+        let mut text = text;
+        let moves = [("5060", ports.sip), ("5070", ports.primary), ("5071", ports.secondary), ("5080", ports.elin), ("5090", ports.fallback)];
+        for (old, _) in &moves {
+            text = text.replace(&format!("127.0.0.1:{old}\""), &format!("127.0.0.1:@{old}@\""));
+        }
+        for (old, new) in &moves {
+            text = text.replace(&format!("@{old}@"), &new.to_string());
+        }
+        let text = text.replace("path = \"../sosdesk-lab.db\"", &format!("path = {:?}", store.display().to_string()));
+        let text = edit(text);
+        let config_path = dir.path().join("lab.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let cfg = Config::load(&config_path).unwrap_or_else(|e| panic!("lab config: {e}"));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let core = rt.block_on(Core::start(&cfg)).unwrap_or_else(|e| panic!("core start: {e}"));
+        let events = Some(core.subscribe());
+        Lab { dir, rt, core: Some(core), ports, config_path, events }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("audit.db")
+    }
+
+    fn sipp_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        (self.dir.path().join(format!("{name}.msg")), self.dir.path().join(format!("{name}.log")))
+    }
+
+    /// A sipp UAS (a provider, a gateway, a called phone) listening on `ip:port`; returns once
+    /// its socket is bound.
+    pub fn uas(&self, name: &str, scenario_file: &str, ip: &str, port: u16, extra: &[&str]) -> Sipp {
+        let (msg, log) = self.sipp_files(name);
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf").arg(scenario(scenario_file));
+        cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
+        cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
+        cmd.args(extra);
+        let child = spawn(cmd);
+        let tcp = extra.windows(2).any(|w| w[0] == "-t" && w[1].starts_with('t'));
+        wait_bound(ip, port, tcp);
+        Sipp { name: name.into(), child: Some(child), msg, log }
+    }
+
+    /// A sipp UAC calling sosdesk from `ip` (which selects the caller's site).
+    pub fn uac(&self, name: &str, scenario_file: &str, ip: &str, extra: &[&str]) -> Sipp {
+        let (msg, log) = self.sipp_files(name);
+        let port = free_port();
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf").arg(scenario(scenario_file)).arg(format!("127.0.0.1:{}", self.ports.sip));
+        cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
+        cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
+        cmd.args(extra);
+        Sipp { name: name.into(), child: Some(spawn(cmd)), msg, log }
+    }
+
+    /// Stop the core; afterwards every event it produced is durable in the store.
+    pub fn stop(&mut self) {
+        if let Some(core) = self.core.take() {
+            self.rt.block_on(core.stop());
+        }
+    }
+
+    /// Every event the core broadcast so far (what a desk would have seen).
+    pub fn broadcast_events(&mut self) -> Vec<CallEvent> {
+        let mut out = Vec::new();
+        if let Some(rx) = self.events.as_mut() {
+            while let Ok(ev) = rx.try_recv() {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
+    /// Events in the audit store, in order (the core must be stopped or flushed).
+    pub fn audit_events(&self) -> Vec<CallEvent> {
+        self.rt.block_on(async {
+            let store = AuditStore::open(&self.store_path()).await.expect("open audit store");
+            let calls = store.history(1000).await.expect("history");
+            let mut all = Vec::new();
+            for c in calls.iter().rev() {
+                for r in store.call_events(&c.call_id).await.expect("call events") {
+                    all.push(r.event);
+                }
+            }
+            store.close().await;
+            all
+        })
+    }
+
+    /// Run the `sosdesk` binary with arguments (the CLI a user runs).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sosdesk")).args(args).output().expect("run sosdesk")
+    }
+
+    pub fn cli_store(&self, args: &[&str]) -> Output {
+        let store = self.store_path();
+        let mut all: Vec<&str> = args.to_vec();
+        let s = store.to_str().unwrap().to_string();
+        all.push("--store");
+        all.push(&s);
+        self.cli(&all)
+    }
+
+    /// `sosdesk audit verify` passes.
+    pub fn assert_audit_verifies(&self) {
+        let out = self.cli_store(&["audit", "verify"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("audit chain OK"), "audit verify failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.spawn().unwrap_or_else(|e| panic!("cannot start sipp: {e}"))
+}
+
+/// Wait until something listens on ip:port (sipp binds its socket right after it starts).
+/// This polls a condition with a deadline; it is not a sleep standing in for synchronisation.
+fn wait_bound(ip: &str, port: u16, tcp: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bound = if tcp { TcpListener::bind((ip, port)).is_err() } else { UdpSocket::bind((ip, port)).is_err() };
+        if bound {
+            return;
+        }
+        assert!(Instant::now() < deadline, "sipp did not bind {ip}:{port}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub struct Sipp {
+    pub name: String,
+    child: Option<Child>,
+    pub msg: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct SippRun {
+    pub name: String,
+    pub code: Option<i32>,
+    pub messages: String,
+    pub log: String,
+    pub stderr: String,
+}
+
+impl SippRun {
+    /// The run passed (sipp exit code 0: every call of the scenario succeeded).
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "sipp {} failed (exit {:?}).\nstderr: {}\nmessages:\n{}", self.name, self.code, self.stderr, self.messages);
+        self
+    }
+
+    /// `key=value` lines the scenario logged (`<log message="invite.ruri=…"/>`).
+    pub fn logged(&self, key: &str) -> Option<String> {
+        let prefix = format!("{key}=");
+        self.log.lines().find_map(|l| l.trim_end().strip_prefix(&prefix).map(str::to_string))
+    }
+
+    /// Raw messages this sipp received, in order.
+    pub fn received(&self) -> Vec<String> {
+        split_trace(&self.messages, "received")
+    }
+
+    pub fn sent(&self) -> Vec<String> {
+        split_trace(&self.messages, "sent")
+    }
+
+    /// The first received request with this method.
+    pub fn received_request(&self, method: &str) -> String {
+        let start = format!("{method} ");
+        self.received()
+            .into_iter()
+            .find(|m| m.starts_with(&start))
+            .unwrap_or_else(|| panic!("sipp {} received no {method}; messages:\n{}", self.name, self.messages))
+    }
+}
+
+/// Split a sipp `-trace_msg` file into the messages received (or sent).
+fn split_trace(text: &str, dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in text.split("\n-----------------------------------------------") {
+        let mut lines = chunk.splitn(3, '\n');
+        let _stamp = lines.next();
+        let what = lines.next().unwrap_or("");
+        if what.contains(&format!("message {dir}")) {
+            let body = lines.next().unwrap_or("");
+            out.push(body.trim_start_matches(['\r', '\n']).to_string());
+        }
+    }
+    out
+}
+
+impl Sipp {
+    /// Wait for sipp to finish (it ends by itself: `-m 1` and `-timeout`), then read its traces.
+    pub fn wait(mut self) -> SippRun {
+        let mut child = self.child.take().expect("sipp child");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    break child.wait().ok();
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break None,
+            }
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        SippRun {
+            name: self.name.clone(),
+            code: status.and_then(|s| s.code()),
+            messages: std::fs::read_to_string(&self.msg).unwrap_or_default(),
+            log: std::fs::read_to_string(&self.log).unwrap_or_default(),
+            stderr,
+        }
+    }
+
+    /// Stop a peer that would otherwise wait for more (a silent provider).
+    pub fn kill(mut self) -> SippRun {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+        }
+        self.wait()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The body of a raw SIP message (framed by its Content-Length).
+pub fn body_of(raw: &str) -> &str {
+    let start = raw.find("\r\n\r\n").map(|i| i + 4).unwrap_or(raw.len());
+    let cl: usize = header_of(raw, "Content-Length").and_then(|v| v.trim().parse().ok()).unwrap_or(raw.len() - start);
+    &raw[start..(start + cl).min(raw.len())]
+}
+
+/// First value of a header in a raw message (case-insensitive name).
+pub fn header_of(raw: &str, name: &str) -> Option<String> {
+    let head = &raw[..raw.find("\r\n\r\n").unwrap_or(raw.len())];
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// The application/pidf+xml part of a multipart body.
+pub fn pidf_part(raw: &str) -> String {
+    let body = body_of(raw);
+    let start = body.find("Content-Type: application/pidf+xml").unwrap_or_else(|| panic!("no PIDF-LO part in:\n{raw}"));
+    let part = &body[start..];
+    let xml_start = part.find("\r\n\r\n").unwrap() + 4;
+    let xml = &part[xml_start..];
+    let end = xml.find("\r\n--").unwrap_or(xml.len());
+    xml[..end].to_string()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,2 @@
+pub mod xmllint;
+pub mod lab;

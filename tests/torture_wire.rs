@@ -1,0 +1,211 @@
+//! RFC 4475 torture messages sent to the running core over UDP (and the framing cases over
+//! TCP). For each: the responses that come back, or none, and the core keeps serving.
+//!
+//! Synchronisation without sleeps: after each torture message a marker OPTIONS is sent from the
+//! same socket. The core handles datagrams in order, so every response the torture message
+//! caused arrives before the marker's 200.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use support::lab::{free_port, repo, Lab};
+
+/// Status codes the core sends back for each message, in order; empty = dropped silently.
+/// INVITEs first get 100 Trying from their transaction (RFC 3261 §17.2.1).
+const EXPECTED: &[(&str, &[u16])] = &[
+    // wsinv has a To tag: an in-dialog INVITE for a dialog that does not exist (§12.2.2).
+    ("valid/wsinv.dat", &[100, 481]),
+    ("valid/intmeth.dat", &[501]),
+    ("valid/esc01.dat", &[100, 404]),
+    ("valid/escnull.dat", &[405]),
+    ("valid/esc02.dat", &[501]),
+    ("valid/lwsdisp.dat", &[200]),
+    ("valid/longreq.dat", &[100, 404]),
+    ("valid/dblreq.dat", &[405]),
+    ("valid/semiuri.dat", &[200]),
+    ("valid/transports.dat", &[200]),
+    ("valid/mpart01.dat", &[405]),
+    ("valid/unreason.dat", &[]),
+    ("valid/noreason.dat", &[]),
+    ("invalid/badinv01.dat", &[400]),
+    ("invalid/clerr.dat", &[400]),
+    ("invalid/ncl.dat", &[400]),
+    ("invalid/scalar02.dat", &[400]),
+    ("invalid/scalarlg.dat", &[]),
+    ("invalid/quotbal.dat", &[400]),
+    ("invalid/ltgtruri.dat", &[400]),
+    ("invalid/lwsruri.dat", &[400]),
+    ("invalid/lwsstart.dat", &[100, 404]),
+    ("invalid/trws.dat", &[200]),
+    ("invalid/escruri.dat", &[400]),
+    ("invalid/baddate.dat", &[100, 404]),
+    ("invalid/regbadct.dat", &[400]),
+    ("invalid/badaspec.dat", &[400]),
+    ("invalid/baddn.dat", &[400]),
+    ("invalid/badvers.dat", &[505]),
+    ("invalid/mismatch01.dat", &[400]),
+    ("invalid/mismatch02.dat", &[400]),
+    ("invalid/bigcode.dat", &[]),
+    ("transaction_semantics/badbranch.dat", &[200]),
+    ("application_semantics/bcast.dat", &[]),
+    ("application_semantics/bext01.dat", &[420]),
+    ("application_semantics/cparam01.dat", &[405]),
+    ("application_semantics/cparam02.dat", &[405]),
+    ("application_semantics/insuf.dat", &[400]),
+    ("application_semantics/invut.dat", &[100, 415]),
+    ("application_semantics/mcl01.dat", &[400]),
+    ("application_semantics/multi01.dat", &[400]),
+    ("application_semantics/novelsc.dat", &[416]),
+    ("application_semantics/regaut01.dat", &[405]),
+    ("application_semantics/regescrt.dat", &[405]),
+    ("application_semantics/sdp01.dat", &[100, 406]),
+    ("application_semantics/unkscm.dat", &[416]),
+    ("application_semantics/unksm2.dat", &[405]),
+    ("application_semantics/zeromf.dat", &[200]),
+    ("backward_compat/inv2543.dat", &[100, 404]),
+];
+
+fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/fixtures/rfc4475").join(rel)).unwrap()
+}
+
+fn marker(n: usize, port: u16, local: u16) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKmarker{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:test@127.0.0.1>;tag=m{n}\r\nTo: <sip:127.0.0.1:{port}>\r\nCall-ID: marker-{n}\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn status_of(datagram: &[u8]) -> Option<u16> {
+    let s = std::str::from_utf8(datagram.get(..12)?).ok()?;
+    s.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// Send `msg`, then a marker; return the statuses received before the marker's 200.
+fn exchange(sock: &UdpSocket, msg: &[u8], n: usize, port: u16) -> Vec<(u16, String)> {
+    let local = sock.local_addr().unwrap().port();
+    sock.send(msg).unwrap();
+    sock.send(&marker(n, port, local)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let len = sock.recv(&mut buf).expect("the core answers the marker (is it still serving?)");
+        let d = &buf[..len];
+        let text = String::from_utf8_lossy(d).into_owned();
+        if text.contains(&format!("Call-ID: marker-{n}\r\n")) {
+            assert_eq!(status_of(d), Some(200), "marker answered {text}");
+            return got;
+        }
+        got.push((status_of(d).unwrap_or(0), text));
+    }
+}
+
+#[test]
+fn every_torture_message_over_udp_gets_the_right_answer_and_the_core_keeps_serving() {
+    let mut lab = Lab::start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(("127.0.0.1", lab.ports.sip)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut wrong = Vec::new();
+    for (n, (file, want)) in EXPECTED.iter().enumerate() {
+        let got = exchange(&sock, &fixture(file), n, lab.ports.sip);
+        let codes: Vec<u16> = got.iter().map(|g| g.0).collect();
+        if codes != *want {
+            wrong.push(format!("{file}: expected {want:?}, got {codes:?}\n{}", got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>().join("\n")));
+        }
+        // Every response copies the request's Call-ID (RFC 3261 §8.2.6.2) where it had one.
+        for (_, text) in &got {
+            let raw = fixture(file);
+            // Parsed where it parses (compact `i:` forms); else the first Call-ID line.
+            let cid = match sosdesk::sip::parse::parse_datagram(&raw) {
+                Ok(m) => m.call_id().map(str::to_string),
+                Err(_) => String::from_utf8_lossy(&raw).lines().find_map(|l| l.strip_prefix("Call-ID: ").map(str::to_string)),
+            };
+            if let Some(cid) = cid {
+                assert!(text.contains(cid.trim()), "{file}: response without the request's Call-ID:\n{text}");
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+
+    // A 400 explains itself (RFC 3261 §20.43 Warning); a 420 names what is unsupported.
+    let got = exchange(&sock, &fixture("invalid/ncl.dat"), 1000, lab.ports.sip);
+    assert!(got[0].1.contains("Warning: 399 sosdesk \"invalid Content-Length"), "{}", got[0].1);
+    let got = exchange(&sock, &fixture("application_semantics/bext01.dat"), 1001, lab.ports.sip);
+    assert!(got[0].1.contains("Unsupported: nothingSupportsThis, nothingSupportsThisEither\r\n"), "{}", got[0].1);
+
+    // After all that, a real emergency call still goes through.
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "50"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    lab.stop();
+    lab.assert_audit_verifies();
+}
+
+fn tcp(lab: &Lab) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", lab.ports.sip)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Read until the peer closes; return everything.
+fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn tcp_framing_errors_are_answered_and_the_connection_closed() {
+    let lab = Lab::start();
+    // RFC 4475 §3.1.2.3 / §3.3.9: a negative or doubled Content-Length breaks framing: answer
+    // 400, then close (the rest of the stream cannot be trusted).
+    for file in ["invalid/ncl.dat", "application_semantics/mcl01.dat"] {
+        let mut s = tcp(&lab);
+        s.write_all(&fixture(file)).unwrap();
+        let got = read_to_close(&mut s);
+        assert!(got.starts_with("SIP/2.0 400 Bad Request\r\n"), "{file}: {got}");
+    }
+}
+
+#[test]
+fn tcp_waits_for_the_whole_body_and_frames_by_content_length() {
+    let lab = Lab::start();
+    // §3.1.2.2 over TCP: Content-Length larger than what was sent means "wait for more".
+    // Sending the message in two pieces, split inside the body, must give exactly one answer.
+    let local = free_port();
+    let msg = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{local};branch=z9hG4bKsplit\r\nMax-Forwards: 70\r\n\
+From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: split\r\nCSeq: 1 OPTIONS\r\nContent-Type: text/plain\r\n\
+Content-Length: 10\r\n\r\n0123456789"
+    );
+    let mut s = tcp(&lab);
+    let (a, b) = msg.as_bytes().split_at(msg.len() - 4);
+    s.write_all(a).unwrap();
+    s.flush().unwrap();
+    s.write_all(b).unwrap();
+    // Then a second message right behind it.
+    let second = msg.replace("z9hG4bKsplit", "z9hG4bKsplit2").replace("Call-ID: split", "Call-ID: split2");
+    s.write_all(second.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let mut text = String::new();
+    while text.matches("Content-Length: 0\r\n\r\n").count() < 2 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed early: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(text.matches("SIP/2.0 200 OK\r\n").count(), 2, "{text}");
+    assert!(text.contains("Call-ID: split\r\n") && text.contains("Call-ID: split2\r\n"));
+
+    // RFC 5626 §3.5.1: a CRLFCRLF ping is answered with a CRLF pong.
+    let mut p = tcp(&lab);
+    p.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    p.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+}
