@@ -1,0 +1,149 @@
+//! The `sosdesk` command as an admin uses it: check-config, serve (a real process, stopped with
+//! SIGTERM), history, audit verify (including a tampered row) and audit export.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use support::lab::{free_port, repo, scenario};
+
+fn sosdesk() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sosdesk"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
+    let lab = repo().join("examples/lab.toml");
+    let out = sosdesk().arg("check-config").arg(&lab).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("OK (3 policies, 3 routes, 3 sites"), "{}", text(&out.stdout));
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(&lab).unwrap();
+    let cases = [
+        (good.replace("routes = [\"provider-primary\", \"provider-secondary\"]", "routes = [\"provider-primary\", \"nowhere\"]"), "key `pstn_usage[0].routes[1]`: no route named \"nowhere\""),
+        (good.replace("masks = [\"112\"]", "masks = [\"11a\"]"), "key `policy[1].number[0].masks[0]`: \"11a\" is not 1-10 digits"),
+        (good.replace("subnets = [\"127.0.0.3/32\"]", "subnets = [\"127.0.0.300/32\"]"), "key `site[1].subnets[0]`"),
+        (good.replace("default_policy = \"us-hq\"", "default_policy = \"nope\""), "key `default_policy`: no policy named \"nope\""),
+        (good.replace("t1_ms = 500", "t1_ms = 500\nt2_ms = 4000"), "unknown field `t2_ms`"),
+        (good.replace("kind = \"sip-trunk\"            #", "kind = \"sip-trunc\"            #"), "unknown variant `sip-trunc`"),
+        ("this is not toml".to_string(), "lab-bad.toml"),
+    ];
+    for (i, (content, want)) in cases.iter().enumerate() {
+        let f = dir.path().join("lab-bad.toml");
+        std::fs::write(&f, content).unwrap();
+        let out = sosdesk().arg("check-config").arg(&f).output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {err}");
+        assert!(err.contains(&f.display().to_string()), "case {i}: the file is named: {err}");
+        assert!(err.contains(want), "case {i}: expected {want:?} in {err}");
+        assert!(!err.contains("panicked"), "case {i}: {err}");
+    }
+    let out = sosdesk().arg("check-config").arg(dir.path().join("missing.toml")).output().unwrap();
+    assert!(!out.status.success() && text(&out.stderr).contains("cannot read the file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn serve_history_verify_export_and_a_tampered_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sip, prov) = (free_port(), free_port());
+    let cfg_text = std::fs::read_to_string(repo().join("examples/lab.toml"))
+        .unwrap()
+        .replace("127.0.0.1:5060\"", &format!("127.0.0.1:{sip}\""))
+        .replace("127.0.0.1:5070\"", &format!("127.0.0.1:{prov}\""))
+        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"");
+    let cfg = dir.path().join("sosdesk.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+
+    let mut child = sosdesk().arg("serve").arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // The process says when it serves; that line is the readiness signal.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with(&format!("sosdesk serving emergency calls on udp:127.0.0.1:{sip} tcp:127.0.0.1:{sip}")), "{line}");
+
+    let msgs = dir.path().join("p.msg");
+    let mut provider = Command::new("sipp")
+        .arg("-sf").arg(scenario("provider_answer.xml"))
+        .args(["-i", "127.0.0.1", "-p", &prov.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin", "-trace_msg", "-message_file"]).arg(&msgs)
+        .stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sipp (Debian package sip-tester) is required");
+    // Wait for the provider's socket (a condition with a deadline, not a fixed sleep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::UdpSocket::bind(("127.0.0.1", prov)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "provider did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let caller = Command::new("sipp")
+        .arg("-sf").arg(scenario("caller_hangs_up.xml")).arg(format!("127.0.0.1:{sip}"))
+        .args(["-s", "911", "-set", "hold_ms", "50", "-set", "name", r#"=HYPERLINK(\"x\"), Bob"#, "-i", "127.0.0.1", "-p", &free_port().to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
+        .stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    assert!(caller.success(), "the call went through");
+    assert!(provider.wait().unwrap().success());
+
+    // SIGTERM: a clean stop, everything durable.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exits 0 on SIGTERM, got {status:?}");
+
+    let cfg_s = cfg.to_str().unwrap();
+    let out = sosdesk().args(["history", "--config", cfg_s]).output().unwrap();
+    let hist = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(hist.contains("=HYPERLINK(\"x\"), Bob") && hist.contains("911") && hist.contains("provider-prima") && hist.contains("ended"), "{hist}");
+
+    let out = sosdesk().args(["audit", "verify", "--config", cfg_s]).output().unwrap();
+    assert!(out.status.success() && text(&out.stdout).starts_with("audit chain OK: 5 rows verified"), "{}", text(&out.stdout));
+
+    let csv = dir.path().join("export.csv");
+    let out = sosdesk().args(["audit", "export", "--csv", "--config", cfg_s, "--output", csv.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exported = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(exported.lines().count(), 6, "header + 5 events:\n{exported}");
+    // A display name that a spreadsheet would run as a formula is defused and quoted.
+    assert!(exported.contains("\"'=HYPERLINK(\"\"x\"\"), Bob\""), "{exported}");
+
+    // Tamper with one row (an attacker with the file can drop the append-only triggers).
+    let db = dir.path().join("audit.db");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        for q in ["DROP TRIGGER events_append_only_update", "UPDATE events SET payload = replace(payload, '911', '912') WHERE seq = 3"] {
+            sqlx::query(q).execute(&mut c).await.unwrap();
+        }
+        c.close().await.unwrap();
+    });
+    let out = sosdesk().args(["audit", "verify", "--store", db.to_str().unwrap()]).output().unwrap();
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("BROKEN") && report.contains("seq 3"), "{report}");
+}
+
+#[test]
+fn serve_refuses_a_busy_port_and_a_bad_config_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let cfg_text = std::fs::read_to_string(repo().join("examples/lab.toml"))
+        .unwrap()
+        .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{port}\""))
+        .replace("tcp = \"127.0.0.1:5060\"", "tcp = \"127.0.0.1:0\"")
+        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"");
+    let cfg = dir.path().join("sosdesk.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let out = sosdesk().arg("serve").arg("--config").arg(&cfg).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot listen on UDP 127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("panicked"));
+
+    std::fs::write(&cfg, "[sip]\nudp = 5060\n").unwrap();
+    let out = sosdesk().arg("serve").arg("--config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("sosdesk.toml"), "{}", text(&out.stderr));
+}
