@@ -208,7 +208,7 @@ impl Config {
             let reason = e.message().to_string();
             let key = match e.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                     format!("line {line}")
                 }
                 None => String::new(),
@@ -247,8 +247,7 @@ impl Config {
             return Err(self.err("routing.elin_callback_minutes", "must be 0 or more"));
         }
         if let Some(fb) = &self.routing.callback_fallback {
-            crate::routing::target_of_uri(fb)
-                .map_err(|e| self.err("routing.callback_fallback", e))?;
+            crate::routing::target_of_uri(fb).map_err(|e| self.err("routing.callback_fallback", e))?;
         }
         let mut names = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -262,7 +261,9 @@ impl Config {
         let mut usages = HashSet::new();
         for (i, u) in self.pstn_usages.iter().enumerate() {
             if !usages.insert(u.name.as_str()) {
-                return Err(self.err(format!("pstn_usage[{i}].name"), format!("PSTN usage {:?} is defined twice", u.name)));
+                return Err(
+                    self.err(format!("pstn_usage[{i}].name"), format!("PSTN usage {:?} is defined twice", u.name))
+                );
             }
             if u.routes.is_empty() {
                 return Err(self.err(format!("pstn_usage[{i}].routes"), "needs at least one route"));
@@ -279,11 +280,15 @@ impl Config {
                 return Err(self.err(format!("policy[{i}].name"), format!("policy {:?} is defined twice", p.name)));
             }
             if !usages.contains(p.pstn_usage.as_str()) {
-                return Err(self.err(format!("policy[{i}].pstn_usage"), format!("no PSTN usage named {:?}", p.pstn_usage)));
+                return Err(
+                    self.err(format!("policy[{i}].pstn_usage"), format!("no PSTN usage named {:?}", p.pstn_usage))
+                );
             }
             if let Some(u) = &p.no_location_pstn_usage {
                 if !usages.contains(u.as_str()) {
-                    return Err(self.err(format!("policy[{i}].no_location_pstn_usage"), format!("no PSTN usage named {u:?}")));
+                    return Err(
+                        self.err(format!("policy[{i}].no_location_pstn_usage"), format!("no PSTN usage named {u:?}"))
+                    );
                 }
             }
             if p.numbers.is_empty() {
@@ -293,19 +298,33 @@ impl Config {
             for (j, n) in p.numbers.iter().enumerate() {
                 // Skype for Business: the dial string is 1-10 digits; masks are digits.
                 if !is_dial_string(&n.dial_string) {
-                    return Err(self.err(format!("policy[{i}].number[{j}].dial_string"), format!("{:?} is not 1-10 digits", n.dial_string)));
+                    return Err(self.err(
+                        format!("policy[{i}].number[{j}].dial_string"),
+                        format!("{:?} is not 1-10 digits", n.dial_string),
+                    ));
                 }
                 for (k, m) in std::iter::once(&n.dial_string).chain(n.masks.iter()).enumerate() {
                     if !is_dial_string(m) {
-                        return Err(self.err(format!("policy[{i}].number[{j}].masks[{}]", k - 1), format!("{m:?} is not 1-10 digits")));
+                        return Err(self.err(
+                            format!("policy[{i}].number[{j}].masks[{}]", k - 1),
+                            format!("{m:?} is not 1-10 digits"),
+                        ));
                     }
                     if !seen.insert(m.as_str()) {
-                        return Err(self.err(format!("policy[{i}].number[{j}]"), format!("{m:?} appears twice in the policy")));
+                        return Err(
+                            self.err(format!("policy[{i}].number[{j}]"), format!("{m:?} appears twice in the policy"))
+                        );
                     }
                 }
             }
+            if let Some(erl) = &p.default_erl {
+                self.check_erl(erl, &format!("policy[{i}].default_erl"))?;
+            }
             if !p.numbers.iter().any(|n| !n.test) {
-                return Err(self.err(format!("policy[{i}].number"), "a policy needs at least one number that is not a test number"));
+                return Err(self.err(
+                    format!("policy[{i}].number"),
+                    "a policy needs at least one number that is not a test number",
+                ));
             }
         }
         if !policies.contains(self.default_policy.as_str()) {
@@ -320,15 +339,39 @@ impl Config {
                 return Err(self.err(format!("site[{i}].policy"), format!("no policy named {:?}", s.policy)));
             }
             for (j, n) in s.subnets.iter().enumerate() {
-                n.parse::<IpNet>().map_err(|_| self.err(format!("site[{i}].subnets[{j}]"), format!("{n:?} is not a CIDR subnet like 10.1.0.0/16")))?;
+                n.parse::<IpNet>().map_err(|_| {
+                    self.err(format!("site[{i}].subnets[{j}]"), format!("{n:?} is not a CIDR subnet like 10.1.0.0/16"))
+                })?;
             }
             if let Some(erl) = &s.erl {
+                self.check_erl(erl, &format!("site[{i}].erl"))?;
                 for (j, e) in erl.elins.iter().enumerate() {
                     if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
-                        return Err(self.err(format!("site[{i}].erl.elins[{j}]"), format!("{e:?} is not a telephone number")));
+                        return Err(
+                            self.err(format!("site[{i}].erl.elins[{j}]"), format!("{e:?} is not a telephone number"))
+                        );
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_erl(&self, erl: &Erl, key: &str) -> Result<(), ConfigError> {
+        // RFC 5139 §3.1: country is an ISO 3166-1 alpha-2 code; a PIDF-LO with "USA" does not
+        // validate, and a PSAP may not read it.
+        if let Some(c) = &erl.civic.country {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(self.err(
+                    format!("{key}.country"),
+                    format!("{c:?} is not an ISO 3166 two-letter country code like \"US\""),
+                ));
+            }
+        }
+        if erl.civic.is_empty() {
+            return Err(self.err(key, "an ERL needs at least one civic address element"));
         }
         Ok(())
     }
@@ -384,7 +427,8 @@ masks = ["9911"]
         let bad = GOOD.replace("[store]", "[store]\npth = 1");
         let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();
         assert!(e.reason.contains("unknown field `pth`"), "{e}");
-        assert_eq!(e.key, "line 7");
+        // toml points at the table that holds the unknown key.
+        assert_eq!(e.key, "line 6");
 
         let bad = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"provider\"");
         assert!(Config::from_toml(&bad, Path::new("x.toml")).is_err());

@@ -76,24 +76,52 @@ pub enum CallEventKind {
     /// The outbound INVITE was sent on `route`.
     Routed,
     /// The route in `route` failed; the next one is tried at once (when any remains).
-    RouteFailed { reason: String },
+    RouteFailed {
+        reason: String,
+    },
     /// A provisional response (180/183) from the far end.
-    Ringing { status: u16 },
+    Ringing {
+        status: u16,
+    },
     Answered,
     /// Every route failed; the caller got `status`.
-    Failed { status: u16, reason: String },
+    Failed {
+        status: u16,
+        reason: String,
+    },
     /// The call ended. `by` is `caller`, `far-end`, `cancel` or `core`.
-    Ended { by: String, reason: String },
+    Ended {
+        by: String,
+        reason: String,
+    },
     /// A request to sosdesk that is not an emergency call (answered with `status`).
-    Rejected { status: u16, reason: String },
+    Rejected {
+        status: u16,
+        reason: String,
+    },
     /// An inbound call to an ELIN: `to_original` says whether the mapping was still live.
-    Callback { elin: String, to_original: bool, target: String },
+    Callback {
+        elin: String,
+        to_original: bool,
+        target: String,
+    },
     /// A security officer acknowledged the alert.
-    Acknowledged { by: String },
-    DeskJoined { desk: String, mode: String },
-    DeskLeft { desk: String },
+    Acknowledged {
+        by: String,
+    },
+    DeskJoined {
+        desk: String,
+        mode: String,
+    },
+    DeskLeft {
+        desk: String,
+    },
     /// Notification IM sent to `uri`.
-    Notified { uri: String, ok: bool, detail: String },
+    Notified {
+        uri: String,
+        ok: bool,
+        detail: String,
+    },
 }
 
 impl CallEventKind {

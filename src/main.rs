@@ -141,7 +141,12 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             let s = store.open().await?;
             let report = s.verify().await.map_err(|e| e.to_string())?;
             if report.is_ok() {
-                println!("audit chain OK: {} rows verified (last seq {}, hash {})", report.rows_checked, report.last_seq.unwrap_or(0), report.last_hash.as_deref().unwrap_or("-"));
+                println!(
+                    "audit chain OK: {} rows verified (last seq {}, hash {})",
+                    report.rows_checked,
+                    report.last_seq.unwrap_or(0),
+                    report.last_hash.as_deref().unwrap_or("-")
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 println!("audit chain BROKEN: {} of {} rows fail the check", report.bad_rows, report.rows_checked);
@@ -157,7 +162,9 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                 Some(path) => {
                     // Written to a temporary file and renamed: never a half-written export.
                     let tmp = path.with_extension("partial");
-                    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
+                    let mut f = std::io::BufWriter::new(
+                        std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?,
+                    );
                     s.export_csv(&mut f).await.map_err(|e| e.to_string())?;
                     use std::io::Write;
                     f.flush().map_err(|e| e.to_string())?;
@@ -216,7 +223,10 @@ fn print_history(calls: &[sosdesk::audit::CallSummary]) {
         println!("no calls recorded");
         return;
     }
-    println!("{:<20} {:<24} {:<8} {:<10} {:<40} {:<14} OUTCOME", "TIME (local)", "CALLER", "DIALED", "CALLBACK", "LOCATION", "ROUTE");
+    println!(
+        "{:<20} {:<24} {:<8} {:<10} {:<40} {:<14} OUTCOME",
+        "TIME (local)", "CALLER", "DIALED", "CALLBACK", "LOCATION", "ROUTE"
+    );
     for c in calls {
         let name = c.caller_name.clone().unwrap_or_default();
         // Caller-controlled text: control characters are replaced so they cannot move the

@@ -52,7 +52,11 @@ impl Policies {
     pub fn from_config(cfg: &Config) -> Policies {
         let route_idx = |name: &str| cfg.routes.iter().position(|r| r.name == name).unwrap_or(0);
         let usage = |name: &str| -> Vec<usize> {
-            cfg.pstn_usages.iter().find(|u| u.name == name).map(|u| u.routes.iter().map(|r| route_idx(r)).collect()).unwrap_or_default()
+            cfg.pstn_usages
+                .iter()
+                .find(|u| u.name == name)
+                .map(|u| u.routes.iter().map(|r| route_idx(r)).collect())
+                .unwrap_or_default()
         };
         let policies: Vec<Policy> = cfg
             .policies
@@ -62,7 +66,11 @@ impl Policies {
                 numbers: p
                     .numbers
                     .iter()
-                    .map(|n| EmergencyNumber { dial_string: n.dial_string.clone(), masks: n.masks.clone(), test: n.test })
+                    .map(|n| EmergencyNumber {
+                        dial_string: n.dial_string.clone(),
+                        masks: n.masks.clone(),
+                        test: n.test,
+                    })
                     .collect(),
                 routes: usage(&p.pstn_usage),
                 no_location_routes: usage(p.no_location_pstn_usage.as_deref().unwrap_or(&p.pstn_usage)),
@@ -82,7 +90,7 @@ impl Policies {
             .collect();
         let mut subnets: Vec<(IpNet, usize)> =
             sites.iter().enumerate().flat_map(|(i, s)| s.subnets.iter().map(move |n| (n.trunc(), i))).collect();
-        subnets.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        subnets.sort_by_key(|s| std::cmp::Reverse(s.0.prefix_len()));
         let default_policy = policy_idx(&cfg.default_policy);
         Policies { routes: cfg.routes.clone(), policies, sites, subnets, default_policy }
     }

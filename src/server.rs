@@ -56,13 +56,19 @@ impl Core {
     /// Bind the configured addresses, open (and migrate) the audit store, and start serving.
     pub async fn start(cfg: &Config) -> Result<Core, StartError> {
         let udp = match cfg.sip.udp {
-            Some(addr) => Some(Arc::new(
-                UdpSocket::bind(addr).await.map_err(|source| StartError::Bind { transport: "UDP", addr, source })?,
-            )),
+            Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await.map_err(|source| StartError::Bind {
+                transport: "UDP",
+                addr,
+                source,
+            })?)),
             None => None,
         };
         let tcp = match cfg.sip.tcp {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { transport: "TCP", addr, source })?),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+                transport: "TCP",
+                addr,
+                source,
+            })?),
             None => None,
         };
         let udp_addr = udp.as_ref().and_then(|s| s.local_addr().ok());

@@ -10,10 +10,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tempfile::TempDir;
 
-use sosdesk::audit::{
-    spawn_writer, AuditError, AuditStore, CallOutcome, VerifyReason, VerifyReport, GENESIS_HASH,
-};
-use sosdesk::events::{Caller, CallEvent, CallEventKind, RouteInfo, RouteKind, CALL_EVENT_VERSION};
+use sosdesk::audit::{spawn_writer, AuditError, AuditStore, CallOutcome, VerifyReason, VerifyReport, GENESIS_HASH};
+use sosdesk::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
 use sosdesk::location::{CivicAddress, Erl, LocationSnapshot, LocationSource};
 
 // ---------------------------------------------------------------------------------------------
@@ -115,12 +113,7 @@ async fn new_store() -> (TempDir, PathBuf, AuditStore) {
 
 /// A plain connection to the file, as an attacker (or the sqlite3 shell) would have.
 async fn raw(path: &Path) -> SqliteConnection {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .busy_timeout(std::time::Duration::from_secs(10))
-        .connect()
-        .await
-        .unwrap()
+    SqliteConnectOptions::new().filename(path).busy_timeout(std::time::Duration::from_secs(10)).connect().await.unwrap()
 }
 
 async fn count(path: &Path, table: &str) -> i64 {
@@ -143,11 +136,12 @@ async fn open_creates_the_file_and_migrates() {
     assert_eq!(store.path(), path.as_path());
 
     let mut c = raw(&path).await;
-    let tables: Vec<(String,)> =
-        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name")
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
     let tables: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
     assert_eq!(tables, ["calls", "chain_head", "events"]);
     // WAL is a property of the file: it sticks for every later connection.
@@ -156,7 +150,10 @@ async fn open_creates_the_file_and_migrates() {
     c.close().await.unwrap();
 
     let empty = store.verify().await.unwrap();
-    assert_eq!(empty, VerifyReport { rows_checked: 0, bad_rows: 0, first_problem: None, last_seq: None, last_hash: None });
+    assert_eq!(
+        empty,
+        VerifyReport { rows_checked: 0, bad_rows: 0, first_problem: None, last_seq: None, last_hash: None }
+    );
     store.close().await;
 
     // Opening again runs no migration twice and keeps what is there.
@@ -255,7 +252,10 @@ async fn stored_hashes_follow_the_documented_formula() {
     store.append(&answered_call("call-1")).await.unwrap();
     let mut c = raw(&path).await;
     let rows: Vec<(i64, String, String, String)> =
-        sqlx::query_as("SELECT seq, payload, prev_hash, hash FROM events ORDER BY seq").fetch_all(&mut c).await.unwrap();
+        sqlx::query_as("SELECT seq, payload, prev_hash, hash FROM events ORDER BY seq")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
     let mut prev = "0".repeat(64);
     for (seq, payload, prev_hash, hash) in rows {
         assert_eq!(prev_hash, prev);
@@ -301,7 +301,8 @@ async fn append_only_triggers_refuse_update_and_delete() {
 
 #[tokio::test]
 async fn edited_payload_is_detected_at_its_seq() {
-    let r = verify_after(&["UPDATE events SET payload = replace(payload, 'Alice Example', 'Mallory') WHERE seq = 3"]).await;
+    let r =
+        verify_after(&["UPDATE events SET payload = replace(payload, 'Alice Example', 'Mallory') WHERE seq = 3"]).await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 3);
     assert!(matches!(p.reason, VerifyReason::HashMismatch { .. }), "{p}");
@@ -421,13 +422,8 @@ async fn writing_after_a_cut_off_tail_keeps_the_gap_visible() {
 async fn summary_follows_an_answered_call() {
     let (_dir, _path, store) = new_store().await;
     let events = answered_call("call-1");
-    let expect = [
-        CallOutcome::Detected,
-        CallOutcome::Routing,
-        CallOutcome::Ringing,
-        CallOutcome::Answered,
-        CallOutcome::Ended,
-    ];
+    let expect =
+        [CallOutcome::Detected, CallOutcome::Routing, CallOutcome::Ringing, CallOutcome::Answered, CallOutcome::Ended];
     for (ev, outcome) in events.iter().zip(expect) {
         store.append(std::slice::from_ref(ev)).await.unwrap();
         let s = store.call_summary("call-1").await.unwrap().unwrap();
@@ -507,7 +503,15 @@ async fn summary_records_the_acknowledgement() {
     // Later events in a later transaction: the summary is read back and continued.
     store
         .append(&[
-            event("call-a", 3, CallEventKind::Notified { uri: "sip:security@contoso.example".into(), ok: true, detail: "202 Accepted".into() }),
+            event(
+                "call-a",
+                3,
+                CallEventKind::Notified {
+                    uri: "sip:security@contoso.example".into(),
+                    ok: true,
+                    detail: "202 Accepted".into(),
+                },
+            ),
             event("call-a", 4, CallEventKind::Acknowledged { by: "officer.jones".into() }),
             event("call-a", 5, CallEventKind::DeskJoined { desk: "desk-1".into(), mode: "one-way".into() }),
         ])
@@ -528,10 +532,7 @@ async fn history_is_newest_first() {
     for (id, minutes) in [("call-b", 10), ("call-a", 0), ("call-c", 20)] {
         let start = t0() + Duration::minutes(minutes);
         store
-            .append(&[
-                event_at(id, 1, start, CallEventKind::Detected),
-                event_at(id, 2, start, CallEventKind::Routed),
-            ])
+            .append(&[event_at(id, 1, start, CallEventKind::Detected), event_at(id, 2, start, CallEventKind::Routed)])
             .await
             .unwrap();
     }

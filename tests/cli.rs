@@ -26,12 +26,31 @@ fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     let good = std::fs::read_to_string(&lab).unwrap();
     let cases = [
-        (good.replace("routes = [\"provider-primary\", \"provider-secondary\"]", "routes = [\"provider-primary\", \"nowhere\"]"), "key `pstn_usage[0].routes[1]`: no route named \"nowhere\""),
-        (good.replace("masks = [\"112\"]", "masks = [\"11a\"]"), "key `policy[1].number[0].masks[0]`: \"11a\" is not 1-10 digits"),
+        (
+            good.replace(
+                "routes = [\"provider-primary\", \"provider-secondary\"]",
+                "routes = [\"provider-primary\", \"nowhere\"]",
+            ),
+            "key `pstn_usage[0].routes[1]`: no route named \"nowhere\"",
+        ),
+        (
+            good.replace("masks = [\"112\"]", "masks = [\"11a\"]"),
+            "key `policy[1].number[0].masks[0]`: \"11a\" is not 1-10 digits",
+        ),
         (good.replace("subnets = [\"127.0.0.3/32\"]", "subnets = [\"127.0.0.300/32\"]"), "key `site[1].subnets[0]`"),
-        (good.replace("default_policy = \"us-hq\"", "default_policy = \"nope\""), "key `default_policy`: no policy named \"nope\""),
+        (
+            good.replace("default_policy = \"us-hq\"", "default_policy = \"nope\""),
+            "key `default_policy`: no policy named \"nope\"",
+        ),
         (good.replace("t1_ms = 500", "t1_ms = 500\nt2_ms = 4000"), "unknown field `t2_ms`"),
-        (good.replace("kind = \"sip-trunk\"            #", "kind = \"sip-trunc\"            #"), "unknown variant `sip-trunc`"),
+        (
+            good.replace("kind = \"sip-trunk\"            #", "kind = \"sip-trunc\"            #"),
+            "unknown variant `sip-trunc`",
+        ),
+        (
+            good.replace("country = \"GB\"", "country = \"GBR\""),
+            "key `site[1].erl.country`: \"GBR\" is not an ISO 3166 two-letter country code",
+        ),
         ("this is not toml".to_string(), "lab-bad.toml"),
     ];
     for (i, (content, want)) in cases.iter().enumerate() {
@@ -60,17 +79,39 @@ fn serve_history_verify_export_and_a_tampered_row() {
     let cfg = dir.path().join("sosdesk.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
 
-    let mut child = sosdesk().arg("serve").arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        sosdesk().arg("serve").arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     // The process says when it serves; that line is the readiness signal.
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with(&format!("sosdesk serving emergency calls on udp:127.0.0.1:{sip} tcp:127.0.0.1:{sip}")), "{line}");
+    assert!(
+        line.starts_with(&format!("sosdesk serving emergency calls on udp:127.0.0.1:{sip} tcp:127.0.0.1:{sip}")),
+        "{line}"
+    );
 
     let msgs = dir.path().join("p.msg");
     let mut provider = Command::new("sipp")
-        .arg("-sf").arg(scenario("provider_answer.xml"))
-        .args(["-i", "127.0.0.1", "-p", &prov.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin", "-trace_msg", "-message_file"]).arg(&msgs)
-        .stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sipp (Debian package sip-tester) is required");
+        .arg("-sf")
+        .arg(scenario("provider_answer.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &prov.to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "30",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+        ])
+        .arg(&msgs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp (Debian package sip-tester) is required");
     // Wait for the provider's socket (a condition with a deadline, not a fixed sleep).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::UdpSocket::bind(("127.0.0.1", prov)).is_ok() {
@@ -78,9 +119,33 @@ fn serve_history_verify_export_and_a_tampered_row() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let caller = Command::new("sipp")
-        .arg("-sf").arg(scenario("caller_hangs_up.xml")).arg(format!("127.0.0.1:{sip}"))
-        .args(["-s", "911", "-set", "hold_ms", "50", "-set", "name", r#"=HYPERLINK(\"x\"), Bob"#, "-i", "127.0.0.1", "-p", &free_port().to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
-        .stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        .arg("-sf")
+        .arg(scenario("caller_hangs_up.xml"))
+        .arg(format!("127.0.0.1:{sip}"))
+        .args([
+            "-s",
+            "911",
+            "-set",
+            "hold_ms",
+            "50",
+            "-set",
+            "name",
+            r#"=HYPERLINK(\"x\"), Bob"#,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "30",
+            "-timeout_error",
+            "-nostdin",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     assert!(caller.success(), "the call went through");
     assert!(provider.wait().unwrap().success());
 
@@ -94,13 +159,26 @@ fn serve_history_verify_export_and_a_tampered_row() {
     let out = sosdesk().args(["history", "--config", cfg_s]).output().unwrap();
     let hist = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(hist.contains("=HYPERLINK(\"x\"), Bob") && hist.contains("911") && hist.contains("provider-prima") && hist.contains("ended"), "{hist}");
+    assert!(
+        hist.contains("=HYPERLINK(\"x\"), Bob")
+            && hist.contains("911")
+            && hist.contains("provider-prima")
+            && hist.contains("ended"),
+        "{hist}"
+    );
 
     let out = sosdesk().args(["audit", "verify", "--config", cfg_s]).output().unwrap();
-    assert!(out.status.success() && text(&out.stdout).starts_with("audit chain OK: 5 rows verified"), "{}", text(&out.stdout));
+    assert!(
+        out.status.success() && text(&out.stdout).starts_with("audit chain OK: 5 rows verified"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let csv = dir.path().join("export.csv");
-    let out = sosdesk().args(["audit", "export", "--csv", "--config", cfg_s, "--output", csv.to_str().unwrap()]).output().unwrap();
+    let out = sosdesk()
+        .args(["audit", "export", "--csv", "--config", cfg_s, "--output", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let exported = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(exported.lines().count(), 6, "header + 5 events:\n{exported}");
@@ -113,7 +191,10 @@ fn serve_history_verify_export_and_a_tampered_row() {
     rt.block_on(async {
         use sqlx::Connection;
         let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-        for q in ["DROP TRIGGER events_append_only_update", "UPDATE events SET payload = replace(payload, '911', '912') WHERE seq = 3"] {
+        for q in [
+            "DROP TRIGGER events_append_only_update",
+            "UPDATE events SET payload = replace(payload, '911', '912') WHERE seq = 3",
+        ] {
             sqlx::query(q).execute(&mut c).await.unwrap();
         }
         c.close().await.unwrap();

@@ -25,13 +25,21 @@ fn kinds(events: &[sosdesk::events::CallEvent]) -> Vec<&'static str> {
 fn call_911_without_caller_location_carries_the_site_erl_as_valid_pidf_lo() {
     let mut lab = Lab::start();
     let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
-    let caller = lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911", "-set", "name", "Alice Example", "-set", "from_user", "1001"]));
+    let caller = lab.uac(
+        "caller",
+        "caller_hangs_up.xml",
+        "127.0.0.1",
+        &args(&["-s", "911", "-set", "name", "Alice Example", "-set", "from_user", "1001"]),
+    );
     caller.wait().assert_ok();
     let p = provider.wait();
     p.assert_ok();
 
     let invite = p.received_request("INVITE");
-    assert!(invite.starts_with(&format!("INVITE sip:911@127.0.0.1:{};user=phone SIP/2.0\r\n", lab.ports.primary)), "{invite}");
+    assert!(
+        invite.starts_with(&format!("INVITE sip:911@127.0.0.1:{};user=phone SIP/2.0\r\n", lab.ports.primary)),
+        "{invite}"
+    );
     // RFC 6442: location by value, referenced by cid, routing allowed.
     let geo = header_of(&invite, "Geolocation").expect("Geolocation header");
     let cid = geo.trim_start_matches("<cid:").trim_end_matches('>');
@@ -46,7 +54,14 @@ fn call_911_without_caller_location_carries_the_site_erl_as_valid_pidf_lo() {
 
     let pidf = pidf_part(&invite);
     validate_pidf_lo(&pidf).unwrap_or_else(|e| panic!("generated PIDF-LO does not validate: {e}\n{pidf}"));
-    for text in ["<ca:country>US</ca:country>", "<ca:RD>Microsoft Way</ca:RD>", "<ca:HNO>1</ca:HNO>", "<ca:FLR>2</ca:FLR>", "<ca:ROOM>210</ca:ROOM>", "<ca:A3>Redmond</ca:A3>"] {
+    for text in [
+        "<ca:country>US</ca:country>",
+        "<ca:RD>Microsoft Way</ca:RD>",
+        "<ca:HNO>1</ca:HNO>",
+        "<ca:FLR>2</ca:FLR>",
+        "<ca:ROOM>210</ca:ROOM>",
+        "<ca:A3>Redmond</ca:A3>",
+    ] {
         assert!(pidf.contains(text), "PIDF-LO lacks {text}:\n{pidf}");
     }
 
@@ -92,7 +107,10 @@ fn caller_pidf_lo_is_forwarded_as_sent_and_preferred() {
     let events = lab.audit_events();
     assert_eq!(events[0].location.source, LocationSource::ClientPidfLo);
     let civic = &events[0].location.erl.as_ref().unwrap().civic;
-    assert_eq!((civic.hno.as_deref(), civic.flr.as_deref(), civic.room.as_deref()), (Some("4"), Some("7"), Some("701")));
+    assert_eq!(
+        (civic.hno.as_deref(), civic.flr.as_deref(), civic.room.as_deref()),
+        (Some("4"), Some("7"), Some("701"))
+    );
     lab.assert_audit_verifies();
 }
 
@@ -124,7 +142,10 @@ fn uk_999_and_112_from_the_london_site() {
         validate_pidf_lo(&pidf).unwrap();
         lab.stop();
         let ev = &lab.audit_events()[0];
-        assert_eq!((ev.policy.as_str(), ev.site.as_deref(), ev.normalized.as_str()), ("uk-london", Some("london"), "999"));
+        assert_eq!(
+            (ev.policy.as_str(), ev.site.as_deref(), ev.normalized.as_str()),
+            ("uk-london", Some("london"), "999")
+        );
         lab.assert_audit_verifies();
     }
 }
@@ -150,22 +171,27 @@ fn every_uri_form_of_an_emergency_number_is_recognised() {
     let mut lab = Lab::start();
     let sip = lab.ports.sip;
     let forms = [
-        format!("tel:911"),
-        format!("tel:9-1-1;phone-context=+1"),
+        "tel:911".to_string(),
+        "tel:9-1-1;phone-context=+1".to_string(),
         format!("sip:911@127.0.0.1:{sip};user=phone"),
         format!("sips:911@127.0.0.1:{sip}"),
-        format!("urn:service:sos"),
-        format!("urn:service:sos.fire"),
+        "urn:service:sos".to_string(),
+        "urn:service:sos.fire".to_string(),
     ];
     for (i, ruri) in forms.iter().enumerate() {
         let provider = lab.uas(&format!("p{i}"), "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
         lab.uac(&format!("c{i}"), "caller_uri.xml", "127.0.0.1", &args(&["-set", "ruri", ruri])).wait().assert_ok();
         let p = provider.wait();
         p.assert_ok();
-        assert_eq!(p.logged("invite.ruri"), Some(format!("sip:911@127.0.0.1:{};user=phone", lab.ports.primary)), "for {ruri}");
+        assert_eq!(
+            p.logged("invite.ruri"),
+            Some(format!("sip:911@127.0.0.1:{};user=phone", lab.ports.primary)),
+            "for {ruri}"
+        );
     }
     lab.stop();
-    let detected: Vec<String> = lab.audit_events().into_iter().filter(|e| e.kind.name() == "detected").map(|e| e.dialed).collect();
+    let detected: Vec<String> =
+        lab.audit_events().into_iter().filter(|e| e.kind.name() == "detected").map(|e| e.dialed).collect();
     assert_eq!(detected.len(), forms.len());
     lab.assert_audit_verifies();
 }
@@ -237,7 +263,11 @@ fn failover_when_the_primary_never_answers() {
     lab.stop();
     let events = lab.audit_events();
     assert_eq!(kinds(&events)[..4], ["detected", "routed", "route-failed", "routed"]);
-    assert!(matches!(&events[2].kind, CallEventKind::RouteFailed { reason } if reason == "no response within 300 ms"), "{:?}", events[2].kind);
+    assert!(
+        matches!(&events[2].kind, CallEventKind::RouteFailed { reason } if reason == "no response within 300 ms"),
+        "{:?}",
+        events[2].kind
+    );
     lab.assert_audit_verifies();
 }
 
@@ -319,7 +349,12 @@ fn elin_gateway_gets_the_elin_and_a_callback_reaches_the_caller() {
     let gw = lab.uas("gw", "elin_gateway.xml", "127.0.0.1", lab.ports.elin, &[]);
     let caller_port = support::lab::free_port();
     let cp = caller_port.to_string();
-    let caller = lab.uac("caller", "caller_hangs_up.xml", "127.0.0.4", &args(&["-s", "911", "-set", "from_user", "2002", "-p", &cp]));
+    let caller = lab.uac(
+        "caller",
+        "caller_hangs_up.xml",
+        "127.0.0.4",
+        &args(&["-s", "911", "-set", "from_user", "2002", "-p", &cp]),
+    );
     caller.wait().assert_ok();
     let g = gw.wait();
     g.assert_ok();
@@ -354,7 +389,9 @@ fn elin_callback_after_the_window_goes_to_the_fallback() {
     lab.uac("psap", "psap_callback.xml", "127.0.0.1", &["-s", "4255550199"]).wait().assert_ok();
     let d = desk.wait();
     d.assert_ok();
-    assert!(d.received_request("INVITE").starts_with(&format!("INVITE sip:security-desk@127.0.0.1:{} SIP/2.0", lab.ports.fallback)));
+    assert!(d
+        .received_request("INVITE")
+        .starts_with(&format!("INVITE sip:security-desk@127.0.0.1:{} SIP/2.0", lab.ports.fallback)));
     lab.stop();
     let events = lab.audit_events();
     let cb = events.iter().find(|e| e.kind.name() == "callback").expect("callback event");

@@ -116,7 +116,10 @@ fn every_torture_message_over_udp_gets_the_right_answer_and_the_core_keeps_servi
         let got = exchange(&sock, &fixture(file), n, lab.ports.sip);
         let codes: Vec<u16> = got.iter().map(|g| g.0).collect();
         if codes != *want {
-            wrong.push(format!("{file}: expected {want:?}, got {codes:?}\n{}", got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>().join("\n")));
+            wrong.push(format!(
+                "{file}: expected {want:?}, got {codes:?}\n{}",
+                got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>().join("\n")
+            ));
         }
         // Every response copies the request's Call-ID (RFC 3261 §8.2.6.2) where it had one.
         for (_, text) in &got {
@@ -124,7 +127,9 @@ fn every_torture_message_over_udp_gets_the_right_answer_and_the_core_keeps_servi
             // Parsed where it parses (compact `i:` forms); else the first Call-ID line.
             let cid = match sosdesk::sip::parse::parse_datagram(&raw) {
                 Ok(m) => m.call_id().map(str::to_string),
-                Err(_) => String::from_utf8_lossy(&raw).lines().find_map(|l| l.strip_prefix("Call-ID: ").map(str::to_string)),
+                Err(_) => {
+                    String::from_utf8_lossy(&raw).lines().find_map(|l| l.strip_prefix("Call-ID: ").map(str::to_string))
+                }
             };
             if let Some(cid) = cid {
                 assert!(text.contains(cid.trim()), "{file}: response without the request's Call-ID:\n{text}");

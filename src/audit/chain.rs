@@ -272,7 +272,9 @@ mod tests {
     }
 
     fn payload(call_seq: i64, kind: &str) -> String {
-        format!(r#"{{"call_id":"c1","seq":{call_seq},"at":"2026-01-02T03:04:05.000000006Z","kind":{{"type":"{kind}"}}}}"#)
+        format!(
+            r#"{{"call_id":"c1","seq":{call_seq},"at":"2026-01-02T03:04:05.000000006Z","kind":{{"type":"{kind}"}}}}"#
+        )
     }
 
     struct Owned {

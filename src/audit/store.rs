@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::Row;
 
 use super::chain::{chain_hash, ChainChecker, ChainRow, VerifyReport, GENESIS_HASH};
@@ -74,10 +77,7 @@ impl AuditStore {
             .connect_with(options)
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| AuditError::Migrate { path: path.to_path_buf(), source })?;
+        MIGRATOR.run(&pool).await.map_err(|source| AuditError::Migrate { path: path.to_path_buf(), source })?;
         Ok(AuditStore { pool, path: Arc::new(path.to_path_buf()) })
     }
 
@@ -213,7 +213,11 @@ impl AuditStore {
         })
     }
 
-    async fn load_summary(&self, conn: &mut SqliteConnection, call_id: &str) -> Result<Option<CallSummary>, AuditError> {
+    async fn load_summary(
+        &self,
+        conn: &mut SqliteConnection,
+        call_id: &str,
+    ) -> Result<Option<CallSummary>, AuditError> {
         let row = sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id = ?"))
             .bind(call_id)
             .fetch_optional(&mut *conn)
@@ -288,16 +292,13 @@ impl AuditStore {
 
     /// The `limit` most recent calls, newest (by first event time) first.
     pub async fn history(&self, limit: u32) -> Result<Vec<CallSummary>, AuditError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM calls ORDER BY first_at DESC, first_seq DESC LIMIT ?"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.db("read history"))?;
-        rows.iter()
-            .map(|r| summary_from_row(r).map_err(self.db("decode call summary")))
-            .collect()
+        let rows =
+            sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM calls ORDER BY first_at DESC, first_seq DESC LIMIT ?"))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.db("read history"))?;
+        rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
     }
 
     /// Every stored event of one call, in the order they were stored.
@@ -380,8 +381,19 @@ impl AuditStore {
         write_record(
             out,
             &[
-                "seq", "at", "call_id", "call_seq", "kind", "caller_number", "caller_name", "dialed", "location",
-                "route", "detail", "prev_hash", "hash",
+                "seq",
+                "at",
+                "call_id",
+                "call_seq",
+                "kind",
+                "caller_number",
+                "caller_name",
+                "dialed",
+                "location",
+                "route",
+                "detail",
+                "prev_hash",
+                "hash",
             ],
         )
         .map_err(io)?;
@@ -519,7 +531,10 @@ fn summary_from_row(r: &SqliteRow) -> Result<CallSummary, sqlx::Error> {
     };
     let outcome: String = r.try_get("outcome")?;
     let outcome = CallOutcome::parse(&outcome).ok_or_else(|| {
-        decode_err("outcome", std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown outcome {outcome:?}")))
+        decode_err(
+            "outcome",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown outcome {outcome:?}")),
+        )
     })?;
     Ok(CallSummary {
         call_id: r.try_get("call_id")?,
@@ -562,7 +577,7 @@ mod tests {
     /// Batch sizes that need every chunk size, with calls spread over several chunks.
     #[tokio::test]
     async fn odd_sized_batches_chain_and_summarise() {
-        use crate::events::{Caller, CallEventKind, CALL_EVENT_VERSION};
+        use crate::events::{CallEventKind, Caller, CALL_EVENT_VERSION};
         use crate::location::LocationSnapshot;
         let dir = tempfile::tempdir().unwrap();
         let store = AuditStore::open(&dir.path().join("a.db")).await.unwrap();
@@ -571,7 +586,12 @@ mod tests {
             call_id: format!("c{call}"),
             seq,
             at: chrono::Utc::now(),
-            caller: Caller { number: "100".into(), display_name: None, uri: "sip:100@x".into(), source: "udp:192.0.2.1:5060".into() },
+            caller: Caller {
+                number: "100".into(),
+                display_name: None,
+                uri: "sip:100@x".into(),
+                source: "udp:192.0.2.1:5060".into(),
+            },
             dialed: "911".into(),
             normalized: "911".into(),
             test_call: true,

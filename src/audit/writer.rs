@@ -172,7 +172,11 @@ async fn run(store: AuditStore, mut rx: mpsc::UnboundedReceiver<Msg>, health: wa
 
 /// Appends `events`, retrying with exponential backoff until it works. Never gives up: the events
 /// exist nowhere else.
-async fn write_until_committed(store: &AuditStore, events: &[CallEvent], health: &watch::Sender<WriterHealth>) -> Vec<i64> {
+async fn write_until_committed(
+    store: &AuditStore,
+    events: &[CallEvent],
+    health: &watch::Sender<WriterHealth>,
+) -> Vec<i64> {
     if events.is_empty() {
         return Vec::new();
     }

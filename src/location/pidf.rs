@@ -963,17 +963,13 @@ fn parse_geopriv(gp: Node, label: &str, warnings: &mut Vec<String>, problems: &m
         }
         match local {
             "location-info" => location_infos.push(child),
-            "usage-rules" => {
-                if usage_rules.is_none() {
-                    usage_rules = Some(child);
-                }
+            "usage-rules" if usage_rules.is_none() => {
+                usage_rules = Some(child);
             }
-            "method" => {
-                if method.is_none() {
-                    let m = collapse_ws(&text_of(child));
-                    if !m.is_empty() {
-                        method = Some(m);
-                    }
+            "method" if method.is_none() => {
+                let m = collapse_ws(&text_of(child));
+                if !m.is_empty() {
+                    method = Some(m);
                 }
             }
             "provided-by" => {}

@@ -25,15 +25,25 @@ use crate::location::{LocationSnapshot, LocationSource};
 use crate::policy::Policies;
 use crate::sip::message::split_comma_list;
 use crate::sip::parse::Rejection;
-use crate::sip::transaction::{ClientEvent, ClientKey, Peer, ServerEvent, ServerKey, Timers, Transactions, Transmit, Transport};
+use crate::sip::transaction::{
+    ClientEvent, ClientKey, Peer, ServerEvent, ServerKey, Timers, Transactions, Transmit, Transport,
+};
 use crate::sip::uri::quote_display;
 use crate::sip::{ids, reason_phrase, Message, Uri};
 
 /// Methods sosdesk answers or relays (RFC 3261 §20.5 Allow).
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
 /// Headers relayed with an in-dialog request or its response.
-const RELAYED_HEADERS: &[&str] =
-    &["Content-Type", "Content-Disposition", "Event", "Subscription-State", "Info-Package", "Reason", "Session-Expires", "Min-SE"];
+const RELAYED_HEADERS: &[&str] = &[
+    "Content-Type",
+    "Content-Disposition",
+    "Event",
+    "Subscription-State",
+    "Info-Package",
+    "Reason",
+    "Session-Expires",
+    "Min-SE",
+];
 
 /// sosdesk's own addresses, for Via and Contact.
 #[derive(Debug, Clone)]
@@ -277,7 +287,9 @@ impl Engine {
             }
         } else {
             match self.tx.on_response(msg, now) {
-                Ok(Some(ClientEvent::Response { key, msg, retransmission })) => self.on_response(key, msg, retransmission, now),
+                Ok(Some(ClientEvent::Response { key, msg, retransmission })) => {
+                    self.on_response(key, msg, retransmission, now)
+                }
                 Ok(Some(ClientEvent::Timeout { key })) => self.on_client_timeout(&key, now),
                 Ok(None) => {}
                 Err(stray) => self.on_stray_response(stray),
@@ -319,7 +331,9 @@ impl Engine {
         let waiting: Vec<(String, usize)> = self
             .calls
             .values()
-            .filter_map(|c| c.b.as_ref().filter(|b| b.dialog.peer == peer && !b.responded).map(|b| (c.call_ref.clone(), b.attempt)))
+            .filter_map(|c| {
+                c.b.as_ref().filter(|b| b.dialog.peer == peer && !b.responded).map(|b| (c.call_ref.clone(), b.attempt))
+            })
             .collect();
         for (call_ref, attempt) in waiting {
             self.fail_attempt(&call_ref, attempt, format!("{peer} unreachable"), now);
@@ -373,14 +387,16 @@ impl Engine {
 
     fn caller_of(msg: &Message, peer: Peer) -> Caller {
         let from = msg.from();
-        let pai = msg.header_values("P-Asserted-Identity").into_iter().find_map(|v| crate::sip::NameAddr::parse(&v).ok());
+        let pai =
+            msg.header_values("P-Asserted-Identity").into_iter().find_map(|v| crate::sip::NameAddr::parse(&v).ok());
         let number = pai
             .as_ref()
             .and_then(|p| p.parsed_uri())
             .and_then(|u| u.number())
             .or_else(|| from.as_ref().and_then(|f| f.parsed_uri()).and_then(|u| u.number()))
             .unwrap_or_default();
-        let display = from.as_ref().and_then(|f| f.display.clone()).or_else(|| pai.as_ref().and_then(|p| p.display.clone()));
+        let display =
+            from.as_ref().and_then(|f| f.display.clone()).or_else(|| pai.as_ref().and_then(|p| p.display.clone()));
         Caller {
             number,
             display_name: display.filter(|d| !d.is_empty()),
@@ -406,7 +422,9 @@ impl Engine {
         let (policy, site) = self.policies.select(peer.addr.ip());
         let (policy_name, site_name) = (policy.name.clone(), site.map(|s| s.name.clone()));
         let number = Uri::parse(&ruri).ok().and_then(|u| u.number());
-        if let Some(n) = number.as_deref().filter(|n| self.elins.lookup(n, now).is_some() || self.known_elins.contains(*n)) {
+        if let Some(n) =
+            number.as_deref().filter(|n| self.elins.lookup(n, now).is_some() || self.known_elins.contains(*n))
+        {
             let n = n.to_string();
             self.on_callback(key, msg, peer, n, policy_name, site_name, ib, now);
             return;
@@ -452,7 +470,11 @@ impl Engine {
         });
         if pidf.is_none() {
             if let Some(erl) = &location.erl {
-                let entity = format!("sip:{}@{}", if caller.number.is_empty() { "anonymous" } else { &caller.number }, self.local.host);
+                let entity = format!(
+                    "sip:{}@{}",
+                    if caller.number.is_empty() { "anonymous" } else { &caller.number },
+                    self.local.host
+                );
                 let xml = build_pidf_lo(&PidfLoInput {
                     entity: &entity,
                     device_id: None,
@@ -481,7 +503,20 @@ impl Engine {
                 }
             }
         }
-        let call = self.new_call(key, msg, peer, caller, class, policy_name, site_name, location, pidf, ib, plan, RouteKind::SipTrunk);
+        let call = self.new_call(
+            key,
+            msg,
+            peer,
+            caller,
+            class,
+            policy_name,
+            site_name,
+            location,
+            pidf,
+            ib,
+            plan,
+            RouteKind::SipTrunk,
+        );
         let call_ref = call.call_ref.clone();
         self.calls.insert(call_ref.clone(), call);
         self.emit(&call_ref, CallEventKind::Detected);
@@ -511,7 +546,10 @@ impl Engine {
             local: format!("{};tag={local_tag}", msg.header("To").unwrap_or("")),
             remote: msg.header("From").unwrap_or("").to_string(),
             remote_tag: msg.from_tag(),
-            remote_target: msg.contact_uri().map(|_| contact_uri_text(&msg)).unwrap_or_else(|| msg.from().map(|f| f.uri).unwrap_or_default()),
+            remote_target: msg
+                .contact_uri()
+                .map(|_| contact_uri_text(&msg))
+                .unwrap_or_else(|| msg.from().map(|f| f.uri).unwrap_or_default()),
             route_set: msg.header_values("Record-Route"),
             local_cseq: 1000,
             peer,
@@ -578,7 +616,17 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_callback(&mut self, key: ServerKey, msg: Message, peer: Peer, elin: String, policy: String, site: Option<String>, ib: InviteBody, now: Instant) {
+    fn on_callback(
+        &mut self,
+        key: ServerKey,
+        msg: Message,
+        peer: Peer,
+        elin: String,
+        policy: String,
+        site: Option<String>,
+        ib: InviteBody,
+        now: Instant,
+    ) {
         let mapping = self.elins.lookup(&elin, now).cloned();
         let (target, to_original, display) = match &mapping {
             Some(m) => {
@@ -598,7 +646,20 @@ impl Engine {
         };
         let caller = Self::caller_of(&msg, peer);
         let class = Classified { dialed: elin.clone(), normalized: elin.clone(), test: false };
-        let mut call = self.new_call(key, msg, peer, caller, class, policy, site, LocationSnapshot::none(), None, ib, Vec::new(), RouteKind::Callback);
+        let mut call = self.new_call(
+            key,
+            msg,
+            peer,
+            caller,
+            class,
+            policy,
+            site,
+            LocationSnapshot::none(),
+            None,
+            ib,
+            Vec::new(),
+            RouteKind::Callback,
+        );
         call.callback_target = Some((tpeer, turi.clone()));
         if let Some(d) = display {
             // Shown to the desk: who the PSAP is calling back.
@@ -617,11 +678,14 @@ impl Engine {
         loop {
             let attempt = call.next_attempt;
             // The target of this attempt: a callback target, or the next route of the plan.
-            let (peer, ruri_host, route_name, kind, presented) = if let Some((peer, uri)) = call.callback_target.clone() {
+            let (peer, ruri_host, route_name, kind, presented) = if let Some((peer, uri)) = call.callback_target.clone()
+            {
                 if attempt > 0 {
                     break self.fail_call(call, now);
                 }
-                let host = Uri::parse(&uri).map(|u| format!("{}{}", u.host, u.port.map(|p| format!(":{p}")).unwrap_or_default())).unwrap_or_default();
+                let host = Uri::parse(&uri)
+                    .map(|u| format!("{}{}", u.host, u.port.map(|p| format!(":{p}")).unwrap_or_default()))
+                    .unwrap_or_default();
                 let user = Uri::parse(&uri).ok().and_then(|u| u.user).unwrap_or_default();
                 (peer, (host, Some(user)), "callback".to_string(), RouteKind::Callback, call.caller.number.clone())
             } else {
@@ -652,9 +716,13 @@ impl Engine {
                                 let name = r.name.clone();
                                 call.next_attempt += 1;
                                 self.stats.failovers += 1;
-                                Self::emit_into(&mut self.events, &mut call, CallEventKind::RouteFailed {
-                                    reason: format!("route {name}: the location has no ELIN"),
-                                });
+                                Self::emit_into(
+                                    &mut self.events,
+                                    &mut call,
+                                    CallEventKind::RouteFailed {
+                                        reason: format!("route {name}: the location has no ELIN"),
+                                    },
+                                );
                                 continue;
                             }
                         }
@@ -689,7 +757,11 @@ impl Engine {
             });
             call.b = Some(BLeg { client_key: key, ..b });
             call.kind = kind;
-            self.call_timers.insert((now + self.route_timeout, call.call_ref.clone(), CallTimer::RouteResponse(attempt)));
+            self.call_timers.insert((
+                now + self.route_timeout,
+                call.call_ref.clone(),
+                CallTimer::RouteResponse(attempt),
+            ));
             Self::emit_into(&mut self.events, &mut call, CallEventKind::Routed);
             self.calls.insert(call.call_ref.clone(), call);
             break;
@@ -748,7 +820,10 @@ impl Engine {
             }
             _ => {
                 if !call.location_refs.is_empty() && kind != RouteKind::Callback {
-                    m.push("Geolocation", call.location_refs.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", "));
+                    m.push(
+                        "Geolocation",
+                        call.location_refs.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", "),
+                    );
                     m.push("Geolocation-Routing", "yes");
                 }
                 if let Some(sdp) = &call.a_offer {
@@ -796,7 +871,10 @@ impl Engine {
                 let k = self.tx.send_request(&cancel, b.dialog.peer, now);
                 let _ = k;
             }
-            self.abandoned.insert(b.dialog.call_id.clone(), Abandoned { peer: b.dialog.peer, expires: now + Duration::from_secs(64) });
+            self.abandoned.insert(
+                b.dialog.call_id.clone(),
+                Abandoned { peer: b.dialog.peer, expires: now + Duration::from_secs(64) },
+            );
             self.abandoned_order.push_back(b.dialog.call_id);
         }
         self.stats.failovers += 1;
@@ -820,7 +898,8 @@ impl Engine {
     }
 
     fn on_route_timeout(&mut self, call_ref: &str, attempt: usize, now: Instant) {
-        let responded = self.calls.get(call_ref).and_then(|c| c.b.as_ref()).map(|b| b.attempt == attempt && b.responded);
+        let responded =
+            self.calls.get(call_ref).and_then(|c| c.b.as_ref()).map(|b| b.attempt == attempt && b.responded);
         if responded == Some(false) {
             let ms = self.route_timeout.as_millis();
             self.fail_attempt(call_ref, attempt, format!("no response within {ms} ms"), now);
@@ -829,7 +908,8 @@ impl Engine {
 
     fn on_client_timeout(&mut self, key: &str, now: Instant) {
         let Some(call_ref) = self.client_txn.remove(key) else { return };
-        let attempt = self.calls.get(&call_ref).and_then(|c| c.b.as_ref()).filter(|b| b.client_key == key).map(|b| b.attempt);
+        let attempt =
+            self.calls.get(&call_ref).and_then(|c| c.b.as_ref()).filter(|b| b.client_key == key).map(|b| b.attempt);
         if let Some(attempt) = attempt {
             self.fail_attempt(&call_ref, attempt, "no final response (Timer B)".into(), now);
         } else if let Some(call) = self.calls.get_mut(&call_ref) {
@@ -894,7 +974,13 @@ impl Engine {
     /// Handle a response to the current outbound INVITE. Returns the attempt to fail over from
     /// (and why) when it was a final failure; the caller does that once the call is back in
     /// the map.
-    fn on_b_invite_response(&mut self, call: &mut Call, msg: Message, retransmission: bool, now: Instant) -> Option<(usize, String)> {
+    fn on_b_invite_response(
+        &mut self,
+        call: &mut Call,
+        msg: Message,
+        retransmission: bool,
+        now: Instant,
+    ) -> Option<(usize, String)> {
         let status = msg.status().unwrap_or(0);
         let b = call.b.as_mut()?;
         if !b.responded {
@@ -1032,7 +1118,11 @@ impl Engine {
         let r = call.a_invite.response(487, "Request Terminated", Some(tag_of(&call.a.local)));
         self.tx.respond(&call.a_invite_key, &r, now);
         self.stop_b_leg(&mut call, now, "caller cancelled");
-        Self::emit_into(&mut self.events, &mut call, CallEventKind::Ended { by: "cancel".into(), reason: "caller hung up before answer".into() });
+        Self::emit_into(
+            &mut self.events,
+            &mut call,
+            CallEventKind::Ended { by: "cancel".into(), reason: "caller hung up before answer".into() },
+        );
         self.forget_call(call);
     }
 
@@ -1057,7 +1147,10 @@ impl Engine {
             self.tx.abandon(&b.client_key);
         }
         self.client_txn.remove(&b.client_key);
-        self.abandoned.insert(b.dialog.call_id.clone(), Abandoned { peer: b.dialog.peer, expires: now + Duration::from_secs(64) });
+        self.abandoned.insert(
+            b.dialog.call_id.clone(),
+            Abandoned { peer: b.dialog.peer, expires: now + Duration::from_secs(64) },
+        );
         self.abandoned_order.push_back(b.dialog.call_id);
     }
 

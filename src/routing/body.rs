@@ -130,7 +130,8 @@ pub fn parse_invite_body(msg: &Message) -> InviteBody {
         .map(|v| v.split(';').next().unwrap_or("").trim().trim_start_matches('<').trim_end_matches('>').to_string())
         .filter(|v| !v.is_empty())
         .collect();
-    let cids: Vec<String> = geo.iter().filter_map(|g| g.strip_prefix("cid:").map(|c| crate::sip::uri::percent_decode(c))).collect();
+    let cids: Vec<String> =
+        geo.iter().filter_map(|g| g.strip_prefix("cid:").map(crate::sip::uri::percent_decode)).collect();
     out.location_refs = geo.iter().filter(|g| !g.starts_with("cid:")).cloned().collect();
     if msg.body.is_empty() {
         if !cids.is_empty() {
@@ -141,7 +142,8 @@ pub fn parse_invite_body(msg: &Message) -> InviteBody {
     let ct_full = msg.header("Content-Type").unwrap_or("application/sdp").to_string();
     match base_type(&ct_full).as_str() {
         "application/sdp" => out.sdp = Some(msg.body.clone()),
-        "multipart/mixed" | "multipart/related" | "multipart/alternative" => match split_multipart(&ct_full, &msg.body) {
+        "multipart/mixed" | "multipart/related" | "multipart/alternative" => match split_multipart(&ct_full, &msg.body)
+        {
             Ok(parts) => {
                 let mut pidfs = Vec::new();
                 for p in parts {

@@ -29,7 +29,7 @@ pub fn classify(request_uri: &str, policy: &Policy) -> Option<Classified> {
     }
     let dialed = uri.number()?;
     for n in &policy.numbers {
-        if dialed == n.dial_string || n.masks.iter().any(|m| *m == dialed) {
+        if dialed == n.dial_string || n.masks.contains(&dialed) {
             return Some(Classified { dialed, normalized: n.dial_string.clone(), test: n.test });
         }
     }
@@ -79,7 +79,9 @@ mod tests {
     #[test]
     fn ordinary_numbers_are_not_emergency_calls() {
         let p = policy();
-        for uri in ["sip:9112@pbx", "sip:alice@pbx", "tel:+14255550100", "urn:service:counseling", "sip:91@pbx", "mailto:x@y"] {
+        for uri in
+            ["sip:9112@pbx", "sip:alice@pbx", "tel:+14255550100", "urn:service:counseling", "sip:91@pbx", "mailto:x@y"]
+        {
             assert_eq!(classify(uri, &p), None, "{uri}");
         }
     }

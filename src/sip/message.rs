@@ -50,11 +50,38 @@ const COMPACT: &[(&str, &str)] = &[
 ];
 
 const WELL_KNOWN: &[&str] = &[
-    "Accept", "Allow", "Call-ID", "Contact", "Content-Disposition", "Content-ID", "Content-Length",
-    "Content-Type", "CSeq", "Expires", "From", "Geolocation", "Geolocation-Routing", "Max-Forwards",
-    "P-Asserted-Identity", "P-Preferred-Identity", "Priority", "Proxy-Require", "Reason",
-    "Record-Route", "Require", "Route", "Server", "Supported", "To", "Unsupported", "User-Agent",
-    "Via", "Warning", "WWW-Authenticate", "Authorization", "Retry-After",
+    "Accept",
+    "Allow",
+    "Call-ID",
+    "Contact",
+    "Content-Disposition",
+    "Content-ID",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Expires",
+    "From",
+    "Geolocation",
+    "Geolocation-Routing",
+    "Max-Forwards",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Priority",
+    "Proxy-Require",
+    "Reason",
+    "Record-Route",
+    "Require",
+    "Route",
+    "Server",
+    "Supported",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+    "Authorization",
+    "Retry-After",
 ];
 
 /// Expand compact forms and give well-known names their usual spelling; others are kept as sent.
@@ -75,8 +102,7 @@ pub fn canonical_name(name: &str) -> String {
 }
 
 /// Headers that RFC 3261 §7.3 allows only once (and that we rely on being single).
-pub const SINGLE_VALUED: &[&str] =
-    &["Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type"];
+pub const SINGLE_VALUED: &[&str] = &["Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type"];
 
 impl Message {
     pub fn request(method: &str, uri: &str) -> Message {
@@ -157,7 +183,7 @@ impl Message {
     /// (sequence number, method)
     pub fn cseq(&self) -> Option<(u32, &str)> {
         let v = self.header("CSeq")?.trim();
-        let (num, method) = v.split_once(|c: char| c == ' ' || c == '\t')?;
+        let (num, method) = v.split_once([' ', '\t'])?;
         Some((num.parse().ok()?, method.trim()))
     }
 
@@ -231,7 +257,12 @@ impl Message {
         };
         for h in &self.headers {
             let n = h.name.as_str();
-            if n == "Via" || n == "From" || n == "Call-ID" || n == "CSeq" || n == "Record-Route" && (101..300).contains(&status) {
+            if n == "Via"
+                || n == "From"
+                || n == "Call-ID"
+                || n == "CSeq"
+                || n == "Record-Route" && (101..300).contains(&status)
+            {
                 r.headers.push(h.clone());
             } else if n == "To" {
                 let mut v = h.value.clone();
@@ -343,11 +374,15 @@ impl Via {
         let mut rest = v.trim();
         let mut fields = Vec::with_capacity(3);
         for i in 0..3 {
-            let end = rest.find(|c: char| c == '/' || c.is_ascii_whitespace() || (i == 2 && c == ';')).unwrap_or(rest.len());
+            let end =
+                rest.find(|c: char| c == '/' || c.is_ascii_whitespace() || (i == 2 && c == ';')).unwrap_or(rest.len());
             fields.push(&rest[..end]);
             rest = rest[end..].trim_start();
             if i < 2 {
-                rest = rest.strip_prefix('/').ok_or_else(|| format!("Via {v:?} is not SIP/2.0/<transport> <host>"))?.trim_start();
+                rest = rest
+                    .strip_prefix('/')
+                    .ok_or_else(|| format!("Via {v:?} is not SIP/2.0/<transport> <host>"))?
+                    .trim_start();
             }
         }
         let (name, transport) = (fields[0], fields[2]);

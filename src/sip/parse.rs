@@ -18,8 +18,9 @@ pub const MAX_MESSAGE: usize = 65_535;
 #[derive(Debug, Clone)]
 pub struct Rejection {
     pub reason: String,
-    /// A response (400, 505…) to send to the source, when the message was a request.
-    pub reply: Option<Message>,
+    /// A response (400, 505…) to send to the source, when the message was a request. Boxed:
+    /// it is rare, and keeps the Ok path's Result small.
+    pub reply: Option<Box<Message>>,
 }
 
 /// What the front of a TCP stream holds.
@@ -55,7 +56,10 @@ pub fn parse_datagram(buf: &[u8]) -> Result<Message, Rejection> {
     let available = buf.len() - body_start;
     let body_len = match raw.content_length()? {
         Some(cl) if cl > available => {
-            return Err(raw.reject(400, format!("Content-Length {cl} is larger than the {available} body bytes in the datagram")));
+            return Err(raw.reject(
+                400,
+                format!("Content-Length {cl} is larger than the {available} body bytes in the datagram"),
+            ));
         }
         Some(cl) => cl,
         None => available,
@@ -170,10 +174,9 @@ impl RawHead {
                 continue;
             }
             match text.split_once(':') {
-                Some((name, value)) if is_token(name.trim_end()) => headers.push(Header {
-                    name: canonical_name(name.trim_end()),
-                    value: value.trim().to_string(),
-                }),
+                Some((name, value)) if is_token(name.trim_end()) => {
+                    headers.push(Header { name: canonical_name(name.trim_end()), value: value.trim().to_string() })
+                }
                 _ => {
                     bad_line.get_or_insert_with(|| format!("malformed header line {:?}", truncate(&text, 60)));
                 }
@@ -215,9 +218,14 @@ impl RawHead {
         }
         // RFC 3261 §20.43: warn-code 399 carries a human-readable explanation. The text is
         // reduced to safe printable ASCII: it may echo caller-controlled bytes.
-        let text: String = reason.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').filter(|c| *c != '"' && *c != '\\').take(120).collect();
+        let text: String = reason
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .filter(|c| *c != '"' && *c != '\\')
+            .take(120)
+            .collect();
         reply.push("Warning", format!("399 sosdesk \"{text}\""));
-        Rejection { reason, reply: Some(reply) }
+        Rejection { reason, reply: Some(Box::new(reply)) }
     }
 
     /// Content-Length (RFC 3261 §20.14): a single non-negative decimal number.

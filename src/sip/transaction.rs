@@ -261,9 +261,7 @@ impl Transactions {
     /// A request arrived. Retransmissions are absorbed (the last response is re-sent); new
     /// requests come back as events.
     pub fn on_request(&mut self, msg: Message, peer: Peer, _now: Instant) -> Option<ServerEvent> {
-        let Some(key) = Self::server_key(&msg) else {
-            return None;
-        };
+        let key = Self::server_key(&msg)?;
         let method = msg.method().to_string();
         if method == "ACK" {
             if let Some(tx) = self.server.get_mut(&key) {
@@ -308,9 +306,7 @@ impl Transactions {
             let reason = if status == 200 { "OK" } else { "Call/Transaction Does Not Exist" };
             let resp = msg.response(status, reason, Some(&super::ids::new_tag()));
             self.respond(&key, &resp, _now);
-            if invite.is_none() {
-                return None;
-            }
+            invite.as_ref()?;
             return Some(ServerEvent::Cancel { invite, msg, peer });
         }
         let invite = method == "INVITE";

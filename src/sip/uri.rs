@@ -67,7 +67,7 @@ impl Uri {
             None => (after_user, None),
         };
         let user = match user {
-            Some(u) if u.is_empty() => return Err(format!("URI {s:?} has an empty user part")),
+            Some("") => return Err(format!("URI {s:?} has an empty user part")),
             Some(u) => Some(u.split(':').next().unwrap_or(u).to_string()),
             None => None,
         };

@@ -65,13 +65,25 @@ impl Lab {
             "sipp is not installed: the SIP tests need a real peer (Debian package sip-tester; the README's test command installs it)"
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports = LabPorts { sip: free_port(), primary: free_port(), secondary: free_port(), elin: free_port(), fallback: free_port() };
+        let ports = LabPorts {
+            sip: free_port(),
+            primary: free_port(),
+            secondary: free_port(),
+            elin: free_port(),
+            fallback: free_port(),
+        };
         let text = std::fs::read_to_string(repo().join("examples/lab.toml")).expect("examples/lab.toml");
         let store = dir.path().join("audit.db");
         // Two passes through placeholders, so a port just written can never be rewritten by a
         // later replacement (a new port 50712 starts with the old "5071").
         let mut text = text;
-        let moves = [("5060", ports.sip), ("5070", ports.primary), ("5071", ports.secondary), ("5080", ports.elin), ("5090", ports.fallback)];
+        let moves = [
+            ("5060", ports.sip),
+            ("5070", ports.primary),
+            ("5071", ports.secondary),
+            ("5080", ports.elin),
+            ("5090", ports.fallback),
+        ];
         for (old, _) in &moves {
             text = text.replace(&format!("127.0.0.1:{old}\""), &format!("127.0.0.1:@{old}@\""));
         }
@@ -176,7 +188,11 @@ impl Lab {
     pub fn assert_audit_verifies(&self) {
         let out = self.cli_store(&["audit", "verify"]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("audit chain OK"), "audit verify failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && text.contains("audit chain OK"),
+            "audit verify failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -223,7 +239,15 @@ pub struct SippRun {
 impl SippRun {
     /// The run passed (sipp exit code 0: every call of the scenario succeeded).
     pub fn assert_ok(&self) -> &Self {
-        assert_eq!(self.code, Some(0), "sipp {} failed (exit {:?}).\nstderr: {}\nmessages:\n{}", self.name, self.code, self.stderr, self.messages);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "sipp {} failed (exit {:?}).\nstderr: {}\nmessages:\n{}",
+            self.name,
+            self.code,
+            self.stderr,
+            self.messages
+        );
         self
     }
 

@@ -1,2 +1,2 @@
-pub mod xmllint;
 pub mod lab;
+pub mod xmllint;
