@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::{spawn_writer, AuditStore, AuditWriter};
 use crate::config::Config;
-use crate::events::CallEvent;
+use crate::events::{CallEvent, CallEventKind};
 use crate::routing::{Engine, LocalEndpoint};
 use crate::sip::parse::{parse_datagram, parse_stream, StreamItem, MAX_MESSAGE};
 use crate::sip::transaction::{Peer, Transport};
@@ -213,7 +213,16 @@ async fn run(
         }
         // 2. Then the audit log and the desks.
         while let Some(ev) = engine.poll_event() {
-            tracing::info!(call = %ev.call_id, seq = ev.seq, kind = ev.kind.name(), dialed = %ev.dialed, route = ?ev.route.as_ref().map(|r| &r.name), "call event");
+            // Every event is in the audit log; the log file gets what an operator must notice.
+            match &ev.kind {
+                CallEventKind::RouteFailed { reason } | CallEventKind::Failed { reason, .. } => {
+                    tracing::warn!(call = %ev.call_id, dialed = %ev.dialed, route = ?ev.route.as_ref().map(|r| &r.name), %reason, "{}", ev.kind.name())
+                }
+                CallEventKind::Detected => {
+                    tracing::info!(call = %ev.call_id, dialed = %ev.dialed, caller = %ev.caller.number, test = ev.test_call, "emergency call")
+                }
+                _ => tracing::debug!(call = %ev.call_id, seq = ev.seq, kind = ev.kind.name(), "call event"),
+            }
             audit.record(ev.clone());
             let _ = events.send(ev);
         }

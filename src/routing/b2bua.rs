@@ -861,15 +861,19 @@ impl Engine {
         }
         let b = call.b.take();
         if let Some(b) = b {
-            self.tx.abandon(&b.client_key);
+            // A ringing leg keeps its INVITE transaction so that it ACKs the 487 the CANCEL
+            // brings (§17.1.1.3); a silent one is abandoned (no more retransmissions). Either
+            // way its responses no longer reach this call.
+            if !b.provisional {
+                self.tx.abandon(&b.client_key);
+            }
             self.client_txn.remove(&b.client_key);
             self.by_call_id.remove(&b.dialog.call_id);
             self.call_timers.retain(|t| !(t.1 == call_ref && t.2 == CallTimer::RouteResponse(attempt)));
             if b.provisional {
                 // Stop the far end ringing before the next route takes over (RFC 3261 §9.1).
                 let cancel = cancel_for(&b.invite);
-                let k = self.tx.send_request(&cancel, b.dialog.peer, now);
-                let _ = k;
+                self.tx.send_request(&cancel, b.dialog.peer, now);
             }
             self.abandoned.insert(
                 b.dialog.call_id.clone(),
@@ -1040,7 +1044,12 @@ impl Engine {
                 self.tx.respond(&call.a_invite_key, &r, now);
                 Self::emit_into(&mut self.events, call, CallEventKind::Answered);
             }
-            _ => return Some((b.attempt, format!("{status} {}", msg.status_reason()))),
+            _ => {
+                // The final response completed the INVITE: nothing is ringing any more, so
+                // failing over sends no CANCEL (the transaction already ACKed it).
+                b.provisional = false;
+                return Some((b.attempt, format!("{status} {}", msg.status_reason())));
+            }
         }
         None
     }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Wire benchmark: emergency calls through the real sosdesk at rising rates, sipp as caller and
+# provider, tcpdump on loopback for the INVITE in -> INVITE out time (bench/latency.py).
+#   bash bench/sipp-load.sh [SECONDS_PER_RATE] [RATES...]
+# Prints one line per rate; BENCHMARKS.md records the results with the machine they ran on.
+# Traffic stays on 127.0.0.1. Needs root for the loopback capture.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+shift || true
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(100 250 500 1000 1500 2000 2500)
+
+bash scripts/ensure-packages.sh sip-tester tcpdump
+cargo build --release --locked --bin sosdesk
+bin="${CARGO_TARGET_DIR:-target}/release/sosdesk"
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+SOS=25060; PROV=25070
+sed -e "s/127.0.0.1:5060\"/127.0.0.1:$SOS\"/" -e "s/127.0.0.1:5070\"/127.0.0.1:$PROV\"/" \
+    -e "s#path = \"../sosdesk-lab.db\"#path = \"$work/audit.db\"#" examples/lab.toml > "$work/bench.toml"
+
+SOSDESK_LOG=warn "$bin" serve --config "$work/bench.toml" > "$work/core.log" 2>&1 &
+core=$!
+sipp -sn uas -i 127.0.0.1 -p $PROV -bg -nostdin > /dev/null 2>&1
+for _ in $(seq 100); do grep -q serving "$work/core.log" && break; sleep 0.05; done
+
+echo "rate_per_s  sipp_ok sipp_failed  $(printf '%s' 'capture')"
+for rate in "${rates[@]}"; do
+  pcap="$work/r$rate.pcap"
+  tcpdump -i lo -nn -B 65536 -w "$pcap" "udp and (dst port $SOS or dst port $PROV)" > "$work/tcpdump.log" 2>&1 &
+  tcpd=$!
+  for _ in $(seq 100); do grep -q listening "$work/tcpdump.log" && break; sleep 0.05; done
+  n=$((rate * secs))
+  sipp -sf bench/caller.xml 127.0.0.1:$SOS -i 127.0.0.1 -p 25062 -r "$rate" -m "$n" -l 100000 \
+       -timeout $((secs + 30)) -nostdin -trace_stat -stf "$work/stat$rate.csv" > /dev/null 2>&1 || true
+  kill -INT $tcpd; wait $tcpd 2>/dev/null || true
+  # sipp's statistics file: columns found by header name (cumulative counters end in "(C)").
+  read -r ok failed < <(python3 - "$work/stat$rate.csv" <<'PY'
+import sys
+rows = [l.rstrip("\n").split(";") for l in open(sys.argv[1]) if l.strip()]
+h, last = rows[0], rows[-1]
+print(last[h.index("SuccessfulCall(C)")], last[h.index("FailedCall(C)")])
+PY
+)
+  drops=$(grep -o '[0-9]* packets dropped by kernel' "$work/tcpdump.log" || true)
+  echo "$rate  $ok $failed  $(python3 bench/latency.py "$pcap" $SOS $PROV) ${drops:+($drops)}"
+done
+kill $core; wait $core 2>/dev/null || true
+"$bin" audit verify --store "$work/audit.db"
