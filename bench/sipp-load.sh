@@ -16,25 +16,29 @@ cargo build --release --locked --bin sosdesk
 bin="${CARGO_TARGET_DIR:-target}/release/sosdesk"
 
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "sipp -sn uas -i 127.0.0.1 -p $PROV" || true; rm -rf "$work"' EXIT
 SOS=25060; PROV=25070
 sed -e "s/127.0.0.1:5060\"/127.0.0.1:$SOS\"/" -e "s/127.0.0.1:5070\"/127.0.0.1:$PROV\"/" \
     -e "s#path = \"../sosdesk-lab.db\"#path = \"$work/audit.db\"#" examples/lab.toml > "$work/bench.toml"
 
 SOSDESK_LOG=warn "$bin" serve --config "$work/bench.toml" > "$work/core.log" 2>&1 &
 core=$!
-sipp -sn uas -i 127.0.0.1 -p $PROV -bg -nostdin > /dev/null 2>&1
+# -bg: the launching process exits 99 ("no calls") while the UAS runs on.
+sipp -sn uas -i 127.0.0.1 -p $PROV -bg -nostdin > /dev/null 2>&1 || true
 for _ in $(seq 100); do grep -q serving "$work/core.log" && break; sleep 0.05; done
+grep -q serving "$work/core.log" || { echo "sosdesk did not start:" >&2; cat "$work/core.log" >&2; exit 1; }
 
-echo "rate_per_s  sipp_ok sipp_failed  $(printf '%s' 'capture')"
+echo "rate_per_s  sipp_ok sipp_failed  capture"
 for rate in "${rates[@]}"; do
   pcap="$work/r$rate.pcap"
   tcpdump -i lo -nn -B 65536 -w "$pcap" "udp and (dst port $SOS or dst port $PROV)" > "$work/tcpdump.log" 2>&1 &
   tcpd=$!
   for _ in $(seq 100); do grep -q listening "$work/tcpdump.log" && break; sleep 0.05; done
   n=$((rate * secs))
+  cpu0=$(awk '{print $14 + $15}' /proc/$core/stat)
   sipp -sf bench/caller.xml 127.0.0.1:$SOS -i 127.0.0.1 -p 25062 -r "$rate" -m "$n" -l 100000 \
        -timeout $((secs + 30)) -nostdin -trace_stat -stf "$work/stat$rate.csv" > /dev/null 2>&1 || true
+  cpu1=$(awk '{print $14 + $15}' /proc/$core/stat)
   kill -INT $tcpd; wait $tcpd 2>/dev/null || true
   # sipp's statistics file: columns found by header name (cumulative counters end in "(C)").
   read -r ok failed < <(python3 - "$work/stat$rate.csv" <<'PY'
@@ -45,7 +49,10 @@ print(last[h.index("SuccessfulCall(C)")], last[h.index("FailedCall(C)")])
 PY
 )
   drops=$(grep -o '[0-9]* packets dropped by kernel' "$work/tcpdump.log" || true)
-  echo "$rate  $ok $failed  $(python3 bench/latency.py "$pcap" $SOS $PROV) ${drops:+($drops)}"
+  # sosdesk's own CPU time for the whole run at this rate, per call (the load generators and
+  # tcpdump share the same 2 cores and are not counted).
+  cpu_us=$(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / (ok + failed > 0 ? ok + failed : 1) ))
+  echo "$rate  $ok $failed  $(python3 bench/latency.py "$pcap" $SOS $PROV) sosdesk_cpu_per_call_us=$cpu_us ${drops:+($drops)}"
 done
 kill $core; wait $core 2>/dev/null || true
 "$bin" audit verify --store "$work/audit.db"

@@ -12,6 +12,15 @@ fn sosdesk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sosdesk"))
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -79,11 +88,13 @@ fn serve_history_verify_export_and_a_tampered_row() {
     let cfg = dir.path().join("sosdesk.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
 
-    let mut child =
+    let child =
         sosdesk().arg("serve").arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // Killed on drop: a failing assertion below must not leave a core running.
+    let mut child = KillOnDrop(child);
     // The process says when it serves; that line is the readiness signal.
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert!(
         line.starts_with(&format!("sosdesk serving emergency calls on udp:127.0.0.1:{sip} tcp:127.0.0.1:{sip}")),
         "{line}"
@@ -150,9 +161,9 @@ fn serve_history_verify_export_and_a_tampered_row() {
     assert!(provider.wait().unwrap().success());
 
     // SIGTERM: a clean stop, everything durable.
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "serve exits 0 on SIGTERM, got {status:?}");
 
     let cfg_s = cfg.to_str().unwrap();

@@ -171,6 +171,8 @@ struct Abandoned {
     expires: Instant,
 }
 
+/// Call timers are deleted lazily (see `on_route_timeout`: a timer for an attempt that already
+/// responded, moved on or ended does nothing), so no O(n) search runs per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum CallTimer {
     /// No response from the attempt in `route_timeout`.
@@ -869,7 +871,6 @@ impl Engine {
             }
             self.client_txn.remove(&b.client_key);
             self.by_call_id.remove(&b.dialog.call_id);
-            self.call_timers.retain(|t| !(t.1 == call_ref && t.2 == CallTimer::RouteResponse(attempt)));
             if b.provisional {
                 // Stop the far end ringing before the next route takes over (RFC 3261 §9.1).
                 let cancel = cancel_for(&b.invite);
@@ -902,9 +903,11 @@ impl Engine {
     }
 
     fn on_route_timeout(&mut self, call_ref: &str, attempt: usize, now: Instant) {
-        let responded =
-            self.calls.get(call_ref).and_then(|c| c.b.as_ref()).map(|b| b.attempt == attempt && b.responded);
-        if responded == Some(false) {
+        // Only the same attempt, still silent, is failed over; a stale timer (the attempt
+        // responded, moved on, or the call ended) does nothing.
+        let silent =
+            self.calls.get(call_ref).and_then(|c| c.b.as_ref()).is_some_and(|b| b.attempt == attempt && !b.responded);
+        if silent {
             let ms = self.route_timeout.as_millis();
             self.fail_attempt(call_ref, attempt, format!("no response within {ms} ms"), now);
         }
@@ -990,7 +993,6 @@ impl Engine {
         if !b.responded {
             b.responded = true;
             let attempt = b.attempt;
-            self.call_timers.retain(|t| !(t.1 == call.call_ref && t.2 == CallTimer::RouteResponse(attempt)));
         }
         if let Some(tag) = msg.to_tag() {
             if b.dialog.remote_tag.is_none() {
@@ -1139,7 +1141,6 @@ impl Engine {
     /// abandon (and ACK+BYE any late 2xx) if nothing came back yet.
     fn stop_b_leg(&mut self, call: &mut Call, now: Instant, why: &str) {
         let Some(b) = call.b.take() else { return };
-        self.call_timers.retain(|t| t.1 != call.call_ref);
         if call.state == CallState::Answered {
             call.b = Some(b);
             let mut bye = self.in_dialog_request(call, Side::B, "BYE", None);
@@ -1265,7 +1266,6 @@ impl Engine {
         for k in call.relays.keys() {
             self.client_txn.remove(k);
         }
-        self.call_timers.retain(|t| t.1 != call.call_ref);
     }
 
     fn emit(&mut self, call_ref: &str, kind: CallEventKind) {

@@ -149,6 +149,9 @@ enum TimerKind {
     ServerForget,
 }
 
+/// Timers are never searched for and removed (that is O(n) per message, quadratic under load):
+/// a timer that no longer applies stays in the set and does nothing when it fires, because every
+/// handler first checks the transaction's current state.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct TimerEntry {
     at: Instant,
@@ -448,7 +451,6 @@ impl Transactions {
                     tx.retransmit_every = t.t2;
                 } else {
                     // §17.1.1.2: a provisional stops INVITE retransmissions.
-                    self.timers.retain(|e| !(e.key == key && e.kind == TimerKind::ClientRetransmit));
                 }
                 Some(ClientEvent::Response { key, msg, retransmission: false })
             }
@@ -456,7 +458,6 @@ impl Transactions {
                 // RFC 6026 §7.2: Accepted — absorb nothing, pass 2xx retransmissions up for
                 // 64*T1 so the ACK can be re-sent.
                 tx.state = ClientState::Accepted;
-                self.timers.retain(|e| !(e.key == key && e.kind != TimerKind::ClientForget));
                 self.timer(now + t.t1 * 64, TimerKind::ClientForget, &key);
                 Some(ClientEvent::Response { key, msg, retransmission: false })
             }
@@ -470,7 +471,6 @@ impl Transactions {
                     tx.ack = Some(a.clone());
                     self.send(peer, a.clone());
                 }
-                self.timers.retain(|e| !(e.key == key && e.kind != TimerKind::ClientForget));
                 let wait = if reliable { Duration::ZERO } else { Duration::from_secs(32) };
                 self.timer(now + wait, TimerKind::ClientForget, &key);
                 Some(ClientEvent::Response { key, msg, retransmission: false })
@@ -486,7 +486,6 @@ impl Transactions {
             }
             (false, ClientState::Calling | ClientState::Proceeding, _) => {
                 tx.state = ClientState::Completed;
-                self.timers.retain(|e| !(e.key == key && e.kind != TimerKind::ClientForget));
                 let wait = if reliable { Duration::ZERO } else { t.t4 };
                 self.timer(now + wait, TimerKind::ClientForget, &key);
                 Some(ClientEvent::Response { key, msg, retransmission: false })
@@ -509,11 +508,17 @@ impl Transactions {
                 break;
             }
             let Some(entry) = self.timers.pop_first() else { break };
+            // Retransmissions are scheduled from the deadline, not from `now`: a late wake-up
+            // does not shift every later retransmission.
+            let entry_at = entry.at;
             let key = entry.key;
             match entry.kind {
                 TimerKind::ClientRetransmit => {
                     if let Some(tx) = self.client.get_mut(&key) {
-                        if matches!(tx.state, ClientState::Calling | ClientState::Proceeding) {
+                        // A provisional stops Timer A (§17.1.1.2); Timer E goes on (§17.1.2.2).
+                        let retransmit =
+                            tx.state == ClientState::Calling || (!tx.invite && tx.state == ClientState::Proceeding);
+                        if retransmit {
                             let bytes = tx.request.clone();
                             let peer = tx.peer;
                             // Timer A doubles without bound (Timer B ends it); Timer E doubles
@@ -528,15 +533,18 @@ impl Transactions {
                             tx.retransmit_every = every;
                             self.stats.retransmissions_sent += 1;
                             self.send(peer, bytes);
-                            self.timer(now + every, TimerKind::ClientRetransmit, &key);
+                            self.timer(entry_at + every, TimerKind::ClientRetransmit, &key);
                         }
                     }
                 }
                 TimerKind::ClientTimeout => {
                     if let Some(tx) = self.client.get(&key) {
-                        if matches!(tx.state, ClientState::Calling | ClientState::Proceeding) {
+                        // Timer B runs in Calling only (§17.1.1.2): a ringing far end is waited
+                        // for. Timer F runs in Trying and Proceeding (§17.1.2.2).
+                        let live =
+                            tx.state == ClientState::Calling || (!tx.invite && tx.state == ClientState::Proceeding);
+                        if live {
                             self.client.remove(&key);
-                            self.timers.retain(|e| e.key != key);
                             events.push(ClientEvent::Timeout { key });
                         }
                     }
@@ -553,7 +561,7 @@ impl Transactions {
                                 let every = tx.retransmit_every;
                                 self.stats.retransmissions_sent += 1;
                                 self.send(peer, bytes);
-                                self.timer(now + every, TimerKind::ServerRetransmit, &key);
+                                self.timer(entry_at + every, TimerKind::ServerRetransmit, &key);
                             }
                         }
                     }
@@ -570,7 +578,6 @@ impl Transactions {
                             let dk = tx.dialog_key.clone();
                             self.accepted_by_dialog.remove(&dk);
                             self.server.remove(&key);
-                            self.timers.retain(|e| e.key != key);
                         }
                     }
                 }
@@ -578,7 +585,6 @@ impl Transactions {
                     if let Some(tx) = self.server.remove(&key) {
                         self.accepted_by_dialog.remove(&tx.dialog_key);
                     }
-                    self.timers.retain(|e| e.key != key);
                 }
             }
         }
@@ -651,9 +657,21 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
         assert!(matches!(tx.on_response(ringing, t0), Ok(Some(ClientEvent::Response { .. }))));
         tx.handle_timeout(t0 + Duration::from_millis(7500));
         assert!(drain(&mut tx).is_empty(), "no retransmission after a provisional");
-        // Timer B still ends it at 64*T1 if no final ever comes.
+        // Timer B does not run once the far end rings (a PSAP may take its time).
+        assert!(tx.handle_timeout(t0 + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn timer_b_fires_when_nothing_at_all_comes_back() {
+        let mut tx = Transactions::new(Timers::default());
+        let t0 = Instant::now();
+        tx.send_request(&invite(), peer(), t0);
+        assert!(tx.handle_timeout(t0 + Duration::from_millis(31_999)).is_empty());
         let ev = tx.handle_timeout(t0 + Duration::from_secs(32));
         assert!(matches!(ev.as_slice(), [ClientEvent::Timeout { .. }]));
+        // Seven sends in all over UDP: the original and retransmissions at 0.5, 1.5, 3.5, 7.5,
+        // 15.5 and 31.5 s (§17.1.1.2, Timer A doubling).
+        assert_eq!(drain(&mut tx).len(), 7);
     }
 
     #[test]
