@@ -990,10 +990,9 @@ impl Engine {
     ) -> Option<(usize, String)> {
         let status = msg.status().unwrap_or(0);
         let b = call.b.as_mut()?;
-        if !b.responded {
-            b.responded = true;
-            let attempt = b.attempt;
-        }
+        // Any response, even 100, shows the route is alive: its route timer (still in the set)
+        // will find `responded` and do nothing.
+        b.responded = true;
         if let Some(tag) = msg.to_tag() {
             if b.dialog.remote_tag.is_none() {
                 b.dialog.remote = msg.header("To").unwrap_or("").to_string();
