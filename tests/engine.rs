@@ -1,0 +1,190 @@
+//! The B2BUA engine without sockets: messages and a simulated clock in, bytes and events out.
+//! Covers what is hard to provoke with a real peer on time: a late answer from a route already
+//! given up, the exact route timeout, the ELIN window edge, retransmission absorption.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sosdesk::config::Config;
+use sosdesk::events::CallEventKind;
+use sosdesk::routing::{Engine, LocalEndpoint};
+use sosdesk::sip::parse::parse_datagram;
+use sosdesk::sip::transaction::{Peer, Transport};
+use sosdesk::sip::Message;
+
+const CALLER: &str = "127.0.0.1:5062";
+const PRIMARY: &str = "127.0.0.1:5070";
+const SECONDARY: &str = "127.0.0.1:5071";
+
+fn engine(edit: impl FnOnce(String) -> String) -> Engine {
+    let text = include_str!("../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"");
+    let cfg = Config::from_toml(&edit(text), Path::new("lab.toml")).expect("lab config");
+    let local = LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None };
+    Engine::new(&cfg, local)
+}
+
+fn peer(a: &str) -> Peer {
+    Peer { transport: Transport::Udp, addr: a.parse().unwrap() }
+}
+
+fn invite(from: &str, to_user: &str, n: u32) -> Message {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+    let raw = format!(
+        "INVITE sip:{to_user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKc{n}\r\n\
+From: \"Caller\" <sip:1001@{from}>;tag=ct{n}\r\nTo: <sip:{to_user}@127.0.0.1:5060>\r\nCall-ID: call-{n}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:1001@{from}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    parse_datagram(raw.as_bytes()).unwrap()
+}
+
+/// Everything the engine wants to send: (destination, parsed message).
+fn sent(e: &mut Engine) -> Vec<(SocketAddr, Message)> {
+    let mut out = Vec::new();
+    while let Some(t) = e.poll_transmit() {
+        out.push((t.peer.addr, parse_datagram(&t.bytes).expect("sosdesk sends valid SIP")));
+    }
+    out
+}
+
+fn start_line(m: &Message) -> String {
+    String::from_utf8_lossy(&m.to_bytes()).lines().next().unwrap_or("").to_string()
+}
+
+/// A response from the far end to a request sosdesk sent.
+fn answer(req: &Message, status: u16, tag: &str, contact: &str) -> Message {
+    let mut r = req.response(status, sosdesk::sip::reason_phrase(status), Some(tag));
+    if (200..300).contains(&status) {
+        r.push("Contact", format!("<sip:psap@{contact}>"));
+    }
+    r
+}
+
+#[test]
+fn silent_route_fails_over_exactly_at_the_route_timeout() {
+    let mut e = engine(|c| c);
+    let t0 = Instant::now();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let out = sent(&mut e);
+    assert_eq!(out.len(), 2, "100 Trying to the caller and the INVITE to the primary");
+    assert_eq!(out[1].0, PRIMARY.parse::<SocketAddr>().unwrap());
+
+    // Lab route_timeout_ms = 2000. Just before: only Timer A retransmissions to the primary.
+    e.handle_timeout(t0 + Duration::from_millis(1999));
+    assert!(sent(&mut e).iter().all(|(to, m)| *to == PRIMARY.parse::<SocketAddr>().unwrap() && m.method() == "INVITE"));
+    e.handle_timeout(t0 + Duration::from_millis(2000));
+    let out = sent(&mut e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, SECONDARY.parse::<SocketAddr>().unwrap(), "the next route is tried at once");
+    let kinds: Vec<_> = std::iter::from_fn(|| e.poll_event()).map(|ev| ev.kind).collect();
+    assert!(matches!(&kinds[2], CallEventKind::RouteFailed { reason } if reason == "no response within 2000 ms"));
+    // The abandoned primary gets no more retransmissions.
+    e.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(sent(&mut e).iter().all(|(to, _)| *to != PRIMARY.parse::<SocketAddr>().unwrap()));
+}
+
+#[test]
+fn a_late_answer_from_an_abandoned_route_is_acked_and_hung_up() {
+    let mut e = engine(|c| c);
+    let t0 = Instant::now();
+    e.handle_message(invite(CALLER, "911", 2), peer(CALLER), t0);
+    let first = sent(&mut e).remove(1).1;
+    e.handle_timeout(t0 + Duration::from_millis(2000));
+    sent(&mut e);
+    // The primary wakes up and answers after sosdesk moved on to the secondary.
+    e.handle_message(answer(&first, 200, "late", PRIMARY), peer(PRIMARY), t0 + Duration::from_millis(2100));
+    let out = sent(&mut e);
+    let lines: Vec<String> = out.iter().map(|(_, m)| start_line(m)).collect();
+    assert_eq!(lines, ["ACK sip:psap@127.0.0.1:5070 SIP/2.0", "BYE sip:psap@127.0.0.1:5070 SIP/2.0"]);
+    assert!(out.iter().all(|(to, m)| *to == PRIMARY.parse::<SocketAddr>().unwrap() && m.call_id() == first.call_id()));
+    // The caller heard nothing of it.
+    assert!(out.iter().all(|(to, _)| *to != CALLER.parse::<SocketAddr>().unwrap()));
+}
+
+#[test]
+fn failover_from_a_ringing_route_cancels_it_and_acks_its_487() {
+    let mut e = engine(|c| c);
+    let t0 = Instant::now();
+    e.handle_message(invite(CALLER, "911", 3), peer(CALLER), t0);
+    let first = sent(&mut e).remove(1).1;
+    e.handle_message(answer(&first, 180, "r1", PRIMARY), peer(PRIMARY), t0);
+    sent(&mut e);
+    // The primary then fails after ringing: 486. The transaction ACKs it and the secondary is
+    // tried; no CANCEL for an INVITE that is already complete.
+    e.handle_message(answer(&first, 486, "r1", PRIMARY), peer(PRIMARY), t0);
+    let lines: Vec<String> = sent(&mut e).iter().map(|(_, m)| start_line(m)).collect();
+    assert_eq!(
+        lines,
+        ["ACK sip:911@127.0.0.1:5070;user=phone SIP/2.0", "INVITE sip:911@127.0.0.1:5071;user=phone SIP/2.0"]
+    );
+}
+
+#[test]
+fn invite_retransmissions_are_absorbed_not_routed_twice() {
+    let mut e = engine(|c| c);
+    let t0 = Instant::now();
+    let inv = invite(CALLER, "911", 4);
+    e.handle_message(inv.clone(), peer(CALLER), t0);
+    assert_eq!(sent(&mut e).len(), 2);
+    for i in 1..5 {
+        e.handle_message(inv.clone(), peer(CALLER), t0 + Duration::from_millis(500 * i));
+        let out = sent(&mut e);
+        assert_eq!(out.len(), 1, "only the 100 Trying is repeated");
+        assert_eq!(out[0].1.status(), Some(100));
+    }
+    assert_eq!(e.active_calls(), 1);
+}
+
+#[test]
+fn elin_mapping_is_live_until_the_end_of_the_window_only() {
+    // One-minute window; the warehouse caller (127.0.0.4) goes out through the ELIN gateway.
+    let mut e = engine(|c| c.replace("elin_callback_minutes = 180", "elin_callback_minutes = 1"));
+    let t0 = Instant::now();
+    let wh = "127.0.0.4:5062";
+    e.handle_message(invite(wh, "911", 5), peer(wh), t0);
+    let out = sent(&mut e);
+    assert!(out[1].1.header("From").unwrap().contains("<sip:4255550199@"), "ELIN presented");
+
+    // 59.999 s later the PSAP calls the ELIN back: it reaches the warehouse caller.
+    let psap = "127.0.0.1:5080";
+    e.handle_message(invite(psap, "4255550199", 6), peer(psap), t0 + Duration::from_millis(59_999));
+    let out = sent(&mut e);
+    assert_eq!(start_line(&out[1].1), "INVITE sip:1001@127.0.0.4:5062 SIP/2.0");
+    // At 60 s the window is over: the fallback (security desk) gets the callback.
+    e.handle_message(invite(psap, "4255550199", 7), peer(psap), t0 + Duration::from_secs(60));
+    let out = sent(&mut e);
+    assert_eq!(start_line(&out[1].1), "INVITE sip:security-desk@127.0.0.1:5090 SIP/2.0");
+}
+
+#[test]
+fn concurrent_callers_at_one_location_get_different_elins() {
+    let mut e = engine(|c| c);
+    let t0 = Instant::now();
+    e.handle_message(invite("127.0.0.4:5062", "911", 8), peer("127.0.0.4:5062"), t0);
+    e.handle_message(invite("127.0.0.4:5064", "911", 9), peer("127.0.0.4:5064"), t0);
+    let froms: Vec<String> = sent(&mut e)
+        .into_iter()
+        .filter(|(_, m)| m.method() == "INVITE" && m.is_request())
+        .map(|(_, m)| m.header("From").unwrap().to_string())
+        .collect();
+    assert!(froms[0].contains("4255550199") && froms[1].contains("4255550198"), "{froms:?}");
+}
+
+#[test]
+fn a_caller_controlled_display_name_cannot_inject_headers() {
+    let mut e = engine(|c| c);
+    let raw = "INVITE sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKx\r\n\
+From: \"Evil\\\" <sip:x@y>\\r\\nP-Asserted-Identity: <sip:999@evil>\" <sip:1001@127.0.0.1>;tag=1\r\n\
+To: <sip:911@127.0.0.1>\r\nCall-ID: evil\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    e.handle_message(parse_datagram(raw.as_bytes()).unwrap(), peer(CALLER), Instant::now());
+    let out = sent(&mut e);
+    let inv = &out[1].1;
+    assert_eq!(inv.headers_named("P-Asserted-Identity").count(), 1);
+    assert!(inv.header("P-Asserted-Identity").unwrap().ends_with("<sip:1001@127.0.0.1;user=phone>"));
+    // The name survives as text, re-quoted.
+    assert_eq!(
+        inv.from().unwrap().display.as_deref(),
+        Some(r#"Evil" <sip:x@y>\r\nP-Asserted-Identity: <sip:999@evil>"#)
+    );
+}
