@@ -254,3 +254,105 @@ pub struct GeoPoint {
     /// Uncertainty radius in metres (circle shapes, RFC 5491 §5.2.3).
     pub radius_m: Option<f64>,
 }
+
+/// LLDP port ID subtypes (IEEE 802.1AB §8.5.3.2) as Skype for Business names them in
+/// `Set-CsLisPort -PortIDSubType` and its port CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PortIdSubtype {
+    /// Subtype 7 (the Skype for Business default).
+    LocallyAssigned,
+    /// Subtype 1.
+    InterfaceAlias,
+    /// Subtype 5.
+    InterfaceName,
+}
+
+impl PortIdSubtype {
+    /// Parse the Skype for Business spelling (case-insensitive); empty means the default.
+    pub fn parse(s: &str) -> Option<PortIdSubtype> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "locallyassigned" => Some(PortIdSubtype::LocallyAssigned),
+            "interfacealias" => Some(PortIdSubtype::InterfaceAlias),
+            "interfacename" => Some(PortIdSubtype::InterfaceName),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PortIdSubtype::LocallyAssigned => "LocallyAssigned",
+            PortIdSubtype::InterfaceAlias => "InterfaceAlias",
+            PortIdSubtype::InterfaceName => "InterfaceName",
+        }
+    }
+}
+
+/// A MAC address or BSSID (6 octets).
+pub type Mac = [u8; 6];
+
+/// Parse `0A-23-CD-16-AA-2E`, `0a:23:cd:16:aa:2e`, `0a23.cd16.aa2e` or `0A23CD16AA2E`.
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let hex: String = s.chars().filter(|c| !matches!(c, '-' | ':' | '.')).collect();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (i, b) in m.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(m)
+}
+
+/// `0A-23-CD-16-AA-2E`, the Skype for Business spelling.
+pub fn format_mac(m: &Mac) -> String {
+    m.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join("-")
+}
+
+/// What is known of where a device is plugged in: the inputs of a wiremap lookup (from a HELD
+/// request's device identity, RFC 6155, or from an emergency INVITE's addresses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceAttachment {
+    pub ip: Option<std::net::IpAddr>,
+    pub mac: Option<Mac>,
+    /// BSSID of the Wi-Fi access point the device is associated with.
+    pub bssid: Option<Mac>,
+    /// LLDP chassis ID of the switch (as the LIS stores it: normalised text, e.g. a MAC in
+    /// `0B-23-CD-16-AA-BB` form).
+    pub chassis_id: Option<String>,
+    pub port_id: Option<String>,
+    pub port_subtype: Option<PortIdSubtype>,
+}
+
+/// One wiremap row: a network element and the ERL it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WiremapKey {
+    Subnet(ipnet::IpNet),
+    Bssid(Mac),
+    Switch { chassis_id: String },
+    Port { chassis_id: String, port_subtype: PortIdSubtype, port_id: String },
+    Mac(Mac),
+}
+
+/// Which kind of wiremap entry matched, in Skype for Business precedence order (a wireless
+/// access point beats a switch port, which beats a switch, which beats a subnet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchKind {
+    WirelessAccessPoint,
+    Mac,
+    SwitchPort,
+    Switch,
+    Subnet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WiremapEntry {
+    pub key: WiremapKey,
+    /// Index into the ERL list the wiremap is built with.
+    pub erl: usize,
+}
+
+/// Anything that can say where a device is: the wiremap index (and, through it, HELD).
+pub trait Locator: Send + Sync {
+    fn locate(&self, device: &DeviceAttachment) -> Option<(std::sync::Arc<Erl>, MatchKind)>;
+}
