@@ -535,6 +535,16 @@ fn check_headers(headers: &HeaderMap) -> Option<Response> {
             "A HELD request is an application/held+xml body (RFC 5985 section 8).",
         ));
     }
+    // A declared length over the limit is refused before any of the body is read; a chunked body
+    // is cut off by DefaultBodyLimit instead.
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Some(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("A HELD request body is at most {MAX_BODY} bytes."),
+        ));
+    }
     let mut accepts = headers.get_all(header::ACCEPT).iter().peekable();
     if accepts.peek().is_some() && !accepts.any(|v| v.to_str().is_ok_and(accepts_held)) {
         return Some(plain(
@@ -813,7 +823,9 @@ fn xml_fault(e: PidfError) -> Fault {
         PidfError::NotUtf8 { offset } => {
             format!("The request is not UTF-8 (invalid byte sequence at byte {offset}); HELD messages are UTF-8 (RFC 5985 §5).")
         }
-        PidfError::NotWellFormed(msg) => format!("The request is not well-formed XML (DTDs are refused): {msg}."),
+        PidfError::NotWellFormed(msg) => {
+            format!("The request is refused by the XML parser (it must be well-formed and have no DTD): {msg}")
+        }
         PidfError::TooDeep { limit } => format!("The request nests elements more than {limit} levels deep."),
         other => other.to_string(),
     })
@@ -966,7 +978,7 @@ fn parse_ip(version: Option<&str>, value: &str) -> Result<IpAddr, Fault> {
             value.parse::<Ipv6Addr>().map(|a| IpAddr::V6(a).to_canonical()).map_err(|_| bad("is not an IPv6 address"))
         }
         Some(v) => Err(bad(&format!("has IP version \"{}\"; only 4 and 6 are supported", pidf::quote(v)))),
-        None => Err(bad("has no v attribute (the IP version)")),
+        None => Err(bad("has no v attribute giving its IP version")),
     }
 }
 
