@@ -199,6 +199,13 @@ impl sosdesk::location::Locator for TableLocator {
     }
 }
 
+impl sosdesk::location::LastKnownLocation for TableLocator {
+    fn last_known(&self, dev: &sosdesk::location::DeviceAttachment) -> Option<std::sync::Arc<sosdesk::location::Erl>> {
+        use sosdesk::location::Locator;
+        self.locate(dev).map(|(e, _)| e)
+    }
+}
+
 fn erl(room: &str) -> std::sync::Arc<sosdesk::location::Erl> {
     std::sync::Arc::new(sosdesk::location::Erl {
         label: format!("Room {room}"),

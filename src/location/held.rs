@@ -1415,3 +1415,9 @@ mod tests {
         assert_eq!(state.respond(request("").as_bytes(), Some(outsider), now, at).outcome, Ok(MatchKind::Subnet));
     }
 }
+
+impl crate::location::LastKnownLocation for HeldCache {
+    fn last_known(&self, device: &DeviceAttachment) -> Option<Arc<Erl>> {
+        self.last_for(device).map(|(erl, _)| erl)
+    }
+}

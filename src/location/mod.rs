@@ -358,3 +358,9 @@ pub struct WiremapEntry {
 pub trait Locator: Send + Sync {
     fn locate(&self, device: &DeviceAttachment) -> Option<(std::sync::Arc<Erl>, MatchKind)>;
 }
+
+/// What a device was last told about its own location (the HELD cache): the "HELD-cached"
+/// source of a call's location when the wiremap has no answer for the call's addresses.
+pub trait LastKnownLocation: Send + Sync {
+    fn last_known(&self, device: &DeviceAttachment) -> Option<std::sync::Arc<Erl>>;
+}

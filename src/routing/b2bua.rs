@@ -22,7 +22,7 @@ use super::elin::{ElinCache, ElinMapping};
 use crate::config::{Config, RouteKindConfig, TransportConfig};
 use crate::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
 use crate::location::pidf::{build_pidf_lo, parse_pidf_lo, PidfLoInput};
-use crate::location::{DeviceAttachment, LocationSnapshot, LocationSource, Locator};
+use crate::location::{DeviceAttachment, LastKnownLocation, LocationSnapshot, LocationSource, Locator};
 use crate::policy::Policies;
 use crate::sip::message::split_comma_list;
 use crate::sip::parse::Rejection;
@@ -216,7 +216,7 @@ pub struct Locators {
     /// The wiremap index of the Location Information Service.
     pub wiremap: Option<Arc<dyn Locator>>,
     /// What each device last obtained over HELD.
-    pub held: Option<Arc<dyn Locator>>,
+    pub held: Option<Arc<dyn LastKnownLocation>>,
 }
 
 /// Resolve a `sip:` URI with an IP literal host to where to send (no DNS on the emergency path).
@@ -293,21 +293,27 @@ impl Engine {
             return None;
         }
         let ips = Self::device_addresses(msg, sdp, peer);
-        let sources =
-            [(&self.locators.wiremap, LocationSource::Wiremap), (&self.locators.held, LocationSource::HeldCached)];
-        for (locator, source) in sources {
-            let Some(locator) = locator else { continue };
+        let snapshot = |source, erl: Arc<crate::location::Erl>, warnings: &mut Vec<String>| LocationSnapshot {
+            source,
+            erl: Some((*erl).clone()),
+            geo: None,
+            method: Some("Wiremap".into()),
+            warnings: std::mem::take(warnings),
+        };
+        let device = |ip: &IpAddr| DeviceAttachment { ip: Some(*ip), ..Default::default() };
+        if let Some(wiremap) = &self.locators.wiremap {
             for ip in &ips {
-                let dev = DeviceAttachment { ip: Some(*ip), ..Default::default() };
-                if let Some((erl, matched)) = locator.locate(&dev) {
-                    tracing::debug!(%ip, ?matched, ?source, "device located");
-                    return Some(LocationSnapshot {
-                        source,
-                        erl: Some((*erl).clone()),
-                        geo: None,
-                        method: Some("Wiremap".into()),
-                        warnings: std::mem::take(warnings),
-                    });
+                if let Some((erl, matched)) = wiremap.locate(&device(ip)) {
+                    tracing::debug!(%ip, ?matched, "device located by the wiremap");
+                    return Some(snapshot(LocationSource::Wiremap, erl, warnings));
+                }
+            }
+        }
+        if let Some(held) = &self.locators.held {
+            for ip in &ips {
+                if let Some(erl) = held.last_known(&device(ip)) {
+                    tracing::debug!(%ip, "device located by its last HELD answer");
+                    return Some(snapshot(LocationSource::HeldCached, erl, warnings));
                 }
             }
         }
