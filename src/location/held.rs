@@ -1062,6 +1062,12 @@ fn is_host(host: &str) -> bool {
         })
 }
 
+impl crate::location::LastKnownLocation for HeldCache {
+    fn last_known(&self, device: &DeviceAttachment) -> Option<Arc<Erl>> {
+        self.last_for(device).map(|(erl, _)| erl)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1413,11 +1419,5 @@ mod tests {
         assert_eq!(state.respond(other.as_bytes(), Some(outsider), now, at).outcome, Err(ErrorCode::BadIdentifier));
         // Requests without identity are unaffected.
         assert_eq!(state.respond(request("").as_bytes(), Some(outsider), now, at).outcome, Ok(MatchKind::Subnet));
-    }
-}
-
-impl crate::location::LastKnownLocation for HeldCache {
-    fn last_known(&self, device: &DeviceAttachment) -> Option<Arc<Erl>> {
-        self.last_for(device).map(|(erl, _)| erl)
     }
 }
