@@ -5,6 +5,7 @@
 //! Location Information Service (wiremap, HELD, CSV import) fills the same types.
 
 pub mod pidf;
+pub mod wiremap;
 
 use serde::{Deserialize, Serialize};
 
