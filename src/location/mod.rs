@@ -7,6 +7,7 @@
 pub mod held;
 pub mod pidf;
 pub mod validate;
+pub mod wiremap;
 
 use serde::{Deserialize, Serialize};
 
