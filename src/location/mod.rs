@@ -5,6 +5,8 @@
 //! Location Information Service (wiremap, HELD, CSV import) fills the same types.
 
 pub mod pidf;
+pub mod sfb_csv;
+pub mod store;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
