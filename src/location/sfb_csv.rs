@@ -31,8 +31,8 @@
 //! SfB's own bulk import is `Import-Csv subnets.csv | Set-CsLisSubnet`: `Import-Csv` takes the
 //! first line as the property names and the cmdlet binds them *by name* ("Accept pipeline input:
 //! True (ByPropertyName)"). So real SfB files have a header, and its columns may come in any
-//! order. sosdesk detects a header by its first cell (the kind's first column name, any case);
-//! with a header, columns are matched by name (case-insensitive, as PowerShell binds), may be in
+//! order. sosdesk takes the first record as a header when its first cell is a column name (any
+//! case; a data record starts with a subnet, MAC or chassis ID, never a name); with a header, columns are matched by name (case-insensitive, as PowerShell binds), may be in
 //! any order, and may leave out optional columns; an unknown or repeated name is an error (a
 //! misspelt "HouseNumbr" would otherwise drop the house number silently). Without a header the
 //! columns are positional, in the documented order, all present. A first line `#TYPE …` (what
@@ -294,11 +294,15 @@ pub fn parse(kind: WiremapKind, file: &str, bytes: &[u8]) -> Result<ParsedWirema
         let line = match record {
             Ok(line) => line,
             Err(e) => {
-                p.error(e.line, e.column, "", e.reason);
+                let name = p.name_at(e.column);
+                p.error(e.line, e.column, name, e.reason);
                 continue;
             }
         };
         if std::mem::take(&mut first) && p.take_header(line, &fields) {
+            if p.stop {
+                break;
+            }
             continue;
         }
         p.record(line, &fields);
@@ -662,6 +666,8 @@ struct Parser<'f> {
     names: [&'static str; NCOLS],
     width: usize,
     header: bool,
+    /// Reading ends early: the file is not of this kind at all.
+    stop: bool,
     records: usize,
     bare: usize,
     batch: WiremapBatch,
@@ -695,6 +701,7 @@ impl<'f> Parser<'f> {
             pos,
             names,
             header: false,
+            stop: false,
             records: 0,
             bare: 0,
             batch: WiremapBatch::default(),
@@ -721,6 +728,11 @@ impl<'f> Parser<'f> {
         self.errors.push(i);
     }
 
+    /// The name of the column at a 1-based position, as far as the layout knows it.
+    fn name_at(&self, column: usize) -> &'static str {
+        self.pos.iter().position(|p| *p == Some(column.wrapping_sub(1))).map_or("", |c| self.names[c])
+    }
+
     fn col_error(&mut self, line: usize, col: Col, reason: String) {
         let column = self.pos[col as usize].map_or(0, |p| p + 1);
         self.error(line, column, self.names[col as usize], reason);
@@ -733,22 +745,28 @@ impl<'f> Parser<'f> {
     }
 
     /// Whether the first record is a header; if so, maps the columns by its names.
+    ///
+    /// It is one when its first cell is a column name — of any kind, since `Export-Csv` may put
+    /// any column first. A data record starts with a subnet, MAC or chassis ID, never a name.
     fn take_header(&mut self, line: usize, fields: &[Cow<str>]) -> bool {
         let first = fields.first().map(|f| f.trim()).unwrap_or("");
-        if !first.eq_ignore_ascii_case(self.layout[0].0) {
-            // A header of another kind: say so rather than report every row.
-            for other in WiremapKind::ALL {
-                if other != self.kind && first.eq_ignore_ascii_case(key_columns(other)[0].0) {
-                    self.error(
-                        line,
-                        1,
-                        first,
-                        format!("this is the header of a {other} file, not of a {} file", self.kind),
-                    );
-                    return true;
-                }
-            }
+        let is_name =
+            |n: &str| WiremapKind::ALL.into_iter().any(|k| column_names(k).iter().any(|c| c.eq_ignore_ascii_case(n)));
+        if !is_name(first) {
             return false;
+        }
+        // A header of another kind (BSSID, … where Subnet belongs): say so once, rather than
+        // report every column.
+        let own_key = self.layout[0].0;
+        if !fields.iter().any(|f| f.trim().eq_ignore_ascii_case(own_key)) {
+            if let Some(other) = WiremapKind::ALL
+                .into_iter()
+                .find(|k| *k != self.kind && fields.iter().any(|f| f.trim().eq_ignore_ascii_case(key_columns(*k)[0].0)))
+            {
+                self.error(line, 1, "", format!("this is the header of a {other} file, not of a {} file", self.kind));
+                self.stop = true;
+                return true;
+            }
         }
         self.header = true;
         self.width = fields.len();
