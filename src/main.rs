@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use sosdesk::audit::AuditStore;
 use sosdesk::config::Config;
+use sosdesk::location::sfb_csv;
+use sosdesk::location::store::{LisStore, StoredErl, WiremapKind};
 use sosdesk::server::Core;
 
 #[derive(Parser)]
@@ -40,6 +42,52 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The Location Information Service: ERLs and the wiremap (subnets, access points, switches,
+    /// ports, MACs → ERL), in Skype for Business's location-database CSV formats.
+    Lis {
+        #[command(subcommand)]
+        command: LisCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LisCommand {
+    /// Import one SfB location-database CSV file: all of it, or — when any row is bad — nothing,
+    /// with every problem listed (file:line:column). Rows set their element's location; elements
+    /// not in the file are kept. Creates the store file if it does not exist.
+    Import {
+        file: PathBuf,
+        /// What the file maps: subnets, waps, switches, ports (the SfB formats) or macs.
+        #[arg(long, value_parser = parse_kind)]
+        kind: WiremapKind,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Export one kind as an SfB location-database CSV file (with a header row).
+    Export {
+        #[arg(long, value_parser = parse_kind)]
+        kind: WiremapKind,
+        /// Write here (atomically: a temporary file renamed into place) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Every ERL: validation status, how many network elements of each kind use it, ELINs, address.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<WiremapKind, String> {
+    WiremapKind::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = WiremapKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("unknown kind {s:?}: one of {}", all.join(", "))
+    })
 }
 
 #[derive(Subcommand)]
@@ -62,12 +110,13 @@ enum AuditCommand {
     },
 }
 
-/// Which audit store: from a config file, or a database file named directly.
+/// Which store: from a config file, or a database file named directly. The audit log and the LIS
+/// tables live in the same file.
 #[derive(Args)]
 struct StoreArg {
     #[arg(long, short, conflicts_with = "store")]
     config: Option<PathBuf>,
-    /// The SQLite audit file itself.
+    /// The SQLite store file itself.
     #[arg(long)]
     store: Option<PathBuf>,
 }
@@ -87,6 +136,19 @@ impl StoreArg {
             return Err(format!("{}: no audit store there (it is created by `sosdesk serve`)", p.display()));
         }
         AuditStore::open(&p).await.map_err(|e| e.to_string())
+    }
+
+    /// The LIS tables of the store; `create` for an import, which may come before the first
+    /// `sosdesk serve`.
+    async fn open_lis(&self, create: bool) -> Result<LisStore, String> {
+        let p = self.path()?;
+        if !create && !p.exists() {
+            return Err(format!(
+                "{}: no store there (`sosdesk lis import` or `sosdesk serve` creates it)",
+                p.display()
+            ));
+        }
+        LisStore::open(&p).await.map_err(|e| e.to_string())
     }
 }
 
@@ -178,7 +240,154 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lis { command } => lis(command).await,
     }
+}
+
+async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
+    match cmd {
+        LisCommand::Import { file, kind, store } => {
+            let name = file.display().to_string();
+            let bytes = std::fs::read(&file).map_err(|e| format!("{name}: cannot read the file: {e}"))?;
+            let parsed = match sfb_csv::parse(kind, &name, &bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprint!("{}", e.issues);
+                    eprintln!("{name}: {} error(s); nothing was imported", e.issues.total);
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            for w in &parsed.warnings.shown {
+                eprintln!("warning: {w}");
+            }
+            if parsed.warnings.total > parsed.warnings.shown.len() {
+                eprintln!("warning: … and {} more warnings", parsed.warnings.total - parsed.warnings.shown.len());
+            }
+            let s = store.open_lis(true).await?;
+            let summary = s.import(kind, &parsed.batch).await.map_err(|e| e.to_string())?;
+            let duplicates = parsed.records - summary.rows;
+            println!(
+                "{name}: {} {kind} rows{}: {} new or changed, {} unchanged; {} new ERLs (store {})",
+                summary.rows,
+                if duplicates > 0 { format!(" ({duplicates} repeated rows read once)") } else { String::new() },
+                summary.changed,
+                summary.unchanged,
+                summary.new_erls,
+                s.path().display()
+            );
+            if parsed.bare_subnet_ids > 0 {
+                println!(
+                    "note: {} subnets are SfB subnet IDs without a prefix length; each was taken as the widest \
+                     network with that ID (10.1.2.0 as 10.1.2.0/23). Give the prefix (10.1.2.0/24) to be exact.",
+                    parsed.bare_subnet_ids
+                );
+            }
+            s.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        LisCommand::Export { kind, output, store } => {
+            let s = store.open_lis(false).await?;
+            let batch = s.export_batch(kind).await.map_err(|e| e.to_string())?;
+            s.close().await;
+            match output {
+                Some(path) => {
+                    write_atomically(&path, |w| sfb_csv::write_csv(kind, &batch, w))?;
+                    println!("{}: {} {kind} rows", path.display(), batch.rows.len());
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    sfb_csv::write_csv(kind, &batch, &mut out).map_err(|e| format!("standard output: {e}"))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LisCommand::List { store, json } => {
+            let s = store.open_lis(false).await?;
+            let erls = s.list_erls().await.map_err(|e| e.to_string())?;
+            let counts = s.counts().await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&erls).map_err(|e| e.to_string())?);
+            } else {
+                print_erls(&erls);
+                let w = counts.wiremap;
+                println!(
+                    "{} ERLs; wiremap: {} subnets, {} waps, {} switches, {} ports, {} macs (store {})",
+                    counts.erls,
+                    w.subnets,
+                    w.waps,
+                    w.switches,
+                    w.ports,
+                    w.macs,
+                    s.path().display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes `path` through a temporary file in the same directory, synced and renamed into place:
+/// a reader never sees half a file, and a failure leaves any earlier file as it was.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    use std::io::Write;
+    let name = path.file_name().ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!("{}.partial", name.to_string_lossy()));
+    let result = (|| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        f.flush()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}
+
+fn print_erls(erls: &[StoredErl]) {
+    if erls.is_empty() {
+        println!("no ERLs");
+        return;
+    }
+    println!(
+        "{:>5} {:<13} {:>7} {:>5} {:>8} {:>5} {:>5} {:<24} {:<20} ADDRESS",
+        "ID", "VALIDATION", "SUBNETS", "WAPS", "SWITCHES", "PORTS", "MACS", "ELINS", "LOCATION"
+    );
+    for e in erls {
+        let validation = match &e.validation {
+            None => "not validated",
+            Some(sosdesk::location::validate::Validation::Valid) => "valid",
+            Some(sosdesk::location::validate::Validation::Invalid { .. }) => "INVALID",
+        };
+        let n = &e.elements;
+        println!(
+            "{:>5} {:<13} {:>7} {:>5} {:>8} {:>5} {:>5} {:<24} {:<20} {}",
+            e.id,
+            validation,
+            n.subnets,
+            n.waps,
+            n.switches,
+            n.ports,
+            n.macs,
+            clean(&e.erl.elins.join(","), usize::MAX),
+            clean(&e.erl.label, 20),
+            clean(&e.erl.civic.one_line(), 120)
+        );
+        if let Some(sosdesk::location::validate::Validation::Invalid { reasons }) = &e.validation {
+            for r in reasons {
+                println!("{:>5} {}", "", clean(r, 110));
+            }
+        }
+    }
+}
+
+/// Stored text with control characters replaced, so it cannot move the terminal's cursor.
+fn clean(s: &str, n: usize) -> String {
+    s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
 }
 
 async fn serve(config: &Path) -> Result<ExitCode, String> {

@@ -6,6 +6,8 @@
 
 pub mod held;
 pub mod pidf;
+pub mod sfb_csv;
+pub mod store;
 pub mod validate;
 pub mod wiremap;
 

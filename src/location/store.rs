@@ -1,0 +1,961 @@
+//! The Location Information Service store: ERLs and the wiremap, in SQLite through sqlx.
+//!
+//! The tables (`migrations/20261122010000_lis.sql`) live in the same file as the audit log, and the
+//! conventions are the audit store's: WAL (readers never block the writer), `synchronous=FULL`, a
+//! busy timeout, errors that name the file.
+//!
+//! Writes follow Skype for Business's `Set-CsLis*` cmdlets: importing a row *sets* that network
+//! element's location (insert or replace); elements not in the file are left alone; identical ERLs
+//! are stored once (SfB: "If a location with an address exactly matching the address parameters …
+//! does not exist in the location database, a new address will be created"). A whole import is one
+//! transaction: it is kept entirely or not at all. Re-importing the same rows writes nothing.
+//!
+//! Reads: [`LisStore::load_wiremap`] gives the ERLs and the wiremap entries the in-memory index is
+//! built from; [`LisStore::export_batch`] / [`LisStore::export_csv`] give one kind back in the form
+//! it was imported in.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::validate::Validation;
+use super::{format_mac, parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKey};
+
+/// Every migration in `migrations/` (the audit tables and these), as the audit store runs them:
+/// whichever store opens the file first brings all of it up to date.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// As the audit store: bounds one wait for another connection's write lock (`sosdesk serve`'s
+/// audit writer shares the file).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows read per query when reading a whole wiremap table (keyset paging: bounded memory per
+/// query, no OFFSET rescans).
+const PAGE: i64 = 20_000;
+
+/// The kinds of network element a wiremap maps to an ERL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WiremapKind {
+    /// IP subnets (`Set-CsLisSubnet`).
+    Subnets,
+    /// Wi-Fi access points by BSSID (`Set-CsLisWirelessAccessPoint`).
+    Waps,
+    /// Switches by LLDP chassis ID (`Set-CsLisSwitch`).
+    Switches,
+    /// Switch ports: chassis ID + port ID subtype + port ID (`Set-CsLisPort`).
+    Ports,
+    /// Device MAC addresses (a sosdesk extension).
+    Macs,
+}
+
+impl WiremapKind {
+    pub const ALL: [WiremapKind; 5] =
+        [WiremapKind::Subnets, WiremapKind::Waps, WiremapKind::Switches, WiremapKind::Ports, WiremapKind::Macs];
+
+    /// The name used on the command line (`--kind subnets`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WiremapKind::Subnets => "subnets",
+            WiremapKind::Waps => "waps",
+            WiremapKind::Switches => "switches",
+            WiremapKind::Ports => "ports",
+            WiremapKind::Macs => "macs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WiremapKind> {
+        WiremapKind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    pub fn of_key(key: &WiremapKey) -> WiremapKind {
+        match key {
+            WiremapKey::Subnet(_) => WiremapKind::Subnets,
+            WiremapKey::Bssid(_) => WiremapKind::Waps,
+            WiremapKey::Switch { .. } => WiremapKind::Switches,
+            WiremapKey::Port { .. } => WiremapKind::Ports,
+            WiremapKey::Mac(_) => WiremapKind::Macs,
+        }
+    }
+
+    fn table(&self) -> &'static str {
+        match self {
+            WiremapKind::Subnets => "wiremap_subnets",
+            WiremapKind::Waps => "wiremap_waps",
+            WiremapKind::Switches => "wiremap_switches",
+            WiremapKind::Ports => "wiremap_ports",
+            WiremapKind::Macs => "wiremap_macs",
+        }
+    }
+}
+
+impl fmt::Display for WiremapKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Wiremap rows with the ERLs they point at: what an import writes and an export reads. The CSV
+/// reader builds one from a file ([`super::sfb_csv::parse`]), deduplicating ERLs as it goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WiremapBatch {
+    pub erls: Vec<Erl>,
+    pub rows: Vec<WiremapRow>,
+}
+
+/// One network element and its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WiremapRow {
+    pub key: WiremapKey,
+    /// Index into [`WiremapBatch::erls`].
+    pub erl: usize,
+    /// The SfB Description column, verbatim ("" when empty).
+    pub description: String,
+    /// Subnets only: the file gave a bare Skype for Business subnet ID (`10.1.2.0`), whose prefix
+    /// length was inferred (see `sfb_csv`); the export writes it back the same way.
+    pub bare_subnet_id: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    /// Rows in the batch.
+    pub rows: usize,
+    /// Rows that were new, or pointed at another ERL or had another description before.
+    pub changed: usize,
+    /// Rows already stored exactly so.
+    pub unchanged: usize,
+    /// ERLs that did not exist before.
+    pub new_erls: usize,
+}
+
+/// Number of wiremap entries per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WiremapCounts {
+    pub subnets: u64,
+    pub waps: u64,
+    pub switches: u64,
+    pub ports: u64,
+    pub macs: u64,
+}
+
+impl WiremapCounts {
+    pub fn get(&self, kind: WiremapKind) -> u64 {
+        match kind {
+            WiremapKind::Subnets => self.subnets,
+            WiremapKind::Waps => self.waps,
+            WiremapKind::Switches => self.switches,
+            WiremapKind::Ports => self.ports,
+            WiremapKind::Macs => self.macs,
+        }
+    }
+
+    fn get_mut(&mut self, kind: WiremapKind) -> &mut u64 {
+        match kind {
+            WiremapKind::Subnets => &mut self.subnets,
+            WiremapKind::Waps => &mut self.waps,
+            WiremapKind::Switches => &mut self.switches,
+            WiremapKind::Ports => &mut self.ports,
+            WiremapKind::Macs => &mut self.macs,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        WiremapKind::ALL.iter().map(|k| self.get(*k)).sum()
+    }
+}
+
+/// How many ERLs and wiremap entries the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LisCounts {
+    pub erls: u64,
+    pub wiremap: WiremapCounts,
+}
+
+/// An ERL as stored, with its validation and how many network elements point at it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredErl {
+    pub id: i64,
+    pub erl: Erl,
+    /// `None` until [`LisStore::set_validation`] is called for it.
+    pub validation: Option<Validation>,
+    /// RFC 3339 UTC time of the last validation.
+    pub validated_at: Option<String>,
+    pub elements: WiremapCounts,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LisError {
+    /// The file could not be opened or created (missing directory, not a database, no space…).
+    #[error("cannot open location store {}: {cause}", path.display())]
+    Open { path: PathBuf, cause: String },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate location store {}: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed: `op` says what sosdesk was doing.
+    #[error("location store {}: {op} failed: {source}", path.display())]
+    Db {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored row cannot be read back (a hand edit, or a newer sosdesk's data).
+    #[error("location store {}: {table} row {key:?} is unreadable: {reason}", path.display())]
+    Corrupt { path: PathBuf, table: &'static str, key: String, reason: String },
+    /// The rows handed to [`LisStore::import`] do not fit the kind or their ERL list.
+    #[error("import of {kind}: {reason}")]
+    InvalidBatch { kind: WiremapKind, reason: String },
+    #[error("location store {}: no ERL with id {id}", path.display())]
+    NoSuchErl { path: PathBuf, id: i64 },
+    /// Writing an export failed.
+    #[error("location export: write failed: {source}")]
+    Write {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Handle on the LIS tables of one database file. Cheap to clone (a connection pool inside).
+#[derive(Debug, Clone)]
+pub struct LisStore {
+    pool: SqlitePool,
+    path: Arc<PathBuf>,
+}
+
+impl LisStore {
+    /// Opens (creating it if missing) the SQLite file at `path` and brings its schema up to date.
+    ///
+    /// As for the audit store, the directory must exist: a missing one usually means a wrong path.
+    pub async fn open(path: &Path) -> Result<LisStore, LisError> {
+        let open_err = |cause: String| LisError::Open { path: path.to_path_buf(), cause };
+        // SQLite says only "unable to open database file" for all of these; say which it is.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if path.is_dir() {
+            return Err(open_err("it is a directory".into()));
+        }
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => return Err(open_err(format!("{} is not a directory", dir.display()))),
+            Ok(_) => {}
+            Err(e) => return Err(open_err(format!("directory {}: {e}", dir.display()))),
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // The audit log in this file needs FULL; an import commits once, so it costs one fsync.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        MIGRATOR.run(&pool).await.map_err(|source| LisError::Migrate { path: path.to_path_buf(), source })?;
+        Ok(LisStore { pool, path: Arc::new(path.to_path_buf()) })
+    }
+
+    /// Closes every connection (checkpointing the WAL into the main file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db(&self, op: &'static str) -> impl FnOnce(sqlx::Error) -> LisError + '_ {
+        move |source| LisError::Db { path: self.path.to_path_buf(), op, source }
+    }
+
+    fn corrupt(&self, table: &'static str, key: &str, reason: impl fmt::Display) -> LisError {
+        LisError::Corrupt { path: self.path.to_path_buf(), table, key: key.to_string(), reason: reason.to_string() }
+    }
+
+    /// Sets the location of every element in `batch` (all of kind `kind`), in one transaction.
+    ///
+    /// Like `Set-CsLisSubnet` and its siblings: a row for an element that exists replaces its ERL
+    /// and description; a new element is added; elements not in the batch are untouched. ERLs are
+    /// matched by content and stored once. A row that is already stored exactly so is not written
+    /// at all, so importing the same file twice changes nothing (not even a page of the file).
+    /// On any error nothing of the batch is kept.
+    pub async fn import(&self, kind: WiremapKind, batch: &WiremapBatch) -> Result<ImportSummary, LisError> {
+        for (i, r) in batch.rows.iter().enumerate() {
+            let bad = |reason: String| Err(LisError::InvalidBatch { kind, reason: format!("row {i}: {reason}") });
+            if WiremapKind::of_key(&r.key) != kind {
+                return bad(format!("a {} key in a {kind} import", WiremapKind::of_key(&r.key)));
+            }
+            if r.erl >= batch.erls.len() {
+                return bad(format!("ERL index {} but the batch has {} ERLs", r.erl, batch.erls.len()));
+            }
+            if r.bare_subnet_id && kind != WiremapKind::Subnets {
+                return bad("bare_subnet_id is for subnets only".into());
+            }
+        }
+        // Everything that needs no database is done before taking the write lock, which the
+        // audit writer of a running `sosdesk serve` shares.
+        let keys: Vec<String> = batch.erls.iter().map(content_key).collect();
+        let mut distinct: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            distinct.entry(k.as_str()).or_insert(i);
+        }
+        let mut distinct: Vec<(&str, usize)> = distinct.into_iter().collect();
+        distinct.sort_unstable_by_key(|(_, i)| *i);
+        let rows = SqlRows::new(kind, &batch.rows);
+
+        // BEGIN IMMEDIATE takes the write lock at once, so the ERL ids read below cannot change
+        // before the rows that use them are written. Dropping `tx` on error rolls everything back.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
+
+        let mut new_erls = 0;
+        let mut rest = &distinct[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(chunk_len(rest.len(), ERL_CHUNK));
+            let mut q = sqlx::query(INSERT_ERLS.sql(chunk.len()));
+            for (key, i) in chunk {
+                let erl = &batch.erls[*i];
+                q = q.bind(*key).bind(erl.label.as_str()).bind(erl.company.as_deref());
+                for v in civic_values(&erl.civic) {
+                    q = q.bind(v.as_deref());
+                }
+                q = q.bind(serde_json::Value::from(erl.elins.clone()).to_string());
+            }
+            let done = q.execute(&mut *tx).await.map_err(self.db("insert ERLs"))?;
+            new_erls += done.rows_affected() as usize;
+            rest = tail;
+        }
+
+        let mut ids: HashMap<String, i64> = HashMap::with_capacity(distinct.len());
+        for chunk in distinct.chunks(ID_LOOKUP_CHUNK) {
+            let wanted = serde_json::Value::from(chunk.iter().map(|(k, _)| *k).collect::<Vec<_>>()).to_string();
+            let found: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, content_key FROM erls WHERE content_key IN (SELECT value FROM json_each(?))",
+            )
+            .bind(wanted)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.db("look up ERL ids"))?;
+            ids.extend(found.into_iter().map(|(id, k)| (k, id)));
+        }
+        let erl_ids: Vec<i64> = keys
+            .iter()
+            .map(|k| ids.get(k).copied().ok_or_else(|| self.corrupt("erls", k, "inserted but not found")))
+            .collect::<Result<_, _>>()?;
+
+        let changed = rows.write(&mut tx, &erl_ids, self).await?;
+        tx.commit().await.map_err(self.db("commit"))?;
+        Ok(ImportSummary { rows: batch.rows.len(), changed, unchanged: batch.rows.len() - changed, new_erls })
+    }
+
+    /// Every ERL (in id order) and every wiremap entry, with `WiremapEntry::erl` indexing the
+    /// ERL list: the input of the in-memory wiremap index. Read in one snapshot.
+    pub async fn load_wiremap(&self) -> Result<(Vec<Erl>, Vec<WiremapEntry>), LisError> {
+        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let (erls, index) = self.read_erls(&mut tx).await?;
+        let mut entries = Vec::new();
+        for kind in WiremapKind::ALL {
+            self.read_rows(&mut tx, kind, |row| {
+                let erl = *index.get(&row.erl_id).ok_or_else(|| {
+                    self.corrupt(kind.table(), &row.k1, format!("erl_id {} does not exist", row.erl_id))
+                })?;
+                entries.push(WiremapEntry { key: self.key_of(kind, &row)?, erl });
+                Ok(())
+            })
+            .await?;
+        }
+        tx.rollback().await.map_err(self.db("end read"))?;
+        Ok((erls.into_iter().map(|(_, e, _, _)| e).collect(), entries))
+    }
+
+    /// Every ERL with its validation and the number of elements of each kind pointing at it.
+    pub async fn list_erls(&self) -> Result<Vec<StoredErl>, LisError> {
+        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let (erls, index) = self.read_erls(&mut tx).await?;
+        let mut out: Vec<StoredErl> = erls
+            .into_iter()
+            .map(|(id, erl, validation, validated_at)| StoredErl {
+                id,
+                erl,
+                validation,
+                validated_at,
+                elements: WiremapCounts::default(),
+            })
+            .collect();
+        for kind in WiremapKind::ALL {
+            let counts: Vec<(i64, i64)> =
+                sqlx::query_as(&format!("SELECT erl_id, count(*) FROM {} GROUP BY erl_id", kind.table()))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(self.db("count wiremap entries"))?;
+            for (id, n) in counts {
+                if let Some(i) = index.get(&id) {
+                    *out[*i].elements.get_mut(kind) = n as u64;
+                }
+            }
+        }
+        tx.rollback().await.map_err(self.db("end read"))?;
+        Ok(out)
+    }
+
+    /// Records the outcome of validating an ERL's address against the MSAG (SfB:
+    /// `Test-CsLisCivicAddress -UpdateValidationStatus`). `Erl::validated` is then true for
+    /// [`Validation::Valid`].
+    pub async fn set_validation(&self, erl_id: i64, validation: &Validation) -> Result<(), LisError> {
+        let (status, detail) = match validation {
+            Validation::Valid => ("valid", None),
+            Validation::Invalid { reasons } => ("invalid", Some(serde_json::Value::from(reasons.clone()).to_string())),
+        };
+        let now = crate::audit::timestamp(&chrono::Utc::now());
+        let done = sqlx::query("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(detail)
+            .bind(now)
+            .bind(erl_id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.db("set validation"))?;
+        if done.rows_affected() == 0 {
+            return Err(LisError::NoSuchErl { path: self.path.to_path_buf(), id: erl_id });
+        }
+        Ok(())
+    }
+
+    /// How many ERLs and wiremap entries of each kind are stored.
+    pub async fn counts(&self) -> Result<LisCounts, LisError> {
+        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let (erls,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM erls").fetch_one(&mut *tx).await.map_err(self.db("count ERLs"))?;
+        let mut wiremap = WiremapCounts::default();
+        for kind in WiremapKind::ALL {
+            let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {}", kind.table()))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(self.db("count wiremap entries"))?;
+            *wiremap.get_mut(kind) = n as u64;
+        }
+        tx.rollback().await.map_err(self.db("end read"))?;
+        Ok(LisCounts { erls: erls as u64, wiremap })
+    }
+
+    /// Every element of one kind with its ERL, sorted by element (subnets by address, MACs by
+    /// value, chassis and port IDs in natural order): what `lis export` writes.
+    pub async fn export_batch(&self, kind: WiremapKind) -> Result<WiremapBatch, LisError> {
+        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let (erls, index) = self.read_erls(&mut tx).await?;
+        let mut rows = Vec::new();
+        self.read_rows(&mut tx, kind, |row| {
+            let erl = *index
+                .get(&row.erl_id)
+                .ok_or_else(|| self.corrupt(kind.table(), &row.k1, format!("erl_id {} does not exist", row.erl_id)))?;
+            rows.push(WiremapRow {
+                key: self.key_of(kind, &row)?,
+                erl,
+                description: row.description,
+                bare_subnet_id: row.bare != 0,
+            });
+            Ok(())
+        })
+        .await?;
+        tx.rollback().await.map_err(self.db("end read"))?;
+        rows.sort_by(|a, b| key_order(&a.key, &b.key));
+        // Only the ERLs this kind uses, renumbered in first-use order.
+        let mut used: HashMap<usize, usize> = HashMap::new();
+        let mut out = WiremapBatch { erls: Vec::new(), rows: Vec::with_capacity(rows.len()) };
+        let mut all: Vec<Option<Erl>> = erls.into_iter().map(|(_, e, _, _)| Some(e)).collect();
+        for mut r in rows {
+            r.erl = *used.entry(r.erl).or_insert_with(|| {
+                out.erls.push(all[r.erl].take().unwrap_or_default());
+                out.erls.len() - 1
+            });
+            out.rows.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Writes one kind as a Skype for Business CSV file (see `sfb_csv::write_csv`); returns the
+    /// number of rows.
+    pub async fn export_csv<W: Write + ?Sized>(&self, kind: WiremapKind, out: &mut W) -> Result<usize, LisError> {
+        let batch = self.export_batch(kind).await?;
+        super::sfb_csv::write_csv(kind, &batch, out).map_err(|source| LisError::Write { source })?;
+        Ok(batch.rows.len())
+    }
+
+    /// Every row of every LIS table as text, in key order — for tests and diagnostics ("did this
+    /// import change anything?"): equal dumps mean equal tables.
+    pub async fn dump(&self) -> Result<String, LisError> {
+        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut out = String::new();
+        for table in ["erls", "wiremap_subnets", "wiremap_waps", "wiremap_switches", "wiremap_ports", "wiremap_macs"] {
+            let cols: Vec<(String, i64)> =
+                sqlx::query_as(&format!("SELECT name, pk FROM pragma_table_info('{table}')"))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(self.db("read table info"))?;
+            let mut pk: Vec<(i64, &str)> =
+                cols.iter().filter(|(_, pk)| *pk > 0).map(|(n, pk)| (*pk, n.as_str())).collect();
+            pk.sort_unstable();
+            let values = cols.iter().map(|(n, _)| format!("quote({n})")).collect::<Vec<_>>().join(" || '|' || ");
+            let order = pk.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
+            let lines: Vec<(String,)> = sqlx::query_as(&format!("SELECT {values} FROM {table} ORDER BY {order}"))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.db("dump table"))?;
+            out.push_str(&format!("== {table}\n"));
+            for (l,) in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        tx.rollback().await.map_err(self.db("end read"))?;
+        Ok(out)
+    }
+
+    /// All ERLs in id order, and id → position.
+    #[allow(clippy::type_complexity)]
+    async fn read_erls(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<(Vec<(i64, Erl, Option<Validation>, Option<String>)>, HashMap<i64, usize>), LisError> {
+        let rows = sqlx::query(&SELECT_ERLS).fetch_all(&mut *conn).await.map_err(self.db("read ERLs"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut index = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let (id, erl, validation, at) = self.erl_from_row(r)?;
+            index.insert(id, out.len());
+            out.push((id, erl, validation, at));
+        }
+        Ok((out, index))
+    }
+
+    fn erl_from_row(&self, r: &SqliteRow) -> Result<(i64, Erl, Option<Validation>, Option<String>), LisError> {
+        let db = |e| LisError::Db { path: self.path.to_path_buf(), op: "decode ERL row", source: e };
+        let id: i64 = r.try_get("id").map_err(db)?;
+        let mut civic = CivicAddress::default();
+        for (name, slot) in CIVIC_COLUMNS.iter().zip(civic_values_mut(&mut civic)) {
+            *slot = r.try_get(*name).map_err(db)?;
+        }
+        let elins: String = r.try_get("elins").map_err(db)?;
+        let elins: Vec<String> =
+            serde_json::from_str(&elins).map_err(|e| self.corrupt("erls", &id.to_string(), format!("elins: {e}")))?;
+        let status: Option<String> = r.try_get("validation").map_err(db)?;
+        let detail: Option<String> = r.try_get("validation_detail").map_err(db)?;
+        let validation = match status.as_deref() {
+            None => None,
+            Some("valid") => Some(Validation::Valid),
+            Some("invalid") => Some(Validation::Invalid {
+                reasons: match detail {
+                    Some(d) => serde_json::from_str(&d)
+                        .map_err(|e| self.corrupt("erls", &id.to_string(), format!("validation_detail: {e}")))?,
+                    None => Vec::new(),
+                },
+            }),
+            Some(other) => return Err(self.corrupt("erls", &id.to_string(), format!("validation {other:?}"))),
+        };
+        let erl = Erl {
+            label: r.try_get("label").map_err(db)?,
+            company: r.try_get("company").map_err(db)?,
+            civic,
+            elins,
+            validated: validation == Some(Validation::Valid),
+        };
+        Ok((id, erl, validation, r.try_get("validated_at").map_err(db)?))
+    }
+
+    /// Calls `f` for every row of one wiremap table, in primary-key order, a page at a time.
+    async fn read_rows(
+        &self,
+        conn: &mut SqliteConnection,
+        kind: WiremapKind,
+        mut f: impl FnMut(RawRow) -> Result<(), LisError>,
+    ) -> Result<(), LisError> {
+        // Keyset paging: every key is non-empty text, so "" sorts before the first row.
+        let mut after = (String::new(), String::new(), String::new());
+        loop {
+            let mut q = sqlx::query_as::<_, (String, String, String, i64, i64, String)>(&PAGE_SQL[kind as usize])
+                .bind(after.0.as_str());
+            if kind == WiremapKind::Ports {
+                q = q.bind(after.1.as_str()).bind(after.2.as_str());
+            }
+            let page = q.bind(PAGE).fetch_all(&mut *conn).await.map_err(self.db("read wiremap"))?;
+            let n = page.len();
+            if let Some(last) = page.last() {
+                after = (last.0.clone(), last.1.clone(), last.2.clone());
+            }
+            for (k1, k2, k3, bare, erl_id, description) in page {
+                f(RawRow { k1, k2, k3, bare, erl_id, description })?;
+            }
+            if (n as i64) < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    fn key_of(&self, kind: WiremapKind, row: &RawRow) -> Result<WiremapKey, LisError> {
+        let bad = |what: &str| self.corrupt(kind.table(), &row.k1, what);
+        Ok(match kind {
+            WiremapKind::Subnets => WiremapKey::Subnet(row.k1.parse().map_err(|_| bad("not a CIDR subnet"))?),
+            WiremapKind::Waps => WiremapKey::Bssid(parse_mac(&row.k1).ok_or_else(|| bad("not a MAC address"))?),
+            WiremapKind::Switches => WiremapKey::Switch { chassis_id: row.k1.clone() },
+            WiremapKind::Ports => WiremapKey::Port {
+                chassis_id: row.k1.clone(),
+                port_subtype: PortIdSubtype::parse(&row.k2).ok_or_else(|| bad("unknown port_subtype"))?,
+                port_id: row.k3.clone(),
+            },
+            WiremapKind::Macs => WiremapKey::Mac(parse_mac(&row.k1).ok_or_else(|| bad("not a MAC address"))?),
+        })
+    }
+}
+
+/// A wiremap row as read: up to three key columns, then bare_id, erl_id, description.
+struct RawRow {
+    k1: String,
+    k2: String,
+    k3: String,
+    bare: i64,
+    erl_id: i64,
+    description: String,
+}
+
+/// Per kind (indexed by `WiremapKind as usize`): the paged SELECT of the whole table, built once
+/// (sqlx caches prepared statements by their text).
+static PAGE_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    WiremapKind::ALL
+        .iter()
+        .map(|kind| {
+            let (select, key) = match kind {
+                WiremapKind::Subnets => ("subnet, '', '', bare_id", "subnet"),
+                WiremapKind::Waps => ("bssid, '', '', 0", "bssid"),
+                WiremapKind::Switches => ("chassis_id, '', '', 0", "chassis_id"),
+                WiremapKind::Ports => ("chassis_id, port_subtype, port_id, 0", "chassis_id, port_subtype, port_id"),
+                WiremapKind::Macs => ("mac, '', '', 0", "mac"),
+            };
+            let cursor = if *kind == WiremapKind::Ports { "(?, ?, ?)" } else { "(?)" };
+            format!(
+                "SELECT {select}, erl_id, description FROM {} WHERE ({key}) > {cursor} ORDER BY {key} LIMIT ?",
+                kind.table()
+            )
+        })
+        .collect()
+});
+
+/// The rows of one import as the SQL of their table wants them: key columns as text.
+struct SqlRows<'a> {
+    kind: WiremapKind,
+    rows: Vec<SqlRow<'a>>,
+}
+
+struct SqlRow<'a> {
+    k1: String,
+    k2: &'static str,
+    k3: &'a str,
+    bare: bool,
+    erl: usize,
+    description: &'a str,
+}
+
+impl<'a> SqlRows<'a> {
+    fn new(kind: WiremapKind, rows: &'a [WiremapRow]) -> SqlRows<'a> {
+        let mut out: Vec<SqlRow<'a>> = rows
+            .iter()
+            .map(|r| {
+                let (k1, k2, k3) = match &r.key {
+                    WiremapKey::Subnet(net) => (net.to_string(), "", ""),
+                    WiremapKey::Bssid(m) | WiremapKey::Mac(m) => (format_mac(m), "", ""),
+                    WiremapKey::Switch { chassis_id } => (chassis_id.clone(), "", ""),
+                    WiremapKey::Port { chassis_id, port_subtype, port_id } => {
+                        (chassis_id.clone(), port_subtype.as_str(), port_id.as_str())
+                    }
+                };
+                SqlRow { k1, k2, k3, bare: r.bare_subnet_id, erl: r.erl, description: &r.description }
+            })
+            .collect();
+        // In key order (SQLite's BINARY collation is byte order), each insert lands next to the
+        // previous one in the key B-tree instead of on a random page: on a 1,000,000-row import
+        // this keeps the working set in the page cache.
+        out.sort_by(|a, b| {
+            (a.k1.as_bytes(), a.k2.as_bytes(), a.k3.as_bytes()).cmp(&(
+                b.k1.as_bytes(),
+                b.k2.as_bytes(),
+                b.k3.as_bytes(),
+            ))
+        });
+        SqlRows { kind, rows: out }
+    }
+
+    /// Upserts every row; returns how many were inserted or changed.
+    async fn write(&self, conn: &mut SqliteConnection, erl_ids: &[i64], store: &LisStore) -> Result<usize, LisError> {
+        let inserts = &WIREMAP_INSERTS[self.kind as usize];
+        let mut changed = 0;
+        let mut rest = &self.rows[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(chunk_len(rest.len(), ROW_CHUNK));
+            let mut q = sqlx::query(inserts.sql(chunk.len()));
+            for r in chunk {
+                q = q.bind(r.k1.as_str());
+                match self.kind {
+                    WiremapKind::Ports => q = q.bind(r.k2).bind(r.k3),
+                    WiremapKind::Subnets => q = q.bind(r.bare),
+                    _ => {}
+                }
+                q = q.bind(erl_ids[r.erl]).bind(r.description);
+            }
+            let done = q.execute(&mut *conn).await.map_err(store.db("write wiremap rows"))?;
+            changed += done.rows_affected() as usize;
+            rest = tail;
+        }
+        Ok(changed)
+    }
+}
+
+/// Most ERLs per multi-row INSERT (33 parameters each; SQLite allows 32,766).
+const ERL_CHUNK: usize = 128;
+/// Most wiremap rows per multi-row INSERT (at most 5 parameters each).
+const ROW_CHUNK: usize = 512;
+/// Content keys per id lookup (one JSON array parameter).
+const ID_LOOKUP_CHUNK: usize = 10_000;
+
+/// The largest power of two ≤ min(remaining, max): each table then has at most log2(max) + 1
+/// distinct statements, all kept in sqlx's per-connection statement cache.
+fn chunk_len(remaining: usize, max: usize) -> usize {
+    let n = remaining.min(max);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// `INSERT … VALUES (…), (…) [tail]` for 1, 2, 4 … max rows, built once.
+struct MultiInsert {
+    by_log2: Vec<String>,
+}
+
+impl MultiInsert {
+    fn new(head: &str, columns: usize, tail: &str, max: usize) -> MultiInsert {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        let by_log2 = (0..=max.trailing_zeros())
+            .map(|k| format!("{head} VALUES {} {tail}", vec![row.as_str(); 1 << k].join(", ")))
+            .collect();
+        MultiInsert { by_log2 }
+    }
+
+    fn sql(&self, rows: usize) -> &str {
+        debug_assert!(rows.is_power_of_two());
+        &self.by_log2[rows.trailing_zeros() as usize]
+    }
+}
+
+/// The civic columns of `erls`, in the order of [`civic_values`].
+const CIVIC_COLUMNS: [&str; 29] = [
+    "country", "a1", "a2", "a3", "a4", "a5", "a6", "prd", "pod", "sts", "rd", "rdsec", "rdbr", "rdsubbr", "hno", "hns",
+    "lmk", "loc", "flr", "nam", "pc", "bld", "unit", "room", "seat", "plc", "pcn", "pobox", "addcode",
+];
+
+fn civic_values(c: &CivicAddress) -> [&Option<String>; 29] {
+    [
+        &c.country, &c.a1, &c.a2, &c.a3, &c.a4, &c.a5, &c.a6, &c.prd, &c.pod, &c.sts, &c.rd, &c.rdsec, &c.rdbr,
+        &c.rdsubbr, &c.hno, &c.hns, &c.lmk, &c.loc, &c.flr, &c.nam, &c.pc, &c.bld, &c.unit, &c.room, &c.seat, &c.plc,
+        &c.pcn, &c.pobox, &c.addcode,
+    ]
+}
+
+fn civic_values_mut(c: &mut CivicAddress) -> [&mut Option<String>; 29] {
+    [
+        &mut c.country,
+        &mut c.a1,
+        &mut c.a2,
+        &mut c.a3,
+        &mut c.a4,
+        &mut c.a5,
+        &mut c.a6,
+        &mut c.prd,
+        &mut c.pod,
+        &mut c.sts,
+        &mut c.rd,
+        &mut c.rdsec,
+        &mut c.rdbr,
+        &mut c.rdsubbr,
+        &mut c.hno,
+        &mut c.hns,
+        &mut c.lmk,
+        &mut c.loc,
+        &mut c.flr,
+        &mut c.nam,
+        &mut c.pc,
+        &mut c.bld,
+        &mut c.unit,
+        &mut c.room,
+        &mut c.seat,
+        &mut c.plc,
+        &mut c.pcn,
+        &mut c.pobox,
+        &mut c.addcode,
+    ]
+}
+
+static SELECT_ERLS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, label, company, {}, elins, validation, validation_detail, validated_at FROM erls ORDER BY id",
+        CIVIC_COLUMNS.join(", ")
+    )
+});
+
+static INSERT_ERLS: LazyLock<MultiInsert> = LazyLock::new(|| {
+    MultiInsert::new(
+        &format!("INSERT INTO erls (content_key, label, company, {}, elins)", CIVIC_COLUMNS.join(", ")),
+        3 + CIVIC_COLUMNS.len() + 1,
+        "ON CONFLICT (content_key) DO NOTHING",
+        ERL_CHUNK,
+    )
+});
+
+/// Per kind (indexed by `WiremapKind as usize`): the upsert. `DO UPDATE … WHERE` something
+/// differs, so a row already stored exactly so is neither written nor counted as changed.
+static WIREMAP_INSERTS: LazyLock<Vec<MultiInsert>> = LazyLock::new(|| {
+    WiremapKind::ALL
+        .iter()
+        .map(|kind| {
+            let (keys, extra): (&[&str], &[&str]) = match kind {
+                WiremapKind::Subnets => (&["subnet"], &["bare_id"]),
+                WiremapKind::Waps => (&["bssid"], &[]),
+                WiremapKind::Switches => (&["chassis_id"], &[]),
+                WiremapKind::Ports => (&["chassis_id", "port_subtype", "port_id"], &[]),
+                WiremapKind::Macs => (&["mac"], &[]),
+            };
+            let values: Vec<&str> = extra.iter().copied().chain(["erl_id", "description"]).collect();
+            let columns: Vec<&str> = keys.iter().copied().chain(values.iter().copied()).collect();
+            let set = values.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
+            let differs = values.iter().map(|c| format!("{c} IS NOT excluded.{c}")).collect::<Vec<_>>().join(" OR ");
+            MultiInsert::new(
+                &format!("INSERT INTO {} ({})", kind.table(), columns.join(", ")),
+                columns.len(),
+                &format!("ON CONFLICT ({}) DO UPDATE SET {set} WHERE {differs}", keys.join(", ")),
+                ROW_CHUNK,
+            )
+        })
+        .collect()
+});
+
+/// The ERL's content as one canonical text: label, company, the 29 civic elements in a fixed
+/// order (null when absent), ELINs. Not the validation status, which belongs to the stored row.
+pub fn canonical_erl(erl: &Erl) -> String {
+    serde_json::to_string(&(&erl.label, &erl.company, civic_values(&erl.civic), &erl.elins))
+        .expect("strings and options always serialise")
+}
+
+/// `erls.content_key`: lower-hex SHA-256 of [`canonical_erl`].
+pub fn content_key(erl: &Erl) -> String {
+    hex::encode(Sha256::digest(canonical_erl(erl).as_bytes()))
+}
+
+/// The order of an export: subnets IPv4 before IPv6, each by address then prefix length; MACs by
+/// value; chassis IDs, port subtypes and port IDs in natural order ("Gi1/0/2" before "Gi1/0/10").
+pub fn key_order(a: &WiremapKey, b: &WiremapKey) -> Ordering {
+    use WiremapKey::*;
+    match (a, b) {
+        (Subnet(x), Subnet(y)) => x.cmp(y),
+        (Bssid(x), Bssid(y)) | (Mac(x), Mac(y)) => x.cmp(y),
+        (Switch { chassis_id: x }, Switch { chassis_id: y }) => natural_cmp(x, y),
+        (
+            Port { chassis_id: c1, port_subtype: s1, port_id: p1 },
+            Port { chassis_id: c2, port_subtype: s2, port_id: p2 },
+        ) => natural_cmp(c1, c2).then(s1.cmp(s2)).then_with(|| natural_cmp(p1, p2)),
+        _ => WiremapKind::of_key(a).cmp(&WiremapKind::of_key(b)),
+    }
+}
+
+/// Compares runs of digits by value and everything else by character; equal-valued runs with
+/// different zero padding fall back to plain text order, so distinct strings never compare equal.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let dx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let dy = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (nx, ny) = (trim_zeros(&x[..dx]), trim_zeros(&y[..dy]));
+                let o = nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny));
+                if o != Ordering::Equal {
+                    return o;
+                }
+                x = &x[dx..];
+                y = &y[dy..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|c| **c == b'0').count();
+    &d[n..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_of_port_ids() {
+        let mut v = vec!["Gi1/0/10", "Gi1/0/2", "Gi1/0/1", "10", "9", "a", "09"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["09", "9", "10", "Gi1/0/1", "Gi1/0/2", "Gi1/0/10", "a"]);
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two() {
+        assert_eq!([1, 3, 600, 512].map(|n| chunk_len(n, ROW_CHUNK)), [1, 2, 512, 512]);
+        assert_eq!(WIREMAP_INSERTS[WiremapKind::Ports as usize].sql(4).matches('?').count(), 4 * 5);
+        assert_eq!(INSERT_ERLS.sql(ERL_CHUNK).matches('?').count(), ERL_CHUNK * 33);
+    }
+
+    #[test]
+    fn content_key_ignores_validation_but_not_content() {
+        let mut a = Erl { label: "L".into(), ..Default::default() };
+        a.civic.country = Some("US".into());
+        let mut b = a.clone();
+        b.validated = true;
+        assert_eq!(content_key(&a), content_key(&b));
+        b.civic.a3 = Some("".into());
+        assert_ne!(content_key(&a), content_key(&b), "absent and empty are different content");
+        b.civic.a3 = None;
+        b.elins = vec!["1".into()];
+        assert_ne!(content_key(&a), content_key(&b));
+    }
+
+    #[tokio::test]
+    async fn connections_enforce_foreign_keys_and_use_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LisStore::open(&dir.path().join("l.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(fk, 1);
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
