@@ -363,8 +363,21 @@ impl LisStore {
             .collect::<Result<_, _>>()?;
 
         let changed = rows.write(&mut tx, &erl_ids, self).await?;
+        if changed > 0 || new_erls > 0 {
+            bump_generation(&mut tx, self).await?;
+        }
         tx.commit().await.map_err(self.db("commit"))?;
         Ok(ImportSummary { rows: batch.rows.len(), changed, unchanged: batch.rows.len() - changed, new_erls })
+    }
+
+    /// Changes whenever the LIS data changes (see the lis_generation migration): the running
+    /// core rebuilds its wiremap when this moves.
+    pub async fn generation(&self) -> Result<i64, LisError> {
+        let (g,): (i64,) = sqlx::query_as("SELECT generation FROM lis_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.db("read the LIS generation"))?;
+        Ok(g)
     }
 
     /// Every ERL (in id order) and every wiremap entry, with `WiremapEntry::erl` indexing the
@@ -426,17 +439,21 @@ impl LisStore {
             Validation::Invalid { reasons } => ("invalid", Some(serde_json::Value::from(reasons.clone()).to_string())),
         };
         let now = crate::audit::timestamp(&chrono::Utc::now());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
         let done = sqlx::query("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?")
             .bind(status)
             .bind(detail)
             .bind(now)
             .bind(erl_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(self.db("set validation"))?;
         if done.rows_affected() == 0 {
             return Err(LisError::NoSuchErl { path: self.path.to_path_buf(), id: erl_id });
         }
+        // The validated flag travels in every call's ERL: the core reloads on this.
+        bump_generation(&mut tx, self).await?;
+        tx.commit().await.map_err(self.db("commit"))?;
         Ok(())
     }
 
@@ -958,4 +975,12 @@ mod tests {
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
         assert_eq!(mode, "wal");
     }
+}
+
+async fn bump_generation(tx: &mut sqlx::SqliteConnection, store: &LisStore) -> Result<(), LisError> {
+    sqlx::query("UPDATE lis_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .map_err(store.db("bump the LIS generation"))?;
+    Ok(())
 }

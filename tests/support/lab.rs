@@ -50,6 +50,7 @@ pub struct LabPorts {
     pub secondary: u16,
     pub elin: u16,
     pub fallback: u16,
+    pub held: u16,
 }
 
 pub struct Lab {
@@ -80,6 +81,7 @@ impl Lab {
             secondary: free_port(),
             elin: free_port(),
             fallback: free_port(),
+            held: free_port(),
         };
         let text = std::fs::read_to_string(repo().join("examples/lab.toml")).expect("examples/lab.toml");
         let store = dir.path().join("audit.db");
@@ -92,6 +94,7 @@ impl Lab {
             ("5071", ports.secondary),
             ("5080", ports.elin),
             ("5090", ports.fallback),
+            ("8080", ports.held),
         ];
         for (old, _) in &moves {
             text = text.replace(&format!("127.0.0.1:{old}\""), &format!("127.0.0.1:@{old}@\""));
