@@ -105,6 +105,11 @@ pub struct LisConfig {
     /// How often the running core looks for imported wiremap changes, in ms.
     #[serde(default = "default_refresh")]
     pub refresh_ms: u64,
+    /// Subnets of the servers allowed to ask HELD about *other* devices (a call server, a
+    /// PBX). Everyone else may only ask about the address it asks from (RFC 5985 §9.3: the
+    /// LIS decides who may learn whose location). Default: nobody.
+    #[serde(default)]
+    pub held_requesters: Vec<ipnet::IpNet>,
 }
 
 fn default_refresh() -> u64 {
@@ -113,7 +118,7 @@ fn default_refresh() -> u64 {
 
 impl Default for LisConfig {
     fn default() -> Self {
-        LisConfig { held: None, msag: None, refresh_ms: default_refresh() }
+        LisConfig { held: None, msag: None, refresh_ms: default_refresh(), held_requesters: Vec::new() }
     }
 }
 

@@ -118,7 +118,8 @@ impl Core {
                 let host = local.host.trim_start_matches('[').trim_end_matches(']').to_string();
                 let state = HeldState::new(Arc::new(wiremap.clone()), &host)
                     .map_err(|e| StartError::Held(e.to_string()))?
-                    .with_cache(held_cache.clone());
+                    .with_cache(held_cache.clone())
+                    .with_identity_requesters(cfg.lis.held_requesters.clone());
                 let mut stop_held = stop_rx.clone();
                 tokio::spawn(async move {
                     let shutdown = async move {
