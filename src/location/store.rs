@@ -933,6 +933,14 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
     &d[n..]
 }
 
+async fn bump_generation(tx: &mut sqlx::SqliteConnection, store: &LisStore) -> Result<(), LisError> {
+    sqlx::query("UPDATE lis_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .map_err(store.db("bump the LIS generation"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -975,12 +983,4 @@ mod tests {
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
         assert_eq!(mode, "wal");
     }
-}
-
-async fn bump_generation(tx: &mut sqlx::SqliteConnection, store: &LisStore) -> Result<(), LisError> {
-    sqlx::query("UPDATE lis_generation SET generation = generation + 1 WHERE id = 1")
-        .execute(&mut *tx)
-        .await
-        .map_err(store.db("bump the LIS generation"))?;
-    Ok(())
 }
