@@ -790,7 +790,7 @@ impl V6Ranges {
 /// swaps it in, under a write lock held only for the pointer swap. [`SharedWiremap::lookup`] (and
 /// `Locator::locate`) search the map while holding the read lock instead of taking their own
 /// reference to it; the replacing thread therefore normally holds the last reference to the old
-/// map and frees it (tens of milliseconds for a million entries) — never a call's lookup. A
+/// map and frees it (4.6 ms for the benchmark's million entries) — never a call's lookup. A
 /// caller of [`SharedWiremap::load`] that keeps the old map past a replace frees it when it drops
 /// it, so the call path should use `lookup`.
 #[derive(Clone, Default)]
@@ -921,7 +921,7 @@ mod tests {
         assert_eq!(n("2001:db8:1:2::1/48"), "2001:db8:1::/48");
     }
 
-    /// The flattened ranges answer what a scan of every prefix, longest first, answers — over a
+    /// The flattened ranges answer what painting every prefix, shortest first, answers — over a
     /// small address space where every address can be checked, with heavy nesting and shared ends.
     #[test]
     fn flattened_ranges_agree_with_a_longest_prefix_scan() {
@@ -938,18 +938,23 @@ mod tests {
             prefixes.sort_unstable_by_key(|&(s, l, _)| (s, l));
             prefixes.dedup_by_key(|&mut (s, l, _)| (s, l));
             let ranges = V4Ranges::new(&prefixes);
-            let scan = |a: u32| {
-                prefixes
-                    .iter()
-                    .filter(|&&(s, l, _)| Ipv4Net::new_assert(s.into(), l).contains(&Ipv4Addr::from(a)))
-                    .max_by_key(|p| p.1)
-                    .map_or(NONE, |p| p.2)
-            };
-            for a in 0x09ff_f000..0x0a00_1400u32 {
-                assert_eq!(ranges.get(a), scan(a), "round {round}, address {}", Ipv4Addr::from(a));
+            // The expected answers, painted shortest prefix first over a window around the prefixes.
+            let window = 0x09ff_f000u32..0x0a00_1400u32;
+            let mut expected = vec![NONE; window.len()];
+            let mut by_length = prefixes.clone();
+            by_length.sort_by_key(|p| p.1);
+            for &(start, len, erl) in &by_length {
+                let last = u32::from(Ipv4Net::new_assert(start.into(), len).broadcast());
+                for a in start..=last {
+                    expected[(a - window.start) as usize] = erl;
+                }
             }
-            for a in [0, u32::MAX, 0x0a00_0000, 0x0a00_03ff] {
-                assert_eq!(ranges.get(a), scan(a));
+            for a in window.clone() {
+                let want = expected[(a - window.start) as usize];
+                assert_eq!(ranges.get(a), want, "round {round}, address {}", Ipv4Addr::from(a));
+            }
+            for a in [0, u32::MAX] {
+                assert_eq!(ranges.get(a), NONE);
             }
             // Merged and non-overlapping: starts strictly increase, neighbours differ.
             assert_eq!(ranges.ranges[0].0, 0);
