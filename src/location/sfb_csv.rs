@@ -328,24 +328,42 @@ pub fn write_csv<W: Write + ?Sized>(kind: WiremapKind, batch: &WiremapBatch, out
     let mut line = String::new();
     push_record(&mut line, column_names(kind).into_iter());
     out.write_all(line.as_bytes())?;
+    // Each ERL's columns once, not once per row (a million rows share a few thousand ERLs).
+    let addresses: Vec<[Cow<str>; 12]> = batch.erls.iter().map(address_fields).collect();
+    let mut key = String::new();
     for row in &batch.rows {
         line.clear();
-        let mut fields: Vec<Cow<str>> = Vec::with_capacity(16);
-        match &row.key {
-            WiremapKey::Subnet(net) if row.bare_subnet_id => fields.push(net.addr().to_string().into()),
-            WiremapKey::Subnet(net) => fields.push(net.to_string().into()),
-            WiremapKey::Bssid(m) | WiremapKey::Mac(m) => fields.push(format_mac(m).into()),
-            WiremapKey::Switch { chassis_id } => fields.push(chassis_id.as_str().into()),
-            WiremapKey::Port { chassis_id, port_subtype, port_id } => {
-                fields.push(chassis_id.as_str().into());
-                fields.push(port_subtype.as_str().into());
-                fields.push(port_id.as_str().into());
+        key.clear();
+        let address = addresses.get(row.erl).ok_or_else(|| io::Error::other("row points past the ERL list"))?;
+        let keys: [&str; 3];
+        let key_fields: &[&str] = match &row.key {
+            WiremapKey::Subnet(net) => {
+                use fmt::Write as _;
+                if row.bare_subnet_id {
+                    let _ = write!(key, "{}", net.addr());
+                } else {
+                    let _ = write!(key, "{net}");
+                }
+                keys = [&key, "", ""];
+                &keys[..1]
             }
-        }
-        fields.push(row.description.as_str().into());
-        let erl = batch.erls.get(row.erl).ok_or_else(|| io::Error::other("row points past the ERL list"))?;
-        fields.extend(address_fields(erl));
-        push_record(&mut line, fields.iter().map(|f| f.as_ref()));
+            WiremapKey::Bssid(m) | WiremapKey::Mac(m) => {
+                key.push_str(&format_mac(m));
+                keys = [&key, "", ""];
+                &keys[..1]
+            }
+            WiremapKey::Switch { chassis_id } => {
+                keys = [chassis_id, "", ""];
+                &keys[..1]
+            }
+            WiremapKey::Port { chassis_id, port_subtype, port_id } => {
+                keys = [chassis_id, port_subtype.as_str(), port_id];
+                &keys[..]
+            }
+        };
+        let fields =
+            key_fields.iter().copied().chain([row.description.as_str()]).chain(address.iter().map(|f| f.as_ref()));
+        push_record(&mut line, fields);
         out.write_all(line.as_bytes())?;
     }
     Ok(())
