@@ -121,7 +121,7 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::store::{canonical_erl, WiremapBatch, WiremapKind, WiremapRow};
+use super::store::{WiremapBatch, WiremapKind, WiremapRow};
 use super::{format_mac, parse_mac, Erl, Mac, PortIdSubtype, WiremapKey};
 
 /// Most errors (and, separately, warnings) kept per file; the rest are only counted.
@@ -691,10 +691,8 @@ struct Parser<'f> {
     batch: WiremapBatch,
     /// Line of each row of `batch.rows`.
     lines: Vec<usize>,
-    /// Raw address columns (joined) → ERL, so a repeated address is checked and built once.
+    /// Address columns (normalised, joined) → ERL, so a repeated address is built once.
     addresses: HashMap<String, AddressResult>,
-    /// Canonical ERL text → index in `batch.erls`: two spellings of one ERL ("us"/"US") are one.
-    erl_index: HashMap<String, usize>,
     /// Element → its row in `batch.rows`.
     seen: HashMap<WiremapKey, usize>,
     scratch: String,
@@ -725,7 +723,6 @@ impl<'f> Parser<'f> {
             batch: WiremapBatch::default(),
             lines: Vec::new(),
             addresses: HashMap::new(),
-            erl_index: HashMap::new(),
             seen: HashMap::new(),
             scratch: String::new(),
             errors: Issues::default(),
@@ -977,27 +974,26 @@ impl<'f> Parser<'f> {
     }
 
     /// The ERL index of a record's address, or `None` after reporting why it is not usable.
+    ///
+    /// The ERL is a function of the trimmed values with the country in upper case, so those,
+    /// joined, identify it: a repeated address is looked up, not checked and built again, and two
+    /// spellings of one ERL ("us"/"US") are one.
     fn address(&mut self, line: usize, values: &[&str; 12]) -> Option<usize> {
         self.scratch.clear();
-        for v in values {
+        for v in &values[..11] {
             self.scratch.push_str(v);
             self.scratch.push('\u{1f}');
+        }
+        for c in values[11].chars() {
+            self.scratch.push(c.to_ascii_uppercase());
         }
         let result = match self.addresses.get(self.scratch.as_str()) {
             Some(r) => r.clone(),
             None => {
-                let r = match build_erl(values) {
-                    Ok(erl) => {
-                        let canonical = canonical_erl(&erl);
-                        let next = self.batch.erls.len();
-                        let i = *self.erl_index.entry(canonical).or_insert(next);
-                        if i == next {
-                            self.batch.erls.push(erl);
-                        }
-                        Ok(i)
-                    }
-                    Err(problems) => Err(problems),
-                };
+                let r = build_erl(values).map(|erl| {
+                    self.batch.erls.push(erl);
+                    self.batch.erls.len() - 1
+                });
                 self.addresses.insert(self.scratch.clone(), r.clone());
                 r
             }
