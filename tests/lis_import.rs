@@ -527,6 +527,49 @@ fn the_command_imports_exports_and_lists() {
     assert!(text(&out.stderr).contains("nope.csv: cannot read the file"), "{}", text(&out.stderr));
 }
 
+#[test]
+fn headers_bind_columns_by_name_and_catch_the_wrong_kind() {
+    // A ports file read as switches: its extra columns are named.
+    let e = parse(Switches, "ports.csv").unwrap_err();
+    let first = &e.issues.shown[0];
+    assert_eq!((first.line, first.column, first.column_name.as_str()), (1, 2, "PortIDSubType"));
+    assert!(first.reason.contains("(PortIDSubType is a column of ports files)"), "{e}");
+    // A waps file read as subnets: one error, not one per row.
+    let e = parse(Subnets, "waps.csv").unwrap_err();
+    assert_eq!(e.issues.total, 1, "{e}");
+    assert!(e.issues.shown[0].reason.contains("this is the header of a waps file, not of a subnets file"), "{e}");
+
+    // Any order, optional columns left out, names in any case.
+    let csv = "country,CITY,Subnet\n US ,Redmond,10.5.0.0/16\n";
+    let p = sfb_csv::parse(Subnets, "short.csv", csv.as_bytes()).unwrap();
+    let erl = &p.batch.erls[p.batch.rows[0].erl];
+    assert_eq!(
+        (erl.civic.country.as_deref(), erl.civic.a3.as_deref(), erl.label.as_str()),
+        (Some("US"), Some("Redmond"), "")
+    );
+
+    // Required columns, repeated columns.
+    let e = sfb_csv::parse(Subnets, "h.csv", b"Subnet,City\n10.5.0.0/16,Redmond\n").unwrap_err();
+    assert!(e.issues.shown[0].reason.contains("no Country column"), "{e}");
+    let e = sfb_csv::parse(Subnets, "h.csv", b"Subnet,Country,city,City\n10.5.0.0/16,US,a,b\n").unwrap_err();
+    let i = &e.issues.shown[0];
+    assert_eq!((i.line, i.column, i.reason.as_str()), (1, 4, "the column appears twice (also column 3)"));
+}
+
+#[tokio::test]
+async fn an_empty_kind_exports_a_header_that_imports_as_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(dir.path()).await;
+    let out = export(&store, Macs).await;
+    assert_eq!(text(&out), "MAC,Description,Location,CompanyName,HouseNumber,HouseNumberSuffix,PreDirectional,StreetName,StreetSuffix,PostDirectional,City,State,PostalCode,Country\r\n");
+    for (name, bytes) in [("export.csv", &out[..]), ("empty.csv", &b""[..])] {
+        let p = sfb_csv::parse(Macs, name, bytes).unwrap();
+        assert!(p.batch.rows.is_empty());
+        assert!(p.warnings.shown[0].reason.contains("no data rows"), "{name}");
+        assert_eq!(store.import(Macs, &p.batch).await.unwrap().rows, 0);
+    }
+}
+
 /// The scale target of DESIGN.md: 1,000,000 wiremap rows imported in < 10 s. Run it with
 /// `cargo test --release --test lis_import -- --ignored --nocapture`; BENCHMARKS.md has results.
 /// One file as an SfB shop would have it: every other row a bare SfB subnet ID, the rest CIDR;

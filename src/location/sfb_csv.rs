@@ -308,7 +308,10 @@ pub fn parse(kind: WiremapKind, file: &str, bytes: &[u8]) -> Result<ParsedWirema
         p.record(line, &fields);
     }
     if p.records == 0 && p.errors.is_empty() {
-        p.error(reader.line.max(1), 1, "", "the file has no data rows".into());
+        // Harmless (an import only sets what it names), and what exporting an empty kind gives;
+        // but more likely the wrong file than a wish to import nothing, so say it.
+        let i = p.issue(reader.line.max(1), 1, "", "the file has no data rows: nothing to import".into());
+        p.warnings.push(i);
     }
     if !p.errors.is_empty() {
         return Err(p.into_errors());

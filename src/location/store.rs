@@ -393,8 +393,9 @@ impl LisStore {
         Ok((new_erls, changed))
     }
 
-    /// Every ERL (in id order) and every wiremap entry, with `WiremapEntry::erl` indexing the
-    /// ERL list: the input of the in-memory wiremap index. Read in one snapshot.
+    /// Every ERL (in id order, including ERLs no element uses any more) and every wiremap entry,
+    /// with `WiremapEntry::erl` indexing the ERL list: the input of the in-memory wiremap index.
+    /// Read in one snapshot. `Erl::validated` is true for ERLs whose validation is `Valid`.
     pub async fn load_wiremap(&self) -> Result<(Vec<Erl>, Vec<WiremapEntry>), LisError> {
         let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
         let (erls, index) = self.read_erls(&mut tx).await?;
