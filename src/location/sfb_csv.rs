@@ -121,7 +121,7 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::store::{canonical_erl, WiremapBatch, WiremapKind, WiremapRow};
+use super::store::{WiremapBatch, WiremapKind, WiremapRow};
 use super::{format_mac, parse_mac, Erl, Mac, PortIdSubtype, WiremapKey};
 
 /// Most errors (and, separately, warnings) kept per file; the rest are only counted.
@@ -308,7 +308,10 @@ pub fn parse(kind: WiremapKind, file: &str, bytes: &[u8]) -> Result<ParsedWirema
         p.record(line, &fields);
     }
     if p.records == 0 && p.errors.is_empty() {
-        p.error(reader.line.max(1), 1, "", "the file has no data rows".into());
+        // Harmless (an import only sets what it names), and what exporting an empty kind gives;
+        // but more likely the wrong file than a wish to import nothing, so say it.
+        let i = p.issue(reader.line.max(1), 1, "", "the file has no data rows: nothing to import".into());
+        p.warnings.push(i);
     }
     if !p.errors.is_empty() {
         return Err(p.into_errors());
@@ -328,24 +331,42 @@ pub fn write_csv<W: Write + ?Sized>(kind: WiremapKind, batch: &WiremapBatch, out
     let mut line = String::new();
     push_record(&mut line, column_names(kind).into_iter());
     out.write_all(line.as_bytes())?;
+    // Each ERL's columns once, not once per row (a million rows share a few thousand ERLs).
+    let addresses: Vec<[Cow<str>; 12]> = batch.erls.iter().map(address_fields).collect();
+    let mut key = String::new();
     for row in &batch.rows {
         line.clear();
-        let mut fields: Vec<Cow<str>> = Vec::with_capacity(16);
-        match &row.key {
-            WiremapKey::Subnet(net) if row.bare_subnet_id => fields.push(net.addr().to_string().into()),
-            WiremapKey::Subnet(net) => fields.push(net.to_string().into()),
-            WiremapKey::Bssid(m) | WiremapKey::Mac(m) => fields.push(format_mac(m).into()),
-            WiremapKey::Switch { chassis_id } => fields.push(chassis_id.as_str().into()),
-            WiremapKey::Port { chassis_id, port_subtype, port_id } => {
-                fields.push(chassis_id.as_str().into());
-                fields.push(port_subtype.as_str().into());
-                fields.push(port_id.as_str().into());
+        key.clear();
+        let address = addresses.get(row.erl).ok_or_else(|| io::Error::other("row points past the ERL list"))?;
+        let keys: [&str; 3];
+        let key_fields: &[&str] = match &row.key {
+            WiremapKey::Subnet(net) => {
+                use fmt::Write as _;
+                if row.bare_subnet_id {
+                    let _ = write!(key, "{}", net.addr());
+                } else {
+                    let _ = write!(key, "{net}");
+                }
+                keys = [&key, "", ""];
+                &keys[..1]
             }
-        }
-        fields.push(row.description.as_str().into());
-        let erl = batch.erls.get(row.erl).ok_or_else(|| io::Error::other("row points past the ERL list"))?;
-        fields.extend(address_fields(erl));
-        push_record(&mut line, fields.iter().map(|f| f.as_ref()));
+            WiremapKey::Bssid(m) | WiremapKey::Mac(m) => {
+                key.push_str(&format_mac(m));
+                keys = [&key, "", ""];
+                &keys[..1]
+            }
+            WiremapKey::Switch { chassis_id } => {
+                keys = [chassis_id, "", ""];
+                &keys[..1]
+            }
+            WiremapKey::Port { chassis_id, port_subtype, port_id } => {
+                keys = [chassis_id, port_subtype.as_str(), port_id];
+                &keys[..]
+            }
+        };
+        let fields =
+            key_fields.iter().copied().chain([row.description.as_str()]).chain(address.iter().map(|f| f.as_ref()));
+        push_record(&mut line, fields);
         out.write_all(line.as_bytes())?;
     }
     Ok(())
@@ -673,10 +694,8 @@ struct Parser<'f> {
     batch: WiremapBatch,
     /// Line of each row of `batch.rows`.
     lines: Vec<usize>,
-    /// Raw address columns (joined) → ERL, so a repeated address is checked and built once.
+    /// Address columns (normalised, joined) → ERL, so a repeated address is built once.
     addresses: HashMap<String, AddressResult>,
-    /// Canonical ERL text → index in `batch.erls`: two spellings of one ERL ("us"/"US") are one.
-    erl_index: HashMap<String, usize>,
     /// Element → its row in `batch.rows`.
     seen: HashMap<WiremapKey, usize>,
     scratch: String,
@@ -707,7 +726,6 @@ impl<'f> Parser<'f> {
             batch: WiremapBatch::default(),
             lines: Vec::new(),
             addresses: HashMap::new(),
-            erl_index: HashMap::new(),
             seen: HashMap::new(),
             scratch: String::new(),
             errors: Issues::default(),
@@ -959,27 +977,26 @@ impl<'f> Parser<'f> {
     }
 
     /// The ERL index of a record's address, or `None` after reporting why it is not usable.
+    ///
+    /// The ERL is a function of the trimmed values with the country in upper case, so those,
+    /// joined, identify it: a repeated address is looked up, not checked and built again, and two
+    /// spellings of one ERL ("us"/"US") are one.
     fn address(&mut self, line: usize, values: &[&str; 12]) -> Option<usize> {
         self.scratch.clear();
-        for v in values {
+        for v in &values[..11] {
             self.scratch.push_str(v);
             self.scratch.push('\u{1f}');
+        }
+        for c in values[11].chars() {
+            self.scratch.push(c.to_ascii_uppercase());
         }
         let result = match self.addresses.get(self.scratch.as_str()) {
             Some(r) => r.clone(),
             None => {
-                let r = match build_erl(values) {
-                    Ok(erl) => {
-                        let canonical = canonical_erl(&erl);
-                        let next = self.batch.erls.len();
-                        let i = *self.erl_index.entry(canonical).or_insert(next);
-                        if i == next {
-                            self.batch.erls.push(erl);
-                        }
-                        Ok(i)
-                    }
-                    Err(problems) => Err(problems),
-                };
+                let r = build_erl(values).map(|erl| {
+                    self.batch.erls.push(erl);
+                    self.batch.erls.len() - 1
+                });
                 self.addresses.insert(self.scratch.clone(), r.clone());
                 r
             }
