@@ -150,9 +150,14 @@ enum Col {
     State,
     PostalCode,
     Country,
+    Floor,
+    Room,
+    Building,
+    Unit,
+    Seat,
 }
 
-const NCOLS: usize = 16;
+const NCOLS: usize = 21;
 
 /// The columns every kind ends with, in the documented order.
 const ADDRESS: [(&str, Col); 12] = [
@@ -168,6 +173,34 @@ const ADDRESS: [(&str, Col); 12] = [
     ("State", Col::State),
     ("PostalCode", Col::PostalCode),
     ("Country", Col::Country),
+];
+
+/// sosdesk extension: where inside the building, as RFC 5139 elements of their own (FLR, ROOM,
+/// BLD, UNIT, SEAT). Skype for Business had only the free-text Location column (LOC) for that; a
+/// PSAP reads a separate floor and room more reliably. Accepted only by name, in a file with a
+/// header row, so positional SfB files are unaffected; written on export only when used.
+const EXTENSION: [(&str, Col); 5] =
+    [("Floor", Col::Floor), ("Room", Col::Room), ("Building", Col::Building), ("Unit", Col::Unit), ("Seat", Col::Seat)];
+
+/// Every address column: the 12 of SfB, then the extension.
+const FULL_ADDRESS: [(&str, Col); 17] = [
+    ADDRESS[0],
+    ADDRESS[1],
+    ADDRESS[2],
+    ADDRESS[3],
+    ADDRESS[4],
+    ADDRESS[5],
+    ADDRESS[6],
+    ADDRESS[7],
+    ADDRESS[8],
+    ADDRESS[9],
+    ADDRESS[10],
+    ADDRESS[11],
+    EXTENSION[0],
+    EXTENSION[1],
+    EXTENSION[2],
+    EXTENSION[3],
+    EXTENSION[4],
 ];
 
 fn key_columns(kind: WiremapKind) -> &'static [(&'static str, Col)] {
@@ -328,11 +361,13 @@ pub fn parse(kind: WiremapKind, file: &str, bytes: &[u8]) -> Result<ParsedWirema
 
 /// Writes `batch` (rows of `kind`) as a Skype for Business CSV file with a header row.
 pub fn write_csv<W: Write + ?Sized>(kind: WiremapKind, batch: &WiremapBatch, out: &mut W) -> io::Result<()> {
-    let mut line = String::new();
-    push_record(&mut line, column_names(kind).into_iter());
-    out.write_all(line.as_bytes())?;
     // Each ERL's columns once, not once per row (a million rows share a few thousand ERLs).
-    let addresses: Vec<[Cow<str>; 12]> = batch.erls.iter().map(address_fields).collect();
+    let addresses: Vec<[Cow<str>; 17]> = batch.erls.iter().map(address_fields).collect();
+    // The extension columns that any ERL uses (none: the plain SfB layout, byte for byte).
+    let ext: Vec<usize> = (12..17).filter(|i| addresses.iter().any(|a| !a[*i].is_empty())).collect();
+    let mut line = String::new();
+    push_record(&mut line, column_names(kind).into_iter().chain(ext.iter().map(|i| FULL_ADDRESS[*i].0)));
+    out.write_all(line.as_bytes())?;
     let mut key = String::new();
     for row in &batch.rows {
         line.clear();
@@ -364,16 +399,20 @@ pub fn write_csv<W: Write + ?Sized>(kind: WiremapKind, batch: &WiremapBatch, out
                 &keys[..]
             }
         };
-        let fields =
-            key_fields.iter().copied().chain([row.description.as_str()]).chain(address.iter().map(|f| f.as_ref()));
+        let fields = key_fields
+            .iter()
+            .copied()
+            .chain([row.description.as_str()])
+            .chain(address[..12].iter().map(|f| f.as_ref()))
+            .chain(ext.iter().map(|i| address[*i].as_ref()));
         push_record(&mut line, fields);
         out.write_all(line.as_bytes())?;
     }
     Ok(())
 }
 
-/// The 12 SfB address columns of an ERL.
-fn address_fields(erl: &Erl) -> [Cow<'_, str>; 12] {
+/// The address columns of an ERL: the 12 of SfB, then the extension's 5.
+fn address_fields(erl: &Erl) -> [Cow<'_, str>; 17] {
     let c = &erl.civic;
     fn s(v: &Option<String>) -> Cow<'_, str> {
         v.as_deref().unwrap_or("").into()
@@ -395,6 +434,11 @@ fn address_fields(erl: &Erl) -> [Cow<'_, str>; 12] {
         s(&c.a1),
         s(&c.pc),
         s(&c.country),
+        s(&c.flr),
+        s(&c.room),
+        s(&c.bld),
+        s(&c.unit),
+        s(&c.seat),
     ]
 }
 
@@ -792,7 +836,8 @@ impl<'f> Parser<'f> {
         let mut names = self.names;
         for (i, f) in fields.iter().enumerate() {
             let name = f.trim();
-            match self.layout.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            let known = self.layout.iter().chain(EXTENSION.iter()).find(|(n, _)| n.eq_ignore_ascii_case(name));
+            match known {
                 Some((canonical, col)) => {
                     if let Some(earlier) = pos[*col as usize] {
                         self.error(
@@ -817,9 +862,10 @@ impl<'f> Parser<'f> {
                         i + 1,
                         name,
                         format!(
-                            "unknown column for a {} file{hint}; the columns are {}",
+                            "unknown column for a {} file{hint}; the columns are {} (and, with a header, {})",
                             self.kind,
-                            column_names(self.kind).join(", ")
+                            column_names(self.kind).join(", "),
+                            EXTENSION.map(|(n, _)| n).join(", ")
                         ),
                     );
                 }
@@ -863,7 +909,7 @@ impl<'f> Parser<'f> {
         if let Some(reason) = control_char(description) {
             self.col_error(line, Col::Description, reason);
         }
-        let address: [&str; 12] = ADDRESS.map(|(_, col)| value(col));
+        let address: [&str; 17] = FULL_ADDRESS.map(|(_, col)| value(col));
         let erl = self.address(line, &address);
 
         let (Some((key, bare)), Some(erl)) = (key, erl) else { return };
@@ -981,14 +1027,15 @@ impl<'f> Parser<'f> {
     /// The ERL is a function of the trimmed values with the country in upper case, so those,
     /// joined, identify it: a repeated address is looked up, not checked and built again, and two
     /// spellings of one ERL ("us"/"US") are one.
-    fn address(&mut self, line: usize, values: &[&str; 12]) -> Option<usize> {
+    fn address(&mut self, line: usize, values: &[&str; 17]) -> Option<usize> {
         self.scratch.clear();
-        for v in &values[..11] {
-            self.scratch.push_str(v);
+        for (i, v) in values.iter().enumerate() {
+            if i == 11 {
+                self.scratch.extend(v.chars().map(|c| c.to_ascii_uppercase()));
+            } else {
+                self.scratch.push_str(v);
+            }
             self.scratch.push('\u{1f}');
-        }
-        for c in values[11].chars() {
-            self.scratch.push(c.to_ascii_uppercase());
         }
         let result = match self.addresses.get(self.scratch.as_str()) {
             Some(r) => r.clone(),
@@ -1005,7 +1052,7 @@ impl<'f> Parser<'f> {
             Ok(i) => Some(i),
             Err(problems) => {
                 for (i, reason) in problems {
-                    self.col_error(line, ADDRESS[i].1, reason);
+                    self.col_error(line, FULL_ADDRESS[i].1, reason);
                 }
                 None
             }
@@ -1025,8 +1072,8 @@ fn describe_key(key: &WiremapKey) -> String {
     }
 }
 
-/// The ERL of the 12 address columns, or every problem (index into [`ADDRESS`], reason).
-fn build_erl(v: &[&str; 12]) -> Result<Erl, Vec<(usize, String)>> {
+/// The ERL of the address columns, or every problem (index into [`FULL_ADDRESS`], reason).
+fn build_erl(v: &[&str; 17]) -> Result<Erl, Vec<(usize, String)>> {
     let mut problems = Vec::new();
     for (i, s) in v.iter().enumerate() {
         if let Some(reason) = control_char(s) {
@@ -1070,6 +1117,11 @@ fn build_erl(v: &[&str; 12]) -> Result<Erl, Vec<(usize, String)>> {
     c.a1 = opt(v[9]);
     c.pc = opt(v[10]);
     c.country = Some(country);
+    c.flr = opt(v[12]);
+    c.room = opt(v[13]);
+    c.bld = opt(v[14]);
+    c.unit = opt(v[15]);
+    c.seat = opt(v[16]);
     Ok(erl)
 }
 
@@ -1279,6 +1331,29 @@ mod tests {
         let (line, column, reason) = decode(b"a,b\nc,\"d\xE9\",e").unwrap_err();
         assert_eq!((line, column), (2, 2));
         assert!(reason.contains("0xE9"), "{reason}");
+    }
+
+    #[test]
+    fn extension_columns_floor_room_round_trip() {
+        let text = "Subnet,Description,Location,CompanyName,HouseNumber,HouseNumberSuffix,PreDirectional,StreetName,\
+StreetSuffix,PostDirectional,City,State,PostalCode,Country,Floor,Room,Seat\r\n\
+10.1.0.0/24,Desk,East wing,Litware,1234,,,163rd,Ave,NE,Redmond,WA,98052,US,3,301,12B\r\n";
+        let parsed = parse(WiremapKind::Subnets, "x.csv", text.as_bytes()).unwrap();
+        let c = &parsed.batch.erls[0].civic;
+        assert_eq!(
+            (c.flr.as_deref(), c.room.as_deref(), c.seat.as_deref(), c.bld.as_deref()),
+            (Some("3"), Some("301"), Some("12B"), None)
+        );
+        let mut out = Vec::new();
+        write_csv(WiremapKind::Subnets, &parsed.batch, &mut out).unwrap();
+        // Only the extension columns in use are written, after the SfB ones: the file re-imports
+        // to the same ERL.
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), text);
+        let again = parse(WiremapKind::Subnets, "x.csv", &out).unwrap();
+        assert_eq!(again.batch.erls, parsed.batch.erls);
+        // Without a header the layout is SfB's own 14 columns: an extra field is an error.
+        let positional = "10.1.0.0/24,Desk,East wing,Litware,1234,,,163rd,Ave,NE,Redmond,WA,98052,US,3\r\n";
+        assert!(parse(WiremapKind::Subnets, "x.csv", positional.as_bytes()).is_err());
     }
 
     #[test]
