@@ -28,6 +28,9 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     #[serde(default, rename = "site")]
     pub sites: Vec<SiteConfig>,
+    /// The Location Information Service (wiremap, HELD, MSAG validation).
+    #[serde(default)]
+    pub lis: LisConfig,
     /// Policy for callers from no configured site.
     pub default_policy: String,
     /// Set by [`Config::load`]: the file it came from (relative store paths resolve against it).
@@ -88,6 +91,34 @@ impl Default for RoutingConfig {
             elin_callback_minutes: default_elin_minutes(),
             callback_fallback: None,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LisConfig {
+    /// HTTP listen address of the HELD endpoint (RFC 5985), e.g. "127.0.0.1:8080"; none: off.
+    pub held: Option<SocketAddr>,
+    /// A local MSAG extract (CSV: community,street,low,high,parity) for `sosdesk lis validate`;
+    /// relative to the config file.
+    pub msag: Option<PathBuf>,
+    /// How often the running core looks for imported wiremap changes, in ms.
+    #[serde(default = "default_refresh")]
+    pub refresh_ms: u64,
+    /// Subnets of the servers allowed to ask HELD about *other* devices (a call server, a
+    /// PBX). Everyone else may only ask about the address it asks from (RFC 5985 §9.3: the
+    /// LIS decides who may learn whose location). Default: nobody.
+    #[serde(default)]
+    pub held_requesters: Vec<ipnet::IpNet>,
+}
+
+fn default_refresh() -> u64 {
+    2000
+}
+
+impl Default for LisConfig {
+    fn default() -> Self {
+        LisConfig { held: None, msag: None, refresh_ms: default_refresh(), held_requesters: Vec::new() }
     }
 }
 
@@ -226,10 +257,19 @@ impl Config {
 
     /// The audit store path, relative paths taken from the config file's folder.
     pub fn store_path(&self) -> PathBuf {
-        if self.store.path.is_absolute() {
-            self.store.path.clone()
+        self.relative(&self.store.path)
+    }
+
+    /// The MSAG extract's path, if one is configured.
+    pub fn msag_path(&self) -> Option<PathBuf> {
+        self.lis.msag.as_ref().map(|p| self.relative(p))
+    }
+
+    fn relative(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
         } else {
-            self.source.parent().unwrap_or(Path::new(".")).join(&self.store.path)
+            self.source.parent().unwrap_or(Path::new(".")).join(p)
         }
     }
 
@@ -239,6 +279,14 @@ impl Config {
         }
         if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
             return Err(self.err("sip.t1_ms", "must be between 1 and 10000"));
+        }
+        if self.lis.refresh_ms < 100 {
+            return Err(self.err("lis.refresh_ms", "must be at least 100"));
+        }
+        if let (Some(h), Some(u)) = (self.lis.held, self.sip.tcp) {
+            if h == u {
+                return Err(self.err("lis.held", "the HELD endpoint cannot share the SIP TCP address"));
+            }
         }
         if self.routing.route_timeout_ms == 0 {
             return Err(self.err("routing.route_timeout_ms", "must be more than 0"));

@@ -9,6 +9,7 @@ use sosdesk::audit::AuditStore;
 use sosdesk::config::Config;
 use sosdesk::location::sfb_csv;
 use sosdesk::location::store::{LisStore, StoredErl, WiremapKind};
+use sosdesk::location::validate::{MsagValidator, Validation, Validator};
 use sosdesk::server::Core;
 
 #[derive(Parser)]
@@ -72,6 +73,17 @@ enum LisCommand {
         output: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArg,
+    },
+    /// Validate every ERL's civic address (required elements, then street and house number
+    /// against the MSAG extract) and record each one's status. Unvalidated ERLs are still used
+    /// for routing; calls from them are flagged for the desk.
+    Validate {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The MSAG extract (CSV: community,street,low,high,parity). Default: `[lis] msag` of
+        /// the config.
+        #[arg(long)]
+        msag: Option<PathBuf>,
     },
     /// Every ERL: validation status, how many network elements of each kind use it, ELINs, address.
     List {
@@ -299,6 +311,44 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
                     sfb_csv::write_csv(kind, &batch, &mut out).map_err(|e| format!("standard output: {e}"))?;
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        LisCommand::Validate { store, msag } => {
+            let msag = match (msag, &store.config) {
+                (Some(p), _) => p,
+                (None, Some(c)) => Config::load(c)
+                    .map_err(|e| e.to_string())?
+                    .msag_path()
+                    .ok_or_else(|| format!("{}: no `[lis] msag` file; give --msag FILE", c.display()))?,
+                (None, None) => return Err("give --msag FILE (or --config FILE with `[lis] msag`)".into()),
+            };
+            let validator = MsagValidator::load(&msag).map_err(|e| e.to_string())?;
+            let s = store.open_lis(false).await?;
+            let erls = s.list_erls().await.map_err(|e| e.to_string())?;
+            let (mut valid, mut invalid) = (0, 0);
+            for stored in &erls {
+                let result = validator.validate(&stored.erl.civic);
+                s.set_validation(stored.id, &result).await.map_err(|e| e.to_string())?;
+                let name =
+                    if stored.erl.label.is_empty() { stored.erl.civic.one_line() } else { stored.erl.label.clone() };
+                match &result {
+                    Validation::Valid => {
+                        valid += 1;
+                        println!("ERL {:>5}  valid    {name}", stored.id);
+                    }
+                    Validation::Invalid { reasons } => {
+                        invalid += 1;
+                        println!("ERL {:>5}  INVALID  {name}: {}", stored.id, reasons.join("; "));
+                    }
+                }
+            }
+            println!(
+                "{valid} valid, {invalid} invalid of {} ERLs (MSAG {}, {} ranges)",
+                erls.len(),
+                msag.display(),
+                validator.len()
+            );
+            s.close().await;
             Ok(ExitCode::SUCCESS)
         }
         LisCommand::List { store, json } => {

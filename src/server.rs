@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,7 +20,10 @@ use tokio::task::JoinHandle;
 use crate::audit::{spawn_writer, AuditStore, AuditWriter};
 use crate::config::Config;
 use crate::events::{CallEvent, CallEventKind};
-use crate::routing::{Engine, LocalEndpoint};
+use crate::location::held::{HeldCache, HeldState};
+use crate::location::store::LisStore;
+use crate::location::wiremap::{SharedWiremap, Wiremap};
+use crate::routing::{Engine, LocalEndpoint, Locators};
 use crate::sip::parse::{parse_datagram, parse_stream, StreamItem, MAX_MESSAGE};
 use crate::sip::transaction::{Peer, Transport};
 use crate::sip::Message;
@@ -32,6 +35,10 @@ pub enum StartError {
     Bind { transport: &'static str, addr: SocketAddr, source: io::Error },
     #[error("audit store: {0}")]
     Store(#[from] crate::audit::AuditError),
+    #[error("location store: {0}")]
+    Lis(#[from] crate::location::store::LisError),
+    #[error("HELD endpoint: {0}")]
+    Held(String),
 }
 
 enum NetInput {
@@ -45,6 +52,9 @@ enum NetInput {
 /// A running routing core.
 pub struct Core {
     pub local: LocalEndpoint,
+    /// Where the HELD endpoint listens, when configured.
+    pub held: Option<SocketAddr>,
+    wiremap: SharedWiremap,
     events: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
     stop: watch::Sender<bool>,
@@ -91,16 +101,62 @@ impl Core {
         if let Some(listener) = tcp {
             tokio::spawn(accept_loop(listener, net_tx.clone(), stop_rx.clone()));
         }
-        let engine = Engine::new(cfg, local.clone());
+        // The Location Information Service: the wiremap index from the store (rebuilt when an
+        // import changes it), the HELD endpoint, and what HELD told each device.
+        let lis = LisStore::open(&cfg.store_path()).await?;
+        let wiremap = SharedWiremap::new(Wiremap::empty());
+        let generation = reload_wiremap(&lis, &wiremap, None).await;
+        let held_cache = HeldCache::default();
+        let held = match cfg.lis.held {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+                    transport: "HTTP (HELD)",
+                    addr,
+                    source,
+                })?;
+                let bound = listener.local_addr().ok();
+                let host = local.host.trim_start_matches('[').trim_end_matches(']').to_string();
+                let state = HeldState::new(Arc::new(wiremap.clone()), &host)
+                    .map_err(|e| StartError::Held(e.to_string()))?
+                    .with_cache(held_cache.clone())
+                    .with_identity_requesters(cfg.lis.held_requesters.clone());
+                let mut stop_held = stop_rx.clone();
+                tokio::spawn(async move {
+                    let shutdown = async move {
+                        let _ = stop_held.changed().await;
+                    };
+                    if let Err(e) = crate::location::held::serve(listener, state, shutdown).await {
+                        tracing::error!(error = %e, "HELD endpoint stopped");
+                    }
+                });
+                bound
+            }
+            None => None,
+        };
+        tokio::spawn(refresh_wiremap(
+            lis,
+            wiremap.clone(),
+            generation,
+            Duration::from_millis(cfg.lis.refresh_ms),
+            stop_rx.clone(),
+        ));
+
+        let mut engine = Engine::new(cfg, local.clone());
+        engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
         let task = tokio::spawn(run(engine, udp, net_tx, net_rx, events.clone(), audit.clone(), stop_rx));
-        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, store = %cfg.store_path().display(), "sosdesk core started");
-        Ok(Core { local, events, audit, stop, task, store })
+        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, store = %cfg.store_path().display(), "sosdesk core started");
+        Ok(Core { local, held, wiremap, events, audit, stop, task, store })
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
     /// told so by `RecvError::Lagged` and can catch up from the audit log).
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
+    }
+
+    /// The wiremap index the call path and HELD use (replaced atomically on every reload).
+    pub fn wiremap(&self) -> &SharedWiremap {
+        &self.wiremap
     }
 
     pub fn audit(&self) -> &AuditWriter {
@@ -227,6 +283,57 @@ async fn run(
             let _ = events.send(ev);
         }
     }
+}
+
+/// Load the wiremap from the store and swap it in when its generation moved. A store that cannot
+/// be read, or data the index refuses, leaves the previous map in place (logged): calls go on
+/// with the last good wiremap rather than none.
+async fn reload_wiremap(lis: &LisStore, wiremap: &SharedWiremap, known: Option<i64>) -> Option<i64> {
+    let generation = match lis.generation().await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the LIS generation; keeping the current wiremap");
+            return known;
+        }
+    };
+    if known == Some(generation) {
+        return known;
+    }
+    let started = Instant::now();
+    match lis.load_wiremap().await {
+        Ok((erls, entries)) => match Wiremap::build(erls, &entries) {
+            Ok(map) => {
+                let n = map.len();
+                wiremap.replace(map);
+                tracing::info!(entries = n, generation, ms = started.elapsed().as_millis() as u64, "wiremap loaded");
+                Some(generation)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the wiremap data is inconsistent; keeping the current wiremap");
+                known
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load the wiremap; keeping the current wiremap");
+            known
+        }
+    }
+}
+
+async fn refresh_wiremap(
+    lis: LisStore,
+    wiremap: SharedWiremap,
+    mut generation: Option<i64>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(every) => generation = reload_wiremap(&lis, &wiremap, generation).await,
+        }
+    }
+    lis.close().await;
 }
 
 async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

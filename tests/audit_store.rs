@@ -143,21 +143,10 @@ async fn open_creates_the_file_and_migrates() {
     .await
     .unwrap();
     let tables: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
-    // The audit tables, and the LIS tables, which share the file (migrations/20261122010000_lis.sql).
-    assert_eq!(
-        tables,
-        [
-            "calls",
-            "chain_head",
-            "erls",
-            "events",
-            "wiremap_macs",
-            "wiremap_ports",
-            "wiremap_subnets",
-            "wiremap_switches",
-            "wiremap_waps"
-        ]
-    );
+    // The audit's tables (the same file also holds the LIS tables: one migrator for both).
+    for t in ["calls", "chain_head", "events"] {
+        assert!(tables.contains(&t), "{t} missing from {tables:?}");
+    }
     // WAL is a property of the file: it sticks for every later connection.
     let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap();
     assert_eq!(mode, "wal");

@@ -185,3 +185,85 @@ To: <sip:911@127.0.0.1>\r\nCall-ID: evil\r\nCSeq: 1 INVITE\r\nContent-Length: 0\
     // The name survives as text, re-quoted (a quoted-pair `\\r` is just "r", RFC 3261 §25.1).
     assert_eq!(inv.from().unwrap().display.as_deref(), Some(r#"Evil" <sip:x@y>rnP-Asserted-Identity: <sip:999@evil>"#));
 }
+
+/// A fixed table standing in for the wiremap index (which has its own tests).
+struct TableLocator(Vec<(ipnet::IpNet, std::sync::Arc<sosdesk::location::Erl>)>);
+
+impl sosdesk::location::Locator for TableLocator {
+    fn locate(
+        &self,
+        dev: &sosdesk::location::DeviceAttachment,
+    ) -> Option<(std::sync::Arc<sosdesk::location::Erl>, sosdesk::location::MatchKind)> {
+        let ip = dev.ip?;
+        self.0.iter().find(|(n, _)| n.contains(&ip)).map(|(_, e)| (e.clone(), sosdesk::location::MatchKind::Subnet))
+    }
+}
+
+impl sosdesk::location::LastKnownLocation for TableLocator {
+    fn last_known(&self, dev: &sosdesk::location::DeviceAttachment) -> Option<std::sync::Arc<sosdesk::location::Erl>> {
+        use sosdesk::location::Locator;
+        self.locate(dev).map(|(e, _)| e)
+    }
+}
+
+fn erl(room: &str) -> std::sync::Arc<sosdesk::location::Erl> {
+    std::sync::Arc::new(sosdesk::location::Erl {
+        label: format!("Room {room}"),
+        civic: sosdesk::location::CivicAddress {
+            country: Some("US".into()),
+            a1: Some("WA".into()),
+            a3: Some("Bellevue".into()),
+            rd: Some("163rd".into()),
+            sts: Some("Ave".into()),
+            hno: Some("2345".into()),
+            room: Some(room.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// An INVITE from a PBX at 127.0.0.2 (in no site) for a phone whose media address is `phone`.
+fn invite_via_pbx(phone: &str, n: u32) -> Message {
+    let sdp =
+        format!("v=0\r\no=- 1 1 IN IP4 {phone}\r\ns=-\r\nc=IN IP4 {phone}\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n");
+    let raw = format!(
+        "INVITE sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKp{n}\r\n\
+From: <sip:2002@127.0.0.2>;tag=p{n}\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: pbx-{n}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:2002@127.0.0.2:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    parse_datagram(raw.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_call_without_pidf_lo_is_located_by_the_wiremap_from_its_sdp_address() {
+    use sosdesk::location::LocationSource;
+    let mut e = engine(|c| c);
+    e.set_locators(sosdesk::routing::Locators {
+        wiremap: Some(std::sync::Arc::new(TableLocator(vec![("10.9.0.0/16".parse().unwrap(), erl("701"))]))),
+        held: Some(std::sync::Arc::new(TableLocator(vec![("10.8.0.0/16".parse().unwrap(), erl("HELD-1"))]))),
+    });
+    let pbx = "127.0.0.2:5060";
+    e.handle_message(invite_via_pbx("10.9.1.5", 10), peer(pbx), Instant::now());
+    let out = sent(&mut e);
+    let body = String::from_utf8_lossy(&out[1].1.body).into_owned();
+    assert!(body.contains("<ca:ROOM>701</ca:ROOM>") && body.contains("<ca:RD>163rd</ca:RD>"), "{body}");
+    // Routed as a call WITH location: the normal usage (primary), not the ECRC.
+    assert_eq!(out[1].0, PRIMARY.parse::<SocketAddr>().unwrap());
+    let ev = e.poll_event().unwrap();
+    assert_eq!(ev.location.source, LocationSource::Wiremap);
+    while e.poll_event().is_some() {}
+
+    // A device the wiremap does not know, but which asked over HELD: HELD-cached.
+    e.handle_message(invite_via_pbx("10.8.3.3", 11), peer(pbx), Instant::now());
+    let out = sent(&mut e);
+    assert!(String::from_utf8_lossy(&out[1].1.body).contains("<ca:ROOM>HELD-1</ca:ROOM>"));
+    let ev = e.poll_event().unwrap();
+    assert_eq!(ev.location.source, LocationSource::HeldCached);
+
+    // Neither knows it: no location, the ECRC route (the secondary in the lab).
+    e.handle_message(invite_via_pbx("192.0.2.99", 12), peer(pbx), Instant::now());
+    let out = sent(&mut e);
+    assert_eq!(out[1].0, SECONDARY.parse::<SocketAddr>().unwrap());
+}

@@ -4,10 +4,12 @@
 //! Today the answer comes from the caller's own PIDF-LO or a per-site ERL in the config; the full
 //! Location Information Service (wiremap, HELD, CSV import) fills the same types.
 
+pub mod held;
 pub mod pidf;
 pub mod sfb_csv;
 pub mod store;
 pub mod validate;
+pub mod wiremap;
 
 use serde::{Deserialize, Serialize};
 
@@ -358,4 +360,10 @@ pub struct WiremapEntry {
 /// Anything that can say where a device is: the wiremap index (and, through it, HELD).
 pub trait Locator: Send + Sync {
     fn locate(&self, device: &DeviceAttachment) -> Option<(std::sync::Arc<Erl>, MatchKind)>;
+}
+
+/// What a device was last told about its own location (the HELD cache): the "HELD-cached"
+/// source of a call's location when the wiremap has no answer for the call's addresses.
+pub trait LastKnownLocation: Send + Sync {
+    fn last_known(&self, device: &DeviceAttachment) -> Option<std::sync::Arc<Erl>>;
 }

@@ -434,7 +434,7 @@ impl XmlWriter {
 ///   U+FFFD, since no escape can carry them and they would make the document not well-formed;
 /// * CR always, and tab/LF inside attributes, become character references so that end-of-line
 ///   and attribute-value normalisation do not change them.
-fn escape_into(out: &mut String, s: &str, attribute: bool) {
+pub(crate) fn escape_into(out: &mut String, s: &str, attribute: bool) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -483,7 +483,7 @@ fn is_name_char(c: char) -> bool {
 
 /// `xs:token` whitespace collapsing (RFC 5139 §3.6; XML Schema Part 2 §4.3.6): only space, tab, CR and LF
 /// count as whitespace, so a no-break space in a name survives.
-fn collapse_ws(s: &str) -> String {
+pub(crate) fn collapse_ws(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for part in s.split([' ', '\t', '\n', '\r']).filter(|p| !p.is_empty()) {
         if !out.is_empty() {
@@ -550,7 +550,7 @@ impl std::error::Error for PidfError {}
 /// a 1,000-vertex polygon has a few thousand nodes.
 const NODES_LIMIT: u32 = 100_000;
 /// Deepest element nesting accepted (see [`check_depth`]).
-const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// Most warnings returned for one document (see [`cap_warnings`]).
 const MAX_WARNINGS: usize = 32;
 /// Longest element value quoted back in a warning.
@@ -665,12 +665,16 @@ pub fn parse_civic_address(xml: &[u8]) -> Result<(CivicAddress, Vec<String>), Pi
     Ok((civic, warnings))
 }
 
-fn decode(xml: &[u8]) -> Result<&str, PidfError> {
+/// UTF-8 text of an XML body (a leading BOM dropped). Shared with HELD (`held.rs`).
+pub(crate) fn decode(xml: &[u8]) -> Result<&str, PidfError> {
     let body = xml.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(xml);
     std::str::from_utf8(body).map_err(|e| PidfError::NotUtf8 { offset: e.valid_up_to() })
 }
 
-fn parse_xml(text: &str) -> Result<Document<'_>, PidfError> {
+/// Parses untrusted XML with the guards every location body gets: [`check_depth`] first, no DTD
+/// (entity expansion), at most [`NODES_LIMIT`] nodes. Shared with HELD (`held.rs`), whose
+/// requests come from the network just the same.
+pub(crate) fn parse_xml(text: &str) -> Result<Document<'_>, PidfError> {
     check_depth(text)?;
     let opts = ParsingOptions { allow_dtd: false, nodes_limit: NODES_LIMIT };
     Document::parse_with_options(text, opts).map_err(|e| PidfError::NotWellFormed(e.to_string()))
@@ -1610,7 +1614,7 @@ fn describe_ns(node: Node) -> String {
 
 /// Caller-supplied text quoted in a warning: bounded in length, control characters replaced.
 /// (Warnings are shown as text, never markup — DESIGN "Nobody listens in uninvited".)
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     let mut out: String = s.chars().take(QUOTE_MAX).map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect();
     if s.chars().count() > QUOTE_MAX {
         out.push('…');

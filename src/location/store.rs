@@ -389,8 +389,21 @@ impl LisStore {
         let erl_ids: Vec<i64> = keys.iter().map(|k| ids[k.as_str()]).collect();
 
         let changed = rows.write(&mut tx, &erl_ids, self).await?;
+        if changed > 0 || new_erls > 0 {
+            bump_generation(&mut tx, self).await?;
+        }
         tx.commit().await.map_err(self.db("commit"))?;
         Ok((new_erls, changed))
+    }
+
+    /// Changes whenever the LIS data changes (see the lis_generation migration): the running
+    /// core rebuilds its wiremap when this moves.
+    pub async fn generation(&self) -> Result<i64, LisError> {
+        let (g,): (i64,) = sqlx::query_as("SELECT generation FROM lis_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.db("read the LIS generation"))?;
+        Ok(g)
     }
 
     /// Every ERL (in id order, including ERLs no element uses any more) and every wiremap entry,
@@ -453,17 +466,21 @@ impl LisStore {
             Validation::Invalid { reasons } => ("invalid", Some(serde_json::Value::from(reasons.clone()).to_string())),
         };
         let now = crate::audit::timestamp(&chrono::Utc::now());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
         let done = sqlx::query("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?")
             .bind(status)
             .bind(detail)
             .bind(now)
             .bind(erl_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(self.db("set validation"))?;
         if done.rows_affected() == 0 {
             return Err(LisError::NoSuchErl { path: self.path.to_path_buf(), id: erl_id });
         }
+        // The validated flag travels in every call's ERL: the core reloads on this.
+        bump_generation(&mut tx, self).await?;
+        tx.commit().await.map_err(self.db("commit"))?;
         Ok(())
     }
 
@@ -532,7 +549,15 @@ impl LisStore {
     pub async fn dump(&self) -> Result<String, LisError> {
         let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
         let mut out = String::new();
-        for table in ["erls", "wiremap_subnets", "wiremap_waps", "wiremap_switches", "wiremap_ports", "wiremap_macs"] {
+        for table in [
+            "erls",
+            "wiremap_subnets",
+            "wiremap_waps",
+            "wiremap_switches",
+            "wiremap_ports",
+            "wiremap_macs",
+            "lis_generation",
+        ] {
             let cols: Vec<(String, i64)> =
                 sqlx::query_as(&format!("SELECT name, pk FROM pragma_table_info('{table}')"))
                     .fetch_all(&mut *tx)
@@ -988,6 +1013,14 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
 fn trim_zeros(d: &[u8]) -> &[u8] {
     let n = d.iter().take_while(|c| **c == b'0').count();
     &d[n..]
+}
+
+async fn bump_generation(tx: &mut sqlx::SqliteConnection, store: &LisStore) -> Result<(), LisError> {
+    sqlx::query("UPDATE lis_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .map_err(store.db("bump the LIS generation"))?;
+    Ok(())
 }
 
 #[cfg(test)]

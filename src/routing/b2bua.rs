@@ -9,7 +9,8 @@
 //! route remains — and the ECRC (no-location) routes are the last resort after the others.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use super::elin::{ElinCache, ElinMapping};
 use crate::config::{Config, RouteKindConfig, TransportConfig};
 use crate::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
 use crate::location::pidf::{build_pidf_lo, parse_pidf_lo, PidfLoInput};
-use crate::location::{LocationSnapshot, LocationSource};
+use crate::location::{DeviceAttachment, LastKnownLocation, LocationSnapshot, LocationSource, Locator};
 use crate::policy::Policies;
 use crate::sip::message::split_comma_list;
 use crate::sip::parse::Rejection;
@@ -205,7 +206,17 @@ pub struct Engine {
     elins: ElinCache,
     known_elins: HashSet<String>,
     events: VecDeque<CallEvent>,
+    locators: Locators,
     pub stats: EngineStats,
+}
+
+/// Where the engine asks for a device's location when a call brings no PIDF-LO of its own.
+#[derive(Clone, Default)]
+pub struct Locators {
+    /// The wiremap index of the Location Information Service.
+    pub wiremap: Option<Arc<dyn Locator>>,
+    /// What each device last obtained over HELD.
+    pub held: Option<Arc<dyn LastKnownLocation>>,
 }
 
 /// Resolve a `sip:` URI with an IP literal host to where to send (no DNS on the emergency path).
@@ -242,9 +253,71 @@ impl Engine {
             elins: ElinCache::new(Duration::from_secs_f64(cfg.routing.elin_callback_minutes * 60.0)),
             known_elins,
             events: VecDeque::new(),
+            locators: Locators::default(),
             stats: EngineStats::default(),
             policies,
         }
+    }
+
+    /// Give the engine the Location Information Service's lookups.
+    pub fn set_locators(&mut self, locators: Locators) {
+        self.locators = locators;
+    }
+
+    /// The device's addresses as the INVITE shows them, most telling first: the SDP connection
+    /// address (the phone itself, even behind a PBX that does not anchor media), the Contact
+    /// and top Via hosts, then the address the packet came from.
+    fn device_addresses(msg: &Message, sdp: Option<&[u8]>, peer: Peer) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = sdp.map(body::sdp_connection_addresses).unwrap_or_default();
+        let host_ip = |h: &str| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+        let contact = msg.contact_uri().and_then(|u| host_ip(&u.host));
+        let via = msg.top_via().and_then(|v| host_ip(&v.host));
+        for ip in [contact, via, Some(peer.addr.ip())].into_iter().flatten() {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+        // 0.0.0.0 in SDP means "on hold", not a place.
+        ips.retain(|ip| !ip.is_unspecified());
+        ips
+    }
+
+    fn locate_device(
+        &self,
+        msg: &Message,
+        sdp: Option<&[u8]>,
+        peer: Peer,
+        warnings: &mut Vec<String>,
+    ) -> Option<LocationSnapshot> {
+        if self.locators.wiremap.is_none() && self.locators.held.is_none() {
+            return None;
+        }
+        let ips = Self::device_addresses(msg, sdp, peer);
+        let snapshot = |source, erl: Arc<crate::location::Erl>, warnings: &mut Vec<String>| LocationSnapshot {
+            source,
+            erl: Some((*erl).clone()),
+            geo: None,
+            method: Some("Wiremap".into()),
+            warnings: std::mem::take(warnings),
+        };
+        let device = |ip: &IpAddr| DeviceAttachment { ip: Some(*ip), ..Default::default() };
+        if let Some(wiremap) = &self.locators.wiremap {
+            for ip in &ips {
+                if let Some((erl, matched)) = wiremap.locate(&device(ip)) {
+                    tracing::debug!(%ip, ?matched, "device located by the wiremap");
+                    return Some(snapshot(LocationSource::Wiremap, erl, warnings));
+                }
+            }
+        }
+        if let Some(held) = &self.locators.held {
+            for ip in &ips {
+                if let Some(erl) = held.last_known(&device(ip)) {
+                    tracing::debug!(%ip, "device located by its last HELD answer");
+                    return Some(snapshot(LocationSource::HeldCached, erl, warnings));
+                }
+            }
+        }
+        None
     }
 
     // ------------------------------------------------------------------ I/O interface
@@ -455,6 +528,12 @@ impl Engine {
                 }
                 Err(e) => warnings.push(format!("caller's PIDF-LO not usable: {e}")),
             }
+        }
+        // No usable PIDF-LO: ask the Location Information Service where the device is, by the
+        // addresses the INVITE shows for it (issue 3 §6): the wiremap first, then the location
+        // the device last obtained over HELD.
+        if location.is_none() {
+            location = self.locate_device(&msg, ib.sdp.as_deref(), peer, &mut warnings);
         }
         let location = location.unwrap_or_else(|| {
             let (erl, method) = match (site_erl, default_erl) {

@@ -203,6 +203,27 @@ pub fn build_multipart(sdp: Option<&Bytes>, pidf: &[u8], cid: &str) -> (String, 
     (format!("multipart/mixed;boundary={boundary}"), Bytes::from(b))
 }
 
+/// The connection addresses of an SDP body (RFC 4566 §5.7 `c=IN IP4|IP6 addr`), session level
+/// first: where the caller's media is, which for a phone on a PBX is usually the phone itself.
+pub fn sdp_connection_addresses(sdp: &[u8]) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    for line in String::from_utf8_lossy(sdp).lines() {
+        let Some(rest) = line.trim().strip_prefix("c=") else { continue };
+        let mut f = rest.split_whitespace();
+        if f.next() != Some("IN") {
+            continue;
+        }
+        let _family = f.next();
+        // Multicast addresses carry a /ttl suffix (§5.7); strip it.
+        if let Some(ip) = f.next().and_then(|a| a.split('/').next()).and_then(|a| a.parse().ok()) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
 /// Whether an Accept header value admits an SDP answer (RFC 3261 §20.1; absent means SDP).
 pub fn accepts_sdp(accept: Option<&str>) -> bool {
     let Some(a) = accept else { return true };
@@ -247,6 +268,14 @@ Call-ID: c\r\nCSeq: 1 INVITE\r\nGeolocation: <cid:x@y>, <https://lis.example/loc
         assert_eq!(ib.sdp.as_deref(), Some(&b"v=0"[..]));
         assert_eq!(ib.location_refs, vec!["https://lis.example/loc/1".to_string()]);
         assert!(ib.warnings.is_empty(), "{:?}", ib.warnings);
+    }
+
+    #[test]
+    fn sdp_addresses() {
+        let sdp = b"v=0\r\nc=IN IP4 10.1.2.3\r\nm=audio 1 RTP/AVP 0\r\nc=IN IP6 2001:db8::7\r\nc=IN IP4 10.1.2.3\r\n";
+        let got = sdp_connection_addresses(sdp);
+        assert_eq!(got, vec!["10.1.2.3".parse::<std::net::IpAddr>().unwrap(), "2001:db8::7".parse().unwrap()]);
+        assert!(sdp_connection_addresses(b"c=IN IP4 not-an-ip\r\n").is_empty());
     }
 
     #[test]

@@ -24,12 +24,21 @@ pub fn scenario(name: &str) -> PathBuf {
     repo().join("tests/sipp").join(name)
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 (the OS picks; both are checked).
+/// A port free for both UDP and TCP on 127.0.0.1, for a peer that binds it later.
+///
+/// Taken from 10000–31999, below Linux's ephemeral range (32768–60999): the kernel never hands
+/// these out by itself, so a port probed free here cannot be grabbed by another test's ephemeral
+/// socket before sipp binds it. A per-process counter keeps tests in one binary apart; the
+/// starting point depends on the process id so concurrent test binaries rarely overlap, and
+/// the bind probe skips anything in use.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 10_000 + (std::process::id() * 7919) % 20_000;
     loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + (base - 10_000 + n) % 22_000) as u16;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -41,6 +50,7 @@ pub struct LabPorts {
     pub secondary: u16,
     pub elin: u16,
     pub fallback: u16,
+    pub held: u16,
 }
 
 pub struct Lab {
@@ -71,6 +81,7 @@ impl Lab {
             secondary: free_port(),
             elin: free_port(),
             fallback: free_port(),
+            held: free_port(),
         };
         let text = std::fs::read_to_string(repo().join("examples/lab.toml")).expect("examples/lab.toml");
         let store = dir.path().join("audit.db");
@@ -83,6 +94,7 @@ impl Lab {
             ("5071", ports.secondary),
             ("5080", ports.elin),
             ("5090", ports.fallback),
+            ("8080", ports.held),
         ];
         for (old, _) in &moves {
             text = text.replace(&format!("127.0.0.1:{old}\""), &format!("127.0.0.1:@{old}@\""));
@@ -118,9 +130,9 @@ impl Lab {
         cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
         cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
         cmd.args(extra);
-        let child = spawn(cmd);
+        let mut child = spawn(cmd);
         let tcp = extra.windows(2).any(|w| w[0] == "-t" && w[1].starts_with('t'));
-        wait_bound(ip, port, tcp);
+        wait_bound(&mut child, name, ip, port, tcp);
         Sipp { name: name.into(), child: Some(child), msg, log }
     }
 
@@ -207,16 +219,25 @@ fn spawn(mut cmd: Command) -> Child {
     cmd.spawn().unwrap_or_else(|e| panic!("cannot start sipp: {e}"))
 }
 
-/// Wait until something listens on ip:port (sipp binds its socket right after it starts).
-/// This polls a condition with a deadline; it is not a sleep standing in for synchronisation.
-fn wait_bound(ip: &str, port: u16, tcp: bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Wait until sipp listens on ip:port (it binds right after it starts). This polls a condition
+/// with a deadline; it is not a sleep standing in for synchronisation. A sipp that exits
+/// instead (bad scenario, port taken) fails the test at once with its own words.
+fn wait_bound(child: &mut Child, name: &str, ip: &str, port: u16, tcp: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let bound = if tcp { TcpListener::bind((ip, port)).is_err() } else { UdpSocket::bind((ip, port)).is_err() };
         if bound {
             return;
         }
-        assert!(Instant::now() < deadline, "sipp did not bind {ip}:{port}");
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("sipp {name} exited ({status}) before binding {ip}:{port}: {err}");
+        }
+        assert!(Instant::now() < deadline, "sipp {name} did not bind {ip}:{port} within 30 s");
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -1,5 +1,6 @@
-//! Schema validation of PIDF-LO documents with xmllint (Debian package `libxml2-utils`), against
-//! the RFC schemas copied into `tests/fixtures/pidf-lo/xsd/` (see its SOURCES.md).
+//! Schema validation of PIDF-LO and HELD documents with xmllint (Debian package `libxml2-utils`),
+//! against the RFC schemas copied into `tests/fixtures/pidf-lo/xsd/` and `tests/fixtures/held/xsd/`
+//! (see their SOURCES.md).
 //!
 //! xmllint is a hard requirement of the tests that use this: when it is missing they panic
 //! with an install hint instead of silently passing.
@@ -14,6 +15,11 @@ use std::process::Command;
 /// `tests/fixtures/pidf-lo` of this checkout.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pidf-lo")
+}
+
+/// `tests/fixtures/held` of this checkout.
+pub fn held_fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/held")
 }
 
 /// Validates a PIDF-LO document against RFC 3863 / 4479 / 4119 / 5139 schemas (through the
@@ -35,19 +41,45 @@ pub fn validate_pidf_lo(xml: &str) -> Result<(), String> {
 /// Same as [`validate_pidf_lo`] for a file on disk.
 pub fn validate_pidf_lo_file(path: &Path) -> Result<(), String> {
     let xsd = fixtures_dir().join("xsd");
+    run_xmllint(&xsd.join("pidf-lo-driver.xsd"), &xsd.join("catalog.xml"), path, "PIDF-LO")
+}
+
+/// Validates a HELD message (RFC 5985 §7 `locationRequest`, `locationResponse` or `error`, with
+/// RFC 6155 device identity and sosdesk's attachment identifiers) through `held-driver.xsd`, which
+/// also loads the PIDF-LO schemas: the PIDF-LO inside a `locationResponse` is checked with it.
+///
+/// Same contract as [`validate_pidf_lo`].
+pub fn validate_held(xml: &str) -> Result<(), String> {
+    let mut file = tempfile::Builder::new()
+        .prefix("held-")
+        .suffix(".xml")
+        .tempfile()
+        .map_err(|e| format!("cannot create a temp file: {e}"))?;
+    file.write_all(xml.as_bytes()).map_err(|e| format!("cannot write the temp file: {e}"))?;
+    file.flush().map_err(|e| format!("cannot write the temp file: {e}"))?;
+    validate_held_file(file.path())
+}
+
+/// Same as [`validate_held`] for a file on disk.
+pub fn validate_held_file(path: &Path) -> Result<(), String> {
+    let xsd = held_fixtures_dir().join("xsd");
+    run_xmllint(&xsd.join("held-driver.xsd"), &xsd.join("catalog.xml"), path, "HELD")
+}
+
+fn run_xmllint(schema: &Path, catalog: &Path, path: &Path, what: &str) -> Result<(), String> {
     let output = match Command::new("xmllint")
         .arg("--noout")
         .arg("--nonet")
         .arg("--schema")
-        .arg(xsd.join("pidf-lo-driver.xsd"))
+        .arg(schema)
         .arg(path)
         // Resolves the schemas' http://www.w3.org/2001/xml.xsd import to the local copy.
-        .env("XML_CATALOG_FILES", xsd.join("catalog.xml"))
+        .env("XML_CATALOG_FILES", catalog)
         .output()
     {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "xmllint is not installed, so PIDF-LO schema validation cannot run. \
+            "xmllint is not installed, so {what} schema validation cannot run. \
              Install it (Debian/Ubuntu: `apt-get install libxml2-utils`) and run the tests again."
         ),
         Err(e) => panic!("could not run xmllint: {e}"),
