@@ -549,7 +549,15 @@ impl LisStore {
     pub async fn dump(&self) -> Result<String, LisError> {
         let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
         let mut out = String::new();
-        for table in ["erls", "wiremap_subnets", "wiremap_waps", "wiremap_switches", "wiremap_ports", "wiremap_macs"] {
+        for table in [
+            "erls",
+            "wiremap_subnets",
+            "wiremap_waps",
+            "wiremap_switches",
+            "wiremap_ports",
+            "wiremap_macs",
+            "lis_generation",
+        ] {
             let cols: Vec<(String, i64)> =
                 sqlx::query_as(&format!("SELECT name, pk FROM pragma_table_info('{table}')"))
                     .fetch_all(&mut *tx)
