@@ -3,14 +3,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::Row;
 
 use super::chain::{chain_hash, ChainChecker, ChainRow, VerifyReport, GENESIS_HASH};
@@ -18,12 +13,6 @@ use super::csv::write_record;
 use super::summary::{event_detail, CallOutcome, CallSummary};
 use super::{timestamp, AuditError, AuditRecord};
 use crate::events::CallEvent;
-
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// How long a statement waits for another connection's write lock before failing with SQLITE_BUSY.
-/// The background writer retries after that, so this only bounds one attempt.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Rows read per query by verify and export: bounded memory on a table of millions of rows.
 const PAGE: i64 = 2_000;
@@ -47,37 +36,10 @@ impl AuditStore {
     /// The directory must exist: a missing directory usually means a wrong path in the config, and
     /// creating it would hide that.
     pub async fn open(path: &Path) -> Result<AuditStore, AuditError> {
-        let open_err = |cause: String| AuditError::Open { path: path.to_path_buf(), cause };
-        // SQLite says only "unable to open database file" for all of these; say which it is.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if path.is_dir() {
-            return Err(open_err("it is a directory".into()));
-        }
-        match std::fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => return Err(open_err(format!("{} is not a directory", dir.display()))),
-            Ok(_) => {}
-            Err(e) => return Err(open_err(format!("directory {}: {e}", dir.display()))),
-        }
-
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            // WAL: readers (history, verify, export) never block the writer, nor it them.
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: every commit is fsynced before it returns. NORMAL in WAL mode may lose the last
-            // commits on power loss, and an acknowledged audit event must not be lost.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            // One writer at a time (SQLite's rule) plus concurrent readers.
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| open_err(e.to_string()))?;
-        MIGRATOR.run(&pool).await.map_err(|source| AuditError::Migrate { path: path.to_path_buf(), source })?;
+        let pool = crate::db::open(path).await.map_err(|e| match e {
+            crate::db::OpenError::Open(cause) => AuditError::Open { path: path.to_path_buf(), cause },
+            crate::db::OpenError::Migrate(source) => AuditError::Migrate { path: path.to_path_buf(), source },
+        })?;
         Ok(AuditStore { pool, path: Arc::new(path.to_path_buf()) })
     }
 

@@ -20,25 +20,13 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::validate::Validation;
 use super::{format_mac, parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKey};
-
-/// Every migration in `migrations/` (the audit tables and these), as the audit store runs them:
-/// whichever store opens the file first brings all of it up to date.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// As the audit store: bounds one wait for another connection's write lock (`sosdesk serve`'s
-/// audit writer shares the file).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Rows read per query when reading a whole wiremap table (keyset paging: bounded memory per
 /// query, no OFFSET rescans).
@@ -243,33 +231,10 @@ impl LisStore {
     ///
     /// As for the audit store, the directory must exist: a missing one usually means a wrong path.
     pub async fn open(path: &Path) -> Result<LisStore, LisError> {
-        let open_err = |cause: String| LisError::Open { path: path.to_path_buf(), cause };
-        // SQLite says only "unable to open database file" for all of these; say which it is.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if path.is_dir() {
-            return Err(open_err("it is a directory".into()));
-        }
-        match std::fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => return Err(open_err(format!("{} is not a directory", dir.display()))),
-            Ok(_) => {}
-            Err(e) => return Err(open_err(format!("directory {}: {e}", dir.display()))),
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // The audit log in this file needs FULL; an import commits once, so it costs one fsync.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| open_err(e.to_string()))?;
-        MIGRATOR.run(&pool).await.map_err(|source| LisError::Migrate { path: path.to_path_buf(), source })?;
+        let pool = crate::db::open(path).await.map_err(|e| match e {
+            crate::db::OpenError::Open(cause) => LisError::Open { path: path.to_path_buf(), cause },
+            crate::db::OpenError::Migrate(source) => LisError::Migrate { path: path.to_path_buf(), source },
+        })?;
         Ok(LisStore { pool, path: Arc::new(path.to_path_buf()) })
     }
 
