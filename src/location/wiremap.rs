@@ -44,27 +44,29 @@
 //! the top 16 bits that narrows the search to one /16 (one cache line for the answer, not two);
 //! IPv6 ranges are a plain binary search over the starts.
 //!
-//! Measured with a prototype of each candidate (release build, 2-core EPYC VM shared with other
-//! builds; 595,629 distinct IPv4 prefixes /16–/30 — 2 % /16, 4 % /20, 8 % /22, 50 % /24, 14 % /26,
-//! 10 % /27, 7 % /28, 5 % /30, random nets — and 99,973 IPv6 prefixes /48–/64 in 16 /32s; 1,000,000
-//! queries, 80 % hosts inside a random prefix and 20 % random addresses; each lookup timed alone
-//! with `Instant`, whose empty pair costs 20 ns, included below; batch mean = 1,000,000 lookups
-//! under one timer):
+//! Measured with a prototype of each candidate, all on the same data: `cargo bench --bench
+//! wiremap_lpm` (benches/wiremap_lpm.rs). 595,629 distinct IPv4 prefixes /16–/30 (2 % /16, 4 %
+//! /20, 8 % /22, 50 % /24, 14 % /26, 10 % /27, 7 % /28, 5 % /30, random nets) and 99,973 IPv6
+//! prefixes /48–/64 in 16 /32s; 1,000,000 addresses, 80 % hosts inside a random prefix and 20 %
+//! random. Each lookup timed on its own with `Instant` (an empty pair costs 20 ns, included
+//! below); batch mean = 1,000,000 lookups under one timer. Release build, 2-core EPYC VM, two
+//! rounds (the range shown); runs while other builds shared the machine ranked them the same:
 //!
 //! | candidate | p50 ns | p99 ns | p99.9 ns | batch mean ns |
 //! | --- | ---: | ---: | ---: | ---: |
-//! | IPv4 hash map per prefix length, longest first | 211–250 | 550–641 | 821–952 | 183–240 |
-//! | IPv4 ranges, binary search | 481–541 | 1,072–1,211 | 2,594–2,784 | 169–181 |
-//! | IPv4 ranges + /16 index, separate start/ERL arrays | 310–311 | 591–631 | 892–2,143 | 47–50 |
-//! | **IPv4 ranges + /16 index, (start, ERL) pairs** | **191** | **491–500** | **722–1,031** | **59–78** |
-//! | IPv6 hash map per prefix length, longest first | 501–590 | 1,282–1,382 | 2,383–2,634 | 497–541 |
-//! | IPv6 ranges, sampled top level then one block | 140–150 | 440–441 | 661–671 | 122–135 |
-//! | **IPv6 ranges, binary search** | **150–151** | **391–441** | **671–761** | **123–132** |
+//! | IPv4 hash map per prefix length, probed longest first | 260–261 | 701–771 | 1,001–1,362 | 325–355 |
+//! | IPv4 ranges, binary search | 831–841 | 1,472–1,492 | 3,015–3,314 | 254–520 |
+//! | IPv4 ranges + /16 index, separate start and ERL arrays | 351–371 | 751 | 1,102–1,192 | 68–113 |
+//! | **IPv4 ranges + /16 index, (start, ERL) pairs** | **200–230** | **510–561** | **701–751** | **55–103** |
+//! | IPv6 hash map per prefix length, probed longest first | 530–551 | 1,302–1,352 | 2,003–3,095 | 375–455 |
+//! | IPv6 ranges, sampled top level, then one 16-start block | 190–191 | 581–601 | 861–871 | 142–154 |
+//! | **IPv6 ranges, binary search** | **170–180** | **601** | **941–1,002** | **132–147** |
 //!
-//! (two rounds each.) Beyond the numbers: a range search costs the same however many distinct
-//! prefix lengths the data has, where the hash-per-length scan grows with them (up to 33 probes
-//! for IPv4, 129 for IPv6, on every miss). Memory: IPv4 ranges 9 MB + 256 KB index, IPv6 3 MB; the
-//! hash maps were about the same. Flattening 700,000 prefixes took about 30 ms.
+//! For IPv6 the sampled top level bought nothing measurable, so the plain search stays. Beyond
+//! the numbers, a range search costs the same however many distinct prefix lengths the data has,
+//! where the hash-per-length scan grows with them (up to 33 probes for IPv4, 129 for IPv6, on
+//! every miss). Memory: IPv4 ranges 9.4 MB + a 256 KB index, IPv6 ranges 4 MB; the hash maps,
+//! estimated from their capacity, about 7 MB and 2 MB. Flattening the 700,000 prefixes took 23 ms.
 //!
 //! # Replacing the map
 //!
@@ -790,9 +792,14 @@ impl V6Ranges {
 /// swaps it in, under a write lock held only for the pointer swap. [`SharedWiremap::lookup`] (and
 /// `Locator::locate`) search the map while holding the read lock instead of taking their own
 /// reference to it; the replacing thread therefore normally holds the last reference to the old
-/// map and frees it (4.6 ms for the benchmark's million entries) — never a call's lookup. A
+/// map and frees it (5–10 ms for the benchmark's million entries) — never a call's lookup. A
 /// caller of [`SharedWiremap::load`] that keeps the old map past a replace frees it when it drops
 /// it, so the call path should use `lookup`.
+///
+/// A std `RwLock` is enough: in `benches/wiremap.rs` (1,000,000 lookups, quiet machine, two runs)
+/// `lookup` under the read lock had p99 1,182–1,352 ns, `load()` then lookup 1,152–1,162 ns, and a
+/// bare [`Wiremap::lookup`] 1,232–1,312 ns: the uncontended lock is lost in the run-to-run noise,
+/// so there is nothing for `arc-swap` to win (it was not tried).
 #[derive(Clone, Default)]
 pub struct SharedWiremap {
     current: Arc<RwLock<Arc<Wiremap>>>,
