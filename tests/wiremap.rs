@@ -225,12 +225,16 @@ mod location {
             answer(&map, &dev("0b23.cd16.aabb", name, "GI1/0/14")),
             some("HQ desk 2-114", MatchKind::SwitchPort)
         );
-        // Another subtype, or none given: not that port, but still that switch.
+        // Another subtype, or none given (the default, LocallyAssigned): not that InterfaceName port,
+        // but still that switch.
         assert_eq!(
             answer(&map, &dev(CHASSIS, Some(PortIdSubtype::InterfaceAlias), "Gi1/0/14")),
             some("HQ IDF 2", MatchKind::Switch)
         );
         assert_eq!(answer(&map, &dev(CHASSIS, None, "Gi1/0/14")), some("HQ IDF 2", MatchKind::Switch));
+        // No subtype given means SfB's default, LocallyAssigned (as an empty PortIDSubType does
+        // on import): a LocallyAssigned port matches.
+        assert_eq!(answer(&map, &dev("LAB-SW-01", None, "bench-4")), some("Lab bench 4", MatchKind::SwitchPort));
         // The port ID on another switch: no match at all.
         assert_eq!(answer(&map, &dev("0B-23-CD-16-AA-BC", name, "Gi1/0/14")), None);
         // Text chassis IDs compare without case and without surrounding blanks.

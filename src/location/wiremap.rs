@@ -271,7 +271,11 @@ impl Wiremap {
             return Some((*erl, MatchKind::Mac));
         }
         if let Some(c) = dev.chassis_id.as_deref().and_then(|c| self.chassis.find(c)) {
-            if let (Some(subtype), Some(port)) = (dev.port_subtype, dev.port_id.as_deref()) {
+            // A port named without a subtype is taken with Skype for Business's default
+            // (`Set-CsLisPort -PortIDSubType`: LocallyAssigned), as the importer does for an
+            // empty PortIDSubType: the same port, whichever way it was described.
+            let subtype = dev.port_subtype.unwrap_or(PortIdSubtype::LocallyAssigned);
+            if let Some(port) = dev.port_id.as_deref() {
                 let port = self.port_names.find(port.trim());
                 if let Some(erl) = port.and_then(|p| self.ports.get(&(c, subtype, p))) {
                     return Some((*erl, MatchKind::SwitchPort));
