@@ -267,3 +267,40 @@ fn a_call_without_pidf_lo_is_located_by_the_wiremap_from_its_sdp_address() {
     let out = sent(&mut e);
     assert_eq!(out[1].0, SECONDARY.parse::<SocketAddr>().unwrap());
 }
+
+#[test]
+fn a_retransmitted_200_to_a_relayed_re_invite_gets_the_ack_again() {
+    let mut e = engine(|c| c);
+    let t0 = Instant::now();
+    let inv = invite(CALLER, "911", 20);
+    e.handle_message(inv.clone(), peer(CALLER), t0);
+    let out_invite = sent(&mut e).remove(1).1;
+    // The provider answers; sosdesk ACKs it and answers the caller.
+    e.handle_message(answer(&out_invite, 200, "psap", PRIMARY), peer(PRIMARY), t0);
+    let ok = sent(&mut e).into_iter().find(|(to, _)| *to == CALLER.parse::<SocketAddr>().unwrap()).unwrap().1;
+    let our_tag = ok.to_tag().unwrap();
+    // The caller sends a re-INVITE with a new offer inside the dialog.
+    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6002 RTP/AVP 0\r\n";
+    let reinvite = parse_datagram(
+        format!(
+            "INVITE sip:sosdesk@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKre20\r\n\
+From: \"Caller\" <sip:1001@{CALLER}>;tag=ct20\r\nTo: <sip:911@127.0.0.1:5060>;tag={our_tag}\r\nCall-ID: call-20\r\n\
+CSeq: 2 INVITE\r\nContact: <sip:1001@{CALLER}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    e.handle_message(reinvite, peer(CALLER), t0);
+    let relayed = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+    assert_eq!(relayed.request_uri(), Some("sip:psap@127.0.0.1:5070"));
+    let ok2 = answer(&relayed, 200, "psap", PRIMARY);
+    e.handle_message(ok2.clone(), peer(PRIMARY), t0);
+    let acks = |out: Vec<(SocketAddr, Message)>| {
+        out.into_iter().filter(|(_, m)| m.is_request() && m.method() == "ACK").count()
+    };
+    assert_eq!(acks(sent(&mut e)), 1, "the relayed re-INVITE's 200 is ACKed");
+    // The ACK was lost: the provider retransmits its 200, sosdesk ACKs again.
+    e.handle_message(ok2, peer(PRIMARY), t0 + Duration::from_millis(500));
+    assert_eq!(acks(sent(&mut e)), 1, "the retransmitted 200 is ACKed again");
+}

@@ -163,6 +163,8 @@ struct Call {
     relays: HashMap<ClientKey, Relay>,
     /// A relayed re-INVITE's 2xx whose ACK must be relayed (the re-INVITE had no offer).
     pending_reinvite_ack: Option<(Side, u32)>,
+    /// ACKs sent for relayed re-INVITEs' 2xx, by client transaction, re-sent on retransmission.
+    relay_acks: HashMap<ClientKey, (Message, Peer)>,
 }
 
 /// A leg sosdesk gave up on (route timeout, cancel before any provisional): a 2xx that still
@@ -667,6 +669,7 @@ impl Engine {
             ringing_sent: HashSet::new(),
             relays: HashMap::new(),
             pending_reinvite_ack: None,
+            relay_acks: HashMap::new(),
         }
     }
 
@@ -1024,10 +1027,14 @@ impl Engine {
                 self.fail_attempt(&call_ref, attempt, reason, now);
             }
             return;
+        } else if retransmission {
+            // A retransmitted 2xx to a relayed re-INVITE: our ACK was lost; send it again
+            // (RFC 3261 §13.2.2.4). The relay itself is already answered and gone.
+            if let Some((ack, peer)) = call.relay_acks.get(&key) {
+                self.tx.send_ack(ack, *peer);
+            }
         } else if let Some(relay) = call.relays.get(&key) {
-            if retransmission {
-                // Re-send the ACK we sent for a relayed re-INVITE's 2xx.
-            } else {
+            {
                 let origin = relay.origin;
                 let server_key = relay.server_key.clone();
                 let mut r = relay.request.response(status, msg.status_reason(), None);
@@ -1044,6 +1051,9 @@ impl Engine {
                         let ack = self.in_dialog_request(&mut call, side, "ACK", Some(cseq));
                         let p = peer_of(&call, side);
                         self.tx.send_ack(&ack, p);
+                        // Kept for the 2xx's retransmissions; one per re-INVITE, forgotten with
+                        // the call.
+                        call.relay_acks.insert(key.clone(), (ack, p));
                     } else {
                         call.pending_reinvite_ack = Some((side, cseq));
                     }
@@ -1341,7 +1351,7 @@ impl Engine {
             self.client_txn.remove(&b.client_key);
         }
         self.server_txn.remove(&call.a_invite_key);
-        for k in call.relays.keys() {
+        for k in call.relays.keys().chain(call.relay_acks.keys()) {
             self.client_txn.remove(k);
         }
     }
