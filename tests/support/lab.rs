@@ -125,15 +125,24 @@ impl Lab {
     /// its socket is bound.
     pub fn uas(&self, name: &str, scenario_file: &str, ip: &str, port: u16, extra: &[&str]) -> Sipp {
         let (msg, log) = self.sipp_files(name);
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf").arg(scenario(scenario_file));
-        cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
-        cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
-        cmd.args(extra);
-        let mut child = spawn(cmd);
         let tcp = extra.windows(2).any(|w| w[0] == "-t" && w[1].starts_with('t'));
-        wait_bound(&mut child, name, ip, port, tcp);
-        Sipp { name: name.into(), child: Some(child), msg, log }
+        // The port belongs to the lab's config, so it cannot change; if another process holds it
+        // for a moment (the machine is shared), wait for it and try again.
+        for attempt in 1.. {
+            wait_free(ip, port, tcp);
+            let mut cmd = Command::new("sipp");
+            cmd.arg("-sf").arg(scenario(scenario_file));
+            cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
+            cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
+            cmd.args(extra);
+            let mut child = spawn(cmd);
+            match wait_bound(&mut child, ip, port, tcp) {
+                Ok(()) => return Sipp { name: name.into(), child: Some(child), msg, log },
+                Err(err) if err.contains("errno = 98") && attempt < 3 => continue,
+                Err(err) => panic!("sipp {name} could not start on {ip}:{port}: {err}"),
+            }
+        }
+        unreachable!()
     }
 
     /// A sipp UAC calling sosdesk from `ip` (which selects the caller's site).
@@ -221,24 +230,41 @@ fn spawn(mut cmd: Command) -> Child {
 
 /// Wait until sipp listens on ip:port (it binds right after it starts). This polls a condition
 /// with a deadline; it is not a sleep standing in for synchronisation. A sipp that exits
-/// instead (bad scenario, port taken) fails the test at once with its own words.
-fn wait_bound(child: &mut Child, name: &str, ip: &str, port: u16, tcp: bool) {
+/// instead (bad scenario, port taken) is reported with its own words.
+fn wait_bound(child: &mut Child, ip: &str, port: u16, tcp: bool) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let bound = if tcp { TcpListener::bind((ip, port)).is_err() } else { UdpSocket::bind((ip, port)).is_err() };
-        if bound {
-            return;
-        }
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
                 use std::io::Read;
                 let _ = e.read_to_string(&mut err);
             }
-            panic!("sipp {name} exited ({status}) before binding {ip}:{port}: {err}");
+            return Err(format!("exited ({status}): {err}"));
         }
-        assert!(Instant::now() < deadline, "sipp {name} did not bind {ip}:{port} within 30 s");
+        if !is_free(ip, port, tcp) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("did not bind within 30 s".into());
+        }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn is_free(ip: &str, port: u16, tcp: bool) -> bool {
+    if tcp {
+        TcpListener::bind((ip, port)).is_ok()
+    } else {
+        UdpSocket::bind((ip, port)).is_ok()
+    }
+}
+
+/// Wait (up to 10 s) until nothing holds ip:port.
+fn wait_free(ip: &str, port: u16, tcp: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_free(ip, port, tcp) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
