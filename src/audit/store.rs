@@ -290,6 +290,17 @@ impl AuditStore {
         })
     }
 
+    /// The next page of event rows after `after` (keyset paging: bounded memory however long
+    /// the log, no OFFSET rescans), inside the caller's read transaction.
+    async fn events_after(&self, tx: &mut SqliteConnection, after: i64) -> Result<Vec<SqliteRow>, AuditError> {
+        sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"))
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.db("read events"))
+    }
+
     /// Recomputes the hash chain over every row (see [`super::chain`]).
     ///
     /// Reads inside one transaction, i.e. one consistent snapshot, while the writer goes on
@@ -300,12 +311,7 @@ impl AuditStore {
         let mut last: Option<(i64, String)> = None;
         let mut after = i64::MIN;
         loop {
-            let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"))
-                .bind(after)
-                .bind(PAGE)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.db("read events"))?;
+            let rows = self.events_after(&mut tx, after).await?;
             for r in &rows {
                 let raw = RawEvent::from_row(r).map_err(self.db("decode event row"))?;
                 checker.check(&ChainRow {
@@ -362,12 +368,7 @@ impl AuditStore {
         let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
         let mut after = i64::MIN;
         loop {
-            let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"))
-                .bind(after)
-                .bind(PAGE)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.db("read events"))?;
+            let rows = self.events_after(&mut tx, after).await?;
             for r in &rows {
                 let rec = self.record_from_row(r)?;
                 let ev = &rec.event;
