@@ -11,6 +11,7 @@
 //! 20 % random. Every lookup is timed on its own with `Instant` (the empty pair's cost is printed
 //! and included); "batch mean" is 1,000,000 lookups under one timer. Two rounds.
 
+use sosdesk::location::wiremap::flatten;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
@@ -61,41 +62,6 @@ impl<T: Copy + Eq + std::hash::Hash + std::ops::BitAnd<Output = T>> PerLength<T>
         }
         NONE
     }
-}
-
-/// Flattens sorted, nesting prefixes `(first, last, erl)` into range starts (as the wiremap does).
-fn flatten<T: Copy + Ord + Default>(prefixes: &[(T, T, u32)], next: impl Fn(T) -> Option<T>) -> Vec<(T, u32)> {
-    fn emit<T: Copy + Ord>(out: &mut Vec<(T, u32)>, at: T, erl: u32) {
-        let last = out.len() - 1;
-        if out[last].0 == at {
-            out[last].1 = erl;
-            if last > 0 && out[last - 1].1 == erl {
-                out.pop();
-            }
-        } else if out[last].1 != erl {
-            out.push((at, erl));
-        }
-    }
-    let mut out = vec![(T::default(), NONE)];
-    let mut open: Vec<(T, u32)> = Vec::new();
-    let close = |out: &mut Vec<(T, u32)>, open: &mut Vec<(T, u32)>| {
-        if let Some((last, _)) = open.pop() {
-            if let Some(after) = next(last) {
-                emit(out, after, open.last().map_or(NONE, |o| o.1));
-            }
-        }
-    };
-    for &(first, last, erl) in prefixes {
-        while open.last().is_some_and(|o| o.0 < first) {
-            close(&mut out, &mut open);
-        }
-        emit(&mut out, first, erl);
-        open.push((last, erl));
-    }
-    while !open.is_empty() {
-        close(&mut out, &mut open);
-    }
-    out
 }
 
 /// Candidate B: the ranges' starts and ERLs in two arrays, one binary search.
@@ -236,9 +202,9 @@ fn main() {
     println!("per-length hash maps built in {:.1?}", started.elapsed());
     let started = Instant::now();
     let spans4: Vec<(u32, u32, u32)> = v4.iter().map(|&(n, l, e)| (n, n | !mask4(l), e)).collect();
-    let flat4 = flatten(&spans4, |a| a.checked_add(1));
+    let flat4 = flatten(0u32, &spans4, |a| a.checked_add(1));
     let spans6: Vec<(u128, u128, u32)> = v6.iter().map(|&(n, l, e)| (n, n | !mask6(l), e)).collect();
-    let flat6 = flatten(&spans6, |a| a.checked_add(1));
+    let flat6 = flatten(0u128, &spans6, |a| a.checked_add(1));
     println!("flattened in {:.1?}: {} IPv4 ranges, {} IPv6 ranges", started.elapsed(), flat4.len(), flat6.len());
     let ranges4 = Ranges::new(&flat4);
     let ranges6 = Ranges::new(&flat6);

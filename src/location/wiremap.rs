@@ -693,7 +693,9 @@ impl<'a> Borrow<dyn Folded + 'a> for FoldedId {
 /// address space from `zero`, each with the ERL of the longest prefix covering it (`NONE` in the
 /// gaps). Prefixes either nest or are disjoint, so a stack of the open ones is enough. Adjacent
 /// ranges with the same ERL are merged.
-fn flatten<T: Copy + Ord>(zero: T, prefixes: &[(T, T, u32)], next: impl Fn(T) -> Option<T>) -> Vec<(T, u32)> {
+/// Public only so `benches/wiremap_lpm.rs` measures this very code among its candidates.
+#[doc(hidden)]
+pub fn flatten<T: Copy + Ord>(zero: T, prefixes: &[(T, T, u32)], next: impl Fn(T) -> Option<T>) -> Vec<(T, u32)> {
     fn emit<T: Copy + Ord>(out: &mut Vec<(T, u32)>, at: T, erl: u32) {
         let last = out.len() - 1;
         if out[last].0 == at {
