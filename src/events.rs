@@ -6,13 +6,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use crate::location::LocationSnapshot;
 
 /// Bumped whenever a field changes meaning or is removed (adding optional fields does not bump it).
 pub const CALL_EVENT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct CallEvent {
     pub version: u32,
     /// sosdesk's own identifier of the call (not the SIP Call-ID of either leg).
@@ -35,7 +36,7 @@ pub struct CallEvent {
     pub kind: CallEventKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct Caller {
     /// Callback number: P-Asserted-Identity, else the From user part.
     pub number: String,
@@ -47,7 +48,7 @@ pub struct Caller {
     pub source: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct RouteInfo {
     pub name: String,
     pub kind: RouteKind,
@@ -59,7 +60,7 @@ pub struct RouteInfo {
     pub presented_number: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "kebab-case")]
 pub enum RouteKind {
     SipTrunk,
@@ -68,7 +69,7 @@ pub enum RouteKind {
     Callback,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CallEventKind {
     /// An emergency INVITE was recognised.

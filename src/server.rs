@@ -41,12 +41,31 @@ pub enum StartError {
     Held(String),
 }
 
+/// Why an event from a desk (an acknowledgement) could not be added to a call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AnnotateError {
+    #[error("no call {0} in the audit log")]
+    UnknownCall(String),
+    #[error("the audit store failed: {0}")]
+    Store(String),
+    #[error("the core has stopped")]
+    Stopped,
+}
+
+type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, AnnotateError>>;
+
 enum NetInput {
     Message(Message, Peer),
     Rejected(crate::sip::parse::Rejection, Peer),
     Opened(SocketAddr, mpsc::UnboundedSender<Bytes>),
     Closed(SocketAddr),
     SendFailed(Peer),
+    /// An event from a desk for a call (see [`Core::annotate`]).
+    Annotate {
+        call_id: String,
+        kind: CallEventKind,
+        reply: AnnotateReply,
+    },
 }
 
 /// A running routing core.
@@ -60,6 +79,7 @@ pub struct Core {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     store: AuditStore,
+    net_tx: mpsc::UnboundedSender<NetInput>,
 }
 
 impl Core {
@@ -143,9 +163,15 @@ impl Core {
 
         let mut engine = Engine::new(cfg, local.clone());
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
-        let task = tokio::spawn(run(engine, udp, net_tx, net_rx, events.clone(), audit.clone(), stop_rx));
+        let ctx = RunContext {
+            events: events.clone(),
+            audit: audit.clone(),
+            store: store.clone(),
+            ended_calls: Default::default(),
+        };
+        let task = tokio::spawn(run(engine, udp, net_tx.clone(), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, store = %cfg.store_path().display(), "sosdesk core started");
-        Ok(Core { local, held, wiremap, events, audit, stop, task, store })
+        Ok(Core { local, held, wiremap, events, audit, stop, task, store, net_tx })
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
@@ -167,6 +193,23 @@ impl Core {
         &self.store
     }
 
+    /// Adds an event from outside the SIP path (a desk's acknowledgement) to a call, live or
+    /// ended, in the call's own sequence. Returns once the event is durable in the audit log; it
+    /// is also sent to every subscriber, like the core's own events.
+    pub async fn annotate(&self, call_id: &str, kind: CallEventKind) -> Result<CallEvent, AnnotateError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.net_tx
+            .send(NetInput::Annotate { call_id: call_id.to_string(), kind, reply })
+            .map_err(|_| AnnotateError::Stopped)?;
+        answer.await.map_err(|_| AnnotateError::Stopped)?
+    }
+
+    /// A security officer acknowledged the alert of `call_id`: audited as `acknowledged` with
+    /// the officer's name.
+    pub async fn acknowledge(&self, call_id: &str, officer: &str) -> Result<CallEvent, AnnotateError> {
+        self.annotate(call_id, CallEventKind::Acknowledged { by: officer.to_string() }).await
+    }
+
     /// Stop serving, then wait until every event recorded so far is durable.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -177,15 +220,24 @@ impl Core {
     }
 }
 
+/// What the engine task hands its events to.
+struct RunContext {
+    events: broadcast::Sender<CallEvent>,
+    audit: AuditWriter,
+    store: AuditStore,
+    /// Serialises events added to calls that have ended (see [`annotate_ended`]).
+    ended_calls: Arc<tokio::sync::Mutex<()>>,
+}
+
 async fn run(
     mut engine: Engine,
     udp: Option<Arc<UdpSocket>>,
     net_tx: mpsc::UnboundedSender<NetInput>,
     mut net_rx: mpsc::UnboundedReceiver<NetInput>,
-    events: broadcast::Sender<CallEvent>,
-    audit: AuditWriter,
+    ctx: RunContext,
     mut stop: watch::Receiver<bool>,
 ) {
+    let RunContext { events, audit, .. } = &ctx;
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut connecting: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
@@ -232,6 +284,25 @@ async fn run(
                         connecting.remove(&peer.addr);
                         engine.handle_send_failure(peer, now);
                     }
+                    NetInput::Annotate { call_id, kind, reply } => match engine.annotate(&call_id, kind.clone()) {
+                        // Live call: queued now, behind the call's earlier events; answered once durable.
+                        Some(ev) => {
+                            let committed = audit.record_tracked(ev.clone());
+                            let _ = events.send(ev.clone());
+                            tokio::spawn(async move {
+                                let r = committed.await.map(|_| ev).map_err(|_| AnnotateError::Stopped);
+                                let _ = reply.send(r);
+                            });
+                        }
+                        None => {
+                            let (audit, store, events, lock) =
+                                (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
+                            tokio::spawn(async move {
+                                let r = annotate_ended(&audit, &store, &events, &lock, &call_id, kind).await;
+                                let _ = reply.send(r);
+                            });
+                        }
+                    },
                 }
             }
             _ = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
@@ -283,6 +354,31 @@ async fn run(
             let _ = events.send(ev);
         }
     }
+}
+
+/// An event for a call the engine no longer holds: numbered after the call's last stored event.
+/// The engine never produces events for an ended call, so once the writer has flushed, the store
+/// is the whole truth; the lock keeps two such events from taking the same number.
+async fn annotate_ended(
+    audit: &AuditWriter,
+    store: &AuditStore,
+    events: &broadcast::Sender<CallEvent>,
+    lock: &tokio::sync::Mutex<()>,
+    call_id: &str,
+    kind: CallEventKind,
+) -> Result<CallEvent, AnnotateError> {
+    let _serial = lock.lock().await;
+    audit.flush().await;
+    let stored = store.call_events(call_id).await.map_err(|e| AnnotateError::Store(e.to_string()))?;
+    let last =
+        stored.iter().max_by_key(|r| r.call_seq).ok_or_else(|| AnnotateError::UnknownCall(call_id.to_string()))?;
+    let mut ev = last.event.clone();
+    ev.seq = last.event.seq + 1;
+    ev.at = chrono::Utc::now();
+    ev.kind = kind;
+    audit.record_durable(ev.clone()).await.map_err(|e| AnnotateError::Store(e.to_string()))?;
+    let _ = events.send(ev.clone());
+    Ok(ev)
 }
 
 /// Load the wiremap from the store and swap it in when its generation moved. A store that cannot

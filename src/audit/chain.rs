@@ -44,16 +44,19 @@ pub fn chain_hash(prev_hash: &str, seq: i64, payload: &str) -> String {
 }
 
 /// Result of [`AuditStore::verify`](super::AuditStore::verify).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct VerifyReport {
     /// Rows read and checked (all rows of the table, also after a problem was found).
+    #[ts(type = "number")]
     pub rows_checked: u64,
     /// Rows with at least one problem.
+    #[ts(type = "number")]
     pub bad_rows: u64,
     /// The first problem in chain order; `None` when the chain is intact.
     pub first_problem: Option<VerifyProblem>,
     /// The newest row as found: keep `last_hash` somewhere else (a ticket, a printout) and a later
     /// verify can prove the chain still runs through it.
+    #[ts(type = "number | null")]
     pub last_seq: Option<i64>,
     pub last_hash: Option<String>,
 }
@@ -64,14 +67,15 @@ impl VerifyReport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct VerifyProblem {
     /// The first bad seq: the row that fails, or for a gap the first seq that is missing.
+    #[ts(type = "number")]
     pub seq: i64,
     pub reason: VerifyReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum VerifyReason {
     /// The stored hash is not the hash of the row's prev_hash, seq and payload: the payload or the
@@ -81,14 +85,23 @@ pub enum VerifyReason {
     /// or moved.
     PrevHashMismatch { stored: String, expected: String },
     /// seq `expected` should come next, the table has `found` (rows deleted, or numbering edited).
-    SeqGap { expected: i64, found: i64 },
+    SeqGap {
+        #[ts(type = "number")]
+        expected: i64,
+        #[ts(type = "number")]
+        found: i64,
+    },
     /// An indexed column disagrees with the payload it was copied from.
     ColumnMismatch { column: String, stored: String, payload: String },
     /// The payload is not the JSON of a CallEvent.
     BadPayload { error: String },
     /// The chain head (seq and hash of the newest row, kept apart) does not match the newest row:
     /// rows were cut off the end, or added around the store.
-    HeadMismatch { head_seq: Option<i64>, head_hash: Option<String> },
+    HeadMismatch {
+        #[ts(type = "number | null")]
+        head_seq: Option<i64>,
+        head_hash: Option<String>,
+    },
 }
 
 impl std::fmt::Display for VerifyProblem {

@@ -24,19 +24,21 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 pub use chain::{chain_hash, VerifyProblem, VerifyReason, VerifyReport, GENESIS_HASH};
-pub use store::AuditStore;
+pub use store::{AuditStore, HistoryQuery};
 pub use summary::{event_detail, CallOutcome, CallSummary};
 pub use writer::{spawn_writer, AuditWriter, WriterHealth};
 
 use crate::events::CallEvent;
 
 /// One row of the audit log, with its event decoded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct AuditRecord {
     /// Global position in the chain.
+    #[ts(type = "number")]
     pub seq: i64,
     pub call_id: String,
     /// `CallEvent::seq`.
+    #[ts(type = "number")]
     pub call_seq: i64,
     pub at: DateTime<Utc>,
     /// `CallEventKind::name()`.

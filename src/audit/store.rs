@@ -263,6 +263,20 @@ impl AuditStore {
         rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
     }
 
+    /// Calls matching `q`, newest (by first event time) first, at most `q.limit`.
+    pub async fn search(&self, q: &HistoryQuery) -> Result<Vec<CallSummary>, AuditError> {
+        let (cond, binds) = q.condition();
+        let sql =
+            format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE {cond} ORDER BY first_at DESC, first_seq DESC LIMIT ?");
+        let mut query = sqlx::query(&sql);
+        for b in &binds {
+            query = query.bind(b);
+        }
+        let rows =
+            query.bind(i64::from(q.limit.max(1))).fetch_all(&self.pool).await.map_err(self.db("search history"))?;
+        rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
+    }
+
     /// Every stored event of one call, in the order they were stored.
     pub async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, AuditError> {
         let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE call_id = ? ORDER BY seq"))
@@ -345,6 +359,23 @@ impl AuditStore {
     /// route, detail, prev_hash, hash. Quoting per RFC 4180; fields that a spreadsheet would run as
     /// a formula are prefixed with `'` (see `csv::field`).
     pub async fn export_csv(&self, out: &mut impl std::io::Write) -> Result<(), AuditError> {
+        self.export_csv_matching(out, None).await
+    }
+
+    /// [`export_csv`](Self::export_csv) limited to the events of the calls `q` finds (its
+    /// `limit` is ignored: every matching call is exported).
+    pub async fn export_csv_matching(
+        &self,
+        out: &mut impl std::io::Write,
+        q: Option<&HistoryQuery>,
+    ) -> Result<(), AuditError> {
+        let (cond, binds) = match q {
+            Some(q) => {
+                let (cond, binds) = q.condition();
+                (format!(" AND call_id IN (SELECT call_id FROM calls WHERE {cond})"), binds)
+            }
+            None => (String::new(), Vec::new()),
+        };
         let io = |source| AuditError::Export { source };
         write_record(
             out,
@@ -368,7 +399,12 @@ impl AuditStore {
         let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
         let mut after = i64::MIN;
         loop {
-            let rows = self.events_after(&mut tx, after).await?;
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{cond} ORDER BY seq LIMIT ?");
+            let mut query = sqlx::query(&sql).bind(after);
+            for b in &binds {
+                query = query.bind(b);
+            }
+            let rows = query.bind(PAGE).fetch_all(&mut *tx).await.map_err(self.db("read events"))?;
             for r in &rows {
                 let rec = self.record_from_row(r)?;
                 let ev = &rec.event;
@@ -399,6 +435,55 @@ impl AuditStore {
         }
         tx.rollback().await.map_err(self.db("end read"))?;
         out.flush().map_err(io)
+    }
+}
+
+/// A search of the call history (the desk app's history view).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Matched, case-insensitively, anywhere in the caller's number or name, the dialled number,
+    /// the location text, the site or the call id.
+    pub text: Option<String>,
+    /// Calls whose first event is at or after `from` and before `until`.
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub outcome: Option<CallOutcome>,
+    /// Leave test calls (933) out.
+    pub exclude_tests: bool,
+    pub limit: u32,
+}
+
+impl HistoryQuery {
+    /// The WHERE condition over `calls` and its parameters, in order.
+    fn condition(&self) -> (String, Vec<String>) {
+        let mut cond = vec!["1 = 1".to_string()];
+        let mut binds = Vec::new();
+        if let Some(text) = self.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            // LIKE with `\` as escape, so a `%` or `_` typed by the officer matches itself.
+            let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            let cols = ["caller_number", "caller_name", "dialed", "location", "site", "call_id"];
+            cond.push(format!(
+                "({})",
+                cols.iter().map(|c| format!("{c} LIKE ? ESCAPE '\\'")).collect::<Vec<_>>().join(" OR ")
+            ));
+            binds.extend(std::iter::repeat_n(pattern, cols.len()));
+        }
+        if let Some(from) = &self.from {
+            cond.push("first_at >= ?".into());
+            binds.push(timestamp(from));
+        }
+        if let Some(until) = &self.until {
+            cond.push("first_at < ?".into());
+            binds.push(timestamp(until));
+        }
+        if let Some(o) = self.outcome {
+            cond.push("outcome = ?".into());
+            binds.push(o.as_str().to_string());
+        }
+        if self.exclude_tests {
+            cond.push("test_call = 0".into());
+        }
+        (cond.join(" AND "), binds)
     }
 }
 

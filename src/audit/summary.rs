@@ -7,7 +7,7 @@ use crate::events::{CallEvent, CallEventKind};
 
 /// Where a call stands, from its lifecycle events. Side events (notified, desk joined/left,
 /// acknowledged) leave it unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallOutcome {
     /// Recognised, no route tried yet (or the core stopped before it could).
@@ -90,12 +90,15 @@ impl CallOutcome {
 }
 
 /// One row of call history: everything a security officer needs to see at a glance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct CallSummary {
     pub call_id: String,
     /// Global seq of the call's first and latest audit event.
+    #[ts(type = "number")]
     pub first_seq: i64,
+    #[ts(type = "number")]
     pub last_seq: i64,
+    #[ts(type = "number")]
     pub event_count: i64,
     pub first_at: DateTime<Utc>,
     pub last_at: DateTime<Utc>,

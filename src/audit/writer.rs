@@ -90,6 +90,16 @@ impl AuditWriter {
         committed.await.map_err(|_| AuditError::WriterClosed)
     }
 
+    /// Queues `ev` now (keeping its place in the order of events) and returns a receiver that
+    /// gets its global seq once it is committed. The receiver errors when the writer stopped.
+    pub fn record_tracked(&self, ev: CallEvent) -> oneshot::Receiver<i64> {
+        let (done, committed) = oneshot::channel();
+        if let Err(mpsc::error::SendError(msg)) = self.tx.send(Msg::Event { ev, done: Some(done) }) {
+            log_unstored(msg);
+        }
+        committed
+    }
+
     /// Returns once every event recorded (through any clone) before this call is committed.
     /// Returns at once when the writer has stopped.
     pub async fn flush(&self) {

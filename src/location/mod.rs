@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Field names are the RFC 5139 element names in lower case, so the config and the CSV import
 /// read the way a PIDF-LO does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(deny_unknown_fields)]
+#[ts(optional_fields)]
 pub struct CivicAddress {
     /// ISO 3166 alpha-2 country code (`US`, `GB`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,7 +155,7 @@ impl CivicAddress {
 }
 
 /// An Emergency Response Location: where an emergency service is sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(deny_unknown_fields)]
 pub struct Erl {
     /// Location label shown to people ("HQ, 2nd floor, east").
@@ -175,7 +176,7 @@ pub struct Erl {
 }
 
 /// How the location attached to a call was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(rename_all = "kebab-case")]
 pub enum LocationSource {
     /// The caller's own PIDF-LO, sent by value in the INVITE.
@@ -206,7 +207,7 @@ impl LocationSource {
 }
 
 /// The location of one call, as carried in every `CallEvent` and written to the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct LocationSnapshot {
     pub source: LocationSource,
     /// The ERL (civic address, floor, room, ELINs); `None` when the call has no civic location.
@@ -251,7 +252,7 @@ impl LocationSnapshot {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct GeoPoint {
     pub latitude: f64,
     pub longitude: f64,

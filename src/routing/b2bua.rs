@@ -345,6 +345,17 @@ impl Engine {
         self.calls.len()
     }
 
+    /// An event that comes from outside the SIP path (a desk acknowledging the alert), for a call
+    /// that is still live: numbered in the call's sequence and carrying its current picture.
+    /// Returned rather than queued, so the caller can wait until it is durable. `None` when the
+    /// engine no longer holds the call (it ended): the caller builds the event from the audit log.
+    pub fn annotate(&mut self, call_ref: &str, kind: CallEventKind) -> Option<CallEvent> {
+        let call = self.calls.get_mut(call_ref)?;
+        let mut tmp = VecDeque::with_capacity(1);
+        Self::emit_into(&mut tmp, call, kind);
+        tmp.pop_front()
+    }
+
     /// A message the parser refused: answer it statelessly when it can be answered.
     pub fn handle_rejection(&mut self, rej: Rejection, peer: Peer) {
         self.stats.malformed += 1;

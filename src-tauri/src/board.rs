@@ -1,0 +1,406 @@
+//! The alert board: the calls on the officer's screen, folded from the core's `CallEvent`s.
+//!
+//! Pure state (no Tauri, no I/O), so every rule — several calls at once, none overwritten, test
+//! calls never alarm, an acknowledgement from any desk silences — is unit-tested here.
+
+use std::collections::{HashMap, HashSet};
+
+use sosdesk::audit::event_detail;
+use sosdesk::config::Config;
+use sosdesk::events::{CallEvent, CallEventKind};
+use sosdesk::location::{LocationSnapshot, LocationSource};
+
+use crate::model::{ActiveCall, CallState, LocationTrust, RouteHealth, RouteStatus, TimelineEntry};
+
+/// Finished, acknowledged calls kept on the board before the oldest are taken off by themselves.
+const KEEP_FINISHED: usize = 50;
+
+#[derive(Debug, Default)]
+pub struct Board {
+    /// In arrival order.
+    calls: Vec<ActiveCall>,
+    dismissed: HashSet<String>,
+}
+
+/// What one event did to the board.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new call appeared (`true` for an emergency, `false` for a test call).
+    Added(ActiveCall),
+    Updated(ActiveCall),
+    /// Calls taken off the board to keep it bounded.
+    Removed(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DismissError {
+    #[error("no call {0} on the board")]
+    Unknown(String),
+    #[error("an emergency call can only be dismissed once it is acknowledged and over")]
+    StillNeeded,
+}
+
+impl Board {
+    /// Folds one event in. Events of calls that are not emergency calls (rejected requests) and
+    /// of dismissed calls change nothing.
+    pub fn apply(&mut self, ev: &CallEvent) -> Vec<Change> {
+        if ev.normalized.is_empty()
+            || matches!(ev.kind, CallEventKind::Rejected { .. } | CallEventKind::Callback { .. })
+            || self.dismissed.contains(&ev.call_id)
+        {
+            return Vec::new();
+        }
+        let mut changes = Vec::new();
+        match self.calls.iter_mut().find(|c| c.call_id == ev.call_id) {
+            Some(call) => {
+                // Late or repeated events (a desk reconnecting, the broadcast and a catch-up read
+                // overlapping) must not move a call backwards.
+                if ev.seq <= call.last_seq && !call.timeline.is_empty() {
+                    return Vec::new();
+                }
+                fold(call, ev);
+                changes.push(Change::Updated(call.clone()));
+            }
+            None => {
+                let mut call = new_call(ev);
+                fold(&mut call, ev);
+                changes.push(Change::Added(call.clone()));
+                self.calls.push(call);
+                let removed = self.trim();
+                if !removed.is_empty() {
+                    changes.push(Change::Removed(removed));
+                }
+            }
+        }
+        changes
+    }
+
+    /// Takes a finished call off the board at the officer's request.
+    pub fn dismiss(&mut self, call_id: &str) -> Result<(), DismissError> {
+        let i = self
+            .calls
+            .iter()
+            .position(|c| c.call_id == call_id)
+            .ok_or_else(|| DismissError::Unknown(call_id.to_string()))?;
+        let c = &self.calls[i];
+        let over = matches!(c.state, CallState::Ended | CallState::Failed);
+        if !over || (!c.test_call && c.acknowledged_by.is_none()) {
+            return Err(DismissError::StillNeeded);
+        }
+        self.calls.remove(i);
+        self.dismissed.insert(call_id.to_string());
+        Ok(())
+    }
+
+    pub fn calls(&self) -> &[ActiveCall] {
+        &self.calls
+    }
+
+    pub fn get(&self, call_id: &str) -> Option<&ActiveCall> {
+        self.calls.iter().find(|c| c.call_id == call_id)
+    }
+
+    /// Emergency calls not yet acknowledged: while there is one, the alarm sounds and the window
+    /// stays on top.
+    pub fn unacknowledged(&self) -> u32 {
+        self.calls.iter().filter(|c| c.alarming).count() as u32
+    }
+
+    /// The oldest unacknowledged emergency (what the keyboard shortcut acknowledges).
+    pub fn oldest_unacknowledged(&self) -> Option<&ActiveCall> {
+        self.calls.iter().find(|c| c.alarming)
+    }
+
+    fn trim(&mut self) -> Vec<String> {
+        let finished = |c: &ActiveCall| {
+            matches!(c.state, CallState::Ended | CallState::Failed) && (c.test_call || c.acknowledged_by.is_some())
+        };
+        let mut excess = self.calls.iter().filter(|c| finished(c)).count().saturating_sub(KEEP_FINISHED);
+        let mut removed = Vec::new();
+        self.calls.retain(|c| {
+            if excess > 0 && finished(c) {
+                excess -= 1;
+                removed.push(c.call_id.clone());
+                false
+            } else {
+                true
+            }
+        });
+        self.dismissed.extend(removed.iter().cloned());
+        removed
+    }
+}
+
+fn new_call(ev: &CallEvent) -> ActiveCall {
+    let (trust, note) = location_trust(&ev.location);
+    ActiveCall {
+        call_id: ev.call_id.clone(),
+        test_call: ev.test_call,
+        detected_at: ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        caller: ev.caller.clone(),
+        dialed: ev.dialed.clone(),
+        normalized: ev.normalized.clone(),
+        policy: ev.policy.clone(),
+        site: ev.site.clone(),
+        location: ev.location.clone(),
+        location_trust: trust,
+        location_note: note,
+        route: None,
+        state: CallState::Routing,
+        state_detail: String::new(),
+        failovers: Vec::new(),
+        acknowledged_by: None,
+        acknowledged_at: None,
+        alarming: !ev.test_call,
+        last_seq: 0,
+        timeline: Vec::new(),
+    }
+}
+
+fn fold(call: &mut ActiveCall, ev: &CallEvent) {
+    // Every event carries the whole picture; the latest is the best knowledge.
+    call.caller = ev.caller.clone();
+    call.location = ev.location.clone();
+    (call.location_trust, call.location_note) = location_trust(&ev.location);
+    call.site = ev.site.clone();
+    if ev.route.is_some() {
+        call.route = ev.route.clone();
+    }
+    call.last_seq = call.last_seq.max(ev.seq);
+    let detail = event_detail(&ev.kind);
+    let finished = matches!(call.state, CallState::Ended | CallState::Failed);
+    match &ev.kind {
+        CallEventKind::Detected | CallEventKind::Routed if !finished => call.state = CallState::Routing,
+        CallEventKind::RouteFailed { reason } => {
+            let name = ev.route.as_ref().map(|r| r.name.as_str()).unwrap_or("route");
+            call.failovers.push(format!("{name}: {reason}"));
+        }
+        CallEventKind::Ringing { .. } if call.state == CallState::Routing => call.state = CallState::Ringing,
+        CallEventKind::Answered if !finished => call.state = CallState::Answered,
+        CallEventKind::Failed { .. } if !finished => {
+            call.state = CallState::Failed;
+            call.state_detail = detail.clone();
+        }
+        CallEventKind::Ended { .. } if !finished => {
+            call.state = CallState::Ended;
+            call.state_detail = detail.clone();
+        }
+        CallEventKind::Acknowledged { by } if call.acknowledged_by.is_none() => {
+            call.acknowledged_by = Some(by.clone());
+            call.acknowledged_at = Some(ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        }
+        _ => {}
+    }
+    call.alarming = !call.test_call && call.acknowledged_by.is_none();
+    call.timeline.push(TimelineEntry {
+        seq: ev.seq,
+        at: ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        kind: ev.kind.name().to_string(),
+        detail,
+    });
+}
+
+/// How sure the location is, in the officer's words. A location the caller's own device sent, or
+/// an address nobody validated, is to be confirmed with the caller (Kari's Law / RAY BAUM'S Act
+/// practice: a dispatchable location must be verified when it is not from the organisation's
+/// validated records).
+pub fn location_trust(loc: &LocationSnapshot) -> (LocationTrust, String) {
+    if !loc.is_known() {
+        return (LocationTrust::Unknown, "No location for this caller: ask where they are.".into());
+    }
+    let validated = loc.erl.as_ref().is_some_and(|e| e.validated);
+    let method = loc.method.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
+    let how = match loc.source {
+        LocationSource::ClientPidfLo => {
+            return (LocationTrust::Verify, format!("Sent by the caller's own device{method}: verify with the caller."))
+        }
+        LocationSource::Wiremap => "Found from the network the phone is on (wiremap)",
+        LocationSource::HeldCached => "The location the phone last obtained from the LIS (HELD)",
+        LocationSource::SiteDefault => {
+            return (
+                LocationTrust::Verify,
+                "The site's default location, not the caller's own position: verify with the caller.".into(),
+            )
+        }
+        LocationSource::Manual => "Entered by hand",
+        LocationSource::None => "No location",
+    };
+    if validated {
+        (LocationTrust::Validated, format!("{how}; address validated."))
+    } else {
+        (LocationTrust::Verify, format!("{how}; address not validated: verify with the caller."))
+    }
+}
+
+/// The routes of the config and how the last call on each went.
+#[derive(Debug, Default)]
+pub struct RouteBook {
+    routes: Vec<RouteStatus>,
+    index: HashMap<String, usize>,
+}
+
+impl RouteBook {
+    pub fn from_config(cfg: &Config) -> RouteBook {
+        let mut book = RouteBook::default();
+        for r in &cfg.routes {
+            let transport = format!("{:?}", r.transport).to_lowercase();
+            book.index.insert(r.name.clone(), book.routes.len());
+            book.routes.push(RouteStatus {
+                name: r.name.clone(),
+                target: format!("{transport}:{}", r.address),
+                health: RouteHealth::Unknown,
+                detail: "no call yet".into(),
+                since: None,
+            });
+        }
+        book
+    }
+
+    /// Returns whether anything changed.
+    pub fn apply(&mut self, ev: &CallEvent) -> bool {
+        let Some(route) = &ev.route else { return false };
+        let Some(&i) = self.index.get(&route.name) else { return false };
+        let (health, detail) = match &ev.kind {
+            CallEventKind::Ringing { status } => (RouteHealth::Reachable, format!("answered with {status}")),
+            CallEventKind::Answered => (RouteHealth::Reachable, "call answered".to_string()),
+            CallEventKind::RouteFailed { reason } => (RouteHealth::Failing, reason.clone()),
+            _ => return false,
+        };
+        let r = &mut self.routes[i];
+        r.health = health;
+        r.detail = detail;
+        r.since = Some(ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        true
+    }
+
+    pub fn routes(&self) -> &[RouteStatus] {
+        &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use sosdesk::events::{Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
+    use sosdesk::location::{CivicAddress, Erl};
+
+    fn ev(call: &str, seq: u32, test: bool, kind: CallEventKind) -> CallEvent {
+        CallEvent {
+            version: CALL_EVENT_VERSION,
+            call_id: call.into(),
+            seq,
+            at: Utc::now(),
+            caller: Caller {
+                number: "+14255550100".into(),
+                display_name: Some("<img src=x onerror=alert(1)>".into()),
+                uri: "sip:alice@example.com".into(),
+                source: "udp:127.0.0.1:5999".into(),
+            },
+            dialed: if test { "933".into() } else { "9911".into() },
+            normalized: if test { "933".into() } else { "911".into() },
+            test_call: test,
+            policy: "us-hq".into(),
+            site: Some("hq".into()),
+            location: LocationSnapshot {
+                source: LocationSource::Wiremap,
+                erl: Some(Erl {
+                    label: "HQ".into(),
+                    civic: CivicAddress { rd: Some("Main St".into()), flr: Some("2".into()), ..Default::default() },
+                    validated: true,
+                    ..Default::default()
+                }),
+                geo: None,
+                method: None,
+                warnings: vec![],
+            },
+            route: Some(RouteInfo {
+                name: "provider-primary".into(),
+                kind: RouteKind::SipTrunk,
+                target: "udp:127.0.0.1:5070".into(),
+                attempt: 0,
+                presented_number: "+14255550100".into(),
+            }),
+            kind,
+        }
+    }
+
+    #[test]
+    fn simultaneous_calls_are_all_kept_and_alarm_until_each_is_acknowledged() {
+        let mut b = Board::default();
+        assert!(matches!(b.apply(&ev("c1", 1, false, CallEventKind::Detected))[0], Change::Added(_)));
+        assert!(matches!(b.apply(&ev("c2", 1, false, CallEventKind::Detected))[0], Change::Added(_)));
+        b.apply(&ev("c1", 2, false, CallEventKind::Routed));
+        assert_eq!(b.calls().len(), 2);
+        assert_eq!(b.unacknowledged(), 2);
+        b.apply(&ev("c1", 3, false, CallEventKind::Acknowledged { by: "Officer Jones".into() }));
+        assert_eq!(b.unacknowledged(), 1);
+        assert_eq!(b.oldest_unacknowledged().unwrap().call_id, "c2");
+        let c1 = b.get("c1").unwrap();
+        assert_eq!(c1.acknowledged_by.as_deref(), Some("Officer Jones"));
+        assert_eq!(c1.caller.display_name.as_deref(), Some("<img src=x onerror=alert(1)>"));
+        assert_eq!(c1.timeline.len(), 3);
+    }
+
+    #[test]
+    fn a_test_call_never_alarms() {
+        let mut b = Board::default();
+        b.apply(&ev("t", 1, true, CallEventKind::Detected));
+        assert_eq!(b.unacknowledged(), 0);
+        assert!(!b.get("t").unwrap().alarming);
+    }
+
+    #[test]
+    fn state_follows_the_call_and_never_goes_back() {
+        let mut b = Board::default();
+        b.apply(&ev("c", 1, false, CallEventKind::Detected));
+        b.apply(&ev("c", 2, false, CallEventKind::RouteFailed { reason: "503 Service Unavailable".into() }));
+        b.apply(&ev("c", 3, false, CallEventKind::Ringing { status: 180 }));
+        assert_eq!(b.get("c").unwrap().state, CallState::Ringing);
+        b.apply(&ev("c", 4, false, CallEventKind::Answered));
+        b.apply(&ev("c", 5, false, CallEventKind::Ended { by: "caller".into(), reason: "BYE".into() }));
+        // A stale repeat of an earlier event changes nothing.
+        assert!(b.apply(&ev("c", 3, false, CallEventKind::Ringing { status: 180 })).is_empty());
+        let c = b.get("c").unwrap();
+        assert_eq!(c.state, CallState::Ended);
+        assert_eq!(c.failovers, vec!["provider-primary: 503 Service Unavailable".to_string()]);
+    }
+
+    #[test]
+    fn only_finished_acknowledged_emergencies_can_be_dismissed() {
+        let mut b = Board::default();
+        b.apply(&ev("c", 1, false, CallEventKind::Detected));
+        assert_eq!(b.dismiss("c"), Err(DismissError::StillNeeded));
+        b.apply(&ev("c", 2, false, CallEventKind::Ended { by: "caller".into(), reason: "BYE".into() }));
+        assert_eq!(b.dismiss("c"), Err(DismissError::StillNeeded));
+        b.apply(&ev("c", 3, false, CallEventKind::Acknowledged { by: "o".into() }));
+        assert_eq!(b.dismiss("c"), Ok(()));
+        assert!(b.calls().is_empty());
+        // A late event of a dismissed call does not bring it back.
+        assert!(b.apply(&ev("c", 4, false, CallEventKind::Acknowledged { by: "p".into() })).is_empty());
+        assert_eq!(b.dismiss("nope"), Err(DismissError::Unknown("nope".into())));
+    }
+
+    #[test]
+    fn rejected_requests_are_not_alerts() {
+        let mut b = Board::default();
+        let mut e = ev("r", 1, false, CallEventKind::Rejected { status: 404, reason: "not an emergency".into() });
+        e.normalized.clear();
+        assert!(b.apply(&e).is_empty());
+        assert!(b.calls().is_empty());
+    }
+
+    #[test]
+    fn location_trust_flags_what_must_be_verified() {
+        let mut loc = ev("c", 1, false, CallEventKind::Detected).location;
+        assert_eq!(location_trust(&loc).0, LocationTrust::Validated);
+        loc.erl.as_mut().unwrap().validated = false;
+        assert_eq!(location_trust(&loc).0, LocationTrust::Verify);
+        loc.source = LocationSource::ClientPidfLo;
+        loc.erl.as_mut().unwrap().validated = true;
+        let (t, note) = location_trust(&loc);
+        assert_eq!(t, LocationTrust::Verify);
+        assert!(note.contains("verify with the caller"), "{note}");
+        assert_eq!(location_trust(&LocationSnapshot::none()).0, LocationTrust::Unknown);
+    }
+}

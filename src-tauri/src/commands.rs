@@ -1,0 +1,87 @@
+//! The Tauri commands: the UI's only way into the desk. Thin on purpose — each one translates
+//! arguments and errors and calls [`Desk`]. Errors reach the UI as plain strings.
+
+use std::sync::Arc;
+
+use sosdesk::audit::CallSummary;
+use tauri::State;
+
+use crate::desk::Desk;
+use crate::model::{ActiveCall, CallDetail, DeskStatus, HistoryFilter, Settings};
+
+type DeskState<'a> = State<'a, Arc<Desk>>;
+
+#[tauri::command]
+pub fn get_status(desk: DeskState<'_>) -> DeskStatus {
+    desk.status()
+}
+
+#[tauri::command]
+pub fn get_active_calls(desk: DeskState<'_>) -> Vec<ActiveCall> {
+    desk.active_calls()
+}
+
+#[tauri::command]
+pub async fn acknowledge(desk: DeskState<'_>, call_id: String) -> Result<ActiveCall, String> {
+    desk.acknowledge(&call_id).await
+}
+
+#[tauri::command]
+pub fn dismiss(desk: DeskState<'_>, call_id: String) -> Result<(), String> {
+    desk.dismiss(&call_id)
+}
+
+#[tauri::command]
+pub async fn search_history(desk: DeskState<'_>, filter: HistoryFilter) -> Result<Vec<CallSummary>, String> {
+    desk.search_history(&filter).await
+}
+
+#[tauri::command]
+pub async fn call_detail(desk: DeskState<'_>, call_id: String) -> Result<CallDetail, String> {
+    desk.call_detail(&call_id).await
+}
+
+#[tauri::command]
+pub async fn export_history_csv(desk: DeskState<'_>, filter: HistoryFilter) -> Result<String, String> {
+    desk.export_history_csv(&filter).await
+}
+
+#[tauri::command]
+pub fn get_settings(desk: DeskState<'_>) -> Settings {
+    desk.settings()
+}
+
+#[tauri::command]
+pub async fn save_settings(desk: DeskState<'_>, settings: Settings) -> Result<Settings, String> {
+    desk.save_settings(settings).await
+}
+
+#[tauri::command]
+pub async fn place_test_call(desk: DeskState<'_>) -> Result<String, String> {
+    desk.place_test_call(crate::testcall::default_hold()).await
+}
+
+#[tauri::command]
+pub fn alert_shown(desk: DeskState<'_>, call_id: String, seq: u32) {
+    desk.alert_shown(&call_id, seq);
+}
+
+/// Every command, for `tauri::Builder::invoke_handler` (the app and the mock-runtime tests).
+#[macro_export]
+macro_rules! desk_commands {
+    () => {
+        tauri::generate_handler![
+            $crate::commands::get_status,
+            $crate::commands::get_active_calls,
+            $crate::commands::acknowledge,
+            $crate::commands::dismiss,
+            $crate::commands::search_history,
+            $crate::commands::call_detail,
+            $crate::commands::export_history_csv,
+            $crate::commands::get_settings,
+            $crate::commands::save_settings,
+            $crate::commands::place_test_call,
+            $crate::commands::alert_shown
+        ]
+    };
+}

@@ -1,0 +1,642 @@
+//! The desk: the embedded routing core, the alert board, the alarm and the notifications, and
+//! what the UI is told. Independent of Tauri (the window, tray and webview are behind [`Ui`]), so
+//! the command-layer tests drive it with Tauri's mock runtime and a real core.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Local, NaiveDate, TimeZone, Utc};
+use sosdesk::audit::{AuditRecord, CallOutcome, HistoryQuery};
+use sosdesk::config::Config;
+use sosdesk::events::CallEvent;
+use sosdesk::server::Core;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::alarm::{Alarm, AlarmReport};
+use crate::board::{Board, Change, RouteBook};
+use crate::model::*;
+use crate::settings::{officer_name, SettingsFile};
+
+/// What the desk asks of the window system and the webview. The Tauri app implements it on the
+/// real window and tray; tests record the calls.
+pub trait Ui: Send + Sync + 'static {
+    /// A card appeared or changed (`desk:alert`).
+    fn alert(&self, call: &ActiveCall);
+    /// A card was taken off the board (`desk:alert-removed`).
+    fn alert_removed(&self, call_id: &str);
+    /// The status bar changed (`desk:status`).
+    fn status(&self, status: &DeskStatus);
+    /// Bring the window to the front; `on_top` keeps it above every other window (an
+    /// unacknowledged emergency), `false` releases that.
+    fn raise(&self, on_top: bool);
+    fn release_on_top(&self);
+    /// The tray icon: idle or an active emergency.
+    fn tray(&self, active: bool, tooltip: &str);
+}
+
+impl<T: Ui> Ui for Arc<T> {
+    fn alert(&self, call: &ActiveCall) {
+        (**self).alert(call)
+    }
+    fn alert_removed(&self, call_id: &str) {
+        (**self).alert_removed(call_id)
+    }
+    fn status(&self, status: &DeskStatus) {
+        (**self).status(status)
+    }
+    fn raise(&self, on_top: bool) {
+        (**self).raise(on_top)
+    }
+    fn release_on_top(&self) {
+        (**self).release_on_top()
+    }
+    fn tray(&self, active: bool, tooltip: &str) {
+        (**self).tray(active, tooltip)
+    }
+}
+
+/// Desktop notifications, behind a trait so tests can run without a D-Bus daemon.
+pub type Notifier = Arc<dyn Fn(&ActiveCall) -> Result<(), String> + Send + Sync>;
+
+struct Inner {
+    settings: Settings,
+    board: Board,
+    routes: RouteBook,
+    status: DeskStatus,
+    /// Whether the alarm thread was told to sound.
+    alarm_on: bool,
+    /// When each (call, seq) reached the desk, until the UI says it painted it.
+    pending_paint: HashMap<(String, u32), Instant>,
+}
+
+pub struct Desk {
+    ui: Box<dyn Ui>,
+    settings_file: SettingsFile,
+    export_dir: PathBuf,
+    inner: Mutex<Inner>,
+    core: tokio::sync::Mutex<Option<Arc<Core>>>,
+    alarm: Mutex<Option<Alarm>>,
+    notifier: Notifier,
+    /// Where `alert_shown` appends its measurements (SOSDESK_DESK_METRICS), for BENCHMARKS.md.
+    metrics: Option<PathBuf>,
+}
+
+impl Desk {
+    pub fn new(ui: Box<dyn Ui>, settings_file: SettingsFile, export_dir: PathBuf, notifier: Notifier) -> Arc<Desk> {
+        let settings = settings_file.load();
+        let status = DeskStatus {
+            core: CoreState::NotConfigured,
+            core_detail: "no config chosen yet".into(),
+            config_path: settings.config_path.clone(),
+            listening: Vec::new(),
+            held: None,
+            store: Component::ok("not open"),
+            routes: Vec::new(),
+            audio: Component::ok("alarm ready (the device is opened when an alarm sounds)"),
+            notifications: Component::ok("no notification sent yet"),
+            tray: Component::ok("tray icon not created"),
+            alarm: AlarmState::Off,
+            officer: officer_name(&settings),
+            unacknowledged: 0,
+        };
+        Arc::new(Desk {
+            ui,
+            settings_file,
+            export_dir,
+            inner: Mutex::new(Inner {
+                settings,
+                board: Board::default(),
+                routes: RouteBook::default(),
+                status,
+                alarm_on: false,
+                pending_paint: HashMap::new(),
+            }),
+            core: tokio::sync::Mutex::new(None),
+            alarm: Mutex::new(None),
+            notifier,
+            metrics: std::env::var_os("SOSDESK_DESK_METRICS").map(PathBuf::from),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the desk down with it: the data is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the alarm's audio thread (the app does; command-layer tests may leave it out).
+    pub fn enable_alarm(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let alarm = Alarm::spawn(move |report| {
+            if let Some(desk) = me.upgrade() {
+                desk.on_alarm_report(report);
+            }
+        });
+        *self.alarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(alarm);
+    }
+
+    pub fn set_tray_status(&self, tray: Component) {
+        let status = {
+            let mut inner = self.lock();
+            inner.status.tray = tray;
+            inner.status.clone()
+        };
+        self.ui.status(&status);
+    }
+
+    pub fn status(&self) -> DeskStatus {
+        self.lock().status.clone()
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.lock().settings.clone()
+    }
+
+    pub fn active_calls(&self) -> Vec<ActiveCall> {
+        self.lock().board.calls().to_vec()
+    }
+
+    pub async fn core(&self) -> Option<Arc<Core>> {
+        self.core.lock().await.clone()
+    }
+
+    // ------------------------------------------------------------------ the core
+
+    /// Starts (or restarts) the embedded core from `config_path`. A bad config or a core that
+    /// cannot start is shown in the status bar with the reason; the desk stays up.
+    pub async fn start_core(self: &Arc<Self>, config_path: &Path) -> Result<(), String> {
+        let mut slot = self.core.lock().await;
+        if let Some(old) = slot.take() {
+            match Arc::try_unwrap(old) {
+                Ok(core) => core.stop().await,
+                Err(_) => tracing::warn!("the previous core is still in use; it stops when released"),
+            }
+        }
+        self.update_status(|s| {
+            s.core = CoreState::Starting;
+            s.core_detail = format!("starting from {}", config_path.display());
+            s.config_path = Some(config_path.display().to_string());
+            s.listening.clear();
+            s.held = None;
+        });
+        let cfg = match Config::load(config_path) {
+            Ok(c) => c,
+            Err(e) => return Err(self.core_failed(format!("invalid config: {e}"))),
+        };
+        let core = match Core::start(&cfg).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => return Err(self.core_failed(format!("the core could not start: {e}"))),
+        };
+        let events = core.subscribe();
+        let mut listening = Vec::new();
+        if let Some(a) = core.local.udp {
+            listening.push(format!("udp {a}"));
+        }
+        if let Some(a) = core.local.tcp {
+            listening.push(format!("tcp {a}"));
+        }
+        let held = core.held.map(|a| format!("http://{a}/held"));
+        let store_path = cfg.store_path();
+        {
+            let mut inner = self.lock();
+            inner.routes = RouteBook::from_config(&cfg);
+            inner.status.routes = inner.routes.routes().to_vec();
+            inner.status.core = CoreState::Running;
+            inner.status.core_detail = format!("listening on {}", listening.join(", "));
+            inner.status.listening = listening;
+            inner.status.held = held;
+            inner.status.store = Component::ok(format!("audit store {}", store_path.display()));
+            let status = inner.status.clone();
+            drop(inner);
+            self.ui.status(&status);
+        }
+        self.catch_up(&core).await;
+        tokio::spawn(Self::follow_events(Arc::downgrade(self), events));
+        tokio::spawn(Self::follow_store(Arc::downgrade(self), core.audit().watch_health(), store_path));
+        *slot = Some(core);
+        tracing::info!(config = %config_path.display(), "desk core running");
+        Ok(())
+    }
+
+    fn core_failed(&self, detail: String) -> String {
+        tracing::error!("{detail}");
+        self.update_status(|s| {
+            s.core = CoreState::Failed;
+            s.core_detail = detail.clone();
+        });
+        detail
+    }
+
+    /// Emergency calls of the last day that nobody acknowledged come back on the board after a
+    /// restart of the desk, so an alert is never lost by closing the app at the wrong moment.
+    async fn catch_up(self: &Arc<Self>, core: &Core) {
+        let q = HistoryQuery {
+            from: Some(Utc::now() - chrono::Duration::hours(24)),
+            exclude_tests: true,
+            limit: 200,
+            ..Default::default()
+        };
+        let calls = match core.store().search(&q).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read recent calls from the audit store");
+                return;
+            }
+        };
+        for s in calls.iter().rev().filter(|s| s.acknowledged_by.is_none() && s.outcome != CallOutcome::Rejected) {
+            if let Ok(events) = core.store().call_events(&s.call_id).await {
+                for r in events {
+                    self.on_event(&r.event);
+                }
+            }
+        }
+    }
+
+    async fn follow_events(me: std::sync::Weak<Desk>, mut events: tokio::sync::broadcast::Receiver<CallEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(ev) => match me.upgrade() {
+                    Some(desk) => desk.on_event(&ev),
+                    None => return,
+                },
+                Err(RecvError::Lagged(n)) => {
+                    // Only after thousands of events in a burst; the audit log has them all.
+                    tracing::warn!(missed = n, "the desk fell behind the core's events");
+                    if let Some(desk) = me.upgrade() {
+                        if let Some(core) = desk.core().await {
+                            desk.catch_up(&core).await;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn follow_store(
+        me: std::sync::Weak<Desk>,
+        mut health: tokio::sync::watch::Receiver<sosdesk::audit::WriterHealth>,
+        path: PathBuf,
+    ) {
+        let mut was_ok = true;
+        while health.changed().await.is_ok() {
+            let h = health.borrow().clone();
+            let ok = h.last_error.is_none();
+            if ok == was_ok {
+                continue;
+            }
+            was_ok = ok;
+            let Some(desk) = me.upgrade() else { return };
+            desk.update_status(|s| {
+                s.store = match &h.last_error {
+                    None => Component::ok(format!("audit store {}", path.display())),
+                    Some(e) => Component::failed(format!(
+                        "audit store failing, {} events waiting and retried: {e}",
+                        h.retrying
+                    )),
+                };
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------ events
+
+    /// One event from the core: the board, then at once the UI and the window, then the alarm,
+    /// then (off this thread) the desktop notification.
+    pub fn on_event(self: &Arc<Self>, ev: &CallEvent) {
+        let arrived = Instant::now();
+        let mut inner = self.lock();
+        let changes = inner.board.apply(ev);
+        let routes_changed = inner.routes.apply(ev);
+        if changes.is_empty() && !routes_changed {
+            return;
+        }
+        let mut new_emergency = None;
+        let mut new_test = None;
+        for ch in &changes {
+            match ch {
+                Change::Added(c) | Change::Updated(c) => {
+                    if inner.pending_paint.len() > 10_000 {
+                        inner.pending_paint.clear();
+                    }
+                    inner.pending_paint.insert((c.call_id.clone(), c.last_seq), arrived);
+                    self.ui.alert(c);
+                    if matches!(ch, Change::Added(_)) {
+                        if c.test_call {
+                            new_test = Some(c.clone());
+                        } else {
+                            new_emergency = Some(c.clone());
+                        }
+                    }
+                }
+                Change::Removed(ids) => ids.iter().for_each(|id| self.ui.alert_removed(id)),
+            }
+        }
+        if new_emergency.is_some() {
+            self.ui.raise(true);
+        } else if new_test.is_some() {
+            self.ui.raise(false);
+        }
+        if routes_changed {
+            inner.status.routes = inner.routes.routes().to_vec();
+        }
+        self.settle_alarm(&mut inner);
+        let status = inner.status.clone();
+        drop(inner);
+        self.ui.status(&status);
+        if let Some(call) = new_emergency.or(new_test) {
+            self.notify(call);
+        }
+    }
+
+    /// Alarm, on-top and tray follow the number of unacknowledged emergencies.
+    fn settle_alarm(&self, inner: &mut Inner) {
+        let unack = inner.board.unacknowledged();
+        inner.status.unacknowledged = unack;
+        let alarm = self.alarm.lock().unwrap_or_else(|p| p.into_inner());
+        if unack > 0 && !inner.alarm_on {
+            inner.alarm_on = true;
+            match alarm.as_ref() {
+                Some(a) => {
+                    a.start();
+                    // Until the audio thread reports, assume the worst: a visible alarm.
+                    if inner.status.alarm == AlarmState::Off {
+                        inner.status.alarm = AlarmState::Silent;
+                    }
+                }
+                None => inner.status.alarm = AlarmState::Silent,
+            }
+            self.ui.tray(true, &format!("sosdesk — {unack} unacknowledged emergency call(s)"));
+        } else if unack == 0 && inner.alarm_on {
+            inner.alarm_on = false;
+            if let Some(a) = alarm.as_ref() {
+                a.stop();
+            }
+            inner.status.alarm = AlarmState::Off;
+            self.ui.release_on_top();
+            self.ui.tray(false, "sosdesk — no unacknowledged emergency");
+        } else if unack > 0 {
+            self.ui.tray(true, &format!("sosdesk — {unack} unacknowledged emergency call(s)"));
+        }
+    }
+
+    fn on_alarm_report(&self, report: AlarmReport) {
+        self.update_status_inner(|inner| {
+            let s = &mut inner.status;
+            match report {
+                AlarmReport::Sounding => {
+                    s.audio = Component::ok("alarm sounding on the default audio output");
+                    if inner.alarm_on {
+                        s.alarm = AlarmState::Sounding;
+                    }
+                }
+                AlarmReport::Stopped => {
+                    if s.audio.ok {
+                        s.audio = Component::ok("alarm ready");
+                    }
+                    if !inner.alarm_on {
+                        s.alarm = AlarmState::Off;
+                    }
+                }
+                AlarmReport::NoDevice(e) => {
+                    s.audio = Component::failed(format!("{e}: the alarm is visual only"));
+                    s.alarm = if inner.alarm_on { AlarmState::Silent } else { AlarmState::Off };
+                }
+            }
+        });
+    }
+
+    /// The desktop notification, on its own thread (a D-Bus round trip, or a timeout when no
+    /// daemon answers); its outcome goes to the status bar.
+    fn notify(self: &Arc<Self>, call: ActiveCall) {
+        let notifier = self.notifier.clone();
+        let me = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("sosdesk-notify".into()).spawn(move || {
+            let result = notifier(&call);
+            let Some(desk) = me.upgrade() else { return };
+            let at = Local::now().format("%H:%M:%S");
+            desk.update_status(|s| {
+                s.notifications = match result {
+                    Ok(()) => Component::ok(format!("desktop notification shown at {at}")),
+                    Err(e) => {
+                        tracing::warn!(error = %e, call = %call.call_id, "desktop notification failed");
+                        Component::failed(format!("desktop notifications unavailable: {e}"))
+                    }
+                };
+            });
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the notification thread");
+        }
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut DeskStatus)) {
+        self.update_status_inner(|inner| f(&mut inner.status));
+    }
+
+    fn update_status_inner(&self, f: impl FnOnce(&mut Inner)) {
+        let status = {
+            let mut inner = self.lock();
+            f(&mut inner);
+            inner.status.clone()
+        };
+        self.ui.status(&status);
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    /// Records the acknowledgement in the audit log (durably) under the officer's name; the
+    /// board, the alarm and every other desk follow from the event.
+    pub async fn acknowledge(self: &Arc<Self>, call_id: &str) -> Result<ActiveCall, String> {
+        let core = self.core().await.ok_or("the core is not running")?;
+        if self.lock().board.get(call_id).is_none() {
+            return Err(format!("no call {call_id} on the board"));
+        }
+        let officer = officer_name(&self.settings());
+        let ev = core.acknowledge(call_id, &officer).await.map_err(|e| e.to_string())?;
+        // The same event also arrives through the subscription; the board ignores the repeat.
+        self.on_event(&ev);
+        self.lock().board.get(call_id).cloned().ok_or_else(|| format!("no call {call_id} on the board"))
+    }
+
+    pub fn dismiss(&self, call_id: &str) -> Result<(), String> {
+        self.lock().board.dismiss(call_id).map_err(|e| e.to_string())?;
+        self.ui.alert_removed(call_id);
+        Ok(())
+    }
+
+    pub async fn search_history(&self, filter: &HistoryFilter) -> Result<Vec<sosdesk::audit::CallSummary>, String> {
+        let core = self.core().await.ok_or("the core is not running")?;
+        let q = history_query(filter)?;
+        core.store().search(&q).await.map_err(|e| e.to_string())
+    }
+
+    pub async fn call_detail(&self, call_id: &str) -> Result<CallDetail, String> {
+        let core = self.core().await.ok_or("the core is not running")?;
+        let store = core.store();
+        let summary = store
+            .call_summary(call_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no call {call_id} in the audit log"))?;
+        let events: Vec<AuditRecord> = store.call_events(call_id).await.map_err(|e| e.to_string())?;
+        let chain = match store.verify().await {
+            Ok(r) if r.is_ok() => ChainCheck {
+                ok: true,
+                rows_checked: r.rows_checked as u32,
+                detail: format!("Audit hash chain intact over all {} events of the log", r.rows_checked),
+            },
+            Ok(r) => ChainCheck {
+                ok: false,
+                rows_checked: r.rows_checked as u32,
+                detail: format!(
+                    "AUDIT LOG TAMPERED OR DAMAGED: {} ({} bad rows)",
+                    r.first_problem.map(|p| p.to_string()).unwrap_or_default(),
+                    r.bad_rows
+                ),
+            },
+            Err(e) => ChainCheck { ok: false, rows_checked: 0, detail: format!("the chain could not be checked: {e}") },
+        };
+        Ok(CallDetail { summary, events, chain })
+    }
+
+    /// Writes the audit rows of the calls `filter` finds to a CSV file in the export folder
+    /// (written whole, then renamed into place) and returns its path.
+    pub async fn export_history_csv(&self, filter: &HistoryFilter) -> Result<String, String> {
+        let core = self.core().await.ok_or("the core is not running")?;
+        let q = history_query(filter)?;
+        let mut buf = Vec::new();
+        core.store().export_csv_matching(&mut buf, Some(&q)).await.map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.export_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.export_dir.display()))?;
+        let name = format!("sosdesk-history-{}.csv", Local::now().format("%Y%m%d-%H%M%S"));
+        let path = self.export_dir.join(name);
+        let tmp = path.with_extension("csv.part");
+        std::fs::write(&tmp, &buf)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path.display().to_string())
+    }
+
+    /// Saves the settings; a changed config path restarts the core from it.
+    pub async fn save_settings(self: &Arc<Self>, new: Settings) -> Result<Settings, String> {
+        let new = Settings {
+            officer_name: new.officer_name.trim().to_string(),
+            config_path: new.config_path.map(|p| p.trim().to_string()).filter(|p| !p.is_empty()),
+            ..new
+        };
+        let old = self.settings();
+        self.settings_file
+            .save(&new)
+            .map_err(|e| format!("cannot save {}: {e}", self.settings_file.path().display()))?;
+        {
+            let mut inner = self.lock();
+            inner.settings = new.clone();
+            inner.status.officer = officer_name(&new);
+        }
+        self.update_status(|_| {});
+        let core_running = self.core().await.is_some();
+        if let Some(path) = &new.config_path {
+            if old.config_path.as_ref() != Some(path) || !core_running {
+                self.start_core(Path::new(path)).await?;
+            }
+        }
+        Ok(new)
+    }
+
+    /// Remembers a config path given on the command line, as if chosen in the settings.
+    pub fn remember_config(&self, path: &Path) {
+        let mut s = self.settings();
+        s.config_path = Some(path.display().to_string());
+        if let Err(e) = self.settings_file.save(&s) {
+            tracing::warn!(error = %e, "cannot remember the config path");
+        }
+        let mut inner = self.lock();
+        inner.settings = s;
+    }
+
+    /// A real SIP test call to the config's test number, through the embedded core.
+    pub async fn place_test_call(&self, hold: Duration) -> Result<String, String> {
+        let core = self.core().await.ok_or("the core is not running")?;
+        let addr = core.local.udp.ok_or("the core has no UDP listener to call")?;
+        let number = self.test_number().ok_or("no test number in the config (a [[policy.number]] with test = true)")?;
+        crate::testcall::place(addr, &number, hold).await
+    }
+
+    fn test_number(&self) -> Option<String> {
+        let path = self.settings().config_path.or_else(|| self.status().config_path)?;
+        let cfg = Config::load(Path::new(&path)).ok()?;
+        cfg.policies.iter().flat_map(|p| p.numbers.iter()).find(|n| n.test).map(|n| n.dial_string.clone())
+    }
+
+    /// The UI painted event `seq` of `call_id`: how long after it reached the desk.
+    pub fn alert_shown(&self, call_id: &str, seq: u32) -> Option<Duration> {
+        let arrived = self.lock().pending_paint.remove(&(call_id.to_string(), seq))?;
+        let took = arrived.elapsed();
+        tracing::info!(call = call_id, seq, ms = took.as_secs_f64() * 1000.0, "alert painted");
+        if let Some(path) = &self.metrics {
+            use std::io::Write;
+            let line = format!(
+                "{{\"call_id\":{:?},\"seq\":{seq},\"event_to_paint_ms\":{:.3}}}\n",
+                call_id,
+                took.as_secs_f64() * 1000.0
+            );
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+        Some(took)
+    }
+
+    /// Stops the core (the app is quitting): everything recorded so far is made durable.
+    pub async fn shutdown(&self) {
+        if let Some(core) = self.core.lock().await.take() {
+            if let Ok(core) = Arc::try_unwrap(core) {
+                core.stop().await;
+            }
+        }
+    }
+}
+
+/// The officer's filter as a store query: local calendar days, both ends inclusive.
+pub fn history_query(f: &HistoryFilter) -> Result<HistoryQuery, String> {
+    let day = |s: &str, what: &str| -> Result<Option<chrono::DateTime<Utc>>, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("{what} date {s:?} is not YYYY-MM-DD"))?;
+        Ok(Some(local_midnight(d)))
+    };
+    let from = day(&f.from_date, "from")?;
+    let until = match day(&f.to_date, "to")? {
+        Some(_) => {
+            let d = NaiveDate::parse_from_str(f.to_date.trim(), "%Y-%m-%d").map_err(|e| e.to_string())?;
+            Some(local_midnight(d.succ_opt().ok_or("to date out of range")?))
+        }
+        None => None,
+    };
+    let text = Some(f.text.trim().to_string()).filter(|t| !t.is_empty());
+    Ok(HistoryQuery {
+        text,
+        from,
+        until,
+        outcome: f.outcome,
+        exclude_tests: !f.include_tests,
+        limit: f.limit.unwrap_or(200).min(10_000),
+    })
+}
+
+fn local_midnight(d: NaiveDate) -> chrono::DateTime<Utc> {
+    let naive = d.and_hms_opt(0, 0, 0).expect("midnight exists");
+    // A DST change at midnight makes it ambiguous or missing: take the earliest valid instant.
+    match Local.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        chrono::LocalResult::None => Local
+            .from_local_datetime(&(naive + chrono::Duration::hours(1)))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| Utc.from_utc_datetime(&naive)),
+    }
+}

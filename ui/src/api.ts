@@ -1,0 +1,54 @@
+// Typed wrappers over the desk's Tauri commands and events (docs/desk-api.md).
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { ActiveCall } from "./bindings/ActiveCall";
+import type { CallDetail } from "./bindings/CallDetail";
+import type { CallSummary } from "./bindings/CallSummary";
+import type { DeskStatus } from "./bindings/DeskStatus";
+import type { HistoryFilter } from "./bindings/HistoryFilter";
+import type { Settings } from "./bindings/Settings";
+
+export const inDeskApp = (): boolean => "__TAURI_INTERNALS__" in window;
+
+const NOT_IN_APP = "not running inside the desk app";
+
+function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> {
+  if (!inDeskApp()) return Promise.reject(NOT_IN_APP);
+  return invoke<T>(cmd, args);
+}
+
+/** Commands reject with a plain string; anything else is turned into one for display. */
+export function errorText(e: unknown): string {
+  if (typeof e === "string") return e;
+  if (e instanceof Error) return e.message;
+  try {
+    return JSON.stringify(e);
+  } catch {
+    return String(e);
+  }
+}
+
+export const api = {
+  getStatus: () => call<DeskStatus>("get_status"),
+  getActiveCalls: () => call<ActiveCall[]>("get_active_calls"),
+  acknowledge: (callId: string) => call<ActiveCall>("acknowledge", { callId }),
+  dismiss: (callId: string) => call<void>("dismiss", { callId }),
+  searchHistory: (filter: HistoryFilter) => call<CallSummary[]>("search_history", { filter }),
+  callDetail: (callId: string) => call<CallDetail>("call_detail", { callId }),
+  exportHistoryCsv: (filter: HistoryFilter) => call<string>("export_history_csv", { filter }),
+  getSettings: () => call<Settings>("get_settings"),
+  saveSettings: (settings: Settings) => call<Settings>("save_settings", { settings }),
+  placeTestCall: () => call<string>("place_test_call"),
+  alertShown: (callId: string, seq: number) => call<void>("alert_shown", { callId, seq }),
+};
+
+function on<T>(event: string, handler: (payload: T) => void): Promise<UnlistenFn> {
+  if (!inDeskApp()) return Promise.resolve(() => {});
+  return listen<T>(event, (e) => handler(e.payload));
+}
+
+export const events = {
+  alert: (h: (call: ActiveCall) => void) => on<ActiveCall>("desk:alert", h),
+  alertRemoved: (h: (callId: string) => void) => on<string>("desk:alert-removed", h),
+  status: (h: (status: DeskStatus) => void) => on<DeskStatus>("desk:status", h),
+};

@@ -1,0 +1,84 @@
+// The status bar: core, store, routes, audio, notifications, officer and the alarm.
+import { api, errorText } from "./api";
+import type { Component } from "./bindings/Component";
+import type { DeskStatus } from "./bindings/DeskStatus";
+import { byId, el } from "./dom";
+
+const ALARM_WORDS = { off: "No active alarm", sounding: "ALARM", silent: "ALARM (no sound device)" } as const;
+
+export function initStatus(): void {
+  const button = byId<HTMLButtonElement>("place-test-call");
+  const result = byId("test-call-result");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    result.textContent = "Placing test call…";
+    delete result.dataset.ok;
+    try {
+      result.textContent = await api.placeTestCall();
+      result.dataset.ok = "true";
+    } catch (e) {
+      result.textContent = `Test call failed: ${errorText(e)}`;
+      result.dataset.ok = "false";
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+export function showStatusError(text: string): void {
+  const core = byId("status-core");
+  core.dataset.state = "failed";
+  core.textContent = text;
+}
+
+function coreText(s: DeskStatus): string {
+  const held = s.held ? ` · HELD ${s.held}` : "";
+  switch (s.core) {
+    case "running":
+      return (s.listening.length ? `Core running — listening ${s.listening.join(", ")}` : "Core running") + held;
+    case "starting":
+      return "Core starting…" + (s.core_detail ? ` ${s.core_detail}` : "");
+    case "not-configured":
+      return "Core not configured" + (s.core_detail ? ` — ${s.core_detail}` : " — choose its config file");
+    case "failed":
+      return `Core FAILED — ${s.core_detail || "no detail"}`;
+  }
+}
+
+function component(id: string, name: string, c: Component, okText: string, failPrefix = ""): void {
+  const e = byId(id);
+  e.dataset.ok = String(c.ok);
+  e.classList.toggle("warn", !c.ok);
+  // A degraded part shows only its detail: that sentence is the warning the officer needs.
+  e.textContent = c.ok ? (c.detail ? `${name}: ${c.detail}` : okText) : failPrefix + (c.detail || `${name} not working`);
+  e.title = c.detail;
+}
+
+export function renderStatus(s: DeskStatus): void {
+  const core = byId("status-core");
+  core.dataset.state = s.core;
+  core.textContent = coreText(s);
+
+  component("status-store", "Audit store", s.store, "Audit store OK", "Audit store FAILING — ");
+  component("status-audio", "Audio", s.audio, "Audio OK");
+  component("status-notifications", "Notifications", s.notifications, "Notifications OK");
+  byId("status-officer").textContent = `Officer: ${s.officer}`;
+
+  const routes = byId("status-routes");
+  routes.replaceChildren(
+    ...(s.routes.length
+      ? s.routes.map((r) =>
+          el("li", {
+            class: "route-status",
+            text: `${r.name}: ${r.health === "failing" ? "FAILING" : r.health}`,
+            attrs: { "data-health": r.health, title: `${r.target} ${r.detail}`.trim() },
+          }),
+        )
+      : [el("li", { text: "No routes configured" })]),
+  );
+
+  const alarm = byId("alarm-indicator");
+  alarm.dataset.alarm = s.alarm;
+  alarm.textContent = ALARM_WORDS[s.alarm];
+  document.body.classList.toggle("alarming", s.alarm !== "off");
+}
