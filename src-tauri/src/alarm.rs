@@ -169,6 +169,9 @@ fn audio_thread(rx: mpsc::Receiver<Command>, report: impl Fn(AlarmReport)) {
                 if let Some(p) = player.take() {
                     p.stop();
                 }
+                // Release the device between alarms: other programs may use it, and a device
+                // that was unplugged meanwhile is found again at the next alarm.
+                sink = None;
                 report(AlarmReport::Stopped);
             }
             None => {}

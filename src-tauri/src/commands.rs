@@ -1,5 +1,6 @@
 //! The Tauri commands: the UI's only way into the desk. Thin on purpose — each one translates
-//! arguments and errors and calls [`Desk`]. Errors reach the UI as plain strings.
+//! arguments and errors and calls [`Desk`]. Errors reach the UI as plain strings. All are async:
+//! Tauri runs synchronous commands on the UI thread, which must never wait for the desk's lock.
 
 use std::sync::Arc;
 
@@ -12,13 +13,13 @@ use crate::model::{ActiveCall, CallDetail, DeskStatus, HistoryFilter, Settings};
 type DeskState<'a> = State<'a, Arc<Desk>>;
 
 #[tauri::command]
-pub fn get_status(desk: DeskState<'_>) -> DeskStatus {
-    desk.status()
+pub async fn get_status(desk: DeskState<'_>) -> Result<DeskStatus, String> {
+    Ok(desk.status())
 }
 
 #[tauri::command]
-pub fn get_active_calls(desk: DeskState<'_>) -> Vec<ActiveCall> {
-    desk.active_calls()
+pub async fn get_active_calls(desk: DeskState<'_>) -> Result<Vec<ActiveCall>, String> {
+    Ok(desk.active_calls())
 }
 
 #[tauri::command]
@@ -27,7 +28,7 @@ pub async fn acknowledge(desk: DeskState<'_>, call_id: String) -> Result<ActiveC
 }
 
 #[tauri::command]
-pub fn dismiss(desk: DeskState<'_>, call_id: String) -> Result<(), String> {
+pub async fn dismiss(desk: DeskState<'_>, call_id: String) -> Result<(), String> {
     desk.dismiss(&call_id)
 }
 
@@ -47,8 +48,8 @@ pub async fn export_history_csv(desk: DeskState<'_>, filter: HistoryFilter) -> R
 }
 
 #[tauri::command]
-pub fn get_settings(desk: DeskState<'_>) -> Settings {
-    desk.settings()
+pub async fn get_settings(desk: DeskState<'_>) -> Result<Settings, String> {
+    Ok(desk.settings())
 }
 
 #[tauri::command]
@@ -62,8 +63,9 @@ pub async fn place_test_call(desk: DeskState<'_>) -> Result<String, String> {
 }
 
 #[tauri::command]
-pub fn alert_shown(desk: DeskState<'_>, call_id: String, seq: u32) {
+pub async fn alert_shown(desk: DeskState<'_>, call_id: String, seq: u32) -> Result<(), String> {
     desk.alert_shown(&call_id, seq);
+    Ok(())
 }
 
 /// Every command, for `tauri::Builder::invoke_handler` (the app and the mock-runtime tests).

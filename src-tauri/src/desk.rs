@@ -60,6 +60,13 @@ impl<T: Ui> Ui for Arc<T> {
 /// Desktop notifications, behind a trait so tests can run without a D-Bus daemon.
 pub type Notifier = Arc<dyn Fn(&ActiveCall) -> Result<(), String> + Send + Sync>;
 
+/// What the window and tray must do after the alarm state was settled.
+enum AlarmUi {
+    Active(u32),
+    Idle,
+    Unchanged,
+}
+
 struct Inner {
     settings: Settings,
     board: Board,
@@ -303,7 +310,8 @@ impl Desk {
     // ------------------------------------------------------------------ events
 
     /// One event from the core: the board, then at once the UI and the window, then the alarm,
-    /// then (off this thread) the desktop notification.
+    /// then (off this thread) the desktop notification. The state lock is released before any
+    /// window call: those run on the UI thread, which may itself be waiting for the lock.
     pub fn on_event(self: &Arc<Self>, ev: &CallEvent) {
         let arrived = Instant::now();
         let mut inner = self.lock();
@@ -321,7 +329,6 @@ impl Desk {
                         inner.pending_paint.clear();
                     }
                     inner.pending_paint.insert((c.call_id.clone(), c.last_seq), arrived);
-                    self.ui.alert(c);
                     if matches!(ch, Change::Added(_)) {
                         if c.test_call {
                             new_test = Some(c.clone());
@@ -330,6 +337,19 @@ impl Desk {
                         }
                     }
                 }
+                Change::Removed(_) => {}
+            }
+        }
+        if routes_changed {
+            inner.status.routes = inner.routes.routes().to_vec();
+        }
+        let alarm = self.settle_alarm(&mut inner);
+        let status = inner.status.clone();
+        drop(inner);
+
+        for ch in &changes {
+            match ch {
+                Change::Added(c) | Change::Updated(c) => self.ui.alert(c),
                 Change::Removed(ids) => ids.iter().for_each(|id| self.ui.alert_removed(id)),
             }
         }
@@ -338,20 +358,16 @@ impl Desk {
         } else if new_test.is_some() {
             self.ui.raise(false);
         }
-        if routes_changed {
-            inner.status.routes = inner.routes.routes().to_vec();
-        }
-        self.settle_alarm(&mut inner);
-        let status = inner.status.clone();
-        drop(inner);
         self.ui.status(&status);
+        self.apply_alarm_ui(alarm);
         if let Some(call) = new_emergency.or(new_test) {
             self.notify(call);
         }
     }
 
-    /// Alarm, on-top and tray follow the number of unacknowledged emergencies.
-    fn settle_alarm(&self, inner: &mut Inner) {
+    /// Alarm and status follow the number of unacknowledged emergencies; returns what the window
+    /// and tray must do (done by the caller, outside the lock).
+    fn settle_alarm(&self, inner: &mut Inner) -> AlarmUi {
         let unack = inner.board.unacknowledged();
         inner.status.unacknowledged = unack;
         let alarm = self.alarm.lock().unwrap_or_else(|p| p.into_inner());
@@ -367,17 +383,29 @@ impl Desk {
                 }
                 None => inner.status.alarm = AlarmState::Silent,
             }
-            self.ui.tray(true, &format!("sosdesk — {unack} unacknowledged emergency call(s)"));
+            AlarmUi::Active(unack)
         } else if unack == 0 && inner.alarm_on {
             inner.alarm_on = false;
             if let Some(a) = alarm.as_ref() {
                 a.stop();
             }
             inner.status.alarm = AlarmState::Off;
-            self.ui.release_on_top();
-            self.ui.tray(false, "sosdesk — no unacknowledged emergency");
+            AlarmUi::Idle
         } else if unack > 0 {
-            self.ui.tray(true, &format!("sosdesk — {unack} unacknowledged emergency call(s)"));
+            AlarmUi::Active(unack)
+        } else {
+            AlarmUi::Unchanged
+        }
+    }
+
+    fn apply_alarm_ui(&self, a: AlarmUi) {
+        match a {
+            AlarmUi::Active(n) => self.ui.tray(true, &format!("sosdesk — {n} unacknowledged emergency call(s)")),
+            AlarmUi::Idle => {
+                self.ui.release_on_top();
+                self.ui.tray(false, "sosdesk — no unacknowledged emergency");
+            }
+            AlarmUi::Unchanged => {}
         }
     }
 

@@ -1,0 +1,462 @@
+"""End-to-end tests of the desk app in its real webview (WebKitGTK), under Xvfb with openbox,
+driven through tauri-driver + WebKitWebDriver with Selenium (DESIGN.md, Testing).
+
+sipp places real emergency calls into the core that runs inside the app; the tests read what an
+officer sees (text on the screen, the window stacking order from the window manager), press
+Acknowledge, and check the audit store (a real SQLite file) and the sound the alarm produced.
+
+Run through tests/desk_e2e/run.sh, which provides the X display. Needs: the built app
+(SOSDESK_DESK_APP), tauri-driver, WebKitWebDriver, sipp, openbox, xprop, xclock.
+Screenshots go to SOSDESK_E2E_ARTIFACTS (default target/desk-e2e).
+"""
+
+import array
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.options import ArgOptions
+from selenium.webdriver.support.ui import WebDriverWait
+
+REPO = Path(__file__).resolve().parents[2]
+SIPP = REPO / "tests" / "sipp"
+APP = os.environ.get("SOSDESK_DESK_APP") or str(
+    Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "sosdesk-desk"
+)
+if not os.access(APP, os.X_OK):
+    # WebKitWebDriver waits forever for an app that does not exist: fail fast instead.
+    sys.exit(f"desk app not found at {APP}: build it (cargo build -p sosdesk-desk) or set SOSDESK_DESK_APP")
+ARTIFACTS = Path(os.environ.get("SOSDESK_E2E_ARTIFACTS", REPO / "target" / "desk-e2e"))
+OFFICER = "Officer Dana Test"
+WAIT = 30  # seconds: an upper bound for a condition, never a pause
+
+
+def free_port(used):
+    """A port free for both UDP and TCP, below the ephemeral range (sipp and the kernel use that)."""
+    for _ in range(500):
+        port = 20000 + (int.from_bytes(os.urandom(2), "big") % 12000)
+        if port in used:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+                u.bind(("127.0.0.1", port))
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                t.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        used.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+class TauriOptions(ArgOptions):
+    """tauri-driver's capabilities: the app to start and its arguments."""
+
+    def __init__(self, application, args):
+        super().__init__()
+        self.application = application
+        self.app_args = args
+
+    def to_capabilities(self):
+        return {"browserName": "wry", "tauri:options": {"application": self.application, "args": self.app_args}}
+
+    @property
+    def default_capabilities(self):
+        return {}
+
+
+def wait_tcp(port, proc, what):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port that is coming up
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def window_ids_by_name():
+    """Client windows the window manager knows, bottom to top, with their titles."""
+    out = subprocess.run(["xprop", "-root", "_NET_CLIENT_LIST_STACKING"], capture_output=True, text=True).stdout
+    ids = re.findall(r"0x[0-9a-f]+", out)
+    names = []
+    for wid in ids:
+        name = subprocess.run(["xprop", "-id", wid, "_NET_WM_NAME", "WM_NAME"], capture_output=True, text=True).stdout
+        names.append((wid, name))
+    return names
+
+
+def stacking_index(title_part):
+    for i, (wid, name) in enumerate(window_ids_by_name()):
+        if title_part in name:
+            return i, wid
+    return None, None
+
+
+class Desk:
+    """One app session: its own config, store, settings folder, HOME (for the ALSA config) and
+    tauri-driver."""
+
+    def __init__(self, name, with_sound):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"sosdesk-e2e-{name}-"))
+        used = set()
+        self.core = free_port(used)
+        self.provider = free_port(used)
+        self.ports = {5060: self.core, 5070: self.provider, 5071: free_port(used), 5080: free_port(used),
+                      5090: free_port(used), 8080: free_port(used)}
+        self.driver_port = free_port(used)
+        self.native_port = free_port(used)
+        self.caller_ports = iter(sorted(free_port(used) for _ in range(8)))
+        self.store = self.dir / "desk.db"
+        lab = (REPO / "examples" / "lab.toml").read_text()
+        for old, new in self.ports.items():
+            lab = lab.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+        lab = lab.replace('path = "../sosdesk-lab.db"', f'path = "{self.store}"')
+        lab = lab.replace('msag = "msag.csv"', f'msag = "{REPO / "examples" / "msag.csv"}"')
+        self.config = self.dir / "lab.toml"
+        self.config.write_text(lab)
+        cfg_home = self.dir / "config"
+        (cfg_home / "org.sosdesk.desk").mkdir(parents=True)
+        (cfg_home / "org.sosdesk.desk" / "settings.json").write_text(
+            json.dumps({"officer_name": OFFICER, "theme": "system"})
+        )
+        home = self.dir / "home"
+        home.mkdir()
+        self.alarm_raw = self.dir / "alarm.raw"
+        if with_sound:
+            # ALSA's file plugin as the default device: what the alarm plays lands in a file the
+            # test can listen to. Without it the machine has no sound card (the no-device path).
+            (home / ".asoundrc").write_text(
+                'pcm.!default { type file; slave.pcm "null"; file "%s"; format "raw" }\n' % self.alarm_raw
+            )
+        env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(cfg_home),
+                   XDG_DATA_HOME=str(self.dir / "data"), XDG_RUNTIME_DIR=str(self.dir),
+                   SOSDESK_DESK_METRICS=str(self.dir / "metrics.jsonl"))
+        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        self.log = open(self.dir / "tauri-driver.log", "w")
+        self.tauri_driver = subprocess.Popen(
+            ["tauri-driver", "--port", str(self.driver_port), "--native-port", str(self.native_port)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_tcp(self.driver_port, self.tauri_driver, "tauri-driver")
+        wait_tcp(self.native_port, self.tauri_driver, "WebKitWebDriver")
+        self.sipps = []
+        self.driver = webdriver.Remote(
+            command_executor=f"http://127.0.0.1:{self.driver_port}",
+            options=TauriOptions(APP, ["--config", str(self.config)]),
+        )
+        self.wait_for(lambda d: d.find_element(By.ID, "status-core").get_attribute("data-state") == "running",
+                      "the embedded core to run")
+
+    def wait_for(self, cond, what, timeout=WAIT):
+        try:
+            # The UI redraws a card on every event, so an element found a moment ago may be gone.
+            ignored = (NoSuchElementException, StaleElementReferenceException)
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored).until(cond)
+        except Exception as e:
+            self.screenshot(f"FAILED-{re.sub(r'[^a-z0-9]+', '-', what.lower())}")
+            raise AssertionError(f"timed out waiting for {what}") from e
+
+    def screenshot(self, name):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+    def sipp(self, scenario, *args, remote=True):
+        cmd = ["sipp", "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-m", "1", "-timeout", "30",
+               "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(self.dir / f"{scenario}.err")]
+        if remote:
+            cmd.insert(1, f"127.0.0.1:{self.core}")
+        cmd += list(args)
+        p = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.sipps.append(p)
+        return p
+
+    def start_provider(self_):
+        p = self_.sipp("provider_answer.xml", "-p", str(self_.provider), remote=False)
+        return p
+
+    def call(self, number, name, hold_ms=20000):
+        return self.sipp("caller_hangs_up.xml", "-s", number, "-set", "name", name,
+                         "-set", "hold_ms", str(hold_ms), "-p", str(next(self.caller_ports)))
+
+    def card(self, caller_name):
+        """The alert card whose caller name is exactly `caller_name`."""
+        def find(d):
+            for c in d.find_elements(By.CSS_SELECTOR, "article.alert-card"):
+                if c.find_element(By.CSS_SELECTOR, ".caller-name").text == caller_name:
+                    return c.get_attribute("data-call-id")
+            return False
+        return Card(self, self.wait_for(find, f"the alert of {caller_name!r}"))
+
+    def kill_sipps(self):
+        for p in self.sipps:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.sipps.clear()
+
+    def alarm(self):
+        return self.driver.find_element(By.ID, "alarm-indicator").get_attribute("data-alarm")
+
+    def db(self, sql, *params):
+        con = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True)
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    def close(self):
+        try:
+            self.driver.quit()
+        except Exception:
+            pass
+        for p in self.sipps:
+            if p.poll() is None:
+                p.kill()
+        self.tauri_driver.terminate()
+        try:
+            self.tauri_driver.wait(10)
+        except subprocess.TimeoutExpired:
+            self.tauri_driver.kill()
+        self.log.close()
+        if os.environ.get("SOSDESK_E2E_KEEP"):
+            print(f"kept {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Card:
+    """One alert card, found afresh by its call id on every access (the UI redraws cards)."""
+
+    def __init__(self, desk, call_id):
+        self.desk = desk
+        self.call_id = call_id
+
+    def element(self):
+        return self.desk.driver.find_element(By.CSS_SELECTOR, f'article.alert-card[data-call-id="{self.call_id}"]')
+
+    def fresh(self, read):
+        """`read(card element)`, again if the card was redrawn in between."""
+        for _ in range(20):
+            try:
+                return read(self.element())
+            except StaleElementReferenceException:
+                continue
+        return read(self.element())
+
+    def attr(self, name):
+        return self.fresh(lambda e: e.get_attribute(name))
+
+    def text(self, selector):
+        return self.fresh(lambda e: e.find_element(By.CSS_SELECTOR, selector).text)
+
+    def find_all(self, selector):
+        return self.fresh(lambda e: e.find_elements(By.CSS_SELECTOR, selector))
+
+    def click(self, selector):
+        self.fresh(lambda e: e.find_element(By.CSS_SELECTOR, selector).click())
+
+    def attr_of(self, selector, name):
+        return self.fresh(lambda e: e.find_element(By.CSS_SELECTOR, selector).get_attribute(name))
+
+    def wait_attr(self, name, values, what):
+        values = (values,) if isinstance(values, str) else values
+        return self.desk.wait_for(lambda _: self.attr(name) in values, what)
+
+
+class EmergencyCallOnTheDesk(unittest.TestCase):
+    """A 911 call with the alarm on a (file-backed) sound device."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.desk = Desk("sound", with_sound=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+
+    def tearDown(self):
+        self.desk.kill_sipps()
+
+    def test_emergency_call_alert_acknowledge_history(self):
+        d = self.desk
+        # Another window on top of the desk first: the alert must come above it.
+        clock = subprocess.Popen(["xclock", "-geometry", "600x600+0+0"])
+        try:
+            self._emergency_call(d, clock)
+        finally:
+            clock.kill()
+
+    def _emergency_call(self, d, clock):
+        deadline = time.monotonic() + WAIT
+        while stacking_index("xclock")[0] is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the window manager to map xclock
+        app_i, _ = stacking_index("sosdesk")
+        clock_i, _ = stacking_index("xclock")
+        self.assertIsNotNone(app_i, window_ids_by_name())
+        self.assertGreater(clock_i, app_i, "precondition: xclock starts above the desk")
+        self.assertEqual(d.alarm(), "off")
+
+        provider = d.start_provider()
+        caller = d.call("9911", "Alice Example")
+        card = d.card("Alice Example")
+        self.assertEqual(card.attr("data-test-call"), "false")
+        self.assertIn("EMERGENCY", card.text(".alert-kind"))
+        self.assertIn("+15555550100", card.text(".callback-number"))
+        self.assertIn("9911", card.text(".dialed"))
+        address = card.text(".location-address")
+        self.assertIn("Microsoft Way", address)
+        self.assertIn("Redmond", address)
+        self.assertIn("2", card.text(".location-floor"))
+        self.assertIn("210", card.text(".location-room"))
+        self.assertEqual(card.attr_of(".location-trust", "data-trust"), "verify")
+        detected = card.text(".detected-at")
+        self.assertRegex(detected, r"\d{4}")  # the date is shown, not only the time
+        card.wait_attr("data-state", "answered", "the call to be answered")
+
+        # Above every other window: the window manager's stacking order and its ABOVE state.
+        app_i, app_wid = stacking_index("sosdesk")
+        clock_i, _ = stacking_index("xclock")
+        self.assertGreater(app_i, clock_i, f"the alert window is not above xclock: {window_ids_by_name()}")
+        state = subprocess.run(["xprop", "-id", app_wid, "_NET_WM_STATE"], capture_output=True, text=True).stdout
+        self.assertIn("_NET_WM_STATE_ABOVE", state)
+
+        # The alarm sounds: loud samples reached the audio device.
+        d.wait_for(lambda _: d.alarm() == "sounding", "the alarm to sound")
+        d.wait_for(lambda _: self.alarm_raw_size(d) > 64_000, "alarm audio on the device")
+        samples = array.array("f")
+        with open(d.alarm_raw, "rb") as f:
+            samples.frombytes(f.read(48_000 * 4))
+        peak = max(abs(s) for s in samples)
+        rms = (sum(s * s for s in samples) / len(samples)) ** 0.5
+        self.assertGreater(peak, 0.5, "the alarm is not loud")
+        self.assertGreater(rms, 0.3, "the alarm is not loud")
+        d.screenshot("alert-emergency")
+
+        card.click("button.ack-button")
+        card.wait_attr("data-acknowledged", "true", "the acknowledgement")
+        self.assertIn(OFFICER, card.text(".ack-by"))
+        d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
+        call_id = card.call_id
+        rows = d.db("SELECT payload FROM events WHERE call_id = ? AND kind = 'acknowledged'", call_id)
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(json.loads(rows[0][0])["kind"]["by"], OFFICER)
+        d.screenshot("alert-acknowledged")
+
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+        card.wait_attr("data-state", "ended", "the call to end")
+
+        # History: the call, its audited timeline, the chain check.
+        d.driver.find_element(By.ID, "tab-history").click()
+        d.driver.find_element(By.ID, "history-search").send_keys("Alice")
+        d.driver.find_element(By.ID, "history-run").click()
+        row = d.wait_for(
+            lambda drv: next(iter(drv.find_elements(By.CSS_SELECTOR, f'tr.history-row[data-call-id="{call_id}"]')), False),
+            "the call in the history",
+        )
+        self.assertIn("Alice Example", row.text)
+        self.assertIn(OFFICER, row.text)
+        cell = row.find_element(By.TAG_NAME, "td")
+        d.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+        cell.click()
+        d.wait_for(lambda drv: drv.find_element(By.ID, "chain-check").get_attribute("data-ok") == "true",
+                   "the chain check")
+        kinds = [r.text for r in d.driver.find_elements(By.CSS_SELECTOR, "#call-detail tr.timeline-row")]
+        for kind in ("detected", "routed", "answered", "acknowledged", "ended"):
+            self.assertTrue(any(kind in k for k in kinds), f"{kind} missing from the timeline {kinds}")
+        d.screenshot("history-detail")
+        d.driver.find_element(By.ID, "tab-alerts").click()
+
+    @staticmethod
+    def alarm_raw_size(d):
+        try:
+            return d.alarm_raw.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+class CallerTextAndTestCalls(unittest.TestCase):
+    """No sound device here: the visual-only alarm, caller markup shown as text, test calls."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.desk = Desk("nosound", with_sound=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+
+    def tearDown(self):
+        self.desk.kill_sipps()
+
+    def test_markup_in_a_display_name_is_shown_as_text(self):
+        d = self.desk
+        name = "<img src=x onerror=alert(1)>"
+        provider = d.start_provider()
+        caller = d.call("911", name, hold_ms=500)
+        card = d.card(name)
+        self.assertEqual(card.find_all("img"), [])
+        self.assertEqual(d.driver.find_elements(By.CSS_SELECTOR, "img[src=x]"), [])
+        with self.assertRaises(NoAlertPresentException):
+            d.driver.switch_to.alert.text
+        # No device: the alarm is visual, and the status bar says why.
+        d.wait_for(lambda _: d.alarm() == "silent", "the visual-only alarm")
+        audio = d.driver.find_element(By.ID, "status-audio")
+        self.assertEqual(audio.get_attribute("data-ok"), "false")
+        self.assertIn("visual only", audio.text)
+        d.screenshot("alert-markup-name")
+        card.click("button.ack-button")
+        d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+    def test_test_call_is_marked_and_raises_no_alarm(self):
+        d = self.desk
+        provider = d.start_provider()
+        caller = d.call("933", "Address Test", hold_ms=500)
+        card = d.card("Address Test")
+        self.assertEqual(card.attr("data-test-call"), "true")
+        self.assertIn("TEST", card.text(".alert-kind"))
+        self.assertEqual(card.find_all("button.ack-button"), [])
+        card.wait_attr("data-state", ("answered", "ended"), "the test call to connect")
+        self.assertEqual(d.alarm(), "off")
+        self.assertEqual(d.driver.find_element(By.ID, "status-core").get_attribute("data-state"), "running")
+        d.screenshot("alert-test-call")
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+    def test_place_test_call_button_sends_a_real_call(self):
+        d = self.desk
+        provider = d.start_provider()
+        d.driver.find_element(By.ID, "place-test-call").click()
+        result = d.wait_for(
+            lambda drv: (t := drv.find_element(By.ID, "test-call-result").text) and not t.endswith("…") and t,
+            "the test call result",
+        )
+        self.assertIn("answered", result)
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+        card = d.card("sosdesk desk test")
+        self.assertEqual(card.attr("data-test-call"), "true")
+        self.assertEqual(d.alarm(), "off")
+        rows = d.db("SELECT COUNT(*) FROM calls WHERE test_call = 1 AND caller_name = 'sosdesk desk test'")
+        self.assertEqual(rows[0][0], 1)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
