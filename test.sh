@@ -2,14 +2,23 @@
 # The test command (README): installs what the tests need when missing, then runs them all.
 #   sip-tester     sipp, the real SIP peer of the integration tests
 #   libxml2-utils  xmllint, which validates every PIDF-LO sosdesk generates against the RFC schemas
+#   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v cargo >/dev/null || { echo "sosdesk: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 bash scripts/ensure-packages.sh sip-tester libxml2-utils
+bash scripts/desk-deps.sh --test
 
 echo "== format and lints"
-cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== tests (unit, SIP torture, sipp calls, audit store, CLI)"
+echo "== core tests (unit, SIP torture, sipp calls, audit store, CLI)"
 cargo test --locked
+
+echo "== desk app tests (board, alarm, settings, commands on Tauri's mock runtime, TS bindings drift)"
+# Also builds the app binary the end-to-end tests start.
+cargo test --locked -p sosdesk-desk
+
+echo "== desk app end to end (real webview under Xvfb + openbox, tauri-driver, sipp)"
+tests/desk_e2e/run.sh

@@ -51,8 +51,8 @@ impl Iterator for Siren {
         let (tone, pos) = if i < per_tone { (TONES[0], i) } else { (TONES[1], i - per_tone) };
         let w = self.phase;
         self.phase = (w + std::f32::consts::TAU * tone / SAMPLE_RATE as f32) % std::f32::consts::TAU;
-        // Normalised so the sum peaks at 1.0 (the partial sums of a square wave overshoot).
-        let wave = (w.sin() + (3.0 * w).sin() / 3.0 + (5.0 * w).sin() / 5.0) / 1.085;
+        // Normalised so the sum peaks at 1.0 (this three-term partial sum peaks at 0.933).
+        let wave = (w.sin() + (3.0 * w).sin() / 3.0 + (5.0 * w).sin() / 5.0) / 0.933;
         let ramp = u64::from(SAMPLE_RATE / 200); // 5 ms
         let edge = pos.min(per_tone - 1 - pos);
         let gain = if edge < ramp { edge as f32 / ramp as f32 } else { 1.0 };
