@@ -254,13 +254,7 @@ impl AuditStore {
 
     /// The `limit` most recent calls, newest (by first event time) first.
     pub async fn history(&self, limit: u32) -> Result<Vec<CallSummary>, AuditError> {
-        let rows =
-            sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM calls ORDER BY first_at DESC, first_seq DESC LIMIT ?"))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.db("read history"))?;
-        rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
+        self.search(&HistoryQuery { limit, ..Default::default() }).await
     }
 
     /// Calls matching `q`, newest (by first event time) first, at most `q.limit`.
@@ -272,8 +266,7 @@ impl AuditStore {
         for b in &binds {
             query = query.bind(b);
         }
-        let rows =
-            query.bind(i64::from(q.limit.max(1))).fetch_all(&self.pool).await.map_err(self.db("search history"))?;
+        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await.map_err(self.db("search history"))?;
         rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
     }
 
@@ -305,14 +298,21 @@ impl AuditStore {
     }
 
     /// The next page of event rows after `after` (keyset paging: bounded memory however long
-    /// the log, no OFFSET rescans), inside the caller's read transaction.
-    async fn events_after(&self, tx: &mut SqliteConnection, after: i64) -> Result<Vec<SqliteRow>, AuditError> {
-        sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"))
-            .bind(after)
-            .bind(PAGE)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(self.db("read events"))
+    /// the log, no OFFSET rescans), inside the caller's read transaction. `only` narrows it
+    /// with an extra `AND …` condition and its parameters (empty: every row).
+    async fn events_after(
+        &self,
+        tx: &mut SqliteConnection,
+        after: i64,
+        only: &(String, Vec<String>),
+    ) -> Result<Vec<SqliteRow>, AuditError> {
+        let (cond, binds) = only;
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{cond} ORDER BY seq LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(after);
+        for b in binds {
+            query = query.bind(b);
+        }
+        query.bind(PAGE).fetch_all(&mut *tx).await.map_err(self.db("read events"))
     }
 
     /// Recomputes the hash chain over every row (see [`super::chain`]).
@@ -325,7 +325,7 @@ impl AuditStore {
         let mut last: Option<(i64, String)> = None;
         let mut after = i64::MIN;
         loop {
-            let rows = self.events_after(&mut tx, after).await?;
+            let rows = self.events_after(&mut tx, after, &(String::new(), Vec::new())).await?;
             for r in &rows {
                 let raw = RawEvent::from_row(r).map_err(self.db("decode event row"))?;
                 checker.check(&ChainRow {
@@ -369,7 +369,7 @@ impl AuditStore {
         out: &mut impl std::io::Write,
         q: Option<&HistoryQuery>,
     ) -> Result<(), AuditError> {
-        let (cond, binds) = match q {
+        let only = match q {
             Some(q) => {
                 let (cond, binds) = q.condition();
                 (format!(" AND call_id IN (SELECT call_id FROM calls WHERE {cond})"), binds)
@@ -399,12 +399,7 @@ impl AuditStore {
         let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
         let mut after = i64::MIN;
         loop {
-            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{cond} ORDER BY seq LIMIT ?");
-            let mut query = sqlx::query(&sql).bind(after);
-            for b in &binds {
-                query = query.bind(b);
-            }
-            let rows = query.bind(PAGE).fetch_all(&mut *tx).await.map_err(self.db("read events"))?;
+            let rows = self.events_after(&mut tx, after, &only).await?;
             for r in &rows {
                 let rec = self.record_from_row(r)?;
                 let ev = &rec.event;
