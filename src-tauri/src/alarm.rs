@@ -98,13 +98,10 @@ pub struct Alarm {
 
 impl Alarm {
     /// Starts the audio thread; `report` is called on it with every state change.
-    pub fn spawn(report: impl Fn(AlarmReport) + Send + 'static) -> Alarm {
+    pub fn spawn(report: impl Fn(AlarmReport) + Send + 'static) -> std::io::Result<Alarm> {
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("sosdesk-alarm".into())
-            .spawn(move || audio_thread(rx, report))
-            .expect("spawning the alarm thread");
-        Alarm { tx }
+        std::thread::Builder::new().name("sosdesk-alarm".into()).spawn(move || audio_thread(rx, report))?;
+        Ok(Alarm { tx })
     }
 
     pub fn start(&self) {

@@ -25,7 +25,7 @@ pub struct Board {
 /// What one event did to the board.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// A new call appeared (`true` for an emergency, `false` for a test call).
+    /// A new call appeared on the board (an emergency or a test call: see `test_call`).
     Added(ActiveCall),
     Updated(ActiveCall),
     /// Calls taken off the board to keep it bounded.
@@ -200,10 +200,10 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent) {
     });
 }
 
-/// How sure the location is, in the officer's words. A location the caller's own device sent, or
-/// an address nobody validated, is to be confirmed with the caller (Kari's Law / RAY BAUM'S Act
-/// practice: a dispatchable location must be verified when it is not from the organisation's
-/// validated records).
+/// How sure the location is, in the officer's words. sosdesk's rule: only an address from the
+/// organisation's own records (wiremap, HELD, manual) that passed MSAG validation is shown as
+/// validated; a location the caller's device sent, the site default, or an unvalidated address is
+/// to be confirmed with the caller.
 pub fn location_trust(loc: &LocationSnapshot) -> (LocationTrust, String) {
     if !loc.is_known() {
         return (LocationTrust::Unknown, "No location for this caller: ask where they are.".into());

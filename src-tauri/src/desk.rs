@@ -76,6 +76,8 @@ struct Inner {
     alarm_on: bool,
     /// When each (call, seq) reached the desk, until the UI says it painted it.
     pending_paint: HashMap<(String, u32), Instant>,
+    /// The running config's test number (933 in the lab), for "Place test call".
+    test_number: Option<String>,
 }
 
 pub struct Desk {
@@ -119,6 +121,7 @@ impl Desk {
                 status,
                 alarm_on: false,
                 pending_paint: HashMap::new(),
+                test_number: None,
             }),
             core: tokio::sync::Mutex::new(None),
             alarm: Mutex::new(None),
@@ -133,14 +136,22 @@ impl Desk {
     }
 
     /// Starts the alarm's audio thread (the app does; command-layer tests may leave it out).
+    /// Without it the alarm is visual only, and the status bar says so.
     pub fn enable_alarm(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
-        let alarm = Alarm::spawn(move |report| {
+        match Alarm::spawn(move |report| {
             if let Some(desk) = me.upgrade() {
                 desk.on_alarm_report(report);
             }
-        });
-        *self.alarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(alarm);
+        }) {
+            Ok(alarm) => *self.alarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(alarm),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the alarm's audio thread");
+                self.update_status(|s| {
+                    s.audio = Component::failed(format!("no alarm sound ({e}): the alarm is visual only"))
+                });
+            }
+        }
     }
 
     pub fn set_tray_status(&self, tray: Component) {
@@ -208,6 +219,8 @@ impl Desk {
         {
             let mut inner = self.lock();
             inner.routes = RouteBook::from_config(&cfg);
+            inner.test_number =
+                cfg.policies.iter().flat_map(|p| &p.numbers).find(|n| n.test).map(|n| n.dial_string.clone());
             inner.status.routes = inner.routes.routes().to_vec();
             inner.status.core = CoreState::Running;
             inner.status.core_detail = format!("listening on {}", listening.join(", "));
@@ -588,14 +601,12 @@ impl Desk {
     pub async fn place_test_call(&self, hold: Duration) -> Result<String, String> {
         let core = self.core().await.ok_or("the core is not running")?;
         let addr = core.local.udp.ok_or("the core has no UDP listener to call")?;
-        let number = self.test_number().ok_or("no test number in the config (a [[policy.number]] with test = true)")?;
+        let number = self
+            .lock()
+            .test_number
+            .clone()
+            .ok_or("no test number in the config (a [[policy.number]] with test = true)")?;
         crate::testcall::place(addr, &number, hold).await
-    }
-
-    fn test_number(&self) -> Option<String> {
-        let path = self.settings().config_path.or_else(|| self.status().config_path)?;
-        let cfg = Config::load(Path::new(&path)).ok()?;
-        cfg.policies.iter().flat_map(|p| p.numbers.iter()).find(|n| n.test).map(|n| n.dial_string.clone())
     }
 
     /// The UI painted event `seq` of `call_id`: how long after it reached the desk.
@@ -605,11 +616,9 @@ impl Desk {
         tracing::info!(call = call_id, seq, ms = took.as_secs_f64() * 1000.0, "alert painted");
         if let Some(path) = &self.metrics {
             use std::io::Write;
-            let line = format!(
-                "{{\"call_id\":{:?},\"seq\":{seq},\"event_to_paint_ms\":{:.3}}}\n",
-                call_id,
-                took.as_secs_f64() * 1000.0
-            );
+            let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
+            let line =
+                serde_json::json!({ "call_id": call_id, "seq": seq, "event_to_paint_ms": ms }).to_string() + "\n";
             if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
                 let _ = f.write_all(line.as_bytes());
             }
@@ -629,20 +638,17 @@ impl Desk {
 
 /// The officer's filter as a store query: local calendar days, both ends inclusive.
 pub fn history_query(f: &HistoryFilter) -> Result<HistoryQuery, String> {
-    let day = |s: &str, what: &str| -> Result<Option<chrono::DateTime<Utc>>, String> {
+    let day = |s: &str, what: &str| -> Result<Option<NaiveDate>, String> {
         let s = s.trim();
         if s.is_empty() {
             return Ok(None);
         }
-        let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("{what} date {s:?} is not YYYY-MM-DD"))?;
-        Ok(Some(local_midnight(d)))
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").map(Some).map_err(|_| format!("{what} date {s:?} is not YYYY-MM-DD"))
     };
-    let from = day(&f.from_date, "from")?;
+    let from = day(&f.from_date, "from")?.map(local_midnight);
+    // Up to the start of the day after: the "to" day is included.
     let until = match day(&f.to_date, "to")? {
-        Some(_) => {
-            let d = NaiveDate::parse_from_str(f.to_date.trim(), "%Y-%m-%d").map_err(|e| e.to_string())?;
-            Some(local_midnight(d.succ_opt().ok_or("to date out of range")?))
-        }
+        Some(d) => Some(local_midnight(d.succ_opt().ok_or("to date out of range")?)),
         None => None,
     };
     let text = Some(f.text.trim().to_string()).filter(|t| !t.is_empty());

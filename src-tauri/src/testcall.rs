@@ -94,7 +94,7 @@ pub async fn place(core: SocketAddr, number: &str, hold: Duration) -> Result<Str
         ack.push("Call-ID", call_id);
         ack.push("CSeq", "1 ACK");
         let _ = sock.send_to(&ack.to_bytes(), core).await;
-        let reason = status_line_reason(&final_resp);
+        let reason = warning_text(&final_resp);
         return Err(format!("test call {number} was not connected: {status} {reason}"));
     }
     // 2xx: ACK and BYE go to the Contact, i.e. back to the core (a B2BUA), as new transactions.
@@ -160,6 +160,7 @@ fn contact_target(v: &str) -> Option<String> {
     }
 }
 
-fn status_line_reason(m: &Message) -> String {
+/// The core's Warning header (why it refused or failed the call), in parentheses, if any.
+fn warning_text(m: &Message) -> String {
     m.header("Warning").map(|w| format!("({w})")).unwrap_or_default()
 }
