@@ -31,6 +31,12 @@ pub struct Config {
     /// The Location Information Service (wiremap, HELD, MSAG validation).
     #[serde(default)]
     pub lis: LisConfig,
+    /// Media anchoring, recording (issue 5).
+    #[serde(default)]
+    pub media: MediaConfig,
+    /// Security desk accounts: who may join a call's conference (and, issue 6, register).
+    #[serde(default, rename = "desk")]
+    pub desks: Vec<DeskAccountConfig>,
     /// Policy for callers from no configured site.
     pub default_policy: String,
     /// Set by [`Config::load`]: the file it came from (relative store paths resolve against it).
@@ -122,6 +128,92 @@ impl Default for LisConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Put sosdesk in the RTP path of emergency calls (needed to conference a desk in and to
+    /// record). Off: SDP passes through untouched.
+    #[serde(default = "default_true")]
+    pub anchor: bool,
+    /// Address the RTP sockets bind to; default: the SIP listen address.
+    pub bind: Option<std::net::IpAddr>,
+    /// Address written into SDP; default: `bind` (or `sip.public_host` when that is an IP).
+    pub address: Option<std::net::IpAddr>,
+    /// RTP port range, "first-last" (even ports are used).
+    #[serde(default = "default_rtp_ports")]
+    pub rtp_ports: String,
+    /// Record every anchored emergency call (WAV, caller left, far end and desks right).
+    #[serde(default = "default_true")]
+    pub record: bool,
+    /// Folder of the recordings; relative to the config file. Default: `recordings` beside
+    /// the audit store.
+    pub recordings: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_rtp_ports() -> String {
+    "16384-32767".into()
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            anchor: true,
+            bind: None,
+            address: None,
+            rtp_ports: default_rtp_ports(),
+            record: true,
+            recordings: None,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The port range as numbers (validated by [`Config::validate`]).
+    pub fn port_range(&self) -> Option<(u16, u16)> {
+        let (a, b) = self.rtp_ports.split_once('-')?;
+        let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+        (a >= 1024 && a < b).then_some((a, b))
+    }
+}
+
+/// A security desk's SIP account (digest credentials, RFC 3261 §22).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskAccountConfig {
+    /// Shown in the audit log and to the other desks, e.g. "Lobby desk".
+    pub name: String,
+    pub username: String,
+    pub password: String,
+    /// May this desk talk in a call (where the policy allows two-way)? Default: yes.
+    #[serde(default = "default_true")]
+    pub talk: bool,
+}
+
+impl std::fmt::Debug for DeskAccountConfig {
+    // Never print a password, not even in a debug log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeskAccountConfig")
+            .field("name", &self.name)
+            .field("username", &self.username)
+            .field("talk", &self.talk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a desk takes part in a call (Skype for Business ConferenceMode OneWay / TwoWay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConferenceMode {
+    /// Listen only: the desk hears caller and operator and is not heard.
+    #[default]
+    OneWay,
+    /// A full party: the desk may talk.
+    TwoWay,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RouteKindConfig {
@@ -177,6 +269,12 @@ pub struct PolicyConfig {
     pub numbers: Vec<EmergencyNumberConfig>,
     /// ERL used when neither the caller nor the caller's site supplies a location.
     pub default_erl: Option<Erl>,
+    /// Called and conferenced in the moment an emergency call is routed (Skype for Business
+    /// ConferenceUri), e.g. "sip:security@192.0.2.20:5060". The host must be an IP address.
+    pub conference_uri: Option<String>,
+    /// What a desk may do in this policy's calls: listen only, or talk (ConferenceMode).
+    #[serde(default)]
+    pub conference_mode: ConferenceMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +356,14 @@ impl Config {
     /// The audit store path, relative paths taken from the config file's folder.
     pub fn store_path(&self) -> PathBuf {
         self.relative(&self.store.path)
+    }
+
+    /// Where call recordings go.
+    pub fn recordings_path(&self) -> PathBuf {
+        match &self.media.recordings {
+            Some(p) => self.relative(p),
+            None => self.store_path().parent().unwrap_or(Path::new(".")).join("recordings"),
+        }
     }
 
     /// The MSAG extract's path, if one is configured.
@@ -377,6 +483,37 @@ impl Config {
         }
         if !policies.contains(self.default_policy.as_str()) {
             return Err(self.err("default_policy", format!("no policy named {:?}", self.default_policy)));
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            if let Some(u) = &p.conference_uri {
+                crate::routing::target_of_uri(u).map_err(|e| self.err(format!("policy[{i}].conference_uri"), e))?;
+                if !self.media.anchor {
+                    return Err(
+                        self.err(format!("policy[{i}].conference_uri"), "conferencing needs media.anchor = true")
+                    );
+                }
+            }
+        }
+        if self.media.port_range().is_none() {
+            return Err(self.err(
+                "media.rtp_ports",
+                format!("{:?} is not \"first-last\" with 1024 <= first < last <= 65535", self.media.rtp_ports),
+            ));
+        }
+        let mut users = HashSet::new();
+        for (i, d) in self.desks.iter().enumerate() {
+            if d.name.trim().is_empty() {
+                return Err(self.err(format!("desk[{i}].name"), "must not be empty"));
+            }
+            if d.username.is_empty() || d.username.contains(['"', ':', '\\']) {
+                return Err(self.err(format!("desk[{i}].username"), "must not be empty or contain '\"', ':' or '\\'"));
+            }
+            if !users.insert(d.username.as_str()) {
+                return Err(self.err(format!("desk[{i}].username"), format!("{:?} is defined twice", d.username)));
+            }
+            if d.password.len() < 8 {
+                return Err(self.err(format!("desk[{i}].password"), "must be at least 8 characters"));
+            }
         }
         let mut sites = HashSet::new();
         for (i, s) in self.sites.iter().enumerate() {

@@ -110,12 +110,45 @@ pub enum CallEventKind {
     Acknowledged {
         by: String,
     },
+    /// A security desk joined the call's conference: `mode` is `listen` or `talk`; `auto` when
+    /// sosdesk called it (the policy's conference URI) rather than the desk joining.
     DeskJoined {
         desk: String,
         mode: String,
+        auto: bool,
     },
+    /// A desk left the call (the call goes on).
     DeskLeft {
         desk: String,
+        reason: String,
+    },
+    /// A desk's join was refused with `status` (no or wrong credentials, unknown call, talk where
+    /// only listening is allowed…). `desk` is the account or user name it gave, if any.
+    DeskJoinRefused {
+        desk: String,
+        status: u16,
+        reason: String,
+    },
+    /// Calling the policy's conference URI failed.
+    ConferenceFailed {
+        target: String,
+        reason: String,
+    },
+    /// A party left while the others stay connected (last-party clear): `caller` hung up while
+    /// a desk is on the call.
+    PartyLeft {
+        party: String,
+    },
+    /// The call's recording is complete: file, its SHA-256, and length.
+    Recorded {
+        path: String,
+        sha256: String,
+        #[ts(type = "number")]
+        duration_ms: u64,
+    },
+    /// The call could not be recorded (the call itself went on).
+    RecordingFailed {
+        reason: String,
     },
     /// Notification IM sent to `uri`.
     Notified {
@@ -141,6 +174,11 @@ impl CallEventKind {
             CallEventKind::Acknowledged { .. } => "acknowledged",
             CallEventKind::DeskJoined { .. } => "desk-joined",
             CallEventKind::DeskLeft { .. } => "desk-left",
+            CallEventKind::DeskJoinRefused { .. } => "desk-join-refused",
+            CallEventKind::ConferenceFailed { .. } => "conference-failed",
+            CallEventKind::PartyLeft { .. } => "party-left",
+            CallEventKind::Recorded { .. } => "recorded",
+            CallEventKind::RecordingFailed { .. } => "recording-failed",
             CallEventKind::Notified { .. } => "notified",
         }
     }

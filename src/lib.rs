@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod location;
+pub mod media;
 pub mod policy;
 pub mod routing;
 pub mod server;

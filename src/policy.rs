@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, RouteConfig};
+use crate::config::{ConferenceMode, Config, RouteConfig};
 use crate::location::Erl;
 
 #[derive(Debug, Clone)]
@@ -26,6 +26,9 @@ pub struct Policy {
     /// Routes for a call with no location (the ECRC); also the last resort after `routes`.
     pub no_location_routes: Vec<usize>,
     pub default_erl: Option<Erl>,
+    /// Called and conferenced in when a call is routed.
+    pub conference_uri: Option<String>,
+    pub conference_mode: ConferenceMode,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +78,8 @@ impl Policies {
                 routes: usage(&p.pstn_usage),
                 no_location_routes: usage(p.no_location_pstn_usage.as_deref().unwrap_or(&p.pstn_usage)),
                 default_erl: p.default_erl.clone(),
+                conference_uri: p.conference_uri.clone(),
+                conference_mode: p.conference_mode,
             })
             .collect();
         let policy_idx = |name: &str| policies.iter().position(|p| p.name == name).unwrap_or(0);
@@ -111,6 +116,10 @@ impl Policies {
             Some(s) => (&self.policies[self.sites[s].policy], Some(&self.sites[s])),
             None => (&self.policies[self.default_policy], None),
         }
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
     }
 
     /// Every ELIN configured on any ERL (callbacks to these numbers are recognised even after

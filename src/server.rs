@@ -23,7 +23,8 @@ use crate::events::{CallEvent, CallEventKind};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
-use crate::routing::{Engine, LocalEndpoint, Locators};
+use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
+use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction};
 use crate::sip::parse::{parse_datagram, parse_stream, StreamItem, MAX_MESSAGE};
 use crate::sip::transaction::{Peer, Transport};
 use crate::sip::Message;
@@ -39,6 +40,8 @@ pub enum StartError {
     Lis(#[from] crate::location::store::LisError),
     #[error("HELD endpoint: {0}")]
     Held(String),
+    #[error("media: {0}")]
+    Media(String),
 }
 
 /// Why an event from a desk (an acknowledgement) could not be added to a call.
@@ -163,11 +166,15 @@ impl Core {
 
         let mut engine = Engine::new(cfg, local.clone());
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
+        if cfg.media.anchor {
+            engine.set_media(Arc::new(rtp_ports(cfg, udp_addr.or(tcp_addr))?));
+        }
         let ctx = RunContext {
             events: events.clone(),
             audit: audit.clone(),
             store: store.clone(),
             ended_calls: Default::default(),
+            recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
         };
         let task = tokio::spawn(run(engine, udp, net_tx.clone(), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, store = %cfg.store_path().display(), "sosdesk core started");
@@ -227,6 +234,24 @@ struct RunContext {
     store: AuditStore,
     /// Serialises events added to calls that have ended (see [`annotate_ended`]).
     ended_calls: Arc<tokio::sync::Mutex<()>>,
+    /// Where anchored calls are recorded (none: not recorded).
+    recordings: Option<std::path::PathBuf>,
+}
+
+/// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
+/// advertised as `media.address` (default: `sip.public_host` when it is an IP, else the bind
+/// address).
+fn rtp_ports(cfg: &Config, sip: Option<SocketAddr>) -> Result<RtpPorts, StartError> {
+    let bind = cfg.media.bind.or(sip.map(|a| a.ip())).unwrap_or([127, 0, 0, 1].into());
+    let public = cfg.sip.public_host.as_deref().and_then(|h| h.trim_matches(['[', ']']).parse().ok());
+    let advertise = cfg.media.address.or(public).unwrap_or(bind);
+    if advertise.is_unspecified() {
+        return Err(StartError::Media(format!(
+            "RTP is bound to {bind}: set media.address to the address parties should send RTP to"
+        )));
+    }
+    let (first, last) = cfg.media.port_range().ok_or_else(|| StartError::Media("bad media.rtp_ports".into()))?;
+    Ok(RtpPorts::new(bind, advertise, first, last))
 }
 
 async fn run(
@@ -239,6 +264,9 @@ async fn run(
 ) {
     let RunContext { events, audit, .. } = &ctx;
     let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut media: HashMap<String, mpsc::UnboundedSender<MediaCommand>> = HashMap::new();
+    // Recordings being finished and audited; waited for when the core stops.
+    let mut recordings = tokio::task::JoinSet::new();
     let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut connecting: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
     loop {
@@ -338,7 +366,45 @@ async fn run(
                 }
             }
         }
-        // 2. Then the audit log and the desks.
+        // 2. Media of anchored calls: each call's own task.
+        while let Some(action) = engine.poll_media() {
+            match action {
+                MediaAction::Open { call_ref } => {
+                    let (tx, task) = media_runner::spawn(call_ref.clone(), ctx.recordings.clone());
+                    media.insert(call_ref.clone(), tx);
+                    // When the media task ends (the call ended), its recording is audited in
+                    // the call's own sequence, like an acknowledgement of an ended call.
+                    let (audit, store, events, lock) =
+                        (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
+                    recordings.spawn(async move {
+                        let kind = match task.await {
+                            Ok(None) => return,
+                            Ok(Some(Ok(rec))) => CallEventKind::Recorded {
+                                path: rec.path.display().to_string(),
+                                sha256: rec.sha256.clone(),
+                                duration_ms: (rec.seconds() * 1000.0).round() as u64,
+                            },
+                            Ok(Some(Err(reason))) => CallEventKind::RecordingFailed { reason },
+                            Err(e) => CallEventKind::RecordingFailed { reason: format!("media task failed: {e}") },
+                        };
+                        if let Err(e) = annotate_ended(&audit, &store, &events, &lock, &call_ref, kind).await {
+                            tracing::error!(call = %call_ref, error = %e, "cannot audit the recording");
+                        }
+                    });
+                }
+                MediaAction::Leg { call_ref, cmd } => {
+                    if let Some(tx) = media.get(&call_ref) {
+                        let _ = tx.send(cmd);
+                    }
+                }
+                MediaAction::Close { call_ref } => {
+                    if let Some(tx) = media.remove(&call_ref) {
+                        let _ = tx.send(MediaCommand::Close);
+                    }
+                }
+            }
+        }
+        // 3. Then the audit log and the desks.
         while let Some(ev) = engine.poll_event() {
             // Every event is in the audit log; the log file gets what an operator must notice.
             match &ev.kind {
@@ -353,7 +419,14 @@ async fn run(
             audit.record(ev.clone());
             let _ = events.send(ev);
         }
+        while recordings.try_join_next().is_some() {}
     }
+    // Stopping: live calls' media ends now; their recordings are finished and audited before
+    // the core reports itself stopped.
+    for (_, tx) in media.drain() {
+        let _ = tx.send(MediaCommand::Close);
+    }
+    while recordings.join_next().await.is_some() {}
 }
 
 /// An event for a call the engine no longer holds: numbered after the call's last stored event.

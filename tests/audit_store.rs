@@ -516,7 +516,7 @@ async fn summary_records_the_acknowledgement() {
                 },
             ),
             event("call-a", 4, CallEventKind::Acknowledged { by: "officer.jones".into() }),
-            event("call-a", 5, CallEventKind::DeskJoined { desk: "desk-1".into(), mode: "one-way".into() }),
+            event("call-a", 5, CallEventKind::DeskJoined { desk: "desk-1".into(), mode: "listen".into(), auto: false }),
         ])
         .await
         .unwrap();

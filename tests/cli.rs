@@ -181,7 +181,7 @@ fn serve_history_verify_export_and_a_tampered_row() {
 
     let out = sosdesk().args(["audit", "verify", "--config", cfg_s]).output().unwrap();
     assert!(
-        out.status.success() && text(&out.stdout).starts_with("audit chain OK: 5 rows verified"),
+        out.status.success() && text(&out.stdout).starts_with("audit chain OK: 6 rows verified"),
         "{}",
         text(&out.stdout)
     );
@@ -193,7 +193,8 @@ fn serve_history_verify_export_and_a_tampered_row() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let exported = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(exported.lines().count(), 6, "header + 5 events:\n{exported}");
+    assert_eq!(exported.lines().count(), 7, "header + 6 events (the last: the recording):\n{exported}");
+    assert!(exported.lines().last().unwrap().contains("recorded"), "{exported}");
     // A display name that a spreadsheet would run as a formula is defused and quoted.
     assert!(exported.contains("\"'=HYPERLINK(\"\"x\"\"), Bob\""), "{exported}");
 

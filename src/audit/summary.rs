@@ -84,6 +84,11 @@ impl CallOutcome {
             CallEventKind::Acknowledged { .. }
             | CallEventKind::DeskJoined { .. }
             | CallEventKind::DeskLeft { .. }
+            | CallEventKind::DeskJoinRefused { .. }
+            | CallEventKind::ConferenceFailed { .. }
+            | CallEventKind::PartyLeft { .. }
+            | CallEventKind::Recorded { .. }
+            | CallEventKind::RecordingFailed { .. }
             | CallEventKind::Notified { .. } => return None,
         })
     }
@@ -220,8 +225,17 @@ pub fn event_detail(kind: &CallEventKind) -> String {
             format!("ELIN {elin} to {to} {target}")
         }
         CallEventKind::Acknowledged { by } => format!("by {by}"),
-        CallEventKind::DeskJoined { desk, mode } => format!("{desk} ({mode})"),
-        CallEventKind::DeskLeft { desk } => desk.clone(),
+        CallEventKind::DeskJoined { desk, mode, auto } => {
+            format!("{desk} ({mode}{})", if *auto { ", called by sosdesk" } else { "" })
+        }
+        CallEventKind::DeskLeft { desk, reason } => format!("{desk}: {reason}"),
+        CallEventKind::DeskJoinRefused { desk, status, reason } => format!("{desk}: {status} {reason}"),
+        CallEventKind::ConferenceFailed { target, reason } => format!("{target}: {reason}"),
+        CallEventKind::PartyLeft { party } => party.clone(),
+        CallEventKind::Recorded { path, sha256, duration_ms } => {
+            format!("{path} ({:.1} s, sha256 {sha256})", *duration_ms as f64 / 1000.0)
+        }
+        CallEventKind::RecordingFailed { reason } => reason.clone(),
         CallEventKind::Notified { uri, ok, detail } => {
             format!("{uri} {}: {detail}", if *ok { "ok" } else { "failed" })
         }

@@ -32,6 +32,10 @@ use crate::sip::transaction::{
 use crate::sip::uri::quote_display;
 use crate::sip::{ids, reason_phrase, Message, Uri};
 
+mod media_legs;
+use media_legs::{CallMedia, DeskDirectory};
+pub use media_legs::{MediaAction, RtpPortSource};
+
 /// Methods sosdesk answers or relays (RFC 3261 §20.5 Allow).
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
 /// Headers relayed with an in-dialog request or its response.
@@ -74,13 +78,16 @@ impl LocalEndpoint {
 enum Side {
     A,
     B,
+    /// A security desk's conference leg (its media leg id).
+    Desk(crate::media::LegId),
 }
 
 impl Side {
+    /// The leg a request on this one is relayed to (desk legs are never relayed).
     fn other(self) -> Side {
         match self {
             Side::A => Side::B,
-            Side::B => Side::A,
+            Side::B | Side::Desk(_) => Side::A,
         }
     }
 }
@@ -165,6 +172,9 @@ struct Call {
     pending_reinvite_ack: Option<(Side, u32)>,
     /// ACKs sent for relayed re-INVITEs' 2xx, by client transaction, re-sent on retransmission.
     relay_acks: HashMap<ClientKey, (Message, Peer)>,
+    /// sosdesk is in the media path (issue 5): SDP is answered by sosdesk on each leg, desks can
+    /// join, the call is recorded. `None`: SDP passes through untouched.
+    media: Option<CallMedia>,
 }
 
 /// A leg sosdesk gave up on (route timeout, cancel before any provisional): a 2xx that still
@@ -209,6 +219,10 @@ pub struct Engine {
     known_elins: HashSet<String>,
     events: VecDeque<CallEvent>,
     locators: Locators,
+    /// RTP ports for anchored calls; `None`: media is never anchored.
+    rtp: Option<Arc<dyn RtpPortSource>>,
+    media_actions: VecDeque<MediaAction>,
+    desks: DeskDirectory,
     pub stats: EngineStats,
 }
 
@@ -256,6 +270,9 @@ impl Engine {
             known_elins,
             events: VecDeque::new(),
             locators: Locators::default(),
+            rtp: None,
+            media_actions: VecDeque::new(),
+            desks: DeskDirectory::from_config(cfg),
             stats: EngineStats::default(),
             policies,
         }
@@ -330,6 +347,16 @@ impl Engine {
 
     pub fn poll_event(&mut self) -> Option<CallEvent> {
         self.events.pop_front()
+    }
+
+    /// What the media tasks of anchored calls must do (open, add or change a leg, close).
+    pub fn poll_media(&mut self) -> Option<MediaAction> {
+        self.media_actions.pop_front()
+    }
+
+    /// Anchor the media of emergency calls, with RTP ports from `ports` (config `media.anchor`).
+    pub fn set_media(&mut self, ports: Arc<dyn RtpPortSource>) {
+        self.rtp = Some(ports);
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
@@ -507,6 +534,10 @@ impl Engine {
             return;
         }
         let ruri = msg.request_uri().unwrap_or("").to_string();
+        if let Some(call_ref) = media_legs::conference_target(&ruri) {
+            self.on_desk_join(key, msg, peer, call_ref, now);
+            return;
+        }
         let (policy, site) = self.policies.select(peer.addr.ip());
         let (policy_name, site_name) = (policy.name.clone(), site.map(|s| s.name.clone()));
         let number = Uri::parse(&ruri).ok().and_then(|u| u.number());
@@ -597,7 +628,8 @@ impl Engine {
                 }
             }
         }
-        let call = self.new_call(
+        let media = self.anchor(ib.sdp.as_deref(), policy.conference_mode);
+        let mut call = self.new_call(
             key,
             msg,
             peer,
@@ -612,6 +644,10 @@ impl Engine {
             RouteKind::SipTrunk,
         );
         let call_ref = call.call_ref.clone();
+        if let Some(m) = media {
+            call.media = Some(m);
+            self.media_actions.push_back(MediaAction::Open { call_ref: call_ref.clone() });
+        }
         self.calls.insert(call_ref.clone(), call);
         self.emit(&call_ref, CallEventKind::Detected);
         self.start_attempt(&call_ref, now);
@@ -681,6 +717,7 @@ impl Engine {
             relays: HashMap::new(),
             pending_reinvite_ack: None,
             relay_acks: HashMap::new(),
+            media: None,
         }
     }
 
@@ -826,7 +863,21 @@ impl Engine {
                 (peer, (host, None), r.name.clone(), kind, presented)
             };
             let (host, user) = ruri_host;
-            let b = self.build_outbound_invite(&call, attempt, peer, &host, user.as_deref(), &presented, kind);
+            // Anchored: the far end gets sosdesk's own offer; else the caller's, as it came.
+            let sdp = match call.media.as_mut() {
+                Some(m) => Some(m.far_offer()),
+                None => call.a_offer.clone(),
+            };
+            let b = self.build_outbound_invite(
+                &call,
+                attempt,
+                peer,
+                &host,
+                user.as_deref(),
+                &presented,
+                kind,
+                sdp.as_ref(),
+            );
             if kind == RouteKind::ElinGateway {
                 self.elins.insert(
                     &presented,
@@ -858,6 +909,7 @@ impl Engine {
                 CallTimer::RouteResponse(attempt),
             ));
             Self::emit_into(&mut self.events, &mut call, CallEventKind::Routed);
+            self.start_auto_conference(&mut call, now);
             self.calls.insert(call.call_ref.clone(), call);
             break;
         }
@@ -873,6 +925,7 @@ impl Engine {
         user: Option<&str>,
         presented: &str,
         kind: RouteKind,
+        sdp: Option<&Bytes>,
     ) -> BLeg {
         let t = peer.transport;
         let call_id = ids::new_call_id(&self.local.host);
@@ -909,7 +962,7 @@ impl Engine {
                 geo.extend(call.location_refs.iter().map(|r| format!("<{r}>")));
                 m.push("Geolocation", geo.join(", "));
                 m.push("Geolocation-Routing", "yes");
-                let (ct, b) = body::build_multipart(call.a_offer.as_ref(), pidf, &call.cid);
+                let (ct, b) = body::build_multipart(sdp, pidf, &call.cid);
                 m.push("Content-Type", ct);
                 m.body = b;
             }
@@ -921,7 +974,7 @@ impl Engine {
                     );
                     m.push("Geolocation-Routing", "yes");
                 }
-                if let Some(sdp) = &call.a_offer {
+                if let Some(sdp) = sdp {
                     m.push("Content-Type", "application/sdp");
                     m.body = sdp.clone();
                 }
@@ -1012,12 +1065,16 @@ impl Engine {
             self.calls.get(&call_ref).and_then(|c| c.b.as_ref()).filter(|b| b.client_key == key).map(|b| b.attempt);
         if let Some(attempt) = attempt {
             self.fail_attempt(&call_ref, attempt, "no final response (Timer B)".into(), now);
-        } else if let Some(call) = self.calls.get_mut(&call_ref) {
+        } else if let Some(mut call) = self.calls.remove(&call_ref) {
             // A relayed request timed out: answer its originator.
             if let Some(relay) = call.relays.remove(key) {
                 let r = relay.request.response(408, "Request Timeout", None);
                 self.tx.respond(&relay.server_key, &r, now);
             }
+            if call.media.as_ref().is_some_and(|m| m.desk_by_invite(key).is_some()) {
+                self.auto_conference_failed(&mut call, key, "no final response (Timer B)".into());
+            }
+            self.calls.insert(call_ref, call);
         }
     }
 
@@ -1031,7 +1088,9 @@ impl Engine {
         }
         let Some(mut call) = self.calls.remove(&call_ref) else { return };
         let is_b_invite = call.b.as_ref().is_some_and(|b| b.client_key == key);
-        if is_b_invite {
+        if call.media.as_ref().is_some_and(|m| m.desk_by_invite(&key).is_some()) {
+            self.on_auto_conference_response(&mut call, &key, msg, retransmission, now);
+        } else if is_b_invite {
             let failed = self.on_b_invite_response(&mut call, msg, retransmission, now);
             self.calls.insert(call_ref.clone(), call);
             if let Some((attempt, reason)) = failed {
@@ -1106,7 +1165,11 @@ impl Engine {
                 if status == 180 || status == 183 {
                     let mut r = call.a_invite.response(status, msg.status_reason(), Some(tag_of(&call.a.local)));
                     r.push("Contact", self.local.contact(call.a.peer.transport));
-                    copy_body(&msg, &mut r);
+                    if call.media.is_some() {
+                        self.anchored_response_body(call, &msg, &mut r, false);
+                    } else {
+                        copy_body(&msg, &mut r);
+                    }
                     self.tx.respond(&call.a_invite_key, &r, now);
                     if call.ringing_sent.insert(status) {
                         Self::emit_into(&mut self.events, call, CallEventKind::Ringing { status });
@@ -1129,7 +1192,7 @@ impl Engine {
                 rr.reverse();
                 b.dialog.route_set = rr;
                 call.state = CallState::Answered;
-                if call.a_offer.is_some() {
+                if call.a_offer.is_some() || call.media.is_some() {
                     let ack = self.in_dialog_request(call, Side::B, "ACK", Some(1));
                     if let Some(b) = call.b.as_mut() {
                         self.tx.send_ack(&ack, b.dialog.peer);
@@ -1141,7 +1204,11 @@ impl Engine {
                 let mut r = call.a_invite.response(status, msg.status_reason(), Some(tag_of(&call.a.local)));
                 r.push("Contact", self.local.contact(call.a.peer.transport));
                 r.push("Allow", ALLOW);
-                copy_body(&msg, &mut r);
+                if call.media.is_some() {
+                    self.anchored_response_body(call, &msg, &mut r, true);
+                } else {
+                    copy_body(&msg, &mut r);
+                }
                 self.tx.respond(&call.a_invite_key, &r, now);
                 Self::emit_into(&mut self.events, call, CallEventKind::Answered);
             }
@@ -1195,7 +1262,10 @@ impl Engine {
         let Some((call_ref, side)) = msg.call_id().and_then(|c| self.by_call_id.get(c)).cloned() else { return };
         let Some(mut call) = self.calls.remove(&call_ref) else { return };
         let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
-        if side == Side::A && call.await_a_ack && cseq == call.a_invite.cseq().map(|c| c.0).unwrap_or(0) {
+        if call.media.is_some() {
+            // Anchored: an ACK only ever carries an answer to sosdesk's own offer.
+            self.anchored_ack(&mut call, side, &msg);
+        } else if side == Side::A && call.await_a_ack && cseq == call.a_invite.cseq().map(|c| c.0).unwrap_or(0) {
             // Late offer (RFC 3264 §4 via RFC 3261 §13.2.1): the caller's ACK carries the SDP
             // answer, which the far end needs in our ACK.
             call.await_a_ack = false;
@@ -1273,15 +1343,32 @@ impl Engine {
             return;
         };
         let method = msg.method().to_string();
+        if let Side::Desk(leg) = side {
+            let ended = self.on_desk_request(&mut call, leg, key, msg, now);
+            if ended {
+                self.forget_call(call);
+            } else {
+                self.calls.insert(call_ref, call);
+            }
+            return;
+        }
         if method == "BYE" {
             let r = msg.response(200, "OK", None);
             self.tx.respond(&key, &r, now);
+            if side == Side::A && call.state == CallState::Answered && call.media.as_ref().is_some_and(|m| m.desks_on())
+            {
+                // Last-party clear: the caller hung up, but a desk is on the call; the desk and
+                // the emergency operator stay connected until they hang up.
+                self.caller_left(&mut call);
+                self.calls.insert(call_ref, call);
+                return;
+            }
             let by = if side == Side::A { "caller" } else { "far-end" };
             match side {
                 Side::A => self.stop_b_leg(&mut call, now, "caller hung up"),
-                Side::B => {
+                Side::B | Side::Desk(_) => {
                     call.b = None;
-                    if call.state == CallState::Answered {
+                    if call.state == CallState::Answered && !call.media.as_ref().is_some_and(|m| m.caller_gone) {
                         let bye = self.in_dialog_request(&mut call, Side::A, "BYE", None);
                         let p = call.a.peer;
                         self.tx.send_request(&bye, p, now);
@@ -1292,11 +1379,19 @@ impl Engine {
             self.forget_call(call);
             return;
         }
+        if call.media.is_some() && (method == "INVITE" || method == "UPDATE") && call.state == CallState::Answered {
+            // Anchored: each leg's session is between the party and sosdesk, so a re-offer is
+            // answered here (RFC 3264 §8) and never reaches the other party.
+            self.anchored_reoffer(&mut call, side, key, msg, now);
+            self.calls.insert(call_ref, call);
+            return;
+        }
         // Anything else is relayed to the other leg once that leg's dialog exists.
         let other = side.other();
         let other_ready = match other {
-            Side::A => true,
+            Side::A => !call.media.as_ref().is_some_and(|m| m.caller_gone),
             Side::B => call.b.as_ref().is_some_and(|b| b.dialog.remote_tag.is_some()),
+            Side::Desk(_) => false,
         };
         if !other_ready || call.state != CallState::Answered && method == "INVITE" {
             let status = if method == "INVITE" { 491 } else { 481 };
@@ -1332,7 +1427,16 @@ impl Engine {
                 Some(b) => &mut b.dialog,
                 None => &mut call.a,
             },
+            Side::Desk(leg) => match call.media.as_mut().and_then(|m| m.desk_mut(leg)) {
+                Some(desk) => &mut desk.dialog,
+                None => &mut call.a,
+            },
         };
+        self.dialog_request(d, method, cseq)
+    }
+
+    /// A request inside `d` (§12.2.1.1). `cseq` given: reuse it (ACK).
+    fn dialog_request(&self, d: &mut Dialog, method: &str, cseq: Option<u32>) -> Message {
         let n = match cseq {
             Some(n) => n,
             None => {
@@ -1355,7 +1459,13 @@ impl Engine {
 
     // ------------------------------------------------------------------ bookkeeping
 
-    fn forget_call(&mut self, call: Call) {
+    fn forget_call(&mut self, mut call: Call) {
+        // Desks still on the call are cleared with it, and its media task closes (which
+        // finishes the recording).
+        self.end_desk_legs(&mut call);
+        if call.media.is_some() {
+            self.media_actions.push_back(MediaAction::Close { call_ref: call.call_ref.clone() });
+        }
         self.by_call_id.remove(&call.a.call_id);
         if let Some(b) = &call.b {
             self.by_call_id.remove(&b.dialog.call_id);
@@ -1401,6 +1511,7 @@ fn peer_of(call: &Call, side: Side) -> Peer {
     match side {
         Side::A => call.a.peer,
         Side::B => call.b.as_ref().map(|b| b.dialog.peer).unwrap_or(call.a.peer),
+        Side::Desk(leg) => call.media.as_ref().and_then(|m| m.desk(leg)).map(|d| d.dialog.peer).unwrap_or(call.a.peer),
     }
 }
 

@@ -52,6 +52,8 @@ mod tests {
             routes: vec![],
             no_location_routes: vec![],
             default_erl: None,
+            conference_uri: None,
+            conference_mode: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! for sosdesk rather than wrapping a third-party stack; ARCHITECTURE.md records the measurements
 //! behind that choice.
 
+pub mod digest;
 pub mod ids;
 pub mod message;
 pub mod parse;

@@ -68,8 +68,15 @@ impl Lab {
         Lab::start_with(|c| c)
     }
 
-    /// As [`Lab::start`], with the config text edited first.
+    /// As [`Lab::start`], with the config text edited first. Media passes through (the
+    /// routing tests check the caller's own SDP on the wire); [`Lab::start_anchored`] keeps
+    /// the lab's media anchoring.
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::start_anchored(|c| edit(c.replace("anchor = true", "anchor = false")))
+    }
+
+    /// The lab as `examples/lab.toml` has it: sosdesk anchors and records the media.
+    pub fn start_anchored(edit: impl FnOnce(String) -> String) -> Lab {
         assert!(
             Command::new("sipp").arg("-v").output().is_ok(),
             "sipp is not installed: the SIP tests need a real peer (Debian package sip-tester; the README's test command installs it)"

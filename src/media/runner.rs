@@ -1,0 +1,181 @@
+//! The I/O around a [`MediaSession`]: one tokio task per anchored call owns the session, the
+//! legs' UDP sockets (each read by a small task of its own) and the 20 ms clock, and writes the
+//! recording. The engine talks to it with [`MediaCommand`]s; RTP ports come from [`RtpPorts`].
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::mixer::LegId;
+use super::session::{LegParams, MediaSession, Role};
+use super::wav::{Recording, WavWriter};
+
+/// The RTP port range sosdesk binds its legs in (even ports, RFC 3550 §11: RTCP would be the odd
+/// one above), and the address it writes into SDP.
+pub struct RtpPorts {
+    bind: IpAddr,
+    advertise: IpAddr,
+    first: u16,
+    last: u16,
+    next: AtomicU32,
+}
+
+impl RtpPorts {
+    pub fn new(bind: IpAddr, advertise: IpAddr, first: u16, last: u16) -> RtpPorts {
+        let first = first + (first % 2);
+        RtpPorts { bind, advertise, first, last: last.max(first), next: AtomicU32::new(0) }
+    }
+
+    /// Bind the next free even port of the range (skipping ones in use). Returns the socket
+    /// and the address to put in SDP.
+    pub fn open(&self) -> io::Result<(StdUdpSocket, SocketAddr)> {
+        let slots = ((self.last - self.first) / 2 + 1) as u32;
+        let mut last_err = None;
+        for _ in 0..slots {
+            let n = self.next.fetch_add(1, Ordering::Relaxed) % slots;
+            let port = self.first + (n * 2) as u16;
+            match StdUdpSocket::bind(SocketAddr::new(self.bind, port)) {
+                Ok(sock) => {
+                    sock.set_nonblocking(true)?;
+                    return Ok((sock, SocketAddr::new(self.advertise, port)));
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("empty RTP port range")))
+    }
+}
+
+/// What the engine asks of a call's media task.
+#[derive(Debug)]
+pub enum MediaCommand {
+    AddLeg { leg: LegId, role: Role, params: LegParams, socket: StdUdpSocket },
+    UpdateLeg { leg: LegId, params: LegParams },
+    RemoveLeg { leg: LegId },
+    Close,
+}
+
+/// How a recording ended (reported once, when the media task stops).
+pub type RecordingReport = Result<Recording, String>;
+
+/// Start the media task of one call. `record_dir`: where its recording goes (none: not
+/// recorded). The task ends on [`MediaCommand::Close`] (or when the sender is dropped) and
+/// returns how its recording ended.
+pub fn spawn(
+    call_ref: String,
+    record_dir: Option<PathBuf>,
+) -> (mpsc::UnboundedSender<MediaCommand>, tokio::task::JoinHandle<Option<RecordingReport>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(call_ref, record_dir, rx));
+    (tx, task)
+}
+
+struct LegIo {
+    socket: Arc<UdpSocket>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+async fn run(
+    call_ref: String,
+    record_dir: Option<PathBuf>,
+    mut commands: mpsc::UnboundedReceiver<MediaCommand>,
+) -> Option<RecordingReport> {
+    let mut session = MediaSession::new(Instant::now(), record_dir.is_some());
+    let mut writer: Option<Result<WavWriter, String>> = record_dir.map(|dir| {
+        WavWriter::create(&dir, &call_ref).map_err(|e| format!("cannot create the recording in {}: {e}", dir.display()))
+    });
+    if let Some(Err(e)) = &writer {
+        tracing::error!(call = %call_ref, "{e}");
+    }
+    let (pkt_tx, mut pkt_rx) = mpsc::unbounded_channel::<(LegId, SocketAddr, Vec<u8>)>();
+    let mut legs: HashMap<LegId, LegIo> = HashMap::new();
+    loop {
+        let deadline = tokio::time::Instant::from_std(session.next_timeout());
+        tokio::select! {
+            biased;
+            Some((leg, from, data)) = pkt_rx.recv() => {
+                session.on_packet(leg, from, &data);
+                // Take whatever else is already waiting before sending: fewer wake-ups.
+                while let Ok((leg, from, data)) = pkt_rx.try_recv() {
+                    session.on_packet(leg, from, &data);
+                }
+            }
+            cmd = commands.recv() => match cmd {
+                Some(MediaCommand::AddLeg { leg, role, params, socket }) => match UdpSocket::from_std(socket) {
+                    Ok(sock) => {
+                        let sock = Arc::new(sock);
+                        let reader = tokio::spawn(read_leg(leg, sock.clone(), pkt_tx.clone()));
+                        if let Some(old) = legs.insert(leg, LegIo { socket: sock, reader }) {
+                            old.reader.abort();
+                        }
+                        session.add_leg(leg, role, params);
+                    }
+                    Err(e) => tracing::error!(call = %call_ref, leg, error = %e, "cannot use the RTP socket; leg has no media"),
+                },
+                Some(MediaCommand::UpdateLeg { leg, params }) => session.update_leg(leg, params),
+                Some(MediaCommand::RemoveLeg { leg }) => {
+                    session.remove_leg(leg);
+                    if let Some(io) = legs.remove(&leg) {
+                        io.reader.abort();
+                    }
+                }
+                Some(MediaCommand::Close) | None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => session.on_timeout(Instant::now()),
+        }
+        while let Some(d) = session.poll_transmit() {
+            if let Some(io) = legs.get(&d.leg) {
+                if let Err(e) = io.socket.try_send_to(&d.bytes, d.to) {
+                    // A full buffer or an ICMP error: a lost packet, as on any network.
+                    tracing::trace!(call = %call_ref, to = %d.to, error = %e, "RTP send failed");
+                }
+            }
+        }
+        while let Some((left, right)) = session.poll_recording() {
+            if let Some(Ok(w)) = &mut writer {
+                if let Err(e) = w.write(&left, &right) {
+                    tracing::error!(call = %call_ref, error = %e, "recording stopped");
+                    writer = Some(Err(format!("recording stopped: {e}")));
+                }
+            }
+        }
+    }
+    for (_, io) in legs.drain() {
+        io.reader.abort();
+    }
+    tracing::debug!(call = %call_ref, stats = ?session.stats, "media closed");
+    match writer {
+        None => None,
+        Some(Err(e)) => Some(Err(e)),
+        Some(Ok(w)) => {
+            let r = tokio::task::spawn_blocking(move || w.finish()).await;
+            Some(match r {
+                Ok(Ok(rec)) => Ok(rec),
+                Ok(Err(e)) => Err(format!("cannot finish the recording: {e}")),
+                Err(e) => Err(format!("cannot finish the recording: {e}")),
+            })
+        }
+    }
+}
+
+async fn read_leg(leg: LegId, sock: Arc<UdpSocket>, tx: mpsc::UnboundedSender<(LegId, SocketAddr, Vec<u8>)>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if tx.send((leg, from, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+            // ICMP port unreachable from a party that is not listening yet: keep reading.
+            Err(e) => tracing::trace!(leg, error = %e, "RTP receive error"),
+        }
+    }
+}

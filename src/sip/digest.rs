@@ -1,0 +1,247 @@
+//! HTTP Digest authentication for SIP (RFC 3261 §22.4, RFC 2617 §3.2 with qop=auth, MD5 — what
+//! every SIP client and sipp speak). sosdesk is the server: it challenges with a nonce it can
+//! check without keeping state (a timestamp and a keyed hash of it), and verifies the response
+//! against the desk accounts of the config.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+
+/// How long a nonce is good for; an older one gets a fresh challenge with `stale=true`.
+const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Why a request's credentials were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No Authorization header for this realm: challenge (401).
+    Missing,
+    /// The nonce is ours but too old: challenge again with `stale=true` (401).
+    Stale,
+    /// Unknown user, wrong password, a nonce we never issued, or a malformed header (403).
+    Invalid(String),
+}
+
+fn md5_hex(parts: &[&str]) -> String {
+    let mut h = Md5::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The parameters of a `Digest` credentials header value (RFC 2617 §3.2.2).
+pub fn parse_params(value: &str) -> Option<HashMap<String, String>> {
+    let rest = value.trim();
+    let (scheme, rest) = rest.split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return None;
+    }
+    let mut out = HashMap::new();
+    let mut s = rest.trim_start();
+    while !s.is_empty() {
+        let (name, after) = s.split_once('=')?;
+        let name = name.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (val, remaining) = if let Some(q) = after.strip_prefix('"') {
+            // quoted-string: up to the next unescaped quote.
+            let mut v = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            (v, &q[end?..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        out.insert(name, val);
+        s = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(out)
+}
+
+/// The server side: issues and checks nonces for one realm.
+pub struct DigestServer {
+    realm: String,
+    key: [u8; 32],
+}
+
+impl DigestServer {
+    pub fn new(realm: &str) -> DigestServer {
+        DigestServer { realm: realm.to_string(), key: rand::random() }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn nonce_at(&self, secs: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(secs.to_be_bytes());
+        format!("{secs:x}.{}", hex::encode(&h.finalize()[..12]))
+    }
+
+    /// A `WWW-Authenticate` value (RFC 2617 §3.2.1).
+    pub fn challenge(&self, stale: bool) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let opaque = hex::encode(&Sha256::digest(self.realm.as_bytes())[..8]);
+        format!(
+            "Digest realm=\"{}\", nonce=\"{}\", opaque=\"{opaque}\", algorithm=MD5, qop=\"auth\"{}",
+            self.realm,
+            self.nonce_at(now),
+            if stale { ", stale=true" } else { "" }
+        )
+    }
+
+    /// Check the `Authorization` values of a request. `password` looks a user up. Returns the
+    /// user name the credentials prove.
+    pub fn verify<'a>(
+        &self,
+        authorization: &[String],
+        method: &str,
+        password: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<String, AuthFailure> {
+        let creds = authorization
+            .iter()
+            .filter_map(|v| parse_params(v))
+            .find(|p| p.get("realm").is_some_and(|r| *r == self.realm));
+        let Some(p) = creds else {
+            return if authorization.is_empty() {
+                Err(AuthFailure::Missing)
+            } else {
+                Err(AuthFailure::Invalid("credentials for another realm or scheme".into()))
+            };
+        };
+        let field = |n: &str| p.get(n).map(String::as_str).unwrap_or("");
+        let (user, nonce, uri, response) = (field("username"), field("nonce"), field("uri"), field("response"));
+        if user.is_empty() || nonce.is_empty() || response.is_empty() {
+            return Err(AuthFailure::Invalid("incomplete credentials".into()));
+        }
+        if let Some(alg) = p.get("algorithm") {
+            if !alg.eq_ignore_ascii_case("MD5") {
+                return Err(AuthFailure::Invalid(format!("algorithm {alg} is not supported")));
+            }
+        }
+        // The nonce must be one we issued (its keyed hash matches) and recent.
+        let secs = nonce.split_once('.').and_then(|(t, _)| u64::from_str_radix(t, 16).ok());
+        let Some(secs) = secs.filter(|s| self.nonce_at(*s) == nonce) else {
+            return Err(AuthFailure::Invalid("a nonce sosdesk did not issue".into()));
+        };
+        let Some(pass) = password(user) else {
+            return Err(AuthFailure::Invalid(format!("unknown user {user:?}")));
+        };
+        let ha1 = md5_hex(&[user, &self.realm, pass]);
+        let ha2 = md5_hex(&[method, uri]);
+        let expected = match p.get("qop").map(String::as_str) {
+            Some("auth") => md5_hex(&[&ha1, nonce, field("nc"), field("cnonce"), "auth", &ha2]),
+            None => md5_hex(&[&ha1, nonce, &ha2]),
+            Some(q) => return Err(AuthFailure::Invalid(format!("qop {q} is not supported"))),
+        };
+        if !constant_time_eq(expected.as_bytes(), response.to_ascii_lowercase().as_bytes()) {
+            return Err(AuthFailure::Invalid(format!("wrong password for {user:?}")));
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if now.saturating_sub(secs) > NONCE_LIFETIME.as_secs() {
+            return Err(AuthFailure::Stale);
+        }
+        Ok(user.to_string())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The client side: the `Authorization` value answering a challenge (used by the desk app's
+/// conference leg and by tests).
+pub fn answer(challenge: &str, method: &str, uri: &str, user: &str, password: &str) -> Option<String> {
+    let c = parse_params(challenge)?;
+    let realm = c.get("realm")?;
+    let nonce = c.get("nonce")?;
+    let ha1 = md5_hex(&[user, realm, password]);
+    let ha2 = md5_hex(&[method, uri]);
+    let qop_auth = c.get("qop").is_some_and(|q| q.split(',').any(|x| x.trim() == "auth"));
+    let opaque = c.get("opaque").map(|o| format!(", opaque=\"{o}\"")).unwrap_or_default();
+    if qop_auth {
+        let cnonce = hex::encode(rand::random::<[u8; 8]>());
+        let nc = "00000001";
+        let response = md5_hex(&[&ha1, nonce, nc, &cnonce, "auth", &ha2]);
+        Some(format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"{cnonce}\", qop=auth, nc={nc}{opaque}"
+        ))
+    } else {
+        let response = md5_hex(&[&ha1, nonce, &ha2]);
+        Some(format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5{opaque}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2617_example_response() {
+        // RFC 2617 §3.5: Mufasa / Circle Of Life.
+        let ha1 = md5_hex(&["Mufasa", "testrealm@host.com", "Circle Of Life"]);
+        let ha2 = md5_hex(&["GET", "/dir/index.html"]);
+        let r = md5_hex(&[&ha1, "dcd98b7102dd2f0e8b11d0f600bfb0c093", "00000001", "0a4f113b", "auth", &ha2]);
+        assert_eq!(r, "6629fae49393a05397450978507c4ef1");
+    }
+
+    #[test]
+    fn challenge_answer_verify_and_failures() {
+        let s = DigestServer::new("sosdesk");
+        let pw = |u: &str| (u == "desk1").then_some("correct horse");
+        let ch = s.challenge(false);
+        let good = answer(&ch, "INVITE", "sip:conf-x@127.0.0.1", "desk1", "correct horse").unwrap();
+        assert_eq!(s.verify(std::slice::from_ref(&good), "INVITE", pw), Ok("desk1".into()));
+        assert_eq!(s.verify(&[], "INVITE", pw), Err(AuthFailure::Missing));
+        let wrong = answer(&ch, "INVITE", "sip:conf-x@127.0.0.1", "desk1", "battery staple").unwrap();
+        assert!(
+            matches!(s.verify(&[wrong], "INVITE", pw), Err(AuthFailure::Invalid(r)) if r.contains("wrong password"))
+        );
+        let unknown = answer(&ch, "INVITE", "sip:conf-x@127.0.0.1", "mallory", "x").unwrap();
+        assert!(matches!(s.verify(&[unknown], "INVITE", pw), Err(AuthFailure::Invalid(_))));
+        // A nonce from another server (or forged) is refused.
+        let other = DigestServer::new("sosdesk").challenge(false);
+        let forged = answer(&other, "INVITE", "sip:conf-x@127.0.0.1", "desk1", "correct horse").unwrap();
+        assert!(
+            matches!(s.verify(&[forged], "INVITE", pw), Err(AuthFailure::Invalid(r)) if r.contains("did not issue"))
+        );
+        // Replaying the response for another method fails.
+        assert!(matches!(s.verify(&[good], "BYE", pw), Err(AuthFailure::Invalid(_))));
+        // An old nonce is stale.
+        let old = format!("Digest realm=\"sosdesk\", nonce=\"{}\", qop=\"auth\"", s.nonce_at(1000));
+        let stale = answer(&old, "INVITE", "sip:c", "desk1", "correct horse").unwrap();
+        assert_eq!(s.verify(&[stale], "INVITE", pw), Err(AuthFailure::Stale));
+    }
+
+    #[test]
+    fn parses_quoted_escaped_and_bare_values() {
+        let p = parse_params(r#"Digest username="a\"b", realm="r", nc=00000001, qop=auth"#).unwrap();
+        assert_eq!(p["username"], "a\"b");
+        assert_eq!(p["nc"], "00000001");
+        assert_eq!(p["qop"], "auth");
+        assert!(parse_params("Basic abc").is_none());
+    }
+}
