@@ -237,13 +237,26 @@ impl MediaSession {
             return;
         }
         let pt = pkt.payload_type();
-        if pt == p.payload_type {
+        // The negotiated payload type, or either static G.711 one: a party that offered both
+        // laws and sends the other one is still understood (be liberal in what you accept).
+        let codec = if pt == p.payload_type {
+            Some(p.codec)
+        } else if Some(pt) == p.telephone_event {
+            None
+        } else {
+            match pt {
+                0 => Some(Codec::Pcmu),
+                8 => Some(Codec::Pcma),
+                _ => None,
+            }
+        };
+        if let Some(codec) = codec {
             self.samples.clear();
-            p.codec.decode_into(pkt.payload(), &mut self.samples);
+            codec.decode_into(pkt.payload(), &mut self.samples);
             self.mixer.push(leg, &self.samples);
             if self.direct() {
                 if let Some(to) = self.legs.iter().position(|l| l.id != leg) {
-                    self.relay_audio(leg, p.codec, &pkt, to);
+                    self.relay_audio(leg, codec, &pkt, to);
                 }
             }
         } else if Some(pt) == p.telephone_event && self.legs[idx].role != Role::Desk {

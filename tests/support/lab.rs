@@ -182,6 +182,33 @@ impl Lab {
         out
     }
 
+    /// Wait (on the core's broadcast, no polling) for the first event after those already read
+    /// that matches; every event read on the way is appended to `seen`.
+    pub fn wait_for(&mut self, seen: &mut Vec<CallEvent>, what: &str, pred: impl Fn(&CallEvent) -> bool) -> CallEvent {
+        let rx = self.events.as_mut().expect("event receiver");
+        if let Some(ev) = seen.iter().find(|e| pred(e)) {
+            return ev.clone();
+        }
+        self.rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Ok(ev)) => {
+                        seen.push(ev.clone());
+                        if pred(&ev) {
+                            return ev;
+                        }
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    _ => panic!(
+                        "no {what} event within 30 s; seen: {:?}",
+                        seen.iter().map(|e| e.kind.name()).collect::<Vec<_>>()
+                    ),
+                }
+            }
+        })
+    }
+
     /// Events in the audit store, in order (the core must be stopped or flushed).
     pub fn audit_events(&self) -> Vec<CallEvent> {
         self.rt.block_on(async {

@@ -1,2 +1,3 @@
 pub mod lab;
+pub mod rtp;
 pub mod xmllint;

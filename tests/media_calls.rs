@@ -1,0 +1,330 @@
+//! Issue 5 end to end: anchored emergency calls with real sipp signalling and real RTP.
+//!
+//! sipp is caller, provider and desk for SIP; each party's audio is a test socket (see
+//! `support::rtp`) sending its own tone — caller 500 Hz, operator 1100 Hz, desk 1700 Hz — and
+//! keeping what it hears, decoded. Who hears whom is then measured, not assumed.
+
+mod support;
+
+use std::time::Instant;
+
+use sosdesk::events::{CallEvent, CallEventKind};
+use sosdesk::media::wav::{hash_file, read_stereo};
+use sosdesk::media::Codec;
+use support::lab::Lab;
+use support::rtp::{tone_level, Party};
+
+const CALLER_HZ: f64 = 500.0;
+const OPERATOR_HZ: f64 = 1100.0;
+const DESK_HZ: f64 = 1700.0;
+
+fn kinds(events: &[CallEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+/// The provider (PCMA only: the caller offered PCMU first, so sosdesk transcodes) and the
+/// caller; returns once the call is answered, with its id.
+struct Call {
+    caller: support::lab::Sipp,
+    provider: support::lab::Sipp,
+    caller_media: Party,
+    operator_media: Party,
+    call_id: String,
+}
+
+fn place_call(lab: &mut Lab, seen: &mut Vec<CallEvent>, from_ip: &str, caller_sdp_ip: &str, hold_ms: u32) -> Call {
+    let operator_media = Party::start(Some(OPERATOR_HZ), Codec::Pcma);
+    let caller_media = Party::start(Some(CALLER_HZ), Codec::Pcmu);
+    let provider = lab.uas(
+        "provider",
+        "media_provider.xml",
+        "127.0.0.1",
+        lab.ports.primary,
+        &["-set", "mport", &operator_media.port.to_string(), "-set", "pt", "8", "-set", "codec", "PCMA"],
+    );
+    let caller = lab.uac(
+        "caller",
+        "media_caller.xml",
+        from_ip,
+        &[
+            "-s",
+            if from_ip == "127.0.0.3" { "999" } else { "911" },
+            "-set",
+            "mip",
+            caller_sdp_ip,
+            "-set",
+            "mport",
+            &caller_media.port.to_string(),
+            "-set",
+            "hold_ms",
+            &hold_ms.to_string(),
+        ],
+    );
+    let answered = lab.wait_for(seen, "answered", |e| e.kind == CallEventKind::Answered);
+    Call { caller, provider, caller_media, operator_media, call_id: answered.call_id }
+}
+
+fn desk_args<'a>(
+    call_id: &'a str,
+    user: &'a str,
+    pass: &'a str,
+    port: &'a str,
+    dir: &'a str,
+    hold: &'a str,
+) -> Vec<String> {
+    [
+        "-s",
+        &format!("conf-{call_id}"),
+        "-au",
+        user,
+        "-ap",
+        pass,
+        "-set",
+        "mport",
+        port,
+        "-set",
+        "dir",
+        dir,
+        "-set",
+        "hold_ms",
+        hold,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn sipp_args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_listening_desk_hears_caller_and_operator_and_nobody_hears_it() {
+    let mut lab = Lab::start_anchored(|c| c);
+    let mut seen = Vec::new();
+    // The caller's SDP names a TEST-NET address it cannot be reached at (a phone behind NAT):
+    // it hears anything only because sosdesk answers where its RTP really comes from.
+    let call = place_call(&mut lab, &mut seen, "127.0.0.1", "192.0.2.99", 5000);
+
+    // The lobby desk's account may only listen: asking to talk is refused.
+    let desk_media = Party::start(Some(DESK_HZ), Codec::Pcma);
+    let port = desk_media.port.to_string();
+    let talk = desk_args(&call.call_id, "desk1", "lobby-desk-secret", &port, "sendrecv", "0");
+    let refused = lab.uac("desk-talk", "desk_refused.xml", "127.0.0.1", &sipp_args(&talk)).wait();
+    refused.assert_ok();
+    assert!(refused.received().iter().any(|m| m.starts_with("SIP/2.0 403")), "{}", refused.messages);
+
+    // Listening (a=recvonly) — but the test socket sends its tone anyway: it must reach no one.
+    let listen = desk_args(&call.call_id, "desk1", "lobby-desk-secret", &port, "recvonly", "2500");
+    let desk = lab.uac("desk", "desk_join.xml", "127.0.0.1", &sipp_args(&listen));
+    desk.wait().assert_ok();
+    call.caller.wait().assert_ok();
+    call.provider.wait().assert_ok();
+    let (caller, operator, desk) = (call.caller_media.finish(), call.operator_media.finish(), desk_media.finish());
+
+    let report = |h: &support::rtp::Heard| {
+        format!(
+            "sent {} got {} packets, levels {:.0}/{:.0}/{:.0}",
+            h.sent,
+            h.packets.len(),
+            h.level(CALLER_HZ, None),
+            h.level(OPERATOR_HZ, None),
+            h.level(DESK_HZ, None)
+        )
+    };
+    eprintln!("caller: {}\noperator: {}\ndesk: {}", report(&caller), report(&operator), report(&desk));
+    assert!(operator.hears(CALLER_HZ), "operator hears the caller (PCMU → PCMA)");
+    assert!(caller.hears(OPERATOR_HZ), "the caller behind NAT hears the operator");
+    assert!(desk.hears(CALLER_HZ) && desk.hears(OPERATOR_HZ), "the desk hears both");
+    assert!(operator.silent_on(DESK_HZ), "a listening desk is not heard: {}", operator.level(DESK_HZ, None));
+    assert!(caller.silent_on(DESK_HZ), "a listening desk is not heard: {}", caller.level(DESK_HZ, None));
+
+    lab.stop();
+    let events = lab.audit_events();
+    let k = kinds(&events);
+    assert!(
+        k.iter().position(|x| *x == "desk-joined") < k.iter().position(|x| *x == "desk-left")
+            && k.last() == Some(&"recorded"),
+        "{k:?}"
+    );
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        CallEventKind::DeskJoinRefused { desk, status: 403, reason } if desk == "Lobby desk" && reason.contains("only listen"))));
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        CallEventKind::DeskJoined { desk, mode, auto: false } if desk == "Lobby desk" && mode == "listen")));
+
+    // The recording: the caller on the left, the operator on the right, never the desk; its
+    // hash is the file's.
+    let Some(CallEventKind::Recorded { path, sha256, duration_ms }) = events.last().map(|e| e.kind.clone()) else {
+        unreachable!()
+    };
+    assert_eq!(hash_file(path.as_ref()).unwrap(), sha256);
+    assert!(duration_ms > 3000, "{duration_ms} ms recorded");
+    let (left, right) = read_stereo(path.as_ref()).unwrap();
+    let loudest = |s: &[i16], hz| s.chunks(1600).map(|c| tone_level(c, hz)).fold(0.0, f64::max);
+    assert!(loudest(&left, CALLER_HZ) > 2000.0 && loudest(&left, OPERATOR_HZ) < 80.0);
+    assert!(loudest(&right, OPERATOR_HZ) > 2000.0 && loudest(&right, CALLER_HZ) < 80.0);
+    assert!(loudest(&left, DESK_HZ) < 80.0 && loudest(&right, DESK_HZ) < 80.0);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn a_talking_desk_is_heard_and_stays_with_the_operator_after_the_caller_hangs_up() {
+    let mut lab = Lab::start_anchored(|c| c);
+    let mut seen = Vec::new();
+    let call = place_call(&mut lab, &mut seen, "127.0.0.1", "127.0.0.1", 2500);
+    let desk_media = Party::start(Some(DESK_HZ), Codec::Pcma);
+    let port = desk_media.port.to_string();
+    let args = desk_args(&call.call_id, "desk2", "control-room-secret", &port, "sendrecv", "5000");
+    let desk = lab.uac("desk", "desk_join.xml", "127.0.0.1", &sipp_args(&args));
+    call.caller.wait().assert_ok();
+    let caller_gone = Instant::now();
+    lab.wait_for(&mut seen, "party-left", |e| matches!(e.kind, CallEventKind::PartyLeft { .. }));
+    desk.wait().assert_ok();
+    call.provider.wait().assert_ok();
+    let (caller, operator, desk) = (call.caller_media.finish(), call.operator_media.finish(), desk_media.finish());
+
+    assert!(caller.hears(DESK_HZ) && operator.hears(DESK_HZ), "a talking desk reaches caller and operator");
+    assert!(desk.hears(CALLER_HZ) && desk.hears(OPERATOR_HZ));
+    assert!(operator.hears_after(DESK_HZ, caller_gone), "desk and operator still talk after the caller left");
+    assert!(desk.hears_after(OPERATOR_HZ, caller_gone));
+
+    lab.stop();
+    let events = lab.audit_events();
+    let k = kinds(&events);
+    let at = |name: &str| k.iter().position(|x| *x == name).unwrap_or_else(|| panic!("no {name}: {k:?}"));
+    assert!(at("answered") < at("desk-joined") && at("desk-joined") < at("party-left"), "{k:?}");
+    assert!(at("party-left") < at("desk-left") && at("desk-left") < at("ended"), "{k:?}");
+    assert!(events.iter().any(|e| matches!(&e.kind, CallEventKind::Ended { by, .. } if by == "desk")), "{k:?}");
+    assert!(events.iter().any(|e| matches!(&e.kind, CallEventKind::DeskJoined { mode, .. } if mode == "talk")));
+    assert_eq!(k.last(), Some(&"recorded"));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn joins_without_credentials_with_wrong_ones_to_talk_in_a_listen_only_policy_or_to_no_call_are_refused() {
+    let mut lab = Lab::start_anchored(|c| c);
+    let mut seen = Vec::new();
+    // 127.0.0.3 is the London site: its policy lets desks listen only.
+    let call = place_call(&mut lab, &mut seen, "127.0.0.3", "127.0.0.3", 4000);
+    let port = "40000".to_string();
+    let run = |lab: &Lab, name: &str, scenario: &str, args: Vec<String>| {
+        let r = lab.uac(name, scenario, "127.0.0.1", &sipp_args(&args)).wait();
+        r.assert_ok();
+        r.received().iter().filter(|m| m.starts_with("SIP/2.0 4")).last().cloned().unwrap_or_default()
+    };
+    let noauth =
+        run(&lab, "noauth", "desk_unauthenticated.xml", desk_args(&call.call_id, "", "", &port, "recvonly", "0"));
+    assert!(
+        noauth.starts_with("SIP/2.0 401") && noauth.contains("WWW-Authenticate: Digest realm=\"sosdesk\""),
+        "{noauth}"
+    );
+    let wrong = run(
+        &lab,
+        "wrong",
+        "desk_refused.xml",
+        desk_args(&call.call_id, "desk2", "not-the-password", &port, "recvonly", "0"),
+    );
+    assert!(wrong.starts_with("SIP/2.0 403"), "{wrong}");
+    let talk = run(
+        &lab,
+        "talk",
+        "desk_refused.xml",
+        desk_args(&call.call_id, "desk2", "control-room-secret", &port, "sendrecv", "0"),
+    );
+    assert!(talk.starts_with("SIP/2.0 403") && talk.contains("listen only"), "{talk}");
+    let nocall = run(
+        &lab,
+        "nocall",
+        "desk_refused.xml",
+        desk_args("0123456789abcdef", "desk2", "control-room-secret", &port, "recvonly", "0"),
+    );
+    assert!(nocall.starts_with("SIP/2.0 404"), "{nocall}");
+    call.caller.wait().assert_ok();
+    call.provider.wait().assert_ok();
+    drop((call.caller_media.finish(), call.operator_media.finish()));
+
+    lab.stop();
+    let events = lab.audit_events();
+    let refusals: Vec<(u16, String)> = events
+        .iter()
+        .filter(|e| e.call_id == call.call_id)
+        .filter_map(|e| match &e.kind {
+            CallEventKind::DeskJoinRefused { desk, status, .. } => Some((*status, desk.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            (401, String::new()),
+            (401, String::new()),
+            (403, "desk2".into()),
+            (401, String::new()),
+            (403, "Control room".into())
+        ],
+        "every refusal is in the call's audit trail (the 401s are the challenges)"
+    );
+    assert!(!events.iter().any(|e| matches!(e.kind, CallEventKind::DeskJoined { .. })));
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        CallEventKind::Rejected { status: 404, reason } if reason.contains("Control room") && reason.contains("no active call"))));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn the_policy_conference_uri_is_called_when_the_call_is_routed() {
+    // The HQ policy calls the security desk's phone into every call, two-way.
+    let mut lab = Lab::start_anchored(|c| {
+        let port =
+            c.split("sip:security-desk@127.0.0.1:").nth(1).and_then(|r| r.split('"').next()).unwrap().to_string();
+        c.replacen(
+            "conference_mode = \"two-way\"",
+            &format!("conference_mode = \"two-way\"\nconference_uri = \"sip:security@127.0.0.1:{port}\""),
+            1,
+        )
+    });
+    let desk_media = Party::start(Some(DESK_HZ), Codec::Pcmu);
+    // The desk phone stays 4 s; the caller hangs up after 2 s: desk and operator stay connected
+    // until the desk phone hangs up too.
+    let desk = lab.uas(
+        "desk-phone",
+        "desk_phone.xml",
+        "127.0.0.1",
+        lab.ports.fallback,
+        &[
+            "-set",
+            "mport",
+            &desk_media.port.to_string(),
+            "-set",
+            "pt",
+            "0",
+            "-set",
+            "codec",
+            "PCMU",
+            "-set",
+            "hold_ms",
+            "4000",
+        ],
+    );
+    let mut seen = Vec::new();
+    let call = place_call(&mut lab, &mut seen, "127.0.0.1", "127.0.0.1", 2000);
+    lab.wait_for(&mut seen, "desk-joined", |e| matches!(e.kind, CallEventKind::DeskJoined { .. }));
+    call.caller.wait().assert_ok();
+    call.provider.wait().assert_ok();
+    let desk_run = desk.wait();
+    desk_run.assert_ok();
+    let invite = desk_run.received_request("INVITE");
+    assert!(
+        invite.contains("Priority: emergency") && invite.contains("Subject: emergency call from +15555550123"),
+        "{invite}"
+    );
+    let (caller, operator, desk) = (call.caller_media.finish(), call.operator_media.finish(), desk_media.finish());
+    assert!(desk.hears(CALLER_HZ) && desk.hears(OPERATOR_HZ));
+    assert!(caller.hears(DESK_HZ) && operator.hears(DESK_HZ), "two-way: the called desk is heard");
+
+    lab.stop();
+    let events = lab.audit_events();
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        CallEventKind::DeskJoined { desk, mode, auto: true } if desk.starts_with("sip:security@") && mode == "talk")));
+    let k = kinds(&events);
+    assert!(k.ends_with(&["party-left", "desk-left", "ended", "recorded"]), "{k:?}");
+}
