@@ -210,7 +210,7 @@ fn joins_without_credentials_with_wrong_ones_to_talk_in_a_listen_only_policy_or_
     let run = |lab: &Lab, name: &str, scenario: &str, args: Vec<String>| {
         let r = lab.uac(name, scenario, "127.0.0.1", &sipp_args(&args)).wait();
         r.assert_ok();
-        r.received().iter().filter(|m| m.starts_with("SIP/2.0 4")).last().cloned().unwrap_or_default()
+        r.received().iter().rfind(|m| m.starts_with("SIP/2.0 4")).cloned().unwrap_or_default()
     };
     let noauth =
         run(&lab, "noauth", "desk_unauthenticated.xml", desk_args(&call.call_id, "", "", &port, "recvonly", "0"));

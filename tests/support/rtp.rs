@@ -151,7 +151,7 @@ impl Heard {
 #[test]
 fn goertzel_measures_a_tone_and_ignores_another() {
     let s: Vec<i16> = (0..1600)
-        .map(|i| ((i as f64) * 2.0 * std::f64::consts::PI * 500.0 / 8000.0).sin() as f64 * 8000.0)
+        .map(|i| ((i as f64) * 2.0 * std::f64::consts::PI * 500.0 / 8000.0).sin() * 8000.0)
         .map(|x| x as i16)
         .collect();
     assert!((tone_level(&s, 500.0) - 8000.0).abs() < 200.0);
