@@ -328,3 +328,13 @@ fn the_policy_conference_uri_is_called_when_the_call_is_routed() {
     let k = kinds(&events);
     assert!(k.ends_with(&["party-left", "desk-left", "ended", "recorded"]), "{k:?}");
 }
+
+#[test]
+fn the_tone_meter_measures_a_tone_and_ignores_another() {
+    let s: Vec<i16> = (0..1600)
+        .map(|i| ((i as f64) * 2.0 * std::f64::consts::PI * 500.0 / 8000.0).sin() * 8000.0)
+        .map(|x| x as i16)
+        .collect();
+    assert!((support::rtp::tone_level(&s, 500.0) - 8000.0).abs() < 200.0);
+    assert!(support::rtp::tone_level(&s, 1700.0) < 50.0);
+}
