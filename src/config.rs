@@ -599,6 +599,33 @@ masks = ["9911"]
     }
 
     #[test]
+    fn media_desks_and_conference_keys_are_checked() {
+        let c = Config::from_toml(GOOD, Path::new("/etc/sosdesk/x.toml")).unwrap();
+        assert!(c.media.anchor && c.media.record);
+        assert_eq!(c.media.port_range(), Some((16384, 32767)));
+        assert_eq!(c.recordings_path(), PathBuf::from("/etc/sosdesk/recordings"));
+        let err = |edit: &str| Config::from_toml(&format!("{GOOD}{edit}"), Path::new("x.toml")).unwrap_err();
+        assert_eq!(err("[media]\nrtp_ports = \"30000-20000\"\n").key, "media.rtp_ports");
+        assert_eq!(err("[media]\nrtp_ports = \"80-90\"\n").key, "media.rtp_ports");
+        let desk = "[[desk]]\nname = \"D\"\nusername = \"d1\"\npassword = \"long-enough\"\n";
+        assert!(Config::from_toml(&format!("{GOOD}{desk}"), Path::new("x.toml")).is_ok());
+        assert_eq!(err(&desk.replace("long-enough", "short")).key, "desk[0].password");
+        assert_eq!(err(&desk.replace("\"d1\"", "\"d:1\"")).key, "desk[0].username");
+        assert_eq!(err(&format!("{desk}{desk}")).key, "desk[1].username");
+        // The password never shows in debug output.
+        let c = Config::from_toml(&format!("{GOOD}{desk}"), Path::new("x.toml")).unwrap();
+        assert!(!format!("{:?}", c.desks).contains("long-enough"));
+        let conf =
+            |uri: &str| GOOD.replace("pstn_usage = \"e\"", &format!("pstn_usage = \"e\"\nconference_uri = \"{uri}\""));
+        let e = Config::from_toml(&conf("sip:desk@desk.example"), Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "policy[0].conference_uri");
+        let ok = conf("sip:desk@192.0.2.7:5060");
+        assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
+        let e = Config::from_toml(&format!("{ok}[media]\nanchor = false\n"), Path::new("x.toml")).unwrap_err();
+        assert!(e.reason.contains("media.anchor"), "{e}");
+    }
+
+    #[test]
     fn errors_name_file_key_and_reason() {
         let bad = GOOD.replace("routes = [\"p1\"]", "routes = [\"nope\"]");
         let e = Config::from_toml(&bad, Path::new("x.toml")).unwrap_err();

@@ -304,3 +304,29 @@ CSeq: 2 INVITE\r\nContact: <sip:1001@{CALLER}>\r\nContent-Type: application/sdp\
     e.handle_message(ok2, peer(PRIMARY), t0 + Duration::from_millis(500));
     assert_eq!(acks(sent(&mut e)), 1, "the retransmitted 200 is ACKed again");
 }
+
+#[test]
+fn a_conference_uri_on_an_unanchored_call_is_reported_not_silently_skipped() {
+    // No RTP ports given to the engine: the call cannot be anchored, so the desk phone of the
+    // policy cannot be called in; the call is routed all the same and the failure audited once,
+    // even across a failover.
+    let mut e = engine(|c| {
+        c.replacen(
+            "conference_mode = \"two-way\"",
+            "conference_mode = \"two-way\"\nconference_uri = \"sip:desk@127.0.0.1:5090\"",
+            1,
+        )
+    });
+    let t0 = Instant::now();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let out = sent(&mut e);
+    assert_eq!(out[1].0, PRIMARY.parse::<SocketAddr>().unwrap(), "routed");
+    assert!(out.iter().all(|(to, _)| to.port() != 5090), "no INVITE to the desk phone");
+    e.handle_timeout(t0 + Duration::from_millis(2000));
+    let kinds: Vec<_> = std::iter::from_fn(|| e.poll_event()).map(|ev| ev.kind).collect();
+    let failed: Vec<_> = kinds.iter().filter(|k| matches!(k, CallEventKind::ConferenceFailed { .. })).collect();
+    assert_eq!(failed.len(), 1, "{kinds:?}");
+    assert!(
+        matches!(failed[0], CallEventKind::ConferenceFailed { target, reason } if target == "sip:desk@127.0.0.1:5090" && reason.contains("not anchored"))
+    );
+}

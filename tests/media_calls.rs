@@ -33,6 +33,17 @@ struct Call {
 }
 
 fn place_call(lab: &mut Lab, seen: &mut Vec<CallEvent>, from_ip: &str, caller_sdp_ip: &str, hold_ms: u32) -> Call {
+    place_call_with(lab, seen, "media_caller.xml", from_ip, caller_sdp_ip, hold_ms)
+}
+
+fn place_call_with(
+    lab: &mut Lab,
+    seen: &mut Vec<CallEvent>,
+    scenario: &str,
+    from_ip: &str,
+    caller_sdp_ip: &str,
+    hold_ms: u32,
+) -> Call {
     let operator_media = Party::start(Some(OPERATOR_HZ), Codec::Pcma);
     let caller_media = Party::start(Some(CALLER_HZ), Codec::Pcmu);
     let provider = lab.uas(
@@ -44,7 +55,7 @@ fn place_call(lab: &mut Lab, seen: &mut Vec<CallEvent>, from_ip: &str, caller_sd
     );
     let caller = lab.uac(
         "caller",
-        "media_caller.xml",
+        scenario,
         from_ip,
         &[
             "-s",
@@ -164,6 +175,41 @@ fn a_listening_desk_hears_caller_and_operator_and_nobody_hears_it() {
     assert!(loudest(&left, CALLER_HZ) > 2000.0 && loudest(&left, OPERATOR_HZ) < 80.0);
     assert!(loudest(&right, OPERATOR_HZ) > 2000.0 && loudest(&right, CALLER_HZ) < 80.0);
     assert!(loudest(&left, DESK_HZ) < 80.0 && loudest(&right, DESK_HZ) < 80.0);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn a_late_offer_call_gets_sosdesk_offer_and_its_answer_in_the_ack_carries_the_media() {
+    let mut lab = Lab::start_anchored(|c| c);
+    let mut seen = Vec::new();
+    let call = place_call_with(&mut lab, &mut seen, "media_caller_late_offer.xml", "127.0.0.1", "127.0.0.1", 2000);
+    let caller_run = call.caller.wait();
+    caller_run.assert_ok();
+    call.provider.wait().assert_ok();
+    let (caller, operator) = (call.caller_media.finish(), call.operator_media.finish());
+    assert!(operator.hears(CALLER_HZ) && caller.hears(OPERATOR_HZ), "media flows both ways after the ACK's answer");
+    let ok = caller_run.received().into_iter().find(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE")).unwrap();
+    let offer = support::lab::body_of(&ok);
+    assert!(
+        offer.contains("o=sosdesk ") && offer.contains("RTP/AVP 8 0 101"),
+        "sosdesk's offer, the far end's law first:\n{offer}"
+    );
+}
+
+#[test]
+fn an_anchored_re_invite_is_answered_by_sosdesk_and_never_reaches_the_operator() {
+    let mut lab = Lab::start_anchored(|c| c);
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let caller = lab.uac("caller", "caller_reinvite.xml", "127.0.0.1", &["-s", "911"]).wait();
+    caller.assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    let invites = p.received().into_iter().filter(|m| m.starts_with("INVITE ")).count();
+    assert_eq!(invites, 1, "each leg is its own session: the re-INVITE stays on the caller's leg");
+    // The answer is sosdesk's, one version after its first answer (RFC 3264 §8).
+    let answer_o = caller.logged("reinvite.answer_o").unwrap();
+    assert!(answer_o.starts_with("sosdesk ") && answer_o.split_whitespace().nth(2) == Some("2"), "{answer_o}");
+    lab.stop();
     lab.assert_audit_verifies();
 }
 

@@ -138,6 +138,8 @@ async fn run(
                 }
             }
         }
+        // 640 bytes per 20 ms into a 64 KiB buffer: a write system call every two seconds or so,
+        // small enough to do here; the final sync runs on the blocking pool.
         while let Some((left, right)) = session.poll_recording() {
             if let Some(Ok(w)) = &mut writer {
                 if let Err(e) = w.write(&left, &right) {
@@ -174,8 +176,15 @@ async fn read_leg(leg: LegId, sock: Arc<UdpSocket>, tx: mpsc::UnboundedSender<(L
                     break;
                 }
             }
-            // ICMP port unreachable from a party that is not listening yet: keep reading.
-            Err(e) => tracing::trace!(leg, error = %e, "RTP receive error"),
+            // ICMP errors reported on the socket (a party not listening yet): keep reading.
+            Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {
+                tracing::trace!(leg, error = %e, "RTP receive error")
+            }
+            // Anything else would repeat at once: stop reading this leg rather than spin.
+            Err(e) => {
+                tracing::error!(leg, error = %e, "RTP socket failed; this leg receives no more media");
+                break;
+            }
         }
     }
 }

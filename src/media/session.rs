@@ -164,14 +164,6 @@ impl MediaSession {
         self.mode_changed();
     }
 
-    pub fn has_leg(&self, id: LegId) -> bool {
-        self.legs.iter().any(|l| l.id == id)
-    }
-
-    pub fn leg_count(&self) -> usize {
-        self.legs.len()
-    }
-
     /// The address a leg sends to now (latched or from SDP).
     pub fn destination(&self, id: LegId) -> Option<SocketAddr> {
         self.legs.iter().find(|l| l.id == id).and_then(|l| l.destination())

@@ -108,6 +108,23 @@ struct Dialog {
     peer: Peer,
 }
 
+impl Dialog {
+    /// The dialog of an INVITE sosdesk sends (UAC side): the remote tag, target and route set
+    /// come with the answer (§12.1.2).
+    fn outbound(call_id: String, local: String, remote: String, target: String, peer: Peer) -> Dialog {
+        Dialog {
+            call_id,
+            local,
+            remote,
+            remote_tag: None,
+            remote_target: target,
+            route_set: Vec::new(),
+            local_cseq: 1,
+            peer,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallState {
     /// Outbound INVITE sent, no answer yet.
@@ -176,6 +193,9 @@ struct Call {
     /// join, the call is recorded. `None`: SDP passes through untouched.
     media: Option<CallMedia>,
 }
+
+/// How long an abandoned outbound INVITE is remembered: twice Timer B (64·T1) at the default T1.
+const ABANDON_FOR: Duration = Duration::from_secs(64);
 
 /// A leg sosdesk gave up on (route timeout, cancel before any provisional): a 2xx that still
 /// arrives for it is ACKed and ended with a BYE, so no one is left connected to nothing.
@@ -909,7 +929,7 @@ impl Engine {
                 CallTimer::RouteResponse(attempt),
             ));
             Self::emit_into(&mut self.events, &mut call, CallEventKind::Routed);
-            self.start_auto_conference(&mut call, now);
+            self.start_auto_conference(&mut call, attempt, now);
             self.calls.insert(call.call_ref.clone(), call);
             break;
         }
@@ -982,16 +1002,7 @@ impl Engine {
         }
         BLeg {
             attempt,
-            dialog: Dialog {
-                call_id,
-                local,
-                remote,
-                remote_tag: None,
-                remote_target: ruri,
-                route_set: Vec::new(),
-                local_cseq: 1,
-                peer,
-            },
+            dialog: Dialog::outbound(call_id, local, remote, ruri, peer),
             invite: m,
             client_key: String::new(),
             responded: false,
@@ -1022,10 +1033,8 @@ impl Engine {
                 let cancel = cancel_for(&b.invite);
                 self.tx.send_request(&cancel, b.dialog.peer, now);
             }
-            self.abandoned.insert(
-                b.dialog.call_id.clone(),
-                Abandoned { peer: b.dialog.peer, expires: now + Duration::from_secs(64) },
-            );
+            self.abandoned
+                .insert(b.dialog.call_id.clone(), Abandoned { peer: b.dialog.peer, expires: now + ABANDON_FOR });
             self.abandoned_order.push_back(b.dialog.call_id);
         }
         self.stats.failovers += 1;
@@ -1222,6 +1231,13 @@ impl Engine {
         None
     }
 
+    /// Remember an outbound INVITE sosdesk gave up on for [`ABANDON_FOR`]: a 2xx that
+    /// still arrives for it is ACKed and hung up (`on_stray_response`).
+    fn abandon_dialog(&mut self, call_id: String, peer: Peer, now: Instant) {
+        self.abandoned.insert(call_id.clone(), Abandoned { peer, expires: now + ABANDON_FOR });
+        self.abandoned_order.push_back(call_id);
+    }
+
     fn on_stray_response(&mut self, msg: Message) {
         // A 2xx for an INVITE leg we abandoned: ACK it, then hang it up (RFC 3261 §13.2.2.4
         // requires the ACK; the BYE ends a session no one is on).
@@ -1326,11 +1342,7 @@ impl Engine {
             self.tx.abandon(&b.client_key);
         }
         self.client_txn.remove(&b.client_key);
-        self.abandoned.insert(
-            b.dialog.call_id.clone(),
-            Abandoned { peer: b.dialog.peer, expires: now + Duration::from_secs(64) },
-        );
-        self.abandoned_order.push_back(b.dialog.call_id);
+        self.abandon_dialog(b.dialog.call_id, b.dialog.peer, now);
     }
 
     fn on_in_dialog_request(&mut self, key: ServerKey, msg: Message, now: Instant) {

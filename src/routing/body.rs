@@ -1,8 +1,8 @@
 //! INVITE bodies: the SDP and the PIDF-LO inside a `multipart/mixed` body (RFC 2046 §5.1,
 //! RFC 6442 §4.1 location by value with a `Geolocation: <cid:…>` reference, RFC 2392 cid URLs).
 //!
-//! This is the one place SDP is taken out of, and put into, a call's messages: the media
-//! anchoring of a later issue rewrites the SDP here.
+//! This is the one place SDP is taken out of, and put into, a call's messages ([`sdp_of`] serves
+//! the anchored calls' offers and answers in requests, responses and ACKs).
 
 use bytes::Bytes;
 
@@ -201,6 +201,23 @@ pub fn build_multipart(sdp: Option<&Bytes>, pidf: &[u8], cid: &str) -> (String, 
     }
     b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/mixed;boundary={boundary}"), Bytes::from(b))
+}
+
+/// The SDP of any message: an `application/sdp` body, or that part of a multipart one.
+pub fn sdp_of(msg: &Message) -> Option<Bytes> {
+    if msg.body.is_empty() {
+        return None;
+    }
+    let ct = msg.header("Content-Type").unwrap_or("application/sdp");
+    match base_type(ct).as_str() {
+        "application/sdp" => Some(msg.body.clone()),
+        t if t.starts_with("multipart/") => split_multipart(ct, &msg.body)
+            .ok()?
+            .into_iter()
+            .find(|p| base_type(&p.content_type) == "application/sdp")
+            .map(|p| p.body),
+        _ => None,
+    }
 }
 
 /// The connection addresses of an SDP body (RFC 4566 §5.7 `c=IN IP4|IP6 addr`), session level

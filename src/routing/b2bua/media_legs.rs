@@ -14,13 +14,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{body, cancel_for, contact_uri_text, Abandoned, Call, Dialog, Engine, Side, StatusReason, ALLOW};
+use super::body::sdp_of;
+use super::{cancel_for, contact_uri_text, Call, Dialog, Engine, Side, StatusReason, ALLOW};
 use crate::config::{ConferenceMode, Config};
-use crate::events::{CallEvent, CallEventKind, CALL_EVENT_VERSION};
+use crate::events::{CallEvent, CallEventKind, RouteKind, CALL_EVENT_VERSION};
 use crate::location::LocationSnapshot;
 use crate::media::runner::{MediaCommand, RtpPorts};
 use crate::media::{AudioSdp, Codec, Direction, LegId, LegParams, LocalSdp, Role};
@@ -167,26 +168,6 @@ impl CallMedia {
     pub(super) fn desk_by_invite(&self, key: &str) -> Option<LegId> {
         self.desks.iter().find(|d| d.invite.as_ref().is_some_and(|(k, _)| k == key)).map(|d| d.media.id)
     }
-}
-
-/// The SDP of a message: an `application/sdp` body, or that part of a multipart one.
-fn sdp_of(msg: &Message) -> Option<Bytes> {
-    if msg.body.is_empty() {
-        return None;
-    }
-    let ct = msg.header("Content-Type").unwrap_or("application/sdp").to_ascii_lowercase();
-    if ct.starts_with("application/sdp") {
-        return Some(msg.body.clone());
-    }
-    if ct.starts_with("multipart/") {
-        let ct = msg.header("Content-Type").unwrap_or("");
-        return body::split_multipart(ct, &msg.body)
-            .ok()?
-            .into_iter()
-            .find(|p| p.content_type.to_ascii_lowercase().starts_with("application/sdp"))
-            .map(|p| p.body);
-    }
-    None
 }
 
 /// Leg parameters from the party's description. `talk`: the party may be heard.
@@ -466,7 +447,15 @@ impl Engine {
                 return;
             }
         };
-        let Some(account) = self.desks.accounts.iter().find(|a| a.username == user).cloned() else { return };
+        // verify() only accepts users it found among the accounts.
+        let account = self.desks.accounts.iter().find(|a| a.username == user).cloned().unwrap_or_else(|| {
+            crate::config::DeskAccountConfig {
+                name: user.clone(),
+                username: user,
+                password: String::new(),
+                talk: false,
+            }
+        });
         let Some(mut call) = call else {
             self.refuse_join(&key, &msg, peer, None, &account.name, 404, format!("no active call {call_ref}"), &[]);
             return;
@@ -653,15 +642,23 @@ impl Engine {
 
     // ------------------------------------------------------------------ sosdesk calling the desk
 
-    /// The policy's conference URI: called once, when the call is first routed.
-    pub(super) fn start_auto_conference(&mut self, call: &mut Call, now: Instant) {
-        let Some(m) = call.media.as_mut() else { return };
+    /// The policy's conference URI: called once, when the call is first routed (`attempt` 0).
+    pub(super) fn start_auto_conference(&mut self, call: &mut Call, attempt: usize, now: Instant) {
+        let Some(uri) = self.policies.by_name(&call.policy).and_then(|p| p.conference_uri.clone()) else { return };
+        let Some(m) = call.media.as_mut() else {
+            // Not anchored (an offer without G.711, no RTP port): nothing to add a desk to, and
+            // the security desk must know it was not called.
+            if attempt == 0 && call.kind != RouteKind::Callback {
+                let reason = "the call's media is not anchored by sosdesk".to_string();
+                Self::emit_into(&mut self.events, call, CallEventKind::ConferenceFailed { target: uri, reason });
+            }
+            return;
+        };
         if m.auto_started {
             return;
         }
         m.auto_started = true;
         let Some(policy) = self.policies.by_name(&call.policy) else { return };
-        let Some(uri) = policy.conference_uri.clone() else { return };
         let talk = policy.conference_mode == ConferenceMode::TwoWay;
         let (peer, ruri) = match super::target_of_uri(&uri) {
             Ok(t) => t,
@@ -716,16 +713,7 @@ impl Engine {
             media: leg,
             name: uri,
             may_talk: talk,
-            dialog: Dialog {
-                call_id,
-                local,
-                remote,
-                remote_tag: None,
-                remote_target: ruri,
-                route_set: Vec::new(),
-                local_cseq: 1,
-                peer,
-            },
+            dialog: Dialog::outbound(call_id, local, remote, ruri, peer),
             invite: Some((key, inv)),
             answered: false,
             ack: None,
@@ -857,16 +845,11 @@ impl Engine {
                     call,
                     CallEventKind::DeskLeft { desk: desk.name, reason: "call ended".into() },
                 );
-            } else if let Some((k, inv)) = desk.invite {
-                // Still ringing: CANCEL it (§9.1); a 2xx that crosses is ACKed and ended.
+            } else if let Some((_, inv)) = desk.invite {
+                // Still being called: CANCEL it (§9.1); a 2xx that crosses is ACKed and ended.
                 let cancel = cancel_for(&inv);
                 self.tx.send_request(&cancel, desk.dialog.peer, now);
-                let _ = k;
-                self.abandoned.insert(
-                    desk.dialog.call_id.clone(),
-                    Abandoned { peer: desk.dialog.peer, expires: now + Duration::from_secs(64) },
-                );
-                self.abandoned_order.push_back(desk.dialog.call_id);
+                self.abandon_dialog(desk.dialog.call_id, desk.dialog.peer, now);
             }
         }
     }
