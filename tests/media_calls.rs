@@ -196,6 +196,54 @@ fn a_late_offer_call_gets_sosdesk_offer_and_its_answer_in_the_ack_carries_the_me
     );
 }
 
+/// sipp's own RTP engine as the caller (`rtp_stream`, a looped µ-law file): its audio reaches
+/// the operator through the anchor and is in the recording's caller channel.
+#[test]
+fn a_caller_streaming_with_sipp_rtp_stream_is_heard_by_the_operator_and_recorded() {
+    let mut lab = Lab::start_anchored(|c| c);
+    let mut seen = Vec::new();
+    // One second of the caller's tone: a whole number of cycles, so the loop has no seam.
+    let tone: Vec<i16> =
+        (0..8000).map(|i| (8000.0 * (std::f64::consts::TAU * CALLER_HZ * i as f64 / 8000.0).sin()) as i16).collect();
+    let mut ulaw = Vec::new();
+    Codec::Pcmu.encode_into(&tone, &mut ulaw);
+    std::fs::write(lab.dir.path().join("caller_tone.ulaw"), ulaw).unwrap();
+    let operator_media = Party::start(Some(OPERATOR_HZ), Codec::Pcma);
+    let provider = lab.uas(
+        "provider",
+        "media_provider.xml",
+        "127.0.0.1",
+        lab.ports.primary,
+        &["-set", "mport", &operator_media.port.to_string(), "-set", "pt", "8", "-set", "codec", "PCMA"],
+    );
+    let caller = lab.uac(
+        "caller",
+        "media_caller_stream.xml",
+        "127.0.0.1",
+        &["-s", "911", "-set", "name", "Stream Caller", "-set", "hold_ms", "3000"],
+    );
+    lab.wait_for(&mut seen, "answered", |e| e.kind == CallEventKind::Answered);
+    caller.wait().assert_ok();
+    provider.wait().assert_ok();
+    let operator = operator_media.finish();
+    assert!(
+        operator.hears(CALLER_HZ),
+        "sipp's streamed audio reaches the operator: {}",
+        operator.level(CALLER_HZ, None)
+    );
+
+    lab.stop();
+    let events = lab.audit_events();
+    let Some(CallEventKind::Recorded { path, .. }) = events.last().map(|e| e.kind.clone()) else {
+        panic!("no recording: {:?}", kinds(&events))
+    };
+    let (left, right) = read_stereo(path.as_ref()).unwrap();
+    let loudest = |s: &[i16], hz| s.chunks(1600).map(|c| tone_level(c, hz)).fold(0.0, f64::max);
+    assert!(loudest(&left, CALLER_HZ) > 2000.0, "the caller's stream is in the left channel");
+    assert!(loudest(&right, OPERATOR_HZ) > 2000.0, "the operator is in the right channel");
+    lab.assert_audit_verifies();
+}
+
 #[test]
 fn an_anchored_re_invite_is_answered_by_sosdesk_and_never_reaches_the_operator() {
     let mut lab = Lab::start_anchored(|c| c);

@@ -1,12 +1,8 @@
 //! The alarm: a loud two-tone siren, generated in code, looping until every emergency on the
-//! board is acknowledged.
-//!
-//! The audio device lives on its own thread (cpal streams are not `Send`). No device, or one that
-//! vanishes while sounding, is reported through [`AlarmReport`] and shown in the app; the alert
-//! itself never depends on sound.
+//! board is acknowledged. It is played by [`crate::audio::AudioOut`], on the same device and
+//! mixer as call audio, so listening to one call never silences the alarm of another.
 
 use std::num::NonZero;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use rodio::Source;
@@ -73,106 +69,6 @@ impl Source for Siren {
     }
     fn total_duration(&self) -> Option<Duration> {
         None
-    }
-}
-
-/// What the audio thread reports back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AlarmReport {
-    /// The siren is playing on the device.
-    Sounding,
-    Stopped,
-    /// No device could be opened, or it failed: `String` says why, for the status bar.
-    NoDevice(String),
-}
-
-enum Command {
-    Start,
-    Stop,
-}
-
-/// Handle to the audio thread.
-pub struct Alarm {
-    tx: mpsc::Sender<Command>,
-}
-
-impl Alarm {
-    /// Starts the audio thread; `report` is called on it with every state change.
-    pub fn spawn(report: impl Fn(AlarmReport) + Send + 'static) -> std::io::Result<Alarm> {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("sosdesk-alarm".into()).spawn(move || audio_thread(rx, report))?;
-        Ok(Alarm { tx })
-    }
-
-    pub fn start(&self) {
-        let _ = self.tx.send(Command::Start);
-    }
-
-    pub fn stop(&self) {
-        let _ = self.tx.send(Command::Stop);
-    }
-}
-
-fn audio_thread(rx: mpsc::Receiver<Command>, report: impl Fn(AlarmReport)) {
-    let (err_tx, err_rx) = mpsc::channel::<String>();
-    let mut sink: Option<rodio::MixerDeviceSink> = None;
-    let mut player: Option<rodio::Player> = None;
-    loop {
-        // Wake up now and then to notice a device that failed while the siren was playing.
-        let cmd = match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(c) => Some(c),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        if let Ok(e) = err_rx.try_recv() {
-            tracing::warn!(error = %e, "audio device failed; the alarm is visual only");
-            player = None;
-            sink = None;
-            report(AlarmReport::NoDevice(format!("audio device failed: {e}")));
-        }
-        match cmd {
-            Some(Command::Start) => {
-                if player.is_some() {
-                    continue;
-                }
-                if sink.is_none() {
-                    let err_tx = err_tx.clone();
-                    let opened = rodio::DeviceSinkBuilder::from_default_device().and_then(|b| {
-                        b.with_error_callback(move |e| {
-                            let _ = err_tx.send(e.to_string());
-                        })
-                        .open_stream()
-                    });
-                    match opened {
-                        Ok(mut s) => {
-                            s.log_on_drop(false);
-                            sink = Some(s);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "no audio device; the alarm is visual only");
-                            report(AlarmReport::NoDevice(format!("no audio device ({e})")));
-                            continue;
-                        }
-                    }
-                }
-                let Some(s) = &sink else { continue };
-                let p = rodio::Player::connect_new(s.mixer());
-                p.append(Siren::new());
-                p.play();
-                player = Some(p);
-                report(AlarmReport::Sounding);
-            }
-            Some(Command::Stop) => {
-                if let Some(p) = player.take() {
-                    p.stop();
-                }
-                // Release the device between alarms: other programs may use it, and a device
-                // that was unplugged meanwhile is found again at the next alarm.
-                sink = None;
-                report(AlarmReport::Stopped);
-            }
-            None => {}
-        }
     }
 }
 

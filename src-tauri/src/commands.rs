@@ -8,7 +8,7 @@ use sosdesk::audit::CallSummary;
 use tauri::State;
 
 use crate::desk::Desk;
-use crate::model::{ActiveCall, CallDetail, DeskStatus, HistoryFilter, Settings};
+use crate::model::{ActiveCall, CallDetail, CallLeg, DeskStatus, HistoryFilter, LegMode, Playback, Settings};
 
 type DeskState<'a> = State<'a, Arc<Desk>>;
 
@@ -68,6 +68,41 @@ pub async fn alert_shown(desk: DeskState<'_>, call_id: String, seq: u32) -> Resu
     Ok(())
 }
 
+#[tauri::command]
+pub async fn join_call(desk: DeskState<'_>, call_id: String, mode: LegMode) -> Result<CallLeg, String> {
+    desk.join_call(&call_id, mode).await
+}
+
+#[tauri::command]
+pub async fn get_leg(desk: DeskState<'_>) -> Result<Option<CallLeg>, String> {
+    Ok(desk.leg())
+}
+
+#[tauri::command]
+pub async fn set_leg_mode(desk: DeskState<'_>, mode: LegMode) -> Result<(), String> {
+    desk.set_leg_mode(mode).await
+}
+
+#[tauri::command]
+pub async fn mute_leg(desk: DeskState<'_>, muted: bool) -> Result<(), String> {
+    desk.mute_leg(muted).await
+}
+
+#[tauri::command]
+pub async fn leave_call(desk: DeskState<'_>) -> Result<(), String> {
+    desk.leave_call().await
+}
+
+#[tauri::command]
+pub async fn play_recording(desk: DeskState<'_>, call_id: String) -> Result<Playback, String> {
+    desk.play_recording(&call_id).await
+}
+
+#[tauri::command]
+pub async fn stop_playback(desk: DeskState<'_>) -> Result<Option<Playback>, String> {
+    Ok(desk.stop_playback())
+}
+
 /// Every command, for `tauri::Builder::invoke_handler` (the app and the mock-runtime tests).
 #[macro_export]
 macro_rules! desk_commands {
@@ -83,7 +118,14 @@ macro_rules! desk_commands {
             $crate::commands::get_settings,
             $crate::commands::save_settings,
             $crate::commands::place_test_call,
-            $crate::commands::alert_shown
+            $crate::commands::alert_shown,
+            $crate::commands::join_call,
+            $crate::commands::get_leg,
+            $crate::commands::set_leg_mode,
+            $crate::commands::mute_leg,
+            $crate::commands::leave_call,
+            $crate::commands::play_recording,
+            $crate::commands::stop_playback
         ]
     };
 }

@@ -14,10 +14,12 @@ use sosdesk::events::CallEvent;
 use sosdesk::server::Core;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::alarm::{Alarm, AlarmReport};
+use crate::audio::{AlarmReport, AudioOut, AudioReport, LiveBuffer, LiveSource, StereoPcm, StreamReport};
 use crate::board::{Board, Change, RouteBook};
+use crate::callleg::{JoinRequest, LegCommand, LegUpdate};
 use crate::model::*;
 use crate::settings::{officer_name, SettingsFile};
+use crate::sipua::Credentials;
 
 /// What the desk asks of the window system and the webview. The Tauri app implements it on the
 /// real window and tray; tests record the calls.
@@ -34,6 +36,10 @@ pub trait Ui: Send + Sync + 'static {
     fn release_on_top(&self);
     /// The tray icon: idle or an active emergency.
     fn tray(&self, active: bool, tooltip: &str);
+    /// This desk's leg in a call changed (`desk:leg`).
+    fn leg(&self, _leg: &CallLeg) {}
+    /// Playback of a recording changed (`desk:playback`).
+    fn playback(&self, _playback: &Playback) {}
 }
 
 impl<T: Ui> Ui for Arc<T> {
@@ -54,6 +60,12 @@ impl<T: Ui> Ui for Arc<T> {
     }
     fn tray(&self, active: bool, tooltip: &str) {
         (**self).tray(active, tooltip)
+    }
+    fn leg(&self, leg: &CallLeg) {
+        (**self).leg(leg)
+    }
+    fn playback(&self, playback: &Playback) {
+        (**self).playback(playback)
     }
 }
 
@@ -78,6 +90,39 @@ struct Inner {
     pending_paint: HashMap<(String, u32), Instant>,
     /// The running config's test number (933 in the lab), for "Place test call".
     test_number: Option<String>,
+    /// The config's `[[desk]]` accounts (with their passwords: never sent to the UI or logged).
+    accounts: Vec<sosdesk::config::DeskAccountConfig>,
+    /// This desk's leg in a call, the current one or the last.
+    leg: Option<LegSlot>,
+    /// The recording being played: (audio stream id, call id).
+    playback: Option<(u64, String)>,
+    /// Ids of audio streams (legs, playbacks) on the output thread.
+    next_audio_id: u64,
+}
+
+/// This desk's leg: what the UI shows, and the channel to its task.
+struct LegSlot {
+    status: CallLeg,
+    commands: tokio::sync::mpsc::Sender<LegCommand>,
+    audio_id: u64,
+    buffer: Arc<Mutex<LiveBuffer>>,
+    /// The call audio was handed to the output device (on the first Connected).
+    playing: bool,
+}
+
+impl LegSlot {
+    fn live(&self) -> bool {
+        matches!(self.status.state, LegState::Joining | LegState::Connected)
+    }
+}
+
+/// Words for the officer about a connected leg.
+fn leg_detail(mode: LegMode, muted: bool) -> String {
+    match (mode, muted) {
+        (LegMode::Listen, _) => "Listening: you hear the caller and the operator; they do not hear you".into(),
+        (LegMode::Talk, false) => "Talking: the caller and the operator hear you".into(),
+        (LegMode::Talk, true) => "Muted: you hear the call; nobody hears you".into(),
+    }
 }
 
 pub struct Desk {
@@ -86,7 +131,8 @@ pub struct Desk {
     export_dir: PathBuf,
     inner: Mutex<Inner>,
     core: tokio::sync::Mutex<Option<Arc<Core>>>,
-    alarm: Mutex<Option<Alarm>>,
+    /// The audio output thread: alarm, call audio, recordings (none in command-layer tests).
+    audio: Mutex<Option<AudioOut>>,
     notifier: Notifier,
     /// Where `alert_shown` appends its measurements (SOSDESK_DESK_METRICS), for BENCHMARKS.md.
     metrics: Option<PathBuf>,
@@ -109,6 +155,7 @@ impl Desk {
             alarm: AlarmState::Off,
             officer: officer_name(&settings),
             unacknowledged: 0,
+            join: JoinInfo { detail: "the core is not running".into(), ..Default::default() },
         };
         Arc::new(Desk {
             ui,
@@ -122,9 +169,13 @@ impl Desk {
                 alarm_on: false,
                 pending_paint: HashMap::new(),
                 test_number: None,
+                accounts: Vec::new(),
+                leg: None,
+                playback: None,
+                next_audio_id: 1,
             }),
             core: tokio::sync::Mutex::new(None),
-            alarm: Mutex::new(None),
+            audio: Mutex::new(None),
             notifier,
             metrics: std::env::var_os("SOSDESK_DESK_METRICS").map(PathBuf::from),
         })
@@ -135,16 +186,16 @@ impl Desk {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts the alarm's audio thread (the app does; command-layer tests may leave it out).
+    /// Starts the audio output thread (the app does; command-layer tests may leave it out).
     /// Without it the alarm is visual only, and the status bar says so.
-    pub fn enable_alarm(self: &Arc<Self>) {
+    pub fn enable_audio(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
-        match Alarm::spawn(move |report| {
+        match AudioOut::spawn(move |report| {
             if let Some(desk) = me.upgrade() {
-                desk.on_alarm_report(report);
+                desk.on_audio_report(report);
             }
         }) {
-            Ok(alarm) => *self.alarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(alarm),
+            Ok(out) => *self.audio.lock().unwrap_or_else(|p| p.into_inner()) = Some(out),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the alarm's audio thread");
                 self.update_status(|s| {
@@ -221,6 +272,14 @@ impl Desk {
             inner.routes = RouteBook::from_config(&cfg);
             inner.test_number =
                 cfg.policies.iter().flat_map(|p| &p.numbers).find(|n| n.test).map(|n| n.dial_string.clone());
+            inner.accounts = cfg.desks.clone();
+            let two_way = cfg
+                .policies
+                .iter()
+                .filter(|p| p.conference_mode == sosdesk::config::ConferenceMode::TwoWay)
+                .map(|p| p.name.clone())
+                .collect();
+            inner.status.join = join_info(&inner.accounts, two_way, inner.settings.desk_account.as_deref());
             inner.status.routes = inner.routes.routes().to_vec();
             inner.status.core = CoreState::Running;
             inner.status.core_detail = format!("listening on {}", listening.join(", "));
@@ -383,12 +442,12 @@ impl Desk {
     fn settle_alarm(&self, inner: &mut Inner) -> AlarmUi {
         let unack = inner.board.unacknowledged();
         inner.status.unacknowledged = unack;
-        let alarm = self.alarm.lock().unwrap_or_else(|p| p.into_inner());
+        let alarm = self.audio.lock().unwrap_or_else(|p| p.into_inner());
         if unack > 0 && !inner.alarm_on {
             inner.alarm_on = true;
             match alarm.as_ref() {
                 Some(a) => {
-                    a.start();
+                    a.start_alarm();
                     // Until the audio thread reports, assume the worst: a visible alarm.
                     if inner.status.alarm == AlarmState::Off {
                         inner.status.alarm = AlarmState::Silent;
@@ -400,7 +459,7 @@ impl Desk {
         } else if unack == 0 && inner.alarm_on {
             inner.alarm_on = false;
             if let Some(a) = alarm.as_ref() {
-                a.stop();
+                a.stop_alarm();
             }
             inner.status.alarm = AlarmState::Off;
             AlarmUi::Idle
@@ -419,6 +478,51 @@ impl Desk {
                 self.ui.tray(false, "sosdesk — no unacknowledged emergency");
             }
             AlarmUi::Unchanged => {}
+        }
+    }
+
+    fn on_audio_report(&self, report: AudioReport) {
+        match report {
+            AudioReport::Alarm(r) => self.on_alarm_report(r),
+            AudioReport::Stream { id, report } => self.on_stream_report(id, report),
+        }
+    }
+
+    /// The call audio of this desk's leg, or a recording, on the output device.
+    fn on_stream_report(&self, id: u64, report: StreamReport) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.leg.as_mut().filter(|l| l.audio_id == id) {
+            slot.status.speaker = match report {
+                StreamReport::Playing => Component::ok("call audio playing on the default audio output"),
+                StreamReport::Finished => return,
+                StreamReport::NoDevice(e) => {
+                    tracing::warn!(error = %e, "call audio cannot be played; the leg stays connected");
+                    Component::failed(format!("{e}: the call audio cannot be heard here; the leg stays connected"))
+                }
+            };
+            let leg = slot.status.clone();
+            drop(inner);
+            self.ui.leg(&leg);
+            return;
+        }
+        if let Some((_, call_id)) = inner.playback.clone().filter(|(p, _)| *p == id) {
+            let p = match report {
+                StreamReport::Playing => Playback {
+                    call_id,
+                    state: PlaybackState::Playing,
+                    detail: "playing on the default audio output".into(),
+                },
+                StreamReport::Finished => {
+                    inner.playback = None;
+                    Playback { call_id, state: PlaybackState::Finished, detail: "played to the end".into() }
+                }
+                StreamReport::NoDevice(e) => {
+                    inner.playback = None;
+                    Playback { call_id, state: PlaybackState::Failed, detail: e }
+                }
+            };
+            drop(inner);
+            self.ui.playback(&p);
         }
     }
 
@@ -539,7 +643,8 @@ impl Desk {
             },
             Err(e) => ChainCheck { ok: false, rows_checked: 0, detail: format!("the chain could not be checked: {e}") },
         };
-        Ok(CallDetail { summary, events, chain })
+        let recording = recording_check(&events).await;
+        Ok(CallDetail { summary, events, chain, recording })
     }
 
     /// Writes the audit rows of the calls `filter` finds to a CSV file in the export folder
@@ -575,6 +680,10 @@ impl Desk {
             let mut inner = self.lock();
             inner.settings = new.clone();
             inner.status.officer = officer_name(&new);
+            if inner.status.core == CoreState::Running {
+                let two_way = inner.status.join.two_way_policies.clone();
+                inner.status.join = join_info(&inner.accounts, two_way, new.desk_account.as_deref());
+            }
         }
         self.update_status(|_| {});
         let core_running = self.core().await.is_some();
@@ -609,6 +718,216 @@ impl Desk {
         crate::testcall::place(addr, &number, hold).await
     }
 
+    // ------------------------------------------------------------------ joining a call
+
+    pub fn leg(&self) -> Option<CallLeg> {
+        self.lock().leg.as_ref().map(|l| l.status.clone())
+    }
+
+    /// Joins `call_id` through the core's conference address with this desk's account. One leg
+    /// at a time: an officer is in one call. Returns at once (state `joining`); the outcome
+    /// arrives as `desk:leg`.
+    pub async fn join_call(self: &Arc<Self>, call_id: &str, mode: LegMode) -> Result<CallLeg, String> {
+        let core = self.core().await.ok_or("the core is not running")?;
+        let addr = core.local.udp.ok_or("the core has no UDP listener to join through")?;
+        let mut inner = self.lock();
+        if let Some(l) = inner.leg.as_ref().filter(|l| l.live()) {
+            return Err(if l.status.call_id == call_id {
+                "this desk is already in this call".into()
+            } else {
+                "this desk is in another call: leave it first".into()
+            });
+        }
+        if inner.board.get(call_id).is_none() {
+            return Err(format!("no call {call_id} on the board"));
+        }
+        let account = pick_account(&inner.accounts, inner.settings.desk_account.as_deref())
+            .cloned()
+            .ok_or("no desk account in the config ([[desk]]): this desk cannot join calls")?;
+        let id = inner.next_audio_id;
+        inner.next_audio_id += 1;
+        let buffer = Arc::new(Mutex::new(LiveBuffer::default()));
+        let status = CallLeg {
+            call_id: call_id.to_string(),
+            desk: account.name.clone(),
+            mode,
+            state: LegState::Joining,
+            muted: false,
+            detail: format!("joining as {} ({})…", account.name, account.username),
+            level_dbfs: -90.0,
+            hearing: false,
+            packets: 0,
+            speaker: Component::ok("the audio output opens when the call connects"),
+            microphone: None,
+            since: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        let me = Arc::downgrade(self);
+        let reporter: crate::callleg::Reporter = Arc::new(move |u| {
+            if let Some(desk) = me.upgrade() {
+                desk.on_leg_update(id, u);
+            }
+        });
+        let request = JoinRequest {
+            core: addr,
+            call_id: call_id.to_string(),
+            desk_name: account.name.clone(),
+            credentials: Credentials { username: account.username.clone(), password: account.password.clone() },
+            mode,
+        };
+        let commands = crate::callleg::spawn(request, buffer.clone(), reporter);
+        inner.leg = Some(LegSlot { status: status.clone(), commands, audio_id: id, buffer, playing: false });
+        drop(inner);
+        tracing::info!(call = call_id, desk = %account.name, ?mode, "joining the call");
+        self.ui.leg(&status);
+        Ok(status)
+    }
+
+    async fn leg_command(&self, cmd: LegCommand) -> Result<(), String> {
+        let tx = self
+            .lock()
+            .leg
+            .as_ref()
+            .filter(|l| l.live())
+            .map(|l| l.commands.clone())
+            .ok_or("this desk is not in a call")?;
+        tx.send(cmd).await.map_err(|_| "the call leg has ended".to_string())
+    }
+
+    /// Listen ↔ Talk: a re-INVITE the core checks again; a refusal leaves the leg as it was.
+    pub async fn set_leg_mode(&self, mode: LegMode) -> Result<(), String> {
+        self.leg_command(LegCommand::Mode(mode)).await
+    }
+
+    pub async fn mute_leg(&self, muted: bool) -> Result<(), String> {
+        self.leg_command(LegCommand::Mute(muted)).await
+    }
+
+    /// Leaves the call (BYE); the call itself goes on.
+    pub async fn leave_call(&self) -> Result<(), String> {
+        self.leg_command(LegCommand::Leave).await
+    }
+
+    fn on_leg_update(&self, id: u64, update: LegUpdate) {
+        let mut start_audio = None;
+        let mut stop_audio = false;
+        let mut inner = self.lock();
+        let Some(slot) = inner.leg.as_mut().filter(|l| l.audio_id == id) else { return };
+        let s = &mut slot.status;
+        match update {
+            LegUpdate::Connected { mode } => {
+                s.state = LegState::Connected;
+                s.mode = mode;
+                s.detail = leg_detail(mode, s.muted);
+                if mode == LegMode::Listen {
+                    s.microphone = None;
+                } else if s.microphone.is_none() {
+                    s.microphone = Some(Component::ok("opening the microphone"));
+                }
+                if !slot.playing {
+                    slot.playing = true;
+                    start_audio = Some(slot.buffer.clone());
+                }
+            }
+            LegUpdate::ModeRefused { wanted, reason } => {
+                let what = if wanted == LegMode::Talk { "Talk" } else { "Listen" };
+                s.detail = format!("{what} refused: {reason}. {}", leg_detail(s.mode, s.muted));
+            }
+            LegUpdate::Muted(m) => {
+                s.muted = m;
+                s.detail = leg_detail(s.mode, m);
+                if s.mode == LegMode::Talk {
+                    s.microphone = Some(if m {
+                        Component::ok("microphone off (muted)")
+                    } else {
+                        Component::ok("opening the microphone")
+                    });
+                }
+            }
+            LegUpdate::Level { dbfs, packets } => {
+                s.level_dbfs = dbfs;
+                s.hearing = dbfs > -55.0;
+                s.packets = packets;
+            }
+            LegUpdate::Microphone(Ok(())) => s.microphone = Some(Component::ok("microphone capturing")),
+            LegUpdate::Microphone(Err(e)) => {
+                tracing::warn!(error = %e, "no microphone for the call; the leg stays connected");
+                s.microphone = Some(Component::failed(format!("{e}: you are not heard; the leg stays connected")));
+            }
+            LegUpdate::Ended { reason } => {
+                s.state = LegState::Ended;
+                s.detail = format!("Left the call: {reason}");
+                s.hearing = false;
+                stop_audio = true;
+            }
+            LegUpdate::Failed { reason } => {
+                tracing::warn!(call = %s.call_id, %reason, "joining the call failed");
+                s.state = LegState::Failed;
+                s.detail = reason;
+                s.hearing = false;
+                stop_audio = true;
+            }
+        }
+        let leg = slot.status.clone();
+        drop(inner);
+        {
+            let audio = self.audio.lock().unwrap_or_else(|p| p.into_inner());
+            match (audio.as_ref(), start_audio) {
+                (Some(out), Some(buffer)) => out.play(id, LiveSource::new(buffer)),
+                (None, Some(_)) => {
+                    drop(audio);
+                    self.on_stream_report(id, StreamReport::NoDevice("no audio output thread".into()));
+                    return self.ui.leg(&self.leg().unwrap_or(leg));
+                }
+                _ => {}
+            }
+            if stop_audio {
+                if let Some(out) = self.audio.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    out.stop(id);
+                }
+            }
+        }
+        self.ui.leg(&leg);
+    }
+
+    // ------------------------------------------------------------------ recordings
+
+    /// Plays the call's recording, after checking it against the hash in the audit log (a file
+    /// that was altered is refused, and says so).
+    pub async fn play_recording(&self, call_id: &str) -> Result<Playback, String> {
+        let core = self.core().await.ok_or("the core is not running")?;
+        let events = core.store().call_events(call_id).await.map_err(|e| e.to_string())?;
+        let check = recording_check(&events).await.ok_or("this call has no recording")?;
+        if !check.ok {
+            return Err(check.detail);
+        }
+        let path = PathBuf::from(&check.path);
+        let (left, right) = tokio::task::spawn_blocking(move || sosdesk::media::wav::read_stereo(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read the recording: {e}"))?;
+        let audio = self.audio.lock().unwrap_or_else(|p| p.into_inner());
+        let out = audio.as_ref().ok_or("no audio output: the audio thread did not start")?;
+        let mut inner = self.lock();
+        if let Some((old, _)) = inner.playback.take() {
+            out.stop(old);
+        }
+        let id = inner.next_audio_id;
+        inner.next_audio_id += 1;
+        inner.playback = Some((id, call_id.to_string()));
+        out.play(id, StereoPcm::new(&left, &right));
+        Ok(Playback { call_id: call_id.to_string(), state: PlaybackState::Playing, detail: "starting playback".into() })
+    }
+
+    pub fn stop_playback(&self) -> Option<Playback> {
+        let (id, call_id) = self.lock().playback.take()?;
+        if let Some(out) = self.audio.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            out.stop(id);
+        }
+        let p = Playback { call_id, state: PlaybackState::Stopped, detail: "stopped".into() };
+        self.ui.playback(&p);
+        Some(p)
+    }
+
     /// The UI painted event `seq` of `call_id`: how long after it reached the desk.
     pub fn alert_shown(&self, call_id: &str, seq: u32) -> Option<Duration> {
         let arrived = self.lock().pending_paint.remove(&(call_id.to_string(), seq))?;
@@ -634,6 +953,61 @@ impl Desk {
             }
         }
     }
+}
+
+/// The account this desk joins with: the one named in the settings, else the config's first.
+fn pick_account<'a>(
+    accounts: &'a [sosdesk::config::DeskAccountConfig],
+    wanted: Option<&str>,
+) -> Option<&'a sosdesk::config::DeskAccountConfig> {
+    match wanted.filter(|w| !w.is_empty()) {
+        Some(w) => accounts.iter().find(|a| a.username == w),
+        None => accounts.first(),
+    }
+}
+
+fn join_info(accounts: &[sosdesk::config::DeskAccountConfig], two_way: Vec<String>, wanted: Option<&str>) -> JoinInfo {
+    let usernames = accounts.iter().map(|a| a.username.clone()).collect();
+    match pick_account(accounts, wanted) {
+        Some(a) => JoinInfo {
+            desk: Some(a.name.clone()),
+            username: Some(a.username.clone()),
+            may_talk: a.talk,
+            two_way_policies: two_way,
+            accounts: usernames,
+            detail: format!("joins calls as {} ({}){}", a.name, a.username, if a.talk { "" } else { ", listen only" }),
+        },
+        None => JoinInfo {
+            desk: None,
+            username: None,
+            may_talk: false,
+            two_way_policies: two_way,
+            accounts: usernames,
+            detail: match wanted {
+                Some(w) if !accounts.is_empty() => format!("no desk account {w:?} in the config: joining calls is off"),
+                _ => "no [[desk]] account in the config: joining calls is off".into(),
+            },
+        },
+    }
+}
+
+/// The call's recording from its audit events, with the file checked against the audited hash.
+async fn recording_check(events: &[AuditRecord]) -> Option<RecordingCheck> {
+    let (path, sha256, duration_ms) = events.iter().rev().find_map(|r| match &r.event.kind {
+        sosdesk::events::CallEventKind::Recorded { path, sha256, duration_ms } => {
+            Some((path.clone(), sha256.clone(), *duration_ms))
+        }
+        _ => None,
+    })?;
+    let p = PathBuf::from(&path);
+    let hashed = tokio::task::spawn_blocking(move || sosdesk::media::wav::hash_file(&p)).await;
+    let (ok, detail) = match hashed {
+        Ok(Ok(h)) if h == sha256 => (true, "recording intact: its SHA-256 matches the audit log".to_string()),
+        Ok(Ok(h)) => (false, format!("RECORDING ALTERED: its SHA-256 is {h}, the audit log says {sha256}")),
+        Ok(Err(e)) => (false, format!("the recording cannot be read: {e}")),
+        Err(e) => (false, format!("the recording could not be checked: {e}")),
+    };
+    Some(RecordingCheck { path, duration_ms, sha256, ok, detail })
 }
 
 /// The officer's filter as a store query: local calendar days, both ends inclusive.

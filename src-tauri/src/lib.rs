@@ -4,12 +4,15 @@
 //! the tray and the webview.
 
 pub mod alarm;
+pub mod audio;
 pub mod board;
+pub mod callleg;
 pub mod commands;
 pub mod desk;
 pub mod model;
 pub mod notify;
 pub mod settings;
+pub mod sipua;
 pub mod testcall;
 
 use std::path::PathBuf;
@@ -21,13 +24,15 @@ use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, Tray
 use tauri::{AppHandle, Emitter, Manager, Runtime, UserAttentionType, WindowEvent};
 
 use crate::desk::{Desk, Ui};
-use crate::model::{ActiveCall, Component, DeskStatus};
+use crate::model::{ActiveCall, CallLeg, Component, DeskStatus, Playback};
 use crate::settings::{InstanceLock, SettingsFile};
 
 /// Names of the events the UI listens to (docs/desk-api.md).
 pub const EVENT_ALERT: &str = "desk:alert";
 pub const EVENT_ALERT_REMOVED: &str = "desk:alert-removed";
 pub const EVENT_STATUS: &str = "desk:status";
+pub const EVENT_LEG: &str = "desk:leg";
+pub const EVENT_PLAYBACK: &str = "desk:playback";
 
 const TRAY_IDLE: &[u8] = include_bytes!("../../icons/tray-idle.png");
 const TRAY_ALERT: &[u8] = include_bytes!("../../icons/tray-alert.png");
@@ -83,6 +88,14 @@ impl<R: Runtime> Ui for TauriUi<R> {
             let _ = w.set_always_on_top(false);
             let _ = w.request_user_attention(None);
         }
+    }
+
+    fn leg(&self, leg: &CallLeg) {
+        let _ = self.app.emit(EVENT_LEG, leg);
+    }
+
+    fn playback(&self, playback: &Playback) {
+        let _ = self.app.emit(EVENT_PLAYBACK, playback);
     }
 
     fn tray(&self, active: bool, tooltip: &str) {
@@ -158,7 +171,7 @@ pub fn run(opts: Options) {
             let ui = Arc::new(TauriUi { app: handle.clone(), tray: Mutex::new(None) });
             let desk =
                 Desk::new(Box::new(ui.clone()), SettingsFile::in_dir(&config_dir), export_dir, Arc::new(notify::show));
-            desk.enable_alarm();
+            desk.enable_audio();
             match build_tray(&handle) {
                 Ok(t) => {
                     *ui.tray.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);

@@ -148,6 +148,98 @@ pub struct DeskStatus {
     pub officer: String,
     /// Emergency calls on the board not yet acknowledged.
     pub unacknowledged: u32,
+    /// Which desk account this desk joins calls with, and where it may talk.
+    pub join: JoinInfo,
+}
+
+/// How this desk joins calls: its `[[desk]]` account (credentials stay on the Rust side) and
+/// which policies let desks talk (Skype for Business ConferenceMode TwoWay).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+pub struct JoinInfo {
+    /// The account's name ("Control room"); `None`: no account, joining is off.
+    pub desk: Option<String>,
+    pub username: Option<String>,
+    /// The account may talk (`talk = true`).
+    pub may_talk: bool,
+    /// Policies whose calls desks may talk in; in the others they only listen.
+    pub two_way_policies: Vec<String>,
+    /// Every account in the config, by user name, for the settings.
+    pub accounts: Vec<String>,
+    pub detail: String,
+}
+
+/// Listen (hear everyone, heard by no one) or Talk (a full party in the call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum LegMode {
+    Listen,
+    Talk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum LegState {
+    /// INVITE sent, waiting for the core.
+    Joining,
+    Connected,
+    /// Left, or the call ended.
+    Ended,
+    /// The join was refused or got no answer.
+    Failed,
+}
+
+/// This desk's own leg in a call (`desk:leg`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct CallLeg {
+    pub call_id: String,
+    /// The desk account's name, as the audit log records it.
+    pub desk: String,
+    pub mode: LegMode,
+    pub state: LegState,
+    pub muted: bool,
+    /// What the officer should know now, in words.
+    pub detail: String,
+    /// Loudness of the call audio arriving, last 250 ms.
+    pub level_dbfs: f32,
+    /// Call audio is arriving (above −55 dBFS): the officer hears the call if a speaker works.
+    pub hearing: bool,
+    /// RTP packets received from the call.
+    #[ts(type = "number")]
+    pub packets: u64,
+    /// The speaker / headset the call plays on.
+    pub speaker: Component,
+    /// The microphone (Talk only).
+    pub microphone: Option<Component>,
+    pub since: String,
+}
+
+/// The recording of a call, as the history shows it: checked against its audited hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct RecordingCheck {
+    pub path: String,
+    #[ts(type = "number")]
+    pub duration_ms: u64,
+    pub sha256: String,
+    /// The file exists and its SHA-256 is the one in the audit log.
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlaybackState {
+    Playing,
+    Finished,
+    Stopped,
+    Failed,
+}
+
+/// Playback of a recording from the history (`desk:playback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct Playback {
+    pub call_id: String,
+    pub state: PlaybackState,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
@@ -168,6 +260,8 @@ pub struct Settings {
     pub theme: Theme,
     /// The core's config file. Chosen on first run, overridden by `--config`.
     pub config_path: Option<String>,
+    /// The `[[desk]]` account (user name) this desk joins calls with; empty: the config's first.
+    pub desk_account: Option<String>,
 }
 
 /// A history search as the officer types it.
@@ -199,4 +293,6 @@ pub struct CallDetail {
     pub summary: CallSummary,
     pub events: Vec<AuditRecord>,
     pub chain: ChainCheck,
+    /// The call's audio recording, when it was recorded.
+    pub recording: Option<RecordingCheck>,
 }

@@ -107,8 +107,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = SettingsFile::in_dir(&dir.path().join("sub"));
         assert_eq!(f.load(), Settings::default());
-        let s =
-            Settings { officer_name: "Officer Jones".into(), theme: Theme::Dark, config_path: Some("/x.toml".into()) };
+        let s = Settings {
+            officer_name: "Officer Jones".into(),
+            theme: Theme::Dark,
+            config_path: Some("/x.toml".into()),
+            desk_account: Some("desk2".into()),
+        };
         f.save(&s).unwrap();
         assert_eq!(f.load(), s);
         std::fs::write(f.path(), "{not json").unwrap();

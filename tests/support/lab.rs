@@ -157,6 +157,8 @@ impl Lab {
         let (msg, log) = self.sipp_files(name);
         let port = free_port();
         let mut cmd = Command::new("sipp");
+        // Files a scenario reads (rtp_stream audio) and sipp's own logs go in the lab's folder.
+        cmd.current_dir(self.dir.path());
         cmd.arg("-sf").arg(scenario(scenario_file)).arg(format!("127.0.0.1:{}", self.ports.sip));
         cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
         cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
