@@ -358,10 +358,11 @@ fn capture(frames: tokio::sync::mpsc::Sender<Vec<i16>>, stop: Arc<AtomicBool>, f
         }
         frame.push((s.clamp(-1.0, 1.0) * 32767.0) as i16);
         if frame.len() == FRAME {
-            // A full channel means the network side stopped reading: drop the frame, never block.
-            match frames.try_send(std::mem::replace(&mut frame, Vec::with_capacity(FRAME))) {
-                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+            // The sender takes one frame per 20 ms of its own clock; waiting here for room keeps
+            // the frames contiguous when the device runs fast (its own small buffer then
+            // overflows instead, in whole chunks), rather than sending audio in bursts.
+            if frames.blocking_send(std::mem::replace(&mut frame, Vec::with_capacity(FRAME))).is_err() {
+                return;
             }
         }
     }

@@ -129,7 +129,7 @@ async fn run(
     let mut muted = false;
     report(LegUpdate::Connected { mode });
 
-    let (mic_tx, mut mic_rx) = mpsc::channel::<Vec<i16>>(8);
+    let (mic_tx, mut mic_rx) = mpsc::channel::<Vec<i16>>(4);
     let mut mic: Option<Microphone> = None;
     let open_mic = |report: &Reporter| -> Option<Microphone> {
         let r = report.clone();
@@ -158,6 +158,8 @@ async fn run(
     let mut heard: Vec<i16> = Vec::with_capacity(2048);
     let mut packets: u64 = 0;
     let mut out = Vec::with_capacity(crate::audio::FRAME);
+    let mut send_tick = tokio::time::interval(Duration::from_millis(20));
+    send_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut level_tick = tokio::time::interval(LEVEL_EVERY);
     level_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -219,10 +221,19 @@ async fn run(
                 }
                 packets += 1;
             },
-            Some(frame) = mic_rx.recv() => {
+            _ = send_tick.tick() => {
+                // RTP leaves on the network's 20 ms clock, one frame per tick, whatever pace the
+                // microphone delivers at (devices drift; some deliver in bursts).
+                let frame = mic_rx.try_recv().ok();
                 if mode != LegMode::Talk || muted {
                     continue;
                 }
+                let Some(frame) = frame else {
+                    // A gap: the timestamp still moves on, and the next packet is marked.
+                    ts = ts.wrapping_add(crate::audio::FRAME as u32);
+                    marker = true;
+                    continue;
+                };
                 out.clear();
                 codec.encode_into(&frame, &mut out);
                 let bytes = RtpPacketBuilder::<&[u8], &[u8]>::new()

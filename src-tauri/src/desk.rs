@@ -880,10 +880,8 @@ impl Desk {
                 }
                 _ => {}
             }
-            if stop_audio {
-                if let Some(out) = self.audio.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    out.stop(id);
-                }
+            if let (true, Some(out)) = (stop_audio, audio.as_ref()) {
+                out.stop(id);
             }
         }
         self.ui.leg(&leg);

@@ -15,6 +15,8 @@ fn export_all(dir: &Path) {
     Settings::export_all_to(dir).unwrap();
     HistoryFilter::export_all_to(dir).unwrap();
     CallDetail::export_all_to(dir).unwrap();
+    CallLeg::export_all_to(dir).unwrap();
+    Playback::export_all_to(dir).unwrap();
     sosdesk::events::CallEvent::export_all_to(dir).unwrap();
 }
 

@@ -12,6 +12,7 @@ Screenshots go to SOSDESK_E2E_ARTIFACTS (default target/desk-e2e).
 
 import array
 import json
+import math
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from pathlib import Path
@@ -59,6 +61,93 @@ def free_port(used):
         used.add(port)
         return port
     raise RuntimeError("no free port")
+
+CALLER_HZ = 500
+OPERATOR_HZ = 1100
+# The microphone's tone. The ALSA null device behind the file microphone has no clock, so the
+# app reads it faster than real time and keeps whole chunks (5 ms at a time); 2000 Hz has a
+# period of 4 samples at 8 kHz, so a chunk boundary never breaks its phase.
+DESK_HZ = 2000
+
+
+def ulaw_encode(s):
+    """ITU-T G.711 µ-law of one 16-bit sample."""
+    sign = 0x80 if s < 0 else 0
+    s = min(abs(s), 32635) + 0x84
+    exp, mask = 7, 0x4000
+    while exp > 0 and not s & mask:
+        exp, mask = exp - 1, mask >> 1
+    return ~(sign | (exp << 4) | ((s >> (exp + 3)) & 0x0F)) & 0xFF
+
+
+def ulaw_decode(b):
+    b = ~b & 0xFF
+    s = ((((b & 0x0F) << 3) + 0x84) << ((b >> 4) & 7)) - 0x84
+    return -s if b & 0x80 else s
+
+
+def tone_level(samples, hz, rate=8000):
+    """Amplitude of the `hz` component (Goertzel)."""
+    if not samples:
+        return 0.0
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - k * s1 * s2
+    return 2 * math.sqrt(max(power, 0.0)) / len(samples)
+
+
+class RtpPeer:
+    """The emergency operator's audio: a UDP socket that learns sosdesk's RTP address from the
+    sipp provider (its "rtp <ip> <port>" datagram), then sends a tone in 20 ms µ-law packets and
+    keeps what it hears, decoded, with arrival times."""
+
+    def __init__(self, tone_hz=OPERATOR_HZ):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.005)
+        self.port = self.sock.getsockname()[1]
+        self.heard = []  # (monotonic time, [samples])
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.tone = bytes(ulaw_encode(int(8000 * math.sin(2 * math.pi * tone_hz * i / 8000))) for i in range(8000))
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        dest, seq, ts, next_send = None, 0, 0, time.monotonic()
+        while not self.stop.is_set():
+            try:
+                data, _ = self.sock.recvfrom(2048)
+                if data.startswith(b"rtp "):
+                    _, ip, port = data.decode().split()
+                    dest = (ip, int(port))
+                elif len(data) > 12 and data[1] & 0x7F in (0, 8):
+                    cc = data[0] & 0x0F
+                    payload = data[12 + 4 * cc:]
+                    with self.lock:
+                        self.heard.append((time.monotonic(), [ulaw_decode(b) for b in payload]))
+            except socket.timeout:
+                pass
+            if dest and time.monotonic() >= next_send:
+                off = (ts % 8000)
+                header = bytes([0x80, 0]) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big") + (0x5D5D).to_bytes(4, "big")
+                self.sock.sendto(header + self.tone[off:off + 160], dest)
+                seq, ts = (seq + 1) & 0xFFFF, ts + 160
+                next_send += 0.02
+
+    def level(self, hz, after=0.0, until=None):
+        """The loudest `hz` level over 200 ms windows of what arrived between `after` and `until`."""
+        with self.lock:
+            samples = [v for t, p in self.heard if t >= after and (until is None or t <= until) for v in p]
+        return max((tone_level(samples[i:i + 1600], hz) for i in range(0, max(len(samples) - 1599, 0), 800)),
+                   default=0.0)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close()
 
 
 class TauriOptions(ArgOptions):
@@ -112,7 +201,7 @@ class Desk:
     """One app session: its own config, store, settings folder, HOME (for the ALSA config) and
     tauri-driver."""
 
-    def __init__(self, name, with_sound):
+    def __init__(self, name, with_sound, desk_account=None, mic_hz=None):
         self.dir = Path(tempfile.mkdtemp(prefix=f"sosdesk-e2e-{name}-"))
         used = set()
         self.core = free_port(used)
@@ -133,7 +222,7 @@ class Desk:
         cfg_home = self.dir / "config"
         (cfg_home / "org.sosdesk.desk").mkdir(parents=True)
         (cfg_home / "org.sosdesk.desk" / "settings.json").write_text(
-            json.dumps({"officer_name": OFFICER, "theme": "system"})
+            json.dumps({"officer_name": OFFICER, "theme": "system", "desk_account": desk_account})
         )
         home = self.dir / "home"
         home.mkdir()
@@ -141,9 +230,21 @@ class Desk:
         if with_sound:
             # ALSA's file plugin as the default device: what the alarm plays lands in a file the
             # test can listen to. Without it the machine has no sound card (the no-device path).
-            (home / ".asoundrc").write_text(
-                'pcm.!default { type file; slave.pcm "null"; file "%s"; format "raw" }\n' % self.alarm_raw
-            )
+            playback = 'type file; slave.pcm "null"; file "%s"; format "raw"' % self.alarm_raw
+            if mic_hz is None:
+                (home / ".asoundrc").write_text("pcm.!default { %s }\n" % playback)
+            else:
+                # A microphone too: what the app captures is a tone read from a file (16-bit
+                # 8 kHz mono, converted by the plug plugin to whatever the app asks for).
+                mic = self.dir / "mic.raw"
+                mic.write_bytes(b"".join(
+                    int(8000 * math.sin(2 * math.pi * mic_hz * i / 8000)).to_bytes(2, "little", signed=True)
+                    for i in range(8000 * 120)))
+                (home / ".asoundrc").write_text(
+                    "pcm.!default { type asym; playback.pcm { %s }\n"
+                    '  capture.pcm { type plug; slave { pcm "deskmic"; format S16_LE; rate 8000; channels 1 } } }\n'
+                    'pcm.deskmic { type file; slave.pcm "null"; file "/dev/null"; infile "%s"; format "raw" }\n'
+                    % (playback, mic))
         env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(cfg_home),
                    XDG_DATA_HOME=str(self.dir / "data"), XDG_RUNTIME_DIR=str(self.dir),
                    SOSDESK_DESK_METRICS=str(self.dir / "metrics.jsonl"))
@@ -176,8 +277,8 @@ class Desk:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
-    def sipp(self, scenario, *args, remote=True):
-        cmd = ["sipp", "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-m", "1", "-timeout", "30",
+    def sipp(self, scenario, *args, remote=True, timeout=30):
+        cmd = ["sipp", "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-m", "1", "-timeout", str(timeout),
                "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(self.dir / f"{scenario}.err")]
         if remote:
             cmd.insert(1, f"127.0.0.1:{self.core}")
@@ -193,6 +294,18 @@ class Desk:
     def call(self, number, name, hold_ms=20000):
         return self.sipp("caller_hangs_up.xml", "-s", number, "-set", "name", name,
                          "-set", "hold_ms", str(hold_ms), "-p", str(next(self.caller_ports)))
+
+    def media_call(self, number, name, peer, hold_ms=30000, caller_hz=CALLER_HZ):
+        """A call whose caller streams a tone with sipp's rtp_stream and whose operator's audio is
+        `peer` (a test RTP socket); returns (caller, provider) sipp processes."""
+        tone = [int(8000 * math.sin(2 * math.pi * caller_hz * i / 8000)) for i in range(8000)]
+        (self.dir / "caller_tone.ulaw").write_bytes(bytes(ulaw_encode(v) for v in tone))
+        timeout = hold_ms // 1000 + 30
+        provider = self.sipp("media_provider.xml", "-p", str(self.provider), "-set", "mport", str(peer.port),
+                             "-set", "pt", "0", "-set", "codec", "PCMU", remote=False, timeout=timeout)
+        caller = self.sipp("media_caller_stream.xml", "-s", number, "-set", "name", name,
+                           "-set", "hold_ms", str(hold_ms), "-p", str(next(self.caller_ports)), timeout=timeout)
+        return caller, provider
 
     def card(self, caller_name):
         """The alert card whose caller name is exactly `caller_name`."""
@@ -407,6 +520,151 @@ class EmergencyCallOnTheDesk(unittest.TestCase):
         return max(abs(v) for v in part), (sum(v * v for v in part) / window) ** 0.5
 
 
+class JoiningTheCall(unittest.TestCase):
+    """The officer's own leg in a call, through the core's conference address, with a sound
+    device and a microphone (ALSA file plugins: the microphone plays a 2000 Hz tone)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.desk = Desk("join", with_sound=True, desk_account="desk2", mic_hz=DESK_HZ)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+
+    def tearDown(self):
+        # A test that failed half-way may leave the desk in a call: leave it, so the next test
+        # starts from no leg.
+        d = self.desk
+        try:
+            if d.driver.find_elements(By.CSS_SELECTOR, '#call-bar .leg-state[data-state="connected"]'):
+                self.bar_click("leg-leave")
+                self.wait_leg("the leg to end", state="ended")
+        finally:
+            d.kill_sipps()
+
+    def leg(self, selector="#call-bar .leg-state"):
+        return self.desk.driver.find_element(By.CSS_SELECTOR, selector)
+
+    def wait_leg(self, what, **attrs):
+        def ok(_):
+            e = self.leg()
+            return all(e.get_attribute(f"data-{k}") == v for k, v in attrs.items()) and e
+        return self.desk.wait_for(ok, what)
+
+    def bar_click(self, cls):
+        self.desk.driver.find_element(By.CSS_SELECTOR, f"#call-bar button.{cls}").click()
+
+    def test_listen_talk_mute_leave_while_the_alarm_keeps_sounding(self):
+        d = self.desk
+        peer = RtpPeer()
+        try:
+            caller, provider = d.media_call("911", "Bob Stream", peer, hold_ms=30000)
+            card = d.card("Bob Stream")
+            card.wait_attr("data-state", "answered", "the call to be answered")
+            d.wait_for(lambda _: d.alarm() == "sounding", "the alarm to sound")
+
+            # Listen: the officer hears caller and operator, and is heard by nobody.
+            card.click(".leg-controls button.join-listen")
+            self.wait_leg("the listening leg", state="connected", mode="listen", **{"call-id": card.call_id})
+            self.wait_leg("call audio at the desk", hearing="true")
+            d.wait_for(lambda _: "Listening" in self.leg().text, "the listening words")
+            d.wait_for(lambda _: self.leg("#call-bar .leg-speaker").get_attribute("data-ok") == "true",
+                       "the call audio on the speaker")
+            joined = d.wait_for(lambda _: d.db("SELECT payload FROM events WHERE kind = 'desk-joined'"), "desk-joined")
+            self.assertEqual(json.loads(joined[0][0])["kind"]["desk"], "Control room")
+            self.assertEqual(json.loads(joined[0][0])["kind"]["mode"], "listen")
+            # Hearing the call never silences the alarm of an unacknowledged call.
+            self.assertEqual(d.alarm(), "sounding")
+            d.screenshot("leg-listening")
+            listen_end = time.monotonic()
+
+            # Talk: the microphone's tone reaches the operator.
+            self.bar_click("leg-talk")
+            self.wait_leg("the talking leg", state="connected", mode="talk")
+            d.wait_for(lambda _: self.leg("#call-bar .leg-microphone").get_attribute("data-ok") == "true",
+                       "the microphone")
+            talking = time.monotonic()
+            d.wait_for(lambda _: peer.level(DESK_HZ, after=talking) > 1500, "the officer's voice at the operator")
+            self.assertLess(peer.level(DESK_HZ, until=listen_end), 100, "a listening desk was heard")
+            self.assertGreater(peer.level(CALLER_HZ), 1500, "the caller's stream reaches the operator")
+            d.screenshot("leg-talking")
+
+            # Mute: nothing more from the desk.
+            self.bar_click("leg-mute")
+            self.wait_leg("muted", muted="true")
+            muted = time.monotonic() + 0.3  # what was in flight
+            d.wait_for(lambda _: any(t > muted + 1.0 for t, _ in list(peer.heard)), "a second of audio after muting")
+            self.assertLess(peer.level(DESK_HZ, after=muted), 100, "a muted desk was heard")
+
+            # Leave: the call goes on without the desk, and the alarm still follows the board.
+            self.bar_click("leg-leave")
+            self.wait_leg("the leg to end", state="ended")
+            d.wait_for(lambda _: d.db("SELECT 1 FROM events WHERE kind = 'desk-left'"), "desk-left in the audit log")
+            self.assertEqual(card.attr("data-state"), "answered", "the call must go on after the desk leaves")
+            self.assertEqual(d.alarm(), "sounding")
+            card.click("button.ack-button")
+            d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
+
+            self.assertEqual(caller.wait(WAIT + 60), 0, caller.stderr.read().decode())
+            self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+            card.wait_attr("data-state", "ended", "the call to end")
+
+            # The recording, checked against the audit log, plays from the history.
+            d.wait_for(lambda _: d.db("SELECT 1 FROM events WHERE call_id = ? AND kind = 'recorded'", card.call_id),
+                       "the recording in the audit log")
+            d.driver.find_element(By.ID, "tab-history").click()
+            row_sel = f'tr.history-row[data-call-id="{card.call_id}"]'
+
+            def open_detail(drv):
+                cell = drv.find_element(By.CSS_SELECTOR, f"{row_sel} td")
+                drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+                cell.click()
+                return drv.find_element(By.ID, "detail-recording").is_displayed()
+
+            d.wait_for(open_detail, "the call's recording in the history")
+            check = d.driver.find_element(By.ID, "recording-check")
+            self.assertEqual(check.get_attribute("data-ok"), "true", check.text)
+            self.assertIn("matches the audit log", check.text)
+            d.driver.find_element(By.ID, "recording-play").click()
+            d.wait_for(lambda drv: drv.find_element(By.ID, "playback-state").get_attribute("data-state") == "playing",
+                       "the recording to play")
+            d.driver.find_element(By.ID, "recording-stop").click()
+            d.wait_for(lambda drv: drv.find_element(By.ID, "playback-state").get_attribute("data-state") == "stopped",
+                       "the playback to stop")
+            d.screenshot("recording-playback")
+            d.driver.find_element(By.ID, "tab-alerts").click()
+        finally:
+            peer.close()
+
+    def test_hearing_one_call_never_stops_the_alarm_of_another(self):
+        d = self.desk
+        peer = RtpPeer()
+        try:
+            caller, provider = d.media_call("911", "Carol First", peer, hold_ms=20000)
+            first = d.card("Carol First")
+            first.wait_attr("data-state", "answered", "the first call to be answered")
+            first.click(".leg-controls button.join-listen")
+            self.wait_leg("the listening leg", state="connected", mode="listen", **{"call-id": first.call_id})
+            first.click("button.ack-button")
+            d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop after the acknowledgement")
+            # While the officer listens to the first call, a second emergency comes in.
+            second_caller = d.call("9911", "Dave Second", hold_ms=500)
+            second = d.card("Dave Second")
+            d.wait_for(lambda _: d.alarm() == "sounding", "the alarm of the second call")
+            self.wait_leg("the first call still heard", state="connected", hearing="true", **{"call-id": first.call_id})
+            # Joining it is offered only after leaving the first: one leg at a time.
+            button = second.fresh(lambda e: e.find_element(By.CSS_SELECTOR, ".leg-controls button.join-listen"))
+            self.assertFalse(button.is_enabled())
+            d.screenshot("leg-second-alarm")
+            second.click("button.ack-button")
+            self.bar_click("leg-leave")
+            self.wait_leg("the leg to end", state="ended")
+            second_caller.kill()
+        finally:
+            peer.close()
+
+
 class CallerTextAndTestCalls(unittest.TestCase):
     """No sound device here: the visual-only alarm, caller markup shown as text, test calls."""
 
@@ -441,6 +699,38 @@ class CallerTextAndTestCalls(unittest.TestCase):
         d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
         self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
         self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+    def test_a_leg_without_sound_devices_stays_connected_and_says_why(self):
+        d = self.desk
+        peer = RtpPeer()
+        try:
+            caller, provider = d.media_call("911", "Erin Nodevice", peer, hold_ms=8000)
+            card = d.card("Erin Nodevice")
+            card.wait_attr("data-state", "answered", "the call to be answered")
+            # The lab's first account (the lobby desk) may only listen: no Talk is offered.
+            self.assertEqual(card.find_all(".leg-controls button.join-talk"), [])
+            card.click(".leg-controls button.join-listen")
+            leg = lambda sel: d.driver.find_element(By.CSS_SELECTOR, f"#call-bar {sel}")
+            d.wait_for(lambda _: leg(".leg-state").get_attribute("data-state") == "connected", "the leg")
+            d.wait_for(lambda _: leg(".leg-speaker").get_attribute("data-ok") == "false", "the missing speaker")
+            self.assertIn("stays connected", leg(".leg-speaker").text)
+            d.wait_for(lambda _: leg(".leg-state").get_attribute("data-hearing") == "true", "call audio arriving")
+            joined = d.db("SELECT payload FROM events WHERE kind = 'desk-joined'")
+            self.assertEqual(json.loads(joined[-1][0])["kind"]["desk"], "Lobby desk")
+            d.screenshot("leg-no-device")
+            card.click("button.ack-button")
+            # The caller hangs up while the desk is on: desk and operator stay connected
+            # (last-party clear) until the desk leaves, which then ends the operator's leg.
+            self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+            d.wait_for(lambda _: d.db("SELECT 1 FROM events WHERE kind = 'party-left'"), "party-left")
+            self.assertEqual(leg(".leg-state").get_attribute("data-state"), "connected")
+            self.assertIsNone(provider.poll(), "the operator must stay connected with the desk")
+            d.driver.find_element(By.CSS_SELECTOR, "#call-bar button.leg-leave").click()
+            self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+            d.wait_for(lambda _: leg(".leg-state").get_attribute("data-state") == "ended", "the leg to end")
+            card.wait_attr("data-state", "ended", "the call to end with the last party")
+        finally:
+            peer.close()
 
     def test_test_call_is_marked_and_raises_no_alarm(self):
         d = self.desk

@@ -5,6 +5,7 @@ import type { CallState } from "./bindings/CallState";
 import type { LocationTrust } from "./bindings/LocationTrust";
 import { byId, el } from "./dom";
 import { address, age, clock, dateTime, geo } from "./format";
+import * as leg from "./leg";
 
 const calls = new Map<string, ActiveCall>();
 const cards = new Map<string, HTMLElement>();
@@ -57,6 +58,13 @@ export function upsert(c: ActiveCall): boolean {
   calls.set(c.call_id, c);
   render(c.call_id, true);
   return !prev && !c.test_call;
+}
+
+/** Redraw one card (or all, for `null`) after something outside the call changed, such as
+ * this desk's leg. */
+export function refresh(callId: string | null): void {
+  if (callId === null) for (const id of calls.keys()) render(id, false);
+  else render(callId, false);
 }
 
 export function remove(callId: string): void {
@@ -167,6 +175,7 @@ function card(c: ActiveCall): HTMLElement {
         ),
       ),
     ),
+    leg.controls(c),
     actions(c),
   );
 }

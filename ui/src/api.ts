@@ -5,7 +5,10 @@ import type { ActiveCall } from "./bindings/ActiveCall";
 import type { CallDetail } from "./bindings/CallDetail";
 import type { CallSummary } from "./bindings/CallSummary";
 import type { DeskStatus } from "./bindings/DeskStatus";
+import type { CallLeg } from "./bindings/CallLeg";
 import type { HistoryFilter } from "./bindings/HistoryFilter";
+import type { LegMode } from "./bindings/LegMode";
+import type { Playback } from "./bindings/Playback";
 import type { Settings } from "./bindings/Settings";
 
 export const inDeskApp = (): boolean => "__TAURI_INTERNALS__" in window;
@@ -40,6 +43,13 @@ export const api = {
   saveSettings: (settings: Settings) => call<Settings>("save_settings", { settings }),
   placeTestCall: () => call<string>("place_test_call"),
   alertShown: (callId: string, seq: number) => call<void>("alert_shown", { callId, seq }),
+  joinCall: (callId: string, mode: LegMode) => call<CallLeg>("join_call", { callId, mode }),
+  getLeg: () => call<CallLeg | null>("get_leg"),
+  setLegMode: (mode: LegMode) => call<void>("set_leg_mode", { mode }),
+  muteLeg: (muted: boolean) => call<void>("mute_leg", { muted }),
+  leaveCall: () => call<void>("leave_call"),
+  playRecording: (callId: string) => call<Playback>("play_recording", { callId }),
+  stopPlayback: () => call<Playback | null>("stop_playback"),
 };
 
 function on<T>(event: string, handler: (payload: T) => void): Promise<UnlistenFn> {
@@ -51,4 +61,6 @@ export const events = {
   alert: (h: (call: ActiveCall) => void) => on<ActiveCall>("desk:alert", h),
   alertRemoved: (h: (callId: string) => void) => on<string>("desk:alert-removed", h),
   status: (h: (status: DeskStatus) => void) => on<DeskStatus>("desk:status", h),
+  leg: (h: (leg: CallLeg) => void) => on<CallLeg>("desk:leg", h),
+  playback: (h: (p: Playback) => void) => on<Playback>("desk:playback", h),
 };

@@ -4,6 +4,7 @@ import type { CallDetail } from "./bindings/CallDetail";
 import type { CallOutcome } from "./bindings/CallOutcome";
 import type { CallSummary } from "./bindings/CallSummary";
 import type { HistoryFilter } from "./bindings/HistoryFilter";
+import type { Playback } from "./bindings/Playback";
 import { byId, el } from "./dom";
 import { clock, dateTime } from "./format";
 
@@ -34,6 +35,8 @@ export function initHistory(): void {
   });
   byId("history-export").addEventListener("click", () => void exportCsv());
   byId("detail-close").addEventListener("click", closeDetail);
+  byId("recording-play").addEventListener("click", () => void play());
+  byId("recording-stop").addEventListener("click", () => void stop());
   const body = byId("history-table").querySelector("tbody");
   body?.addEventListener("click", (e) => {
     const row = (e.target as Element).closest<HTMLElement>("tr.history-row");
@@ -148,6 +151,7 @@ function renderDetail(d: CallDetail): void {
     ["Ended", s.ended_at && dateTime(s.ended_at)],
     ["Audit events", `${s.event_count} (seq ${s.first_seq}–${s.last_seq})`],
   ];
+  renderRecording(d);
   byId("detail-summary").replaceChildren(
     ...fields.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v ?? "" })]),
   );
@@ -165,6 +169,59 @@ function renderDetail(d: CallDetail): void {
       ),
     ),
   );
+}
+
+function renderRecording(d: CallDetail): void {
+  const box = byId("detail-recording");
+  const r = d.recording;
+  box.hidden = !r;
+  box.dataset.callId = d.summary.call_id;
+  if (!r) return;
+  const check = byId("recording-check");
+  check.dataset.ok = String(r.ok);
+  const secs = Math.round(Number(r.duration_ms) / 1000);
+  const length = `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
+  check.textContent = `Recording ${length} — ${r.detail}`;
+  check.title = `${r.path}\nSHA-256 ${r.sha256}`;
+  byId<HTMLButtonElement>("recording-play").disabled = !r.ok;
+  if (playing !== d.summary.call_id) byId("playback-state").textContent = "";
+}
+
+// The call whose recording is playing (one at a time).
+let playing: string | null = null;
+
+async function play(): Promise<void> {
+  const callId = byId("detail-recording").dataset.callId;
+  if (!callId) return;
+  const state = byId("playback-state");
+  state.textContent = "Starting…";
+  try {
+    showPlayback(await api.playRecording(callId));
+  } catch (e) {
+    state.dataset.state = "failed";
+    state.textContent = `Cannot play: ${errorText(e)}`;
+  }
+}
+
+async function stop(): Promise<void> {
+  try {
+    const p = await api.stopPlayback();
+    if (p) showPlayback(p);
+  } catch (e) {
+    byId("playback-state").textContent = `Cannot stop: ${errorText(e)}`;
+  }
+}
+
+const PLAYBACK_WORDS = { playing: "Playing", finished: "Finished", stopped: "Stopped", failed: "Cannot play" } as const;
+
+/** `desk:playback`: shown when it is about the call open in the detail panel. */
+export function showPlayback(p: Playback): void {
+  playing = p.state === "playing" ? p.call_id : playing === p.call_id ? null : playing;
+  if (byId("detail-recording").dataset.callId !== p.call_id) return;
+  const state = byId("playback-state");
+  state.dataset.state = p.state;
+  state.textContent = `${PLAYBACK_WORDS[p.state]} — ${p.detail}`;
+  byId<HTMLButtonElement>("recording-stop").disabled = p.state !== "playing";
 }
 
 function closeDetail(): void {

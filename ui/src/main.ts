@@ -3,7 +3,8 @@ import * as alerts from "./alerts";
 import { api, errorText, events, inDeskApp } from "./api";
 import { byId } from "./dom";
 import * as history from "./history";
-import { applyStoredTheme, fillSettings, initSettings, updateSetup } from "./settings";
+import * as leg from "./leg";
+import { applyStoredTheme, fillAccounts, fillSettings, initSettings, updateSetup } from "./settings";
 import { initStatus, renderStatus, showStatusError } from "./status";
 
 type Tab = "alerts" | "history" | "settings";
@@ -44,6 +45,7 @@ async function start(): Promise<void> {
   initSettings();
   history.initHistory();
   alerts.initAlerts({ showBoard: () => showTab("alerts") });
+  leg.initLeg({ changed: alerts.refresh });
 
   if (!inDeskApp()) {
     byId("no-tauri").hidden = false;
@@ -58,7 +60,11 @@ async function start(): Promise<void> {
       statusEventSeen = true;
       renderStatus(s);
       updateSetup(s);
+      leg.setJoinInfo(s.join);
+      fillAccounts(s);
     }),
+    events.leg((l) => leg.update(l)),
+    events.playback((p) => history.showPlayback(p)),
     events.alert((c) => {
       if (alerts.upsert(c)) showTab("alerts");
       if (current === "history") history.refreshSoon();
@@ -72,6 +78,8 @@ async function start(): Promise<void> {
         if (statusEventSeen) return;
         renderStatus(s);
         updateSetup(s);
+        leg.setJoinInfo(s.join);
+        fillAccounts(s);
       },
       (e) => showStatusError(`Cannot read desk status: ${errorText(e)}`),
     ),
@@ -80,6 +88,7 @@ async function start(): Promise<void> {
       empty.textContent = `Could not load active calls: ${errorText(e)}`;
       empty.classList.add("error-text");
     }),
+    api.getLeg().then((l) => l && leg.update(l), () => {}),
     api.getSettings().then(fillSettings, (e) => {
       byId("settings-result").textContent = `Could not load settings: ${errorText(e)}`;
     }),

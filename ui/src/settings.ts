@@ -3,7 +3,7 @@ import { api, errorText } from "./api";
 import type { DeskStatus } from "./bindings/DeskStatus";
 import type { Settings } from "./bindings/Settings";
 import type { Theme } from "./bindings/Theme";
-import { byId } from "./dom";
+import { byId, el } from "./dom";
 
 const THEME_KEY = "sosdesk-theme";
 const isTheme = (v: unknown): v is Theme => v === "system" || v === "light" || v === "dark";
@@ -30,12 +30,30 @@ export function applyStoredTheme(): void {
 const officer = () => byId<HTMLInputElement>("settings-officer");
 const theme = () => byId<HTMLSelectElement>("settings-theme");
 const config = () => byId<HTMLInputElement>("settings-config");
+const account = () => byId<HTMLSelectElement>("settings-desk-account");
+let savedAccount: string | null = null;
 
 export function fillSettings(s: Settings): void {
   officer().value = s.officer_name;
   theme().value = s.theme;
   config().value = s.config_path ?? "";
+  savedAccount = s.desk_account;
+  account().value = s.desk_account ?? "";
   applyTheme(s.theme);
+}
+
+/** The config's desk accounts (user names only: passwords never leave the Rust side). */
+export function fillAccounts(s: DeskStatus): void {
+  const select = account();
+  const names = ["", ...s.join.accounts];
+  const have = [...select.options].map((o) => o.value);
+  if (JSON.stringify(have) !== JSON.stringify(names)) {
+    select.replaceChildren(
+      ...names.map((n) => el("option", { text: n === "" ? "the config's first account" : n, attrs: { value: n } })),
+    );
+    select.value = savedAccount ?? "";
+  }
+  byId("settings-join-detail").textContent = s.join.detail;
 }
 
 export function initSettings(): void {
@@ -54,6 +72,7 @@ export function initSettings(): void {
         officer_name: officer().value.trim(),
         theme: isTheme(t) ? t : "system",
         config_path: config().value.trim() || null,
+        desk_account: account().value || null,
       });
       fillSettings(saved);
       result.textContent = "Saved";

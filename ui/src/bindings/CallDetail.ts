@@ -2,5 +2,10 @@
 import type { AuditRecord } from "./AuditRecord";
 import type { CallSummary } from "./CallSummary";
 import type { ChainCheck } from "./ChainCheck";
+import type { RecordingCheck } from "./RecordingCheck";
 
-export type CallDetail = { summary: CallSummary, events: Array<AuditRecord>, chain: ChainCheck, };
+export type CallDetail = { summary: CallSummary, events: Array<AuditRecord>, chain: ChainCheck, 
+/**
+ * The call's audio recording, when it was recorded.
+ */
+recording: RecordingCheck | null, };

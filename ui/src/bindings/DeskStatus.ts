@@ -2,6 +2,7 @@
 import type { AlarmState } from "./AlarmState";
 import type { Component } from "./Component";
 import type { CoreState } from "./CoreState";
+import type { JoinInfo } from "./JoinInfo";
 import type { RouteStatus } from "./RouteStatus";
 
 /**
@@ -15,4 +16,8 @@ listening: Array<string>, held: string | null, store: Component, routes: Array<R
 /**
  * Emergency calls on the board not yet acknowledged.
  */
-unacknowledged: number, };
+unacknowledged: number, 
+/**
+ * Which desk account this desk joins calls with, and where it may talk.
+ */
+join: JoinInfo, };

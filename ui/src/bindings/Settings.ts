@@ -12,4 +12,8 @@ officer_name: string, theme: Theme,
 /**
  * The core's config file. Chosen on first run, overridden by `--config`.
  */
-config_path: string | null, };
+config_path: string | null, 
+/**
+ * The `[[desk]]` account (user name) this desk joins calls with; empty: the config's first.
+ */
+desk_account: string | null, };
