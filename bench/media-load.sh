@@ -20,18 +20,8 @@ SOS=26060; PROV=26070
 sed -e "s/127.0.0.1:5060\"/127.0.0.1:$SOS\"/" -e "s/127.0.0.1:5070\"/127.0.0.1:$PROV\"/" \
     -e "s#path = \"../sosdesk-lab.db\"#path = \"$work/audit.db\"#" \
     -e 's/rtp_ports = "20000-20999"/rtp_ports = "30000-39999"/' examples/lab.toml > "$work/bench.toml"
-# One second of a 500 Hz tone, mu-law, for every caller to loop.
-python3 - "$work/caller_tone.ulaw" <<'PY'
-import math, sys
-def ulaw(s):
-    sign = 0x80 if s < 0 else 0
-    s = min(abs(s), 32635) + 0x84
-    e, m = 7, 0x4000
-    while e > 0 and not s & m:
-        e, m = e - 1, m >> 1
-    return ~(sign | (e << 4) | ((s >> (e + 3)) & 0x0F)) & 0xFF
-open(sys.argv[1], "wb").write(bytes(ulaw(int(8000 * math.sin(2 * math.pi * 500 * i / 8000))) for i in range(8000)))
-PY
+# One second of a 500 Hz tone, µ-law, for every caller to loop.
+python3 tests/support/g711.py tone "$work/caller_tone.ulaw" 500
 
 SOSDESK_LOG=warn "$bin" serve --config "$work/bench.toml" > "$work/core.log" 2>&1 &
 core=$!
@@ -39,7 +29,7 @@ core=$!
 for _ in $(seq 100); do grep -q serving "$work/core.log" && break; sleep 0.05; done
 grep -q serving "$work/core.log" || { echo "sosdesk did not start:" >&2; cat "$work/core.log" >&2; exit 1; }
 
-echo "calls  sosdesk_cpu_%_of_one_core  per_call_%  rtp_packets_relayed_per_s"
+echo "calls  sosdesk_cpu_%_of_one_core  per_call_%  rtp_packets_offered_per_s  calls_completed"
 for n in "${counts[@]}"; do
   ramp=$(( n / 5 + 1 ))          # all calls up within ~5 s
   hold=$(( 5000 + 12000 ))       # up for the 10 s window after the ramp
@@ -50,10 +40,11 @@ for n in "${counts[@]}"; do
   t0=$(awk '{print $14 + $15}' /proc/$core/stat)
   sleep 10
   t1=$(awk '{print $14 + $15}' /proc/$core/stat)
-  wait $caller || true
+  # sipp exits 0 only when every call was set up, held and hung up cleanly.
+  if wait $caller; then done_ok="all $n"; else done_ok="NOT ALL (sipp exit $?)"; fi
   cpu=$(echo "scale=1; ($t1 - $t0) * 100 / $hz / 10" | bc)
   per=$(echo "scale=3; $cpu / $n" | bc)
-  # Each call: 50 packets/s caller -> far end, and the same echoed back.
-  echo "$n  $cpu  $per  $(( n * 100 ))"
+  # Offered, not counted: each call streams 50 packets/s to the far end, which echoes them back.
+  echo "$n  $cpu  $per  $(( n * 100 ))  $done_ok"
   sleep 3
 done

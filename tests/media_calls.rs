@@ -32,6 +32,20 @@ struct Call {
     call_id: String,
 }
 
+/// The emergency operator: sipp answers on the primary route (PCMA only), the test socket
+/// plays and hears its audio.
+fn operator(lab: &Lab) -> (support::lab::Sipp, Party) {
+    let media = Party::start(Some(OPERATOR_HZ), Codec::Pcma);
+    let provider = lab.uas(
+        "provider",
+        "media_provider.xml",
+        "127.0.0.1",
+        lab.ports.primary,
+        &["-set", "mport", &media.port.to_string(), "-set", "pt", "8", "-set", "codec", "PCMA"],
+    );
+    (provider, media)
+}
+
 fn place_call(lab: &mut Lab, seen: &mut Vec<CallEvent>, from_ip: &str, caller_sdp_ip: &str, hold_ms: u32) -> Call {
     place_call_with(lab, seen, "media_caller.xml", from_ip, caller_sdp_ip, hold_ms)
 }
@@ -44,15 +58,8 @@ fn place_call_with(
     caller_sdp_ip: &str,
     hold_ms: u32,
 ) -> Call {
-    let operator_media = Party::start(Some(OPERATOR_HZ), Codec::Pcma);
+    let (provider, operator_media) = operator(lab);
     let caller_media = Party::start(Some(CALLER_HZ), Codec::Pcmu);
-    let provider = lab.uas(
-        "provider",
-        "media_provider.xml",
-        "127.0.0.1",
-        lab.ports.primary,
-        &["-set", "mport", &operator_media.port.to_string(), "-set", "pt", "8", "-set", "codec", "PCMA"],
-    );
     let caller = lab.uac(
         "caller",
         scenario,
@@ -208,14 +215,7 @@ fn a_caller_streaming_with_sipp_rtp_stream_is_heard_by_the_operator_and_recorded
     let mut ulaw = Vec::new();
     Codec::Pcmu.encode_into(&tone, &mut ulaw);
     std::fs::write(lab.dir.path().join("caller_tone.ulaw"), ulaw).unwrap();
-    let operator_media = Party::start(Some(OPERATOR_HZ), Codec::Pcma);
-    let provider = lab.uas(
-        "provider",
-        "media_provider.xml",
-        "127.0.0.1",
-        lab.ports.primary,
-        &["-set", "mport", &operator_media.port.to_string(), "-set", "pt", "8", "-set", "codec", "PCMA"],
-    );
+    let (provider, operator_media) = operator(&lab);
     let caller = lab.uac(
         "caller",
         "media_caller_stream.xml",

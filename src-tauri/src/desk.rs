@@ -825,7 +825,14 @@ impl Desk {
                 }
                 if !slot.playing {
                     slot.playing = true;
-                    start_audio = Some(slot.buffer.clone());
+                    if self.audio.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                        start_audio = Some(slot.buffer.clone());
+                    } else {
+                        s.speaker = Component::failed(
+                            "no audio output (the audio thread did not start): the call audio cannot be heard here; \
+                             the leg stays connected",
+                        );
+                    }
                 }
             }
             LegUpdate::ModeRefused { wanted, reason } => {
@@ -869,18 +876,11 @@ impl Desk {
         }
         let leg = slot.status.clone();
         drop(inner);
-        {
-            let audio = self.audio.lock().unwrap_or_else(|p| p.into_inner());
-            match (audio.as_ref(), start_audio) {
-                (Some(out), Some(buffer)) => out.play(id, LiveSource::new(buffer)),
-                (None, Some(_)) => {
-                    drop(audio);
-                    self.on_stream_report(id, StreamReport::NoDevice("no audio output thread".into()));
-                    return self.ui.leg(&self.leg().unwrap_or(leg));
-                }
-                _ => {}
+        if let Some(out) = self.audio.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if let Some(buffer) = start_audio {
+                out.play(id, LiveSource::new(buffer));
             }
-            if let (true, Some(out)) = (stop_audio, audio.as_ref()) {
+            if stop_audio {
                 out.stop(id);
             }
         }
@@ -903,9 +903,10 @@ impl Desk {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot read the recording: {e}"))?;
+        // Lock order everywhere: the desk's state, then the audio handle (see settle_alarm).
+        let mut inner = self.lock();
         let audio = self.audio.lock().unwrap_or_else(|p| p.into_inner());
         let out = audio.as_ref().ok_or("no audio output: the audio thread did not start")?;
-        let mut inner = self.lock();
         if let Some((old, _)) = inner.playback.take() {
             out.stop(old);
         }

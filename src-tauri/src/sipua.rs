@@ -17,9 +17,11 @@ use sosdesk::sip::parse::parse_datagram;
 use sosdesk::sip::Message;
 use tokio::net::UdpSocket;
 
-/// RFC 3261 Timer B: an INVITE with no final response by then has failed.
+/// RFC 3261 Timer B (INVITE) and Timer F (others), both 64·T1: no final response by then is a failure.
 const TIMER_B: Duration = Duration::from_secs(32);
 const T1: Duration = Duration::from_millis(500);
+/// RFC 3261 T2: the longest retransmission interval of a non-INVITE request.
+const T2: Duration = Duration::from_secs(4);
 
 /// Credentials of a `[[desk]]` account. `Debug` never shows the password.
 #[derive(Clone)]
@@ -63,7 +65,7 @@ pub struct Dialog {
     pub sock: UdpSocket,
     pub local: SocketAddr,
     core: SocketAddr,
-    pub call_id: String,
+    call_id: String,
     /// Our From, with our tag.
     from: String,
     /// The core's To; with its tag once a 2xx came.
@@ -107,10 +109,6 @@ impl Dialog {
         })
     }
 
-    pub fn call_id(&self) -> &str {
-        &self.call_id
-    }
-
     fn request(&mut self, method: &str, branch: &str) -> Message {
         let mut m = Message::request(method, &self.target);
         m.push("Via", format!("SIP/2.0/UDP {};branch={branch};rport", self.local));
@@ -139,7 +137,10 @@ impl Dialog {
             }
             req.push("Content-Type", "application/sdp");
             req.body = sdp.clone();
-            let resp = self.invite_transaction(&req).await?;
+            let resp = match self.transaction(&req).await? {
+                Outcome::Final(m) => m,
+                Outcome::PeerHungUp => return Err(Refused::local("the call ended")),
+            };
             let status = resp.status().unwrap_or(0);
             if (200..300).contains(&status) {
                 if !self.established {
@@ -172,9 +173,14 @@ impl Dialog {
         Err(Refused::local("the core refused the credentials"))
     }
 
-    /// The INVITE client transaction until a final response (provisional ones are skipped).
-    async fn invite_transaction(&mut self, req: &Message) -> Result<Message, Refused> {
-        let bytes = req.to_bytes();
+    /// One client transaction (§17.1) until its final response: `request` is retransmitted per
+    /// Timer A (INVITE, until a provisional response) or Timer E (others, capped at T2), and
+    /// abandoned after Timer B/F (64·T1). Requests from the core meanwhile are answered; its BYE
+    /// ends the wait ([`Outcome::PeerHungUp`]).
+    async fn transaction(&mut self, request: &Message) -> Result<Outcome, Refused> {
+        let bytes = request.to_bytes();
+        let method = request.method().to_string();
+        let invite = method == "INVITE";
         let cseq = self.cseq;
         let started = Instant::now();
         let mut interval = T1;
@@ -187,7 +193,8 @@ impl Dialog {
             if elapsed >= TIMER_B {
                 return Err(Refused::local(format!("no answer from the core within {} s", TIMER_B.as_secs())));
             }
-            let wait = if provisional { TIMER_B - elapsed } else { next_resend.saturating_sub(elapsed) };
+            let retransmit = !(invite && provisional);
+            let wait = if retransmit { next_resend.saturating_sub(elapsed) } else { TIMER_B - elapsed };
             match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
                 Ok(Ok((n, from))) => {
                     let Ok(m) = parse_datagram(&buf[..n]) else { continue };
@@ -195,24 +202,24 @@ impl Dialog {
                         continue;
                     }
                     if m.is_request() {
-                        // The core may send BYE while we wait (the call ended meanwhile).
-                        let _ = self.answer_request(&m, from).await;
+                        if self.answer_request(&m, from).await {
+                            return Ok(Outcome::PeerHungUp);
+                        }
                         continue;
                     }
-                    if m.cseq() != Some((cseq, "INVITE")) {
+                    if m.cseq() != Some((cseq, method.as_str())) {
                         continue;
                     }
                     match m.status() {
                         Some(s) if s < 200 => provisional = true,
-                        Some(_) => return Ok(m),
+                        Some(_) => return Ok(Outcome::Final(m)),
                         None => {}
                     }
                 }
                 Ok(Err(e)) => return Err(Refused::local(format!("receiving from the core: {e}"))),
-                Err(_) if !provisional => {
-                    // Timer A (§17.1.1.2): retransmit, doubling the interval.
+                Err(_) if retransmit => {
                     let _ = self.sock.send_to(&bytes, self.core).await;
-                    interval *= 2;
+                    interval = if invite { interval * 2 } else { (interval * 2).min(T2) };
                     next_resend = started.elapsed() + interval;
                 }
                 Err(_) => {}
@@ -272,42 +279,24 @@ impl Dialog {
         false
     }
 
-    /// Ends the dialog with a BYE, retransmitted per Timer E until answered or Timer F (64·T1).
+    /// Ends the dialog with a BYE (a non-INVITE transaction: Timer E retransmissions, Timer F).
     pub async fn bye(&mut self) -> Result<(), String> {
         self.cseq += 1;
-        let cseq = self.cseq;
         let branch = new_branch();
-        let bye = self.request("BYE", &branch).to_bytes();
-        let started = Instant::now();
-        let mut interval = T1;
-        let mut buf = vec![0u8; 65_535];
-        self.sock.send_to(&bye, self.core).await.map_err(|e| format!("cannot send the BYE: {e}"))?;
-        loop {
-            if started.elapsed() > T1 * 64 {
-                return Err("the core did not confirm the hang-up".into());
-            }
-            match tokio::time::timeout(interval, self.sock.recv_from(&mut buf)).await {
-                Ok(Ok((n, from))) => {
-                    let Ok(m) = parse_datagram(&buf[..n]) else { continue };
-                    if m.call_id() != Some(self.call_id.as_str()) {
-                        continue;
-                    }
-                    if m.is_request() {
-                        if self.answer_request(&m, from).await {
-                            return Ok(()); // both sides hung up at once
-                        }
-                    } else if m.cseq() == Some((cseq, "BYE")) && m.status().is_some_and(|s| s >= 200) {
-                        return Ok(());
-                    }
-                }
-                Ok(Err(e)) => return Err(format!("receiving from the core: {e}")),
-                Err(_) => {
-                    let _ = self.sock.send_to(&bye, self.core).await;
-                    interval = (interval * 2).min(Duration::from_secs(4));
-                }
-            }
+        let bye = self.request("BYE", &branch);
+        match self.transaction(&bye).await {
+            // Any final response ends it, as does the core hanging up at the same moment.
+            Ok(_) => Ok(()),
+            Err(r) => Err(format!("the hang-up was not confirmed: {r}")),
         }
     }
+}
+
+/// How a client transaction ended.
+enum Outcome {
+    Final(Message),
+    /// The core sent BYE meanwhile (answered).
+    PeerHungUp,
 }
 
 /// The URI inside a Contact header value (`"x" <sip:a@b>;expires=…` or a bare `sip:a@b`).

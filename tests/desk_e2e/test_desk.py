@@ -12,7 +12,6 @@ Screenshots go to SOSDESK_E2E_ARTIFACTS (default target/desk-e2e).
 
 import array
 import json
-import math
 import os
 import re
 import shutil
@@ -33,6 +32,8 @@ from selenium.webdriver.common.options import ArgOptions
 from selenium.webdriver.support.ui import WebDriverWait
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from g711 import tone, tone_level, ulaw_decode, ulaw_encode  # noqa: E402
 SIPP = REPO / "tests" / "sipp"
 APP = os.environ.get("SOSDESK_DESK_APP") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "sosdesk-desk"
@@ -70,34 +71,6 @@ OPERATOR_HZ = 1100
 DESK_HZ = 2000
 
 
-def ulaw_encode(s):
-    """ITU-T G.711 µ-law of one 16-bit sample."""
-    sign = 0x80 if s < 0 else 0
-    s = min(abs(s), 32635) + 0x84
-    exp, mask = 7, 0x4000
-    while exp > 0 and not s & mask:
-        exp, mask = exp - 1, mask >> 1
-    return ~(sign | (exp << 4) | ((s >> (exp + 3)) & 0x0F)) & 0xFF
-
-
-def ulaw_decode(b):
-    b = ~b & 0xFF
-    s = ((((b & 0x0F) << 3) + 0x84) << ((b >> 4) & 7)) - 0x84
-    return -s if b & 0x80 else s
-
-
-def tone_level(samples, hz, rate=8000):
-    """Amplitude of the `hz` component (Goertzel)."""
-    if not samples:
-        return 0.0
-    k = 2 * math.cos(2 * math.pi * hz / rate)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + k * s1 - s2, s1
-    power = s1 * s1 + s2 * s2 - k * s1 * s2
-    return 2 * math.sqrt(max(power, 0.0)) / len(samples)
-
-
 class RtpPeer:
     """The emergency operator's audio: a UDP socket that learns sosdesk's RTP address from the
     sipp provider (its "rtp <ip> <port>" datagram), then sends a tone in 20 ms µ-law packets and
@@ -111,7 +84,7 @@ class RtpPeer:
         self.heard = []  # (monotonic time, [samples])
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.tone = bytes(ulaw_encode(int(8000 * math.sin(2 * math.pi * tone_hz * i / 8000))) for i in range(8000))
+        self.tone = bytes(ulaw_encode(v) for v in tone(tone_hz))
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
@@ -237,9 +210,7 @@ class Desk:
                 # A microphone too: what the app captures is a tone read from a file (16-bit
                 # 8 kHz mono, converted by the plug plugin to whatever the app asks for).
                 mic = self.dir / "mic.raw"
-                mic.write_bytes(b"".join(
-                    int(8000 * math.sin(2 * math.pi * mic_hz * i / 8000)).to_bytes(2, "little", signed=True)
-                    for i in range(8000 * 120)))
+                mic.write_bytes(b"".join(v.to_bytes(2, "little", signed=True) for v in tone(mic_hz, 120)))
                 (home / ".asoundrc").write_text(
                     "pcm.!default { type asym; playback.pcm { %s }\n"
                     '  capture.pcm { type plug; slave { pcm "deskmic"; format S16_LE; rate 8000; channels 1 } } }\n'
@@ -297,15 +268,17 @@ class Desk:
 
     def media_call(self, number, name, peer, hold_ms=30000, caller_hz=CALLER_HZ):
         """A call whose caller streams a tone with sipp's rtp_stream and whose operator's audio is
-        `peer` (a test RTP socket); returns (caller, provider) sipp processes."""
-        tone = [int(8000 * math.sin(2 * math.pi * caller_hz * i / 8000)) for i in range(8000)]
-        (self.dir / "caller_tone.ulaw").write_bytes(bytes(ulaw_encode(v) for v in tone))
+        `peer` (a test RTP socket); returns the caller and provider sipp processes and the alert
+        card, once the call is answered."""
+        (self.dir / "caller_tone.ulaw").write_bytes(bytes(ulaw_encode(v) for v in tone(caller_hz)))
         timeout = hold_ms // 1000 + 30
         provider = self.sipp("media_provider.xml", "-p", str(self.provider), "-set", "mport", str(peer.port),
                              "-set", "pt", "0", "-set", "codec", "PCMU", remote=False, timeout=timeout)
         caller = self.sipp("media_caller_stream.xml", "-s", number, "-set", "name", name,
                            "-set", "hold_ms", str(hold_ms), "-p", str(next(self.caller_ports)), timeout=timeout)
-        return caller, provider
+        card = self.card(name)
+        card.wait_attr("data-state", "answered", f"the call of {name} to be answered")
+        return caller, provider, card
 
     def card(self, caller_name):
         """The alert card whose caller name is exactly `caller_name`."""
@@ -553,15 +526,17 @@ class JoiningTheCall(unittest.TestCase):
         return self.desk.wait_for(ok, what)
 
     def bar_click(self, cls):
-        self.desk.driver.find_element(By.CSS_SELECTOR, f"#call-bar button.{cls}").click()
+        # The bar is redrawn when the leg changes (device reports): find the button afresh.
+        self.desk.wait_for(
+            lambda drv: drv.find_element(By.CSS_SELECTOR, f"#call-bar button.{cls}").click() or True,
+            f"a click on {cls}",
+        )
 
     def test_listen_talk_mute_leave_while_the_alarm_keeps_sounding(self):
         d = self.desk
         peer = RtpPeer()
         try:
-            caller, provider = d.media_call("911", "Bob Stream", peer, hold_ms=30000)
-            card = d.card("Bob Stream")
-            card.wait_attr("data-state", "answered", "the call to be answered")
+            caller, provider, card = d.media_call("911", "Bob Stream", peer, hold_ms=30000)
             d.wait_for(lambda _: d.alarm() == "sounding", "the alarm to sound")
 
             # Listen: the officer hears caller and operator, and is heard by nobody.
@@ -641,9 +616,7 @@ class JoiningTheCall(unittest.TestCase):
         d = self.desk
         peer = RtpPeer()
         try:
-            caller, provider = d.media_call("911", "Carol First", peer, hold_ms=20000)
-            first = d.card("Carol First")
-            first.wait_attr("data-state", "answered", "the first call to be answered")
+            caller, provider, first = d.media_call("911", "Carol First", peer, hold_ms=20000)
             first.click(".leg-controls button.join-listen")
             self.wait_leg("the listening leg", state="connected", mode="listen", **{"call-id": first.call_id})
             first.click("button.ack-button")
@@ -704,9 +677,7 @@ class CallerTextAndTestCalls(unittest.TestCase):
         d = self.desk
         peer = RtpPeer()
         try:
-            caller, provider = d.media_call("911", "Erin Nodevice", peer, hold_ms=8000)
-            card = d.card("Erin Nodevice")
-            card.wait_attr("data-state", "answered", "the call to be answered")
+            caller, provider, card = d.media_call("911", "Erin Nodevice", peer, hold_ms=8000)
             # The lab's first account (the lobby desk) may only listen: no Talk is offered.
             self.assertEqual(card.find_all(".leg-controls button.join-talk"), [])
             card.click(".leg-controls button.join-listen")

@@ -26,12 +26,23 @@ export function setJoinInfo(j: JoinInfo): void {
   if (changed) onChange(null);
 }
 
+/** What the alert card shows of a leg: everything but the meter, which only the call bar shows
+ * (it changes four times a second; redrawing the card that often would fight the officer's clicks). */
+const cardView = (l: CallLeg | null) =>
+  l && JSON.stringify([l.call_id, l.state, l.mode, l.muted, l.detail, l.speaker, l.microphone]);
+
 export function update(l: CallLeg | null): void {
-  const before = leg?.call_id ?? null;
+  const before = leg;
   leg = l;
+  if (cardView(before) === cardView(l)) {
+    // Only the level changed: update the meter in place. Rebuilding the bar four times a second
+    // would swap its buttons between an officer's mouse-down and mouse-up and lose the click.
+    if (l) updateLevel(l);
+    return;
+  }
   renderBar();
-  if (before && before !== l?.call_id) onChange(before);
-  onChange(l?.call_id ?? null);
+  if (before && before.call_id !== l?.call_id) onChange(before.call_id);
+  if (l) onChange(l.call_id);
 }
 
 /** Talk is offered where the policy is two-way and the account may talk; the core decides anyway. */
@@ -71,7 +82,7 @@ export function controls(c: ActiveCall): HTMLElement | false {
   const box = el("div", { class: "leg-controls", attrs: { "data-call-id": c.call_id } });
   const mine = leg && leg.call_id === c.call_id ? leg : null;
   if (live(mine)) {
-    box.append(legState(mine), ...legButtons(mine));
+    box.append(legState(mine, false), ...legButtons(mine));
   } else if (!finished(c)) {
     if (!join?.desk) {
       box.append(el("span", { class: "leg-unavailable", text: join?.detail ?? "Joining calls is not available" }));
@@ -83,16 +94,31 @@ export function controls(c: ActiveCall): HTMLElement | false {
       if (talkAllowed(c))
         box.append(button("join-talk", "Talk", () => void joinAs(c, "talk"), !!other, other ?? "Join the call as a full party"));
     }
-    if (mine) box.append(legState(mine));
+    if (mine) box.append(legState(mine, false));
   } else if (mine) {
-    box.append(legState(mine));
+    box.append(legState(mine, false));
   }
   if (error && error.callId === c.call_id) box.append(el("div", { class: "leg-error", text: error.text, attrs: { role: "alert" } }));
   return box.childNodes.length ? box : false;
 }
 
-function legState(l: CallLeg): HTMLElement {
-  const meter = Math.max(0, Math.min(100, Math.round(((l.level_dbfs + 60) / 60) * 100)));
+const levelOf = (l: CallLeg) => Math.max(0, Math.min(100, Math.round(((l.level_dbfs + 60) / 60) * 100)));
+const hearingText = (l: CallLeg) =>
+  l.hearing ? `Call audio arriving (${Math.round(l.level_dbfs)} dBFS)` : "No call audio arriving";
+
+function updateLevel(l: CallLeg): void {
+  const bar = byId("call-bar");
+  const state = bar.querySelector<HTMLElement>(".leg-state");
+  const meter = bar.querySelector<HTMLMeterElement>(".leg-meter");
+  const hearing = bar.querySelector(".leg-hearing");
+  if (!state || !meter || !hearing) return renderBar();
+  state.dataset.hearing = String(l.hearing);
+  meter.value = levelOf(l);
+  hearing.textContent = hearingText(l);
+}
+
+function legState(l: CallLeg, meter = true): HTMLElement {
+  const level = levelOf(l);
   return el(
     "div",
     {
@@ -106,14 +132,15 @@ function legState(l: CallLeg): HTMLElement {
       },
     },
     el("div", { class: "leg-detail", text: l.state === "joining" ? l.detail : `${l.desk}: ${l.detail}` }),
-    l.state === "connected" &&
+    meter &&
+      l.state === "connected" &&
       el(
         "div",
         { class: "leg-audio" },
-        el("meter", { class: "leg-meter", attrs: { min: 0, max: 100, low: 20, value: meter, "aria-label": "Call audio level" } }),
+        el("meter", { class: "leg-meter", attrs: { min: 0, max: 100, low: 20, value: level, "aria-label": "Call audio level" } }),
         el("span", {
           class: "leg-hearing",
-          text: l.hearing ? `Call audio arriving (${Math.round(l.level_dbfs)} dBFS)` : "No call audio arriving",
+          text: hearingText(l),
         }),
       ),
     l.state === "connected" &&
