@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v cargo >/dev/null || { echo "sosdesk: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+# A clean build needs several GB; say how much there is before it fails half-way for want of it.
+df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || true
+# Incremental compilation state is disk a from-scratch run never reuses.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils
 bash scripts/desk-deps.sh --test
 

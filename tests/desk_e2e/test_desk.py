@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from g711 import tone, tone_level, ulaw_decode, ulaw_encode  # noqa: E402
 SIPP = REPO / "tests" / "sipp"
+HERE = Path(__file__).resolve().parent
+SOUND_RATE = 48_000  # the test sound card's rate (float stereo), see paced_sink.py
 APP = os.environ.get("SOSDESK_DESK_APP") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "sosdesk-desk"
 )
@@ -203,7 +205,10 @@ class Desk:
         if with_sound:
             # ALSA's file plugin as the default device: what the alarm plays lands in a file the
             # test can listen to. Without it the machine has no sound card (the no-device path).
-            playback = 'type file; slave.pcm "null"; file "%s"; format "raw"' % self.alarm_raw
+            # The plug plugin fixes the format (float stereo 48 kHz) so the paced sink knows the rate.
+            playback = ('type plug; slave { pcm { type file; slave.pcm "null"; format "raw"; '
+                        'file "|/usr/bin/python3 %s %d %s" }; format FLOAT_LE; rate %d; channels 2 }'
+                        % (HERE / "paced_sink.py", SOUND_RATE * 2 * 4, self.alarm_raw, SOUND_RATE))
             if mic_hz is None:
                 (home / ".asoundrc").write_text("pcm.!default { %s }\n" % playback)
             else:
