@@ -34,9 +34,20 @@ pub struct Config {
     /// Media anchoring, recording (issue 5).
     #[serde(default)]
     pub media: MediaConfig,
-    /// Security desk accounts: who may join a call's conference (and, issue 6, register).
+    /// Security desk accounts: who may join a call's conference, register (desks and ordinary
+    /// SIP clients) and use the HTTP API.
     #[serde(default, rename = "desk")]
     pub desks: Vec<DeskAccountConfig>,
+    /// Named groups of desk accounts: a notification URI `sip:<group>@<core>` reaches every
+    /// registered contact of every member.
+    #[serde(default, rename = "notification_group")]
+    pub notification_groups: Vec<NotificationGroupConfig>,
+    /// How the emergency notification IM is delivered.
+    #[serde(default)]
+    pub notification: NotificationConfig,
+    /// The HTTP API for desks on other machines (history, audit, acknowledgements, live events).
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Policy for callers from no configured site.
     pub default_policy: String,
     /// Set by [`Config::load`]: the file it came from (relative store paths resolve against it).
@@ -203,6 +214,63 @@ impl std::fmt::Debug for DeskAccountConfig {
     }
 }
 
+/// A named set of desk accounts that one notification URI reaches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationGroupConfig {
+    /// The user part of the group's URI: `security` is `sip:security@<sip.public_host>`.
+    pub name: String,
+    /// Desk account usernames.
+    pub members: Vec<String>,
+}
+
+/// Delivery of the notification IM (SIP MESSAGE, RFC 3428).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// An attempt with no final response within this many ms counts as failed (and is retried).
+    #[serde(default = "default_notify_attempt_ms")]
+    pub attempt_timeout_ms: u64,
+    /// A failed delivery is retried, with backoff (1, 2, 4 … 30 s apart), for this long.
+    #[serde(default = "default_notify_retry_s")]
+    pub retry_for_s: u64,
+}
+
+fn default_notify_attempt_ms() -> u64 {
+    2000
+}
+fn default_notify_retry_s() -> u64 {
+    300
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        NotificationConfig { attempt_timeout_ms: default_notify_attempt_ms(), retry_for_s: default_notify_retry_s() }
+    }
+}
+
+/// The core's HTTP API (docs/api.md). Off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// e.g. "0.0.0.0:8443".
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key: with both, the API speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Who must acknowledge an alert before the desks fall silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, ts_rs::TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum AcknowledgeMode {
+    /// The first acknowledgement, from any desk, clears the alert on every desk.
+    #[default]
+    Any,
+    /// Every desk acknowledges for itself; the others see who already did.
+    Each,
+}
+
 /// How a desk takes part in a call (Skype for Business ConferenceMode OneWay / TwoWay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -275,6 +343,14 @@ pub struct PolicyConfig {
     /// What a desk may do in this policy's calls: listen only, or talk (ConferenceMode).
     #[serde(default)]
     pub conference_mode: ConferenceMode,
+    /// Who gets the emergency notification IM (Skype for Business NotificationUri): SIP URIs
+    /// of clients elsewhere (`sip:guard@192.0.2.30:5060`, IP host), or of a desk account or
+    /// notification group at this core (`sip:security@<sip.public_host>`, no port).
+    #[serde(default)]
+    pub notification_uris: Vec<String>,
+    /// One acknowledgement clears every desk (`any`), or each desk acknowledges (`each`).
+    #[serde(default)]
+    pub acknowledge: AcknowledgeMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -364,6 +440,29 @@ impl Config {
             Some(p) => self.relative(p),
             None => self.store_path().parent().unwrap_or(Path::new(".")).join("recordings"),
         }
+    }
+
+    /// The host the core is known by (`sip.public_host`, else its listen IP): a notification URI
+    /// with this host and no port is one of the core's own users or groups.
+    pub fn core_host(&self) -> String {
+        if let Some(h) = &self.sip.public_host {
+            return h.clone();
+        }
+        match self.sip.udp.or(self.sip.tcp).map(|a| a.ip()) {
+            Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+            Some(ip) => ip.to_string(),
+            None => "127.0.0.1".into(),
+        }
+    }
+
+    /// The ports the core's SIP listens on.
+    pub fn core_ports(&self) -> Vec<u16> {
+        self.sip.udp.iter().chain(self.sip.tcp.iter()).map(|a| a.port()).collect()
+    }
+
+    /// The API's TLS files, relative paths taken from the config file's folder.
+    pub fn api_tls_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.relative(self.api.tls_cert.as_ref()?), self.relative(self.api.tls_key.as_ref()?)))
     }
 
     /// The MSAG extract's path, if one is configured.
@@ -514,6 +613,50 @@ impl Config {
             if d.password.len() < 8 {
                 return Err(self.err(format!("desk[{i}].password"), "must be at least 8 characters"));
             }
+        }
+        let mut groups = HashSet::new();
+        for (i, g) in self.notification_groups.iter().enumerate() {
+            if g.name.is_empty() || !g.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(self.err(format!("notification_group[{i}].name"), "letters, digits, '-', '_' or '.'"));
+            }
+            if users.contains(g.name.as_str()) || !groups.insert(g.name.as_str()) {
+                return Err(self.err(
+                    format!("notification_group[{i}].name"),
+                    format!("{:?} is already a desk account or a group", g.name),
+                ));
+            }
+            for (j, m) in g.members.iter().enumerate() {
+                if !users.contains(m.as_str()) {
+                    return Err(
+                        self.err(format!("notification_group[{i}].members[{j}]"), format!("no desk account {m:?}"))
+                    );
+                }
+            }
+        }
+        for (i, p) in self.policies.iter().enumerate() {
+            for (j, u) in p.notification_uris.iter().enumerate() {
+                let key = format!("policy[{i}].notification_uris[{j}]");
+                match crate::notify::Target::parse(u, &self.core_host(), &self.core_ports()) {
+                    Ok(crate::notify::Target::Local(user)) => {
+                        if !users.contains(user.as_str()) && !groups.contains(user.as_str()) {
+                            return Err(
+                                self.err(key, format!("{user:?} is neither a desk account nor a notification group"))
+                            );
+                        }
+                    }
+                    Ok(crate::notify::Target::Remote { .. }) => {}
+                    Err(e) => return Err(self.err(key, e)),
+                }
+            }
+        }
+        if self.notification.attempt_timeout_ms == 0 {
+            return Err(self.err("notification.attempt_timeout_ms", "must be more than 0"));
+        }
+        if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
+            return Err(self.err("api", "give both `tls_cert` and `tls_key`, or neither"));
+        }
+        if self.api.listen.is_some() && self.api.listen == self.lis.held {
+            return Err(self.err("api.listen", "the API cannot share the HELD endpoint's address"));
         }
         let mut sites = HashSet::new();
         for (i, s) in self.sites.iter().enumerate() {

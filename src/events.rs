@@ -106,9 +106,12 @@ pub enum CallEventKind {
         to_original: bool,
         target: String,
     },
-    /// A security officer acknowledged the alert.
+    /// A security officer acknowledged the alert: `by` the officer, at `desk` (the desk
+    /// account's name; empty for the desk app's embedded core and records before issue 6).
     Acknowledged {
         by: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        desk: String,
     },
     /// A security desk joined the call's conference: `mode` is `listen` or `talk`; `auto` when
     /// sosdesk called it (the policy's conference URI) rather than the desk joining.
@@ -156,6 +159,28 @@ pub enum CallEventKind {
         ok: bool,
         detail: String,
     },
+}
+
+impl CallEvent {
+    /// A refused request (wrong credentials, a blocked address…) as an audit record of its own:
+    /// `what` says what was asked (a Request-URI, an API path), `caller` who asked.
+    pub fn refusal(caller: Caller, what: String, status: u16, reason: String) -> CallEvent {
+        CallEvent {
+            version: CALL_EVENT_VERSION,
+            call_id: crate::sip::ids::new_call_ref(),
+            seq: 1,
+            at: Utc::now(),
+            caller,
+            dialed: what,
+            normalized: String::new(),
+            test_call: false,
+            policy: String::new(),
+            site: None,
+            location: LocationSnapshot::none(),
+            route: None,
+            kind: CallEventKind::Rejected { status, reason },
+        }
+    }
 }
 
 impl CallEventKind {

@@ -2,13 +2,17 @@
 //!
 //! See ARCHITECTURE.md for a map of the modules and how a call flows through them.
 
+pub mod access;
+pub mod api;
 pub mod audit;
 pub mod config;
 pub mod db;
 pub mod events;
 pub mod location;
 pub mod media;
+pub mod notify;
 pub mod policy;
+pub mod registrar;
 pub mod routing;
 pub mod server;
 pub mod sip;

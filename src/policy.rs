@@ -29,6 +29,9 @@ pub struct Policy {
     /// Called and conferenced in when a call is routed.
     pub conference_uri: Option<String>,
     pub conference_mode: ConferenceMode,
+    /// Notification IM targets: (the URI as configured, where it points).
+    pub notify: Vec<(String, crate::notify::Target)>,
+    pub acknowledge: crate::config::AcknowledgeMode,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,16 @@ impl Policies {
                 default_erl: p.default_erl.clone(),
                 conference_uri: p.conference_uri.clone(),
                 conference_mode: p.conference_mode,
+                notify: p
+                    .notification_uris
+                    .iter()
+                    .filter_map(|u| {
+                        crate::notify::Target::parse(u, &cfg.core_host(), &cfg.core_ports())
+                            .ok()
+                            .map(|t| (u.clone(), t))
+                    })
+                    .collect(),
+                acknowledge: p.acknowledge,
             })
             .collect();
         let policy_idx = |name: &str| policies.iter().position(|p| p.name == name).unwrap_or(0);

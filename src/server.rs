@@ -42,6 +42,8 @@ pub enum StartError {
     Held(String),
     #[error("media: {0}")]
     Media(String),
+    #[error("HTTP API: {0}")]
+    Api(String),
 }
 
 /// Why an event from a desk (an acknowledgement) could not be added to a call.
@@ -71,11 +73,47 @@ enum NetInput {
     },
 }
 
+/// What other tasks (the HTTP API) need of a running core: cheap to clone.
+#[derive(Clone)]
+pub struct CoreHandle {
+    pub local: LocalEndpoint,
+    pub store: AuditStore,
+    events: broadcast::Sender<CallEvent>,
+    net_tx: mpsc::UnboundedSender<NetInput>,
+}
+
+impl CoreHandle {
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+        self.events.subscribe()
+    }
+
+    /// Send an event that is already in the audit log's queue to every subscriber.
+    pub fn publish(&self, ev: CallEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    /// See [`Core::annotate`].
+    pub async fn annotate(&self, call_id: &str, kind: CallEventKind) -> Result<CallEvent, AnnotateError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.net_tx
+            .send(NetInput::Annotate { call_id: call_id.to_string(), kind, reply })
+            .map_err(|_| AnnotateError::Stopped)?;
+        answer.await.map_err(|_| AnnotateError::Stopped)?
+    }
+
+    /// See [`Core::acknowledge_at`].
+    pub async fn acknowledge_at(&self, call_id: &str, officer: &str, desk: &str) -> Result<CallEvent, AnnotateError> {
+        self.annotate(call_id, CallEventKind::Acknowledged { by: officer.to_string(), desk: desk.to_string() }).await
+    }
+}
+
 /// A running routing core.
 pub struct Core {
     pub local: LocalEndpoint,
     /// Where the HELD endpoint listens, when configured.
     pub held: Option<SocketAddr>,
+    /// Where the HTTP API listens, when configured (and whether it is HTTPS).
+    pub api: Option<(SocketAddr, bool)>,
     wiremap: SharedWiremap,
     events: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
@@ -164,7 +202,15 @@ impl Core {
             stop_rx.clone(),
         ));
 
+        let guard = crate::access::AuthGuard::shared();
+        let handle =
+            CoreHandle { local: local.clone(), store: store.clone(), events: events.clone(), net_tx: net_tx.clone() };
+        let api = match cfg.api.listen {
+            Some(addr) => Some(start_api(cfg, addr, handle, audit.clone(), guard.clone(), stop_rx.clone()).await?),
+            None => None,
+        };
         let mut engine = Engine::new(cfg, local.clone());
+        engine.set_guard(guard);
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
         if cfg.media.anchor {
             engine.set_media(Arc::new(rtp_ports(cfg, udp_addr.or(tcp_addr))?));
@@ -177,8 +223,8 @@ impl Core {
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
         };
         let task = tokio::spawn(run(engine, udp, net_tx.clone(), net_rx, ctx, stop_rx));
-        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, store = %cfg.store_path().display(), "sosdesk core started");
-        Ok(Core { local, held, wiremap, events, audit, stop, task, store, net_tx })
+        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
+        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx })
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
@@ -204,17 +250,28 @@ impl Core {
     /// ended, in the call's own sequence. Returns once the event is durable in the audit log; it
     /// is also sent to every subscriber, like the core's own events.
     pub async fn annotate(&self, call_id: &str, kind: CallEventKind) -> Result<CallEvent, AnnotateError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.net_tx
-            .send(NetInput::Annotate { call_id: call_id.to_string(), kind, reply })
-            .map_err(|_| AnnotateError::Stopped)?;
-        answer.await.map_err(|_| AnnotateError::Stopped)?
+        self.handle().annotate(call_id, kind).await
+    }
+
+    pub fn handle(&self) -> CoreHandle {
+        CoreHandle {
+            local: self.local.clone(),
+            store: self.store.clone(),
+            events: self.events.clone(),
+            net_tx: self.net_tx.clone(),
+        }
     }
 
     /// A security officer acknowledged the alert of `call_id`: audited as `acknowledged` with
     /// the officer's name.
     pub async fn acknowledge(&self, call_id: &str, officer: &str) -> Result<CallEvent, AnnotateError> {
-        self.annotate(call_id, CallEventKind::Acknowledged { by: officer.to_string() }).await
+        self.acknowledge_at(call_id, officer, "").await
+    }
+
+    /// An acknowledgement from the officer at a named desk (a desk on another machine, through
+    /// the HTTP API): pushed to every desk, which shows who took the call.
+    pub async fn acknowledge_at(&self, call_id: &str, officer: &str, desk: &str) -> Result<CallEvent, AnnotateError> {
+        self.annotate(call_id, CallEventKind::Acknowledged { by: officer.to_string(), desk: desk.to_string() }).await
     }
 
     /// Stop serving, then wait until every event recorded so far is durable.
@@ -265,7 +322,8 @@ async fn run(
     let RunContext { events, audit, .. } = &ctx;
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut media: HashMap<String, mpsc::UnboundedSender<MediaCommand>> = HashMap::new();
-    // Recordings being finished and audited; waited for when the core stops.
+    // Recordings being finished and audited, and late events of ended calls; waited for when
+    // the core stops.
     let mut recordings = tokio::task::JoinSet::new();
     let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut connecting: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
@@ -419,6 +477,16 @@ async fn run(
             audit.record(ev.clone());
             let _ = events.send(ev);
         }
+        // 4. Notification outcomes for calls that have ended: numbered from the audit log.
+        while let Some((call_ref, kind)) = engine.poll_late_event() {
+            let (audit, store, events, lock) =
+                (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
+            recordings.spawn(async move {
+                if let Err(e) = annotate_ended(&audit, &store, &events, &lock, &call_ref, kind).await {
+                    tracing::error!(call = %call_ref, error = %e, "cannot audit a late event");
+                }
+            });
+        }
         while recordings.try_join_next().is_some() {}
     }
     // Stopping: live calls' media ends now; their recordings are finished and audited before
@@ -427,6 +495,47 @@ async fn run(
         let _ = tx.send(MediaCommand::Close);
     }
     while recordings.join_next().await.is_some() {}
+}
+
+/// Bind and start the HTTP API (HTTPS when the config names a certificate and key).
+async fn start_api(
+    cfg: &Config,
+    addr: SocketAddr,
+    core: CoreHandle,
+    audit: AuditWriter,
+    guard: crate::access::SharedGuard,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, bool), StartError> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { transport: "HTTP (API)", addr, source })?;
+    let bound = listener.local_addr().map_err(|e| StartError::Api(e.to_string()))?;
+    let app = crate::api::router(cfg, core, audit, guard);
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    let tls = match cfg.api_tls_paths() {
+        Some((cert, key)) => Some(crate::api::tls::acceptor(&cert, &key).map_err(StartError::Api)?),
+        None => None,
+    };
+    let https = tls.is_some();
+    tokio::spawn(async move {
+        let served = match tls {
+            Some(acceptor) => {
+                let app = app.into_make_service_with_connect_info::<crate::api::tls::ApiPeer>();
+                axum::serve(crate::api::tls::TlsListener::new(listener, acceptor), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                let app = app.into_make_service_with_connect_info::<crate::api::tls::ApiPeer>();
+                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            }
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
+    Ok((bound, https))
 }
 
 /// An event for a call the engine no longer holds: numbered after the call's last stored event.

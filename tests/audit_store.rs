@@ -515,7 +515,7 @@ async fn summary_records_the_acknowledgement() {
                     detail: "202 Accepted".into(),
                 },
             ),
-            event("call-a", 4, CallEventKind::Acknowledged { by: "officer.jones".into() }),
+            event("call-a", 4, CallEventKind::Acknowledged { by: "officer.jones".into(), desk: String::new() }),
             event("call-a", 5, CallEventKind::DeskJoined { desk: "desk-1".into(), mode: "listen".into(), auto: false }),
         ])
         .await

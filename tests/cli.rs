@@ -85,7 +85,13 @@ fn serve_history_verify_export_and_a_tampered_row() {
         .replace("127.0.0.1:5060\"", &format!("127.0.0.1:{sip}\""))
         .replace("127.0.0.1:5070\"", &format!("127.0.0.1:{prov}\""))
         .replace("127.0.0.1:8080\"", &format!("127.0.0.1:{}\"", free_port()))
-        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"");
+        .replace("127.0.0.1:8443\"", &format!("127.0.0.1:{}\"", free_port()))
+        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"")
+        // The notification IM's attempts would add rows (tests/notifications.rs covers them).
+        .lines()
+        .filter(|l| !l.starts_with("notification_uris"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let cfg = dir.path().join("sosdesk.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
 
@@ -228,7 +234,13 @@ fn serve_refuses_a_busy_port_and_a_bad_config_without_panicking() {
         .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{port}\""))
         .replace("tcp = \"127.0.0.1:5060\"", "tcp = \"127.0.0.1:0\"")
         .replace("127.0.0.1:8080\"", &format!("127.0.0.1:{}\"", free_port()))
-        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"");
+        .replace("127.0.0.1:8443\"", &format!("127.0.0.1:{}\"", free_port()))
+        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"")
+        // The notification IM's attempts would add rows (tests/notifications.rs covers them).
+        .lines()
+        .filter(|l| !l.starts_with("notification_uris"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let cfg = dir.path().join("sosdesk.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
     let out = sosdesk().arg("serve").arg("--config").arg(&cfg).output().unwrap();

@@ -33,7 +33,7 @@ fn acknowledgements_join_the_call_sequence_live_and_after_the_end() {
     let core = lab.core.as_ref().unwrap();
     let live = lab.rt.block_on(core.acknowledge(&answered.call_id, "Officer A")).unwrap();
     assert_eq!(live.seq, answered.seq + 1, "numbered in the live call's sequence");
-    assert_eq!(live.kind, CallEventKind::Acknowledged { by: "Officer A".into() });
+    assert_eq!(live.kind, CallEventKind::Acknowledged { by: "Officer A".into(), desk: String::new() });
     assert_eq!(live.caller, answered.caller, "self-contained: it carries the call's picture");
 
     caller.wait().assert_ok();
@@ -47,7 +47,7 @@ fn acknowledgements_join_the_call_sequence_live_and_after_the_end() {
     seen.extend(lab.broadcast_events());
     assert!(seen
         .iter()
-        .any(|e| e.seq == late.seq && matches!(&e.kind, CallEventKind::Acknowledged { by } if by == "Officer B")));
+        .any(|e| e.seq == late.seq && matches!(&e.kind, CallEventKind::Acknowledged { by, .. } if by == "Officer B")));
 
     lab.stop();
     let events = lab.audit_events();

@@ -17,7 +17,16 @@ const CALLER: &str = "127.0.0.1:5062";
 const PRIMARY: &str = "127.0.0.1:5070";
 const SECONDARY: &str = "127.0.0.1:5071";
 
+/// The lab's engine without the notification IM (tests/notifications.rs covers it), so the
+/// routing tests see only the call's own messages.
 fn engine(edit: impl FnOnce(String) -> String) -> Engine {
+    engine_notifying(|c| {
+        let kept: Vec<&str> = c.lines().filter(|l| !l.starts_with("notification_uris")).collect();
+        edit(kept.join("\n"))
+    })
+}
+
+fn engine_notifying(edit: impl FnOnce(String) -> String) -> Engine {
     let text = include_str!("../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"");
     let cfg = Config::from_toml(&edit(text), Path::new("lab.toml")).expect("lab config");
     let local = LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None };

@@ -185,7 +185,7 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent) {
             call.state = CallState::Ended;
             call.state_detail = detail.clone();
         }
-        CallEventKind::Acknowledged { by } if call.acknowledged_by.is_none() => {
+        CallEventKind::Acknowledged { by, .. } if call.acknowledged_by.is_none() => {
             call.acknowledged_by = Some(by.clone());
             call.acknowledged_at = Some(ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         }
@@ -333,7 +333,7 @@ mod tests {
         b.apply(&ev("c1", 2, false, CallEventKind::Routed));
         assert_eq!(b.calls().len(), 2);
         assert_eq!(b.unacknowledged(), 2);
-        b.apply(&ev("c1", 3, false, CallEventKind::Acknowledged { by: "Officer Jones".into() }));
+        b.apply(&ev("c1", 3, false, CallEventKind::Acknowledged { by: "Officer Jones".into(), desk: String::new() }));
         assert_eq!(b.unacknowledged(), 1);
         assert_eq!(b.oldest_unacknowledged().unwrap().call_id, "c2");
         let c1 = b.get("c1").unwrap();
@@ -373,11 +373,13 @@ mod tests {
         assert_eq!(b.dismiss("c"), Err(DismissError::StillNeeded));
         b.apply(&ev("c", 2, false, CallEventKind::Ended { by: "caller".into(), reason: "BYE".into() }));
         assert_eq!(b.dismiss("c"), Err(DismissError::StillNeeded));
-        b.apply(&ev("c", 3, false, CallEventKind::Acknowledged { by: "o".into() }));
+        b.apply(&ev("c", 3, false, CallEventKind::Acknowledged { by: "o".into(), desk: String::new() }));
         assert_eq!(b.dismiss("c"), Ok(()));
         assert!(b.calls().is_empty());
         // A late event of a dismissed call does not bring it back.
-        assert!(b.apply(&ev("c", 4, false, CallEventKind::Acknowledged { by: "p".into() })).is_empty());
+        assert!(b
+            .apply(&ev("c", 4, false, CallEventKind::Acknowledged { by: "p".into(), desk: String::new() }))
+            .is_empty());
         assert_eq!(b.dismiss("nope"), Err(DismissError::Unknown("nope".into())));
     }
 

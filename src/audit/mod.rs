@@ -31,7 +31,7 @@ pub use writer::{spawn_writer, AuditWriter, WriterHealth};
 use crate::events::CallEvent;
 
 /// One row of the audit log, with its event decoded.
-#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ts_rs::TS)]
 pub struct AuditRecord {
     /// Global position in the chain.
     #[ts(type = "number")]

@@ -201,7 +201,7 @@ impl CallSummary {
             CallEventKind::Ended { .. } | CallEventKind::Failed { .. } | CallEventKind::Rejected { .. } => {
                 self.ended_at.get_or_insert(ev.at);
             }
-            CallEventKind::Acknowledged { by } if self.acknowledged_at.is_none() => {
+            CallEventKind::Acknowledged { by, .. } if self.acknowledged_at.is_none() => {
                 self.acknowledged_by = Some(by.clone());
                 self.acknowledged_at = Some(ev.at);
             }
@@ -224,7 +224,8 @@ pub fn event_detail(kind: &CallEventKind) -> String {
             let to = if *to_original { "original caller" } else { "fallback" };
             format!("ELIN {elin} to {to} {target}")
         }
-        CallEventKind::Acknowledged { by } => format!("by {by}"),
+        CallEventKind::Acknowledged { by, desk } if desk.is_empty() => format!("by {by}"),
+        CallEventKind::Acknowledged { by, desk } => format!("by {by} at {desk}"),
         CallEventKind::DeskJoined { desk, mode, auto } => {
             format!("{desk} ({mode}{})", if *auto { ", called by sosdesk" } else { "" })
         }
@@ -306,8 +307,8 @@ mod tests {
         let s = fold(vec![
             CallEventKind::Detected,
             CallEventKind::Routed,
-            CallEventKind::Acknowledged { by: "officer.a".into() },
-            CallEventKind::Acknowledged { by: "officer.b".into() },
+            CallEventKind::Acknowledged { by: "officer.a".into(), desk: String::new() },
+            CallEventKind::Acknowledged { by: "officer.b".into(), desk: String::new() },
             CallEventKind::Notified { uri: "sip:desk@example.com".into(), ok: true, detail: "202".into() },
         ]);
         assert_eq!(s.outcome, CallOutcome::Routing);

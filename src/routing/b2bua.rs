@@ -33,11 +33,12 @@ use crate::sip::uri::quote_display;
 use crate::sip::{ids, reason_phrase, Message, Uri};
 
 mod media_legs;
+mod registration;
 use media_legs::{CallMedia, DeskDirectory};
 pub use media_legs::{MediaAction, RtpPortSource};
 
 /// Methods sosdesk answers or relays (RFC 3261 §20.5 Allow).
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
 /// Headers relayed with an in-dialog request or its response.
 const RELAYED_HEADERS: &[&str] = &[
     "Content-Type",
@@ -59,13 +60,13 @@ pub struct LocalEndpoint {
 }
 
 impl LocalEndpoint {
-    fn port(&self, t: Transport) -> u16 {
+    pub(crate) fn port(&self, t: Transport) -> u16 {
         match t {
             Transport::Udp => self.udp.or(self.tcp).map(|a| a.port()).unwrap_or(5060),
             Transport::Tcp => self.tcp.or(self.udp).map(|a| a.port()).unwrap_or(5060),
         }
     }
-    fn via(&self, t: Transport, branch: &str) -> String {
+    pub(crate) fn via(&self, t: Transport, branch: &str) -> String {
         format!("SIP/2.0/{} {}:{};branch={branch};rport", t.as_str(), self.host, self.port(t))
     }
     fn contact(&self, t: Transport) -> String {
@@ -243,6 +244,15 @@ pub struct Engine {
     rtp: Option<Arc<dyn RtpPortSource>>,
     media_actions: VecDeque<MediaAction>,
     desks: DeskDirectory,
+    /// Who has registered where (desks and SIP clients).
+    registrar: crate::registrar::Registrar,
+    /// Notification groups: name → desk account usernames.
+    groups: HashMap<String, Vec<String>>,
+    notifier: crate::notify::Notifier,
+    /// Events for calls that already ended (see [`Engine::poll_late_event`]).
+    late_events: VecDeque<(String, CallEventKind)>,
+    /// Wrong-credentials guard, shared with the HTTP API.
+    guard: crate::access::SharedGuard,
     pub stats: EngineStats,
 }
 
@@ -293,9 +303,22 @@ impl Engine {
             rtp: None,
             media_actions: VecDeque::new(),
             desks: DeskDirectory::from_config(cfg),
+            registrar: crate::registrar::Registrar::new(),
+            groups: cfg.notification_groups.iter().map(|g| (g.name.clone(), g.members.clone())).collect(),
+            notifier: crate::notify::Notifier::new(crate::notify::NotifyTiming {
+                attempt_timeout: Duration::from_millis(cfg.notification.attempt_timeout_ms),
+                retry_for: Duration::from_secs(cfg.notification.retry_for_s),
+            }),
+            late_events: VecDeque::new(),
+            guard: crate::access::AuthGuard::shared(),
             stats: EngineStats::default(),
             policies,
         }
+    }
+
+    /// Share the wrong-credentials guard with the HTTP API (one count per address for both).
+    pub fn set_guard(&mut self, guard: crate::access::SharedGuard) {
+        self.guard = guard;
     }
 
     /// Give the engine the Location Information Service's lookups.
@@ -382,10 +405,7 @@ impl Engine {
     pub fn next_timeout(&self) -> Option<Instant> {
         let a = self.tx.next_timeout();
         let b = self.call_timers.first().map(|t| t.0);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [a, b, self.notifier.next_timeout()].into_iter().flatten().min()
     }
 
     pub fn active_calls(&self) -> usize {
@@ -422,6 +442,10 @@ impl Engine {
             }
         } else {
             match self.tx.on_response(msg, now) {
+                Ok(Some(ClientEvent::Response { key, msg, .. })) if self.notifier.owns(&key) => {
+                    self.notifier.on_response(&key, msg.status().unwrap_or(0), msg.status_reason(), now);
+                    self.drain_notify();
+                }
                 Ok(Some(ClientEvent::Response { key, msg, retransmission })) => {
                     self.on_response(key, msg, retransmission, now)
                 }
@@ -438,6 +462,7 @@ impl Engine {
                 self.on_client_timeout(&key, now);
             }
         }
+        self.notify_timeouts(now);
         while let Some(first) = self.call_timers.first().cloned() {
             if first.0 > now {
                 break;
@@ -473,6 +498,8 @@ impl Engine {
         for (call_ref, attempt) in waiting {
             self.fail_attempt(&call_ref, attempt, format!("{peer} unreachable"), now);
         }
+        self.notifier.on_unreachable(peer, &mut self.tx, now);
+        self.drain_notify();
     }
 
     // ------------------------------------------------------------------ requests
@@ -513,7 +540,8 @@ impl Engine {
                 self.respond(&key, &msg, 200, &[("Allow", ALLOW.into()), ("Accept", accept)]);
             }
             "BYE" | "UPDATE" | "INFO" | "PRACK" => self.respond(&key, &msg, 481, &[]),
-            "REGISTER" | "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => {
+            "REGISTER" => self.on_register(key, msg, peer, now),
+            "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => {
                 self.respond(&key, &msg, 405, &[("Allow", ALLOW.into())])
             }
             _ => self.respond(&key, &msg, 501, &[("Allow", ALLOW.into())]),
@@ -670,7 +698,12 @@ impl Engine {
         }
         self.calls.insert(call_ref.clone(), call);
         self.emit(&call_ref, CallEventKind::Detected);
+        let detected = self.events.back().cloned();
         self.start_attempt(&call_ref, now);
+        // The notification IM goes out right behind the outbound INVITE (issue 6).
+        if let Some(ev) = detected {
+            self.notify_call(&ev, now);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1069,6 +1102,11 @@ impl Engine {
     }
 
     fn on_client_timeout(&mut self, key: &str, now: Instant) {
+        if self.notifier.owns(key) {
+            self.notifier.on_transaction_failed(key, "no final response (Timer F)", now);
+            self.drain_notify();
+            return;
+        }
         let Some(call_ref) = self.client_txn.remove(key) else { return };
         let attempt =
             self.calls.get(&call_ref).and_then(|c| c.b.as_ref()).filter(|b| b.client_key == key).map(|b| b.attempt);

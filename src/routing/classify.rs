@@ -43,6 +43,8 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
+            notify: Vec::new(),
+            acknowledge: Default::default(),
             name: "p".into(),
             numbers: vec![
                 EmergencyNumber { dial_string: "911".into(), masks: vec!["9911".into()], test: false },

@@ -123,12 +123,10 @@ impl DigestServer {
             .iter()
             .filter_map(|v| parse_params(v))
             .find(|p| p.get("realm").is_some_and(|r| *r == self.realm));
+        // Credentials for another realm or scheme are not ours to judge (RFC 2617 §3.2.2; RFC 4475
+        // §3.3.8's regaut01): challenge, as if there were none.
         let Some(p) = creds else {
-            return if authorization.is_empty() {
-                Err(AuthFailure::Missing)
-            } else {
-                Err(AuthFailure::Invalid("credentials for another realm or scheme".into()))
-            };
+            return Err(AuthFailure::Missing);
         };
         let field = |n: &str| p.get(n).map(String::as_str).unwrap_or("");
         let (user, nonce, uri, response) = (field("username"), field("nonce"), field("uri"), field("response"));

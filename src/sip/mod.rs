@@ -11,5 +11,5 @@ pub mod parse;
 pub mod transaction;
 pub mod uri;
 
-pub use message::{reason_phrase, Header, Message, StartLine, Via};
+pub use message::{reason_phrase, split_comma_list, Header, Message, StartLine, Via};
 pub use uri::{NameAddr, Uri};

@@ -182,7 +182,7 @@ class Desk:
         self.core = free_port(used)
         self.provider = free_port(used)
         self.ports = {5060: self.core, 5070: self.provider, 5071: free_port(used), 5080: free_port(used),
-                      5090: free_port(used), 8080: free_port(used)}
+                      5090: free_port(used), 8080: free_port(used), 8443: free_port(used)}
         self.driver_port = free_port(used)
         self.native_port = free_port(used)
         self.caller_ports = iter(sorted(free_port(used) for _ in range(8)))

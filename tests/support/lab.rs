@@ -51,6 +51,7 @@ pub struct LabPorts {
     pub elin: u16,
     pub fallback: u16,
     pub held: u16,
+    pub api: u16,
 }
 
 pub struct Lab {
@@ -75,8 +76,22 @@ impl Lab {
         Lab::start_anchored(|c| edit(c.replace("anchor = true", "anchor = false")))
     }
 
-    /// The lab as `examples/lab.toml` has it: sosdesk anchors and records the media.
+    /// The lab as `examples/lab.toml` has it: sosdesk anchors and records the media. The
+    /// notification IM is left out (each call would add its attempts to the audit trail the
+    /// routing tests compare); [`Lab::start_notifying`] keeps it.
     pub fn start_anchored(edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::launch(|c| {
+            let kept: Vec<&str> = c.lines().filter(|l| !l.starts_with("notification_uris")).collect();
+            edit(kept.join("\n"))
+        })
+    }
+
+    /// The whole lab, notification IM included (media anchored).
+    pub fn start_notifying(edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::launch(edit)
+    }
+
+    fn launch(edit: impl FnOnce(String) -> String) -> Lab {
         assert!(
             Command::new("sipp").arg("-v").output().is_ok(),
             "sipp is not installed: the SIP tests need a real peer (Debian package sip-tester; the README's test command installs it)"
@@ -89,6 +104,7 @@ impl Lab {
             elin: free_port(),
             fallback: free_port(),
             held: free_port(),
+            api: free_port(),
         };
         let text = std::fs::read_to_string(repo().join("examples/lab.toml")).expect("examples/lab.toml");
         let store = dir.path().join("audit.db");
@@ -102,6 +118,7 @@ impl Lab {
             ("5080", ports.elin),
             ("5090", ports.fallback),
             ("8080", ports.held),
+            ("8443", ports.api),
         ];
         for (old, _) in &moves {
             text = text.replace(&format!("127.0.0.1:{old}\""), &format!("127.0.0.1:@{old}@\""));

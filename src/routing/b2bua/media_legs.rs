@@ -71,8 +71,8 @@ pub(super) fn conference_target(ruri: &str) -> Option<String> {
 
 /// The desk accounts of the config and the digest server that checks them.
 pub(super) struct DeskDirectory {
-    digest: DigestServer,
-    accounts: Vec<crate::config::DeskAccountConfig>,
+    pub(super) digest: DigestServer,
+    pub(super) accounts: Vec<crate::config::DeskAccountConfig>,
 }
 
 impl DeskDirectory {
@@ -404,6 +404,9 @@ impl Engine {
     /// INVITE to `conf-<call id>`: a desk asks to join a call.
     pub(super) fn on_desk_join(&mut self, key: ServerKey, msg: Message, peer: Peer, call_ref: String, now: Instant) {
         // Credentials first, so nobody learns which calls exist without them.
+        if !self.pass_guard(&key, &msg, peer, "desk join", now) {
+            return;
+        }
         let auth: Vec<String> = msg
             .headers_named("Authorization")
             .chain(msg.headers_named("Proxy-Authorization"))
@@ -441,12 +444,14 @@ impl Engine {
                     .and_then(|p| p.get("username").cloned())
                     .unwrap_or_default();
                 self.refuse_join(&key, &msg, peer, call.as_mut(), &who, 403, format!("bad credentials: {why}"), &[]);
+                self.credentials_failed(peer, now);
                 if let Some(c) = call {
                     self.calls.insert(call_ref, c);
                 }
                 return;
             }
         };
+        self.credentials_ok(peer);
         // verify() only accepts users it found among the accounts.
         let account = self.desks.accounts.iter().find(|a| a.username == user).cloned().unwrap_or_else(|| {
             crate::config::DeskAccountConfig {

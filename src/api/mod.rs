@@ -1,0 +1,322 @@
+//! The core's HTTP API for desks on other machines (docs/api.md): who the desk is, the live
+//! event stream, history and a call's audited events, and acknowledgements.
+//!
+//! Every request carries a desk account's credentials (HTTP Basic, RFC 7617; use TLS — `api.tls_cert`
+//! and `api.tls_key` — anywhere but loopback). Wrong credentials are refused with 401, audited,
+//! and count towards the same per-address block as SIP ([`crate::access`]); a refused request
+//! learns nothing about calls. Passwords are compared in constant time and never logged.
+
+pub mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::access::{Gate, SharedGuard};
+use crate::audit::{AuditRecord, AuditWriter, CallOutcome, CallSummary, HistoryQuery};
+use crate::config::{AcknowledgeMode, ConferenceMode, Config, DeskAccountConfig};
+use crate::events::{CallEvent, Caller};
+use crate::server::CoreHandle;
+
+/// What `GET /api/v1/desk` tells a desk about itself and the core.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+pub struct DeskInfo {
+    /// The account's display name ("Control room") and username.
+    pub name: String,
+    pub username: String,
+    /// May this account talk in a call (where the policy allows two-way)?
+    pub talk: bool,
+    /// The core's SIP host and ports: where to REGISTER and send conference INVITEs.
+    pub sip_host: String,
+    pub sip_udp: Option<u16>,
+    pub sip_tcp: Option<u16>,
+    pub policies: Vec<PolicyInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+pub struct PolicyInfo {
+    pub name: String,
+    /// Desks may talk in this policy's calls.
+    pub two_way: bool,
+    /// `any`: one acknowledgement clears every desk; `each`: every desk acknowledges.
+    pub acknowledge: AcknowledgeMode,
+}
+
+/// `POST /api/v1/calls/{id}/acknowledge`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcknowledgeRequest {
+    pub officer: String,
+}
+
+/// `GET /api/v1/calls/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallDetailResponse {
+    pub summary: Option<CallSummary>,
+    pub events: Vec<AuditRecord>,
+}
+
+/// `GET /api/v1/history` parameters (all optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryParams {
+    pub text: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub outcome: Option<CallOutcome>,
+    #[serde(default)]
+    pub exclude_tests: bool,
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone)]
+struct ApiState {
+    core: CoreHandle,
+    audit: AuditWriter,
+    accounts: Arc<Vec<DeskAccountConfig>>,
+    guard: SharedGuard,
+    info: Arc<DeskInfo>,
+}
+
+/// The account a request proved (put in the request's extensions by [`authenticate`]).
+#[derive(Clone)]
+struct Authenticated(DeskAccountConfig);
+
+pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedGuard) -> Router {
+    let info = DeskInfo {
+        name: String::new(),
+        username: String::new(),
+        talk: false,
+        sip_host: core.local.host.clone(),
+        sip_udp: core.local.udp.map(|a| a.port()),
+        sip_tcp: core.local.tcp.map(|a| a.port()),
+        policies: cfg
+            .policies
+            .iter()
+            .map(|p| PolicyInfo {
+                name: p.name.clone(),
+                two_way: p.conference_mode == ConferenceMode::TwoWay,
+                acknowledge: p.acknowledge,
+            })
+            .collect(),
+    };
+    let state = ApiState { core, audit, accounts: Arc::new(cfg.desks.clone()), guard, info: Arc::new(info) };
+    Router::new()
+        .route("/api/v1/desk", get(desk))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/calls/{id}", get(call))
+        .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// HTTP Basic credentials (RFC 7617 §2): `Basic base64(user:password)`.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("Basic") {
+        return None;
+    }
+    let raw = decode_base64(b64.trim())?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+/// Standard base64 (RFC 4648 §4) with padding: a dozen lines, not a dependency.
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Standard base64 with padding (the client side: the desk app and tests).
+pub fn encode_base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized(reason: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"sosdesk\", charset=\"UTF-8\"")],
+        format!("{reason}\n"),
+    )
+        .into_response()
+}
+
+async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<tls::ApiPeer>>().map(|c| c.0 .0);
+    let ip = peer.map(|p| p.ip().to_canonical()).unwrap_or([0, 0, 0, 0].into());
+    let now = Instant::now();
+    let gate = state.guard.lock().map(|mut g| g.gate(ip, now)).unwrap_or(Gate::Check);
+    if let Gate::Blocked { audit } = gate {
+        let reason = format!("API request refused: too many wrong credentials from {ip}");
+        if audit {
+            state.audit_refusal(
+                &request,
+                peer,
+                "",
+                429,
+                format!("{reason}; further attempts are refused unaudited for a while"),
+            );
+        }
+        return (StatusCode::TOO_MANY_REQUESTS, format!("{reason}\n")).into_response();
+    }
+    let Some((user, pass)) = basic_credentials(request.headers()) else {
+        // No credentials at all is the client asking how to log in: not a failure to count.
+        return unauthorized("credentials required");
+    };
+    let account = state.accounts.iter().find(|a| a.username == user);
+    let ok = account.is_some_and(|a| constant_time_eq(a.password.as_bytes(), pass.as_bytes()));
+    let Some(account) = account.filter(|_| ok) else {
+        let why = if account.is_none() { "unknown user" } else { "wrong password" };
+        state.audit_refusal(&request, peer, &user, 401, format!("API request by {user:?} refused: {why}"));
+        if let Ok(mut g) = state.guard.lock() {
+            g.failed(ip, now);
+        }
+        return unauthorized("wrong credentials");
+    };
+    if let Ok(mut g) = state.guard.lock() {
+        g.succeeded(ip);
+    }
+    request.extensions_mut().insert(Authenticated(account.clone()));
+    next.run(request).await
+}
+
+impl ApiState {
+    /// A refused API request, audited as a record of its own (like a refused SIP request).
+    fn audit_refusal(&self, request: &Request, peer: Option<SocketAddr>, user: &str, status: u16, reason: String) {
+        tracing::info!(?peer, user, status, %reason, "API request refused");
+        let caller = Caller {
+            number: String::new(),
+            display_name: None,
+            uri: if user.is_empty() { String::new() } else { format!("api user {user}") },
+            source: peer.map(|p| format!("tcp:{p}")).unwrap_or_default(),
+        };
+        let ev = CallEvent::refusal(caller, format!("{} {}", request.method(), request.uri().path()), status, reason);
+        self.audit.record(ev.clone());
+        self.core.publish(ev);
+    }
+}
+
+async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extension<Authenticated>) -> Json<DeskInfo> {
+    let mut info = (*state.info).clone();
+    info.name = a.name;
+    info.username = a.username;
+    info.talk = a.talk;
+    Json(info)
+}
+
+/// Server-sent events (one `CallEvent` as JSON per `data:`), live from the moment of the
+/// request. A desk connects this first, then catches up from `/history` and `/calls/{id}`;
+/// events seen both ways are told apart by (call_id, seq).
+async fn events(State(state): State<ApiState>) -> impl IntoResponse {
+    let rx = state.core.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(ev) => Event::default().event("call-event").data(serde_json::to_string(&ev).unwrap_or_default()),
+            // The desk missed events: it is told, and catches up from the history.
+            Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(event), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn history(State(state): State<ApiState>, Query(p): Query<HistoryParams>) -> Response {
+    let q = HistoryQuery {
+        text: p.text,
+        from: p.from,
+        until: p.until,
+        outcome: p.outcome,
+        exclude_tests: p.exclude_tests,
+        limit: p.limit.unwrap_or(200).min(5000),
+    };
+    match state.core.store.search(&q).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("audit store: {e}\n")).into_response(),
+    }
+}
+
+async fn call(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    let summary = state.core.store.call_summary(&id).await;
+    let events = state.core.store.call_events(&id).await;
+    match (summary, events) {
+        (Ok(None), Ok(ev)) if ev.is_empty() => (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response(),
+        (Ok(summary), Ok(events)) => Json(CallDetailResponse { summary, events }).into_response(),
+        (Err(e), _) | (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("audit store: {e}\n")).into_response(),
+    }
+}
+
+async fn acknowledge(
+    State(state): State<ApiState>,
+    Extension(Authenticated(a)): Extension<Authenticated>,
+    Path(id): Path<String>,
+    Json(req): Json<AcknowledgeRequest>,
+) -> Response {
+    let officer = req.officer.trim();
+    if officer.is_empty() || officer.len() > 200 {
+        return (StatusCode::BAD_REQUEST, "officer: 1 to 200 characters\n").into_response();
+    }
+    match state.core.acknowledge_at(&id, officer, &a.name).await {
+        Ok(ev) => Json(ev).into_response(),
+        Err(crate::server::AnnotateError::UnknownCall(_)) => {
+            (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,414 @@
+//! The emergency notification IM (RFC 3428 SIP MESSAGE) to the notification URIs of the
+//! caller's policy (Skype for Business NotificationUri; Kari's Law's "notify a central point").
+//!
+//! Sans-I/O like the engine: [`Notifier`] plans deliveries and their retries; the engine hands it
+//! the transaction layer to send through and the responses and timeouts that concern it, and
+//! takes back one `Notified` outcome per attempt for the call's audit trail.
+//!
+//! A delivery is one request URI: a client elsewhere (`sip:guard@192.0.2.30:5060`), or a
+//! registered contact of a desk account or notification group of this core. A target that names
+//! a local user or group is expanded to its registered contacts when it is due; with none
+//! registered it is retried like a failed send, so a desk that registers within the retry window
+//! still gets the alert.
+
+mod text;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::events::{CallEvent, CallEventKind};
+use crate::sip::transaction::{ClientKey, Peer, Transactions, Transport};
+use crate::sip::{ids, Message, Uri};
+
+pub use text::{body_of, human_text, CALL_EVENT_CONTENT_TYPE};
+
+/// Where a notification URI points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A desk account or notification group of this core (user part of the URI).
+    Local(String),
+    /// A SIP client elsewhere: sent straight to its host and port (IP literal, no DNS on the
+    /// emergency path).
+    Remote { peer: Peer, uri: String },
+}
+
+impl Target {
+    /// `core_host`/`core_ports`: what names this core; a URI with that host and no port (or one
+    /// of the core's ports) is one of its own users or groups.
+    pub fn parse(uri: &str, core_host: &str, core_ports: &[u16]) -> Result<Target, String> {
+        let u = Uri::parse(uri).map_err(|e| format!("{uri:?}: {e}"))?;
+        if !u.is_sip() {
+            return Err(format!("{uri:?} is not a sip: URI"));
+        }
+        let host = u.host.trim_start_matches('[').trim_end_matches(']');
+        let core = core_host.trim_start_matches('[').trim_end_matches(']');
+        if host.eq_ignore_ascii_case(core) && u.port.is_none_or(|p| core_ports.contains(&p)) {
+            if u.user.as_deref().unwrap_or("").is_empty() {
+                return Err(format!("{uri:?} names this core but no user or group"));
+            }
+            return Ok(Target::Local(u.user.clone().unwrap_or_default()));
+        }
+        let (peer, uri) = crate::routing::target_of_uri(uri)?;
+        Ok(Target::Remote { peer, uri })
+    }
+}
+
+/// Where a local user's registered contact is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The account it registered as.
+    pub user: String,
+    /// The Contact URI (the MESSAGE's Request-URI).
+    pub uri: String,
+    /// Where to send: the contact's address over UDP, the registration's flow over TCP (see
+    /// `registrar::deliver_to`).
+    pub peer: Peer,
+}
+
+/// How the notifier reaches the rest of the engine.
+pub trait NotifyContext {
+    /// The registered contacts of a local user or group.
+    fn contacts_of(&self, user_or_group: &str) -> Vec<Contact>;
+    /// Via for a request sent over `t` with `branch`.
+    fn via(&self, t: Transport, branch: &str) -> String;
+    /// sosdesk's own SIP host.
+    fn host(&self) -> &str;
+}
+
+/// Delivery timing (config `[notification]`).
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyTiming {
+    pub attempt_timeout: Duration,
+    pub retry_for: Duration,
+}
+
+/// Backoff after the n-th failed attempt (1-based): 1, 2, 4, 8, 16, then every 30 s.
+pub fn backoff(failed_attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << failed_attempts.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Time for the next attempt.
+    Attempt,
+    /// The current attempt has had no final response in time.
+    Give,
+}
+
+enum Dest {
+    Local(String),
+    Contact(Contact),
+    Remote(Peer),
+}
+
+struct Delivery {
+    call_ref: String,
+    /// The URI audited: the notification URI, or the contact it was expanded to.
+    uri: String,
+    /// The notification URI a contact came from (for the audit detail).
+    via_target: Option<String>,
+    dest: Dest,
+    subject: String,
+    content_type: String,
+    body: Bytes,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    attempts: u32,
+    started: Instant,
+    txn: Option<ClientKey>,
+}
+
+/// One attempt's result, for the call's audit trail (`CallEventKind::Notified`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub call_ref: String,
+    pub kind: CallEventKind,
+}
+
+pub struct Notifier {
+    timing: NotifyTiming,
+    deliveries: HashMap<u64, Delivery>,
+    by_txn: HashMap<ClientKey, u64>,
+    timers: BTreeSet<(Instant, u64, Timer)>,
+    next_id: u64,
+    outcomes: Vec<Outcome>,
+}
+
+impl Notifier {
+    pub fn new(timing: NotifyTiming) -> Notifier {
+        Notifier {
+            timing,
+            deliveries: HashMap::new(),
+            by_txn: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_id: 1,
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Notify every target of a call now. `event` is the call's picture to send (its detection).
+    pub fn notify(
+        &mut self,
+        event: &CallEvent,
+        targets: &[(String, Target)],
+        ctx: &dyn NotifyContext,
+        tx: &mut Transactions,
+        now: Instant,
+    ) {
+        if targets.is_empty() {
+            return;
+        }
+        let (content_type, body) = body_of(event);
+        let subject = text::subject(event);
+        for (uri, target) in targets {
+            let dest = match target {
+                Target::Local(user) => Dest::Local(user.clone()),
+                Target::Remote { peer, .. } => Dest::Remote(*peer),
+            };
+            let id = self.add(event, uri.clone(), None, dest, &subject, &content_type, &body, now);
+            self.attempt(id, ctx, tx, now);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        event: &CallEvent,
+        uri: String,
+        via_target: Option<String>,
+        dest: Dest,
+        subject: &str,
+        content_type: &str,
+        body: &Bytes,
+        now: Instant,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.deliveries.insert(
+            id,
+            Delivery {
+                call_ref: event.call_id.clone(),
+                uri,
+                via_target,
+                dest,
+                subject: subject.to_string(),
+                content_type: content_type.to_string(),
+                body: body.clone(),
+                call_id: String::new(),
+                from_tag: ids::new_tag(),
+                cseq: 0,
+                attempts: 0,
+                started: now,
+                txn: None,
+            },
+        );
+        id
+    }
+
+    /// Whether `key` is one of the notifier's MESSAGE transactions.
+    pub fn owns(&self, key: &str) -> bool {
+        self.by_txn.contains_key(key)
+    }
+
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    /// Pending deliveries (for stats and tests).
+    pub fn pending(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// The outcomes since the last call, oldest first.
+    pub fn take_outcomes(&mut self) -> Vec<Outcome> {
+        std::mem::take(&mut self.outcomes)
+    }
+
+    fn attempt(&mut self, id: u64, ctx: &dyn NotifyContext, tx: &mut Transactions, now: Instant) {
+        let Some(d) = self.deliveries.get_mut(&id) else { return };
+        d.attempts += 1;
+        let (peer, ruri) = match &d.dest {
+            Dest::Remote(peer) => (*peer, d.uri.clone()),
+            Dest::Contact(c) => (c.peer, c.uri.clone()),
+            Dest::Local(user) => {
+                // Expanded now: each registered contact becomes a delivery of its own.
+                let user = user.clone();
+                let contacts = ctx.contacts_of(&user);
+                if contacts.is_empty() {
+                    self.failed(id, "no registered contact".into(), now);
+                    return;
+                }
+                let Some(d) = self.deliveries.remove(&id) else { return };
+                let event_uri = d.uri.clone();
+                for c in contacts {
+                    let nid = self.next_id;
+                    self.next_id += 1;
+                    self.deliveries.insert(
+                        nid,
+                        Delivery {
+                            call_ref: d.call_ref.clone(),
+                            uri: c.uri.clone(),
+                            via_target: Some(format!("{event_uri} ({})", c.user)),
+                            dest: Dest::Contact(c),
+                            subject: d.subject.clone(),
+                            content_type: d.content_type.clone(),
+                            body: d.body.clone(),
+                            call_id: String::new(),
+                            from_tag: ids::new_tag(),
+                            cseq: 0,
+                            attempts: 0,
+                            started: d.started,
+                            txn: None,
+                        },
+                    );
+                    self.attempt(nid, ctx, tx, now);
+                }
+                return;
+            }
+        };
+        if d.call_id.is_empty() {
+            d.call_id = ids::new_call_id(ctx.host());
+        }
+        d.cseq += 1;
+        let mut m = Message::request("MESSAGE", &ruri);
+        m.push("Via", ctx.via(peer.transport, &ids::new_branch()));
+        m.push("Max-Forwards", "70");
+        m.push("From", format!("\"sosdesk\" <sip:sosdesk@{}>;tag={}", ctx.host(), d.from_tag));
+        let to = match &d.dest {
+            // The registered user's address of record.
+            Dest::Contact(c) => format!("<sip:{}@{}>", c.user, ctx.host()),
+            _ => format!("<{}>", d.uri),
+        };
+        m.push("To", to);
+        m.push("Call-ID", d.call_id.clone());
+        m.push("CSeq", format!("{} MESSAGE", d.cseq));
+        // RFC 3261 §20.26 and §20.36.
+        m.push("Priority", "emergency");
+        m.push("Subject", d.subject.clone());
+        m.push("Content-Type", d.content_type.clone());
+        m.body = d.body.clone();
+        let key = tx.send_request(&m, peer, now);
+        d.txn = Some(key.clone());
+        self.by_txn.insert(key, id);
+        self.timers.insert((now + self.timing.attempt_timeout, id, Timer::Give));
+    }
+
+    /// A final response to one of our MESSAGEs.
+    pub fn on_response(&mut self, key: &str, status: u16, reason: &str, now: Instant) {
+        if status < 200 {
+            return;
+        }
+        let Some(id) = self.by_txn.remove(key) else { return };
+        let Some(d) = self.deliveries.get_mut(&id) else { return };
+        d.txn = None;
+        if (200..300).contains(&status) {
+            let Some(d) = self.deliveries.remove(&id) else { return };
+            let detail = format!("{}delivered on attempt {}: {status} {reason}", via_text(&d), d.attempts);
+            self.outcomes
+                .push(Outcome { call_ref: d.call_ref, kind: CallEventKind::Notified { uri: d.uri, ok: true, detail } });
+        } else {
+            self.failed(id, format!("{status} {reason}"), now);
+        }
+    }
+
+    /// The transaction layer gave up on a MESSAGE (Timer F) or could not send it.
+    pub fn on_transaction_failed(&mut self, key: &str, why: &str, now: Instant) {
+        let Some(id) = self.by_txn.remove(key) else { return };
+        if let Some(d) = self.deliveries.get_mut(&id) {
+            d.txn = None;
+            self.failed(id, why.to_string(), now);
+        }
+    }
+
+    /// The transport could not reach `peer` (TCP connect refused): every attempt waiting there
+    /// fails now instead of at its timeout.
+    pub fn on_unreachable(&mut self, peer: Peer, tx: &mut Transactions, now: Instant) {
+        let waiting: Vec<ClientKey> = self
+            .by_txn
+            .iter()
+            .filter(|(_, id)| {
+                self.deliveries.get(id).is_some_and(|d| match &d.dest {
+                    Dest::Remote(p) => *p == peer,
+                    Dest::Contact(c) => c.peer == peer,
+                    Dest::Local(_) => false,
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            tx.abandon(&key);
+            self.on_transaction_failed(&key, &format!("{peer} unreachable"), now);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, ctx: &dyn NotifyContext, tx: &mut Transactions, now: Instant) {
+        while let Some(first) = self.timers.first().copied() {
+            if first.0 > now {
+                break;
+            }
+            self.timers.remove(&first);
+            let (_, id, timer) = first;
+            match timer {
+                Timer::Attempt => {
+                    if self.deliveries.get(&id).is_some_and(|d| d.txn.is_none()) {
+                        self.attempt(id, ctx, tx, now);
+                    }
+                }
+                Timer::Give => {
+                    // Only a timer of the attempt still waiting counts; a stale one is ignored.
+                    let waiting = self.deliveries.get(&id).and_then(|d| d.txn.clone());
+                    let Some(key) = waiting else { continue };
+                    // Is this timer the current attempt's? Its deadline is attempt start + timeout.
+                    tx.abandon(&key);
+                    self.by_txn.remove(&key);
+                    if let Some(d) = self.deliveries.get_mut(&id) {
+                        d.txn = None;
+                    }
+                    let ms = self.timing.attempt_timeout.as_millis();
+                    self.failed(id, format!("no final response within {ms} ms"), now);
+                }
+            }
+        }
+    }
+
+    /// An attempt failed: audit it, and retry after the backoff while the window lasts.
+    fn failed(&mut self, id: u64, why: String, now: Instant) {
+        let Some(d) = self.deliveries.get(&id) else { return };
+        let wait = backoff(d.attempts);
+        let elapsed = now.saturating_duration_since(d.started);
+        let retry = elapsed + wait <= self.timing.retry_for;
+        let detail = if retry {
+            format!("{}attempt {} failed: {why}; retrying in {} s", via_text(d), d.attempts, wait.as_secs())
+        } else {
+            format!(
+                "{}attempt {} failed: {why}; gave up after {} attempts over {} s",
+                via_text(d),
+                d.attempts,
+                d.attempts,
+                elapsed.as_secs()
+            )
+        };
+        self.outcomes.push(Outcome {
+            call_ref: d.call_ref.clone(),
+            kind: CallEventKind::Notified { uri: d.uri.clone(), ok: false, detail },
+        });
+        if retry {
+            // Stale Give timers of this delivery are dropped so they cannot fail a later attempt.
+            self.timers.retain(|t| !(t.1 == id && t.2 == Timer::Give));
+            self.timers.insert((now + wait, id, Timer::Attempt));
+        } else {
+            self.timers.retain(|t| t.1 != id);
+            self.deliveries.remove(&id);
+        }
+    }
+}
+
+fn via_text(d: &Delivery) -> String {
+    d.via_target.as_ref().map(|t| format!("for {t}: ")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! The notifier driven by hand: attempts, retries with backoff, giving up, group expansion.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::events::{Caller, CALL_EVENT_VERSION};
+use crate::location::{CivicAddress, Erl, LocationSnapshot, LocationSource};
+use crate::sip::transaction::Timers;
+
+struct Ctx {
+    contacts: Vec<Contact>,
+}
+
+impl NotifyContext for Ctx {
+    fn contacts_of(&self, user_or_group: &str) -> Vec<Contact> {
+        if user_or_group == "security" {
+            self.contacts.clone()
+        } else {
+            Vec::new()
+        }
+    }
+    fn via(&self, t: Transport, branch: &str) -> String {
+        format!("SIP/2.0/{} 127.0.0.1:5060;branch={branch}", t.as_str())
+    }
+    fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+}
+
+fn event(test: bool) -> CallEvent {
+    CallEvent {
+        version: CALL_EVENT_VERSION,
+        call_id: "call-1".into(),
+        seq: 1,
+        at: chrono::Utc::now(),
+        caller: Caller {
+            number: "+14255550123".into(),
+            display_name: Some("Alice\r\nLocation: fake".into()),
+            uri: "sip:alice@pbx".into(),
+            source: "udp:127.0.0.1:5062".into(),
+        },
+        dialed: if test { "933".into() } else { "9911".into() },
+        normalized: if test { "933".into() } else { "911".into() },
+        test_call: test,
+        policy: "us-hq".into(),
+        site: Some("hq".into()),
+        location: LocationSnapshot {
+            source: LocationSource::SiteDefault,
+            erl: Some(Erl {
+                label: "HQ, 2nd floor, room 210".into(),
+                civic: CivicAddress {
+                    country: Some("US".into()),
+                    a1: Some("WA".into()),
+                    a3: Some("Redmond".into()),
+                    rd: Some("Microsoft Way".into()),
+                    hno: Some("1".into()),
+                    pc: Some("98052".into()),
+                    flr: Some("2".into()),
+                    room: Some("210".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            geo: None,
+            method: None,
+            warnings: vec![],
+        },
+        route: None,
+        kind: CallEventKind::Detected,
+    }
+}
+
+fn remote() -> (String, Target) {
+    let uri = "sip:guard@127.0.0.1:5090".to_string();
+    (uri.clone(), Target::parse(&uri, "127.0.0.1", &[5060]).unwrap())
+}
+
+fn setup() -> (Notifier, Transactions, Instant) {
+    let timing = NotifyTiming { attempt_timeout: Duration::from_secs(2), retry_for: Duration::from_secs(20) };
+    (Notifier::new(timing), Transactions::new(Timers::default()), Instant::now())
+}
+
+fn sent(tx: &mut Transactions) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Some(t) = tx.poll_transmit() {
+        let text = String::from_utf8_lossy(&t.bytes).to_string();
+        out.push(crate::sip::parse::parse_datagram(text.as_bytes()).expect("our own MESSAGE parses"));
+    }
+    out
+}
+
+fn respond(n: &mut Notifier, tx: &mut Transactions, m: &Message, status: u16, now: Instant) {
+    let r = m.response(status, crate::sip::reason_phrase(status), Some("x"));
+    if let Ok(Some(crate::sip::transaction::ClientEvent::Response { key, msg, .. })) = tx.on_response(r, now) {
+        n.on_response(&key, msg.status().unwrap(), crate::sip::reason_phrase(status), now);
+    }
+}
+
+fn notified(o: &Outcome) -> (&str, bool, &str) {
+    match &o.kind {
+        CallEventKind::Notified { uri, ok, detail } => (uri.as_str(), *ok, detail.as_str()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn targets_local_and_remote() {
+    assert_eq!(Target::parse("sip:security@127.0.0.1", "127.0.0.1", &[5060]), Ok(Target::Local("security".into())));
+    assert_eq!(
+        Target::parse("sip:security@127.0.0.1:5060", "127.0.0.1", &[5060]),
+        Ok(Target::Local("security".into()))
+    );
+    assert!(matches!(Target::parse("sip:guard@127.0.0.1:5090", "127.0.0.1", &[5060]), Ok(Target::Remote { .. })));
+    assert!(Target::parse("sip:guard@pbx.example.com", "127.0.0.1", &[5060]).is_err(), "no DNS on the emergency path");
+    assert!(Target::parse("tel:+14255550100", "127.0.0.1", &[5060]).is_err());
+    assert!(Target::parse("sip:127.0.0.1", "127.0.0.1", &[5060]).is_err(), "the core itself, no user");
+}
+
+#[test]
+fn message_carries_text_and_event() {
+    let (mut n, mut tx, now) = setup();
+    let ev = event(false);
+    n.notify(&ev, &[remote()], &Ctx { contacts: vec![] }, &mut tx, now);
+    let m = sent(&mut tx).pop().expect("a MESSAGE");
+    assert_eq!(m.method(), "MESSAGE");
+    assert_eq!(m.request_uri(), Some("sip:guard@127.0.0.1:5090"));
+    assert_eq!(m.header("Priority"), Some("emergency"));
+    let ct = m.header("Content-Type").unwrap().to_string();
+    assert!(ct.starts_with("multipart/mixed;boundary="));
+    let parts = crate::routing::body::split_multipart(&ct, &m.body).unwrap();
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].content_type.starts_with("text/plain"));
+    let text = String::from_utf8(parts[0].body.to_vec()).unwrap();
+    assert!(text.starts_with("EMERGENCY CALL to 911\r\n"), "{text}");
+    for line in
+        ["Caller: Alice  Location: fake", "Callback number: +14255550123", "Dialed: 9911", "Floor: 2", "Room: 210"]
+    {
+        assert!(text.contains(line), "{line:?} missing from {text}");
+    }
+    assert!(text.contains("1 Microsoft Way"));
+    assert!(text.contains("Location found by: the site's configured address"));
+    assert!(!text.contains("\r\nLocation: fake"), "a display name must not fake a field");
+    assert_eq!(parts[1].content_type, CALL_EVENT_CONTENT_TYPE);
+    let back: CallEvent = serde_json::from_slice(&parts[1].body).unwrap();
+    assert_eq!(back, ev);
+    // A test call says so first.
+    let (ct, body) = body_of(&event(true));
+    let parts = crate::routing::body::split_multipart(&ct, &body).unwrap();
+    assert!(String::from_utf8_lossy(&parts[0].body).starts_with("TEST CALL to 933"));
+}
+
+#[test]
+fn delivered_first_time_is_one_ok_outcome() {
+    let (mut n, mut tx, now) = setup();
+    n.notify(&event(false), &[remote()], &Ctx { contacts: vec![] }, &mut tx, now);
+    let m = sent(&mut tx).pop().unwrap();
+    respond(&mut n, &mut tx, &m, 200, now);
+    let out = n.take_outcomes();
+    assert_eq!(out.len(), 1);
+    assert_eq!(notified(&out[0]), ("sip:guard@127.0.0.1:5090", true, "delivered on attempt 1: 200 OK"));
+    assert_eq!(n.pending(), 0);
+    assert_eq!(n.next_timeout().map(|t| t > now), Some(true), "only a stale timer may remain");
+}
+
+#[test]
+fn failures_are_retried_with_backoff_then_given_up() {
+    let (mut n, mut tx, t0) = setup();
+    let ctx = Ctx { contacts: vec![] };
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
+    // Attempt 1: a 503.
+    let m = sent(&mut tx).pop().unwrap();
+    respond(&mut n, &mut tx, &m, 503, t0);
+    let out = n.take_outcomes();
+    assert_eq!(notified(&out[0]).2, "attempt 1 failed: 503 Service Unavailable; retrying in 1 s");
+    // Nothing is sent before the backoff is over.
+    n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_millis(999));
+    assert!(sent(&mut tx).is_empty());
+    // Attempt 2 after 1 s: no answer at all within the attempt timeout.
+    let t1 = t0 + Duration::from_secs(1);
+    n.handle_timeout(&ctx, &mut tx, t1);
+    let m2 = sent(&mut tx).pop().expect("attempt 2");
+    assert_eq!(m2.call_id(), m.call_id(), "one Call-ID per delivery");
+    assert_eq!(m2.cseq().unwrap().0, 2);
+    n.handle_timeout(&ctx, &mut tx, t1 + Duration::from_secs(2));
+    let out = n.take_outcomes();
+    assert_eq!(notified(&out[0]).2, "attempt 2 failed: no final response within 2000 ms; retrying in 2 s");
+    // A late 200 to the abandoned attempt changes nothing.
+    respond(&mut n, &mut tx, &m2, 200, t1 + Duration::from_secs(3));
+    assert!(n.take_outcomes().is_empty());
+    // Keep failing until the 20 s window is used up.
+    let mut now = t1 + Duration::from_secs(2);
+    let mut attempts = 2;
+    while let Some(next) = n.next_timeout() {
+        now = next.max(now);
+        n.handle_timeout(&ctx, &mut tx, now);
+        for m in sent(&mut tx) {
+            attempts += 1;
+            respond(&mut n, &mut tx, &m, 480, now);
+        }
+        if n.pending() == 0 {
+            break;
+        }
+    }
+    let out = n.take_outcomes();
+    let last = notified(out.last().unwrap());
+    assert!(!last.1);
+    assert!(last.2.contains("gave up after"), "{}", last.2);
+    // 1 + 2 + 4 + 8 s of backoff fit in 20 s (plus the 2 s timeout); 16 more would not.
+    assert_eq!(attempts, 5, "{out:?}");
+    assert_eq!(out.len(), 3, "every attempt is one outcome");
+}
+
+#[test]
+fn a_group_reaches_every_registered_contact_and_waits_for_one() {
+    let (mut n, mut tx, t0) = setup();
+    let group = ("sip:security@127.0.0.1".to_string(), Target::Local("security".into()));
+    let contact = |user: &str, port: u16| Contact {
+        user: user.into(),
+        uri: format!("sip:{user}@127.0.0.1:{port}"),
+        peer: Peer { transport: Transport::Udp, addr: format!("127.0.0.1:{port}").parse().unwrap() },
+    };
+    // Nobody registered yet: audited, retried.
+    let empty = Ctx { contacts: vec![] };
+    n.notify(&event(false), std::slice::from_ref(&group), &empty, &mut tx, t0);
+    assert!(sent(&mut tx).is_empty());
+    let out = n.take_outcomes();
+    assert_eq!(
+        notified(&out[0]),
+        ("sip:security@127.0.0.1", false, "attempt 1 failed: no registered contact; retrying in 1 s")
+    );
+    // Two desks register; the retry reaches both.
+    let two = Ctx { contacts: vec![contact("desk1", 5101), contact("desk2", 5102)] };
+    n.handle_timeout(&two, &mut tx, t0 + Duration::from_secs(1));
+    let msgs = sent(&mut tx);
+    let mut targets: Vec<_> = msgs.iter().map(|m| m.request_uri().unwrap().to_string()).collect();
+    targets.sort();
+    assert_eq!(targets, vec!["sip:desk1@127.0.0.1:5101", "sip:desk2@127.0.0.1:5102"]);
+    for m in &msgs {
+        respond(&mut n, &mut tx, m, 200, t0 + Duration::from_secs(1));
+    }
+    let out = n.take_outcomes();
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|o| notified(o).1 && notified(o).2.starts_with("for sip:security@127.0.0.1 (desk")));
+}
+
+#[test]
+fn backoff_is_bounded() {
+    let secs: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+}
