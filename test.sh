@@ -2,6 +2,7 @@
 # The test command (README): installs what the tests need when missing, then runs them all.
 #   sip-tester     sipp, the real SIP peer of the integration tests
 #   libxml2-utils  xmllint, which validates every PIDF-LO sosdesk generates against the RFC schemas
+#   openssl        makes the certificate of the HTTPS API test
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,7 +11,7 @@ command -v cargo >/dev/null || { echo "sosdesk: cargo (Rust) is required: https:
 df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || true
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-bash scripts/ensure-packages.sh sip-tester libxml2-utils
+bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"
