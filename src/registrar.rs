@@ -142,11 +142,6 @@ impl Registrar {
             })
             .unwrap_or_default()
     }
-
-    /// How many users have at least one live binding.
-    pub fn registered_users(&self, now: Instant) -> usize {
-        self.bindings.values().filter(|l| l.iter().any(|b| b.expires > now)).count()
-    }
 }
 
 /// Where requests for a contact go. Over UDP, the Contact's own address when it is an IP

@@ -271,7 +271,7 @@ impl Core {
     /// An acknowledgement from the officer at a named desk (a desk on another machine, through
     /// the HTTP API): pushed to every desk, which shows who took the call.
     pub async fn acknowledge_at(&self, call_id: &str, officer: &str, desk: &str) -> Result<CallEvent, AnnotateError> {
-        self.annotate(call_id, CallEventKind::Acknowledged { by: officer.to_string(), desk: desk.to_string() }).await
+        self.handle().acknowledge_at(call_id, officer, desk).await
     }
 
     /// Stop serving, then wait until every event recorded so far is durable.

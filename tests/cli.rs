@@ -6,7 +6,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use support::lab::{free_port, repo, scenario};
+use support::lab::{free_port, repo, scenario, without_notifications};
 
 fn sosdesk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sosdesk"))
@@ -23,6 +23,17 @@ impl Drop for KillOnDrop {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// The lab config with its HTTP listeners on free ports, the audit store beside the config, and
+/// no notification IM (its attempts would add audit rows; tests/notifications.rs covers it).
+fn lab_config() -> String {
+    let text = std::fs::read_to_string(repo().join("examples/lab.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080\"", &format!("127.0.0.1:{}\"", free_port()))
+        .replace("127.0.0.1:8443\"", &format!("127.0.0.1:{}\"", free_port()))
+        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"");
+    without_notifications(&text)
 }
 
 #[test]
@@ -60,6 +71,25 @@ fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
             good.replace("country = \"GB\"", "country = \"GBR\""),
             "key `site[1].erl.country`: \"GBR\" is not an ISO 3166 two-letter country code",
         ),
+        (
+            good.replace(
+                "\"sip:security@127.0.0.1\"]\nacknowledge = \"any\"",
+                "\"sip:guards@127.0.0.1\"]\nacknowledge = \"any\"",
+            ),
+            "key `policy[0].notification_uris[1]`: \"guards\" is neither a desk account nor a notification group",
+        ),
+        (
+            good.replace("[\"sip:security@127.0.0.1\"]", "[\"sip:security@desks.example.com\"]"),
+            "key `policy[1].notification_uris[0]`: \"sip:security@desks.example.com\": the host must be an IP address",
+        ),
+        (
+            good.replace("members = [\"desk1\", \"desk2\"]", "members = [\"desk1\", \"desk9\"]"),
+            "key `notification_group[0].members[1]`: no desk account \"desk9\"",
+        ),
+        (
+            good.replace("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:8443\"\ntls_cert = \"cert.pem\""),
+            "key `api`: give both `tls_cert` and `tls_key`, or neither",
+        ),
         ("this is not toml".to_string(), "lab-bad.toml"),
     ];
     for (i, (content, want)) in cases.iter().enumerate() {
@@ -80,18 +110,9 @@ fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
 fn serve_history_verify_export_and_a_tampered_row() {
     let dir = tempfile::tempdir().unwrap();
     let (sip, prov) = (free_port(), free_port());
-    let cfg_text = std::fs::read_to_string(repo().join("examples/lab.toml"))
-        .unwrap()
+    let cfg_text = lab_config()
         .replace("127.0.0.1:5060\"", &format!("127.0.0.1:{sip}\""))
-        .replace("127.0.0.1:5070\"", &format!("127.0.0.1:{prov}\""))
-        .replace("127.0.0.1:8080\"", &format!("127.0.0.1:{}\"", free_port()))
-        .replace("127.0.0.1:8443\"", &format!("127.0.0.1:{}\"", free_port()))
-        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"")
-        // The notification IM's attempts would add rows (tests/notifications.rs covers them).
-        .lines()
-        .filter(|l| !l.starts_with("notification_uris"))
-        .collect::<Vec<_>>()
-        .join("\n");
+        .replace("127.0.0.1:5070\"", &format!("127.0.0.1:{prov}\""));
     let cfg = dir.path().join("sosdesk.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
 
@@ -229,18 +250,9 @@ fn serve_refuses_a_busy_port_and_a_bad_config_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let cfg_text = std::fs::read_to_string(repo().join("examples/lab.toml"))
-        .unwrap()
+    let cfg_text = lab_config()
         .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{port}\""))
-        .replace("tcp = \"127.0.0.1:5060\"", "tcp = \"127.0.0.1:0\"")
-        .replace("127.0.0.1:8080\"", &format!("127.0.0.1:{}\"", free_port()))
-        .replace("127.0.0.1:8443\"", &format!("127.0.0.1:{}\"", free_port()))
-        .replace("path = \"../sosdesk-lab.db\"", "path = \"audit.db\"")
-        // The notification IM's attempts would add rows (tests/notifications.rs covers them).
-        .lines()
-        .filter(|l| !l.starts_with("notification_uris"))
-        .collect::<Vec<_>>()
-        .join("\n");
+        .replace("tcp = \"127.0.0.1:5060\"", "tcp = \"127.0.0.1:0\"");
     let cfg = dir.path().join("sosdesk.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
     let out = sosdesk().arg("serve").arg("--config").arg(&cfg).output().unwrap();

@@ -2,6 +2,8 @@
 //! Covers what is hard to provoke with a real peer on time: a late answer from a route already
 //! given up, the exact route timeout, the ELIN window edge, retransmission absorption.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,10 +22,7 @@ const SECONDARY: &str = "127.0.0.1:5071";
 /// The lab's engine without the notification IM (tests/notifications.rs covers it), so the
 /// routing tests see only the call's own messages.
 fn engine(edit: impl FnOnce(String) -> String) -> Engine {
-    engine_notifying(|c| {
-        let kept: Vec<&str> = c.lines().filter(|l| !l.starts_with("notification_uris")).collect();
-        edit(kept.join("\n"))
-    })
+    engine_notifying(|c| edit(support::lab::without_notifications(&c)))
 }
 
 fn engine_notifying(edit: impl FnOnce(String) -> String) -> Engine {
@@ -338,4 +337,32 @@ fn a_conference_uri_on_an_unanchored_call_is_reported_not_silently_skipped() {
     assert!(
         matches!(failed[0], CallEventKind::ConferenceFailed { target, reason } if target == "sip:desk@127.0.0.1:5090" && reason.contains("not anchored"))
     );
+}
+
+#[test]
+fn the_notification_im_leaves_right_behind_the_outbound_invite_never_ahead() {
+    let mut e = engine_notifying(|c| c);
+    let t0 = Instant::now();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let out = sent(&mut e);
+    let lines: Vec<String> = out.iter().map(|(_, m)| start_line(m)).collect();
+    // In one pass: the caller's 100, the provider's INVITE, then the MESSAGE to the desk phone.
+    // The group `security` has nobody registered: no MESSAGE, an audited failed attempt.
+    assert_eq!(
+        lines,
+        [
+            "SIP/2.0 100 Trying",
+            "INVITE sip:911@127.0.0.1:5070;user=phone SIP/2.0",
+            "MESSAGE sip:security-desk@127.0.0.1:5090 SIP/2.0"
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(out[2].0, "127.0.0.1:5090".parse::<SocketAddr>().unwrap());
+    let mut kinds = Vec::new();
+    while let Some(ev) = e.poll_event() {
+        kinds.push((ev.kind.name(), ev.kind.clone()));
+    }
+    assert_eq!(kinds.iter().map(|k| k.0).collect::<Vec<_>>(), ["detected", "routed", "notified"]);
+    assert!(matches!(&kinds[2].1, CallEventKind::Notified { uri, ok: false, detail }
+        if uri == "sip:security@127.0.0.1" && detail.contains("no registered contact")));
 }

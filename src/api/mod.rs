@@ -29,6 +29,7 @@ use crate::audit::{AuditRecord, AuditWriter, CallOutcome, CallSummary, HistoryQu
 use crate::config::{AcknowledgeMode, ConferenceMode, Config, DeskAccountConfig};
 use crate::events::{CallEvent, Caller};
 use crate::server::CoreHandle;
+use crate::sip::digest::constant_time_eq;
 
 /// What `GET /api/v1/desk` tells a desk about itself and the core.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
@@ -184,10 +185,6 @@ pub fn encode_base64(data: &[u8]) -> String {
     out
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn unauthorized(reason: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
@@ -318,5 +315,34 @@ async fn acknowledge(
             (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_test_vectors() {
+        // RFC 4648 §10.
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(encode_base64(plain.as_bytes()), coded);
+            assert_eq!(decode_base64(coded).as_deref(), Some(plain.as_bytes()));
+        }
+        assert_eq!(decode_base64("Zm9v!"), None);
+        assert_eq!(decode_base64("Z"), None);
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic ZGVzazE6cGE6c3M=".parse().unwrap());
+        assert_eq!(basic_credentials(&h), Some(("desk1".into(), "pa:ss".into())), "a colon in the password stays");
+        h.insert(header::AUTHORIZATION, "Bearer x".parse().unwrap());
+        assert_eq!(basic_credentials(&h), None);
     }
 }

@@ -14,6 +14,7 @@
 mod text;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -103,6 +104,14 @@ enum Dest {
     Remote(Peer),
 }
 
+/// What every delivery of one call sends (shared, not copied: `Bytes` and `Arc<str>`).
+#[derive(Clone)]
+struct Payload {
+    subject: Arc<str>,
+    content_type: Arc<str>,
+    body: Bytes,
+}
+
 struct Delivery {
     call_ref: String,
     /// The URI audited: the notification URI, or the contact it was expanded to.
@@ -110,9 +119,7 @@ struct Delivery {
     /// The notification URI a contact came from (for the audit detail).
     via_target: Option<String>,
     dest: Dest,
-    subject: String,
-    content_type: String,
-    body: Bytes,
+    message: Payload,
     call_id: String,
     from_tag: String,
     cseq: u32,
@@ -162,46 +169,42 @@ impl Notifier {
             return;
         }
         let (content_type, body) = body_of(event);
-        let subject = text::subject(event);
+        let message = Payload { subject: text::subject(event).into(), content_type: content_type.into(), body };
         for (uri, target) in targets {
             let dest = match target {
                 Target::Local(user) => Dest::Local(user.clone()),
                 Target::Remote { peer, .. } => Dest::Remote(*peer),
             };
-            let id = self.add(event, uri.clone(), None, dest, &subject, &content_type, &body, now);
+            let id = self.add(&event.call_id, uri.clone(), None, dest, &message, now);
             self.attempt(id, ctx, tx, now);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A new delivery of `message` (subject, content type, body), started at `started`.
     fn add(
         &mut self,
-        event: &CallEvent,
+        call_ref: &str,
         uri: String,
         via_target: Option<String>,
         dest: Dest,
-        subject: &str,
-        content_type: &str,
-        body: &Bytes,
-        now: Instant,
+        message: &Payload,
+        started: Instant,
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.deliveries.insert(
             id,
             Delivery {
-                call_ref: event.call_id.clone(),
+                call_ref: call_ref.to_string(),
                 uri,
                 via_target,
                 dest,
-                subject: subject.to_string(),
-                content_type: content_type.to_string(),
-                body: body.clone(),
+                message: message.clone(),
                 call_id: String::new(),
                 from_tag: ids::new_tag(),
                 cseq: 0,
                 attempts: 0,
-                started: now,
+                started,
                 txn: None,
             },
         );
@@ -242,28 +245,9 @@ impl Notifier {
                     return;
                 }
                 let Some(d) = self.deliveries.remove(&id) else { return };
-                let event_uri = d.uri.clone();
                 for c in contacts {
-                    let nid = self.next_id;
-                    self.next_id += 1;
-                    self.deliveries.insert(
-                        nid,
-                        Delivery {
-                            call_ref: d.call_ref.clone(),
-                            uri: c.uri.clone(),
-                            via_target: Some(format!("{event_uri} ({})", c.user)),
-                            dest: Dest::Contact(c),
-                            subject: d.subject.clone(),
-                            content_type: d.content_type.clone(),
-                            body: d.body.clone(),
-                            call_id: String::new(),
-                            from_tag: ids::new_tag(),
-                            cseq: 0,
-                            attempts: 0,
-                            started: d.started,
-                            txn: None,
-                        },
-                    );
+                    let via = Some(format!("{} ({})", d.uri, c.user));
+                    let nid = self.add(&d.call_ref, c.uri.clone(), via, Dest::Contact(c), &d.message, d.started);
                     self.attempt(nid, ctx, tx, now);
                 }
                 return;
@@ -287,9 +271,9 @@ impl Notifier {
         m.push("CSeq", format!("{} MESSAGE", d.cseq));
         // RFC 3261 §20.26 and §20.36.
         m.push("Priority", "emergency");
-        m.push("Subject", d.subject.clone());
-        m.push("Content-Type", d.content_type.clone());
-        m.body = d.body.clone();
+        m.push("Subject", d.message.subject.to_string());
+        m.push("Content-Type", d.message.content_type.to_string());
+        m.body = d.message.body.clone();
         let key = tx.send_request(&m, peer, now);
         d.txn = Some(key.clone());
         self.by_txn.insert(key, id);
@@ -360,8 +344,8 @@ impl Notifier {
                 Timer::Give => {
                     // Only a timer of the attempt still waiting counts; a stale one is ignored.
                     let waiting = self.deliveries.get(&id).and_then(|d| d.txn.clone());
+                    // `failed` drops a delivery's Give timer, so one still set is the current attempt's.
                     let Some(key) = waiting else { continue };
-                    // Is this timer the current attempt's? Its deadline is attempt start + timeout.
                     tx.abandon(&key);
                     self.by_txn.remove(&key);
                     if let Some(d) = self.deliveries.get_mut(&id) {

@@ -698,12 +698,9 @@ impl Engine {
         }
         self.calls.insert(call_ref.clone(), call);
         self.emit(&call_ref, CallEventKind::Detected);
-        let detected = self.events.back().cloned();
         self.start_attempt(&call_ref, now);
         // The notification IM goes out right behind the outbound INVITE (issue 6).
-        if let Some(ev) = detected {
-            self.notify_call(&ev, now);
-        }
+        self.notify_call(&call_ref, now);
     }
 
     #[allow(clippy::too_many_arguments)]

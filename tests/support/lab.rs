@@ -80,10 +80,7 @@ impl Lab {
     /// notification IM is left out (each call would add its attempts to the audit trail the
     /// routing tests compare); [`Lab::start_notifying`] keeps it.
     pub fn start_anchored(edit: impl FnOnce(String) -> String) -> Lab {
-        Lab::launch(|c| {
-            let kept: Vec<&str> = c.lines().filter(|l| !l.starts_with("notification_uris")).collect();
-            edit(kept.join("\n"))
-        })
+        Lab::launch(|c| edit(without_notifications(&c)))
     }
 
     /// The whole lab, notification IM included (media anchored).
@@ -464,6 +461,12 @@ pub fn pidf_part(raw: &str) -> String {
     let xml = &part[xml_start..];
     let end = xml.find("\r\n--").unwrap_or(xml.len());
     xml[..end].to_string()
+}
+
+/// A config text without the policies' `notification_uris` lines: for tests of other things,
+/// whose calls would otherwise add notification attempts to the audit trail and the wire.
+pub fn without_notifications(config: &str) -> String {
+    config.lines().filter(|l| !l.starts_with("notification_uris")).collect::<Vec<_>>().join("\n")
 }
 
 pub fn path_str(p: &Path) -> String {

@@ -21,8 +21,7 @@ use bytes::Bytes;
 use super::body::sdp_of;
 use super::{cancel_for, contact_uri_text, Call, Dialog, Engine, Side, StatusReason, ALLOW};
 use crate::config::{ConferenceMode, Config};
-use crate::events::{CallEvent, CallEventKind, RouteKind, CALL_EVENT_VERSION};
-use crate::location::LocationSnapshot;
+use crate::events::{CallEvent, CallEventKind, RouteKind};
 use crate::media::runner::{MediaCommand, RtpPorts};
 use crate::media::{AudioSdp, Codec, Direction, LegId, LegParams, LocalSdp, Role};
 use crate::sip::digest::{AuthFailure, DigestServer};
@@ -374,29 +373,13 @@ impl Engine {
                 CallEventKind::DeskJoinRefused { desk: desk.to_string(), status, reason },
             ),
             None => {
-                let ev = CallEvent {
-                    version: CALL_EVENT_VERSION,
-                    call_id: ids::new_call_ref(),
-                    seq: 1,
-                    at: chrono::Utc::now(),
-                    caller: Self::caller_of(msg, peer),
-                    dialed: msg.request_uri().unwrap_or("").to_string(),
-                    normalized: String::new(),
-                    test_call: false,
-                    policy: String::new(),
-                    site: None,
-                    location: LocationSnapshot::none(),
-                    route: None,
-                    kind: CallEventKind::Rejected {
-                        status,
-                        reason: if desk.is_empty() {
-                            format!("desk join refused: {reason}")
-                        } else {
-                            format!("desk join by {desk} refused: {reason}")
-                        },
-                    },
+                let reason = if desk.is_empty() {
+                    format!("desk join refused: {reason}")
+                } else {
+                    format!("desk join by {desk} refused: {reason}")
                 };
-                self.events.push_back(ev);
+                let what = msg.request_uri().unwrap_or("").to_string();
+                self.events.push_back(CallEvent::refusal(Self::caller_of(msg, peer), what, status, reason));
             }
         }
     }

@@ -155,16 +155,19 @@ impl Engine {
         }
     }
 
-    /// Send the notification IM of a call that was just detected and routed. Called after the
-    /// outbound INVITE is queued, so the MESSAGEs leave right behind it and never ahead.
-    pub(super) fn notify_call(&mut self, detected: &CallEvent, now: Instant) {
+    /// Send the notification IM of a call that was just detected and routed, with its
+    /// `detected` event (still queued in `self.events`). Called after the outbound INVITE is
+    /// queued, so the MESSAGEs leave right behind it and never ahead.
+    pub(super) fn notify_call(&mut self, call_ref: &str, now: Instant) {
+        let detected =
+            self.events.iter().rev().find(|e| e.call_id == call_ref && matches!(e.kind, CallEventKind::Detected));
+        let Some(detected) = detected else { return };
         let Some(policy) = self.policies.policies.iter().find(|p| p.name == detected.policy) else { return };
         if policy.notify.is_empty() {
             return;
         }
-        let targets = policy.notify.clone();
         let ctx = NotifyCtx { registrar: &self.registrar, groups: &self.groups, local: &self.local, now };
-        self.notifier.notify(detected, &targets, &ctx, &mut self.tx, now);
+        self.notifier.notify(detected, &policy.notify, &ctx, &mut self.tx, now);
         self.drain_notify();
     }
 
@@ -191,11 +194,5 @@ impl Engine {
     /// ended): the server adds it to the call from the audit log.
     pub fn poll_late_event(&mut self) -> Option<(String, CallEventKind)> {
         self.late_events.pop_front()
-    }
-
-    /// The registered contacts of a desk account or notification group (for status and tests).
-    pub fn registered_contacts(&self, user_or_group: &str, now: Instant) -> Vec<Contact> {
-        NotifyCtx { registrar: &self.registrar, groups: &self.groups, local: &self.local, now }
-            .contacts_of(user_or_group)
     }
 }
