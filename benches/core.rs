@@ -1,5 +1,6 @@
 //! In-process benchmarks of the hot path, without sockets: parsing an emergency INVITE, and the
-//! engine's work from "INVITE arrived" to "outbound INVITE (with PIDF-LO) ready to send".
+//! engine's work from "INVITE arrived" to "outbound INVITE (with PIDF-LO) ready to send", without
+//! and with the notification IM (issue 6) built and queued behind it.
 //! The wire benchmark (sipp + tcpdump) is bench/sipp-load.sh. Results: BENCHMARKS.md.
 //!
 //!   cargo bench --bench core
@@ -25,8 +26,13 @@ CSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:5062>\r\nMax-Forwards: 70\r\nCont
     .into_bytes()
 }
 
-fn engine() -> Engine {
-    let text = include_str!("../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"bench.db\"");
+/// The lab's engine; `notify`: with the policy's notification IM (a desk phone and a group with
+/// nobody registered), else without.
+fn engine(notify: bool) -> Engine {
+    let mut text = include_str!("../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"bench.db\"");
+    if !notify {
+        text = text.lines().filter(|l| !l.starts_with("notification_uris")).collect::<Vec<_>>().join("\n");
+    }
     let cfg = Config::from_toml(&text, Path::new("lab.toml")).expect("lab config");
     let local = LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None };
     Engine::new(&cfg, local)
@@ -38,24 +44,40 @@ fn bench(c: &mut Criterion) {
 
     let peer = Peer { transport: Transport::Udp, addr: "127.0.0.1:5062".parse().unwrap() };
     let mut n = 0u64;
-    c.bench_function("engine: INVITE in -> 100 Trying + outbound INVITE with PIDF-LO", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                (engine(), parse_datagram(&invite(n)).unwrap())
-            },
-            |(mut e, msg)| {
-                e.handle_message(msg, peer, Instant::now());
-                let mut sent = 0;
-                while let Some(t) = e.poll_transmit() {
-                    sent += t.bytes.len();
-                }
-                assert!(sent > 0);
-                e
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    // The outbound INVITE is sent before the notification IM is built (`Engine::handle_deferred`),
+    // so the first two measure the INVITE's path without and with notifications configured, and
+    // the third the whole way to the MESSAGE.
+    for (name, notify, deferred) in [
+        ("engine: INVITE in -> 100 Trying + outbound INVITE with PIDF-LO", false, false),
+        ("engine: same, policy with notification URIs (MESSAGE deferred)", true, false),
+        ("engine: INVITE in -> outbound INVITE, then notification MESSAGE", true, true),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    (engine(notify), parse_datagram(&invite(n)).unwrap())
+                },
+                |(mut e, msg)| {
+                    let now = Instant::now();
+                    e.handle_message(msg, peer, now);
+                    let mut messages = 0;
+                    while let Some(t) = e.poll_transmit() {
+                        messages += usize::from(t.bytes.starts_with(b"MESSAGE "));
+                    }
+                    if deferred {
+                        e.handle_deferred(now);
+                        while let Some(t) = e.poll_transmit() {
+                            messages += usize::from(t.bytes.starts_with(b"MESSAGE "));
+                        }
+                    }
+                    assert_eq!(messages, usize::from(deferred));
+                    e
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 criterion_group!(benches, bench);

@@ -393,32 +393,42 @@ async fn run(
             }
             _ = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
         }
-        // 1. Bytes first: nothing below may delay the outbound INVITE.
-        while let Some(t) = engine.poll_transmit() {
-            match t.peer.transport {
-                Transport::Udp => {
-                    if let Some(sock) = udp.as_deref() {
-                        if let Err(e) = sock.try_send_to(&t.bytes, t.peer.addr) {
-                            if e.kind() == io::ErrorKind::WouldBlock {
-                                let _ = sock.send_to(&t.bytes, t.peer.addr).await;
-                            } else {
-                                tracing::warn!(peer = %t.peer, error = %e, "UDP send failed");
+        // 1. Bytes first: nothing below may delay the outbound INVITE. Only once they are on
+        //    their way is the work deferred behind them done (the notification IM), and its
+        //    bytes sent in a second pass.
+        for pass in 0..2 {
+            if pass == 1 {
+                if !engine.has_deferred() {
+                    break;
+                }
+                engine.handle_deferred(Instant::now());
+            }
+            while let Some(t) = engine.poll_transmit() {
+                match t.peer.transport {
+                    Transport::Udp => {
+                        if let Some(sock) = udp.as_deref() {
+                            if let Err(e) = sock.try_send_to(&t.bytes, t.peer.addr) {
+                                if e.kind() == io::ErrorKind::WouldBlock {
+                                    let _ = sock.send_to(&t.bytes, t.peer.addr).await;
+                                } else {
+                                    tracing::warn!(peer = %t.peer, error = %e, "UDP send failed");
+                                }
                             }
                         }
                     }
-                }
-                Transport::Tcp => {
-                    if let Some(tx) = conns.get(&t.peer.addr) {
-                        if tx.send(t.bytes.clone()).is_ok() {
-                            continue;
+                    Transport::Tcp => {
+                        if let Some(tx) = conns.get(&t.peer.addr) {
+                            if tx.send(t.bytes.clone()).is_ok() {
+                                continue;
+                            }
+                            conns.remove(&t.peer.addr);
                         }
-                        conns.remove(&t.peer.addr);
-                    }
-                    match connecting.get_mut(&t.peer.addr) {
-                        Some(q) => q.push(t.bytes),
-                        None => {
-                            connecting.insert(t.peer.addr, vec![t.bytes]);
-                            tokio::spawn(connect(t.peer, net_tx.clone()));
+                        match connecting.get_mut(&t.peer.addr) {
+                            Some(q) => q.push(t.bytes),
+                            None => {
+                                connecting.insert(t.peer.addr, vec![t.bytes]);
+                                tokio::spawn(connect(t.peer, net_tx.clone()));
+                            }
                         }
                     }
                 }

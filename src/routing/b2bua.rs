@@ -249,6 +249,8 @@ pub struct Engine {
     /// Notification groups: name → desk account usernames.
     groups: HashMap<String, Vec<String>>,
     notifier: crate::notify::Notifier,
+    /// Detected calls whose notification IM is still to be sent (see [`Engine::handle_deferred`]).
+    deferred_notify: VecDeque<CallEvent>,
     /// Events for calls that already ended (see [`Engine::poll_late_event`]).
     late_events: VecDeque<(String, CallEventKind)>,
     /// Wrong-credentials guard, shared with the HTTP API.
@@ -309,6 +311,7 @@ impl Engine {
                 attempt_timeout: Duration::from_millis(cfg.notification.attempt_timeout_ms),
                 retry_for: Duration::from_secs(cfg.notification.retry_for_s),
             }),
+            deferred_notify: VecDeque::new(),
             late_events: VecDeque::new(),
             guard: crate::access::AuthGuard::shared(),
             stats: EngineStats::default(),
@@ -698,9 +701,10 @@ impl Engine {
         }
         self.calls.insert(call_ref.clone(), call);
         self.emit(&call_ref, CallEventKind::Detected);
+        let detected = self.events.back().cloned();
         self.start_attempt(&call_ref, now);
-        // The notification IM goes out right behind the outbound INVITE (issue 6).
-        self.notify_call(&call_ref, now);
+        // The notification IM (issue 6) is built once the outbound INVITE has been sent.
+        self.deferred_notify.extend(detected);
     }
 
     #[allow(clippy::too_many_arguments)]

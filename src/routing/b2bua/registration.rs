@@ -155,19 +155,23 @@ impl Engine {
         }
     }
 
-    /// Send the notification IM of a call that was just detected and routed, with its
-    /// `detected` event (still queued in `self.events`). Called after the outbound INVITE is
-    /// queued, so the MESSAGEs leave right behind it and never ahead.
-    pub(super) fn notify_call(&mut self, call_ref: &str, now: Instant) {
-        let detected =
-            self.events.iter().rev().find(|e| e.call_id == call_ref && matches!(e.kind, CallEventKind::Detected));
-        let Some(detected) = detected else { return };
-        let Some(policy) = self.policies.policies.iter().find(|p| p.name == detected.policy) else { return };
-        if policy.notify.is_empty() {
-            return;
+    /// Whether work waits for [`Engine::handle_deferred`].
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred_notify.is_empty()
+    }
+
+    /// Work deferred until the bytes of the last input are sent: the notification IM of calls
+    /// just detected (so building it never delays their outbound INVITE on the wire). The
+    /// caller sends what this queues right after.
+    pub fn handle_deferred(&mut self, now: Instant) {
+        while let Some(detected) = self.deferred_notify.pop_front() {
+            let Some(policy) = self.policies.policies.iter().find(|p| p.name == detected.policy) else { continue };
+            if policy.notify.is_empty() {
+                continue;
+            }
+            let ctx = NotifyCtx { registrar: &self.registrar, groups: &self.groups, local: &self.local, now };
+            self.notifier.notify(&detected, &policy.notify, &ctx, &mut self.tx, now);
         }
-        let ctx = NotifyCtx { registrar: &self.registrar, groups: &self.groups, local: &self.local, now };
-        self.notifier.notify(detected, &policy.notify, &ctx, &mut self.tx, now);
         self.drain_notify();
     }
 
