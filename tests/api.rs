@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
+use sosdesk::api::client::{ApiClient, ClientError};
 use sosdesk::api::{encode_base64, DeskInfo};
 use sosdesk::config::AcknowledgeMode;
 use sosdesk::events::{CallEvent, CallEventKind};
@@ -268,6 +269,20 @@ fn over_https_with_a_certificate_from_the_config() {
         // Plain HTTP gets no answer from an HTTPS API.
         let (status, ..) = http(port, None, "GET", "/api/v1/desk", Some(("desk2", "control-room-secret")), None).await;
         assert_eq!(status, 0);
+
+        // The desk app's client: with the core's certificate as its CA it connects; trusting
+        // only the system's CAs, it refuses the unknown certificate.
+        let base = format!("https://127.0.0.1:{port}");
+        let client = ApiClient::new(&base, "desk2", "control-room-secret", Some(&cert)).unwrap();
+        let info = client.desk_info().await.unwrap();
+        assert_eq!((info.name.as_str(), info.talk), ("Control room", true));
+        assert_eq!(info.test_number.as_deref(), Some("933"));
+        let wrong = ApiClient::new(&base, "desk2", "wrong", Some(&cert)).unwrap();
+        assert_eq!(wrong.desk_info().await.unwrap_err(), ClientError::Unauthorized("desk2".into()));
+        if let Ok(system) = ApiClient::new(&base, "desk2", "control-room-secret", None) {
+            let err = system.desk_info().await.unwrap_err();
+            assert!(matches!(&err, ClientError::Connect(_, m) if m.contains("TLS")), "{err}");
+        }
     });
     lab.stop();
 }

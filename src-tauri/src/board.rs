@@ -10,7 +10,9 @@ use sosdesk::config::Config;
 use sosdesk::events::{CallEvent, CallEventKind};
 use sosdesk::location::{LocationSnapshot, LocationSource};
 
-use crate::model::{ActiveCall, CallState, LocationTrust, RouteHealth, RouteStatus, TimelineEntry};
+use crate::model::{
+    AcknowledgeMode, Acknowledgement, ActiveCall, CallState, LocationTrust, RouteHealth, RouteStatus, TimelineEntry,
+};
 
 /// Finished, acknowledged calls kept on the board before the oldest are taken off by themselves.
 const KEEP_FINISHED: usize = 50;
@@ -20,6 +22,10 @@ pub struct Board {
     /// In arrival order.
     calls: Vec<ActiveCall>,
     dismissed: HashSet<String>,
+    /// This desk's name (its desk account's), as acknowledgements record it.
+    me: String,
+    /// Each policy's acknowledgement mode; a policy not listed is `any`.
+    modes: HashMap<String, AcknowledgeMode>,
 }
 
 /// What one event did to the board.
@@ -58,12 +64,13 @@ impl Board {
                 if ev.seq <= call.last_seq && !call.timeline.is_empty() {
                     return Vec::new();
                 }
-                fold(call, ev);
+                fold(call, ev, &self.me);
                 changes.push(Change::Updated(call.clone()));
             }
             None => {
                 let mut call = new_call(ev);
-                fold(&mut call, ev);
+                call.acknowledge_mode = self.mode_of(&ev.policy);
+                fold(&mut call, ev, &self.me);
                 changes.push(Change::Added(call.clone()));
                 self.calls.push(call);
                 let removed = self.trim();
@@ -73,6 +80,47 @@ impl Board {
             }
         }
         changes
+    }
+
+    /// Who this desk is and how each policy's calls are acknowledged (from the config, or from
+    /// the core's API for a remote desk). Returns the calls whose alarm this changed.
+    pub fn set_identity(&mut self, me: &str, modes: HashMap<String, AcknowledgeMode>) -> Vec<Change> {
+        self.me = me.to_string();
+        self.modes = modes;
+        let mut changes = Vec::new();
+        for call in &mut self.calls {
+            let before = (call.acknowledged_by.clone(), call.alarming, call.acknowledge_mode);
+            call.acknowledge_mode = self.modes.get(&call.policy).copied().unwrap_or_default();
+            settle_acknowledgement(call, &self.me);
+            if before != (call.acknowledged_by.clone(), call.alarming, call.acknowledge_mode) {
+                changes.push(Change::Updated(call.clone()));
+            }
+        }
+        changes
+    }
+
+    /// This desk's name, as its acknowledgements record it.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Whether these events (one call's, from the audit log) hold an acknowledgement that counts
+    /// for this desk: such a call, once over, is not brought back by a catch-up.
+    pub fn acknowledged_here(&self, events: &[CallEvent]) -> bool {
+        events.iter().any(|e| match &e.kind {
+            CallEventKind::Acknowledged { desk, .. } => {
+                self.modes.get(&e.policy).copied().unwrap_or_default() == AcknowledgeMode::Any || *desk == self.me
+            }
+            _ => false,
+        })
+    }
+
+    pub fn modes(&self) -> &HashMap<String, AcknowledgeMode> {
+        &self.modes
+    }
+
+    pub fn mode_of(&self, policy: &str) -> AcknowledgeMode {
+        self.modes.get(policy).copied().unwrap_or_default()
     }
 
     /// Takes a finished call off the board at the officer's request.
@@ -151,13 +199,15 @@ fn new_call(ev: &CallEvent) -> ActiveCall {
         failovers: Vec::new(),
         acknowledged_by: None,
         acknowledged_at: None,
+        acknowledgements: Vec::new(),
+        acknowledge_mode: AcknowledgeMode::Any,
         alarming: !ev.test_call,
         last_seq: 0,
         timeline: Vec::new(),
     }
 }
 
-fn fold(call: &mut ActiveCall, ev: &CallEvent) {
+fn fold(call: &mut ActiveCall, ev: &CallEvent, me: &str) {
     // Every event carries the whole picture; the latest is the best knowledge.
     call.caller = ev.caller.clone();
     call.location = ev.location.clone();
@@ -185,19 +235,32 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent) {
             call.state = CallState::Ended;
             call.state_detail = detail.clone();
         }
-        CallEventKind::Acknowledged { by, .. } if call.acknowledged_by.is_none() => {
-            call.acknowledged_by = Some(by.clone());
-            call.acknowledged_at = Some(ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-        }
+        CallEventKind::Acknowledged { by, desk } => call.acknowledgements.push(Acknowledgement {
+            by: by.clone(),
+            desk: desk.clone(),
+            at: ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }),
         _ => {}
     }
-    call.alarming = !call.test_call && call.acknowledged_by.is_none();
+    settle_acknowledgement(call, me);
     call.timeline.push(TimelineEntry {
         seq: ev.seq,
         at: ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         kind: ev.kind.name().to_string(),
         detail,
     });
+}
+
+/// The acknowledgement that counts for this desk, and so whether the call still alarms here:
+/// `any`, the first from any desk; `each`, this desk's own (the others' are shown beside it).
+fn settle_acknowledgement(call: &mut ActiveCall, me: &str) {
+    let counted = match call.acknowledge_mode {
+        AcknowledgeMode::Any => call.acknowledgements.first(),
+        AcknowledgeMode::Each => call.acknowledgements.iter().find(|a| a.desk == me),
+    };
+    call.acknowledged_by = counted.map(|a| a.by.clone());
+    call.acknowledged_at = counted.map(|a| a.at.clone());
+    call.alarming = !call.test_call && call.acknowledged_by.is_none();
 }
 
 /// How sure the location is, in the officer's words. sosdesk's rule: only an address from the
@@ -340,6 +403,42 @@ mod tests {
         assert_eq!(c1.acknowledged_by.as_deref(), Some("Officer Jones"));
         assert_eq!(c1.caller.display_name.as_deref(), Some("<img src=x onerror=alert(1)>"));
         assert_eq!(c1.timeline.len(), 3);
+    }
+
+    #[test]
+    fn each_desk_acknowledges_for_itself_where_the_policy_says_each() {
+        let ack = |seq, by: &str, desk: &str| {
+            ev("c", seq, false, CallEventKind::Acknowledged { by: by.into(), desk: desk.into() })
+        };
+        let mut lobby = Board::default();
+        lobby.set_identity("Lobby desk", HashMap::from([("us-hq".to_string(), AcknowledgeMode::Each)]));
+        lobby.apply(&ev("c", 1, false, CallEventKind::Detected));
+        assert_eq!(lobby.get("c").unwrap().acknowledge_mode, AcknowledgeMode::Each);
+        lobby.apply(&ack(2, "Officer B", "Control room"));
+        let c = lobby.get("c").unwrap();
+        assert!(c.alarming, "another desk's acknowledgement does not silence this one");
+        assert_eq!((c.acknowledged_by.as_deref(), c.acknowledgements.len()), (None, 1));
+        assert_eq!(c.acknowledgements[0].desk, "Control room");
+        assert!(!lobby.acknowledged_here(&[ack(2, "Officer B", "Control room")]));
+        lobby.apply(&ack(3, "Officer A", "Lobby desk"));
+        let c = lobby.get("c").unwrap();
+        assert!(!c.alarming);
+        assert_eq!(c.acknowledged_by.as_deref(), Some("Officer A"));
+        assert_eq!(c.acknowledgements.len(), 2);
+
+        // The same events on a desk where the policy is "any": the first one clears it.
+        let mut any = Board::default();
+        any.set_identity("Lobby desk", HashMap::new());
+        any.apply(&ev("c", 1, false, CallEventKind::Detected));
+        any.apply(&ack(2, "Officer B", "Control room"));
+        assert!(!any.get("c").unwrap().alarming);
+        assert_eq!(any.get("c").unwrap().acknowledged_by.as_deref(), Some("Officer B"));
+        assert!(any.acknowledged_here(&[ack(2, "Officer B", "Control room")]));
+
+        // Learning the modes after the events (a remote desk reconnecting) re-settles the alarm.
+        let changes = any.set_identity("Lobby desk", HashMap::from([("us-hq".to_string(), AcknowledgeMode::Each)]));
+        assert_eq!(changes.len(), 1);
+        assert!(any.get("c").unwrap().alarming);
     }
 
     #[test]

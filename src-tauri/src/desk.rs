@@ -21,6 +21,63 @@ use crate::model::*;
 use crate::settings::{officer_name, SettingsFile};
 use crate::sipua::Credentials;
 
+mod remote;
+pub use remote::{load_remote, RemoteConfig, RemoteLink};
+
+/// Where the desk's calls come from.
+#[derive(Clone)]
+enum Link {
+    /// The routing core runs in this process.
+    Embedded(Arc<Core>),
+    /// A core on another machine, through its HTTP API and SIP (remote desk mode).
+    Remote(Arc<RemoteLink>),
+}
+
+impl Link {
+    /// The core's SIP address (UDP): where joins and test calls go.
+    fn sip(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Link::Embedded(core) => core.local.udp,
+            Link::Remote(r) => r.sip(),
+        }
+    }
+
+    async fn search(&self, q: HistoryQuery) -> Result<Vec<sosdesk::audit::CallSummary>, String> {
+        match self {
+            Link::Embedded(core) => core.store().search(&q).await.map_err(|e| e.to_string()),
+            Link::Remote(r) => r.api.history(&history_params(q)).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, String> {
+        match self {
+            Link::Embedded(core) => core.store().call_events(call_id).await.map_err(|e| e.to_string()),
+            Link::Remote(r) => r.api.call(call_id).await.map(|d| d.events).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn stop(self) -> Option<Arc<Core>> {
+        match self {
+            Link::Embedded(core) => Some(core),
+            Link::Remote(r) => {
+                r.stop();
+                None
+            }
+        }
+    }
+}
+
+fn history_params(q: HistoryQuery) -> sosdesk::api::HistoryParams {
+    sosdesk::api::HistoryParams {
+        text: q.text,
+        from: q.from,
+        until: q.until,
+        outcome: q.outcome,
+        exclude_tests: q.exclude_tests,
+        limit: Some(q.limit),
+    }
+}
+
 /// What the desk asks of the window system and the webview. The Tauri app implements it on the
 /// real window and tray; tests record the calls.
 pub trait Ui: Send + Sync + 'static {
@@ -130,7 +187,7 @@ pub struct Desk {
     settings_file: SettingsFile,
     export_dir: PathBuf,
     inner: Mutex<Inner>,
-    core: tokio::sync::Mutex<Option<Arc<Core>>>,
+    link: tokio::sync::Mutex<Option<Link>>,
     /// The audio output thread: alarm, call audio, recordings (none in command-layer tests).
     audio: Mutex<Option<AudioOut>>,
     notifier: Notifier,
@@ -156,6 +213,7 @@ impl Desk {
             officer: officer_name(&settings),
             unacknowledged: 0,
             join: JoinInfo { detail: "the core is not running".into(), ..Default::default() },
+            remote: None,
         };
         Arc::new(Desk {
             ui,
@@ -174,7 +232,7 @@ impl Desk {
                 playback: None,
                 next_audio_id: 1,
             }),
-            core: tokio::sync::Mutex::new(None),
+            link: tokio::sync::Mutex::new(None),
             audio: Mutex::new(None),
             notifier,
             metrics: std::env::var_os("SOSDESK_DESK_METRICS").map(PathBuf::from),
@@ -226,17 +284,35 @@ impl Desk {
         self.lock().board.calls().to_vec()
     }
 
+    /// The embedded core, when this desk runs one.
     pub async fn core(&self) -> Option<Arc<Core>> {
-        self.core.lock().await.clone()
+        match self.link.lock().await.as_ref() {
+            Some(Link::Embedded(core)) => Some(core.clone()),
+            _ => None,
+        }
+    }
+
+    async fn link(&self) -> Result<Link, String> {
+        self.link.lock().await.clone().ok_or_else(|| "the core is not running".to_string())
+    }
+
+    /// The remote core's link, when this desk is connected to one.
+    pub async fn remote(&self) -> Option<Arc<RemoteLink>> {
+        match self.link.lock().await.as_ref() {
+            Some(Link::Remote(r)) => Some(r.clone()),
+            _ => None,
+        }
     }
 
     // ------------------------------------------------------------------ the core
 
-    /// Starts (or restarts) the embedded core from `config_path`. A bad config or a core that
-    /// cannot start is shown in the status bar with the reason; the desk stays up.
+    /// Starts (or restarts) from `config_path`: the embedded core from a core config, or a
+    /// connection to a core elsewhere from a remote desk file (one with a `[remote]` table). A
+    /// bad config or a core that cannot start is shown in the status bar with the reason; the
+    /// desk stays up.
     pub async fn start_core(self: &Arc<Self>, config_path: &Path) -> Result<(), String> {
-        let mut slot = self.core.lock().await;
-        if let Some(old) = slot.take() {
+        let mut slot = self.link.lock().await;
+        if let Some(Some(old)) = slot.take().map(Link::stop) {
             match Arc::try_unwrap(old) {
                 Ok(core) => core.stop().await,
                 Err(_) => tracing::warn!("the previous core is still in use; it stops when released"),
@@ -248,7 +324,16 @@ impl Desk {
             s.config_path = Some(config_path.display().to_string());
             s.listening.clear();
             s.held = None;
+            s.remote = None;
         });
+        match load_remote(config_path) {
+            Err(e) => return Err(self.core_failed(format!("invalid config: {e}"))),
+            Ok(Some(remote)) => {
+                *slot = Some(Link::Remote(self.start_remote(remote, config_path)?));
+                return Ok(());
+            }
+            Ok(None) => {}
+        }
         let cfg = match Config::load(config_path) {
             Ok(c) => c,
             Err(e) => return Err(self.core_failed(format!("invalid config: {e}"))),
@@ -280,20 +365,24 @@ impl Desk {
                 .map(|p| p.name.clone())
                 .collect();
             inner.status.join = join_info(&inner.accounts, two_way, inner.settings.desk_account.as_deref());
+            let me = inner.status.join.desk.clone().unwrap_or_default();
+            let modes = cfg.policies.iter().map(|p| (p.name.clone(), p.acknowledge)).collect();
+            let changes = inner.board.set_identity(&me, modes);
             inner.status.routes = inner.routes.routes().to_vec();
             inner.status.core = CoreState::Running;
             inner.status.core_detail = format!("listening on {}", listening.join(", "));
             inner.status.listening = listening;
             inner.status.held = held;
             inner.status.store = Component::ok(format!("audit store {}", store_path.display()));
-            let status = inner.status.clone();
             drop(inner);
-            self.ui.status(&status);
+            self.apply_changes(changes);
         }
-        self.catch_up(&core).await;
+        if let Err(e) = self.catch_up(&Link::Embedded(core.clone())).await {
+            tracing::warn!(error = %e, "cannot read recent calls from the audit store");
+        }
         tokio::spawn(Self::follow_events(Arc::downgrade(self), events));
         tokio::spawn(Self::follow_store(Arc::downgrade(self), core.audit().watch_health(), store_path));
-        *slot = Some(core);
+        *slot = Some(Link::Embedded(core));
         tracing::info!(config = %config_path.display(), "desk core running");
         Ok(())
     }
@@ -307,29 +396,35 @@ impl Desk {
         detail
     }
 
-    /// Emergency calls of the last day that nobody acknowledged come back on the board after a
-    /// restart of the desk, so an alert is never lost by closing the app at the wrong moment.
-    async fn catch_up(self: &Arc<Self>, core: &Core) {
+    /// Emergency calls of the last day that this desk has not acknowledged come back on the
+    /// board after a restart of the desk or a reconnect to a remote core, and calls on the board
+    /// get the events they missed: an alert is never lost by closing the app or losing the
+    /// network at the wrong moment.
+    async fn catch_up(self: &Arc<Self>, link: &Link) -> Result<(), String> {
         let q = HistoryQuery {
             from: Some(Utc::now() - chrono::Duration::hours(24)),
             exclude_tests: true,
             limit: 200,
             ..Default::default()
         };
-        let calls = match core.store().search(&q).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read recent calls from the audit store");
-                return;
+        let calls = link.search(q).await?;
+        for s in calls.iter().rev().filter(|s| s.outcome != CallOutcome::Rejected) {
+            let (on_board, each) = {
+                let inner = self.lock();
+                (inner.board.get(&s.call_id).is_some(), inner.board.mode_of(&s.policy) == AcknowledgeMode::Each)
+            };
+            if !on_board && !each && s.acknowledged_by.is_some() {
+                continue;
             }
-        };
-        for s in calls.iter().rev().filter(|s| s.acknowledged_by.is_none() && s.outcome != CallOutcome::Rejected) {
-            if let Ok(events) = core.store().call_events(&s.call_id).await {
-                for r in events {
-                    self.on_event(&r.event);
-                }
+            let events: Vec<CallEvent> = link.call_events(&s.call_id).await?.into_iter().map(|r| r.event).collect();
+            if !on_board && self.lock().board.acknowledged_here(&events) {
+                continue;
+            }
+            for ev in &events {
+                self.on_event(ev);
             }
         }
+        Ok(())
     }
 
     async fn follow_events(me: std::sync::Weak<Desk>, mut events: tokio::sync::broadcast::Receiver<CallEvent>) {
@@ -344,7 +439,9 @@ impl Desk {
                     tracing::warn!(missed = n, "the desk fell behind the core's events");
                     if let Some(desk) = me.upgrade() {
                         if let Some(core) = desk.core().await {
-                            desk.catch_up(&core).await;
+                            if let Err(e) = desk.catch_up(&Link::Embedded(core)).await {
+                                tracing::warn!(error = %e, "cannot catch up from the audit store");
+                            }
                         }
                     }
                 }
@@ -435,6 +532,22 @@ impl Desk {
         if let Some(call) = new_emergency.or(new_test) {
             self.notify(call);
         }
+    }
+
+    /// Board changes that came from outside an event (this desk's identity or the policies'
+    /// acknowledgement modes became known): the cards, the alarm and the status follow.
+    fn apply_changes(&self, changes: Vec<Change>) {
+        let mut inner = self.lock();
+        let alarm = self.settle_alarm(&mut inner);
+        let status = inner.status.clone();
+        drop(inner);
+        for ch in &changes {
+            if let Change::Added(c) | Change::Updated(c) = ch {
+                self.ui.alert(c);
+            }
+        }
+        self.ui.status(&status);
+        self.apply_alarm_ui(alarm);
     }
 
     /// Alarm and status follow the number of unacknowledged emergencies; returns what the window
@@ -594,12 +707,21 @@ impl Desk {
     /// Records the acknowledgement in the audit log (durably) under the officer's name; the
     /// board, the alarm and every other desk follow from the event.
     pub async fn acknowledge(self: &Arc<Self>, call_id: &str) -> Result<ActiveCall, String> {
-        let core = self.core().await.ok_or("the core is not running")?;
-        if self.lock().board.get(call_id).is_none() {
-            return Err(format!("no call {call_id} on the board"));
-        }
+        let link = self.link().await?;
+        let me = {
+            let inner = self.lock();
+            if inner.board.get(call_id).is_none() {
+                return Err(format!("no call {call_id} on the board"));
+            }
+            inner.board.me().to_string()
+        };
         let officer = officer_name(&self.settings());
-        let ev = core.acknowledge(call_id, &officer).await.map_err(|e| e.to_string())?;
+        let ev = match &link {
+            Link::Embedded(core) => core.acknowledge_at(call_id, &officer, &me).await.map_err(|e| e.to_string())?,
+            Link::Remote(r) => r.api.acknowledge(call_id, &officer).await.map_err(|e| {
+                format!("the acknowledgement did not reach the core ({e}): the alarm goes on; try again")
+            })?,
+        };
         // The same event also arrives through the subscription; the board ignores the repeat.
         self.on_event(&ev);
         self.lock().board.get(call_id).cloned().ok_or_else(|| format!("no call {call_id} on the board"))
@@ -612,48 +734,52 @@ impl Desk {
     }
 
     pub async fn search_history(&self, filter: &HistoryFilter) -> Result<Vec<sosdesk::audit::CallSummary>, String> {
-        let core = self.core().await.ok_or("the core is not running")?;
-        let q = history_query(filter)?;
-        core.store().search(&q).await.map_err(|e| e.to_string())
+        let link = self.link().await?;
+        link.search(history_query(filter)?).await
     }
 
     pub async fn call_detail(&self, call_id: &str) -> Result<CallDetail, String> {
-        let core = self.core().await.ok_or("the core is not running")?;
-        let store = core.store();
-        let summary = store
-            .call_summary(call_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no call {call_id} in the audit log"))?;
-        let events: Vec<AuditRecord> = store.call_events(call_id).await.map_err(|e| e.to_string())?;
-        let chain = match store.verify().await {
-            Ok(r) if r.is_ok() => ChainCheck {
-                ok: true,
-                rows_checked: r.rows_checked as u32,
-                detail: format!("Audit hash chain intact over all {} events of the log", r.rows_checked),
-            },
-            Ok(r) => ChainCheck {
-                ok: false,
-                rows_checked: r.rows_checked as u32,
-                detail: format!(
-                    "AUDIT LOG TAMPERED OR DAMAGED: {} ({} bad rows)",
-                    r.first_problem.map(|p| p.to_string()).unwrap_or_default(),
-                    r.bad_rows
-                ),
-            },
-            Err(e) => ChainCheck { ok: false, rows_checked: 0, detail: format!("the chain could not be checked: {e}") },
-        };
-        let recording = recording_check(&events).await;
-        Ok(CallDetail { summary, events, chain, recording })
+        match self.link().await? {
+            Link::Embedded(core) => {
+                let store = core.store();
+                let summary = store
+                    .call_summary(call_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no call {call_id} in the audit log"))?;
+                let events: Vec<AuditRecord> = store.call_events(call_id).await.map_err(|e| e.to_string())?;
+                let chain = store.chain_check().await;
+                let recording = recording_check(&events).await;
+                Ok(CallDetail { summary, events, chain, recording })
+            }
+            Link::Remote(r) => {
+                let d = r.api.call(call_id).await.map_err(|e| e.to_string())?;
+                let summary = d.summary.ok_or_else(|| format!("no call {call_id} in the audit log"))?;
+                // The file is on the core's machine: this desk can name it, not check or play it.
+                let recording = recorded(&d.events).map(|(path, sha256, duration_ms)| RecordingCheck {
+                    detail: format!("recorded on the core's machine as {path}: play it there"),
+                    path,
+                    duration_ms,
+                    sha256,
+                    ok: false,
+                });
+                Ok(CallDetail { summary, events: d.events, chain: d.chain, recording })
+            }
+        }
     }
 
     /// Writes the audit rows of the calls `filter` finds to a CSV file in the export folder
     /// (written whole, then renamed into place) and returns its path.
     pub async fn export_history_csv(&self, filter: &HistoryFilter) -> Result<String, String> {
-        let core = self.core().await.ok_or("the core is not running")?;
         let q = history_query(filter)?;
-        let mut buf = Vec::new();
-        core.store().export_csv_matching(&mut buf, Some(&q)).await.map_err(|e| e.to_string())?;
+        let buf = match self.link().await? {
+            Link::Embedded(core) => {
+                let mut buf = Vec::new();
+                core.store().export_csv_matching(&mut buf, Some(&q)).await.map_err(|e| e.to_string())?;
+                buf
+            }
+            Link::Remote(r) => r.api.history_csv(&history_params(q)).await.map_err(|e| e.to_string())?.to_vec(),
+        };
         std::fs::create_dir_all(&self.export_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.export_dir.display()))?;
         let name = format!("sosdesk-history-{}.csv", Local::now().format("%Y%m%d-%H%M%S"));
@@ -680,13 +806,20 @@ impl Desk {
             let mut inner = self.lock();
             inner.settings = new.clone();
             inner.status.officer = officer_name(&new);
-            if inner.status.core == CoreState::Running {
+            let changes = if inner.status.core == CoreState::Running && inner.status.remote.is_none() {
                 let two_way = inner.status.join.two_way_policies.clone();
                 inner.status.join = join_info(&inner.accounts, two_way, new.desk_account.as_deref());
-            }
+                // A different account is a different desk for "each desk acknowledges".
+                let me = inner.status.join.desk.clone().unwrap_or_default();
+                let modes = inner.board.modes().clone();
+                inner.board.set_identity(&me, modes)
+            } else {
+                Vec::new()
+            };
+            drop(inner);
+            self.apply_changes(changes);
         }
-        self.update_status(|_| {});
-        let core_running = self.core().await.is_some();
+        let core_running = self.link.lock().await.is_some();
         if let Some(path) = &new.config_path {
             if old.config_path.as_ref() != Some(path) || !core_running {
                 self.start_core(Path::new(path)).await?;
@@ -708,8 +841,7 @@ impl Desk {
 
     /// A real SIP test call to the config's test number, through the embedded core.
     pub async fn place_test_call(&self, hold: Duration) -> Result<String, String> {
-        let core = self.core().await.ok_or("the core is not running")?;
-        let addr = core.local.udp.ok_or("the core has no UDP listener to call")?;
+        let addr = self.link().await?.sip().ok_or("no SIP address of the core (UDP) to call")?;
         let number = self
             .lock()
             .test_number
@@ -728,8 +860,8 @@ impl Desk {
     /// at a time: an officer is in one call. Returns at once (state `joining`); the outcome
     /// arrives as `desk:leg`.
     pub async fn join_call(self: &Arc<Self>, call_id: &str, mode: LegMode) -> Result<CallLeg, String> {
-        let core = self.core().await.ok_or("the core is not running")?;
-        let addr = core.local.udp.ok_or("the core has no UDP listener to join through")?;
+        let link = self.link().await?;
+        let addr = link.sip().ok_or("no SIP address of the core (UDP) to join through")?;
         let mut inner = self.lock();
         if let Some(l) = inner.leg.as_ref().filter(|l| l.live()) {
             return Err(if l.status.call_id == call_id {
@@ -741,9 +873,18 @@ impl Desk {
         if inner.board.get(call_id).is_none() {
             return Err(format!("no call {call_id} on the board"));
         }
-        let account = pick_account(&inner.accounts, inner.settings.desk_account.as_deref())
-            .cloned()
-            .ok_or("no desk account in the config ([[desk]]): this desk cannot join calls")?;
+        let account = match &link {
+            Link::Embedded(_) => pick_account(&inner.accounts, inner.settings.desk_account.as_deref())
+                .cloned()
+                .ok_or("no desk account in the config ([[desk]]): this desk cannot join calls")?,
+            // The account of the remote desk file, under the name the core gave it.
+            Link::Remote(r) => sosdesk::config::DeskAccountConfig {
+                name: r.info().map(|i| i.name).ok_or("not connected to the core yet")?,
+                username: r.config.username.clone(),
+                password: r.config.password.clone(),
+                talk: r.info().is_some_and(|i| i.talk),
+            },
+        };
         let id = inner.next_audio_id;
         inner.next_audio_id += 1;
         let buffer = Arc::new(Mutex::new(LiveBuffer::default()));
@@ -892,7 +1033,10 @@ impl Desk {
     /// Plays the call's recording, after checking it against the hash in the audit log (a file
     /// that was altered is refused, and says so).
     pub async fn play_recording(&self, call_id: &str) -> Result<Playback, String> {
-        let core = self.core().await.ok_or("the core is not running")?;
+        let core = match self.link().await? {
+            Link::Embedded(core) => core,
+            Link::Remote(_) => return Err("the recording is on the core's machine: play it there".into()),
+        };
         let events = core.store().call_events(call_id).await.map_err(|e| e.to_string())?;
         let check = recording_check(&events).await.ok_or("this call has no recording")?;
         if !check.ok {
@@ -946,7 +1090,7 @@ impl Desk {
 
     /// Stops the core (the app is quitting): everything recorded so far is made durable.
     pub async fn shutdown(&self) {
-        if let Some(core) = self.core.lock().await.take() {
+        if let Some(Some(core)) = self.link.lock().await.take().map(Link::stop) {
             if let Ok(core) = Arc::try_unwrap(core) {
                 core.stop().await;
             }
@@ -992,12 +1136,7 @@ fn join_info(accounts: &[sosdesk::config::DeskAccountConfig], two_way: Vec<Strin
 
 /// The call's recording from its audit events, with the file checked against the audited hash.
 async fn recording_check(events: &[AuditRecord]) -> Option<RecordingCheck> {
-    let (path, sha256, duration_ms) = events.iter().rev().find_map(|r| match &r.event.kind {
-        sosdesk::events::CallEventKind::Recorded { path, sha256, duration_ms } => {
-            Some((path.clone(), sha256.clone(), *duration_ms))
-        }
-        _ => None,
-    })?;
+    let (path, sha256, duration_ms) = recorded(events)?;
     let p = PathBuf::from(&path);
     let hashed = tokio::task::spawn_blocking(move || sosdesk::media::wav::hash_file(&p)).await;
     let (ok, detail) = match hashed {
@@ -1007,6 +1146,16 @@ async fn recording_check(events: &[AuditRecord]) -> Option<RecordingCheck> {
         Err(e) => (false, format!("the recording could not be checked: {e}")),
     };
     Some(RecordingCheck { path, duration_ms, sha256, ok, detail })
+}
+
+/// The recording the audit log names for a call: path, SHA-256, duration.
+fn recorded(events: &[AuditRecord]) -> Option<(String, String, u64)> {
+    events.iter().rev().find_map(|r| match &r.event.kind {
+        sosdesk::events::CallEventKind::Recorded { path, sha256, duration_ms } => {
+            Some((path.clone(), sha256.clone(), *duration_ms))
+        }
+        _ => None,
+    })
 }
 
 /// The officer's filter as a store query: local calendar days, both ends inclusive.

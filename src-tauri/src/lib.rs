@@ -11,6 +11,7 @@ pub mod commands;
 pub mod desk;
 pub mod model;
 pub mod notify;
+pub mod registration;
 pub mod settings;
 pub mod sipua;
 pub mod testcall;

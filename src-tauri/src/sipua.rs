@@ -88,8 +88,9 @@ impl Dialog {
         ruri: String,
         credentials: Option<Credentials>,
     ) -> Result<Dialog, String> {
-        let bind: SocketAddr = if core.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
-        let sock = UdpSocket::bind(bind).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        let ip = local_ip_towards(core).await.map_err(|e| format!("no route to the core at {core}: {e}"))?;
+        let sock =
+            UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
         let local = sock.local_addr().map_err(|e| e.to_string())?;
         let host = local.ip().to_string();
         // A display name goes in quotes (RFC 3261 §25.1 quoted-string): no quote or backslash.
@@ -290,6 +291,15 @@ impl Dialog {
             Err(r) => Err(format!("the hang-up was not confirmed: {r}")),
         }
     }
+}
+
+/// The address this machine reaches `core` from (the kernel's route choice; nothing is sent):
+/// what the desk puts in its Via and Contact, so a core on another machine can answer.
+pub async fn local_ip_towards(core: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any: SocketAddr = if core.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal address");
+    let probe = UdpSocket::bind(any).await?;
+    probe.connect(core).await?;
+    Ok(probe.local_addr()?.ip())
 }
 
 /// How a client transaction ended.

@@ -6,6 +6,7 @@
 //! and count towards the same per-address block as SIP ([`crate::access`]); a refused request
 //! learns nothing about calls. Passwords are compared in constant time and never logged.
 
+pub mod client;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::access::{Gate, SharedGuard};
-use crate::audit::{AuditRecord, AuditWriter, CallOutcome, CallSummary, HistoryQuery};
+use crate::audit::{AuditRecord, AuditWriter, CallOutcome, CallSummary, ChainCheck, HistoryQuery};
 use crate::config::{AcknowledgeMode, ConferenceMode, Config, DeskAccountConfig};
 use crate::events::{CallEvent, Caller};
 use crate::server::CoreHandle;
@@ -44,6 +45,8 @@ pub struct DeskInfo {
     pub sip_udp: Option<u16>,
     pub sip_tcp: Option<u16>,
     pub policies: Vec<PolicyInfo>,
+    /// The number for a test call (933 in the lab), if a policy has one.
+    pub test_number: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
@@ -66,6 +69,8 @@ pub struct AcknowledgeRequest {
 pub struct CallDetailResponse {
     pub summary: Option<CallSummary>,
     pub events: Vec<AuditRecord>,
+    /// The whole audit log's hash chain, checked for this answer.
+    pub chain: ChainCheck,
 }
 
 /// `GET /api/v1/history` parameters (all optional).
@@ -110,12 +115,14 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
                 acknowledge: p.acknowledge,
             })
             .collect(),
+        test_number: cfg.policies.iter().flat_map(|p| &p.numbers).find(|n| n.test).map(|n| n.dial_string.clone()),
     };
     let state = ApiState { core, audit, accounts: Arc::new(cfg.desks.clone()), guard, info: Arc::new(info) };
     Router::new()
         .route("/api/v1/desk", get(desk))
         .route("/api/v1/events", get(events))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/history.csv", get(history_csv))
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -274,18 +281,37 @@ async fn events(State(state): State<ApiState>) -> impl IntoResponse {
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+impl HistoryParams {
+    fn query(self) -> HistoryQuery {
+        HistoryQuery {
+            text: self.text,
+            from: self.from,
+            until: self.until,
+            outcome: self.outcome,
+            exclude_tests: self.exclude_tests,
+            limit: self.limit.unwrap_or(200).min(5000),
+        }
+    }
+}
+
+fn store_unavailable(e: impl std::fmt::Display) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("audit store: {e}\n")).into_response()
+}
+
 async fn history(State(state): State<ApiState>, Query(p): Query<HistoryParams>) -> Response {
-    let q = HistoryQuery {
-        text: p.text,
-        from: p.from,
-        until: p.until,
-        outcome: p.outcome,
-        exclude_tests: p.exclude_tests,
-        limit: p.limit.unwrap_or(200).min(5000),
-    };
-    match state.core.store.search(&q).await {
+    match state.core.store.search(&p.query()).await {
         Ok(rows) => Json(rows).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("audit store: {e}\n")).into_response(),
+        Err(e) => store_unavailable(e),
+    }
+}
+
+/// The audit rows of the calls a search finds, as the CSV export writes them
+/// (`AuditStore::export_csv_matching`).
+async fn history_csv(State(state): State<ApiState>, Query(p): Query<HistoryParams>) -> Response {
+    let mut csv = Vec::new();
+    match state.core.store.export_csv_matching(&mut csv, Some(&p.query())).await {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response(),
+        Err(e) => store_unavailable(e),
     }
 }
 
@@ -294,8 +320,11 @@ async fn call(State(state): State<ApiState>, Path(id): Path<String>) -> Response
     let events = state.core.store.call_events(&id).await;
     match (summary, events) {
         (Ok(None), Ok(ev)) if ev.is_empty() => (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response(),
-        (Ok(summary), Ok(events)) => Json(CallDetailResponse { summary, events }).into_response(),
-        (Err(e), _) | (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("audit store: {e}\n")).into_response(),
+        (Ok(summary), Ok(events)) => {
+            let chain = state.core.store.chain_check().await;
+            Json(CallDetailResponse { summary, events, chain }).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => store_unavailable(e),
     }
 }
 

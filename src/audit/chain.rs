@@ -44,6 +44,16 @@ pub fn chain_hash(prev_hash: &str, seq: i64, payload: &str) -> String {
 }
 
 /// Result of [`AuditStore::verify`](super::AuditStore::verify).
+/// The audit log's integrity in an officer's words, as a desk shows it with a call's detail
+/// (computed by [`AuditStore::chain_check`](super::AuditStore::chain_check)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ts_rs::TS)]
+pub struct ChainCheck {
+    pub ok: bool,
+    pub rows_checked: u32,
+    /// "hash chain intact over 1,234 events" or the first problem found.
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct VerifyReport {
     /// Rows read and checked (all rows of the table, also after a problem was found).

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-pub use chain::{chain_hash, VerifyProblem, VerifyReason, VerifyReport, GENESIS_HASH};
+pub use chain::{chain_hash, ChainCheck, VerifyProblem, VerifyReason, VerifyReport, GENESIS_HASH};
 pub use store::{AuditStore, HistoryQuery};
 pub use summary::{event_detail, CallOutcome, CallSummary};
 pub use writer::{spawn_writer, AuditWriter, WriterHealth};

@@ -209,9 +209,15 @@ function locationBlock(c: ActiveCall): HTMLElement {
 function actions(c: ActiveCall): HTMLElement {
   const busy = pending.has(c.call_id);
   const box = el("div", { class: "card-actions" });
-  if (c.acknowledged_by !== null) {
-    box.append(el("div", { class: "ack-by", text: `Acknowledged by ${c.acknowledged_by} at ${dateTime(c.acknowledged_at)}` }));
-  } else if (!c.test_call) {
+  // Every desk's acknowledgement is shown; with "each", this desk still acknowledges for itself.
+  for (const a of c.acknowledgements) {
+    const where = a.desk ? ` (${a.desk})` : "";
+    box.append(el("div", { class: "ack-by", text: `Acknowledged by ${a.by}${where} at ${dateTime(a.at)}` }));
+  }
+  if (c.acknowledged_by === null && c.acknowledge_mode === "each" && !c.test_call) {
+    box.append(el("div", { class: "ack-each", text: "Each desk acknowledges this call: this desk has not yet." }));
+  }
+  if (c.acknowledged_by === null && !c.test_call) {
     const b = el("button", { class: "ack-button primary", attrs: { type: "button" } }, "Acknowledge ", el("kbd", { text: "(Ctrl+Enter)" }));
     b.disabled = busy;
     b.addEventListener("click", () => void acknowledge(c.call_id));

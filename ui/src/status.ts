@@ -35,6 +35,7 @@ function coreText(s: DeskStatus): string {
   const held = s.held ? ` · HELD ${s.held}` : "";
   switch (s.core) {
     case "running":
+      if (s.remote !== null) return `Connected to the core — ${s.core_detail}`;
       return (s.listening.length ? `Core running — listening ${s.listening.join(", ")}` : "Core running") + held;
     case "starting":
       return "Core starting…" + (s.core_detail ? ` ${s.core_detail}` : "");
@@ -42,7 +43,25 @@ function coreText(s: DeskStatus): string {
       return "Core not configured" + (s.core_detail ? ` — ${s.core_detail}` : " — choose its config file");
     case "failed":
       return `Core FAILED — ${s.core_detail || "no detail"}`;
+    case "disconnected":
+      return `NOT CONNECTED to the core — ${s.core_detail || "retrying"}`;
   }
+}
+
+/** A remote desk's connection: the event stream and the SIP registration, or nothing. */
+function renderRemote(s: DeskStatus): void {
+  const box = byId("status-remote");
+  box.hidden = s.remote === null;
+  if (s.remote === null) return;
+  const r = s.remote;
+  box.dataset.connected = String(r.connected);
+  box.replaceChildren(
+    el("span", { class: "remote-core", text: `Remote core ${r.api} as ${r.account}: ` }),
+    el("span", { class: "remote-events", text: r.events.detail, attrs: { "data-ok": String(r.events.ok) } }),
+    el("span", { text: " · " }),
+    el("span", { class: "remote-sip", text: r.sip.detail, attrs: { "data-ok": String(r.sip.ok) } }),
+  );
+  box.classList.toggle("warn", !r.connected);
 }
 
 function component(id: string, name: string, c: Component, okText: string, failPrefix = ""): void {
@@ -58,6 +77,7 @@ export function renderStatus(s: DeskStatus): void {
   const core = byId("status-core");
   core.dataset.state = s.core;
   core.textContent = coreText(s);
+  renderRemote(s);
 
   component("status-store", "Audit store", s.store, "Audit store OK", "Audit store FAILING — ");
   component("status-audio", "Audio", s.audio, "Audio OK");

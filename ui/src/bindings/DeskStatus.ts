@@ -3,6 +3,7 @@ import type { AlarmState } from "./AlarmState";
 import type { Component } from "./Component";
 import type { CoreState } from "./CoreState";
 import type { JoinInfo } from "./JoinInfo";
+import type { RemoteStatus } from "./RemoteStatus";
 import type { RouteStatus } from "./RouteStatus";
 
 /**
@@ -20,4 +21,9 @@ unacknowledged: number,
 /**
  * Which desk account this desk joins calls with, and where it may talk.
  */
-join: JoinInfo, };
+join: JoinInfo, 
+/**
+ * Remote desk mode: the connection to the core on another machine; `None` when this desk
+ * runs the core itself.
+ */
+remote: RemoteStatus | null, };

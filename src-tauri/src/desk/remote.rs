@@ -1,0 +1,388 @@
+//! Remote desk mode: the desk connects to a sosdesk core on another machine instead of running
+//! one (docs/remote-desk.md).
+//!
+//! - Events: the core's API stream (`GET /api/v1/events`), opened first, then a catch-up from
+//!   the audit log (`/history`, `/calls/{id}`), so nothing that happened while the desk was away
+//!   is missed; the board keeps each (call, seq) once, whichever way it came.
+//! - Alerts: the desk REGISTERs its account over SIP and receives the core's notification
+//!   MESSAGEs as a second, independent path ([`crate::registration`]).
+//! - Acknowledgements, history and call detail go through the API; joining a call goes to the
+//!   core's conference address over SIP, as for an embedded core.
+//! - A lost connection shows at once ("not connected", with the reason) and is retried with
+//!   backoff; every reconnect catches up again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::Local;
+use serde::Deserialize;
+use sosdesk::api::client::{ApiClient, ClientError};
+use sosdesk::api::DeskInfo;
+use sosdesk::events::CallEvent;
+use tokio::sync::watch;
+
+use super::{Desk, Link};
+use crate::model::*;
+use crate::registration::{Agent, SipReport};
+use crate::sipua::Credentials;
+
+/// Waits between reconnection attempts: quick at first (a core restarting), then every 10 s.
+const BACKOFF: &[u64] = &[1, 2, 4, 8, 10];
+/// After the core refused this desk's credentials: an admin has to fix them first.
+const REFUSED_RETRY: u64 = 60;
+/// A connection that lasted this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// The `[remote]` table of a desk config file: which core, and this desk's account there.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// The core's API: `https://core.example.org:8443` (`http://` only on a trusted network).
+    pub api: String,
+    /// A `[[desk]]` account of the core's config.
+    pub username: String,
+    pub password: String,
+    /// The CA that signed the core's API certificate (PEM), relative to this file; default:
+    /// the system's CAs.
+    pub ca_cert: Option<PathBuf>,
+    /// The local UDP port for SIP (registration, alerts); 0 (default): any free port.
+    #[serde(default)]
+    pub sip_port: u16,
+    /// How long a registration lasts before it is refreshed (seconds; the core may shorten it).
+    #[serde(default = "default_expires")]
+    pub register_expires_s: u32,
+}
+
+fn default_expires() -> u32 {
+    300
+}
+
+impl std::fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig").field("api", &self.api).field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoteFile {
+    remote: RemoteConfig,
+}
+
+/// The remote desk config in `path`, or `None` when the file is a core config (it has no
+/// `[remote]` table). A file that cannot be read or parsed is an error naming it.
+pub fn load_remote(path: &Path) -> Result<Option<RemoteConfig>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !table.contains_key("remote") {
+        return Ok(None);
+    }
+    let file: RemoteFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut cfg = file.remote;
+    for (what, v) in [("api", &cfg.api), ("username", &cfg.username), ("password", &cfg.password)] {
+        if v.trim().is_empty() {
+            return Err(format!("{}: [remote] {what} is empty", path.display()));
+        }
+    }
+    if !(30..=3600).contains(&cfg.register_expires_s) {
+        return Err(format!("{}: [remote] register_expires_s must be 30 to 3600", path.display()));
+    }
+    if let Some(ca) = &cfg.ca_cert {
+        if ca.is_relative() {
+            cfg.ca_cert = Some(path.parent().unwrap_or(Path::new(".")).join(ca));
+        }
+    }
+    Ok(Some(cfg))
+}
+
+/// A connection to a core elsewhere: its API client, what it said about this desk, and the
+/// switch that stops the tasks following it.
+pub struct RemoteLink {
+    pub api: ApiClient,
+    pub config: RemoteConfig,
+    /// Learnt at each connection; `None` until the first.
+    known: Mutex<Option<Known>>,
+    stop: watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+struct Known {
+    info: DeskInfo,
+    sip: Option<SocketAddr>,
+}
+
+impl RemoteLink {
+    pub fn info(&self) -> Option<DeskInfo> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|k| k.info.clone())
+    }
+
+    /// The core's SIP address (UDP), for joining calls and the test call.
+    pub fn sip(&self) -> Option<SocketAddr> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|k| k.sip)
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        Credentials { username: self.config.username.clone(), password: self.config.password.clone() }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// The core's SIP address from what it advertises: its host when that is an address this desk
+/// can use, else the API's host (a core bound to 0.0.0.0 advertises that).
+async fn sip_address(info: &DeskInfo, api: &ApiClient) -> Option<SocketAddr> {
+    let port = info.sip_udp?;
+    let advertised = info.sip_host.trim_matches(['[', ']']);
+    let host = match advertised.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => api.host().to_string(),
+        _ if advertised.is_empty() => api.host().to_string(),
+        _ => advertised.to_string(),
+    };
+    let found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next();
+    found
+}
+
+impl Desk {
+    /// Connects to the core in `cfg` (remote desk mode). Returns at once with the link (the
+    /// caller keeps it); the connection is made, and remade after any loss, in the background,
+    /// and the status bar follows it.
+    pub(super) fn start_remote(self: &Arc<Self>, cfg: RemoteConfig, from: &Path) -> Result<Arc<RemoteLink>, String> {
+        let api = match ApiClient::new(&cfg.api, &cfg.username, &cfg.password, cfg.ca_cert.as_deref()) {
+            Ok(a) => a,
+            Err(e) => return Err(self.core_failed(format!("{}: {e}", from.display()))),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let link = Arc::new(RemoteLink { api, config: cfg, known: Mutex::new(None), stop });
+        let api_text = link.api.base().to_string();
+        let account = link.config.username.clone();
+        {
+            let mut inner = self.lock();
+            inner.routes = Default::default();
+            inner.test_number = None;
+            inner.accounts = Vec::new();
+            let s = &mut inner.status;
+            s.core = CoreState::Starting;
+            s.core_detail = format!("connecting to the core at {api_text} as {account}");
+            s.config_path = Some(from.display().to_string());
+            s.listening.clear();
+            s.held = None;
+            s.routes.clear();
+            s.store = Component::ok("the audit log is kept by the core");
+            s.join = JoinInfo { detail: "not connected to the core yet".into(), ..Default::default() };
+            s.remote = Some(RemoteStatus {
+                api: api_text.clone(),
+                account: account.clone(),
+                connected: false,
+                since: now_text(),
+                events: Component::failed("not connected yet"),
+                sip: Component::failed("not registered yet"),
+            });
+        }
+        self.update_status(|_| {});
+        tokio::spawn(follow(Arc::downgrade(self), link.clone(), stop_rx));
+        tracing::info!(api = %api_text, %account, "remote desk: connecting to the core");
+        Ok(link)
+    }
+
+    /// What the core said about this desk: its account, the policies' acknowledgement modes
+    /// and two-way setting, the test number.
+    fn remote_known(self: &Arc<Self>, info: &DeskInfo) {
+        let modes: HashMap<String, AcknowledgeMode> =
+            info.policies.iter().map(|p| (p.name.clone(), p.acknowledge)).collect();
+        let two_way = info.policies.iter().filter(|p| p.two_way).map(|p| p.name.clone()).collect();
+        let mut inner = self.lock();
+        inner.test_number = info.test_number.clone();
+        inner.status.join = JoinInfo {
+            desk: Some(info.name.clone()),
+            username: Some(info.username.clone()),
+            may_talk: info.talk,
+            two_way_policies: two_way,
+            accounts: vec![info.username.clone()],
+            detail: format!(
+                "joins calls as {} ({}){}",
+                info.name,
+                info.username,
+                if info.talk { "" } else { ", listen only" }
+            ),
+        };
+        let changes = inner.board.set_identity(&info.name, modes);
+        drop(inner);
+        self.apply_changes(changes);
+    }
+
+    fn remote_status(&self, f: impl FnOnce(&mut RemoteStatus, &mut DeskStatus)) {
+        self.update_status(|s| {
+            let mut r = s.remote.take().unwrap_or_default();
+            f(&mut r, s);
+            s.remote = Some(r);
+        });
+    }
+
+    fn on_sip_report(self: &Arc<Self>, report: SipReport) {
+        match report {
+            SipReport::Alert(ev) => self.on_event(&ev),
+            SipReport::Registered { contact, expires } => self.remote_status(|r, _| {
+                r.sip = Component::ok(format!(
+                    "registered as {contact} (for {expires} s, refreshed): alerts also arrive by SIP MESSAGE"
+                ))
+            }),
+            SipReport::Failed(e) => {
+                self.remote_status(|r, _| r.sip = Component::failed(format!("not registered over SIP: {e}")))
+            }
+        }
+    }
+}
+
+fn now_text() -> String {
+    Local::now().format("%H:%M:%S").to_string()
+}
+
+/// Follows the core until the link is stopped: connect, catch up, take the live events; on any
+/// loss say so and try again.
+async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver<bool>) {
+    let mut failures = 0usize;
+    let mut sip_started = false;
+    loop {
+        let connected_at = Instant::now();
+        let reason = tokio::select! {
+            r = session(&me, &link, &mut sip_started) => r,
+            _ = stop.changed() => return,
+        };
+        let Some(desk) = me.upgrade() else { return };
+        if connected_at.elapsed() >= STABLE {
+            failures = 0;
+        }
+        // Refused credentials are not retried quickly: each try would count towards the core's
+        // block of this machine (and be audited).
+        let unauthorized = reason.contains("(401)") || reason.contains("(429)");
+        let wait = if unauthorized { REFUSED_RETRY } else { BACKOFF[failures.min(BACKOFF.len() - 1)] };
+        failures += 1;
+        tracing::warn!(reason = %reason, retry_in_s = wait, "remote desk: not connected to the core");
+        desk.remote_status(|r, s| {
+            if r.connected || s.core != CoreState::Disconnected {
+                r.since = now_text();
+            }
+            r.connected = false;
+            r.events = Component::failed(format!("NOT CONNECTED since {}: {reason}; retrying in {wait} s", r.since));
+            s.core = if unauthorized { CoreState::Failed } else { CoreState::Disconnected };
+            s.core_detail = format!("not connected to the core at {}: {reason}", r.api);
+        });
+        drop(desk);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One connection: desk info, the event stream, a catch-up, then live events until the stream
+/// ends. Returns why it ended.
+async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool) -> String {
+    let info = match link.api.desk_info().await {
+        Ok(i) => i,
+        Err(e) => return e.to_string(),
+    };
+    let sip = sip_address(&info, &link.api).await;
+    *link.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(Known { info: info.clone(), sip });
+    let Some(desk) = me.upgrade() else { return "the desk stopped".into() };
+    desk.remote_known(&info);
+    if !*sip_started {
+        match sip {
+            Some(core) => {
+                *sip_started = true;
+                start_sip(&desk, link, core).await;
+            }
+            None => desk.remote_status(|r, _| {
+                r.sip = Component::failed("the core has no SIP over UDP: alerts come only through the API")
+            }),
+        }
+    }
+    // The stream first, then the catch-up: an event in between is seen twice (and kept once),
+    // never missed.
+    let mut stream = match link.api.events().await {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
+        return format!("catching up from the core's audit log failed: {e}");
+    }
+    desk.remote_status(|r, s| {
+        r.connected = true;
+        r.since = now_text();
+        r.events = Component::ok(format!("live events from the core since {}", r.since));
+        s.core = CoreState::Running;
+        s.core_detail = format!("connected to the core at {} as {} ({})", r.api, info.username, info.name);
+    });
+    drop(desk);
+    loop {
+        let ev = match stream.next().await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return "the core closed the event stream".into(),
+            Err(ClientError::Timeout(s)) => return format!("nothing from the core for {s} s"),
+            Err(e) => return e.to_string(),
+        };
+        let Some(desk) = me.upgrade() else { return "the desk stopped".into() };
+        match ev.event.as_str() {
+            "call-event" => match serde_json::from_str::<CallEvent>(&ev.data) {
+                Ok(ev) => desk.on_event(&ev),
+                Err(e) => tracing::warn!(error = %e, "remote desk: an event from the core could not be read"),
+            },
+            "lagged" => {
+                tracing::warn!(missed = %ev.data, "remote desk: fell behind the core's events; catching up");
+                if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
+                    return format!("catching up from the core's audit log failed: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: SocketAddr) {
+    let me = Arc::downgrade(desk);
+    let report: crate::registration::Reporter = Arc::new(move |r| {
+        if let Some(desk) = me.upgrade() {
+            desk.on_sip_report(r);
+        }
+    });
+    let agent =
+        Agent::bind(core, link.config.sip_port, link.credentials(), link.config.register_expires_s, report).await;
+    match agent {
+        Ok(agent) => {
+            tracing::info!(local = %agent.local(), %core, "remote desk: registering over SIP");
+            tokio::spawn(agent.run(link.stop.subscribe()));
+        }
+        Err(e) => desk.remote_status(|r, _| r.sip = Component::failed(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_config_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = dir.path().join("core.toml");
+        std::fs::write(&core, "[sip]\nudp = \"127.0.0.1:5060\"\n").unwrap();
+        assert!(load_remote(&core).unwrap().is_none(), "a core config is not a remote desk file");
+        let desk = dir.path().join("desk.toml");
+        std::fs::write(
+            &desk,
+            "[remote]\napi = \"https://core:8443\"\nusername = \"desk2\"\npassword = \"s3cret\"\nca_cert = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let cfg = load_remote(&desk).unwrap().unwrap();
+        assert_eq!(cfg.ca_cert.as_deref(), Some(dir.path().join("ca.pem").as_path()));
+        assert_eq!(cfg.register_expires_s, 300);
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"\"\npassword = \"p\"\n").unwrap();
+        assert!(load_remote(&desk).unwrap_err().contains("username is empty"));
+        std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"u\"\npassword = \"p\"\nport = 1\n").unwrap();
+        assert!(load_remote(&desk).unwrap_err().contains("unknown field"));
+    }
+}

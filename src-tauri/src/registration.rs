@@ -1,0 +1,306 @@
+//! A remote desk's SIP side: it REGISTERs its desk account with the core (RFC 3261 §10.2, digest
+//! per §22) and receives the notification MESSAGEs (RFC 3428) that the core sends to the
+//! registered contacts of a policy's notification group. The MESSAGE's CallEvent part goes to
+//! the board like an event from the API's stream; the two paths meet at the board, which keeps
+//! each (call, seq) once.
+//!
+//! One UDP socket serves both: the registration's transactions and the requests from the core.
+//! A MESSAGE from any other address than the core's is refused (403): a machine on the LAN must
+//! not be able to put a false alert on the desk.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sosdesk::events::CallEvent;
+use sosdesk::notify::CALL_EVENT_CONTENT_TYPE;
+use sosdesk::routing::body::split_multipart;
+use sosdesk::sip::digest;
+use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
+use sosdesk::sip::parse::parse_datagram;
+use sosdesk::sip::Message;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::sipua::{local_ip_towards, Credentials};
+
+/// RFC 3261 T1 and T2, and Timer F (64·T1): a REGISTER without a final response by then failed.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+const TIMER_F: Duration = Duration::from_secs(32);
+/// After a failed registration, the next try.
+const RETRY: Duration = Duration::from_secs(10);
+/// Unregistering when the desk stops may take this long at most.
+const UNREGISTER_WITHIN: Duration = Duration::from_secs(2);
+
+/// What the agent tells the desk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SipReport {
+    /// Registered: alerts for this account reach `contact` until the binding expires (refreshed
+    /// at half its life).
+    Registered { contact: String, expires: u32 },
+    /// Not registered, and why (retried every [`RETRY`]).
+    Failed(String),
+    /// A notification MESSAGE from the core, with its CallEvent.
+    Alert(Box<CallEvent>),
+}
+
+pub type Reporter = Arc<dyn Fn(SipReport) + Send + Sync>;
+
+pub struct Agent {
+    sock: UdpSocket,
+    local: SocketAddr,
+    core: SocketAddr,
+    credentials: Credentials,
+    /// Registration expiry asked for, in seconds.
+    expires: u32,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    report: Reporter,
+}
+
+impl Agent {
+    /// Opens the agent's socket on the address this machine reaches the core from (port
+    /// `port`, 0 for any).
+    pub async fn bind(
+        core: SocketAddr,
+        port: u16,
+        credentials: Credentials,
+        expires: u32,
+        report: Reporter,
+    ) -> Result<Agent, String> {
+        let ip = local_ip_towards(core).await.map_err(|e| format!("no route to the core's SIP at {core}: {e}"))?;
+        let sock = UdpSocket::bind(SocketAddr::new(ip, port))
+            .await
+            .map_err(|e| format!("cannot open the SIP socket on {ip}:{port}: {e}"))?;
+        let local = sock.local_addr().map_err(|e| e.to_string())?;
+        Ok(Agent {
+            sock,
+            local,
+            core,
+            credentials,
+            expires,
+            call_id: new_call_id(&ip.to_string()),
+            from_tag: new_tag(),
+            cseq: 0,
+            report,
+        })
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Registers, keeps the registration fresh and answers the core's requests until `stop`
+    /// turns true; then removes the binding (best effort, briefly).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next = tokio::select! {
+                r = self.register(self.expires) => match r {
+                    Ok(granted) => {
+                        (self.report)(SipReport::Registered { contact: self.contact_uri(), expires: granted });
+                        // Refreshed at half its life (never more often than every 5 s).
+                        Instant::now() + Duration::from_secs((granted / 2).max(5) as u64)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIP registration with the core failed");
+                        (self.report)(SipReport::Failed(e));
+                        Instant::now() + RETRY
+                    }
+                },
+                _ = stop.changed() => break,
+            };
+            let mut buf = vec![0u8; 65_535];
+            loop {
+                tokio::select! {
+                    r = self.sock.recv_from(&mut buf) => if let Ok((n, from)) = r {
+                        if let Ok(m) = parse_datagram(&buf[..n]) {
+                            if m.is_request() {
+                                self.on_request(&m, from).await;
+                            }
+                        }
+                    },
+                    _ = tokio::time::sleep_until(next.into()) => break,
+                    _ = stop.changed() => {
+                        let _ = tokio::time::timeout(UNREGISTER_WITHIN, self.register(0)).await;
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tokio::time::timeout(UNREGISTER_WITHIN, self.register(0)).await;
+    }
+
+    fn contact_uri(&self) -> String {
+        format!("sip:{}@{}", self.credentials.username, self.local)
+    }
+
+    fn core_host(&self) -> String {
+        match self.core.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        }
+    }
+
+    fn register_request(&mut self, expires: u32, authorization: Option<&(&'static str, String)>) -> Message {
+        self.cseq += 1;
+        let aor = format!("sip:{}@{}", self.credentials.username, self.core_host());
+        let mut m = Message::request("REGISTER", &format!("sip:{}", self.core));
+        m.push("Via", format!("SIP/2.0/UDP {};branch={};rport", self.local, new_branch()));
+        m.push("Max-Forwards", "70");
+        m.push("From", format!("<{aor}>;tag={}", self.from_tag));
+        m.push("To", format!("<{aor}>"));
+        m.push("Call-ID", self.call_id.clone());
+        m.push("CSeq", format!("{} REGISTER", self.cseq));
+        m.push("Contact", format!("<{}>", self.contact_uri()));
+        m.push("Expires", expires.to_string());
+        m.push("User-Agent", "sosdesk-desk");
+        if let Some((name, value)) = authorization {
+            m.push(name, value.clone());
+        }
+        m
+    }
+
+    /// One registration (or, with 0, its removal): REGISTER, a digest answer to the challenge,
+    /// and the expiry the core granted. 423 Interval Too Brief is answered once with the core's
+    /// Min-Expires (§10.2.8).
+    async fn register(&mut self, mut expires: u32) -> Result<u32, String> {
+        let mut authorization: Option<(&'static str, String)> = None;
+        for _ in 0..3 {
+            let req = self.register_request(expires, authorization.as_ref());
+            let resp = self.transaction(&req).await?;
+            let status = resp.status().unwrap_or(0);
+            match status {
+                200..=299 => return Ok(self.granted(&resp).unwrap_or(expires)),
+                401 | 407 if authorization.is_none() => {
+                    let (challenge, header) = if status == 401 {
+                        (resp.header("WWW-Authenticate"), "Authorization")
+                    } else {
+                        (resp.header("Proxy-Authenticate"), "Proxy-Authorization")
+                    };
+                    let uri = req.request_uri().unwrap_or_default().to_string();
+                    let c = &self.credentials;
+                    let answer = challenge
+                        .and_then(|ch| digest::answer(ch, "REGISTER", &uri, &c.username, &c.password))
+                        .ok_or("the core's digest challenge could not be read")?;
+                    authorization = Some((header, answer));
+                }
+                401 | 403 | 407 => {
+                    return Err(format!(
+                        "the core refused account {:?} ({status}): check the desk's username and password",
+                        self.credentials.username
+                    ))
+                }
+                423 => {
+                    let min = resp.header("Min-Expires").and_then(|v| v.trim().parse().ok());
+                    match min {
+                        Some(m) if m > expires => expires = m,
+                        _ => return Err("the core asks for a longer registration (423) without saying how long".into()),
+                    }
+                }
+                _ => return Err(format!("the core answered the registration with {status} {}", reason(&resp))),
+            }
+        }
+        Err("the registration did not complete after three tries".into())
+    }
+
+    /// The expiry the core granted our contact (§10.2.4: the Contact's `expires`, else Expires).
+    fn granted(&self, resp: &Message) -> Option<u32> {
+        let ours = self.local.to_string();
+        let from_contact = resp.header_values("Contact").iter().find(|c| c.contains(&ours)).and_then(|c| {
+            c.split(';').find_map(|p| p.trim().strip_prefix("expires=").and_then(|v| v.trim().parse().ok()))
+        });
+        from_contact.or_else(|| resp.header("Expires").and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// A non-INVITE client transaction (§17.1.2): retransmitted per Timer E until a final
+    /// response, abandoned after Timer F. The core's requests meanwhile are answered.
+    async fn transaction(&mut self, req: &Message) -> Result<Message, String> {
+        let bytes = req.to_bytes();
+        let cseq = self.cseq;
+        let started = Instant::now();
+        let mut interval = T1;
+        let mut resend_at = started + T1;
+        let mut buf = vec![0u8; 65_535];
+        self.sock.send_to(&bytes, self.core).await.map_err(|e| format!("cannot send to the core: {e}"))?;
+        loop {
+            if started.elapsed() >= TIMER_F {
+                return Err(format!("no answer from the core's SIP at {} within {} s", self.core, TIMER_F.as_secs()));
+            }
+            let wait = resend_at.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
+                Ok(Ok((n, from))) => {
+                    let Ok(m) = parse_datagram(&buf[..n]) else { continue };
+                    if m.is_request() {
+                        self.on_request(&m, from).await;
+                    } else if m.call_id() == Some(self.call_id.as_str())
+                        && m.cseq() == Some((cseq, "REGISTER"))
+                        && m.status().is_some_and(|s| s >= 200)
+                    {
+                        return Ok(m);
+                    }
+                }
+                // An ICMP "port unreachable" from an earlier send: the core is not there (yet).
+                Ok(Err(e)) => tracing::debug!(error = %e, "SIP socket error while registering"),
+                Err(_) => {
+                    let _ = self.sock.send_to(&bytes, self.core).await;
+                    interval = (interval * 2).min(T2);
+                    resend_at = Instant::now() + interval;
+                }
+            }
+        }
+    }
+
+    /// A request from the network: the core's MESSAGE (200, and its CallEvent to the desk),
+    /// OPTIONS (200), anything else 405. MESSAGEs from elsewhere get 403.
+    async fn on_request(&self, m: &Message, from: SocketAddr) {
+        let (status, reason) = match m.method() {
+            "ACK" => return,
+            "MESSAGE" if from.ip() != self.core.ip() => {
+                tracing::warn!(%from, "refused a MESSAGE that did not come from the core");
+                (403, "Forbidden")
+            }
+            "MESSAGE" | "OPTIONS" => (200, "OK"),
+            _ => (405, "Method Not Allowed"),
+        };
+        let mut r = m.response(status, reason, Some(&new_tag()));
+        if status == 405 {
+            r.push("Allow", "MESSAGE, OPTIONS");
+        }
+        let _ = self.sock.send_to(&r.to_bytes(), from).await;
+        if status == 200 && m.method() == "MESSAGE" {
+            match call_event_of(m) {
+                Ok(ev) => (self.report)(SipReport::Alert(Box::new(ev))),
+                Err(e) => tracing::info!(error = %e, "a MESSAGE from the core without a usable CallEvent part"),
+            }
+        }
+    }
+}
+
+/// The CallEvent in a notification MESSAGE: its `application/vnd.sosdesk.call-event+json` part
+/// (the body itself, or a part of multipart/mixed).
+pub fn call_event_of(m: &Message) -> Result<CallEvent, String> {
+    // The whole header: a multipart body's boundary is one of its parameters.
+    let ct = m.header("Content-Type").unwrap_or_default().trim().to_string();
+    let json: Bytes = if ct.to_ascii_lowercase().starts_with(CALL_EVENT_CONTENT_TYPE) {
+        m.body.clone()
+    } else if ct.to_ascii_lowercase().starts_with("multipart/") {
+        split_multipart(&ct, &m.body)?
+            .into_iter()
+            .find(|p| p.content_type.to_ascii_lowercase().starts_with(CALL_EVENT_CONTENT_TYPE))
+            .map(|p| p.body)
+            .ok_or("no CallEvent part in the multipart body")?
+    } else {
+        return Err(format!("content type {ct:?} carries no CallEvent"));
+    };
+    serde_json::from_slice(&json).map_err(|e| format!("the CallEvent part is not valid: {e}"))
+}
+
+fn reason(m: &Message) -> String {
+    match &m.start {
+        sosdesk::sip::message::StartLine::Response { reason, .. } => reason.clone(),
+        _ => String::new(),
+    }
+}

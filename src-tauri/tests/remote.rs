@@ -1,0 +1,274 @@
+//! Remote desk mode against a real core (in this process, its HTTP API on real TCP, its SIP on
+//! real UDP, its audit store a real SQLite file) with sipp as the emergency-services provider.
+//! Between the first desk and the API sits a TCP relay the test can cut, to take the network
+//! away and give it back.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sosdesk::api::client::ApiClient;
+use sosdesk::config::Config;
+use sosdesk::events::CallEventKind;
+use sosdesk::server::Core;
+use sosdesk_desk::desk::{Desk, Ui};
+use sosdesk_desk::model::{ActiveCall, CoreState, DeskStatus, HistoryFilter, Settings};
+use sosdesk_desk::settings::SettingsFile;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+struct QuietUi;
+
+impl Ui for QuietUi {
+    fn alert(&self, _: &ActiveCall) {}
+    fn alert_removed(&self, _: &str) {}
+    fn status(&self, _: &DeskStatus) {}
+    fn raise(&self, _: bool) {}
+    fn release_on_top(&self) {}
+    fn tray(&self, _: bool, _: &str) {}
+}
+
+fn free_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// The lab config on free ports, with its audit store in `dir`.
+fn lab_config(dir: &Path) -> (PathBuf, u16) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut lab = std::fs::read_to_string(repo.join("examples/lab.toml")).unwrap();
+    let provider_port = free_port();
+    for (old, new) in [
+        (5060, free_port()),
+        (5070, provider_port),
+        (5071, free_port()),
+        (5080, free_port()),
+        (5090, free_port()),
+        (8080, free_port()),
+        (8443, free_port()),
+    ] {
+        lab = lab.replace(&format!("127.0.0.1:{old}"), &format!("127.0.0.1:{new}"));
+    }
+    lab = lab.replace("path = \"../sosdesk-lab.db\"", &format!("path = \"{}\"", dir.join("core.db").display()));
+    lab = lab.replace("msag = \"msag.csv\"", &format!("msag = \"{}\"", repo.join("examples/msag.csv").display()));
+    let config = dir.join("lab.toml");
+    std::fs::write(&config, lab).unwrap();
+    (config, provider_port)
+}
+
+fn provider(port: u16, calls: u32) -> Child {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/provider_answer.xml");
+    Command::new("sipp")
+        .args(["-sf", scenario.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-m", &calls.to_string(), "-timeout", "60", "-timeout_error", "-nostdin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp (apt-get install sip-tester)")
+}
+
+/// A TCP relay to the core's API that can be cut (open connections dropped, new ones refused)
+/// and restored: the network between a desk and its core going away and coming back.
+struct Relay {
+    port: u16,
+    open: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (o, l) = (open.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    continue; // dropped: the desk sees the connection closed at once
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut core) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut core).await;
+                    }
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Relay { port, open, links }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for l in self.links.lock().unwrap().drain(..) {
+            l.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A desk app's state in remote mode: a remote desk file for `account` and the core's API at
+/// `api_port`, started as the app does it (the file given as its config).
+async fn remote_desk(dir: &Path, name: &str, account: (&str, &str), api_port: u16) -> Arc<Desk> {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[remote]\napi = \"http://127.0.0.1:{api_port}\"\nusername = \"{}\"\npassword = \"{}\"\nregister_expires_s = 60\n",
+            account.0, account.1
+        ),
+    )
+    .unwrap();
+    let settings = SettingsFile::in_dir(&dir.join(format!("{name}-settings")));
+    settings.save(&Settings { officer_name: format!("Officer {name}"), ..Default::default() }).unwrap();
+    let desk = Desk::new(Box::new(QuietUi), settings, dir.join("exports"), Arc::new(|_: &ActiveCall| Ok(())));
+    desk.start_core(&file).await.unwrap();
+    desk
+}
+
+/// Polls `f` until it gives a value (a condition, not a pause), at most 30 s.
+async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn call(desk: &Desk, id: &str) -> Option<ActiveCall> {
+    desk.active_calls().into_iter().find(|c| c.call_id == id)
+}
+
+fn new_call(desk: &Desk, known: &[String]) -> Option<ActiveCall> {
+    desk.active_calls().into_iter().find(|c| !known.contains(&c.call_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowledgements() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, provider_port) = lab_config(dir.path());
+    let core = Core::start(&Config::load(&config).unwrap()).await.unwrap();
+    let (api, _) = core.api.expect("the lab config has an API");
+    let core_udp = core.local.udp.unwrap();
+    let relay = Relay::start(api).await;
+    let mut sipp = provider(provider_port, 2);
+
+    // Desk A ("Control room", desk2) through the relay: connected, and registered over SIP.
+    let a = remote_desk(dir.path(), "A", ("desk2", "control-room-secret"), relay.port).await;
+    let st = until("desk A connected and registered", || {
+        let s = a.status();
+        (s.core == CoreState::Running && s.remote.as_ref().is_some_and(|r| r.connected && r.sip.ok)).then_some(s)
+    })
+    .await;
+    assert_eq!(st.join.desk.as_deref(), Some("Control room"));
+    assert_eq!(st.join.username.as_deref(), Some("desk2"));
+
+    // An emergency call reaches it: the whole call, with its location.
+    sosdesk_desk::testcall::place(core_udp, "911", Duration::ZERO).await.unwrap();
+    let c1 = until("call 1 on desk A, ended", || {
+        new_call(&a, &[]).filter(|c| c.state == sosdesk_desk::model::CallState::Ended)
+    })
+    .await;
+    assert!(c1.alarming);
+    assert_eq!(c1.location.erl.as_ref().and_then(|e| e.civic.rd.as_deref()), Some("Microsoft Way"));
+    assert_eq!(a.status().unacknowledged, 1);
+
+    // The network to the API goes away: the desk says so at once...
+    relay.cut();
+    let st = until("desk A not connected", || {
+        let s = a.status();
+        (s.core == CoreState::Disconnected).then_some(s)
+    })
+    .await;
+    let r = st.remote.unwrap();
+    assert!(!r.connected);
+    assert!(r.events.detail.contains("NOT CONNECTED"), "{}", r.events.detail);
+    // ...and an alert still arrives, by the core's SIP MESSAGE alone (its only event: detected).
+    sosdesk_desk::testcall::place(core_udp, "911", Duration::ZERO).await.unwrap();
+    let c2 = until("call 2 on desk A by SIP MESSAGE", || new_call(&a, std::slice::from_ref(&c1.call_id))).await;
+    assert!(c2.alarming);
+    assert_eq!(c2.timeline.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>(), ["detected"]);
+
+    // Meanwhile the lobby desk acknowledges call 1 (through the API, as its app would).
+    let lobby = ApiClient::new(&format!("http://{api}"), "desk1", "lobby-desk-secret", None).unwrap();
+    lobby.acknowledge(&c1.call_id, "Officer Lobby").await.unwrap();
+
+    // The network comes back: desk A reconnects by itself and catches up on what it missed.
+    relay.restore();
+    until("desk A reconnected", || a.status().remote.filter(|r| r.connected)).await;
+    let c1 = until("call 1 acknowledged by the lobby, on desk A", || {
+        call(&a, &c1.call_id).filter(|c| c.acknowledged_by.is_some())
+    })
+    .await;
+    assert_eq!(c1.acknowledged_by.as_deref(), Some("Officer Lobby"));
+    assert_eq!(c1.acknowledgements[0].desk, "Lobby desk");
+    assert!(!c1.alarming, "us-hq acknowledges with any desk's acknowledgement");
+    until("call 2's missed events on desk A", || {
+        call(&a, &c2.call_id).filter(|c| c.state == sosdesk_desk::model::CallState::Ended)
+    })
+    .await;
+    assert_eq!(sipp.wait().unwrap().code(), Some(0));
+
+    // A desk that starts now catches up from the audit log: the unacknowledged call 2, not the
+    // acknowledged and finished call 1.
+    let b = remote_desk(dir.path(), "B", ("desk1", "lobby-desk-secret"), api.port()).await;
+    let c2_on_b = until("call 2 on desk B", || call(&b, &c2.call_id)).await;
+    assert!(c2_on_b.alarming);
+    assert!(call(&b, &c1.call_id).is_none());
+    assert_eq!(b.status().unacknowledged, 1);
+
+    // Desk A acknowledges call 2: audited at the core with its desk, and desk B falls silent.
+    let acked = a.acknowledge(&c2.call_id).await.unwrap();
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("Officer A"));
+    let on_b =
+        until("desk A's acknowledgement on desk B", || call(&b, &c2.call_id).filter(|c| c.acknowledged_by.is_some()))
+            .await;
+    assert_eq!(on_b.acknowledged_by.as_deref(), Some("Officer A"));
+    assert_eq!(on_b.acknowledgements[0].desk, "Control room");
+    assert!(!on_b.alarming);
+    assert_eq!(b.status().unacknowledged, 0);
+    let audited = core.store().call_events(&c2.call_id).await.unwrap();
+    assert!(
+        matches!(&audited.last().unwrap().event.kind, CallEventKind::Acknowledged { by, desk } if by == "Officer A" && desk == "Control room"),
+        "{:?}",
+        audited.last().unwrap().event.kind
+    );
+
+    // History, detail (with the chain checked at the core) and export, through the API.
+    let found = a.search_history(&HistoryFilter { include_tests: true, ..Default::default() }).await.unwrap();
+    assert_eq!(found.len(), 2);
+    let detail = a.call_detail(&c1.call_id).await.unwrap();
+    assert!(detail.chain.ok, "{}", detail.chain.detail);
+    assert!(detail.events.iter().any(|e| e.event.kind.name() == "acknowledged"));
+    let csv = a.export_history_csv(&HistoryFilter::default()).await.unwrap();
+    let csv = std::fs::read_to_string(csv).unwrap();
+    assert!(csv.starts_with("seq,at,call_id") && csv.contains(&c1.call_id) && csv.contains(&c2.call_id));
+
+    // Wrong credentials: refused, shown, and never retried quickly.
+    let c = remote_desk(dir.path(), "C", ("desk1", "not-the-password"), api.port()).await;
+    let st = until("desk C refused", || {
+        let s = c.status();
+        (s.core == CoreState::Failed).then_some(s)
+    })
+    .await;
+    assert!(st.core_detail.contains("refused the credentials"), "{}", st.core_detail);
+
+    for d in [a, b, c] {
+        d.shutdown().await;
+    }
+    core.stop().await;
+}
