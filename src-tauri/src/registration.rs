@@ -93,9 +93,10 @@ impl Agent {
         self.local
     }
 
-    /// Registers, keeps the registration fresh and answers the core's requests until `stop`
-    /// turns true; then removes the binding (best effort, briefly).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Registers, keeps the registration fresh (and renews it at once when `renew` is notified)
+    /// and answers the core's requests until `stop` turns true; then removes the binding (best
+    /// effort, briefly).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, renew: Arc<tokio::sync::Notify>) {
         loop {
             let next = tokio::select! {
                 r = self.register(self.expires) => match r {
@@ -123,6 +124,9 @@ impl Agent {
                         }
                     },
                     _ = tokio::time::sleep_until(next.into()) => break,
+                    // The API connection came back: the core may have restarted and forgotten
+                    // the binding, so register again now rather than at the next refresh.
+                    _ = renew.notified() => break,
                     _ = stop.changed() => {
                         let _ = tokio::time::timeout(UNREGISTER_WITHIN, self.register(0)).await;
                         return;

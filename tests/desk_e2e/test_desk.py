@@ -44,6 +44,10 @@ if not os.access(APP, os.X_OK):
     # WebKitWebDriver waits forever for an app that does not exist: fail fast instead.
     sys.exit(f"desk app not found at {APP}: build it (cargo build -p sosdesk-desk) or set SOSDESK_DESK_APP")
 ARTIFACTS = Path(os.environ.get("SOSDESK_E2E_ARTIFACTS", REPO / "target" / "desk-e2e"))
+# The headless core (`sosdesk serve`) for the remote desk tests; `cargo test` builds it.
+CORE_BIN = os.environ.get("SOSDESK_BIN") or str(
+    Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "sosdesk"
+)
 OFFICER = "Officer Dana Test"
 WAIT = 30  # seconds: an upper bound for a condition, never a pause
 
@@ -141,6 +145,67 @@ class TauriOptions(ArgOptions):
         return {}
 
 
+def lab_ports(used):
+    """The lab config's ports, each mapped to a free one."""
+    return {old: free_port(used) for old in (5060, 5070, 5071, 5080, 5090, 8080, 8443)}
+
+
+def write_lab(directory, ports, store):
+    """examples/lab.toml on `ports`, its audit store at `store`; returns the file."""
+    lab = (REPO / "examples" / "lab.toml").read_text()
+    for old, new in ports.items():
+        lab = lab.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    lab = lab.replace('path = "../sosdesk-lab.db"', f'path = "{store}"')
+    lab = lab.replace('msag = "msag.csv"', f'msag = "{REPO / "examples" / "msag.csv"}"')
+    config = directory / "lab.toml"
+    config.write_text(lab)
+    return config
+
+
+def api_post(port, account, path, body):
+    """A request to the core's HTTP API as `account` (user, password): what another desk sends."""
+    import base64
+    import urllib.request
+    auth = base64.b64encode(f"{account[0]}:{account[1]}".encode()).decode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+class HeadlessCore:
+    """`sosdesk serve` on the lab config (free ports, its own store): the core a remote desk
+    connects to, as on another machine."""
+
+    def __init__(self):
+        if not os.access(CORE_BIN, os.X_OK):
+            sys.exit(f"sosdesk not found at {CORE_BIN}: build it (cargo build) or set SOSDESK_BIN")
+        self.dir = Path(tempfile.mkdtemp(prefix="sosdesk-e2e-core-"))
+        self.ports = lab_ports(set())
+        self.store = self.dir / "core.db"
+        self.config = write_lab(self.dir, self.ports, self.store)
+        self.api = self.ports[8443]
+        self.proc = None
+        self.start()
+
+    def start(self):
+        log = open(self.dir / "core.log", "a")
+        self.proc = subprocess.Popen([CORE_BIN, "serve", "--config", str(self.config)], stdout=log,
+                                     stderr=subprocess.STDOUT)
+        log.close()
+        wait_tcp(self.api, self.proc, "sosdesk serve")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(WAIT)
+
+    def close(self):
+        self.stop()
+        if not os.environ.get("SOSDESK_E2E_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def wait_tcp(port, proc, what):
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -176,24 +241,25 @@ class Desk:
     """One app session: its own config, store, settings folder, HOME (for the ALSA config) and
     tauri-driver."""
 
-    def __init__(self, name, with_sound, desk_account=None, mic_hz=None):
+    def __init__(self, name, with_sound, desk_account=None, mic_hz=None, remote=None):
+        """`remote`: a HeadlessCore to connect to (remote desk mode, as the lab's desk2)
+        instead of running the core in the app."""
         self.dir = Path(tempfile.mkdtemp(prefix=f"sosdesk-e2e-{name}-"))
-        used = set()
-        self.core = free_port(used)
-        self.provider = free_port(used)
-        self.ports = {5060: self.core, 5070: self.provider, 5071: free_port(used), 5080: free_port(used),
-                      5090: free_port(used), 8080: free_port(used), 8443: free_port(used)}
+        used = set(remote.ports.values()) if remote else set()
+        self.ports = remote.ports if remote else lab_ports(used)
+        self.core = self.ports[5060]
+        self.provider = self.ports[5070]
         self.driver_port = free_port(used)
         self.native_port = free_port(used)
         self.caller_ports = iter(sorted(free_port(used) for _ in range(8)))
-        self.store = self.dir / "desk.db"
-        lab = (REPO / "examples" / "lab.toml").read_text()
-        for old, new in self.ports.items():
-            lab = lab.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
-        lab = lab.replace('path = "../sosdesk-lab.db"', f'path = "{self.store}"')
-        lab = lab.replace('msag = "msag.csv"', f'msag = "{REPO / "examples" / "msag.csv"}"')
-        self.config = self.dir / "lab.toml"
-        self.config.write_text(lab)
+        if remote:
+            self.store = remote.store
+            self.config = self.dir / "remote-desk.toml"
+            self.config.write_text(f'[remote]\napi = "http://127.0.0.1:{remote.api}"\n'
+                                   'username = "desk2"\npassword = "control-room-secret"\n')
+        else:
+            self.store = self.dir / "desk.db"
+            self.config = write_lab(self.dir, self.ports, self.store)
         cfg_home = self.dir / "config"
         (cfg_home / "org.sosdesk.desk").mkdir(parents=True)
         (cfg_home / "org.sosdesk.desk" / "settings.json").write_text(
@@ -238,7 +304,7 @@ class Desk:
             options=TauriOptions(APP, ["--config", str(self.config)]),
         )
         self.wait_for(lambda d: d.find_element(By.ID, "status-core").get_attribute("data-state") == "running",
-                      "the embedded core to run")
+                      "the connection to the core" if remote else "the embedded core to run")
 
     def wait_for(self, cond, what, timeout=WAIT):
         try:
@@ -300,6 +366,9 @@ class Desk:
                 p.kill()
                 p.wait()
         self.sipps.clear()
+
+    def status_text(self, element_id):
+        return self.driver.find_element(By.ID, element_id).text
 
     def alarm(self):
         return self.driver.find_element(By.ID, "alarm-indicator").get_attribute("data-alarm")
@@ -738,6 +807,84 @@ class CallerTextAndTestCalls(unittest.TestCase):
         self.assertEqual(d.alarm(), "off")
         rows = d.db("SELECT COUNT(*) FROM calls WHERE test_call = 1 AND caller_name = 'sosdesk desk test'")
         self.assertEqual(rows[0][0], 1)
+
+
+class RemoteDeskApp(unittest.TestCase):
+    """The desk app on "another machine": the core runs headless (`sosdesk serve`), the app
+    connects to its HTTP API with a remote desk file and registers over SIP as the lab's desk2
+    (Control room)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.core = HeadlessCore()
+        cls.desk = Desk("remote", with_sound=False, remote=cls.core)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+        cls.core.close()
+
+    def tearDown(self):
+        self.desk.kill_sipps()
+
+    def test_alerts_shared_acknowledgement_and_a_core_that_goes_away(self):
+        d, core = self.desk, self.core
+        d.wait_for(lambda _: "registered as sip:desk2@" in d.status_text("status-remote"), "the SIP registration")
+        self.assertIn("live events from the core", d.status_text("status-remote"))
+        self.assertIn("Connected to the core", d.status_text("status-core"))
+
+        # An emergency call at the core reaches this desk, with the caller's location.
+        provider = d.start_provider()
+        caller = d.call("9911", "Remote Alice", hold_ms=1500)
+        card = d.card("Remote Alice")
+        self.assertIn("EMERGENCY", card.text(".alert-kind"))
+        self.assertIn("Microsoft Way", card.text(".location-address"))
+        self.assertEqual(card.text(".location-room"), "Room 210")
+        d.wait_for(lambda _: d.alarm() == "silent", "the (visual) alarm")
+        d.screenshot("remote-alert")
+
+        # The lobby desk acknowledges it (through the API, as its app does): this desk shows
+        # who took it and where, and falls silent (us-hq: any desk's acknowledgement counts).
+        status, ev = api_post(core.api, ("desk1", "lobby-desk-secret"),
+                              f"/api/v1/calls/{card.call_id}/acknowledge", {"officer": "Officer Lobby"})
+        self.assertEqual((status, ev["kind"]["desk"]), (200, "Lobby desk"))
+        card.wait_attr("data-acknowledged", "true", "the other desk's acknowledgement")
+        self.assertIn("Acknowledged by Officer Lobby (Lobby desk)", card.text(".ack-by"))
+        d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
+        d.screenshot("remote-acknowledged-elsewhere")
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+        # This desk's own acknowledgement is audited at the core with the officer and the desk.
+        provider = d.start_provider()
+        caller = d.call("911", "Remote Bob", hold_ms=500)
+        card = d.card("Remote Bob")
+        d.wait_for(lambda _: d.alarm() == "silent", "the alarm for the second call")
+        card.click("button.ack-button")
+        card.wait_attr("data-acknowledged", "true", "this desk's acknowledgement")
+        rows = d.db("SELECT payload FROM events WHERE call_id = ? AND kind = 'acknowledged'", card.call_id)
+        self.assertEqual(len(rows), 1)
+        kind = json.loads(rows[0][0])["kind"]
+        self.assertEqual((kind["by"], kind["desk"]), (OFFICER, "Control room"))
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+        # The core goes away: the desk says so plainly, and reconnects by itself when it is back.
+        core.stop()
+        d.wait_for(lambda drv: drv.find_element(By.ID, "status-core").get_attribute("data-state") == "disconnected",
+                   "the desk to show it lost the core")
+        self.assertIn("NOT CONNECTED", d.status_text("status-core"))
+        self.assertIn("NOT CONNECTED", d.status_text("status-remote"))
+        d.screenshot("remote-not-connected")
+        core.start()
+        d.wait_for(lambda drv: drv.find_element(By.ID, "status-core").get_attribute("data-state") == "running",
+                   "the desk to reconnect")
+        provider = d.start_provider()
+        caller = d.call("911", "Remote Carol", hold_ms=500)
+        d.card("Remote Carol")
+        d.wait_for(lambda _: d.alarm() == "silent", "the alarm after the reconnection")
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
 
 
 if __name__ == "__main__":

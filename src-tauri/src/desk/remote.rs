@@ -105,6 +105,8 @@ pub struct RemoteLink {
     /// Learnt at each connection; `None` until the first.
     known: Mutex<Option<Known>>,
     stop: watch::Sender<bool>,
+    /// Tells the SIP agent to register again (after a reconnection).
+    renew: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -156,7 +158,13 @@ impl Desk {
             Err(e) => return Err(self.core_failed(format!("{}: {e}", from.display()))),
         };
         let (stop, stop_rx) = watch::channel(false);
-        let link = Arc::new(RemoteLink { api, config: cfg, known: Mutex::new(None), stop });
+        let link = Arc::new(RemoteLink {
+            api,
+            config: cfg,
+            known: Mutex::new(None),
+            stop,
+            renew: Arc::new(tokio::sync::Notify::new()),
+        });
         let api_text = link.api.base().to_string();
         let account = link.config.username.clone();
         {
@@ -290,7 +298,9 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
     *link.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(Known { info: info.clone(), sip });
     let Some(desk) = me.upgrade() else { return "the desk stopped".into() };
     desk.remote_known(&info);
-    if !*sip_started {
+    if *sip_started {
+        link.renew.notify_one();
+    } else {
         match sip {
             Some(core) => {
                 *sip_started = true;
@@ -354,7 +364,7 @@ async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: SocketAddr) {
     match agent {
         Ok(agent) => {
             tracing::info!(local = %agent.local(), %core, "remote desk: registering over SIP");
-            tokio::spawn(agent.run(link.stop.subscribe()));
+            tokio::spawn(agent.run(link.stop.subscribe(), link.renew.clone()));
         }
         Err(e) => desk.remote_status(|r, _| r.sip = Component::failed(e)),
     }
