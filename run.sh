@@ -4,6 +4,8 @@
 # "Place test call (933)" shows the whole path. Installs what is missing first.
 #   ./run.sh                                  the desk app (needs a display)
 #   ./run.sh serve --config <file>            the headless routing core (the `sosdesk` CLI)
+#   ./run.sh desk --config <file>             the desk app on another config, e.g. a remote desk
+#                                             file: ./run.sh desk --config examples/remote-desk.toml
 #   ./run.sh <any sosdesk CLI arguments>      e.g. ./run.sh history
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,7 +13,11 @@ command -v cargo >/dev/null || { echo "sosdesk: cargo (Rust) is required: https:
 bash scripts/ensure-packages.sh sip-tester
 target="${CARGO_TARGET_DIR:-target}"
 
-if [ $# -gt 0 ]; then
+desk_args=(--config examples/lab.toml)
+if [ "${1:-}" = desk ]; then
+  shift
+  desk_args=("$@")
+elif [ $# -gt 0 ]; then
   cargo build --release --locked --bin sosdesk
   exec "$target/release/sosdesk" "$@"
 fi
@@ -23,6 +29,9 @@ if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
 fi
 bash scripts/desk-deps.sh
 cargo build --release --locked -p sosdesk-desk
+if [ "${desk_args[*]}" != "--config examples/lab.toml" ]; then
+  exec "$target/release/sosdesk-desk" "${desk_args[@]}"
+fi
 # The demo provider answers every emergency call the lab routes to provider-primary; it stops
 # with the app.
 sipp -sf tests/sipp/provider_answer.xml -i 127.0.0.1 -p 5070 -m 1000000 -nostdin >/dev/null 2>&1 &

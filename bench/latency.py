@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""INVITE in -> INVITE out latency from a loopback pcap (tcpdump -i lo).
+"""INVITE in -> INVITE out, and INVITE in -> notification MESSAGE out, from a loopback pcap
+(tcpdump -i lo).
 
 Matches each caller INVITE (to sosdesk's port) with the outbound INVITE (to the provider's port)
 by the From user, which the load scenario makes unique per call and sosdesk presents as the
-callback number. Timestamps are the kernel's capture times: nothing inside sosdesk measures
-itself. Usage: latency.py FILE.pcap SOSDESK_PORT PROVIDER_PORT
+callback number; and with the notification MESSAGE (to the notification receiver's port) by the
+caller number in its CallEvent part. Timestamps are the kernel's capture times: nothing inside
+sosdesk measures itself. Usage: latency.py FILE.pcap SOSDESK_PORT PROVIDER_PORT [NOTIFY_PORT]
 """
 import re
 import struct
 import sys
 
 FROM_USER = re.compile(rb"\r\nFrom:[^\r\n]*<sip:([^@>;]+)@", re.I)
+# The CallEvent JSON part of the MESSAGE: {"caller":{"number":"b17",...
+CALLER_NUMBER = re.compile(rb'"caller":\{"number":"([^"]+)"')
 
 
 def packets(path):
@@ -47,10 +51,26 @@ def packets(path):
             yield ts, dport, l4[8:]
 
 
+def percentiles(lat):
+    lat = sorted(lat)
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))]
+
+    return pct(50), pct(90), pct(99), lat[-1]
+
+
 def main():
     path, sos, prov = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    t_in, t_out = {}, {}
+    notify = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    t_in, t_out, t_msg = {}, {}, {}
     for ts, dport, payload in packets(path):
+        if notify is not None and dport == notify and payload.startswith(b"MESSAGE "):
+            m = CALLER_NUMBER.search(payload)
+            if m:
+                # First attempt only: a retry is not a new notification.
+                t_msg.setdefault(m.group(1), ts)
+            continue
         if not payload.startswith(b"INVITE "):
             continue
         m = FROM_USER.search(payload)
@@ -62,19 +82,25 @@ def main():
             t_in.setdefault(user, ts)
         elif dport == prov:
             t_out.setdefault(user, ts)
-    lat = sorted((t_out[u] - t_in[u]) * 1000 for u in t_in if u in t_out)
+    lat = [(t_out[u] - t_in[u]) * 1000 for u in t_in if u in t_out]
     if not lat:
         print("calls=0")
         return
     span = max(t_out.values()) - min(t_in.values())
-
-    def pct(p):
-        return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))]
-
-    print(
+    p50, p90, p99, top = percentiles(lat)
+    line = (
         f"calls_in={len(t_in)} routed={len(lat)} routed_per_s={len(lat) / span if span > 0 else 0:.0f} "
-        f"p50_ms={pct(50):.3f} p90_ms={pct(90):.3f} p99_ms={pct(99):.3f} max_ms={lat[-1]:.3f}"
+        f"p50_ms={p50:.3f} p90_ms={p90:.3f} p99_ms={p99:.3f} max_ms={top:.3f}"
     )
+    if notify is not None:
+        msg = [(t_msg[u] - t_in[u]) * 1000 for u in t_in if u in t_msg]
+        if msg:
+            p50, p90, p99, top = percentiles(msg)
+            line += (f" | notified={len(msg)} msg_p50_ms={p50:.3f} msg_p90_ms={p90:.3f} "
+                     f"msg_p99_ms={p99:.3f} msg_max_ms={top:.3f}")
+        else:
+            line += " | notified=0"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,10 @@ struct Delivery {
     attempts: u32,
     started: Instant,
     txn: Option<ClientKey>,
+    /// When the waiting attempt's Give timer fires: the timer's key, so it is removed in
+    /// O(log n) (a scan of every timer per failure made thousands of retrying deliveries
+    /// quadratic: BENCHMARKS.md).
+    give_at: Option<Instant>,
 }
 
 /// One attempt's result, for the call's audit trail (`CallEventKind::Notified`).
@@ -206,6 +210,7 @@ impl Notifier {
                 attempts: 0,
                 started,
                 txn: None,
+                give_at: None,
             },
         );
         id
@@ -276,8 +281,10 @@ impl Notifier {
         m.body = d.message.body.clone();
         let key = tx.send_request(&m, peer, now);
         d.txn = Some(key.clone());
+        let give_at = now + self.timing.attempt_timeout;
+        d.give_at = Some(give_at);
         self.by_txn.insert(key, id);
-        self.timers.insert((now + self.timing.attempt_timeout, id, Timer::Give));
+        self.timers.insert((give_at, id, Timer::Give));
     }
 
     /// A final response to one of our MESSAGEs.
@@ -290,6 +297,9 @@ impl Notifier {
         d.txn = None;
         if (200..300).contains(&status) {
             let Some(d) = self.deliveries.remove(&id) else { return };
+            if let Some(at) = d.give_at {
+                self.timers.remove(&(at, id, Timer::Give));
+            }
             let detail = format!("{}delivered on attempt {}: {status} {reason}", via_text(&d), d.attempts);
             self.outcomes
                 .push(Outcome { call_ref: d.call_ref, kind: CallEventKind::Notified { uri: d.uri, ok: true, detail } });
@@ -350,6 +360,7 @@ impl Notifier {
                     self.by_txn.remove(&key);
                     if let Some(d) = self.deliveries.get_mut(&id) {
                         d.txn = None;
+                        d.give_at = None;
                     }
                     let ms = self.timing.attempt_timeout.as_millis();
                     self.failed(id, format!("no final response within {ms} ms"), now);
@@ -360,6 +371,10 @@ impl Notifier {
 
     /// An attempt failed: audit it, and retry after the backoff while the window lasts.
     fn failed(&mut self, id: u64, why: String, now: Instant) {
+        // The failed attempt's Give timer (if it has not fired) must not fail a later attempt.
+        if let Some(at) = self.deliveries.get_mut(&id).and_then(|d| d.give_at.take()) {
+            self.timers.remove(&(at, id, Timer::Give));
+        }
         let Some(d) = self.deliveries.get(&id) else { return };
         let wait = backoff(d.attempts);
         let elapsed = now.saturating_duration_since(d.started);
@@ -380,11 +395,10 @@ impl Notifier {
             kind: CallEventKind::Notified { uri: d.uri.clone(), ok: false, detail },
         });
         if retry {
-            // Stale Give timers of this delivery are dropped so they cannot fail a later attempt.
-            self.timers.retain(|t| !(t.1 == id && t.2 == Timer::Give));
             self.timers.insert((now + wait, id, Timer::Attempt));
         } else {
-            self.timers.retain(|t| t.1 != id);
+            // No timer of it is left: its Attempt timer fired to start this attempt, and its
+            // Give timer was removed above.
             self.deliveries.remove(&id);
         }
     }

@@ -222,11 +222,14 @@ impl Desk {
         self.apply_changes(changes);
     }
 
+    /// Changes the remote connection's status; nothing once the desk has left remote mode (a
+    /// task of the old link finishing late must not bring it back).
     fn remote_status(&self, f: impl FnOnce(&mut RemoteStatus, &mut DeskStatus)) {
         self.update_status(|s| {
-            let mut r = s.remote.take().unwrap_or_default();
-            f(&mut r, s);
-            s.remote = Some(r);
+            if let Some(mut r) = s.remote.take() {
+                f(&mut r, s);
+                s.remote = Some(r);
+            }
         });
     }
 
@@ -390,6 +393,9 @@ mod tests {
         assert_eq!(cfg.ca_cert.as_deref(), Some(dir.path().join("ca.pem").as_path()));
         assert_eq!(cfg.register_expires_s, 300);
         assert!(!format!("{cfg:?}").contains("s3cret"));
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/remote-desk.toml");
+        let lab = load_remote(&example).unwrap().expect("the example is a remote desk file");
+        assert_eq!((lab.api.as_str(), lab.username.as_str()), ("http://127.0.0.1:8443", "desk2"));
         std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"\"\npassword = \"p\"\n").unwrap();
         assert!(load_remote(&desk).unwrap_err().contains("username is empty"));
         std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"u\"\npassword = \"p\"\nport = 1\n").unwrap();
