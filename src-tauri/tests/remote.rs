@@ -15,7 +15,7 @@ use sosdesk::config::Config;
 use sosdesk::events::CallEventKind;
 use sosdesk::server::Core;
 use sosdesk_desk::desk::{Desk, Ui};
-use sosdesk_desk::model::{ActiveCall, CoreState, DeskStatus, HistoryFilter, Settings};
+use sosdesk_desk::model::{AcknowledgeMode, ActiveCall, CoreState, DeskStatus, HistoryFilter, Settings};
 use sosdesk_desk::settings::SettingsFile;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -165,7 +165,7 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
     let (api, _) = core.api.expect("the lab config has an API");
     let core_udp = core.local.udp.unwrap();
     let relay = Relay::start(api).await;
-    let mut sipp = provider(provider_port, 2);
+    let mut sipp1 = provider(provider_port, 2);
 
     // Desk A ("Control room", desk2) through the relay: connected, and registered over SIP.
     let a = remote_desk(dir.path(), "A", ("desk2", "control-room-secret"), relay.port).await;
@@ -221,7 +221,7 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
         call(&a, &c2.call_id).filter(|c| c.state == sosdesk_desk::model::CallState::Ended)
     })
     .await;
-    assert_eq!(sipp.wait().unwrap().code(), Some(0));
+    assert_eq!(sipp1.wait().unwrap().code(), Some(0));
 
     // A desk that starts now catches up from the audit log: the unacknowledged call 2, not the
     // acknowledged and finished call 1.
@@ -248,9 +248,45 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
         audited.last().unwrap().event.kind
     );
 
+    // A call from the London site: policy uk-london wants each desk's own acknowledgement.
+    let mut sipp = provider(provider_port, 1);
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/caller_hangs_up.xml");
+    let mut caller = Command::new("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .arg(core_udp.to_string())
+        .args(["-i", "127.0.0.3", "-p", &free_port().to_string(), "-s", "999", "-m", "1"])
+        .args(["-set", "name", "Uma London", "-set", "hold_ms", "300", "-timeout", "30", "-timeout_error", "-nostdin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let known = [c1.call_id.clone(), c2.call_id.clone()];
+    let uk = until("the London call on desk A", || new_call(&a, &known)).await;
+    assert_eq!((uk.policy.as_str(), uk.acknowledge_mode), ("uk-london", AcknowledgeMode::Each));
+    until("the London call on desk B", || call(&b, &uk.call_id)).await;
+    b.acknowledge(&uk.call_id).await.unwrap();
+    let on_a = until("desk B's acknowledgement shown on desk A", || {
+        call(&a, &uk.call_id).filter(|c| !c.acknowledgements.is_empty())
+    })
+    .await;
+    assert!(on_a.alarming, "with \"each\", desk B's acknowledgement does not silence desk A");
+    assert_eq!(on_a.acknowledged_by, None);
+    assert_eq!(
+        (on_a.acknowledgements[0].by.as_str(), on_a.acknowledgements[0].desk.as_str()),
+        ("Officer B", "Lobby desk")
+    );
+    assert!(!call(&b, &uk.call_id).unwrap().alarming);
+    let mine = a.acknowledge(&uk.call_id).await.unwrap();
+    assert!(!mine.alarming);
+    assert_eq!(mine.acknowledgements.len(), 2);
+    assert_eq!(a.status().unacknowledged, 0);
+    assert_eq!(caller.wait().unwrap().code(), Some(0));
+    assert_eq!(sipp.wait().unwrap().code(), Some(0));
+
     // History, detail (with the chain checked at the core) and export, through the API.
     let found = a.search_history(&HistoryFilter { include_tests: true, ..Default::default() }).await.unwrap();
-    assert_eq!(found.len(), 2);
+    assert_eq!(found.len(), 3);
     let detail = a.call_detail(&c1.call_id).await.unwrap();
     assert!(detail.chain.ok, "{}", detail.chain.detail);
     assert!(detail.events.iter().any(|e| e.event.kind.name() == "acknowledged"));
