@@ -2,7 +2,7 @@
 # Wire benchmark: emergency calls through the real sosdesk at rising rates, sipp as caller,
 # provider and notification receiver (the lab's security desk phone), tcpdump on loopback for
 # the INVITE in -> INVITE out and INVITE in -> notification MESSAGE out times (bench/latency.py).
-#   bash bench/sipp-load.sh [SECONDS_PER_RATE] [RATES...]
+#   bash bench/sipp-load.sh [SECONDS_PER_RATE] [RATES...]      (SOSDESK_BENCH_NOTIFY=0: no notification URIs)
 # Prints one line per rate; BENCHMARKS.md records the results with the machine they ran on.
 # Traffic stays on 127.0.0.1. Needs root for the loopback capture.
 set -euo pipefail
@@ -23,6 +23,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "sipp -sn uas -i 127.0.0.1 -
 sed -e "s/127.0.0.1:5060\"/127.0.0.1:$SOS\"/" -e "s/127.0.0.1:5070\"/127.0.0.1:$PROV\"/" \
     -e "s/127.0.0.1:5090/127.0.0.1:$NOTE/g" -e "s/127.0.0.1:8443/127.0.0.1:25443/" \
     -e "s#path = \"../sosdesk-lab.db\"#path = \"$work/audit.db\"#" examples/lab.toml > "$work/bench.toml"
+# SOSDESK_BENCH_NOTIFY=0: the same without notification URIs (what the notification IM costs).
+if [ "${SOSDESK_BENCH_NOTIFY:-1}" = 0 ]; then sed -i '/^notification_uris = /d' "$work/bench.toml"; fi
 
 SOSDESK_LOG=warn "$bin" serve --config "$work/bench.toml" > "$work/core.log" 2>&1 &
 core=$!

@@ -404,7 +404,9 @@ impl Desk {
         let q = HistoryQuery {
             from: Some(Utc::now() - chrono::Duration::hours(24)),
             exclude_tests: true,
-            limit: 200,
+            // Summaries only (cheap): refused requests and acknowledged calls are skipped below,
+            // so a busy day must not push an unacknowledged call out of the answer.
+            limit: 5000,
             ..Default::default()
         };
         let calls = link.search(q).await?;
@@ -753,7 +755,7 @@ impl Desk {
                 Ok(CallDetail { summary, events, chain, recording })
             }
             Link::Remote(r) => {
-                let d = r.api.call(call_id).await.map_err(|e| e.to_string())?;
+                let d = r.api.call_checked(call_id).await.map_err(|e| e.to_string())?;
                 let summary = d.summary.ok_or_else(|| format!("no call {call_id} in the audit log"))?;
                 // The file is on the core's machine: this desk can name it, not check or play it.
                 let recording = recorded(&d.events).map(|(path, sha256, duration_ms)| RecordingCheck {
@@ -763,7 +765,12 @@ impl Desk {
                     sha256,
                     ok: false,
                 });
-                Ok(CallDetail { summary, events: d.events, chain: d.chain, recording })
+                let chain = d.chain.unwrap_or_else(|| ChainCheck {
+                    ok: false,
+                    rows_checked: 0,
+                    detail: "the core did not check the hash chain".into(),
+                });
+                Ok(CallDetail { summary, events: d.events, chain, recording })
             }
         }
     }

@@ -99,6 +99,8 @@ impl Agent {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, renew: Arc<tokio::sync::Notify>) {
         loop {
             let next = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
                 r = self.register(self.expires) => match r {
                     Ok(granted) => {
                         (self.report)(SipReport::Registered { contact: self.contact_uri(), expires: granted });
@@ -111,11 +113,15 @@ impl Agent {
                         Instant::now() + RETRY
                     }
                 },
-                _ = stop.changed() => break,
             };
             let mut buf = vec![0u8; 65_535];
             loop {
                 tokio::select! {
+                    biased;
+                    _ = stop.changed() => {
+                        let _ = tokio::time::timeout(UNREGISTER_WITHIN, self.register(0)).await;
+                        return;
+                    }
                     r = self.sock.recv_from(&mut buf) => if let Ok((n, from)) = r {
                         if let Ok(m) = parse_datagram(&buf[..n]) {
                             if m.is_request() {
@@ -127,10 +133,6 @@ impl Agent {
                     // The API connection came back: the core may have restarted and forgotten
                     // the binding, so register again now rather than at the next refresh.
                     _ = renew.notified() => break,
-                    _ = stop.changed() => {
-                        let _ = tokio::time::timeout(UNREGISTER_WITHIN, self.register(0)).await;
-                        return;
-                    }
                 }
             }
         }
@@ -257,29 +259,44 @@ impl Agent {
         }
     }
 
-    /// A request from the network: the core's MESSAGE (200, and its CallEvent to the desk),
-    /// OPTIONS (200), anything else 405. MESSAGEs from elsewhere get 403.
+    /// A request from the network: the core's MESSAGE (200 once its CallEvent is read, which
+    /// then goes to the desk; 400 when it cannot be read, so the core records the failure and
+    /// retries), OPTIONS (200), anything else 405. MESSAGEs from elsewhere get 403.
     async fn on_request(&self, m: &Message, from: SocketAddr) {
-        let (status, reason) = match m.method() {
+        let mut alert = None;
+        let (status, reason, warning) = match m.method() {
             "ACK" => return,
             "MESSAGE" if from.ip() != self.core.ip() => {
                 tracing::warn!(%from, "refused a MESSAGE that did not come from the core");
-                (403, "Forbidden")
+                (403, "Forbidden", None)
             }
-            "MESSAGE" | "OPTIONS" => (200, "OK"),
-            _ => (405, "Method Not Allowed"),
+            "MESSAGE" => match call_event_of(m) {
+                Ok(ev) => {
+                    alert = Some(ev);
+                    (200, "OK", None)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a MESSAGE from the core that this desk cannot read");
+                    (400, "Bad Request", Some(e))
+                }
+            },
+            "OPTIONS" => (200, "OK", None),
+            _ => (405, "Method Not Allowed", None),
         };
         let mut r = m.response(status, reason, Some(&new_tag()));
         if status == 405 {
             r.push("Allow", "MESSAGE, OPTIONS");
         }
-        let _ = self.sock.send_to(&r.to_bytes(), from).await;
-        if status == 200 && m.method() == "MESSAGE" {
-            match call_event_of(m) {
-                Ok(ev) => (self.report)(SipReport::Alert(Box::new(ev))),
-                Err(e) => tracing::info!(error = %e, "a MESSAGE from the core without a usable CallEvent part"),
-            }
+        if let Some(w) = warning {
+            // RFC 3261 §20.43; the text without quotes or control characters.
+            let w: String = w.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).take(200).collect();
+            r.push("Warning", format!("399 sosdesk-desk \"{w}\""));
         }
+        // The board first: the 200 then also says the desk has taken the alert in.
+        if let Some(ev) = alert {
+            (self.report)(SipReport::Alert(Box::new(ev)));
+        }
+        let _ = self.sock.send_to(&r.to_bytes(), from).await;
     }
 }
 

@@ -149,6 +149,26 @@ async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Sends one MESSAGE to `to` from 127.0.0.1 (the core's address in this test) and returns the
+/// response's status code.
+async fn sip_exchange(to: SocketAddr, content_type: &str, body: &str) -> u16 {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let msg = format!(
+        "MESSAGE sip:desk2@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-forged-{}\r\nMax-Forwards: 70\r\n\
+         From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:desk2@127.0.0.1>\r\nCall-ID: forged-{}@127.0.0.1\r\n\
+         CSeq: 1 MESSAGE\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        me.port(),
+        me.port(),
+        body.len()
+    );
+    sock.send_to(msg.as_bytes(), to).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 fn call(desk: &Desk, id: &str) -> Option<ActiveCall> {
     desk.active_calls().into_iter().find(|c| c.call_id == id)
 }
@@ -230,6 +250,26 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
     assert!(c2_on_b.alarming);
     assert!(call(&b, &c1.call_id).is_none());
     assert_eq!(b.status().unacknowledged, 1);
+
+    // A forged MESSAGE from the core's address (spoofable on a LAN) claiming call 2 was
+    // acknowledged is read (200) but cannot silence the alarm: the SIP path only raises alerts.
+    let registered = a.status().remote.unwrap().sip.detail;
+    let contact: SocketAddr = registered
+        .split("sip:desk2@")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no contact in {registered:?}"));
+    let mut forged = core.store().call_events(&c2.call_id).await.unwrap()[0].event.clone();
+    forged.seq = 99;
+    forged.kind = CallEventKind::Acknowledged { by: "Mallory".into(), desk: "Control room".into() };
+    let body = serde_json::to_string(&forged).unwrap();
+    assert_eq!(sip_exchange(contact, "application/vnd.sosdesk.call-event+json", &body).await, 200);
+    let still = call(&a, &c2.call_id).unwrap();
+    assert!(still.alarming && still.acknowledgements.is_empty(), "a forged acknowledgement silenced the alarm");
+    assert!(still.last_seq < 99, "a forged sequence number must not hide the call's real events");
+    // A MESSAGE the desk cannot read is refused, so the core records the failure and retries.
+    assert_eq!(sip_exchange(contact, "text/plain", "EMERGENCY CALL").await, 400);
 
     // Desk A acknowledges call 2: audited at the core with its desk, and desk B falls silent.
     let acked = a.acknowledge(&c2.call_id).await.unwrap();

@@ -82,8 +82,14 @@ impl std::fmt::Debug for ApiClient {
 impl ApiClient {
     /// `base` is `http://host:port` or `https://host:port` (IPv6 in brackets). For HTTPS the
     /// server's certificate is checked against `ca_cert` (PEM) when given, else the system's CAs.
+    /// Plain `http://` only to a loopback address: Basic credentials travel in every request.
     pub fn new(base: &str, username: &str, password: &str, ca_cert: Option<&Path>) -> Result<ApiClient, ClientError> {
-        let bad = |why: &str| ClientError::Address(base.to_string(), why.to_string());
+        // An address with credentials in it ("https://user:pw@host") is refused, and never echoed.
+        let shown = match base.split_once('@') {
+            Some((_, host)) => format!("…@{host}"),
+            None => base.to_string(),
+        };
+        let bad = |why: &str| ClientError::Address(shown.clone(), why.to_string());
         let (tls, rest) = if let Some(r) = base.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = base.strip_prefix("http://") {
@@ -97,6 +103,12 @@ impl ApiClient {
         }
         let (host, port) = split_host_port(authority).ok_or_else(|| bad("the port is not a number"))?;
         let port = port.unwrap_or(if tls { 443 } else { 80 });
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !tls && !loopback {
+            return Err(bad(
+                "use https:// (plain http:// only to this machine: the password travels in every request)",
+            ));
+        }
         let tls = if tls {
             let name =
                 ServerName::try_from(host.clone()).map_err(|_| bad("the host is not a valid TLS server name"))?;
@@ -144,8 +156,14 @@ impl ApiClient {
         Ok(body)
     }
 
+    /// A call's summary and audited events.
     pub async fn call(&self, call_id: &str) -> Result<CallDetailResponse, ClientError> {
         self.get_json(&format!("/api/v1/calls/{}", path_segment(call_id))).await
+    }
+
+    /// [`call`](Self::call) with the core's check of the whole audit log's hash chain.
+    pub async fn call_checked(&self, call_id: &str) -> Result<CallDetailResponse, ClientError> {
+        self.get_json(&format!("/api/v1/calls/{}?chain=true", path_segment(call_id))).await
     }
 
     /// Records the acknowledgement of `officer` at this account's desk; returns the audited event.
@@ -347,8 +365,15 @@ fn take_event(buf: &mut Vec<u8>) -> Option<SseEvent> {
     Some(ev)
 }
 
+/// An answer larger than this (a CSV export of a huge search) is refused rather than held.
+const MAX_BODY: usize = 256 << 20;
+
 async fn collect(body: Incoming) -> Result<Bytes, ClientError> {
-    body.collect().await.map(|c| c.to_bytes()).map_err(|e| ClientError::Body(e.to_string()))
+    http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| ClientError::Body(e.to_string()))
 }
 
 fn query_string(p: &HistoryParams) -> Result<String, ClientError> {
@@ -430,6 +455,11 @@ mod tests {
         assert!(!format!("{c:?}").contains("pw"), "Debug never shows the credentials");
         assert!(matches!(ApiClient::new("ftp://x", "a", "b", None), Err(ClientError::Address(..))));
         assert!(matches!(ApiClient::new("http://x/api", "a", "b", None), Err(ClientError::Address(..))));
+        let remote_http = ApiClient::new("http://192.0.2.7:8443", "a", "b", None).unwrap_err();
+        assert!(remote_http.to_string().contains("use https://"), "{remote_http}");
+        let with_password = ApiClient::new("https://desk1:secret@core:8443", "a", "b", None).unwrap_err();
+        assert!(!with_password.to_string().contains("secret"), "{with_password}");
+        assert!(ApiClient::new("http://localhost:8443", "a", "b", None).is_ok());
         let missing = ApiClient::new("https://x:1", "a", "b", Some(Path::new("/nonexistent/ca.pem")));
         assert!(matches!(missing, Err(ClientError::Tls(m)) if m.contains("/nonexistent/ca.pem")));
     }

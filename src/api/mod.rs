@@ -69,8 +69,16 @@ pub struct AcknowledgeRequest {
 pub struct CallDetailResponse {
     pub summary: Option<CallSummary>,
     pub events: Vec<AuditRecord>,
-    /// The whole audit log's hash chain, checked for this answer.
-    pub chain: ChainCheck,
+    /// The whole audit log's hash chain, checked for this answer when asked (`?chain=true`:
+    /// it reads every row, so a desk's catch-up does not ask).
+    pub chain: Option<ChainCheck>,
+}
+
+/// `GET /api/v1/calls/{id}` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CallParams {
+    #[serde(default)]
+    pub chain: bool,
 }
 
 /// `GET /api/v1/history` parameters (all optional).
@@ -269,6 +277,11 @@ async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extens
 /// events seen both ways are told apart by (call_id, seq).
 async fn events(State(state): State<ApiState>) -> impl IntoResponse {
     let rx = state.core.subscribe();
+    // Events are broadcast before the audit writer commits them. One broadcast just before this
+    // subscription would be missed by the stream and, if not yet written, by the desk's catch-up
+    // from the store: so everything recorded so far is committed before the stream is answered
+    // (bounded: a failing store must not hold the stream back; the events are retried there).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), state.audit.flush()).await;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await {
             Ok(ev) => Event::default().event("call-event").data(serde_json::to_string(&ev).unwrap_or_default()),
@@ -315,13 +328,13 @@ async fn history_csv(State(state): State<ApiState>, Query(p): Query<HistoryParam
     }
 }
 
-async fn call(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+async fn call(State(state): State<ApiState>, Path(id): Path<String>, Query(p): Query<CallParams>) -> Response {
     let summary = state.core.store.call_summary(&id).await;
     let events = state.core.store.call_events(&id).await;
     match (summary, events) {
         (Ok(None), Ok(ev)) if ev.is_empty() => (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response(),
         (Ok(summary), Ok(events)) => {
-            let chain = state.core.store.chain_check().await;
+            let chain = if p.chain { Some(state.core.store.chain_check().await) } else { None };
             Json(CallDetailResponse { summary, events, chain }).into_response()
         }
         (Err(e), _) | (_, Err(e)) => store_unavailable(e),

@@ -75,11 +75,11 @@ struct RemoteFile {
 /// `[remote]` table). A file that cannot be read or parsed is an error naming it.
 pub fn load_remote(path: &Path) -> Result<Option<RemoteConfig>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     if !table.contains_key("remote") {
         return Ok(None);
     }
-    let file: RemoteFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: RemoteFile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     let mut cfg = file.remote;
     for (what, v) in [("api", &cfg.api), ("username", &cfg.username), ("password", &cfg.password)] {
         if v.trim().is_empty() {
@@ -95,6 +95,16 @@ pub fn load_remote(path: &Path) -> Result<Option<RemoteConfig>, String> {
         }
     }
     Ok(Some(cfg))
+}
+
+/// A parse error by line and reason only: toml's own message quotes the line, which may be the
+/// password's.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    match line {
+        Some(l) => format!("{} line {l}: {}", path.display(), e.message()),
+        None => format!("{}: {}", path.display(), e.message()),
+    }
 }
 
 /// A connection to a core elsewhere: its API client, what it said about this desk, and the
@@ -235,7 +245,18 @@ impl Desk {
 
     fn on_sip_report(self: &Arc<Self>, report: SipReport) {
         match report {
-            SipReport::Alert(ev) => self.on_event(&ev),
+            // The SIP path may only raise an alert, never change one: a MESSAGE is not
+            // authenticated (its source address can be spoofed on a LAN), so a forged
+            // "acknowledged" must not silence an alarm, nor a forged sequence number hide a call's
+            // real events. The notification carries the call's detection, its first event.
+            SipReport::Alert(ev) => {
+                let new_call = self.lock().board.get(&ev.call_id).is_none();
+                if matches!(ev.kind, sosdesk::events::CallEventKind::Detected) && ev.seq == 1 && new_call {
+                    self.on_event(&ev);
+                } else if new_call {
+                    tracing::warn!(call = %ev.call_id, kind = ev.kind.name(), "ignored a MESSAGE event that is not a detection");
+                }
+            }
             SipReport::Registered { contact, expires } => self.remote_status(|r, _| {
                 r.sip = Component::ok(format!(
                     "registered as {contact} (for {expires} s, refreshed): alerts also arrive by SIP MESSAGE"
@@ -260,8 +281,9 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
     loop {
         let connected_at = Instant::now();
         let reason = tokio::select! {
-            r = session(&me, &link, &mut sip_started) => r,
+            biased;
             _ = stop.changed() => return,
+            r = session(&me, &link, &mut sip_started) => r,
         };
         let Some(desk) = me.upgrade() else { return };
         if connected_at.elapsed() >= STABLE {
@@ -284,8 +306,9 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
         });
         drop(desk);
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            biased;
             _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
         }
     }
 }
@@ -305,10 +328,8 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
         link.renew.notify_one();
     } else {
         match sip {
-            Some(core) => {
-                *sip_started = true;
-                start_sip(&desk, link, core).await;
-            }
+            // Tried again at the next reconnection if it could not start (port taken, no route).
+            Some(core) => *sip_started = start_sip(&desk, link, core).await,
             None => desk.remote_status(|r, _| {
                 r.sip = Component::failed("the core has no SIP over UDP: alerts come only through the API")
             }),
@@ -342,7 +363,13 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
         match ev.event.as_str() {
             "call-event" => match serde_json::from_str::<CallEvent>(&ev.data) {
                 Ok(ev) => desk.on_event(&ev),
-                Err(e) => tracing::warn!(error = %e, "remote desk: an event from the core could not be read"),
+                Err(e) => {
+                    // Never dropped silently: the audit log has it, in a form this desk may read.
+                    tracing::warn!(error = %e, "remote desk: an event from the core could not be read; catching up");
+                    if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
+                        return format!("catching up from the core's audit log failed: {e}");
+                    }
+                }
             },
             "lagged" => {
                 tracing::warn!(missed = %ev.data, "remote desk: fell behind the core's events; catching up");
@@ -355,7 +382,8 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
     }
 }
 
-async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: SocketAddr) {
+/// Starts the SIP agent; whether it runs.
+async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: SocketAddr) -> bool {
     let me = Arc::downgrade(desk);
     let report: crate::registration::Reporter = Arc::new(move |r| {
         if let Some(desk) = me.upgrade() {
@@ -368,8 +396,12 @@ async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: SocketAddr) {
         Ok(agent) => {
             tracing::info!(local = %agent.local(), %core, "remote desk: registering over SIP");
             tokio::spawn(agent.run(link.stop.subscribe(), link.renew.clone()));
+            true
         }
-        Err(e) => desk.remote_status(|r, _| r.sip = Component::failed(e)),
+        Err(e) => {
+            desk.remote_status(|r, _| r.sip = Component::failed(e));
+            false
+        }
     }
 }
 
@@ -400,5 +432,8 @@ mod tests {
         assert!(load_remote(&desk).unwrap_err().contains("username is empty"));
         std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"u\"\npassword = \"p\"\nport = 1\n").unwrap();
         assert!(load_remote(&desk).unwrap_err().contains("unknown field"));
+        std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"u\"\npassword = s3cr3t-unquoted\n").unwrap();
+        let err = load_remote(&desk).unwrap_err();
+        assert!(err.contains("line 4") && !err.contains("s3cr3t"), "a parse error must not quote the password: {err}");
     }
 }
