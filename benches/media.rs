@@ -54,9 +54,9 @@ fn conference(c: &mut Criterion) {
     let mut now = t0;
     c.bench_function("3-leg conference, one 20 ms period", |bench| {
         bench.iter(|| {
-            s.on_packet(1, fa, &a);
-            s.on_packet(2, fb, &b);
-            s.on_packet(3, fd, &d);
+            s.on_packet(1, fa, &a, now);
+            s.on_packet(2, fb, &b, now);
+            s.on_packet(3, fd, &d, now);
             now += TICK;
             s.on_timeout(now);
             while s.poll_transmit().is_some() {}
@@ -70,8 +70,8 @@ fn conference(c: &mut Criterion) {
     let mut now = t0;
     c.bench_function("2-party relay (transcoding), one 20 ms period", |bench| {
         bench.iter(|| {
-            s.on_packet(1, fa, &a);
-            s.on_packet(2, fb, &b);
+            s.on_packet(1, fa, &a, now);
+            s.on_packet(2, fb, &b, now);
             now += TICK;
             s.on_timeout(now);
             while s.poll_transmit().is_some() {}

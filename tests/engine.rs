@@ -364,3 +364,45 @@ fn the_notification_im_leaves_right_behind_the_outbound_invite_never_ahead() {
     assert!(matches!(&kinds[2].1, CallEventKind::Notified { uri, ok: false, detail }
         if uri == "sip:security@127.0.0.1" && detail.contains("no registered contact")));
 }
+
+#[test]
+fn an_early_update_on_an_anchored_call_is_answered_by_sosdesk_not_relayed() {
+    let mut e = engine(|c| c);
+    let ports = sosdesk::media::runner::RtpPorts::new([127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 31000, 31999);
+    e.set_media(std::sync::Arc::new(ports));
+    let now = Instant::now();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), now);
+    let out = sent(&mut e);
+    let (_, outbound) = out.iter().find(|(to, m)| to.to_string() == PRIMARY && m.method() == "INVITE").unwrap();
+    let anchored_sdp = String::from_utf8_lossy(&outbound.body).to_string();
+    assert!(!anchored_sdp.contains("m=audio 6000"), "the outbound offer is sosdesk's own: {anchored_sdp}");
+    // The far end answers early (183 with SDP), then sends an UPDATE in the early dialog with a
+    // new offer pointing its media elsewhere.
+    let sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    let mut early = answer(outbound, 183, "far1", PRIMARY);
+    early.push("Contact", format!("<sip:psap@{PRIMARY}>"));
+    early.push("Content-Type", "application/sdp");
+    early.body = sdp.as_bytes().to_vec().into();
+    e.handle_message(early, peer(PRIMARY), now);
+    sent(&mut e);
+    let from = outbound.header("From").unwrap();
+    let new_sdp = sdp.replace("127.0.0.9", "127.0.0.10").replace("7000", "7100");
+    let raw = format!(
+        "UPDATE {} SIP/2.0\r\nVia: SIP/2.0/UDP {PRIMARY};branch=z9hG4bKupd1\r\nFrom: <sip:psap@{PRIMARY}>;tag=far1\r\n\
+To: {from}\r\nCall-ID: {}\r\nCSeq: 1 UPDATE\r\nContact: <sip:psap@{PRIMARY}>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{new_sdp}",
+        outbound.header("Contact").and_then(|c| c.split(['<', '>']).nth(1)).unwrap(),
+        outbound.call_id().unwrap(),
+        new_sdp.len()
+    );
+    e.handle_message(parse_datagram(raw.as_bytes()).unwrap(), peer(PRIMARY), now);
+    let out = sent(&mut e);
+    let lines: Vec<String> = out.iter().map(|(to, m)| format!("{to} {}", start_line(m))).collect();
+    assert!(!out.iter().any(|(to, m)| to.to_string() == CALLER && m.method() == "UPDATE"), "relayed: {lines:?}");
+    let (_, ok) = out
+        .iter()
+        .find(|(to, m)| to.to_string() == PRIMARY && m.status() == Some(200))
+        .unwrap_or_else(|| panic!("no 200 to the far end: {lines:?}"));
+    let answer_sdp = String::from_utf8_lossy(&ok.body);
+    assert!(answer_sdp.contains("m=audio") && !answer_sdp.contains("127.0.0.9"), "sosdesk's own answer: {answer_sdp}");
+}

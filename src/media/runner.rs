@@ -82,6 +82,11 @@ struct LegIo {
     reader: tokio::task::JoinHandle<()>,
 }
 
+/// Datagrams waiting for a call's task: about 2 s of a 3-party conference.
+const PACKET_QUEUE: usize = 256;
+/// Datagrams handled per wake-up before the clock and commands are looked at again.
+const PACKET_BATCH: usize = 32;
+
 async fn run(
     call_ref: String,
     record_dir: Option<PathBuf>,
@@ -94,19 +99,16 @@ async fn run(
     if let Some(Err(e)) = &writer {
         tracing::error!(call = %call_ref, "{e}");
     }
-    let (pkt_tx, mut pkt_rx) = mpsc::unbounded_channel::<(LegId, SocketAddr, Vec<u8>)>();
+    // Bounded: a flood of datagrams is dropped at the socket reader (as a full socket buffer
+    // would), never queued without limit ahead of the clock and the commands.
+    let (pkt_tx, mut pkt_rx) = mpsc::channel::<(LegId, SocketAddr, Vec<u8>)>(PACKET_QUEUE);
     let mut legs: HashMap<LegId, LegIo> = HashMap::new();
     loop {
         let deadline = tokio::time::Instant::from_std(session.next_timeout());
         tokio::select! {
+            // Commands (Close above all) and the 20 ms clock first: a stream of packets must not
+            // starve the mix, the recording or the end of the call.
             biased;
-            Some((leg, from, data)) = pkt_rx.recv() => {
-                session.on_packet(leg, from, &data);
-                // Take whatever else is already waiting before sending: fewer wake-ups.
-                while let Ok((leg, from, data)) = pkt_rx.try_recv() {
-                    session.on_packet(leg, from, &data);
-                }
-            }
             cmd = commands.recv() => match cmd {
                 Some(MediaCommand::AddLeg { leg, role, params, socket }) => match UdpSocket::from_std(socket) {
                     Ok(sock) => {
@@ -129,6 +131,15 @@ async fn run(
                 Some(MediaCommand::Close) | None => break,
             },
             _ = tokio::time::sleep_until(deadline) => session.on_timeout(Instant::now()),
+            Some((leg, from, data)) = pkt_rx.recv() => {
+                session.on_packet(leg, from, &data, Instant::now());
+                // Take some more of what is already waiting before sending: fewer wake-ups, and a
+                // bounded batch so the clock is checked again soon.
+                for _ in 0..PACKET_BATCH {
+                    let Ok((leg, from, data)) = pkt_rx.try_recv() else { break };
+                    session.on_packet(leg, from, &data, Instant::now());
+                }
+            }
         }
         while let Some(d) = session.poll_transmit() {
             if let Some(io) = legs.get(&d.leg) {
@@ -167,15 +178,16 @@ async fn run(
     }
 }
 
-async fn read_leg(leg: LegId, sock: Arc<UdpSocket>, tx: mpsc::UnboundedSender<(LegId, SocketAddr, Vec<u8>)>) {
+async fn read_leg(leg: LegId, sock: Arc<UdpSocket>, tx: mpsc::Sender<(LegId, SocketAddr, Vec<u8>)>) {
     let mut buf = vec![0u8; 2048];
     loop {
         match sock.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                if tx.send((leg, from, buf[..n].to_vec())).is_err() {
-                    break;
-                }
-            }
+            Ok((n, from)) => match tx.try_send((leg, from, buf[..n].to_vec())) {
+                Ok(()) => {}
+                // The call's task is behind (a flood): this datagram is lost, as on a network.
+                Err(mpsc::error::TrySendError::Full(_)) => tracing::trace!(leg, "RTP queue full; packet dropped"),
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            },
             // ICMP errors reported on the socket (a party not listening yet): keep reading.
             Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {
                 tracing::trace!(leg, error = %e, "RTP receive error")

@@ -10,8 +10,11 @@
 //! - **Telephone events** (RFC 4733) are passed between caller and far end with the payload type
 //!   each negotiated, keeping one timestamp per event as §2.5.1.1 requires.
 //! - **Symmetric RTP** (RFC 4961): a leg sends to the address its packets come from, so a caller
-//!   behind NAT whose SDP names a private address is still reached. The first source seen is
-//!   latched and packets from anyone else are dropped (no hijacking a stream mid-call).
+//!   behind NAT whose SDP names a private address is still reached. The first source of valid RTP
+//!   (it parses, with a negotiated payload type) is latched and packets from anyone else are
+//!   dropped (no hijacking a stream mid-call). Packets from the SDP address are always taken; a
+//!   new source is latched only after [`RELATCH_AFTER`] without a packet from the latched one (a
+//!   NAT that rebinds mid-call), so a stray datagram cannot take a leg over.
 //! - **Recording**: every tick, the caller's frame (left) and the sum of what the others said
 //!   (right) are queued for the WAV writer.
 
@@ -25,6 +28,8 @@ use super::codec::{Codec, FRAME};
 use super::mixer::{Frame, LegId, Mixer};
 
 pub const TICK: Duration = Duration::from_millis(20);
+/// Silence from the latched source after which another source may take over the leg.
+pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
 
 /// Who a leg is: decides the recording channel and who gets telephone events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +79,10 @@ struct OutStream {
     seq: u16,
     /// Timestamp of the next audio sample to send.
     next_ts: u32,
-    /// Relaying from (source leg, offset added to its timestamps).
-    relay: Option<(LegId, u32)>,
-    /// The telephone event being passed on: (source leg, its timestamp, ours).
-    event: Option<(LegId, u32, u32)>,
+    /// Relaying from (source leg, its SSRC, offset added to its timestamps). A new source or a
+    /// new SSRC from the same leg (early media from one device, the answer from another) gets a
+    /// new offset and a marker: our stream never jumps (RFC 3550 §5.1).
+    relay: Option<(LegId, u32, u32)>,
     /// Set the marker on the next audio packet (a new talkspurt or a mode change).
     marker: bool,
 }
@@ -88,10 +93,34 @@ struct Leg {
     role: Role,
     params: LegParams,
     latched: Option<SocketAddr>,
+    /// When the last valid packet from the latched source arrived.
+    latched_seen: Option<Instant>,
     out: OutStream,
 }
 
 impl Leg {
+    /// Symmetric RTP's latch (RFC 4961): whether a valid packet from `from` belongs to this leg,
+    /// latching to it when it does.
+    fn accept_source(&mut self, leg: LegId, from: SocketAddr, now: Instant) -> bool {
+        let silent = self.latched_seen.is_none_or(|t| now.saturating_duration_since(t) >= RELATCH_AFTER);
+        let take = match self.latched {
+            Some(a) if a == from => true,
+            // The address the party's own SDP gave, or the latched source gone quiet.
+            _ if self.params.remote == Some(from) || self.latched.is_none() || silent => {
+                if self.latched.is_some_and(|a| a != from) || self.params.remote != Some(from) {
+                    tracing::debug!(leg, %from, sdp = ?self.params.remote, "RTP latched to its source (symmetric RTP)");
+                }
+                self.latched = Some(from);
+                true
+            }
+            _ => false,
+        };
+        if take {
+            self.latched_seen = Some(now);
+        }
+        take
+    }
+
     fn destination(&self) -> Option<SocketAddr> {
         if !self.params.party_receives {
             return None;
@@ -135,12 +164,12 @@ impl MediaSession {
             role,
             params,
             latched: None,
+            latched_seen: None,
             out: OutStream {
                 ssrc: rand::random(),
                 seq: rand::random(),
                 next_ts: rand::random(),
                 relay: None,
-                event: None,
                 marker: true,
             },
         });
@@ -153,6 +182,7 @@ impl MediaSession {
         if l.params.remote != params.remote {
             // A new address in SDP: latch afresh to whatever comes from the party now.
             l.latched = None;
+            l.latched_seen = None;
         }
         l.params = params;
         self.mixer.set_heard(id, params.heard && params.party_sends);
@@ -196,38 +226,20 @@ impl MediaSession {
         self.recording.as_mut().and_then(|r| r.pop_front())
     }
 
-    /// A datagram arrived on `leg`'s socket from `from`.
-    pub fn on_packet(&mut self, leg: LegId, from: SocketAddr, data: &[u8]) {
+    /// A datagram arrived on `leg`'s socket from `from` at `now`.
+    pub fn on_packet(&mut self, leg: LegId, from: SocketAddr, data: &[u8], now: Instant) {
         self.stats.received += 1;
         let Some(idx) = self.legs.iter().position(|l| l.id == leg) else {
             self.stats.dropped += 1;
             return;
         };
-        {
-            let l = &mut self.legs[idx];
-            match l.latched {
-                Some(a) if a != from => {
-                    self.stats.dropped += 1;
-                    return;
-                }
-                Some(_) => {}
-                None => {
-                    if l.params.remote != Some(from) {
-                        tracing::debug!(leg, %from, sdp = ?l.params.remote, "RTP latched to its source (symmetric RTP)");
-                    }
-                    l.latched = Some(from);
-                }
-            }
-        }
+        // Only valid RTP from a party that may send, with a payload type it negotiated, counts:
+        // anything else is dropped before it can latch the leg.
         let Ok(pkt) = RtpPacket::parse(data) else {
             self.stats.dropped += 1;
             return;
         };
         let p = self.legs[idx].params;
-        if !p.party_sends {
-            self.stats.dropped += 1;
-            return;
-        }
         let pt = pkt.payload_type();
         // The negotiated payload type, or either static G.711 one: a party that offered both
         // laws and sends the other one is still understood (be liberal in what you accept).
@@ -242,6 +254,11 @@ impl MediaSession {
                 _ => None,
             }
         };
+        let event = codec.is_none() && Some(pt) == p.telephone_event;
+        if !p.party_sends || (codec.is_none() && !event) || !self.legs[idx].accept_source(leg, from, now) {
+            self.stats.dropped += 1;
+            return;
+        }
         if let Some(codec) = codec {
             self.samples.clear();
             codec.decode_into(pkt.payload(), &mut self.samples);
@@ -251,7 +268,7 @@ impl MediaSession {
                     self.relay_audio(leg, codec, &pkt, to);
                 }
             }
-        } else if Some(pt) == p.telephone_event && self.legs[idx].role != Role::Desk {
+        } else if self.legs[idx].role != Role::Desk {
             for to in 0..self.legs.len() {
                 if self.legs[to].id != leg && self.legs[to].role != Role::Desk {
                     self.relay_event(leg, &pkt, to);
@@ -262,19 +279,23 @@ impl MediaSession {
         }
     }
 
+    /// Our timestamp for `pkt`'s, mapped with the offset of its source and SSRC.
+    fn map_timestamp(out: &mut OutStream, from: LegId, pkt: &RtpPacket<'_>) -> u32 {
+        let (in_ts, ssrc) = (pkt.timestamp(), pkt.ssrc());
+        match out.relay {
+            Some((src, s, off)) if src == from && s == ssrc => in_ts.wrapping_add(off),
+            _ => {
+                out.relay = Some((from, ssrc, out.next_ts.wrapping_sub(in_ts)));
+                out.marker = true;
+                out.next_ts
+            }
+        }
+    }
+
     fn relay_audio(&mut self, from: LegId, codec: Codec, pkt: &RtpPacket<'_>, to: usize) {
         let dest = &mut self.legs[to];
         let Some(addr) = dest.destination() else { return };
-        let in_ts = pkt.timestamp();
-        let offset = match dest.out.relay {
-            Some((src, off)) if src == from => off,
-            _ => {
-                let off = dest.out.next_ts.wrapping_sub(in_ts);
-                dest.out.relay = Some((from, off));
-                off
-            }
-        };
-        let ts = in_ts.wrapping_add(offset);
+        let ts = Self::map_timestamp(&mut dest.out, from, pkt);
         let mut payload = Vec::with_capacity(pkt.payload_len());
         dest.params.codec.transcode_into(codec, pkt.payload(), &mut payload);
         dest.out.next_ts = ts.wrapping_add(payload.len() as u32);
@@ -288,16 +309,10 @@ impl MediaSession {
     fn relay_event(&mut self, from: LegId, pkt: &RtpPacket<'_>, to: usize) {
         let dest = &mut self.legs[to];
         let (Some(addr), Some(te)) = (dest.destination(), dest.params.telephone_event) else { return };
-        let in_ts = pkt.timestamp();
-        // §2.5.1.1: every packet of one event carries the event's start timestamp.
-        let ts = match dest.out.event {
-            Some((src, its, ots)) if src == from && its == in_ts => ots,
-            _ => {
-                let ots = dest.out.next_ts;
-                dest.out.event = Some((from, in_ts, ots));
-                ots
-            }
-        };
+        // §2.5.1.1: every packet of one event carries the event's start timestamp; mapped like the
+        // audio, two digits in a row keep distinct timestamps (§2.5: that is how a receiver tells
+        // them apart).
+        let ts = Self::map_timestamp(&mut dest.out, from, pkt);
         let bytes = build(te, pkt.marker_bit(), dest.out.seq, ts, dest.out.ssrc, pkt.payload());
         dest.out.seq = dest.out.seq.wrapping_add(1);
         self.transmit.push_back(Datagram { leg: dest.id, to: addr, bytes });
@@ -402,7 +417,7 @@ mod tests {
         s.add_leg(2, Role::FarEnd, params(5000, Codec::Pcma));
         let mut mu = Vec::new();
         Codec::Pcmu.encode_into(&[1000; FRAME], &mut mu);
-        s.on_packet(1, addr(4000), &rtp(0, 7, 800, &mu));
+        s.on_packet(1, addr(4000), &rtp(0, 7, 800, &mu), Instant::now());
         let d = s.poll_transmit().expect("relayed without waiting for a tick");
         assert_eq!((d.leg, d.to), (2, addr(5000)));
         let p = RtpPacket::parse(&d.bytes).unwrap();
@@ -411,7 +426,7 @@ mod tests {
         Codec::Pcma.decode_into(p.payload(), &mut back);
         assert!(back.iter().all(|&x| (x - 1000).abs() < 40), "{:?}", &back[..4]);
         // The next packet keeps sequence and timestamp spacing in sosdesk's own stream.
-        s.on_packet(1, addr(4000), &rtp(0, 8, 960, &mu));
+        s.on_packet(1, addr(4000), &rtp(0, 8, 960, &mu), Instant::now());
         let q = s.poll_transmit().unwrap();
         let q = RtpPacket::parse(&q.bytes).unwrap();
         assert_eq!(q.sequence_number(), p.sequence_number().wrapping_add(1));
@@ -426,15 +441,43 @@ mod tests {
         caller.remote = Some("10.9.9.9:4000".parse().unwrap()); // private address behind NAT
         s.add_leg(1, Role::Caller, caller);
         s.add_leg(2, Role::FarEnd, params(5000, Codec::Pcmu));
-        s.on_packet(1, addr(6000), &rtp(0, 1, 0, &[0xff; 160]));
+        s.on_packet(1, addr(6000), &rtp(0, 1, 0, &[0xff; 160]), Instant::now());
         assert_eq!(s.destination(1), Some(addr(6000)));
         s.poll_transmit();
-        s.on_packet(1, addr(6666), &rtp(0, 2, 160, &[0xff; 160]));
+        s.on_packet(1, addr(6666), &rtp(0, 2, 160, &[0xff; 160]), Instant::now());
         assert!(s.poll_transmit().is_none());
         assert_eq!(s.stats.dropped, 1);
         // Far end audio goes to the NATed caller's real address.
-        s.on_packet(2, addr(5000), &rtp(0, 1, 0, &[0xff; 160]));
+        s.on_packet(2, addr(5000), &rtp(0, 1, 0, &[0xff; 160]), Instant::now());
         assert_eq!(s.poll_transmit().unwrap().to, addr(6000));
+    }
+
+    #[test]
+    fn a_stray_datagram_cannot_take_a_leg_over() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, false);
+        let mut caller = params(4000, Codec::Pcmu);
+        caller.remote = Some("10.9.9.9:4000".parse().unwrap());
+        s.add_leg(1, Role::Caller, caller);
+        s.add_leg(2, Role::FarEnd, params(5000, Codec::Pcmu));
+        // Junk, and RTP with a payload type nobody negotiated, before the caller's first packet:
+        // neither latches.
+        s.on_packet(1, addr(9999), b"scan", t0);
+        s.on_packet(1, addr(9998), &rtp(99, 1, 0, &[0; 20]), t0);
+        assert_eq!(s.destination(1), Some("10.9.9.9:4000".parse().unwrap()));
+        s.on_packet(1, addr(6000), &rtp(0, 1, 0, &[0xff; 160]), t0);
+        assert_eq!(s.destination(1), Some(addr(6000)));
+        // Another source while the caller keeps talking is dropped...
+        let t1 = t0 + Duration::from_millis(500);
+        s.on_packet(1, addr(6000), &rtp(0, 2, 160, &[0xff; 160]), t1);
+        s.on_packet(1, addr(7000), &rtp(0, 3, 320, &[0xff; 160]), t1);
+        assert_eq!(s.destination(1), Some(addr(6000)));
+        // ...but after a second of silence from it (a NAT that rebound) the new source is the caller.
+        s.on_packet(1, addr(7000), &rtp(0, 4, 480, &[0xff; 160]), t1 + RELATCH_AFTER);
+        assert_eq!(s.destination(1), Some(addr(7000)));
+        // The address in the caller's own SDP is always taken.
+        s.on_packet(1, "10.9.9.9:4000".parse().unwrap(), &rtp(0, 5, 640, &[0xff; 160]), t1 + RELATCH_AFTER);
+        assert_eq!(s.destination(1), Some("10.9.9.9:4000".parse().unwrap()));
     }
 
     #[test]
@@ -447,13 +490,39 @@ mod tests {
         for (seq, dur) in [(1u16, 160u16), (2, 320), (3, 480)] {
             let mut ev = vec![5u8, 0x0a];
             ev.extend_from_slice(&dur.to_be_bytes());
-            s.on_packet(1, addr(4000), &rtp(101, seq, 8000, &ev));
+            s.on_packet(1, addr(4000), &rtp(101, seq, 8000, &ev), Instant::now());
         }
         let out: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
         assert_eq!(out.len(), 3);
         let pkts: Vec<_> = out.iter().map(|d| RtpPacket::parse(&d.bytes).unwrap()).collect();
         assert!(pkts.iter().all(|p| p.payload_type() == 96 && p.timestamp() == pkts[0].timestamp()));
         assert_eq!(pkts[2].payload(), &[5, 0x0a, 0x01, 0xe0]);
+        // A second digit right after (no audio between): a timestamp of its own, as far from the
+        // first as the caller's were.
+        s.on_packet(1, addr(4000), &rtp(101, 4, 8800, &[7, 0x0a, 0, 160]), Instant::now());
+        let next = s.poll_transmit().unwrap();
+        let next = RtpPacket::parse(&next.bytes).unwrap();
+        assert_eq!(next.timestamp(), pkts[0].timestamp().wrapping_add(800));
+    }
+
+    #[test]
+    fn a_new_ssrc_on_a_leg_continues_our_stream_with_a_marker() {
+        let mut s = MediaSession::new(Instant::now(), false);
+        s.add_leg(1, Role::Caller, params(4000, Codec::Pcmu));
+        s.add_leg(2, Role::FarEnd, params(5000, Codec::Pcmu));
+        let send = |s: &mut MediaSession, ssrc: u32, seq: u16, ts: u32| {
+            let pkt = build(0, false, seq, ts, ssrc, &[0xff; 160]);
+            s.on_packet(2, addr(5000), &pkt, Instant::now());
+            let d = s.poll_transmit().unwrap();
+            let p = RtpPacket::parse(&d.bytes).unwrap();
+            (p.timestamp(), p.marker_bit())
+        };
+        let (t1, _) = send(&mut s, 0xaaaa, 1, 1000);
+        let (t2, m2) = send(&mut s, 0xaaaa, 2, 1160);
+        assert_eq!((t2, m2), (t1.wrapping_add(160), false));
+        // Early media came from one device, the answer from another: a far-off timestamp base.
+        let (t3, m3) = send(&mut s, 0xbbbb, 1, 3_000_000_000);
+        assert_eq!((t3, m3), (t2.wrapping_add(160), true), "no jump in our stream, and a marker");
     }
 
     #[test]
@@ -471,8 +540,8 @@ mod tests {
             b
         };
         for i in 0..3u16 {
-            s.on_packet(1, addr(4000), &rtp(0, i, i as u32 * 160, &enc(Codec::Pcmu, 1000)));
-            s.on_packet(3, addr(7000), &rtp(8, i, i as u32 * 160, &enc(Codec::Pcma, 8000)));
+            s.on_packet(1, addr(4000), &rtp(0, i, i as u32 * 160, &enc(Codec::Pcmu, 1000)), Instant::now());
+            s.on_packet(3, addr(7000), &rtp(8, i, i as u32 * 160, &enc(Codec::Pcma, 8000)), Instant::now());
         }
         assert!(s.poll_transmit().is_none(), "in a conference nothing is relayed directly");
         s.on_timeout(t0 + TICK);

@@ -680,6 +680,7 @@ impl Engine {
             }
         }
         let media = self.anchor(ib.sdp.as_deref(), policy.conference_mode);
+        let notifies = !policy.notify.is_empty();
         let mut call = self.new_call(
             key,
             msg,
@@ -701,9 +702,9 @@ impl Engine {
         }
         self.calls.insert(call_ref.clone(), call);
         self.emit(&call_ref, CallEventKind::Detected);
-        let detected = self.events.back().cloned();
-        self.start_attempt(&call_ref, now);
         // The notification IM (issue 6) is built once the outbound INVITE has been sent.
+        let detected = if notifies { self.events.back().cloned() } else { None };
+        self.start_attempt(&call_ref, now);
         self.deferred_notify.extend(detected);
     }
 
@@ -1430,9 +1431,12 @@ impl Engine {
             self.forget_call(call);
             return;
         }
-        if call.media.is_some() && (method == "INVITE" || method == "UPDATE") && call.state == CallState::Answered {
+        let reoffer = method == "UPDATE" || (method == "INVITE" && call.state == CallState::Answered);
+        if call.media.is_some() && reoffer {
             // Anchored: each leg's session is between the party and sosdesk, so a re-offer is
-            // answered here (RFC 3264 §8) and never reaches the other party.
+            // answered here (RFC 3264 §8) and never reaches the other party. UPDATE also in the
+            // early dialog (RFC 3311 §5.1): relayed, it would move the media off the anchor (no
+            // recording, no desk).
             self.anchored_reoffer(&mut call, side, key, msg, now);
             self.calls.insert(call_ref, call);
             return;
