@@ -33,9 +33,26 @@ pub enum Gate {
     },
 }
 
+/// Addresses tracked at most; beyond, new ones are not tracked until old entries expire.
+const MAX_TRACKED: usize = 100_000;
+
 #[derive(Default)]
 pub struct AuthGuard {
     by_ip: HashMap<IpAddr, Entry>,
+    /// When the table was last swept of expired entries (at most once a second when full).
+    swept: Option<Instant>,
+}
+
+/// The key an address is counted under: IPv4 as it is, IPv6 by its /64 (one subscriber's
+/// network: rotating through its addresses must not multiply the allowance).
+fn key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
 }
 
 /// The guard shared by the SIP engine and the HTTP API.
@@ -47,6 +64,7 @@ impl AuthGuard {
     }
 
     pub fn gate(&mut self, ip: IpAddr, now: Instant) -> Gate {
+        let ip = key(ip);
         let Some(e) = self.by_ip.get_mut(&ip) else { return Gate::Check };
         match e.blocked_until {
             Some(until) if until > now => {
@@ -63,9 +81,21 @@ impl AuthGuard {
 
     /// Wrong credentials from `ip`. Returns true when this failure blocks it.
     pub fn failed(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.by_ip.len() > 100_000 {
-            // A spoofed-source flood must not grow this without bound.
-            self.by_ip.retain(|_, e| e.blocked_until.is_some_and(|u| u > now));
+        let ip = key(ip);
+        if self.by_ip.len() >= MAX_TRACKED && !self.by_ip.contains_key(&ip) {
+            // Bounded, and never a scan per request: expired entries are swept at most once a
+            // second; while the table stays full, new addresses go untracked (still refused
+            // each time for their wrong credentials, and audited).
+            if self.swept.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+                self.swept = Some(now);
+                self.by_ip.retain(|_, e| {
+                    e.blocked_until.is_some_and(|u| u > now)
+                        || e.since.is_some_and(|s| now.saturating_duration_since(s) <= WINDOW)
+                });
+            }
+            if self.by_ip.len() >= MAX_TRACKED {
+                return false;
+            }
         }
         let e = self.by_ip.entry(ip).or_default();
         if e.since.is_none_or(|s| now.saturating_duration_since(s) > WINDOW) {
@@ -83,6 +113,7 @@ impl AuthGuard {
 
     /// Good credentials: the address's count starts again.
     pub fn succeeded(&mut self, ip: IpAddr) {
+        let ip = key(ip);
         if self.by_ip.get(&ip).is_some_and(|e| e.blocked_until.is_none()) {
             self.by_ip.remove(&ip);
         }
@@ -111,6 +142,30 @@ mod tests {
         g.succeeded(ip);
         assert_eq!(g.gate(ip, t0 + Duration::from_secs(1)), Gate::Blocked { audit: false });
         assert_eq!(g.gate(ip, t0 + BLOCK_FOR + Duration::from_secs(1)), Gate::Check);
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_counted_by_its_64_and_the_table_stays_bounded() {
+        let mut g = AuthGuard::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_FAILURES {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            g.failed(ip, t0);
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(g.gate(same_64, t0), Gate::Blocked { audit: true }, "rotating addresses in one /64");
+        assert_eq!(g.gate("2001:db8:1:3::1".parse().unwrap(), t0), Gate::Check);
+        // Full of live entries: a new address is not tracked, and nothing grows.
+        let mut g = AuthGuard::default();
+        for i in 0..MAX_TRACKED as u32 {
+            g.failed(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(!g.failed("198.51.100.1".parse().unwrap(), t0));
+        assert_eq!(g.by_ip.len(), MAX_TRACKED);
+        // Once they expire, the next failure sweeps them and is tracked.
+        let later = t0 + WINDOW + BLOCK_FOR + Duration::from_secs(2);
+        g.failed("198.51.100.1".parse().unwrap(), later);
+        assert_eq!(g.by_ip.len(), 1);
     }
 
     #[test]

@@ -75,6 +75,12 @@ impl Registrar {
             if contacts.len() != 1 || header_expires != Some(0) {
                 return refuse(400, "Contact: * needs Expires: 0 and no other contact".into());
             }
+            // The step 7 check for every binding (§10.3 step 6): a delayed or retransmitted
+            // removal must not wipe a newer registration made on the same Call-ID.
+            let stale = |b: &Binding| b.call_id == call_id && cseq <= b.cseq;
+            if self.bindings.get(user).is_some_and(|list| list.iter().any(stale)) {
+                return refuse(500, "out-of-order REGISTER (CSeq not above the binding's)".into());
+            }
             self.bindings.remove(user);
             return RegisterReply::Ok { contacts: Vec::new() };
         }
@@ -246,7 +252,10 @@ mod tests {
             RegisterReply::Ok { contacts } => assert_eq!(contacts, vec!["<sip:x@10.0.0.5>;expires=3600".to_string()]),
             other => panic!("{other:?}"),
         }
-        // `*` with Expires: 0 removes all.
+        // `*` with Expires: 0 removes all, unless it is older than a binding (a delayed copy).
+        m = register("desk1", Some("*"), Some("0"), 6);
+        assert_eq!(status(r.register("desk1", &m, peer(), t0)), 500);
+        assert_eq!(r.contacts("desk1", t0).len(), 1);
         m = register("desk1", Some("*"), Some("0"), 7);
         assert_eq!(status(r.register("desk1", &m, peer(), t0)), 200);
         assert!(r.contacts("desk1", t0).is_empty());

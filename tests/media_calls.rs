@@ -82,7 +82,10 @@ fn place_call_with(
     Call { caller, provider, caller_media, operator_media, call_id: answered.call_id }
 }
 
+/// A sipp desk's arguments. `-auth_uri`: sipp's digest `uri` is host:port by default, and
+/// sosdesk checks it is the Request-URI (RFC 2617 §3.2.2.5), as a real SIP client sends it.
 fn desk_args<'a>(
+    core: u16,
     call_id: &'a str,
     user: &'a str,
     pass: &'a str,
@@ -93,6 +96,8 @@ fn desk_args<'a>(
     [
         "-s",
         &format!("conf-{call_id}"),
+        "-auth_uri",
+        &format!("conf-{call_id}@127.0.0.1:{core}"),
         "-au",
         user,
         "-ap",
@@ -127,13 +132,13 @@ fn a_listening_desk_hears_caller_and_operator_and_nobody_hears_it() {
     // The lobby desk's account may only listen: asking to talk is refused.
     let desk_media = Party::start(Some(DESK_HZ), Codec::Pcma);
     let port = desk_media.port.to_string();
-    let talk = desk_args(&call.call_id, "desk1", "lobby-desk-secret", &port, "sendrecv", "0");
+    let talk = desk_args(lab.ports.sip, &call.call_id, "desk1", "lobby-desk-secret", &port, "sendrecv", "0");
     let refused = lab.uac("desk-talk", "desk_refused.xml", "127.0.0.1", &sipp_args(&talk)).wait();
     refused.assert_ok();
     assert!(refused.received().iter().any(|m| m.starts_with("SIP/2.0 403")), "{}", refused.messages);
 
     // Listening (a=recvonly) — but the test socket sends its tone anyway: it must reach no one.
-    let listen = desk_args(&call.call_id, "desk1", "lobby-desk-secret", &port, "recvonly", "2500");
+    let listen = desk_args(lab.ports.sip, &call.call_id, "desk1", "lobby-desk-secret", &port, "recvonly", "2500");
     let desk = lab.uac("desk", "desk_join.xml", "127.0.0.1", &sipp_args(&listen));
     desk.wait().assert_ok();
     call.caller.wait().assert_ok();
@@ -268,7 +273,7 @@ fn a_talking_desk_is_heard_and_stays_with_the_operator_after_the_caller_hangs_up
     let call = place_call(&mut lab, &mut seen, "127.0.0.1", "127.0.0.1", 2500);
     let desk_media = Party::start(Some(DESK_HZ), Codec::Pcma);
     let port = desk_media.port.to_string();
-    let args = desk_args(&call.call_id, "desk2", "control-room-secret", &port, "sendrecv", "5000");
+    let args = desk_args(lab.ports.sip, &call.call_id, "desk2", "control-room-secret", &port, "sendrecv", "5000");
     let desk = lab.uac("desk", "desk_join.xml", "127.0.0.1", &sipp_args(&args));
     call.caller.wait().assert_ok();
     let caller_gone = Instant::now();
@@ -306,8 +311,12 @@ fn joins_without_credentials_with_wrong_ones_to_talk_in_a_listen_only_policy_or_
         r.assert_ok();
         r.received().iter().rfind(|m| m.starts_with("SIP/2.0 4")).cloned().unwrap_or_default()
     };
-    let noauth =
-        run(&lab, "noauth", "desk_unauthenticated.xml", desk_args(&call.call_id, "", "", &port, "recvonly", "0"));
+    let noauth = run(
+        &lab,
+        "noauth",
+        "desk_unauthenticated.xml",
+        desk_args(lab.ports.sip, &call.call_id, "", "", &port, "recvonly", "0"),
+    );
     assert!(
         noauth.starts_with("SIP/2.0 401") && noauth.contains("WWW-Authenticate: Digest realm=\"sosdesk\""),
         "{noauth}"
@@ -316,21 +325,21 @@ fn joins_without_credentials_with_wrong_ones_to_talk_in_a_listen_only_policy_or_
         &lab,
         "wrong",
         "desk_refused.xml",
-        desk_args(&call.call_id, "desk2", "not-the-password", &port, "recvonly", "0"),
+        desk_args(lab.ports.sip, &call.call_id, "desk2", "not-the-password", &port, "recvonly", "0"),
     );
     assert!(wrong.starts_with("SIP/2.0 403"), "{wrong}");
     let talk = run(
         &lab,
         "talk",
         "desk_refused.xml",
-        desk_args(&call.call_id, "desk2", "control-room-secret", &port, "sendrecv", "0"),
+        desk_args(lab.ports.sip, &call.call_id, "desk2", "control-room-secret", &port, "sendrecv", "0"),
     );
     assert!(talk.starts_with("SIP/2.0 403") && talk.contains("listen only"), "{talk}");
     let nocall = run(
         &lab,
         "nocall",
         "desk_refused.xml",
-        desk_args("0123456789abcdef", "desk2", "control-room-secret", &port, "recvonly", "0"),
+        desk_args(lab.ports.sip, "0123456789abcdef", "desk2", "control-room-secret", &port, "recvonly", "0"),
     );
     assert!(nocall.starts_with("SIP/2.0 404"), "{nocall}");
     call.caller.wait().assert_ok();

@@ -4,6 +4,7 @@
 //! against the desk accounts of the config.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest as _, Md5};
@@ -92,37 +93,52 @@ impl DigestServer {
         &self.realm
     }
 
-    fn nonce_at(&self, secs: u64) -> String {
+    /// A nonce for `client`, issued at `secs`: the time and a keyed hash of time and address.
+    /// Bound to the address, a nonce (and an answer captured on the network) is worth nothing
+    /// from anywhere else, and packets with a spoofed source cannot present one that counts.
+    fn nonce_at(&self, secs: u64, client: IpAddr) -> String {
         let mut h = Sha256::new();
         h.update(self.key);
         h.update(secs.to_be_bytes());
+        match client.to_canonical() {
+            IpAddr::V4(a) => h.update(a.octets()),
+            IpAddr::V6(a) => h.update(a.octets()),
+        }
         format!("{secs:x}.{}", hex::encode(&h.finalize()[..12]))
     }
 
-    /// A `WWW-Authenticate` value (RFC 2617 §3.2.1).
-    pub fn challenge(&self, stale: bool) -> String {
+    /// The user name the request's credentials for this realm claim (for the audit log).
+    pub fn claimed_user(&self, authorization: &[String]) -> String {
+        self.ours(authorization).and_then(|p| p.get("username").cloned()).unwrap_or_default()
+    }
+
+    fn ours(&self, authorization: &[String]) -> Option<HashMap<String, String>> {
+        authorization.iter().filter_map(|v| parse_params(v)).find(|p| p.get("realm").is_some_and(|r| *r == self.realm))
+    }
+
+    /// A `WWW-Authenticate` value (RFC 2617 §3.2.1) for a request from `client`.
+    pub fn challenge(&self, stale: bool, client: IpAddr) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let opaque = hex::encode(&Sha256::digest(self.realm.as_bytes())[..8]);
         format!(
             "Digest realm=\"{}\", nonce=\"{}\", opaque=\"{opaque}\", algorithm=MD5, qop=\"auth\"{}",
             self.realm,
-            self.nonce_at(now),
+            self.nonce_at(now, client),
             if stale { ", stale=true" } else { "" }
         )
     }
 
-    /// Check the `Authorization` values of a request. `password` looks a user up. Returns the
-    /// user name the credentials prove.
+    /// Check the `Authorization` values of a request to `request_uri` from `client`. `password`
+    /// looks a user up. Returns the user name the credentials prove.
     pub fn verify<'a>(
         &self,
         authorization: &[String],
         method: &str,
+        request_uri: &str,
+        client: IpAddr,
         password: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<String, AuthFailure> {
-        let creds = authorization
-            .iter()
-            .filter_map(|v| parse_params(v))
-            .find(|p| p.get("realm").is_some_and(|r| *r == self.realm));
+        let creds = self.ours(authorization);
         // Credentials for another realm or scheme are not ours to judge (RFC 2617 §3.2.2; RFC 4475
         // §3.3.8's regaut01): challenge, as if there were none.
         let Some(p) = creds else {
@@ -138,11 +154,20 @@ impl DigestServer {
                 return Err(AuthFailure::Invalid(format!("algorithm {alg} is not supported")));
             }
         }
-        // The nonce must be one we issued (its keyed hash matches) and recent.
+        // The nonce must be one we issued to this address (its keyed hash matches) and recent.
+        // One that is not — forged, from another server, or issued to another address (a
+        // client that moved, or a spoofed packet) — proves nothing and counts for nothing: the
+        // client is challenged afresh (stale, RFC 2617 §3.2.1), without an audited failure.
         let secs = nonce.split_once('.').and_then(|(t, _)| u64::from_str_radix(t, 16).ok());
-        let Some(secs) = secs.filter(|s| self.nonce_at(*s) == nonce) else {
-            return Err(AuthFailure::Invalid("a nonce sosdesk did not issue".into()));
+        let Some(secs) = secs.filter(|s| self.nonce_at(*s, client) == nonce) else {
+            return Err(AuthFailure::Stale);
         };
+        // RFC 2617 §3.2.2.5: the credentials are for this Request-URI, so an answer captured for
+        // one call's conference cannot open another's. Compared as URIs (scheme, user, host,
+        // port), not as text: clients differ in parameters and case.
+        if !same_resource(uri, request_uri) {
+            return Err(AuthFailure::Invalid(format!("credentials for another URI ({uri:?})")));
+        }
         let Some(pass) = password(user) else {
             return Err(AuthFailure::Invalid(format!("unknown user {user:?}")));
         };
@@ -161,6 +186,20 @@ impl DigestServer {
             return Err(AuthFailure::Stale);
         }
         Ok(user.to_string())
+    }
+}
+
+/// Whether two URIs name the same resource: scheme, user part, host (any case) and port.
+fn same_resource(a: &str, b: &str) -> bool {
+    match (super::uri::Uri::parse(a), super::uri::Uri::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme == b.scheme
+                && a.user == b.user
+                && a.host.eq_ignore_ascii_case(&b.host)
+                && a.port == b.port
+                && a.opaque == b.opaque
+        }
+        _ => a == b,
     }
 }
 
@@ -211,28 +250,33 @@ mod tests {
     fn challenge_answer_verify_and_failures() {
         let s = DigestServer::new("sosdesk");
         let pw = |u: &str| (u == "desk1").then_some("correct horse");
-        let ch = s.challenge(false);
-        let good = answer(&ch, "INVITE", "sip:conf-x@127.0.0.1", "desk1", "correct horse").unwrap();
-        assert_eq!(s.verify(std::slice::from_ref(&good), "INVITE", pw), Ok("desk1".into()));
-        assert_eq!(s.verify(&[], "INVITE", pw), Err(AuthFailure::Missing));
-        let wrong = answer(&ch, "INVITE", "sip:conf-x@127.0.0.1", "desk1", "battery staple").unwrap();
+        let (ip, elsewhere): (IpAddr, IpAddr) = ([192, 0, 2, 7].into(), [192, 0, 2, 8].into());
+        let uri = "sip:conf-x@127.0.0.1";
+        let ch = s.challenge(false, ip);
+        let good = answer(&ch, "INVITE", uri, "desk1", "correct horse").unwrap();
+        assert_eq!(s.verify(std::slice::from_ref(&good), "INVITE", uri, ip, pw), Ok("desk1".into()));
+        assert_eq!(s.claimed_user(std::slice::from_ref(&good)), "desk1");
+        assert_eq!(s.verify(&[], "INVITE", uri, ip, pw), Err(AuthFailure::Missing));
+        let wrong = answer(&ch, "INVITE", uri, "desk1", "battery staple").unwrap();
         assert!(
-            matches!(s.verify(&[wrong], "INVITE", pw), Err(AuthFailure::Invalid(r)) if r.contains("wrong password"))
+            matches!(s.verify(&[wrong], "INVITE", uri, ip, pw), Err(AuthFailure::Invalid(r)) if r.contains("wrong password"))
         );
-        let unknown = answer(&ch, "INVITE", "sip:conf-x@127.0.0.1", "mallory", "x").unwrap();
-        assert!(matches!(s.verify(&[unknown], "INVITE", pw), Err(AuthFailure::Invalid(_))));
-        // A nonce from another server (or forged) is refused.
-        let other = DigestServer::new("sosdesk").challenge(false);
-        let forged = answer(&other, "INVITE", "sip:conf-x@127.0.0.1", "desk1", "correct horse").unwrap();
-        assert!(
-            matches!(s.verify(&[forged], "INVITE", pw), Err(AuthFailure::Invalid(r)) if r.contains("did not issue"))
-        );
-        // Replaying the response for another method fails.
-        assert!(matches!(s.verify(&[good], "BYE", pw), Err(AuthFailure::Invalid(_))));
+        let unknown = answer(&ch, "INVITE", uri, "mallory", "x").unwrap();
+        assert!(matches!(s.verify(&[unknown], "INVITE", uri, ip, pw), Err(AuthFailure::Invalid(_))));
+        // A nonce from another server (or forged) proves nothing: a fresh challenge, not a failure.
+        let other = DigestServer::new("sosdesk").challenge(false, ip);
+        let forged = answer(&other, "INVITE", uri, "desk1", "correct horse").unwrap();
+        assert_eq!(s.verify(&[forged], "INVITE", uri, ip, pw), Err(AuthFailure::Stale));
+        // The same answer from another address (captured and replayed, or spoofed): the same.
+        assert_eq!(s.verify(std::slice::from_ref(&good), "INVITE", uri, elsewhere, pw), Err(AuthFailure::Stale));
+        // Replayed for another call's conference, or another method: refused.
+        let other_call = s.verify(std::slice::from_ref(&good), "INVITE", "sip:conf-y@127.0.0.1", ip, pw);
+        assert!(matches!(other_call, Err(AuthFailure::Invalid(r)) if r.contains("another URI")));
+        assert!(matches!(s.verify(&[good], "BYE", uri, ip, pw), Err(AuthFailure::Invalid(_))));
         // An old nonce is stale.
-        let old = format!("Digest realm=\"sosdesk\", nonce=\"{}\", qop=\"auth\"", s.nonce_at(1000));
+        let old = format!("Digest realm=\"sosdesk\", nonce=\"{}\", qop=\"auth\"", s.nonce_at(1000, ip));
         let stale = answer(&old, "INVITE", "sip:c", "desk1", "correct horse").unwrap();
-        assert_eq!(s.verify(&[stale], "INVITE", pw), Err(AuthFailure::Stale));
+        assert_eq!(s.verify(&[stale], "INVITE", "sip:c", ip, pw), Err(AuthFailure::Stale));
     }
 
     #[test]

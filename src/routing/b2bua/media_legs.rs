@@ -23,6 +23,9 @@ use super::{cancel_for, contact_uri_text, Call, Dialog, Engine, Side, StatusReas
 use crate::config::{ConferenceMode, Config};
 use crate::events::{CallEvent, CallEventKind, RouteKind};
 use crate::media::runner::{MediaCommand, RtpPorts};
+
+/// How a join refused for its credentials starts its reason; the client is told only this.
+const BAD_CREDENTIALS: &str = "bad credentials";
 use crate::media::{AudioSdp, Codec, Direction, LegId, LegParams, LocalSdp, Role};
 use crate::sip::digest::{AuthFailure, DigestServer};
 use crate::sip::transaction::{ClientKey, Peer, ServerKey};
@@ -363,7 +366,10 @@ impl Engine {
         for (n, v) in extra {
             r.push(n, v.clone());
         }
-        r.push("Warning", format!("399 sosdesk \"{}\"", reason.replace(['"', '\\'], "'")));
+        // Why credentials failed (an unknown user, a wrong password) is for the audit log only:
+        // told to the client, it would say which user names exist.
+        let told = if reason.starts_with(BAD_CREDENTIALS) { BAD_CREDENTIALS } else { reason.as_str() };
+        r.push("Warning", format!("399 sosdesk \"{}\"", told.replace(['"', '\\'], "'")));
         self.tx.respond(key, &r, Instant::now());
         tracing::info!(%peer, desk, status, %reason, "desk join refused");
         match call {
@@ -396,16 +402,16 @@ impl Engine {
             .map(String::from)
             .collect();
         let accounts = &self.desks.accounts;
-        let verified = self
-            .desks
-            .digest
-            .verify(&auth, "INVITE", |u| accounts.iter().find(|a| a.username == u).map(|a| a.password.as_str()));
+        let ruri = msg.request_uri().unwrap_or("");
+        let verified = self.desks.digest.verify(&auth, "INVITE", ruri, peer.addr.ip(), |u| {
+            accounts.iter().find(|a| a.username == u).map(|a| a.password.as_str())
+        });
         let mut call = self.calls.remove(&call_ref);
         let user = match verified {
             Ok(user) => user,
             Err(AuthFailure::Missing) | Err(AuthFailure::Stale) => {
                 let stale = matches!(verified, Err(AuthFailure::Stale));
-                let challenge = self.desks.digest.challenge(stale);
+                let challenge = self.desks.digest.challenge(stale, peer.addr.ip());
                 let reason = if stale { "credentials expired (stale nonce)" } else { "credentials required" };
                 self.refuse_join(
                     &key,
@@ -423,10 +429,8 @@ impl Engine {
                 return;
             }
             Err(AuthFailure::Invalid(why)) => {
-                let who = crate::sip::digest::parse_params(auth.first().map(String::as_str).unwrap_or(""))
-                    .and_then(|p| p.get("username").cloned())
-                    .unwrap_or_default();
-                self.refuse_join(&key, &msg, peer, call.as_mut(), &who, 403, format!("bad credentials: {why}"), &[]);
+                let who = self.desks.digest.claimed_user(&auth);
+                self.refuse_join(&key, &msg, peer, call.as_mut(), &who, 403, format!("{BAD_CREDENTIALS}: {why}"), &[]);
                 self.credentials_failed(peer, now);
                 if let Some(c) = call {
                     self.calls.insert(call_ref, c);

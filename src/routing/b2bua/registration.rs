@@ -111,24 +111,24 @@ impl Engine {
         }
         let auth: Vec<String> = msg.headers_named("Authorization").map(String::from).collect();
         let accounts = &self.desks.accounts;
-        let verified = self
-            .desks
-            .digest
-            .verify(&auth, "REGISTER", |u| accounts.iter().find(|a| a.username == u).map(|a| a.password.as_str()));
+        let ruri = msg.request_uri().unwrap_or("");
+        let verified = self.desks.digest.verify(&auth, "REGISTER", ruri, peer.addr.ip(), |u| {
+            accounts.iter().find(|a| a.username == u).map(|a| a.password.as_str())
+        });
         let user = match verified {
             Ok(user) => user,
             Err(AuthFailure::Missing) | Err(AuthFailure::Stale) => {
                 let stale = matches!(verified, Err(AuthFailure::Stale));
-                let challenge = self.desks.digest.challenge(stale);
+                let challenge = self.desks.digest.challenge(stale, peer.addr.ip());
                 self.refuse(&key, &msg, peer, 401, "credentials required", &[("WWW-Authenticate", challenge)]);
                 return;
             }
             Err(AuthFailure::Invalid(why)) => {
-                let who = crate::sip::digest::parse_params(auth.first().map(String::as_str).unwrap_or(""))
-                    .and_then(|p| p.get("username").cloned())
-                    .unwrap_or_default();
+                let who = self.desks.digest.claimed_user(&auth);
                 let reason = format!("REGISTER by {who:?} refused: bad credentials: {why}");
-                self.refuse(&key, &msg, peer, 403, &reason, &[]);
+                // The client learns only that its credentials failed; which user names exist, and
+                // why, is for the audit log.
+                self.refuse(&key, &msg, peer, 403, "bad credentials", &[]);
                 self.audit_refusal(&msg, peer, 403, reason);
                 self.credentials_failed(peer, now);
                 return;
@@ -165,10 +165,7 @@ impl Engine {
     /// caller sends what this queues right after.
     pub fn handle_deferred(&mut self, now: Instant) {
         while let Some(detected) = self.deferred_notify.pop_front() {
-            let Some(policy) = self.policies.policies.iter().find(|p| p.name == detected.policy) else { continue };
-            if policy.notify.is_empty() {
-                continue;
-            }
+            let Some(policy) = self.policies.by_name(&detected.policy) else { continue };
             let ctx = NotifyCtx { registrar: &self.registrar, groups: &self.groups, local: &self.local, now };
             self.notifier.notify(&detected, &policy.notify, &ctx, &mut self.tx, now);
         }
