@@ -83,12 +83,9 @@ fn source_text(source: LocationSource, method: Option<&str>) -> String {
 pub fn body_of(ev: &CallEvent) -> (String, Bytes) {
     let text = human_text(ev);
     let json = serde_json::to_string(ev).unwrap_or_default();
-    let boundary = format!("sosdesk-{}", crate::sip::ids::new_tag());
-    let mut b = String::with_capacity(text.len() + json.len() + 256);
-    b.push_str(&format!("--{boundary}\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n"));
-    b.push_str(&text);
-    b.push_str(&format!("--{boundary}\r\nContent-Type: {CALL_EVENT_CONTENT_TYPE}\r\n\r\n"));
-    b.push_str(&json);
-    b.push_str(&format!("\r\n--{boundary}--\r\n"));
-    (format!("multipart/mixed;boundary={boundary}"), Bytes::from(b))
+    let json_headers = format!("Content-Type: {CALL_EVENT_CONTENT_TYPE}");
+    crate::routing::body::multipart_mixed(&[
+        ("Content-Type: text/plain;charset=UTF-8", text.as_bytes()),
+        (&json_headers, json.as_bytes()),
+    ])
 }

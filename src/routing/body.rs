@@ -183,21 +183,27 @@ pub fn parse_invite_body(msg: &Message) -> InviteBody {
 /// A `multipart/mixed` body holding the SDP (if any) and a PIDF-LO with `Content-ID: <cid>`.
 /// Returns (Content-Type header value, body).
 pub fn build_multipart(sdp: Option<&Bytes>, pidf: &[u8], cid: &str) -> (String, Bytes) {
-    let boundary = format!("sosdesk-{}", crate::sip::ids::new_tag());
-    let mut b = Vec::with_capacity(pidf.len() + sdp.map_or(0, |s| s.len()) + 256);
+    let pidf_headers = format!("Content-Type: application/pidf+xml\r\nContent-ID: <{cid}>");
+    let mut parts: Vec<(&str, &[u8])> = Vec::with_capacity(2);
     if let Some(sdp) = sdp {
-        b.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/sdp\r\n\r\n").as_bytes());
-        b.extend_from_slice(sdp);
-        if !sdp.ends_with(b"\r\n") {
+        parts.push(("Content-Type: application/sdp", sdp));
+    }
+    parts.push((&pidf_headers, pidf));
+    multipart_mixed(&parts)
+}
+
+/// A `multipart/mixed` body (RFC 2046 §5.1.1) of `parts`, each (its header lines, its content);
+/// a content not ending in CRLF gets one before the next boundary. Returns (Content-Type header
+/// value, body).
+pub fn multipart_mixed(parts: &[(&str, &[u8])]) -> (String, Bytes) {
+    let boundary = format!("sosdesk-{}", crate::sip::ids::new_tag());
+    let mut b = Vec::with_capacity(parts.iter().map(|(h, c)| h.len() + c.len() + 64).sum::<usize>() + 64);
+    for (headers, content) in parts {
+        b.extend_from_slice(format!("--{boundary}\r\n{headers}\r\n\r\n").as_bytes());
+        b.extend_from_slice(content);
+        if !content.ends_with(b"\r\n") {
             b.extend_from_slice(b"\r\n");
         }
-    }
-    b.extend_from_slice(
-        format!("--{boundary}\r\nContent-Type: application/pidf+xml\r\nContent-ID: <{cid}>\r\n\r\n").as_bytes(),
-    );
-    b.extend_from_slice(pidf);
-    if !pidf.ends_with(b"\r\n") {
-        b.extend_from_slice(b"\r\n");
     }
     b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/mixed;boundary={boundary}"), Bytes::from(b))
