@@ -90,10 +90,19 @@ impl AudioOut {
     }
 }
 
+/// How often a wanted alarm without a device tries the device again.
+const RETRY_ALARM: Duration = Duration::from_secs(2);
+
 fn output_thread(rx: mpsc::Receiver<Command>, report: impl Fn(AudioReport)) {
     let (err_tx, err_rx) = mpsc::channel::<String>();
     let mut sink: Option<rodio::MixerDeviceSink> = None;
     let mut alarm: Option<rodio::Player> = None;
+    // The alarm is wanted (an unacknowledged emergency) but has no device: tried again every
+    // RETRY_ALARM, so a headset replugged or a sound server restarted brings the siren back
+    // without waiting for the next emergency. The last failure, reported once until it changes.
+    let mut want_alarm = false;
+    let mut retry_alarm_at: Option<std::time::Instant> = None;
+    let mut alarm_error: Option<String> = None;
     let mut streams: HashMap<u64, rodio::Player> = HashMap::new();
     loop {
         // Wake up now and then to notice a failed device and recordings that played to the end.
@@ -107,6 +116,8 @@ fn output_thread(rx: mpsc::Receiver<Command>, report: impl Fn(AudioReport)) {
             let why = format!("audio device failed: {e}");
             if alarm.take().is_some() {
                 report(AudioReport::Alarm(AlarmReport::NoDevice(why.clone())));
+                alarm_error = Some(why.clone());
+                retry_alarm_at = Some(std::time::Instant::now() + RETRY_ALARM);
             }
             for (id, _) in streams.drain() {
                 report(AudioReport::Stream { id, report: StreamReport::NoDevice(why.clone()) });
@@ -136,29 +147,49 @@ fn output_thread(rx: mpsc::Receiver<Command>, report: impl Fn(AudioReport)) {
                     Ok(())
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "no audio output device");
+                    // Logged by the caller, once per change (a wanted alarm tries again and again).
+                    tracing::debug!(error = %e, "no audio output device");
                     Err(format!("no audio output device ({e})"))
                 }
             }
         };
-        match cmd {
+        let retry_due = retry_alarm_at.is_some_and(|t| std::time::Instant::now() >= t);
+        let start_alarm = match cmd {
             Some(Command::StartAlarm) => {
-                if alarm.is_some() {
-                    continue;
-                }
-                match open(&mut sink) {
-                    Ok(()) => {
-                        let Some(s) = &sink else { continue };
+                want_alarm = true;
+                true
+            }
+            _ => want_alarm && alarm.is_none() && retry_due,
+        };
+        if start_alarm && alarm.is_none() {
+            match open(&mut sink) {
+                Ok(()) => {
+                    if let Some(s) = &sink {
                         let p = rodio::Player::connect_new(s.mixer());
                         p.append(Siren::new());
                         p.play();
                         alarm = Some(p);
+                        retry_alarm_at = None;
+                        alarm_error = None;
                         report(AudioReport::Alarm(AlarmReport::Sounding));
                     }
-                    Err(e) => report(AudioReport::Alarm(AlarmReport::NoDevice(e))),
+                }
+                Err(e) => {
+                    retry_alarm_at = Some(std::time::Instant::now() + RETRY_ALARM);
+                    if alarm_error.as_ref() != Some(&e) {
+                        tracing::warn!(error = %e, "the alarm cannot sound; trying the device again every 2 s");
+                        alarm_error = Some(e.clone());
+                        report(AudioReport::Alarm(AlarmReport::NoDevice(e)));
+                    }
                 }
             }
+        }
+        match cmd {
+            Some(Command::StartAlarm) => {}
             Some(Command::StopAlarm) => {
+                want_alarm = false;
+                retry_alarm_at = None;
+                alarm_error = None;
                 if let Some(p) = alarm.take() {
                     p.stop();
                 }
@@ -175,7 +206,10 @@ fn output_thread(rx: mpsc::Receiver<Command>, report: impl Fn(AudioReport)) {
                     }
                     report(AudioReport::Stream { id, report: StreamReport::Playing });
                 }
-                Err(e) => report(AudioReport::Stream { id, report: StreamReport::NoDevice(e) }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no audio output device for a stream");
+                    report(AudioReport::Stream { id, report: StreamReport::NoDevice(e) })
+                }
             },
             Some(Command::Stop { id }) => {
                 if let Some(p) = streams.remove(&id) {

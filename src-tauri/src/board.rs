@@ -59,9 +59,10 @@ impl Board {
         let mut changes = Vec::new();
         match self.calls.iter_mut().find(|c| c.call_id == ev.call_id) {
             Some(call) => {
-                // Late or repeated events (a desk reconnecting, the broadcast and a catch-up read
-                // overlapping) must not move a call backwards.
-                if ev.seq <= call.last_seq && !call.timeline.is_empty() {
+                // A repeated event (the broadcast, the SIP alert and a catch-up overlapping) is
+                // applied once; a late one is still applied (an `ended` that arrives after this
+                // desk's own acknowledgement), without moving the call backwards (see `fold`).
+                if call.timeline.iter().any(|t| t.seq == ev.seq) {
                     return Vec::new();
                 }
                 fold(call, ev, &self.me);
@@ -207,26 +208,32 @@ fn new_call(ev: &CallEvent) -> ActiveCall {
     }
 }
 
+/// Folds one event in, in whatever order events arrive: the picture and the live state follow
+/// the newest event, an ended or failed call stays so, the timeline is kept in sequence.
 fn fold(call: &mut ActiveCall, ev: &CallEvent, me: &str) {
-    // Every event carries the whole picture; the latest is the best knowledge.
-    call.caller = ev.caller.clone();
-    call.location = ev.location.clone();
-    (call.location_trust, call.location_note) = location_trust(&ev.location);
-    call.site = ev.site.clone();
-    if ev.route.is_some() {
-        call.route = ev.route.clone();
+    let newest = ev.seq > call.last_seq || call.timeline.is_empty();
+    if newest {
+        // Every event carries the whole picture; the latest is the best knowledge.
+        call.caller = ev.caller.clone();
+        call.location = ev.location.clone();
+        (call.location_trust, call.location_note) = location_trust(&ev.location);
+        call.site = ev.site.clone();
+        if ev.route.is_some() {
+            call.route = ev.route.clone();
+        }
     }
     call.last_seq = call.last_seq.max(ev.seq);
     let detail = event_detail(&ev.kind);
     let finished = matches!(call.state, CallState::Ended | CallState::Failed);
+    let live = newest && !finished;
     match &ev.kind {
-        CallEventKind::Detected | CallEventKind::Routed if !finished => call.state = CallState::Routing,
+        CallEventKind::Detected | CallEventKind::Routed if live => call.state = CallState::Routing,
         CallEventKind::RouteFailed { reason } => {
             let name = ev.route.as_ref().map(|r| r.name.as_str()).unwrap_or("route");
             call.failovers.push(format!("{name}: {reason}"));
         }
-        CallEventKind::Ringing { .. } if call.state == CallState::Routing => call.state = CallState::Ringing,
-        CallEventKind::Answered if !finished => call.state = CallState::Answered,
+        CallEventKind::Ringing { .. } if live && call.state == CallState::Routing => call.state = CallState::Ringing,
+        CallEventKind::Answered if live => call.state = CallState::Answered,
         CallEventKind::Failed { .. } if !finished => {
             call.state = CallState::Failed;
             call.state_detail = detail.clone();
@@ -242,13 +249,19 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent, me: &str) {
         }),
         _ => {}
     }
+    // Oldest first, whatever arrived first (the same timestamp format throughout).
+    call.acknowledgements.sort_by(|a, b| a.at.cmp(&b.at));
     settle_acknowledgement(call, me);
-    call.timeline.push(TimelineEntry {
-        seq: ev.seq,
-        at: ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        kind: ev.kind.name().to_string(),
-        detail,
-    });
+    let at = call.timeline.partition_point(|t| t.seq < ev.seq);
+    call.timeline.insert(
+        at,
+        TimelineEntry {
+            seq: ev.seq,
+            at: ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            kind: ev.kind.name().to_string(),
+            detail,
+        },
+    );
 }
 
 /// The acknowledgement that counts for this desk, and so whether the call still alarms here:
@@ -463,6 +476,30 @@ mod tests {
         let c = b.get("c").unwrap();
         assert_eq!(c.state, CallState::Ended);
         assert_eq!(c.failovers, vec!["provider-primary: 503 Service Unavailable".to_string()]);
+    }
+
+    #[test]
+    fn events_out_of_order_are_all_kept_and_the_newest_decides() {
+        // This desk's acknowledgement (seq 4) is applied at once; the ended (3) and a late
+        // ringing (2) arrive after it from the stream.
+        let mut b = Board::default();
+        b.apply(&ev("c", 1, false, CallEventKind::Detected));
+        b.apply(&ev("c", 4, false, CallEventKind::Acknowledged { by: "o".into(), desk: String::new() }));
+        assert_eq!(
+            b.apply(&ev("c", 3, false, CallEventKind::Ended { by: "caller".into(), reason: "BYE".into() })).len(),
+            1
+        );
+        b.apply(&ev("c", 2, false, CallEventKind::Ringing { status: 180 }));
+        let c = b.get("c").unwrap();
+        assert_eq!(c.state, CallState::Ended, "the late ended is applied; the later ringing moves nothing back");
+        assert_eq!(c.timeline.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(c.last_seq, 4);
+        assert_eq!(b.dismiss("c"), Ok(()), "acknowledged and over: it may leave the board");
+        // Live states too: an answered call is not moved back by a late ringing.
+        b.apply(&ev("d", 1, false, CallEventKind::Detected));
+        b.apply(&ev("d", 3, false, CallEventKind::Answered));
+        b.apply(&ev("d", 2, false, CallEventKind::Ringing { status: 180 }));
+        assert_eq!(b.get("d").unwrap().state, CallState::Answered);
     }
 
     #[test]

@@ -112,13 +112,16 @@ async fn run(
     mut commands: mpsc::Receiver<LegCommand>,
     report: Reporter,
 ) -> Result<(), String> {
-    let bind: SocketAddr = if req.core.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
-    let rtp = UdpSocket::bind(bind).await.map_err(|e| format!("cannot open an RTP socket: {e}"))?;
-    let rtp_addr = rtp.local_addr().map_err(|e| e.to_string())?;
-    let mut local = LocalSdp::new(rtp_addr);
     let uri = format!("sip:conf-{}@{}", req.call_id, req.core);
     let mut dialog =
         Dialog::new(req.core, &req.desk_name, &req.credentials.username, uri, Some(req.credentials.clone())).await?;
+    // RTP on the address the core reaches this machine at (the dialog's), not loopback: the SDP
+    // names it, and a core on another machine sends the call audio there.
+    let rtp = UdpSocket::bind(SocketAddr::new(dialog.local.ip(), 0))
+        .await
+        .map_err(|e| format!("cannot open an RTP socket: {e}"))?;
+    let rtp_addr = rtp.local_addr().map_err(|e| e.to_string())?;
+    let mut local = LocalSdp::new(rtp_addr);
     let subject = [("Subject", format!("security desk {} joins the emergency call", req.desk_name))];
     let answer = dialog
         .invite(local.offer(Codec::Pcmu, direction(req.mode)), &subject)
@@ -203,7 +206,12 @@ async fn run(
                 }
             },
             got = rtp.recv_from(&mut rtp_buf) => {
-                let Ok((n, _)) = got else { continue };
+                // Only the core's media address (its answer) is played: nobody else on the
+                // network can put audio in the officer's headset.
+                let Ok((n, from)) = got else { continue };
+                if from.ip() != remote.ip() {
+                    continue;
+                }
                 let Ok(pkt) = RtpPacket::parse(&rtp_buf[..n]) else { continue };
                 // The core sends the codec it answered; G.711 static types are also taken as
                 // they are (RFC 3551), whatever was negotiated.

@@ -318,6 +318,17 @@ impl Desk {
                 Err(_) => tracing::warn!("the previous core is still in use; it stops when released"),
             }
         }
+        // The cards of the previous core go: nothing could acknowledge them now. The new core's
+        // catch-up brings back its own calls that still need an officer.
+        let removed: Vec<String> = {
+            let mut inner = self.lock();
+            let ids = inner.board.calls().iter().map(|c| c.call_id.clone()).collect();
+            inner.board = Board::default();
+            ids
+        };
+        if !removed.is_empty() {
+            self.apply_changes(vec![Change::Removed(removed)]);
+        }
         self.update_status(|s| {
             s.core = CoreState::Starting;
             s.core_detail = format!("starting from {}", config_path.display());
@@ -537,15 +548,17 @@ impl Desk {
     }
 
     /// Board changes that came from outside an event (this desk's identity or the policies'
-    /// acknowledgement modes became known): the cards, the alarm and the status follow.
+    /// acknowledgement modes became known, another core chosen): the cards, the alarm and the
+    /// status follow.
     fn apply_changes(&self, changes: Vec<Change>) {
         let mut inner = self.lock();
         let alarm = self.settle_alarm(&mut inner);
         let status = inner.status.clone();
         drop(inner);
         for ch in &changes {
-            if let Change::Added(c) | Change::Updated(c) = ch {
-                self.ui.alert(c);
+            match ch {
+                Change::Added(c) | Change::Updated(c) => self.ui.alert(c),
+                Change::Removed(ids) => ids.iter().for_each(|id| self.ui.alert_removed(id)),
             }
         }
         self.ui.status(&status);
@@ -1119,14 +1132,7 @@ fn pick_account<'a>(
 fn join_info(accounts: &[sosdesk::config::DeskAccountConfig], two_way: Vec<String>, wanted: Option<&str>) -> JoinInfo {
     let usernames = accounts.iter().map(|a| a.username.clone()).collect();
     match pick_account(accounts, wanted) {
-        Some(a) => JoinInfo {
-            desk: Some(a.name.clone()),
-            username: Some(a.username.clone()),
-            may_talk: a.talk,
-            two_way_policies: two_way,
-            accounts: usernames,
-            detail: format!("joins calls as {} ({}){}", a.name, a.username, if a.talk { "" } else { ", listen only" }),
-        },
+        Some(a) => join_as(&a.name, &a.username, a.talk, two_way, usernames),
         None => JoinInfo {
             desk: None,
             username: None,
@@ -1138,6 +1144,19 @@ fn join_info(accounts: &[sosdesk::config::DeskAccountConfig], two_way: Vec<Strin
                 _ => "no [[desk]] account in the config: joining calls is off".into(),
             },
         },
+    }
+}
+
+/// How a desk with this account joins calls (an embedded desk's `[[desk]]`, or what a remote
+/// core said about the remote desk's account).
+fn join_as(name: &str, username: &str, talk: bool, two_way: Vec<String>, accounts: Vec<String>) -> JoinInfo {
+    JoinInfo {
+        desk: Some(name.to_string()),
+        username: Some(username.to_string()),
+        may_talk: talk,
+        two_way_policies: two_way,
+        accounts,
+        detail: format!("joins calls as {name} ({username}){}", if talk { "" } else { ", listen only" }),
     }
 }
 

@@ -113,7 +113,8 @@ impl<R: Runtime> Ui for TauriUi<R> {
 
 fn build_tray<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<TrayIcon<R>> {
     let open = MenuItem::with_id(app, "open", "Open sosdesk", true, None::<&str>)?;
-    let quit = MenuItem::with_id(app, "quit", "Quit (stops the emergency routing core)", true, None::<&str>)?;
+    let quit =
+        MenuItem::with_id(app, "quit", "Quit (stops this desk, and the routing core it runs)", true, None::<&str>)?;
     let menu = Menu::with_items(app, &[&open, &quit])?;
     TrayIconBuilder::with_id("sosdesk")
         .icon(Image::from_bytes(TRAY_IDLE)?)

@@ -31,6 +31,9 @@ const T2: Duration = Duration::from_secs(4);
 const TIMER_F: Duration = Duration::from_secs(32);
 /// After a failed registration, the next try.
 const RETRY: Duration = Duration::from_secs(10);
+/// After the core refused the credentials: an admin must fix them first, and every try counts
+/// towards the core's block of this machine (shared with the API, and other desks behind it).
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// Unregistering when the desk stops may take this long at most.
 const UNREGISTER_WITHIN: Duration = Duration::from_secs(2);
 
@@ -40,7 +43,8 @@ pub enum SipReport {
     /// Registered: alerts for this account reach `contact` until the binding expires (refreshed
     /// at half its life).
     Registered { contact: String, expires: u32 },
-    /// Not registered, and why (retried every [`RETRY`]).
+    /// Not registered, and why (retried after [`RETRY`], or [`REFUSED_RETRY`] when the core
+    /// refused the credentials).
     Failed(String),
     /// A notification MESSAGE from the core, with its CallEvent.
     Alert(Box<CallEvent>),
@@ -109,8 +113,8 @@ impl Agent {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "SIP registration with the core failed");
-                        (self.report)(SipReport::Failed(e));
-                        Instant::now() + RETRY
+                        (self.report)(SipReport::Failed(e.to_string()));
+                        Instant::now() + if e.refused { REFUSED_RETRY } else { RETRY }
                     }
                 },
             };
@@ -172,7 +176,7 @@ impl Agent {
     /// One registration (or, with 0, its removal): REGISTER, a digest answer to the challenge,
     /// and the expiry the core granted. 423 Interval Too Brief is answered once with the core's
     /// Min-Expires (§10.2.8).
-    async fn register(&mut self, mut expires: u32) -> Result<u32, String> {
+    async fn register(&mut self, mut expires: u32) -> Result<u32, RegisterFailure> {
         let mut authorization: Option<(&'static str, String)> = None;
         for _ in 0..3 {
             let req = self.register_request(expires, authorization.as_ref());
@@ -194,10 +198,13 @@ impl Agent {
                     authorization = Some((header, answer));
                 }
                 401 | 403 | 407 => {
-                    return Err(format!(
-                        "the core refused account {:?} ({status}): check the desk's username and password",
-                        self.credentials.username
-                    ))
+                    return Err(RegisterFailure {
+                        reason: format!(
+                            "the core refused account {:?} ({status}): check the desk's username and password",
+                            self.credentials.username
+                        ),
+                        refused: true,
+                    })
                 }
                 423 => {
                     let min = resp.header("Min-Expires").and_then(|v| v.trim().parse().ok());
@@ -206,7 +213,7 @@ impl Agent {
                         _ => return Err("the core asks for a longer registration (423) without saying how long".into()),
                     }
                 }
-                _ => return Err(format!("the core answered the registration with {status} {}", reason(&resp))),
+                _ => return Err(format!("the core answered the registration with {status} {}", reason(&resp)).into()),
             }
         }
         Err("the registration did not complete after three tries".into())
@@ -297,6 +304,30 @@ impl Agent {
             (self.report)(SipReport::Alert(Box::new(ev)));
         }
         let _ = self.sock.send_to(&r.to_bytes(), from).await;
+    }
+}
+
+/// Why a registration failed; `refused`: the core refused the credentials.
+struct RegisterFailure {
+    reason: String,
+    refused: bool,
+}
+
+impl From<String> for RegisterFailure {
+    fn from(reason: String) -> RegisterFailure {
+        RegisterFailure { reason, refused: false }
+    }
+}
+
+impl From<&str> for RegisterFailure {
+    fn from(reason: &str) -> RegisterFailure {
+        reason.to_string().into()
+    }
+}
+
+impl std::fmt::Display for RegisterFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
     }
 }
 

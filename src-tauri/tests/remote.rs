@@ -343,6 +343,13 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
     .await;
     assert!(st.core_detail.contains("refused the credentials"), "{}", st.core_detail);
 
+    // Desk B switched to another core: the cards of the old one go (nothing could acknowledge
+    // them there), and the alarm with them.
+    let c_file = dir.path().join("C.toml");
+    b.start_core(&c_file).await.unwrap();
+    assert!(b.active_calls().is_empty());
+    assert_eq!(b.status().unacknowledged, 0);
+
     for d in [a, b, c] {
         d.shutdown().await;
     }

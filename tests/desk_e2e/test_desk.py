@@ -267,14 +267,10 @@ class Desk:
         )
         home = self.dir / "home"
         home.mkdir()
+        self.home = home
         self.alarm_raw = self.dir / "alarm.raw"
         if with_sound:
-            # ALSA's file plugin as the default device: what the alarm plays lands in a file the
-            # test can listen to. Without it the machine has no sound card (the no-device path).
-            # The plug plugin fixes the format (float stereo 48 kHz) so the paced sink knows the rate.
-            playback = ('type plug; slave { pcm { type file; slave.pcm "null"; format "raw"; '
-                        'file "|/usr/bin/python3 %s %d %s" }; format FLOAT_LE; rate %d; channels 2 }'
-                        % (HERE / "paced_sink.py", SOUND_RATE * 2 * 4, self.alarm_raw, SOUND_RATE))
+            playback = self.sound_card()
             if mic_hz is None:
                 (home / ".asoundrc").write_text("pcm.!default { %s }\n" % playback)
             else:
@@ -305,6 +301,14 @@ class Desk:
         )
         self.wait_for(lambda d: d.find_element(By.ID, "status-core").get_attribute("data-state") == "running",
                       "the connection to the core" if remote else "the embedded core to run")
+
+    def sound_card(self):
+        """ALSA's file plugin as the default device: what the alarm plays lands in a file the
+        test can listen to. Without it the machine has no sound card (the no-device path). The
+        plug plugin fixes the format (float stereo 48 kHz) so the paced sink knows the rate."""
+        return ('type plug; slave { pcm { type file; slave.pcm "null"; format "raw"; '
+                'file "|/usr/bin/python3 %s %d %s" }; format FLOAT_LE; rate %d; channels 2 }'
+                % (HERE / "paced_sink.py", SOUND_RATE * 2 * 4, self.alarm_raw, SOUND_RATE))
 
     def wait_for(self, cond, what, timeout=WAIT):
         try:
@@ -501,7 +505,7 @@ class EmergencyCallOnTheDesk(unittest.TestCase):
         # The device gets silence from the moment it opens until the siren is added to its mixer
         # (and the null sink behind the file plays faster than real time): look at the samples
         # from the first sound on.
-        loudness = d.wait_for(lambda _: self.alarm_loudness(d), "alarm audio on the device")
+        loudness = d.wait_for(lambda _: alarm_loudness(d), "alarm audio on the device")
         peak, rms = loudness
         self.assertGreater(peak, 0.5, "the alarm is not loud")
         self.assertGreater(rms, 0.3, "the alarm is not loud")
@@ -549,22 +553,22 @@ class EmergencyCallOnTheDesk(unittest.TestCase):
         d.screenshot("history-detail")
         d.driver.find_element(By.ID, "tab-alerts").click()
 
-    @staticmethod
-    def alarm_loudness(d, window=48_000):
-        """Peak and RMS of `window` float samples from the first non-silent one; None until the
-        device has received that much sound."""
-        samples = array.array("f")
-        try:
-            with open(d.alarm_raw, "rb") as f:
-                data = f.read(64 * 1024 * 1024)
-        except FileNotFoundError:
-            return None
-        samples.frombytes(data[: len(data) // 4 * 4])
-        start = next((i for i, v in enumerate(samples) if abs(v) > 0.01), None)
-        if start is None or len(samples) - start < window:
-            return None
-        part = samples[start:start + window]
-        return max(abs(v) for v in part), (sum(v * v for v in part) / window) ** 0.5
+
+def alarm_loudness(d, window=48_000):
+    """Peak and RMS of `window` float samples from the first non-silent one; None until the
+    device has received that much sound."""
+    samples = array.array("f")
+    try:
+        with open(d.alarm_raw, "rb") as f:
+            data = f.read(64 * 1024 * 1024)
+    except FileNotFoundError:
+        return None
+    samples.frombytes(data[: len(data) // 4 * 4])
+    start = next((i for i, v in enumerate(samples) if abs(v) > 0.01), None)
+    if start is None or len(samples) - start < window:
+        return None
+    part = samples[start:start + window]
+    return max(abs(v) for v in part), (sum(v * v for v in part) / window) ** 0.5
 
 
 class JoiningTheCall(unittest.TestCase):
@@ -807,6 +811,29 @@ class CallerTextAndTestCalls(unittest.TestCase):
         self.assertEqual(d.alarm(), "off")
         rows = d.db("SELECT COUNT(*) FROM calls WHERE test_call = 1 AND caller_name = 'sosdesk desk test'")
         self.assertEqual(rows[0][0], 1)
+
+
+    def test_zz_the_alarm_sounds_once_a_sound_device_appears(self):
+        # Runs last in this class (it gives the desk a sound card). An emergency while there is
+        # no device: the alarm is visual. Then a device appears (a headset plugged in, a sound
+        # server back): the siren starts on it, without waiting for another emergency.
+        d = self.desk
+        provider = d.start_provider()
+        caller = d.call("911", "Dev Appearing", hold_ms=500)
+        card = d.card("Dev Appearing")
+        d.wait_for(lambda _: d.alarm() == "silent", "the visual-only alarm")
+        asoundrc = d.home / ".asoundrc"
+        try:
+            asoundrc.write_text("pcm.!default { %s }\n" % d.sound_card())
+            d.wait_for(lambda _: d.alarm() == "sounding", "the alarm to sound on the new device")
+            peak, _ = d.wait_for(lambda _: alarm_loudness(d), "alarm audio on the new device")
+            self.assertGreater(peak, 0.5, "the alarm is not loud")
+            card.click("button.ack-button")
+            d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
+        finally:
+            asoundrc.unlink(missing_ok=True)
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
 
 
 class RemoteDeskApp(unittest.TestCase):

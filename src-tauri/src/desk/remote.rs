@@ -214,19 +214,7 @@ impl Desk {
         let two_way = info.policies.iter().filter(|p| p.two_way).map(|p| p.name.clone()).collect();
         let mut inner = self.lock();
         inner.test_number = info.test_number.clone();
-        inner.status.join = JoinInfo {
-            desk: Some(info.name.clone()),
-            username: Some(info.username.clone()),
-            may_talk: info.talk,
-            two_way_policies: two_way,
-            accounts: vec![info.username.clone()],
-            detail: format!(
-                "joins calls as {} ({}){}",
-                info.name,
-                info.username,
-                if info.talk { "" } else { ", listen only" }
-            ),
-        };
+        inner.status.join = super::join_as(&info.name, &info.username, info.talk, two_way, vec![info.username.clone()]);
         let changes = inner.board.set_identity(&info.name, modes);
         drop(inner);
         self.apply_changes(changes);
@@ -280,7 +268,7 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
     let mut sip_started = false;
     loop {
         let connected_at = Instant::now();
-        let reason = tokio::select! {
+        let SessionEnd { reason, refused } = tokio::select! {
             biased;
             _ = stop.changed() => return,
             r = session(&me, &link, &mut sip_started) => r,
@@ -291,8 +279,7 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
         }
         // Refused credentials are not retried quickly: each try would count towards the core's
         // block of this machine (and be audited).
-        let unauthorized = reason.contains("(401)") || reason.contains("(429)");
-        let wait = if unauthorized { REFUSED_RETRY } else { BACKOFF[failures.min(BACKOFF.len() - 1)] };
+        let wait = if refused { REFUSED_RETRY } else { BACKOFF[failures.min(BACKOFF.len() - 1)] };
         failures += 1;
         tracing::warn!(reason = %reason, retry_in_s = wait, "remote desk: not connected to the core");
         desk.remote_status(|r, s| {
@@ -301,7 +288,7 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
             }
             r.connected = false;
             r.events = Component::failed(format!("NOT CONNECTED since {}: {reason}; retrying in {wait} s", r.since));
-            s.core = if unauthorized { CoreState::Failed } else { CoreState::Disconnected };
+            s.core = if refused { CoreState::Failed } else { CoreState::Disconnected };
             s.core_detail = format!("not connected to the core at {}: {reason}", r.api);
         });
         drop(desk);
@@ -313,16 +300,36 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
     }
 }
 
+/// Why a connection ended, and whether the core refused this desk's credentials (401, or 429
+/// after too many): then retrying soon would only feed the core's block of this machine.
+struct SessionEnd {
+    reason: String,
+    refused: bool,
+}
+
+impl From<ClientError> for SessionEnd {
+    fn from(e: ClientError) -> SessionEnd {
+        let refused = matches!(e, ClientError::Unauthorized(_) | ClientError::Blocked);
+        SessionEnd { reason: e.to_string(), refused }
+    }
+}
+
+impl From<String> for SessionEnd {
+    fn from(reason: String) -> SessionEnd {
+        SessionEnd { reason, refused: false }
+    }
+}
+
 /// One connection: desk info, the event stream, a catch-up, then live events until the stream
 /// ends. Returns why it ended.
-async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool) -> String {
+async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool) -> SessionEnd {
     let info = match link.api.desk_info().await {
         Ok(i) => i,
-        Err(e) => return e.to_string(),
+        Err(e) => return e.into(),
     };
     let sip = sip_address(&info, &link.api).await;
     *link.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(Known { info: info.clone(), sip });
-    let Some(desk) = me.upgrade() else { return "the desk stopped".into() };
+    let Some(desk) = me.upgrade() else { return "the desk stopped".to_string().into() };
     desk.remote_known(&info);
     if *sip_started {
         link.renew.notify_one();
@@ -339,10 +346,10 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
     // never missed.
     let mut stream = match link.api.events().await {
         Ok(s) => s,
-        Err(e) => return e.to_string(),
+        Err(e) => return e.into(),
     };
     if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
-        return format!("catching up from the core's audit log failed: {e}");
+        return format!("catching up from the core's audit log failed: {e}").into();
     }
     desk.remote_status(|r, s| {
         r.connected = true;
@@ -355,11 +362,11 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
     loop {
         let ev = match stream.next().await {
             Ok(Some(ev)) => ev,
-            Ok(None) => return "the core closed the event stream".into(),
-            Err(ClientError::Timeout(s)) => return format!("nothing from the core for {s} s"),
-            Err(e) => return e.to_string(),
+            Ok(None) => return "the core closed the event stream".to_string().into(),
+            Err(ClientError::Timeout(s)) => return format!("nothing from the core for {s} s").into(),
+            Err(e) => return e.into(),
         };
-        let Some(desk) = me.upgrade() else { return "the desk stopped".into() };
+        let Some(desk) = me.upgrade() else { return "the desk stopped".to_string().into() };
         match ev.event.as_str() {
             "call-event" => match serde_json::from_str::<CallEvent>(&ev.data) {
                 Ok(ev) => desk.on_event(&ev),
@@ -367,14 +374,14 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
                     // Never dropped silently: the audit log has it, in a form this desk may read.
                     tracing::warn!(error = %e, "remote desk: an event from the core could not be read; catching up");
                     if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
-                        return format!("catching up from the core's audit log failed: {e}");
+                        return format!("catching up from the core's audit log failed: {e}").into();
                     }
                 }
             },
             "lagged" => {
                 tracing::warn!(missed = %ev.data, "remote desk: fell behind the core's events; catching up");
                 if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
-                    return format!("catching up from the core's audit log failed: {e}");
+                    return format!("catching up from the core's audit log failed: {e}").into();
                 }
             }
             _ => {}
