@@ -69,6 +69,11 @@ pub async fn alert_shown(desk: DeskState<'_>, call_id: String, seq: u32) -> Resu
 }
 
 #[tauri::command]
+pub async fn page_ready(desk: DeskState<'_>, shown: Vec<String>) -> Result<u32, String> {
+    Ok(desk.page_ready(&shown))
+}
+
+#[tauri::command]
 pub async fn join_call(desk: DeskState<'_>, call_id: String, mode: LegMode) -> Result<CallLeg, String> {
     desk.join_call(&call_id, mode).await
 }
@@ -119,6 +124,7 @@ macro_rules! desk_commands {
             $crate::commands::save_settings,
             $crate::commands::place_test_call,
             $crate::commands::alert_shown,
+            $crate::commands::page_ready,
             $crate::commands::join_call,
             $crate::commands::get_leg,
             $crate::commands::set_leg_mode,

@@ -191,8 +191,12 @@ pub struct Desk {
     /// The audio output thread: alarm, call audio, recordings (none in command-layer tests).
     audio: Mutex<Option<AudioOut>>,
     notifier: Notifier,
-    /// Where `alert_shown` appends its measurements (SOSDESK_DESK_METRICS), for BENCHMARKS.md.
+    /// Where `alert_shown` and `page_ready` append their records (SOSDESK_DESK_METRICS): paint
+    /// times for BENCHMARKS.md, page (re)loads for the E2E tests.
     metrics: Option<PathBuf>,
+    /// How many times the page has started (more than once: it was reloaded after its web
+    /// process died, see `webview.rs`).
+    page_loads: std::sync::atomic::AtomicU32,
 }
 
 impl Desk {
@@ -236,6 +240,7 @@ impl Desk {
             audio: Mutex::new(None),
             notifier,
             metrics: std::env::var_os("SOSDESK_DESK_METRICS").map(PathBuf::from),
+            page_loads: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -1096,16 +1101,27 @@ impl Desk {
         let arrived = self.lock().pending_paint.remove(&(call_id.to_string(), seq))?;
         let took = arrived.elapsed();
         tracing::info!(call = call_id, seq, ms = took.as_secs_f64() * 1000.0, "alert painted");
-        if let Some(path) = &self.metrics {
-            use std::io::Write;
-            let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
-            let line =
-                serde_json::json!({ "call_id": call_id, "seq": seq, "event_to_paint_ms": ms }).to_string() + "\n";
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-                let _ = f.write_all(line.as_bytes());
-            }
-        }
+        let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
+        self.record_metric(serde_json::json!({ "call_id": call_id, "seq": seq, "event_to_paint_ms": ms }));
         Some(took)
+    }
+
+    /// The page finished starting and painted these alerts (their call ids, read from its
+    /// cards). Returns which start of the page this was (1 for the first): a later one means
+    /// the page was reloaded after its web process died, and the log says what it shows again.
+    pub fn page_ready(&self, shown: &[String]) -> u32 {
+        let load = self.page_loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        tracing::info!(load, alerts = shown.len(), "the desk's page is showing");
+        self.record_metric(serde_json::json!({ "page_load": load, "alerts_shown": shown }));
+        load
+    }
+
+    fn record_metric(&self, record: serde_json::Value) {
+        let Some(path) = &self.metrics else { return };
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = f.write_all((record.to_string() + "\n").as_bytes());
+        }
     }
 
     /// Stops the core (the app is quitting): everything recorded so far is made durable.

@@ -15,6 +15,7 @@ pub mod registration;
 pub mod settings;
 pub mod sipua;
 pub mod testcall;
+pub mod webview;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -153,6 +154,10 @@ pub fn run(opts: Options) {
         .invoke_handler(desk_commands!())
         .setup(move |app| {
             let handle = app.handle().clone();
+            match app.get_webview_window("main") {
+                Some(w) => webview::recover_from_crashes(&w),
+                None => tracing::warn!("no main window to set up crash recovery on"),
+            }
             let config_dir = app.path().app_config_dir()?;
             // Without a D-Bus session the plugin above cannot see another instance: the lock
             // file can.

@@ -12,6 +12,8 @@ alarm and call history on screen. The config path is remembered for the next sta
 Headless (no display): run the core alone with `sosdesk serve --config <file>`.";
 
 fn main() {
+    // First: while this process has one thread, before GTK or WebKit start.
+    sosdesk_desk::webview::prefer_software_compositing();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -26,7 +27,8 @@ import unittest
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (NoAlertPresentException, NoSuchElementException,
+                                        StaleElementReferenceException, WebDriverException)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.options import ArgOptions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -206,6 +208,17 @@ class HeadlessCore:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def wait_until(cond, what, timeout=WAIT):
+    """`cond()`'s first true value, polled; for what is seen outside the webview."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)  # polling a file another process writes
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_tcp(port, proc, what):
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -317,11 +330,28 @@ class Desk:
             return WebDriverWait(self.driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored).until(cond)
         except Exception as e:
             self.screenshot(f"FAILED-{re.sub(r'[^a-z0-9]+', '-', what.lower())}")
-            raise AssertionError(f"timed out waiting for {what}") from e
+            raise AssertionError(f"timed out waiting for {what}\n{self.diagnostics()}") from e
 
     def screenshot(self, name):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+        try:
+            self.driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+        except WebDriverException as e:
+            # A page that crashed has no screenshot; the failure itself is what matters.
+            print(f"no screenshot {name}: {e.msg}", file=sys.stderr)
+
+    def diagnostics(self, lines=40):
+        """What a failed wait leaves to read in CI's output: the end of the app's log (the
+        embedded core logs there) and the errors of this test's sipp peers."""
+        out = []
+        log = self.dir / "tauri-driver.log"
+        if log.exists():
+            text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
+            tail = [line for line in text.splitlines() if "alert painted" not in line][-lines:]
+            out += ["--- the app's log (last lines, paint timings left out):", *tail]
+        for err in sorted(self.dir.glob("*.err")):
+            out += [f"--- {err.name}:", *err.read_text(errors="replace").splitlines()[:lines]]
+        return "\n".join(out)
 
     def sipp(self, scenario, *args, remote=True, timeout=30):
         cmd = ["sipp", "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-m", "1", "-timeout", str(timeout),
@@ -364,15 +394,58 @@ class Desk:
             return False
         return Card(self, self.wait_for(find, f"the alert of {caller_name!r}"))
 
-    def kill_sipps(self):
+    def kill_sipps(self, settle=True):
+        """Ends this test's SIP peers, then waits until the core calls none of them any more."""
         for p in self.sipps:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            if p.stderr:
+                p.stderr.close()
         self.sipps.clear()
+        if settle:
+            self.settle()
+
+    def settle(self):
+        # A call whose caller was killed while the core still routed it keeps the core sending
+        # INVITEs to the provider's port until both routes time out (2 s each in the lab
+        # config). The next test's provider, on that same port, would take that stale INVITE
+        # for its one call and leave the real one unanswered.
+        self.wait_for(lambda d: not d.find_elements(By.CSS_SELECTOR, 'article.alert-card[data-state="routing"]'),
+                      "no call still being routed")
 
     def status_text(self, element_id):
         return self.driver.find_element(By.ID, element_id).text
+
+    def web_processes(self):
+        """The pids of this app's WebKit web processes (the page's renderer), found among the
+        descendants of this session's tauri-driver."""
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+                text = stat.read_text()
+            except OSError:
+                continue
+            pid, rest = int(text.split(" ", 1)[0]), text.rsplit(")", 1)[1].split()
+            parents[pid] = (int(rest[1]), text[text.index("(") + 1:text.rindex(")")])
+        def under_driver(pid):
+            while pid > 1 and pid in parents:
+                pid = parents[pid][0]
+                if pid == self.tauri_driver.pid:
+                    return True
+            return False
+        return sorted(pid for pid, (_, comm) in parents.items()
+                      if comm.startswith("WebKitWebProces") and under_driver(pid))
+
+    def page_loads(self):
+        """Each start of the page (a reload after a crash included), as the call ids of the
+        alert cards it drew."""
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return []
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [r["alerts_shown"] for r in records if "page_load" in r]
 
     def alarm(self):
         return self.driver.find_element(By.ID, "alarm-indicator").get_attribute("data-alarm")
@@ -834,6 +907,43 @@ class CallerTextAndTestCalls(unittest.TestCase):
             asoundrc.unlink(missing_ok=True)
         self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
         self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+
+class CrashedPage(unittest.TestCase):
+    """The page's web process dies (a WebKit crash, the kernel's memory killer): the desk
+    reloads the page, and the officer sees the same alerts on it again."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.desk = Desk("crash", with_sound=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+
+    def tearDown(self):
+        # No settling: the webdriver session ended with the page.
+        self.desk.kill_sipps(settle=False)
+
+    def test_a_page_whose_web_process_dies_comes_back_with_its_alerts(self):
+        d = self.desk
+        provider = d.start_provider()
+        caller = d.call("911", "Fay Crash", hold_ms=500)
+        card = d.card("Fay Crash")
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+        card.wait_attr("data-state", "ended", "the call to end")
+        self.assertEqual(len(d.page_loads()), 1, "the page started once")
+        [old] = d.web_processes()
+        os.kill(old, signal.SIGKILL)
+        # WebKitWebDriver ends its session with the page's process, so the new page is seen
+        # through what it reports to the desk: its start, and the cards it drew (their call
+        # ids, read from its DOM).
+        loads = wait_until(lambda: len(d.page_loads()) >= 2 and d.page_loads(), "the page to start again")
+        self.assertEqual(loads[1:], [[card.call_id]], "the reloaded page shows the alert")
+        new = d.web_processes()
+        self.assertEqual(len(new), 1)
+        self.assertNotEqual(new, [old])
 
 
 class RemoteDeskApp(unittest.TestCase):

@@ -50,6 +50,11 @@ export function loadSnapshot(list: ActiveCall[]): void {
   for (const c of list) if (!removed.has(c.call_id)) upsert(c);
 }
 
+/** The call ids of the cards on the page, as drawn. */
+export function shownCallIds(): string[] {
+  return [...document.querySelectorAll<HTMLElement>("article.alert-card")].map((c) => c.dataset.callId ?? "");
+}
+
 /** Insert or replace a card. Returns true when it is a new emergency (not a test call). */
 export function upsert(c: ActiveCall): boolean {
   const prev = calls.get(c.call_id);

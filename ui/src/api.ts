@@ -43,6 +43,7 @@ export const api = {
   saveSettings: (settings: Settings) => call<Settings>("save_settings", { settings }),
   placeTestCall: () => call<string>("place_test_call"),
   alertShown: (callId: string, seq: number) => call<void>("alert_shown", { callId, seq }),
+  pageReady: (shown: string[]) => call<number>("page_ready", { shown }),
   joinCall: (callId: string, mode: LegMode) => call<CallLeg>("join_call", { callId, mode }),
   getLeg: () => call<CallLeg | null>("get_leg"),
   setLegMode: (mode: LegMode) => call<void>("set_leg_mode", { mode }),

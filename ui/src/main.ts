@@ -93,6 +93,11 @@ async function start(): Promise<void> {
       byId("settings-result").textContent = `Could not load settings: ${errorText(e)}`;
     }),
   ]);
+  // Two frames: after the first paint of the board. The desk logs every start of the page
+  // with the alerts it shows (a reload after a crash of the page's process included).
+  requestAnimationFrame(() =>
+    requestAnimationFrame(() => void api.pageReady(alerts.shownCallIds()).catch(() => {})),
+  );
 }
 
 start().catch((e) => showStatusError(`Desk UI failed to start: ${errorText(e)}`));
