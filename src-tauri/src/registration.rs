@@ -5,22 +5,25 @@
 //! each (call, seq) once.
 //!
 //! One UDP socket serves both: the registration's transactions and the requests from the core.
-//! A MESSAGE from any other address than the core's is refused (403): a machine on the LAN must
-//! not be able to put a false alert on the desk.
+//! A TCP listener on the same port takes the MESSAGEs too large for UDP (over 1300 bytes, RFC
+//! 3261 §18.1.1: the core sends those over TCP to the contact's address). A MESSAGE from any
+//! other address than the core's is refused (403; a TCP connection from elsewhere is closed): a
+//! machine on the LAN must not be able to put a false alert on the desk.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sosdesk::events::CallEvent;
 use sosdesk::notify::CALL_EVENT_CONTENT_TYPE;
 use sosdesk::routing::body::split_multipart;
 use sosdesk::sip::digest;
 use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
-use sosdesk::sip::parse::parse_datagram;
+use sosdesk::sip::parse::{parse_datagram, parse_stream, StreamItem};
 use sosdesk::sip::Message;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
 use crate::sipua::{local_ip_towards, Credentials};
@@ -36,6 +39,9 @@ const RETRY: Duration = Duration::from_secs(10);
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// Unregistering when the desk stops may take this long at most.
 const UNREGISTER_WITHIN: Duration = Duration::from_secs(2);
+/// A TCP connection from the core with nothing on it for this long is closed (the core opens
+/// a new one for its next large MESSAGE).
+const TCP_IDLE: Duration = Duration::from_secs(300);
 
 /// What the agent tells the desk.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +60,9 @@ pub type Reporter = Arc<dyn Fn(SipReport) + Send + Sync>;
 
 pub struct Agent {
     sock: UdpSocket,
+    /// On the UDP socket's address and port; none if that TCP port was taken (then the core's
+    /// large MESSAGEs arrive over UDP after all: it falls back when TCP is refused).
+    tcp: Option<TcpListener>,
     local: SocketAddr,
     core: SocketAddr,
     credentials: Credentials,
@@ -80,8 +89,16 @@ impl Agent {
             .await
             .map_err(|e| format!("cannot open the SIP socket on {ip}:{port}: {e}"))?;
         let local = sock.local_addr().map_err(|e| e.to_string())?;
+        let tcp = match TcpListener::bind(local).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "no SIP over TCP on this port: the core's large alerts come over UDP");
+                None
+            }
+        };
         Ok(Agent {
             sock,
+            tcp,
             local,
             core,
             credentials,
@@ -131,6 +148,13 @@ impl Agent {
                             if m.is_request() {
                                 self.on_request(&m, from).await;
                             }
+                        }
+                    },
+                    Some((stream, from)) = accept(self.tcp.as_ref()) => {
+                        if from.ip() == self.core.ip() {
+                            tokio::spawn(serve_tcp(stream, from, self.core, self.report.clone(), stop.clone()));
+                        } else {
+                            tracing::warn!(%from, "closed a SIP connection that did not come from the core");
                         }
                     },
                     _ = tokio::time::sleep_until(next.into()) => break,
@@ -266,45 +290,108 @@ impl Agent {
         }
     }
 
-    /// A request from the network: the core's MESSAGE (200 once its CallEvent is read, which
-    /// then goes to the desk; 400 when it cannot be read, so the core records the failure and
-    /// retries), OPTIONS (200), anything else 405. MESSAGEs from elsewhere get 403.
     async fn on_request(&self, m: &Message, from: SocketAddr) {
-        let mut alert = None;
-        let (status, reason, warning) = match m.method() {
-            "ACK" => return,
-            "MESSAGE" if from.ip() != self.core.ip() => {
-                tracing::warn!(%from, "refused a MESSAGE that did not come from the core");
-                (403, "Forbidden", None)
-            }
-            "MESSAGE" => match call_event_of(m) {
-                Ok(ev) => {
-                    alert = Some(ev);
-                    (200, "OK", None)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "a MESSAGE from the core that this desk cannot read");
-                    (400, "Bad Request", Some(e))
-                }
-            },
-            "OPTIONS" => (200, "OK", None),
-            _ => (405, "Method Not Allowed", None),
-        };
-        let mut r = m.response(status, reason, Some(&new_tag()));
-        if status == 405 {
-            r.push("Allow", "MESSAGE, OPTIONS");
+        if let Some(r) = answer_request(self.core, &self.report, m, from) {
+            let _ = self.sock.send_to(&r.to_bytes(), from).await;
         }
-        if let Some(w) = warning {
-            // RFC 3261 §20.43; the text without quotes or control characters.
-            let w: String = w.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).take(200).collect();
-            r.push("Warning", format!("399 sosdesk-desk \"{w}\""));
-        }
-        // The board first: the 200 then also says the desk has taken the alert in.
-        if let Some(ev) = alert {
-            (self.report)(SipReport::Alert(Box::new(ev)));
-        }
-        let _ = self.sock.send_to(&r.to_bytes(), from).await;
     }
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// One TCP connection from the core: requests framed by Content-Length (RFC 3261 §18.3), each
+/// answered on it. Closed when the core closes it, after [`TCP_IDLE`], on a framing error, or
+/// when the agent stops.
+async fn serve_tcp(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    core: SocketAddr,
+    report: Reporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = BytesMut::with_capacity(8192);
+    loop {
+        let read = tokio::select! {
+            _ = stop.changed() => return,
+            r = tokio::time::timeout(TCP_IDLE, stream.read_buf(&mut buf)) => r,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        loop {
+            let reply = match parse_stream(&mut buf) {
+                StreamItem::Message(m) if m.is_request() => answer_request(core, &report, &m, from),
+                StreamItem::Message(_) => None,
+                StreamItem::Invalid(rej) => rej.reply.map(|r| *r),
+                StreamItem::Ping => {
+                    // RFC 5626 §3.5.1: a double-CRLF keep-alive is answered with a single CRLF.
+                    let _ = stream.write_all(b"\r\n").await;
+                    None
+                }
+                StreamItem::Fatal(rej) => {
+                    tracing::warn!(%from, reason = %rej.reason, "closing the core's SIP connection after a framing error");
+                    if let Some(r) = rej.reply {
+                        let _ = stream.write_all(&r.to_bytes()).await;
+                    }
+                    return;
+                }
+                StreamItem::Incomplete => break,
+            };
+            if let Some(r) = reply {
+                if stream.write_all(&r.to_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a request from the network: the core's MESSAGE gets 200 once its CallEvent is
+/// read (which then goes to the desk), 400 when it cannot be read (so the core records the
+/// failure and retries); OPTIONS 200; anything else 405. MESSAGEs from elsewhere get 403. None
+/// for an ACK.
+fn answer_request(core: SocketAddr, report: &Reporter, m: &Message, from: SocketAddr) -> Option<Message> {
+    let mut alert = None;
+    let (status, reason, warning) = match m.method() {
+        "ACK" => return None,
+        "MESSAGE" if from.ip() != core.ip() => {
+            tracing::warn!(%from, "refused a MESSAGE that did not come from the core");
+            (403, "Forbidden", None)
+        }
+        "MESSAGE" => match call_event_of(m) {
+            Ok(ev) => {
+                alert = Some(ev);
+                (200, "OK", None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a MESSAGE from the core that this desk cannot read");
+                (400, "Bad Request", Some(e))
+            }
+        },
+        "OPTIONS" => (200, "OK", None),
+        _ => (405, "Method Not Allowed", None),
+    };
+    let mut r = m.response(status, reason, Some(&new_tag()));
+    if status == 405 {
+        r.push("Allow", "MESSAGE, OPTIONS");
+    }
+    if let Some(w) = warning {
+        // RFC 3261 §20.43; the text without quotes or control characters.
+        let w: String = w.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).take(200).collect();
+        r.push("Warning", format!("399 sosdesk-desk \"{w}\""));
+    }
+    // The board first: the 200 then also says the desk has taken the alert in.
+    if let Some(ev) = alert {
+        report(SipReport::Alert(Box::new(ev)));
+    }
+    Some(r)
 }
 
 /// Why a registration failed; `refused`: the core refused the credentials.

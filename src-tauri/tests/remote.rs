@@ -222,6 +222,22 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
     let c2 = until("call 2 on desk A by SIP MESSAGE", || new_call(&a, std::slice::from_ref(&c1.call_id))).await;
     assert!(c2.alarming);
     assert_eq!(c2.timeline.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>(), ["detected"]);
+    // The MESSAGE is over 1300 bytes: the core sent it over TCP (RFC 3261 §18.1.1), which the
+    // desk's agent takes on its SIP port; the core's audit trail says how it went.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivered = loop {
+        let events = core.store().call_events(&c2.call_id).await.unwrap();
+        let found = events.into_iter().find_map(|e| match e.event.kind {
+            CallEventKind::Notified { ok: true, detail, .. } if detail.contains("(desk2)") => Some(detail),
+            _ => None,
+        });
+        if let Some(d) = found {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for the delivery to desk A in the core's audit log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(delivered.contains("delivered on attempt 1 over TCP ("), "{delivered}");
 
     // Meanwhile the lobby desk acknowledges call 1 (through the API, as its app would).
     let lobby = ApiClient::new(&format!("http://{api}"), "desk1", "lobby-desk-secret", None).unwrap();

@@ -85,6 +85,14 @@ pub struct NotifyTiming {
     pub retry_for: Duration,
 }
 
+/// The largest MESSAGE sent over UDP to a path whose MTU is unknown (RFC 3261 §18.1.1, RFC 3428
+/// §7): a larger one goes over TCP, which every SIP element implements (RFC 3261 §18).
+pub const UDP_MAX_REQUEST: usize = 1300;
+
+/// How long a receiver that refused TCP gets its large MESSAGEs over UDP straight away, rather
+/// than after another refused connection.
+const TCP_REFUSAL_MEMORY: Duration = Duration::from_secs(600);
+
 /// Backoff after the n-th failed attempt (1-based): 1, 2, 4, 8, 16, then every 30 s.
 pub fn backoff(failed_attempts: u32) -> Duration {
     Duration::from_secs(1u64 << failed_attempts.saturating_sub(1).min(5)).min(Duration::from_secs(30))
@@ -130,6 +138,13 @@ struct Delivery {
     /// O(log n) (a scan of every timer per failure made thousands of retrying deliveries
     /// quadratic: BENCHMARKS.md).
     give_at: Option<Instant>,
+    /// Where the current attempt went, and how large it was.
+    sent_to: Option<Peer>,
+    size: usize,
+    /// The attempt goes over TCP instead of the destination's UDP because of its size.
+    upgraded: bool,
+    /// The receiver refused TCP: its MESSAGEs go over UDP after all, whatever their size.
+    tcp_refused: bool,
 }
 
 /// One attempt's result, for the call's audit trail (`CallEventKind::Notified`).
@@ -146,6 +161,8 @@ pub struct Notifier {
     timers: BTreeSet<(Instant, u64, Timer)>,
     next_id: u64,
     outcomes: Vec<Outcome>,
+    /// Receivers that refused TCP, until when that is believed.
+    refuses_tcp: HashMap<std::net::SocketAddr, Instant>,
 }
 
 impl Notifier {
@@ -157,6 +174,7 @@ impl Notifier {
             timers: BTreeSet::new(),
             next_id: 1,
             outcomes: Vec::new(),
+            refuses_tcp: HashMap::new(),
         }
     }
 
@@ -211,6 +229,10 @@ impl Notifier {
                 started,
                 txn: None,
                 give_at: None,
+                sent_to: None,
+                size: 0,
+                upgraded: false,
+                tcp_refused: false,
             },
         );
         id
@@ -263,7 +285,6 @@ impl Notifier {
         }
         d.cseq += 1;
         let mut m = Message::request("MESSAGE", &ruri);
-        m.push("Via", ctx.via(peer.transport, &ids::new_branch()));
         m.push("Max-Forwards", "70");
         m.push("From", format!("\"sosdesk\" <sip:sosdesk@{}>;tag={}", ctx.host(), d.from_tag));
         let to = match &d.dest {
@@ -279,6 +300,21 @@ impl Notifier {
         m.push("Subject", d.message.subject.to_string());
         m.push("Content-Type", d.message.content_type.to_string());
         m.body = d.message.body.clone();
+        // Too large for UDP (RFC 3261 §18.1.1): TCP to the same address and port, unless this
+        // receiver refused TCP before (`on_unreachable`): then UDP after all, as IP fragments
+        // on most networks, rather than no alert at all.
+        let branch = ids::new_branch();
+        let via = ctx.via(peer.transport, &branch);
+        d.size = m.wire_len() + "Via: \r\n".len() + via.len();
+        d.tcp_refused |= self.refuses_tcp.get(&peer.addr).is_some_and(|until| now < *until);
+        d.upgraded = peer.transport == Transport::Udp && d.size > UDP_MAX_REQUEST && !d.tcp_refused;
+        let (peer, via) = if d.upgraded {
+            (Peer { transport: Transport::Tcp, addr: peer.addr }, ctx.via(Transport::Tcp, &branch))
+        } else {
+            (peer, via)
+        };
+        m.push_front("Via", via);
+        d.sent_to = Some(peer);
         let key = tx.send_request(&m, peer, now);
         d.txn = Some(key.clone());
         let give_at = now + self.timing.attempt_timeout;
@@ -300,7 +336,8 @@ impl Notifier {
             if let Some(at) = d.give_at {
                 self.timers.remove(&(at, id, Timer::Give));
             }
-            let detail = format!("{}delivered on attempt {}: {status} {reason}", via_text(&d), d.attempts);
+            let detail =
+                format!("{}delivered on attempt {}{}: {status} {reason}", via_text(&d), d.attempts, how_sent(&d));
             self.outcomes
                 .push(Outcome { call_ref: d.call_ref, kind: CallEventKind::Notified { uri: d.uri, ok: true, detail } });
         } else {
@@ -318,23 +355,36 @@ impl Notifier {
     }
 
     /// The transport could not reach `peer` (TCP connect refused): every attempt waiting there
-    /// fails now instead of at its timeout.
+    /// fails now instead of at its timeout. An attempt that went over TCP only because of its
+    /// size is made again at once over UDP: the same attempt, to a receiver without TCP.
     pub fn on_unreachable(&mut self, peer: Peer, tx: &mut Transactions, now: Instant) {
-        let waiting: Vec<ClientKey> = self
+        let waiting: Vec<(ClientKey, u64)> = self
             .by_txn
             .iter()
-            .filter(|(_, id)| {
-                self.deliveries.get(id).is_some_and(|d| match &d.dest {
-                    Dest::Remote(p) => *p == peer,
-                    Dest::Contact(c) => c.peer == peer,
-                    Dest::Local(_) => false,
-                })
-            })
-            .map(|(k, _)| k.clone())
+            .filter(|(_, id)| self.deliveries.get(id).is_some_and(|d| d.sent_to == Some(peer)))
+            .map(|(k, id)| (k.clone(), *id))
             .collect();
-        for key in waiting {
+        for (key, id) in waiting {
             tx.abandon(&key);
-            self.on_transaction_failed(&key, &format!("{peer} unreachable"), now);
+            match self.deliveries.get_mut(&id) {
+                Some(d) if d.upgraded => {
+                    if self.refuses_tcp.len() >= 1024 {
+                        self.refuses_tcp.retain(|_, until| now < *until);
+                    }
+                    self.refuses_tcp.insert(peer.addr, now + TCP_REFUSAL_MEMORY);
+                    self.by_txn.remove(&key);
+                    d.txn = None;
+                    d.tcp_refused = true;
+                    // Nothing reached the receiver: the same request again, numbered the same.
+                    d.attempts -= 1;
+                    d.cseq -= 1;
+                    if let Some(at) = d.give_at.take() {
+                        self.timers.remove(&(at, id, Timer::Give));
+                    }
+                    self.timers.insert((now, id, Timer::Attempt));
+                }
+                _ => self.on_transaction_failed(&key, &format!("{peer} unreachable"), now),
+            }
         }
     }
 
@@ -380,12 +430,19 @@ impl Notifier {
         let elapsed = now.saturating_duration_since(d.started);
         let retry = elapsed + wait <= self.timing.retry_for;
         let detail = if retry {
-            format!("{}attempt {} failed: {why}; retrying in {} s", via_text(d), d.attempts, wait.as_secs())
-        } else {
             format!(
-                "{}attempt {} failed: {why}; gave up after {} attempts over {} s",
+                "{}attempt {}{} failed: {why}; retrying in {} s",
                 via_text(d),
                 d.attempts,
+                how_sent(d),
+                wait.as_secs()
+            )
+        } else {
+            format!(
+                "{}attempt {}{} failed: {why}; gave up after {} attempts over {} s",
+                via_text(d),
+                d.attempts,
+                how_sent(d),
                 d.attempts,
                 elapsed.as_secs()
             )
@@ -406,6 +463,17 @@ impl Notifier {
 
 fn via_text(d: &Delivery) -> String {
     d.via_target.as_ref().map(|t| format!("for {t}: ")).unwrap_or_default()
+}
+
+/// The transport, when the size chose it (for the audit detail); nothing for the usual case.
+fn how_sent(d: &Delivery) -> String {
+    if d.upgraded {
+        format!(" over TCP ({} bytes)", d.size)
+    } else if d.tcp_refused {
+        format!(" over UDP ({} bytes; the receiver refused TCP)", d.size)
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]

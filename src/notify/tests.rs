@@ -81,12 +81,25 @@ fn setup() -> (Notifier, Transactions, Instant) {
 }
 
 fn sent(tx: &mut Transactions) -> Vec<Message> {
+    sent_over(tx).into_iter().map(|(_, _, m)| m).collect()
+}
+
+/// What was sent, with where to and how many bytes.
+fn sent_over(tx: &mut Transactions) -> Vec<(Peer, usize, Message)> {
     let mut out = Vec::new();
     while let Some(t) = tx.poll_transmit() {
-        let text = String::from_utf8_lossy(&t.bytes).to_string();
-        out.push(crate::sip::parse::parse_datagram(text.as_bytes()).expect("our own MESSAGE parses"));
+        let m = crate::sip::parse::parse_datagram(&t.bytes).expect("our own MESSAGE parses");
+        out.push((t.peer, t.bytes.len(), m));
     }
     out
+}
+
+/// The test's MESSAGE is over 1300 bytes, so it goes over TCP and the audit detail says
+/// " over TCP (N bytes)": `detail` without that note, which it must have.
+fn over_tcp(detail: &str) -> String {
+    let start = detail.find(" over TCP (").unwrap_or_else(|| panic!("not over TCP: {detail:?}"));
+    let end = start + detail[start..].find(" bytes)").unwrap() + " bytes)".len();
+    format!("{}{}", &detail[..start], &detail[end..])
 }
 
 fn respond(n: &mut Notifier, tx: &mut Transactions, m: &Message, status: u16, now: Instant) {
@@ -153,11 +166,17 @@ fn message_carries_text_and_event() {
 fn delivered_first_time_is_one_ok_outcome() {
     let (mut n, mut tx, now) = setup();
     n.notify(&event(false), &[remote()], &Ctx { contacts: vec![] }, &mut tx, now);
-    let m = sent(&mut tx).pop().unwrap();
+    let (peer, size, m) = sent_over(&mut tx).pop().unwrap();
+    // RFC 3261 §18.1.1: over 1300 bytes, to a UDP target, the MESSAGE goes over TCP to the same
+    // address and port, with a Via that says so.
+    assert!(size > UDP_MAX_REQUEST, "{size}");
+    assert_eq!(peer, Peer { transport: Transport::Tcp, addr: "127.0.0.1:5090".parse().unwrap() });
+    assert!(m.header("Via").unwrap().starts_with("SIP/2.0/TCP "));
     respond(&mut n, &mut tx, &m, 200, now);
     let out = n.take_outcomes();
     assert_eq!(out.len(), 1);
-    assert_eq!(notified(&out[0]), ("sip:guard@127.0.0.1:5090", true, "delivered on attempt 1: 200 OK"));
+    let detail = format!("delivered on attempt 1 over TCP ({size} bytes): 200 OK");
+    assert_eq!(notified(&out[0]), ("sip:guard@127.0.0.1:5090", true, detail.as_str()));
     assert_eq!(n.pending(), 0);
     assert_eq!(n.next_timeout(), None, "a delivered MESSAGE leaves no timer behind");
 }
@@ -171,7 +190,7 @@ fn failures_are_retried_with_backoff_then_given_up() {
     let m = sent(&mut tx).pop().unwrap();
     respond(&mut n, &mut tx, &m, 503, t0);
     let out = n.take_outcomes();
-    assert_eq!(notified(&out[0]).2, "attempt 1 failed: 503 Service Unavailable; retrying in 1 s");
+    assert_eq!(over_tcp(notified(&out[0]).2), "attempt 1 failed: 503 Service Unavailable; retrying in 1 s");
     // Nothing is sent before the backoff is over.
     n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_millis(999));
     assert!(sent(&mut tx).is_empty());
@@ -183,7 +202,7 @@ fn failures_are_retried_with_backoff_then_given_up() {
     assert_eq!(m2.cseq().unwrap().0, 2);
     n.handle_timeout(&ctx, &mut tx, t1 + Duration::from_secs(2));
     let out = n.take_outcomes();
-    assert_eq!(notified(&out[0]).2, "attempt 2 failed: no final response within 2000 ms; retrying in 2 s");
+    assert_eq!(over_tcp(notified(&out[0]).2), "attempt 2 failed: no final response within 2000 ms; retrying in 2 s");
     // A late 200 to the abandoned attempt changes nothing.
     respond(&mut n, &mut tx, &m2, 200, t1 + Duration::from_secs(3));
     assert!(n.take_outcomes().is_empty());
@@ -241,6 +260,55 @@ fn a_group_reaches_every_registered_contact_and_waits_for_one() {
     let out = n.take_outcomes();
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|o| notified(o).1 && notified(o).2.starts_with("for sip:security@127.0.0.1 (desk")));
+}
+
+#[test]
+fn a_receiver_that_refuses_tcp_gets_the_same_attempt_over_udp_at_once() {
+    let (mut n, mut tx, t0) = setup();
+    let ctx = Ctx { contacts: vec![] };
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
+    let (tcp, _, first) = sent_over(&mut tx).pop().unwrap();
+    assert_eq!(tcp.transport, Transport::Tcp);
+    // The connection is refused (a client that implements only UDP).
+    n.on_unreachable(tcp, &mut tx, t0);
+    assert!(n.take_outcomes().is_empty(), "not a failed attempt: the same one, over UDP");
+    assert_eq!(n.next_timeout(), Some(t0), "at once");
+    n.handle_timeout(&ctx, &mut tx, t0);
+    let (udp, size, m) = sent_over(&mut tx).pop().expect("the MESSAGE over UDP");
+    assert_eq!(udp, Peer { transport: Transport::Udp, addr: tcp.addr });
+    assert!(m.header("Via").unwrap().starts_with("SIP/2.0/UDP "));
+    assert_eq!((m.call_id(), m.cseq()), (first.call_id(), first.cseq()), "the same request, over UDP");
+    respond(&mut n, &mut tx, &m, 200, t0);
+    let out = n.take_outcomes();
+    let detail = format!("delivered on attempt 1 over UDP ({size} bytes; the receiver refused TCP): 200 OK");
+    assert_eq!(notified(&out[0]), ("sip:guard@127.0.0.1:5090", true, detail.as_str()));
+    assert_eq!(n.next_timeout(), None);
+    // The next call's MESSAGE to that receiver goes over UDP straight away: no connection
+    // refused first, for every alert.
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0 + Duration::from_secs(60));
+    let (peer, _, _) = sent_over(&mut tx).pop().unwrap();
+    assert_eq!(peer.transport, Transport::Udp);
+    // ...until the refusal is forgotten (the receiver may have gained TCP since).
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0 + TCP_REFUSAL_MEMORY);
+    let (peer, _, _) = sent_over(&mut tx).pop().unwrap();
+    assert_eq!(peer.transport, Transport::Tcp);
+}
+
+#[test]
+fn a_refused_udp_target_fails_the_attempt() {
+    // Unreachable over the transport the target itself names: an ordinary failed attempt.
+    let (mut n, mut tx, t0) = setup();
+    let ctx = Ctx { contacts: vec![] };
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
+    let (tcp, _, _) = sent_over(&mut tx).pop().unwrap();
+    n.on_unreachable(tcp, &mut tx, t0);
+    n.handle_timeout(&ctx, &mut tx, t0);
+    let (udp, _, _) = sent_over(&mut tx).pop().unwrap();
+    n.on_unreachable(udp, &mut tx, t0);
+    let out = n.take_outcomes();
+    assert_eq!(out.len(), 1);
+    let detail = notified(&out[0]).2;
+    assert!(detail.starts_with("attempt 1 over UDP (") && detail.ends_with("unreachable; retrying in 1 s"), "{detail}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! HTTP Digest authentication for SIP (RFC 3261 §22.4, RFC 2617 §3.2 with qop=auth, MD5 — what
 //! every SIP client and sipp speak). sosdesk is the server: it challenges with a nonce it can
-//! check without keeping state (a timestamp and a keyed hash of it), and verifies the response
-//! against the desk accounts of the config.
+//! check without keeping state (a timestamp and a keyed hash of it and the client's address),
+//! verifies the response against the desk accounts of the config, and remembers the nonce count
+//! of every answer it accepted, so that none is accepted twice (RFC 2617 §3.2.2's replay check).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,6 +13,10 @@ use sha2::Sha256;
 
 /// How long a nonce is good for; an older one gets a fresh challenge with `stale=true`.
 const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Past this many remembered nonces, the expired ones are forgotten. Only answers with the right
+/// password are remembered, so nobody without one can grow the table.
+const SWEEP_AT: usize = 1024;
 
 /// Why a request's credentials were not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,29 +87,46 @@ pub fn parse_params(value: &str) -> Option<HashMap<String, String>> {
 pub struct DigestServer {
     realm: String,
     key: [u8; 32],
+    /// Each nonce that proved a password, with when it was issued and the highest nonce count
+    /// accepted with it (`u32::MAX` once a no-qop answer, which has no count, used it).
+    used: HashMap<String, (u64, u32)>,
+    /// The table's size that triggers the next sweep: twice what the last one left (at least
+    /// [`SWEEP_AT`]), so sweeping stays linear overall however many nonces are live.
+    sweep_at: usize,
 }
 
 impl DigestServer {
     pub fn new(realm: &str) -> DigestServer {
-        DigestServer { realm: realm.to_string(), key: rand::random() }
+        DigestServer { realm: realm.to_string(), key: rand::random(), used: HashMap::new(), sweep_at: SWEEP_AT }
     }
 
     pub fn realm(&self) -> &str {
         &self.realm
     }
 
-    /// A nonce for `client`, issued at `secs`: the time and a keyed hash of time and address.
-    /// Bound to the address, a nonce (and an answer captured on the network) is worth nothing
-    /// from anywhere else, and packets with a spoofed source cannot present one that counts.
-    fn nonce_at(&self, secs: u64, client: IpAddr) -> String {
+    /// A nonce for `client`, issued at `secs`: the time, a random salt, and a keyed hash of
+    /// time, salt and address. Bound to the address, a nonce (and an answer captured on the
+    /// network) is worth nothing from anywhere else, and packets with a spoofed source cannot
+    /// present one that counts. The salt makes every challenge's nonce new, so two clients
+    /// behind one address, challenged in the same second, never share a nonce count.
+    fn nonce_at(&self, secs: u64, salt: u32, client: IpAddr) -> String {
         let mut h = Sha256::new();
         h.update(self.key);
         h.update(secs.to_be_bytes());
+        h.update(salt.to_be_bytes());
         match client.to_canonical() {
             IpAddr::V4(a) => h.update(a.octets()),
             IpAddr::V6(a) => h.update(a.octets()),
         }
-        format!("{secs:x}.{}", hex::encode(&h.finalize()[..12]))
+        format!("{secs:x}.{salt:08x}.{}", hex::encode(&h.finalize()[..12]))
+    }
+
+    /// When `nonce` was issued, if this server issued it to `client`.
+    fn issued(&self, nonce: &str, client: IpAddr) -> Option<u64> {
+        let mut parts = nonce.splitn(3, '.');
+        let secs = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let salt = u32::from_str_radix(parts.next()?, 16).ok()?;
+        (self.nonce_at(secs, salt, client) == nonce).then_some(secs)
     }
 
     /// The user name the request's credentials for this realm claim (for the audit log).
@@ -123,15 +145,17 @@ impl DigestServer {
         format!(
             "Digest realm=\"{}\", nonce=\"{}\", opaque=\"{opaque}\", algorithm=MD5, qop=\"auth\"{}",
             self.realm,
-            self.nonce_at(now, client),
+            self.nonce_at(now, rand::random(), client),
             if stale { ", stale=true" } else { "" }
         )
     }
 
     /// Check the `Authorization` values of a request to `request_uri` from `client`. `password`
-    /// looks a user up. Returns the user name the credentials prove.
+    /// looks a user up. Returns the user name the credentials prove. An answer is accepted once:
+    /// the same one again (captured and replayed with a spoofed source, say a `Contact: *`
+    /// removal) is `Stale`, so an honest client simply answers a fresh challenge.
     pub fn verify<'a>(
-        &self,
+        &mut self,
         authorization: &[String],
         method: &str,
         request_uri: &str,
@@ -158,8 +182,7 @@ impl DigestServer {
         // One that is not — forged, from another server, or issued to another address (a
         // client that moved, or a spoofed packet) — proves nothing and counts for nothing: the
         // client is challenged afresh (stale, RFC 2617 §3.2.1), without an audited failure.
-        let secs = nonce.split_once('.').and_then(|(t, _)| u64::from_str_radix(t, 16).ok());
-        let Some(secs) = secs.filter(|s| self.nonce_at(*s, client) == nonce) else {
+        let Some(secs) = self.issued(nonce, client) else {
             return Err(AuthFailure::Stale);
         };
         // RFC 2617 §3.2.2.5: the credentials are for this Request-URI, so an answer captured for
@@ -185,6 +208,25 @@ impl DigestServer {
         if now.saturating_sub(secs) > NONCE_LIFETIME.as_secs() {
             return Err(AuthFailure::Stale);
         }
+        // RFC 2617 §3.2.2: the client counts the requests it answers with one nonce (nc), and
+        // "the server can detect request replays" by refusing a count it has seen. Without qop
+        // there is no count: the nonce is good for one request.
+        let count = match p.get("qop") {
+            Some(_) => match u32::from_str_radix(field("nc"), 16) {
+                Ok(n) if n > 0 && n < u32::MAX => n,
+                _ => return Err(AuthFailure::Invalid(format!("nonce count {:?} is not 1-fffffffe", field("nc")))),
+            },
+            None => u32::MAX,
+        };
+        if self.used.get(nonce).is_some_and(|&(_, highest)| count <= highest) {
+            tracing::warn!(user, %client, nc = field("nc"), "digest answer replayed (nonce count already used): challenged afresh");
+            return Err(AuthFailure::Stale);
+        }
+        if self.used.len() >= self.sweep_at {
+            self.used.retain(|_, (issued, _)| now.saturating_sub(*issued) <= NONCE_LIFETIME.as_secs());
+            self.sweep_at = (self.used.len() * 2).max(SWEEP_AT);
+        }
+        self.used.insert(nonce.to_string(), (secs, count));
         Ok(user.to_string())
     }
 }
@@ -248,7 +290,7 @@ mod tests {
 
     #[test]
     fn challenge_answer_verify_and_failures() {
-        let s = DigestServer::new("sosdesk");
+        let mut s = DigestServer::new("sosdesk");
         let pw = |u: &str| (u == "desk1").then_some("correct horse");
         let (ip, elsewhere): (IpAddr, IpAddr) = ([192, 0, 2, 7].into(), [192, 0, 2, 8].into());
         let uri = "sip:conf-x@127.0.0.1";
@@ -274,9 +316,76 @@ mod tests {
         assert!(matches!(other_call, Err(AuthFailure::Invalid(r)) if r.contains("another URI")));
         assert!(matches!(s.verify(&[good], "BYE", uri, ip, pw), Err(AuthFailure::Invalid(_))));
         // An old nonce is stale.
-        let old = format!("Digest realm=\"sosdesk\", nonce=\"{}\", qop=\"auth\"", s.nonce_at(1000, ip));
+        let old = format!("Digest realm=\"sosdesk\", nonce=\"{}\", qop=\"auth\"", s.nonce_at(1000, 7, ip));
         let stale = answer(&old, "INVITE", "sip:c", "desk1", "correct horse").unwrap();
         assert_eq!(s.verify(&[stale], "INVITE", "sip:c", ip, pw), Err(AuthFailure::Stale));
+    }
+
+    /// `answer` with its nonce count set to `nc`.
+    fn answer_nc(challenge: &str, uri: &str, nc: u32) -> String {
+        let c = parse_params(challenge).unwrap();
+        let ha1 = md5_hex(&["desk1", "sosdesk", "correct horse"]);
+        let ha2 = md5_hex(&["REGISTER", uri]);
+        let nc = format!("{nc:08x}");
+        let response = md5_hex(&[&ha1, &c["nonce"], &nc, "c0ffee", "auth", &ha2]);
+        format!(
+            "Digest username=\"desk1\", realm=\"sosdesk\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", cnonce=\"c0ffee\", qop=auth, nc={nc}",
+            c["nonce"]
+        )
+    }
+
+    #[test]
+    fn an_answer_is_accepted_once_and_the_nonce_count_must_grow() {
+        let mut s = DigestServer::new("sosdesk");
+        let pw = |u: &str| (u == "desk1").then_some("correct horse");
+        let ip: IpAddr = [192, 0, 2, 7].into();
+        let uri = "sip:127.0.0.1";
+        let ch = s.challenge(false, ip);
+        let first = answer_nc(&ch, uri, 1);
+        assert_eq!(s.verify(std::slice::from_ref(&first), "REGISTER", uri, ip, pw), Ok("desk1".into()));
+        // The same answer again (a captured REGISTER replayed with the desk's address as its
+        // source): challenged afresh, not accepted, not counted as a wrong password.
+        assert_eq!(s.verify(std::slice::from_ref(&first), "REGISTER", uri, ip, pw), Err(AuthFailure::Stale));
+        // The client's next request with the same nonce counts on: accepted; going back is not.
+        assert_eq!(s.verify(&[answer_nc(&ch, uri, 3)], "REGISTER", uri, ip, pw), Ok("desk1".into()));
+        assert_eq!(s.verify(&[answer_nc(&ch, uri, 2)], "REGISTER", uri, ip, pw), Err(AuthFailure::Stale));
+        assert!(matches!(
+            s.verify(&[answer_nc(&ch, uri, 0)], "REGISTER", uri, ip, pw),
+            Err(AuthFailure::Invalid(r)) if r.contains("nonce count")
+        ));
+        // Another challenge, in the same second to the same address (a second client behind
+        // it), has a nonce of its own: its count starts afresh.
+        let again = s.challenge(false, ip);
+        assert_ne!(parse_params(&again).unwrap()["nonce"], parse_params(&ch).unwrap()["nonce"]);
+        assert_eq!(s.verify(&[answer_nc(&again, uri, 1)], "REGISTER", uri, ip, pw), Ok("desk1".into()));
+        // Without qop (RFC 2069 clients) there is no count: a nonce proves one request.
+        let no_qop = format!("Digest realm=\"sosdesk\", nonce=\"{}\"", s.nonce_at(now_secs() - 1, 7, ip));
+        let once = answer(&no_qop, "REGISTER", uri, "desk1", "correct horse").unwrap();
+        assert_eq!(s.verify(std::slice::from_ref(&once), "REGISTER", uri, ip, pw), Ok("desk1".into()));
+        assert_eq!(s.verify(&[once], "REGISTER", uri, ip, pw), Err(AuthFailure::Stale));
+        // A wrong password leaves nothing behind to fill the table with.
+        let before = s.used.len();
+        let wrong = answer(&s.challenge(false, ip), "REGISTER", uri, "desk1", "battery staple").unwrap();
+        assert!(matches!(s.verify(&[wrong], "REGISTER", uri, ip, pw), Err(AuthFailure::Invalid(_))));
+        assert_eq!(s.used.len(), before);
+    }
+
+    fn now_secs() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn expired_nonces_are_forgotten() {
+        let mut s = DigestServer::new("sosdesk");
+        let pw = |u: &str| (u == "desk1").then_some("correct horse");
+        let ip: IpAddr = [192, 0, 2, 7].into();
+        let expired = now_secs() - NONCE_LIFETIME.as_secs() - 10;
+        for i in 0..SWEEP_AT as u64 {
+            s.used.insert(s.nonce_at(expired - i, 7, ip), (expired - i, 1));
+        }
+        let ch = s.challenge(false, ip);
+        assert_eq!(s.verify(&[answer_nc(&ch, "sip:h", 1)], "REGISTER", "sip:h", ip, pw), Ok("desk1".into()));
+        assert_eq!(s.used.len(), 1, "only the live nonce is remembered");
     }
 
     #[test]

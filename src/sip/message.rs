@@ -247,6 +247,23 @@ impl Message {
         out
     }
 
+    /// How many bytes [`Message::to_bytes`] makes, without making them.
+    pub fn wire_len(&self) -> usize {
+        let start = match &self.start {
+            StartLine::Request { method, uri } => method.len() + uri.len() + " SIP/2.0\r\n".len() + 1,
+            StartLine::Response { status, reason } => {
+                "SIP/2.0 ".len() + status.to_string().len() + 1 + reason.len() + 2
+            }
+        };
+        let headers: usize = self
+            .headers
+            .iter()
+            .filter(|h| !h.name.eq_ignore_ascii_case("Content-Length"))
+            .map(|h| h.name.len() + 2 + h.value.len() + 2)
+            .sum();
+        start + headers + "Content-Length: \r\n\r\n".len() + self.body.len().to_string().len() + self.body.len()
+    }
+
     /// Build a response to this request per RFC 3261 §8.2.6.2: Via, From, To, Call-ID and CSeq
     /// copied; a To tag added when `to_tag` is given and the To has none yet.
     pub fn response(&self, status: u16, reason: &str, to_tag: Option<&str>) -> Message {
@@ -423,6 +440,20 @@ impl Via {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_len_is_the_length_of_the_bytes() {
+        let mut m = Message::request("MESSAGE", "sip:desk1@192.0.2.7:5095");
+        m.push("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1");
+        m.push("Content-Length", "999"); // replaced by the real one
+        m.body = Bytes::from(vec![b'x'; 1234]);
+        assert_eq!(m.wire_len(), m.to_bytes().len());
+        let r = m.response(200, "OK", Some("t"));
+        assert_eq!(r.wire_len(), r.to_bytes().len());
+        let mut empty = Message::request("OPTIONS", "sip:h");
+        empty.body = Bytes::new();
+        assert_eq!(empty.wire_len(), empty.to_bytes().len());
+    }
 
     #[test]
     fn compact_names_expand() {
