@@ -669,14 +669,24 @@ async fn accept_loop(listener: TcpListener, net_tx: mpsc::UnboundedSender<NetInp
     }
 }
 
+/// How long an outgoing TCP connection may take to open. A receiver whose firewall drops the
+/// SYN instead of refusing it would otherwise hold its requests for the kernel's two minutes of
+/// SYN retries; after this the engine hears `SendFailed` (a route fails over, a notification
+/// MESSAGE goes over UDP) while the attempt's own timer (2 s by default) is still running.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn connect(peer: Peer, net_tx: mpsc::UnboundedSender<NetInput>) {
-    match TcpStream::connect(peer.addr).await {
-        Ok(stream) => {
+    match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer.addr)).await {
+        Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             connection(stream, peer.addr, net_tx).await;
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, "TCP connect failed");
+            let _ = net_tx.send(NetInput::SendFailed(peer));
+        }
+        Err(_) => {
+            tracing::warn!(%peer, ms = TCP_CONNECT_TIMEOUT.as_millis() as u64, "TCP connect timed out");
             let _ = net_tx.send(NetInput::SendFailed(peer));
         }
     }

@@ -43,12 +43,11 @@ fn notified(events: &[CallEvent]) -> Vec<(String, bool, String)> {
 
 /// The lab's MESSAGEs are over 1300 bytes, so the core tries TCP first (RFC 3261 §18.1.1); sipp
 /// in UDP mode refuses it, and the same attempt goes over UDP, which the audit detail says as
-/// " over UDP (N bytes; the receiver refused TCP)". `detail` without that note, which it must
-/// have.
+/// " over UDP (N bytes; TCP failed)". `detail` without that note, which it must have.
 fn refused_tcp(detail: &str) -> String {
     let start = detail.find(" over UDP (").unwrap_or_else(|| panic!("no UDP fallback in {detail:?}"));
     let end = start + detail[start..].find(')').unwrap() + 1;
-    assert!(detail[start..end].ends_with(" bytes; the receiver refused TCP)"), "{detail}");
+    assert!(detail[start..end].ends_with(" bytes; TCP failed)"), "{detail}");
     format!("{}{}", &detail[..start], &detail[end..])
 }
 

@@ -42,6 +42,8 @@ const UNREGISTER_WITHIN: Duration = Duration::from_secs(2);
 /// A TCP connection from the core with nothing on it for this long is closed (the core opens
 /// a new one for its next large MESSAGE).
 const TCP_IDLE: Duration = Duration::from_secs(300);
+/// Connections from other addresses than the core's are closed, and logged at most this often.
+const FOREIGN_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the agent tells the desk.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +74,8 @@ pub struct Agent {
     from_tag: String,
     cseq: u32,
     report: Reporter,
+    /// When a connection from elsewhere was last logged.
+    foreign_logged: Option<Instant>,
 }
 
 impl Agent {
@@ -107,6 +111,7 @@ impl Agent {
             from_tag: new_tag(),
             cseq: 0,
             report,
+            foreign_logged: None,
         })
     }
 
@@ -153,7 +158,9 @@ impl Agent {
                     Some((stream, from)) = accept(self.tcp.as_ref()) => {
                         if from.ip() == self.core.ip() {
                             tokio::spawn(serve_tcp(stream, from, self.core, self.report.clone(), stop.clone()));
-                        } else {
+                        } else if self.foreign_logged.is_none_or(|t| t.elapsed() >= FOREIGN_LOG_EVERY) {
+                            // Logged at most every FOREIGN_LOG_EVERY: anyone on the LAN can connect.
+                            self.foreign_logged = Some(Instant::now());
                             tracing::warn!(%from, "closed a SIP connection that did not come from the core");
                         }
                     },
@@ -202,7 +209,8 @@ impl Agent {
     /// Min-Expires (§10.2.8).
     async fn register(&mut self, mut expires: u32) -> Result<u32, RegisterFailure> {
         let mut authorization: Option<(&'static str, String)> = None;
-        for _ in 0..3 {
+        // At most: challenge, answer, 423, challenge again, answer.
+        for _ in 0..5 {
             let req = self.register_request(expires, authorization.as_ref());
             let resp = self.transaction(&req).await?;
             let status = resp.status().unwrap_or(0);
@@ -232,6 +240,8 @@ impl Agent {
                 }
                 423 => {
                     let min = resp.header("Min-Expires").and_then(|v| v.trim().parse().ok());
+                    // The core accepts an answer once: the longer REGISTER is answered afresh.
+                    authorization = None;
                     match min {
                         Some(m) if m > expires => expires = m,
                         _ => return Err("the core asks for a longer registration (423) without saying how long".into()),
@@ -240,7 +250,7 @@ impl Agent {
                 _ => return Err(format!("the core answered the registration with {status} {}", reason(&resp)).into()),
             }
         }
-        Err("the registration did not complete after three tries".into())
+        Err("the registration did not complete after five tries".into())
     }
 
     /// The expiry the core granted our contact (§10.2.4: the Contact's `expires`, else Expires).

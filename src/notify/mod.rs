@@ -89,8 +89,8 @@ pub struct NotifyTiming {
 /// §7): a larger one goes over TCP, which every SIP element implements (RFC 3261 §18).
 pub const UDP_MAX_REQUEST: usize = 1300;
 
-/// How long a receiver that refused TCP gets its large MESSAGEs over UDP straight away, rather
-/// than after another refused connection.
+/// How long a receiver whose TCP could not be reached gets its large MESSAGEs over UDP straight
+/// away, rather than after another failed connection.
 const TCP_REFUSAL_MEMORY: Duration = Duration::from_secs(600);
 
 /// Backoff after the n-th failed attempt (1-based): 1, 2, 4, 8, 16, then every 30 s.
@@ -143,8 +143,9 @@ struct Delivery {
     size: usize,
     /// The attempt goes over TCP instead of the destination's UDP because of its size.
     upgraded: bool,
-    /// The receiver refused TCP: its MESSAGEs go over UDP after all, whatever their size.
-    tcp_refused: bool,
+    /// TCP to the receiver failed (refused, not opened in time, or no answer on it): its
+    /// MESSAGEs go over UDP after all, whatever their size.
+    tcp_failed: bool,
 }
 
 /// One attempt's result, for the call's audit trail (`CallEventKind::Notified`).
@@ -161,7 +162,7 @@ pub struct Notifier {
     timers: BTreeSet<(Instant, u64, Timer)>,
     next_id: u64,
     outcomes: Vec<Outcome>,
-    /// Receivers that refused TCP, until when that is believed.
+    /// Receivers whose TCP failed, until when that is believed.
     refuses_tcp: HashMap<std::net::SocketAddr, Instant>,
 }
 
@@ -232,7 +233,7 @@ impl Notifier {
                 sent_to: None,
                 size: 0,
                 upgraded: false,
-                tcp_refused: false,
+                tcp_failed: false,
             },
         );
         id
@@ -301,13 +302,15 @@ impl Notifier {
         m.push("Content-Type", d.message.content_type.to_string());
         m.body = d.message.body.clone();
         // Too large for UDP (RFC 3261 §18.1.1): TCP to the same address and port, unless this
-        // receiver refused TCP before (`on_unreachable`): then UDP after all, as IP fragments
+        // receiver's TCP failed before (`on_unreachable`): then UDP after all, as IP fragments
         // on most networks, rather than no alert at all.
         let branch = ids::new_branch();
         let via = ctx.via(peer.transport, &branch);
         d.size = m.wire_len() + "Via: \r\n".len() + via.len();
-        d.tcp_refused |= self.refuses_tcp.get(&peer.addr).is_some_and(|until| now < *until);
-        d.upgraded = peer.transport == Transport::Udp && d.size > UDP_MAX_REQUEST && !d.tcp_refused;
+        if peer.transport == Transport::Udp {
+            d.tcp_failed |= self.refuses_tcp.get(&peer.addr).is_some_and(|until| now < *until);
+        }
+        d.upgraded = peer.transport == Transport::Udp && d.size > UDP_MAX_REQUEST && !d.tcp_failed;
         let (peer, via) = if d.upgraded {
             (Peer { transport: Transport::Tcp, addr: peer.addr }, ctx.via(Transport::Tcp, &branch))
         } else {
@@ -358,6 +361,14 @@ impl Notifier {
     /// fails now instead of at its timeout. An attempt that went over TCP only because of its
     /// size is made again at once over UDP: the same attempt, to a receiver without TCP.
     pub fn on_unreachable(&mut self, peer: Peer, tx: &mut Transactions, now: Instant) {
+        // Remembered whether or not an attempt is still waiting there (a slow failure may come
+        // while the attempt that caused it is in its backoff).
+        if peer.transport == Transport::Tcp && self.deliveries.values().any(|d| d.upgraded && d.sent_to == Some(peer)) {
+            if self.refuses_tcp.len() >= 1024 {
+                self.refuses_tcp.retain(|_, until| now < *until);
+            }
+            self.refuses_tcp.insert(peer.addr, now + TCP_REFUSAL_MEMORY);
+        }
         let waiting: Vec<(ClientKey, u64)> = self
             .by_txn
             .iter()
@@ -368,13 +379,9 @@ impl Notifier {
             tx.abandon(&key);
             match self.deliveries.get_mut(&id) {
                 Some(d) if d.upgraded => {
-                    if self.refuses_tcp.len() >= 1024 {
-                        self.refuses_tcp.retain(|_, until| now < *until);
-                    }
-                    self.refuses_tcp.insert(peer.addr, now + TCP_REFUSAL_MEMORY);
                     self.by_txn.remove(&key);
                     d.txn = None;
-                    d.tcp_refused = true;
+                    d.tcp_failed = true;
                     // Nothing reached the receiver: the same request again, numbered the same.
                     d.attempts -= 1;
                     d.cseq -= 1;
@@ -411,6 +418,9 @@ impl Notifier {
                     if let Some(d) = self.deliveries.get_mut(&id) {
                         d.txn = None;
                         d.give_at = None;
+                        // No answer over TCP (a connection that opened but carries nothing
+                        // back): the next attempt tries UDP.
+                        d.tcp_failed |= d.upgraded;
                     }
                     let ms = self.timing.attempt_timeout.as_millis();
                     self.failed(id, format!("no final response within {ms} ms"), now);
@@ -469,8 +479,8 @@ fn via_text(d: &Delivery) -> String {
 fn how_sent(d: &Delivery) -> String {
     if d.upgraded {
         format!(" over TCP ({} bytes)", d.size)
-    } else if d.tcp_refused {
-        format!(" over UDP ({} bytes; the receiver refused TCP)", d.size)
+    } else if d.tcp_failed {
+        format!(" over UDP ({} bytes; TCP failed)", d.size)
     } else {
         String::new()
     }

@@ -280,7 +280,7 @@ fn a_receiver_that_refuses_tcp_gets_the_same_attempt_over_udp_at_once() {
     assert_eq!((m.call_id(), m.cseq()), (first.call_id(), first.cseq()), "the same request, over UDP");
     respond(&mut n, &mut tx, &m, 200, t0);
     let out = n.take_outcomes();
-    let detail = format!("delivered on attempt 1 over UDP ({size} bytes; the receiver refused TCP): 200 OK");
+    let detail = format!("delivered on attempt 1 over UDP ({size} bytes; TCP failed): 200 OK");
     assert_eq!(notified(&out[0]), ("sip:guard@127.0.0.1:5090", true, detail.as_str()));
     assert_eq!(n.next_timeout(), None);
     // The next call's MESSAGE to that receiver goes over UDP straight away: no connection
@@ -309,6 +309,37 @@ fn a_refused_udp_target_fails_the_attempt() {
     assert_eq!(out.len(), 1);
     let detail = notified(&out[0]).2;
     assert!(detail.starts_with("attempt 1 over UDP (") && detail.ends_with("unreachable; retrying in 1 s"), "{detail}");
+}
+
+#[test]
+fn no_answer_over_tcp_makes_the_next_attempt_udp() {
+    // A receiver that takes the connection but answers nothing on it.
+    let (mut n, mut tx, t0) = setup();
+    let ctx = Ctx { contacts: vec![] };
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
+    let (tcp, _, _) = sent_over(&mut tx).pop().unwrap();
+    assert_eq!(tcp.transport, Transport::Tcp);
+    n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_secs(2));
+    let out = n.take_outcomes();
+    assert!(notified(&out[0]).2.starts_with("attempt 1 over TCP ("), "{out:?}");
+    n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_secs(3));
+    let (udp, _, _) = sent_over(&mut tx).pop().expect("attempt 2");
+    assert_eq!(udp.transport, Transport::Udp);
+}
+
+#[test]
+fn a_late_tcp_failure_is_remembered_for_the_next_attempt() {
+    // The connection fails only after the attempt timed out (a firewall dropping the SYN): the
+    // next attempt, and the next call's, go over UDP.
+    let (mut n, mut tx, t0) = setup();
+    let ctx = Ctx { contacts: vec![] };
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
+    let (tcp, _, _) = sent_over(&mut tx).pop().unwrap();
+    n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_secs(2));
+    n.on_unreachable(tcp, &mut tx, t0 + Duration::from_millis(2500));
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0 + Duration::from_secs(60));
+    let (peer, _, _) = sent_over(&mut tx).pop().unwrap();
+    assert_eq!(peer.transport, Transport::Udp);
 }
 
 #[test]

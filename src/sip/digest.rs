@@ -212,9 +212,12 @@ impl DigestServer {
         // "the server can detect request replays" by refusing a count it has seen. Without qop
         // there is no count: the nonce is good for one request.
         let count = match p.get("qop") {
+            // Exactly 8 hex digits (RFC 2617 §3.2.2's nc-value).
             Some(_) => match u32::from_str_radix(field("nc"), 16) {
-                Ok(n) if n > 0 && n < u32::MAX => n,
-                _ => return Err(AuthFailure::Invalid(format!("nonce count {:?} is not 1-fffffffe", field("nc")))),
+                Ok(n) if field("nc").len() == 8 && n > 0 && n < u32::MAX => n,
+                _ => {
+                    return Err(AuthFailure::Invalid(format!("nonce count {:?} is not 00000001-fffffffe", field("nc"))))
+                }
             },
             None => u32::MAX,
         };

@@ -444,7 +444,9 @@ class Desk:
         path = self.dir / "metrics.jsonl"
         if not path.exists():
             return []
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # Whole lines only: the app may be writing the last one.
+        lines = path.read_text().split("\n")[:-1]
+        records = [json.loads(line) for line in lines if line.strip()]
         return [r["alerts_shown"] for r in records if "page_load" in r]
 
     def alarm(self):
