@@ -2,7 +2,8 @@
 # Wire benchmark: emergency calls through the real sosdesk at rising rates, sipp as caller,
 # provider and notification receiver (the lab's security desk phone), tcpdump on loopback for
 # the INVITE in -> INVITE out and INVITE in -> notification MESSAGE out times (bench/latency.py).
-#   bash bench/sipp-load.sh [SECONDS_PER_RATE] [RATES...]      (SOSDESK_BENCH_NOTIFY=0: no notification URIs)
+#   bash bench/sipp-load.sh [SECONDS_PER_RATE] [RATES...]      (SOSDESK_BENCH_NOTIFY=0: no notification URIs;
+#   SOSDESK_BENCH_BIN=path: measure that binary)
 # Prints one line per rate; BENCHMARKS.md records the results with the machine they ran on.
 # Traffic stays on 127.0.0.1. Needs root for the loopback capture.
 set -euo pipefail
@@ -13,8 +14,13 @@ rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(100 250 500 1000 1500 2000 2500)
 
 bash scripts/ensure-packages.sh sip-tester tcpdump
-cargo build --release --locked --bin sosdesk
-bin="${CARGO_TARGET_DIR:-target}/release/sosdesk"
+# SOSDESK_BENCH_BIN: a sosdesk binary to measure instead of this tree's (A/B comparisons).
+if [ -n "${SOSDESK_BENCH_BIN:-}" ]; then
+  bin=$SOSDESK_BENCH_BIN
+else
+  cargo build --release --locked --bin sosdesk
+  bin="${CARGO_TARGET_DIR:-target}/release/sosdesk"
+fi
 
 work=$(mktemp -d)
 SOS=25060; PROV=25070; NOTE=25090

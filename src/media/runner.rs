@@ -27,18 +27,26 @@ pub struct RtpPorts {
     next: AtomicU32,
 }
 
+/// How many ports one `open` tries at most. Ports are handed out round the range, so the ones
+/// ahead of the cursor are the longest taken: the likeliest free again. Trying the whole range
+/// when it is full (every port still held by live calls) cost 500 failed binds per leg, and
+/// under overload that turned a burst into a collapse the core did not recover from (routing
+/// fell to ~200 calls/s: the wire benchmark, BENCHMARKS.md). A call without a port is still
+/// routed; its media passes through.
+pub const MAX_PROBES: u32 = 32;
+
 impl RtpPorts {
     pub fn new(bind: IpAddr, advertise: IpAddr, first: u16, last: u16) -> RtpPorts {
         let first = first + (first % 2);
         RtpPorts { bind, advertise, first, last: last.max(first), next: AtomicU32::new(0) }
     }
 
-    /// Bind the next free even port of the range (skipping ones in use). Returns the socket
-    /// and the address to put in SDP.
+    /// Bind the next free even port of the range (skipping ones in use, at most [`MAX_PROBES`]
+    /// of them). Returns the socket and the address to put in SDP.
     pub fn open(&self) -> io::Result<(StdUdpSocket, SocketAddr)> {
         let slots = ((self.last - self.first) / 2 + 1) as u32;
         let mut last_err = None;
-        for _ in 0..slots {
+        for _ in 0..slots.min(MAX_PROBES) {
             let n = self.next.fetch_add(1, Ordering::Relaxed) % slots;
             let port = self.first + (n * 2) as u16;
             match StdUdpSocket::bind(SocketAddr::new(self.bind, port)) {
@@ -198,5 +206,32 @@ async fn read_leg(leg: LegId, sock: Arc<UdpSocket>, tx: mpsc::Sender<(LegId, Soc
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_range_fails_after_a_bounded_search_and_frees_are_found_again() {
+        let lo: IpAddr = [127, 0, 0, 1].into();
+        // Find a range of 2 * MAX_PROBES even ports that is free now.
+        let slots = 2 * MAX_PROBES as u16;
+        let ports = (0..200)
+            .map(|i| 30_000 + i * 2 * slots)
+            .map(|first| RtpPorts::new(lo, lo, first, first + 2 * (slots - 1)))
+            .find(|p| (0..slots).all(|i| StdUdpSocket::bind(SocketAddr::new(lo, p.first + 2 * i)).is_ok()))
+            .expect("a free port range");
+        let mut held: Vec<_> = (0..slots).map(|_| ports.open().expect("a free port").0).collect();
+        // Every port taken: refused without trying the whole range.
+        assert!(ports.open().is_err());
+        // Calls end and free their ports: each open searches on from where the last stopped, so
+        // freed ports anywhere in the range are found within a round of the range.
+        held.drain(..4);
+        let opened = (0..slots as u32 / MAX_PROBES + 1).find_map(|_| ports.open().ok());
+        let (sock, addr) = opened.expect("a freed port");
+        assert_eq!(sock.local_addr().unwrap().port(), addr.port());
+        assert_eq!(addr.port() % 2, 0);
     }
 }
