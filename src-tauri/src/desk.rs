@@ -534,12 +534,7 @@ impl Desk {
         let status = inner.status.clone();
         drop(inner);
 
-        for ch in &changes {
-            match ch {
-                Change::Added(c) | Change::Updated(c) => self.ui.alert(c),
-                Change::Removed(ids) => ids.iter().for_each(|id| self.ui.alert_removed(id)),
-            }
-        }
+        self.show_cards(&changes);
         if new_emergency.is_some() {
             self.ui.raise(true);
         } else if new_test.is_some() {
@@ -552,6 +547,16 @@ impl Desk {
         }
     }
 
+    /// The changed cards to the window (outside the desk's lock).
+    fn show_cards(&self, changes: &[Change]) {
+        for ch in changes {
+            match ch {
+                Change::Added(c) | Change::Updated(c) => self.ui.alert(c),
+                Change::Removed(ids) => ids.iter().for_each(|id| self.ui.alert_removed(id)),
+            }
+        }
+    }
+
     /// Board changes that came from outside an event (this desk's identity or the policies'
     /// acknowledgement modes became known, another core chosen): the cards, the alarm and the
     /// status follow.
@@ -560,12 +565,7 @@ impl Desk {
         let alarm = self.settle_alarm(&mut inner);
         let status = inner.status.clone();
         drop(inner);
-        for ch in &changes {
-            match ch {
-                Change::Added(c) | Change::Updated(c) => self.ui.alert(c),
-                Change::Removed(ids) => ids.iter().for_each(|id| self.ui.alert_removed(id)),
-            }
-        }
+        self.show_cards(&changes);
         self.ui.status(&status);
         self.apply_alarm_ui(alarm);
     }

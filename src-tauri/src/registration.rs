@@ -42,7 +42,8 @@ const UNREGISTER_WITHIN: Duration = Duration::from_secs(2);
 /// A TCP connection from the core with nothing on it for this long is closed (the core opens
 /// a new one for its next large MESSAGE).
 const TCP_IDLE: Duration = Duration::from_secs(300);
-/// Connections from other addresses than the core's are closed, and logged at most this often.
+/// Requests and connections from other addresses than the core's are refused, and logged at
+/// most this often.
 const FOREIGN_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the agent tells the desk.
@@ -158,10 +159,8 @@ impl Agent {
                     Some((stream, from)) = accept(self.tcp.as_ref()) => {
                         if from.ip() == self.core.ip() {
                             tokio::spawn(serve_tcp(stream, from, self.core, self.report.clone(), stop.clone()));
-                        } else if self.foreign_logged.is_none_or(|t| t.elapsed() >= FOREIGN_LOG_EVERY) {
-                            // Logged at most every FOREIGN_LOG_EVERY: anyone on the LAN can connect.
-                            self.foreign_logged = Some(Instant::now());
-                            tracing::warn!(%from, "closed a SIP connection that did not come from the core");
+                        } else {
+                            self.log_foreign(from, "closed a SIP connection that did not come from the core");
                         }
                     },
                     _ = tokio::time::sleep_until(next.into()) => break,
@@ -300,7 +299,19 @@ impl Agent {
         }
     }
 
-    async fn on_request(&self, m: &Message, from: SocketAddr) {
+    /// A request or connection from elsewhere than the core, logged at most every
+    /// [`FOREIGN_LOG_EVERY`]: anyone on the LAN can send them.
+    fn log_foreign(&mut self, from: SocketAddr, what: &str) {
+        if self.foreign_logged.is_none_or(|t| t.elapsed() >= FOREIGN_LOG_EVERY) {
+            self.foreign_logged = Some(Instant::now());
+            tracing::warn!(%from, "{what}");
+        }
+    }
+
+    async fn on_request(&mut self, m: &Message, from: SocketAddr) {
+        if from.ip() != self.core.ip() {
+            self.log_foreign(from, "refused a SIP request that did not come from the core");
+        }
         if let Some(r) = answer_request(self.core, &self.report, m, from) {
             let _ = self.sock.send_to(&r.to_bytes(), from).await;
         }
@@ -371,10 +382,8 @@ fn answer_request(core: SocketAddr, report: &Reporter, m: &Message, from: Socket
     let mut alert = None;
     let (status, reason, warning) = match m.method() {
         "ACK" => return None,
-        "MESSAGE" if from.ip() != core.ip() => {
-            tracing::warn!(%from, "refused a MESSAGE that did not come from the core");
-            (403, "Forbidden", None)
-        }
+        // Logged by the caller (rate limited).
+        "MESSAGE" if from.ip() != core.ip() => (403, "Forbidden", None),
         "MESSAGE" => match call_event_of(m) {
             Ok(ev) => {
                 alert = Some(ev);

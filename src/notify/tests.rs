@@ -94,6 +94,18 @@ fn sent_over(tx: &mut Transactions) -> Vec<(Peer, usize, Message)> {
     out
 }
 
+/// A notifier that has just made its first attempt to `remote()`, over TCP (the test's MESSAGE
+/// is over 1300 bytes): the notifier, the transactions, the start, the context, and where it went
+/// and what.
+fn first_attempt() -> (Notifier, Transactions, Instant, Ctx, Peer, Message) {
+    let (mut n, mut tx, t0) = setup();
+    let ctx = Ctx { contacts: vec![] };
+    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
+    let (peer, _, m) = sent_over(&mut tx).pop().expect("the first attempt");
+    assert_eq!(peer.transport, Transport::Tcp);
+    (n, tx, t0, ctx, peer, m)
+}
+
 /// The test's MESSAGE is over 1300 bytes, so it goes over TCP and the audit detail says
 /// " over TCP (N bytes)": `detail` without that note, which it must have.
 fn over_tcp(detail: &str) -> String {
@@ -264,11 +276,7 @@ fn a_group_reaches_every_registered_contact_and_waits_for_one() {
 
 #[test]
 fn a_receiver_that_refuses_tcp_gets_the_same_attempt_over_udp_at_once() {
-    let (mut n, mut tx, t0) = setup();
-    let ctx = Ctx { contacts: vec![] };
-    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
-    let (tcp, _, first) = sent_over(&mut tx).pop().unwrap();
-    assert_eq!(tcp.transport, Transport::Tcp);
+    let (mut n, mut tx, t0, ctx, tcp, first) = first_attempt();
     // The connection is refused (a client that implements only UDP).
     n.on_unreachable(tcp, &mut tx, t0);
     assert!(n.take_outcomes().is_empty(), "not a failed attempt: the same one, over UDP");
@@ -297,10 +305,7 @@ fn a_receiver_that_refuses_tcp_gets_the_same_attempt_over_udp_at_once() {
 #[test]
 fn a_refused_udp_target_fails_the_attempt() {
     // Unreachable over the transport the target itself names: an ordinary failed attempt.
-    let (mut n, mut tx, t0) = setup();
-    let ctx = Ctx { contacts: vec![] };
-    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
-    let (tcp, _, _) = sent_over(&mut tx).pop().unwrap();
+    let (mut n, mut tx, t0, ctx, tcp, _) = first_attempt();
     n.on_unreachable(tcp, &mut tx, t0);
     n.handle_timeout(&ctx, &mut tx, t0);
     let (udp, _, _) = sent_over(&mut tx).pop().unwrap();
@@ -314,11 +319,7 @@ fn a_refused_udp_target_fails_the_attempt() {
 #[test]
 fn no_answer_over_tcp_makes_the_next_attempt_udp() {
     // A receiver that takes the connection but answers nothing on it.
-    let (mut n, mut tx, t0) = setup();
-    let ctx = Ctx { contacts: vec![] };
-    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
-    let (tcp, _, _) = sent_over(&mut tx).pop().unwrap();
-    assert_eq!(tcp.transport, Transport::Tcp);
+    let (mut n, mut tx, t0, ctx, _, _) = first_attempt();
     n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_secs(2));
     let out = n.take_outcomes();
     assert!(notified(&out[0]).2.starts_with("attempt 1 over TCP ("), "{out:?}");
@@ -331,10 +332,7 @@ fn no_answer_over_tcp_makes_the_next_attempt_udp() {
 fn a_late_tcp_failure_is_remembered_for_the_next_attempt() {
     // The connection fails only after the attempt timed out (a firewall dropping the SYN): the
     // next attempt, and the next call's, go over UDP.
-    let (mut n, mut tx, t0) = setup();
-    let ctx = Ctx { contacts: vec![] };
-    n.notify(&event(false), &[remote()], &ctx, &mut tx, t0);
-    let (tcp, _, _) = sent_over(&mut tx).pop().unwrap();
+    let (mut n, mut tx, t0, ctx, tcp, _) = first_attempt();
     n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_secs(2));
     n.on_unreachable(tcp, &mut tx, t0 + Duration::from_millis(2500));
     n.notify(&event(false), &[remote()], &ctx, &mut tx, t0 + Duration::from_secs(60));
