@@ -500,7 +500,7 @@ impl Config {
             return Err(self.err("routing.elin_callback_minutes", "must be 0 or more"));
         }
         if let Some(fb) = &self.routing.callback_fallback {
-            crate::routing::target_of_uri(fb).map_err(|e| self.err("routing.callback_fallback", e))?;
+            crate::sip::target::target_of_uri(fb).map_err(|e| self.err("routing.callback_fallback", e))?;
         }
         let mut names = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -585,7 +585,7 @@ impl Config {
         }
         for (i, p) in self.policies.iter().enumerate() {
             if let Some(u) = &p.conference_uri {
-                crate::routing::target_of_uri(u).map_err(|e| self.err(format!("policy[{i}].conference_uri"), e))?;
+                crate::sip::target::target_of_uri(u).map_err(|e| self.err(format!("policy[{i}].conference_uri"), e))?;
                 if !self.media.anchor {
                     return Err(
                         self.err(format!("policy[{i}].conference_uri"), "conferencing needs media.anchor = true")

@@ -99,7 +99,7 @@ fn direction(mode: LegMode) -> Direction {
 
 /// Where to send and in which codec, from the core's answer.
 fn media_of(answer: &sosdesk::sip::Message) -> Result<(SocketAddr, Codec, u8), String> {
-    let body = sosdesk::routing::body::sdp_of(answer).ok_or("the core's answer has no SDP")?;
+    let body = sosdesk::sip::body::sdp_of(answer).ok_or("the core's answer has no SDP")?;
     let sdp = AudioSdp::parse(&body).map_err(|e| format!("the core's SDP answer is unusable: {e}"))?;
     let remote = sdp.remote().ok_or("the core's SDP answer has no RTP address")?;
     let (codec, pt) = sdp.pick(Some(Codec::Pcmu));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sosdesk::events::CallEvent;
 use sosdesk::notify::CALL_EVENT_CONTENT_TYPE;
-use sosdesk::routing::body::split_multipart;
+use sosdesk::sip::body::split_multipart;
 use sosdesk::sip::digest;
 use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
 use sosdesk::sip::parse::{parse_datagram, parse_stream, StreamItem};

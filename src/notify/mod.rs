@@ -51,7 +51,7 @@ impl Target {
             }
             return Ok(Target::Local(u.user.clone().unwrap_or_default()));
         }
-        let (peer, uri) = crate::routing::target_of_uri(uri)?;
+        let (peer, uri) = crate::sip::target::target_of_uri(uri)?;
         Ok(Target::Remote { peer, uri })
     }
 }

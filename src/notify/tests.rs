@@ -152,7 +152,7 @@ fn message_carries_text_and_event() {
     assert_eq!(m.header("Priority"), Some("emergency"));
     let ct = m.header("Content-Type").unwrap().to_string();
     assert!(ct.starts_with("multipart/mixed;boundary="));
-    let parts = crate::routing::body::split_multipart(&ct, &m.body).unwrap();
+    let parts = crate::sip::body::split_multipart(&ct, &m.body).unwrap();
     assert_eq!(parts.len(), 2);
     assert!(parts[0].content_type.starts_with("text/plain"));
     let text = String::from_utf8(parts[0].body.to_vec()).unwrap();
@@ -170,7 +170,7 @@ fn message_carries_text_and_event() {
     assert_eq!(back, ev);
     // A test call says so first.
     let (ct, body) = body_of(&event(true));
-    let parts = crate::routing::body::split_multipart(&ct, &body).unwrap();
+    let parts = crate::sip::body::split_multipart(&ct, &body).unwrap();
     assert!(String::from_utf8_lossy(&parts[0].body).starts_with("TEST CALL to 933"));
 }
 

@@ -84,7 +84,7 @@ pub fn body_of(ev: &CallEvent) -> (String, Bytes) {
     let text = human_text(ev);
     let json = serde_json::to_string(ev).unwrap_or_default();
     let json_headers = format!("Content-Type: {CALL_EVENT_CONTENT_TYPE}");
-    crate::routing::body::multipart_mixed(&[
+    crate::sip::body::multipart_mixed(&[
         ("Content-Type: text/plain;charset=UTF-8", text.as_bytes()),
         (&json_headers, json.as_bytes()),
     ])

@@ -24,8 +24,9 @@ use crate::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL
 use crate::location::pidf::{build_pidf_lo, parse_pidf_lo, PidfLoInput};
 use crate::location::{DeviceAttachment, LastKnownLocation, LocationSnapshot, LocationSource, Locator};
 use crate::policy::Policies;
-use crate::sip::message::split_comma_list;
+use crate::sip::dialog::{contact_uri_text, Dialog};
 use crate::sip::parse::Rejection;
+use crate::sip::target::target_of_uri;
 use crate::sip::transaction::{
     ClientEvent, ClientKey, Peer, ServerEvent, ServerKey, Timers, Transactions, Transmit, Transport,
 };
@@ -89,39 +90,6 @@ impl Side {
         match self {
             Side::A => Side::B,
             Side::B | Side::Desk(_) => Side::A,
-        }
-    }
-}
-
-/// Our half of one leg's dialog (RFC 3261 §12.1).
-#[derive(Debug, Clone)]
-struct Dialog {
-    call_id: String,
-    /// Header value we send as From on this leg (includes our tag).
-    local: String,
-    /// Header value we send as To on this leg (includes the remote tag once known).
-    remote: String,
-    remote_tag: Option<String>,
-    /// Request-URI for requests inside the dialog (the peer's Contact).
-    remote_target: String,
-    route_set: Vec<String>,
-    local_cseq: u32,
-    peer: Peer,
-}
-
-impl Dialog {
-    /// The dialog of an INVITE sosdesk sends (UAC side): the remote tag, target and route set
-    /// come with the answer (§12.1.2).
-    fn outbound(call_id: String, local: String, remote: String, target: String, peer: Peer) -> Dialog {
-        Dialog {
-            call_id,
-            local,
-            remote,
-            remote_tag: None,
-            remote_target: target,
-            route_set: Vec::new(),
-            local_cseq: 1,
-            peer,
         }
     }
 }
@@ -267,21 +235,6 @@ pub struct Locators {
     pub held: Option<Arc<dyn LastKnownLocation>>,
 }
 
-/// Resolve a `sip:` URI with an IP literal host to where to send (no DNS on the emergency path).
-pub fn target_of_uri(uri: &str) -> Result<(Peer, String), String> {
-    let u = Uri::parse(uri).map_err(|e| format!("{uri:?}: {e}"))?;
-    if !u.is_sip() {
-        return Err(format!("{uri:?} is not a sip: URI"));
-    }
-    let host = u.host.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = host.parse().map_err(|_| format!("{uri:?}: the host must be an IP address"))?;
-    let transport = match u.param("transport") {
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-        _ => Transport::Udp,
-    };
-    Ok((Peer { transport, addr: SocketAddr::new(ip, u.port.unwrap_or(5060)) }, uri.to_string()))
-}
-
 impl Engine {
     pub fn new(cfg: &Config, local: LocalEndpoint) -> Engine {
         let policies = Policies::from_config(cfg);
@@ -333,7 +286,7 @@ impl Engine {
     /// address (the phone itself, even behind a PBX that does not anchor media), the Contact
     /// and top Via hosts, then the address the packet came from.
     fn device_addresses(msg: &Message, sdp: Option<&[u8]>, peer: Peer) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = sdp.map(body::sdp_connection_addresses).unwrap_or_default();
+        let mut ips: Vec<IpAddr> = sdp.map(crate::sip::body::sdp_connection_addresses).unwrap_or_default();
         let host_ip = |h: &str| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
         let contact = msg.contact_uri().and_then(|u| host_ip(&u.host));
         let via = msg.top_via().and_then(|v| host_ip(&v.host));
@@ -579,7 +532,7 @@ impl Engine {
             self.respond(&key, &msg, 415, &[("Accept", "application/sdp, multipart/mixed".into())]);
             return;
         }
-        if !body::accepts_sdp(msg.header("Accept")) {
+        if !crate::sip::body::accepts_sdp(msg.header("Accept")) {
             // §21.4.7: we can only answer with SDP. RFC 4475 §3.3.15 also allows a Warning.
             self.respond(&key, &msg, 406, &[("Warning", "399 sosdesk \"only application/sdp answers\"".into())]);
             return;
@@ -726,19 +679,7 @@ impl Engine {
     ) -> Call {
         let call_ref = ids::new_call_ref();
         let local_tag = ids::new_tag();
-        let a = Dialog {
-            call_id: msg.call_id().unwrap_or("").to_string(),
-            local: format!("{};tag={local_tag}", msg.header("To").unwrap_or("")),
-            remote: msg.header("From").unwrap_or("").to_string(),
-            remote_tag: msg.from_tag(),
-            remote_target: msg
-                .contact_uri()
-                .map(|_| contact_uri_text(&msg))
-                .unwrap_or_else(|| msg.from().map(|f| f.uri).unwrap_or_default()),
-            route_set: msg.header_values("Record-Route"),
-            local_cseq: 1000,
-            peer,
-        };
+        let a = Dialog::inbound(&msg, &local_tag, 1000, peer);
         self.by_call_id.insert(a.call_id.clone(), (call_ref.clone(), Side::A));
         self.server_txn.insert(key.clone(), call_ref.clone());
         let callback_number = caller.number.clone();
@@ -1201,12 +1142,7 @@ impl Engine {
         // Any response, even 100, shows the route is alive: its route timer (still in the set)
         // will find `responded` and do nothing.
         b.responded = true;
-        if let Some(tag) = msg.to_tag() {
-            if b.dialog.remote_tag.is_none() {
-                b.dialog.remote = msg.header("To").unwrap_or("").to_string();
-                b.dialog.remote_tag = Some(tag);
-            }
-        }
+        b.dialog.learn_remote_tag(&msg);
         match status {
             100 => {}
             101..=199 => {
@@ -1232,14 +1168,7 @@ impl Engine {
                     }
                     return None;
                 }
-                if let Some(c) = msg.contact_uri() {
-                    let _ = c;
-                    b.dialog.remote_target = contact_uri_text(&msg);
-                }
-                // §12.1.2: the UAC's route set is the Record-Route in reverse order.
-                let mut rr = msg.header_values("Record-Route");
-                rr.reverse();
-                b.dialog.route_set = rr;
+                b.dialog.confirm(&msg);
                 call.state = CallState::Answered;
                 if call.a_offer.is_some() || call.media.is_some() {
                     let ack = self.in_dialog_request(call, Side::B, "ACK", Some(1));
@@ -1490,26 +1419,10 @@ impl Engine {
         self.dialog_request(d, method, cseq)
     }
 
-    /// A request inside `d` (§12.2.1.1). `cseq` given: reuse it (ACK).
+    /// A request inside `d` (§12.2.1.1) with our Via. `cseq` given: reuse it (ACK).
     fn dialog_request(&self, d: &mut Dialog, method: &str, cseq: Option<u32>) -> Message {
-        let n = match cseq {
-            Some(n) => n,
-            None => {
-                d.local_cseq += 1;
-                d.local_cseq
-            }
-        };
-        let mut m = Message::request(method, &d.remote_target);
-        m.push("Via", self.local.via(d.peer.transport, &ids::new_branch()));
-        m.push("Max-Forwards", "70");
-        for r in &d.route_set {
-            m.push("Route", r.clone());
-        }
-        m.push("From", d.local.clone());
-        m.push("To", d.remote.clone());
-        m.push("Call-ID", d.call_id.clone());
-        m.push("CSeq", format!("{n} {method}"));
-        m
+        let via = self.local.via(d.peer.transport, &ids::new_branch());
+        d.request(method, cseq, via)
     }
 
     // ------------------------------------------------------------------ bookkeeping
@@ -1572,15 +1485,6 @@ fn peer_of(call: &Call, side: Side) -> Peer {
 
 fn tag_of(header: &str) -> &str {
     header.rsplit_once(";tag=").map(|(_, t)| t.split(';').next().unwrap_or(t)).unwrap_or("")
-}
-
-/// The Contact URI of a message as text (what goes in a Request-URI).
-fn contact_uri_text(msg: &Message) -> String {
-    msg.header("Contact")
-        .and_then(|c| split_comma_list(c).into_iter().next())
-        .and_then(|c| crate::sip::NameAddr::parse(&c).ok())
-        .map(|n| n.uri)
-        .unwrap_or_default()
 }
 
 /// §9.1: CANCEL has the INVITE's Request-URI, Call-ID, To, From, CSeq number and top Via.

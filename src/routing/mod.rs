@@ -6,4 +6,4 @@ pub mod body;
 pub mod classify;
 pub mod elin;
 
-pub use b2bua::{target_of_uri, Engine, LocalEndpoint, Locators, MediaAction, RtpPortSource};
+pub use b2bua::{Engine, LocalEndpoint, Locators, MediaAction, RtpPortSource};

@@ -4,10 +4,13 @@
 //! for sosdesk rather than wrapping a third-party stack; ARCHITECTURE.md records the measurements
 //! behind that choice.
 
+pub mod body;
+pub mod dialog;
 pub mod digest;
 pub mod ids;
 pub mod message;
 pub mod parse;
+pub mod target;
 pub mod transaction;
 pub mod uri;
 

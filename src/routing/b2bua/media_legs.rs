@@ -18,11 +18,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::body::sdp_of;
-use super::{cancel_for, contact_uri_text, Call, Dialog, Engine, Side, StatusReason, ALLOW};
+use super::{cancel_for, Call, Dialog, Engine, Side, StatusReason, ALLOW};
 use crate::config::{ConferenceMode, Config};
 use crate::events::{CallEvent, CallEventKind, RouteKind};
 use crate::media::runner::{MediaCommand, RtpPorts};
+use crate::sip::body::sdp_of;
 
 /// How a join refused for its credentials starts its reason; the client is told only this.
 const BAD_CREDENTIALS: &str = "bad credentials";
@@ -495,20 +495,7 @@ impl Engine {
         let answer = leg.local.answer(&offer, codec, offer.direction.answer());
         leg.configure(&call.call_ref, Role::Desk, params_from(&offer, codec, false, talk), &mut self.media_actions);
         let tag = ids::new_tag();
-        let dialog = Dialog {
-            call_id: msg.call_id().unwrap_or("").to_string(),
-            local: format!("{};tag={tag}", msg.header("To").unwrap_or("")),
-            remote: msg.header("From").unwrap_or("").to_string(),
-            remote_tag: msg.from_tag(),
-            remote_target: if msg.contact_uri().is_some() {
-                contact_uri_text(msg)
-            } else {
-                msg.from().map(|f| f.uri).unwrap_or_default()
-            },
-            route_set: msg.header_values("Record-Route"),
-            local_cseq: 1000,
-            peer,
-        };
+        let dialog = Dialog::inbound(msg, &tag, 1000, peer);
         self.by_call_id.insert(dialog.call_id.clone(), (call.call_ref.clone(), Side::Desk(id)));
         let mut r = msg.response(200, "OK", Some(&tag));
         r.push("Contact", self.local.contact(peer.transport));
@@ -727,10 +714,7 @@ impl Engine {
         let Some(desk) = m.desk_mut(leg) else { return };
         match status {
             100..=199 => {
-                if let (Some(tag), None) = (msg.to_tag(), &desk.dialog.remote_tag) {
-                    desk.dialog.remote = msg.header("To").unwrap_or("").to_string();
-                    desk.dialog.remote_tag = Some(tag);
-                }
+                desk.dialog.learn_remote_tag(&msg);
             }
             200..=299 => {
                 if retransmission || desk.answered {
@@ -741,12 +725,7 @@ impl Engine {
                 }
                 desk.dialog.remote = msg.header("To").unwrap_or("").to_string();
                 desk.dialog.remote_tag = msg.to_tag();
-                if msg.contact_uri().is_some() {
-                    desk.dialog.remote_target = contact_uri_text(&msg);
-                }
-                let mut rr = msg.header_values("Record-Route");
-                rr.reverse();
-                desk.dialog.route_set = rr;
+                desk.dialog.confirm(&msg);
                 let ack = self.dialog_request(&mut desk.dialog, "ACK", Some(1));
                 self.tx.send_ack(&ack, desk.dialog.peer);
                 desk.ack = Some(ack);

@@ -1,0 +1,42 @@
+//! Where a configured `sip:` URI is sent: its transport and socket address. Only IP literals:
+//! no DNS on the emergency path (a host name would make routing wait on a resolver).
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::transaction::{Peer, Transport};
+use super::Uri;
+
+/// Resolve a `sip:` URI with an IP literal host to where to send (RFC 3261 §19.1.1 defaults:
+/// port 5060, UDP unless `transport=tcp`). Returns the peer and the URI as given (the
+/// Request-URI to use).
+pub fn target_of_uri(uri: &str) -> Result<(Peer, String), String> {
+    let u = Uri::parse(uri).map_err(|e| format!("{uri:?}: {e}"))?;
+    if !u.is_sip() {
+        return Err(format!("{uri:?} is not a sip: URI"));
+    }
+    let host = u.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().map_err(|_| format!("{uri:?}: the host must be an IP address"))?;
+    let transport = match u.param("transport") {
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        _ => Transport::Udp,
+    };
+    Ok((Peer { transport, addr: SocketAddr::new(ip, u.port.unwrap_or(5060)) }, uri.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literals_only() {
+        let (p, u) = target_of_uri("sip:desk@127.0.0.1:5090;transport=tcp").unwrap();
+        assert_eq!(
+            (p.transport, p.addr.to_string(), u.as_str()),
+            (Transport::Tcp, "127.0.0.1:5090".into(), "sip:desk@127.0.0.1:5090;transport=tcp")
+        );
+        let (p, _) = target_of_uri("sip:[::1]").unwrap();
+        assert_eq!((p.transport, p.addr.to_string()), (Transport::Udp, "[::1]:5060".into()));
+        assert!(target_of_uri("sip:desk@example.com").unwrap_err().contains("IP address"));
+        assert!(target_of_uri("tel:+15551234").is_err());
+    }
+}
