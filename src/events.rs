@@ -164,12 +164,12 @@ pub enum CallEventKind {
 impl CallEvent {
     /// A refused request (wrong credentials, a blocked address…) as an audit record of its own:
     /// `what` says what was asked (a Request-URI, an API path), `caller` who asked.
-    pub fn refusal(caller: Caller, what: String, status: u16, reason: String) -> CallEvent {
+    pub fn refusal(caller: Caller, what: String, status: u16, reason: String, at: DateTime<Utc>) -> CallEvent {
         CallEvent {
             version: CALL_EVENT_VERSION,
             call_id: crate::sip::ids::new_call_ref(),
             seq: 1,
-            at: Utc::now(),
+            at,
             caller,
             dialed: what,
             normalized: String::new(),

@@ -53,6 +53,24 @@ pub struct Policies {
     default_policy: usize,
 }
 
+impl Policy {
+    /// The routes an emergency call of this policy tries, in order. With a location: the policy's
+    /// routes, then its ECRC (no-location) routes as the last resort. Without one: the ECRC
+    /// routes first (a PSAP cannot be chosen by location), then the others. Every route is in
+    /// both plans, so a call is never failed while a route remains.
+    pub fn route_plan(&self, located: bool) -> Vec<usize> {
+        let (first, then) =
+            if located { (&self.routes, &self.no_location_routes) } else { (&self.no_location_routes, &self.routes) };
+        let mut plan = first.clone();
+        for r in then {
+            if !plan.contains(r) {
+                plan.push(*r);
+            }
+        }
+        plan
+    }
+}
+
 impl Policies {
     /// Compile a validated config (see `Config::validate`, which guarantees every name resolves).
     pub fn from_config(cfg: &Config) -> Policies {

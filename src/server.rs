@@ -18,13 +18,14 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::audit::{spawn_writer, AuditStore, AuditWriter};
+use crate::clock::Now;
 use crate::config::Config;
 use crate::events::{CallEvent, CallEventKind};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
-use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction};
+use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
 use crate::sip::parse::{parse_datagram, parse_stream, StreamItem, MAX_MESSAGE};
 use crate::sip::transaction::{Peer, Transport};
 use crate::sip::Message;
@@ -209,13 +210,17 @@ impl Core {
             Some(addr) => Some(start_api(cfg, addr, handle, audit.clone(), guard.clone(), stop_rx.clone()).await?),
             None => None,
         };
-        let mut engine = Engine::new(cfg, local.clone());
+        let mut engine = Engine::new(cfg, local.clone(), Now::read());
         engine.set_guard(guard);
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
-        if cfg.media.anchor {
-            engine.set_media(Arc::new(rtp_ports(cfg, udp_addr.or(tcp_addr))?));
-        }
+        let rtp = if cfg.media.anchor {
+            engine.anchor_media();
+            Some(rtp_ports(cfg, udp_addr.or(tcp_addr))?)
+        } else {
+            None
+        };
         let ctx = RunContext {
+            rtp,
             events: events.clone(),
             audit: audit.clone(),
             store: store.clone(),
@@ -286,6 +291,8 @@ impl Core {
 
 /// What the engine task hands its events to.
 struct RunContext {
+    /// The RTP port range of anchored calls: the engine is handed bound ports before each input.
+    rtp: Option<RtpPorts>,
     events: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
     store: AuditStore,
@@ -335,12 +342,12 @@ async fn run(
             r = recv(udp.as_deref(), &mut buf) => {
                 match r {
                     Ok((n, from)) => {
-                        on_datagram(&mut engine, &buf[..n], from);
+                        on_datagram(&mut engine, ctx.rtp.as_ref(), &buf[..n], from);
                         // Drain what else is queued before flushing: fewer wake-ups under load.
                         if let Some(sock) = udp.as_deref() {
                             for _ in 0..64 {
                                 match sock.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => on_datagram(&mut engine, &buf[..n], from),
+                                    Ok((n, from)) => on_datagram(&mut engine, ctx.rtp.as_ref(), &buf[..n], from),
                                     Err(_) => break,
                                 }
                             }
@@ -351,10 +358,11 @@ async fn run(
                 }
             }
             Some(input) = net_rx.recv() => {
-                let now = Instant::now();
+                hand_rtp_ports(&mut engine, ctx.rtp.as_ref());
+                let now = Now::read();
                 match input {
                     NetInput::Message(m, peer) => engine.handle_message(m, peer, now),
-                    NetInput::Rejected(r, peer) => engine.handle_rejection(r, peer),
+                    NetInput::Rejected(r, peer) => engine.handle_rejection(r, peer, now),
                     NetInput::Opened(addr, tx) => {
                         if let Some(queued) = connecting.remove(&addr) {
                             for b in queued {
@@ -370,7 +378,7 @@ async fn run(
                         connecting.remove(&peer.addr);
                         engine.handle_send_failure(peer, now);
                     }
-                    NetInput::Annotate { call_id, kind, reply } => match engine.annotate(&call_id, kind.clone()) {
+                    NetInput::Annotate { call_id, kind, reply } => match engine.annotate(&call_id, kind.clone(), now) {
                         // Live call: queued now, behind the call's earlier events; answered once durable.
                         Some(ev) => {
                             let committed = audit.record_tracked(ev.clone());
@@ -391,20 +399,17 @@ async fn run(
                     },
                 }
             }
-            _ = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
-        }
-        // 1. Bytes first: nothing below may delay the outbound INVITE. Only once they are on
-        //    their way is the work deferred behind them done (the notification IM), and its
-        //    bytes sent in a second pass.
-        for pass in 0..2 {
-            if pass == 1 {
-                if !engine.has_deferred() {
-                    break;
-                }
-                engine.handle_deferred(Instant::now());
+            _ = sleep_until(deadline) => {
+                hand_rtp_ports(&mut engine, ctx.rtp.as_ref());
+                engine.handle_timeout(Now::read());
             }
-            while let Some(t) = engine.poll_transmit() {
-                match t.peer.transport {
+        }
+        // In the engine's order: bytes first (nothing may delay the outbound INVITE; the
+        // notification IMs deferred behind them come next), then the media of anchored calls,
+        // then the audit log and the desks.
+        while let Some(output) = engine.poll_output() {
+            match output {
+                Output::Transmit(t) => match t.peer.transport {
                     Transport::Udp => {
                         if let Some(sock) = udp.as_deref() {
                             if let Err(e) = sock.try_send_to(&t.bytes, t.peer.addr) {
@@ -431,71 +436,33 @@ async fn run(
                             }
                         }
                     }
+                },
+                Output::Media(action) => on_media_action(action, &mut media, &mut recordings, &ctx),
+                Output::Event(ev) => {
+                    // Every event is in the audit log; the log file gets what an operator must notice.
+                    match &ev.kind {
+                        CallEventKind::RouteFailed { reason } | CallEventKind::Failed { reason, .. } => {
+                            tracing::warn!(call = %ev.call_id, dialed = %ev.dialed, route = ?ev.route.as_ref().map(|r| &r.name), %reason, "{}", ev.kind.name())
+                        }
+                        CallEventKind::Detected => {
+                            tracing::info!(call = %ev.call_id, dialed = %ev.dialed, caller = %ev.caller.number, test = ev.test_call, "emergency call")
+                        }
+                        _ => tracing::debug!(call = %ev.call_id, seq = ev.seq, kind = ev.kind.name(), "call event"),
+                    }
+                    audit.record(ev.clone());
+                    let _ = events.send(ev);
                 }
-            }
-        }
-        // 2. Media of anchored calls: each call's own task.
-        while let Some(action) = engine.poll_media() {
-            match action {
-                MediaAction::Open { call_ref } => {
-                    let (tx, task) = media_runner::spawn(call_ref.clone(), ctx.recordings.clone());
-                    media.insert(call_ref.clone(), tx);
-                    // When the media task ends (the call ended), its recording is audited in
-                    // the call's own sequence, like an acknowledgement of an ended call.
+                // A notification outcome for a call that has ended: numbered from the audit log.
+                Output::LateEvent { call_ref, kind } => {
                     let (audit, store, events, lock) =
                         (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
                     recordings.spawn(async move {
-                        let kind = match task.await {
-                            Ok(None) => return,
-                            Ok(Some(Ok(rec))) => CallEventKind::Recorded {
-                                path: rec.path.display().to_string(),
-                                sha256: rec.sha256.clone(),
-                                duration_ms: (rec.seconds() * 1000.0).round() as u64,
-                            },
-                            Ok(Some(Err(reason))) => CallEventKind::RecordingFailed { reason },
-                            Err(e) => CallEventKind::RecordingFailed { reason: format!("media task failed: {e}") },
-                        };
                         if let Err(e) = annotate_ended(&audit, &store, &events, &lock, &call_ref, kind).await {
-                            tracing::error!(call = %call_ref, error = %e, "cannot audit the recording");
+                            tracing::error!(call = %call_ref, error = %e, "cannot audit a late event");
                         }
                     });
                 }
-                MediaAction::Leg { call_ref, cmd } => {
-                    if let Some(tx) = media.get(&call_ref) {
-                        let _ = tx.send(cmd);
-                    }
-                }
-                MediaAction::Close { call_ref } => {
-                    if let Some(tx) = media.remove(&call_ref) {
-                        let _ = tx.send(MediaCommand::Close);
-                    }
-                }
             }
-        }
-        // 3. Then the audit log and the desks.
-        while let Some(ev) = engine.poll_event() {
-            // Every event is in the audit log; the log file gets what an operator must notice.
-            match &ev.kind {
-                CallEventKind::RouteFailed { reason } | CallEventKind::Failed { reason, .. } => {
-                    tracing::warn!(call = %ev.call_id, dialed = %ev.dialed, route = ?ev.route.as_ref().map(|r| &r.name), %reason, "{}", ev.kind.name())
-                }
-                CallEventKind::Detected => {
-                    tracing::info!(call = %ev.call_id, dialed = %ev.dialed, caller = %ev.caller.number, test = ev.test_call, "emergency call")
-                }
-                _ => tracing::debug!(call = %ev.call_id, seq = ev.seq, kind = ev.kind.name(), "call event"),
-            }
-            audit.record(ev.clone());
-            let _ = events.send(ev);
-        }
-        // 4. Notification outcomes for calls that have ended: numbered from the audit log.
-        while let Some((call_ref, kind)) = engine.poll_late_event() {
-            let (audit, store, events, lock) =
-                (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
-            recordings.spawn(async move {
-                if let Err(e) = annotate_ended(&audit, &store, &events, &lock, &call_ref, kind).await {
-                    tracing::error!(call = %call_ref, error = %e, "cannot audit a late event");
-                }
-            });
         }
         while recordings.try_join_next().is_some() {}
     }
@@ -638,15 +605,76 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn on_datagram(engine: &mut Engine, data: &[u8], from: SocketAddr) {
+/// An order for the media task of an anchored call: each call has its own task; when it ends,
+/// its recording is audited in the call's own sequence, like an acknowledgement of an ended call.
+fn on_media_action(
+    action: MediaAction,
+    media: &mut HashMap<String, mpsc::UnboundedSender<MediaCommand>>,
+    recordings: &mut tokio::task::JoinSet<()>,
+    ctx: &RunContext,
+) {
+    let RunContext { events, audit, .. } = ctx;
+    match action {
+        MediaAction::Open { call_ref } => {
+            let (tx, task) = media_runner::spawn(call_ref.clone(), ctx.recordings.clone());
+            media.insert(call_ref.clone(), tx);
+            // When the media task ends (the call ended), its recording is audited in
+            // the call's own sequence, like an acknowledgement of an ended call.
+            let (audit, store, events, lock) =
+                (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
+            recordings.spawn(async move {
+                let kind = match task.await {
+                    Ok(None) => return,
+                    Ok(Some(Ok(rec))) => CallEventKind::Recorded {
+                        path: rec.path.display().to_string(),
+                        sha256: rec.sha256.clone(),
+                        duration_ms: (rec.seconds() * 1000.0).round() as u64,
+                    },
+                    Ok(Some(Err(reason))) => CallEventKind::RecordingFailed { reason },
+                    Err(e) => CallEventKind::RecordingFailed { reason: format!("media task failed: {e}") },
+                };
+                if let Err(e) = annotate_ended(&audit, &store, &events, &lock, &call_ref, kind).await {
+                    tracing::error!(call = %call_ref, error = %e, "cannot audit the recording");
+                }
+            });
+        }
+        MediaAction::Leg { call_ref, cmd } => {
+            if let Some(tx) = media.get(&call_ref) {
+                let _ = tx.send(cmd);
+            }
+        }
+        MediaAction::Close { call_ref } => {
+            if let Some(tx) = media.remove(&call_ref) {
+                let _ = tx.send(MediaCommand::Close);
+            }
+        }
+    }
+}
+
+/// Bind the RTP ports the engine wants in hand before its next input (the engine never binds).
+fn hand_rtp_ports(engine: &mut Engine, ports: Option<&RtpPorts>) {
+    let Some(ports) = ports else { return };
+    for _ in 0..engine.rtp_ports_wanted() {
+        match ports.open() {
+            Ok((socket, addr)) => engine.add_rtp_port(socket, addr),
+            Err(e) => {
+                tracing::error!(error = %e, "no RTP port free: new calls' media passes through until one is");
+                break;
+            }
+        }
+    }
+}
+
+fn on_datagram(engine: &mut Engine, rtp: Option<&RtpPorts>, data: &[u8], from: SocketAddr) {
     let peer = Peer { transport: Transport::Udp, addr: from };
     // RFC 5626 §4.4.1 STUN / CRLF keep-alives and stray whitespace are not SIP messages.
     if data.iter().all(|b| b.is_ascii_whitespace()) {
         return;
     }
+    hand_rtp_ports(engine, rtp);
     match parse_datagram(data) {
-        Ok(msg) => engine.handle_message(msg, peer, Instant::now()),
-        Err(rej) => engine.handle_rejection(rej, peer),
+        Ok(msg) => engine.handle_message(msg, peer, Now::read()),
+        Err(rej) => engine.handle_rejection(rej, peer, Now::read()),
     }
 }
 

@@ -258,7 +258,13 @@ impl ApiState {
             uri: if user.is_empty() { String::new() } else { format!("api user {user}") },
             source: peer.map(|p| format!("tcp:{p}")).unwrap_or_default(),
         };
-        let ev = CallEvent::refusal(caller, format!("{} {}", request.method(), request.uri().path()), status, reason);
+        let ev = CallEvent::refusal(
+            caller,
+            format!("{} {}", request.method(), request.uri().path()),
+            status,
+            reason,
+            chrono::Utc::now(),
+        );
         self.audit.record(ev.clone());
         self.core.publish(ev);
     }

@@ -6,6 +6,7 @@
 
 pub mod held;
 pub mod pidf;
+pub mod resolve;
 pub mod sfb_csv;
 pub mod store;
 pub mod validate;

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
@@ -138,9 +140,9 @@ impl DigestServer {
         authorization.iter().filter_map(|v| parse_params(v)).find(|p| p.get("realm").is_some_and(|r| *r == self.realm))
     }
 
-    /// A `WWW-Authenticate` value (RFC 2617 §3.2.1) for a request from `client`.
-    pub fn challenge(&self, stale: bool, client: IpAddr) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    /// A `WWW-Authenticate` value (RFC 2617 §3.2.1) for a request from `client` at `now`.
+    pub fn challenge(&self, stale: bool, client: IpAddr, now: DateTime<Utc>) -> String {
+        let now = unix_secs(now);
         let opaque = hex::encode(&Sha256::digest(self.realm.as_bytes())[..8]);
         format!(
             "Digest realm=\"{}\", nonce=\"{}\", opaque=\"{opaque}\", algorithm=MD5, qop=\"auth\"{}",
@@ -160,6 +162,7 @@ impl DigestServer {
         method: &str,
         request_uri: &str,
         client: IpAddr,
+        now: DateTime<Utc>,
         password: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<String, AuthFailure> {
         let creds = self.ours(authorization);
@@ -204,8 +207,7 @@ impl DigestServer {
         if !constant_time_eq(expected.as_bytes(), response.to_ascii_lowercase().as_bytes()) {
             return Err(AuthFailure::Invalid(format!("wrong password for {user:?}")));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        if now.saturating_sub(secs) > NONCE_LIFETIME.as_secs() {
+        if unix_secs(now).saturating_sub(secs) > NONCE_LIFETIME.as_secs() {
             return Err(AuthFailure::Stale);
         }
         // RFC 2617 §3.2.2: the client counts the requests it answers with one nonce (nc), and
@@ -226,7 +228,7 @@ impl DigestServer {
             return Err(AuthFailure::Stale);
         }
         if self.used.len() >= self.sweep_at {
-            self.used.retain(|_, (issued, _)| now.saturating_sub(*issued) <= NONCE_LIFETIME.as_secs());
+            self.used.retain(|_, (issued, _)| unix_secs(now).saturating_sub(*issued) <= NONCE_LIFETIME.as_secs());
             self.sweep_at = (self.used.len() * 2).max(SWEEP_AT);
         }
         self.used.insert(nonce.to_string(), (secs, count));
@@ -278,6 +280,11 @@ pub fn answer(challenge: &str, method: &str, uri: &str, user: &str, password: &s
     }
 }
 
+/// Seconds since the Unix epoch (negative times, which no clock here gives, count as 0).
+fn unix_secs(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,31 +304,34 @@ mod tests {
         let pw = |u: &str| (u == "desk1").then_some("correct horse");
         let (ip, elsewhere): (IpAddr, IpAddr) = ([192, 0, 2, 7].into(), [192, 0, 2, 8].into());
         let uri = "sip:conf-x@127.0.0.1";
-        let ch = s.challenge(false, ip);
+        let ch = s.challenge(false, ip, Utc::now());
         let good = answer(&ch, "INVITE", uri, "desk1", "correct horse").unwrap();
-        assert_eq!(s.verify(std::slice::from_ref(&good), "INVITE", uri, ip, pw), Ok("desk1".into()));
+        assert_eq!(s.verify(std::slice::from_ref(&good), "INVITE", uri, ip, Utc::now(), pw), Ok("desk1".into()));
         assert_eq!(s.claimed_user(std::slice::from_ref(&good)), "desk1");
-        assert_eq!(s.verify(&[], "INVITE", uri, ip, pw), Err(AuthFailure::Missing));
+        assert_eq!(s.verify(&[], "INVITE", uri, ip, Utc::now(), pw), Err(AuthFailure::Missing));
         let wrong = answer(&ch, "INVITE", uri, "desk1", "battery staple").unwrap();
         assert!(
-            matches!(s.verify(&[wrong], "INVITE", uri, ip, pw), Err(AuthFailure::Invalid(r)) if r.contains("wrong password"))
+            matches!(s.verify(&[wrong], "INVITE", uri, ip, Utc::now(), pw), Err(AuthFailure::Invalid(r)) if r.contains("wrong password"))
         );
         let unknown = answer(&ch, "INVITE", uri, "mallory", "x").unwrap();
-        assert!(matches!(s.verify(&[unknown], "INVITE", uri, ip, pw), Err(AuthFailure::Invalid(_))));
+        assert!(matches!(s.verify(&[unknown], "INVITE", uri, ip, Utc::now(), pw), Err(AuthFailure::Invalid(_))));
         // A nonce from another server (or forged) proves nothing: a fresh challenge, not a failure.
-        let other = DigestServer::new("sosdesk").challenge(false, ip);
+        let other = DigestServer::new("sosdesk").challenge(false, ip, Utc::now());
         let forged = answer(&other, "INVITE", uri, "desk1", "correct horse").unwrap();
-        assert_eq!(s.verify(&[forged], "INVITE", uri, ip, pw), Err(AuthFailure::Stale));
+        assert_eq!(s.verify(&[forged], "INVITE", uri, ip, Utc::now(), pw), Err(AuthFailure::Stale));
         // The same answer from another address (captured and replayed, or spoofed): the same.
-        assert_eq!(s.verify(std::slice::from_ref(&good), "INVITE", uri, elsewhere, pw), Err(AuthFailure::Stale));
+        assert_eq!(
+            s.verify(std::slice::from_ref(&good), "INVITE", uri, elsewhere, Utc::now(), pw),
+            Err(AuthFailure::Stale)
+        );
         // Replayed for another call's conference, or another method: refused.
-        let other_call = s.verify(std::slice::from_ref(&good), "INVITE", "sip:conf-y@127.0.0.1", ip, pw);
+        let other_call = s.verify(std::slice::from_ref(&good), "INVITE", "sip:conf-y@127.0.0.1", ip, Utc::now(), pw);
         assert!(matches!(other_call, Err(AuthFailure::Invalid(r)) if r.contains("another URI")));
-        assert!(matches!(s.verify(&[good], "BYE", uri, ip, pw), Err(AuthFailure::Invalid(_))));
+        assert!(matches!(s.verify(&[good], "BYE", uri, ip, Utc::now(), pw), Err(AuthFailure::Invalid(_))));
         // An old nonce is stale.
         let old = format!("Digest realm=\"sosdesk\", nonce=\"{}\", qop=\"auth\"", s.nonce_at(1000, 7, ip));
         let stale = answer(&old, "INVITE", "sip:c", "desk1", "correct horse").unwrap();
-        assert_eq!(s.verify(&[stale], "INVITE", "sip:c", ip, pw), Err(AuthFailure::Stale));
+        assert_eq!(s.verify(&[stale], "INVITE", "sip:c", ip, Utc::now(), pw), Err(AuthFailure::Stale));
     }
 
     /// `answer` with its nonce count set to `nc`.
@@ -343,38 +353,41 @@ mod tests {
         let pw = |u: &str| (u == "desk1").then_some("correct horse");
         let ip: IpAddr = [192, 0, 2, 7].into();
         let uri = "sip:127.0.0.1";
-        let ch = s.challenge(false, ip);
+        let ch = s.challenge(false, ip, Utc::now());
         let first = answer_nc(&ch, uri, 1);
-        assert_eq!(s.verify(std::slice::from_ref(&first), "REGISTER", uri, ip, pw), Ok("desk1".into()));
+        assert_eq!(s.verify(std::slice::from_ref(&first), "REGISTER", uri, ip, Utc::now(), pw), Ok("desk1".into()));
         // The same answer again (a captured REGISTER replayed with the desk's address as its
         // source): challenged afresh, not accepted, not counted as a wrong password.
-        assert_eq!(s.verify(std::slice::from_ref(&first), "REGISTER", uri, ip, pw), Err(AuthFailure::Stale));
+        assert_eq!(
+            s.verify(std::slice::from_ref(&first), "REGISTER", uri, ip, Utc::now(), pw),
+            Err(AuthFailure::Stale)
+        );
         // The client's next request with the same nonce counts on: accepted; going back is not.
-        assert_eq!(s.verify(&[answer_nc(&ch, uri, 3)], "REGISTER", uri, ip, pw), Ok("desk1".into()));
-        assert_eq!(s.verify(&[answer_nc(&ch, uri, 2)], "REGISTER", uri, ip, pw), Err(AuthFailure::Stale));
+        assert_eq!(s.verify(&[answer_nc(&ch, uri, 3)], "REGISTER", uri, ip, Utc::now(), pw), Ok("desk1".into()));
+        assert_eq!(s.verify(&[answer_nc(&ch, uri, 2)], "REGISTER", uri, ip, Utc::now(), pw), Err(AuthFailure::Stale));
         assert!(matches!(
-            s.verify(&[answer_nc(&ch, uri, 0)], "REGISTER", uri, ip, pw),
+            s.verify(&[answer_nc(&ch, uri, 0)], "REGISTER", uri, ip, Utc::now(), pw),
             Err(AuthFailure::Invalid(r)) if r.contains("nonce count")
         ));
         // Another challenge, in the same second to the same address (a second client behind
         // it), has a nonce of its own: its count starts afresh.
-        let again = s.challenge(false, ip);
+        let again = s.challenge(false, ip, Utc::now());
         assert_ne!(parse_params(&again).unwrap()["nonce"], parse_params(&ch).unwrap()["nonce"]);
-        assert_eq!(s.verify(&[answer_nc(&again, uri, 1)], "REGISTER", uri, ip, pw), Ok("desk1".into()));
+        assert_eq!(s.verify(&[answer_nc(&again, uri, 1)], "REGISTER", uri, ip, Utc::now(), pw), Ok("desk1".into()));
         // Without qop (RFC 2069 clients) there is no count: a nonce proves one request.
         let no_qop = format!("Digest realm=\"sosdesk\", nonce=\"{}\"", s.nonce_at(now_secs() - 1, 7, ip));
         let once = answer(&no_qop, "REGISTER", uri, "desk1", "correct horse").unwrap();
-        assert_eq!(s.verify(std::slice::from_ref(&once), "REGISTER", uri, ip, pw), Ok("desk1".into()));
-        assert_eq!(s.verify(&[once], "REGISTER", uri, ip, pw), Err(AuthFailure::Stale));
+        assert_eq!(s.verify(std::slice::from_ref(&once), "REGISTER", uri, ip, Utc::now(), pw), Ok("desk1".into()));
+        assert_eq!(s.verify(&[once], "REGISTER", uri, ip, Utc::now(), pw), Err(AuthFailure::Stale));
         // A wrong password leaves nothing behind to fill the table with.
         let before = s.used.len();
-        let wrong = answer(&s.challenge(false, ip), "REGISTER", uri, "desk1", "battery staple").unwrap();
-        assert!(matches!(s.verify(&[wrong], "REGISTER", uri, ip, pw), Err(AuthFailure::Invalid(_))));
+        let wrong = answer(&s.challenge(false, ip, Utc::now()), "REGISTER", uri, "desk1", "battery staple").unwrap();
+        assert!(matches!(s.verify(&[wrong], "REGISTER", uri, ip, Utc::now(), pw), Err(AuthFailure::Invalid(_))));
         assert_eq!(s.used.len(), before);
     }
 
     fn now_secs() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        unix_secs(Utc::now())
     }
 
     #[test]
@@ -386,8 +399,11 @@ mod tests {
         for i in 0..SWEEP_AT as u64 {
             s.used.insert(s.nonce_at(expired - i, 7, ip), (expired - i, 1));
         }
-        let ch = s.challenge(false, ip);
-        assert_eq!(s.verify(&[answer_nc(&ch, "sip:h", 1)], "REGISTER", "sip:h", ip, pw), Ok("desk1".into()));
+        let ch = s.challenge(false, ip, Utc::now());
+        assert_eq!(
+            s.verify(&[answer_nc(&ch, "sip:h", 1)], "REGISTER", "sip:h", ip, Utc::now(), pw),
+            Ok("desk1".into())
+        );
         assert_eq!(s.used.len(), 1, "only the live nonce is remembered");
     }
 

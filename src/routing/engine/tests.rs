@@ -1,35 +1,90 @@
-//! The B2BUA engine without sockets: messages and a simulated clock in, bytes and events out.
-//! Covers what is hard to provoke with a real peer on time: a late answer from a route already
-//! given up, the exact route timeout, the ELIN window edge, retransmission absorption.
+//! The engine without sockets: messages and a simulated clock in, outputs drained. Covers what
+//! is hard to provoke with a real peer on time: a late answer from a route already given up, the
+//! exact route timeout, the ELIN window edge, retransmission absorption, the order of outputs.
 
-mod support;
-
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sosdesk::config::Config;
-use sosdesk::events::CallEventKind;
-use sosdesk::routing::{Engine, LocalEndpoint};
-use sosdesk::sip::parse::parse_datagram;
-use sosdesk::sip::transaction::{Peer, Transport};
-use sosdesk::sip::Message;
+use super::{Engine, LocalEndpoint, Output};
+use crate::clock::Now;
+use crate::config::Config;
+use crate::events::{CallEvent, CallEventKind};
+use crate::media::runner::RtpPorts;
+use crate::sip::parse::parse_datagram;
+use crate::sip::transaction::{Peer, Transmit, Transport};
+use crate::sip::Message;
 
 const CALLER: &str = "127.0.0.1:5062";
 const PRIMARY: &str = "127.0.0.1:5070";
 const SECONDARY: &str = "127.0.0.1:5071";
 
-/// The lab's engine without the notification IM (tests/notifications.rs covers it), so the
-/// routing tests see only the call's own messages.
-fn engine(edit: impl FnOnce(String) -> String) -> Engine {
-    engine_notifying(|c| edit(support::lab::without_notifications(&c)))
+/// The engine with the part of an I/O shell the tests need: outputs drained into buffers, and
+/// RTP ports bound and handed in before each input when media is anchored.
+struct Sim {
+    e: Engine,
+    rtp: Option<RtpPorts>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<CallEvent>,
 }
 
-fn engine_notifying(edit: impl FnOnce(String) -> String) -> Engine {
-    let text = include_str!("../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"");
-    let cfg = Config::from_toml(&edit(text), Path::new("lab.toml")).expect("lab config");
+impl Sim {
+    fn handle_message(&mut self, msg: Message, peer: Peer, now: Now) {
+        self.hand_rtp_ports();
+        self.e.handle_message(msg, peer, now);
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        self.hand_rtp_ports();
+        self.e.handle_timeout(now);
+    }
+
+    fn set_locators(&mut self, locators: super::Locators) {
+        self.e.set_locators(locators);
+    }
+
+    /// Anchor media, with ports of `first..=last` on loopback.
+    fn anchor(&mut self, first: u16, last: u16) {
+        self.e.anchor_media();
+        self.rtp = Some(RtpPorts::new([127, 0, 0, 1].into(), [127, 0, 0, 1].into(), first, last));
+    }
+
+    fn hand_rtp_ports(&mut self) {
+        let Some(ports) = &self.rtp else { return };
+        for _ in 0..self.e.rtp_ports_wanted() {
+            let (socket, addr) = ports.open().expect("a free RTP port");
+            self.e.add_rtp_port(socket, addr);
+        }
+    }
+
+    /// Drain every output into the buffers, in the engine's order.
+    fn drain(&mut self) {
+        while let Some(o) = self.e.poll_output() {
+            match o {
+                Output::Transmit(t) => self.transmits.push_back(t),
+                Output::Event(ev) => self.events.push_back(ev),
+                Output::Media(_) | Output::LateEvent { .. } => {}
+            }
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<CallEvent> {
+        self.drain();
+        self.events.pop_front()
+    }
+}
+
+/// The lab's engine without the notification IM (tests/notifications.rs covers it), so the
+/// routing tests see only the call's own messages.
+fn engine(edit: impl FnOnce(String) -> String) -> Sim {
+    engine_notifying(|c| edit(c.lines().filter(|l| !l.starts_with("notification_uris")).collect::<Vec<_>>().join("\n")))
+}
+
+fn engine_notifying(edit: impl FnOnce(String) -> String) -> Sim {
+    let text = include_str!("../../../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"");
+    let cfg = Config::from_toml(&edit(text), std::path::Path::new("lab.toml")).expect("lab config");
     let local = LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None };
-    Engine::new(&cfg, local)
+    Sim { e: Engine::new(&cfg, local, Now::read()), rtp: None, transmits: VecDeque::new(), events: VecDeque::new() }
 }
 
 fn peer(a: &str) -> Peer {
@@ -48,9 +103,10 @@ Contact: <sip:1001@{from}>\r\nContent-Type: application/sdp\r\nContent-Length: {
 }
 
 /// Everything the engine wants to send: (destination, parsed message).
-fn sent(e: &mut Engine) -> Vec<(SocketAddr, Message)> {
+fn sent(e: &mut Sim) -> Vec<(SocketAddr, Message)> {
+    e.drain();
     let mut out = Vec::new();
-    while let Some(t) = e.poll_transmit() {
+    while let Some(t) = e.transmits.pop_front() {
         out.push((t.peer.addr, parse_datagram(&t.bytes).expect("sosdesk sends valid SIP")));
     }
     out
@@ -62,7 +118,7 @@ fn start_line(m: &Message) -> String {
 
 /// A response from the far end to a request sosdesk sent.
 fn answer(req: &Message, status: u16, tag: &str, contact: &str) -> Message {
-    let mut r = req.response(status, sosdesk::sip::reason_phrase(status), Some(tag));
+    let mut r = req.response(status, crate::sip::reason_phrase(status), Some(tag));
     if (200..300).contains(&status) {
         r.push("Contact", format!("<sip:psap@{contact}>"));
     }
@@ -72,7 +128,7 @@ fn answer(req: &Message, status: u16, tag: &str, contact: &str) -> Message {
 #[test]
 fn silent_route_fails_over_exactly_at_the_route_timeout() {
     let mut e = engine(|c| c);
-    let t0 = Instant::now();
+    let t0 = Now::read();
     e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
     let out = sent(&mut e);
     assert_eq!(out.len(), 2, "100 Trying to the caller and the INVITE to the primary");
@@ -95,7 +151,7 @@ fn silent_route_fails_over_exactly_at_the_route_timeout() {
 #[test]
 fn a_late_answer_from_an_abandoned_route_is_acked_and_hung_up() {
     let mut e = engine(|c| c);
-    let t0 = Instant::now();
+    let t0 = Now::read();
     e.handle_message(invite(CALLER, "911", 2), peer(CALLER), t0);
     let first = sent(&mut e).remove(1).1;
     e.handle_timeout(t0 + Duration::from_millis(2000));
@@ -113,7 +169,7 @@ fn a_late_answer_from_an_abandoned_route_is_acked_and_hung_up() {
 #[test]
 fn failover_from_a_ringing_route_cancels_it_and_acks_its_487() {
     let mut e = engine(|c| c);
-    let t0 = Instant::now();
+    let t0 = Now::read();
     e.handle_message(invite(CALLER, "911", 3), peer(CALLER), t0);
     let first = sent(&mut e).remove(1).1;
     e.handle_message(answer(&first, 180, "r1", PRIMARY), peer(PRIMARY), t0);
@@ -131,7 +187,7 @@ fn failover_from_a_ringing_route_cancels_it_and_acks_its_487() {
 #[test]
 fn invite_retransmissions_are_absorbed_not_routed_twice() {
     let mut e = engine(|c| c);
-    let t0 = Instant::now();
+    let t0 = Now::read();
     let inv = invite(CALLER, "911", 4);
     e.handle_message(inv.clone(), peer(CALLER), t0);
     assert_eq!(sent(&mut e).len(), 2);
@@ -141,14 +197,14 @@ fn invite_retransmissions_are_absorbed_not_routed_twice() {
         assert_eq!(out.len(), 1, "only the 100 Trying is repeated");
         assert_eq!(out[0].1.status(), Some(100));
     }
-    assert_eq!(e.active_calls(), 1);
+    assert_eq!(e.e.active_calls(), 1);
 }
 
 #[test]
 fn elin_mapping_is_live_until_the_end_of_the_window_only() {
     // One-minute window; the warehouse caller (127.0.0.4) goes out through the ELIN gateway.
     let mut e = engine(|c| c.replace("elin_callback_minutes = 180", "elin_callback_minutes = 1"));
-    let t0 = Instant::now();
+    let t0 = Now::read();
     let wh = "127.0.0.4:5062";
     e.handle_message(invite(wh, "911", 5), peer(wh), t0);
     let out = sent(&mut e);
@@ -168,7 +224,7 @@ fn elin_mapping_is_live_until_the_end_of_the_window_only() {
 #[test]
 fn concurrent_callers_at_one_location_get_different_elins() {
     let mut e = engine(|c| c);
-    let t0 = Instant::now();
+    let t0 = Now::read();
     e.handle_message(invite("127.0.0.4:5062", "911", 8), peer("127.0.0.4:5062"), t0);
     e.handle_message(invite("127.0.0.4:5064", "911", 9), peer("127.0.0.4:5064"), t0);
     let froms: Vec<String> = sent(&mut e)
@@ -185,7 +241,7 @@ fn a_caller_controlled_display_name_cannot_inject_headers() {
     let raw = "INVITE sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKx\r\n\
 From: \"Evil\\\" <sip:x@y>\\r\\nP-Asserted-Identity: <sip:999@evil>\" <sip:1001@127.0.0.1>;tag=1\r\n\
 To: <sip:911@127.0.0.1>\r\nCall-ID: evil\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
-    e.handle_message(parse_datagram(raw.as_bytes()).unwrap(), peer(CALLER), Instant::now());
+    e.handle_message(parse_datagram(raw.as_bytes()).unwrap(), peer(CALLER), Now::read());
     let out = sent(&mut e);
     let inv = &out[1].1;
     assert_eq!(inv.headers_named("P-Asserted-Identity").count(), 1);
@@ -195,29 +251,29 @@ To: <sip:911@127.0.0.1>\r\nCall-ID: evil\r\nCSeq: 1 INVITE\r\nContent-Length: 0\
 }
 
 /// A fixed table standing in for the wiremap index (which has its own tests).
-struct TableLocator(Vec<(ipnet::IpNet, std::sync::Arc<sosdesk::location::Erl>)>);
+struct TableLocator(Vec<(ipnet::IpNet, std::sync::Arc<crate::location::Erl>)>);
 
-impl sosdesk::location::Locator for TableLocator {
+impl crate::location::Locator for TableLocator {
     fn locate(
         &self,
-        dev: &sosdesk::location::DeviceAttachment,
-    ) -> Option<(std::sync::Arc<sosdesk::location::Erl>, sosdesk::location::MatchKind)> {
+        dev: &crate::location::DeviceAttachment,
+    ) -> Option<(std::sync::Arc<crate::location::Erl>, crate::location::MatchKind)> {
         let ip = dev.ip?;
-        self.0.iter().find(|(n, _)| n.contains(&ip)).map(|(_, e)| (e.clone(), sosdesk::location::MatchKind::Subnet))
+        self.0.iter().find(|(n, _)| n.contains(&ip)).map(|(_, e)| (e.clone(), crate::location::MatchKind::Subnet))
     }
 }
 
-impl sosdesk::location::LastKnownLocation for TableLocator {
-    fn last_known(&self, dev: &sosdesk::location::DeviceAttachment) -> Option<std::sync::Arc<sosdesk::location::Erl>> {
-        use sosdesk::location::Locator;
+impl crate::location::LastKnownLocation for TableLocator {
+    fn last_known(&self, dev: &crate::location::DeviceAttachment) -> Option<std::sync::Arc<crate::location::Erl>> {
+        use crate::location::Locator;
         self.locate(dev).map(|(e, _)| e)
     }
 }
 
-fn erl(room: &str) -> std::sync::Arc<sosdesk::location::Erl> {
-    std::sync::Arc::new(sosdesk::location::Erl {
+fn erl(room: &str) -> std::sync::Arc<crate::location::Erl> {
+    std::sync::Arc::new(crate::location::Erl {
         label: format!("Room {room}"),
-        civic: sosdesk::location::CivicAddress {
+        civic: crate::location::CivicAddress {
             country: Some("US".into()),
             a1: Some("WA".into()),
             a3: Some("Bellevue".into()),
@@ -246,14 +302,14 @@ Contact: <sip:2002@127.0.0.2:5060>\r\nContent-Type: application/sdp\r\nContent-L
 
 #[test]
 fn a_call_without_pidf_lo_is_located_by_the_wiremap_from_its_sdp_address() {
-    use sosdesk::location::LocationSource;
+    use crate::location::LocationSource;
     let mut e = engine(|c| c);
-    e.set_locators(sosdesk::routing::Locators {
+    e.set_locators(crate::routing::Locators {
         wiremap: Some(std::sync::Arc::new(TableLocator(vec![("10.9.0.0/16".parse().unwrap(), erl("701"))]))),
         held: Some(std::sync::Arc::new(TableLocator(vec![("10.8.0.0/16".parse().unwrap(), erl("HELD-1"))]))),
     });
     let pbx = "127.0.0.2:5060";
-    e.handle_message(invite_via_pbx("10.9.1.5", 10), peer(pbx), Instant::now());
+    e.handle_message(invite_via_pbx("10.9.1.5", 10), peer(pbx), Now::read());
     let out = sent(&mut e);
     let body = String::from_utf8_lossy(&out[1].1.body).into_owned();
     assert!(body.contains("<ca:ROOM>701</ca:ROOM>") && body.contains("<ca:RD>163rd</ca:RD>"), "{body}");
@@ -264,14 +320,14 @@ fn a_call_without_pidf_lo_is_located_by_the_wiremap_from_its_sdp_address() {
     while e.poll_event().is_some() {}
 
     // A device the wiremap does not know, but which asked over HELD: HELD-cached.
-    e.handle_message(invite_via_pbx("10.8.3.3", 11), peer(pbx), Instant::now());
+    e.handle_message(invite_via_pbx("10.8.3.3", 11), peer(pbx), Now::read());
     let out = sent(&mut e);
     assert!(String::from_utf8_lossy(&out[1].1.body).contains("<ca:ROOM>HELD-1</ca:ROOM>"));
     let ev = e.poll_event().unwrap();
     assert_eq!(ev.location.source, LocationSource::HeldCached);
 
     // Neither knows it: no location, the ECRC route (the secondary in the lab).
-    e.handle_message(invite_via_pbx("192.0.2.99", 12), peer(pbx), Instant::now());
+    e.handle_message(invite_via_pbx("192.0.2.99", 12), peer(pbx), Now::read());
     let out = sent(&mut e);
     assert_eq!(out[1].0, SECONDARY.parse::<SocketAddr>().unwrap());
 }
@@ -279,7 +335,7 @@ fn a_call_without_pidf_lo_is_located_by_the_wiremap_from_its_sdp_address() {
 #[test]
 fn a_retransmitted_200_to_a_relayed_re_invite_gets_the_ack_again() {
     let mut e = engine(|c| c);
-    let t0 = Instant::now();
+    let t0 = Now::read();
     let inv = invite(CALLER, "911", 20);
     e.handle_message(inv.clone(), peer(CALLER), t0);
     let out_invite = sent(&mut e).remove(1).1;
@@ -325,7 +381,7 @@ fn a_conference_uri_on_an_unanchored_call_is_reported_not_silently_skipped() {
             1,
         )
     });
-    let t0 = Instant::now();
+    let t0 = Now::read();
     e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
     let out = sent(&mut e);
     assert_eq!(out[1].0, PRIMARY.parse::<SocketAddr>().unwrap(), "routed");
@@ -342,17 +398,22 @@ fn a_conference_uri_on_an_unanchored_call_is_reported_not_silently_skipped() {
 #[test]
 fn the_notification_im_leaves_right_behind_the_outbound_invite_never_ahead() {
     let mut e = engine_notifying(|c| c);
-    let t0 = Instant::now();
+    let t0 = Now::read();
     e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
     // First the caller's 100 and the provider's INVITE, with no MESSAGE built yet.
-    let lines: Vec<String> = sent(&mut e).iter().map(|(_, m)| start_line(m)).collect();
-    assert_eq!(lines, ["SIP/2.0 100 Trying", "INVITE sip:911@127.0.0.1:5070;user=phone SIP/2.0"]);
-    assert!(e.has_deferred());
-    // Then, once those are sent, the MESSAGE to the desk phone. The group `security` has nobody
-    // registered: no MESSAGE, an audited failed attempt.
-    e.handle_deferred(t0);
-    assert!(!e.has_deferred());
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        match e.e.poll_output() {
+            Some(Output::Transmit(t)) => first.push(start_line(&parse_datagram(&t.bytes).unwrap())),
+            other => panic!("expected the call's bytes first, got {other:?}"),
+        }
+    }
+    assert_eq!(first, ["SIP/2.0 100 Trying", "INVITE sip:911@127.0.0.1:5070;user=phone SIP/2.0"]);
+    assert_eq!(e.e.out.deferred_notify.len(), 1, "the MESSAGE is built only once the INVITE is out");
+    // Then the MESSAGE to the desk phone. The group `security` has nobody registered: no
+    // MESSAGE, an audited failed attempt.
     let out = sent(&mut e);
+    assert!(e.e.out.deferred_notify.is_empty());
     let lines: Vec<String> = out.iter().map(|(_, m)| start_line(m)).collect();
     assert_eq!(lines, ["MESSAGE sip:security-desk@127.0.0.1:5090 SIP/2.0"]);
     assert_eq!(out[0].0, "127.0.0.1:5090".parse::<SocketAddr>().unwrap());
@@ -368,9 +429,8 @@ fn the_notification_im_leaves_right_behind_the_outbound_invite_never_ahead() {
 #[test]
 fn an_early_update_on_an_anchored_call_is_answered_by_sosdesk_not_relayed() {
     let mut e = engine(|c| c);
-    let ports = sosdesk::media::runner::RtpPorts::new([127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 31000, 31999);
-    e.set_media(std::sync::Arc::new(ports));
-    let now = Instant::now();
+    e.anchor(31000, 31999);
+    let now = Now::read();
     e.handle_message(invite(CALLER, "911", 1), peer(CALLER), now);
     let out = sent(&mut e);
     let (_, outbound) = out.iter().find(|(to, m)| to.to_string() == PRIMARY && m.method() == "INVITE").unwrap();

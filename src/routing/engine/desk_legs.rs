@@ -1,67 +1,18 @@
-//! The engine's side of media anchoring and of the security desk's conference legs (issue 5).
-//!
-//! For an anchored call, each leg has its own offer/answer with sosdesk (RFC 3264): the far end
-//! gets sosdesk's offer (PCMU, PCMA, telephone-event) on the first attempt's INVITE; the caller
-//! gets sosdesk's answer (or, when its INVITE had no offer, sosdesk's offer in the 2xx and its
-//! answer in the ACK). Re-offers on either leg are answered here. The media task of the call
-//! (`media::runner`) is told about each leg once its parameters are known.
-//!
-//! A desk joins with an INVITE to `sip:conf-<call id>@<core>` and digest credentials; a policy's
-//! conference URI is called by sosdesk itself when the call is routed. A desk is one more leg of
-//! the call's conference: it can leave, the call goes on; if the caller hangs up while a desk is
-//! on, desk and operator stay connected (last-party clear).
+//! Security desks on a call (issue 5): a desk joining `conf-<call id>` with its account's digest
+//! credentials (listen-only or talking as its account and the policy allow), the desks sosdesk
+//! calls itself when the policy names a conference URI, their in-dialog requests, and their
+//! end with the call.
 
-use std::collections::VecDeque;
-use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::time::Instant;
-
-use bytes::Bytes;
-
-use super::{cancel_for, Call, Dialog, Engine, Side, StatusReason, ALLOW};
-use crate::config::{ConferenceMode, Config};
-use crate::events::{CallEvent, CallEventKind, RouteKind};
-use crate::media::runner::{MediaCommand, RtpPorts};
+use super::media_legs::{params_from, with_sdp, MediaLegState};
+use super::*;
+use crate::config::ConferenceMode;
+use crate::media::runner::MediaCommand;
+use crate::media::{AudioSdp, Codec, Direction, LegId, Role};
 use crate::sip::body::sdp_of;
+use crate::sip::digest::{AuthFailure, DigestServer};
 
 /// How a join refused for its credentials starts its reason; the client is told only this.
 const BAD_CREDENTIALS: &str = "bad credentials";
-use crate::media::{AudioSdp, Codec, Direction, LegId, LegParams, LocalSdp, Role};
-use crate::sip::digest::{AuthFailure, DigestServer};
-use crate::sip::transaction::{ClientKey, Peer, ServerKey};
-use crate::sip::{ids, reason_phrase, Message, Uri};
-
-/// Where the engine gets RTP sockets (bound synchronously: a bind is one system call).
-pub trait RtpPortSource: Send + Sync {
-    /// A bound, non-blocking socket and the address to write into SDP for it.
-    fn open(&self) -> io::Result<(StdUdpSocket, SocketAddr)>;
-}
-
-impl RtpPortSource for RtpPorts {
-    fn open(&self) -> io::Result<(StdUdpSocket, SocketAddr)> {
-        RtpPorts::open(self)
-    }
-}
-
-/// An order for the media task of an anchored call.
-#[derive(Debug)]
-pub enum MediaAction {
-    /// Start the call's media task (and its recording).
-    Open {
-        call_ref: String,
-    },
-    Leg {
-        call_ref: String,
-        cmd: MediaCommand,
-    },
-    /// The call ended: stop its media and finish its recording.
-    Close {
-        call_ref: String,
-    },
-}
-
-const CALLER: LegId = 1;
-const FAR_END: LegId = 2;
 
 /// `sip:conf-<call id>@…` → the call id.
 pub(super) fn conference_target(ruri: &str) -> Option<String> {
@@ -83,275 +34,25 @@ impl DeskDirectory {
     }
 }
 
-/// One leg of an anchored call as the engine sees it.
-pub(super) struct MediaLegState {
-    id: LegId,
-    local: LocalSdp,
-    /// Until the leg is handed to the media task.
-    socket: Option<StdUdpSocket>,
-    params: Option<LegParams>,
-}
-
-impl MediaLegState {
-    fn new(id: LegId, (socket, addr): (StdUdpSocket, SocketAddr)) -> MediaLegState {
-        MediaLegState { id, local: LocalSdp::new(addr), socket: Some(socket), params: None }
-    }
-
-    /// Tell the media task: the first time with the socket, later as an update.
-    fn configure(&mut self, call_ref: &str, role: Role, params: LegParams, actions: &mut VecDeque<MediaAction>) {
-        self.params = Some(params);
-        let cmd = match self.socket.take() {
-            Some(socket) => MediaCommand::AddLeg { leg: self.id, role, params, socket },
-            None => MediaCommand::UpdateLeg { leg: self.id, params },
-        };
-        actions.push_back(MediaAction::Leg { call_ref: call_ref.to_string(), cmd });
-    }
-
-    fn codec(&self) -> Option<Codec> {
-        self.params.map(|p| p.codec)
-    }
-}
-
 /// A security desk on the call: one that joined, or one sosdesk called (auto-conference).
 pub(super) struct DeskLeg {
-    media: MediaLegState,
+    pub(super) media: MediaLegState,
     /// The account's name (joined) or the URI (called).
-    name: String,
+    pub(super) name: String,
     /// May talk: the policy is two-way and the account may talk.
-    may_talk: bool,
+    pub(super) may_talk: bool,
     pub(super) dialog: Dialog,
     /// A called desk: the INVITE's client transaction, until it is answered.
-    invite: Option<(ClientKey, Message)>,
-    answered: bool,
-    ack: Option<Message>,
-}
-
-/// Media state of an anchored call.
-pub(super) struct CallMedia {
-    caller: MediaLegState,
-    far: MediaLegState,
-    desks: Vec<DeskLeg>,
-    next_leg: LegId,
-    /// The caller's offer, when its INVITE had one.
-    caller_offer: Option<AudioSdp>,
-    /// What the caller got from sosdesk (the answer, or the offer of a late-offer call): fixed
-    /// once sent, so the 18x and the 2xx carry the same description.
-    caller_sdp: Option<Bytes>,
-    /// Late offer: the caller's answer will come in its ACK.
-    caller_answer_pending: bool,
-    /// Legs with a sosdesk offer in a re-INVITE's 2xx, waiting for the answer in the ACK.
-    reoffer_pending: Vec<Side>,
-    pub(super) caller_gone: bool,
-    mode: ConferenceMode,
-    auto_started: bool,
-}
-
-impl CallMedia {
-    /// sosdesk's offer to the far end: the caller's preferred law first (no transcoding when
-    /// the far end takes it).
-    pub(super) fn far_offer(&mut self) -> Bytes {
-        let first = self.caller_offer.as_ref().map(|o| o.codecs[0].0).unwrap_or(Codec::Pcmu);
-        self.far.local.offer(first, Direction::SendRecv)
-    }
-
-    /// A desk is connected to the call.
-    pub(super) fn desks_on(&self) -> bool {
-        self.desks.iter().any(|d| d.answered)
-    }
-
-    pub(super) fn desk(&self, leg: LegId) -> Option<&DeskLeg> {
-        self.desks.iter().find(|d| d.media.id == leg)
-    }
-
-    pub(super) fn desk_mut(&mut self, leg: LegId) -> Option<&mut DeskLeg> {
-        self.desks.iter_mut().find(|d| d.media.id == leg)
-    }
-
-    pub(super) fn desk_by_invite(&self, key: &str) -> Option<LegId> {
-        self.desks.iter().find(|d| d.invite.as_ref().is_some_and(|(k, _)| k == key)).map(|d| d.media.id)
-    }
-}
-
-/// Leg parameters from the party's description. `talk`: the party may be heard.
-fn params_from(sdp: &AudioSdp, codec: (Codec, u8), telephone_event: bool, talk: bool) -> LegParams {
-    LegParams {
-        remote: sdp.remote(),
-        codec: codec.0,
-        payload_type: codec.1,
-        telephone_event: if telephone_event { sdp.telephone_event } else { None },
-        party_sends: talk && sdp.direction.sends(),
-        party_receives: sdp.direction.receives(),
-        heard: talk,
-    }
-}
-
-fn with_sdp(r: &mut Message, sdp: &Bytes) {
-    r.set("Content-Type", "application/sdp");
-    r.body = sdp.clone();
+    pub(super) invite: Option<(ClientKey, Message)>,
+    pub(super) answered: bool,
+    pub(super) ack: Option<Message>,
 }
 
 impl Engine {
-    /// Media for a new emergency call, or `None` (SDP then passes through): anchoring off, an
-    /// offer sosdesk cannot take part in (no G.711), or no RTP port free. The call is routed
-    /// either way.
-    pub(super) fn anchor(&self, offer: Option<&[u8]>, mode: ConferenceMode) -> Option<CallMedia> {
-        let ports = self.rtp.as_ref()?;
-        let caller_offer = match offer.map(AudioSdp::parse) {
-            None => None,
-            Some(Ok(o)) => Some(o),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "caller's SDP cannot be anchored; media passes through");
-                return None;
-            }
-        };
-        let (a, b) = match (ports.open(), ports.open()) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(error = %e, "no RTP port for an emergency call; media passes through");
-                return None;
-            }
-        };
-        Some(CallMedia {
-            caller: MediaLegState::new(CALLER, a),
-            far: MediaLegState::new(FAR_END, b),
-            desks: Vec::new(),
-            next_leg: FAR_END + 1,
-            caller_offer,
-            caller_sdp: None,
-            caller_answer_pending: false,
-            reoffer_pending: Vec::new(),
-            caller_gone: false,
-            mode,
-            auto_started: false,
-        })
-    }
-
-    /// A response of the far end to the caller's INVITE (18x or 2xx) becomes `r` for the
-    /// caller: the far end's SDP configures its leg; the caller gets sosdesk's description.
-    pub(super) fn anchored_response_body(&mut self, call: &mut Call, msg: &Message, r: &mut Message, final_: bool) {
-        let call_ref = call.call_ref.clone();
-        let Some(m) = call.media.as_mut() else { return };
-        if let Some(sdp) = sdp_of(msg) {
-            match AudioSdp::parse(&sdp) {
-                Ok(answer) => {
-                    let params = params_from(&answer, answer.pick(None), true, true);
-                    m.far.configure(&call_ref, Role::FarEnd, params, &mut self.media_actions);
-                }
-                Err(e) => {
-                    tracing::warn!(call = %call_ref, error = %e, "far end's SDP answer unusable: no audio from it")
-                }
-            }
-        }
-        if let Some(offer) = &m.caller_offer {
-            if m.caller_sdp.is_none() && (m.far.params.is_some() || final_) {
-                let codec = offer.pick(m.far.codec());
-                let answer = m.caller.local.answer(offer, codec, offer.direction.answer());
-                let params = params_from(offer, codec, true, true);
-                m.caller.configure(&call_ref, Role::Caller, params, &mut self.media_actions);
-                m.caller_sdp = Some(answer);
-            }
-        } else if final_ && m.caller_sdp.is_none() {
-            let first = m.far.codec().unwrap_or(Codec::Pcmu);
-            m.caller_sdp = Some(m.caller.local.offer(first, Direction::SendRecv));
-            m.caller_answer_pending = true;
-        }
-        r.remove("Content-Type");
-        r.body = Bytes::new();
-        if let Some(sdp) = &m.caller_sdp {
-            with_sdp(r, sdp);
-        }
-    }
-
-    /// An ACK on an anchored call: the answer to an offer sosdesk made in a 2xx.
-    pub(super) fn anchored_ack(&mut self, call: &mut Call, side: Side, msg: &Message) {
-        let call_ref = call.call_ref.clone();
-        let Some(m) = call.media.as_mut() else { return };
-        let waiting = match side {
-            Side::A if m.caller_answer_pending => {
-                m.caller_answer_pending = false;
-                true
-            }
-            _ => {
-                let before = m.reoffer_pending.len();
-                m.reoffer_pending.retain(|s| *s != side);
-                before != m.reoffer_pending.len()
-            }
-        };
-        if !waiting {
-            return;
-        }
-        let Some(sdp) = sdp_of(msg) else {
-            tracing::warn!(call = %call_ref, ?side, "ACK without the SDP answer sosdesk's offer asked for");
-            return;
-        };
-        let (leg, role) = match side {
-            Side::A => (&mut m.caller, Role::Caller),
-            Side::B => (&mut m.far, Role::FarEnd),
-            Side::Desk(_) => return,
-        };
-        match AudioSdp::parse(&sdp) {
-            Ok(answer) => {
-                let params = params_from(&answer, answer.pick(None), true, true);
-                leg.configure(&call_ref, role, params, &mut self.media_actions);
-            }
-            Err(e) => tracing::warn!(call = %call_ref, error = %e, "SDP answer in ACK unusable"),
-        }
-    }
-
-    /// A re-INVITE or UPDATE from caller or far end on an anchored call, answered here.
-    pub(super) fn anchored_reoffer(&mut self, call: &mut Call, side: Side, key: ServerKey, msg: Message, now: Instant) {
-        let call_ref = call.call_ref.clone();
-        let contact = self.local.contact(super::peer_of(call, side).transport);
-        let Some(m) = call.media.as_mut() else { return };
-        let (leg, role) = match side {
-            Side::A => (&mut m.caller, Role::Caller),
-            Side::B => (&mut m.far, Role::FarEnd),
-            Side::Desk(_) => return,
-        };
-        let mut r = msg.response(200, "OK", None);
-        r.push("Contact", contact);
-        match sdp_of(&msg).map(|b| AudioSdp::parse(&b)) {
-            Some(Ok(offer)) => {
-                let codec = offer.pick(leg.codec());
-                let answer = leg.local.answer(&offer, codec, offer.direction.answer());
-                leg.configure(&call_ref, role, params_from(&offer, codec, true, true), &mut self.media_actions);
-                with_sdp(&mut r, &answer);
-            }
-            Some(Err(e)) => {
-                let mut r = msg.response(488, reason_phrase(488), None);
-                r.push("Warning", format!("399 sosdesk \"{e}\""));
-                self.tx.respond(&key, &r, now);
-                return;
-            }
-            None if msg.method() == "INVITE" => {
-                // An offerless re-INVITE: sosdesk offers, the ACK answers (RFC 3261 §14.2).
-                let offer = leg.local.offer(leg.codec().unwrap_or(Codec::Pcmu), Direction::SendRecv);
-                m.reoffer_pending.push(side);
-                with_sdp(&mut r, &offer);
-            }
-            None => {}
-        }
-        self.tx.respond(&key, &r, now);
-    }
-
-    /// Last-party clear: the caller is gone, desk and operator go on.
-    pub(super) fn caller_left(&mut self, call: &mut Call) {
-        if let Some(m) = call.media.as_mut() {
-            m.caller_gone = true;
-            self.media_actions.push_back(MediaAction::Leg {
-                call_ref: call.call_ref.clone(),
-                cmd: MediaCommand::RemoveLeg { leg: CALLER },
-            });
-        }
-        Self::emit_into(&mut self.events, call, CallEventKind::PartyLeft { party: "caller".into() });
-    }
-
-    // ------------------------------------------------------------------ desks joining
-
     /// Refuse a desk's join, audited: in the call's own history when the call exists, else as
     /// a rejected request of its own.
     #[allow(clippy::too_many_arguments)]
-    fn refuse_join(
+    pub(super) fn refuse_join(
         &mut self,
         key: &str,
         msg: &Message,
@@ -370,11 +71,11 @@ impl Engine {
         // told to the client, it would say which user names exist.
         let told = if reason.starts_with(BAD_CREDENTIALS) { BAD_CREDENTIALS } else { reason.as_str() };
         r.push("Warning", format!("399 sosdesk \"{}\"", told.replace(['"', '\\'], "'")));
-        self.tx.respond(key, &r, Instant::now());
+        self.tx.respond(key, &r, self.now.mono);
         tracing::info!(%peer, desk, status, %reason, "desk join refused");
         match call {
             Some(call) => Self::emit_into(
-                &mut self.events,
+                &mut self.out,
                 call,
                 CallEventKind::DeskJoinRefused { desk: desk.to_string(), status, reason },
             ),
@@ -385,7 +86,13 @@ impl Engine {
                     format!("desk join by {desk} refused: {reason}")
                 };
                 let what = msg.request_uri().unwrap_or("").to_string();
-                self.events.push_back(CallEvent::refusal(Self::caller_of(msg, peer), what, status, reason));
+                self.out.events.push_back(CallEvent::refusal(
+                    Self::caller_of(msg, peer),
+                    what,
+                    status,
+                    reason,
+                    self.now.wall,
+                ));
             }
         }
     }
@@ -401,17 +108,17 @@ impl Engine {
             .chain(msg.headers_named("Proxy-Authorization"))
             .map(String::from)
             .collect();
-        let accounts = &self.desks.accounts;
+        let accounts = &self.accounts.desks.accounts;
         let ruri = msg.request_uri().unwrap_or("");
-        let verified = self.desks.digest.verify(&auth, "INVITE", ruri, peer.addr.ip(), |u| {
+        let verified = self.accounts.desks.digest.verify(&auth, "INVITE", ruri, peer.addr.ip(), self.now.wall, |u| {
             accounts.iter().find(|a| a.username == u).map(|a| a.password.as_str())
         });
-        let mut call = self.calls.remove(&call_ref);
+        let mut call = self.calls.live.remove(&call_ref);
         let user = match verified {
             Ok(user) => user,
             Err(AuthFailure::Missing) | Err(AuthFailure::Stale) => {
                 let stale = matches!(verified, Err(AuthFailure::Stale));
-                let challenge = self.desks.digest.challenge(stale, peer.addr.ip());
+                let challenge = self.accounts.desks.digest.challenge(stale, peer.addr.ip(), self.now.wall);
                 let reason = if stale { "credentials expired (stale nonce)" } else { "credentials required" };
                 self.refuse_join(
                     &key,
@@ -424,23 +131,23 @@ impl Engine {
                     &[("WWW-Authenticate", challenge)],
                 );
                 if let Some(c) = call {
-                    self.calls.insert(call_ref, c);
+                    self.calls.live.insert(call_ref, c);
                 }
                 return;
             }
             Err(AuthFailure::Invalid(why)) => {
-                let who = self.desks.digest.claimed_user(&auth);
+                let who = self.accounts.desks.digest.claimed_user(&auth);
                 self.refuse_join(&key, &msg, peer, call.as_mut(), &who, 403, format!("{BAD_CREDENTIALS}: {why}"), &[]);
                 self.credentials_failed(peer, now);
                 if let Some(c) = call {
-                    self.calls.insert(call_ref, c);
+                    self.calls.live.insert(call_ref, c);
                 }
                 return;
             }
         };
         self.credentials_ok(peer);
         // verify() only accepts users it found among the accounts.
-        let account = self.desks.accounts.iter().find(|a| a.username == user).cloned().unwrap_or_else(|| {
+        let account = self.accounts.desks.accounts.iter().find(|a| a.username == user).cloned().unwrap_or_else(|| {
             crate::config::DeskAccountConfig {
                 name: user.clone(),
                 username: user,
@@ -456,10 +163,10 @@ impl Engine {
         if let Err((status, reason)) = refused {
             self.refuse_join(&key, &msg, peer, Some(&mut call), &account.name, status, reason, &[]);
         }
-        self.calls.insert(call_ref, call);
+        self.calls.live.insert(call_ref, call);
     }
 
-    fn try_join(
+    pub(super) fn try_join(
         &mut self,
         key: &str,
         msg: &Message,
@@ -482,21 +189,19 @@ impl Engine {
         if talk && !account.talk {
             return Err((403, format!("desk account {} may only listen", account.name)));
         }
-        let opened = self
-            .rtp
-            .as_ref()
-            .ok_or((488, "media anchoring is off".to_string()))?
-            .open()
-            .map_err(|e| (503, format!("no RTP port free: {e}")))?;
+        if !self.media.anchoring {
+            return Err((488, "media anchoring is off".to_string()));
+        }
+        let opened = self.media.reserve.pop().ok_or((503, "no RTP port free".to_string()))?;
         let id = m.next_leg;
         m.next_leg += 1;
         let mut leg = MediaLegState::new(id, opened);
         let codec = offer.pick(m.far.codec().or(m.caller.codec()));
         let answer = leg.local.answer(&offer, codec, offer.direction.answer());
-        leg.configure(&call.call_ref, Role::Desk, params_from(&offer, codec, false, talk), &mut self.media_actions);
+        leg.configure(&call.call_ref, Role::Desk, params_from(&offer, codec, false, talk), &mut self.out.media);
         let tag = ids::new_tag();
         let dialog = Dialog::inbound(msg, &tag, 1000, peer);
-        self.by_call_id.insert(dialog.call_id.clone(), (call.call_ref.clone(), Side::Desk(id)));
+        self.calls.by_call_id.insert(dialog.call_id.clone(), (call.call_ref.clone(), Side::Desk(id)));
         let mut r = msg.response(200, "OK", Some(&tag));
         r.push("Contact", self.local.contact(peer.transport));
         r.push("Allow", ALLOW);
@@ -514,7 +219,7 @@ impl Engine {
         let mode = if talk { "talk" } else { "listen" };
         tracing::info!(call = %call.call_ref, desk = %account.name, mode, "desk joined");
         Self::emit_into(
-            &mut self.events,
+            &mut self.out,
             call,
             CallEventKind::DeskJoined { desk: account.name.clone(), mode: mode.into(), auto: false },
         );
@@ -546,12 +251,13 @@ impl Engine {
                 let r = msg.response(200, "OK", None);
                 self.tx.respond(&key, &r, now);
                 let desk = m.desks.remove(pos);
-                self.by_call_id.remove(&desk.dialog.call_id);
-                self.media_actions
+                self.calls.by_call_id.remove(&desk.dialog.call_id);
+                self.out
+                    .media
                     .push_back(MediaAction::Leg { call_ref: call_ref.clone(), cmd: MediaCommand::RemoveLeg { leg } });
                 let last_party = m.caller_gone && !m.desks_on();
                 Self::emit_into(
-                    &mut self.events,
+                    &mut self.out,
                     call,
                     CallEventKind::DeskLeft { desk: desk.name, reason: "hung up".into() },
                 );
@@ -560,7 +266,7 @@ impl Engine {
                     // operator is left, so the call ends.
                     self.stop_b_leg(call, now, "last party left");
                     Self::emit_into(
-                        &mut self.events,
+                        &mut self.out,
                         call,
                         CallEventKind::Ended {
                             by: "desk".into(),
@@ -582,7 +288,7 @@ impl Engine {
                             r.push("Warning", format!("399 sosdesk \"{reason}\""));
                             self.tx.respond(&key, &r, now);
                             Self::emit_into(
-                                &mut self.events,
+                                &mut self.out,
                                 call,
                                 CallEventKind::DeskJoinRefused { desk: name, status: 403, reason },
                             );
@@ -594,7 +300,7 @@ impl Engine {
                             &call_ref,
                             Role::Desk,
                             params_from(&offer, codec, false, talk),
-                            &mut self.media_actions,
+                            &mut self.out.media,
                         );
                         let mut r = msg.response(200, "OK", None);
                         r.push("Contact", contact);
@@ -619,8 +325,6 @@ impl Engine {
         false
     }
 
-    // ------------------------------------------------------------------ sosdesk calling the desk
-
     /// The policy's conference URI: called once, when the call is first routed (`attempt` 0).
     pub(super) fn start_auto_conference(&mut self, call: &mut Call, attempt: usize, now: Instant) {
         let Some(uri) = self.policies.by_name(&call.policy).and_then(|p| p.conference_uri.clone()) else { return };
@@ -629,7 +333,7 @@ impl Engine {
             // the security desk must know it was not called.
             if attempt == 0 && call.kind != RouteKind::Callback {
                 let reason = "the call's media is not anchored by sosdesk".to_string();
-                Self::emit_into(&mut self.events, call, CallEventKind::ConferenceFailed { target: uri, reason });
+                Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: uri, reason });
             }
             return;
         };
@@ -642,18 +346,17 @@ impl Engine {
         let (peer, ruri) = match super::target_of_uri(&uri) {
             Ok(t) => t,
             Err(e) => {
-                Self::emit_into(&mut self.events, call, CallEventKind::ConferenceFailed { target: uri, reason: e });
+                Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: uri, reason: e });
                 return;
             }
         };
-        let opened = match self.rtp.as_ref().map(|p| p.open()) {
-            Some(Ok(o)) => o,
-            Some(Err(e)) => {
-                let reason = format!("no RTP port free: {e}");
-                Self::emit_into(&mut self.events, call, CallEventKind::ConferenceFailed { target: uri, reason });
-                return;
-            }
-            None => return,
+        if !self.media.anchoring {
+            return;
+        }
+        let Some(opened) = self.media.reserve.pop() else {
+            let reason = "no RTP port free".to_string();
+            Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: uri, reason });
+            return;
         };
         let Some(m) = call.media.as_mut() else { return };
         let id = m.next_leg;
@@ -686,8 +389,8 @@ impl Engine {
         inv.push("Allow", ALLOW);
         with_sdp(&mut inv, &offer);
         let key = self.tx.send_request(&inv, peer, now);
-        self.client_txn.insert(key.clone(), call.call_ref.clone());
-        self.by_call_id.insert(call_id.clone(), (call.call_ref.clone(), Side::Desk(id)));
+        self.calls.client_txn.insert(key.clone(), call.call_ref.clone());
+        self.calls.by_call_id.insert(call_id.clone(), (call.call_ref.clone(), Side::Desk(id)));
         m.desks.push(DeskLeg {
             media: leg,
             name: uri,
@@ -738,12 +441,12 @@ impl Engine {
                             &call_ref,
                             Role::Desk,
                             params_from(&a, a.pick(None), false, talk),
-                            &mut self.media_actions,
+                            &mut self.out.media,
                         );
                         let (name, mode) = (desk.name.clone(), if talk { "talk" } else { "listen" });
                         tracing::info!(call = %call_ref, desk = %name, mode, "conference URI answered");
                         Self::emit_into(
-                            &mut self.events,
+                            &mut self.out,
                             call,
                             CallEventKind::DeskJoined { desk: name, mode: mode.into(), auto: true },
                         );
@@ -758,11 +461,7 @@ impl Engine {
                         self.tx.send_request(&bye, desk.dialog.peer, now);
                         let name = desk.name.clone();
                         self.drop_desk(call, leg);
-                        Self::emit_into(
-                            &mut self.events,
-                            call,
-                            CallEventKind::ConferenceFailed { target: name, reason },
-                        );
+                        Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: name, reason });
                     }
                 }
             }
@@ -778,20 +477,21 @@ impl Engine {
         let Some(name) = call.media.as_ref().and_then(|m| m.desk(leg)).map(|d| d.name.clone()) else { return };
         self.drop_desk(call, leg);
         tracing::warn!(call = %call.call_ref, target = %name, %reason, "conference URI not reached");
-        Self::emit_into(&mut self.events, call, CallEventKind::ConferenceFailed { target: name, reason });
+        Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: name, reason });
     }
 
     /// Forget a desk leg (its dialog and transaction mappings, its media).
-    fn drop_desk(&mut self, call: &mut Call, leg: LegId) {
+    pub(super) fn drop_desk(&mut self, call: &mut Call, leg: LegId) {
         let Some(m) = call.media.as_mut() else { return };
         let Some(pos) = m.desks.iter().position(|d| d.media.id == leg) else { return };
         let desk = m.desks.remove(pos);
-        self.by_call_id.remove(&desk.dialog.call_id);
+        self.calls.by_call_id.remove(&desk.dialog.call_id);
         if let Some((k, _)) = &desk.invite {
-            self.client_txn.remove(k);
+            self.calls.client_txn.remove(k);
         }
         if desk.media.socket.is_none() {
-            self.media_actions
+            self.out
+                .media
                 .push_back(MediaAction::Leg { call_ref: call.call_ref.clone(), cmd: MediaCommand::RemoveLeg { leg } });
         }
     }
@@ -801,18 +501,18 @@ impl Engine {
     pub(super) fn end_desk_legs(&mut self, call: &mut Call) {
         let Some(m) = call.media.as_mut() else { return };
         let desks = std::mem::take(&mut m.desks);
-        let now = Instant::now();
+        let now = self.now.mono;
         for mut desk in desks {
-            self.by_call_id.remove(&desk.dialog.call_id);
+            self.calls.by_call_id.remove(&desk.dialog.call_id);
             if let Some((k, _)) = &desk.invite {
-                self.client_txn.remove(k);
+                self.calls.client_txn.remove(k);
             }
             if desk.answered {
                 let mut bye = self.dialog_request(&mut desk.dialog, "BYE", None);
                 bye.push("Reason", "SIP;cause=200;text=\"emergency call ended\"");
                 self.tx.send_request(&bye, desk.dialog.peer, now);
                 Self::emit_into(
-                    &mut self.events,
+                    &mut self.out,
                     call,
                     CallEventKind::DeskLeft { desk: desk.name, reason: "call ended".into() },
                 );
@@ -820,7 +520,7 @@ impl Engine {
                 // Still being called: CANCEL it (§9.1); a 2xx that crosses is ACKed and ended.
                 let cancel = cancel_for(&inv);
                 self.tx.send_request(&cancel, desk.dialog.peer, now);
-                self.abandon_dialog(desk.dialog.call_id, desk.dialog.peer, now);
+                self.calls.abandon(desk.dialog.call_id, desk.dialog.peer, now);
             }
         }
     }

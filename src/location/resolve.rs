@@ -1,0 +1,117 @@
+//! Where an emergency caller is, in one order (issue 3 §6, RFC 6442 §3): the caller's own
+//! PIDF-LO (kept as sent), else the Location Information Service by the device's addresses —
+//! the wiremap, then what the device last obtained over HELD — else the site's ERL, else the
+//! policy's default ERL, else nothing (the call goes to the ECRC). When sosdesk found the ERL
+//! itself, it builds the PIDF-LO that goes to the PSAP.
+//!
+//! No SIP here: the caller's side (routing) takes the PIDF-LO and the addresses out of the
+//! INVITE; this module only decides.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::pidf::{build_pidf_lo, parse_pidf_lo, PidfLoInput};
+use super::{DeviceAttachment, Erl, LastKnownLocation, LocationSnapshot, LocationSource, Locator};
+
+/// Where a device's location is looked up when a call brings no PIDF-LO of its own.
+#[derive(Clone, Default)]
+pub struct Locators {
+    /// The wiremap index of the Location Information Service.
+    pub wiremap: Option<Arc<dyn Locator>>,
+    /// What each device last obtained over HELD.
+    pub held: Option<Arc<dyn LastKnownLocation>>,
+}
+
+/// What the call shows of where it comes from.
+pub struct CallerSide<'a> {
+    /// The PIDF-LO of the caller's INVITE (the one its `Geolocation` references).
+    pub pidf: Option<&'a Bytes>,
+    /// The device's addresses, most telling first (SDP connection address, Contact, Via, source).
+    pub device_ips: &'a [IpAddr],
+    /// Problems already found in the INVITE's body; they go with the location to the desk.
+    pub warnings: Vec<String>,
+    /// The ERL of the caller's site (by subnet), and the policy's default.
+    pub site_erl: Option<&'a Erl>,
+    pub default_erl: Option<&'a Erl>,
+    /// The PIDF-LO's entity when sosdesk builds it (`sip:<caller>@<core>`).
+    pub entity: &'a str,
+}
+
+/// The location of a call and the PIDF-LO sent with it (none when there is no location).
+pub struct Resolved {
+    pub location: LocationSnapshot,
+    pub pidf: Option<Bytes>,
+}
+
+/// Locate a call, in the order above. `now` stamps a PIDF-LO that sosdesk builds.
+pub fn resolve(caller: CallerSide<'_>, locators: &Locators, now: DateTime<Utc>) -> Resolved {
+    let CallerSide { pidf, device_ips, mut warnings, site_erl, default_erl, entity } = caller;
+    if let Some(raw) = pidf {
+        match parse_pidf_lo(raw) {
+            Ok(mut location) => {
+                location.warnings.splice(0..0, warnings);
+                return Resolved { location, pidf: Some(raw.clone()) };
+            }
+            Err(e) => warnings.push(format!("caller's PIDF-LO not usable: {e}")),
+        }
+    }
+    let location = locate_device(device_ips, locators, &mut warnings).unwrap_or_else(|| {
+        let (erl, method) = match (site_erl, default_erl) {
+            (Some(e), _) => (Some(e.clone()), Some("Wiremap")),
+            (None, Some(e)) => (Some(e.clone()), Some("Manual")),
+            (None, None) => (None, None),
+        };
+        LocationSnapshot {
+            source: if erl.is_some() { LocationSource::SiteDefault } else { LocationSource::None },
+            erl,
+            geo: None,
+            method: method.map(str::to_string),
+            warnings,
+        }
+    });
+    let pidf = location.erl.as_ref().map(|erl| {
+        Bytes::from(build_pidf_lo(&PidfLoInput {
+            entity,
+            device_id: None,
+            erl,
+            geo: None,
+            method: location.method.as_deref().unwrap_or("Manual"),
+            provided_by: None,
+            timestamp: now,
+        }))
+    });
+    Resolved { location, pidf }
+}
+
+/// The Location Information Service's answer for the device's addresses: the wiremap first
+/// (every address), then the HELD cache (every address).
+fn locate_device(ips: &[IpAddr], locators: &Locators, warnings: &mut Vec<String>) -> Option<LocationSnapshot> {
+    let snapshot = |source, erl: Arc<Erl>, warnings: &mut Vec<String>| LocationSnapshot {
+        source,
+        erl: Some((*erl).clone()),
+        geo: None,
+        method: Some("Wiremap".into()),
+        warnings: std::mem::take(warnings),
+    };
+    let device = |ip: &IpAddr| DeviceAttachment { ip: Some(*ip), ..Default::default() };
+    if let Some(wiremap) = &locators.wiremap {
+        for ip in ips {
+            if let Some((erl, matched)) = wiremap.locate(&device(ip)) {
+                tracing::debug!(%ip, ?matched, "device located by the wiremap");
+                return Some(snapshot(LocationSource::Wiremap, erl, warnings));
+            }
+        }
+    }
+    if let Some(held) = &locators.held {
+        for ip in ips {
+            if let Some(erl) = held.last_known(&device(ip)) {
+                tracing::debug!(%ip, "device located by its last HELD answer");
+                return Some(snapshot(LocationSource::HeldCached, erl, warnings));
+            }
+        }
+    }
+    None
+}

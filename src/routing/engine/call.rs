@@ -1,0 +1,144 @@
+//! One call as the engine holds it: the caller's leg (A, a UAS dialog), the outbound leg (B, a
+//! UAC dialog towards a route), in-dialog requests being relayed, and the call's timers.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    A,
+    B,
+    /// A security desk's conference leg (its media leg id).
+    Desk(crate::media::LegId),
+}
+
+impl Side {
+    /// The leg a request on this one is relayed to (desk legs are never relayed).
+    pub(super) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B | Side::Desk(_) => Side::A,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallState {
+    /// Outbound INVITE sent, no answer yet.
+    Routing,
+    Answered,
+}
+
+pub(super) struct BLeg {
+    pub(super) attempt: usize,
+    pub(super) dialog: Dialog,
+    pub(super) invite: Message,
+    pub(super) client_key: ClientKey,
+    /// Any response (even 100) arrived: the route is alive, no failover by timer.
+    pub(super) responded: bool,
+    /// A provisional arrived: a CANCEL may be sent (RFC 3261 §9.1).
+    pub(super) provisional: bool,
+    /// The ACK for the 2xx, re-sent when the 2xx is retransmitted.
+    pub(super) ack: Option<Message>,
+}
+
+/// An in-dialog request relayed from one leg to the other, waiting for its response.
+pub(super) struct Relay {
+    pub(super) origin: Side,
+    pub(super) server_key: ServerKey,
+    pub(super) request: Message,
+}
+
+pub(super) struct Call {
+    pub(super) call_ref: String,
+    pub(super) seq: u32,
+    pub(super) caller: Caller,
+    pub(super) dialed: String,
+    pub(super) normalized: String,
+    pub(super) test: bool,
+    pub(super) policy: String,
+    pub(super) site: Option<String>,
+    pub(super) location: LocationSnapshot,
+    /// The PIDF-LO sent on every attempt (the caller's own bytes, or built from the ERL).
+    pub(super) pidf: Option<Bytes>,
+    pub(super) location_refs: Vec<String>,
+    /// What goes to the route as the Geolocation cid.
+    pub(super) cid: String,
+    pub(super) route_info: Option<RouteInfo>,
+    /// Route indexes, in order; `next_attempt` indexes into it.
+    pub(super) plan: Vec<usize>,
+    pub(super) next_attempt: usize,
+    pub(super) kind: RouteKind,
+    /// Callback calls go to exactly this target instead of the plan.
+    pub(super) callback_target: Option<(Peer, String)>,
+    pub(super) callback_number: String,
+    pub(super) a: Dialog,
+    pub(super) a_invite: Message,
+    pub(super) a_invite_key: ServerKey,
+    pub(super) a_offer: Option<Bytes>,
+    pub(super) b: Option<BLeg>,
+    pub(super) state: CallState,
+    /// Waiting for the caller's ACK to carry the SDP answer to the far end (late offer).
+    pub(super) await_a_ack: bool,
+    pub(super) ringing_sent: HashSet<u16>,
+    pub(super) relays: HashMap<ClientKey, Relay>,
+    /// A relayed re-INVITE's 2xx whose ACK must be relayed (the re-INVITE had no offer).
+    pub(super) pending_reinvite_ack: Option<(Side, u32)>,
+    /// ACKs sent for relayed re-INVITEs' 2xx, by client transaction, re-sent on retransmission.
+    pub(super) relay_acks: HashMap<ClientKey, (Message, Peer)>,
+    /// sosdesk is in the media path (issue 5): SDP is answered by sosdesk on each leg, desks can
+    /// join, the call is recorded. `None`: SDP passes through untouched.
+    pub(super) media: Option<CallMedia>,
+}
+
+/// How long an abandoned outbound INVITE is remembered: twice Timer B (64·T1) at the default T1.
+pub(super) const ABANDON_FOR: Duration = Duration::from_secs(64);
+
+/// A leg sosdesk gave up on (route timeout, cancel before any provisional): a 2xx that still
+/// arrives for it is ACKed and ended with a BYE, so no one is left connected to nothing.
+pub(super) struct Abandoned {
+    pub(super) peer: Peer,
+    pub(super) expires: Instant,
+}
+
+/// Call timers are deleted lazily (see `on_route_timeout`: a timer for an attempt that already
+/// responded, moved on or ended does nothing), so no O(n) search runs per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum CallTimer {
+    /// No response from the attempt in `route_timeout`.
+    RouteResponse(usize),
+}
+
+/// Every live call, and the indexes that find a call from what arrives: a dialog's Call-ID, a
+/// server or client transaction; the calls' timers; and the outbound legs given up on.
+#[derive(Default)]
+pub(super) struct CallTable {
+    pub(super) live: HashMap<String, Call>,
+    pub(super) by_call_id: HashMap<String, (String, Side)>,
+    pub(super) server_txn: HashMap<ServerKey, String>,
+    pub(super) client_txn: HashMap<ClientKey, String>,
+    pub(super) timers: BTreeSet<(Instant, String, CallTimer)>,
+    pub(super) abandoned: HashMap<String, Abandoned>,
+    pub(super) abandoned_order: VecDeque<String>,
+}
+
+impl CallTable {
+    /// Remember an outbound INVITE sosdesk gave up on for [`ABANDON_FOR`]: a 2xx that still
+    /// arrives for it is ACKed and hung up (`Engine::on_stray_response`).
+    pub(super) fn abandon(&mut self, call_id: String, peer: Peer, now: Instant) {
+        self.abandoned.insert(call_id.clone(), Abandoned { peer, expires: now + ABANDON_FOR });
+        self.abandoned_order.push_back(call_id);
+    }
+
+    /// Forget the abandoned legs whose time is up (they expire in the order they were added).
+    pub(super) fn expire_abandoned(&mut self, now: Instant) {
+        while let Some(id) = self.abandoned_order.front() {
+            match self.abandoned.get(id) {
+                Some(a) if a.expires > now => break,
+                _ => {
+                    let id = self.abandoned_order.pop_front().unwrap_or_default();
+                    self.abandoned.remove(&id);
+                }
+            }
+        }
+    }
+}

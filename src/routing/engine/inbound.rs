@@ -1,0 +1,274 @@
+//! A new INVITE from outside a dialog: a desk joining a call (handed to `desk_legs`), a PSAP
+//! calling back an ELIN, an emergency call (policy → location → route plan → first attempt),
+//! or anything else (404: sosdesk only carries emergency calls).
+
+use super::*;
+use crate::location::resolve::{resolve, CallerSide};
+
+impl Engine {
+    pub(super) fn caller_of(msg: &Message, peer: Peer) -> Caller {
+        let from = msg.from();
+        let pai =
+            msg.header_values("P-Asserted-Identity").into_iter().find_map(|v| crate::sip::NameAddr::parse(&v).ok());
+        let number = pai
+            .as_ref()
+            .and_then(|p| p.parsed_uri())
+            .and_then(|u| u.number())
+            .or_else(|| from.as_ref().and_then(|f| f.parsed_uri()).and_then(|u| u.number()))
+            .unwrap_or_default();
+        let display =
+            from.as_ref().and_then(|f| f.display.clone()).or_else(|| pai.as_ref().and_then(|p| p.display.clone()));
+        Caller {
+            number,
+            display_name: display.filter(|d| !d.is_empty()),
+            uri: from.map(|f| f.uri).unwrap_or_default(),
+            source: peer.to_string(),
+        }
+    }
+
+    /// The device's addresses as the INVITE shows them, most telling first: the SDP connection
+    /// address (the phone itself, even behind a PBX that does not anchor media), the Contact
+    /// and top Via hosts, then the address the packet came from.
+    pub(super) fn device_addresses(msg: &Message, sdp: Option<&[u8]>, peer: Peer) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = sdp.map(crate::sip::body::sdp_connection_addresses).unwrap_or_default();
+        let host_ip = |h: &str| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+        let contact = msg.contact_uri().and_then(|u| host_ip(&u.host));
+        let via = msg.top_via().and_then(|v| host_ip(&v.host));
+        for ip in [contact, via, Some(peer.addr.ip())].into_iter().flatten() {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+        // 0.0.0.0 in SDP means "on hold", not a place.
+        ips.retain(|ip| !ip.is_unspecified());
+        ips
+    }
+
+    pub(super) fn on_invite(&mut self, key: ServerKey, msg: Message, peer: Peer, now: Instant) {
+        let ib = body::parse_invite_body(&msg);
+        if let Some(ct) = &ib.unsupported {
+            // §21.4.13: tell the caller what we take.
+            tracing::info!(%peer, content_type = %ct, "INVITE body type not supported");
+            self.respond(&key, &msg, 415, &[("Accept", "application/sdp, multipart/mixed".into())]);
+            return;
+        }
+        if !crate::sip::body::accepts_sdp(msg.header("Accept")) {
+            // §21.4.7: we can only answer with SDP. RFC 4475 §3.3.15 also allows a Warning.
+            self.respond(&key, &msg, 406, &[("Warning", "399 sosdesk \"only application/sdp answers\"".into())]);
+            return;
+        }
+        let ruri = msg.request_uri().unwrap_or("").to_string();
+        if let Some(call_ref) = conference_target(&ruri) {
+            self.on_desk_join(key, msg, peer, call_ref, now);
+            return;
+        }
+        let (policy, site) = self.policies.select(peer.addr.ip());
+        let (policy_name, site_name) = (policy.name.clone(), site.map(|s| s.name.clone()));
+        let number = Uri::parse(&ruri).ok().and_then(|u| u.number());
+        if let Some(n) = number
+            .as_deref()
+            .filter(|n| self.callbacks.elins.lookup(n, now).is_some() || self.callbacks.known_elins.contains(*n))
+        {
+            let n = n.to_string();
+            self.on_callback(key, msg, peer, n, policy_name, site_name, ib, now);
+            return;
+        }
+        let Some(class) = classify(&ruri, policy) else {
+            self.reject_non_emergency(key, msg, peer, policy_name, site_name);
+            return;
+        };
+        self.stats.emergency_calls += 1;
+        let caller = Self::caller_of(&msg, peer);
+        // Where is the caller? `location::resolve` decides, from what the INVITE shows.
+        let device_ips = Self::device_addresses(&msg, ib.sdp.as_deref(), peer);
+        let entity =
+            format!("sip:{}@{}", if caller.number.is_empty() { "anonymous" } else { &caller.number }, self.local.host);
+        let resolved = resolve(
+            CallerSide {
+                pidf: ib.pidf.as_ref(),
+                device_ips: &device_ips,
+                warnings: ib.warnings.clone(),
+                site_erl: site.and_then(|s| s.erl.as_ref()),
+                default_erl: policy.default_erl.as_ref(),
+                entity: &entity,
+            },
+            &self.locators,
+            self.now.wall,
+        );
+        let (location, pidf) = (resolved.location, resolved.pidf);
+        // The policy decides the order of routes (ECRC first without a location).
+        let plan = policy.route_plan(location.is_known());
+        let (conference_mode, notifies) = (policy.conference_mode, !policy.notify.is_empty());
+        let media = self.anchor(ib.sdp.as_deref(), conference_mode);
+        let mut call = self.new_call(
+            key,
+            msg,
+            peer,
+            caller,
+            class,
+            policy_name,
+            site_name,
+            location,
+            pidf,
+            ib,
+            plan,
+            RouteKind::SipTrunk,
+        );
+        let call_ref = call.call_ref.clone();
+        if let Some(m) = media {
+            call.media = Some(m);
+            self.out.media.push_back(MediaAction::Open { call_ref: call_ref.clone() });
+        }
+        self.calls.live.insert(call_ref.clone(), call);
+        self.emit(&call_ref, CallEventKind::Detected);
+        // The notification IM (issue 6) is built once the outbound INVITE has been sent.
+        let detected = if notifies { self.out.events.back().cloned() } else { None };
+        self.start_attempt(&call_ref, now);
+        self.out.deferred_notify.extend(detected);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_call(
+        &mut self,
+        key: ServerKey,
+        msg: Message,
+        peer: Peer,
+        caller: Caller,
+        class: Classified,
+        policy: String,
+        site: Option<String>,
+        location: LocationSnapshot,
+        pidf: Option<Bytes>,
+        ib: InviteBody,
+        plan: Vec<usize>,
+        kind: RouteKind,
+    ) -> Call {
+        let call_ref = ids::new_call_ref();
+        let local_tag = ids::new_tag();
+        let a = Dialog::inbound(&msg, &local_tag, 1000, peer);
+        self.calls.by_call_id.insert(a.call_id.clone(), (call_ref.clone(), Side::A));
+        self.calls.server_txn.insert(key.clone(), call_ref.clone());
+        let callback_number = caller.number.clone();
+        Call {
+            call_ref,
+            seq: 0,
+            caller,
+            dialed: class.dialed,
+            normalized: class.normalized,
+            test: class.test,
+            policy,
+            site,
+            location,
+            pidf,
+            location_refs: ib.location_refs,
+            cid: format!("loc-{}@{}", ids::new_tag(), self.local.host),
+            route_info: None,
+            plan,
+            next_attempt: 0,
+            kind,
+            callback_target: None,
+            callback_number,
+            a,
+            a_invite: msg,
+            a_invite_key: key,
+            a_offer: ib.sdp,
+            b: None,
+            state: CallState::Routing,
+            await_a_ack: false,
+            ringing_sent: HashSet::new(),
+            relays: HashMap::new(),
+            pending_reinvite_ack: None,
+            relay_acks: HashMap::new(),
+            media: None,
+        }
+    }
+
+    pub(super) fn reject_non_emergency(
+        &mut self,
+        key: ServerKey,
+        msg: Message,
+        peer: Peer,
+        policy: String,
+        site: Option<String>,
+    ) {
+        // Documented behaviour: sosdesk only carries emergency calls. 404 tells a PBX that this
+        // destination does not exist here, so it routes ordinary calls elsewhere.
+        self.stats.rejected += 1;
+        let reason = "not an emergency number for the caller's policy".to_string();
+        self.respond(&key, &msg, 404, &[("Warning", format!("399 sosdesk \"{reason}\""))]);
+        let ruri = msg.request_uri().unwrap_or("");
+        let dialed = Uri::parse(ruri).ok().and_then(|u| u.number().or(Some(u.opaque.clone()))).unwrap_or_default();
+        let ev = CallEvent {
+            version: CALL_EVENT_VERSION,
+            call_id: ids::new_call_ref(),
+            seq: 1,
+            at: self.now.wall,
+            caller: Self::caller_of(&msg, peer),
+            dialed,
+            normalized: String::new(),
+            test_call: false,
+            policy,
+            site,
+            location: LocationSnapshot::none(),
+            route: None,
+            kind: CallEventKind::Rejected { status: 404, reason },
+        };
+        self.out.events.push_back(ev);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_callback(
+        &mut self,
+        key: ServerKey,
+        msg: Message,
+        peer: Peer,
+        elin: String,
+        policy: String,
+        site: Option<String>,
+        ib: InviteBody,
+        now: Instant,
+    ) {
+        let mapping = self.callbacks.elins.lookup(&elin, now).cloned();
+        let (target, to_original, display) = match &mapping {
+            Some(m) => {
+                let host = match m.caller_peer.addr {
+                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
+                    a => a.ip().to_string(),
+                };
+                let uri = format!("sip:{}@{}:{}", m.caller_number, host, m.caller_peer.addr.port());
+                (Some((m.caller_peer, uri)), true, m.caller_display.clone())
+            }
+            None => (self.callbacks.fallback.clone(), false, None),
+        };
+        let Some((tpeer, turi)) = target else {
+            tracing::warn!(%elin, "callback to an ELIN with no live mapping and no callback_fallback configured");
+            self.respond(&key, &msg, 480, &[("Warning", "399 sosdesk \"no callback mapping for this ELIN\"".into())]);
+            return;
+        };
+        let caller = Self::caller_of(&msg, peer);
+        let class = Classified { dialed: elin.clone(), normalized: elin.clone(), test: false };
+        let mut call = self.new_call(
+            key,
+            msg,
+            peer,
+            caller,
+            class,
+            policy,
+            site,
+            LocationSnapshot::none(),
+            None,
+            ib,
+            Vec::new(),
+            RouteKind::Callback,
+        );
+        call.callback_target = Some((tpeer, turi.clone()));
+        if let Some(d) = display {
+            // Shown to the desk: who the PSAP is calling back.
+            call.location.warnings.push(format!("callback for {d}"));
+        }
+        let call_ref = call.call_ref.clone();
+        self.calls.live.insert(call_ref.clone(), call);
+        self.emit(&call_ref, CallEventKind::Callback { elin, to_original, target: turi });
+        self.start_attempt(&call_ref, now);
+    }
+}

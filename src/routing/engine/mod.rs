@@ -1,0 +1,489 @@
+//! The emergency B2BUA, sans-I/O: SIP messages and the current time go in; bytes to send,
+//! timer deadlines and `CallEvent`s come out. It owns every call's state (one owner, no locks):
+//! the caller leg ("A", a UAS dialog) and the outbound leg ("B", a UAC dialog towards a route)
+//! are separate dialogs with their own Call-IDs, tags and CSeqs (RFC 3261 §12), and everything
+//! that happens on one is relayed to the other.
+//!
+//! Routing: the policy's routes are tried in order; a final failure or no response at all
+//! within `route_timeout` moves to the next at once. An emergency call is only failed when no
+//! route remains — and the ECRC (no-location) routes are the last resort after the others.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::clock::Now;
+
+use super::body::{self, InviteBody};
+use super::classify::{classify, Classified};
+use super::elin::{ElinCache, ElinMapping};
+use crate::config::{Config, RouteKindConfig, TransportConfig};
+use crate::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
+pub use crate::location::resolve::Locators;
+use crate::location::LocationSnapshot;
+use crate::policy::Policies;
+use crate::sip::dialog::{contact_uri_text, Dialog};
+use crate::sip::parse::Rejection;
+use crate::sip::target::target_of_uri;
+use crate::sip::transaction::{
+    ClientEvent, ClientKey, Peer, ServerEvent, ServerKey, Timers, Transactions, Transmit, Transport,
+};
+use crate::sip::uri::quote_display;
+use crate::sip::{ids, reason_phrase, Message, Uri};
+
+mod call;
+mod desk_legs;
+mod inbound;
+mod media_legs;
+mod notify_handoff;
+mod outbound;
+mod registrations;
+mod relay;
+#[cfg(test)]
+mod tests;
+
+use call::*;
+use desk_legs::{conference_target, DeskDirectory};
+use media_legs::CallMedia;
+pub use media_legs::MediaAction;
+use media_legs::RtpPort;
+use outbound::cancel_for;
+use relay::copy_body;
+
+/// Methods sosdesk answers or relays (RFC 3261 §20.5 Allow).
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
+/// Headers relayed with an in-dialog request or its response.
+const RELAYED_HEADERS: &[&str] = &[
+    "Content-Type",
+    "Content-Disposition",
+    "Event",
+    "Subscription-State",
+    "Info-Package",
+    "Reason",
+    "Session-Expires",
+    "Min-SE",
+];
+
+/// sosdesk's own addresses, for Via and Contact.
+#[derive(Debug, Clone)]
+pub struct LocalEndpoint {
+    pub host: String,
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+}
+
+impl LocalEndpoint {
+    pub(crate) fn port(&self, t: Transport) -> u16 {
+        match t {
+            Transport::Udp => self.udp.or(self.tcp).map(|a| a.port()).unwrap_or(5060),
+            Transport::Tcp => self.tcp.or(self.udp).map(|a| a.port()).unwrap_or(5060),
+        }
+    }
+    pub(crate) fn via(&self, t: Transport, branch: &str) -> String {
+        format!("SIP/2.0/{} {}:{};branch={branch};rport", t.as_str(), self.host, self.port(t))
+    }
+    fn contact(&self, t: Transport) -> String {
+        let tp = if t == Transport::Tcp { ";transport=tcp" } else { "" };
+        format!("<sip:sosdesk@{}:{}{tp}>", self.host, self.port(t))
+    }
+}
+
+/// Engine counters (for logs, `/status` and benchmarks).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineStats {
+    pub emergency_calls: u64,
+    pub rejected: u64,
+    pub failovers: u64,
+    pub failed: u64,
+    pub malformed: u64,
+}
+
+pub struct Engine {
+    /// The time of the input being handled (handed in; the engine never reads a clock).
+    now: Now,
+    policies: Policies,
+    route_timeout: Duration,
+    local: LocalEndpoint,
+    tx: Transactions,
+    calls: CallTable,
+    callbacks: Callbacks,
+    locators: Locators,
+    media: MediaPorts,
+    accounts: Accounts,
+    notifier: crate::notify::Notifier,
+    out: Outputs,
+    pub stats: EngineStats,
+}
+
+/// What the engine hands to its I/O shell, drained by [`Engine::poll_output`].
+// Each output is moved once, from the engine's queues to the shell: boxing the large event would
+// cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Output {
+    /// Bytes to send.
+    Transmit(Transmit),
+    /// An order for the media task of an anchored call.
+    Media(MediaAction),
+    /// An event of a live call, for the audit log and every desk, in the call's sequence.
+    Event(CallEvent),
+    /// An event of a call the engine no longer holds (a notification retry after it ended):
+    /// the shell numbers it after the call's stored events.
+    LateEvent { call_ref: String, kind: CallEventKind },
+}
+
+/// The outputs waiting to be drained, with the wall-clock time their events are stamped with.
+struct Outputs {
+    wall: DateTime<Utc>,
+    events: VecDeque<CallEvent>,
+    media: VecDeque<MediaAction>,
+    late: VecDeque<(String, CallEventKind)>,
+    /// Detected calls whose notification IM is built once the transmits before it are drained
+    /// (so building it never delays the outbound INVITE on the wire).
+    deferred_notify: VecDeque<CallEvent>,
+}
+
+/// ELIN callbacks: the mappings of calls routed through an ELIN gateway, every ELIN the
+/// policies know, and where a callback with no live mapping goes.
+struct Callbacks {
+    elins: ElinCache,
+    known_elins: HashSet<String>,
+    fallback: Option<(Peer, String)>,
+}
+
+/// The RTP ports for anchored calls: bound by the I/O shell and handed in
+/// ([`Engine::add_rtp_port`]) before each input, so the engine never binds a socket.
+struct MediaPorts {
+    /// Media of emergency calls is anchored (config `media.anchor`).
+    anchoring: bool,
+    reserve: Vec<RtpPort>,
+}
+
+/// Who may register and join: the desk accounts and their digest server, the registrations,
+/// the notification groups, and the wrong-credentials guard (shared with the HTTP API).
+struct Accounts {
+    desks: DeskDirectory,
+    registrar: crate::registrar::Registrar,
+    /// Notification groups: name → desk account usernames.
+    groups: HashMap<String, Vec<String>>,
+    guard: crate::access::SharedGuard,
+}
+
+/// RTP ports the engine keeps in hand: an INVITE takes two (caller and far end) and a policy's
+/// conference URI one more; a desk joining takes one.
+const RTP_RESERVE: usize = 4;
+
+impl Engine {
+    pub fn new(cfg: &Config, local: LocalEndpoint, now: Now) -> Engine {
+        let policies = Policies::from_config(cfg);
+        let known_elins = policies.all_elins().map(str::to_string).collect();
+        Engine {
+            now,
+            route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
+            local,
+            tx: Transactions::new(Timers { t1: Duration::from_millis(cfg.sip.t1_ms), ..Timers::default() }),
+            calls: CallTable::default(),
+            callbacks: Callbacks {
+                elins: ElinCache::new(Duration::from_secs_f64(cfg.routing.elin_callback_minutes * 60.0)),
+                known_elins,
+                fallback: cfg.routing.callback_fallback.as_deref().and_then(|u| target_of_uri(u).ok()),
+            },
+            locators: Locators::default(),
+            media: MediaPorts { anchoring: false, reserve: Vec::new() },
+            accounts: Accounts {
+                desks: DeskDirectory::from_config(cfg),
+                registrar: crate::registrar::Registrar::new(),
+                groups: cfg.notification_groups.iter().map(|g| (g.name.clone(), g.members.clone())).collect(),
+                guard: crate::access::AuthGuard::shared(),
+            },
+            notifier: crate::notify::Notifier::new(crate::notify::NotifyTiming {
+                attempt_timeout: Duration::from_millis(cfg.notification.attempt_timeout_ms),
+                retry_for: Duration::from_secs(cfg.notification.retry_for_s),
+            }),
+            out: Outputs {
+                wall: now.wall,
+                events: VecDeque::new(),
+                media: VecDeque::new(),
+                late: VecDeque::new(),
+                deferred_notify: VecDeque::new(),
+            },
+            stats: EngineStats::default(),
+            policies,
+        }
+    }
+
+    /// Share the wrong-credentials guard with the HTTP API (one count per address for both).
+    pub fn set_guard(&mut self, guard: crate::access::SharedGuard) {
+        self.accounts.guard = guard;
+    }
+
+    /// Give the engine the Location Information Service's lookups.
+    pub fn set_locators(&mut self, locators: Locators) {
+        self.locators = locators;
+    }
+
+    /// Anchor the media of emergency calls (config `media.anchor`), with the RTP ports the
+    /// shell hands in through [`Engine::add_rtp_port`].
+    pub fn anchor_media(&mut self) {
+        self.media.anchoring = true;
+    }
+
+    /// How many RTP ports the shell should bind and hand in before the next input.
+    pub fn rtp_ports_wanted(&self) -> usize {
+        if self.media.anchoring {
+            RTP_RESERVE.saturating_sub(self.media.reserve.len())
+        } else {
+            0
+        }
+    }
+
+    /// A bound, non-blocking RTP socket and the address to write into SDP for it.
+    pub fn add_rtp_port(&mut self, socket: std::net::UdpSocket, advertised: SocketAddr) {
+        self.media.reserve.push((socket, advertised));
+    }
+
+    // ------------------------------------------------------------------ I/O interface
+
+    /// The time of an input: every `handle_*` sets it first.
+    fn tick(&mut self, now: Now) {
+        self.now = now;
+        self.out.wall = now.wall;
+    }
+
+    /// The next output, in the order that keeps the emergency path fast: bytes first; once they
+    /// are drained, the notification IMs deferred behind them (whose bytes come next); then the
+    /// media orders, the calls' events and the late events.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            if let Some(t) = self.tx.poll_transmit() {
+                return Some(Output::Transmit(t));
+            }
+            let Some(detected) = self.out.deferred_notify.pop_front() else { break };
+            self.notify_detected(&detected);
+        }
+        if let Some(m) = self.out.media.pop_front() {
+            return Some(Output::Media(m));
+        }
+        if let Some(ev) = self.out.events.pop_front() {
+            return Some(Output::Event(ev));
+        }
+        self.out.late.pop_front().map(|(call_ref, kind)| Output::LateEvent { call_ref, kind })
+    }
+
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let a = self.tx.next_timeout();
+        let b = self.calls.timers.first().map(|t| t.0);
+        [a, b, self.notifier.next_timeout()].into_iter().flatten().min()
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.live.len()
+    }
+
+    /// An event that comes from outside the SIP path (a desk acknowledging the alert), for a call
+    /// that is still live: numbered in the call's sequence and carrying its current picture.
+    /// Returned rather than queued, so the caller can wait until it is durable. `None` when the
+    /// engine no longer holds the call (it ended): the caller builds the event from the audit log.
+    pub fn annotate(&mut self, call_ref: &str, kind: CallEventKind, now: Now) -> Option<CallEvent> {
+        self.tick(now);
+        let call = self.calls.live.get_mut(call_ref)?;
+        Some(call_event(call, kind, now.wall))
+    }
+
+    /// A message the parser refused: answer it statelessly when it can be answered.
+    pub fn handle_rejection(&mut self, rej: Rejection, peer: Peer, now: Now) {
+        self.tick(now);
+        self.stats.malformed += 1;
+        tracing::debug!(%peer, reason = %rej.reason, "malformed SIP message");
+        if let Some(reply) = rej.reply {
+            self.tx.send_stateless(peer, &reply);
+        }
+    }
+
+    pub fn handle_message(&mut self, msg: Message, peer: Peer, now: Now) {
+        self.tick(now);
+        let now = now.mono;
+        if msg.is_request() {
+            match self.tx.on_request(msg, peer, now) {
+                Some(ServerEvent::Request { key, msg, peer }) => self.on_request(key, msg, peer, now),
+                Some(ServerEvent::AckFor2xx { msg, .. }) => self.on_ack(msg),
+                Some(ServerEvent::Cancel { invite: Some(k), .. }) => self.on_cancel(&k, now),
+                Some(ServerEvent::Cancel { invite: None, .. }) | None => {}
+            }
+        } else {
+            match self.tx.on_response(msg, now) {
+                Ok(Some(ClientEvent::Response { key, msg, .. })) if self.notifier.owns(&key) => {
+                    self.notifier.on_response(&key, msg.status().unwrap_or(0), msg.status_reason(), now);
+                    self.drain_notify();
+                }
+                Ok(Some(ClientEvent::Response { key, msg, retransmission })) => {
+                    self.on_response(key, msg, retransmission, now)
+                }
+                Ok(Some(ClientEvent::Timeout { key })) => self.on_client_timeout(&key, now),
+                Ok(None) => {}
+                Err(stray) => self.on_stray_response(stray),
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.tick(now);
+        let now = now.mono;
+        for ev in self.tx.handle_timeout(now) {
+            if let ClientEvent::Timeout { key } = ev {
+                self.on_client_timeout(&key, now);
+            }
+        }
+        self.notify_timeouts(now);
+        while let Some(first) = self.calls.timers.first().cloned() {
+            if first.0 > now {
+                break;
+            }
+            self.calls.timers.remove(&first);
+            let (_, call_ref, timer) = first;
+            match timer {
+                CallTimer::RouteResponse(attempt) => self.on_route_timeout(&call_ref, attempt, now),
+            }
+        }
+        self.calls.expire_abandoned(now);
+    }
+
+    /// The transport could not deliver to `peer` (TCP connect refused, ICMP unreachable):
+    /// an outbound INVITE still waiting there fails over at once instead of waiting for the
+    /// route timer.
+    pub fn handle_send_failure(&mut self, peer: Peer, now: Now) {
+        self.tick(now);
+        let now = now.mono;
+        let waiting: Vec<(String, usize)> = self
+            .calls
+            .live
+            .values()
+            .filter_map(|c| {
+                c.b.as_ref().filter(|b| b.dialog.peer == peer && !b.responded).map(|b| (c.call_ref.clone(), b.attempt))
+            })
+            .collect();
+        for (call_ref, attempt) in waiting {
+            self.fail_attempt(&call_ref, attempt, format!("{peer} unreachable"), now);
+        }
+        self.notifier.on_unreachable(peer, &mut self.tx, now);
+        self.drain_notify();
+    }
+
+    // ------------------------------------------------------------------ requests
+
+    fn respond(&mut self, key: &str, req: &Message, status: u16, extra: &[(&str, String)]) {
+        let mut r = req.response(status, reason_phrase(status), Some(&ids::new_tag()));
+        for (n, v) in extra {
+            r.push(n, v.clone());
+        }
+        self.tx.respond(key, &r, self.now.mono);
+    }
+
+    fn on_request(&mut self, key: ServerKey, msg: Message, peer: Peer, now: Instant) {
+        let method = msg.method().to_string();
+        let scheme_ok = msg
+            .request_uri()
+            .and_then(|u| Uri::parse(u).ok())
+            .is_some_and(|u| matches!(u.scheme.as_str(), "sip" | "sips" | "tel" | "urn"));
+        if !scheme_ok {
+            // RFC 3261 §8.2.2.1.
+            self.respond(&key, &msg, 416, &[]);
+            return;
+        }
+        if let Some(req) = msg.header("Require") {
+            // §8.2.2.3: sosdesk supports no option-tags that a Require may name.
+            let req = req.to_string();
+            self.respond(&key, &msg, 420, &[("Unsupported", req)]);
+            return;
+        }
+        if msg.to_tag().is_some() {
+            self.on_in_dialog_request(key, msg, now);
+            return;
+        }
+        match method.as_str() {
+            "INVITE" => self.on_invite(key, msg, peer, now),
+            "OPTIONS" => {
+                let accept = "application/sdp, application/pidf+xml, multipart/mixed".to_string();
+                self.respond(&key, &msg, 200, &[("Allow", ALLOW.into()), ("Accept", accept)]);
+            }
+            "BYE" | "UPDATE" | "INFO" | "PRACK" => self.respond(&key, &msg, 481, &[]),
+            "REGISTER" => self.on_register(key, msg, peer, now),
+            "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => {
+                self.respond(&key, &msg, 405, &[("Allow", ALLOW.into())])
+            }
+            _ => self.respond(&key, &msg, 501, &[("Allow", ALLOW.into())]),
+        }
+    }
+
+    // ------------------------------------------------------------------ outbound attempts
+
+    // ------------------------------------------------------------------ responses
+
+    // ------------------------------------------------------------------ in-dialog
+
+    // ------------------------------------------------------------------ bookkeeping
+
+    fn emit(&mut self, call_ref: &str, kind: CallEventKind) {
+        if let Some(call) = self.calls.live.get_mut(call_ref) {
+            Self::emit_into(&mut self.out, call, kind);
+        }
+    }
+
+    fn emit_into(out: &mut Outputs, call: &mut Call, kind: CallEventKind) {
+        out.events.push_back(call_event(call, kind, out.wall));
+    }
+}
+
+/// The call's next event: numbered in its sequence, carrying its current picture.
+fn call_event(call: &mut Call, kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
+    call.seq += 1;
+    CallEvent {
+        version: CALL_EVENT_VERSION,
+        call_id: call.call_ref.clone(),
+        seq: call.seq,
+        at,
+        caller: call.caller.clone(),
+        dialed: call.dialed.clone(),
+        normalized: call.normalized.clone(),
+        test_call: call.test,
+        policy: call.policy.clone(),
+        site: call.site.clone(),
+        location: call.location.clone(),
+        route: call.route_info.clone(),
+        kind,
+    }
+}
+
+fn peer_of(call: &Call, side: Side) -> Peer {
+    match side {
+        Side::A => call.a.peer,
+        Side::B => call.b.as_ref().map(|b| b.dialog.peer).unwrap_or(call.a.peer),
+        Side::Desk(leg) => call.media.as_ref().and_then(|m| m.desk(leg)).map(|d| d.dialog.peer).unwrap_or(call.a.peer),
+    }
+}
+
+fn tag_of(header: &str) -> &str {
+    header.rsplit_once(";tag=").map(|(_, t)| t.split(';').next().unwrap_or(t)).unwrap_or("")
+}
+
+trait StatusReason {
+    fn status_reason(&self) -> &str;
+}
+
+impl StatusReason for Message {
+    fn status_reason(&self) -> &str {
+        match &self.start {
+            crate::sip::StartLine::Response { reason, status } => {
+                if reason.is_empty() {
+                    reason_phrase(*status)
+                } else {
+                    reason
+                }
+            }
+            _ => "",
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The hand-off to the notifier ([`crate::notify`]): the notification IM of every emergency call,
+//! built only after the call's outbound INVITE is on the wire, the notifier's timers, and each
+//! delivery attempt's outcome into its call's audit trail (or, after the call ended, as a late
+//! event the server numbers from the audit log).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{Engine, LocalEndpoint};
+use crate::events::CallEvent;
+use crate::notify::{Contact, NotifyContext};
+use crate::registrar::Registrar;
+use crate::sip::transaction::Transport;
+
+/// What the notifier may ask of the engine while it sends.
+pub(super) struct NotifyCtx<'a> {
+    pub registrar: &'a Registrar,
+    pub groups: &'a HashMap<String, Vec<String>>,
+    pub local: &'a LocalEndpoint,
+    pub now: Instant,
+}
+
+impl NotifyContext for NotifyCtx<'_> {
+    fn contacts_of(&self, user_or_group: &str) -> Vec<Contact> {
+        match self.groups.get(user_or_group) {
+            Some(members) => members.iter().flat_map(|m| self.registrar.contacts(m, self.now)).collect(),
+            None => self.registrar.contacts(user_or_group, self.now),
+        }
+    }
+
+    fn via(&self, t: Transport, branch: &str) -> String {
+        self.local.via(t, branch)
+    }
+
+    fn host(&self) -> &str {
+        &self.local.host
+    }
+}
+
+impl Engine {
+    /// Start the notification IM of a call just detected (deferred by [`Engine::poll_output`]
+    /// until the bytes before it, its outbound INVITE among them, are drained).
+    pub(super) fn notify_detected(&mut self, detected: &CallEvent) {
+        let Some(policy) = self.policies.by_name(&detected.policy) else { return };
+        let now = self.now.mono;
+        let ctx =
+            NotifyCtx { registrar: &self.accounts.registrar, groups: &self.accounts.groups, local: &self.local, now };
+        self.notifier.notify(detected, &policy.notify, &ctx, &mut self.tx, now);
+        self.drain_notify();
+    }
+
+    /// The notifier's timers (attempt timeouts, retries).
+    pub(super) fn notify_timeouts(&mut self, now: Instant) {
+        let ctx =
+            NotifyCtx { registrar: &self.accounts.registrar, groups: &self.accounts.groups, local: &self.local, now };
+        self.notifier.handle_timeout(&ctx, &mut self.tx, now);
+        self.drain_notify();
+    }
+
+    /// Each attempt's outcome into its call's audit trail: in sequence while the call is live,
+    /// else as an [`Output::LateEvent`](super::Output::LateEvent), which the server numbers
+    /// after the call's stored events.
+    pub(super) fn drain_notify(&mut self) {
+        for o in self.notifier.take_outcomes() {
+            if self.calls.live.contains_key(&o.call_ref) {
+                self.emit(&o.call_ref, o.kind);
+            } else {
+                self.out.late.push_back((o.call_ref, o.kind));
+            }
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The outbound leg: one attempt per route of the plan (RFC 3261 §16.6-like serial forking done
+//! as a B2BUA), failover on a final failure, a transport failure or silence for `route_timeout`,
+//! CANCEL of a ringing leg, and the late 2xx of an abandoned attempt ACKed and hung up.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn start_attempt(&mut self, call_ref: &str, now: Instant) {
+        let Some(mut call) = self.calls.live.remove(call_ref) else { return };
+        loop {
+            let attempt = call.next_attempt;
+            // The target of this attempt: a callback target, or the next route of the plan.
+            let (peer, ruri_host, route_name, kind, presented) = if let Some((peer, uri)) = call.callback_target.clone()
+            {
+                if attempt > 0 {
+                    break self.fail_call(call, now);
+                }
+                let host = Uri::parse(&uri)
+                    .map(|u| format!("{}{}", u.host, u.port.map(|p| format!(":{p}")).unwrap_or_default()))
+                    .unwrap_or_default();
+                let user = Uri::parse(&uri).ok().and_then(|u| u.user).unwrap_or_default();
+                (peer, (host, Some(user)), "callback".to_string(), RouteKind::Callback, call.caller.number.clone())
+            } else {
+                let Some(&idx) = call.plan.get(attempt) else {
+                    break self.fail_call(call, now);
+                };
+                let r = &self.policies.routes[idx];
+                let transport = match r.transport {
+                    TransportConfig::Udp => Transport::Udp,
+                    TransportConfig::Tcp => Transport::Tcp,
+                };
+                let peer = Peer { transport, addr: r.address };
+                let host = r.domain.clone().unwrap_or_else(|| r.address.to_string());
+                let (kind, presented) = match r.kind {
+                    RouteKindConfig::SipTrunk => (RouteKind::SipTrunk, call.callback_number.clone()),
+                    RouteKindConfig::ElinGateway => {
+                        let elins = call.location.erl.as_ref().map(|e| e.elins.clone()).unwrap_or_default();
+                        match self.callbacks.elins.pick(&elins, now) {
+                            Some(e) => (RouteKind::ElinGateway, e.to_string()),
+                            None => {
+                                call.route_info = Some(RouteInfo {
+                                    name: r.name.clone(),
+                                    kind: RouteKind::ElinGateway,
+                                    target: peer.to_string(),
+                                    attempt: attempt as u32,
+                                    presented_number: String::new(),
+                                });
+                                let name = r.name.clone();
+                                call.next_attempt += 1;
+                                self.stats.failovers += 1;
+                                Self::emit_into(
+                                    &mut self.out,
+                                    &mut call,
+                                    CallEventKind::RouteFailed {
+                                        reason: format!("route {name}: the location has no ELIN"),
+                                    },
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                };
+                (peer, (host, None), r.name.clone(), kind, presented)
+            };
+            let (host, user) = ruri_host;
+            // Anchored: the far end gets sosdesk's own offer; else the caller's, as it came.
+            let sdp = match call.media.as_mut() {
+                Some(m) => Some(m.far_offer()),
+                None => call.a_offer.clone(),
+            };
+            let b = self.build_outbound_invite(
+                &call,
+                attempt,
+                peer,
+                &host,
+                user.as_deref(),
+                &presented,
+                kind,
+                sdp.as_ref(),
+            );
+            if kind == RouteKind::ElinGateway {
+                self.callbacks.elins.insert(
+                    &presented,
+                    ElinMapping {
+                        call_ref: call.call_ref.clone(),
+                        caller_number: call.caller.number.clone(),
+                        caller_display: call.caller.display_name.clone(),
+                        caller_peer: call.a.peer,
+                        expires: now,
+                    },
+                    now,
+                );
+            }
+            let key = self.tx.send_request(&b.invite, peer, now);
+            self.calls.client_txn.insert(key.clone(), call.call_ref.clone());
+            self.calls.by_call_id.insert(b.dialog.call_id.clone(), (call.call_ref.clone(), Side::B));
+            call.route_info = Some(RouteInfo {
+                name: route_name,
+                kind,
+                target: peer.to_string(),
+                attempt: attempt as u32,
+                presented_number: presented,
+            });
+            call.b = Some(BLeg { client_key: key, ..b });
+            call.kind = kind;
+            self.calls.timers.insert((
+                now + self.route_timeout,
+                call.call_ref.clone(),
+                CallTimer::RouteResponse(attempt),
+            ));
+            Self::emit_into(&mut self.out, &mut call, CallEventKind::Routed);
+            self.start_auto_conference(&mut call, attempt, now);
+            self.calls.live.insert(call.call_ref.clone(), call);
+            break;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn build_outbound_invite(
+        &self,
+        call: &Call,
+        attempt: usize,
+        peer: Peer,
+        host: &str,
+        user: Option<&str>,
+        presented: &str,
+        kind: RouteKind,
+        sdp: Option<&Bytes>,
+    ) -> BLeg {
+        let t = peer.transport;
+        let call_id = ids::new_call_id(&self.local.host);
+        let tag = ids::new_tag();
+        let target_user = user.unwrap_or(&call.normalized);
+        let user_phone = if kind == RouteKind::Callback { "" } else { ";user=phone" };
+        let ruri = format!("sip:{target_user}@{host}{user_phone}");
+        let mut m = Message::request("INVITE", &ruri);
+        m.push("Via", self.local.via(t, &ids::new_branch()));
+        m.push("Max-Forwards", "70");
+        let display = call.caller.display_name.as_deref().map(|d| format!("{} ", quote_display(d))).unwrap_or_default();
+        let presented_user = if presented.is_empty() { "anonymous" } else { presented };
+        let local = format!("{display}<sip:{presented_user}@{}>;tag={tag}", self.local.host);
+        let remote = format!("<sip:{target_user}@{host}>");
+        m.push("From", local.clone());
+        m.push("To", remote.clone());
+        m.push("Call-ID", call_id.clone());
+        m.push("CSeq", "1 INVITE");
+        m.push("Contact", self.local.contact(t));
+        if !presented.is_empty() {
+            // RFC 3325 §9.1: the callback number (or, for an ELIN gateway, the ELIN), asserted
+            // by sosdesk towards a trusted provider.
+            m.push("P-Asserted-Identity", format!("{display}<sip:{presented}@{};user=phone>", self.local.host));
+        }
+        if kind != RouteKind::Callback {
+            // RFC 3261 §20.26.
+            m.push("Priority", "emergency");
+        }
+        m.push("Allow", ALLOW);
+        match (&call.pidf, kind) {
+            (Some(pidf), RouteKind::SipTrunk | RouteKind::ElinGateway) => {
+                // RFC 6442 §4.1: location by value, referenced by a cid: URI; routing may use it.
+                let mut geo = vec![format!("<cid:{}>", call.cid)];
+                geo.extend(call.location_refs.iter().map(|r| format!("<{r}>")));
+                m.push("Geolocation", geo.join(", "));
+                m.push("Geolocation-Routing", "yes");
+                let (ct, b) = body::build_multipart(sdp, pidf, &call.cid);
+                m.push("Content-Type", ct);
+                m.body = b;
+            }
+            _ => {
+                if !call.location_refs.is_empty() && kind != RouteKind::Callback {
+                    m.push(
+                        "Geolocation",
+                        call.location_refs.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", "),
+                    );
+                    m.push("Geolocation-Routing", "yes");
+                }
+                if let Some(sdp) = sdp {
+                    m.push("Content-Type", "application/sdp");
+                    m.body = sdp.clone();
+                }
+            }
+        }
+        BLeg {
+            attempt,
+            dialog: Dialog::outbound(call_id, local, remote, ruri, peer),
+            invite: m,
+            client_key: String::new(),
+            responded: false,
+            provisional: false,
+            ack: None,
+        }
+    }
+
+    /// The current attempt failed: record it, forget its leg, try the next route.
+    pub(super) fn fail_attempt(&mut self, call_ref: &str, attempt: usize, reason: String, now: Instant) {
+        let Some(call) = self.calls.live.get_mut(call_ref) else { return };
+        let Some(b) = &call.b else { return };
+        if b.attempt != attempt || call.state != CallState::Routing {
+            return;
+        }
+        let b = call.b.take();
+        if let Some(b) = b {
+            // A ringing leg keeps its INVITE transaction so that it ACKs the 487 the CANCEL
+            // brings (§17.1.1.3); a silent one is abandoned (no more retransmissions). Either
+            // way its responses no longer reach this call.
+            if !b.provisional {
+                self.tx.abandon(&b.client_key);
+            }
+            self.calls.client_txn.remove(&b.client_key);
+            self.calls.by_call_id.remove(&b.dialog.call_id);
+            if b.provisional {
+                // Stop the far end ringing before the next route takes over (RFC 3261 §9.1).
+                let cancel = cancel_for(&b.invite);
+                self.tx.send_request(&cancel, b.dialog.peer, now);
+            }
+            self.calls
+                .abandoned
+                .insert(b.dialog.call_id.clone(), Abandoned { peer: b.dialog.peer, expires: now + ABANDON_FOR });
+            self.calls.abandoned_order.push_back(b.dialog.call_id);
+        }
+        self.stats.failovers += 1;
+        call.next_attempt = attempt + 1;
+        Self::emit_into(&mut self.out, call, CallEventKind::RouteFailed { reason });
+        self.start_attempt(call_ref, now);
+    }
+
+    pub(super) fn fail_call(&mut self, mut call: Call, _now: Instant) {
+        // Every route was tried. The caller hears a clear failure; the PBX may have its own
+        // alternative route (503 invites exactly that, RFC 3261 §21.5.4).
+        self.stats.failed += 1;
+        let tried = call.next_attempt;
+        let reason = format!("all {tried} route(s) failed");
+        tracing::error!(call = %call.call_ref, dialed = %call.dialed, "{reason}");
+        let mut r = call.a_invite.response(503, "Service Unavailable", Some(tag_of(&call.a.local)));
+        r.push("Warning", format!("399 sosdesk \"{reason}\""));
+        self.tx.respond(&call.a_invite_key, &r, self.now.mono);
+        Self::emit_into(&mut self.out, &mut call, CallEventKind::Failed { status: 503, reason });
+        self.forget_call(call);
+    }
+
+    pub(super) fn on_route_timeout(&mut self, call_ref: &str, attempt: usize, now: Instant) {
+        // Only the same attempt, still silent, is failed over; a stale timer (the attempt
+        // responded, moved on, or the call ended) does nothing.
+        let silent = self
+            .calls
+            .live
+            .get(call_ref)
+            .and_then(|c| c.b.as_ref())
+            .is_some_and(|b| b.attempt == attempt && !b.responded);
+        if silent {
+            let ms = self.route_timeout.as_millis();
+            self.fail_attempt(call_ref, attempt, format!("no response within {ms} ms"), now);
+        }
+    }
+
+    pub(super) fn on_client_timeout(&mut self, key: &str, now: Instant) {
+        if self.notifier.owns(key) {
+            self.notifier.on_transaction_failed(key, "no final response (Timer F)", now);
+            self.drain_notify();
+            return;
+        }
+        let Some(call_ref) = self.calls.client_txn.remove(key) else { return };
+        let attempt = self
+            .calls
+            .live
+            .get(&call_ref)
+            .and_then(|c| c.b.as_ref())
+            .filter(|b| b.client_key == key)
+            .map(|b| b.attempt);
+        if let Some(attempt) = attempt {
+            self.fail_attempt(&call_ref, attempt, "no final response (Timer B)".into(), now);
+        } else if let Some(mut call) = self.calls.live.remove(&call_ref) {
+            // A relayed request timed out: answer its originator.
+            if let Some(relay) = call.relays.remove(key) {
+                let r = relay.request.response(408, "Request Timeout", None);
+                self.tx.respond(&relay.server_key, &r, now);
+            }
+            if call.media.as_ref().is_some_and(|m| m.desk_by_invite(key).is_some()) {
+                self.auto_conference_failed(&mut call, key, "no final response (Timer B)".into());
+            }
+            self.calls.live.insert(call_ref, call);
+        }
+    }
+
+    /// Handle a response to the current outbound INVITE. Returns the attempt to fail over from
+    /// (and why) when it was a final failure; the caller does that once the call is back in
+    /// the map.
+    pub(super) fn on_b_invite_response(
+        &mut self,
+        call: &mut Call,
+        msg: Message,
+        retransmission: bool,
+        now: Instant,
+    ) -> Option<(usize, String)> {
+        let status = msg.status().unwrap_or(0);
+        let b = call.b.as_mut()?;
+        // Any response, even 100, shows the route is alive: its route timer (still in the set)
+        // will find `responded` and do nothing.
+        b.responded = true;
+        b.dialog.learn_remote_tag(&msg);
+        match status {
+            100 => {}
+            101..=199 => {
+                b.provisional = true;
+                if status == 180 || status == 183 {
+                    let mut r = call.a_invite.response(status, msg.status_reason(), Some(tag_of(&call.a.local)));
+                    r.push("Contact", self.local.contact(call.a.peer.transport));
+                    if call.media.is_some() {
+                        self.anchored_response_body(call, &msg, &mut r, false);
+                    } else {
+                        copy_body(&msg, &mut r);
+                    }
+                    self.tx.respond(&call.a_invite_key, &r, now);
+                    if call.ringing_sent.insert(status) {
+                        Self::emit_into(&mut self.out, call, CallEventKind::Ringing { status });
+                    }
+                }
+            }
+            200..=299 => {
+                if retransmission {
+                    if let Some(ack) = b.ack.clone() {
+                        self.tx.send_ack(&ack, b.dialog.peer);
+                    }
+                    return None;
+                }
+                b.dialog.confirm(&msg);
+                call.state = CallState::Answered;
+                if call.a_offer.is_some() || call.media.is_some() {
+                    let ack = self.in_dialog_request(call, Side::B, "ACK", Some(1));
+                    if let Some(b) = call.b.as_mut() {
+                        self.tx.send_ack(&ack, b.dialog.peer);
+                        b.ack = Some(ack);
+                    }
+                } else {
+                    call.await_a_ack = true;
+                }
+                let mut r = call.a_invite.response(status, msg.status_reason(), Some(tag_of(&call.a.local)));
+                r.push("Contact", self.local.contact(call.a.peer.transport));
+                r.push("Allow", ALLOW);
+                if call.media.is_some() {
+                    self.anchored_response_body(call, &msg, &mut r, true);
+                } else {
+                    copy_body(&msg, &mut r);
+                }
+                self.tx.respond(&call.a_invite_key, &r, now);
+                Self::emit_into(&mut self.out, call, CallEventKind::Answered);
+            }
+            _ => {
+                // The final response completed the INVITE: nothing is ringing any more, so
+                // failing over sends no CANCEL (the transaction already ACKed it).
+                b.provisional = false;
+                return Some((b.attempt, format!("{status} {}", msg.status_reason())));
+            }
+        }
+        None
+    }
+
+    pub(super) fn on_stray_response(&mut self, msg: Message) {
+        // A 2xx for an INVITE leg we abandoned: ACK it, then hang it up (RFC 3261 §13.2.2.4
+        // requires the ACK; the BYE ends a session no one is on).
+        let (Some(status), Some(call_id)) = (msg.status(), msg.call_id().map(str::to_string)) else { return };
+        if !(200..300).contains(&status) || msg.method() != "INVITE" {
+            return;
+        }
+        let Some(ab) = self.calls.abandoned.get(&call_id) else { return };
+        let peer = ab.peer;
+        let target = if msg.contact_uri().is_some() { contact_uri_text(&msg) } else { return };
+        let cseq = msg.cseq().map(|c| c.0).unwrap_or(1);
+        let mut rr = msg.header_values("Record-Route");
+        rr.reverse();
+        for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
+            let mut m = Message::request(method, &target);
+            m.push("Via", self.local.via(peer.transport, &ids::new_branch()));
+            m.push("Max-Forwards", "70");
+            for r in &rr {
+                m.push("Route", r.clone());
+            }
+            m.push("From", msg.header("From").unwrap_or(""));
+            m.push("To", msg.header("To").unwrap_or(""));
+            m.push("Call-ID", call_id.clone());
+            m.push("CSeq", format!("{n} {method}"));
+            if method == "ACK" {
+                self.tx.send_ack(&m, peer);
+            } else {
+                m.push("Reason", "SIP;cause=200;text=\"emergency call already routed elsewhere\"");
+                self.tx.send_request(&m, peer, self.now.mono);
+            }
+        }
+        tracing::info!(%call_id, "late answer from an abandoned route: ACKed and ended");
+    }
+}
+
+/// §9.1: CANCEL has the INVITE's Request-URI, Call-ID, To, From, CSeq number and top Via.
+pub(super) fn cancel_for(invite: &Message) -> Message {
+    let mut c = Message::request("CANCEL", invite.request_uri().unwrap_or(""));
+    if let Some(v) = invite.header("Via") {
+        c.push("Via", v);
+    }
+    c.push("Max-Forwards", "70");
+    for r in invite.headers_named("Route") {
+        c.push("Route", r);
+    }
+    for h in ["From", "To", "Call-ID"] {
+        c.push(h, invite.header(h).unwrap_or(""));
+    }
+    c.push("CSeq", format!("{} CANCEL", invite.cseq().map(|c| c.0).unwrap_or(1)));
+    c
+}
