@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod core_handle;
 pub mod db;
 pub mod events;
 pub mod location;

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::notify::Contact;
 use crate::sip::transaction::Peer;
 use crate::sip::{split_comma_list, Message, NameAddr, Uri};
 
@@ -172,6 +171,18 @@ fn deliver_to(contact: &Uri, source: Peer) -> Peer {
 /// the same in practice, so a case-insensitive comparison is enough here.
 fn same_uri(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+/// Where a local user's registered contact is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The account it registered as.
+    pub user: String,
+    /// The Contact URI (the MESSAGE's Request-URI).
+    pub uri: String,
+    /// Where to send: the contact's address over UDP, the registration's flow over TCP (see
+    /// `deliver_to`).
+    pub peer: Peer,
 }
 
 #[cfg(test)]

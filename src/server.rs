@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 use crate::audit::{spawn_writer, AuditStore, AuditWriter};
 use crate::clock::Now;
 use crate::config::Config;
+use crate::core_handle::NetInput;
+pub use crate::core_handle::{AnnotateError, CoreHandle};
 use crate::events::{CallEvent, CallEventKind};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
@@ -28,7 +30,6 @@ use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
 use crate::sip::parse::{parse_datagram, parse_stream, StreamItem, MAX_MESSAGE};
 use crate::sip::transaction::{Peer, Transport};
-use crate::sip::Message;
 
 /// Why the core could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,67 +46,6 @@ pub enum StartError {
     Media(String),
     #[error("HTTP API: {0}")]
     Api(String),
-}
-
-/// Why an event from a desk (an acknowledgement) could not be added to a call.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AnnotateError {
-    #[error("no call {0} in the audit log")]
-    UnknownCall(String),
-    #[error("the audit store failed: {0}")]
-    Store(String),
-    #[error("the core has stopped")]
-    Stopped,
-}
-
-type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, AnnotateError>>;
-
-enum NetInput {
-    Message(Message, Peer),
-    Rejected(crate::sip::parse::Rejection, Peer),
-    Opened(SocketAddr, mpsc::UnboundedSender<Bytes>),
-    Closed(SocketAddr),
-    SendFailed(Peer),
-    /// An event from a desk for a call (see [`Core::annotate`]).
-    Annotate {
-        call_id: String,
-        kind: CallEventKind,
-        reply: AnnotateReply,
-    },
-}
-
-/// What other tasks (the HTTP API) need of a running core: cheap to clone.
-#[derive(Clone)]
-pub struct CoreHandle {
-    pub local: LocalEndpoint,
-    pub store: AuditStore,
-    events: broadcast::Sender<CallEvent>,
-    net_tx: mpsc::UnboundedSender<NetInput>,
-}
-
-impl CoreHandle {
-    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
-        self.events.subscribe()
-    }
-
-    /// Send an event that is already in the audit log's queue to every subscriber.
-    pub fn publish(&self, ev: CallEvent) {
-        let _ = self.events.send(ev);
-    }
-
-    /// See [`Core::annotate`].
-    pub async fn annotate(&self, call_id: &str, kind: CallEventKind) -> Result<CallEvent, AnnotateError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.net_tx
-            .send(NetInput::Annotate { call_id: call_id.to_string(), kind, reply })
-            .map_err(|_| AnnotateError::Stopped)?;
-        answer.await.map_err(|_| AnnotateError::Stopped)?
-    }
-
-    /// See [`Core::acknowledge_at`].
-    pub async fn acknowledge_at(&self, call_id: &str, officer: &str, desk: &str) -> Result<CallEvent, AnnotateError> {
-        self.annotate(call_id, CallEventKind::Acknowledged { by: officer.to_string(), desk: desk.to_string() }).await
-    }
 }
 
 /// A running routing core.

@@ -21,6 +21,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -28,8 +31,8 @@ use tokio::sync::broadcast;
 use crate::access::{Gate, SharedGuard};
 use crate::audit::{AuditRecord, AuditWriter, CallOutcome, CallSummary, ChainCheck, HistoryQuery};
 use crate::config::{AcknowledgeMode, ConferenceMode, Config, DeskAccountConfig};
+use crate::core_handle::CoreHandle;
 use crate::events::{CallEvent, Caller};
-use crate::server::CoreHandle;
 use crate::sip::digest::constant_time_eq;
 
 /// What `GET /api/v1/desk` tells a desk about itself and the core.
@@ -150,54 +153,20 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
-/// Standard base64 (RFC 4648 §4) with padding: a dozen lines, not a dependency.
+/// Standard base64 (RFC 4648 §4). Decoding takes it with or without its padding, as clients
+/// differ.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= val(*c)? << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
+    BASE64.decode(s).ok()
 }
 
 /// Standard base64 with padding (the client side: the desk app and tests).
 pub fn encode_base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64.encode(data)
 }
 
 fn unauthorized(reason: &str) -> Response {
@@ -359,7 +328,7 @@ async fn acknowledge(
     }
     match state.core.acknowledge_at(&id, officer, &a.name).await {
         Ok(ev) => Json(ev).into_response(),
-        Err(crate::server::AnnotateError::UnknownCall(_)) => {
+        Err(crate::core_handle::AnnotateError::UnknownCall(_)) => {
             (StatusCode::NOT_FOUND, format!("no call {id}\n")).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),

@@ -56,17 +56,7 @@ impl Target {
     }
 }
 
-/// Where a local user's registered contact is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contact {
-    /// The account it registered as.
-    pub user: String,
-    /// The Contact URI (the MESSAGE's Request-URI).
-    pub uri: String,
-    /// Where to send: the contact's address over UDP, the registration's flow over TCP (see
-    /// `registrar::deliver_to`).
-    pub peer: Peer,
-}
+pub use crate::registrar::Contact;
 
 /// How the notifier reaches the rest of the engine.
 pub trait NotifyContext {

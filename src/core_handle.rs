@@ -1,0 +1,77 @@
+//! What other tasks need of a running core, and the one channel into its engine task: the HTTP
+//! API and the desk hold a [`CoreHandle`] (cheap to clone) to follow events and add
+//! acknowledgements; the server's sockets hand what they receive to the engine task as
+//! [`NetInput`]s. Its own module so that the API depends on it and not on the server that
+//! starts the API.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::audit::AuditStore;
+use crate::events::{CallEvent, CallEventKind};
+use crate::routing::LocalEndpoint;
+use crate::sip::transaction::Peer;
+use crate::sip::Message;
+
+/// Why an event from a desk (an acknowledgement) could not be added to a call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AnnotateError {
+    #[error("no call {0} in the audit log")]
+    UnknownCall(String),
+    #[error("the audit store failed: {0}")]
+    Store(String),
+    #[error("the core has stopped")]
+    Stopped,
+}
+
+pub(crate) type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, AnnotateError>>;
+
+pub(crate) enum NetInput {
+    Message(Message, Peer),
+    Rejected(crate::sip::parse::Rejection, Peer),
+    Opened(SocketAddr, mpsc::UnboundedSender<Bytes>),
+    Closed(SocketAddr),
+    SendFailed(Peer),
+    /// An event from a desk for a call (see [`CoreHandle::annotate`]).
+    Annotate {
+        call_id: String,
+        kind: CallEventKind,
+        reply: AnnotateReply,
+    },
+}
+
+/// What other tasks (the HTTP API) need of a running core: cheap to clone.
+#[derive(Clone)]
+pub struct CoreHandle {
+    pub local: LocalEndpoint,
+    pub store: AuditStore,
+    pub(crate) events: broadcast::Sender<CallEvent>,
+    pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
+}
+
+impl CoreHandle {
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+        self.events.subscribe()
+    }
+
+    /// Send an event that is already in the audit log's queue to every subscriber.
+    pub fn publish(&self, ev: CallEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    /// See [`Core::annotate`](crate::server::Core::annotate).
+    pub async fn annotate(&self, call_id: &str, kind: CallEventKind) -> Result<CallEvent, AnnotateError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.net_tx
+            .send(NetInput::Annotate { call_id: call_id.to_string(), kind, reply })
+            .map_err(|_| AnnotateError::Stopped)?;
+        answer.await.map_err(|_| AnnotateError::Stopped)?
+    }
+
+    /// See [`Core::acknowledge_at`](crate::server::Core::acknowledge_at).
+    pub async fn acknowledge_at(&self, call_id: &str, officer: &str, desk: &str) -> Result<CallEvent, AnnotateError> {
+        self.annotate(call_id, CallEventKind::Acknowledged { by: officer.to_string(), desk: desk.to_string() }).await
+    }
+}
