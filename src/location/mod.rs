@@ -10,6 +10,7 @@ pub mod sfb_csv;
 pub mod store;
 pub mod validate;
 pub mod wiremap;
+pub mod wiremap_rows;
 
 use serde::{Deserialize, Serialize};
 

@@ -121,7 +121,7 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::store::{WiremapBatch, WiremapKind, WiremapRow};
+use super::wiremap_rows::{WiremapBatch, WiremapKind, WiremapRow};
 use super::{format_mac, parse_mac, Erl, Mac, PortIdSubtype, WiremapKey};
 
 /// Most errors (and, separately, warnings) kept per file; the rest are only counted.

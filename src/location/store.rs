@@ -32,88 +32,7 @@ use super::{format_mac, parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntr
 /// query, no OFFSET rescans).
 const PAGE: i64 = 50_000;
 
-/// The kinds of network element a wiremap maps to an ERL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WiremapKind {
-    /// IP subnets (`Set-CsLisSubnet`).
-    Subnets,
-    /// Wi-Fi access points by BSSID (`Set-CsLisWirelessAccessPoint`).
-    Waps,
-    /// Switches by LLDP chassis ID (`Set-CsLisSwitch`).
-    Switches,
-    /// Switch ports: chassis ID + port ID subtype + port ID (`Set-CsLisPort`).
-    Ports,
-    /// Device MAC addresses (a sosdesk extension).
-    Macs,
-}
-
-impl WiremapKind {
-    pub const ALL: [WiremapKind; 5] =
-        [WiremapKind::Subnets, WiremapKind::Waps, WiremapKind::Switches, WiremapKind::Ports, WiremapKind::Macs];
-
-    /// The name used on the command line (`--kind subnets`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            WiremapKind::Subnets => "subnets",
-            WiremapKind::Waps => "waps",
-            WiremapKind::Switches => "switches",
-            WiremapKind::Ports => "ports",
-            WiremapKind::Macs => "macs",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<WiremapKind> {
-        WiremapKind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
-    }
-
-    pub fn of_key(key: &WiremapKey) -> WiremapKind {
-        match key {
-            WiremapKey::Subnet(_) => WiremapKind::Subnets,
-            WiremapKey::Bssid(_) => WiremapKind::Waps,
-            WiremapKey::Switch { .. } => WiremapKind::Switches,
-            WiremapKey::Port { .. } => WiremapKind::Ports,
-            WiremapKey::Mac(_) => WiremapKind::Macs,
-        }
-    }
-
-    fn table(&self) -> &'static str {
-        match self {
-            WiremapKind::Subnets => "wiremap_subnets",
-            WiremapKind::Waps => "wiremap_waps",
-            WiremapKind::Switches => "wiremap_switches",
-            WiremapKind::Ports => "wiremap_ports",
-            WiremapKind::Macs => "wiremap_macs",
-        }
-    }
-}
-
-impl fmt::Display for WiremapKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Wiremap rows with the ERLs they point at: what an import writes and an export reads. The CSV
-/// reader builds one from a file ([`super::sfb_csv::parse`]), deduplicating ERLs as it goes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WiremapBatch {
-    pub erls: Vec<Erl>,
-    pub rows: Vec<WiremapRow>,
-}
-
-/// One network element and its location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WiremapRow {
-    pub key: WiremapKey,
-    /// Index into [`WiremapBatch::erls`].
-    pub erl: usize,
-    /// The SfB Description column, verbatim ("" when empty).
-    pub description: String,
-    /// Subnets only: the file gave a bare Skype for Business subnet ID (`10.1.2.0`), whose prefix
-    /// length was inferred (see `sfb_csv`); the export writes it back the same way.
-    pub bare_subnet_id: bool,
-}
+pub use super::wiremap_rows::{WiremapBatch, WiremapKind, WiremapRow};
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -381,7 +300,7 @@ impl LisStore {
         for kind in WiremapKind::ALL {
             self.read_rows(&mut tx, kind, |row| {
                 let erl = *index.get(&row.erl_id).ok_or_else(|| {
-                    self.corrupt(kind.table(), &row.k1, format!("erl_id {} does not exist", row.erl_id))
+                    self.corrupt(table(kind), &row.k1, format!("erl_id {} does not exist", row.erl_id))
                 })?;
                 entries.push(WiremapEntry { key: self.key_of(kind, &row)?, erl });
                 Ok(())
@@ -408,7 +327,7 @@ impl LisStore {
             .collect();
         for kind in WiremapKind::ALL {
             let counts: Vec<(i64, i64)> =
-                sqlx::query_as(&format!("SELECT erl_id, count(*) FROM {} GROUP BY erl_id", kind.table()))
+                sqlx::query_as(&format!("SELECT erl_id, count(*) FROM {} GROUP BY erl_id", table(kind)))
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(self.db("count wiremap entries"))?;
@@ -430,7 +349,7 @@ impl LisStore {
             Validation::Valid => ("valid", None),
             Validation::Invalid { reasons } => ("invalid", Some(serde_json::Value::from(reasons.clone()).to_string())),
         };
-        let now = crate::audit::timestamp(&chrono::Utc::now());
+        let now = crate::time::timestamp(&chrono::Utc::now());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
         let done = sqlx::query("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?")
             .bind(status)
@@ -456,7 +375,7 @@ impl LisStore {
             sqlx::query_as("SELECT count(*) FROM erls").fetch_one(&mut *tx).await.map_err(self.db("count ERLs"))?;
         let mut wiremap = WiremapCounts::default();
         for kind in WiremapKind::ALL {
-            let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {}", kind.table()))
+            let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {}", table(kind)))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(self.db("count wiremap entries"))?;
@@ -475,7 +394,7 @@ impl LisStore {
         self.read_rows(&mut tx, kind, |row| {
             let erl = *index
                 .get(&row.erl_id)
-                .ok_or_else(|| self.corrupt(kind.table(), &row.k1, format!("erl_id {} does not exist", row.erl_id)))?;
+                .ok_or_else(|| self.corrupt(table(kind), &row.k1, format!("erl_id {} does not exist", row.erl_id)))?;
             rows.push(WiremapRow {
                 key: self.key_of(kind, &row)?,
                 erl,
@@ -631,7 +550,7 @@ impl LisStore {
             }
             let (json,) = q.bind(PAGE).fetch_one(&mut *conn).await.map_err(self.db("read wiremap"))?;
             let page: Vec<(String, String, String, i64, i64, String)> = serde_json::from_str(&json)
-                .map_err(|e| self.corrupt(kind.table(), &after.0, format!("page after this key: {e}")))?;
+                .map_err(|e| self.corrupt(table(kind), &after.0, format!("page after this key: {e}")))?;
             let n = page.len();
             if let Some(last) = page.last() {
                 after = (last.0.clone(), last.1.clone(), last.2.clone());
@@ -646,7 +565,7 @@ impl LisStore {
     }
 
     fn key_of(&self, kind: WiremapKind, row: &RawRow) -> Result<WiremapKey, LisError> {
-        let bad = |what: &str| self.corrupt(kind.table(), &row.k1, what);
+        let bad = |what: &str| self.corrupt(table(kind), &row.k1, what);
         Ok(match kind {
             WiremapKind::Subnets => WiremapKey::Subnet(row.k1.parse().map_err(|_| bad("not a CIDR subnet"))?),
             WiremapKind::Waps => WiremapKey::Bssid(parse_mac(&row.k1).ok_or_else(|| bad("not a MAC address"))?),
@@ -658,6 +577,17 @@ impl LisStore {
             },
             WiremapKind::Macs => WiremapKey::Mac(parse_mac(&row.k1).ok_or_else(|| bad("not a MAC address"))?),
         })
+    }
+}
+
+/// The SQLite table of a kind's wiremap entries.
+fn table(kind: WiremapKind) -> &'static str {
+    match kind {
+        WiremapKind::Subnets => "wiremap_subnets",
+        WiremapKind::Waps => "wiremap_waps",
+        WiremapKind::Switches => "wiremap_switches",
+        WiremapKind::Ports => "wiremap_ports",
+        WiremapKind::Macs => "wiremap_macs",
     }
 }
 
@@ -693,7 +623,7 @@ static PAGE_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
             format!(
                 "SELECT json_group_array(json_array({select}, erl_id, description) ORDER BY {key}) \
                  FROM (SELECT * FROM {} WHERE ({key}) > {cursor} ORDER BY {key} LIMIT ?)",
-                kind.table()
+                table(*kind)
             )
         })
         .collect()
@@ -887,7 +817,7 @@ static WIREMAP_INSERTS: LazyLock<Vec<MultiInsert>> = LazyLock::new(|| {
             let set = values.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
             let differs = values.iter().map(|c| format!("{c} IS NOT excluded.{c}")).collect::<Vec<_>>().join(" OR ");
             MultiInsert::new(
-                &format!("INSERT INTO {} ({})", kind.table(), columns.join(", ")),
+                &format!("INSERT INTO {} ({})", table(*kind), columns.join(", ")),
                 columns.len(),
                 &format!("ON CONFLICT ({}) DO UPDATE SET {set} WHERE {differs}", keys.join(", ")),
                 ROW_CHUNK,
