@@ -74,19 +74,26 @@
 //! builds a new map off to the side (all-or-nothing: [`Wiremap::build`] refuses bad data) and
 //! [`SharedWiremap::replace`] swaps it in, so every lookup sees one whole map, old or new.
 
-use std::borrow::Borrow;
+mod keys;
+mod ranges;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{format_mac, DeviceAttachment, Erl, Locator, Mac, MatchKind, PortIdSubtype, WiremapEntry, WiremapKey};
+use keys::{chassis_of, normal_subnet, ChassisIndex, Interner};
+pub use keys::{normalise_chassis_id, normalise_key, normalise_port_id};
+#[doc(hidden)]
+pub use ranges::flatten;
+use ranges::{V4Ranges, V6Ranges};
 
 /// "No ERL" in the dense tables; [`Wiremap::build`] refuses ERL indexes that would reach it.
-const NONE: u32 = u32::MAX;
+pub(super) const NONE: u32 = u32::MAX;
 
 /// The in-memory wiremap: immutable once built, looked up without allocating.
 pub struct Wiremap {
@@ -481,317 +488,6 @@ impl fmt::Display for WiremapKey {
     }
 }
 
-/// The normal form of a chassis ID (see the module documentation): `None` if it is blank.
-pub fn normalise_chassis_id(s: &str) -> Option<String> {
-    Some(match chassis_of(s)? {
-        Chassis::Mac(m) => format_mac(&m),
-        Chassis::Text(t) => t.to_ascii_lowercase(),
-    })
-}
-
-/// The normal form of a port ID: trimmed, ASCII lower case; `None` if it is blank.
-pub fn normalise_port_id(s: &str) -> Option<String> {
-    Some(s.trim()).filter(|t| !t.is_empty()).map(str::to_ascii_lowercase)
-}
-
-/// A key in the form the index compares it in (blank IDs are left as they are).
-pub fn normalise_key(key: &WiremapKey) -> WiremapKey {
-    let chassis = |c: &str| normalise_chassis_id(c).unwrap_or_default();
-    match key {
-        WiremapKey::Subnet(net) => WiremapKey::Subnet(normal_subnet(*net)),
-        WiremapKey::Bssid(m) => WiremapKey::Bssid(*m),
-        WiremapKey::Mac(m) => WiremapKey::Mac(*m),
-        WiremapKey::Switch { chassis_id } => WiremapKey::Switch { chassis_id: chassis(chassis_id) },
-        WiremapKey::Port { chassis_id, port_subtype, port_id } => WiremapKey::Port {
-            chassis_id: chassis(chassis_id),
-            port_subtype: *port_subtype,
-            port_id: normalise_port_id(port_id).unwrap_or_default(),
-        },
-    }
-}
-
-/// Host bits cleared; an IPv6 subnet inside `::ffff:0:0/96` becomes the IPv4 subnet it maps.
-fn normal_subnet(net: IpNet) -> IpNet {
-    match net.trunc() {
-        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
-            Some(a) => IpNet::V4(Ipv4Net::new_assert(a, n.prefix_len() - 96)),
-            None => IpNet::V6(n),
-        },
-        other => other,
-    }
-}
-
-/// A chassis ID, trimmed and classified, borrowed from the text it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chassis<'a> {
-    Mac(Mac),
-    /// Compared with ASCII case folded.
-    Text(&'a str),
-}
-
-fn chassis_of(s: &str) -> Option<Chassis<'_>> {
-    let t = s.trim();
-    if t.is_empty() {
-        None
-    } else {
-        Some(mac_of(t).map_or(Chassis::Text(t), Chassis::Mac))
-    }
-}
-
-/// [`super::parse_mac`] without its allocation (lookups parse the device's chassis ID): the same
-/// strings are accepted — twelve hex digits once every `-`, `:` and `.` is dropped.
-fn mac_of(s: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut digits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'-' | b':' | b'.' => continue,
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        if digits == 12 {
-            return None;
-        }
-        mac[digits / 2] = mac[digits / 2] << 4 | v;
-        digits += 1;
-    }
-    (digits == 12).then_some(mac)
-}
-
-/// Chassis IDs, numbered in the order first seen.
-#[derive(Default)]
-struct ChassisIndex {
-    by_mac: HashMap<Mac, u32>,
-    by_text: Interner,
-    count: u32,
-}
-
-impl ChassisIndex {
-    /// The chassis's number, new ones getting a `NONE` switch ERL.
-    fn intern(&mut self, c: Chassis<'_>, switch_erl: &mut Vec<u32>) -> u32 {
-        let next = self.count;
-        let n = match c {
-            Chassis::Mac(m) => *self.by_mac.entry(m).or_insert(next),
-            Chassis::Text(t) => self.by_text.intern_as(t, next),
-        };
-        if n == next {
-            self.count += 1;
-            switch_erl.push(NONE);
-        }
-        n
-    }
-
-    fn find(&self, s: &str) -> Option<u32> {
-        match chassis_of(s)? {
-            Chassis::Mac(m) => self.by_mac.get(&m).copied(),
-            Chassis::Text(t) => self.by_text.find(t),
-        }
-    }
-}
-
-/// Text → number, compared with ASCII case folded; stored in lower case (the normal form).
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<FoldedId, u32>,
-}
-
-impl Interner {
-    fn intern(&mut self, text: &str) -> u32 {
-        let next = self.ids.len() as u32;
-        self.intern_as(text, next)
-    }
-
-    /// The number of `text`, giving it `next` if it is new.
-    fn intern_as(&mut self, text: &str, next: u32) -> u32 {
-        if let Some(&n) = self.find_ref(text) {
-            return n;
-        }
-        self.ids.insert(FoldedId(text.to_ascii_lowercase().into_boxed_str()), next);
-        next
-    }
-
-    fn find(&self, text: &str) -> Option<u32> {
-        self.find_ref(text).copied()
-    }
-
-    fn find_ref(&self, text: &str) -> Option<&u32> {
-        // The caller's spelling is looked up as it is, through `dyn Folded`, so no lower-cased
-        // copy is made on the lookup path.
-        self.ids.get(&text as &dyn Folded)
-    }
-}
-
-/// Text that hashes and compares with ASCII letters folded to lower case. The stored IDs
-/// ([`FoldedId`]) and a caller's `&str` both implement it, and `FoldedId: Borrow<dyn Folded>` lets
-/// a std `HashMap<FoldedId, _>` be searched with a `&str` of any case.
-trait Folded {
-    fn text(&self) -> &str;
-}
-
-impl Hash for dyn Folded + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let bytes = self.text().as_bytes();
-        let mut buf = [0u8; 32];
-        for chunk in bytes.chunks(buf.len()) {
-            let folded = &mut buf[..chunk.len()];
-            folded.copy_from_slice(chunk);
-            folded.make_ascii_lowercase();
-            state.write(folded);
-        }
-        // The length ends the key, as `str`'s own hash ends it with a marker byte.
-        state.write_usize(bytes.len());
-    }
-}
-
-impl PartialEq for dyn Folded + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.text().eq_ignore_ascii_case(other.text())
-    }
-}
-
-impl Eq for dyn Folded + '_ {}
-
-impl Folded for &str {
-    fn text(&self) -> &str {
-        self
-    }
-}
-
-struct FoldedId(Box<str>);
-
-impl Folded for FoldedId {
-    fn text(&self) -> &str {
-        &self.0
-    }
-}
-
-// `Borrow` requires the owned key to hash and compare exactly as its borrowed form does.
-impl Hash for FoldedId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (self as &dyn Folded).hash(state)
-    }
-}
-
-impl PartialEq for FoldedId {
-    fn eq(&self, other: &Self) -> bool {
-        (self as &dyn Folded) == (other as &dyn Folded)
-    }
-}
-
-impl Eq for FoldedId {}
-
-impl<'a> Borrow<dyn Folded + 'a> for FoldedId {
-    fn borrow(&self) -> &(dyn Folded + 'a) {
-        self
-    }
-}
-
-/// Flattens prefixes, given as inclusive `(first, last, erl)` address ranges sorted by first
-/// address and then widest first, into the starts of non-overlapping ranges that cover the whole
-/// address space from `zero`, each with the ERL of the longest prefix covering it (`NONE` in the
-/// gaps). Prefixes either nest or are disjoint, so a stack of the open ones is enough. Adjacent
-/// ranges with the same ERL are merged.
-/// Public only so `benches/wiremap_lpm.rs` measures this very code among its candidates.
-#[doc(hidden)]
-pub fn flatten<T: Copy + Ord>(zero: T, prefixes: &[(T, T, u32)], next: impl Fn(T) -> Option<T>) -> Vec<(T, u32)> {
-    fn emit<T: Copy + Ord>(out: &mut Vec<(T, u32)>, at: T, erl: u32) {
-        let last = out.len() - 1;
-        if out[last].0 == at {
-            // A prefix starting where the last range starts is nested in it: it overrides it.
-            out[last].1 = erl;
-            if last > 0 && out[last - 1].1 == erl {
-                out.pop();
-            }
-        } else if out[last].1 != erl {
-            out.push((at, erl));
-        }
-    }
-    let mut out = vec![(zero, NONE)];
-    // Open prefixes: (last address, erl), innermost on top.
-    let mut open: Vec<(T, u32)> = Vec::new();
-    let close = |out: &mut Vec<(T, u32)>, open: &mut Vec<(T, u32)>| {
-        if let Some((last, _)) = open.pop() {
-            // After the innermost prefix ends, the next one out (or nothing) applies again.
-            if let Some(after) = next(last) {
-                emit(out, after, open.last().map_or(NONE, |o| o.1));
-            }
-        }
-    };
-    for &(first, last, erl) in prefixes {
-        while open.last().is_some_and(|o| o.0 < first) {
-            close(&mut out, &mut open);
-        }
-        emit(&mut out, first, erl);
-        open.push((last, erl));
-    }
-    while !open.is_empty() {
-        close(&mut out, &mut open);
-    }
-    out
-}
-
-/// IPv4 subnets as non-overlapping ranges, with a direct index on the address's top 16 bits.
-struct V4Ranges {
-    /// (first address, ERL), sorted; the first starts at 0.0.0.0.
-    ranges: Vec<(u32, u32)>,
-    /// `block[h]`: the range holding address `h << 16`; `block[65536]` the last range. The ranges
-    /// of addresses in /16 number `h` are `block[h] ..= block[h + 1]`.
-    block: Vec<u32>,
-}
-
-impl V4Ranges {
-    fn new(prefixes: &[(u32, u8, u32)]) -> V4Ranges {
-        let spans: Vec<(u32, u32, u32)> = prefixes
-            .iter()
-            .map(|&(start, len, erl)| (start, u32::from(Ipv4Net::new_assert(start.into(), len).broadcast()), erl))
-            .collect();
-        let ranges = flatten(0u32, &spans, |a| a.checked_add(1));
-        let mut block = Vec::with_capacity(65537);
-        let mut i = 0;
-        for h in 0..=u16::MAX as u32 {
-            let a = h << 16;
-            while i + 1 < ranges.len() && ranges[i + 1].0 <= a {
-                i += 1;
-            }
-            block.push(i as u32);
-        }
-        block.push((ranges.len() - 1) as u32);
-        V4Ranges { ranges, block }
-    }
-
-    fn get(&self, a: u32) -> u32 {
-        let h = (a >> 16) as usize;
-        let ranges = &self.ranges[self.block[h] as usize..=self.block[h + 1] as usize];
-        // ranges[0] starts at or before `a`, so the count is at least 1.
-        let i = ranges.partition_point(|r| r.0 <= a) - 1;
-        ranges[i].1
-    }
-}
-
-/// IPv6 subnets as non-overlapping ranges.
-struct V6Ranges {
-    /// Sorted first addresses; the first is `::`.
-    starts: Vec<u128>,
-    erls: Vec<u32>,
-}
-
-impl V6Ranges {
-    fn new(prefixes: &[(u128, u8, u32)]) -> V6Ranges {
-        let spans: Vec<(u128, u128, u32)> = prefixes
-            .iter()
-            .map(|&(start, len, erl)| (start, u128::from(Ipv6Net::new_assert(start.into(), len).broadcast()), erl))
-            .collect();
-        let (starts, erls) = flatten(0u128, &spans, |a| a.checked_add(1)).into_iter().unzip();
-        V6Ranges { starts, erls }
-    }
-
-    fn get(&self, a: u128) -> u32 {
-        self.erls[self.starts.partition_point(|&s| s <= a) - 1]
-    }
-}
-
 /// The current wiremap, shared by every caller and replaced whole. Cheap to clone (one `Arc`).
 ///
 /// Readers never see a half-applied import: a map is complete before [`SharedWiremap::replace`]
@@ -851,9 +547,11 @@ impl Locator for SharedWiremap {
 
 #[cfg(test)]
 mod tests {
+    use super::keys::*;
     use super::*;
     use crate::location::parse_mac;
     use std::collections::hash_map::DefaultHasher;
+    use std::hash::Hasher;
 
     /// A small fixed-seed generator (xorshift64), so failures reproduce.
     struct Xorshift(u64);
