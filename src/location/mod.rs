@@ -4,6 +4,7 @@
 //! Today the answer comes from the caller's own PIDF-LO or a per-site ERL in the config; the full
 //! Location Information Service (wiremap, HELD, CSV import) fills the same types.
 
+pub mod admin;
 mod civic;
 pub mod held;
 pub mod pidf;
