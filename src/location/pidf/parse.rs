@@ -128,14 +128,14 @@ pub fn parse_civic_address(xml: &[u8]) -> Result<(CivicAddress, Vec<String>), Pi
     Ok((civic, warnings))
 }
 
-/// UTF-8 text of an XML body (a leading BOM dropped). Shared with HELD (`held.rs`).
+/// UTF-8 text of an XML body (a leading BOM dropped). Shared with HELD (`location::held`).
 pub(crate) fn decode(xml: &[u8]) -> Result<&str, PidfError> {
     let body = xml.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(xml);
     std::str::from_utf8(body).map_err(|e| PidfError::NotUtf8 { offset: e.valid_up_to() })
 }
 
 /// Parses untrusted XML with the guards every location body gets: [`check_depth`] first, no DTD
-/// (entity expansion), at most [`NODES_LIMIT`] nodes. Shared with HELD (`held.rs`), whose
+/// (entity expansion), at most [`NODES_LIMIT`] nodes. Shared with HELD (`location::held`), whose
 /// requests come from the network just the same.
 pub(crate) fn parse_xml(text: &str) -> Result<Document<'_>, PidfError> {
     check_depth(text)?;
