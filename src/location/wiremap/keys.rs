@@ -218,3 +218,79 @@ impl<'a> Borrow<dyn Folded + 'a> for FoldedId {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::DefaultHasher;
+
+    use super::*;
+    use crate::location::parse_mac;
+
+    #[test]
+    fn mac_of_accepts_exactly_what_parse_mac_accepts() {
+        let cases = [
+            "0A-23-CD-16-AA-2E",
+            "0a:23:cd:16:aa:2e",
+            "0a23.cd16.aa2e",
+            "0A23CD16AA2E",
+            "0a-23:cd.16aa2e",
+            "--0a23cd16aa2e..",
+            "0A23CD16AA2",
+            "0A23CD16AA2E0",
+            "0A23CD16AA2G",
+            "0A 23 CD 16 AA 2E",
+            "",
+            "-:.",
+            "0A23CD16AA2É",
+            "sw-hq-01",
+            "deadbeefcafe",
+        ];
+        for c in cases {
+            assert_eq!(mac_of(c), parse_mac(c), "{c:?}");
+        }
+        assert_eq!(mac_of("0a:23:cd:16:aa:2e"), Some([0x0a, 0x23, 0xcd, 0x16, 0xaa, 0x2e]));
+    }
+
+    #[test]
+    fn chassis_normal_forms() {
+        assert_eq!(normalise_chassis_id(" 0a:23:cd:16:aa:2e ").as_deref(), Some("0A-23-CD-16-AA-2E"));
+        assert_eq!(normalise_chassis_id("0a23.cd16.aa2e").as_deref(), Some("0A-23-CD-16-AA-2E"));
+        assert_eq!(normalise_chassis_id("\tSW-HQ-01 ").as_deref(), Some("sw-hq-01"));
+        assert_eq!(normalise_chassis_id("  "), None);
+        assert_eq!(normalise_port_id(" Gi1/0/1 ").as_deref(), Some("gi1/0/1"));
+        assert_eq!(normalise_port_id(""), None);
+    }
+
+    #[test]
+    fn folded_text_hashes_and_compares_without_case() {
+        fn hash(f: &dyn Folded) -> u64 {
+            let mut h = DefaultHasher::new();
+            f.hash(&mut h);
+            h.finish()
+        }
+        let long_upper = "GIGABITETHERNET1/0/1-A-LONG-NAME-PAST-ONE-32-BYTE-CHUNK";
+        let long_lower = long_upper.to_ascii_lowercase();
+        assert_eq!(hash(&long_upper), hash(&long_lower.as_str()));
+        assert_eq!(hash(&FoldedId(long_lower.clone().into())), hash(&long_upper));
+        assert!((&long_upper as &dyn Folded) == (&long_lower.as_str() as &dyn Folded));
+        assert!((&"ab" as &dyn Folded) != (&"abc" as &dyn Folded));
+
+        let mut names = Interner::default();
+        assert_eq!(names.intern("Gi1/0/1"), 0);
+        assert_eq!(names.intern("GI1/0/1"), 0);
+        assert_eq!(names.intern("Gi1/0/2"), 1);
+        assert_eq!(names.find("gi1/0/2"), Some(1));
+        assert_eq!(names.find("gi1/0/3"), None);
+    }
+
+    #[test]
+    fn subnets_lose_host_bits_and_mapped_ipv6_becomes_ipv4() {
+        let n = |s: &str| normal_subnet(s.parse().unwrap()).to_string();
+        assert_eq!(n("10.1.2.3/24"), "10.1.2.0/24");
+        assert_eq!(n("::ffff:10.1.2.3/104"), "10.0.0.0/8");
+        assert_eq!(n("::ffff:0:0/96"), "0.0.0.0/0");
+        assert_eq!(n("::ffff:10.1.2.3/128"), "10.1.2.3/32");
+        assert_eq!(n("::/0"), "::/0");
+        assert_eq!(n("2001:db8:1:2::1/48"), "2001:db8:1::/48");
+    }
+}

@@ -110,3 +110,80 @@ impl V6Ranges {
         self.erls[self.starts.partition_point(|&s| s <= a) - 1]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use ipnet::Ipv4Net;
+
+    use super::*;
+
+    /// A small fixed-seed generator (xorshift64), so failures reproduce.
+    struct Xorshift(u64);
+    impl Xorshift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// The flattened ranges answer what painting every prefix, shortest first, answers — over a
+    /// small address space where every address can be checked, with heavy nesting and shared ends.
+    #[test]
+    fn flattened_ranges_agree_with_a_longest_prefix_scan() {
+        let mut rng = Xorshift(0x5eed_1234_abcd_0001);
+        for round in 0..300 {
+            // Prefixes of 10.0.0.0/22 and a few wider ones, lengths /20–/32.
+            let mut prefixes: Vec<(u32, u8, u32)> = Vec::new();
+            for _ in 0..(1 + round % 40) {
+                let len = 20 + (rng.next() % 13) as u8;
+                let a = 0x0a00_0000 | (rng.next() as u32 & 0x3ff);
+                let net = Ipv4Net::new_assert(a.into(), len).trunc();
+                prefixes.push((u32::from(net.network()), len, (rng.next() % 4) as u32));
+            }
+            prefixes.sort_unstable_by_key(|&(s, l, _)| (s, l));
+            prefixes.dedup_by_key(|&mut (s, l, _)| (s, l));
+            let ranges = V4Ranges::new(&prefixes);
+            // The expected answers, painted shortest prefix first over a window around the prefixes.
+            let window = 0x09ff_f000u32..0x0a00_1400u32;
+            let mut expected = vec![NONE; window.len()];
+            let mut by_length = prefixes.clone();
+            by_length.sort_by_key(|p| p.1);
+            for &(start, len, erl) in &by_length {
+                let last = u32::from(Ipv4Net::new_assert(start.into(), len).broadcast());
+                for a in start..=last {
+                    expected[(a - window.start) as usize] = erl;
+                }
+            }
+            for a in window.clone() {
+                let want = expected[(a - window.start) as usize];
+                assert_eq!(ranges.get(a), want, "round {round}, address {}", Ipv4Addr::from(a));
+            }
+            for a in [0, u32::MAX] {
+                assert_eq!(ranges.get(a), NONE);
+            }
+            // Merged and non-overlapping: starts strictly increase, neighbours differ.
+            assert_eq!(ranges.ranges[0].0, 0);
+            assert!(ranges.ranges.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 != w[1].1));
+        }
+    }
+
+    #[test]
+    fn ranges_reach_both_ends_of_the_address_space() {
+        let all = V4Ranges::new(&[(0, 0, 7), (u32::MAX, 32, 8)]);
+        assert_eq!(all.get(0), 7);
+        assert_eq!(all.get(u32::MAX - 1), 7);
+        assert_eq!(all.get(u32::MAX), 8);
+        let empty = V4Ranges::new(&[]);
+        assert_eq!((empty.get(0), empty.get(u32::MAX)), (NONE, NONE));
+
+        let v6 = V6Ranges::new(&[(0, 0, 1), (1 << 64, 64, 3), (u128::MAX, 128, 2)]);
+        assert_eq!(v6.get(0), 1);
+        assert_eq!(v6.get(u128::MAX), 2);
+        assert_eq!(v6.get((1 << 64) + 5), 3);
+        assert_eq!(v6.get(2 << 64), 1);
+    }
+}
