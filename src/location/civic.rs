@@ -166,3 +166,29 @@ impl CivicAddress {
         *self == CivicAddress::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_entry_per_field_named_after_its_element() {
+        // The store's `erls` columns and the JSON names are the field names: the element names in
+        // lower case (RFC 5139 §3.1), 29 of them, each once.
+        assert_eq!(CIVIC_FIELDS.len(), 29);
+        let mut c = CivicAddress::default();
+        for (i, f) in CIVIC_FIELDS.iter().enumerate() {
+            assert_eq!(f.name, f.element.to_ascii_lowercase(), "{f:?}");
+            assert_eq!(civic_field(f.element).map(|g| g.name), Some(f.name));
+            *(f.get_mut)(&mut c) = Some(i.to_string());
+        }
+        // Every accessor reaches its own field: all 29 are set, and each reads back its value.
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json.as_object().unwrap().len(), 29);
+        for (i, f) in CIVIC_FIELDS.iter().enumerate() {
+            assert_eq!((f.get)(&c).as_deref(), Some(i.to_string().as_str()));
+            assert_eq!(json[f.name], i.to_string());
+        }
+        assert!(civic_field("PRM").is_none() && civic_field("hno").is_none());
+    }
+}
