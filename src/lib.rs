@@ -18,3 +18,4 @@ pub mod registrar;
 pub mod routing;
 pub mod server;
 pub mod sip;
+pub(crate) mod time;

@@ -7,9 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 use sosdesk::audit::AuditStore;
 use sosdesk::config::Config;
-use sosdesk::location::sfb_csv;
-use sosdesk::location::store::{LisStore, StoredErl, WiremapKind};
-use sosdesk::location::validate::{MsagValidator, Validation, Validator};
+use sosdesk::location::admin::{self, ImportError};
+use sosdesk::location::store::{LisStore, WiremapKind};
+use sosdesk::location::validate::MsagValidator;
 use sosdesk::server::Core;
 
 #[derive(Parser)]
@@ -259,41 +259,20 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
 async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
     match cmd {
         LisCommand::Import { file, kind, store } => {
-            let name = file.display().to_string();
-            let bytes = std::fs::read(&file).map_err(|e| format!("{name}: cannot read the file: {e}"))?;
-            let parsed = match sfb_csv::parse(kind, &name, &bytes) {
+            let parsed = match admin::read_wiremap_file(&file, kind) {
                 Ok(p) => p,
-                Err(e) => {
-                    eprint!("{}", e.issues);
-                    eprintln!("{name}: {} error(s); nothing was imported", e.issues.total);
+                Err(ImportError::Unreadable(msg)) => return Err(msg),
+                Err(refused) => {
+                    eprint!("{refused}");
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            for w in &parsed.warnings.shown {
-                eprintln!("warning: {w}");
-            }
-            if parsed.warnings.total > parsed.warnings.shown.len() {
-                eprintln!("warning: … and {} more warnings", parsed.warnings.total - parsed.warnings.shown.len());
+            for line in admin::warning_lines(&parsed) {
+                eprintln!("{line}");
             }
             let s = store.open_lis(true).await?;
-            let summary = s.import(kind, &parsed.batch).await.map_err(|e| e.to_string())?;
-            let duplicates = parsed.records - summary.rows;
-            println!(
-                "{name}: {} {kind} rows{}: {} new or changed, {} unchanged; {} new ERLs (store {})",
-                summary.rows,
-                if duplicates > 0 { format!(" ({duplicates} repeated rows read once)") } else { String::new() },
-                summary.changed,
-                summary.unchanged,
-                summary.new_erls,
-                s.path().display()
-            );
-            if parsed.bare_subnet_ids > 0 {
-                println!(
-                    "note: {} subnets are SfB subnet IDs without a prefix length; each was taken as the widest \
-                     network with that ID (10.1.2.0 as 10.1.2.0/23). Give the prefix (10.1.2.0/24) to be exact.",
-                    parsed.bare_subnet_ids
-                );
-            }
+            let report = admin::import(&s, &file.display().to_string(), &parsed).await.map_err(|e| e.to_string())?;
+            print!("{report}");
             s.close().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -302,14 +281,8 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             let batch = s.export_batch(kind).await.map_err(|e| e.to_string())?;
             s.close().await;
             match output {
-                Some(path) => {
-                    write_atomically(&path, |w| sfb_csv::write_csv(kind, &batch, w))?;
-                    println!("{}: {} {kind} rows", path.display(), batch.rows.len());
-                }
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    sfb_csv::write_csv(kind, &batch, &mut out).map_err(|e| format!("standard output: {e}"))?;
-                }
+                Some(path) => println!("{}", admin::export_to_file(&path, kind, &batch)?),
+                None => admin::export_to(&mut std::io::stdout().lock(), kind, &batch)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -324,30 +297,9 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             };
             let validator = MsagValidator::load(&msag).map_err(|e| e.to_string())?;
             let s = store.open_lis(false).await?;
-            let erls = s.list_erls().await.map_err(|e| e.to_string())?;
-            let (mut valid, mut invalid) = (0, 0);
-            for stored in &erls {
-                let result = validator.validate(&stored.erl.civic);
-                s.set_validation(stored.id, &result).await.map_err(|e| e.to_string())?;
-                let name =
-                    if stored.erl.label.is_empty() { stored.erl.civic.one_line() } else { stored.erl.label.clone() };
-                match &result {
-                    Validation::Valid => {
-                        valid += 1;
-                        println!("ERL {:>5}  valid    {name}", stored.id);
-                    }
-                    Validation::Invalid { reasons } => {
-                        invalid += 1;
-                        println!("ERL {:>5}  INVALID  {name}: {}", stored.id, reasons.join("; "));
-                    }
-                }
-            }
-            println!(
-                "{valid} valid, {invalid} invalid of {} ERLs (MSAG {}, {} ranges)",
-                erls.len(),
-                msag.display(),
-                validator.len()
-            );
+            let tally =
+                admin::validate_all(&s, &validator, |line| println!("{line}")).await.map_err(|e| e.to_string())?;
+            println!("{}", admin::validation_summary(&tally, &msag, &validator));
             s.close().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -358,86 +310,12 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&erls).map_err(|e| e.to_string())?);
             } else {
-                print_erls(&erls);
-                let w = counts.wiremap;
-                println!(
-                    "{} ERLs; wiremap: {} subnets, {} waps, {} switches, {} ports, {} macs (store {})",
-                    counts.erls,
-                    w.subnets,
-                    w.waps,
-                    w.switches,
-                    w.ports,
-                    w.macs,
-                    s.path().display()
-                );
+                print!("{}", admin::erl_table(&erls));
+                println!("{}", admin::counts_line(&counts, s.path()));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Writes `path` through a temporary file in the same directory, synced and renamed into place:
-/// a reader never sees half a file, and a failure leaves any earlier file as it was.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<(), String> {
-    use std::io::Write;
-    let name = path.file_name().ok_or_else(|| format!("{}: not a file name", path.display()))?;
-    let tmp = path.with_file_name(format!("{}.partial", name.to_string_lossy()));
-    let result = (|| {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write(&mut f)?;
-        f.flush()?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
-    })
-}
-
-fn print_erls(erls: &[StoredErl]) {
-    if erls.is_empty() {
-        println!("no ERLs");
-        return;
-    }
-    println!(
-        "{:>5} {:<13} {:>7} {:>5} {:>8} {:>5} {:>5} {:<24} {:<20} ADDRESS",
-        "ID", "VALIDATION", "SUBNETS", "WAPS", "SWITCHES", "PORTS", "MACS", "ELINS", "LOCATION"
-    );
-    for e in erls {
-        let validation = match &e.validation {
-            None => "not validated",
-            Some(sosdesk::location::validate::Validation::Valid) => "valid",
-            Some(sosdesk::location::validate::Validation::Invalid { .. }) => "INVALID",
-        };
-        let n = &e.elements;
-        println!(
-            "{:>5} {:<13} {:>7} {:>5} {:>8} {:>5} {:>5} {:<24} {:<20} {}",
-            e.id,
-            validation,
-            n.subnets,
-            n.waps,
-            n.switches,
-            n.ports,
-            n.macs,
-            clean(&e.erl.elins.join(","), usize::MAX),
-            clean(&e.erl.label, 20),
-            clean(&e.erl.civic.one_line(), 120)
-        );
-        if let Some(sosdesk::location::validate::Validation::Invalid { reasons }) = &e.validation {
-            for r in reasons {
-                println!("{:>5} {}", "", clean(r, 110));
-            }
-        }
-    }
-}
-
-/// Stored text with control characters replaced, so it cannot move the terminal's cursor.
-fn clean(s: &str, n: usize) -> String {
-    s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
 }
 
 async fn serve(config: &Path) -> Result<ExitCode, String> {

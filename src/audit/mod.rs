@@ -20,7 +20,7 @@ mod writer;
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use chain::{chain_hash, ChainCheck, VerifyProblem, VerifyReason, VerifyReport, GENESIS_HASH};
@@ -92,8 +92,5 @@ pub enum AuditError {
     WriterClosed,
 }
 
-/// How times are stored: RFC 3339, UTC, nanoseconds, `Z`. Fixed width, so ordering the text orders
-/// the times, and lossless for `DateTime<Utc>`.
-pub(crate) fn timestamp(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
+/// How times are stored (see [`crate::time::timestamp`], shared with the LIS store).
+pub(crate) use crate::time::timestamp;

@@ -4,6 +4,8 @@
 //! Today the answer comes from the caller's own PIDF-LO or a per-site ERL in the config; the full
 //! Location Information Service (wiremap, HELD, CSV import) fills the same types.
 
+pub mod admin;
+mod civic;
 pub mod held;
 pub mod pidf;
 pub mod resolve;
@@ -11,149 +13,11 @@ pub mod sfb_csv;
 pub mod store;
 pub mod validate;
 pub mod wiremap;
+pub mod wiremap_rows;
 
 use serde::{Deserialize, Serialize};
 
-/// A civic address with the RFC 5139 §3.1 elements (all optional, as in the schema).
-///
-/// Field names are the RFC 5139 element names in lower case, so the config and the CSV import
-/// read the way a PIDF-LO does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
-#[serde(deny_unknown_fields)]
-#[ts(optional_fields)]
-pub struct CivicAddress {
-    /// ISO 3166 alpha-2 country code (`US`, `GB`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
-    /// National subdivision (state, region, province).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a1: Option<String>,
-    /// County, parish, gun (JP), district (IN).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a2: Option<String>,
-    /// City, township, shi (JP).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a3: Option<String>,
-    /// City division, borough, city district, ward, chou (JP).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a4: Option<String>,
-    /// Neighborhood, block.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a5: Option<String>,
-    /// Street (deprecated by RFC 5139 in favour of RD, still sent by many systems).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a6: Option<String>,
-    /// Leading street direction (N, W).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prd: Option<String>,
-    /// Trailing street suffix (SW).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    /// Street suffix (Ave, Platz).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sts: Option<String>,
-    /// Primary road or street.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rd: Option<String>,
-    /// Road section.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rdsec: Option<String>,
-    /// Road branch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rdbr: Option<String>,
-    /// Road sub-branch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rdsubbr: Option<String>,
-    /// House number, numeric part only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hno: Option<String>,
-    /// House number suffix (A, 1/2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hns: Option<String>,
-    /// Landmark or vanity address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lmk: Option<String>,
-    /// Additional location information (e.g. "Room 543", "North wing").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loc: Option<String>,
-    /// Floor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flr: Option<String>,
-    /// Name (residence, business or office occupant).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nam: Option<String>,
-    /// Postal / ZIP code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pc: Option<String>,
-    /// Building (structure).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bld: Option<String>,
-    /// Unit (apartment, suite).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// Room.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room: Option<String>,
-    /// Seat (desk, cubicle, workstation).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seat: Option<String>,
-    /// Place type (office, school, …; RFC 4589).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plc: Option<String>,
-    /// Postal community name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pcn: Option<String>,
-    /// Post office box.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pobox: Option<String>,
-    /// Additional code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addcode: Option<String>,
-}
-
-impl CivicAddress {
-    /// One-line human form: "1 Main St, Floor 2, Room 210, Redmond, WA 98052, US".
-    pub fn one_line(&self) -> String {
-        let mut street = Vec::new();
-        for part in [&self.hno, &self.hns, &self.prd, &self.rd, &self.a6, &self.sts, &self.pod] {
-            if let Some(p) = part.as_deref().filter(|p| !p.trim().is_empty()) {
-                street.push(p.trim());
-            }
-        }
-        let mut parts: Vec<String> = Vec::new();
-        if let Some(n) = self.nam.as_deref().filter(|s| !s.is_empty()) {
-            parts.push(n.to_string());
-        }
-        if !street.is_empty() {
-            parts.push(street.join(" "));
-        }
-        if let Some(b) = self.bld.as_deref().filter(|s| !s.is_empty()) {
-            parts.push(format!("Building {b}"));
-        }
-        if let Some(f) = self.flr.as_deref().filter(|s| !s.is_empty()) {
-            parts.push(format!("Floor {f}"));
-        }
-        if let Some(u) = self.unit.as_deref().filter(|s| !s.is_empty()) {
-            parts.push(format!("Unit {u}"));
-        }
-        if let Some(r) = self.room.as_deref().filter(|s| !s.is_empty()) {
-            parts.push(format!("Room {r}"));
-        }
-        if let Some(l) = self.loc.as_deref().filter(|s| !s.is_empty()) {
-            parts.push(l.to_string());
-        }
-        for part in [&self.a3, &self.a1, &self.pc, &self.country] {
-            if let Some(p) = part.as_deref().filter(|s| !s.is_empty()) {
-                parts.push(p.to_string());
-            }
-        }
-        parts.join(", ")
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == CivicAddress::default()
-    }
-}
+pub use civic::{civic_field, CivicAddress, CivicField, CIVIC_FIELDS};
 
 /// An Emergency Response Location: where an emergency service is sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
@@ -282,6 +146,19 @@ impl PortIdSubtype {
             "interfacealias" => Some(PortIdSubtype::InterfaceAlias),
             "interfacename" => Some(PortIdSubtype::InterfaceName),
             _ => None,
+        }
+    }
+
+    /// Parse a subtype as `Set-CsLisPort -PortIDSubType` takes it ("can be entered as a numeric
+    /// value or a string"): the IEEE 802.1AB subtype number (7, 1, 5) or the Skype for Business
+    /// name as [`PortIdSubtype::parse`] reads it. The one reading of the CSV import and of HELD's
+    /// `<port subtype>`; each words its own error.
+    pub fn parse_name_or_number(s: &str) -> Option<PortIdSubtype> {
+        match s.trim() {
+            "1" => Some(PortIdSubtype::InterfaceAlias),
+            "5" => Some(PortIdSubtype::InterfaceName),
+            "7" => Some(PortIdSubtype::LocallyAssigned),
+            name => PortIdSubtype::parse(name),
         }
     }
 

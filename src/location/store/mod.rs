@@ -13,107 +13,34 @@
 //! Reads: [`LisStore::load_wiremap`] gives the ERLs and the wiremap entries the in-memory index is
 //! built from; [`LisStore::export_batch`] / [`LisStore::export_csv`] give one kind back in the form
 //! it was imported in.
+//!
+//! The parts: `sql` holds the statements (built once) and the row encoding they take, `keys` the
+//! content key that finds an identical ERL again and the order of an export.
 
-use std::cmp::Ordering;
+mod keys;
+mod sql;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::validate::Validation;
-use super::{format_mac, parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKey};
+use super::{parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKey, CIVIC_FIELDS};
+pub use keys::{content_key, key_order};
+use sql::{
+    bump_generation, chunk_len, table, RawRow, SqlRows, ERL_CHUNK, ID_LOOKUP_CHUNK, INSERT_ERLS, PAGE_SQL, SELECT_ERLS,
+};
 
 /// Rows read per query when reading a whole wiremap table (keyset paging: bounded memory per
 /// query, no OFFSET rescans).
 const PAGE: i64 = 50_000;
 
-/// The kinds of network element a wiremap maps to an ERL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WiremapKind {
-    /// IP subnets (`Set-CsLisSubnet`).
-    Subnets,
-    /// Wi-Fi access points by BSSID (`Set-CsLisWirelessAccessPoint`).
-    Waps,
-    /// Switches by LLDP chassis ID (`Set-CsLisSwitch`).
-    Switches,
-    /// Switch ports: chassis ID + port ID subtype + port ID (`Set-CsLisPort`).
-    Ports,
-    /// Device MAC addresses (a sosdesk extension).
-    Macs,
-}
-
-impl WiremapKind {
-    pub const ALL: [WiremapKind; 5] =
-        [WiremapKind::Subnets, WiremapKind::Waps, WiremapKind::Switches, WiremapKind::Ports, WiremapKind::Macs];
-
-    /// The name used on the command line (`--kind subnets`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            WiremapKind::Subnets => "subnets",
-            WiremapKind::Waps => "waps",
-            WiremapKind::Switches => "switches",
-            WiremapKind::Ports => "ports",
-            WiremapKind::Macs => "macs",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<WiremapKind> {
-        WiremapKind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
-    }
-
-    pub fn of_key(key: &WiremapKey) -> WiremapKind {
-        match key {
-            WiremapKey::Subnet(_) => WiremapKind::Subnets,
-            WiremapKey::Bssid(_) => WiremapKind::Waps,
-            WiremapKey::Switch { .. } => WiremapKind::Switches,
-            WiremapKey::Port { .. } => WiremapKind::Ports,
-            WiremapKey::Mac(_) => WiremapKind::Macs,
-        }
-    }
-
-    fn table(&self) -> &'static str {
-        match self {
-            WiremapKind::Subnets => "wiremap_subnets",
-            WiremapKind::Waps => "wiremap_waps",
-            WiremapKind::Switches => "wiremap_switches",
-            WiremapKind::Ports => "wiremap_ports",
-            WiremapKind::Macs => "wiremap_macs",
-        }
-    }
-}
-
-impl fmt::Display for WiremapKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Wiremap rows with the ERLs they point at: what an import writes and an export reads. The CSV
-/// reader builds one from a file ([`super::sfb_csv::parse`]), deduplicating ERLs as it goes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WiremapBatch {
-    pub erls: Vec<Erl>,
-    pub rows: Vec<WiremapRow>,
-}
-
-/// One network element and its location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WiremapRow {
-    pub key: WiremapKey,
-    /// Index into [`WiremapBatch::erls`].
-    pub erl: usize,
-    /// The SfB Description column, verbatim ("" when empty).
-    pub description: String,
-    /// Subnets only: the file gave a bare Skype for Business subnet ID (`10.1.2.0`), whose prefix
-    /// length was inferred (see `sfb_csv`); the export writes it back the same way.
-    pub bare_subnet_id: bool,
-}
+pub use super::wiremap_rows::{WiremapBatch, WiremapKind, WiremapRow};
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -321,8 +248,8 @@ impl LisStore {
             for i in chunk {
                 let erl = &batch.erls[*i];
                 q = q.bind(keys[*i].as_str()).bind(erl.label.as_str()).bind(erl.company.as_deref());
-                for v in civic_values(&erl.civic) {
-                    q = q.bind(v.as_deref());
+                for f in CIVIC_FIELDS {
+                    q = q.bind((f.get)(&erl.civic).as_deref());
                 }
                 q = q.bind(serde_json::Value::from(erl.elins.clone()).to_string());
             }
@@ -381,7 +308,7 @@ impl LisStore {
         for kind in WiremapKind::ALL {
             self.read_rows(&mut tx, kind, |row| {
                 let erl = *index.get(&row.erl_id).ok_or_else(|| {
-                    self.corrupt(kind.table(), &row.k1, format!("erl_id {} does not exist", row.erl_id))
+                    self.corrupt(table(kind), &row.k1, format!("erl_id {} does not exist", row.erl_id))
                 })?;
                 entries.push(WiremapEntry { key: self.key_of(kind, &row)?, erl });
                 Ok(())
@@ -408,7 +335,7 @@ impl LisStore {
             .collect();
         for kind in WiremapKind::ALL {
             let counts: Vec<(i64, i64)> =
-                sqlx::query_as(&format!("SELECT erl_id, count(*) FROM {} GROUP BY erl_id", kind.table()))
+                sqlx::query_as(&format!("SELECT erl_id, count(*) FROM {} GROUP BY erl_id", table(kind)))
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(self.db("count wiremap entries"))?;
@@ -430,7 +357,7 @@ impl LisStore {
             Validation::Valid => ("valid", None),
             Validation::Invalid { reasons } => ("invalid", Some(serde_json::Value::from(reasons.clone()).to_string())),
         };
-        let now = crate::audit::timestamp(&chrono::Utc::now());
+        let now = crate::time::timestamp(&chrono::Utc::now());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
         let done = sqlx::query("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?")
             .bind(status)
@@ -456,7 +383,7 @@ impl LisStore {
             sqlx::query_as("SELECT count(*) FROM erls").fetch_one(&mut *tx).await.map_err(self.db("count ERLs"))?;
         let mut wiremap = WiremapCounts::default();
         for kind in WiremapKind::ALL {
-            let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {}", kind.table()))
+            let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {}", table(kind)))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(self.db("count wiremap entries"))?;
@@ -475,7 +402,7 @@ impl LisStore {
         self.read_rows(&mut tx, kind, |row| {
             let erl = *index
                 .get(&row.erl_id)
-                .ok_or_else(|| self.corrupt(kind.table(), &row.k1, format!("erl_id {} does not exist", row.erl_id)))?;
+                .ok_or_else(|| self.corrupt(table(kind), &row.k1, format!("erl_id {} does not exist", row.erl_id)))?;
             rows.push(WiremapRow {
                 key: self.key_of(kind, &row)?,
                 erl,
@@ -587,15 +514,15 @@ impl LisStore {
         values: Vec<Option<String>>,
     ) -> Result<(Erl, Option<Validation>, Option<String>), LisError> {
         let corrupt = |what: String| self.corrupt("erls", &id.to_string(), what);
-        if values.len() != 2 + CIVIC_COLUMNS.len() + 4 {
+        if values.len() != 2 + CIVIC_FIELDS.len() + 4 {
             return Err(corrupt(format!("{} columns", values.len())));
         }
         let mut v = values.into_iter();
         let label = v.next().flatten().ok_or_else(|| corrupt("label is NULL".into()))?;
         let company = v.next().flatten();
         let mut civic = CivicAddress::default();
-        for slot in civic_values_mut(&mut civic) {
-            *slot = v.next().flatten();
+        for f in CIVIC_FIELDS {
+            *(f.get_mut)(&mut civic) = v.next().flatten();
         }
         let elins = v.next().flatten().ok_or_else(|| corrupt("elins is NULL".into()))?;
         let elins: Vec<String> = serde_json::from_str(&elins).map_err(|e| corrupt(format!("elins: {e}")))?;
@@ -631,7 +558,7 @@ impl LisStore {
             }
             let (json,) = q.bind(PAGE).fetch_one(&mut *conn).await.map_err(self.db("read wiremap"))?;
             let page: Vec<(String, String, String, i64, i64, String)> = serde_json::from_str(&json)
-                .map_err(|e| self.corrupt(kind.table(), &after.0, format!("page after this key: {e}")))?;
+                .map_err(|e| self.corrupt(table(kind), &after.0, format!("page after this key: {e}")))?;
             let n = page.len();
             if let Some(last) = page.last() {
                 after = (last.0.clone(), last.1.clone(), last.2.clone());
@@ -646,7 +573,7 @@ impl LisStore {
     }
 
     fn key_of(&self, kind: WiremapKind, row: &RawRow) -> Result<WiremapKey, LisError> {
-        let bad = |what: &str| self.corrupt(kind.table(), &row.k1, what);
+        let bad = |what: &str| self.corrupt(table(kind), &row.k1, what);
         Ok(match kind {
             WiremapKind::Subnets => WiremapKey::Subnet(row.k1.parse().map_err(|_| bad("not a CIDR subnet"))?),
             WiremapKind::Waps => WiremapKey::Bssid(parse_mac(&row.k1).ok_or_else(|| bad("not a MAC address"))?),
@@ -661,364 +588,9 @@ impl LisStore {
     }
 }
 
-/// A wiremap row as read: up to three key columns, then bare_id, erl_id, description.
-struct RawRow {
-    k1: String,
-    k2: String,
-    k3: String,
-    bare: i64,
-    erl_id: i64,
-    description: String,
-}
-
-/// Per kind (indexed by `WiremapKind as usize`): the paged SELECT of the whole table, built once
-/// (sqlx caches prepared statements by their text).
-///
-/// A page comes back as ONE JSON array in one row: sqlx hands every result row from its SQLite
-/// thread to the caller through a channel, with a thread wake-up, and at 1,000,000 rows that
-/// per-row hand-over was most of the time of `load_wiremap` (measured: 2.95 s before, see the
-/// commit). `ORDER BY` inside the aggregate (SQLite ≥ 3.44) keeps the rows in key order.
-static PAGE_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
-    WiremapKind::ALL
-        .iter()
-        .map(|kind| {
-            let (select, key) = match kind {
-                WiremapKind::Subnets => ("subnet, '', '', bare_id", "subnet"),
-                WiremapKind::Waps => ("bssid, '', '', 0", "bssid"),
-                WiremapKind::Switches => ("chassis_id, '', '', 0", "chassis_id"),
-                WiremapKind::Ports => ("chassis_id, port_subtype, port_id, 0", "chassis_id, port_subtype, port_id"),
-                WiremapKind::Macs => ("mac, '', '', 0", "mac"),
-            };
-            let cursor = if *kind == WiremapKind::Ports { "(?, ?, ?)" } else { "(?)" };
-            format!(
-                "SELECT json_group_array(json_array({select}, erl_id, description) ORDER BY {key}) \
-                 FROM (SELECT * FROM {} WHERE ({key}) > {cursor} ORDER BY {key} LIMIT ?)",
-                kind.table()
-            )
-        })
-        .collect()
-});
-
-/// The rows of one import as the SQL of their table wants them: key columns as text.
-struct SqlRows<'a> {
-    kind: WiremapKind,
-    rows: Vec<SqlRow<'a>>,
-}
-
-struct SqlRow<'a> {
-    k1: String,
-    k2: &'static str,
-    k3: &'a str,
-    bare: bool,
-    erl: usize,
-    description: &'a str,
-}
-
-impl<'a> SqlRows<'a> {
-    fn new(kind: WiremapKind, rows: &'a [WiremapRow]) -> SqlRows<'a> {
-        let mut out: Vec<SqlRow<'a>> = rows
-            .iter()
-            .map(|r| {
-                let (k1, k2, k3) = match &r.key {
-                    WiremapKey::Subnet(net) => (net.to_string(), "", ""),
-                    WiremapKey::Bssid(m) | WiremapKey::Mac(m) => (format_mac(m), "", ""),
-                    WiremapKey::Switch { chassis_id } => (chassis_id.clone(), "", ""),
-                    WiremapKey::Port { chassis_id, port_subtype, port_id } => {
-                        (chassis_id.clone(), port_subtype.as_str(), port_id.as_str())
-                    }
-                };
-                SqlRow { k1, k2, k3, bare: r.bare_subnet_id, erl: r.erl, description: &r.description }
-            })
-            .collect();
-        // In key order (SQLite's BINARY collation is byte order), each insert lands next to the
-        // previous one in the key B-tree instead of on a random page: on a 1,000,000-row import
-        // this keeps the working set in the page cache.
-        out.sort_by(|a, b| {
-            (a.k1.as_bytes(), a.k2.as_bytes(), a.k3.as_bytes()).cmp(&(
-                b.k1.as_bytes(),
-                b.k2.as_bytes(),
-                b.k3.as_bytes(),
-            ))
-        });
-        SqlRows { kind, rows: out }
-    }
-
-    /// Upserts every row; returns how many were inserted or changed.
-    async fn write(&self, conn: &mut SqliteConnection, erl_ids: &[i64], store: &LisStore) -> Result<usize, LisError> {
-        let inserts = &WIREMAP_INSERTS[self.kind as usize];
-        let mut changed = 0;
-        let mut rest = &self.rows[..];
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(chunk_len(rest.len(), ROW_CHUNK));
-            let mut q = sqlx::query(inserts.sql(chunk.len()));
-            for r in chunk {
-                q = q.bind(r.k1.as_str());
-                match self.kind {
-                    WiremapKind::Ports => q = q.bind(r.k2).bind(r.k3),
-                    WiremapKind::Subnets => q = q.bind(r.bare),
-                    _ => {}
-                }
-                q = q.bind(erl_ids[r.erl]).bind(r.description);
-            }
-            let done = q.execute(&mut *conn).await.map_err(store.db("write wiremap rows"))?;
-            changed += done.rows_affected() as usize;
-            rest = tail;
-        }
-        Ok(changed)
-    }
-}
-
-/// Most ERLs per multi-row INSERT (33 parameters each; SQLite allows 32,766).
-const ERL_CHUNK: usize = 128;
-/// Most wiremap rows per multi-row INSERT (at most 5 parameters each).
-const ROW_CHUNK: usize = 512;
-/// Content keys per id lookup (one JSON array parameter).
-const ID_LOOKUP_CHUNK: usize = 10_000;
-
-/// The largest power of two ≤ min(remaining, max): each table then has at most log2(max) + 1
-/// distinct statements, all kept in sqlx's per-connection statement cache.
-fn chunk_len(remaining: usize, max: usize) -> usize {
-    let n = remaining.min(max);
-    1 << (usize::BITS - 1 - n.leading_zeros())
-}
-
-/// `INSERT … VALUES (…), (…) [tail]` for 1, 2, 4 … max rows, built once.
-struct MultiInsert {
-    by_log2: Vec<String>,
-}
-
-impl MultiInsert {
-    fn new(head: &str, columns: usize, tail: &str, max: usize) -> MultiInsert {
-        let row = format!("({})", vec!["?"; columns].join(", "));
-        let by_log2 = (0..=max.trailing_zeros())
-            .map(|k| format!("{head} VALUES {} {tail}", vec![row.as_str(); 1 << k].join(", ")))
-            .collect();
-        MultiInsert { by_log2 }
-    }
-
-    fn sql(&self, rows: usize) -> &str {
-        debug_assert!(rows.is_power_of_two());
-        &self.by_log2[rows.trailing_zeros() as usize]
-    }
-}
-
-/// The civic columns of `erls`, in the order of [`civic_values`].
-const CIVIC_COLUMNS: [&str; 29] = [
-    "country", "a1", "a2", "a3", "a4", "a5", "a6", "prd", "pod", "sts", "rd", "rdsec", "rdbr", "rdsubbr", "hno", "hns",
-    "lmk", "loc", "flr", "nam", "pc", "bld", "unit", "room", "seat", "plc", "pcn", "pobox", "addcode",
-];
-
-fn civic_values(c: &CivicAddress) -> [&Option<String>; 29] {
-    [
-        &c.country, &c.a1, &c.a2, &c.a3, &c.a4, &c.a5, &c.a6, &c.prd, &c.pod, &c.sts, &c.rd, &c.rdsec, &c.rdbr,
-        &c.rdsubbr, &c.hno, &c.hns, &c.lmk, &c.loc, &c.flr, &c.nam, &c.pc, &c.bld, &c.unit, &c.room, &c.seat, &c.plc,
-        &c.pcn, &c.pobox, &c.addcode,
-    ]
-}
-
-fn civic_values_mut(c: &mut CivicAddress) -> [&mut Option<String>; 29] {
-    [
-        &mut c.country,
-        &mut c.a1,
-        &mut c.a2,
-        &mut c.a3,
-        &mut c.a4,
-        &mut c.a5,
-        &mut c.a6,
-        &mut c.prd,
-        &mut c.pod,
-        &mut c.sts,
-        &mut c.rd,
-        &mut c.rdsec,
-        &mut c.rdbr,
-        &mut c.rdsubbr,
-        &mut c.hno,
-        &mut c.hns,
-        &mut c.lmk,
-        &mut c.loc,
-        &mut c.flr,
-        &mut c.nam,
-        &mut c.pc,
-        &mut c.bld,
-        &mut c.unit,
-        &mut c.room,
-        &mut c.seat,
-        &mut c.plc,
-        &mut c.pcn,
-        &mut c.pobox,
-        &mut c.addcode,
-    ]
-}
-
-/// A page of ERLs after an id, as one JSON array of `[id, [label, company, civic…, elins,
-/// validation, validation_detail, validated_at]]`.
-static SELECT_ERLS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT json_group_array(json_array(id, json_array(label, company, {}, elins, validation, \
-         validation_detail, validated_at)) ORDER BY id) FROM (SELECT * FROM erls WHERE id > ? ORDER BY id LIMIT ?)",
-        CIVIC_COLUMNS.join(", ")
-    )
-});
-
-static INSERT_ERLS: LazyLock<MultiInsert> = LazyLock::new(|| {
-    MultiInsert::new(
-        &format!("INSERT INTO erls (content_key, label, company, {}, elins)", CIVIC_COLUMNS.join(", ")),
-        3 + CIVIC_COLUMNS.len() + 1,
-        "ON CONFLICT (content_key) DO NOTHING",
-        ERL_CHUNK,
-    )
-});
-
-/// Per kind (indexed by `WiremapKind as usize`): the upsert. `DO UPDATE … WHERE` something
-/// differs, so a row already stored exactly so is neither written nor counted as changed.
-static WIREMAP_INSERTS: LazyLock<Vec<MultiInsert>> = LazyLock::new(|| {
-    WiremapKind::ALL
-        .iter()
-        .map(|kind| {
-            let (keys, extra): (&[&str], &[&str]) = match kind {
-                WiremapKind::Subnets => (&["subnet"], &["bare_id"]),
-                WiremapKind::Waps => (&["bssid"], &[]),
-                WiremapKind::Switches => (&["chassis_id"], &[]),
-                WiremapKind::Ports => (&["chassis_id", "port_subtype", "port_id"], &[]),
-                WiremapKind::Macs => (&["mac"], &[]),
-            };
-            let values: Vec<&str> = extra.iter().copied().chain(["erl_id", "description"]).collect();
-            let columns: Vec<&str> = keys.iter().copied().chain(values.iter().copied()).collect();
-            let set = values.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
-            let differs = values.iter().map(|c| format!("{c} IS NOT excluded.{c}")).collect::<Vec<_>>().join(" OR ");
-            MultiInsert::new(
-                &format!("INSERT INTO {} ({})", kind.table(), columns.join(", ")),
-                columns.len(),
-                &format!("ON CONFLICT ({}) DO UPDATE SET {set} WHERE {differs}", keys.join(", ")),
-                ROW_CHUNK,
-            )
-        })
-        .collect()
-});
-
-/// `erls.content_key`: lower-hex SHA-256 of the ERL's content — label, company, the 29 civic
-/// elements in a fixed order, the ELINs — each text length-prefixed and each optional one marked
-/// present or absent, so different content never has the same encoding. Not the validation
-/// status, which belongs to the stored row. (Hashed field by field rather than through a JSON
-/// text: a million distinct ERLs took 1.8 s through serde_json.)
-pub fn content_key(erl: &Erl) -> String {
-    fn text(h: &mut Sha256, s: &str) {
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    }
-    fn opt(h: &mut Sha256, s: &Option<String>) {
-        match s {
-            None => h.update([0]),
-            Some(s) => {
-                h.update([1]);
-                text(h, s);
-            }
-        }
-    }
-    let mut h = Sha256::new();
-    text(&mut h, &erl.label);
-    opt(&mut h, &erl.company);
-    for v in civic_values(&erl.civic) {
-        opt(&mut h, v);
-    }
-    h.update((erl.elins.len() as u64).to_le_bytes());
-    for e in &erl.elins {
-        text(&mut h, e);
-    }
-    hex::encode(h.finalize())
-}
-
-/// The order of an export: subnets IPv4 before IPv6, each by address then prefix length; MACs by
-/// value; chassis IDs, port subtypes and port IDs in natural order ("Gi1/0/2" before "Gi1/0/10").
-pub fn key_order(a: &WiremapKey, b: &WiremapKey) -> Ordering {
-    use WiremapKey::*;
-    match (a, b) {
-        (Subnet(x), Subnet(y)) => x.cmp(y),
-        (Bssid(x), Bssid(y)) | (Mac(x), Mac(y)) => x.cmp(y),
-        (Switch { chassis_id: x }, Switch { chassis_id: y }) => natural_cmp(x, y),
-        (
-            Port { chassis_id: c1, port_subtype: s1, port_id: p1 },
-            Port { chassis_id: c2, port_subtype: s2, port_id: p2 },
-        ) => natural_cmp(c1, c2).then(s1.cmp(s2)).then_with(|| natural_cmp(p1, p2)),
-        _ => WiremapKind::of_key(a).cmp(&WiremapKind::of_key(b)),
-    }
-}
-
-/// Compares runs of digits by value and everything else by character; equal-valued runs with
-/// different zero padding fall back to plain text order, so distinct strings never compare equal.
-fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (x.first(), y.first()) {
-            (None, None) => return a.cmp(b),
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
-                let dx = x.iter().take_while(|c| c.is_ascii_digit()).count();
-                let dy = y.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (nx, ny) = (trim_zeros(&x[..dx]), trim_zeros(&y[..dy]));
-                let o = nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny));
-                if o != Ordering::Equal {
-                    return o;
-                }
-                x = &x[dx..];
-                y = &y[dy..];
-            }
-            (Some(c), Some(d)) => {
-                if c != d {
-                    return c.cmp(d);
-                }
-                x = &x[1..];
-                y = &y[1..];
-            }
-        }
-    }
-}
-
-fn trim_zeros(d: &[u8]) -> &[u8] {
-    let n = d.iter().take_while(|c| **c == b'0').count();
-    &d[n..]
-}
-
-async fn bump_generation(tx: &mut sqlx::SqliteConnection, store: &LisStore) -> Result<(), LisError> {
-    sqlx::query("UPDATE lis_generation SET generation = generation + 1 WHERE id = 1")
-        .execute(&mut *tx)
-        .await
-        .map_err(store.db("bump the LIS generation"))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn natural_order_of_port_ids() {
-        let mut v = vec!["Gi1/0/10", "Gi1/0/2", "Gi1/0/1", "10", "9", "a", "09"];
-        v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["09", "9", "10", "Gi1/0/1", "Gi1/0/2", "Gi1/0/10", "a"]);
-    }
-
-    #[test]
-    fn chunks_are_powers_of_two() {
-        assert_eq!([1, 3, 600, 512].map(|n| chunk_len(n, ROW_CHUNK)), [1, 2, 512, 512]);
-        assert_eq!(WIREMAP_INSERTS[WiremapKind::Ports as usize].sql(4).matches('?').count(), 4 * 5);
-        assert_eq!(INSERT_ERLS.sql(ERL_CHUNK).matches('?').count(), ERL_CHUNK * 33);
-    }
-
-    #[test]
-    fn content_key_ignores_validation_but_not_content() {
-        let mut a = Erl { label: "L".into(), ..Default::default() };
-        a.civic.country = Some("US".into());
-        let mut b = a.clone();
-        b.validated = true;
-        assert_eq!(content_key(&a), content_key(&b));
-        b.civic.a3 = Some("".into());
-        assert_ne!(content_key(&a), content_key(&b), "absent and empty are different content");
-        b.civic.a3 = None;
-        b.elins = vec!["1".into()];
-        assert_ne!(content_key(&a), content_key(&b));
-    }
 
     #[tokio::test]
     async fn connections_enforce_foreign_keys_and_use_wal() {

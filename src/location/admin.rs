@@ -1,0 +1,260 @@
+//! The Location Information Service's administration workflows, behind `sosdesk lis import`,
+//! `export`, `validate` and `list`: read and check a Skype for Business CSV file and import it,
+//! export one kind of element, validate every ERL against an MSAG extract, and the ERL table.
+//!
+//! They live in the library, not in the command, so that they can be tested and reused (the desk
+//! or an API can offer the same workflows); the command only parses its arguments, opens the
+//! store, and prints what these functions return — every message is worded here, as the CLI shows
+//! it.
+
+use std::fmt;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::sfb_csv::{self, CsvErrors, ParsedWiremap};
+use super::store::{ImportSummary, LisCounts, LisError, LisStore, StoredErl, WiremapBatch, WiremapKind};
+use super::validate::{MsagValidator, Validation, Validator};
+
+/// Why a CSV file was not imported.
+#[derive(Debug)]
+pub enum ImportError {
+    /// The file could not be read: the message names it.
+    Unreadable(String),
+    /// The file was read and refused: every problem found, nothing imported.
+    Refused(CsvErrors),
+}
+
+impl fmt::Display for ImportError {
+    /// What the command writes to standard error: every problem (file:line:column), then the
+    /// count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportError::Unreadable(msg) => writeln!(f, "{msg}"),
+            ImportError::Refused(e) => {
+                write!(f, "{}", e.issues)?;
+                writeln!(f, "{}: {} error(s); nothing was imported", e.file, e.issues.total)
+            }
+        }
+    }
+}
+
+/// Reads and checks one Skype for Business CSV file of `kind` (see [`sfb_csv::parse`]); the file
+/// is named in messages as `file` is written.
+pub fn read_wiremap_file(file: &Path, kind: WiremapKind) -> Result<ParsedWiremap, ImportError> {
+    let name = file.display().to_string();
+    let bytes =
+        std::fs::read(file).map_err(|e| ImportError::Unreadable(format!("{name}: cannot read the file: {e}")))?;
+    sfb_csv::parse(kind, &name, &bytes).map_err(ImportError::Refused)
+}
+
+/// The warnings of a file that is imported all the same, one line each, as the command writes
+/// them to standard error.
+pub fn warning_lines(parsed: &ParsedWiremap) -> Vec<String> {
+    let mut lines: Vec<String> = parsed.warnings.shown.iter().map(|w| format!("warning: {w}")).collect();
+    if parsed.warnings.total > parsed.warnings.shown.len() {
+        lines.push(format!("warning: … and {} more warnings", parsed.warnings.total - parsed.warnings.shown.len()));
+    }
+    lines
+}
+
+/// What an import of one file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The file, as named on the command line.
+    pub file: String,
+    pub kind: WiremapKind,
+    pub summary: ImportSummary,
+    /// Records read that repeated an earlier identical row.
+    pub duplicates: usize,
+    /// Subnets given as bare SfB subnet IDs (prefix length inferred).
+    pub bare_subnet_ids: usize,
+    /// The store file.
+    pub store: PathBuf,
+}
+
+impl fmt::Display for ImportReport {
+    /// The summary line, and a note when subnet prefixes were inferred.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        writeln!(
+            f,
+            "{}: {} {} rows{}: {} new or changed, {} unchanged; {} new ERLs (store {})",
+            self.file,
+            s.rows,
+            self.kind,
+            if self.duplicates > 0 { format!(" ({} repeated rows read once)", self.duplicates) } else { String::new() },
+            s.changed,
+            s.unchanged,
+            s.new_erls,
+            self.store.display()
+        )?;
+        if self.bare_subnet_ids > 0 {
+            writeln!(
+                f,
+                "note: {} subnets are SfB subnet IDs without a prefix length; each was taken as the widest \
+                 network with that ID (10.1.2.0 as 10.1.2.0/23). Give the prefix (10.1.2.0/24) to be exact.",
+                self.bare_subnet_ids
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Imports a file read by [`read_wiremap_file`] into `store` (one transaction: all of it or
+/// nothing). `file` names it in the report.
+pub async fn import(store: &LisStore, file: &str, parsed: &ParsedWiremap) -> Result<ImportReport, LisError> {
+    let summary = store.import(parsed.kind, &parsed.batch).await?;
+    Ok(ImportReport {
+        file: file.to_string(),
+        kind: parsed.kind,
+        summary,
+        duplicates: parsed.records - summary.rows,
+        bare_subnet_ids: parsed.bare_subnet_ids,
+        store: store.path().to_path_buf(),
+    })
+}
+
+/// Writes an exported `batch` of `kind` to `path` as a Skype for Business CSV file (atomically,
+/// see [`write_atomically`]); returns the line the command prints.
+pub fn export_to_file(path: &Path, kind: WiremapKind, batch: &WiremapBatch) -> Result<String, String> {
+    write_atomically(path, |w| sfb_csv::write_csv(kind, batch, w))?;
+    Ok(format!("{}: {} {kind} rows", path.display(), batch.rows.len()))
+}
+
+/// Writes an exported `batch` of `kind` to `out` (standard output, for the command).
+pub fn export_to<W: Write + ?Sized>(out: &mut W, kind: WiremapKind, batch: &WiremapBatch) -> Result<(), String> {
+    sfb_csv::write_csv(kind, batch, out).map_err(|e| format!("standard output: {e}"))
+}
+
+/// Writes `path` through a temporary file in the same directory, synced and renamed into place:
+/// a reader never sees half a file, and a failure leaves any earlier file as it was.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let name = path.file_name().ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!("{}.partial", name.to_string_lossy()));
+    let result = (|| {
+        let mut f = BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        f.flush()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}
+
+/// What validating every ERL found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ValidationTally {
+    pub valid: usize,
+    pub invalid: usize,
+    pub erls: usize,
+}
+
+/// Validates every stored ERL's civic address with `validator` and records each one's status
+/// (SfB: `Test-CsLisCivicAddress -UpdateValidationStatus`). `on_erl` gets one line per ERL as it
+/// is done (`ERL    12  valid    HQ` or `… INVALID  HQ: reasons`).
+pub async fn validate_all(
+    store: &LisStore,
+    validator: &dyn Validator,
+    mut on_erl: impl FnMut(&str),
+) -> Result<ValidationTally, LisError> {
+    let erls = store.list_erls().await?;
+    let mut tally = ValidationTally { erls: erls.len(), ..ValidationTally::default() };
+    for stored in &erls {
+        let result = validator.validate(&stored.erl.civic);
+        store.set_validation(stored.id, &result).await?;
+        let name = if stored.erl.label.is_empty() { stored.erl.civic.one_line() } else { stored.erl.label.clone() };
+        match &result {
+            Validation::Valid => {
+                tally.valid += 1;
+                on_erl(&format!("ERL {:>5}  valid    {name}", stored.id));
+            }
+            Validation::Invalid { reasons } => {
+                tally.invalid += 1;
+                on_erl(&format!("ERL {:>5}  INVALID  {name}: {}", stored.id, reasons.join("; ")));
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// The last line of `lis validate`.
+pub fn validation_summary(tally: &ValidationTally, msag: &Path, validator: &MsagValidator) -> String {
+    format!(
+        "{} valid, {} invalid of {} ERLs (MSAG {}, {} ranges)",
+        tally.valid,
+        tally.invalid,
+        tally.erls,
+        msag.display(),
+        validator.len()
+    )
+}
+
+/// The table of `lis list`: one line per ERL (and one per reason it is invalid), with a header;
+/// `no ERLs` when there are none. Every line ends with a newline.
+pub fn erl_table(erls: &[StoredErl]) -> String {
+    use fmt::Write as _;
+    let mut out = String::new();
+    if erls.is_empty() {
+        out.push_str("no ERLs\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:>5} {:<13} {:>7} {:>5} {:>8} {:>5} {:>5} {:<24} {:<20} ADDRESS",
+        "ID", "VALIDATION", "SUBNETS", "WAPS", "SWITCHES", "PORTS", "MACS", "ELINS", "LOCATION"
+    );
+    for e in erls {
+        let validation = match &e.validation {
+            None => "not validated",
+            Some(Validation::Valid) => "valid",
+            Some(Validation::Invalid { .. }) => "INVALID",
+        };
+        let n = &e.elements;
+        let _ = writeln!(
+            out,
+            "{:>5} {:<13} {:>7} {:>5} {:>8} {:>5} {:>5} {:<24} {:<20} {}",
+            e.id,
+            validation,
+            n.subnets,
+            n.waps,
+            n.switches,
+            n.ports,
+            n.macs,
+            clean(&e.erl.elins.join(","), usize::MAX),
+            clean(&e.erl.label, 20),
+            clean(&e.erl.civic.one_line(), 120)
+        );
+        if let Some(Validation::Invalid { reasons }) = &e.validation {
+            for r in reasons {
+                let _ = writeln!(out, "{:>5} {}", "", clean(r, 110));
+            }
+        }
+    }
+    out
+}
+
+/// The last line of `lis list`: how many ERLs and elements of each kind the store holds.
+pub fn counts_line(counts: &LisCounts, store: &Path) -> String {
+    let w = counts.wiremap;
+    format!(
+        "{} ERLs; wiremap: {} subnets, {} waps, {} switches, {} ports, {} macs (store {})",
+        counts.erls,
+        w.subnets,
+        w.waps,
+        w.switches,
+        w.ports,
+        w.macs,
+        store.display()
+    )
+}
+
+/// Stored text with control characters replaced, so it cannot move the terminal's cursor.
+fn clean(s: &str, n: usize) -> String {
+    s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
+}
