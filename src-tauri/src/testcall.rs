@@ -1,11 +1,11 @@
 //! "Place test call (933)": a real SIP call from the desk into its own core, so a new user sees
 //! the whole path work — the core classifies it as a test call, locates it, routes it, and the
-//! board shows it, without sounding the alarm. The SIP is [`crate::sipua::Dialog`].
+//! board shows it, without sounding the alarm. The SIP is [`crate::sipua::CallDialog`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::sipua::Dialog;
+use crate::sipua::CallDialog;
 
 /// How long the answered test call stays up, so the officer sees it connected.
 const HOLD: Duration = Duration::from_secs(3);
@@ -13,7 +13,8 @@ const HOLD: Duration = Duration::from_secs(3);
 /// Places the test call to `number` through the core listening on `core` (UDP) and returns a
 /// one-line result for the officer.
 pub async fn place(core: SocketAddr, number: &str, hold: Duration) -> Result<String, String> {
-    let mut dialog = Dialog::new(core, "sosdesk desk test", "desk-test", format!("sip:{number}@{core}"), None).await?;
+    let mut dialog =
+        CallDialog::new(core, "sosdesk desk test", "desk-test", format!("sip:{number}@{core}"), None).await?;
     let host = dialog.local.ip().to_string();
     // Media goes nowhere (a test call carries no audio); the offer is still a valid G.711 one.
     let sdp = format!(
