@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::audio::{AlarmReport, AudioOut, AudioReport, LiveBuffer, LiveSource, StereoPcm, StreamReport};
 use crate::board::{Board, Change, RouteBook};
 use crate::callleg::{JoinRequest, LegCommand, LegUpdate};
+use crate::error::DeskError;
 use crate::model::*;
 use crate::settings::{officer_name, SettingsFile};
 use crate::sipua::Credentials;
@@ -42,17 +43,19 @@ impl Link {
         }
     }
 
-    async fn search(&self, q: HistoryQuery) -> Result<Vec<sosdesk::audit::CallSummary>, String> {
+    async fn search(&self, q: HistoryQuery) -> Result<Vec<sosdesk::audit::CallSummary>, DeskError> {
         match self {
-            Link::Embedded(core) => core.store().search(&q).await.map_err(|e| e.to_string()),
-            Link::Remote(r) => r.api.history(&history_params(q)).await.map_err(|e| e.to_string()),
+            Link::Embedded(core) => core.store().search(&q).await.map_err(|e| DeskError::store(e.to_string())),
+            Link::Remote(r) => Ok(r.api.history(&history_params(q)).await?),
         }
     }
 
-    async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, String> {
+    async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, DeskError> {
         match self {
-            Link::Embedded(core) => core.store().call_events(call_id).await.map_err(|e| e.to_string()),
-            Link::Remote(r) => r.api.call(call_id).await.map(|d| d.events).map_err(|e| e.to_string()),
+            Link::Embedded(core) => {
+                core.store().call_events(call_id).await.map_err(|e| DeskError::store(e.to_string()))
+            }
+            Link::Remote(r) => Ok(r.api.call(call_id).await.map(|d| d.events)?),
         }
     }
 
@@ -297,8 +300,8 @@ impl Desk {
         }
     }
 
-    async fn link(&self) -> Result<Link, String> {
-        self.link.lock().await.clone().ok_or_else(|| "the core is not running".to_string())
+    async fn link(&self) -> Result<Link, DeskError> {
+        self.link.lock().await.clone().ok_or_else(|| DeskError::not_connected("the core is not running"))
     }
 
     /// The remote core's link, when this desk is connected to one.
@@ -315,7 +318,7 @@ impl Desk {
     /// connection to a core elsewhere from a remote desk file (one with a `[remote]` table). A
     /// bad config or a core that cannot start is shown in the status bar with the reason; the
     /// desk stays up.
-    pub async fn start_core(self: &Arc<Self>, config_path: &Path) -> Result<(), String> {
+    pub async fn start_core(self: &Arc<Self>, config_path: &Path) -> Result<(), DeskError> {
         let mut slot = self.link.lock().await;
         if let Some(Some(old)) = slot.take().map(Link::stop) {
             match Arc::try_unwrap(old) {
@@ -403,20 +406,20 @@ impl Desk {
         Ok(())
     }
 
-    fn core_failed(&self, detail: String) -> String {
+    fn core_failed(&self, detail: String) -> DeskError {
         tracing::error!("{detail}");
         self.update_status(|s| {
             s.core = CoreState::Failed;
             s.core_detail = detail.clone();
         });
-        detail
+        DeskError::config(detail)
     }
 
     /// Emergency calls of the last day that this desk has not acknowledged come back on the
     /// board after a restart of the desk or a reconnect to a remote core, and calls on the board
     /// get the events they missed: an alert is never lost by closing the app or losing the
     /// network at the wrong moment.
-    async fn catch_up(self: &Arc<Self>, link: &Link) -> Result<(), String> {
+    async fn catch_up(self: &Arc<Self>, link: &Link) -> Result<(), DeskError> {
         let q = HistoryQuery {
             from: Some(Utc::now() - chrono::Duration::hours(24)),
             exclude_tests: true,
@@ -726,55 +729,62 @@ impl Desk {
 
     /// Records the acknowledgement in the audit log (durably) under the officer's name; the
     /// board, the alarm and every other desk follow from the event.
-    pub async fn acknowledge(self: &Arc<Self>, call_id: &str) -> Result<ActiveCall, String> {
+    pub async fn acknowledge(self: &Arc<Self>, call_id: &str) -> Result<ActiveCall, DeskError> {
         let link = self.link().await?;
         let me = {
             let inner = self.lock();
             if inner.board.get(call_id).is_none() {
-                return Err(format!("no call {call_id} on the board"));
+                return Err(DeskError::not_on_board(call_id));
             }
             inner.board.me().to_string()
         };
         let officer = officer_name(&self.settings());
         let ev = match &link {
-            Link::Embedded(core) => core.acknowledge_at(call_id, &officer, &me).await.map_err(|e| e.to_string())?,
+            Link::Embedded(core) => {
+                core.acknowledge_at(call_id, &officer, &me).await.map_err(|e| DeskError::annotate(&e))?
+            }
             Link::Remote(r) => r.api.acknowledge(call_id, &officer).await.map_err(|e| {
-                format!("the acknowledgement did not reach the core ({e}): the alarm goes on; try again")
+                let message = format!("the acknowledgement did not reach the core ({e}): the alarm goes on; try again");
+                DeskError::api(&e, message)
             })?,
         };
         // The same event also arrives through the subscription; the board ignores the repeat.
         self.on_event(&ev);
-        self.lock().board.get(call_id).cloned().ok_or_else(|| format!("no call {call_id} on the board"))
+        self.lock().board.get(call_id).cloned().ok_or_else(|| DeskError::not_on_board(call_id))
     }
 
-    pub fn dismiss(&self, call_id: &str) -> Result<(), String> {
-        self.lock().board.dismiss(call_id).map_err(|e| e.to_string())?;
+    pub fn dismiss(&self, call_id: &str) -> Result<(), DeskError> {
+        self.lock().board.dismiss(call_id).map_err(|e| match e {
+            crate::board::DismissError::Unknown(id) => DeskError::not_on_board(&id),
+            still_needed => DeskError::invalid(still_needed.to_string()),
+        })?;
         self.ui.alert_removed(call_id);
         Ok(())
     }
 
-    pub async fn search_history(&self, filter: &HistoryFilter) -> Result<Vec<sosdesk::audit::CallSummary>, String> {
+    pub async fn search_history(&self, filter: &HistoryFilter) -> Result<Vec<sosdesk::audit::CallSummary>, DeskError> {
         let link = self.link().await?;
-        link.search(history_query(filter)?).await
+        link.search(history_query(filter).map_err(DeskError::invalid)?).await
     }
 
-    pub async fn call_detail(&self, call_id: &str) -> Result<CallDetail, String> {
+    pub async fn call_detail(&self, call_id: &str) -> Result<CallDetail, DeskError> {
         match self.link().await? {
             Link::Embedded(core) => {
                 let store = core.store();
                 let summary = store
                     .call_summary(call_id)
                     .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("no call {call_id} in the audit log"))?;
-                let events: Vec<AuditRecord> = store.call_events(call_id).await.map_err(|e| e.to_string())?;
+                    .map_err(|e| DeskError::store(e.to_string()))?
+                    .ok_or_else(|| DeskError::not_in_log(call_id))?;
+                let events: Vec<AuditRecord> =
+                    store.call_events(call_id).await.map_err(|e| DeskError::store(e.to_string()))?;
                 let chain = store.chain_check().await;
                 let recording = recording_check(&events).await;
                 Ok(CallDetail { summary, events, chain, recording })
             }
             Link::Remote(r) => {
-                let d = r.api.call_checked(call_id).await.map_err(|e| e.to_string())?;
-                let summary = d.summary.ok_or_else(|| format!("no call {call_id} in the audit log"))?;
+                let d = r.api.call_checked(call_id).await?;
+                let summary = d.summary.ok_or_else(|| DeskError::not_in_log(call_id))?;
                 // The file is on the core's machine: this desk can name it, not check or play it.
                 let recording = recorded(&d.events).map(|(path, sha256, duration_ms)| RecordingCheck {
                     detail: format!("recorded on the core's machine as {path}: play it there"),
@@ -795,29 +805,32 @@ impl Desk {
 
     /// Writes the audit rows of the calls `filter` finds to a CSV file in the export folder
     /// (written whole, then renamed into place) and returns its path.
-    pub async fn export_history_csv(&self, filter: &HistoryFilter) -> Result<String, String> {
-        let q = history_query(filter)?;
+    pub async fn export_history_csv(&self, filter: &HistoryFilter) -> Result<String, DeskError> {
+        let q = history_query(filter).map_err(DeskError::invalid)?;
         let buf = match self.link().await? {
             Link::Embedded(core) => {
                 let mut buf = Vec::new();
-                core.store().export_csv_matching(&mut buf, Some(&q)).await.map_err(|e| e.to_string())?;
+                core.store()
+                    .export_csv_matching(&mut buf, Some(&q))
+                    .await
+                    .map_err(|e| DeskError::store(e.to_string()))?;
                 buf
             }
-            Link::Remote(r) => r.api.history_csv(&history_params(q)).await.map_err(|e| e.to_string())?.to_vec(),
+            Link::Remote(r) => r.api.history_csv(&history_params(q)).await?.to_vec(),
         };
         std::fs::create_dir_all(&self.export_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.export_dir.display()))?;
+            .map_err(|e| DeskError::file(format!("cannot create {}: {e}", self.export_dir.display())))?;
         let name = format!("sosdesk-history-{}.csv", Local::now().format("%Y%m%d-%H%M%S"));
         let path = self.export_dir.join(name);
         let tmp = path.with_extension("csv.part");
         std::fs::write(&tmp, &buf)
             .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| DeskError::file(format!("cannot write {}: {e}", path.display())))?;
         Ok(path.display().to_string())
     }
 
     /// Saves the settings; a changed config path restarts the core from it.
-    pub async fn save_settings(self: &Arc<Self>, new: Settings) -> Result<Settings, String> {
+    pub async fn save_settings(self: &Arc<Self>, new: Settings) -> Result<Settings, DeskError> {
         let new = Settings {
             officer_name: new.officer_name.trim().to_string(),
             config_path: new.config_path.map(|p| p.trim().to_string()).filter(|p| !p.is_empty()),
@@ -826,7 +839,7 @@ impl Desk {
         let old = self.settings();
         self.settings_file
             .save(&new)
-            .map_err(|e| format!("cannot save {}: {e}", self.settings_file.path().display()))?;
+            .map_err(|e| DeskError::file(format!("cannot save {}: {e}", self.settings_file.path().display())))?;
         {
             let mut inner = self.lock();
             inner.settings = new.clone();
@@ -865,13 +878,16 @@ impl Desk {
     }
 
     /// A real SIP test call to the config's test number, through the embedded core.
-    pub async fn place_test_call(&self, hold: Duration) -> Result<String, String> {
-        let addr = self.link().await?.sip().ok_or("no SIP address of the core (UDP) to call")?;
-        let number = self
-            .lock()
-            .test_number
-            .clone()
-            .ok_or("no test number in the config (a [[policy.number]] with test = true)")?;
+    pub async fn place_test_call(&self, hold: Duration) -> Result<String, DeskError> {
+        let addr = self
+            .link()
+            .await?
+            .sip()
+            .ok_or_else(|| DeskError::not_connected("no SIP address of the core (UDP) to call"))?;
+        let number =
+            self.lock().test_number.clone().ok_or_else(|| {
+                DeskError::config("no test number in the config (a [[policy.number]] with test = true)")
+            })?;
         crate::testcall::place(addr, &number, hold).await
     }
 
@@ -884,27 +900,33 @@ impl Desk {
     /// Joins `call_id` through the core's conference address with this desk's account. One leg
     /// at a time: an officer is in one call. Returns at once (state `joining`); the outcome
     /// arrives as `desk:leg`.
-    pub async fn join_call(self: &Arc<Self>, call_id: &str, mode: LegMode) -> Result<CallLeg, String> {
+    pub async fn join_call(self: &Arc<Self>, call_id: &str, mode: LegMode) -> Result<CallLeg, DeskError> {
         let link = self.link().await?;
-        let addr = link.sip().ok_or("no SIP address of the core (UDP) to join through")?;
+        let addr =
+            link.sip().ok_or_else(|| DeskError::not_connected("no SIP address of the core (UDP) to join through"))?;
         let mut inner = self.lock();
         if let Some(l) = inner.leg.as_ref().filter(|l| l.live()) {
-            return Err(if l.status.call_id == call_id {
-                "this desk is already in this call".into()
+            return Err(DeskError::leg(if l.status.call_id == call_id {
+                "this desk is already in this call"
             } else {
-                "this desk is in another call: leave it first".into()
-            });
+                "this desk is in another call: leave it first"
+            }));
         }
         if inner.board.get(call_id).is_none() {
-            return Err(format!("no call {call_id} on the board"));
+            return Err(DeskError::not_on_board(call_id));
         }
         let account = match &link {
-            Link::Embedded(_) => pick_account(&inner.accounts, inner.settings.desk_account.as_deref())
-                .cloned()
-                .ok_or("no desk account in the config ([[desk]]): this desk cannot join calls")?,
+            Link::Embedded(_) => {
+                pick_account(&inner.accounts, inner.settings.desk_account.as_deref()).cloned().ok_or_else(|| {
+                    DeskError::config("no desk account in the config ([[desk]]): this desk cannot join calls")
+                })?
+            }
             // The account of the remote desk file, under the name the core gave it.
             Link::Remote(r) => sosdesk::config::DeskAccountConfig {
-                name: r.info().map(|i| i.name).ok_or("not connected to the core yet")?,
+                name: r
+                    .info()
+                    .map(|i| i.name)
+                    .ok_or_else(|| DeskError::not_connected("not connected to the core yet"))?,
                 username: r.config.username.clone(),
                 password: r.config.password.clone(),
                 talk: r.info().is_some_and(|i| i.talk),
@@ -948,28 +970,28 @@ impl Desk {
         Ok(status)
     }
 
-    async fn leg_command(&self, cmd: LegCommand) -> Result<(), String> {
+    async fn leg_command(&self, cmd: LegCommand) -> Result<(), DeskError> {
         let tx = self
             .lock()
             .leg
             .as_ref()
             .filter(|l| l.live())
             .map(|l| l.commands.clone())
-            .ok_or("this desk is not in a call")?;
-        tx.send(cmd).await.map_err(|_| "the call leg has ended".to_string())
+            .ok_or_else(|| DeskError::leg("this desk is not in a call"))?;
+        tx.send(cmd).await.map_err(|_| DeskError::leg("the call leg has ended"))
     }
 
     /// Listen ↔ Talk: a re-INVITE the core checks again; a refusal leaves the leg as it was.
-    pub async fn set_leg_mode(&self, mode: LegMode) -> Result<(), String> {
+    pub async fn set_leg_mode(&self, mode: LegMode) -> Result<(), DeskError> {
         self.leg_command(LegCommand::Mode(mode)).await
     }
 
-    pub async fn mute_leg(&self, muted: bool) -> Result<(), String> {
+    pub async fn mute_leg(&self, muted: bool) -> Result<(), DeskError> {
         self.leg_command(LegCommand::Mute(muted)).await
     }
 
     /// Leaves the call (BYE); the call itself goes on.
-    pub async fn leave_call(&self) -> Result<(), String> {
+    pub async fn leave_call(&self) -> Result<(), DeskError> {
         self.leg_command(LegCommand::Leave).await
     }
 
@@ -1057,25 +1079,25 @@ impl Desk {
 
     /// Plays the call's recording, after checking it against the hash in the audit log (a file
     /// that was altered is refused, and says so).
-    pub async fn play_recording(&self, call_id: &str) -> Result<Playback, String> {
+    pub async fn play_recording(&self, call_id: &str) -> Result<Playback, DeskError> {
         let core = match self.link().await? {
             Link::Embedded(core) => core,
-            Link::Remote(_) => return Err("the recording is on the core's machine: play it there".into()),
+            Link::Remote(_) => return Err(DeskError::audio("the recording is on the core's machine: play it there")),
         };
-        let events = core.store().call_events(call_id).await.map_err(|e| e.to_string())?;
-        let check = recording_check(&events).await.ok_or("this call has no recording")?;
+        let events = core.store().call_events(call_id).await.map_err(|e| DeskError::store(e.to_string()))?;
+        let check = recording_check(&events).await.ok_or_else(|| DeskError::audio("this call has no recording"))?;
         if !check.ok {
-            return Err(check.detail);
+            return Err(DeskError::audio(check.detail));
         }
         let path = PathBuf::from(&check.path);
         let (left, right) = tokio::task::spawn_blocking(move || sosdesk::media::wav::read_stereo(&path))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read the recording: {e}"))?;
+            .map_err(|e| DeskError::internal(e.to_string()))?
+            .map_err(|e| DeskError::audio(format!("cannot read the recording: {e}")))?;
         // Lock order everywhere: the desk's state, then the audio handle (see settle_alarm).
         let mut inner = self.lock();
         let audio = self.audio.lock().unwrap_or_else(|p| p.into_inner());
-        let out = audio.as_ref().ok_or("no audio output: the audio thread did not start")?;
+        let out = audio.as_ref().ok_or_else(|| DeskError::audio("no audio output: the audio thread did not start"))?;
         if let Some((old, _)) = inner.playback.take() {
             out.stop(old);
         }
