@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::audio::{level_dbfs, LiveBuffer, Microphone};
 use crate::model::LegMode;
-use crate::sipua::{Credentials, Dialog};
+use crate::sipua::{CallDialog, Credentials};
 
 /// How often the level meter is reported to the UI.
 const LEVEL_EVERY: Duration = Duration::from_millis(250);
@@ -114,7 +114,8 @@ async fn run(
 ) -> Result<(), String> {
     let uri = format!("sip:conf-{}@{}", req.call_id, req.core);
     let mut dialog =
-        Dialog::new(req.core, &req.desk_name, &req.credentials.username, uri, Some(req.credentials.clone())).await?;
+        CallDialog::new(req.core, &req.desk_name, &req.credentials.username, uri, Some(req.credentials.clone()))
+            .await?;
     // RTP on the address the core reaches this machine at (the dialog's), not loopback: the SDP
     // names it, and a core on another machine sends the call audio there.
     let rtp = UdpSocket::bind(SocketAddr::new(dialog.local.ip(), 0))
@@ -155,7 +156,6 @@ async fn run(
     let mut seq: u16 = rand::random();
     let mut ts: u32 = rand::random();
     let mut marker = true;
-    let mut sip_buf = vec![0u8; 65_535];
     let mut rtp_buf = vec![0u8; 2048];
     let mut pcm = Vec::with_capacity(crate::audio::FRAME);
     let mut heard: Vec<i16> = Vec::with_capacity(2048);
@@ -198,10 +198,9 @@ async fn run(
                 }
                 Some(LegCommand::Mode(_)) => {}
             },
-            got = dialog.sock.recv_from(&mut sip_buf) => {
-                let (n, from) = got.map_err(|e| format!("SIP socket failed: {e}"))?;
-                let data = sip_buf[..n].to_vec();
-                if dialog.on_datagram(&data, from).await {
+            got = dialog.recv() => {
+                let ev = got.map_err(|e| format!("SIP socket failed: {e}"))?;
+                if dialog.on_event(ev).await {
                     break "the call ended".to_string();
                 }
             },

@@ -9,6 +9,7 @@ pub mod board;
 pub mod callleg;
 pub mod commands;
 pub mod desk;
+pub mod error;
 pub mod model;
 pub mod notify;
 pub mod registration;

@@ -4,13 +4,16 @@
 //! the board like an event from the API's stream; the two paths meet at the board, which keeps
 //! each (call, seq) once.
 //!
-//! One UDP socket serves both: the registration's transactions and the requests from the core.
+//! One UDP socket serves both: the registration's transactions (the core's transaction layer,
+//! driven by [`sosdesk::sip::client::Client`]: Timer E retransmissions, Timer F) and the requests
+//! from the core.
 //! A TCP listener on the same port takes the MESSAGEs too large for UDP (over 1300 bytes, RFC
 //! 3261 §18.1.1: the core sends those over TCP to the contact's address). A MESSAGE from any
 //! other address than the core's is refused (403; a TCP connection from elsewhere is closed): a
 //! machine on the LAN must not be able to put a false alert on the desk.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,9 +21,11 @@ use bytes::{Bytes, BytesMut};
 use sosdesk::events::CallEvent;
 use sosdesk::notify::CALL_EVENT_CONTENT_TYPE;
 use sosdesk::sip::body::split_multipart;
+use sosdesk::sip::client::{Client, ClientError, Event};
 use sosdesk::sip::digest;
 use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
-use sosdesk::sip::parse::{parse_datagram, parse_stream, StreamItem};
+use sosdesk::sip::parse::{parse_stream, StreamItem};
+use sosdesk::sip::transaction::Timers;
 use sosdesk::sip::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -28,10 +33,6 @@ use tokio::sync::watch;
 
 use crate::sipua::{local_ip_towards, Credentials};
 
-/// RFC 3261 T1 and T2, and Timer F (64·T1): a REGISTER without a final response by then failed.
-const T1: Duration = Duration::from_millis(500);
-const T2: Duration = Duration::from_secs(4);
-const TIMER_F: Duration = Duration::from_secs(32);
 /// After a failed registration, the next try.
 const RETRY: Duration = Duration::from_secs(10);
 /// After the core refused the credentials: an admin must fix them first, and every try counts
@@ -62,7 +63,8 @@ pub enum SipReport {
 pub type Reporter = Arc<dyn Fn(SipReport) + Send + Sync>;
 
 pub struct Agent {
-    sock: UdpSocket,
+    /// The UDP socket: the registration's transactions and the core's requests.
+    client: Client,
     /// On the UDP socket's address and port; none if that TCP port was taken (then the core's
     /// large MESSAGEs arrive over UDP after all: it falls back when TCP is refused).
     tcp: Option<TcpListener>,
@@ -93,7 +95,8 @@ impl Agent {
         let sock = UdpSocket::bind(SocketAddr::new(ip, port))
             .await
             .map_err(|e| format!("cannot open the SIP socket on {ip}:{port}: {e}"))?;
-        let local = sock.local_addr().map_err(|e| e.to_string())?;
+        let client = Client::new(sock, Timers::default()).map_err(|e| e.to_string())?;
+        let local = client.local_addr();
         let tcp = match TcpListener::bind(local).await {
             Ok(l) => Some(l),
             Err(e) => {
@@ -102,7 +105,7 @@ impl Agent {
             }
         };
         Ok(Agent {
-            sock,
+            client,
             tcp,
             local,
             core,
@@ -141,7 +144,6 @@ impl Agent {
                     }
                 },
             };
-            let mut buf = vec![0u8; 65_535];
             loop {
                 tokio::select! {
                     biased;
@@ -149,18 +151,16 @@ impl Agent {
                         let _ = tokio::time::timeout(UNREGISTER_WITHIN, self.register(0)).await;
                         return;
                     }
-                    r = self.sock.recv_from(&mut buf) => if let Ok((n, from)) = r {
-                        if let Ok(m) = parse_datagram(&buf[..n]) {
-                            if m.is_request() {
-                                self.on_request(&m, from).await;
-                            }
-                        }
+                    r = self.client.next() => match r {
+                        Ok(Event::Request { msg, from }) => self.on_request(&msg, from).await,
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "SIP socket error"),
                     },
                     Some((stream, from)) = accept(self.tcp.as_ref()) => {
                         if from.ip() == self.core.ip() {
                             tokio::spawn(serve_tcp(stream, from, self.core, self.report.clone(), stop.clone()));
                         } else {
-                            self.log_foreign(from, "closed a SIP connection that did not come from the core");
+                            log_foreign(&mut self.foreign_logged, from, "closed a SIP connection that did not come from the core");
                         }
                     },
                     _ = tokio::time::sleep_until(next.into()) => break,
@@ -261,60 +261,51 @@ impl Agent {
         from_contact.or_else(|| resp.header("Expires").and_then(|v| v.trim().parse().ok()))
     }
 
-    /// A non-INVITE client transaction (§17.1.2): retransmitted per Timer E until a final
-    /// response, abandoned after Timer F. The core's requests meanwhile are answered.
+    /// A non-INVITE client transaction (§17.1.2) until its final response: retransmitted per
+    /// Timer E and abandoned after Timer F by the transaction layer. The core's requests
+    /// meanwhile are answered.
     async fn transaction(&mut self, req: &Message) -> Result<Message, String> {
-        let bytes = req.to_bytes();
-        let cseq = self.cseq;
-        let started = Instant::now();
-        let mut interval = T1;
-        let mut resend_at = started + T1;
-        let mut buf = vec![0u8; 65_535];
-        self.sock.send_to(&bytes, self.core).await.map_err(|e| format!("cannot send to the core: {e}"))?;
-        loop {
-            if started.elapsed() >= TIMER_F {
-                return Err(format!("no answer from the core's SIP at {} within {} s", self.core, TIMER_F.as_secs()));
-            }
-            let wait = resend_at.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
-                Ok(Ok((n, from))) => {
-                    let Ok(m) = parse_datagram(&buf[..n]) else { continue };
-                    if m.is_request() {
-                        self.on_request(&m, from).await;
-                    } else if m.call_id() == Some(self.call_id.as_str())
-                        && m.cseq() == Some((cseq, "REGISTER"))
-                        && m.status().is_some_and(|s| s >= 200)
-                    {
-                        return Ok(m);
+        let core = self.core;
+        let key = self.client.send_request(req, core).await.map_err(|e| format!("cannot send to the core: {e}"))?;
+        let timeout = self.client.transaction_timeout();
+        let (report, foreign_logged) = (self.report.clone(), &mut self.foreign_logged);
+        let answered = self
+            .client
+            .final_response(&key, |ev| match ev {
+                Event::Request { msg, from } => {
+                    if from.ip() != core.ip() {
+                        log_foreign(foreign_logged, from, "refused a SIP request that did not come from the core");
                     }
+                    ControlFlow::Continue(answer_request(core, &report, &msg, from).map(|r| (r, from)))
                 }
-                // An ICMP "port unreachable" from an earlier send: the core is not there (yet).
-                Ok(Err(e)) => tracing::debug!(error = %e, "SIP socket error while registering"),
-                Err(_) => {
-                    let _ = self.sock.send_to(&bytes, self.core).await;
-                    interval = (interval * 2).min(T2);
-                    resend_at = Instant::now() + interval;
-                }
+                _ => ControlFlow::Continue(None),
+            })
+            .await;
+        match answered {
+            Ok(m) => Ok(m),
+            Err(ClientError::Timeout) => {
+                Err(format!("no answer from the core's SIP at {core} within {} s", timeout.as_secs()))
             }
-        }
-    }
-
-    /// A request or connection from elsewhere than the core, logged at most every
-    /// [`FOREIGN_LOG_EVERY`]: anyone on the LAN can send them.
-    fn log_foreign(&mut self, from: SocketAddr, what: &str) {
-        if self.foreign_logged.is_none_or(|t| t.elapsed() >= FOREIGN_LOG_EVERY) {
-            self.foreign_logged = Some(Instant::now());
-            tracing::warn!(%from, "{what}");
+            Err(e) => Err(format!("SIP socket error while registering: {e}")),
         }
     }
 
     async fn on_request(&mut self, m: &Message, from: SocketAddr) {
         if from.ip() != self.core.ip() {
-            self.log_foreign(from, "refused a SIP request that did not come from the core");
+            log_foreign(&mut self.foreign_logged, from, "refused a SIP request that did not come from the core");
         }
         if let Some(r) = answer_request(self.core, &self.report, m, from) {
-            let _ = self.sock.send_to(&r.to_bytes(), from).await;
+            let _ = self.client.send_stateless(&r, from).await;
         }
+    }
+}
+
+/// A request or connection from elsewhere than the core, logged at most every
+/// [`FOREIGN_LOG_EVERY`]: anyone on the LAN can send them.
+fn log_foreign(logged: &mut Option<Instant>, from: SocketAddr, what: &str) {
+    if logged.is_none_or(|t| t.elapsed() >= FOREIGN_LOG_EVERY) {
+        *logged = Some(Instant::now());
+        tracing::warn!(%from, "{what}");
     }
 }
 

@@ -2,26 +2,23 @@
 //! test call and by the desk's leg in a call's conference (the same SIP path a desk on another
 //! machine or a desk phone takes; the core treats them alike).
 //!
-//! Minimal RFC 3261 on purpose: INVITE as a client transaction (Timer A retransmissions and Timer
-//! B, §17.1.1), digest answers to 401/407 (§22.2, a new CSeq per attempt), ACK for a failure
-//! (§17.1.1.3, same branch) and for a 2xx (§13.2.2.4, a new transaction to the Contact), re-INVITE
-//! and BYE in the dialog, and 200 to the core's BYE.
+//! Minimal RFC 3261 on purpose: INVITE as a client transaction, digest answers to 401/407
+//! (§22.2, a new CSeq per attempt), ACK for a 2xx (§13.2.2.4, a new transaction to the Contact),
+//! re-INVITE and BYE in the dialog, and 200 to the core's BYE. The transactions (Timer A/B/E/F
+//! retransmissions and timeouts, the ACK of a failure, §17.1.1.3) are the core's, driven by
+//! [`sosdesk::sip::client::Client`]; the dialog state is [`sosdesk::sip::dialog::Dialog`].
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::ops::ControlFlow;
 
 use bytes::Bytes;
+use sosdesk::sip::client::{Client, ClientError, Event, Outgoing};
+use sosdesk::sip::dialog::Dialog;
 use sosdesk::sip::digest;
 use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
-use sosdesk::sip::parse::parse_datagram;
+use sosdesk::sip::transaction::{Peer, Timers, Transport};
 use sosdesk::sip::Message;
 use tokio::net::UdpSocket;
-
-/// RFC 3261 Timer B (INVITE) and Timer F (others), both 64·T1: no final response by then is a failure.
-const TIMER_B: Duration = Duration::from_secs(32);
-const T1: Duration = Duration::from_millis(500);
-/// RFC 3261 T2: the longest retransmission interval of a non-INVITE request.
-const T2: Duration = Duration::from_secs(4);
 
 /// Credentials of a `[[desk]]` account. `Debug` never shows the password.
 #[derive(Clone)]
@@ -60,26 +57,19 @@ impl Refused {
     }
 }
 
-/// One dialog from the desk to the core.
-pub struct Dialog {
-    pub sock: UdpSocket,
+/// One call from the desk to the core: the dialog state and the socket its transactions run on.
+pub struct CallDialog {
+    client: Client,
     pub local: SocketAddr,
     core: SocketAddr,
-    call_id: String,
-    /// Our From, with our tag.
-    from: String,
-    /// The core's To; with its tag once a 2xx came.
-    to: String,
-    /// Where requests in the dialog go: the Request-URI until the 2xx, then its Contact.
-    target: String,
+    dialog: Dialog,
     contact: String,
-    cseq: u32,
     credentials: Option<Credentials>,
-    /// A 2xx came: the dialog exists (To tag and remote target are fixed, §12.1.2).
-    established: bool,
+    /// The ACK for the last 2xx to our INVITE, sent again when that 2xx is (§13.2.2.4).
+    last_ack: Option<Message>,
 }
 
-impl Dialog {
+impl CallDialog {
     /// A new dialog from `user` ("Display Name", sip user part) to `ruri` at `core`.
     pub async fn new(
         core: SocketAddr,
@@ -87,38 +77,37 @@ impl Dialog {
         user: &str,
         ruri: String,
         credentials: Option<Credentials>,
-    ) -> Result<Dialog, String> {
+    ) -> Result<CallDialog, String> {
         let ip = local_ip_towards(core).await.map_err(|e| format!("no route to the core at {core}: {e}"))?;
         let sock =
             UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-        let local = sock.local_addr().map_err(|e| e.to_string())?;
+        let client = Client::new(sock, Timers::default()).map_err(|e| e.to_string())?;
+        let local = client.local_addr();
         let host = local.ip().to_string();
         // A display name goes in quotes (RFC 3261 §25.1 quoted-string): no quote or backslash.
         let display: String = display.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
-        Ok(Dialog {
-            call_id: new_call_id(&host),
-            from: format!("\"{display}\" <sip:{user}@{local}>;tag={}", new_tag()),
-            to: format!("<{ruri}>"),
-            target: ruri,
-            contact: format!("<sip:{user}@{local}>"),
-            sock,
+        let mut dialog = Dialog::outbound(
+            new_call_id(&host),
+            format!("\"{display}\" <sip:{user}@{local}>;tag={}", new_tag()),
+            format!("<{ruri}>"),
+            ruri,
+            Peer { transport: Transport::Udp, addr: core },
+        );
+        // The first INVITE takes CSeq 1.
+        dialog.local_cseq = 0;
+        Ok(CallDialog {
+            client,
             local,
             core,
-            cseq: 0,
+            dialog,
+            contact: format!("<sip:{user}@{local}>"),
             credentials,
-            established: false,
+            last_ack: None,
         })
     }
 
-    fn request(&mut self, method: &str, branch: &str) -> Message {
-        let mut m = Message::request(method, &self.target);
-        m.push("Via", format!("SIP/2.0/UDP {};branch={branch};rport", self.local));
-        m.push("Max-Forwards", "70");
-        m.push("From", self.from.clone());
-        m.push("To", self.to.clone());
-        m.push("Call-ID", self.call_id.clone());
-        m.push("CSeq", format!("{} {method}", self.cseq));
-        m
+    fn via(&self) -> String {
+        format!("SIP/2.0/UDP {};branch={};rport", self.local, new_branch())
     }
 
     /// Sends an INVITE (the first, or a re-INVITE in the dialog) with `sdp` and waits for its
@@ -126,9 +115,8 @@ impl Dialog {
     pub async fn invite(&mut self, sdp: Bytes, extra: &[(&str, String)]) -> Result<Message, Refused> {
         let mut authorization: Option<(&'static str, String)> = None;
         for _attempt in 0..2 {
-            self.cseq += 1;
-            let branch = new_branch();
-            let mut req = self.request("INVITE", &branch);
+            let via = self.via();
+            let mut req = self.dialog.request("INVITE", None, via);
             req.push("Contact", self.contact.clone());
             for (n, v) in extra {
                 req.push(n, v.clone());
@@ -144,18 +132,18 @@ impl Dialog {
             };
             let status = resp.status().unwrap_or(0);
             if (200..300).contains(&status) {
-                if !self.established {
-                    self.to = resp.header("To").unwrap_or(&self.to).to_string();
-                    if let Some(c) = resp.header("Contact").and_then(contact_target) {
-                        self.target = c;
-                    }
-                    self.established = true;
+                if self.dialog.remote_tag.is_none() {
+                    // The first 2xx fixes the dialog: the core's tag and Contact (§12.1.2).
+                    self.dialog.learn_remote_tag(&resp);
+                    self.dialog.confirm(&resp);
                 }
-                let ack = self.ack_for_2xx();
-                let _ = self.sock.send_to(&ack, self.core).await;
+                let via = self.via();
+                let ack = self.dialog.request("ACK", Some(self.dialog.local_cseq), via);
+                let _ = self.client.send_stateless(&ack, self.core).await;
+                self.last_ack = Some(ack);
                 return Ok(resp);
             }
-            self.ack_failure(&req, &resp).await;
+            // A failure: the transaction has ACKed it (§17.1.1.3).
             let challenge = match status {
                 401 => resp.header("WWW-Authenticate").map(|c| ("Authorization", c.to_string())),
                 407 => resp.header("Proxy-Authenticate").map(|c| ("Proxy-Authorization", c.to_string())),
@@ -163,7 +151,7 @@ impl Dialog {
             };
             match (challenge, &self.credentials, authorization.is_some()) {
                 (Some((header, c)), Some(cred), false) => {
-                    let uri = self.target.clone();
+                    let uri = self.dialog.remote_target.clone();
                     let answer = digest::answer(&c, "INVITE", &uri, &cred.username, &cred.password)
                         .ok_or_else(|| Refused::local(format!("the core's challenge could not be read: {c}")))?;
                     authorization = Some((header, answer));
@@ -174,122 +162,90 @@ impl Dialog {
         Err(Refused::local("the core refused the credentials"))
     }
 
-    /// One client transaction (§17.1) until its final response: `request` is retransmitted per
-    /// Timer A (INVITE, until a provisional response) or Timer E (others, capped at T2), and
-    /// abandoned after Timer B/F (64·T1). Requests from the core meanwhile are answered; its BYE
-    /// ends the wait ([`Outcome::PeerHungUp`]).
+    /// One client transaction until its final response (retransmissions and Timer B/F are the
+    /// transaction layer's). Requests from the core meanwhile are answered; its BYE ends the
+    /// wait ([`Outcome::PeerHungUp`]). An INVITE that only rings is given up after 64·T1 too,
+    /// as the desk always did: the core answers the desk's own calls, and an officer's button
+    /// must not wait for ever.
     async fn transaction(&mut self, request: &Message) -> Result<Outcome, Refused> {
-        let bytes = request.to_bytes();
-        let method = request.method().to_string();
-        let invite = method == "INVITE";
-        let cseq = self.cseq;
-        let started = Instant::now();
-        let mut interval = T1;
-        let mut next_resend = T1;
-        let mut provisional = false;
-        let mut buf = vec![0u8; 65_535];
-        self.sock.send_to(&bytes, self.core).await.map_err(|e| Refused::local(format!("cannot send: {e}")))?;
-        loop {
-            let elapsed = started.elapsed();
-            if elapsed >= TIMER_B {
-                return Err(Refused::local(format!("no answer from the core within {} s", TIMER_B.as_secs())));
+        let key = self
+            .client
+            .send_request(request, self.core)
+            .await
+            .map_err(|e| Refused::local(format!("cannot send: {e}")))?;
+        let limit = self.client.transaction_timeout();
+        let no_answer = || Refused::local(format!("no answer from the core within {} s", limit.as_secs()));
+        let (call_id, core, last_ack) = (self.dialog.call_id.clone(), self.core, self.last_ack.clone());
+        let wait = self.client.final_response(&key, |ev| {
+            let (send, hung_up) = answer(&call_id, core, last_ack.as_ref(), ev);
+            if hung_up {
+                ControlFlow::Break(send)
+            } else {
+                ControlFlow::Continue(send)
             }
-            let retransmit = !(invite && provisional);
-            let wait = if retransmit { next_resend.saturating_sub(elapsed) } else { TIMER_B - elapsed };
-            match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
-                Ok(Ok((n, from))) => {
-                    let Ok(m) = parse_datagram(&buf[..n]) else { continue };
-                    if m.call_id() != Some(self.call_id.as_str()) {
-                        continue;
-                    }
-                    if m.is_request() {
-                        if self.answer_request(&m, from).await {
-                            return Ok(Outcome::PeerHungUp);
-                        }
-                        continue;
-                    }
-                    if m.cseq() != Some((cseq, method.as_str())) {
-                        continue;
-                    }
-                    match m.status() {
-                        Some(s) if s < 200 => provisional = true,
-                        Some(_) => return Ok(Outcome::Final(m)),
-                        None => {}
-                    }
-                }
-                Ok(Err(e)) => return Err(Refused::local(format!("receiving from the core: {e}"))),
-                Err(_) if retransmit => {
-                    let _ = self.sock.send_to(&bytes, self.core).await;
-                    interval = if invite { interval * 2 } else { (interval * 2).min(T2) };
-                    next_resend = started.elapsed() + interval;
-                }
-                Err(_) => {}
+        });
+        let waited =
+            if request.method() == "INVITE" { tokio::time::timeout(limit, wait).await } else { Ok(wait.await) };
+        match waited {
+            Ok(Ok(m)) => Ok(Outcome::Final(m)),
+            Ok(Err(ClientError::Interrupted)) => Ok(Outcome::PeerHungUp),
+            Ok(Err(ClientError::Timeout)) => Err(no_answer()),
+            Ok(Err(ClientError::Io(e))) => Err(Refused::local(format!("receiving from the core: {e}"))),
+            Err(_) => {
+                self.client.abandon(&key);
+                Err(no_answer())
             }
         }
     }
 
-    /// ACK for a non-2xx final response: same branch and CSeq number, part of the INVITE
-    /// transaction (§17.1.1.3).
-    async fn ack_failure(&self, req: &Message, resp: &Message) {
-        let mut ack = Message::request("ACK", req.request_uri().unwrap_or(&self.target));
-        if let Some(v) = req.header("Via") {
-            ack.push("Via", v.to_string());
-        }
-        ack.push("Max-Forwards", "70");
-        ack.push("From", self.from.clone());
-        ack.push("To", resp.header("To").unwrap_or(&self.to).to_string());
-        ack.push("Call-ID", self.call_id.clone());
-        ack.push("CSeq", format!("{} ACK", self.cseq));
-        let _ = self.sock.send_to(&ack.to_bytes(), self.core).await;
+    /// The next thing on the dialog's socket outside a transaction (cancel-safe: a `select!`
+    /// branch); hand it to [`CallDialog::on_event`].
+    pub async fn recv(&mut self) -> std::io::Result<Event> {
+        self.client.next().await
     }
 
-    fn ack_for_2xx(&mut self) -> Vec<u8> {
-        let branch = new_branch();
-        let mut ack = self.request("ACK", &branch);
-        ack.set("CSeq", format!("{} ACK", self.cseq));
-        ack.to_bytes()
-    }
-
-    /// Answers a request from the core in this dialog. Returns true for a BYE (the core ended
-    /// our leg). A retransmitted 2xx means our ACK was lost (§13.2.2.4): sent again.
-    pub async fn answer_request(&mut self, m: &Message, from: SocketAddr) -> bool {
-        let (status, reason) = match m.method() {
-            "BYE" | "OPTIONS" | "INFO" => (200, "OK"),
-            _ => (501, "Not Implemented"),
-        };
-        let r = m.response(status, reason, None);
-        let _ = self.sock.send_to(&r.to_bytes(), from).await;
-        m.method() == "BYE"
-    }
-
-    /// A datagram that arrived on the dialog's socket outside a transaction: a request from the
-    /// core (answered; true when it was a BYE) or a retransmitted 2xx (ACKed again).
-    pub async fn on_datagram(&mut self, data: &[u8], from: SocketAddr) -> bool {
-        let Ok(m) = parse_datagram(data) else { return false };
-        if m.call_id() != Some(self.call_id.as_str()) {
-            return false;
+    /// Something that arrived outside a transaction: a request from the core (answered; true
+    /// when it was a BYE) or a retransmitted 2xx (ACKed again).
+    pub async fn on_event(&mut self, ev: Event) -> bool {
+        let (send, hung_up) = answer(&self.dialog.call_id, self.core, self.last_ack.as_ref(), ev);
+        if let Some((m, to)) = send {
+            let _ = self.client.send_stateless(&m, to).await;
         }
-        if m.is_request() {
-            return self.answer_request(&m, from).await;
-        }
-        if m.cseq().is_some_and(|(_, method)| method == "INVITE") && m.status().is_some_and(|s| (200..300).contains(&s))
-        {
-            let ack = self.ack_for_2xx();
-            let _ = self.sock.send_to(&ack, self.core).await;
-        }
-        false
+        hung_up
     }
 
     /// Ends the dialog with a BYE (a non-INVITE transaction: Timer E retransmissions, Timer F).
     pub async fn bye(&mut self) -> Result<(), String> {
-        self.cseq += 1;
-        let branch = new_branch();
-        let bye = self.request("BYE", &branch);
+        let via = self.via();
+        let bye = self.dialog.request("BYE", None, via);
         match self.transaction(&bye).await {
             // Any final response ends it, as does the core hanging up at the same moment.
             Ok(_) => Ok(()),
             Err(r) => Err(format!("the hang-up was not confirmed: {r}")),
         }
+    }
+}
+
+/// What the desk does with something from the core in dialog `call_id` (anything of another
+/// call is ignored): its BYE, OPTIONS and INFO get 200 (other methods 501), a retransmitted 2xx
+/// to our INVITE gets its ACK again. True when the core hung up (BYE).
+fn answer(call_id: &str, core: SocketAddr, last_ack: Option<&Message>, ev: Event) -> (Option<Outgoing>, bool) {
+    match ev {
+        Event::Request { msg, from } if msg.call_id() == Some(call_id) => {
+            let (status, reason) = match msg.method() {
+                "BYE" | "OPTIONS" | "INFO" => (200, "OK"),
+                _ => (501, "Not Implemented"),
+            };
+            (Some((msg.response(status, reason, None), from)), msg.method() == "BYE")
+        }
+        Event::Response { msg, .. } | Event::Stray { msg, .. }
+            if msg.call_id() == Some(call_id)
+                && msg.cseq().is_some_and(|(_, method)| method == "INVITE")
+                && msg.status().is_some_and(|s| (200..300).contains(&s)) =>
+        {
+            (last_ack.map(|a| (a.clone(), core)), false)
+        }
+        _ => (None, false),
     }
 }
 

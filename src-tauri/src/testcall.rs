@@ -1,19 +1,22 @@
 //! "Place test call (933)": a real SIP call from the desk into its own core, so a new user sees
 //! the whole path work — the core classifies it as a test call, locates it, routes it, and the
-//! board shows it, without sounding the alarm. The SIP is [`crate::sipua::Dialog`].
+//! board shows it, without sounding the alarm. The SIP is [`crate::sipua::CallDialog`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::sipua::Dialog;
+use crate::error::DeskError;
+use crate::sipua::CallDialog;
 
 /// How long the answered test call stays up, so the officer sees it connected.
 const HOLD: Duration = Duration::from_secs(3);
 
 /// Places the test call to `number` through the core listening on `core` (UDP) and returns a
 /// one-line result for the officer.
-pub async fn place(core: SocketAddr, number: &str, hold: Duration) -> Result<String, String> {
-    let mut dialog = Dialog::new(core, "sosdesk desk test", "desk-test", format!("sip:{number}@{core}"), None).await?;
+pub async fn place(core: SocketAddr, number: &str, hold: Duration) -> Result<String, DeskError> {
+    let mut dialog = CallDialog::new(core, "sosdesk desk test", "desk-test", format!("sip:{number}@{core}"), None)
+        .await
+        .map_err(|message| DeskError::Sip { message })?;
     let host = dialog.local.ip().to_string();
     // Media goes nowhere (a test call carries no audio); the offer is still a valid G.711 one.
     let sdp = format!(
@@ -23,7 +26,7 @@ pub async fn place(core: SocketAddr, number: &str, hold: Duration) -> Result<Str
     dialog
         .invite(sdp.into_bytes().into(), &[])
         .await
-        .map_err(|r| format!("test call {number} was not connected: {r}"))?;
+        .map_err(|r| DeskError::sip(&r, format!("test call {number} was not connected: {r}")))?;
     tokio::time::sleep(hold).await;
     match dialog.bye().await {
         Ok(()) => Ok(format!("test call {number} answered by the provider, held {} s and hung up", hold.as_secs())),

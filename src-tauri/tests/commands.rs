@@ -153,7 +153,8 @@ fn commands_drive_a_real_core_from_alert_to_audited_acknowledgement_and_history(
         json!({"settings": {"officer_name": "Officer Mock", "theme": "dark", "config_path": bad}}),
     )
     .unwrap_err();
-    assert!(err.as_str().unwrap().contains("invalid config"), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("invalid config"), "{err}");
+    assert_eq!(err["kind"], "config", "{err}");
     assert_eq!(invoke(&w, "get_status", json!({})).unwrap()["core"], "failed");
 
     // A good config starts the core.
@@ -196,6 +197,12 @@ fn commands_drive_a_real_core_from_alert_to_audited_acknowledgement_and_history(
     // Dismissing an unacknowledged emergency is refused; acknowledging it is audited.
     assert!(invoke(&w, "dismiss", json!({"callId": call_id})).is_err());
     assert!(invoke(&w, "acknowledge", json!({"callId": "no-such-call"})).is_err());
+    // Refusals are typed: a kind the UI can act on, and the officer's text.
+    let refused = invoke(&w, "dismiss", json!({"callId": call_id})).unwrap_err();
+    assert_eq!(refused["kind"], "invalid", "{refused}");
+    let unknown = invoke(&w, "acknowledge", json!({"callId": "no-such-call"})).unwrap_err();
+    assert_eq!(unknown["kind"], "no-such-call", "{unknown}");
+    assert_eq!(unknown["message"], "no call no-such-call on the board", "{unknown}");
     let acked = invoke(&w, "acknowledge", json!({"callId": call_id})).unwrap();
     assert_eq!(acked["acknowledged_by"], "Officer Mock");
     assert_eq!(acked["alarming"], false);
@@ -250,6 +257,8 @@ fn commands_drive_a_real_core_from_alert_to_audited_acknowledgement_and_history(
             .unwrap();
     assert_eq!(today_only.as_array().unwrap().len(), 2);
     assert!(invoke(&w, "search_history", json!({"filter": {"from_date": "22/11/2026"}})).is_err());
+    let bad_date = invoke(&w, "search_history", json!({"filter": {"from_date": "22/11/2026"}})).unwrap_err();
+    assert_eq!(bad_date["kind"], "invalid", "{bad_date}");
     let path = invoke(&w, "export_history_csv", json!({"filter": {"include_tests": false}})).unwrap();
     let csv = std::fs::read_to_string(path.as_str().unwrap()).unwrap();
     assert!(csv.starts_with("seq,at,call_id"), "{csv}");

@@ -5,6 +5,7 @@
 //! behind that choice.
 
 pub mod body;
+pub mod client;
 pub mod dialog;
 pub mod digest;
 pub mod ids;

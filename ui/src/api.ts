@@ -4,6 +4,7 @@ import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type { ActiveCall } from "./bindings/ActiveCall";
 import type { CallDetail } from "./bindings/CallDetail";
 import type { CallSummary } from "./bindings/CallSummary";
+import type { DeskError } from "./bindings/DeskError";
 import type { DeskStatus } from "./bindings/DeskStatus";
 import type { CallLeg } from "./bindings/CallLeg";
 import type { HistoryFilter } from "./bindings/HistoryFilter";
@@ -20,8 +21,14 @@ function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> {
   return invoke<T>(cmd, args);
 }
 
-/** Commands reject with a plain string; anything else is turned into one for display. */
+/** A command's rejection: a `DeskError` (a machine-readable `kind` and the officer's `message`). */
+export function isDeskError(e: unknown): e is DeskError {
+  return typeof e === "object" && e !== null && "kind" in e && typeof (e as { message?: unknown }).message === "string";
+}
+
+/** The officer's text of a rejection: a `DeskError`'s message; anything else turned into text. */
 export function errorText(e: unknown): string {
+  if (isDeskError(e)) return e.message;
   if (typeof e === "string") return e;
   if (e instanceof Error) return e.message;
   try {

@@ -162,7 +162,11 @@ impl Desk {
     /// Connects to the core in `cfg` (remote desk mode). Returns at once with the link (the
     /// caller keeps it); the connection is made, and remade after any loss, in the background,
     /// and the status bar follows it.
-    pub(super) fn start_remote(self: &Arc<Self>, cfg: RemoteConfig, from: &Path) -> Result<Arc<RemoteLink>, String> {
+    pub(super) fn start_remote(
+        self: &Arc<Self>,
+        cfg: RemoteConfig,
+        from: &Path,
+    ) -> Result<Arc<RemoteLink>, crate::error::DeskError> {
         let api = match ApiClient::new(&cfg.api, &cfg.username, &cfg.password, cfg.ca_cert.as_deref()) {
             Ok(a) => a,
             Err(e) => return Err(self.core_failed(format!("{}: {e}", from.display()))),
