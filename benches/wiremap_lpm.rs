@@ -1,4 +1,4 @@
-//! The measurement behind the wiremap's subnet structure (src/location/wiremap.rs, "Structure,
+//! The measurement behind the wiremap's subnet structure (src/location/wiremap/, "Structure,
 //! chosen by measurement"): prototypes of each candidate longest-prefix-match structure, side by
 //! side on the same prefixes and addresses. Not the production code — that is measured by
 //! `benches/wiremap.rs`.

@@ -155,7 +155,7 @@ impl Core {
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
-            Some(rtp_ports(cfg, udp_addr.or(tcp_addr))?)
+            Some(RtpSupply { ports: rtp_ports(cfg, udp_addr.or(tcp_addr))?, retry_at: None, logged_at: None })
         } else {
             None
         };
@@ -232,7 +232,7 @@ impl Core {
 /// What the engine task hands its events to.
 struct RunContext {
     /// The RTP port range of anchored calls: the engine is handed bound ports before each input.
-    rtp: Option<RtpPorts>,
+    rtp: Option<RtpSupply>,
     events: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
     store: AuditStore,
@@ -263,9 +263,10 @@ async fn run(
     udp: Option<Arc<UdpSocket>>,
     net_tx: mpsc::UnboundedSender<NetInput>,
     mut net_rx: mpsc::UnboundedReceiver<NetInput>,
-    ctx: RunContext,
+    mut ctx: RunContext,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut rtp = ctx.rtp.take();
     let RunContext { events, audit, .. } = &ctx;
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut media: HashMap<String, mpsc::UnboundedSender<MediaCommand>> = HashMap::new();
@@ -282,12 +283,12 @@ async fn run(
             r = recv(udp.as_deref(), &mut buf) => {
                 match r {
                     Ok((n, from)) => {
-                        on_datagram(&mut engine, ctx.rtp.as_ref(), &buf[..n], from);
+                        on_datagram(&mut engine, rtp.as_mut(), &buf[..n], from);
                         // Drain what else is queued before flushing: fewer wake-ups under load.
                         if let Some(sock) = udp.as_deref() {
                             for _ in 0..64 {
                                 match sock.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => on_datagram(&mut engine, ctx.rtp.as_ref(), &buf[..n], from),
+                                    Ok((n, from)) => on_datagram(&mut engine, rtp.as_mut(), &buf[..n], from),
                                     Err(_) => break,
                                 }
                             }
@@ -298,7 +299,7 @@ async fn run(
                 }
             }
             Some(input) = net_rx.recv() => {
-                hand_rtp_ports(&mut engine, ctx.rtp.as_ref());
+                hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
                     NetInput::Message(m, peer) => engine.handle_message(m, peer, now),
@@ -340,7 +341,7 @@ async fn run(
                 }
             }
             _ = sleep_until(deadline) => {
-                hand_rtp_ports(&mut engine, ctx.rtp.as_ref());
+                hand_rtp_ports(&mut engine, rtp.as_mut());
                 engine.handle_timeout(Now::read());
             }
         }
@@ -591,21 +592,47 @@ fn on_media_action(
     }
 }
 
-/// Bind the RTP ports the engine wants in hand before its next input (the engine never binds).
-fn hand_rtp_ports(engine: &mut Engine, ports: Option<&RtpPorts>) {
-    let Some(ports) = ports else { return };
-    for _ in 0..engine.rtp_ports_wanted() {
-        match ports.open() {
+/// The RTP ports of anchored calls, as the server hands them to the engine (which never binds).
+struct RtpSupply {
+    ports: RtpPorts,
+    /// After a failed bind (every port of the range in use), no new attempt before this: a full
+    /// range then costs one bounded search per interval, not one per received packet.
+    retry_at: Option<Instant>,
+    /// The last time a full range was logged (at most once a second).
+    logged_at: Option<Instant>,
+}
+
+/// How long a full RTP range is left alone before the next bind attempt.
+const RTP_RETRY: Duration = Duration::from_millis(20);
+
+/// Bind the RTP ports the engine wants in hand before its next input.
+fn hand_rtp_ports(engine: &mut Engine, supply: Option<&mut RtpSupply>) {
+    let Some(supply) = supply else { return };
+    let wanted = engine.rtp_ports_wanted();
+    if wanted == 0 {
+        return;
+    }
+    let now = Instant::now();
+    if supply.retry_at.is_some_and(|t| now < t) {
+        return;
+    }
+    supply.retry_at = None;
+    for _ in 0..wanted {
+        match supply.ports.open() {
             Ok((socket, addr)) => engine.add_rtp_port(socket, addr),
             Err(e) => {
-                tracing::error!(error = %e, "no RTP port free: new calls' media passes through until one is");
+                supply.retry_at = Some(now + RTP_RETRY);
+                if supply.logged_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                    supply.logged_at = Some(now);
+                    tracing::error!(error = %e, "no RTP port free: new calls' media passes through until one is");
+                }
                 break;
             }
         }
     }
 }
 
-fn on_datagram(engine: &mut Engine, rtp: Option<&RtpPorts>, data: &[u8], from: SocketAddr) {
+fn on_datagram(engine: &mut Engine, rtp: Option<&mut RtpSupply>, data: &[u8], from: SocketAddr) {
     let peer = Peer { transport: Transport::Udp, addr: from };
     // RFC 5626 §4.4.1 STUN / CRLF keep-alives and stray whitespace are not SIP messages.
     if data.iter().all(|b| b.is_ascii_whitespace()) {

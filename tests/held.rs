@@ -1,4 +1,4 @@
-//! The HELD endpoint (src/location/held.rs) over real HTTP/1.1: the axum server on 127.0.0.1:0,
+//! The HELD endpoint (src/location/held/) over real HTTP/1.1: the axum server on 127.0.0.1:0,
 //! a small hand-written client on a TcpStream, a fixed-table `Locator` standing in for the
 //! wiremap. Requests and responses are checked against the HELD schemas (RFC 5985 §7, RFC 6155
 //! §6, sosdesk's attachment extension) and the PIDF-LO inside against the PIDF-LO schemas.

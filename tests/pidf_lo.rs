@@ -1,4 +1,4 @@
-//! PIDF-LO build and parse (src/location/pidf.rs) against the RFC schemas (xmllint), the RFC
+//! PIDF-LO build and parse (src/location/pidf/) against the RFC schemas (xmllint), the RFC
 //! examples and third-party documents from real implementations.
 //!
 //! Fixtures: tests/fixtures/pidf-lo (provenance and licences in its SOURCES.md).

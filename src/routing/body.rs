@@ -98,13 +98,12 @@ mod tests {
     use crate::sip::parse::parse_datagram;
 
     #[test]
-    fn multipart_round_trip() {
-        let sdp = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n");
+    fn location_by_value_is_sdp_then_the_referenced_pidf_lo() {
+        let sdp = Bytes::from_static(b"v=0\r\n");
         let (ct, body) = build_multipart(Some(&sdp), b"<presence/>", "loc1@host");
         let parts = split_multipart(&ct, &body).unwrap();
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].body, sdp.slice(..sdp.len() - 2));
-        assert_eq!(parts[1].content_id.as_deref(), Some("loc1@host"));
+        let kinds: Vec<_> = parts.iter().map(|p| (p.content_type.as_str(), p.content_id.as_deref())).collect();
+        assert_eq!(kinds, [("application/sdp", None), ("application/pidf+xml", Some("loc1@host"))]);
         assert_eq!(&parts[1].body[..], b"<presence/>");
     }
 
