@@ -74,7 +74,7 @@ impl Sim {
     }
 }
 
-/// The lab's engine without the notification IM (tests/notifications.rs covers it), so the
+/// The lab's engine without the notification IM (tests/it/notifications.rs covers it), so the
 /// routing tests see only the call's own messages.
 fn engine(edit: impl FnOnce(String) -> String) -> Sim {
     engine_notifying(|c| edit(c.lines().filter(|l| !l.starts_with("notification_uris")).collect::<Vec<_>>().join("\n")))

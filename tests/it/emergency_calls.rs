@@ -2,7 +2,7 @@
 //! Each test checks what crossed the wire (sipp's message trace), what was broadcast to desks,
 //! and what the audit log holds (through the `sosdesk` CLI), and that the audit chain verifies.
 
-mod support;
+use crate::support;
 
 use sosdesk::events::{CallEventKind, RouteKind};
 use sosdesk::location::LocationSource;

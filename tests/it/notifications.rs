@@ -2,7 +2,7 @@
 //! notification targets and registering desks: what the MESSAGE says on the wire, who gets it,
 //! retries of a failed delivery in the audit log while the call routes, and refused credentials.
 
-mod support;
+use crate::support;
 
 use sosdesk::events::{CallEvent, CallEventKind};
 use sosdesk::notify::CALL_EVENT_CONTENT_TYPE;

@@ -571,7 +571,8 @@ async fn an_empty_kind_exports_a_header_that_imports_as_nothing() {
 }
 
 /// The scale target of DESIGN.md: 1,000,000 wiremap rows imported in < 10 s. Run it with
-/// `cargo test --release --test lis_import -- --ignored --nocapture`; BENCHMARKS.md has results.
+/// `cargo test --release --test it -- --ignored lis_import:: --nocapture`; BENCHMARKS.md has
+/// results.
 /// One file as an SfB shop would have it: every other row a bare SfB subnet ID, the rest CIDR;
 /// 1,000 building floors (ERLs), each with a company name and an ELIN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

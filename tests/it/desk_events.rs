@@ -1,7 +1,7 @@
 //! What a desk adds to a call through the core (`Core::acknowledge`), and the history search a
 //! desk reads: against the real core, sipp as caller and provider, and the real audit file.
 
-mod support;
+use crate::support;
 
 use sosdesk::audit::{AuditStore, CallOutcome, HistoryQuery};
 use sosdesk::events::CallEventKind;

@@ -5,9 +5,6 @@
 //! xmllint is a hard requirement of the tests that use this: when it is missing they panic
 //! with an install hint instead of silently passing.
 
-// Not every test crate that declares `mod support;` uses every helper.
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

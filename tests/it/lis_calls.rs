@@ -2,7 +2,7 @@
 //! wiremap; HELD answers over HTTP; a call without a PIDF-LO goes out with the ERL of where the
 //! caller is (wiremap, else what HELD last told the device).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

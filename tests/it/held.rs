@@ -6,7 +6,7 @@
 //! Fixtures: tests/fixtures/held (provenance and licences in its SOURCES.md).
 //! Needs xmllint (Debian `libxml2-utils`); the validation tests panic without it.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

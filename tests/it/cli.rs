@@ -1,7 +1,7 @@
 //! The `sosdesk` command as an admin uses it: check-config, serve (a real process, stopped with
 //! SIGTERM), history, audit verify (including a tampered row) and audit export.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -26,7 +26,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// The lab config with its HTTP listeners on free ports, the audit store beside the config, and
-/// no notification IM (its attempts would add audit rows; tests/notifications.rs covers it).
+/// no notification IM (its attempts would add audit rows; tests/it/notifications.rs covers it).
 fn lab_config() -> String {
     let text = std::fs::read_to_string(repo().join("examples/lab.toml"))
         .unwrap()

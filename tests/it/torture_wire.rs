@@ -5,7 +5,7 @@
 //! same socket. The core handles datagrams in order, so every response the torture message
 //! caused arrives before the marker's 200.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};

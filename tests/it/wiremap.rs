@@ -12,8 +12,8 @@ use sosdesk::location::{
     parse_mac, CivicAddress, DeviceAttachment, Erl, Locator, MatchKind, PortIdSubtype, WiremapEntry, WiremapKey,
 };
 
-// Counts this thread's allocations, to check that lookups make none (tests run on several
-// threads at once, so the count is per thread).
+// Counts this thread's allocations, to check that lookups make none. The allocator of the whole
+// test binary: every module's tests run on several threads at once, so the count is per thread.
 struct CountingAlloc;
 
 thread_local! {
@@ -140,8 +140,9 @@ fn campus() -> Wiremap {
     Wiremap::build(erls, &entries).unwrap()
 }
 
-// In a module named `location` so that `cargo test --test wiremap --lib location` (the lib's
-// location tests and these) runs them: a test-name filter applies to every target it is given.
+// In a module named `location` so that `cargo test --lib --test it location::` (the lib's location
+// tests and these, `wiremap::location::…`) runs them: a test-name filter applies to every target
+// it is given, and matches anywhere in a test's path.
 mod location {
     use super::*;
 

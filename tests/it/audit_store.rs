@@ -731,6 +731,8 @@ async fn writer_keeps_events_while_the_store_fails_and_retries() {
 // A killed process keeps what it acknowledged
 
 const KILL_CHILD_ENV: &str = "SOSDESK_AUDIT_KILL_CHILD_DB";
+/// The helper's name in the test binary (`tests/it`, where this file is the `audit_store` module).
+const KILL_CHILD_TEST: &str = "audit_store::kill_child_records_until_killed";
 
 /// Run by `killed_process_keeps_acknowledged_events` in a child process: records events in groups
 /// of 50, and after each group prints `ACK <seq>` once the group's last event is committed.
@@ -771,7 +773,7 @@ async fn killed_process_keeps_acknowledged_events() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["kill_child_records_until_killed", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([KILL_CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(KILL_CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -812,7 +814,7 @@ async fn killed_process_keeps_acknowledged_events() {
 
 // ---------------------------------------------------------------------------------------------
 // Throughput, measured by hand:
-//   cargo test --release --test audit_store -- --ignored writer_throughput --nocapture
+//   cargo test --release --test it -- --ignored audit_store::writer_throughput --nocapture
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run by hand in --release"]

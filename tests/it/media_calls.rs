@@ -4,7 +4,7 @@
 //! `support::rtp`) sending its own tone — caller 500 Hz, operator 1100 Hz, desk 1700 Hz — and
 //! keeping what it hears, decoded. Who hears whom is then measured, not assumed.
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

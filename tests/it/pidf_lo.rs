@@ -4,7 +4,7 @@
 //! Fixtures: tests/fixtures/pidf-lo (provenance and licences in its SOURCES.md).
 //! Needs xmllint (Debian `libxml2-utils`); the validation tests panic without it.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! with a certificate made by openssl): credentials refused and audited with a rate limit,
 //! what a desk learns about itself, live events, an acknowledgement by one desk reaching another.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! RFC 4475 torture messages at the parser: which are accepted, which answered with which status,
-//! which dropped. The same messages are sent to the running core in `tests/torture_wire.rs`.
+//! which dropped. The same messages are sent to the running core in `tests/it/torture_wire.rs`.
 //! Expectations follow tests/fixtures/rfc4475/MANIFEST.md; where the RFC allows a liberal reading
 //! we take it only when the meaning is unambiguous (see the comments).
 

@@ -5,8 +5,6 @@
 //! `rtp <ip> <port>` (sosdesk's SDP) to the party's socket; it also follows the source of the
 //! RTP it receives (sosdesk sends symmetric RTP from that same port).
 
-#![allow(dead_code)]
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
