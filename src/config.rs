@@ -69,6 +69,13 @@ pub struct SipConfig {
     pub t1_ms: u64,
 }
 
+/// The longest interval a `*_ms` key takes: an hour (route and attempt timeouts, the LIS refresh).
+const MAX_INTERVAL_MS: u64 = 3_600_000;
+/// The longest ELIN callback window: a week, in minutes.
+const MAX_ELIN_MINUTES: f64 = 10_080.0;
+/// The longest a notification is retried: a day.
+const MAX_RETRY_FOR_S: u64 = 86_400;
+
 fn default_t1() -> u64 {
     500
 }
@@ -485,19 +492,31 @@ impl Config {
         if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
             return Err(self.err("sip.t1_ms", "must be between 1 and 10000"));
         }
-        if self.lis.refresh_ms < 100 {
-            return Err(self.err("lis.refresh_ms", "must be at least 100"));
+        if let Some(h) = &self.sip.public_host {
+            // It goes into every Via, Contact and From, and names the HELD server: a host name,
+            // an IPv4 address or a bracketed IPv6 address (RFC 3261 §25.1 `host`).
+            if !crate::location::held::is_host(h) {
+                return Err(self.err(
+                    "sip.public_host",
+                    format!("{h:?} is not a host name, an IPv4 address or an IPv6 address in brackets"),
+                ));
+            }
+        }
+        if !(100..=MAX_INTERVAL_MS).contains(&self.lis.refresh_ms) {
+            return Err(self.err("lis.refresh_ms", format!("must be between 100 and {MAX_INTERVAL_MS}")));
         }
         if let (Some(h), Some(u)) = (self.lis.held, self.sip.tcp) {
             if h == u {
                 return Err(self.err("lis.held", "the HELD endpoint cannot share the SIP TCP address"));
             }
         }
-        if self.routing.route_timeout_ms == 0 {
-            return Err(self.err("routing.route_timeout_ms", "must be more than 0"));
+        if !(1..=MAX_INTERVAL_MS).contains(&self.routing.route_timeout_ms) {
+            return Err(self.err("routing.route_timeout_ms", format!("must be between 1 and {MAX_INTERVAL_MS}")));
         }
-        if !(self.routing.elin_callback_minutes >= 0.0 && self.routing.elin_callback_minutes.is_finite()) {
-            return Err(self.err("routing.elin_callback_minutes", "must be 0 or more"));
+        // Every duration is added to the clock: one beyond what `Instant` can hold would panic the
+        // engine on the first call that uses it (a huge ELIN window did), so each has a bound.
+        if !(0.0..=MAX_ELIN_MINUTES).contains(&self.routing.elin_callback_minutes) {
+            return Err(self.err("routing.elin_callback_minutes", format!("must be between 0 and {MAX_ELIN_MINUTES}")));
         }
         if let Some(fb) = &self.routing.callback_fallback {
             crate::sip::target::target_of_uri(fb).map_err(|e| self.err("routing.callback_fallback", e))?;
@@ -649,8 +668,11 @@ impl Config {
                 }
             }
         }
-        if self.notification.attempt_timeout_ms == 0 {
-            return Err(self.err("notification.attempt_timeout_ms", "must be more than 0"));
+        if !(1..=MAX_INTERVAL_MS).contains(&self.notification.attempt_timeout_ms) {
+            return Err(self.err("notification.attempt_timeout_ms", format!("must be between 1 and {MAX_INTERVAL_MS}")));
+        }
+        if self.notification.retry_for_s > MAX_RETRY_FOR_S {
+            return Err(self.err("notification.retry_for_s", format!("must be between 0 and {MAX_RETRY_FOR_S}")));
         }
         if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
             return Err(self.err("api", "give both `tls_cert` and `tls_key`, or neither"));
@@ -787,5 +809,61 @@ masks = ["9911"]
 
         let bad = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"provider\"");
         assert!(Config::from_toml(&bad, Path::new("x.toml")).is_err());
+    }
+
+    /// What `check-config` accepts, `serve` and the first call must take: the fuzzer's findings
+    /// (issue 19) refused with their key.
+    #[test]
+    fn values_that_would_choke_serve_or_a_call_are_refused() {
+        let refused = |edit: &dyn Fn(&str) -> String, key: &str| {
+            let e = Config::from_toml(&edit(GOOD), Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        };
+        // A window beyond what the clock can add panicked the engine on the first ELIN call.
+        refused(
+            &|g| g.replace("[store]", "[routing]\nelin_callback_minutes = 2e17\n[store]"),
+            "routing.elin_callback_minutes",
+        );
+        refused(
+            &|g| g.replace("[store]", "[routing]\nelin_callback_minutes = nan\n[store]"),
+            "routing.elin_callback_minutes",
+        );
+        refused(
+            &|g| g.replace("[store]", "[routing]\nroute_timeout_ms = 9223372036854775807\n[store]"),
+            "routing.route_timeout_ms",
+        );
+        refused(
+            &|g| g.replace("[store]", "[notification]\nattempt_timeout_ms = 9223372036854775807\n[store]"),
+            "notification.attempt_timeout_ms",
+        );
+        refused(
+            &|g| g.replace("[store]", "[notification]\nretry_for_s = 9223372036854775807\n[store]"),
+            "notification.retry_for_s",
+        );
+        refused(&|g| g.replace("[store]", "[lis]\nrefresh_ms = 9223372036854775807\n[store]"), "lis.refresh_ms");
+        // A space inside <…> went out as a malformed Request-Line: an alert never delivered.
+        refused(
+            &|g| {
+                g.replace(
+                    "pstn_usage = \"e\"",
+                    "pstn_usage = \"e\"\nnotification_uris = [\"<sip:desk@127.0.0.1:5090 >\"]",
+                )
+            },
+            "policy[0].notification_uris[0]",
+        );
+        refused(
+            &|g| g.replace("[store]", "[routing]\ncallback_fallback = \"sip:desk@127.0.0.1 \"\n[store]"),
+            "routing.callback_fallback",
+        );
+        // An IPv6 host must be bracketed where it goes into URIs (HELD refused it at start).
+        refused(
+            &|g| g.replace("udp = \"127.0.0.1:5060\"", "udp = \"127.0.0.1:5060\"\npublic_host = \"::1\""),
+            "sip.public_host",
+        );
+        // The edges themselves are taken.
+        let ok = GOOD.replace("[store]", "[routing]\nelin_callback_minutes = 10080\n[store]");
+        assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
+        let ok = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"[::1]:5060\"\npublic_host = \"[::1]\"");
+        assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
     }
 }

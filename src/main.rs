@@ -319,6 +319,7 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
 }
 
 async fn serve(config: &Path) -> Result<ExitCode, String> {
+    exit_on_panic();
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let core = Core::start(&cfg).await.map_err(|e| e.to_string())?;
     let l = &core.local;
@@ -331,6 +332,22 @@ async fn serve(config: &Path) -> Result<ExitCode, String> {
     wait_for_shutdown().await;
     core.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code of a core that panicked (EX_SOFTWARE, sysexits.h).
+const EXIT_PANICKED: i32 = 70;
+
+/// A panic in any task of the running core ends the process, instead of leaving a live process
+/// whose engine task is gone and that routes nothing (issue 19: a zombie): the service manager
+/// restarts it at once, and every emergency call meanwhile gets the PBX's own alternative route
+/// (its INVITE times out or is refused) rather than silence from a process that looks healthy.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!(panic = %info, "a task of the core panicked: exiting so that sosdesk is restarted");
+        std::process::exit(EXIT_PANICKED);
+    }));
 }
 
 async fn wait_for_shutdown() {

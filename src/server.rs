@@ -117,8 +117,8 @@ impl Core {
                     source,
                 })?;
                 let bound = listener.local_addr().ok();
-                let host = local.host.trim_start_matches('[').trim_end_matches(']').to_string();
-                let state = HeldState::new(Arc::new(wiremap.clone()), &host)
+                // As URIs write it: an IPv6 host in brackets (`HeldState` takes nothing else).
+                let state = HeldState::new(Arc::new(wiremap.clone()), &local.host)
                     .map_err(|e| StartError::Held(e.to_string()))?
                     .with_cache(held_cache.clone())
                     .with_identity_requesters(cfg.lis.held_requesters.clone());

@@ -39,6 +39,7 @@ impl Target {
     /// `core_host`/`core_ports`: what names this core; a URI with that host and no port (or one
     /// of the core's ports) is one of its own users or groups.
     pub fn parse(uri: &str, core_host: &str, core_ports: &[u16]) -> Result<Target, String> {
+        crate::sip::target::check_bare_uri(uri)?;
         let u = Uri::parse(uri).map_err(|e| format!("{uri:?}: {e}"))?;
         if !u.is_sip() {
             return Err(format!("{uri:?} is not a sip: URI"));

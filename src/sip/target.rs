@@ -10,6 +10,7 @@ use super::Uri;
 /// port 5060, UDP unless `transport=tcp`). Returns the peer and the URI as given (the
 /// Request-URI to use).
 pub fn target_of_uri(uri: &str) -> Result<(Peer, String), String> {
+    check_bare_uri(uri)?;
     let u = Uri::parse(uri).map_err(|e| format!("{uri:?}: {e}"))?;
     if !u.is_sip() {
         return Err(format!("{uri:?} is not a sip: URI"));
@@ -21,6 +22,16 @@ pub fn target_of_uri(uri: &str) -> Result<(Peer, String), String> {
         _ => Transport::Udp,
     };
     Ok((Peer { transport, addr: SocketAddr::new(ip, u.port.unwrap_or(5060)) }, uri.to_string()))
+}
+
+/// A URI sosdesk will write into a Request-URI as given must be one as it goes on the wire: no
+/// white space, control characters, angle brackets or quotes (RFC 3261 §25.1; a space inside
+/// `<…>` once went out as `MESSAGE sip:…:5090  SIP/2.0`, which receivers reject).
+pub fn check_bare_uri(uri: &str) -> Result<(), String> {
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"')) {
+        return Err(format!("{uri:?}: write the bare URI, without spaces, angle brackets or quotes"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -38,5 +49,10 @@ mod tests {
         assert_eq!((p.transport, p.addr.to_string()), (Transport::Udp, "[::1]:5060".into()));
         assert!(target_of_uri("sip:desk@example.com").unwrap_err().contains("IP address"));
         assert!(target_of_uri("tel:+15551234").is_err());
+        for bad in
+            ["<sip:desk@127.0.0.1:5090 >", "sip:desk@127.0.0.1:5090 ", " sip:desk@127.0.0.1", "sip:de\tsk@127.0.0.1"]
+        {
+            assert!(target_of_uri(bad).unwrap_err().contains("bare URI"), "{bad:?}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
 use support::lab::{free_port, repo, scenario, without_notifications};
@@ -90,6 +90,15 @@ fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
             good.replace("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:8443\"\ntls_cert = \"cert.pem\""),
             "key `api`: give both `tls_cert` and `tls_key`, or neither",
         ),
+        // Found by fuzzing the config (issue 19): accepted here, they then broke the running core.
+        (
+            good.replace("elin_callback_minutes = 180", "elin_callback_minutes = 2e17"),
+            "key `routing.elin_callback_minutes`: must be between 0 and 10080",
+        ),
+        (
+            good.replace("[\"sip:security@127.0.0.1\"]", "[\"<sip:security-desk@127.0.0.1:5090 >\"]"),
+            "key `policy[1].notification_uris[0]`: \"<sip:security-desk@127.0.0.1:5090 >\": write the bare URI",
+        ),
         ("this is not toml".to_string(), "lab-bad.toml"),
     ];
     for (i, (content, want)) in cases.iter().enumerate() {
@@ -104,6 +113,39 @@ fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
     }
     let out = sosdesk().arg("check-config").arg(dir.path().join("missing.toml")).output().unwrap();
     assert!(!out.status.success() && text(&out.stderr).contains("cannot read the file"), "{}", text(&out.stderr));
+}
+
+/// What `check-config` accepts, `serve` starts with: an IPv6 SIP address with the HELD endpoint
+/// once passed the check and then failed to start (issue 19).
+#[test]
+fn an_ipv6_core_with_held_passes_the_check_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sip, held) = (free_port(), free_port());
+    let cfg_text: String = lab_config()
+        .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"[::1]:{sip}\""))
+        .replace("tcp = \"127.0.0.1:5060\"", &format!("tcp = \"[::1]:{sip}\""))
+        .lines()
+        .map(|l| if l.starts_with("held = ") { format!("held = \"[::1]:{held}\"") } else { l.to_string() })
+        // The core's host is then its IPv6 listen address.
+        .filter(|l| !l.starts_with("public_host = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(cfg_text.contains(&format!("held = \"[::1]:{held}\"")));
+    let cfg = dir.path().join("v6.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let out = sosdesk().arg("check-config").arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let child =
+        sosdesk().arg("serve").arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = KillOnDrop(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut err = String::new();
+    if line.is_empty() {
+        let _ = child.0.stderr.take().unwrap().read_to_string(&mut err);
+    }
+    assert!(line.starts_with(&format!("sosdesk serving emergency calls on udp:[::1]:{sip}")), "{line}{err}");
 }
 
 #[test]

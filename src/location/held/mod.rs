@@ -326,7 +326,8 @@ pub struct HeldReply {
 }
 
 /// A DNS name (RFC 1123 labels) or an IP literal (IPv6 in brackets), as a URI host.
-fn is_host(host: &str) -> bool {
+/// A host as a URI carries it (RFC 3986 §3.2.2): a name, an IPv4 address or `[IPv6]`.
+pub fn is_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return inner.parse::<Ipv6Addr>().is_ok();
     }
