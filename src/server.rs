@@ -28,7 +28,7 @@ use crate::location::store::LisStore;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
-use crate::sip::parse::{parse_datagram, parse_stream, StreamItem, MAX_MESSAGE};
+use crate::sip::parse::{parse_datagram, StreamFramer, StreamItem, MAX_MESSAGE};
 use crate::sip::transaction::{Peer, Transport};
 
 /// Why the core could not start.
@@ -708,13 +708,14 @@ async fn connection(stream: TcpStream, addr: SocketAddr, net_tx: mpsc::Unbounded
         let _ = wr.shutdown().await;
     });
     let mut buf = BytesMut::with_capacity(8192);
+    let mut framer = StreamFramer::default();
     'read: loop {
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
         loop {
-            match parse_stream(&mut buf) {
+            match framer.next(&mut buf) {
                 StreamItem::Message(m) => {
                     let _ = net_tx.send(NetInput::Message(m, peer));
                 }

@@ -24,7 +24,7 @@ use sosdesk::sip::body::split_multipart;
 use sosdesk::sip::client::{Client, ClientError, Event};
 use sosdesk::sip::digest;
 use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
-use sosdesk::sip::parse::{parse_stream, StreamItem};
+use sosdesk::sip::parse::{StreamFramer, StreamItem};
 use sosdesk::sip::transaction::Timers;
 use sosdesk::sip::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -328,6 +328,7 @@ async fn serve_tcp(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buf = BytesMut::with_capacity(8192);
+    let mut framer = StreamFramer::default();
     loop {
         let read = tokio::select! {
             _ = stop.changed() => return,
@@ -338,7 +339,7 @@ async fn serve_tcp(
             _ => return,
         }
         loop {
-            let reply = match parse_stream(&mut buf) {
+            let reply = match framer.next(&mut buf) {
                 StreamItem::Message(m) if m.is_request() => answer_request(core, &report, &m, from),
                 StreamItem::Message(_) => None,
                 StreamItem::Invalid(rej) => rej.reply.map(|r| *r),

@@ -68,56 +68,102 @@ pub fn parse_datagram(buf: &[u8]) -> Result<Message, Rejection> {
     raw.into_message(body)
 }
 
-/// Take one message from the front of a TCP stream buffer (RFC 3261 §18.3: Content-Length
-/// frames the body; it is mandatory on streams and treated as 0 when missing).
-pub fn parse_stream(buf: &mut BytesMut) -> StreamItem {
-    // RFC 5626 §3.5.1: CRLFCRLF is a ping; a lone CRLF between messages is ignored (§7.5).
-    if buf.starts_with(b"\r\n\r\n") {
-        buf.advance(4);
-        return StreamItem::Ping;
-    }
-    let lead = skip_leading_crlf(buf);
-    if lead > 0 && lead == buf.len() {
-        // Could be the first half of a ping; wait for more unless it is plainly not one.
-        if lead >= 4 {
+/// Frames the messages of one TCP stream (RFC 3261 §18.3: Content-Length frames the body; it is
+/// mandatory on streams and treated as 0 when missing), in time linear in the bytes received:
+/// the search for the end of the header section resumes where it stopped, and a header section
+/// is parsed once, not again on every read while its body arrives. (Stateless framing rescanned
+/// the whole buffer on every read: a peer sending one byte at a time made it quadratic, seconds
+/// of CPU for 64 KiB — issue 19.) One framer per connection; limits: a header section and a
+/// body of [`MAX_MESSAGE`] bytes each.
+#[derive(Default)]
+pub struct StreamFramer {
+    /// How far the buffer has been searched for the end of the header section, in vain.
+    searched: usize,
+    /// The message whose body is arriving: its parsed header section, where its body starts and
+    /// its whole length.
+    pending: Option<(RawHead, usize, usize)>,
+    /// Bytes examined so far (the unit tests check that framing is linear).
+    #[cfg(test)]
+    examined: usize,
+}
+
+impl StreamFramer {
+    /// Take the next message from the front of `buf`, the connection's read buffer.
+    pub fn next(&mut self, buf: &mut BytesMut) -> StreamItem {
+        if let Some((_, _, total)) = &self.pending {
+            if buf.len() < *total {
+                return StreamItem::Incomplete;
+            }
+            let Some((raw, body_start, total)) = self.pending.take() else { return StreamItem::Incomplete };
+            return Self::emit(raw, buf, body_start, total);
+        }
+        if self.searched == 0 {
+            // RFC 5626 §3.5.1: CRLFCRLF is a ping; a lone CRLF between messages is ignored (§7.5).
+            if buf.starts_with(b"\r\n\r\n") {
+                buf.advance(4);
+                return StreamItem::Ping;
+            }
+            let lead = skip_leading_crlf(buf);
+            if lead > 0 && lead == buf.len() {
+                // Could be the first half of a ping; wait for more unless it is plainly not one.
+                if lead >= 4 {
+                    buf.advance(lead);
+                }
+                return StreamItem::Incomplete;
+            }
             buf.advance(lead);
         }
-        return StreamItem::Incomplete;
-    }
-    buf.advance(lead);
-    let Some((end, sep)) = find_header_end(buf) else {
-        if buf.len() > MAX_MESSAGE {
-            return StreamItem::Fatal(Rejection { reason: "header section too large".into(), reply: None });
+        // A separator can straddle two reads: look again at the last two bytes searched.
+        let from = self.searched.saturating_sub(2);
+        #[cfg(test)]
+        {
+            self.examined += buf.len() - from.min(buf.len());
         }
-        return StreamItem::Incomplete;
-    };
-    let raw = match RawHead::parse(&buf[..end]) {
-        Ok(r) => r,
-        Err(rej) => {
+        let Some((end, sep)) = find_header_end_from(buf, from) else {
+            self.searched = buf.len();
+            if buf.len() > MAX_MESSAGE {
+                return StreamItem::Fatal(Rejection { reason: "header section too large".into(), reply: None });
+            }
+            return StreamItem::Incomplete;
+        };
+        self.searched = 0;
+        #[cfg(test)]
+        {
+            self.examined += end;
+        }
+        let raw = match RawHead::parse(&buf[..end]) {
+            Ok(r) => r,
+            Err(rej) => {
+                buf.clear();
+                return StreamItem::Fatal(rej);
+            }
+        };
+        let cl = match raw.content_length() {
+            Ok(cl) => cl.unwrap_or(0),
+            Err(rej) => {
+                buf.clear();
+                return StreamItem::Fatal(rej);
+            }
+        };
+        if cl > MAX_MESSAGE {
             buf.clear();
-            return StreamItem::Fatal(rej);
+            return StreamItem::Fatal(raw.reject(513, format!("Content-Length {cl} exceeds {MAX_MESSAGE}")));
         }
-    };
-    let cl = match raw.content_length() {
-        Ok(cl) => cl.unwrap_or(0),
-        Err(rej) => {
-            buf.clear();
-            return StreamItem::Fatal(rej);
+        let total = end + sep + cl;
+        if buf.len() < total {
+            self.pending = Some((raw, end + sep, total));
+            return StreamItem::Incomplete;
         }
-    };
-    if cl > MAX_MESSAGE {
-        buf.clear();
-        return StreamItem::Fatal(raw.reject(513, format!("Content-Length {cl} exceeds {MAX_MESSAGE}")));
+        Self::emit(raw, buf, end + sep, total)
     }
-    let total = end + sep + cl;
-    if buf.len() < total {
-        return StreamItem::Incomplete;
-    }
-    let frame = buf.split_to(total).freeze();
-    let body = frame.slice(end + sep..);
-    match raw.into_message(body) {
-        Ok(m) => StreamItem::Message(m),
-        Err(rej) => StreamItem::Invalid(rej),
+
+    fn emit(raw: RawHead, buf: &mut BytesMut, body_start: usize, total: usize) -> StreamItem {
+        let frame = buf.split_to(total).freeze();
+        let body = frame.slice(body_start..);
+        match raw.into_message(body) {
+            Ok(m) => StreamItem::Message(m),
+            Err(rej) => StreamItem::Invalid(rej),
+        }
     }
 }
 
@@ -128,7 +174,12 @@ fn skip_leading_crlf(buf: &[u8]) -> usize {
 /// Position of the empty line ending the header section and the length of the separator.
 /// Bare-LF line ends are tolerated (RFC 3261 §7 asks for CRLF, but being liberal costs nothing).
 fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+    find_header_end_from(buf, 0)
+}
+
+/// The same, searching from `from` on (everything before it is known not to hold the end).
+fn find_header_end_from(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
     while i < buf.len() {
         if buf[i] == b'\n' {
             if buf.get(i + 1) == Some(&b'\n') {
@@ -366,6 +417,10 @@ i: abc@192.0.2.10\r\n\
 CSeq: 1 INVITE\r\n\
 Subject: folded\r\n  continuation\r\n\
 l: 4\r\n\r\nbodyEXTRA";
+    /// A valid request's header section without Content-Length and without its ending blank line.
+    const INVITE_HEAD: &[u8] = b"INVITE sip:911@198.51.100.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\nFrom: <sip:1001@pbx.example.com>;tag=a1\r\n\
+To: <sip:911@198.51.100.1>\r\nCall-ID: abc@192.0.2.10\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n";
 
     #[test]
     fn datagram_compact_folded_and_content_length() {
@@ -378,23 +433,87 @@ l: 4\r\n\r\nbodyEXTRA";
 
     #[test]
     fn stream_frames_by_content_length() {
+        let mut f = StreamFramer::default();
         let mut buf = BytesMut::from(&INVITE[..INVITE.len() - 5]);
         buf.extend_from_slice(INVITE);
-        match parse_stream(&mut buf) {
+        match f.next(&mut buf) {
             StreamItem::Message(m) => assert_eq!(&m.body[..], b"body"),
             other => panic!("{other:?}"),
         }
         // The second copy is complete too; what remains after it is "EXTRA".
-        assert!(matches!(parse_stream(&mut buf), StreamItem::Message(_)));
+        assert!(matches!(f.next(&mut buf), StreamItem::Message(_)));
         assert_eq!(&buf[..], b"EXTRA");
-        assert!(matches!(parse_stream(&mut buf), StreamItem::Incomplete));
+        assert!(matches!(f.next(&mut buf), StreamItem::Incomplete));
     }
 
     #[test]
     fn stream_ping() {
         let mut buf = BytesMut::from(&b"\r\n\r\n"[..]);
-        assert!(matches!(parse_stream(&mut buf), StreamItem::Ping));
+        assert!(matches!(StreamFramer::default().next(&mut buf), StreamItem::Ping));
         assert!(buf.is_empty());
+    }
+
+    /// Feed `bytes` one at a time, as a slow or hostile peer sends them; returns what came out.
+    fn byte_by_byte(f: &mut StreamFramer, bytes: &[u8]) -> Vec<StreamItem> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in bytes {
+            buf.extend_from_slice(&[*b]);
+            loop {
+                match f.next(&mut buf) {
+                    StreamItem::Incomplete => break,
+                    // The connection is closed after a framing error.
+                    fatal @ StreamItem::Fatal(_) => {
+                        out.push(fatal);
+                        return out;
+                    }
+                    item => out.push(item),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_stream_sent_one_byte_at_a_time_frames_the_same_messages() {
+        let two = [&INVITE[..INVITE.len() - 5], &INVITE[..INVITE.len() - 5]].concat();
+        let items = byte_by_byte(&mut StreamFramer::default(), &two);
+        assert_eq!(items.len(), 2, "{items:?}");
+        for item in items {
+            assert!(matches!(&item, StreamItem::Message(m) if &m.body[..] == b"body"), "{item:?}");
+        }
+    }
+
+    /// Issue 19: one byte per read of a header section with no end cost a rescan of everything
+    /// received per byte (64 KiB: 2.3 s of CPU); and a large header section was parsed again on
+    /// every read of its body. Framing now examines each byte a bounded number of times: searched
+    /// at most three times (the last two bytes of a read are searched again with the next, as a
+    /// separator may straddle them) and parsed once — under 5× the bytes, where rescanning was
+    /// about n²/2 (2·10⁹ here).
+    #[test]
+    fn framing_is_linear_in_the_bytes_received() {
+        let line = b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+        let mut endless = b"INVITE sip:911@x SIP/2.0\r\n".to_vec();
+        while endless.len() <= MAX_MESSAGE {
+            endless.extend_from_slice(line);
+        }
+        let mut f = StreamFramer::default();
+        let items = byte_by_byte(&mut f, &endless);
+        assert!(matches!(items.as_slice(), [StreamItem::Fatal(r)] if r.reason.contains("too large")), "{items:?}");
+        assert!(f.examined <= 5 * endless.len(), "{} bytes examined for {}", f.examined, endless.len());
+
+        // A header section of ~59 KB, then a body one byte per read.
+        let mut head = INVITE_HEAD.to_vec();
+        while head.len() < 59_000 {
+            head.extend_from_slice(line);
+        }
+        let body = vec![b'b'; 5_000];
+        head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        let message = [head, body].concat();
+        let mut f = StreamFramer::default();
+        let items = byte_by_byte(&mut f, &message);
+        assert!(matches!(items.as_slice(), [StreamItem::Message(m)] if m.body.len() == 5_000), "{items:?}");
+        assert!(f.examined <= 5 * message.len(), "{} bytes examined for {}", f.examined, message.len());
     }
 
     #[test]
@@ -412,7 +531,7 @@ l: 4\r\n\r\nbodyEXTRA";
         for i in 0..INVITE.len() {
             let _ = parse_datagram(&INVITE[..i]);
             let mut b = BytesMut::from(&INVITE[..i]);
-            let _ = parse_stream(&mut b);
+            let _ = StreamFramer::default().next(&mut b);
             let mut flipped = INVITE.to_vec();
             flipped[i] ^= 0xff;
             let _ = parse_datagram(&flipped);
