@@ -78,6 +78,7 @@ impl Engine {
                 &mut self.out,
                 call,
                 CallEventKind::DeskJoinRefused { desk: desk.to_string(), status, reason },
+                self.now.wall,
             ),
             None => {
                 let reason = if desk.is_empty() {
@@ -222,6 +223,7 @@ impl Engine {
             &mut self.out,
             call,
             CallEventKind::DeskJoined { desk: account.name.clone(), mode: mode.into(), auto: false },
+            self.now.wall,
         );
         Ok(())
     }
@@ -260,6 +262,7 @@ impl Engine {
                     &mut self.out,
                     call,
                     CallEventKind::DeskLeft { desk: desk.name, reason: "hung up".into() },
+                    self.now.wall,
                 );
                 if last_party {
                     // The caller hung up earlier and the last desk has gone: only the
@@ -272,6 +275,7 @@ impl Engine {
                             by: "desk".into(),
                             reason: "the last desk left after the caller".into(),
                         },
+                        self.now.wall,
                     );
                     return true;
                 }
@@ -291,6 +295,7 @@ impl Engine {
                                 &mut self.out,
                                 call,
                                 CallEventKind::DeskJoinRefused { desk: name, status: 403, reason },
+                                self.now.wall,
                             );
                             return false;
                         }
@@ -333,7 +338,12 @@ impl Engine {
             // the security desk must know it was not called.
             if attempt == 0 && call.kind != RouteKind::Callback {
                 let reason = "the call's media is not anchored by sosdesk".to_string();
-                Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: uri, reason });
+                Self::emit_into(
+                    &mut self.out,
+                    call,
+                    CallEventKind::ConferenceFailed { target: uri, reason },
+                    self.now.wall,
+                );
             }
             return;
         };
@@ -346,7 +356,12 @@ impl Engine {
         let (peer, ruri) = match super::target_of_uri(&uri) {
             Ok(t) => t,
             Err(e) => {
-                Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: uri, reason: e });
+                Self::emit_into(
+                    &mut self.out,
+                    call,
+                    CallEventKind::ConferenceFailed { target: uri, reason: e },
+                    self.now.wall,
+                );
                 return;
             }
         };
@@ -355,7 +370,12 @@ impl Engine {
         }
         let Some(opened) = self.media.reserve.pop() else {
             let reason = "no RTP port free".to_string();
-            Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: uri, reason });
+            Self::emit_into(
+                &mut self.out,
+                call,
+                CallEventKind::ConferenceFailed { target: uri, reason },
+                self.now.wall,
+            );
             return;
         };
         let Some(m) = call.media.as_mut() else { return };
@@ -449,6 +469,7 @@ impl Engine {
                             &mut self.out,
                             call,
                             CallEventKind::DeskJoined { desk: name, mode: mode.into(), auto: true },
+                            self.now.wall,
                         );
                     }
                     other => {
@@ -461,7 +482,12 @@ impl Engine {
                         self.tx.send_request(&bye, desk.dialog.peer, now);
                         let name = desk.name.clone();
                         self.drop_desk(call, leg);
-                        Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: name, reason });
+                        Self::emit_into(
+                            &mut self.out,
+                            call,
+                            CallEventKind::ConferenceFailed { target: name, reason },
+                            self.now.wall,
+                        );
                     }
                 }
             }
@@ -477,7 +503,7 @@ impl Engine {
         let Some(name) = call.media.as_ref().and_then(|m| m.desk(leg)).map(|d| d.name.clone()) else { return };
         self.drop_desk(call, leg);
         tracing::warn!(call = %call.call_ref, target = %name, %reason, "conference URI not reached");
-        Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: name, reason });
+        Self::emit_into(&mut self.out, call, CallEventKind::ConferenceFailed { target: name, reason }, self.now.wall);
     }
 
     /// Forget a desk leg (its dialog and transaction mappings, its media).
@@ -515,6 +541,7 @@ impl Engine {
                     &mut self.out,
                     call,
                     CallEventKind::DeskLeft { desk: desk.name, reason: "call ended".into() },
+                    self.now.wall,
                 );
             } else if let Some((_, inv)) = desk.invite {
                 // Still being called: CANCEL it (§9.1); a 2xx that crosses is ACKed and ended.

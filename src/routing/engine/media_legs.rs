@@ -304,7 +304,7 @@ impl Engine {
                 cmd: MediaCommand::RemoveLeg { leg: CALLER },
             });
         }
-        Self::emit_into(&mut self.out, call, CallEventKind::PartyLeft { party: "caller".into() });
+        Self::emit_into(&mut self.out, call, CallEventKind::PartyLeft { party: "caller".into() }, self.now.wall);
     }
 
     // ------------------------------------------------------------------ desks joining

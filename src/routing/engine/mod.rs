@@ -135,9 +135,8 @@ pub enum Output {
     LateEvent { call_ref: String, kind: CallEventKind },
 }
 
-/// The outputs waiting to be drained, with the wall-clock time their events are stamped with.
+/// The outputs waiting to be drained.
 struct Outputs {
-    wall: DateTime<Utc>,
     events: VecDeque<CallEvent>,
     media: VecDeque<MediaAction>,
     late: VecDeque<(String, CallEventKind)>,
@@ -204,7 +203,6 @@ impl Engine {
                 retry_for: Duration::from_secs(cfg.notification.retry_for_s),
             }),
             out: Outputs {
-                wall: now.wall,
                 events: VecDeque::new(),
                 media: VecDeque::new(),
                 late: VecDeque::new(),
@@ -250,7 +248,6 @@ impl Engine {
     /// The time of an input: every `handle_*` sets it first.
     fn tick(&mut self, now: Now) {
         self.now = now;
-        self.out.wall = now.wall;
     }
 
     /// The next output, in the order that keeps the emergency path fast: bytes first; once they
@@ -428,12 +425,14 @@ impl Engine {
 
     fn emit(&mut self, call_ref: &str, kind: CallEventKind) {
         if let Some(call) = self.calls.live.get_mut(call_ref) {
-            Self::emit_into(&mut self.out, call, kind);
+            Self::emit_into(&mut self.out, call, kind, self.now.wall);
         }
     }
 
-    fn emit_into(out: &mut Outputs, call: &mut Call, kind: CallEventKind) {
-        out.events.push_back(call_event(call, kind, out.wall));
+    /// The call's next event, stamped `at` (the input's wall-clock time), into the outputs.
+    /// Takes the parts it needs rather than `self`, so a call borrowed from the table can emit.
+    fn emit_into(out: &mut Outputs, call: &mut Call, kind: CallEventKind, at: DateTime<Utc>) {
+        out.events.push_back(call_event(call, kind, at));
     }
 }
 

@@ -54,6 +54,7 @@ impl Engine {
                                     CallEventKind::RouteFailed {
                                         reason: format!("route {name}: the location has no ELIN"),
                                     },
+                                    self.now.wall,
                                 );
                                 continue;
                             }
@@ -108,7 +109,7 @@ impl Engine {
                 call.call_ref.clone(),
                 CallTimer::RouteResponse(attempt),
             ));
-            Self::emit_into(&mut self.out, &mut call, CallEventKind::Routed);
+            Self::emit_into(&mut self.out, &mut call, CallEventKind::Routed, self.now.wall);
             self.start_auto_conference(&mut call, attempt, now);
             self.calls.live.insert(call.call_ref.clone(), call);
             break;
@@ -220,7 +221,7 @@ impl Engine {
         }
         self.stats.failovers += 1;
         call.next_attempt = attempt + 1;
-        Self::emit_into(&mut self.out, call, CallEventKind::RouteFailed { reason });
+        Self::emit_into(&mut self.out, call, CallEventKind::RouteFailed { reason }, self.now.wall);
         self.start_attempt(call_ref, now);
     }
 
@@ -234,7 +235,7 @@ impl Engine {
         let mut r = call.a_invite.response(503, "Service Unavailable", Some(tag_of(&call.a.local)));
         r.push("Warning", format!("399 sosdesk \"{reason}\""));
         self.tx.respond(&call.a_invite_key, &r, self.now.mono);
-        Self::emit_into(&mut self.out, &mut call, CallEventKind::Failed { status: 503, reason });
+        Self::emit_into(&mut self.out, &mut call, CallEventKind::Failed { status: 503, reason }, self.now.wall);
         self.forget_call(call);
     }
 
@@ -312,7 +313,7 @@ impl Engine {
                     }
                     self.tx.respond(&call.a_invite_key, &r, now);
                     if call.ringing_sent.insert(status) {
-                        Self::emit_into(&mut self.out, call, CallEventKind::Ringing { status });
+                        Self::emit_into(&mut self.out, call, CallEventKind::Ringing { status }, self.now.wall);
                     }
                 }
             }
@@ -343,7 +344,7 @@ impl Engine {
                     copy_body(&msg, &mut r);
                 }
                 self.tx.respond(&call.a_invite_key, &r, now);
-                Self::emit_into(&mut self.out, call, CallEventKind::Answered);
+                Self::emit_into(&mut self.out, call, CallEventKind::Answered, self.now.wall);
             }
             _ => {
                 // The final response completed the INVITE: nothing is ringing any more, so

@@ -106,6 +106,7 @@ impl Engine {
             &mut self.out,
             &mut call,
             CallEventKind::Ended { by: "cancel".into(), reason: "caller hung up before answer".into() },
+            self.now.wall,
         );
         self.forget_call(call);
     }
@@ -175,7 +176,12 @@ impl Engine {
                     }
                 }
             }
-            Self::emit_into(&mut self.out, &mut call, CallEventKind::Ended { by: by.into(), reason: "BYE".into() });
+            Self::emit_into(
+                &mut self.out,
+                &mut call,
+                CallEventKind::Ended { by: by.into(), reason: "BYE".into() },
+                self.now.wall,
+            );
             self.forget_call(call);
             return;
         }
