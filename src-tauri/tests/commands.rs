@@ -203,6 +203,13 @@ fn commands_drive_a_real_core_from_alert_to_audited_acknowledgement_and_history(
     let unknown = invoke(&w, "acknowledge", json!({"callId": "no-such-call"})).unwrap_err();
     assert_eq!(unknown["kind"], "no-such-call", "{unknown}");
     assert_eq!(unknown["message"], "no call no-such-call on the board", "{unknown}");
+    // The call's recording is audited when its media task has finished the file, independently
+    // of the officer (a race the acknowledgement lost once in CI): wait for it, so that the
+    // acknowledgement below is the call's last event.
+    until("the recording in the audit log", || {
+        let d = invoke(&w, "call_detail", json!({"callId": call_id})).ok()?;
+        d["events"].as_array()?.iter().any(|e| e["kind"] == "recorded").then_some(())
+    });
     let acked = invoke(&w, "acknowledge", json!({"callId": call_id})).unwrap();
     assert_eq!(acked["acknowledged_by"], "Officer Mock");
     assert_eq!(acked["alarming"], false);
