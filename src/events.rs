@@ -159,6 +159,22 @@ pub enum CallEventKind {
         ok: bool,
         detail: String,
     },
+    /// Requests refused from one source address over an interval, in one record: ordinary
+    /// INVITEs, malformed messages, unsupported methods, wrong credentials (see
+    /// `routing::refused`). Junk never becomes one audit row per message, nor a row of the call
+    /// history. `source` is the address, or `other` for the sources beyond the per-interval
+    /// bound, which share one record (`addresses` says how many they were).
+    Refused {
+        source: String,
+        since: DateTime<Utc>,
+        count: u32,
+        /// `"INVITE 404 not an emergency number"` → how many.
+        reasons: std::collections::BTreeMap<String, u32>,
+        /// The first few requests as they were sent (request line and From, shortened):
+        /// caller-controlled text, shown as text.
+        samples: Vec<String>,
+        addresses: u32,
+    },
 }
 
 impl CallEvent {
@@ -205,6 +221,13 @@ impl CallEventKind {
             CallEventKind::Recorded { .. } => "recorded",
             CallEventKind::RecordingFailed { .. } => "recording-failed",
             CallEventKind::Notified { .. } => "notified",
+            CallEventKind::Refused { .. } => "refused",
         }
+    }
+
+    /// Whether the event belongs to a call (and so to the call history). Refused requests are
+    /// records of the audit log only.
+    pub fn is_of_a_call(&self) -> bool {
+        !matches!(self, CallEventKind::Rejected { .. } | CallEventKind::Refused { .. })
     }
 }

@@ -38,6 +38,20 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Requests sosdesk refused (ordinary calls, malformed messages, wrong credentials…), newest
+    /// first: one record per source address and minute, with counts per reason and samples.
+    Rejections {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON (one array of audit records) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only records at or after this time: `2026-12-04` or `2026-12-04T21:00:00Z`.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -211,6 +225,16 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rejections { store, json, since, limit } => {
+            let s = store.open().await?;
+            let records = s.refusals(since, limit).await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?);
+            } else {
+                print_refusals(&records);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { command: AuditCommand::Verify { store } } => {
             let s = store.open().await?;
             let report = s.verify().await.map_err(|e| e.to_string())?;
@@ -372,6 +396,49 @@ async fn wait_for_shutdown() {
     }
 }
 
+/// `--since`: a date (midnight UTC) or an RFC 3339 time.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        .map_err(|_| format!("{s:?}: expected a date (2026-12-04) or an RFC 3339 time (2026-12-04T21:00:00Z)"))
+}
+
+/// Caller-controlled text for a terminal: control characters replaced, so they cannot move the
+/// cursor or rewrite earlier lines; at most `n` characters.
+fn clean(s: &str, n: usize) -> String {
+    s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
+}
+
+fn print_refusals(records: &[sosdesk::audit::AuditRecord]) {
+    if records.is_empty() {
+        println!("no refused requests recorded");
+        return;
+    }
+    println!("{:<20} {:<40} {:>8}  REASONS", "UNTIL (local)", "SOURCE", "COUNT");
+    for r in records {
+        let (source, count, samples) = match &r.event.kind {
+            sosdesk::events::CallEventKind::Refused { source, count, samples, addresses, .. } => {
+                let source = if *addresses > 1 { format!("{source} ({addresses} addresses)") } else { source.clone() };
+                (source, *count, samples.clone())
+            }
+            _ => (r.event.caller.source.clone(), 1, vec![format!("{} {}", r.event.dialed, r.detail)]),
+        };
+        println!(
+            "{:<20} {:<40} {:>8}  {}",
+            r.at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+            clean(&source, 40),
+            count,
+            clean(&r.detail, 200)
+        );
+        for s in samples {
+            println!("{:<70}  e.g. {}", "", clean(&s, 200));
+        }
+    }
+}
+
 fn print_history(calls: &[sosdesk::audit::CallSummary]) {
     if calls.is_empty() {
         println!("no calls recorded");
@@ -383,11 +450,6 @@ fn print_history(calls: &[sosdesk::audit::CallSummary]) {
     );
     for c in calls {
         let name = c.caller_name.clone().unwrap_or_default();
-        // Caller-controlled text: control characters are replaced so they cannot move the
-        // terminal's cursor or rewrite earlier lines.
-        let clean = |s: &str, n: usize| -> String {
-            s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
-        };
         println!(
             "{:<20} {:<24} {:<8} {:<10} {:<40} {:<14} {}{}",
             c.first_at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),

@@ -393,6 +393,7 @@ async fn run(
                     audit.record(ev.clone());
                     let _ = events.send(ev);
                 }
+                Output::Audit(ev) => record_refusals(audit, ev),
                 // A notification outcome for a call that has ended: numbered from the audit log.
                 Output::LateEvent { call_ref, kind } => {
                     let (audit, store, events, lock) =
@@ -407,12 +408,28 @@ async fn run(
         }
         while recordings.try_join_next().is_some() {}
     }
-    // Stopping: live calls' media ends now; their recordings are finished and audited before
-    // the core reports itself stopped.
+    // Stopping: the requests refused so far are recorded; live calls' media ends now; their
+    // recordings are finished and audited before the core reports itself stopped.
+    engine.close_refusals(Now::read());
+    while let Some(output) = engine.poll_output() {
+        if let Output::Audit(ev) = output {
+            record_refusals(audit, ev);
+        }
+    }
     for (_, tx) in media.drain() {
         let _ = tx.send(MediaCommand::Close);
     }
     while recordings.join_next().await.is_some() {}
+}
+
+/// A refusal record (the requests refused from one source over an interval): audited, and one
+/// warning in the log per source and interval however many messages it counts.
+fn record_refusals(audit: &AuditWriter, ev: CallEvent) {
+    if let CallEventKind::Refused { source, count, reasons, .. } = &ev.kind {
+        let top = reasons.iter().max_by_key(|(_, n)| **n).map(|(r, _)| r.as_str()).unwrap_or("");
+        tracing::warn!(%source, count, most = top, "requests refused (one audit record for the interval)");
+    }
+    audit.record(ev);
 }
 
 /// Bind and start the HTTP API (HTTPS when the config names a certificate and key).

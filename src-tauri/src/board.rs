@@ -51,7 +51,8 @@ impl Board {
     /// of dismissed calls change nothing.
     pub fn apply(&mut self, ev: &CallEvent) -> Vec<Change> {
         if ev.normalized.is_empty()
-            || matches!(ev.kind, CallEventKind::Rejected { .. } | CallEventKind::Callback { .. })
+            || !ev.kind.is_of_a_call()
+            || matches!(ev.kind, CallEventKind::Callback { .. })
             || self.dismissed.contains(&ev.call_id)
         {
             return Vec::new();

@@ -134,6 +134,7 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
         .route("/api/v1/events", get(events))
         .route("/api/v1/history", get(history))
         .route("/api/v1/history.csv", get(history_csv))
+        .route("/api/v1/rejections", get(rejections))
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -288,6 +289,20 @@ fn store_unavailable(e: impl std::fmt::Display) -> Response {
 
 async fn history(State(state): State<ApiState>, Query(p): Query<HistoryParams>) -> Response {
     match state.core.store.search(&p.query()).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => store_unavailable(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RejectionsParams {
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    limit: Option<u32>,
+}
+
+/// The audit records of refused requests, newest first (`sosdesk rejections`).
+async fn rejections(State(state): State<ApiState>, Query(p): Query<RejectionsParams>) -> Response {
+    match state.core.store.refusals(p.since, p.limit.unwrap_or(200).min(5000)).await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => store_unavailable(e),
     }

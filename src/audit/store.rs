@@ -117,7 +117,8 @@ impl AuditStore {
         // Each call's summary is read once per batch and written once, however many of its events
         // the batch holds.
         let mut summaries = self.load_summaries(&mut tx, events).await?;
-        for r in &rows {
+        // Refused requests are records of the log only, never rows of the call history.
+        for r in rows.iter().filter(|r| r.ev.kind.is_of_a_call()) {
             match summaries.get_mut(r.ev.call_id.as_str()) {
                 Some(s) => s.apply(r.seq, r.ev),
                 None => {
@@ -268,6 +269,25 @@ impl AuditStore {
         }
         let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await.map_err(self.db("search history"))?;
         rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
+    }
+
+    /// The audit records of refused requests (`refused`: one per source and interval;
+    /// `rejected`: one refusal each, as API refusals and records before the tally), newest
+    /// first, at most `limit`, at or after `since` when given.
+    pub async fn refusals(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
+        // `events_refused` (a partial index) keeps this from scanning the whole log.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE kind IN ('refused', 'rejected') AND at >= ? \
+             ORDER BY seq DESC LIMIT ?"
+        );
+        let since = since.map(|t| timestamp(&t)).unwrap_or_default();
+        let rows = sqlx::query(&sql)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db("read refusals"))?;
+        rows.iter().map(|r| self.record_from_row(r)).collect()
     }
 
     /// Every stored event of one call, in the order they were stored.
@@ -495,9 +515,14 @@ impl HistoryQuery {
             cond.push("first_at < ?".into());
             binds.push(timestamp(until));
         }
-        if let Some(o) = self.outcome {
-            cond.push("outcome = ?".into());
-            binds.push(o.as_str().to_string());
+        match self.outcome {
+            Some(o) => {
+                cond.push("outcome = ?".into());
+                binds.push(o.as_str().to_string());
+            }
+            // The history is emergency and test calls: requests refused before this version
+            // (one row each) are only shown when asked for.
+            None => cond.push("outcome <> 'rejected'".into()),
         }
         if self.exclude_tests {
             cond.push("test_call = 0".into());

@@ -89,7 +89,8 @@ impl CallOutcome {
             | CallEventKind::PartyLeft { .. }
             | CallEventKind::Recorded { .. }
             | CallEventKind::RecordingFailed { .. }
-            | CallEventKind::Notified { .. } => return None,
+            | CallEventKind::Notified { .. }
+            | CallEventKind::Refused { .. } => return None,
         })
     }
 }
@@ -237,6 +238,13 @@ pub fn event_detail(kind: &CallEventKind) -> String {
             format!("{path} ({:.1} s, sha256 {sha256})", *duration_ms as f64 / 1000.0)
         }
         CallEventKind::RecordingFailed { reason } => reason.clone(),
+        CallEventKind::Refused { count, reasons, addresses, .. } => {
+            let mut by: Vec<(&String, &u32)> = reasons.iter().collect();
+            by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let by: Vec<String> = by.iter().map(|(r, n)| format!("{n} × {r}")).collect();
+            let from = if *addresses > 1 { format!(" from {addresses} addresses") } else { String::new() };
+            format!("{count} refused{from}: {}", by.join("; "))
+        }
         CallEventKind::Notified { uri, ok, detail } => {
             format!("{uri} {}: {detail}", if *ok { "ok" } else { "failed" })
         }

@@ -5,5 +5,6 @@ pub mod body;
 pub mod classify;
 pub mod elin;
 pub mod engine;
+pub mod refused;
 
 pub use engine::{Engine, LocalEndpoint, Locators, MediaAction, Output};

@@ -215,7 +215,7 @@ fn caller_with_no_location_goes_to_the_ecrc_route_without_geolocation() {
 }
 
 #[test]
-fn non_emergency_call_gets_404_and_is_audited() {
+fn non_emergency_call_gets_404_and_is_counted_in_a_refusal_record() {
     let mut lab = Lab::start();
     let c = lab.uac("caller", "caller_expect_failure.xml", "127.0.0.1", &["-s", "4255550123"]).wait();
     c.assert_ok();
@@ -223,9 +223,18 @@ fn non_emergency_call_gets_404_and_is_audited() {
     assert!(resp.starts_with("SIP/2.0 404 Not Found\r\n"), "{resp}");
     assert!(resp.contains("Warning: 399 sosdesk \"not an emergency number"), "{resp}");
     lab.stop();
+    // One refusal record for the source, not a call: the history stays empty.
     let events = lab.audit_events();
-    assert_eq!(kinds(&events), ["rejected"]);
-    assert_eq!(events[0].dialed, "4255550123");
+    assert_eq!(kinds(&events), ["refused"]);
+    let CallEventKind::Refused { source, count, reasons, samples, .. } = &events[0].kind else { unreachable!() };
+    assert_eq!((source.as_str(), *count), ("127.0.0.1", 1));
+    assert_eq!(reasons.get("INVITE 404 not an emergency number"), Some(&1), "{reasons:?}");
+    assert!(samples[0].starts_with("INVITE sip:4255550123@"), "{samples:?}");
+    let history = lab.cli_store(&["history", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&history.stdout).trim(), "[]");
+    let rejections = lab.cli_store(&["rejections"]);
+    let text = String::from_utf8_lossy(&rejections.stdout);
+    assert!(text.contains("127.0.0.1") && text.contains("1 × INVITE 404 not an emergency number"), "{text}");
     lab.assert_audit_verifies();
 }
 

@@ -282,15 +282,25 @@ fn wrong_credentials_are_refused_audited_and_rate_limited() {
     ok.wait().assert_ok();
     lab.stop();
     let events = lab.audit_events();
-    let refused: Vec<String> = events
+    // One refusal record for the address (not a row per attempt): why each attempt failed, and
+    // that the address was blocked, are its reasons.
+    let records: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.kind {
-            CallEventKind::Rejected { status: 403, reason } => Some(reason.clone()),
+            CallEventKind::Refused { source, count, reasons, samples, .. } => {
+                Some((source.clone(), *count, reasons.clone(), samples.clone()))
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(refused.iter().filter(|r| r.contains("bad credentials: wrong password")).count(), 5, "{refused:?}");
-    assert_eq!(refused.iter().filter(|r| r.contains("too many wrong credentials")).count(), 1, "{refused:?}");
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (source, count, reasons, samples) = &records[0];
+    assert_eq!(source, "127.0.0.1");
+    assert_eq!(reasons.get("REGISTER 403 bad credentials: wrong password for \"desk1\""), Some(&5), "{reasons:?}");
+    assert_eq!(reasons.get("REGISTER 403 blocked: too many wrong credentials"), Some(&1), "{reasons:?}");
+    assert_eq!(*count, 6);
+    assert!(samples[0].starts_with("REGISTER sip:"), "{samples:?}");
+    assert!(!events.iter().any(|e| matches!(e.kind, CallEventKind::Rejected { .. })), "no row per attempt");
     // Digest never sends a password; the account's configured one must not leak into the
     // refusals' text either.
     let all = serde_json::to_string(&events).unwrap();

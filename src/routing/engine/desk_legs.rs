@@ -58,6 +58,7 @@ impl Engine {
         msg: &Message,
         peer: Peer,
         call: Option<&mut Call>,
+        authenticated: bool,
         desk: &str,
         status: u16,
         reason: String,
@@ -73,6 +74,7 @@ impl Engine {
         r.push("Warning", format!("399 sosdesk \"{}\"", told.replace(['"', '\\'], "'")));
         self.tx.respond(key, &r, self.now.mono);
         tracing::info!(%peer, desk, status, %reason, "desk join refused");
+        let told = told.to_string();
         match call {
             Some(call) => Self::emit_into(
                 &mut self.out,
@@ -80,12 +82,10 @@ impl Engine {
                 CallEventKind::DeskJoinRefused { desk: desk.to_string(), status, reason },
                 self.now.wall,
             ),
-            None => {
-                let reason = if desk.is_empty() {
-                    format!("desk join refused: {reason}")
-                } else {
-                    format!("desk join by {desk} refused: {reason}")
-                };
+            // An account that proved who it is (a join to a call that has ended): a record of
+            // its own, bounded by the accounts there are.
+            None if authenticated => {
+                let reason = format!("desk join by {desk} refused: {reason}");
                 let what = msg.request_uri().unwrap_or("").to_string();
                 self.out.events.push_back(CallEvent::refusal(
                     Self::caller_of(msg, peer),
@@ -95,6 +95,9 @@ impl Engine {
                     self.now.wall,
                 ));
             }
+            // Anyone else: counted in the source's refusal record (`routing::refused`).
+            None if status == 401 => {}
+            None => self.tally_refused(msg, peer, status, &format!("desk join refused: {told}")),
         }
     }
 
@@ -126,6 +129,7 @@ impl Engine {
                     &msg,
                     peer,
                     call.as_mut(),
+                    false,
                     "",
                     401,
                     reason.into(),
@@ -138,7 +142,17 @@ impl Engine {
             }
             Err(AuthFailure::Invalid(why)) => {
                 let who = self.accounts.desks.digest.claimed_user(&auth);
-                self.refuse_join(&key, &msg, peer, call.as_mut(), &who, 403, format!("{BAD_CREDENTIALS}: {why}"), &[]);
+                self.refuse_join(
+                    &key,
+                    &msg,
+                    peer,
+                    call.as_mut(),
+                    false,
+                    &who,
+                    403,
+                    format!("{BAD_CREDENTIALS}: {why}"),
+                    &[],
+                );
                 self.credentials_failed(peer, now);
                 if let Some(c) = call {
                     self.calls.live.insert(call_ref, c);
@@ -157,12 +171,22 @@ impl Engine {
             }
         });
         let Some(mut call) = call else {
-            self.refuse_join(&key, &msg, peer, None, &account.name, 404, format!("no active call {call_ref}"), &[]);
+            self.refuse_join(
+                &key,
+                &msg,
+                peer,
+                None,
+                true,
+                &account.name,
+                404,
+                format!("no active call {call_ref}"),
+                &[],
+            );
             return;
         };
         let refused = self.try_join(&key, &msg, peer, &mut call, &account, now);
         if let Err((status, reason)) = refused {
-            self.refuse_join(&key, &msg, peer, Some(&mut call), &account.name, status, reason, &[]);
+            self.refuse_join(&key, &msg, peer, Some(&mut call), true, &account.name, status, reason, &[]);
         }
         self.calls.live.insert(call_ref, call);
     }

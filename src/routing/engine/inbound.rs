@@ -49,12 +49,20 @@ impl Engine {
         if let Some(ct) = &ib.unsupported {
             // §21.4.13: tell the caller what we take.
             tracing::info!(%peer, content_type = %ct, "INVITE body type not supported");
-            self.respond(&key, &msg, 415, &[("Accept", "application/sdp, multipart/mixed".into())]);
+            self.refuse_request(
+                &key,
+                &msg,
+                peer,
+                415,
+                "unsupported body",
+                &[("Accept", "application/sdp, multipart/mixed".into())],
+            );
             return;
         }
         if !crate::sip::body::accepts_sdp(msg.header("Accept")) {
             // §21.4.7: we can only answer with SDP. RFC 4475 §3.3.15 also allows a Warning.
-            self.respond(&key, &msg, 406, &[("Warning", "399 sosdesk \"only application/sdp answers\"".into())]);
+            let warning = ("Warning", "399 sosdesk \"only application/sdp answers\"".into());
+            self.refuse_request(&key, &msg, peer, 406, "does not accept SDP", &[warning]);
             return;
         }
         let ruri = msg.request_uri().unwrap_or("").to_string();
@@ -74,7 +82,7 @@ impl Engine {
             return;
         }
         let Some(class) = classify(&ruri, policy) else {
-            self.reject_non_emergency(key, msg, peer, policy_name, site_name);
+            self.reject_non_emergency(key, msg, peer);
             return;
         };
         self.stats.emergency_calls += 1;
@@ -183,37 +191,20 @@ impl Engine {
         }
     }
 
-    pub(super) fn reject_non_emergency(
-        &mut self,
-        key: ServerKey,
-        msg: Message,
-        peer: Peer,
-        policy: String,
-        site: Option<String>,
-    ) {
+    pub(super) fn reject_non_emergency(&mut self, key: ServerKey, msg: Message, peer: Peer) {
         // Documented behaviour: sosdesk only carries emergency calls. 404 tells a PBX that this
-        // destination does not exist here, so it routes ordinary calls elsewhere.
+        // destination does not exist here, so it routes ordinary calls elsewhere. Counted in the
+        // source's refusal record, not audited one by one: anyone can send thousands a second.
         self.stats.rejected += 1;
-        let reason = "not an emergency number for the caller's policy".to_string();
-        self.respond(&key, &msg, 404, &[("Warning", format!("399 sosdesk \"{reason}\""))]);
-        let ruri = msg.request_uri().unwrap_or("");
-        let dialed = Uri::parse(ruri).ok().and_then(|u| u.number().or(Some(u.opaque.clone()))).unwrap_or_default();
-        let ev = CallEvent {
-            version: CALL_EVENT_VERSION,
-            call_id: ids::new_call_ref(),
-            seq: 1,
-            at: self.now.wall,
-            caller: Self::caller_of(&msg, peer),
-            dialed,
-            normalized: String::new(),
-            test_call: false,
-            policy,
-            site,
-            location: LocationSnapshot::none(),
-            route: None,
-            kind: CallEventKind::Rejected { status: 404, reason },
-        };
-        self.out.events.push_back(ev);
+        let reason = "not an emergency number for the caller's policy";
+        self.refuse_request(
+            &key,
+            &msg,
+            peer,
+            404,
+            "not an emergency number",
+            &[("Warning", format!("399 sosdesk \"{reason}\""))],
+        );
     }
 
     #[allow(clippy::too_many_arguments)]

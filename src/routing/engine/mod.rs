@@ -20,6 +20,7 @@ use crate::clock::Now;
 use super::body::{self, InviteBody};
 use super::classify::{classify, Classified};
 use super::elin::{ElinCache, ElinMapping};
+use super::refused::RefusalTally;
 use crate::config::{Config, RouteKindConfig, TransportConfig};
 use crate::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
 pub use crate::location::resolve::Locators;
@@ -114,6 +115,8 @@ pub struct Engine {
     media: MediaPorts,
     accounts: Accounts,
     notifier: crate::notify::Notifier,
+    /// Requests refused before any call exists, recorded per source and interval.
+    refused: RefusalTally,
     out: Outputs,
     pub stats: EngineStats,
 }
@@ -133,6 +136,9 @@ pub enum Output {
     /// An event of a call the engine no longer holds (a notification retry after it ended):
     /// the shell numbers it after the call's stored events.
     LateEvent { call_ref: String, kind: CallEventKind },
+    /// A record for the audit log only, never for the desks: the requests refused from one
+    /// source over an interval (`CallEventKind::Refused`).
+    Audit(CallEvent),
 }
 
 /// The outputs waiting to be drained.
@@ -140,6 +146,7 @@ struct Outputs {
     events: VecDeque<CallEvent>,
     media: VecDeque<MediaAction>,
     late: VecDeque<(String, CallEventKind)>,
+    audit_only: VecDeque<CallEvent>,
     /// Detected calls whose notification IM is built once the transmits before it are drained
     /// (so building it never delays the outbound INVITE on the wire).
     deferred_notify: VecDeque<CallEvent>,
@@ -206,8 +213,10 @@ impl Engine {
                 events: VecDeque::new(),
                 media: VecDeque::new(),
                 late: VecDeque::new(),
+                audit_only: VecDeque::new(),
                 deferred_notify: VecDeque::new(),
             },
+            refused: RefusalTally::default(),
             stats: EngineStats::default(),
             policies,
         }
@@ -248,6 +257,40 @@ impl Engine {
     /// The time of an input: every `handle_*` sets it first.
     fn tick(&mut self, now: Now) {
         self.now = now;
+        if self.refused.deadline().is_some_and(|d| d <= now.mono) {
+            self.out.audit_only.extend(self.refused.close_if_due(now));
+        }
+    }
+
+    /// The core is stopping: the refused requests counted so far are recorded now.
+    pub fn close_refusals(&mut self, now: Now) {
+        self.tick(now);
+        self.out.audit_only.extend(self.refused.close(now.wall));
+    }
+
+    /// A request refused before any call exists (an ordinary INVITE, an unsupported method,
+    /// wrong credentials): counted for the source's refusal record, not audited on its own.
+    fn tally_refused(&mut self, msg: &Message, peer: Peer, status: u16, why: &str) {
+        let reason = format!("{} {status} {why}", msg.method());
+        let sample = || {
+            let from = msg.header("From").unwrap_or("");
+            format!("{} {} from {from} via {peer}", msg.method(), msg.request_uri().unwrap_or(""))
+        };
+        self.refused.add(peer.addr.ip(), &reason, sample, self.now);
+    }
+
+    /// Answer `status` to a request refused before any call exists, and count it.
+    fn refuse_request(
+        &mut self,
+        key: &str,
+        msg: &Message,
+        peer: Peer,
+        status: u16,
+        why: &str,
+        extra: &[(&str, String)],
+    ) {
+        self.respond(key, msg, status, extra);
+        self.tally_refused(msg, peer, status, why);
     }
 
     /// The next output, in the order that keeps the emergency path fast: bytes first; once they
@@ -267,13 +310,16 @@ impl Engine {
         if let Some(ev) = self.out.events.pop_front() {
             return Some(Output::Event(ev));
         }
-        self.out.late.pop_front().map(|(call_ref, kind)| Output::LateEvent { call_ref, kind })
+        if let Some((call_ref, kind)) = self.out.late.pop_front() {
+            return Some(Output::LateEvent { call_ref, kind });
+        }
+        self.out.audit_only.pop_front().map(Output::Audit)
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
         let a = self.tx.next_timeout();
         let b = self.calls.timers.first().map(|t| t.0);
-        [a, b, self.notifier.next_timeout()].into_iter().flatten().min()
+        [a, b, self.notifier.next_timeout(), self.refused.deadline()].into_iter().flatten().min()
     }
 
     pub fn active_calls(&self) -> usize {
@@ -295,6 +341,12 @@ impl Engine {
         self.tick(now);
         self.stats.malformed += 1;
         tracing::debug!(%peer, reason = %rej.reason, "malformed SIP message");
+        let status = rej.reply.as_ref().and_then(|r| r.status());
+        let what = match status {
+            Some(s) => format!("malformed {s}"),
+            None => "malformed (not answered)".to_string(),
+        };
+        self.refused.add(peer.addr.ip(), &what, || rej.reason.clone(), now);
         if let Some(reply) = rej.reply {
             self.tx.send_stateless(peer, &reply);
         }
@@ -387,13 +439,13 @@ impl Engine {
             .is_some_and(|u| matches!(u.scheme.as_str(), "sip" | "sips" | "tel" | "urn"));
         if !scheme_ok {
             // RFC 3261 §8.2.2.1.
-            self.respond(&key, &msg, 416, &[]);
+            self.refuse_request(&key, &msg, peer, 416, "unsupported URI scheme", &[]);
             return;
         }
         if let Some(req) = msg.header("Require") {
             // §8.2.2.3: sosdesk supports no option-tags that a Require may name.
             let req = req.to_string();
-            self.respond(&key, &msg, 420, &[("Unsupported", req)]);
+            self.refuse_request(&key, &msg, peer, 420, "unsupported extension", &[("Unsupported", req)]);
             return;
         }
         if msg.to_tag().is_some() {
@@ -406,12 +458,12 @@ impl Engine {
                 let accept = "application/sdp, application/pidf+xml, multipart/mixed".to_string();
                 self.respond(&key, &msg, 200, &[("Allow", ALLOW.into()), ("Accept", accept)]);
             }
-            "BYE" | "UPDATE" | "INFO" | "PRACK" => self.respond(&key, &msg, 481, &[]),
+            "BYE" | "UPDATE" | "INFO" | "PRACK" => self.refuse_request(&key, &msg, peer, 481, "no such dialog", &[]),
             "REGISTER" => self.on_register(key, msg, peer, now),
             "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => {
-                self.respond(&key, &msg, 405, &[("Allow", ALLOW.into())])
+                self.refuse_request(&key, &msg, peer, 405, "method not allowed", &[("Allow", ALLOW.into())])
             }
-            _ => self.respond(&key, &msg, 501, &[("Allow", ALLOW.into())]),
+            _ => self.refuse_request(&key, &msg, peer, 501, "method not implemented", &[("Allow", ALLOW.into())]),
         }
     }
 

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use super::Engine;
 use crate::access::Gate;
-use crate::events::CallEvent;
 use crate::registrar::RegisterReply;
 use crate::sip::digest::AuthFailure;
 use crate::sip::transaction::{Peer, ServerKey};
@@ -23,13 +22,9 @@ impl Engine {
                 let reason = format!("{what} refused: too many wrong credentials from {}", peer.addr.ip());
                 self.refuse(key, msg, peer, 403, &reason, &[]);
                 if audit {
-                    self.audit_refusal(
-                        msg,
-                        peer,
-                        403,
-                        format!("{reason}; further attempts are refused unaudited for a while"),
-                    );
+                    tracing::warn!(source = %peer.addr.ip(), "{what} from a blocked address: refused for a while");
                 }
+                self.tally_refused(msg, peer, 403, "blocked: too many wrong credentials");
                 false
             }
         }
@@ -67,13 +62,9 @@ impl Engine {
             r.push("Warning", format!("399 sosdesk \"{}\"", reason.replace(['"', '\\'], "'")));
         }
         self.tx.respond(key, &r, self.now.mono);
-        tracing::info!(%peer, method = msg.method(), status, reason, "request refused");
-    }
-
-    /// A refused request with credentials, in the audit log as a record of its own.
-    pub(super) fn audit_refusal(&mut self, msg: &Message, peer: Peer, status: u16, reason: String) {
-        let what = format!("{} {}", msg.method(), msg.request_uri().unwrap_or(""));
-        self.out.events.push_back(CallEvent::refusal(Self::caller_of(msg, peer), what, status, reason, self.now.wall));
+        // Per message at debug only: a flood must not fill the log either. The refusal records
+        // (`routing::refused`) and their warning per interval are what an operator reads.
+        tracing::debug!(%peer, method = msg.method(), status, reason, "request refused");
     }
 
     /// REGISTER (RFC 3261 §10.3): digest first (steps 2-4), then the bindings.
@@ -85,6 +76,7 @@ impl Engine {
         let aor_is_sip = msg.to().and_then(|t| t.parsed_uri()).is_some_and(|u| u.is_sip());
         if !aor_is_sip {
             self.refuse(&key, &msg, peer, 416, "the address of record is not a sip: URI", &[]);
+            self.tally_refused(&msg, peer, 416, "address of record not a sip: URI");
             return;
         }
         let auth: Vec<String> = msg.headers_named("Authorization").map(String::from).collect();
@@ -102,12 +94,10 @@ impl Engine {
                 return;
             }
             Err(AuthFailure::Invalid(why)) => {
-                let who = self.accounts.desks.digest.claimed_user(&auth);
-                let reason = format!("REGISTER by {who:?} refused: bad credentials: {why}");
                 // The client learns only that its credentials failed; which user names exist, and
-                // why, is for the audit log.
+                // why, is for the audit log (the refusal record's reasons).
                 self.refuse(&key, &msg, peer, 403, "bad credentials", &[]);
-                self.audit_refusal(&msg, peer, 403, reason);
+                self.tally_refused(&msg, peer, 403, &format!("bad credentials: {why}"));
                 self.credentials_failed(peer, now);
                 return;
             }
@@ -126,8 +116,8 @@ impl Engine {
             RegisterReply::Refuse { status, headers, reason } => {
                 let extra: Vec<(&str, String)> = headers.into_iter().collect();
                 self.refuse(&key, &msg, peer, status, &reason, &extra);
-                if status == 403 {
-                    self.audit_refusal(&msg, peer, status, format!("REGISTER by {user:?} refused: {reason}"));
+                if status >= 400 {
+                    self.tally_refused(&msg, peer, status, &format!("for {user:?}: {reason}"));
                 }
             }
         }

@@ -26,6 +26,7 @@ struct Sim {
     rtp: Option<RtpPorts>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<CallEvent>,
+    audit_only: VecDeque<CallEvent>,
 }
 
 impl Sim {
@@ -63,6 +64,7 @@ impl Sim {
             match o {
                 Output::Transmit(t) => self.transmits.push_back(t),
                 Output::Event(ev) => self.events.push_back(ev),
+                Output::Audit(ev) => self.audit_only.push_back(ev),
                 Output::Media(_) | Output::LateEvent { .. } => {}
             }
         }
@@ -84,7 +86,13 @@ fn engine_notifying(edit: impl FnOnce(String) -> String) -> Sim {
     let text = include_str!("../../../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"");
     let cfg = Config::from_toml(&edit(text), std::path::Path::new("lab.toml")).expect("lab config");
     let local = LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None };
-    Sim { e: Engine::new(&cfg, local, Now::read()), rtp: None, transmits: VecDeque::new(), events: VecDeque::new() }
+    Sim {
+        e: Engine::new(&cfg, local, Now::read()),
+        rtp: None,
+        transmits: VecDeque::new(),
+        events: VecDeque::new(),
+        audit_only: VecDeque::new(),
+    }
 }
 
 fn peer(a: &str) -> Peer {
@@ -465,4 +473,39 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{new_sdp}",
         .unwrap_or_else(|| panic!("no 200 to the far end: {lines:?}"));
     let answer_sdp = String::from_utf8_lossy(&ok.body);
     assert!(answer_sdp.contains("m=audio") && !answer_sdp.contains("127.0.0.9"), "sosdesk's own answer: {answer_sdp}");
+}
+
+#[test]
+fn junk_is_answered_at_once_and_recorded_once_per_source_and_interval() {
+    let mut e = engine(|c| c);
+    let t0 = Now::read();
+    let (a, b) = ("127.0.0.9:5060", "127.0.0.10:5060");
+    for n in 0..500 {
+        e.handle_message(invite(a, "4255550123", n), peer(a), t0 + Duration::from_millis(u64::from(n)));
+        let out = sent(&mut e);
+        assert_eq!(start_line(&out.last().unwrap().1), "SIP/2.0 404 Not Found", "each one answered at once");
+    }
+    e.handle_message(invite(b, "4255550123", 1000), peer(b), t0 + Duration::from_secs(1));
+    let junk = parse_datagram(b"OPTIONS sip:x SIP/2.0\r\n\r\n").unwrap_err();
+    e.e.handle_rejection(junk, peer(b), t0 + Duration::from_secs(2));
+    e.drain();
+    assert!(e.events.is_empty() && e.audit_only.is_empty(), "no record per message: {:?}", e.events);
+    // The interval ends 60 s after its first refusal: the engine asks to be woken then.
+    assert_eq!(e.e.refused.deadline(), Some(t0.mono + Duration::from_secs(60)));
+    assert!(e.e.next_timeout().is_some_and(|t| t <= t0.mono + Duration::from_secs(60)));
+    e.handle_timeout(t0 + Duration::from_millis(59_999));
+    e.drain();
+    assert!(e.audit_only.is_empty());
+    e.handle_timeout(t0 + Duration::from_secs(60));
+    e.drain();
+    let recs: Vec<_> = e.audit_only.drain(..).map(|ev| ev.kind).collect();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let CallEventKind::Refused { source, count, reasons, .. } = &recs[0] else { panic!("{recs:?}") };
+    assert_eq!((source.as_str(), *count), ("127.0.0.9", 500));
+    assert_eq!(reasons["INVITE 404 not an emergency number"], 500);
+    let CallEventKind::Refused { source, count, reasons, .. } = &recs[1] else { panic!("{recs:?}") };
+    assert_eq!((source.as_str(), *count), ("127.0.0.10", 2));
+    assert_eq!(reasons.keys().collect::<Vec<_>>(), ["INVITE 404 not an emergency number", "malformed (not answered)"]);
+    assert!(e.events.is_empty(), "refusals never reach the desks");
+    assert_eq!(e.e.refused.deadline(), None, "nothing left to record");
 }

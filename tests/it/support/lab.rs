@@ -225,7 +225,8 @@ impl Lab {
         })
     }
 
-    /// Events in the audit store, in order (the core must be stopped or flushed).
+    /// Events in the audit store (the core must be stopped or flushed): each call's in order,
+    /// calls oldest first, then the records of refused requests, oldest first.
     pub fn audit_events(&self) -> Vec<CallEvent> {
         self.rt.block_on(async {
             let store = AuditStore::open(&self.store_path()).await.expect("open audit store");
@@ -236,6 +237,8 @@ impl Lab {
                     all.push(r.event);
                 }
             }
+            let refused = store.refusals(None, 1000).await.expect("refusals");
+            all.extend(refused.into_iter().rev().map(|r| r.event));
             store.close().await;
             all
         })
