@@ -13,7 +13,6 @@ use crate::audit::AuditStore;
 use crate::events::{CallEvent, CallEventKind};
 use crate::routing::LocalEndpoint;
 use crate::sip::transaction::Peer;
-use crate::sip::Message;
 
 /// Why an event from a desk (an acknowledgement) could not be added to a call.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,9 +27,8 @@ pub enum AnnotateError {
 
 pub(crate) type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, AnnotateError>>;
 
+/// What the engine task hears besides received SIP (which comes through `crate::intake`).
 pub(crate) enum NetInput {
-    Message(Message, Peer),
-    Rejected(crate::sip::parse::Rejection, Peer),
     Opened(SocketAddr, mpsc::UnboundedSender<Bytes>),
     Closed(SocketAddr),
     SendFailed(Peer),

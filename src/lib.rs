@@ -10,6 +10,7 @@ pub mod config;
 pub mod core_handle;
 pub mod db;
 pub mod events;
+pub mod intake;
 pub mod location;
 pub mod media;
 pub mod notify;

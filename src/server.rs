@@ -1,7 +1,8 @@
 //! The running core: sockets, timers and fan-out around the sans-I/O [`Engine`].
 //!
-//! One tokio task owns the engine and the UDP socket; TCP connections each have a reader and a
-//! writer task that talk to it over channels. After every input the task first sends what the
+//! One tokio task owns the engine; what the sockets receive reaches it through the lanes of
+//! [`crate::intake`] (emergency first), read by the UDP intake task and by each TCP
+//! connection's reader (which has a writer task too). After every input the task first sends what the
 //! engine produced (the outbound INVITE never waits for anything else), then hands the call
 //! events to the audit writer and to subscribers (desks).
 
@@ -23,12 +24,14 @@ use crate::config::Config;
 use crate::core_handle::NetInput;
 pub use crate::core_handle::{AnnotateError, CoreHandle};
 use crate::events::{CallEvent, CallEventKind};
+use crate::intake::{self, Inbound, LaneReceivers, Lanes};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
+use crate::routing::triage::Triage;
 use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
-use crate::sip::parse::{parse_datagram, StreamFramer, StreamItem, MAX_MESSAGE};
+use crate::sip::parse::{StreamFramer, StreamItem};
 use crate::sip::transaction::{Peer, Transport};
 
 /// Why the core could not start.
@@ -99,9 +102,12 @@ impl Core {
         let (events, _) = broadcast::channel(4096);
         let (stop, stop_rx) = watch::channel(false);
         let (net_tx, net_rx) = mpsc::unbounded_channel();
-
+        let (lanes, lane_rx) = intake::lanes(Triage::new(cfg));
+        if let Some(sock) = &udp {
+            tokio::spawn(intake::udp_intake(sock.clone(), lanes.clone(), stop_rx.clone()));
+        }
         if let Some(listener) = tcp {
-            tokio::spawn(accept_loop(listener, net_tx.clone(), stop_rx.clone()));
+            tokio::spawn(accept_loop(listener, lanes.clone(), net_tx.clone(), stop_rx.clone()));
         }
         // The Location Information Service: the wiremap index from the store (rebuilt when an
         // import changes it), the HELD endpoint, and what HELD told each device.
@@ -167,7 +173,7 @@ impl Core {
             ended_calls: Default::default(),
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
         };
-        let task = tokio::spawn(run(engine, udp, net_tx.clone(), net_rx, ctx, stop_rx));
+        let task = tokio::spawn(run(engine, udp, lanes, lane_rx, net_tx.clone(), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
         Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx })
     }
@@ -261,6 +267,8 @@ fn rtp_ports(cfg: &Config, sip: Option<SocketAddr>) -> Result<RtpPorts, StartErr
 async fn run(
     mut engine: Engine,
     udp: Option<Arc<UdpSocket>>,
+    lanes: Lanes,
+    mut inbound: LaneReceivers,
     net_tx: mpsc::UnboundedSender<NetInput>,
     mut net_rx: mpsc::UnboundedReceiver<NetInput>,
     mut ctx: RunContext,
@@ -268,7 +276,6 @@ async fn run(
 ) {
     let mut rtp = ctx.rtp.take();
     let RunContext { events, audit, .. } = &ctx;
-    let mut buf = vec![0u8; MAX_MESSAGE];
     let mut media: HashMap<String, mpsc::UnboundedSender<MediaCommand>> = HashMap::new();
     // Recordings being finished and audited, and late events of ended calls; waited for when
     // the core stops.
@@ -280,30 +287,21 @@ async fn run(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = recv(udp.as_deref(), &mut buf) => {
-                match r {
-                    Ok((n, from)) => {
-                        on_datagram(&mut engine, rtp.as_mut(), &buf[..n], from);
-                        // Drain what else is queued before flushing: fewer wake-ups under load.
-                        if let Some(sock) = udp.as_deref() {
-                            for _ in 0..64 {
-                                match sock.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => on_datagram(&mut engine, rtp.as_mut(), &buf[..n], from),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
+            // Emergency first: the urgent lane (emergency INVITEs, their dialogs, responses),
+            // a batch at a time so the bytes go out together.
+            Some(first) = inbound.urgent.recv() => {
+                on_inbound(&mut engine, rtp.as_mut(), first);
+                for _ in 0..64 {
+                    match inbound.urgent.try_recv() {
+                        Ok(next) => on_inbound(&mut engine, rtp.as_mut(), next),
+                        Err(_) => break,
                     }
-                    // ICMP port-unreachable surfaces as a recv error on some systems: not fatal.
-                    Err(e) => tracing::debug!(error = %e, "UDP receive error"),
                 }
             }
             Some(input) = net_rx.recv() => {
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
-                    NetInput::Message(m, peer) => engine.handle_message(m, peer, now),
-                    NetInput::Rejected(r, peer) => engine.handle_rejection(r, peer, now),
                     NetInput::Opened(addr, tx) => {
                         if let Some(queued) = connecting.remove(&addr) {
                             for b in queued {
@@ -344,6 +342,33 @@ async fn run(
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 engine.handle_timeout(Now::read());
             }
+            // Ordinary work last, a few at a time so urgent work is looked at again soon; when
+            // it is backed up, ordinary requests are answered 503 instead of served.
+            Some(first) = inbound.ordinary.recv() => {
+                let mut next = Some(first);
+                for _ in 0..16 {
+                    let Some(input) = next.take() else { break };
+                    if inbound.behind() {
+                        on_shed(&mut engine, input);
+                    } else {
+                        on_inbound(&mut engine, rtp.as_mut(), input);
+                    }
+                    if !inbound.urgent.is_empty() {
+                        break;
+                    }
+                    next = inbound.ordinary.try_recv().ok();
+                }
+            }
+        }
+        let dropped = inbound.take_dropped();
+        if dropped > 0 {
+            engine.note_dropped(dropped, Now::read());
+        }
+        // A steady urgent lane must not starve the timers (route timeouts, retransmissions):
+        // a deadline that has passed is served now, whichever branch ran.
+        if engine.next_timeout().is_some_and(|d| d <= Instant::now()) {
+            hand_rtp_ports(&mut engine, rtp.as_mut());
+            engine.handle_timeout(Now::read());
         }
         // In the engine's order: bytes first (nothing may delay the outbound INVITE; the
         // notification IMs deferred behind them come next), then the media of anchored calls,
@@ -373,7 +398,7 @@ async fn run(
                             Some(q) => q.push(t.bytes),
                             None => {
                                 connecting.insert(t.peer.addr, vec![t.bytes]);
-                                tokio::spawn(connect(t.peer, net_tx.clone()));
+                                tokio::spawn(connect(t.peer, lanes.clone(), net_tx.clone()));
                             }
                         }
                     }
@@ -549,13 +574,6 @@ async fn refresh_wiremap(
     lis.close().await;
 }
 
-async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -649,27 +667,35 @@ fn hand_rtp_ports(engine: &mut Engine, supply: Option<&mut RtpSupply>) {
     }
 }
 
-fn on_datagram(engine: &mut Engine, rtp: Option<&mut RtpSupply>, data: &[u8], from: SocketAddr) {
-    let peer = Peer { transport: Transport::Udp, addr: from };
-    // RFC 5626 §4.4.1 STUN / CRLF keep-alives and stray whitespace are not SIP messages.
-    if data.iter().all(|b| b.is_ascii_whitespace()) {
-        return;
-    }
+fn on_inbound(engine: &mut Engine, rtp: Option<&mut RtpSupply>, input: Inbound) {
     hand_rtp_ports(engine, rtp);
-    match parse_datagram(data) {
-        Ok(msg) => engine.handle_message(msg, peer, Now::read()),
-        Err(rej) => engine.handle_rejection(rej, peer, Now::read()),
+    match input {
+        Inbound::Message(msg, peer) => engine.handle_message(msg, peer, Now::read()),
+        Inbound::Rejected(rej, peer) => engine.handle_rejection(rej, peer, Now::read()),
     }
 }
 
-async fn accept_loop(listener: TcpListener, net_tx: mpsc::UnboundedSender<NetInput>, mut stop: watch::Receiver<bool>) {
+/// The core is behind on ordinary work: answer 503 + Retry-After without serving it.
+fn on_shed(engine: &mut Engine, input: Inbound) {
+    match input {
+        Inbound::Message(msg, peer) => engine.shed(msg, peer, Now::read()),
+        Inbound::Rejected(rej, peer) => engine.handle_rejection(rej, peer, Now::read()),
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    lanes: Lanes,
+    net_tx: mpsc::UnboundedSender<NetInput>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, addr, net_tx.clone()));
+                    tokio::spawn(connection(stream, addr, lanes.clone(), net_tx.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: log, keep accepting.
@@ -687,11 +713,11 @@ async fn accept_loop(listener: TcpListener, net_tx: mpsc::UnboundedSender<NetInp
 /// MESSAGE goes over UDP) while the attempt's own timer (2 s by default) is still running.
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn connect(peer: Peer, net_tx: mpsc::UnboundedSender<NetInput>) {
+async fn connect(peer: Peer, lanes: Lanes, net_tx: mpsc::UnboundedSender<NetInput>) {
     match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer.addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            connection(stream, peer.addr, net_tx).await;
+            connection(stream, peer.addr, lanes, net_tx).await;
         }
         Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, "TCP connect failed");
@@ -706,7 +732,7 @@ async fn connect(peer: Peer, net_tx: mpsc::UnboundedSender<NetInput>) {
 
 /// One TCP connection: frames messages by Content-Length (RFC 3261 §18.3) and writes what the
 /// engine sends. A framing error answers (when it can) and closes the connection.
-async fn connection(stream: TcpStream, addr: SocketAddr, net_tx: mpsc::UnboundedSender<NetInput>) {
+async fn connection(stream: TcpStream, addr: SocketAddr, lanes: Lanes, net_tx: mpsc::UnboundedSender<NetInput>) {
     let peer = Peer { transport: Transport::Tcp, addr };
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -733,12 +759,8 @@ async fn connection(stream: TcpStream, addr: SocketAddr, net_tx: mpsc::Unbounded
         }
         loop {
             match framer.next(&mut buf) {
-                StreamItem::Message(m) => {
-                    let _ = net_tx.send(NetInput::Message(m, peer));
-                }
-                StreamItem::Invalid(rej) => {
-                    let _ = net_tx.send(NetInput::Rejected(rej, peer));
-                }
+                StreamItem::Message(m) => lanes.send(Inbound::Message(m, peer)).await,
+                StreamItem::Invalid(rej) => lanes.send(Inbound::Rejected(rej, peer)).await,
                 StreamItem::Ping => {
                     let _ = out_tx.send(Bytes::from_static(b"\r\n"));
                 }

@@ -6,5 +6,6 @@ pub mod classify;
 pub mod elin;
 pub mod engine;
 pub mod refused;
+pub mod triage;
 
 pub use engine::{Engine, LocalEndpoint, Locators, MediaAction, Output};

@@ -42,13 +42,13 @@ struct SourceCount {
 }
 
 impl SourceCount {
-    fn add(&mut self, reason: &str, sample: impl FnOnce() -> String) {
-        self.count = self.count.saturating_add(1);
+    fn add(&mut self, reason: &str, n: u32, sample: impl FnOnce() -> String) {
+        self.count = self.count.saturating_add(n);
         let key = if self.reasons.len() < MAX_REASONS || self.reasons.contains_key(reason) { reason } else { "other" };
         match self.reasons.get_mut(key) {
-            Some(n) => *n = n.saturating_add(1),
+            Some(c) => *c = c.saturating_add(n),
             None => {
-                self.reasons.insert(key.to_string(), 1);
+                self.reasons.insert(shorten(key), n);
             }
         }
         // Formatting a sample costs; after the first few, a message costs a counter.
@@ -77,6 +77,11 @@ impl RefusalTally {
     /// A request from `source` was refused for `reason` (e.g. `"INVITE 404 not an emergency
     /// number"`); `sample` describes what was sent, and is only called for the first few.
     pub fn add(&mut self, source: IpAddr, reason: &str, sample: impl FnOnce() -> String, now: Now) {
+        self.add_n(source, reason, 1, sample, now)
+    }
+
+    /// `n` requests refused alike (the unspecified address: dropped before anyone read them).
+    pub fn add_n(&mut self, source: IpAddr, reason: &str, n: u32, sample: impl FnOnce() -> String, now: Now) {
         let w = self.open.get_or_insert_with(|| Window {
             since: now.wall,
             ends: now.mono + INTERVAL,
@@ -85,14 +90,14 @@ impl RefusalTally {
             other_addresses: HashSet::new(),
         });
         if let Some(s) = w.sources.get_mut(&source) {
-            s.add(reason, sample);
+            s.add(reason, n, sample);
         } else if w.sources.len() < MAX_SOURCES {
-            w.sources.entry(source).or_default().add(reason, sample);
+            w.sources.entry(source).or_default().add(reason, n, sample);
         } else {
             if w.other_addresses.len() < MAX_OTHER_ADDRESSES {
                 w.other_addresses.insert(source);
             }
-            w.others.add(reason, sample);
+            w.others.add(reason, n, sample);
         }
     }
 
@@ -113,11 +118,20 @@ impl RefusalTally {
     pub fn close(&mut self, at: DateTime<Utc>) -> Vec<CallEvent> {
         let Some(w) = self.open.take() else { return Vec::new() };
         let mut out: Vec<CallEvent> =
-            w.sources.into_iter().map(|(ip, s)| record(ip.to_string(), w.since, at, s, 1)).collect();
+            w.sources.into_iter().map(|(ip, s)| record(source_name(ip), w.since, at, s, 1)).collect();
         if w.others.count > 0 {
             out.push(record("other".into(), w.since, at, w.others, w.other_addresses.len() as u32));
         }
         out
+    }
+}
+
+/// The unspecified address counts what was dropped before it could be read.
+fn source_name(ip: IpAddr) -> String {
+    if ip.is_unspecified() {
+        "unknown (dropped unread)".into()
+    } else {
+        ip.to_string()
     }
 }
 

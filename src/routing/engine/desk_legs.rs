@@ -15,7 +15,7 @@ use crate::sip::digest::{AuthFailure, DigestServer};
 const BAD_CREDENTIALS: &str = "bad credentials";
 
 /// `sip:conf-<call id>@…` → the call id.
-pub(super) fn conference_target(ruri: &str) -> Option<String> {
+pub(crate) fn conference_target(ruri: &str) -> Option<String> {
     let u = Uri::parse(ruri).ok()?;
     let user = u.user?;
     let id = user.get(..5).filter(|p| p.eq_ignore_ascii_case("conf-")).map(|_| &user[5..])?;

@@ -47,7 +47,8 @@ mod relay;
 mod tests;
 
 use call::*;
-use desk_legs::{conference_target, DeskDirectory};
+pub(crate) use desk_legs::conference_target;
+use desk_legs::DeskDirectory;
 use media_legs::CallMedia;
 pub use media_legs::MediaAction;
 use media_legs::RtpPort;
@@ -177,6 +178,9 @@ struct Accounts {
     groups: HashMap<String, Vec<String>>,
     guard: crate::access::SharedGuard,
 }
+
+/// Retry-After (seconds) of the 503 that sheds ordinary requests while the core is behind.
+const SHED_RETRY_AFTER_S: u32 = 10;
 
 /// RTP ports the engine keeps in hand: an INVITE takes two (caller and far end) and a policy's
 /// conference URI one more; a desk joining takes one.
@@ -334,6 +338,35 @@ impl Engine {
         self.tick(now);
         let call = self.calls.live.get_mut(call_ref)?;
         Some(call_event(call, kind, now.wall))
+    }
+
+    /// The core is behind on ordinary work: `msg` (an ordinary request, see
+    /// `routing::triage`) is answered 503 with Retry-After at once, statelessly — no
+    /// transaction, no policy, no location — and counted for its source's refusal record.
+    pub fn shed(&mut self, msg: Message, peer: Peer, now: Now) {
+        self.tick(now);
+        if !msg.is_request() || msg.method() == "ACK" {
+            return;
+        }
+        let mut r = msg.response(503, reason_phrase(503), Some(&ids::new_tag()));
+        // RFC 3261 §21.5.4: when to try again.
+        r.push("Retry-After", SHED_RETRY_AFTER_S.to_string());
+        self.tx.send_stateless(peer, &r);
+        self.tally_refused(&msg, peer, 503, "shed: core overloaded");
+    }
+
+    /// `n` ordinary datagrams were dropped unread (their lane was full): counted.
+    pub fn note_dropped(&mut self, n: u64, now: Now) {
+        self.tick(now);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let unspecified = IpAddr::from([0, 0, 0, 0]);
+        self.refused.add_n(
+            unspecified,
+            "dropped unread: core overloaded",
+            n,
+            || "not read: the ordinary lane was full".into(),
+            now,
+        );
     }
 
     /// A message the parser refused: answer it statelessly when it can be answered.
