@@ -29,7 +29,7 @@ SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n
 
 def message(kind, n, src):
     if kind == "invite":
-        h = HEAD.format(m="INVITE", ruri=f"sip:4255550{n % 1000:03d}@{host}", src=src, n=n)
+        h = HEAD.format(m="INVITE", ruri=f"sip:2065551{n % 1000:03d}@{host}", src=src, n=n)
         return (h + f"Contact: <sip:junk@{src}>\r\nContent-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n" + SDP)
     if kind == "register":
         h = HEAD.format(m="REGISTER", ruri=f"sip:{host}", src=src, n=n)

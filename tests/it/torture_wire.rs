@@ -14,17 +14,19 @@ use std::time::Duration;
 use support::lab::{free_port, repo, Lab};
 
 /// Status codes the core sends back for each message, in order; empty = dropped silently.
-/// INVITEs first get 100 Trying from their transaction (RFC 3261 §17.2.1). REGISTERs are
+/// INVITEs first get 100 Trying from their transaction (RFC 3261 §17.2.1), except those refused
+/// as junk (404: not an emergency number), which are answered statelessly, without a
+/// transaction, so they hold no memory (`Engine::stateless_refusal`). REGISTERs are
 /// challenged (401) by the registrar, which refuses a non-SIP address of record with 416 first.
 const EXPECTED: &[(&str, &[u16])] = &[
     // wsinv has a To tag: an in-dialog INVITE for a dialog that does not exist (§12.2.2).
     ("valid/wsinv.dat", &[100, 481]),
     ("valid/intmeth.dat", &[501]),
-    ("valid/esc01.dat", &[100, 404]),
+    ("valid/esc01.dat", &[404]),
     ("valid/escnull.dat", &[401]),
     ("valid/esc02.dat", &[501]),
     ("valid/lwsdisp.dat", &[200]),
-    ("valid/longreq.dat", &[100, 404]),
+    ("valid/longreq.dat", &[404]),
     ("valid/dblreq.dat", &[401]),
     ("valid/semiuri.dat", &[200]),
     ("valid/transports.dat", &[200]),
@@ -39,10 +41,10 @@ const EXPECTED: &[(&str, &[u16])] = &[
     ("invalid/quotbal.dat", &[400]),
     ("invalid/ltgtruri.dat", &[400]),
     ("invalid/lwsruri.dat", &[400]),
-    ("invalid/lwsstart.dat", &[100, 404]),
+    ("invalid/lwsstart.dat", &[404]),
     ("invalid/trws.dat", &[200]),
     ("invalid/escruri.dat", &[400]),
-    ("invalid/baddate.dat", &[100, 404]),
+    ("invalid/baddate.dat", &[404]),
     ("invalid/regbadct.dat", &[400]),
     ("invalid/badaspec.dat", &[400]),
     ("invalid/baddn.dat", &[400]),
@@ -56,17 +58,19 @@ const EXPECTED: &[(&str, &[u16])] = &[
     ("application_semantics/cparam01.dat", &[401]),
     ("application_semantics/cparam02.dat", &[401]),
     ("application_semantics/insuf.dat", &[400]),
-    ("application_semantics/invut.dat", &[100, 415]),
+    // Not an emergency number: 404 before the body is looked at, the order of RFC 3261 §8.2
+    // (the Request-URI, §8.2.2.1, before content processing, §8.2.3).
+    ("application_semantics/invut.dat", &[404]),
     ("application_semantics/mcl01.dat", &[400]),
     ("application_semantics/multi01.dat", &[400]),
     ("application_semantics/novelsc.dat", &[416]),
     ("application_semantics/regaut01.dat", &[401]),
     ("application_semantics/regescrt.dat", &[401]),
-    ("application_semantics/sdp01.dat", &[100, 406]),
+    ("application_semantics/sdp01.dat", &[404]),
     ("application_semantics/unkscm.dat", &[416]),
     ("application_semantics/unksm2.dat", &[416]),
     ("application_semantics/zeromf.dat", &[200]),
-    ("backward_compat/inv2543.dat", &[100, 404]),
+    ("backward_compat/inv2543.dat", &[404]),
 ];
 
 fn fixture(rel: &str) -> Vec<u8> {
@@ -138,6 +142,21 @@ fn every_torture_message_over_udp_gets_the_right_answer_and_the_core_keeps_servi
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+
+    // The body checks themselves, on the same INVITEs to an emergency number (the test call).
+    for (n, (file, want)) in
+        [("application_semantics/invut.dat", [100, 415]), ("application_semantics/sdp01.dat", [100, 406])]
+            .into_iter()
+            .enumerate()
+    {
+        let raw = String::from_utf8(fixture(file)).unwrap();
+        let (line, rest) = raw.split_once('\n').unwrap();
+        assert!(line.starts_with("INVITE sip:"), "{file}: {line}");
+        let to_933 = format!("INVITE sip:933@example.com SIP/2.0\r\n{rest}");
+        let codes: Vec<u16> =
+            exchange(&sock, to_933.as_bytes(), 1000 + n, lab.ports.sip).into_iter().map(|g| g.0).collect();
+        assert_eq!(codes, want, "{file} to 933");
+    }
 
     // A 400 explains itself (RFC 3261 §20.43 Warning); a 420 names what is unsupported.
     let got = exchange(&sock, &fixture("invalid/ncl.dat"), 1000, lab.ports.sip);

@@ -485,6 +485,12 @@ fn junk_is_answered_at_once_and_recorded_once_per_source_and_interval() {
         let out = sent(&mut e);
         assert_eq!(start_line(&out.last().unwrap().1), "SIP/2.0 404 Not Found", "each one answered at once");
     }
+    assert_eq!(e.e.tx.active(), (0, 0), "refused without a transaction: junk holds no memory");
+    // A retransmission gets the very same response (the To tag is derived from the request).
+    e.handle_message(invite(a, "4255550123", 7), peer(a), t0 + Duration::from_millis(700));
+    let again = sent(&mut e);
+    e.handle_message(invite(a, "4255550123", 7), peer(a), t0 + Duration::from_millis(701));
+    assert_eq!(again[0].1.to_bytes(), sent(&mut e)[0].1.to_bytes());
     e.handle_message(invite(b, "4255550123", 1000), peer(b), t0 + Duration::from_secs(1));
     let junk = parse_datagram(b"OPTIONS sip:x SIP/2.0\r\n\r\n").unwrap_err();
     e.e.handle_rejection(junk, peer(b), t0 + Duration::from_secs(2));
@@ -501,8 +507,8 @@ fn junk_is_answered_at_once_and_recorded_once_per_source_and_interval() {
     let recs: Vec<_> = e.audit_only.drain(..).map(|ev| ev.kind).collect();
     assert_eq!(recs.len(), 2, "{recs:?}");
     let CallEventKind::Refused { source, count, reasons, .. } = &recs[0] else { panic!("{recs:?}") };
-    assert_eq!((source.as_str(), *count), ("127.0.0.9", 500));
-    assert_eq!(reasons["INVITE 404 not an emergency number"], 500);
+    assert_eq!((source.as_str(), *count), ("127.0.0.9", 502));
+    assert_eq!(reasons["INVITE 404 not an emergency number"], 502);
     let CallEventKind::Refused { source, count, reasons, .. } = &recs[1] else { panic!("{recs:?}") };
     assert_eq!((source.as_str(), *count), ("127.0.0.10", 2));
     assert_eq!(reasons.keys().collect::<Vec<_>>(), ["INVITE 404 not an emergency number", "malformed (not answered)"]);
