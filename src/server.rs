@@ -173,7 +173,7 @@ impl Core {
             ended_calls: Default::default(),
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
         };
-        let task = tokio::spawn(run(engine, udp, lanes, lane_rx, net_tx.clone(), net_rx, ctx, stop_rx));
+        let task = tokio::spawn(run(engine, udp, (lanes, lane_rx), net_tx.clone(), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
         Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx })
     }
@@ -267,8 +267,7 @@ fn rtp_ports(cfg: &Config, sip: Option<SocketAddr>) -> Result<RtpPorts, StartErr
 async fn run(
     mut engine: Engine,
     udp: Option<Arc<UdpSocket>>,
-    lanes: Lanes,
-    mut inbound: LaneReceivers,
+    (lanes, mut inbound): (Lanes, LaneReceivers),
     net_tx: mpsc::UnboundedSender<NetInput>,
     mut net_rx: mpsc::UnboundedReceiver<NetInput>,
     mut ctx: RunContext,
@@ -348,7 +347,7 @@ async fn run(
                 let mut next = Some(first);
                 for _ in 0..16 {
                     let Some(input) = next.take() else { break };
-                    if inbound.behind() {
+                    if inbound.behind() || engine.overloaded() {
                         on_shed(&mut engine, input);
                     } else {
                         on_inbound(&mut engine, rtp.as_mut(), input);

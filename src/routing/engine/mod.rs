@@ -179,6 +179,11 @@ struct Accounts {
     guard: crate::access::SharedGuard,
 }
 
+/// Bodies sosdesk takes (OPTIONS' Accept).
+const OPTIONS_ACCEPT: &str = "application/sdp, application/pidf+xml, multipart/mixed";
+/// Server transactions beyond which ordinary requests are shed (see [`Engine::overloaded`]).
+const MAX_SERVER_TRANSACTIONS: usize = 20_000;
+
 /// Retry-After (seconds) of the 503 that sheds ordinary requests while the core is behind.
 const SHED_RETRY_AFTER_S: u32 = 10;
 
@@ -364,20 +369,32 @@ impl Engine {
             }
             "BYE" | "UPDATE" | "INFO" | "PRACK" => Some((481, "no such dialog", false)),
             "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => Some((405, "method not allowed", true)),
+            // REGISTER keeps its transaction: a retransmission must get the cached answer, not
+            // be checked again (its digest nonce count is single-use).
             "ACK" | "CANCEL" | "OPTIONS" | "REGISTER" => None,
             _ => Some((501, "method not implemented", true)),
         }
     }
 
-    /// Send a refusal without a transaction. Its To tag is derived from the request, so a
-    /// retransmitted request gets the very same response (RFC 3261 §8.2.6.2 asks one tag per
-    /// response; a retransmission is the same request).
+    /// OPTIONS outside a dialog (a keep-alive, a route's health probe, a scanner) is answered
+    /// without a transaction: a flood of them holds no memory.
+    fn answer_options_statelessly(&mut self, msg: &Message, peer: Peer) {
+        let mut r = msg.response(200, "OK", Some(&stateless_tag(msg)));
+        r.push("Allow", ALLOW);
+        r.push("Accept", OPTIONS_ACCEPT);
+        self.tx.send_stateless(peer, &r);
+    }
+
+    /// Whether the core holds so many transactions (each about 1 KB, for up to 32 s) that
+    /// ordinary requests should be shed rather than served: what a flood of REGISTERs from
+    /// many addresses would otherwise turn into memory.
+    pub fn overloaded(&self) -> bool {
+        self.tx.active().0 > MAX_SERVER_TRANSACTIONS
+    }
+
+    /// Send a refusal without a transaction ([`stateless_tag`]).
     fn refuse_statelessly(&mut self, msg: &Message, peer: Peer, status: u16, why: &str, allow: bool) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        (msg.call_id(), msg.header("From"), msg.top_via().map(|v| v.branch().map(str::to_string))).hash(&mut h);
-        let tag = format!("sl{:016x}", h.finish());
-        let mut r = msg.response(status, reason_phrase(status), Some(&tag));
+        let mut r = msg.response(status, reason_phrase(status), Some(&stateless_tag(msg)));
         if allow {
             r.push("Allow", ALLOW);
         }
@@ -438,7 +455,14 @@ impl Engine {
         self.tick(now);
         let now = now.mono;
         if msg.is_request() {
-            if let Some((status, why, allow)) = self.stateless_refusal(&msg, peer) {
+            // What needs no transaction is answered without one (junk holds no memory); a
+            // request naming an unsupported scheme or extension gets its 416/420 below.
+            let plain = msg.header("Require").is_none() && supported_scheme(&msg);
+            if plain && msg.method() == "OPTIONS" && msg.to_tag().is_none() {
+                self.answer_options_statelessly(&msg, peer);
+                return;
+            }
+            if let Some((status, why, allow)) = self.stateless_refusal(&msg, peer).filter(|_| plain) {
                 self.refuse_statelessly(&msg, peer, status, why, allow);
                 return;
             }
@@ -519,11 +543,7 @@ impl Engine {
 
     fn on_request(&mut self, key: ServerKey, msg: Message, peer: Peer, now: Instant) {
         let method = msg.method().to_string();
-        let scheme_ok = msg
-            .request_uri()
-            .and_then(|u| Uri::parse(u).ok())
-            .is_some_and(|u| matches!(u.scheme.as_str(), "sip" | "sips" | "tel" | "urn"));
-        if !scheme_ok {
+        if !supported_scheme(&msg) {
             // RFC 3261 §8.2.2.1.
             self.refuse_request(&key, &msg, peer, 416, "unsupported URI scheme", &[]);
             return;
@@ -540,10 +560,7 @@ impl Engine {
         }
         match method.as_str() {
             "INVITE" => self.on_invite(key, msg, peer, now),
-            "OPTIONS" => {
-                let accept = "application/sdp, application/pidf+xml, multipart/mixed".to_string();
-                self.respond(&key, &msg, 200, &[("Allow", ALLOW.into()), ("Accept", accept)]);
-            }
+            "OPTIONS" => self.respond(&key, &msg, 200, &[("Allow", ALLOW.into()), ("Accept", OPTIONS_ACCEPT.into())]),
             "BYE" | "UPDATE" | "INFO" | "PRACK" => self.refuse_request(&key, &msg, peer, 481, "no such dialog", &[]),
             "REGISTER" => self.on_register(key, msg, peer, now),
             "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => {
@@ -592,6 +609,22 @@ fn call_event(call: &mut Call, kind: CallEventKind, at: DateTime<Utc>) -> CallEv
         route: call.route_info.clone(),
         kind,
     }
+}
+
+/// The To tag of a response sent without a transaction, derived from the request: a
+/// retransmitted request gets the very same response (RFC 3261 §8.2.6.2 asks one tag per
+/// response; a retransmission is the same request).
+fn supported_scheme(msg: &Message) -> bool {
+    msg.request_uri()
+        .and_then(|u| Uri::parse(u).ok())
+        .is_some_and(|u| matches!(u.scheme.as_str(), "sip" | "sips" | "tel" | "urn"))
+}
+
+fn stateless_tag(msg: &Message) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (msg.call_id(), msg.header("From"), msg.top_via().map(|v| v.branch().map(str::to_string))).hash(&mut h);
+    format!("sl{:016x}", h.finish())
 }
 
 fn peer_of(call: &Call, side: Side) -> Peer {

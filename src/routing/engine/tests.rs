@@ -515,3 +515,44 @@ fn junk_is_answered_at_once_and_recorded_once_per_source_and_interval() {
     assert!(e.events.is_empty(), "refusals never reach the desks");
     assert_eq!(e.e.refused.deadline(), None, "nothing left to record");
 }
+
+fn register(from: &str, n: u32) -> Message {
+    let raw = format!(
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKr{n}\r\n\
+From: <sip:desk1@127.0.0.1>;tag=r{n}\r\nTo: <sip:desk1@127.0.0.1>\r\nCall-ID: reg-{n}\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:desk1@{from}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    parse_datagram(raw.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_register_flood_turns_into_shedding_not_memory_and_options_hold_nothing() {
+    let mut e = engine(|c| c);
+    let t0 = Now::read();
+    let options = parse_datagram(
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKo\r\nFrom: <sip:s@x>;tag=1\r\n\
+To: <sip:127.0.0.1>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    e.handle_message(options, peer("127.0.0.9:5060"), t0);
+    assert_eq!(start_line(&sent(&mut e)[0].1), "SIP/2.0 200 OK");
+    assert_eq!(e.e.tx.active(), (0, 0), "OPTIONS answered without a transaction");
+    let mut n = 0;
+    while !e.e.overloaded() {
+        e.handle_message(register("127.0.0.9:5060", n), peer("127.0.0.9:5060"), t0);
+        n += 1;
+    }
+    assert_eq!(n as usize, super::MAX_SERVER_TRANSACTIONS + 1, "each challenged REGISTER holds a transaction");
+    sent(&mut e);
+    e.e.shed(register("127.0.0.9:5060", n), peer("127.0.0.9:5060"), t0);
+    let out = sent(&mut e);
+    assert_eq!(start_line(&out[0].1), "SIP/2.0 503 Service Unavailable");
+    assert_eq!(out[0].1.header("Retry-After"), Some("10"));
+    assert_eq!(e.e.tx.active().0, super::MAX_SERVER_TRANSACTIONS + 1, "shedding holds nothing");
+    // Timer J (64 × T1 for UDP) ends the transactions: the core is no longer overloaded.
+    e.handle_timeout(t0 + Duration::from_secs(40));
+    assert!(!e.e.overloaded());
+    let recs = e.e.refused.close(t0.wall);
+    let CallEventKind::Refused { reasons, .. } = &recs[0].kind else { panic!() };
+    assert_eq!(reasons.get("REGISTER 503 shed: core overloaded"), Some(&1), "{reasons:?}");
+}
