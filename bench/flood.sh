@@ -2,7 +2,7 @@
 # Emergency first under a junk flood (issue 19): sosdesk is flooded with a mix of what anyone
 # can send (bench/flood.py: ordinary INVITEs, REGISTERs with made-up credentials from many
 # addresses, OPTIONS, MESSAGEs, malformed datagrams) while sipp places emergency calls (911) at
-# 4/s. Per flood rate: emergency calls completed, INVITE in -> INVITE out (bench/latency.py, from
+# 4/s (SOSDESK_BENCH_EMERGENCY_RATE). Per flood rate: emergency calls completed, INVITE in -> INVITE out (bench/latency.py, from
 # a loopback capture of the emergency traffic only), sosdesk's CPU; at the end, the audit store's
 # growth per junk datagram.
 #   bash bench/flood.sh [SECONDS_PER_RATE] [FLOOD_RATES...]     (SOSDESK_BENCH_BIN=path: that binary)
@@ -51,9 +51,10 @@ for rate in "${rates[@]}"; do
     flood=$!
     sleep 1   # the flood is at full rate before the first emergency call
   fi
-  n=$((secs * 4))
+  erate=${SOSDESK_BENCH_EMERGENCY_RATE:-4}
+  n=$((secs * erate))
   cpu0=$(awk '{print $14 + $15}' /proc/$core/stat)
-  sipp -sf bench/caller.xml 127.0.0.1:$SOS -i 127.0.0.1 -p 26062 -r 4 -m "$n" -l 1000 \
+  sipp -sf bench/caller.xml 127.0.0.1:$SOS -i 127.0.0.1 -p 26062 -r "$erate" -m "$n" -l 1000 \
        -timeout $((secs + 40)) -nostdin -trace_stat -stf "$work/stat$rate.csv" > /dev/null 2>&1 || true
   cpu1=$(awk '{print $14 + $15}' /proc/$core/stat)
   if [ "$rate" -gt 0 ]; then wait $flood || true; flood_out=$(cat "$work/flood.out"); fi
@@ -70,6 +71,7 @@ PY
   cpu_s=$(python3 -c "print(f'{($cpu1 - $cpu0) / $(getconf CLK_TCK):.1f}')")
   echo "$rate  $ok/$n  $(python3 bench/latency.py "$pcap" $SOS $PROV)  sosdesk_cpu_s=$cpu_s  $flood_out"
 done
+echo "sosdesk peak memory: $(awk '/VmHWM/ {print $2, $3}' /proc/$core/status)"
 kill -INT $core; wait $core 2>/dev/null || true
 python3 - "$work/audit.db" "$junk_total" <<'PY'
 import os, sqlite3, sys
