@@ -441,6 +441,11 @@ impl Config {
         self.relative(&self.store.path)
     }
 
+    /// The crash journal's folder, beside the audit store (`audit::journal`).
+    pub fn journal_path(&self) -> PathBuf {
+        self.store_path().with_extension("journal")
+    }
+
     /// Where call recordings go.
     pub fn recordings_path(&self) -> PathBuf {
         match &self.media.recordings {

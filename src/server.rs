@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::audit::journal::{self, Journal};
 use crate::audit::{spawn_writer, AuditStore, AuditWriter};
 use crate::clock::Now;
 use crate::config::Config;
@@ -49,6 +50,8 @@ pub enum StartError {
     Media(String),
     #[error("HTTP API: {0}")]
     Api(String),
+    #[error("crash journal {path}: {source}")]
+    Journal { path: std::path::PathBuf, source: io::Error },
 }
 
 /// A running routing core.
@@ -98,6 +101,7 @@ impl Core {
         let local = LocalEndpoint { host, udp: udp_addr, tcp: tcp_addr };
 
         let store = AuditStore::open(&cfg.store_path()).await?;
+        let journal = recover_journal(cfg, &store).await?;
         let audit = spawn_writer(store.clone());
         let (events, _) = broadcast::channel(4096);
         let (stop, stop_rx) = watch::channel(false);
@@ -166,6 +170,7 @@ impl Core {
             None
         };
         let ctx = RunContext {
+            journal: Some(journal),
             rtp,
             events: events.clone(),
             audit: audit.clone(),
@@ -237,6 +242,8 @@ impl Core {
 
 /// What the engine task hands its events to.
 struct RunContext {
+    /// Every call event, written before the bytes of the same input leave.
+    journal: Option<Journal>,
     /// The RTP port range of anchored calls: the engine is handed bound ports before each input.
     rtp: Option<RtpSupply>,
     events: broadcast::Sender<CallEvent>,
@@ -274,7 +281,9 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rtp = ctx.rtp.take();
+    let mut journal = ctx.journal.take();
     let RunContext { events, audit, .. } = &ctx;
+    let mut journal_failed_at: Option<Instant> = None;
     let mut media: HashMap<String, mpsc::UnboundedSender<MediaCommand>> = HashMap::new();
     // Recordings being finished and audited, and late events of ended calls; waited for when
     // the core stops.
@@ -369,6 +378,21 @@ async fn run(
             hand_rtp_ports(&mut engine, rtp.as_mut());
             engine.handle_timeout(Now::read());
         }
+        // The crash journal first: this input's call events are with the kernel before any
+        // of its bytes leave, so a provider never receives a call the audit log could lose.
+        let mut journaled = 0;
+        if let Some(j) = journal.as_mut() {
+            if let Some(done) = j.rotate_if_full().unwrap_or_else(|e| {
+                journal_failed(&mut journal_failed_at, &e);
+                None
+            }) {
+                audit.release(done);
+            }
+            match j.append(engine.queued_events()) {
+                Ok(()) => journaled = engine.queued_events().count(),
+                Err(e) => journal_failed(&mut journal_failed_at, &e),
+            }
+        }
         // In the engine's order: bytes first (nothing may delay the outbound INVITE; the
         // notification IMs deferred behind them come next), then the media of anchored calls,
         // then the audit log and the desks.
@@ -404,6 +428,13 @@ async fn run(
                 },
                 Output::Media(action) => on_media_action(action, &mut media, &mut recordings, &ctx),
                 Output::Event(ev) => {
+                    // Events queued while the bytes went out (notification outcomes) are
+                    // journaled as they come.
+                    if journaled > 0 {
+                        journaled -= 1;
+                    } else if let Some(Err(e)) = journal.as_mut().map(|j| j.append(std::iter::once(&ev))) {
+                        journal_failed(&mut journal_failed_at, &e);
+                    }
                     // Every event is in the audit log; the log file gets what an operator must notice.
                     match &ev.kind {
                         CallEventKind::RouteFailed { reason } | CallEventKind::Failed { reason, .. } => {
@@ -432,8 +463,12 @@ async fn run(
         }
         while recordings.try_join_next().is_some() {}
     }
-    // Stopping: the requests refused so far are recorded; live calls' media ends now; their
+    // Stopping: the journal's last segment is deleted once its events are committed (the core's
+    // stop waits for that); the requests refused so far are recorded; live calls' media ends now; their
     // recordings are finished and audited before the core reports itself stopped.
+    if let Some(j) = &journal {
+        audit.release(j.current());
+    }
     engine.close_refusals(Now::read());
     while let Some(output) = engine.poll_output() {
         if let Output::Audit(ev) = output {
@@ -444,6 +479,42 @@ async fn run(
         let _ = tx.send(MediaCommand::Close);
     }
     while recordings.join_next().await.is_some() {}
+}
+
+/// The journal could not be written (disk full, folder gone): calls go on, the gap closes only
+/// when the audit writer commits; said at most once a minute.
+fn journal_failed(last: &mut Option<Instant>, e: &io::Error) {
+    let now = Instant::now();
+    if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+        *last = Some(now);
+        tracing::error!(error = %e, "crash journal not written: events not yet committed would be lost if the core crashed now");
+    }
+}
+
+/// Before the core serves: the events a crashed core left in its journal that the audit log
+/// lacks are appended; calls left without an end are ended; a new journal is started.
+async fn recover_journal(cfg: &Config, store: &AuditStore) -> Result<Journal, StartError> {
+    let dir = cfg.journal_path();
+    let jerr = |source| StartError::Journal { path: dir.clone(), source };
+    let (events, segments) = journal::recover(&dir).map_err(jerr)?;
+    if !events.is_empty() {
+        let added = store.append_missing(&events).await?;
+        tracing::warn!(
+            journaled = events.len(),
+            added,
+            "the core did not stop cleanly: journaled events recovered into the audit log"
+        );
+    }
+    let closed = store
+        .close_interrupted_calls(chrono::Utc::now(), "sosdesk stopped while the call was up: its state was lost")
+        .await?;
+    if closed > 0 {
+        tracing::warn!(calls = closed, "calls still up when the core last stopped are ended in the audit log");
+    }
+    for p in segments {
+        std::fs::remove_file(&p).map_err(jerr)?;
+    }
+    Journal::open(&dir).map_err(jerr)
 }
 
 /// A refusal record (the requests refused from one source over an interval): audited, and one

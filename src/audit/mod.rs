@@ -8,12 +8,15 @@
 //!
 //! The routing core does not wait for the disk: it hands events to an [`AuditWriter`]
 //! ([`spawn_writer`]), whose task commits whatever is queued as one transaction, and retries
-//! (keeping the events in memory) when the disk is full or the file locked.
+//! (keeping the events in memory) when the disk is full or the file locked. What it has not
+//! committed when the process dies is in the [`journal`], written before the bytes of each
+//! event leave, and recovered at the next start.
 //!
 //! Schema: `migrations/` at the repository root.
 
 pub mod chain;
 mod csv;
+pub mod journal;
 mod store;
 mod summary;
 mod writer;

@@ -271,6 +271,51 @@ impl AuditStore {
         rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
     }
 
+    /// Appends those of `events` that the log does not hold yet (by call and call seq), in
+    /// their order: a crashed core's journal, at the next start. Returns how many.
+    pub async fn append_missing(&self, events: &[CallEvent]) -> Result<usize, AuditError> {
+        let mut missing = Vec::new();
+        for ev in events {
+            let held: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE call_id = ? AND call_seq = ?")
+                .bind(&ev.call_id)
+                .bind(i64::from(ev.seq))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.db("look for a recovered event"))?;
+            if held.is_none() {
+                missing.push(ev.clone());
+            }
+        }
+        for chunk in missing.chunks(4_096) {
+            self.append(chunk).await?;
+        }
+        Ok(missing.len())
+    }
+
+    /// Ends, in the log, every call that has no final event: calls that were up when the core
+    /// last stopped or crashed (their state went with the process). Each gets `ended` by `core`
+    /// with `reason`, numbered after its last event. Call this only before the core serves.
+    pub async fn close_interrupted_calls(&self, at: DateTime<Utc>, reason: &str) -> Result<usize, AuditError> {
+        let open: Vec<String> =
+            sqlx::query_scalar("SELECT call_id FROM calls WHERE ended_at IS NULL AND outcome <> 'rejected'")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.db("find calls without an end"))?;
+        let mut ends = Vec::new();
+        for call_id in open {
+            let Some(last) = self.call_events(&call_id).await?.into_iter().max_by_key(|r| r.call_seq) else { continue };
+            let mut ev = last.event;
+            ev.seq += 1;
+            ev.at = at;
+            ev.kind = crate::events::CallEventKind::Ended { by: "core".into(), reason: reason.into() };
+            ends.push(ev);
+        }
+        for chunk in ends.chunks(4_096) {
+            self.append(chunk).await?;
+        }
+        Ok(ends.len())
+    }
+
     /// The audit records of refused requests (`refused`: one per source and interval;
     /// `rejected`: one refusal each, as API refusals and records before the tally), newest
     /// first, at most `limit`, at or after `since` when given.

@@ -17,8 +17,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 // allocation per audited event.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Event { ev: CallEvent, done: Option<oneshot::Sender<i64>> },
+    Event {
+        ev: CallEvent,
+        done: Option<oneshot::Sender<i64>>,
+    },
     Flush(oneshot::Sender<()>),
+    /// A journal segment whose events were all recorded before this: deleted once committed.
+    Release(std::path::PathBuf),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -47,6 +52,7 @@ impl std::fmt::Debug for Msg {
         match self {
             Msg::Event { ev, .. } => write!(f, "Event({}/{})", ev.call_id, ev.seq),
             Msg::Flush(_) => f.write_str("Flush"),
+            Msg::Release(p) => write!(f, "Release({})", p.display()),
             Msg::Shutdown(_) => f.write_str("Shutdown"),
         }
     }
@@ -109,6 +115,12 @@ impl AuditWriter {
         }
     }
 
+    /// Delete the journal segment `path` once everything recorded before this call is committed
+    /// (its events are then in the audit log).
+    pub fn release(&self, path: std::path::PathBuf) {
+        let _ = self.tx.send(Msg::Release(path));
+    }
+
     /// Commits everything queued, then stops the task. Clones can no longer record afterwards.
     pub async fn shutdown(self) {
         let (done, stopped) = oneshot::channel();
@@ -142,6 +154,7 @@ async fn run(store: AuditStore, mut rx: mpsc::UnboundedReceiver<Msg>, health: wa
         let mut events = Vec::new();
         let mut done: Vec<(usize, oneshot::Sender<i64>)> = Vec::new();
         let mut flushes = Vec::new();
+        let mut released = Vec::new();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -152,6 +165,7 @@ async fn run(store: AuditStore, mut rx: mpsc::UnboundedReceiver<Msg>, health: wa
                     events.push(ev);
                 }
                 Msg::Flush(f) => flushes.push(f),
+                Msg::Release(p) => released.push(p),
                 Msg::Shutdown(s) => {
                     // No new messages from now on; the ones already queued are still received
                     // and written before the loop ends.
@@ -173,6 +187,12 @@ async fn run(store: AuditStore, mut rx: mpsc::UnboundedReceiver<Msg>, health: wa
         // committed in queue order: everything before the marker is now committed.
         for f in flushes {
             let _ = f.send(());
+        }
+        // Likewise every event of a released journal segment is committed now.
+        for p in released {
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(file = %p.display(), error = %e, "cannot delete a journal segment already in the audit log");
+            }
         }
     }
     for s in stop_waiters {

@@ -13,6 +13,7 @@ mod api;
 mod architecture;
 mod audit_store;
 mod cli;
+mod crash;
 mod desk_events;
 mod emergency_calls;
 mod held;

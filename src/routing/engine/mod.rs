@@ -325,6 +325,12 @@ impl Engine {
         self.out.audit_only.pop_front().map(Output::Audit)
     }
 
+    /// The call events waiting to be polled, in order, without draining them: the shell
+    /// journals them before the bytes of the same input leave (`audit::journal`).
+    pub fn queued_events(&self) -> impl Iterator<Item = &CallEvent> {
+        self.out.events.iter()
+    }
+
     pub fn next_timeout(&self) -> Option<Instant> {
         let a = self.tx.next_timeout();
         let b = self.calls.timers.first().map(|t| t.0);

@@ -54,41 +54,16 @@ pub struct LabPorts {
     pub api: u16,
 }
 
-pub struct Lab {
+/// The lab's folder and config (`examples/lab.toml` moved onto free ports and a private audit
+/// file), without a core: [`Lab`] starts one in-process; a test can run `sosdesk serve` on it.
+pub struct LabFiles {
     pub dir: tempfile::TempDir,
-    pub rt: tokio::runtime::Runtime,
-    pub core: Option<Core>,
     pub ports: LabPorts,
     pub config_path: PathBuf,
-    events: Option<tokio::sync::broadcast::Receiver<CallEvent>>,
 }
 
-impl Lab {
-    /// The lab of `examples/lab.toml`, moved onto free ports and a private audit file.
-    pub fn start() -> Lab {
-        Lab::start_with(|c| c)
-    }
-
-    /// As [`Lab::start`], with the config text edited first. Media passes through (the
-    /// routing tests check the caller's own SDP on the wire); [`Lab::start_anchored`] keeps
-    /// the lab's media anchoring.
-    pub fn start_with(edit: impl FnOnce(String) -> String) -> Lab {
-        Lab::start_anchored(|c| edit(c.replace("anchor = true", "anchor = false")))
-    }
-
-    /// The lab as `examples/lab.toml` has it: sosdesk anchors and records the media. The
-    /// notification IM is left out (each call would add its attempts to the audit trail the
-    /// routing tests compare); [`Lab::start_notifying`] keeps it.
-    pub fn start_anchored(edit: impl FnOnce(String) -> String) -> Lab {
-        Lab::launch(|c| edit(without_notifications(&c)))
-    }
-
-    /// The whole lab, notification IM included (media anchored).
-    pub fn start_notifying(edit: impl FnOnce(String) -> String) -> Lab {
-        Lab::launch(edit)
-    }
-
-    fn launch(edit: impl FnOnce(String) -> String) -> Lab {
+impl LabFiles {
+    pub fn write(edit: impl FnOnce(String) -> String) -> LabFiles {
         assert!(
             Command::new("sipp").arg("-v").output().is_ok(),
             "sipp is not installed: the SIP tests need a real peer (Debian package sip-tester; the README's test command installs it)"
@@ -127,6 +102,50 @@ impl Lab {
         let text = edit(text);
         let config_path = dir.path().join("lab.toml");
         std::fs::write(&config_path, &text).unwrap();
+        LabFiles { dir, ports, config_path }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("audit.db")
+    }
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+    pub core: Option<Core>,
+    pub ports: LabPorts,
+    pub config_path: PathBuf,
+    events: Option<tokio::sync::broadcast::Receiver<CallEvent>>,
+}
+
+impl Lab {
+    /// The lab of `examples/lab.toml`, moved onto free ports and a private audit file.
+    pub fn start() -> Lab {
+        Lab::start_with(|c| c)
+    }
+
+    /// As [`Lab::start`], with the config text edited first. Media passes through (the
+    /// routing tests check the caller's own SDP on the wire); [`Lab::start_anchored`] keeps
+    /// the lab's media anchoring.
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::start_anchored(|c| edit(c.replace("anchor = true", "anchor = false")))
+    }
+
+    /// The lab as `examples/lab.toml` has it: sosdesk anchors and records the media. The
+    /// notification IM is left out (each call would add its attempts to the audit trail the
+    /// routing tests compare); [`Lab::start_notifying`] keeps it.
+    pub fn start_anchored(edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::launch(|c| edit(without_notifications(&c)))
+    }
+
+    /// The whole lab, notification IM included (media anchored).
+    pub fn start_notifying(edit: impl FnOnce(String) -> String) -> Lab {
+        Lab::launch(edit)
+    }
+
+    fn launch(edit: impl FnOnce(String) -> String) -> Lab {
+        let LabFiles { dir, ports, config_path } = LabFiles::write(edit);
         let cfg = Config::load(&config_path).unwrap_or_else(|e| panic!("lab config: {e}"));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let core = rt.block_on(Core::start(&cfg)).unwrap_or_else(|e| panic!("core start: {e}"));
