@@ -1,7 +1,7 @@
 //! Continuous retry (issue 19; the UK's "continuous retry over all alternative routes"): when
 //! every route of a call's plan has failed, the call is not given up while the retry window
 //! (`routing.retry_for_s`, counted from the call's first attempt) lasts. The caller's leg is
-//! kept with a `182 Queued` (RFC 3261 §21.1.3: the server queues the call rather than reject
+//! kept with a `182 Queued` (RFC 3261 §21.1.4: the server queues the call rather than reject
 //! it; resent every minute, §13.3.1.1), the round is audited (`retrying`), and the whole plan is
 //! tried again from its first route after a backoff of 1, 2, 4, 8, then 10 s — the last wait cut
 //! short so that a final round starts when the window closes. Each attempt of a round is audited

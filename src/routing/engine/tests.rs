@@ -800,3 +800,31 @@ fn a_route_timer_of_an_earlier_round_does_not_cut_a_later_attempt_short() {
     e.handle_timeout(t0 + Duration::from_secs(3));
     assert!(sent(&mut e).iter().any(|(to, m)| to.to_string() == SECONDARY && m.method() == "INVITE"));
 }
+
+#[test]
+fn a_relayed_180_counts_as_the_minutes_provisional() {
+    let mut e = retrying_engine(300);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let (to_caller, _) = routes_answer(&mut e, 503, t0);
+    assert_eq!(statuses(&to_caller), [100, 182]);
+    // Round 2: the primary rings at 1 s and keeps ringing (a PSAP slow to pick up).
+    e.handle_timeout(t0 + Duration::from_secs(1));
+    let invite_out = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+    e.handle_message(answer(&invite_out, 180, "slow", PRIMARY), peer(PRIMARY), t0 + Duration::from_secs(1));
+    assert_eq!(statuses(&sent(&mut e).into_iter().map(|(_, m)| m).collect::<Vec<_>>()), [180]);
+    let to_caller_at = |e: &mut Sim, s: u64| {
+        e.handle_timeout(t0 + Duration::from_secs(s));
+        sent(e)
+            .into_iter()
+            .filter(|(to, _)| to.to_string() == CALLER)
+            .filter_map(|(_, m)| m.status())
+            .collect::<Vec<_>>()
+    };
+    // A minute after the 182 the caller has had the 180 for 59 s only: nothing yet.
+    assert!(to_caller_at(&mut e, 60).is_empty());
+    // A minute after the 180: 182 again.
+    assert_eq!(to_caller_at(&mut e, 61), [182]);
+    assert!(to_caller_at(&mut e, 120).is_empty());
+    assert_eq!(to_caller_at(&mut e, 121), [182]);
+}
