@@ -73,7 +73,7 @@ pub struct SipConfig {
 const MAX_INTERVAL_MS: u64 = 3_600_000;
 /// The longest ELIN callback window: a week, in minutes.
 const MAX_ELIN_MINUTES: f64 = 10_080.0;
-/// The longest a notification is retried: a day.
+/// The longest a notification, or an emergency call whose every route failed, is retried: a day.
 const MAX_RETRY_FOR_S: u64 = 86_400;
 
 fn default_t1() -> u64 {
@@ -99,6 +99,12 @@ pub struct RoutingConfig {
     pub elin_callback_minutes: f64,
     /// Where a callback to an ELIN goes when no live mapping exists (e.g. the security desk).
     pub callback_fallback: Option<String>,
+    /// When every route of a call's plan has failed, the caller is held (182 Queued) and the
+    /// whole plan tried again, with backoff, while a new round can start within this many
+    /// seconds of the call's first attempt. `0`: the caller gets 503 as soon as every route
+    /// failed once.
+    #[serde(default = "default_route_retry_s")]
+    pub retry_for_s: u64,
 }
 
 fn default_route_timeout() -> u64 {
@@ -107,6 +113,9 @@ fn default_route_timeout() -> u64 {
 fn default_elin_minutes() -> f64 {
     180.0
 }
+fn default_route_retry_s() -> u64 {
+    60
+}
 
 impl Default for RoutingConfig {
     fn default() -> Self {
@@ -114,6 +123,7 @@ impl Default for RoutingConfig {
             route_timeout_ms: default_route_timeout(),
             elin_callback_minutes: default_elin_minutes(),
             callback_fallback: None,
+            retry_for_s: default_route_retry_s(),
         }
     }
 }
@@ -523,6 +533,9 @@ impl Config {
         if !(0.0..=MAX_ELIN_MINUTES).contains(&self.routing.elin_callback_minutes) {
             return Err(self.err("routing.elin_callback_minutes", format!("must be between 0 and {MAX_ELIN_MINUTES}")));
         }
+        if self.routing.retry_for_s > MAX_RETRY_FOR_S {
+            return Err(self.err("routing.retry_for_s", format!("must be between 0 and {MAX_RETRY_FOR_S}")));
+        }
         if let Some(fb) = &self.routing.callback_fallback {
             crate::sip::target::target_of_uri(fb).map_err(|e| self.err("routing.callback_fallback", e))?;
         }
@@ -766,6 +779,11 @@ masks = ["9911"]
         let c = Config::from_toml(GOOD, Path::new("/etc/sosdesk/x.toml")).unwrap();
         assert_eq!(c.store_path(), PathBuf::from("/etc/sosdesk/audit.db"));
         assert_eq!(c.routing.route_timeout_ms, 3000);
+        assert_eq!(c.routing.retry_for_s, 60, "emergency calls are retried for a minute by default");
+        for bound in [0, 86_400] {
+            let text = GOOD.replace("[store]", &format!("[routing]\nretry_for_s = {bound}\n[store]"));
+            assert_eq!(Config::from_toml(&text, Path::new("x.toml")).unwrap().routing.retry_for_s, bound);
+        }
     }
 
     #[test]
@@ -837,6 +855,11 @@ masks = ["9911"]
             &|g| g.replace("[store]", "[routing]\nroute_timeout_ms = 9223372036854775807\n[store]"),
             "routing.route_timeout_ms",
         );
+        refused(
+            &|g| g.replace("[store]", "[routing]\nretry_for_s = 9223372036854775807\n[store]"),
+            "routing.retry_for_s",
+        );
+        refused(&|g| g.replace("[store]", "[routing]\nretry_for_s = 86401\n[store]"), "routing.retry_for_s");
         refused(
             &|g| g.replace("[store]", "[notification]\nattempt_timeout_ms = 9223372036854775807\n[store]"),
             "notification.attempt_timeout_ms",

@@ -54,7 +54,8 @@ pub struct RouteInfo {
     pub kind: RouteKind,
     /// `udp:127.0.0.1:5070`
     pub target: String,
-    /// 0 for the first route of the PSTN usage, 1 for the next, …
+    /// 0 for the first route of the PSTN usage, 1 for the next, …; counted on across retry
+    /// rounds (with two routes, the second round's first attempt is 2).
     pub attempt: u32,
     /// The calling number presented on this route (the ELIN for an ELIN gateway).
     pub presented_number: String,
@@ -79,6 +80,15 @@ pub enum CallEventKind {
     /// The route in `route` failed; the next one is tried at once (when any remains).
     RouteFailed {
         reason: String,
+    },
+    /// Every route of the plan failed, and the retry window (config `routing.retry_for_s`) is
+    /// still open: the caller is held (182 Queued) and the whole plan is tried again from its
+    /// first route in `next_in_ms`. `round` is the round about to start (2 for the first retry);
+    /// each of its attempts is audited as `routed` / `route-failed` as usual.
+    Retrying {
+        round: u32,
+        #[ts(type = "number")]
+        next_in_ms: u64,
     },
     /// A provisional response (180/183) from the far end.
     Ringing {
@@ -206,6 +216,7 @@ impl CallEventKind {
             CallEventKind::Detected => "detected",
             CallEventKind::Routed => "routed",
             CallEventKind::RouteFailed { .. } => "route-failed",
+            CallEventKind::Retrying { .. } => "retrying",
             CallEventKind::Ringing { .. } => "ringing",
             CallEventKind::Answered => "answered",
             CallEventKind::Failed { .. } => "failed",

@@ -440,6 +440,9 @@ async fn run(
                         CallEventKind::RouteFailed { reason } | CallEventKind::Failed { reason, .. } => {
                             tracing::warn!(call = %ev.call_id, dialed = %ev.dialed, route = ?ev.route.as_ref().map(|r| &r.name), %reason, "{}", ev.kind.name())
                         }
+                        CallEventKind::Retrying { .. } => {
+                            tracing::warn!(call = %ev.call_id, dialed = %ev.dialed, detail = %crate::audit::event_detail(&ev.kind), "retrying")
+                        }
                         CallEventKind::Detected => {
                             tracing::info!(call = %ev.call_id, dialed = %ev.dialed, caller = %ev.caller.number, test = ev.test_call, "emergency call")
                         }

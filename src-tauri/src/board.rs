@@ -199,6 +199,7 @@ fn new_call(ev: &CallEvent) -> ActiveCall {
         state: CallState::Routing,
         state_detail: String::new(),
         failovers: Vec::new(),
+        retry_round: None,
         acknowledged_by: None,
         acknowledged_at: None,
         acknowledgements: Vec::new(),
@@ -228,12 +229,29 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent, me: &str) {
     let finished = matches!(call.state, CallState::Ended | CallState::Failed);
     let live = newest && !finished;
     match &ev.kind {
-        CallEventKind::Detected | CallEventKind::Routed if live => call.state = CallState::Routing,
+        CallEventKind::Detected | CallEventKind::Routed if live => match call.retry_round {
+            // An attempt of a retry round: still "retrying routes", now on this route.
+            Some(round) => {
+                call.state = CallState::Retrying;
+                let name = ev.route.as_ref().map(|r| r.name.as_str()).unwrap_or("a route");
+                call.state_detail = format!("round {round}: trying {name}");
+            }
+            None => call.state = CallState::Routing,
+        },
         CallEventKind::RouteFailed { reason } => {
             let name = ev.route.as_ref().map(|r| r.name.as_str()).unwrap_or("route");
             call.failovers.push(format!("{name}: {reason}"));
         }
-        CallEventKind::Ringing { .. } if live && call.state == CallState::Routing => call.state = CallState::Ringing,
+        CallEventKind::Retrying { round, next_in_ms } => {
+            call.retry_round = Some(call.retry_round.unwrap_or(0).max(*round));
+            if live {
+                call.state = CallState::Retrying;
+                call.state_detail = format!("every route failed; round {round} in {} s", next_in_ms.div_ceil(1000));
+            }
+        }
+        CallEventKind::Ringing { .. } if live && matches!(call.state, CallState::Routing | CallState::Retrying) => {
+            call.state = CallState::Ringing
+        }
         CallEventKind::Answered if live => call.state = CallState::Answered,
         CallEventKind::Failed { .. } if !finished => {
             call.state = CallState::Failed;
@@ -477,6 +495,47 @@ mod tests {
         let c = b.get("c").unwrap();
         assert_eq!(c.state, CallState::Ended);
         assert_eq!(c.failovers, vec!["provider-primary: 503 Service Unavailable".to_string()]);
+    }
+
+    #[test]
+    fn a_call_whose_every_route_failed_shows_retrying_routes_until_a_route_carries_it() {
+        let mut b = Board::default();
+        let failed = |seq| ev("c", seq, false, CallEventKind::RouteFailed { reason: "503 Service Unavailable".into() });
+        b.apply(&ev("c", 1, false, CallEventKind::Detected));
+        b.apply(&ev("c", 2, false, CallEventKind::Routed));
+        b.apply(&failed(3));
+        assert_eq!((b.get("c").unwrap().state, b.get("c").unwrap().retry_round), (CallState::Routing, None));
+        b.apply(&ev("c", 4, false, CallEventKind::Retrying { round: 2, next_in_ms: 1000 }));
+        let c = b.get("c").unwrap();
+        assert_eq!(c.state, CallState::Retrying);
+        assert_eq!(c.state_detail, "every route failed; round 2 in 1 s");
+        assert_eq!(c.retry_round, Some(2));
+        assert!(c.alarming, "still an emergency the officer must see");
+        // The round's attempts keep it "retrying routes", naming the route being tried.
+        b.apply(&ev("c", 5, false, CallEventKind::Routed));
+        let c = b.get("c").unwrap();
+        assert_eq!((c.state, c.state_detail.as_str()), (CallState::Retrying, "round 2: trying provider-primary"));
+        b.apply(&failed(6));
+        b.apply(&ev("c", 7, false, CallEventKind::Retrying { round: 3, next_in_ms: 2000 }));
+        assert_eq!(b.get("c").unwrap().retry_round, Some(3));
+        assert_eq!(b.get("c").unwrap().failovers.len(), 2);
+        assert_eq!(b.get("c").unwrap().timeline.iter().filter(|t| t.kind == "retrying").count(), 2);
+        // A route comes back: ringing, then connected.
+        b.apply(&ev("c", 8, false, CallEventKind::Routed));
+        b.apply(&ev("c", 9, false, CallEventKind::Ringing { status: 180 }));
+        assert_eq!(b.get("c").unwrap().state, CallState::Ringing);
+        b.apply(&ev("c", 10, false, CallEventKind::Answered));
+        assert_eq!(b.get("c").unwrap().state, CallState::Answered);
+
+        // Another call gives up when the window is over: failed, with the reason.
+        b.apply(&ev("d", 1, false, CallEventKind::Detected));
+        b.apply(&ev("d", 2, false, CallEventKind::Retrying { round: 2, next_in_ms: 1000 }));
+        b.apply(&ev("d", 3, false, CallEventKind::Failed { status: 503, reason: "all 2 route(s) failed".into() }));
+        let d = b.get("d").unwrap();
+        assert_eq!((d.state, d.state_detail.as_str()), (CallState::Failed, "503 all 2 route(s) failed"));
+        // A late retrying event does not bring a failed call back.
+        b.apply(&ev("d", 2, false, CallEventKind::Retrying { round: 2, next_in_ms: 1000 }));
+        assert_eq!(b.get("d").unwrap().state, CallState::Failed);
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct Acknowledgement {
 #[serde(rename_all = "kebab-case")]
 pub enum CallState {
     Routing,
+    /// Every route failed at least once; the core holds the caller and tries them all again
+    /// (config `routing.retry_for_s`). Shown as "retrying routes" until a route rings or
+    /// answers, or the call fails.
+    Retrying,
     Ringing,
     Answered,
     Ended,
@@ -75,6 +79,9 @@ pub struct ActiveCall {
     pub state_detail: String,
     /// Routes that failed before the current one ("provider-primary: 503 Service Unavailable").
     pub failovers: Vec<String>,
+    /// From the first `retrying` event: the round through every route under way or next (2 is
+    /// the first retry). Absent while the routes are tried for the first time.
+    pub retry_round: Option<u32>,
     /// The acknowledgement that counts for this desk: the first from any desk, or (policy
     /// `acknowledge = "each"`) this desk's own.
     pub acknowledged_by: Option<String>,

@@ -12,7 +12,8 @@ use crate::events::{CallEvent, CallEventKind};
 pub enum CallOutcome {
     /// Recognised, no route tried yet (or the core stopped before it could).
     Detected,
-    /// Sent on a route (or a route failed and the next is being tried).
+    /// Sent on a route (or a route failed and the next is being tried, or every route failed
+    /// and the plan is about to be retried).
     Routing,
     /// An inbound PSAP callback to an ELIN.
     Callback,
@@ -74,7 +75,9 @@ impl CallOutcome {
     fn of(kind: &CallEventKind) -> Option<CallOutcome> {
         Some(match kind {
             CallEventKind::Detected => CallOutcome::Detected,
-            CallEventKind::Routed | CallEventKind::RouteFailed { .. } => CallOutcome::Routing,
+            CallEventKind::Routed | CallEventKind::RouteFailed { .. } | CallEventKind::Retrying { .. } => {
+                CallOutcome::Routing
+            }
             CallEventKind::Callback { .. } => CallOutcome::Callback,
             CallEventKind::Ringing { .. } => CallOutcome::Ringing,
             CallEventKind::Answered => CallOutcome::Answered,
@@ -216,6 +219,9 @@ pub fn event_detail(kind: &CallEventKind) -> String {
     match kind {
         CallEventKind::Detected | CallEventKind::Routed | CallEventKind::Answered => String::new(),
         CallEventKind::RouteFailed { reason } => reason.clone(),
+        CallEventKind::Retrying { round, next_in_ms } => {
+            format!("every route failed: round {round} in {:.1} s", *next_in_ms as f64 / 1000.0)
+        }
         CallEventKind::Ringing { status } => status.to_string(),
         CallEventKind::Failed { status, reason } | CallEventKind::Rejected { status, reason } => {
             format!("{status} {reason}")
@@ -308,6 +314,19 @@ mod tests {
         assert_eq!(s.outcome, CallOutcome::Failed);
         assert_eq!(s.outcome_detail, "503 all routes failed");
         assert_eq!(s.ended_at, Some(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 2).unwrap()));
+    }
+
+    #[test]
+    fn a_call_retrying_its_routes_is_routing_with_the_round_in_the_detail() {
+        let s = fold(vec![
+            CallEventKind::Detected,
+            CallEventKind::Routed,
+            CallEventKind::RouteFailed { reason: "503 Service Unavailable".into() },
+            CallEventKind::Retrying { round: 2, next_in_ms: 1000 },
+        ]);
+        assert_eq!(s.outcome, CallOutcome::Routing);
+        assert_eq!(s.outcome_detail, "every route failed: round 2 in 1.0 s");
+        assert_eq!(s.ended_at, None);
     }
 
     #[test]

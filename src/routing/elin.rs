@@ -28,13 +28,15 @@ impl ElinCache {
         ElinCache { ttl, map: HashMap::new() }
     }
 
-    /// Choose the ELIN for a new call from an ERL's ELINs: one with no live mapping if there
-    /// is one (so concurrent callers at one location stay distinguishable), else the one whose
-    /// mapping is oldest.
-    pub fn pick<'a>(&self, elins: &'a [String], now: Instant) -> Option<&'a str> {
+    /// Choose the ELIN for a call (`call_ref`) from an ERL's ELINs: the one the call already
+    /// holds (an attempt of a retry round presents the same ELIN as the round before), else one
+    /// with no live mapping if there is one (so concurrent callers at one location stay
+    /// distinguishable), else the one whose mapping is oldest.
+    pub fn pick<'a>(&self, elins: &'a [String], call_ref: &str, now: Instant) -> Option<&'a str> {
         elins
             .iter()
-            .find(|e| self.lookup(e, now).is_none())
+            .find(|e| self.lookup(e, now).is_some_and(|m| m.call_ref == call_ref))
+            .or_else(|| elins.iter().find(|e| self.lookup(e, now).is_none()))
             .or_else(|| elins.iter().min_by_key(|e| self.map.get(e.as_str()).map(|m| m.expires)))
             .map(String::as_str)
     }
@@ -84,12 +86,14 @@ mod tests {
         let t0 = Instant::now();
         let mut c = ElinCache::new(Duration::from_secs(60));
         let elins = vec!["100".to_string(), "200".to_string()];
-        let first = c.pick(&elins, t0).unwrap().to_string();
-        c.insert(&first, mapping("1"), t0);
-        let second = c.pick(&elins, t0).unwrap().to_string();
+        let first = c.pick(&elins, "c1", t0).unwrap().to_string();
+        c.insert(&first, ElinMapping { call_ref: "c1".into(), ..mapping("1") }, t0);
+        let second = c.pick(&elins, "c2", t0).unwrap().to_string();
         assert_ne!(first, second);
-        c.insert(&second, mapping("2"), t0 + Duration::from_secs(1));
+        c.insert(&second, ElinMapping { call_ref: "c2".into(), ..mapping("2") }, t0 + Duration::from_secs(1));
         // Both busy: reuse the oldest.
-        assert_eq!(c.pick(&elins, t0 + Duration::from_secs(2)), Some("100"));
+        assert_eq!(c.pick(&elins, "c3", t0 + Duration::from_secs(2)), Some("100"));
+        // A call retrying its routes keeps the ELIN it holds.
+        assert_eq!(c.pick(&elins, "c2", t0 + Duration::from_secs(2)), Some("200"));
     }
 }

@@ -282,7 +282,8 @@ fn failover_when_the_primary_never_answers() {
 
 #[test]
 fn every_route_failing_gives_the_caller_503_and_is_audited() {
-    let mut lab = Lab::start();
+    // No retry window: the caller gets 503 as soon as every route has failed once.
+    let mut lab = Lab::start_with(|c| c.replace("retry_for_s = 60", "retry_for_s = 0"));
     let primary = lab.uas("primary", "provider_reject_503.xml", "127.0.0.1", lab.ports.primary, &[]);
     let secondary = lab.uas("secondary", "provider_reject_503.xml", "127.0.0.1", lab.ports.secondary, &[]);
     let c = lab.uac("caller", "caller_expect_failure.xml", "127.0.0.1", &["-s", "911"]).wait();
@@ -294,6 +295,101 @@ fn every_route_failing_gives_the_caller_503_and_is_audited() {
     let events = lab.audit_events();
     assert_eq!(kinds(&events), ["detected", "routed", "route-failed", "routed", "route-failed", "failed"]);
     lab.assert_audit_verifies();
+}
+
+/// The status codes of the responses a sipp caller received, in order.
+fn statuses(run: &support::lab::SippRun) -> Vec<u16> {
+    run.received().iter().filter_map(|m| m.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()).collect()
+}
+
+#[test]
+fn a_route_that_comes_back_while_every_route_is_retried_carries_the_call() {
+    // Round 1: the primary answers 503, the secondary is not there (no answer in 500 ms).
+    let mut lab = Lab::start_with(|c| {
+        c.replace("route_timeout_ms = 2000", "route_timeout_ms = 500").replace("retry_for_s = 60", "retry_for_s = 30")
+    });
+    let rejecting = lab.uas("primary-503", "provider_reject_503.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let caller = lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911"]));
+    let mut seen = Vec::new();
+    let retrying = lab.wait_for(&mut seen, "retrying", |e| e.kind.name() == "retrying");
+    assert_eq!(retrying.kind, CallEventKind::Retrying { round: 2, next_in_ms: 1000 });
+    rejecting.wait().assert_ok();
+    // The primary is back (a new provider process on its port) for a later round.
+    let answering = lab.uas("primary", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let c = caller.wait();
+    c.assert_ok();
+    let p = answering.wait();
+    p.assert_ok();
+    validate_pidf_lo(&pidf_part(&p.received_request("INVITE"))).unwrap();
+    // The caller was held with one 182 Queued, then got the route's 180 and 200: no 503.
+    let st = statuses(&c);
+    assert_eq!(st.iter().filter(|s| **s == 182).count(), 1, "{st:?}");
+    assert!(st.ends_with(&[180, 200]) || st.ends_with(&[180, 200, 200]), "{st:?}");
+    assert!(!st.contains(&503), "{st:?}");
+    lab.stop();
+    let events = lab.audit_events();
+    let k = kinds(&events);
+    assert_eq!(k[..6], ["detected", "routed", "route-failed", "routed", "route-failed", "retrying"], "{k:?}");
+    assert_eq!(k[k.len() - 4..], ["routed", "ringing", "answered", "ended"], "{k:?}");
+    // Every attempt is audited, numbered on across rounds.
+    let routed: Vec<_> = events.iter().filter(|e| e.kind.name() == "routed").collect();
+    let attempts: Vec<u32> = routed.iter().map(|e| e.route.as_ref().unwrap().attempt).collect();
+    assert_eq!(attempts, (0..attempts.len() as u32).collect::<Vec<_>>());
+    let carried = routed.last().unwrap().route.as_ref().unwrap();
+    assert_eq!(carried.name, "provider-primary");
+    assert!(carried.attempt >= 2, "carried by a retry round: {carried:?}");
+    lab.assert_audit_verifies();
+    let out = lab.cli_store(&["history", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history --json");
+    assert_eq!(v[0]["outcome"], "ended");
+    assert!(v[0]["answered_at"].is_string());
+}
+
+#[test]
+fn routes_failing_for_the_whole_retry_window_give_the_caller_182_then_503() {
+    // Rounds start at 0, 1 and 3 s (the 2 s backoff cut short to the window's end), so each
+    // provider is called three times.
+    let mut lab = Lab::start_with(|c| c.replace("retry_for_s = 60", "retry_for_s = 3"));
+    let primary = lab.uas("primary", "provider_reject_503.xml", "127.0.0.1", lab.ports.primary, &["-m", "3"]);
+    let secondary = lab.uas("secondary", "provider_reject_503.xml", "127.0.0.1", lab.ports.secondary, &["-m", "3"]);
+    let started = std::time::Instant::now();
+    let c = lab.uac("caller", "caller_expect_failure.xml", "127.0.0.1", &["-s", "911"]).wait();
+    let took = started.elapsed();
+    c.assert_ok();
+    assert_eq!(c.logged("final.status").as_deref(), Some("503"));
+    assert_eq!(statuses(&c).into_iter().filter(|s| *s != 100).collect::<Vec<_>>(), [182, 503]);
+    assert!(took >= std::time::Duration::from_secs(3), "given up only when the window was over ({took:?})");
+    for p in [primary.wait(), secondary.wait()] {
+        p.assert_ok();
+        assert_eq!(p.received().iter().filter(|m| m.starts_with("INVITE ")).count(), 3, "{}", p.name);
+    }
+    lab.stop();
+    let events = lab.audit_events();
+    let round = ["routed", "route-failed", "routed", "route-failed"];
+    let mut expected = vec!["detected"];
+    for r in 0..3 {
+        expected.extend(round);
+        expected.push(if r < 2 { "retrying" } else { "failed" });
+    }
+    assert_eq!(kinds(&events), expected);
+    let waits: Vec<(u32, u64)> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            CallEventKind::Retrying { round, next_in_ms } => Some((round, next_in_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits[0], (2, 1000));
+    assert!(waits[1].0 == 3 && waits[1].1 < 2000, "the last wait is cut short: {waits:?}");
+    assert!(
+        matches!(&events.last().unwrap().kind, CallEventKind::Failed { status: 503, reason } if reason.contains("3 rounds")),
+        "{:?}",
+        events.last().unwrap().kind
+    );
+    lab.assert_audit_verifies();
+    let out = lab.cli_store(&["history", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history --json");
+    assert_eq!(v[0]["outcome"], "failed");
 }
 
 #[test]

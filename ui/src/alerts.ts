@@ -21,6 +21,7 @@ let showBoard: () => void = () => {};
 
 const STATE_WORDS: Record<CallState, string> = {
   routing: "Routing…",
+  retrying: "RETRYING ROUTES",
   ringing: "Ringing at provider",
   answered: "Connected to emergency services",
   ended: "Ended",
@@ -121,7 +122,11 @@ function card(c: ActiveCall): HTMLElement {
     ? `TEST CALL ${c.normalized || c.dialed} — no emergency`
     : `EMERGENCY CALL ${c.normalized || c.dialed}`;
   const dialed = c.normalized && c.normalized !== c.dialed ? `Dialled ${c.dialed} → ${c.normalized}` : `Dialled ${c.dialed}`;
-  const stateText = c.state === "failed" ? `FAILED — ${c.state_detail}` : STATE_WORDS[c.state];
+  // Failed and retrying say why: the officer sees that every route failed, and what comes next.
+  const stateText =
+    c.state === "failed" || (c.state === "retrying" && c.state_detail)
+      ? `${STATE_WORDS[c.state]} — ${c.state_detail}`
+      : STATE_WORDS[c.state];
 
   return el(
     "article",
@@ -162,7 +167,8 @@ function card(c: ActiveCall): HTMLElement {
       { class: "route" },
       c.route
         ? `Route ${c.route.name} → ${c.route.target} · presenting ${c.route.presented_number}` +
-            (c.route.attempt > 0 ? ` · attempt ${c.route.attempt + 1}` : "")
+            (c.route.attempt > 0 ? ` · attempt ${c.route.attempt + 1}` : "") +
+            (c.retry_round !== null ? ` · round ${c.retry_round} through every route` : "")
         : "No route yet",
     ),
     c.failovers.length > 0 &&

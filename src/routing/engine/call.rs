@@ -64,9 +64,13 @@ pub(super) struct Call {
     /// What goes to the route as the Geolocation cid.
     pub(super) cid: String,
     pub(super) route_info: Option<RouteInfo>,
-    /// Route indexes, in order; `next_attempt` indexes into it.
+    /// Route indexes, in order; `next_attempt - retry.round_start` indexes into it.
     pub(super) plan: Vec<usize>,
+    /// The number of the next attempt, counted across retry rounds (each attempt has its own,
+    /// so a stale route timer of an earlier round never matches a later attempt).
     pub(super) next_attempt: usize,
+    /// Where the call stands in retrying its whole plan (`retry.rs`).
+    pub(super) retry: Retry,
     pub(super) kind: RouteKind,
     /// Callback calls go to exactly this target instead of the plan.
     pub(super) callback_target: Option<(Peer, String)>,
@@ -100,12 +104,34 @@ pub(super) struct Abandoned {
     pub(super) expires: Instant,
 }
 
+/// A call's rounds through its plan: every route failed once is not the end of an emergency
+/// call while the retry window (`routing.retry_for_s`) lasts (`retry.rs`).
+#[derive(Debug, Default)]
+pub(super) struct Retry {
+    /// The round under way, or about to start: 1 for the first pass through the plan.
+    pub(super) round: u32,
+    /// The attempt number of the round's first route.
+    pub(super) round_start: usize,
+    /// When the call's first attempt was made: the retry window counts from it.
+    pub(super) first_attempt_at: Option<Instant>,
+    /// The next round is waiting for its backoff to end (its timer is `CallTimer::Retry`).
+    pub(super) waiting: bool,
+    /// When the caller last got a provisional response other than 100 (sosdesk's 182 or a
+    /// relayed 180/183); `None` until the plan first failed as a whole. While it is `Some`, the
+    /// caller gets a 182 at least every minute (RFC 3261 §13.3.1.1).
+    pub(super) last_provisional: Option<Instant>,
+}
+
 /// Call timers are deleted lazily (see `on_route_timeout`: a timer for an attempt that already
 /// responded, moved on or ended does nothing), so no O(n) search runs per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum CallTimer {
     /// No response from the attempt in `route_timeout`.
     RouteResponse(usize),
+    /// The backoff before this retry round is over: the plan starts again.
+    Retry(u32),
+    /// A minute since the caller's last provisional response while the call is retrying.
+    Progress,
 }
 
 /// Every live call, and the indexes that find a call from what arrives: a dialog's Call-ID, a

@@ -173,6 +173,7 @@ impl Engine {
             route_info: None,
             plan,
             next_attempt: 0,
+            retry: Retry::default(),
             kind,
             callback_target: None,
             callback_number,

@@ -6,7 +6,8 @@
 //!
 //! Routing: the policy's routes are tried in order; a final failure or no response at all
 //! within `route_timeout` moves to the next at once. An emergency call is only failed when no
-//! route remains — and the ECRC (no-location) routes are the last resort after the others.
+//! route remains — and the ECRC (no-location) routes are the last resort after the others —
+//! and then only once the retry window is over: until then the whole plan is tried again.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +44,7 @@ mod notify_handoff;
 mod outbound;
 mod registrations;
 mod relay;
+mod retry;
 #[cfg(test)]
 mod tests;
 
@@ -108,6 +110,8 @@ pub struct Engine {
     now: Now,
     policies: Policies,
     route_timeout: Duration,
+    /// How long after a call's first attempt a new round through its whole plan may start.
+    retry_for: Duration,
     local: LocalEndpoint,
     tx: Transactions,
     calls: CallTable,
@@ -198,6 +202,7 @@ impl Engine {
         Engine {
             now,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
+            retry_for: Duration::from_secs(cfg.routing.retry_for_s),
             local,
             tx: Transactions::new(Timers { t1: Duration::from_millis(cfg.sip.t1_ms), ..Timers::default() }),
             calls: CallTable::default(),
@@ -511,6 +516,8 @@ impl Engine {
             let (_, call_ref, timer) = first;
             match timer {
                 CallTimer::RouteResponse(attempt) => self.on_route_timeout(&call_ref, attempt, now),
+                CallTimer::Retry(round) => self.on_retry_due(&call_ref, round, now),
+                CallTimer::Progress => self.on_progress_due(&call_ref, now),
             }
         }
         self.calls.expire_abandoned(now);

@@ -1,12 +1,17 @@
 //! The outbound leg: one attempt per route of the plan (RFC 3261 §16.6-like serial forking done
 //! as a B2BUA), failover on a final failure, a transport failure or silence for `route_timeout`,
-//! CANCEL of a ringing leg, and the late 2xx of an abandoned attempt ACKed and hung up.
+//! CANCEL of a ringing leg, and the late 2xx of an abandoned attempt ACKed and hung up. When
+//! the last route of the plan has failed, `retry.rs` decides: the plan again, or 503.
 
 use super::*;
 
 impl Engine {
     pub(super) fn start_attempt(&mut self, call_ref: &str, now: Instant) {
         let Some(mut call) = self.calls.live.remove(call_ref) else { return };
+        if call.retry.first_attempt_at.is_none() {
+            call.retry.first_attempt_at = Some(now);
+            call.retry.round = 1;
+        }
         loop {
             let attempt = call.next_attempt;
             // The target of this attempt: a callback target, or the next route of the plan.
@@ -21,8 +26,8 @@ impl Engine {
                 let user = Uri::parse(&uri).ok().and_then(|u| u.user).unwrap_or_default();
                 (peer, (host, Some(user)), "callback".to_string(), RouteKind::Callback, call.caller.number.clone())
             } else {
-                let Some(&idx) = call.plan.get(attempt) else {
-                    break self.fail_call(call, now);
+                let Some(&idx) = call.plan.get(attempt - call.retry.round_start) else {
+                    break self.plan_exhausted(call, now);
                 };
                 let r = &self.policies.routes[idx];
                 let transport = match r.transport {
@@ -35,7 +40,7 @@ impl Engine {
                     RouteKindConfig::SipTrunk => (RouteKind::SipTrunk, call.callback_number.clone()),
                     RouteKindConfig::ElinGateway => {
                         let elins = call.location.erl.as_ref().map(|e| e.elins.clone()).unwrap_or_default();
-                        match self.callbacks.elins.pick(&elins, now) {
+                        match self.callbacks.elins.pick(&elins, &call.call_ref, now) {
                             Some(e) => (RouteKind::ElinGateway, e.to_string()),
                             None => {
                                 call.route_info = Some(RouteInfo {
@@ -225,12 +230,19 @@ impl Engine {
         self.start_attempt(call_ref, now);
     }
 
-    pub(super) fn fail_call(&mut self, mut call: Call, _now: Instant) {
-        // Every route was tried. The caller hears a clear failure; the PBX may have its own
-        // alternative route (503 invites exactly that, RFC 3261 §21.5.4).
+    pub(super) fn fail_call(&mut self, mut call: Call, now: Instant) {
+        // Every route was tried (in every round the retry window allowed). The caller hears a
+        // clear failure; the PBX may have its own alternative route (503 invites exactly that,
+        // RFC 3261 §21.5.4).
         self.stats.failed += 1;
         let tried = call.next_attempt;
-        let reason = format!("all {tried} route(s) failed");
+        let reason = if call.retry.round <= 1 {
+            format!("all {tried} route(s) failed")
+        } else {
+            let secs = call.retry.first_attempt_at.map(|t| now.saturating_duration_since(t).as_secs()).unwrap_or(0);
+            let (routes, rounds) = (call.plan.len(), call.retry.round);
+            format!("all {routes} route(s) failed in each of {rounds} rounds ({tried} attempts over {secs} s)")
+        };
         tracing::error!(call = %call.call_ref, dialed = %call.dialed, "{reason}");
         let mut r = call.a_invite.response(503, "Service Unavailable", Some(tag_of(&call.a.local)));
         r.push("Warning", format!("399 sosdesk \"{reason}\""));
@@ -312,6 +324,7 @@ impl Engine {
                         copy_body(&msg, &mut r);
                     }
                     self.tx.respond(&call.a_invite_key, &r, now);
+                    call.retry.provisional_sent(now);
                     if call.ringing_sent.insert(status) {
                         Self::emit_into(&mut self.out, call, CallEventKind::Ringing { status }, self.now.wall);
                     }

@@ -556,3 +556,275 @@ To: <sip:127.0.0.1>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\
     let CallEventKind::Refused { reasons, .. } = &recs[0].kind else { panic!() };
     assert_eq!(reasons.get("REGISTER 503 shed: core overloaded"), Some(&1), "{reasons:?}");
 }
+
+// ---------------------------------------------------------------- continuous retry (issue 19)
+
+/// The lab's engine with a retry window of `secs`.
+fn retrying_engine(secs: u64) -> Sim {
+    engine(|c| c.replace("retry_for_s = 60", &format!("retry_for_s = {secs}")))
+}
+
+/// Answer `status` to every INVITE sosdesk sends to a route, at `now`, until it sends no more
+/// (each failure brings the next route's INVITE). Returns what went to the caller meanwhile and
+/// the routes' INVITEs, in order.
+fn routes_answer(e: &mut Sim, status: u16, now: Now) -> (Vec<Message>, Vec<(SocketAddr, Message)>) {
+    let (mut to_caller, mut invites) = (Vec::new(), Vec::new());
+    let mut out = sent(e);
+    while !out.is_empty() {
+        let mut next = Vec::new();
+        for (to, m) in out {
+            if to == CALLER.parse::<SocketAddr>().unwrap() {
+                to_caller.push(m);
+            } else if m.is_request() && m.method() == "INVITE" {
+                e.handle_message(answer(&m, status, "far", &to.to_string()), peer(&to.to_string()), now);
+                next.extend(sent(e));
+                invites.push((to, m));
+            }
+        }
+        out = next;
+    }
+    (to_caller, invites)
+}
+
+fn statuses(msgs: &[Message]) -> Vec<u16> {
+    msgs.iter().filter_map(Message::status).collect()
+}
+
+fn event_kinds(e: &mut Sim) -> Vec<CallEventKind> {
+    std::iter::from_fn(|| e.poll_event()).map(|ev| ev.kind).collect()
+}
+
+#[test]
+fn a_plan_whose_every_route_fails_is_retried_with_backoff_until_the_window_ends_then_503() {
+    let mut e = retrying_engine(20);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let (to_caller, invites) = routes_answer(&mut e, 503, t0);
+    assert_eq!(invites.iter().map(|(to, _)| to.to_string()).collect::<Vec<_>>(), [PRIMARY, SECONDARY]);
+    // The caller's leg is kept: one 182 Queued (with our early dialog's tag and Contact), no
+    // final response.
+    assert_eq!(statuses(&to_caller), [100, 182]);
+    let queued = &to_caller[1];
+    assert_eq!(start_line(queued), "SIP/2.0 182 Queued");
+    assert!(queued.to_tag().is_some() && queued.header("Contact").is_some());
+    let names: Vec<_> = event_kinds(&mut e).iter().map(|k| k.name()).collect();
+    assert_eq!(names, ["detected", "routed", "route-failed", "routed", "route-failed", "retrying"]);
+
+    // Rounds start 1, 2, 4, 8 s after the previous one failed; the next wait (10 s) is cut short
+    // to start a last round when the window closes at 20 s. Nothing is sent in between.
+    let mut first_attempts = Vec::new();
+    for (round, (start, wait_ms)) in
+        [(1u64, 2000u64), (3, 4000), (7, 8000), (15, 5000), (20, 0)].into_iter().enumerate()
+    {
+        let round = round as u32 + 2;
+        let before = t0 + Duration::from_millis(start * 1000 - 1);
+        e.handle_timeout(before);
+        assert!(sent(&mut e).is_empty(), "round {round} starts only after its backoff");
+        let at = t0 + Duration::from_secs(start);
+        e.handle_timeout(at);
+        let (to_caller, invites) = routes_answer(&mut e, 503, at);
+        assert_eq!(invites.iter().map(|(to, _)| to.to_string()).collect::<Vec<_>>(), [PRIMARY, SECONDARY]);
+        first_attempts.push(invites[0].1.call_id().unwrap().to_string());
+        let kinds = event_kinds(&mut e);
+        assert!(
+            matches!(
+                &kinds[..4],
+                [
+                    CallEventKind::Routed,
+                    CallEventKind::RouteFailed { .. },
+                    CallEventKind::Routed,
+                    CallEventKind::RouteFailed { .. }
+                ]
+            ),
+            "every attempt of round {round} is audited: {kinds:?}"
+        );
+        if round < 6 {
+            assert!(to_caller.is_empty(), "no second 182 and no final response in round {round}: {to_caller:?}");
+            assert_eq!(kinds[4], CallEventKind::Retrying { round: round + 1, next_in_ms: wait_ms });
+        } else {
+            // The window is over and this round failed too: 503, as without retries.
+            assert_eq!(statuses(&to_caller), [503]);
+            assert!(to_caller[0].header("Warning").unwrap().contains("in each of 6 rounds (12 attempts over 20 s)"));
+            assert!(matches!(&kinds[4], CallEventKind::Failed { status: 503, reason } if reason.contains("6 rounds")));
+        }
+    }
+    // Each attempt is a new outbound call (its own Call-ID).
+    first_attempts.sort();
+    first_attempts.dedup();
+    assert_eq!(first_attempts.len(), 5);
+    assert_eq!(e.e.active_calls(), 0);
+    assert_eq!(e.e.stats.failed, 1);
+}
+
+#[test]
+fn with_a_zero_window_every_route_failing_is_503_at_once() {
+    let mut e = retrying_engine(0);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let (to_caller, invites) = routes_answer(&mut e, 503, t0);
+    assert_eq!(invites.len(), 2);
+    assert_eq!(statuses(&to_caller), [100, 503]);
+    assert!(to_caller[1].header("Warning").unwrap().contains("all 2 route(s) failed"));
+    let names: Vec<_> = event_kinds(&mut e).iter().map(|k| k.name()).collect();
+    assert_eq!(names, ["detected", "routed", "route-failed", "routed", "route-failed", "failed"]);
+}
+
+#[test]
+fn a_cancel_while_waiting_for_the_next_round_ends_the_call_and_leaves_nothing_behind() {
+    let mut e = retrying_engine(60);
+    let t0 = Now::read();
+    let inv = invite(CALLER, "911", 1);
+    e.handle_message(inv.clone(), peer(CALLER), t0);
+    let (to_caller, _) = routes_answer(&mut e, 503, t0);
+    assert_eq!(statuses(&to_caller), [100, 182]);
+    event_kinds(&mut e);
+
+    // The caller gives up during the backoff: 200 to the CANCEL, 487 to the INVITE.
+    e.handle_message(super::cancel_for(&inv), peer(CALLER), t0 + Duration::from_millis(500));
+    let out = sent(&mut e);
+    assert!(out.iter().all(|(to, _)| *to == CALLER.parse::<SocketAddr>().unwrap()), "nothing to the routes");
+    assert_eq!(
+        out.iter().map(|(_, m)| start_line(m)).collect::<Vec<_>>(),
+        ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]
+    );
+    let kinds = event_kinds(&mut e);
+    assert!(matches!(&kinds[..], [CallEventKind::Ended { by, .. }] if by == "cancel"), "{kinds:?}");
+    assert_eq!(e.e.active_calls(), 0);
+
+    // The retry and the 182 timers come and find nothing to do.
+    for s in [1, 2, 60, 61, 120] {
+        e.handle_timeout(t0 + Duration::from_secs(s));
+        let out = sent(&mut e);
+        assert!(
+            out.iter().all(|(to, m)| *to == CALLER.parse::<SocketAddr>().unwrap() && m.status() == Some(487)),
+            "at {s} s only the 487's own retransmissions: {out:?}"
+        );
+        assert!(event_kinds(&mut e).is_empty());
+    }
+    // Nothing leaks: no timer, index or transaction is kept for the call.
+    let c = &e.e.calls;
+    assert!(c.timers.is_empty(), "{:?}", c.timers);
+    assert!(c.live.is_empty() && c.by_call_id.is_empty() && c.server_txn.is_empty() && c.client_txn.is_empty());
+}
+
+#[test]
+fn a_route_that_comes_back_during_the_window_carries_the_call() {
+    let mut e = retrying_engine(60);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    // Round 1: the primary rings, then fails; so does the secondary (without ringing).
+    let first = sent(&mut e).remove(1).1;
+    e.handle_message(answer(&first, 180, "r1", PRIMARY), peer(PRIMARY), t0);
+    e.handle_message(answer(&first, 503, "r1", PRIMARY), peer(PRIMARY), t0);
+    let (to_caller, _) = routes_answer(&mut e, 503, t0);
+    assert_eq!(statuses(&to_caller), [180, 182]);
+    let names: Vec<_> = event_kinds(&mut e).iter().map(|k| k.name()).collect();
+    assert_eq!(names, ["detected", "routed", "ringing", "route-failed", "routed", "route-failed", "retrying"]);
+
+    // Round 2, 1 s later: the primary is back; it rings (audited again: a new round), then
+    // answers.
+    let t1 = t0 + Duration::from_secs(1);
+    e.handle_timeout(t1);
+    let out = sent(&mut e);
+    let (to, retry_invite) = out.iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").cloned().unwrap();
+    assert_eq!(to.to_string(), PRIMARY);
+    e.handle_message(answer(&retry_invite, 180, "back", PRIMARY), peer(PRIMARY), t1);
+    e.handle_message(answer(&retry_invite, 200, "back", PRIMARY), peer(PRIMARY), t1 + Duration::from_millis(300));
+    let out = sent(&mut e);
+    let to_caller: Vec<_> =
+        out.iter().filter(|(to, _)| *to == CALLER.parse::<SocketAddr>().unwrap()).map(|(_, m)| m.clone()).collect();
+    assert_eq!(statuses(&to_caller), [180, 200], "the route's responses relayed to the held caller");
+    assert!(out.iter().any(|(to, m)| to.to_string() == PRIMARY && m.method() == "ACK"));
+    let evs: Vec<CallEvent> = std::iter::from_fn(|| e.poll_event()).collect();
+    let names: Vec<_> = evs.iter().map(|ev| ev.kind.name()).collect();
+    assert_eq!(names, ["routed", "ringing", "answered"]);
+    let route = evs[0].route.as_ref().unwrap();
+    assert_eq!((route.name.as_str(), route.attempt), ("provider-primary", 2), "attempts are counted on across rounds");
+
+    // Answered: no more rounds and no more 182s; the call stays up.
+    for s in [2, 3, 61, 62, 121] {
+        e.handle_timeout(t0 + Duration::from_secs(s));
+        let out = sent(&mut e);
+        // (The 200 is retransmitted to a caller that sends no ACK here.)
+        assert!(out.iter().all(|(_, m)| !m.is_request() && m.status() == Some(200)), "at {s} s: {out:?}");
+    }
+    assert!(event_kinds(&mut e).is_empty());
+    assert_eq!(e.e.active_calls(), 1);
+}
+
+#[test]
+fn a_held_caller_gets_a_provisional_at_least_every_minute() {
+    // Routes that never answer: each round takes 2 × 2 s of route timeouts plus the backoff.
+    let mut e = retrying_engine(150);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let mut queued_at = Vec::new();
+    let mut final_at = None;
+    for ms in (0..=200_000u64).step_by(100) {
+        let now = t0 + Duration::from_millis(ms);
+        e.handle_timeout(now);
+        for (to, m) in sent(&mut e) {
+            if to == CALLER.parse::<SocketAddr>().unwrap() {
+                match m.status() {
+                    Some(182) => queued_at.push(ms),
+                    Some(s) if s >= 200 => final_at = final_at.or(Some((ms, s))),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // First 182 when the first round failed (4 s), then every 60 s.
+    assert_eq!(queued_at, [4_000, 64_000, 124_000]);
+    // The last round may start at 150 s at the latest; it fails 4 s later.
+    let (at, status) = final_at.expect("a final response");
+    assert_eq!(status, 503);
+    assert!((150_000..=154_000).contains(&at), "given up at {at} ms");
+}
+
+#[test]
+fn a_route_timer_of_an_earlier_round_does_not_cut_a_later_attempt_short() {
+    let mut e = retrying_engine(60);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    // Round 1 fails at once; its route timers (due at 2 s) stay in the set.
+    routes_answer(&mut e, 503, t0);
+    // Round 2 at 1 s: the primary is silent this time.
+    e.handle_timeout(t0 + Duration::from_secs(1));
+    assert!(sent(&mut e).iter().any(|(to, m)| to.to_string() == PRIMARY && m.method() == "INVITE"));
+    // At 2 s round 1's timer for attempt 0 fires: round 2's attempt (2) is not failed by it.
+    e.handle_timeout(t0 + Duration::from_secs(2));
+    assert!(sent(&mut e).iter().all(|(to, _)| to.to_string() != SECONDARY));
+    // Its own timer, 2 s after it was sent, fails it over.
+    e.handle_timeout(t0 + Duration::from_millis(2999));
+    assert!(sent(&mut e).iter().all(|(to, _)| to.to_string() != SECONDARY));
+    e.handle_timeout(t0 + Duration::from_secs(3));
+    assert!(sent(&mut e).iter().any(|(to, m)| to.to_string() == SECONDARY && m.method() == "INVITE"));
+}
+
+#[test]
+fn a_relayed_180_counts_as_the_minutes_provisional() {
+    let mut e = retrying_engine(300);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let (to_caller, _) = routes_answer(&mut e, 503, t0);
+    assert_eq!(statuses(&to_caller), [100, 182]);
+    // Round 2: the primary rings at 1 s and keeps ringing (a PSAP slow to pick up).
+    e.handle_timeout(t0 + Duration::from_secs(1));
+    let invite_out = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+    e.handle_message(answer(&invite_out, 180, "slow", PRIMARY), peer(PRIMARY), t0 + Duration::from_secs(1));
+    assert_eq!(statuses(&sent(&mut e).into_iter().map(|(_, m)| m).collect::<Vec<_>>()), [180]);
+    let to_caller_at = |e: &mut Sim, s: u64| {
+        e.handle_timeout(t0 + Duration::from_secs(s));
+        sent(e)
+            .into_iter()
+            .filter(|(to, _)| to.to_string() == CALLER)
+            .filter_map(|(_, m)| m.status())
+            .collect::<Vec<_>>()
+    };
+    // A minute after the 182 the caller has had the 180 for 59 s only: nothing yet.
+    assert!(to_caller_at(&mut e, 60).is_empty());
+    // A minute after the 180: 182 again.
+    assert_eq!(to_caller_at(&mut e, 61), [182]);
+    assert!(to_caller_at(&mut e, 120).is_empty());
+    assert_eq!(to_caller_at(&mut e, 121), [182]);
+}

@@ -34,6 +34,11 @@ location_note: string, route: RouteInfo | null, state: CallState, state_detail: 
  */
 failovers: Array<string>, 
 /**
+ * From the first `retrying` event: the round through every route under way or next (2 is
+ * the first retry). Absent while the routes are tried for the first time.
+ */
+retry_round: number | null, 
+/**
  * The acknowledgement that counts for this desk: the first from any desk, or (policy
  * `acknowledge = "each"`) this desk's own.
  */

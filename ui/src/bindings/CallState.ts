@@ -3,4 +3,4 @@
 /**
  * Where an emergency call stands, as the alert shows it.
  */
-export type CallState = "routing" | "ringing" | "answered" | "ended" | "failed";
+export type CallState = "routing" | "retrying" | "ringing" | "answered" | "ended" | "failed";

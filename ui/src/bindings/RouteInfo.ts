@@ -7,7 +7,8 @@ export type RouteInfo = { name: string, kind: RouteKind,
  */
 target: string, 
 /**
- * 0 for the first route of the PSTN usage, 1 for the next, …
+ * 0 for the first route of the PSTN usage, 1 for the next, …; counted on across retry
+ * rounds (with two routes, the second round's first attempt is 2).
  */
 attempt: number, 
 /**
