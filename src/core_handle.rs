@@ -32,6 +32,9 @@ pub(crate) enum NetInput {
     Opened(SocketAddr, mpsc::UnboundedSender<Bytes>),
     Closed(SocketAddr),
     SendFailed(Peer),
+    /// Is the engine turning? Answered by the engine task when it reaches this input, behind
+    /// whatever was queued before it (see `crate::watchdog`).
+    Probe(tokio::sync::oneshot::Sender<usize>),
     /// An event from a desk for a call (see [`CoreHandle::annotate`]).
     Annotate {
         call_id: String,
@@ -47,7 +50,22 @@ pub struct CoreHandle {
     pub store: AuditStore,
     pub(crate) events: broadcast::Sender<CallEvent>,
     pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
+    /// What the watchdog last found (`crate::watchdog`).
+    pub health: SharedEngineHealth,
 }
+
+/// Whether the engine task is turning, as the watchdog last probed it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EngineHealth {
+    /// The last probe the engine answered, and how long it took.
+    pub answered_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub answer_ms: f64,
+    /// The engine has not answered a probe for longer than the watchdog allows.
+    pub stalled: bool,
+    pub active_calls: usize,
+}
+
+pub type SharedEngineHealth = std::sync::Arc<std::sync::Mutex<EngineHealth>>;
 
 impl CoreHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
@@ -57,6 +75,14 @@ impl CoreHandle {
     /// Send an event that is already in the audit log's queue to every subscriber.
     pub fn publish(&self, ev: CallEvent) {
         let _ = self.events.send(ev);
+    }
+
+    /// How many calls the engine holds, answered by the engine task itself (so the answer also
+    /// says it is turning). `None`: no answer within `within`, or the core has stopped.
+    pub async fn probe(&self, within: std::time::Duration) -> Option<usize> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.net_tx.send(NetInput::Probe(reply)).ok()?;
+        tokio::time::timeout(within, answer).await.ok()?.ok()
     }
 
     /// See [`Core::annotate`](crate::server::Core::annotate).

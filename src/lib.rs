@@ -20,3 +20,4 @@ pub mod routing;
 pub mod server;
 pub mod sip;
 pub(crate) mod time;
+pub mod watchdog;

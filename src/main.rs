@@ -353,7 +353,10 @@ async fn serve(config: &Path) -> Result<ExitCode, String> {
         l.tcp.map(|a| format!("tcp:{a}")).unwrap_or_default(),
         cfg.store_path().display()
     );
+    // systemd (Type=notify): started; the watchdog's WATCHDOG=1 follow (sosdesk::watchdog).
+    sosdesk::watchdog::sd_notify("READY=1");
     wait_for_shutdown().await;
+    sosdesk::watchdog::sd_notify("STOPPING=1");
     core.stop().await;
     Ok(ExitCode::SUCCESS)
 }

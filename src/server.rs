@@ -68,6 +68,7 @@ pub struct Core {
     task: JoinHandle<()>,
     store: AuditStore,
     net_tx: mpsc::UnboundedSender<NetInput>,
+    health: crate::core_handle::SharedEngineHealth,
 }
 
 impl Core {
@@ -154,8 +155,15 @@ impl Core {
         ));
 
         let guard = crate::access::AuthGuard::shared();
-        let handle =
-            CoreHandle { local: local.clone(), store: store.clone(), events: events.clone(), net_tx: net_tx.clone() };
+        let health = crate::core_handle::SharedEngineHealth::default();
+        let handle = CoreHandle {
+            local: local.clone(),
+            store: store.clone(),
+            events: events.clone(),
+            net_tx: net_tx.clone(),
+            health: health.clone(),
+        };
+        tokio::spawn(crate::watchdog::run(handle.clone(), stop_rx.clone()));
         let api = match cfg.api.listen {
             Some(addr) => Some(start_api(cfg, addr, handle, audit.clone(), guard.clone(), stop_rx.clone()).await?),
             None => None,
@@ -180,7 +188,7 @@ impl Core {
         };
         let task = tokio::spawn(run(engine, udp, (lanes, lane_rx), net_tx.clone(), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
-        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx })
+        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx, health })
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
@@ -215,6 +223,7 @@ impl Core {
             store: self.store.clone(),
             events: self.events.clone(),
             net_tx: self.net_tx.clone(),
+            health: self.health.clone(),
         }
     }
 
@@ -317,6 +326,9 @@ async fn run(
                             }
                         }
                         conns.insert(addr, tx);
+                    }
+                    NetInput::Probe(reply) => {
+                        let _ = reply.send(engine.active_calls());
                     }
                     NetInput::Closed(addr) => {
                         conns.remove(&addr);

@@ -138,6 +138,9 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // After the layer: without credentials, for load balancers and monitoring. It says
+        // only whether the core works, nothing of any call.
+        .route("/api/v1/health", get(health))
         .with_state(state)
 }
 
@@ -238,6 +241,29 @@ impl ApiState {
         self.audit.record(ev.clone());
         self.core.publish(ev);
     }
+}
+
+/// Whether the core works: the engine answered the watchdog's last probe (`crate::watchdog`)
+/// and the audit writer is committing. 200 `ok` or `degraded` (the audit log is failing: calls
+/// still route), 503 `stalled` (the engine routes nothing) or `starting`.
+async fn health(State(state): State<ApiState>) -> Response {
+    let engine = state.core.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let audit = state.audit.health();
+    let (code, status) = if engine.stalled {
+        (StatusCode::SERVICE_UNAVAILABLE, "stalled")
+    } else if engine.answered_at.is_none() {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if audit.retrying > 0 {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "engine": { "answered_at": engine.answered_at, "answer_ms": engine.answer_ms, "stalled": engine.stalled },
+        "audit": { "committed": audit.committed, "failing": audit.retrying > 0 },
+    });
+    (code, Json(body)).into_response()
 }
 
 async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extension<Authenticated>) -> Json<DeskInfo> {

@@ -290,3 +290,39 @@ fn over_https_with_a_certificate_from_the_config() {
     });
     lab.stop();
 }
+
+#[test]
+fn health_says_the_engine_is_turning_without_credentials_and_rejections_need_them() {
+    let mut lab = Lab::start();
+    let port = lab.ports.api;
+    // An ordinary call: refused, counted for its source.
+    lab.uac("caller", "caller_expect_failure.xml", "127.0.0.1", &["-s", "4255550123"]).wait().assert_ok();
+    lab.rt.block_on(async {
+        // The watchdog's first probe is answered within moments of the start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let body = loop {
+            let (status, _, body) = http(port, None, "GET", "/api/v1/health", None, None).await;
+            if status == 200 {
+                break body;
+            }
+            assert!(body.contains("\"starting\""), "{status} {body}");
+            assert!(std::time::Instant::now() < deadline, "the engine never answered the watchdog: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "ok", "{body}");
+        assert_eq!(v["engine"]["stalled"], false);
+        assert!(v["engine"]["answered_at"].is_string(), "{body}");
+        assert!(!body.contains("4255550123") && !body.contains("127.0.0.1"), "nothing of any call: {body}");
+
+        let (status, ..) = http(port, None, "GET", "/api/v1/rejections", None, None).await;
+        assert_eq!(status, 401, "refusals are for credentials holders");
+    });
+    // The record of a minute is written when the minute ends or the core stops.
+    lab.stop();
+    let out = lab.cli_store(&["rejections", "--json"]);
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["event"]["kind"]["type"], "refused");
+    assert_eq!(records[0]["event"]["kind"]["source"], "127.0.0.1");
+}

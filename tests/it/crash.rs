@@ -13,10 +13,15 @@ use support::lab::{free_port, repo, without_notifications, LabFiles};
 
 /// `sosdesk serve`, returned once it says it is serving.
 fn serve(files: &LabFiles) -> Child {
+    serve_with(files, &[])
+}
+
+fn serve_with(files: &LabFiles, env: &[(&str, &std::ffi::OsStr)]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sosdesk"))
         .args(["serve", "--config"])
         .arg(&files.config_path)
         .env("SOSDESK_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -123,4 +128,29 @@ fn kill_9_at_1000_calls_a_second_loses_no_call_the_provider_received() {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn systemd_hears_ready_then_the_engine_turning_then_stopping() {
+    let files = LabFiles::write(|c| without_notifications(&c));
+    let path = files.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Every 100 ms (half of WatchdogSec=0.2s), as systemd would ask.
+    let usec = std::ffi::OsString::from("200000");
+    let mut core = serve_with(&files, &[("NOTIFY_SOCKET", path.as_os_str()), ("WATCHDOG_USEC", usec.as_os_str())]);
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(heard.iter().any(|m| m == "READY=1") && heard.iter().filter(|m| *m == "WATCHDOG=1").count() >= 3) {
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no more notifications ({e}); heard {heard:?}"));
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let _ = Command::new("kill").args(["-TERM", &core.id().to_string()]).status();
+    loop {
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no STOPPING=1 ({e}); heard {heard:?}"));
+        if &buf[..n] == b"STOPPING=1" {
+            break;
+        }
+    }
+    assert!(core.wait().unwrap().success());
 }
