@@ -34,7 +34,7 @@ pub(crate) enum NetInput {
     SendFailed(Peer),
     /// Is the engine turning? Answered by the engine task when it reaches this input, behind
     /// whatever was queued before it (see `crate::watchdog`).
-    Probe(tokio::sync::oneshot::Sender<usize>),
+    Probe(tokio::sync::oneshot::Sender<crate::routing::engine::EngineLoad>),
     /// An event from a desk for a call (see [`CoreHandle::annotate`]).
     Annotate {
         call_id: String,
@@ -62,7 +62,10 @@ pub struct EngineHealth {
     pub answer_ms: f64,
     /// The engine has not answered a probe for longer than the watchdog allows.
     pub stalled: bool,
-    pub active_calls: usize,
+    /// What the engine held at its last answer.
+    pub load: crate::routing::engine::EngineLoad,
+    /// Tasks alive in the core's runtime at the last answer.
+    pub tasks: usize,
 }
 
 pub type SharedEngineHealth = std::sync::Arc<std::sync::Mutex<EngineHealth>>;
@@ -77,9 +80,9 @@ impl CoreHandle {
         let _ = self.events.send(ev);
     }
 
-    /// How many calls the engine holds, answered by the engine task itself (so the answer also
-    /// says it is turning). `None`: no answer within `within`, or the core has stopped.
-    pub async fn probe(&self, within: std::time::Duration) -> Option<usize> {
+    /// What the engine holds, answered by the engine task itself (so the answer also says it
+    /// is turning). `None`: no answer within `within`, or the core has stopped.
+    pub async fn probe(&self, within: std::time::Duration) -> Option<crate::routing::engine::EngineLoad> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.net_tx.send(NetInput::Probe(reply)).ok()?;
         tokio::time::timeout(within, answer).await.ok()?.ok()

@@ -328,7 +328,7 @@ async fn run(
                         conns.insert(addr, tx);
                     }
                     NetInput::Probe(reply) => {
-                        let _ = reply.send(engine.active_calls());
+                        let _ = reply.send(engine.load());
                     }
                     NetInput::Closed(addr) => {
                         conns.remove(&addr);

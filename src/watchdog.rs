@@ -38,7 +38,8 @@ pub async fn run(handle: CoreHandle, mut stop: watch::Receiver<bool>) {
             if answer.is_some() {
                 h.answered_at = Some(chrono::Utc::now());
                 h.answer_ms = now.duration_since(sent).as_secs_f64() * 1000.0;
-                h.active_calls = answer.unwrap_or(0);
+                h.load = answer.unwrap_or_default();
+                h.tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
             }
             if stalled && !h.stalled {
                 tracing::error!(

@@ -135,6 +135,7 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
         .route("/api/v1/history", get(history))
         .route("/api/v1/history.csv", get(history_csv))
         .route("/api/v1/rejections", get(rejections))
+        .route("/api/v1/status", get(status))
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -264,6 +265,13 @@ async fn health(State(state): State<ApiState>) -> Response {
         "audit": { "committed": audit.committed, "failing": audit.retrying > 0 },
     });
     (code, Json(body)).into_response()
+}
+
+/// What the core holds (authenticated): the engine's calls, transactions and timers at the
+/// watchdog's last probe, the runtime's tasks, the audit writer.
+async fn status(State(state): State<ApiState>) -> Response {
+    let engine = state.core.health.lock().map(|h| h.clone()).unwrap_or_default();
+    Json(serde_json::json!({ "engine": engine, "audit": state.audit.health() })).into_response()
 }
 
 async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extension<Authenticated>) -> Json<DeskInfo> {

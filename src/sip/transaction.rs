@@ -204,6 +204,11 @@ impl Transactions {
         (self.server.len(), self.client.len())
     }
 
+    /// Timers pending (retransmissions, timeouts, wait states).
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
     fn timer(&mut self, at: Instant, kind: TimerKind, key: &str) {
         self.timers.insert(TimerEntry { at, kind, key: key.to_string() });
     }

@@ -95,6 +95,17 @@ impl LocalEndpoint {
     }
 }
 
+/// What the engine holds at a moment ([`Engine::load`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EngineLoad {
+    pub calls: usize,
+    pub server_transactions: usize,
+    pub client_transactions: usize,
+    pub timers: usize,
+    pub abandoned_legs: usize,
+    pub rtp_ports_in_hand: usize,
+}
+
 /// Engine counters (for logs, `/status` and benchmarks).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EngineStats {
@@ -344,6 +355,19 @@ impl Engine {
 
     pub fn active_calls(&self) -> usize {
         self.calls.live.len()
+    }
+
+    /// What the engine holds now (the watchdog's probe; a soak checks it stays flat).
+    pub fn load(&self) -> EngineLoad {
+        let (server_transactions, client_transactions) = self.tx.active();
+        EngineLoad {
+            calls: self.calls.live.len(),
+            server_transactions,
+            client_transactions,
+            timers: self.tx.timers_pending() + self.calls.timers.len(),
+            abandoned_legs: self.calls.abandoned.len(),
+            rtp_ports_in_hand: self.media.reserve.len(),
+        }
     }
 
     /// An event that comes from outside the SIP path (a desk acknowledging the alert), for a call
