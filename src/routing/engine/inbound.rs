@@ -45,30 +45,34 @@ impl Engine {
     }
 
     pub(super) fn on_invite(&mut self, key: ServerKey, msg: Message, peer: Peer, now: Instant) {
-        let ib = body::parse_invite_body(&msg);
-        if let Some(ct) = &ib.unsupported {
-            // §21.4.13: tell the caller what we take.
-            tracing::info!(%peer, content_type = %ct, "INVITE body type not supported");
-            self.refuse_request(
-                &key,
-                &msg,
-                peer,
-                415,
-                "unsupported body",
-                &[("Accept", "application/sdp, multipart/mixed".into())],
-            );
-            return;
-        }
-        if !crate::sip::body::accepts_sdp(msg.header("Accept")) {
-            // §21.4.7: we can only answer with SDP. RFC 4475 §3.3.15 also allows a Warning.
-            let warning = ("Warning", "399 sosdesk \"only application/sdp answers\"".into());
-            self.refuse_request(&key, &msg, peer, 406, "does not accept SDP", &[warning]);
-            return;
-        }
+        let mut ib = body::parse_invite_body(&msg);
         let ruri = msg.request_uri().unwrap_or("").to_string();
         if let Some(call_ref) = conference_target(&ruri) {
+            // A desk joining must offer what sosdesk can answer.
+            if let Some(ct) = &ib.unsupported {
+                // §21.4.13: tell the caller what we take.
+                tracing::info!(%peer, content_type = %ct, "INVITE body type not supported");
+                let accept = ("Accept", "application/sdp, multipart/mixed".into());
+                self.refuse_request(&key, &msg, peer, 415, "unsupported body", &[accept]);
+                return;
+            }
+            if !crate::sip::body::accepts_sdp(msg.header("Accept")) {
+                // §21.4.7: we can only answer with SDP. RFC 4475 §3.3.15 also allows a Warning.
+                let warning = ("Warning", "399 sosdesk \"only application/sdp answers\"".into());
+                self.refuse_request(&key, &msg, peer, 406, "does not accept SDP", &[warning]);
+                return;
+            }
             self.on_desk_join(key, msg, peer, call_ref, now);
             return;
+        }
+        // An emergency call (or a PSAP's callback) is never refused for its body: what sosdesk
+        // cannot read is left out (the call goes on as a late offer) and said on the alert, and
+        // the answer is SDP whatever the caller's Accept says.
+        if let Some(ct) = ib.unsupported.take() {
+            ib.warnings.push(format!("the INVITE's body ({ct}) is not SDP or PIDF-LO: routed without it"));
+        }
+        if !crate::sip::body::accepts_sdp(msg.header("Accept")) {
+            ib.warnings.push("the caller's Accept leaves out SDP: answered with SDP all the same".into());
         }
         let (policy, site) = self.policies.select(peer.addr.ip());
         let (policy_name, site_name) = (policy.name.clone(), site.map(|s| s.name.clone()));
