@@ -16,7 +16,8 @@ if [ -n "${SOSDESK_BENCH_BIN:-}" ]; then bin=$SOSDESK_BENCH_BIN; else
 
 work=$(mktemp -d)
 SOS=28060; PROV=28070; NOTE=28090; API=28443
-trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "sipp -sn uas -i 127.0.0.1 -p $PROV" || true;
+trap 'cp "$work/core.log" "$out/core.log" 2>/dev/null || true; kill $(jobs -p) 2>/dev/null || true;
+      pkill -f "media_caller_stream.xml 127.0.0.1:$SOS" || true; pkill -f "sipp -sn uas -i 127.0.0.1 -p $PROV" || true;
       pkill -f "notify_receiver.xml -i 127.0.0.1 -p $NOTE" || true; rm -rf "$work"' EXIT
 sed -e "s/127.0.0.1:5060\"/127.0.0.1:$SOS\"/" -e "s/127.0.0.1:5070\"/127.0.0.1:$PROV\"/" \
     -e "s/127.0.0.1:5090/127.0.0.1:$NOTE/g" -e "s/127.0.0.1:8443/127.0.0.1:$API/" \
@@ -46,7 +47,7 @@ while kill -0 $caller 2>/dev/null; do
   fds=$(ls /proc/$core/fd | wc -l)
   threads=$(awk '/Threads/ {print $2}' /proc/$core/status)
   status=$(curl -s -u desk1:lobby-desk-secret "http://127.0.0.1:$API/api/v1/status" || echo '{}')
-  rec=$(du -sm "$work/recordings" 2>/dev/null | cut -f1)
+  rec=$( (du -sm "$work/recordings" 2>/dev/null || true) | cut -f1)
   echo "$status" | python3 -c "
 import json, sys
 s = json.loads(sys.stdin.read() or '{}'); e = s.get('engine', {}); l = e.get('load', {})

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -95,15 +96,27 @@ impl Lanes {
         }
     }
 
-    /// For a stream: waits for room in the ordinary lane, so TCP's flow control slows down a
-    /// connection that sends faster than the core serves.
-    pub async fn send(&self, inbound: Inbound) {
+    /// For a stream: never waits either, so an emergency INVITE is never held up behind the
+    /// junk before it on the same connection (a PBX's trunk carries both). When the ordinary
+    /// lane is full, a request is answered 503 + Retry-After at once on its own connection
+    /// (`reply`) rather than dropped: over TCP it would not be retransmitted.
+    pub fn offer_stream(&self, inbound: Inbound, reply: impl FnOnce(Bytes)) {
         match self.lane(&inbound) {
             Lane::Urgent => {
                 let _ = self.urgent.send(inbound);
             }
             Lane::Ordinary => {
-                let _ = self.ordinary.send(inbound).await;
+                if let Err(mpsc::error::TrySendError::Full(refused)) = self.ordinary.try_send(inbound) {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    if let Inbound::Message(msg, _) = refused {
+                        if msg.is_request() && msg.method() != "ACK" {
+                            let tag = crate::sip::ids::new_tag();
+                            let mut r = msg.response(503, "Service Unavailable", Some(&tag));
+                            r.push("Retry-After", "10");
+                            reply(Bytes::from(r.to_bytes()));
+                        }
+                    }
+                }
             }
         }
     }
@@ -138,5 +151,67 @@ pub(crate) async fn udp_intake(sock: Arc<UdpSocket>, lanes: Lanes, mut stop: wat
             Ok(m) => Inbound::Message(m, peer),
             Err(rej) => Inbound::Rejected(rej, peer),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn lanes_of_the_lab() -> (Lanes, LaneReceivers) {
+        let cfg = Config::from_toml(include_str!("../examples/lab.toml"), std::path::Path::new("lab.toml")).unwrap();
+        lanes(Triage::new(&cfg))
+    }
+
+    fn request(ruri: &str, n: usize) -> Inbound {
+        let raw = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5062;branch=z9hG4bK{n}\r\nFrom: <sip:a@127.0.0.1>;tag=f\r\n\
+To: <{ruri}>\r\nCall-ID: c{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let peer = Peer { transport: Transport::Tcp, addr: "127.0.0.1:5062".parse().unwrap() };
+        Inbound::Message(parse_datagram(raw.as_bytes()).unwrap(), peer)
+    }
+
+    #[test]
+    fn a_full_ordinary_lane_never_holds_up_an_emergency_invite_on_the_same_stream() {
+        let (lanes, mut rx) = lanes_of_the_lab();
+        let mut replies = Vec::new();
+        for n in 0..ORDINARY_CAPACITY + 3 {
+            lanes.offer_stream(request("sip:4255550000@127.0.0.1", n), |b| replies.push(b));
+        }
+        // The three beyond the lane's bound were answered 503 at once, on their connection.
+        assert_eq!(replies.len(), 3);
+        let text = String::from_utf8_lossy(&replies[0]).into_owned();
+        assert!(
+            text.starts_with("SIP/2.0 503 Service Unavailable\r\n") && text.contains("Retry-After: 10\r\n"),
+            "{text}"
+        );
+        assert!(text.contains(";tag="), "a final response carries a To tag: {text}");
+        assert_eq!(rx.take_dropped(), 3);
+        assert!(rx.behind());
+        // The emergency INVITE behind them is in the urgent lane at once.
+        lanes.offer_stream(request("sip:911@127.0.0.1", 99_999), |_| panic!("never refused"));
+        assert!(
+            matches!(rx.urgent.try_recv(), Ok(Inbound::Message(m, _)) if m.request_uri() == Some("sip:911@127.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn datagrams_beyond_the_bound_are_dropped_and_counted_never_an_emergency_one() {
+        let (lanes, mut rx) = lanes_of_the_lab();
+        for n in 0..ORDINARY_CAPACITY + 5 {
+            lanes.offer(request("sip:4255550000@127.0.0.1", n));
+        }
+        assert_eq!(rx.take_dropped(), 5);
+        assert_eq!(rx.take_dropped(), 0, "counted once");
+        for n in 0..10_000 {
+            lanes.offer(request("sip:911@127.0.0.1", n));
+        }
+        let mut urgent = 0;
+        while rx.urgent.try_recv().is_ok() {
+            urgent += 1;
+        }
+        assert_eq!(urgent, 10_000, "the urgent lane has no bound");
     }
 }

@@ -844,8 +844,10 @@ async fn connection(stream: TcpStream, addr: SocketAddr, lanes: Lanes, net_tx: m
         }
         loop {
             match framer.next(&mut buf) {
-                StreamItem::Message(m) => lanes.send(Inbound::Message(m, peer)).await,
-                StreamItem::Invalid(rej) => lanes.send(Inbound::Rejected(rej, peer)).await,
+                StreamItem::Message(m) => lanes.offer_stream(Inbound::Message(m, peer), |b| {
+                    let _ = out_tx.send(b);
+                }),
+                StreamItem::Invalid(rej) => lanes.offer_stream(Inbound::Rejected(rej, peer), |_| {}),
                 StreamItem::Ping => {
                     let _ = out_tx.send(Bytes::from_static(b"\r\n"));
                 }
