@@ -549,6 +549,10 @@ mod location {
             MatchKind::Subnet,
         ];
         let done = AtomicBool::new(false);
+        // The generation the reader last saw: the writer waits for it once, half-way, so that
+        // the reader sees the map change under it however the threads are scheduled (a busy
+        // machine could otherwise run all the replaces before the reader's first lookup).
+        let observed = std::sync::atomic::AtomicUsize::new(0);
 
         let (lookups, generations_seen) = std::thread::scope(|s| {
             let reader = s.spawn(|| {
@@ -569,6 +573,7 @@ mod location {
                     assert!(g >= last, "went back from generation {last} to {g}");
                     seen += usize::from(g != last);
                     last = g;
+                    observed.store(g, Ordering::Release);
                     // Through the shared handle, each lookup on its own: always a whole map, never older.
                     for (d, kind) in devices.iter().zip(expected_kinds) {
                         let (erl, k) = shared.locate(d).expect("a whole map answers");
@@ -585,9 +590,14 @@ mod location {
                 assert_eq!(last, REPLACES, "the last generation is seen once the writer is done");
                 (lookups, seen)
             });
-            for map in maps {
+            for (i, map) in maps.into_iter().enumerate() {
                 let old = shared.replace(map);
                 drop(old);
+                if i + 1 == REPLACES / 2 {
+                    while observed.load(Ordering::Acquire) < REPLACES / 2 {
+                        std::thread::yield_now();
+                    }
+                }
                 std::thread::yield_now();
             }
             done.store(true, Ordering::Release);
