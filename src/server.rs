@@ -179,6 +179,7 @@ impl Core {
         };
         let ctx = RunContext {
             journal: Some(journal),
+            net_tx: net_tx.clone(),
             rtp,
             events: events.clone(),
             audit: audit.clone(),
@@ -253,6 +254,8 @@ impl Core {
 struct RunContext {
     /// Every call event, written before the bytes of the same input leave.
     journal: Option<Journal>,
+    /// Into the engine task (recordings report through it).
+    net_tx: mpsc::UnboundedSender<NetInput>,
     /// The RTP port range of anchored calls: the engine is handed bound ports before each input.
     rtp: Option<RtpSupply>,
     events: broadcast::Sender<CallEvent>,
@@ -337,25 +340,7 @@ async fn run(
                         connecting.remove(&peer.addr);
                         engine.handle_send_failure(peer, now);
                     }
-                    NetInput::Annotate { call_id, kind, reply } => match engine.annotate(&call_id, kind.clone(), now) {
-                        // Live call: queued now, behind the call's earlier events; answered once durable.
-                        Some(ev) => {
-                            let committed = audit.record_tracked(ev.clone());
-                            let _ = events.send(ev.clone());
-                            tokio::spawn(async move {
-                                let r = committed.await.map(|_| ev).map_err(|_| AnnotateError::Stopped);
-                                let _ = reply.send(r);
-                            });
-                        }
-                        None => {
-                            let (audit, store, events, lock) =
-                                (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
-                            tokio::spawn(async move {
-                                let r = annotate_ended(&audit, &store, &events, &lock, &call_id, kind).await;
-                                let _ = reply.send(r);
-                            });
-                        }
-                    },
+                    NetInput::Annotate { call_id, kind, reply } => on_annotate(&mut engine, call_id, kind, reply, &ctx, now),
                 }
             }
             _ = sleep_until(deadline) => {
@@ -493,7 +478,52 @@ async fn run(
     for (_, tx) in media.drain() {
         let _ = tx.send(MediaCommand::Close);
     }
-    while recordings.join_next().await.is_some() {}
+    // The recordings report through the engine (which numbers their events): it keeps
+    // answering until the last one is audited.
+    loop {
+        tokio::select! {
+            joined = recordings.join_next() => if joined.is_none() { break },
+            Some(input) = net_rx.recv() => match input {
+                NetInput::Annotate { call_id, kind, reply } => on_annotate(&mut engine, call_id, kind, reply, &ctx, Now::read()),
+                NetInput::Probe(reply) => {
+                    let _ = reply.send(engine.load());
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// An event from outside the SIP path for a call (a desk's acknowledgement, a finished
+/// recording): numbered by the engine when it knows the call (live or ended lately), queued
+/// behind the call's earlier events and answered once durable; else built from the audit log.
+fn on_annotate(
+    engine: &mut Engine,
+    call_id: String,
+    kind: CallEventKind,
+    reply: crate::core_handle::AnnotateReply,
+    ctx: &RunContext,
+    now: Now,
+) {
+    let RunContext { events, audit, .. } = ctx;
+    match engine.annotate(&call_id, kind.clone(), now) {
+        Some(ev) => {
+            let committed = audit.record_tracked(ev.clone());
+            let _ = events.send(ev.clone());
+            tokio::spawn(async move {
+                let r = committed.await.map(|_| ev).map_err(|_| AnnotateError::Stopped);
+                let _ = reply.send(r);
+            });
+        }
+        None => {
+            let (audit, store, events, lock) =
+                (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
+            tokio::spawn(async move {
+                let r = annotate_ended(&audit, &store, &events, &lock, &call_id, kind).await;
+                let _ = reply.send(r);
+            });
+        }
+    }
 }
 
 /// The journal could not be written (disk full, folder gone): calls go on, the gap closes only
@@ -679,10 +709,12 @@ fn on_media_action(
         MediaAction::Open { call_ref } => {
             let (tx, task) = media_runner::spawn(call_ref.clone(), ctx.recordings.clone());
             media.insert(call_ref.clone(), tx);
-            // When the media task ends (the call ended), its recording is audited in
-            // the call's own sequence, like an acknowledgement of an ended call.
+            // When the media task ends (the call ended), its recording is audited in the
+            // call's own sequence: numbered by the engine, which keeps ended calls a while (no
+            // read of the audit log, no lock: at 50 calls a second that path fell behind).
             let (audit, store, events, lock) =
                 (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
+            let net_tx = ctx.net_tx.clone();
             recordings.spawn(async move {
                 let kind = match task.await {
                     Ok(None) => return,
@@ -694,7 +726,20 @@ fn on_media_action(
                     Ok(Some(Err(reason))) => CallEventKind::RecordingFailed { reason },
                     Err(e) => CallEventKind::RecordingFailed { reason: format!("media task failed: {e}") },
                 };
-                if let Err(e) = annotate_ended(&audit, &store, &events, &lock, &call_ref, kind).await {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let asked = net_tx.send(NetInput::Annotate { call_id: call_ref.clone(), kind: kind.clone(), reply });
+                let done = match asked {
+                    Ok(()) => answer.await.unwrap_or(Err(AnnotateError::Stopped)),
+                    Err(_) => Err(AnnotateError::Stopped),
+                };
+                let done = match done {
+                    // The engine task is gone: the audit log numbers it.
+                    Err(AnnotateError::Stopped) => {
+                        annotate_ended(&audit, &store, &events, &lock, &call_ref, kind).await
+                    }
+                    other => other,
+                };
+                if let Err(e) = done {
                     tracing::error!(call = %call_ref, error = %e, "cannot audit the recording");
                 }
             });

@@ -145,7 +145,18 @@ pub(super) struct CallTable {
     pub(super) timers: BTreeSet<(Instant, String, CallTimer)>,
     pub(super) abandoned: HashMap<String, Abandoned>,
     pub(super) abandoned_order: VecDeque<String>,
+    /// Calls that ended lately: their picture and last seq, so that what comes after the end
+    /// (the recording, a notification outcome, an acknowledgement) is numbered here, in order,
+    /// without reading the audit log back. Kept [`RECENT_FOR`], at most [`RECENT_MAX`].
+    pub(super) recent: HashMap<String, CallEvent>,
+    pub(super) recent_order: VecDeque<(Instant, String)>,
 }
+
+/// How long an ended call's picture is kept for its late events.
+pub(super) const RECENT_FOR: Duration = Duration::from_secs(300);
+/// Most ended calls kept (~1.5 KB each): beyond, the oldest go first, and their late events are
+/// numbered from the audit log instead (slower, never wrong).
+pub(super) const RECENT_MAX: usize = 20_000;
 
 impl CallTable {
     /// Remember an outbound INVITE sosdesk gave up on for [`ABANDON_FOR`]: a 2xx that still
@@ -156,7 +167,36 @@ impl CallTable {
     }
 
     /// Forget the abandoned legs whose time is up (they expire in the order they were added).
+    /// Keep an ended call's picture (`last`: its last event, whose seq is the call's last).
+    pub(super) fn remember_ended(&mut self, last: CallEvent, now: Instant) {
+        self.recent_order.push_back((now + RECENT_FOR, last.call_id.clone()));
+        self.recent.insert(last.call_id.clone(), last);
+        while self.recent.len() > RECENT_MAX {
+            let Some((_, id)) = self.recent_order.pop_front() else { break };
+            self.recent.remove(&id);
+        }
+    }
+
+    /// The next event of a call that ended lately, numbered after its last; `None` when the
+    /// call is not (or no longer) kept.
+    pub(super) fn ended_event(&mut self, call_ref: &str, kind: CallEventKind, at: DateTime<Utc>) -> Option<CallEvent> {
+        let last = self.recent.get_mut(call_ref)?;
+        last.seq += 1;
+        let mut ev = last.clone();
+        ev.kind = kind;
+        ev.at = at;
+        Some(ev)
+    }
+
     pub(super) fn expire_abandoned(&mut self, now: Instant) {
+        while let Some((expires, _)) = self.recent_order.front() {
+            if *expires > now {
+                break;
+            }
+            if let Some((_, id)) = self.recent_order.pop_front() {
+                self.recent.remove(&id);
+            }
+        }
         while let Some(id) = self.abandoned_order.front() {
             match self.abandoned.get(id) {
                 Some(a) if a.expires > now => break,

@@ -370,14 +370,18 @@ impl Engine {
         }
     }
 
-    /// An event that comes from outside the SIP path (a desk acknowledging the alert), for a call
-    /// that is still live: numbered in the call's sequence and carrying its current picture.
-    /// Returned rather than queued, so the caller can wait until it is durable. `None` when the
-    /// engine no longer holds the call (it ended): the caller builds the event from the audit log.
+    /// An event that comes from outside the SIP path (a desk acknowledging the alert, the call's
+    /// recording finished), for a call that is live or ended lately: numbered in the call's
+    /// sequence and carrying its picture. Returned rather than queued, so the caller can wait
+    /// until it is durable. `None` when the engine no longer knows the call: the caller builds
+    /// the event from the audit log.
     pub fn annotate(&mut self, call_ref: &str, kind: CallEventKind, now: Now) -> Option<CallEvent> {
         self.tick(now);
-        let call = self.calls.live.get_mut(call_ref)?;
-        Some(call_event(call, kind, now.wall))
+        match self.calls.live.get_mut(call_ref) {
+            Some(call) => Some(call_event(call, kind, now.wall)),
+            // Ended lately: numbered after its last event, from what the engine kept of it.
+            None => self.calls.ended_event(call_ref, kind, now.wall),
+        }
     }
 
     /// A new request sosdesk refuses whatever it carries: an INVITE to a number that is not an
@@ -631,6 +635,11 @@ impl Engine {
 /// The call's next event: numbered in its sequence, carrying its current picture.
 fn call_event(call: &mut Call, kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
     call.seq += 1;
+    picture(call, kind, at)
+}
+
+/// The call as an event numbered `call.seq` (its latest).
+fn picture(call: &Call, kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
     CallEvent {
         version: CALL_EVENT_VERSION,
         call_id: call.call_ref.clone(),

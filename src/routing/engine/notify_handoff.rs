@@ -57,13 +57,15 @@ impl Engine {
         self.drain_notify();
     }
 
-    /// Each attempt's outcome into its call's audit trail: in sequence while the call is live,
-    /// else as an [`Output::LateEvent`](super::Output::LateEvent), which the server numbers
-    /// after the call's stored events.
+    /// Each attempt's outcome into its call's audit trail, in sequence: while the call is live
+    /// or ended lately, here; else as an [`Output::LateEvent`](super::Output::LateEvent), which
+    /// the server numbers after the call's stored events.
     pub(super) fn drain_notify(&mut self) {
         for o in self.notifier.take_outcomes() {
             if self.calls.live.contains_key(&o.call_ref) {
                 self.emit(&o.call_ref, o.kind);
+            } else if let Some(ev) = self.calls.ended_event(&o.call_ref, o.kind.clone(), self.now.wall) {
+                self.out.events.push_back(ev);
             } else {
                 self.out.late.push_back((o.call_ref, o.kind));
             }

@@ -254,6 +254,9 @@ impl Engine {
         // Desks still on the call are cleared with it, and its media task closes (which
         // finishes the recording).
         self.end_desk_legs(&mut call);
+        // What comes after the end (the recording, notification outcomes) is numbered from this.
+        let last = super::picture(&call, CallEventKind::Detected, self.now.wall);
+        self.calls.remember_ended(last, self.now.mono);
         if call.media.is_some() {
             self.out.media.push_back(MediaAction::Close { call_ref: call.call_ref.clone() });
         }

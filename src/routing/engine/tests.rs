@@ -828,3 +828,34 @@ fn a_relayed_180_counts_as_the_minutes_provisional() {
     assert!(to_caller_at(&mut e, 120).is_empty());
     assert_eq!(to_caller_at(&mut e, 121), [182]);
 }
+
+#[test]
+fn what_comes_after_the_end_is_numbered_by_the_engine_in_the_calls_sequence() {
+    let mut e = engine(|c| c);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let cancel = parse_datagram(
+        format!(
+            "CANCEL sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKc1\r\n\
+From: \"Caller\" <sip:1001@{CALLER}>;tag=ct1\r\nTo: <sip:911@127.0.0.1:5060>\r\nCall-ID: call-1\r\nCSeq: 1 CANCEL\r\n\
+Content-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    e.handle_message(cancel, peer(CALLER), t0 + Duration::from_millis(10));
+    let events: Vec<CallEvent> = std::iter::from_fn(|| e.poll_event()).collect();
+    let last = events.last().expect("events");
+    assert!(matches!(last.kind, CallEventKind::Ended { .. }), "{events:?}");
+    assert_eq!(e.e.active_calls(), 0, "the call is over");
+    // The recording finishing, an officer acknowledging: numbered after the end, no audit read.
+    let ack = CallEventKind::Acknowledged { by: "Officer".into(), desk: String::new() };
+    let ev = e.e.annotate(&last.call_id, ack, t0 + Duration::from_secs(1)).expect("an ended call is kept a while");
+    assert_eq!((ev.call_id.as_str(), ev.seq), (last.call_id.as_str(), last.seq + 1));
+    assert_eq!(ev.caller, last.caller, "with the call's picture");
+    let again = e.e.annotate(&last.call_id, CallEventKind::Answered, t0 + Duration::from_secs(2)).unwrap();
+    assert_eq!(again.seq, last.seq + 2);
+    // Five minutes on, it is no longer kept: the shell numbers from the audit log.
+    e.handle_timeout(t0 + super::call::RECENT_FOR + Duration::from_secs(1));
+    assert!(e.e.annotate(&last.call_id, CallEventKind::Answered, t0 + Duration::from_secs(400)).is_none());
+}
