@@ -526,6 +526,17 @@ impl Config {
             if r.name.trim().is_empty() {
                 return Err(self.err(format!("route[{i}].name"), "must not be empty"));
             }
+            // It is written after the `@` of the Request-URI and To of every INVITE on the route:
+            // `host` or `host:port`, nothing else (a `>` in it once went out as a Request-URI
+            // the provider would refuse: found by the config fuzz target).
+            if let Some(d) = &r.domain {
+                if !is_host_port(d) {
+                    return Err(self.err(
+                        format!("route[{i}].domain"),
+                        format!("{d:?} is not a host name, an IPv4 address or an IPv6 address in brackets, with an optional :port"),
+                    ));
+                }
+            }
             if !names.insert(r.name.as_str()) {
                 return Err(self.err(format!("route[{i}].name"), format!("route {:?} is defined twice", r.name)));
             }
@@ -727,6 +738,17 @@ impl Config {
     }
 }
 
+/// `host` or `host:port` as a SIP URI writes it (RFC 3261 §25.1 `hostport`).
+fn is_host_port(s: &str) -> bool {
+    match crate::sip::uri::split_host_port(s) {
+        Ok((host, port)) => {
+            crate::location::held::is_host(&host)
+                && s == format!("{host}{}", port.map(|p| format!(":{p}")).unwrap_or_default())
+        }
+        Err(_) => false,
+    }
+}
+
 fn is_dial_string(s: &str) -> bool {
     (1..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -865,5 +887,32 @@ masks = ["9911"]
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
         let ok = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"[::1]:5060\"\npublic_host = \"[::1]\"");
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
+    }
+
+    /// Found by the config fuzz target (issue 19): a route's `domain` went into the Request-URI
+    /// unchecked, and `domain = "127.0>0.1:5070"` sent every call on the route with a
+    /// Request-URI that no provider would take.
+    #[test]
+    fn a_route_domain_is_a_host_with_an_optional_port() {
+        let with = |d: &str| {
+            GOOD.replace("address = \"127.0.0.1:5070\"", &format!("address = \"127.0.0.1:5070\"\ndomain = {d:?}"))
+        };
+        for bad in [
+            "127.0>0.1:5070",
+            "provider.example.com ",
+            "a b",
+            "[::1",
+            "::1",
+            "x:port",
+            "x:+5070",
+            "x;transport=tcp",
+            "",
+        ] {
+            let e = Config::from_toml(&with(bad), Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, "route[0].domain", "{bad:?}: {e}");
+        }
+        for good in ["provider.example.com", "127.0.0.1:5070", "[2001:db8::1]:5060", "[::1]", "e911-1.example"] {
+            assert!(Config::from_toml(&with(good), Path::new("x.toml")).is_ok(), "{good:?}");
+        }
     }
 }
