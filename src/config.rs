@@ -706,13 +706,6 @@ impl Config {
             }
             if let Some(erl) = &s.erl {
                 self.check_erl(erl, &format!("site[{i}].erl"))?;
-                for (j, e) in erl.elins.iter().enumerate() {
-                    if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
-                        return Err(
-                            self.err(format!("site[{i}].erl.elins[{j}]"), format!("{e:?} is not a telephone number"))
-                        );
-                    }
-                }
             }
         }
         Ok(())
@@ -733,6 +726,28 @@ impl Config {
         }
         if erl.civic.is_empty() {
             return Err(self.err(key, "an ERL needs at least one civic address element"));
+        }
+        for (j, e) in erl.elins.iter().enumerate() {
+            if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
+                return Err(self.err(format!("{key}.elins[{j}]"), format!("{e:?} is not a telephone number")));
+            }
+            // A call to a known ELIN is a PSAP calling back, and goes to the caller it was given to
+            // (or to the callback fallback): an ELIN that is also an emergency number turned every
+            // emergency call to that number, from every site, into a "callback" that never reached
+            // a PSAP. Found with the config fuzz target (issue 19), as were a policy's default ERL
+            // ELINs, which were not checked at all.
+            let digits = e.trim_start_matches('+');
+            for p in &self.policies {
+                if p.numbers.iter().any(|n| n.dial_string == digits || n.masks.iter().any(|m| m == digits)) {
+                    return Err(self.err(
+                        format!("{key}.elins[{j}]"),
+                        format!(
+                            "{e:?} is an emergency number of policy {:?}: an ELIN is the caller's own number",
+                            p.name
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -887,6 +902,34 @@ masks = ["9911"]
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
         let ok = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"[::1]:5060\"\npublic_host = \"[::1]\"");
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
+    }
+
+    /// Found with the config fuzz target (issue 19): an ELIN that is also an emergency number (of
+    /// any policy) made every emergency call to that number an ELIN callback, which never reached
+    /// a PSAP; and a policy's default ERL had its ELINs not checked.
+    #[test]
+    fn an_elin_is_never_an_emergency_number() {
+        let site = "[[site]]\nname = \"s\"\nsubnets = [\"10.0.0.0/8\"]\npolicy = \"hq\"\n[site.erl]\ncountry = \"US\"\nrd = \"Main\"\n";
+        let with_site = |elins: &str| format!("{GOOD}{site}elins = {elins}\n");
+        for (elins, key) in
+            [("[\"911\"]", "site[0].erl.elins[0]"), ("[\"4255550100\", \"+9911\"]", "site[0].erl.elins[1]")]
+        {
+            let e = Config::from_toml(&with_site(elins), Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.reason.contains("emergency number of policy \"hq\""), "{e}");
+        }
+        assert!(Config::from_toml(&with_site("[\"4255550100\"]"), Path::new("x.toml")).is_ok());
+        let default_erl = |elins: &str| {
+            GOOD.replace(
+                "[[policy.number]]",
+                &format!("[policy.default_erl]\ncountry = \"US\"\nrd = \"Main\"\nelins = {elins}\n[[policy.number]]"),
+            )
+        };
+        for bad in ["[\"9911\"]", "[\"42-55\"]"] {
+            let e = Config::from_toml(&default_erl(bad), Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, "policy[0].default_erl.elins[0]", "{e}");
+        }
+        assert!(Config::from_toml(&default_erl("[\"4255550100\"]"), Path::new("x.toml")).is_ok());
     }
 
     /// Found by the config fuzz target (issue 19): a route's `domain` went into the Request-URI
