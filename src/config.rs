@@ -462,6 +462,15 @@ impl Config {
         }
     }
 
+    /// Where the RTP ports of anchored calls are bound (`media.bind`, else the SIP listen
+    /// address), and the address written into SDP for them (`media.address`, else
+    /// `sip.public_host` when it is an IP address, else the bind address).
+    pub(crate) fn rtp_addresses(&self) -> (std::net::IpAddr, std::net::IpAddr) {
+        let bind = self.media.bind.or(self.sip.udp.or(self.sip.tcp).map(|a| a.ip())).unwrap_or([127, 0, 0, 1].into());
+        let public = self.sip.public_host.as_deref().and_then(|h| h.trim_matches(['[', ']']).parse().ok());
+        (bind, self.media.address.or(public).unwrap_or(bind))
+    }
+
     /// The ports the core's SIP listens on.
     pub fn core_ports(&self) -> Vec<u16> {
         self.sip.udp.iter().chain(self.sip.tcp.iter()).map(|a| a.port()).collect()
@@ -628,6 +637,18 @@ impl Config {
                 "media.rtp_ports",
                 format!("{:?} is not \"first-last\" with 1024 <= first < last <= 65535", self.media.rtp_ports),
             ));
+        }
+        // `serve` refuses to anchor media at an address nobody can send to (a core listening on
+        // 0.0.0.0 without media.address or an IP public_host): check-config said OK to it. Found
+        // with the config fuzz target (issue 19).
+        if self.media.anchor {
+            let (bind, advertised) = self.rtp_addresses();
+            if advertised.is_unspecified() {
+                return Err(self.err(
+                    "media.address",
+                    format!("RTP is bound to {bind}, which parties cannot send to: give the address they should send RTP to"),
+                ));
+            }
         }
         let mut users = HashSet::new();
         for (i, d) in self.desks.iter().enumerate() {
@@ -902,6 +923,24 @@ masks = ["9911"]
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
         let ok = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"[::1]:5060\"\npublic_host = \"[::1]\"");
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
+    }
+
+    /// Found with the config fuzz target (issue 19): check-config took a core on 0.0.0.0 with
+    /// media anchored and nowhere to advertise RTP, which `serve` then refused to start.
+    #[test]
+    fn anchored_media_needs_an_address_parties_can_send_to() {
+        let any = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"0.0.0.0:5060\"");
+        let e = Config::from_toml(&any, Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "media.address", "{e}");
+        let e = Config::from_toml(&format!("{GOOD}[media]\nbind = \"::\"\n"), Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "media.address", "{e}");
+        for ok in [
+            format!("{any}[media]\naddress = \"192.0.2.10\"\n"),
+            any.replace("udp = \"0.0.0.0:5060\"", "udp = \"0.0.0.0:5060\"\npublic_host = \"192.0.2.10\""),
+            format!("{any}[media]\nanchor = false\n"),
+        ] {
+            assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok(), "{ok}");
+        }
     }
 
     /// Found with the config fuzz target (issue 19): an ELIN that is also an emergency number (of
