@@ -31,11 +31,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "== fuzz: building the targets"
-# --sanitizer none: no -Z flag, so stable rustc builds it. Release with debug assertions and
-# overflow checks (cargo-fuzz's default), as the tests run. fuzz/Cargo.lock is used as committed
-# (cargo fuzz has no --locked: cargo metadata checks it first).
+# --sanitizer none: no -Z flag, so stable rustc builds it. --dev: fuzz/Cargo.toml's dev profile
+# (opt-level 1, debug assertions and overflow checks, as the tests run) with 16 codegen units
+# builds cold in half the time of cargo-fuzz's release default (3 min against 6.5 on 2 cores) and
+# runs 10-20% slower: the better trade for a few seconds per target. fuzz/Cargo.lock is used as
+# committed (cargo fuzz has no --locked: cargo metadata checks it first).
 cargo metadata --locked --format-version 1 >/dev/null
-cargo fuzz build --sanitizer none --target-dir "$target_dir" >/dev/null 2>"$work/build.log" \
+cargo fuzz build --sanitizer none --dev --codegen-units 16 --target-dir "$target_dir" >/dev/null 2>"$work/build.log" \
     || { cat "$work/build.log" >&2; exit 1; }
 
 failed=()
@@ -45,7 +47,7 @@ for t in "${targets[@]}"; do
     dict=()
     [ -f "$fuzz_dir/dict/$t.dict" ] && dict=("-dict=$fuzz_dir/dict/$t.dict")
     log="$work/$t.log"
-    if "$target_dir/$triple/release/$t" "$work/$t" "${dict[@]}" \
+    if "$target_dir/$triple/debug/$t" "$work/$t" "${dict[@]}" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$fuzz_dir/artifacts/$t/" >"$log" 2>&1; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
@@ -53,7 +55,11 @@ for t in "${targets[@]}"; do
         echo "fuzz: $t: OK, $runs runs in ${seconds} s ($per_s/s), corpus $(ls "$work/$t" | wc -l) inputs"
     else
         echo "fuzz: $t: FAILED" >&2
-        grep -v '^#[0-9]' "$log" | tail -40 >&2
+        # The panic (its message, without the backtrace) and libFuzzer's verdict, or the end of
+        # the log for anything else (a timeout, memory).
+        report="$(sed -n '/panicked at/,/^stack backtrace:/p' "$log" | head -60
+            grep -E '^SUMMARY|ERROR: libFuzzer|^artifact_prefix|^Base64' "$log")"
+        if [ -n "$report" ]; then echo "$report" >&2; else grep -v '^#[0-9]' "$log" | tail -40 >&2; fi
         failed+=("$t")
     fi
 done
