@@ -477,6 +477,15 @@ impl Config {
         }
     }
 
+    /// Where the RTP ports of anchored calls are bound (`media.bind`, else the SIP listen
+    /// address), and the address written into SDP for them (`media.address`, else
+    /// `sip.public_host` when it is an IP address, else the bind address).
+    pub(crate) fn rtp_addresses(&self) -> (std::net::IpAddr, std::net::IpAddr) {
+        let bind = self.media.bind.or(self.sip.udp.or(self.sip.tcp).map(|a| a.ip())).unwrap_or([127, 0, 0, 1].into());
+        let public = self.sip.public_host.as_deref().and_then(|h| h.trim_matches(['[', ']']).parse().ok());
+        (bind, self.media.address.or(public).unwrap_or(bind))
+    }
+
     /// The ports the core's SIP listens on.
     pub fn core_ports(&self) -> Vec<u16> {
         self.sip.udp.iter().chain(self.sip.tcp.iter()).map(|a| a.port()).collect()
@@ -543,6 +552,17 @@ impl Config {
         for (i, r) in self.routes.iter().enumerate() {
             if r.name.trim().is_empty() {
                 return Err(self.err(format!("route[{i}].name"), "must not be empty"));
+            }
+            // It is written after the `@` of the Request-URI and To of every INVITE on the route:
+            // `host` or `host:port`, nothing else (a `>` in it once went out as a Request-URI
+            // the provider would refuse: found by the config fuzz target).
+            if let Some(d) = &r.domain {
+                if !is_host_port(d) {
+                    return Err(self.err(
+                        format!("route[{i}].domain"),
+                        format!("{d:?} is not a host name, an IPv4 address or an IPv6 address in brackets, with an optional :port"),
+                    ));
+                }
             }
             if !names.insert(r.name.as_str()) {
                 return Err(self.err(format!("route[{i}].name"), format!("route {:?} is defined twice", r.name)));
@@ -636,6 +656,18 @@ impl Config {
                 format!("{:?} is not \"first-last\" with 1024 <= first < last <= 65535", self.media.rtp_ports),
             ));
         }
+        // `serve` refuses to anchor media at an address nobody can send to (a core listening on
+        // 0.0.0.0 without media.address or an IP public_host): check-config said OK to it. Found
+        // with the config fuzz target (issue 19).
+        if self.media.anchor {
+            let (bind, advertised) = self.rtp_addresses();
+            if advertised.is_unspecified() {
+                return Err(self.err(
+                    "media.address",
+                    format!("RTP is bound to {bind}, which parties cannot send to: give the address they should send RTP to"),
+                ));
+            }
+        }
         let mut users = HashSet::new();
         for (i, d) in self.desks.iter().enumerate() {
             if d.name.trim().is_empty() {
@@ -713,13 +745,6 @@ impl Config {
             }
             if let Some(erl) = &s.erl {
                 self.check_erl(erl, &format!("site[{i}].erl"))?;
-                for (j, e) in erl.elins.iter().enumerate() {
-                    if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
-                        return Err(
-                            self.err(format!("site[{i}].erl.elins[{j}]"), format!("{e:?} is not a telephone number"))
-                        );
-                    }
-                }
             }
         }
         Ok(())
@@ -741,7 +766,40 @@ impl Config {
         if erl.civic.is_empty() {
             return Err(self.err(key, "an ERL needs at least one civic address element"));
         }
+        for (j, e) in erl.elins.iter().enumerate() {
+            if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
+                return Err(self.err(format!("{key}.elins[{j}]"), format!("{e:?} is not a telephone number")));
+            }
+            // A call to a known ELIN is a PSAP calling back, and goes to the caller it was given to
+            // (or to the callback fallback): an ELIN that is also an emergency number turned every
+            // emergency call to that number, from every site, into a "callback" that never reached
+            // a PSAP. Found with the config fuzz target (issue 19), as were a policy's default ERL
+            // ELINs, which were not checked at all.
+            let digits = e.trim_start_matches('+');
+            for p in &self.policies {
+                if p.numbers.iter().any(|n| n.dial_string == digits || n.masks.iter().any(|m| m == digits)) {
+                    return Err(self.err(
+                        format!("{key}.elins[{j}]"),
+                        format!(
+                            "{e:?} is an emergency number of policy {:?}: an ELIN is the caller's own number",
+                            p.name
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+/// `host` or `host:port` as a SIP URI writes it (RFC 3261 §25.1 `hostport`).
+fn is_host_port(s: &str) -> bool {
+    match crate::sip::uri::split_host_port(s) {
+        Ok((host, port)) => {
+            crate::location::held::is_host(&host)
+                && s == format!("{host}{}", port.map(|p| format!(":{p}")).unwrap_or_default())
+        }
+        Err(_) => false,
     }
 }
 
@@ -893,5 +951,78 @@ masks = ["9911"]
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
         let ok = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"[::1]:5060\"\npublic_host = \"[::1]\"");
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
+    }
+
+    /// Found with the config fuzz target (issue 19): check-config took a core on 0.0.0.0 with
+    /// media anchored and nowhere to advertise RTP, which `serve` then refused to start.
+    #[test]
+    fn anchored_media_needs_an_address_parties_can_send_to() {
+        let any = GOOD.replace("udp = \"127.0.0.1:5060\"", "udp = \"0.0.0.0:5060\"");
+        let e = Config::from_toml(&any, Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "media.address", "{e}");
+        let e = Config::from_toml(&format!("{GOOD}[media]\nbind = \"::\"\n"), Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "media.address", "{e}");
+        for ok in [
+            format!("{any}[media]\naddress = \"192.0.2.10\"\n"),
+            any.replace("udp = \"0.0.0.0:5060\"", "udp = \"0.0.0.0:5060\"\npublic_host = \"192.0.2.10\""),
+            format!("{any}[media]\nanchor = false\n"),
+        ] {
+            assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok(), "{ok}");
+        }
+    }
+
+    /// Found with the config fuzz target (issue 19): an ELIN that is also an emergency number (of
+    /// any policy) made every emergency call to that number an ELIN callback, which never reached
+    /// a PSAP; and a policy's default ERL had its ELINs not checked.
+    #[test]
+    fn an_elin_is_never_an_emergency_number() {
+        let site = "[[site]]\nname = \"s\"\nsubnets = [\"10.0.0.0/8\"]\npolicy = \"hq\"\n[site.erl]\ncountry = \"US\"\nrd = \"Main\"\n";
+        let with_site = |elins: &str| format!("{GOOD}{site}elins = {elins}\n");
+        for (elins, key) in
+            [("[\"911\"]", "site[0].erl.elins[0]"), ("[\"4255550100\", \"+9911\"]", "site[0].erl.elins[1]")]
+        {
+            let e = Config::from_toml(&with_site(elins), Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.reason.contains("emergency number of policy \"hq\""), "{e}");
+        }
+        assert!(Config::from_toml(&with_site("[\"4255550100\"]"), Path::new("x.toml")).is_ok());
+        let default_erl = |elins: &str| {
+            GOOD.replace(
+                "[[policy.number]]",
+                &format!("[policy.default_erl]\ncountry = \"US\"\nrd = \"Main\"\nelins = {elins}\n[[policy.number]]"),
+            )
+        };
+        for bad in ["[\"9911\"]", "[\"42-55\"]"] {
+            let e = Config::from_toml(&default_erl(bad), Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, "policy[0].default_erl.elins[0]", "{e}");
+        }
+        assert!(Config::from_toml(&default_erl("[\"4255550100\"]"), Path::new("x.toml")).is_ok());
+    }
+
+    /// Found by the config fuzz target (issue 19): a route's `domain` went into the Request-URI
+    /// unchecked, and `domain = "127.0>0.1:5070"` sent every call on the route with a
+    /// Request-URI that no provider would take.
+    #[test]
+    fn a_route_domain_is_a_host_with_an_optional_port() {
+        let with = |d: &str| {
+            GOOD.replace("address = \"127.0.0.1:5070\"", &format!("address = \"127.0.0.1:5070\"\ndomain = {d:?}"))
+        };
+        for bad in [
+            "127.0>0.1:5070",
+            "provider.example.com ",
+            "a b",
+            "[::1",
+            "::1",
+            "x:port",
+            "x:+5070",
+            "x;transport=tcp",
+            "",
+        ] {
+            let e = Config::from_toml(&with(bad), Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, "route[0].domain", "{bad:?}: {e}");
+        }
+        for good in ["provider.example.com", "127.0.0.1:5070", "[2001:db8::1]:5060", "[::1]", "e911-1.example"] {
+            assert!(Config::from_toml(&with(good), Path::new("x.toml")).is_ok(), "{good:?}");
+        }
     }
 }

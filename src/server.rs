@@ -173,7 +173,7 @@ impl Core {
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
-            Some(RtpSupply { ports: rtp_ports(cfg, udp_addr.or(tcp_addr))?, retry_at: None, logged_at: None })
+            Some(RtpSupply { ports: rtp_ports(cfg)?, retry_at: None, logged_at: None })
         } else {
             None
         };
@@ -270,10 +270,9 @@ struct RunContext {
 /// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
 /// advertised as `media.address` (default: `sip.public_host` when it is an IP, else the bind
 /// address).
-fn rtp_ports(cfg: &Config, sip: Option<SocketAddr>) -> Result<RtpPorts, StartError> {
-    let bind = cfg.media.bind.or(sip.map(|a| a.ip())).unwrap_or([127, 0, 0, 1].into());
-    let public = cfg.sip.public_host.as_deref().and_then(|h| h.trim_matches(['[', ']']).parse().ok());
-    let advertise = cfg.media.address.or(public).unwrap_or(bind);
+fn rtp_ports(cfg: &Config) -> Result<RtpPorts, StartError> {
+    // The same addresses check-config checked (`Config::validate`).
+    let (bind, advertise) = cfg.rtp_addresses();
     if advertise.is_unspecified() {
         return Err(StartError::Media(format!(
             "RTP is bound to {bind}: set media.address to the address parties should send RTP to"

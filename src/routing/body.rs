@@ -120,7 +120,9 @@ Call-ID: c\r\nCSeq: 1 INVITE\r\nGeolocation: <cid:x@y>, <https://lis.example/loc
         let m = parse_datagram(&raw).unwrap();
         let ib = parse_invite_body(&m);
         assert_eq!(ib.pidf.as_deref(), Some(&b"<presence/>"[..]));
-        assert_eq!(ib.sdp.as_deref(), Some(&b"v=0"[..]));
+        // The SDP whole, with the CRLF that ends its last line (multipart_mixed writes the
+        // delimiter's own).
+        assert_eq!(ib.sdp.as_deref(), Some(&b"v=0\r\n"[..]));
         assert_eq!(ib.location_refs, vec!["https://lis.example/loc/1".to_string()]);
         assert!(ib.warnings.is_empty(), "{:?}", ib.warnings);
     }

@@ -108,18 +108,19 @@ pub fn base_type(ct: &str) -> String {
     ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
-/// A `multipart/mixed` body (RFC 2046 §5.1.1) of `parts`, each (its header lines, its content);
-/// a content not ending in CRLF gets one before the next boundary. Returns (Content-Type header
-/// value, body).
+/// A `multipart/mixed` body (RFC 2046 §5.1.1) of `parts`, each (its header lines, its content).
+/// Returns (Content-Type header value, body).
 pub fn multipart_mixed(parts: &[(&str, &[u8])]) -> (String, Bytes) {
     let boundary = format!("sosdesk-{}", crate::sip::ids::new_tag());
     let mut b = Vec::with_capacity(parts.iter().map(|(h, c)| h.len() + c.len() + 64).sum::<usize>() + 64);
     for (headers, content) in parts {
         b.extend_from_slice(format!("--{boundary}\r\n{headers}\r\n\r\n").as_bytes());
         b.extend_from_slice(content);
-        if !content.ends_with(b"\r\n") {
-            b.extend_from_slice(b"\r\n");
-        }
+        // RFC 2046 §5.1.1: the CRLF before a delimiter belongs to the delimiter, not to the part,
+        // so it is always written. (It used to be left out after a content ending in CRLF: the
+        // receiver then took that CRLF as the delimiter's and the SDP sent to the PSAP lost the
+        // end of its last line. Found by the multipart fuzz target.)
+        b.extend_from_slice(b"\r\n");
     }
     b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/mixed;boundary={boundary}"), Bytes::from(b))
@@ -178,6 +179,8 @@ pub fn accepts_sdp(accept: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
+    /// Found by fuzzing (multipart target): a content ending in CRLF lost it on the way through
+    /// `multipart_mixed` and `split_multipart`.
     #[test]
     fn multipart_round_trip() {
         let sdp = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n");
@@ -185,7 +188,8 @@ mod tests {
         let (ct, body) = multipart_mixed(&[("Content-Type: application/sdp", &sdp), (pidf_headers, b"<presence/>")]);
         let parts = split_multipart(&ct, &body).unwrap();
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].body, sdp.slice(..sdp.len() - 2));
+        // Each content comes back whole: the SDP keeps the CRLF that ends its last line.
+        assert_eq!(parts[0].body, sdp);
         assert_eq!(parts[1].content_id.as_deref(), Some("loc1@host"));
         assert_eq!(&parts[1].body[..], b"<presence/>");
     }

@@ -98,20 +98,23 @@ impl StreamFramer {
             return Self::emit(raw, buf, body_start, total);
         }
         if self.searched == 0 {
-            // RFC 5626 §3.5.1: CRLFCRLF is a ping; a lone CRLF between messages is ignored (§7.5).
-            if buf.starts_with(b"\r\n\r\n") {
-                buf.advance(4);
-                return StreamItem::Ping;
-            }
-            let lead = skip_leading_crlf(buf);
-            if lead > 0 && lead == buf.len() {
-                // Could be the first half of a ping; wait for more unless it is plainly not one.
-                if lead >= 4 {
-                    buf.advance(lead);
+            // Between messages: RFC 5626 §3.5.1's CRLFCRLF is a ping; any other CR or LF is
+            // ignored (RFC 3261 §7.5). Read left to right, one byte at a time, so that what comes
+            // out does not depend on how the bytes were split into reads: only bytes that may
+            // still become a ping are waited for. (Skipping a whole run of four or more at once
+            // swallowed a ping at its end when the run arrived in one read, not when it trickled
+            // in: found by the sip_stream fuzz target.)
+            loop {
+                if buf.starts_with(b"\r\n\r\n") {
+                    buf.advance(4);
+                    return StreamItem::Ping;
                 }
-                return StreamItem::Incomplete;
+                match buf.first() {
+                    Some(b'\r' | b'\n') if b"\r\n\r\n".starts_with(&buf[..]) => return StreamItem::Incomplete,
+                    Some(b'\r' | b'\n') => buf.advance(1),
+                    _ => break,
+                }
             }
-            buf.advance(lead);
         }
         // A separator can straddle two reads: look again at the last two bytes searched.
         let from = self.searched.saturating_sub(2);
@@ -119,14 +122,24 @@ impl StreamFramer {
         {
             self.examined += buf.len() - from.min(buf.len());
         }
+        // A header section longer than MAX_MESSAGE is refused however it arrives: in one read
+        // (its end found) as when it trickles in (no end yet in more than MAX_MESSAGE + 1 bytes:
+        // the end of the header section, the first LF of the empty line, is at most two bytes
+        // before the end of what was searched, so it is past MAX_MESSAGE). Before, only the
+        // trickle was refused: found by reviewing the sip_stream fuzz target's property.
+        let too_large = || StreamItem::Fatal(Rejection { reason: "header section too large".into(), reply: None });
         let Some((end, sep)) = find_header_end_from(buf, from) else {
             self.searched = buf.len();
-            if buf.len() > MAX_MESSAGE {
-                return StreamItem::Fatal(Rejection { reason: "header section too large".into(), reply: None });
+            if buf.len() > MAX_MESSAGE + 1 {
+                return too_large();
             }
             return StreamItem::Incomplete;
         };
         self.searched = 0;
+        if end > MAX_MESSAGE {
+            buf.clear();
+            return too_large();
+        }
         #[cfg(test)]
         {
             self.examined += end;
@@ -205,20 +218,41 @@ struct RawHead {
 impl RawHead {
     fn parse(head: &[u8]) -> Result<RawHead, Rejection> {
         let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-        let start_line = String::from_utf8_lossy(lines.next().unwrap_or(b"")).into_owned();
+        let first = lines.next().unwrap_or(b"");
+        let start_line = String::from_utf8_lossy(first).into_owned();
         let mut headers: Vec<Header> = Vec::new();
         let mut bad_line = None;
+        // RFC 3261 §7, §25.1: a CR only ends a line, with its LF. One inside a line is refused,
+        // not kept: relayed or echoed in a reply, another parser could take it for the end of the
+        // line, and what follows for a header sosdesk never wrote (found by the sip_datagram and
+        // engine_datagrams fuzz targets, which check every line sosdesk sends).
+        if first.contains(&b'\r') {
+            bad_line = Some("a CR inside the start line".to_string());
+        }
         for line in lines {
             if line.is_empty() {
                 continue;
+            }
+            if line.contains(&b'\r') {
+                bad_line.get_or_insert_with(|| "a CR inside a header line".into());
             }
             let text = String::from_utf8_lossy(line);
             if line[0] == b' ' || line[0] == b'\t' {
                 // Line folding (RFC 3261 §7.3.1): the continuation joins the previous value.
                 match headers.last_mut() {
+                    // The folded line break and its white space are one SP between the parts;
+                    // none before a first part or after a last one, which is empty (a value
+                    // starting on a continuation line, a line of blanks): a value is trimmed,
+                    // folded or not, so it is the same when relayed (unfolded) and read again.
+                    // Found by the sip_datagram fuzz target (" <sip:…>" for a folded Contact).
                     Some(h) => {
-                        h.value.push(' ');
-                        h.value.push_str(text.trim());
+                        let more = text.trim();
+                        if !more.is_empty() {
+                            if !h.value.is_empty() {
+                                h.value.push(' ');
+                            }
+                            h.value.push_str(more);
+                        }
                     }
                     None => bad_line = Some("header section starts with a continuation line".into()),
                 }
@@ -242,7 +276,9 @@ impl RawHead {
 
     /// The response to send for a malformed request, or a silent drop for anything else.
     fn reject(&self, status: u16, reason: String) -> Rejection {
-        if !self.is_request() || !self.headers.iter().any(|h| h.name == "Via") {
+        // A field with a CR inside is not copied into the reply (see `parse`).
+        let copyable = |h: &&Header| !h.value.contains('\r');
+        if !self.is_request() || !self.headers.iter().filter(copyable).any(|h| h.name == "Via") {
             // Responses are never answered (RFC 3261 §18.1.2: discard); a request without a Via
             // cannot be addressed back (§18.2.2).
             return Rejection { reason, reply: None };
@@ -253,7 +289,7 @@ impl RawHead {
             body: Bytes::new(),
         };
         let tag = ids::new_tag();
-        for h in &self.headers {
+        for h in self.headers.iter().filter(copyable) {
             match h.name.as_str() {
                 "Via" | "From" | "Call-ID" | "CSeq" => reply.headers.push(h.clone()),
                 "To" => {
@@ -514,6 +550,106 @@ To: <sip:911@198.51.100.1>\r\nCall-ID: abc@192.0.2.10\r\nCSeq: 1 INVITE\r\nMax-F
         let items = byte_by_byte(&mut f, &message);
         assert!(matches!(items.as_slice(), [StreamItem::Message(m)] if m.body.len() == 5_000), "{items:?}");
         assert!(f.examined <= 5 * message.len(), "{} bytes examined for {}", f.examined, message.len());
+    }
+
+    /// Everything framed from `bytes` delivered in one read, as comparable text.
+    fn all_at_once(bytes: &[u8]) -> Vec<String> {
+        let mut f = StreamFramer::default();
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        loop {
+            match f.next(&mut buf) {
+                StreamItem::Incomplete => return out,
+                StreamItem::Fatal(r) => {
+                    out.push(format!("fatal: {}", r.reason));
+                    return out;
+                }
+                item => out.push(describe(item)),
+            }
+        }
+    }
+
+    fn describe(item: StreamItem) -> String {
+        match item {
+            StreamItem::Message(m) => String::from_utf8_lossy(&m.to_bytes()).into_owned(),
+            StreamItem::Fatal(r) => format!("fatal: {}", r.reason),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Found by fuzzing (sip_stream): four or more stray CR/LF before a ping, in one read, were
+    /// skipped with the ping; one byte at a time the ping was seen (and answered).
+    #[test]
+    fn a_ping_after_stray_line_ends_is_one_however_the_bytes_arrive() {
+        let stream = [&b"\n\n\n\n\r\n\r\n"[..], &INVITE[..INVITE.len() - 5]].concat();
+        let whole = all_at_once(&stream);
+        let trickled: Vec<String> =
+            byte_by_byte(&mut StreamFramer::default(), &stream).into_iter().map(describe).collect();
+        assert_eq!(whole, trickled);
+        assert_eq!(whole.len(), 2, "{whole:?}");
+        assert_eq!(whole[0], "Ping");
+    }
+
+    /// Found by reviewing the sip_stream fuzz target's property (framing is the same however the
+    /// bytes are split): a header section over MAX_MESSAGE was refused when it trickled in but
+    /// accepted when it came in one read.
+    #[test]
+    fn a_header_section_over_the_limit_is_refused_in_one_read_too() {
+        let mut head = INVITE_HEAD.to_vec();
+        while head.len() <= MAX_MESSAGE {
+            head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(all_at_once(&head), ["fatal: header section too large"]);
+        let trickled = byte_by_byte(&mut StreamFramer::default(), &head);
+        assert!(
+            matches!(trickled.as_slice(), [StreamItem::Fatal(r)] if r.reason.contains("too large")),
+            "{trickled:?}"
+        );
+        // Right at the limit it is a message, both ways.
+        let mut head = INVITE_HEAD.to_vec();
+        head.extend_from_slice(b"X-Filler: ");
+        head.resize(MAX_MESSAGE - 2, b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        assert!(all_at_once(&head)[0].starts_with("INVITE"));
+        assert!(matches!(byte_by_byte(&mut StreamFramer::default(), &head).as_slice(), [StreamItem::Message(_)]));
+    }
+
+    /// Found by fuzzing (sip_datagram): a folded value got a space before it when its first line
+    /// was empty, or after it when its continuation was blank; relayed unfolded and read again,
+    /// it was trimmed: another Call-ID, say, than the one the dialog was matched on.
+    #[test]
+    fn a_folded_value_is_trimmed_as_an_unfolded_one() {
+        let raw = b"INVITE sip:911@198.51.100.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\nFrom: <sip:1001@pbx.example.com>;tag=a1\r\n\
+To: <sip:911@198.51.100.1>\r\nCall-ID:\r\n abc@192.0.2.10\r\nCSeq: 1 INVITE\r\nSubject: a\r\n \t\r\n  b\r\n \r\n\r\n";
+        let m = parse_datagram(raw).unwrap();
+        assert_eq!(m.call_id(), Some("abc@192.0.2.10"));
+        assert_eq!(m.header("Subject"), Some("a b"));
+        let again = parse_datagram(&m.to_bytes()).unwrap();
+        assert_eq!((again.call_id(), again.header("Subject")), (m.call_id(), m.header("Subject")));
+    }
+
+    /// Found by fuzzing (sip_datagram, engine_datagrams): a CR inside a header line was kept in
+    /// the value, and the 400 to a malformed request copied it out again.
+    #[test]
+    fn a_cr_inside_a_line_is_malformed_and_never_echoed() {
+        let raw = b"INVITE sip:911@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK2\r\n\
+From: \"Eve\rContact: <sip:evil@x>\" <sip:a@b>;tag=1\r\nTo: <sip:911@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        let rej = parse_datagram(raw).unwrap_err();
+        assert!(rej.reason.contains("CR"), "{}", rej.reason);
+        let reply = rej.reply.expect("a 400 to the Via");
+        assert_eq!(reply.status(), Some(400));
+        assert!(reply.header("From").is_none(), "the field with the CR is not copied");
+        let bytes = reply.to_bytes();
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\r').count(), bytes.iter().filter(|&&b| b == b'\n').count());
+        // A Via with a CR leaves nothing to answer to; a status line with one is dropped.
+        let via = b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK3\rX: y\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:x@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert!(parse_datagram(via).unwrap_err().reply.is_none());
+        let status = b"SIP/2.0 200 OK\rX: y\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK3\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:x@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert!(parse_datagram(status).is_err());
     }
 
     #[test]
