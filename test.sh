@@ -21,6 +21,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== core tests (unit, SIP torture, sipp calls, audit store, CLI)"
 cargo test --locked
 
+echo "== fuzz targets, a few seconds each from the committed corpus (docs/fuzzing.md)"
+bash fuzz/run.sh 5
+
 echo "== desk app tests (board, alarm, settings, commands on Tauri's mock runtime, TS bindings drift)"
 # Also builds the app binary the end-to-end tests start.
 cargo test --locked -p sosdesk-desk
