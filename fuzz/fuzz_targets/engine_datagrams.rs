@@ -2,8 +2,8 @@
 //! not, a conference URI or not) fed a sequence of inputs from a few peers — arbitrary datagrams,
 //! and, so that the fuzzer gets past the first INVITE, well-formed steps of a call it mutates:
 //! emergency INVITEs, answers to what sosdesk sent, in-dialog requests, CANCELs, digest answers
-//! to sosdesk's challenges, desks joining a call — with time passing and transports failing in
-//! between.
+//! to sosdesk's challenges, desks joining and acknowledging a call — with time passing, transports
+//! failing and the core shedding load in between.
 //!
 //! Asserts: no panic; every `Transmit` is a SIP message that parses (sosdesk never puts a
 //! malformed message on the wire, whatever it relays), with no stray CR or LF in its header lines
@@ -22,6 +22,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sosdesk::clock::Now;
 use sosdesk::config::Config;
+use sosdesk::events::{CallEvent, CallEventKind};
 use sosdesk::location::{CivicAddress, DeviceAttachment, Erl, LastKnownLocation, Locator, MatchKind};
 use sosdesk::routing::{Engine, LocalEndpoint, Locators, Output};
 use sosdesk::sip::digest;
@@ -72,6 +73,12 @@ enum Op {
     Wait { ms: u16 },
     /// The transport could not reach a peer.
     SendFailure { to: u8, tcp: bool },
+    /// The core is behind: a message built above or sent by sosdesk is shed (503), from a peer.
+    Shed { which: u8, from: u8 },
+    /// Datagrams dropped unread (their lane was full).
+    Dropped { n: u16 },
+    /// A desk acknowledges one of the calls reported (an event returned, in the call's sequence).
+    Acknowledge { which: u8 },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -218,9 +225,7 @@ impl Run {
                     self.sent.push((t.peer, m));
                 }
                 Output::Event(ev) => {
-                    let last = self.seqs.entry(ev.call_id.clone()).or_insert(0);
-                    assert_eq!(ev.seq, *last + 1, "call {} event numbered {} after {}", ev.call_id, ev.seq, last);
-                    *last = ev.seq;
+                    self.numbered(&ev);
                     if !self.calls.contains(&ev.call_id) {
                         self.calls.push(ev.call_id);
                     }
@@ -232,6 +237,13 @@ impl Run {
         bound(&mut self.sent);
         bound(&mut self.sent_requests);
         bound(&mut self.our_requests);
+    }
+
+    /// Each call's events come numbered 1, 2, 3…
+    fn numbered(&mut self, ev: &CallEvent) {
+        let last = self.seqs.entry(ev.call_id.clone()).or_insert(0);
+        assert_eq!(ev.seq, *last + 1, "call {} event numbered {} after {}", ev.call_id, ev.seq, last);
+        *last = ev.seq;
     }
 
     /// A response from sosdesk with a To tag to a request the peer sent: the peer's dialog.
@@ -435,6 +447,25 @@ impl Run {
                 self.e.handle_send_failure(peer(to, tcp), self.now);
                 self.drain();
             }
+            Op::Shed { which, from } => {
+                let pool: Vec<Message> =
+                    self.our_requests.iter().map(|(_, m)| m).chain(self.sent.iter().map(|(_, m)| m)).cloned().collect();
+                let Some(m) = pick(&pool, which) else { return };
+                self.e.shed(m, peer(from, false), self.now);
+                self.drain();
+            }
+            Op::Dropped { n } => {
+                self.e.note_dropped(u64::from(n), self.now);
+                self.drain();
+            }
+            Op::Acknowledge { which } => {
+                let Some(call) = pick(&self.calls, which) else { return };
+                let kind = CallEventKind::Acknowledged { by: "desk1".into(), desk: "Lobby desk".into() };
+                if let Some(ev) = self.e.annotate(&call, kind, self.now) {
+                    self.numbered(&ev);
+                }
+                self.drain();
+            }
         }
     }
 }
@@ -514,4 +545,7 @@ fuzz_target!(|input: Input| {
         run.e.handle_timeout(run.now);
         run.drain();
     }
+    // The core stops: the refusals counted so far are recorded.
+    run.e.close_refusals(run.now);
+    run.drain();
 });
