@@ -44,11 +44,20 @@ struct SourceCount {
 impl SourceCount {
     fn add(&mut self, reason: &str, n: u32, sample: impl FnOnce() -> String) {
         self.count = self.count.saturating_add(n);
+        // Keys are stored as shown (shortened, control characters replaced): looked up the same
+        // way, or a long reason (a caller-chosen user name) would restart its count each time.
+        let shown;
+        let reason = if reason.chars().nth(SAMPLE_CHARS).is_some() || reason.chars().any(char::is_control) {
+            shown = shorten(reason);
+            shown.as_str()
+        } else {
+            reason
+        };
         let key = if self.reasons.len() < MAX_REASONS || self.reasons.contains_key(reason) { reason } else { "other" };
         match self.reasons.get_mut(key) {
             Some(c) => *c = c.saturating_add(n),
             None => {
-                self.reasons.insert(shorten(key), n);
+                self.reasons.insert(key.to_string(), n);
             }
         }
         // Formatting a sample costs; after the first few, a message costs a counter.
@@ -237,6 +246,22 @@ mod tests {
             (source.as_str(), *count, *addresses),
             ("other", 5_000 - MAX_SOURCES as u32, 5_000 - MAX_SOURCES as u32)
         );
+    }
+
+    #[test]
+    fn a_long_or_odd_reason_is_counted_under_one_key() {
+        let t0 = Instant::now();
+        let mut t = RefusalTally::default();
+        let long = format!("REGISTER 403 bad credentials: wrong password for \"{}\"", "u".repeat(300));
+        for _ in 0..5 {
+            t.add(ip(1), &long, String::new, at(t0, 0));
+            t.add(ip(1), "INVITE 404 a\r\nb", String::new, at(t0, 0));
+        }
+        let recs = t.close(at(t0, 1).wall);
+        let CallEventKind::Refused { reasons, count, .. } = &recs[0].kind else { panic!() };
+        assert_eq!(*count, 10);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons.values().all(|n| *n == 5), "{reasons:?}");
     }
 
     #[test]
