@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::audit::AuditStore;
 use crate::events::{CallEvent, CallEventKind};
@@ -41,6 +41,47 @@ pub(crate) enum NetInput {
         kind: CallEventKind,
         reply: AnnotateReply,
     },
+    /// A fault made on purpose in the engine task (see [`CoreHandle::inject_fault`]).
+    Fault(Fault),
+}
+
+/// A fault the engine task makes on purpose when it reaches it, so that tests prove what the
+/// service manager, the API and the desk do when the engine panics or stops turning. Only Rust
+/// code in the same process can ask for one (nothing on the network or in the config does).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The engine task panics (as a bug would).
+    Panic,
+    /// The engine task blocks its thread for good (as a loop that never ends would).
+    Hang,
+}
+
+impl Fault {
+    pub(crate) fn strike(self) {
+        match self {
+            Fault::Panic => panic!("a fault injected into the engine task (a test)"),
+            Fault::Hang => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+        }
+    }
+}
+
+/// What every desk is told about the core itself, apart from calls: whether its engine is
+/// turning and whether its audit store is writing. Kept by the watchdog (`crate::watchdog`),
+/// changed only when one of them changes; pushed to remote desks on the API's event stream
+/// (`event: core`, docs/api.md) and followed by the embedded desk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CoreCondition {
+    /// The engine has not answered the watchdog for `watchdog::STALLED_AFTER`: no call is
+    /// routed until it is restarted.
+    pub engine_stalled: bool,
+    /// Events kept in memory and retried because the audit store fails to write (disk full,
+    /// database gone); 0 while it writes. Calls still route meanwhile.
+    pub store_waiting: u64,
+    /// The store's last error while it fails.
+    pub store_error: Option<String>,
 }
 
 /// What other tasks (the HTTP API) need of a running core: cheap to clone.
@@ -52,6 +93,8 @@ pub struct CoreHandle {
     pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
     /// What the watchdog last found (`crate::watchdog`).
     pub health: SharedEngineHealth,
+    /// The engine's and the store's condition, as desks are told it.
+    pub condition: watch::Receiver<CoreCondition>,
 }
 
 /// Whether the engine task is turning, as the watchdog last probed it.
@@ -86,6 +129,12 @@ impl CoreHandle {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.net_tx.send(NetInput::Probe(reply)).ok()?;
         tokio::time::timeout(within, answer).await.ok()?.ok()
+    }
+
+    /// Makes the engine task strike `fault` when it reaches it (tests only; see [`Fault`]).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        let _ = self.net_tx.send(NetInput::Fault(fault));
     }
 
     /// See [`Core::annotate`](crate::server::Core::annotate).

@@ -22,8 +22,8 @@ use crate::audit::journal::{self, Journal};
 use crate::audit::{spawn_writer, AuditStore, AuditWriter};
 use crate::clock::Now;
 use crate::config::Config;
-use crate::core_handle::NetInput;
 pub use crate::core_handle::{AnnotateError, CoreHandle};
+use crate::core_handle::{CoreCondition, NetInput};
 use crate::events::{CallEvent, CallEventKind};
 use crate::intake::{self, Inbound, LaneReceivers, Lanes};
 use crate::location::held::{HeldCache, HeldState};
@@ -69,6 +69,7 @@ pub struct Core {
     store: AuditStore,
     net_tx: mpsc::UnboundedSender<NetInput>,
     health: crate::core_handle::SharedEngineHealth,
+    condition: watch::Receiver<CoreCondition>,
 }
 
 impl Core {
@@ -156,14 +157,16 @@ impl Core {
 
         let guard = crate::access::AuthGuard::shared();
         let health = crate::core_handle::SharedEngineHealth::default();
+        let (condition_tx, condition) = watch::channel(CoreCondition::default());
         let handle = CoreHandle {
             local: local.clone(),
             store: store.clone(),
             events: events.clone(),
             net_tx: net_tx.clone(),
             health: health.clone(),
+            condition: condition.clone(),
         };
-        tokio::spawn(crate::watchdog::run(handle.clone(), stop_rx.clone()));
+        tokio::spawn(crate::watchdog::run(handle.clone(), audit.watch_health(), condition_tx, stop_rx.clone()));
         let api = match cfg.api.listen {
             Some(addr) => Some(start_api(cfg, addr, handle, audit.clone(), guard.clone(), stop_rx.clone()).await?),
             None => None,
@@ -189,7 +192,7 @@ impl Core {
         };
         let task = tokio::spawn(run(engine, udp, (lanes, lane_rx), net_tx.clone(), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
-        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx, health })
+        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx, health, condition })
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
@@ -225,7 +228,20 @@ impl Core {
             events: self.events.clone(),
             net_tx: self.net_tx.clone(),
             health: self.health.clone(),
+            condition: self.condition.clone(),
         }
+    }
+
+    /// The engine's and the store's condition (changes when either changes).
+    pub fn condition(&self) -> watch::Receiver<CoreCondition> {
+        self.condition.clone()
+    }
+
+    /// The engine task has ended while the core was not told to stop: it panicked. The
+    /// process `sosdesk serve` exits on any panic (the service manager restarts it); a desk
+    /// that embeds the core restarts the core itself (`src-tauri/src/desk/link.rs`).
+    pub fn engine_ended(&self) -> bool {
+        self.task.is_finished() && !*self.stop.borrow()
     }
 
     /// A security officer acknowledged the alert of `call_id`: audited as `acknowledged` with
@@ -340,6 +356,7 @@ async fn run(
                         engine.handle_send_failure(peer, now);
                     }
                     NetInput::Annotate { call_id, kind, reply } => on_annotate(&mut engine, call_id, kind, reply, &ctx, now),
+                    NetInput::Fault(fault) => fault.strike(),
                 }
             }
             _ = sleep_until(deadline) => {

@@ -11,17 +11,25 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::core_handle::CoreHandle;
+use crate::audit::WriterHealth;
+use crate::core_handle::{CoreCondition, CoreHandle};
 
 /// How often the engine is probed.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// An engine that has not answered for this long is stalled.
 pub const STALLED_AFTER: Duration = Duration::from_secs(3);
 
-/// Probes the engine until stopped; see the module documentation.
-pub async fn run(handle: CoreHandle, mut stop: watch::Receiver<bool>) {
+/// Probes the engine until stopped, and keeps `condition` (what desks are told: the engine
+/// turning, the audit store writing) up to date; see the module documentation.
+pub async fn run(
+    handle: CoreHandle,
+    mut store: watch::Receiver<WriterHealth>,
+    condition: watch::Sender<CoreCondition>,
+    mut stop: watch::Receiver<bool>,
+) {
     let every = systemd_watchdog().map(|w| (w / 2).min(PROBE_EVERY)).unwrap_or(PROBE_EVERY);
     let mut last_answer = Instant::now();
+    let mut store_watched = true;
     loop {
         let sent = Instant::now();
         let answer = tokio::select! {
@@ -49,11 +57,36 @@ pub async fn run(handle: CoreHandle, mut stop: watch::Receiver<bool>) {
             }
             h.stalled = stalled;
         }
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep_until((sent + every).into()) => {}
+        publish(&condition, stalled, &store.borrow());
+        // Until the next probe, a change of the store's health is passed on at once.
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep_until((sent + every).into()) => break,
+                changed = store.changed(), if store_watched => match changed {
+                    Ok(()) => publish(&condition, stalled, &store.borrow_and_update()),
+                    // The writer has ended (the core is stopping): nothing more to follow.
+                    Err(_) => store_watched = false,
+                },
+            }
         }
     }
+}
+
+/// Sets what desks are told, when it changed.
+fn publish(condition: &watch::Sender<CoreCondition>, engine_stalled: bool, store: &WriterHealth) {
+    let now = CoreCondition {
+        engine_stalled,
+        store_waiting: if store.last_error.is_some() { store.retrying.max(1) as u64 } else { 0 },
+        store_error: store.last_error.clone(),
+    };
+    condition.send_if_modified(|c| {
+        if *c == now {
+            return false;
+        }
+        *c = now;
+        true
+    });
 }
 
 /// systemd's watchdog interval (`WATCHDOG_USEC`, set with `WatchdogSec=`), when it is meant for
@@ -118,25 +151,43 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_engine_that_stops_answering_is_found_stalled() {
+    async fn an_engine_that_stops_answering_is_found_stalled_and_desks_are_told_of_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::audit::AuditStore::open(&dir.path().join("a.db")).await.unwrap();
         // An engine task that never reads its inputs: probes go unanswered.
         let (net_tx, _never_read) = tokio::sync::mpsc::unbounded_channel();
+        let (condition_tx, mut condition) = watch::channel(CoreCondition::default());
         let handle = CoreHandle {
             local: crate::routing::LocalEndpoint { host: "127.0.0.1".into(), udp: None, tcp: None },
             store,
             events: tokio::sync::broadcast::channel(1).0,
             net_tx,
             health: Default::default(),
+            condition: condition.clone(),
         };
+        let (writer_tx, writer) = watch::channel(WriterHealth::default());
         let (_stop_tx, stop) = watch::channel(false);
-        tokio::spawn(run(handle.clone(), stop));
-        let deadline = Instant::now() + STALLED_AFTER * 3;
-        while !handle.health.lock().unwrap().stalled {
-            assert!(Instant::now() < deadline, "never found stalled");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tokio::spawn(run(handle.clone(), writer, condition_tx, stop));
+        // Waited for on the watch itself, bounded: found within STALLED_AFTER and one probe.
+        let stalled = tokio::time::timeout(STALLED_AFTER * 3, condition.wait_for(|c| c.engine_stalled)).await.is_ok();
+        assert!(stalled, "never found stalled");
+        assert!(handle.health.lock().unwrap().stalled);
         assert!(handle.health.lock().unwrap().answered_at.is_none());
+
+        // The audit store fails, then writes again: both passed on, without waiting for a probe.
+        writer_tx.send_modify(|h| {
+            h.retrying = 7;
+            h.last_error = Some("database or disk is full".into());
+        });
+        let failing = condition.wait_for(|c| c.store_waiting > 0).await.unwrap().clone();
+        assert_eq!(failing.store_waiting, 7);
+        assert_eq!(failing.store_error.as_deref(), Some("database or disk is full"));
+        assert!(failing.engine_stalled);
+        writer_tx.send_modify(|h| {
+            h.retrying = 0;
+            h.last_error = None;
+        });
+        let writing = condition.wait_for(|c| c.store_waiting == 0).await.unwrap().clone();
+        assert_eq!(writing.store_error, None);
     }
 }

@@ -101,6 +101,22 @@ impl<R: Runtime> Ui for TauriUi<R> {
         let _ = self.app.emit(EVENT_PLAYBACK, playback);
     }
 
+    fn restart_app(&self, reason: &str) {
+        // exec(2): the same program and arguments in this process's place. Everything the old
+        // image held goes with it — the hung thread, the core's sockets, the instance lock
+        // (opened close-on-exec) — as when a service manager restarts a process.
+        use std::os::unix::process::CommandExt;
+        let err = match std::env::current_exe() {
+            Ok(exe) => {
+                std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(RESTARTED_ENV, reason).exec()
+            }
+            Err(e) => e,
+        };
+        // Only reached when exec failed: ending is better than a desk that routes nothing.
+        eprintln!("sosdesk-desk: {reason}, but the app could not restart itself ({err}); exiting");
+        std::process::exit(70);
+    }
+
     fn tray(&self, active: bool, tooltip: &str) {
         let tray = self.tray.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = tray.as_ref() {
@@ -143,6 +159,9 @@ fn show_main<R: Runtime>(app: &AppHandle<R>) {
         let _ = w.set_focus();
     }
 }
+
+/// Set by [`Ui::restart_app`] for the process it starts in its place: why it was restarted.
+const RESTARTED_ENV: &str = "SOSDESK_DESK_RESTARTED";
 
 /// Runs the desk app until it quits.
 pub fn run(opts: Options) {
@@ -191,6 +210,11 @@ pub fn run(opts: Options) {
                 }
             }
             app.manage(desk.clone());
+            if let Some(reason) = std::env::var_os(RESTARTED_ENV) {
+                // Said once: a later start by hand is not a restart.
+                std::env::remove_var(RESTARTED_ENV);
+                desk.note_restart(&reason.to_string_lossy());
+            }
             let config = match &opts.config {
                 Some(p) => {
                     let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());

@@ -179,6 +179,10 @@ pub struct DeskStatus {
     /// Remote desk mode: the connection to the core on another machine; `None` when this desk
     /// runs the core itself.
     pub remote: Option<RemoteStatus>,
+    /// The last restart of the core this desk runs, in plain words with its local time
+    /// ("14:03:05 — the call engine stopped after an internal error; the core was restarted");
+    /// `None`: none since the desk started.
+    pub restarted: Option<String>,
 }
 
 /// A remote desk's connection to its core.

@@ -40,6 +40,9 @@ impl Ui for RecordingUi {
     fn tray(&self, active: bool, _: &str) {
         self.log.lock().unwrap().push(format!("tray active={active}"));
     }
+    fn restart_app(&self, reason: &str) {
+        self.log.lock().unwrap().push(format!("restart_app {reason}"));
+    }
 }
 
 fn free_port() -> u16 {
@@ -68,9 +71,15 @@ impl Lab {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut lab = std::fs::read_to_string(repo.join("examples/lab.toml")).unwrap();
         let provider_port = free_port();
-        for (old, new) in
-            [(5060, free_port()), (5070, provider_port), (5071, free_port()), (5080, free_port()), (8080, free_port())]
-        {
+        for (old, new) in [
+            (5060, free_port()),
+            (5070, provider_port),
+            (5071, free_port()),
+            (5080, free_port()),
+            (5090, free_port()),
+            (8080, free_port()),
+            (8443, free_port()),
+        ] {
             lab = lab.replace(&format!("127.0.0.1:{old}"), &format!("127.0.0.1:{new}"));
         }
         lab = lab
@@ -273,4 +282,65 @@ fn commands_drive_a_real_core_from_alert_to_audited_acknowledgement_and_history(
     assert!(!csv.contains(test["call_id"].as_str().unwrap()), "a test call leaked into a no-tests export");
 
     tauri::async_runtime::block_on(desk.shutdown());
+}
+
+/// Issue 19, "the desk stays honest": the core this desk runs is watched. Its engine panics:
+/// the desk restarts the core in place, says so, and the next emergency call routes. Its engine
+/// hangs (a thread that never returns, which nothing in the process can stop): the desk says
+/// that no call can be routed and restarts the app (`Ui::restart_app`; the real app execs
+/// itself, which a test process cannot).
+#[test]
+fn an_embedded_core_that_panics_is_restarted_and_one_that_hangs_restarts_the_app() {
+    let lab = Lab::new();
+    let ui = Arc::new(RecordingUi::default());
+    let desk = Desk::new(
+        Box::new(ui.clone()),
+        SettingsFile::in_dir(&lab.dir.path().join("settings")),
+        lab.dir.path().join("exports"),
+        Arc::new(|_: &ActiveCall| Err("no notification daemon in this test".to_string())),
+    );
+    let app = mock_builder().invoke_handler(sosdesk_desk::desk_commands!()).build(mock_context(noop_assets())).unwrap();
+    app.manage(desk.clone());
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default()).build().unwrap();
+    tauri::async_runtime::block_on(desk.start_core(&lab.config)).unwrap();
+    let st = invoke(&w, "get_status", json!({})).unwrap();
+    assert_eq!((st["core"].as_str(), &st["restarted"]), (Some("running"), &Value::Null), "{st}");
+
+    // A bug panics the engine task.
+    let core = tauri::async_runtime::block_on(desk.core()).unwrap();
+    core.handle().inject_fault(sosdesk::core_handle::Fault::Panic);
+    drop(core);
+    let st = until("the core restarted", || {
+        let st = invoke(&w, "get_status", json!({})).unwrap();
+        (st["core"] == "running" && st["restarted"].as_str().is_some_and(|r| r.contains("restarted"))).then_some(st)
+    });
+    let said = st["restarted"].as_str().unwrap();
+    assert!(said.contains("the call engine stopped after an internal error; the core was restarted"), "{said}");
+
+    // The restarted core routes the next emergency call, and the desk alerts.
+    let core_udp: SocketAddr = st["listening"][0].as_str().unwrap().trim_start_matches("udp ").parse().unwrap();
+    let mut provider = lab.provider(1);
+    let result = tauri::async_runtime::block_on(sosdesk_desk::testcall::place(core_udp, "911", Duration::ZERO));
+    assert!(result.as_ref().is_ok_and(|r| r.contains("answered")), "{result:?}");
+    assert_eq!(provider.wait().unwrap().code(), Some(0));
+    until("the call on the board", || {
+        let v = invoke(&w, "get_active_calls", json!({})).unwrap();
+        v.as_array().unwrap().iter().any(|c| c["test_call"] == false && c["alarming"] == true).then_some(())
+    });
+
+    // The engine stops turning for good: found by the watchdog, said, and the app restarted.
+    let core = tauri::async_runtime::block_on(desk.core()).unwrap();
+    core.handle().inject_fault(sosdesk::core_handle::Fault::Hang);
+    let reason = until("the app asked to restart", || {
+        ui.log.lock().unwrap().iter().find_map(|l| l.strip_prefix("restart_app ").map(str::to_string))
+    });
+    assert!(
+        reason.ends_with("the call engine stopped answering; the desk app and its core were restarted"),
+        "{reason}"
+    );
+    let st = invoke(&w, "get_status", json!({})).unwrap();
+    assert_eq!(st["core"], "failed", "{st}");
+    assert!(st["core_detail"].as_str().unwrap().contains("no call can be routed"), "{st}");
+    // The hung thread ends only with the process (as the real app's exec ends it).
+    std::mem::forget(core);
 }

@@ -371,3 +371,64 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
     }
     core.stop().await;
 }
+
+/// Issue 19, "the desk stays honest": a remote desk shows what the core's own desk would — an
+/// audit store that cannot write (while calls still route and alert) and an engine that stopped
+/// turning — pushed on the event stream (`event: core`), and the store's repair too.
+#[test]
+fn a_remote_desk_shows_its_cores_failing_store_and_stalled_engine() {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    // Built by hand: the hung engine thread at the end is left behind with `shutdown_background`.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, provider_port) = lab_config(dir.path());
+    rt.block_on(async {
+        let core = Core::start(&Config::load(&config).unwrap()).await.unwrap();
+        let (api, _) = core.api.expect("the lab config has an API");
+        let core_udp = core.local.udp.unwrap();
+        let a = remote_desk(dir.path(), "A", ("desk2", "control-room-secret"), api.port()).await;
+        until("desk A connected, the core's store writing", || {
+            let s = a.status();
+            let connected = s.remote.as_ref().is_some_and(|r| r.connected);
+            (connected && s.store.ok && s.store.detail == "the core's audit store is writing").then_some(())
+        })
+        .await;
+
+        // The core's database breaks under it.
+        let mut raw = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("core.db"))
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE calls RENAME TO calls_away").execute(&mut raw).await.unwrap();
+        // An emergency call still routes and reaches the desk, which shows the failing store.
+        let mut sipp = provider(provider_port, 1);
+        let answered = sosdesk_desk::testcall::place(core_udp, "911", Duration::ZERO).await;
+        assert!(answered.as_ref().is_ok_and(|r| r.contains("answered")), "{answered:?}");
+        until("the call on desk A", || new_call(&a, &[])).await;
+        let failing = until("the failing store on desk A", || Some(a.status().store).filter(|c| !c.ok)).await;
+        assert!(failing.detail.starts_with("the core's audit store cannot write:"), "{}", failing.detail);
+        assert!(failing.detail.contains("no such table: calls") && failing.detail.ends_with("calls still route"));
+        assert_eq!(a.status().core, CoreState::Running);
+        assert_eq!(sipp.wait().unwrap().code(), Some(0));
+
+        // Repaired: said too.
+        sqlx::query("ALTER TABLE calls_away RENAME TO calls").execute(&mut raw).await.unwrap();
+        raw.close().await.unwrap();
+        until("the store writing again on desk A", || a.status().store.ok.then_some(())).await;
+
+        // The core's engine stops turning: the desk says no call is routed.
+        core.handle().inject_fault(sosdesk::core_handle::Fault::Hang);
+        let st =
+            until("the stalled engine on desk A", || Some(a.status()).filter(|s| s.core == CoreState::Failed)).await;
+        assert!(
+            st.core_detail.contains("is not routing calls: its call engine stopped answering"),
+            "{}",
+            st.core_detail
+        );
+        a.shutdown().await;
+        std::mem::forget(core);
+    });
+    rt.shutdown_background();
+}

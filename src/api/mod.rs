@@ -284,23 +284,43 @@ async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extens
 
 /// Server-sent events (one `CallEvent` as JSON per `data:`), live from the moment of the
 /// request. A desk connects this first, then catches up from `/history` and `/calls/{id}`;
-/// events seen both ways are told apart by (call_id, seq).
+/// events seen both ways are told apart by (call_id, seq). The core's own condition
+/// (`event: core`, a [`CoreCondition`](crate::core_handle::CoreCondition): engine stalled, audit store failing) comes first and
+/// again whenever it changes, so every desk shows it while calls still route.
 async fn events(State(state): State<ApiState>) -> impl IntoResponse {
     let rx = state.core.subscribe();
+    let mut condition = state.core.condition.clone();
+    condition.mark_changed();
     // Events are broadcast before the audit writer commits them. One broadcast just before this
     // subscription would be missed by the stream and, if not yet written, by the desk's catch-up
     // from the store: so everything recorded so far is committed before the stream is answered
     // (bounded: a failing store must not hold the stream back; the events are retried there).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), state.audit.flush()).await;
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(ev) => Event::default().event("call-event").data(serde_json::to_string(&ev).unwrap_or_default()),
-            // The desk missed events: it is told, and catches up from the history.
-            Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok::<_, Infallible>(event), rx))
-    });
+    let stream =
+        futures_util::stream::unfold((rx, condition, true), |(mut rx, mut condition, mut watched)| async move {
+            let event = tokio::select! {
+                biased;
+                changed = condition.changed(), if watched => match changed {
+                    Ok(()) => {
+                        let now = condition.borrow_and_update().clone();
+                        Event::default().event("core").data(serde_json::to_string(&now).unwrap_or_default())
+                    }
+                    // The watchdog has ended (the core is stopping): no more to tell; the comment
+                    // keeps the stream going until the events end too.
+                    Err(_) => {
+                        watched = false;
+                        Event::default().comment("core condition no longer followed")
+                    }
+                },
+                received = rx.recv() => match received {
+                    Ok(ev) => Event::default().event("call-event").data(serde_json::to_string(&ev).unwrap_or_default()),
+                    // The desk missed events: it is told, and catches up from the history.
+                    Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            Some((Ok::<_, Infallible>(event), (rx, condition, watched)))
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -326,3 +326,84 @@ fn health_says_the_engine_is_turning_without_credentials_and_rejections_need_the
     assert_eq!(records[0]["event"]["kind"]["type"], "refused");
     assert_eq!(records[0]["event"]["kind"]["source"], "127.0.0.1");
 }
+
+/// Issue 19, "the desk stays honest": every desk is told on its event stream when the core's
+/// audit store cannot write (while calls still route) and when its engine stops turning; the
+/// health endpoint says the same to a monitoring system.
+#[test]
+fn desks_are_told_of_a_failing_store_and_a_stalled_engine_on_their_event_stream() {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let mut lab = Lab::start();
+    let port = lab.ports.api;
+    let mut desk = lab.rt.block_on(Events::open(port, "desk1", "lobby-desk-secret"));
+    let conditions = |seen: &str| -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut lines = seen.lines();
+        while let Some(l) = lines.next() {
+            if l == "event: core" {
+                let data = lines.next().and_then(|d| d.strip_prefix("data: ")).expect("data after event");
+                out.push(serde_json::from_str(data).unwrap());
+            }
+        }
+        out
+    };
+    // The condition comes first on a new stream.
+    lab.rt.block_on(desk.until("the core's condition", |s| !conditions(s).is_empty()));
+    let first = &conditions(&desk.seen)[0];
+    assert_eq!(first, &serde_json::json!({"engine_stalled": false, "store_waiting": 0, "store_error": null}));
+
+    // The store breaks under the core (as a vanished database or a full disk would).
+    let store = lab.store_path();
+    let mut raw = lab.rt.block_on(async {
+        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&store)
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE calls RENAME TO calls_away").execute(&mut c).await.unwrap();
+        c
+    });
+    // An emergency call still routes, and the desk hears that the store fails.
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "100"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    let failing_seen = |s: &str| conditions(s).iter().any(|c| c["store_waiting"].as_u64() > Some(0));
+    lab.rt.block_on(desk.until("the failing store", failing_seen));
+    let failing = conditions(&desk.seen).into_iter().find(|c| c["store_waiting"].as_u64() > Some(0)).unwrap();
+    assert!(failing["store_error"].as_str().unwrap().contains("no such table: calls"), "{failing}");
+    assert_eq!(failing["engine_stalled"], false);
+    lab.rt.block_on(async {
+        let (status, _, body) = http(port, None, "GET", "/api/v1/health", None, None).await;
+        assert_eq!(status, 200, "calls still route: {body}");
+        assert!(body.contains("\"degraded\""), "{body}");
+    });
+
+    // Repaired: the waiting events are written, and the desk hears so.
+    lab.rt.block_on(async {
+        sqlx::query("ALTER TABLE calls_away RENAME TO calls").execute(&mut raw).await.unwrap();
+        raw.close().await.unwrap();
+    });
+    let writing_again = |s: &str| {
+        let c = conditions(s);
+        let failed_at = c.iter().position(|c| c["store_waiting"].as_u64() > Some(0));
+        failed_at.is_some_and(|i| c[i..].iter().any(|c| c["store_waiting"] == 0 && c["store_error"].is_null()))
+    };
+    lab.rt.block_on(desk.until("the store writing again", writing_again));
+    assert!(lab.audit_events().iter().any(|e| e.kind == CallEventKind::Detected), "the call was kept and written");
+
+    // The engine stops turning (a bug that never returns): the desk is told within the
+    // watchdog's bound, and the health endpoint answers 503.
+    let core = lab.core.take().unwrap();
+    core.handle().inject_fault(sosdesk::core_handle::Fault::Hang);
+    lab.rt.block_on(desk.until("the stalled engine", |s| conditions(s).iter().any(|c| c["engine_stalled"] == true)));
+    lab.rt.block_on(async {
+        let (status, _, body) = http(port, None, "GET", "/api/v1/health", None, None).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"stalled\""), "{body}");
+    });
+    // The hung thread can only end with the process (as systemd's watchdog would end it): the
+    // core and its runtime are left to it.
+    std::mem::forget(core);
+    std::mem::replace(&mut lab.rt, tokio::runtime::Runtime::new().unwrap()).shutdown_background();
+}

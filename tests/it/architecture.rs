@@ -118,7 +118,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),
     ("intake", &["routing", "sip"]),
     ("core_handle", &["audit", "events", "routing", "sip"]),
-    ("watchdog", &["core_handle"]),
+    ("watchdog", &["audit", "core_handle"]),
     ("api", &["access", "audit", "clock", "config", "core_handle", "events", "sip"]),
 ];
 

@@ -78,6 +78,11 @@ export function renderStatus(s: DeskStatus): void {
   core.dataset.state = s.core;
   core.textContent = coreText(s);
   renderRemote(s);
+  // A restart of the core this desk runs stays said until the desk is closed: an officer who
+  // was away reads that calls may have been interrupted.
+  const restarted = byId("status-restarted");
+  restarted.hidden = s.restarted === null;
+  restarted.textContent = s.restarted === null ? "" : `Core restarted: ${s.restarted}`;
 
   component("status-store", "Audit store", s.store, "Audit store OK", "Audit store FAILING — ");
   component("status-audio", "Audio", s.audio, "Audio OK");

@@ -1,12 +1,15 @@
 //! The desk's link to the core: the embedded core (`Core` in this process) or a core elsewhere
 //! (`Link::Remote`, see `remote.rs`); starting and restarting it from a config, following its
 //! `CallEvent`s (broadcast), catching up from the audit log after a restart, a lag or a
-//! reconnect, and the audit store's health in the status bar.
+//! reconnect, and the audit store's health in the status bar. The embedded core is watched
+//! (issue 19, "the desk stays honest"): an engine that panicked is restarted in this process;
+//! one that stopped turning cannot be stopped from inside it, so the app restarts itself.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{Local, Utc};
 use sosdesk::audit::{AuditRecord, CallOutcome, HistoryQuery};
 use sosdesk::config::Config;
 use sosdesk::events::CallEvent;
@@ -19,6 +22,14 @@ use super::Desk;
 use crate::board::{Board, Change, RouteBook};
 use crate::error::DeskError;
 use crate::model::*;
+
+/// How often the supervisor looks whether the embedded engine task has ended.
+const ENDED_CHECK: Duration = Duration::from_millis(250);
+/// Restarts counted for the backoff: those of the last five minutes.
+const RESTARTS_WINDOW: Duration = Duration::from_secs(300);
+/// The wait before the first, second, … restart within [`RESTARTS_WINDOW`].
+const RESTART_BACKOFF: [Duration; 5] =
+    [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15), Duration::from_secs(30)];
 
 /// Where the desk's calls come from.
 #[derive(Clone)]
@@ -103,10 +114,24 @@ impl Desk {
     /// desk stays up.
     pub async fn start_core(self: &Arc<Self>, config_path: &Path) -> Result<(), DeskError> {
         let mut slot = self.link.lock().await;
-        if let Some(Some(old)) = slot.take().map(Link::stop) {
-            match Arc::try_unwrap(old) {
-                Ok(core) => core.stop().await,
-                Err(_) => tracing::warn!("the previous core is still in use; it stops when released"),
+        if let Some(Some(mut old)) = slot.take().map(Link::stop) {
+            // Others hold the core only for a moment (a command, the supervisor's check).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(core) => {
+                        core.stop().await;
+                        break;
+                    }
+                    Err(still) if Instant::now() < deadline => {
+                        old = still;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(_) => {
+                        tracing::warn!("the previous core is still in use; it stops when released");
+                        break;
+                    }
+                }
             }
         }
         // The cards of the previous core go: nothing could acknowledge them now. The new core's
@@ -184,9 +209,100 @@ impl Desk {
         }
         tokio::spawn(Self::follow_events(Arc::downgrade(self), events));
         tokio::spawn(Self::follow_store(Arc::downgrade(self), core.audit().watch_health(), store_path));
+        tokio::spawn(Self::supervise(Arc::downgrade(self), Arc::downgrade(&core), config_path.to_path_buf()));
         *slot = Some(Link::Embedded(core));
         tracing::info!(config = %config_path.display(), "desk core running");
         Ok(())
+    }
+
+    /// Watches the embedded core until it is replaced or stopped: an engine task that ended
+    /// (a panic) gets the core restarted here; an engine that stopped answering the watchdog
+    /// (`sosdesk::watchdog::STALLED_AFTER`) gets the app restarted ([`Ui::restart_app`]).
+    async fn supervise(me: Weak<Desk>, core: Weak<Core>, config: PathBuf) {
+        let Some(c) = core.upgrade() else { return };
+        let mut condition = c.condition();
+        drop(c);
+        let mut watched = true;
+        // The engine's end is seen by polling its task (cheap); the stall comes as a change.
+        let mut tick = tokio::time::interval(ENDED_CHECK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = condition.changed(), if watched => watched = changed.is_ok(),
+            }
+            let (Some(desk), Some(c)) = (me.upgrade(), core.upgrade()) else { return };
+            let ended = c.engine_ended();
+            drop(c);
+            if ended {
+                desk.restart_core(&config, "the call engine stopped after an internal error").await;
+                return;
+            }
+            if condition.borrow().engine_stalled {
+                desk.engine_hung();
+                return;
+            }
+        }
+    }
+
+    /// Restarts the embedded core from `config` after its engine ended: the journal brings back
+    /// what it had recorded, calls that were up are closed in the audit log, and the status bar
+    /// says what happened. A core that keeps ending is restarted less and less often.
+    async fn restart_core(self: &Arc<Self>, config: &Path, why: &str) {
+        let at = Local::now().format("%H:%M:%S").to_string();
+        let wait = {
+            let mut inner = self.lock();
+            inner.restarts.retain(|t| t.elapsed() < RESTARTS_WINDOW);
+            inner.restarts.push(Instant::now());
+            RESTART_BACKOFF[(inner.restarts.len() - 1).min(RESTART_BACKOFF.len() - 1)]
+        };
+        tracing::error!(wait_s = wait.as_secs(), "{why}: restarting the core");
+        self.update_status(|s| {
+            s.core = CoreState::Starting;
+            s.core_detail = format!("{why} at {at}; restarting the core");
+            s.restarted = Some(format!("{at} — {why}; restarting the core"));
+        });
+        tokio::time::sleep(wait).await;
+        // The old core's sockets close as its tasks see the stop: a bind refused meanwhile is
+        // tried again, for a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let outcome = loop {
+            match self.start_core_again(config.to_path_buf()).await {
+                Ok(()) => break "the core was restarted".to_string(),
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => break format!("the core could not be restarted: {}", e.message()),
+            }
+        };
+        tracing::warn!("{why} at {at}; {outcome}");
+        self.update_status(|s| s.restarted = Some(format!("{at} — {why}; {outcome}")));
+    }
+
+    /// [`Desk::start_core`], boxed as a `Send` future: it is awaited from the supervisor that
+    /// `start_core` itself spawns, and the compiler needs the cycle cut at a named type.
+    fn start_core_again(
+        self: &Arc<Self>,
+        config: PathBuf,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DeskError>> + Send + 'static>> {
+        let me = self.clone();
+        Box::pin(async move { me.start_core(&config).await })
+    }
+
+    /// The embedded engine stopped answering: nothing is routed, and a thread that never
+    /// returns cannot be stopped from inside the process; the app is restarted.
+    fn engine_hung(&self) {
+        let at = Local::now().format("%H:%M:%S").to_string();
+        let why = "the call engine stopped answering";
+        tracing::error!("{why} at {at}: no call can be routed; restarting the desk app");
+        self.update_status(|s| {
+            s.core = CoreState::Failed;
+            s.core_detail = format!("{why} at {at}: no call can be routed; restarting the desk app");
+        });
+        self.ui.restart_app(&format!("{at} — {why}; the desk app and its core were restarted"));
+    }
+
+    /// Says in the status bar that this desk was restarted (`reason` from [`Ui::restart_app`]
+    /// of the process before).
+    pub fn note_restart(&self, reason: &str) {
+        self.update_status(|s| s.restarted = Some(reason.to_string()));
     }
 
     pub(super) fn core_failed(&self, detail: String) -> DeskError {

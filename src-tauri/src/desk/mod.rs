@@ -49,6 +49,11 @@ pub trait Ui: Send + Sync + 'static {
     fn tray(&self, active: bool, tooltip: &str);
     /// This desk's leg in a call changed (`desk:leg`).
     fn leg(&self, _leg: &CallLeg) {}
+    /// The embedded core's engine stopped turning and cannot be stopped from inside the
+    /// process (a thread that never returns holds its sockets): the app starts itself again
+    /// in place, as a service manager would restart `sosdesk serve`, and the new process says
+    /// `reason` in its status bar (see `Desk::note_restart`).
+    fn restart_app(&self, _reason: &str) {}
     /// Playback of a recording changed (`desk:playback`).
     fn playback(&self, _playback: &Playback) {}
 }
@@ -78,6 +83,9 @@ impl<T: Ui> Ui for Arc<T> {
     fn playback(&self, playback: &Playback) {
         (**self).playback(playback)
     }
+    fn restart_app(&self, reason: &str) {
+        (**self).restart_app(reason)
+    }
 }
 
 /// Desktop notifications, behind a trait so tests can run without a D-Bus daemon.
@@ -102,6 +110,8 @@ struct Inner {
     playback: Option<(u64, String)>,
     /// Ids of audio streams (legs, playbacks) on the output thread.
     next_audio_id: u64,
+    /// When the embedded core was restarted lately (`link.rs`'s backoff).
+    restarts: Vec<Instant>,
 }
 
 pub struct Desk {
@@ -140,6 +150,7 @@ impl Desk {
             unacknowledged: 0,
             join: JoinInfo { detail: "the core is not running".into(), ..Default::default() },
             remote: None,
+            restarted: None,
         };
         Arc::new(Desk {
             ui,
@@ -157,6 +168,7 @@ impl Desk {
                 leg: None,
                 playback: None,
                 next_audio_id: 1,
+                restarts: Vec::new(),
             }),
             link: tokio::sync::Mutex::new(None),
             audio: Mutex::new(None),

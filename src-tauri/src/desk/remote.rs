@@ -382,6 +382,10 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
                     }
                 }
             },
+            "core" => match serde_json::from_str::<sosdesk::core_handle::CoreCondition>(&ev.data) {
+                Ok(c) => desk.remote_condition(&c, &info),
+                Err(e) => tracing::warn!(error = %e, "remote desk: the core's condition could not be read"),
+            },
             "lagged" => {
                 tracing::warn!(missed = %ev.data, "remote desk: fell behind the core's events; catching up");
                 if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
@@ -390,6 +394,34 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
             }
             _ => {}
         }
+    }
+}
+
+impl Desk {
+    /// The remote core's own condition (`event: core` on its stream): a stalled engine and a
+    /// failing audit store are shown on this desk as on the core's own.
+    fn remote_condition(&self, c: &sosdesk::core_handle::CoreCondition, info: &DeskInfo) {
+        self.remote_status(|r, s| {
+            if c.engine_stalled {
+                s.core = CoreState::Failed;
+                s.core_detail = format!(
+                    "the core at {} is not routing calls: its call engine stopped answering (since {}); \
+                     its service manager restarts it",
+                    r.api,
+                    now_text()
+                );
+            } else if s.core == CoreState::Failed && r.connected {
+                s.core = CoreState::Running;
+                s.core_detail = format!("connected to the core at {} as {} ({})", r.api, info.username, info.name);
+            }
+            s.store = match (&c.store_error, c.store_waiting) {
+                (None, 0) => Component::ok("the core's audit store is writing"),
+                (error, waiting) => Component::failed(format!(
+                    "the core's audit store cannot write: {waiting} events waiting and retried ({}); calls still route",
+                    error.as_deref().unwrap_or("no detail")
+                )),
+            };
+        });
     }
 }
 

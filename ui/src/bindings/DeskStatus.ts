@@ -26,4 +26,10 @@ join: JoinInfo,
  * Remote desk mode: the connection to the core on another machine; `None` when this desk
  * runs the core itself.
  */
-remote: RemoteStatus | null, };
+remote: RemoteStatus | null, 
+/**
+ * The last restart of the core this desk runs, in plain words with its local time
+ * ("14:03:05 — the call engine stopped after an internal error; the core was restarted");
+ * `None`: none since the desk started.
+ */
+restarted: string | null, };
