@@ -26,8 +26,15 @@ sed -e "s/127.0.0.1:5060\"/127.0.0.1:$SOS\"/" -e "s/127.0.0.1:5070\"/127.0.0.1:$
 sed -i "s#^\[media\]#[media]\nrecordings = \"$work/recordings\"#" "$work/soak.toml"
 python3 tests/support/g711.py tone "$work/caller_tone.ulaw" 500
 
-SOSDESK_LOG=warn "$bin" serve --config "$work/soak.toml" > "$work/core.log" 2>&1 &
-core=$!
+# SOSDESK_SOAK_HEAPTRACK=FILE: the core runs under heaptrack (its heap profile into FILE.zst,
+# read with heaptrack_print); the samples are taken from the core itself, heaptrack's child.
+if [ -n "${SOSDESK_SOAK_HEAPTRACK:-}" ]; then
+  SOSDESK_LOG=warn heaptrack -o "$SOSDESK_SOAK_HEAPTRACK" "$bin" serve --config "$work/soak.toml" > "$work/core.log" 2>&1 &
+  for _ in $(seq 100); do core=$(pgrep -n -f "^$bin serve --config $work/soak.toml" || true); [ -n "$core" ] && break; sleep 0.05; done
+else
+  SOSDESK_LOG=warn "$bin" serve --config "$work/soak.toml" > "$work/core.log" 2>&1 &
+  core=$!
+fi
 (cd "$work" && sipp -sn uas -i 127.0.0.1 -p $PROV -rtp_echo -bg -nostdin > /dev/null 2>&1) || true
 sipp -sf tests/sipp/notify_receiver.xml -i 127.0.0.1 -p $NOTE -bg -nostdin > /dev/null 2>&1 || true
 for _ in $(seq 100); do grep -q serving "$work/core.log" && break; sleep 0.05; done
@@ -68,6 +75,9 @@ PY
 )
 cp "$work/stat.csv" "$out/sipp-stat.csv"
 kill -INT $core; wait $core 2>/dev/null || true
+# Under heaptrack the core is not this shell's child: wait for it, then for heaptrack's writing.
+while kill -0 $core 2>/dev/null; do sleep 0.1; done
+[ -z "${SOSDESK_SOAK_HEAPTRACK:-}" ] || wait
 "$bin" audit verify --store "$work/audit.db" | tee "$out/verify.txt"
 python3 - "$out" "$ok" "$failed" <<'PY'
 import csv, sys

@@ -296,6 +296,57 @@ impl Message {
     }
 }
 
+impl Message {
+    /// Stamps the top Via of a request that came from `source` (RFC 3261 §18.2.1, RFC 3581
+    /// §4): `received` with the source address when it differs from the sent-by host, and
+    /// always when the Via asks for `rport`, whose value becomes the source port. Responses copy
+    /// the Via, so a client behind NAT learns the address sosdesk sees; they already go to the
+    /// source address and port. The sent-by part and the other parameters are kept as they came.
+    pub fn stamp_received(&mut self, source: std::net::SocketAddr) {
+        let Some(h) = self.headers.iter_mut().find(|h| h.name == "Via") else { return };
+        // The top value: the first of a comma-separated list (RFC 3261 §7.3.1).
+        let top_len = top_value_len(&h.value);
+        let (top, rest) = h.value.split_at(top_len);
+        let Ok(via) = Via::parse(top) else { return };
+        let ip = source.ip().to_string();
+        let wants_rport = via.params.iter().any(|(k, v)| k.eq_ignore_ascii_case("rport") && v.is_none());
+        if !wants_rport && via.host.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(&ip) {
+            return;
+        }
+        let mut segs = top.trim_end().split(';');
+        let mut out = segs.next().unwrap_or_default().to_string();
+        for seg in segs {
+            let key = seg.split('=').next().unwrap_or_default().trim();
+            if key.eq_ignore_ascii_case("received") {
+                continue;
+            }
+            out.push(';');
+            if key.eq_ignore_ascii_case("rport") {
+                let _ = write!(out, "rport={}", source.port());
+            } else {
+                out.push_str(seg);
+            }
+        }
+        // RFC 3261's grammar: an IPv6address, without brackets.
+        let _ = write!(out, ";received={ip}");
+        out.push_str(rest);
+        h.value = out;
+    }
+}
+
+/// Bytes of a Via header value up to its first top-level comma (the top Via), or all of it.
+fn top_value_len(v: &str) -> usize {
+    let mut in_quote = false;
+    for (i, c) in v.char_indices() {
+        match c {
+            '"' => in_quote = !in_quote,
+            ',' if !in_quote => return i,
+            _ => {}
+        }
+    }
+    v.len()
+}
+
 /// Standard reason phrases for the status codes sosdesk sends.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -453,6 +504,56 @@ mod tests {
         let mut empty = Message::request("OPTIONS", "sip:h");
         empty.body = Bytes::new();
         assert_eq!(empty.wire_len(), empty.to_bytes().len());
+    }
+
+    #[test]
+    fn the_top_via_is_stamped_with_the_source_address_and_port() {
+        let src: std::net::SocketAddr = "203.0.113.7:40123".parse().unwrap();
+        let stamped = |via: &str| {
+            let mut m = Message::request("OPTIONS", "sip:sosdesk@192.0.2.1");
+            m.push("Via", via);
+            m.push("Via", "SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKlower");
+            m.stamp_received(src);
+            m.response(200, "OK", Some("t"))
+                .headers
+                .iter()
+                .filter(|h| h.name == "Via")
+                .map(|h| h.value.clone())
+                .collect::<Vec<_>>()
+        };
+        // RFC 3581 §4: rport gets the port, received the address, the rest stays as it came.
+        assert_eq!(
+            stamped("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport"),
+            [
+                "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport=40123;received=203.0.113.7",
+                "SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKlower"
+            ]
+        );
+        // RFC 3261 §18.2.1: received only, when the sent-by is not where it came from.
+        assert_eq!(
+            stamped("SIP/2.0/TCP phone.example.com;branch=z9hG4bK2")[0],
+            "SIP/2.0/TCP phone.example.com;branch=z9hG4bK2;received=203.0.113.7"
+        );
+        // Nothing to say when the sent-by is the source and no rport is asked for.
+        assert_eq!(
+            stamped("SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK3")[0],
+            "SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK3"
+        );
+        // Several values in one line: only the top one; a received already there is replaced.
+        assert_eq!(
+            stamped("SIP/2.0/UDP 10.0.0.5;rport;received=1.1.1.1;branch=z9hG4bK4, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bK5")[0],
+            "SIP/2.0/UDP 10.0.0.5;rport=40123;branch=z9hG4bK4;received=203.0.113.7, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bK5"
+        );
+        let v6: std::net::SocketAddr = "[2001:db8::7]:5062".parse().unwrap();
+        let mut m = Message::request("OPTIONS", "sip:sosdesk@[2001:db8::1]");
+        m.push("Via", "SIP/2.0/UDP [2001:db8::9];branch=z9hG4bK6;rport");
+        m.stamp_received(v6);
+        assert_eq!(m.header("Via"), Some("SIP/2.0/UDP [2001:db8::9];branch=z9hG4bK6;rport=5062;received=2001:db8::7"));
+        // An unparsable Via is left alone (the parser answers it 400 anyway).
+        let mut m = Message::request("OPTIONS", "sip:h");
+        m.push("Via", "garbage");
+        m.stamp_received(src);
+        assert_eq!(m.header("Via"), Some("garbage"));
     }
 
     #[test]

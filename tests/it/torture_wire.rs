@@ -244,3 +244,61 @@ Content-Length: 10\r\n\r\n0123456789"
     p.read_exact(&mut pong).unwrap();
     assert_eq!(&pong, b"\r\n");
 }
+
+/// Issue 13: every response tells the client where sosdesk saw it (RFC 3581 §4, RFC 3261
+/// §18.2.1), whether answered statelessly (OPTIONS, junk), by a transaction or as malformed:
+/// a client behind NAT learns its public address and port.
+#[test]
+fn responses_carry_received_and_rport_in_the_via() {
+    let lab = Lab::start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(("127.0.0.1", lab.ports.sip)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = sock.local_addr().unwrap().port();
+    let port = lab.ports.sip;
+    let ask = |what: &str, head: &str| -> String {
+        sock.send(head.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no answer to the {what}: {e}"));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // A phone behind NAT: its Via names its private address.
+    let options = format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKnat1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:phone@example.com>;tag=n1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: nat-1\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let r = ask("OPTIONS", &options);
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    assert!(
+        r.contains(&format!("Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKnat1;rport={me};received=127.0.0.1\r\n")),
+        "{r}"
+    );
+    // An emergency INVITE's transaction (100 Trying first): the same.
+    let invite = format!(
+        "INVITE sip:911@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKnat2;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+14255550100@example.com>;tag=n2\r\nTo: <sip:911@127.0.0.1>\r\n\
+         Call-ID: nat-2\r\nCSeq: 1 INVITE\r\nContact: <sip:+14255550100@10.0.0.5:5060>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let r = ask("INVITE", &invite);
+    assert!(r.starts_with("SIP/2.0 100"), "{r}");
+    assert!(r.contains(&format!(";branch=z9hG4bKnat2;rport={me};received=127.0.0.1\r\n")), "{r}");
+    // Without rport, a sent-by that is not the source still gets `received`.
+    let junk = format!(
+        "INVITE sip:4255550123@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP pbx.example.com;branch=z9hG4bKnat3\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=n3\r\nTo: <sip:4255550123@127.0.0.1>\r\n\
+         Call-ID: nat-3\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let r = ask("ordinary INVITE", &junk);
+    assert!(r.starts_with("SIP/2.0 404"), "{r}");
+    assert!(r.contains("Via: SIP/2.0/UDP pbx.example.com;branch=z9hG4bKnat3;received=127.0.0.1\r\n"), "{r}");
+    // A malformed request answered 400: the same.
+    let bad = format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKnat4;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=n4\r\nTo: <sip:127.0.0.1>\r\nCall-ID: nat-4\r\n\
+         CSeq: one OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let r = ask("malformed OPTIONS", &bad);
+    assert!(r.starts_with("SIP/2.0 400"), "{r}");
+    assert!(r.contains(&format!(";branch=z9hG4bKnat4;rport={me};received=127.0.0.1")), "{r}");
+}

@@ -485,15 +485,18 @@ impl Engine {
             None => "malformed (not answered)".to_string(),
         };
         self.refused.add(peer.addr.ip(), &what, || rej.reason.clone(), now);
-        if let Some(reply) = rej.reply {
+        if let Some(mut reply) = rej.reply {
+            reply.stamp_received(peer.addr);
             self.tx.send_stateless(peer, &reply);
         }
     }
 
-    pub fn handle_message(&mut self, msg: Message, peer: Peer, now: Now) {
+    pub fn handle_message(&mut self, mut msg: Message, peer: Peer, now: Now) {
         self.tick(now);
         let now = now.mono;
         if msg.is_request() {
+            // Every response, stateless or not, then tells the sender where it was seen from.
+            msg.stamp_received(peer.addr);
             // What needs no transaction is answered without one (junk holds no memory); a
             // request naming an unsupported scheme or extension gets its 416/420 below.
             let plain = msg.header("Require").is_none() && supported_scheme(&msg);
