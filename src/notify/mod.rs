@@ -83,6 +83,11 @@ pub const UDP_MAX_REQUEST: usize = 1300;
 /// How long a receiver whose TCP could not be reached gets its large MESSAGEs over UDP straight
 /// away, rather than after another failed connection.
 const TCP_REFUSAL_MEMORY: Duration = Duration::from_secs(600);
+/// How long a receiver that answered 415 is sent text alone first (a client is not swapped
+/// for one that takes the multipart body often; an hour bounds a wrong belief).
+const TEXT_ONLY_MEMORY: Duration = Duration::from_secs(3600);
+/// The Content-Type of the text part sent alone.
+const TEXT_PLAIN: &str = "text/plain;charset=UTF-8";
 
 /// Backoff after the n-th failed attempt (1-based): 1, 2, 4, 8, 16, then every 30 s.
 pub fn backoff(failed_attempts: u32) -> Duration {
@@ -109,6 +114,8 @@ struct Payload {
     subject: Arc<str>,
     content_type: Arc<str>,
     body: Bytes,
+    /// The text part alone (`text/plain`), for a receiver that refused the whole body with 415.
+    text: Bytes,
 }
 
 struct Delivery {
@@ -137,6 +144,8 @@ struct Delivery {
     /// TCP to the receiver failed (refused, not opened in time, or no answer on it): its
     /// MESSAGEs go over UDP after all, whatever their size.
     tcp_failed: bool,
+    /// The receiver takes only `text/plain` (it answered 415): the text part is sent alone.
+    text_only: bool,
 }
 
 /// One attempt's result, for the call's audit trail (`CallEventKind::Notified`).
@@ -155,6 +164,9 @@ pub struct Notifier {
     outcomes: Vec<Outcome>,
     /// Receivers whose TCP failed, until when that is believed.
     refuses_tcp: HashMap<std::net::SocketAddr, Instant>,
+    /// Receivers that refused the multipart body with 415 but accept `text/plain` (an
+    /// ordinary SIP client), until when that is believed: their next alerts go as text at once.
+    text_only: HashMap<std::net::SocketAddr, Instant>,
 }
 
 impl Notifier {
@@ -167,6 +179,7 @@ impl Notifier {
             next_id: 1,
             outcomes: Vec::new(),
             refuses_tcp: HashMap::new(),
+            text_only: HashMap::new(),
         }
     }
 
@@ -183,7 +196,12 @@ impl Notifier {
             return;
         }
         let (content_type, body) = body_of(event);
-        let message = Payload { subject: text::subject(event).into(), content_type: content_type.into(), body };
+        let message = Payload {
+            subject: text::subject(event).into(),
+            content_type: content_type.into(),
+            body,
+            text: Bytes::from(text::human_text(event)),
+        };
         for (uri, target) in targets {
             let dest = match target {
                 Target::Local(user) => Dest::Local(user.clone()),
@@ -225,6 +243,7 @@ impl Notifier {
                 size: 0,
                 upgraded: false,
                 tcp_failed: false,
+                text_only: false,
             },
         );
         id
@@ -290,8 +309,14 @@ impl Notifier {
         // RFC 3261 §20.26 and §20.36.
         m.push("Priority", "emergency");
         m.push("Subject", d.message.subject.to_string());
-        m.push("Content-Type", d.message.content_type.to_string());
-        m.body = d.message.body.clone();
+        d.text_only |= self.text_only.get(&peer.addr).is_some_and(|until| now < *until);
+        if d.text_only {
+            m.push("Content-Type", TEXT_PLAIN);
+            m.body = d.message.text.clone();
+        } else {
+            m.push("Content-Type", d.message.content_type.to_string());
+            m.body = d.message.body.clone();
+        }
         // Too large for UDP (RFC 3261 §18.1.1): TCP to the same address and port, unless this
         // receiver's TCP failed before (`on_unreachable`): then UDP after all, as IP fragments
         // on most networks, rather than no alert at all.
@@ -317,14 +342,18 @@ impl Notifier {
         self.timers.insert((give_at, id, Timer::Give));
     }
 
-    /// A final response to one of our MESSAGEs.
-    pub fn on_response(&mut self, key: &str, status: u16, reason: &str, now: Instant) {
+    /// A final response to one of our MESSAGEs; `accept` is its Accept header, if any.
+    pub fn on_response(&mut self, key: &str, status: u16, reason: &str, accept: Option<&str>, now: Instant) {
         if status < 200 {
             return;
         }
         let Some(id) = self.by_txn.remove(key) else { return };
         let Some(d) = self.deliveries.get_mut(&id) else { return };
         d.txn = None;
+        if status == 415 {
+            self.unsupported_media(id, reason, accept, now);
+            return;
+        }
         if (200..300).contains(&status) {
             let Some(d) = self.deliveries.remove(&id) else { return };
             if let Some(at) = d.give_at {
@@ -337,6 +366,43 @@ impl Notifier {
         } else {
             self.failed(id, format!("{status} {reason}"), now);
         }
+    }
+
+    /// 415: the receiver cannot take the multipart body (RFC 3261 §21.4.13). An ordinary
+    /// SIP client takes `text/plain` (RFC 3428 §8 makes it mandatory; its `Accept` says so,
+    /// §8.1.3.5): the text part alone is sent at once, and to this receiver first from now on.
+    /// A receiver that takes neither is given up: sending the same body again cannot succeed.
+    fn unsupported_media(&mut self, id: u64, reason: &str, accept: Option<&str>, now: Instant) {
+        let Some(d) = self.deliveries.get_mut(&id) else { return };
+        if let Some(at) = d.give_at.take() {
+            self.timers.remove(&(at, id, Timer::Give));
+        }
+        let said = accept.map(|a| format!(" (Accept: {})", a.replace(['\r', '\n'], " "))).unwrap_or_default();
+        let attempt = format!("{}attempt {}{} failed: 415 {reason}{said}", via_text(d), d.attempts, how_sent(d));
+        let detail = if !d.text_only && accept.is_none_or(accepts_text_plain) {
+            d.text_only = true;
+            if let Some(peer) = d.sent_to {
+                if self.text_only.len() >= 1024 {
+                    self.text_only.retain(|_, until| now < *until);
+                }
+                self.text_only.insert(peer.addr, now + TEXT_ONLY_MEMORY);
+            }
+            self.timers.insert((now, id, Timer::Attempt));
+            format!("{attempt}; re-sent at once as text/plain")
+        } else {
+            let detail = format!("{attempt}; gave up: the receiver takes no form of the alert sosdesk sends");
+            let d = self.deliveries.remove(&id);
+            let d = d.as_ref().expect("looked up above");
+            self.outcomes.push(Outcome {
+                call_ref: d.call_ref.clone(),
+                kind: CallEventKind::Notified { uri: d.uri.clone(), ok: false, detail },
+            });
+            return;
+        };
+        self.outcomes.push(Outcome {
+            call_ref: d.call_ref.clone(),
+            kind: CallEventKind::Notified { uri: d.uri.clone(), ok: false, detail },
+        });
     }
 
     /// The transaction layer gave up on a MESSAGE (Timer F) or could not send it.
@@ -466,11 +532,37 @@ fn via_text(d: &Delivery) -> String {
     d.via_target.as_ref().map(|t| format!("for {t}: ")).unwrap_or_default()
 }
 
-/// The transport, when the size chose it (for the audit detail); nothing for the usual case.
+/// Whether `msg` (a MESSAGE) is a delivery or display receipt (RFC 5438 §7.1: an IMDN body,
+/// `message/imdn+xml`) that a client sends back for an alert it received.
+pub fn is_delivery_receipt(msg: &Message) -> bool {
+    msg.header("Content-Type")
+        .is_some_and(|ct| ct.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("message/imdn+xml"))
+}
+
+/// Whether an Accept header value (RFC 3261 §20.1) takes `text/plain`: the type itself,
+/// `text/*` or `*/*`, unless with `q=0`.
+fn accepts_text_plain(accept: &str) -> bool {
+    crate::sip::message::split_comma_list(accept).iter().any(|range| {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            p.split_once('=').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("q") && v.trim().parse() == Ok(0.0f32))
+        });
+        !refused && matches!(media.as_str(), "text/plain" | "text/*" | "*/*")
+    })
+}
+
+/// The transport, when the size chose it, and the form, when it is not the usual (for the
+/// audit detail); nothing for the usual case.
 fn how_sent(d: &Delivery) -> String {
+    let form = if d.text_only { " as text/plain" } else { "" };
+    format!("{form}{}", how_sent_transport(d))
+}
+
+fn how_sent_transport(d: &Delivery) -> String {
     if d.upgraded {
         format!(" over TCP ({} bytes)", d.size)
-    } else if d.tcp_failed {
+    } else if d.tcp_failed && d.size > UDP_MAX_REQUEST {
         format!(" over UDP ({} bytes; TCP failed)", d.size)
     } else {
         String::new()

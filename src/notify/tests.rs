@@ -115,9 +115,23 @@ fn over_tcp(detail: &str) -> String {
 }
 
 fn respond(n: &mut Notifier, tx: &mut Transactions, m: &Message, status: u16, now: Instant) {
-    let r = m.response(status, crate::sip::reason_phrase(status), Some("x"));
+    respond_accepting(n, tx, m, status, None, now)
+}
+
+fn respond_accepting(
+    n: &mut Notifier,
+    tx: &mut Transactions,
+    m: &Message,
+    status: u16,
+    accept: Option<&str>,
+    now: Instant,
+) {
+    let mut r = m.response(status, crate::sip::reason_phrase(status), Some("x"));
+    if let Some(a) = accept {
+        r.push("Accept", a);
+    }
     if let Ok(Some(crate::sip::transaction::ClientEvent::Response { key, msg, .. })) = tx.on_response(r, now) {
-        n.on_response(&key, msg.status().unwrap(), crate::sip::reason_phrase(status), now);
+        n.on_response(&key, msg.status().unwrap(), crate::sip::reason_phrase(status), msg.header("Accept"), now);
     }
 }
 
@@ -344,4 +358,60 @@ fn a_late_tcp_failure_is_remembered_for_the_next_attempt() {
 fn backoff_is_bounded() {
     let secs: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
     assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+}
+
+/// Issue 13: an ordinary SIP client that takes only text answers the multipart alert 415; the
+/// text part is sent alone at once, the receiver is remembered, and a receiver that takes no
+/// text is given up at once instead of being sent the same body for minutes.
+#[test]
+fn a_receiver_that_refuses_the_multipart_body_gets_the_text_alone() {
+    let (mut n, mut tx, t0, ctx, _, first) = first_attempt();
+    assert!(first.header("Content-Type").unwrap().starts_with("multipart/mixed"));
+    respond_accepting(&mut n, &mut tx, &first, 415, Some("text/plain, message/imdn+xml"), t0);
+    let outcomes = n.take_outcomes();
+    let (_, ok, detail) = notified(&outcomes[0]);
+    assert!(!ok);
+    assert_eq!(
+        over_tcp(detail),
+        "attempt 1 failed: 415 Unsupported Media Type (Accept: text/plain, message/imdn+xml); re-sent at once as text/plain"
+    );
+    // At once: on the notifier's next turn, no backoff.
+    assert_eq!(n.next_timeout(), Some(t0));
+    n.handle_timeout(&ctx, &mut tx, t0);
+    let (_, _, text) = sent_over(&mut tx).pop().expect("the text alone");
+    assert_eq!(text.header("Content-Type"), Some("text/plain;charset=UTF-8"));
+    let body = String::from_utf8_lossy(&text.body).to_string();
+    assert!(body.starts_with("EMERGENCY CALL to 911\r\n") && body.contains("Room: 210"), "{body}");
+    assert!(!body.contains("\"call_id\""), "no JSON in the text: {body}");
+    assert_eq!(text.header("Subject"), first.header("Subject"));
+    respond(&mut n, &mut tx, &text, 200, t0);
+    let outcomes = n.take_outcomes();
+    let (_, ok, detail) = notified(&outcomes[0]);
+    assert!(ok);
+    assert!(detail.starts_with("delivered on attempt 2 as text/plain"), "{detail}");
+
+    // The next alert to the same receiver goes as text first.
+    n.notify(&event(true), &[remote()], &ctx, &mut tx, t0);
+    let (_, _, next) = sent_over(&mut tx).pop().unwrap();
+    assert_eq!(next.header("Content-Type"), Some("text/plain;charset=UTF-8"));
+
+    // A receiver that takes no text (its Accept says so) is given up at once.
+    let (mut n, mut tx, t0, _, _, first) = first_attempt();
+    respond_accepting(&mut n, &mut tx, &first, 415, Some("application/json;q=1, text/plain;q=0"), t0);
+    let outcomes = n.take_outcomes();
+    let (_, ok, detail) = notified(&outcomes[0]);
+    assert!(!ok);
+    assert!(detail.ends_with("; gave up: the receiver takes no form of the alert sosdesk sends"), "{detail}");
+    assert_eq!((n.pending(), n.next_timeout()), (0, None));
+}
+
+#[test]
+fn accept_headers_are_read_as_media_ranges() {
+    assert!(accepts_text_plain("text/plain"));
+    assert!(accepts_text_plain("application/sdp, TEXT/*;q=0.5"));
+    assert!(accepts_text_plain("*/*"));
+    assert!(!accepts_text_plain("application/sdp"));
+    assert!(!accepts_text_plain("text/plain;q=0"));
+    assert!(!accepts_text_plain("text/html"));
+    assert!(!accepts_text_plain(""));
 }

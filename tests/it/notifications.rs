@@ -307,3 +307,44 @@ fn wrong_credentials_are_refused_audited_and_rate_limited() {
     assert!(!all.contains("lobby-desk-secret"));
     lab.assert_audit_verifies();
 }
+
+/// Issue 13: an ordinary SIP client that takes only text answers the multipart alert 415 with
+/// `Accept: text/plain`; sosdesk sends the text part alone at once and audits both attempts.
+/// The client's delivery receipt (RFC 5438 IMDN) is answered 200, not refused.
+#[test]
+fn a_text_only_client_gets_the_alert_as_text_and_its_receipt_is_taken() {
+    let mut lab = Lab::start_notifying(|c| c);
+    // Over UDP, as its URI says (the multipart body, too large for UDP, tries TCP first, which
+    // this client refuses: the same attempt then goes over UDP).
+    let receiver = lab.uas("receiver", "notify_text_only.xml", "127.0.0.1", lab.ports.fallback, &[]);
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911", "-set", "name", "Alice Example"]))
+        .wait()
+        .assert_ok();
+    provider.wait().assert_ok();
+    let r = receiver.wait();
+    r.assert_ok();
+    let messages: Vec<String> = r.received().into_iter().filter(|m| m.starts_with("MESSAGE ")).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(header_of(&messages[1], "Content-Type").as_deref(), Some("text/plain;charset=UTF-8"));
+    let text = body_of(&messages[1]);
+    assert!(text.starts_with("EMERGENCY CALL to 911\r\nCaller: Alice Example\r\n"), "{text}");
+    assert!(text.contains("Room: 210") && !text.contains("--"), "the text alone: {text}");
+    assert_eq!(header_of(&messages[1], "Subject"), header_of(&messages[0], "Subject"));
+    let receipt_answer =
+        r.received().into_iter().find(|m| m.starts_with("SIP/2.0 ")).expect("an answer to the receipt");
+    assert!(receipt_answer.starts_with("SIP/2.0 200 OK\r\n"), "{receipt_answer}");
+    lab.stop();
+    let sent = notified(&lab.audit_events());
+    let to_phone: Vec<_> = sent.iter().filter(|n| n.0.contains("security-desk")).collect();
+    assert_eq!(to_phone.len(), 2, "{sent:?}");
+    assert!(!to_phone[0].1);
+    assert_eq!(
+        refused_tcp(&to_phone[0].2),
+        "attempt 1 failed: 415 Unsupported Media Type (Accept: text/plain, message/imdn+xml); re-sent at once as text/plain",
+    );
+    assert!(to_phone[1].1);
+    assert_eq!(to_phone[1].2, "delivered on attempt 2 as text/plain: 200 OK", "{}", to_phone[1].2);
+    // The receipt is no refusal: nothing from the receiver in the refusal records.
+    assert!(!lab.audit_events().iter().any(|e| e.kind.name() == "refused"), "a receipt counted as a refusal");
+}

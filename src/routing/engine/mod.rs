@@ -504,6 +504,11 @@ impl Engine {
                 self.answer_options_statelessly(&msg, peer);
                 return;
             }
+            // A client's delivery receipt for an alert (RFC 5438 IMDN) is taken, not refused.
+            if plain && msg.method() == "MESSAGE" && crate::notify::is_delivery_receipt(&msg) {
+                self.tx.send_stateless(peer, &msg.response(200, "OK", Some(&stateless_tag(&msg))));
+                return;
+            }
             if let Some((status, why, allow)) = self.stateless_refusal(&msg, peer).filter(|_| plain) {
                 self.refuse_statelessly(&msg, peer, status, why, allow);
                 return;
@@ -517,7 +522,8 @@ impl Engine {
         } else {
             match self.tx.on_response(msg, now) {
                 Ok(Some(ClientEvent::Response { key, msg, .. })) if self.notifier.owns(&key) => {
-                    self.notifier.on_response(&key, msg.status().unwrap_or(0), msg.status_reason(), now);
+                    let (status, accept) = (msg.status().unwrap_or(0), msg.header("Accept"));
+                    self.notifier.on_response(&key, status, msg.status_reason(), accept, now);
                     self.drain_notify();
                 }
                 Ok(Some(ClientEvent::Response { key, msg, retransmission })) => {
