@@ -47,6 +47,17 @@ impl Direction {
         }
     }
 
+    /// The answer to an offer with this direction from a party that must not be heard (a
+    /// listen-only desk): sosdesk sends and never receives (RFC 3264 §6.1 lets an answer narrow
+    /// the direction) — an ordinary client's `sendrecv` gets `sendonly`, a `sendonly` offer
+    /// (send only, receive nothing) `inactive`.
+    pub fn answer_unheard(self) -> Direction {
+        match self.answer() {
+            Direction::SendRecv | Direction::SendOnly => Direction::SendOnly,
+            Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
+        }
+    }
+
     /// The party sends media.
     pub fn sends(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::SendOnly)
@@ -347,6 +358,10 @@ mod tests {
         assert_eq!(o.remote(), None);
         assert_eq!(o.direction, Direction::RecvOnly);
         assert_eq!(o.direction.answer(), Direction::SendOnly);
+        // A party that must not be heard only receives, whatever it offers (RFC 3264 §6.1).
+        use Direction::*;
+        let unheard: Vec<_> = [SendRecv, SendOnly, RecvOnly, Inactive].map(|d| d.answer_unheard()).into();
+        assert_eq!(unheard, [SendOnly, Inactive, SendOnly, Inactive]);
         assert_eq!(AudioSdp::parse(b"v=0\r\nm=video 5 RTP/AVP 96\r\n"), Err(SdpError::NoAudio));
         assert_eq!(AudioSdp::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 9\r\n"), Err(SdpError::NoG711));
         assert!(matches!(AudioSdp::parse(b"m=audio x RTP/AVP 0\r\n"), Err(SdpError::Malformed(_))));

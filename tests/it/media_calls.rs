@@ -129,18 +129,19 @@ fn a_listening_desk_hears_caller_and_operator_and_nobody_hears_it() {
     // it hears anything only because sosdesk answers where its RTP really comes from.
     let call = place_call(&mut lab, &mut seen, "127.0.0.1", "192.0.2.99", 5000);
 
-    // The lobby desk's account may only listen: asking to talk is refused.
+    // The lobby desk's account may only listen. It joins as every ordinary SIP client offers,
+    // a=sendrecv (issue 13): it is answered a=sendonly (it only receives), and the tone its test
+    // socket sends anyway must reach no one.
     let desk_media = Party::start(Some(DESK_HZ), Codec::Pcma);
     let port = desk_media.port.to_string();
-    let talk = desk_args(lab.ports.sip, &call.call_id, "desk1", "lobby-desk-secret", &port, "sendrecv", "0");
-    let refused = lab.uac("desk-talk", "desk_refused.xml", "127.0.0.1", &sipp_args(&talk)).wait();
-    refused.assert_ok();
-    assert!(refused.received().iter().any(|m| m.starts_with("SIP/2.0 403")), "{}", refused.messages);
-
-    // Listening (a=recvonly) — but the test socket sends its tone anyway: it must reach no one.
-    let listen = desk_args(lab.ports.sip, &call.call_id, "desk1", "lobby-desk-secret", &port, "recvonly", "2500");
+    let listen = desk_args(lab.ports.sip, &call.call_id, "desk1", "lobby-desk-secret", &port, "sendrecv", "2500");
     let desk = lab.uac("desk", "desk_join.xml", "127.0.0.1", &sipp_args(&listen));
-    desk.wait().assert_ok();
+    let desk = desk.wait();
+    desk.assert_ok();
+    let joined = desk.received().into_iter().find(|m| m.starts_with("SIP/2.0 200") && m.contains(" INVITE\r\n"));
+    let joined = joined.expect("the join's 200");
+    let answer = support::lab::body_of(&joined);
+    assert!(answer.contains("a=sendonly\r\n") && !answer.contains("sendrecv"), "{answer}");
     call.caller.wait().assert_ok();
     call.provider.wait().assert_ok();
     let (caller, operator, desk) = (call.caller_media.finish(), call.operator_media.finish(), desk_media.finish());
@@ -170,8 +171,7 @@ fn a_listening_desk_hears_caller_and_operator_and_nobody_hears_it() {
             && k.last() == Some(&"recorded"),
         "{k:?}"
     );
-    assert!(events.iter().any(|e| matches!(&e.kind,
-        CallEventKind::DeskJoinRefused { desk, status: 403, reason } if desk == "Lobby desk" && reason.contains("only listen"))));
+    assert!(!events.iter().any(|e| matches!(&e.kind, CallEventKind::DeskJoinRefused { status: 403, .. })));
     assert!(events.iter().any(|e| matches!(&e.kind,
         CallEventKind::DeskJoined { desk, mode, auto: false } if desk == "Lobby desk" && mode == "listen")));
 
@@ -300,7 +300,7 @@ fn a_talking_desk_is_heard_and_stays_with_the_operator_after_the_caller_hangs_up
 }
 
 #[test]
-fn joins_without_credentials_with_wrong_ones_to_talk_in_a_listen_only_policy_or_to_no_call_are_refused() {
+fn joins_without_credentials_with_wrong_ones_or_to_no_call_are_refused_and_talk_in_a_listen_only_policy_listens() {
     let mut lab = Lab::start_anchored(|c| c);
     let mut seen = Vec::new();
     // 127.0.0.3 is the London site: its policy lets desks listen only.
@@ -328,13 +328,26 @@ fn joins_without_credentials_with_wrong_ones_to_talk_in_a_listen_only_policy_or_
         desk_args(lab.ports.sip, &call.call_id, "desk2", "not-the-password", &port, "recvonly", "0"),
     );
     assert!(wrong.starts_with("SIP/2.0 403"), "{wrong}");
-    let talk = run(
-        &lab,
-        "talk",
-        "desk_refused.xml",
-        desk_args(lab.ports.sip, &call.call_id, "desk2", "control-room-secret", &port, "sendrecv", "0"),
-    );
-    assert!(talk.starts_with("SIP/2.0 403") && talk.contains("listen only"), "{talk}");
+    // A desk that may talk, in a call whose policy lets desks only listen: it joins, listening.
+    let talk = lab
+        .uac(
+            "talk",
+            "desk_join.xml",
+            "127.0.0.1",
+            &sipp_args(&desk_args(
+                lab.ports.sip,
+                &call.call_id,
+                "desk2",
+                "control-room-secret",
+                &port,
+                "sendrecv",
+                "0",
+            )),
+        )
+        .wait();
+    talk.assert_ok();
+    let joined = talk.received().into_iter().find(|m| m.starts_with("SIP/2.0 200") && m.contains(" INVITE\r\n"));
+    assert!(support::lab::body_of(&joined.expect("the join's 200")).contains("a=sendonly\r\n"));
     let nocall = run(
         &lab,
         "nocall",
@@ -358,16 +371,14 @@ fn joins_without_credentials_with_wrong_ones_to_talk_in_a_listen_only_policy_or_
         .collect();
     assert_eq!(
         refusals,
-        [
-            (401, String::new()),
-            (401, String::new()),
-            (403, "desk2".into()),
-            (401, String::new()),
-            (403, "Control room".into())
-        ],
+        [(401, String::new()), (401, String::new()), (403, "desk2".into()), (401, String::new())],
         "every refusal is in the call's audit trail (the 401s are the challenges)"
     );
-    assert!(!events.iter().any(|e| matches!(e.kind, CallEventKind::DeskJoined { .. })));
+    let joins: Vec<_> = events.iter().filter(|e| matches!(e.kind, CallEventKind::DeskJoined { .. })).collect();
+    assert!(
+        matches!(&joins[..], [e] if matches!(&e.kind, CallEventKind::DeskJoined { desk, mode, .. } if desk == "Control room" && mode == "listen")),
+        "{joins:?}"
+    );
     assert!(events.iter().any(|e| matches!(&e.kind,
         CallEventKind::Rejected { status: 404, reason } if reason.contains("Control room") && reason.contains("no active call"))));
     lab.assert_audit_verifies();

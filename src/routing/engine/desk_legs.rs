@@ -207,13 +207,12 @@ impl Engine {
             return Err((488, "a join needs an SDP offer (a=recvonly to listen, a=sendrecv to talk)".into()));
         };
         let offer = AudioSdp::parse(&sdp).map_err(|e| (488, e.to_string()))?;
-        let talk = offer.direction.sends();
-        if talk && m.mode != ConferenceMode::TwoWay {
-            return Err((403, "the call's policy allows desks to listen only".into()));
-        }
-        if talk && !account.talk {
-            return Err((403, format!("desk account {} may only listen", account.name)));
-        }
+        // A desk that may not talk (its account, or the call's policy) still joins from any
+        // client: every ordinary client offers sendrecv. It is answered so that it only
+        // receives, and what it sends anyway reaches no one.
+        let may_talk = account.talk && m.mode == ConferenceMode::TwoWay;
+        let talk = may_talk && offer.direction.sends();
+        let direction = if may_talk { offer.direction.answer() } else { offer.direction.answer_unheard() };
         if !self.media.anchoring {
             return Err((488, "media anchoring is off".to_string()));
         }
@@ -222,7 +221,7 @@ impl Engine {
         m.next_leg += 1;
         let mut leg = MediaLegState::new(id, opened);
         let codec = offer.pick(m.far.codec().or(m.caller.codec()));
-        let answer = leg.local.answer(&offer, codec, offer.direction.answer());
+        let answer = leg.local.answer(&offer, codec, direction);
         leg.configure(&call.call_ref, Role::Desk, params_from(&offer, codec, false, talk), &mut self.out.media);
         let tag = ids::new_tag();
         let dialog = Dialog::inbound(msg, &tag, 1000, peer);
@@ -235,7 +234,7 @@ impl Engine {
         m.desks.push(DeskLeg {
             media: leg,
             name: account.name.clone(),
-            may_talk: account.talk && m.mode == ConferenceMode::TwoWay,
+            may_talk,
             dialog,
             invite: None,
             answered: true,
@@ -308,23 +307,12 @@ impl Engine {
                 let desk = &mut m.desks[pos];
                 match sdp_of(&msg).map(|b| AudioSdp::parse(&b)) {
                     Some(Ok(offer)) => {
-                        let talk = offer.direction.sends();
-                        if talk && !desk.may_talk {
-                            let reason = "this desk may only listen in this call".to_string();
-                            let name = desk.name.clone();
-                            let mut r = msg.response(403, reason_phrase(403), None);
-                            r.push("Warning", format!("399 sosdesk \"{reason}\""));
-                            self.tx.respond(&key, &r, now);
-                            Self::emit_into(
-                                &mut self.out,
-                                call,
-                                CallEventKind::DeskJoinRefused { desk: name, status: 403, reason },
-                                self.now.wall,
-                            );
-                            return false;
-                        }
+                        // As at the join: a desk that may not talk is answered so it only receives.
+                        let talk = desk.may_talk && offer.direction.sends();
+                        let direction =
+                            if desk.may_talk { offer.direction.answer() } else { offer.direction.answer_unheard() };
                         let codec = offer.pick(desk.media.codec());
-                        let answer = desk.media.local.answer(&offer, codec, offer.direction.answer());
+                        let answer = desk.media.local.answer(&offer, codec, direction);
                         desk.media.configure(
                             &call_ref,
                             Role::Desk,
