@@ -452,3 +452,29 @@ fn the_tone_meter_measures_a_tone_and_ignores_another() {
     assert!((support::rtp::tone_level(&s, 500.0) - 8000.0).abs() < 200.0);
     assert!(support::rtp::tone_level(&s, 1700.0) < 50.0);
 }
+
+/// Issue 13: a phone that uses session timers (RFC 4028) is neither refused (`Require: timer`
+/// was a 420) nor left without its interval: the 200 takes up `Session-Expires` with the phone
+/// as refresher, and its refreshes (an UPDATE without SDP, a re-INVITE) are answered by sosdesk
+/// without reaching the provider, whose leg stays as it was.
+#[test]
+fn a_caller_with_session_timers_is_answered_and_its_refreshes_are_taken() {
+    let mut lab = Lab::start_anchored(|c| c);
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let caller = lab.uac("caller", "caller_session_timer.xml", "127.0.0.1", &["-s", "911"]).wait();
+    caller.assert_ok();
+    let provider = provider.wait();
+    provider.assert_ok();
+    let answers: Vec<String> = caller.received().into_iter().filter(|m| m.starts_with("SIP/2.0 200")).collect();
+    for a in &answers[..3] {
+        assert!(a.contains("\r\nSession-Expires: 1800;refresher=uac\r\n"), "{a}");
+        assert!(a.contains("\r\nRequire: timer\r\n"), "{a}");
+    }
+    // The refreshes stayed between the phone and sosdesk.
+    let at_provider: Vec<String> = provider.received().into_iter().filter(|m| !m.starts_with("SIP/2.0")).collect();
+    let methods: Vec<&str> = at_provider.iter().map(|m| m.split(' ').next().unwrap_or("")).collect();
+    assert_eq!(methods, ["INVITE", "ACK", "BYE"], "{at_provider:?}");
+    lab.stop();
+    let k = kinds(&lab.audit_events());
+    assert!(k.contains(&"answered") && k.contains(&"ended") && !k.contains(&"failed"), "{k:?}");
+}

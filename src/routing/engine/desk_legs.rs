@@ -229,6 +229,9 @@ impl Engine {
         let mut r = msg.response(200, "OK", Some(&tag));
         r.push("Contact", self.local.contact(peer.transport));
         r.push("Allow", ALLOW);
+        for (name, value) in crate::sip::session_timer::answer_headers(msg) {
+            r.push(name, value);
+        }
         with_sdp(&mut r, &answer);
         self.tx.respond(key, &r, now);
         m.desks.push(DeskLeg {
@@ -321,6 +324,9 @@ impl Engine {
                         );
                         let mut r = msg.response(200, "OK", None);
                         r.push("Contact", contact);
+                        for (name, value) in crate::sip::session_timer::answer_headers(&msg) {
+                            r.push(name, value);
+                        }
                         with_sdp(&mut r, &answer);
                         self.tx.respond(&key, &r, now);
                     }
@@ -330,8 +336,12 @@ impl Engine {
                         self.tx.respond(&key, &r, now);
                     }
                     None => {
+                        // A refresh without an offer (RFC 4028 §9: an UPDATE is enough).
                         let mut r = msg.response(200, "OK", None);
                         r.push("Contact", contact);
+                        for (name, value) in crate::sip::session_timer::answer_headers(&msg) {
+                            r.push(name, value);
+                        }
                         self.tx.respond(&key, &r, now);
                     }
                 }

@@ -271,6 +271,10 @@ impl Engine {
         };
         let mut r = msg.response(200, "OK", None);
         r.push("Contact", contact);
+        // A refresh of the session interval (RFC 4028 §9), with or without a new offer.
+        for (name, value) in crate::sip::session_timer::answer_headers(&msg) {
+            r.push(name, value);
+        }
         match sdp_of(&msg).map(|b| AudioSdp::parse(&b)) {
             Some(Ok(offer)) => {
                 let codec = offer.pick(leg.codec());

@@ -29,6 +29,7 @@ use crate::location::LocationSnapshot;
 use crate::policy::Policies;
 use crate::sip::dialog::{contact_uri_text, Dialog};
 use crate::sip::parse::Rejection;
+use crate::sip::session_timer;
 use crate::sip::target::target_of_uri;
 use crate::sip::transaction::{
     ClientEvent, ClientKey, Peer, ServerEvent, ServerKey, Timers, Transactions, Transmit, Transport,
@@ -421,6 +422,7 @@ impl Engine {
         let mut r = msg.response(200, "OK", Some(&stateless_tag(msg)));
         r.push("Allow", ALLOW);
         r.push("Accept", OPTIONS_ACCEPT);
+        r.push("Supported", session_timer::SUPPORTED);
         self.tx.send_stateless(peer, &r);
     }
 
@@ -598,10 +600,9 @@ impl Engine {
             self.refuse_request(&key, &msg, peer, 416, "unsupported URI scheme", &[]);
             return;
         }
-        if let Some(req) = msg.header("Require") {
-            // §8.2.2.3: sosdesk supports no option-tags that a Require may name.
-            let req = req.to_string();
-            self.refuse_request(&key, &msg, peer, 420, "unsupported extension", &[("Unsupported", req)]);
+        // §8.2.2.3: an option tag sosdesk does not support (it supports session timers only).
+        if let Some(tags) = msg.header("Require").and_then(session_timer::unsupported) {
+            self.refuse_request(&key, &msg, peer, 420, "unsupported extension", &[("Unsupported", tags)]);
             return;
         }
         if msg.to_tag().is_some() {
@@ -610,7 +611,16 @@ impl Engine {
         }
         match method.as_str() {
             "INVITE" => self.on_invite(key, msg, peer, now),
-            "OPTIONS" => self.respond(&key, &msg, 200, &[("Allow", ALLOW.into()), ("Accept", OPTIONS_ACCEPT.into())]),
+            "OPTIONS" => self.respond(
+                &key,
+                &msg,
+                200,
+                &[
+                    ("Allow", ALLOW.into()),
+                    ("Accept", OPTIONS_ACCEPT.into()),
+                    ("Supported", session_timer::SUPPORTED.into()),
+                ],
+            ),
             "BYE" | "UPDATE" | "INFO" | "PRACK" => self.refuse_request(&key, &msg, peer, 481, "no such dialog", &[]),
             "REGISTER" => self.on_register(key, msg, peer, now),
             "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => {

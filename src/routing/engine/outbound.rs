@@ -4,6 +4,7 @@
 //! the last route of the plan has failed, `retry.rs` decides: the plan again, or 503.
 
 use super::*;
+use crate::sip::session_timer;
 
 impl Engine {
     pub(super) fn start_attempt(&mut self, call_ref: &str, now: Instant) {
@@ -351,6 +352,9 @@ impl Engine {
                 let mut r = call.a_invite.response(status, msg.status_reason(), Some(tag_of(&call.a.local)));
                 r.push("Contact", self.local.contact(call.a.peer.transport));
                 r.push("Allow", ALLOW);
+                for (name, value) in session_timer::answer_headers(&call.a_invite) {
+                    r.push(name, value);
+                }
                 if call.media.is_some() {
                     self.anchored_response_body(call, &msg, &mut r, true);
                 } else {
