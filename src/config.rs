@@ -326,6 +326,22 @@ pub struct RouteConfig {
     pub transport: TransportConfig,
     /// Host for the Request-URI and To (the provider's domain); default: the address.
     pub domain: Option<String>,
+    /// Digest credentials for a provider that challenges the INVITE (401/407, RFC 3261 §22.2).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Answer only challenges of this realm (default: the provider's, whatever it is).
+    pub realm: Option<String>,
+}
+
+/// A password from the config: never printed, not even in a debug log.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
 }
 
 fn default_transport() -> TransportConfig {
@@ -566,6 +582,27 @@ impl Config {
             }
             if !names.insert(r.name.as_str()) {
                 return Err(self.err(format!("route[{i}].name"), format!("route {:?} is defined twice", r.name)));
+            }
+            // Both or neither: a username alone would answer every challenge with a wrong
+            // password (and the provider may lock the trunk); a password alone, nothing.
+            match (&r.username, &r.password) {
+                (Some(u), Some(Secret(p))) => {
+                    for (key, v) in [("username", u.as_str()), ("password", p.as_str())] {
+                        if v.is_empty() || v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+                            return Err(self.err(
+                                format!("route[{i}].{key}"),
+                                "must not be empty or contain control characters, quotes or backslashes",
+                            ));
+                        }
+                    }
+                }
+                (None, None) => {
+                    if r.realm.is_some() {
+                        return Err(self.err(format!("route[{i}].realm"), "is set without username and password"));
+                    }
+                }
+                (Some(_), None) => return Err(self.err(format!("route[{i}].password"), "is missing: username is set")),
+                (None, Some(_)) => return Err(self.err(format!("route[{i}].username"), "is missing: password is set")),
             }
         }
         let mut usages = HashSet::new();
@@ -842,6 +879,26 @@ masks = ["9911"]
             let text = GOOD.replace("[store]", &format!("[routing]\nretry_for_s = {bound}\n[store]"));
             assert_eq!(Config::from_toml(&text, Path::new("x.toml")).unwrap().routing.retry_for_s, bound);
         }
+    }
+
+    #[test]
+    fn route_credentials_come_in_pairs_and_never_show() {
+        let with = |extra: &str| {
+            GOOD.replace("address = \"127.0.0.1:5070\"\n", &format!("address = \"127.0.0.1:5070\"\n{extra}"))
+        };
+        let ok = Config::from_toml(
+            &with("username = \"trunk1\"\npassword = \"s3cret-pw\"\nrealm = \"provider\"\n"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.routes[0].username.as_deref(), Some("trunk1"));
+        assert!(!format!("{:?}", ok.routes).contains("s3cret-pw"), "{:?}", ok.routes);
+        let err = |extra: &str| Config::from_toml(&with(extra), Path::new("x.toml")).unwrap_err().key;
+        assert_eq!(err("username = \"trunk1\"\n"), "route[0].password");
+        assert_eq!(err("password = \"pw\"\n"), "route[0].username");
+        assert_eq!(err("realm = \"provider\"\n"), "route[0].realm");
+        assert_eq!(err("username = \"\"\npassword = \"pw\"\n"), "route[0].username");
+        assert_eq!(err("username = \"t\"\npassword = \"a\\\"b\"\n"), "route[0].password");
     }
 
     #[test]

@@ -255,29 +255,97 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A digest algorithm a client can answer with (RFC 2617's MD5, RFC 8760's SHA-256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    /// From a challenge's `algorithm` (absent: MD5, RFC 2617 §3.2.1); `None`: one sosdesk does
+    /// not answer (the `-sess` variants, SHA-512-256).
+    fn of(challenge: &HashMap<String, String>) -> Option<Algorithm> {
+        match challenge.get("algorithm").map(|a| a.trim().to_ascii_uppercase()).as_deref() {
+            None | Some("MD5") => Some(Algorithm::Md5),
+            Some("SHA-256") => Some(Algorithm::Sha256),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    fn hex(self, parts: &[&str]) -> String {
+        match self {
+            Algorithm::Md5 => md5_hex(parts),
+            Algorithm::Sha256 => {
+                use sha2::Digest as _;
+                let mut h = sha2::Sha256::new();
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        h.update(b":");
+                    }
+                    h.update(p.as_bytes());
+                }
+                hex::encode(h.finalize())
+            }
+        }
+    }
+}
+
 /// The client side: the `Authorization` value answering a challenge (used by the desk app's
-/// conference leg and by tests).
+/// conference leg, the routes to providers and tests). `None`: not a digest challenge this
+/// client can answer.
 pub fn answer(challenge: &str, method: &str, uri: &str, user: &str, password: &str) -> Option<String> {
     let c = parse_params(challenge)?;
+    let alg = Algorithm::of(&c)?;
     let realm = c.get("realm")?;
     let nonce = c.get("nonce")?;
-    let ha1 = md5_hex(&[user, realm, password]);
-    let ha2 = md5_hex(&[method, uri]);
+    let ha1 = alg.hex(&[user, realm, password]);
+    let ha2 = alg.hex(&[method, uri]);
     let qop_auth = c.get("qop").is_some_and(|q| q.split(',').any(|x| x.trim() == "auth"));
     let opaque = c.get("opaque").map(|o| format!(", opaque=\"{o}\"")).unwrap_or_default();
+    let algorithm = alg.name();
     if qop_auth {
         let cnonce = hex::encode(rand::random::<[u8; 8]>());
         let nc = "00000001";
-        let response = md5_hex(&[&ha1, nonce, nc, &cnonce, "auth", &ha2]);
+        let response = alg.hex(&[&ha1, nonce, nc, &cnonce, "auth", &ha2]);
         Some(format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"{cnonce}\", qop=auth, nc={nc}{opaque}"
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm={algorithm}, cnonce=\"{cnonce}\", qop=auth, nc={nc}{opaque}"
         ))
     } else {
-        let response = md5_hex(&[&ha1, nonce, &ha2]);
+        let response = alg.hex(&[&ha1, nonce, &ha2]);
         Some(format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5{opaque}"
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm={algorithm}{opaque}"
         ))
     }
+}
+
+/// The answer to the best of several challenges (a server may offer one per algorithm, RFC
+/// 8760 §2.4): SHA-256 where offered, else MD5; only challenges of `realm` when one is given.
+pub fn answer_best(
+    challenges: &[String],
+    method: &str,
+    uri: &str,
+    user: &str,
+    password: &str,
+    realm: Option<&str>,
+) -> Option<String> {
+    let usable = |c: &&String| {
+        parse_params(c).is_some_and(|p| {
+            Algorithm::of(&p).is_some() && realm.is_none_or(|r| p.get("realm").is_some_and(|got| got == r))
+        })
+    };
+    let strongest = challenges
+        .iter()
+        .filter(usable)
+        .max_by_key(|c| parse_params(c).and_then(|p| Algorithm::of(&p)) == Some(Algorithm::Sha256))?;
+    answer(strongest, method, uri, user, password)
 }
 
 /// Seconds since the Unix epoch (negative times, which no clock here gives, count as 0).
@@ -296,6 +364,35 @@ mod tests {
         let ha2 = md5_hex(&["GET", "/dir/index.html"]);
         let r = md5_hex(&[&ha1, "dcd98b7102dd2f0e8b11d0f600bfb0c093", "00000001", "0a4f113b", "auth", &ha2]);
         assert_eq!(r, "6629fae49393a05397450978507c4ef1");
+    }
+
+    #[test]
+    fn rfc7616_sha256_example_and_the_strongest_challenge_is_answered() {
+        // RFC 7616 §3.9.1: Mufasa / Circle of Life, SHA-256, qop=auth.
+        let alg = Algorithm::Sha256;
+        let ha1 = alg.hex(&["Mufasa", "http-auth@example.org", "Circle of Life"]);
+        let ha2 = alg.hex(&["GET", "/dir/index.html"]);
+        let nonce = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
+        let r = alg.hex(&[&ha1, nonce, "00000001", "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", "auth", &ha2]);
+        assert_eq!(r, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
+
+        let md5 = "Digest realm=\"provider\", nonce=\"n1\", qop=\"auth\"".to_string();
+        let sha = "Digest realm=\"provider\", nonce=\"n2\", qop=\"auth\", algorithm=SHA-256".to_string();
+        let sess = "Digest realm=\"provider\", nonce=\"n3\", algorithm=MD5-sess".to_string();
+        let uri = "sip:911@provider.example;user=phone";
+        let best = answer_best(&[md5.clone(), sha.clone()], "INVITE", uri, "trunk", "pw", None).unwrap();
+        assert!(best.contains("algorithm=SHA-256") && best.contains("nonce=\"n2\""), "{best}");
+        let only_md5 = answer_best(&[sess.clone(), md5.clone()], "INVITE", uri, "trunk", "pw", None).unwrap();
+        assert!(only_md5.contains("algorithm=MD5,") && only_md5.contains("nonce=\"n1\""), "{only_md5}");
+        assert_eq!(answer_best(&[sess], "INVITE", uri, "trunk", "pw", None), None);
+        assert_eq!(answer_best(std::slice::from_ref(&md5), "INVITE", uri, "trunk", "pw", Some("other")), None);
+        assert!(answer_best(&[md5], "INVITE", uri, "trunk", "pw", Some("provider")).is_some());
+        // What the server side checks, for SHA-256 too: the response is over the same fields.
+        let p = parse_params(&best).unwrap();
+        let ha1 = alg.hex(&["trunk", "provider", "pw"]);
+        let ha2 = alg.hex(&["INVITE", uri]);
+        let want = alg.hex(&[&ha1, "n2", &p["nc"], &p["cnonce"], "auth", &ha2]);
+        assert_eq!(p["response"], want);
     }
 
     #[test]

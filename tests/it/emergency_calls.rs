@@ -503,3 +503,68 @@ fn elin_callback_after_the_window_goes_to_the_fallback() {
     assert!(matches!(&cb.kind, CallEventKind::Callback { to_original: false, .. }));
     lab.assert_audit_verifies();
 }
+
+/// The lab with digest credentials on the primary route (issue 13).
+fn with_trunk_credentials(password: &str) -> impl FnOnce(String) -> String + '_ {
+    move |c: String| {
+        // The primary route's `domain` line (its port already moved by the lab).
+        let marker = "     # host of the Request-URI and To\n";
+        assert!(c.contains(marker), "the lab's primary route changed");
+        c.replace(marker, &format!("\nusername = \"trunk1\"\npassword = \"{password}\"\n"))
+    }
+}
+
+/// Issue 13: a provider that authenticates the trunk challenges the INVITE; sosdesk answers
+/// at once with the route's digest credentials (next CSeq, same Call-ID) and the call goes
+/// through on the same route.
+#[test]
+fn a_provider_that_challenges_the_invite_gets_the_routes_credentials() {
+    let mut lab = Lab::start_with(with_trunk_credentials("trunk-secret"));
+    let provider = lab.uas("provider", "provider_challenge.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911"])).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    assert_eq!(p.logged("auth.valid").as_deref(), Some("1"), "the provider's digest check");
+    assert_eq!(p.logged("auth.username").as_deref(), Some("trunk1"));
+    assert_eq!(p.logged("auth.cseq").as_deref(), Some("2"));
+    let invites: Vec<String> = p.received().into_iter().filter(|m| m.starts_with("INVITE ")).collect();
+    assert_eq!(invites.len(), 2);
+    let call_id = |m: &str| support::lab::header_of(m, "Call-ID");
+    assert_eq!(call_id(&invites[0]), call_id(&invites[1]), "the same call, asked again");
+    let auth = support::lab::header_of(&invites[1], "Authorization").unwrap();
+    assert!(auth.contains("realm=\"provider.example\"") && auth.contains("qop=auth"), "{auth}");
+    assert!(!auth.contains("trunk-secret"), "the password never goes on the wire: {auth}");
+    lab.stop();
+    let events = lab.audit_events();
+    let k = kinds(&events);
+    assert_eq!(k, ["detected", "routed", "ringing", "answered", "ended"], "one attempt, no failover: {k:?}");
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains("trunk-secret"), "no password in the audit");
+}
+
+/// Issue 13: a second challenge means the credentials are wrong: the route fails at once and
+/// the call goes to the next route.
+#[test]
+fn a_second_challenge_fails_the_route_and_the_call_goes_to_the_next() {
+    let mut lab = Lab::start_with(with_trunk_credentials("not-the-secret"));
+    let provider = lab.uas("provider", "provider_challenge.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &args(&["-s", "911"])).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    assert_eq!(p.logged("auth.valid").as_deref(), Some("0"));
+    secondary.wait().assert_ok();
+    lab.stop();
+    let events = lab.audit_events();
+    let failed: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            CallEventKind::RouteFailed { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("401 Unauthorized again: the provider refused the route's credentials"), "{failed:?}");
+    let k = kinds(&events);
+    assert_eq!(k[k.len() - 3..], ["ringing", "answered", "ended"], "{k:?}");
+}

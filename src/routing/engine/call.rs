@@ -39,6 +39,11 @@ pub(super) struct BLeg {
     pub(super) provisional: bool,
     /// The ACK for the 2xx, re-sent when the 2xx is retransmitted.
     pub(super) ack: Option<Message>,
+    /// The route of the plan this leg goes to (`None`: a callback target).
+    pub(super) route: Option<usize>,
+    /// The provider challenged this attempt once and sosdesk answered (a second challenge
+    /// fails the route: the credentials are wrong).
+    pub(super) challenged: bool,
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for its response.

@@ -4,7 +4,7 @@
 //! the last route of the plan has failed, `retry.rs` decides: the plan again, or 503.
 
 use super::*;
-use crate::sip::session_timer;
+use crate::sip::{digest, session_timer};
 
 impl Engine {
     pub(super) fn start_attempt(&mut self, call_ref: &str, now: Instant) {
@@ -15,6 +15,7 @@ impl Engine {
         }
         loop {
             let attempt = call.next_attempt;
+            let mut route = None;
             // The target of this attempt: a callback target, or the next route of the plan.
             let (peer, ruri_host, route_name, kind, presented) = if let Some((peer, uri)) = call.callback_target.clone()
             {
@@ -31,6 +32,7 @@ impl Engine {
                     break self.plan_exhausted(call, now);
                 };
                 let r = &self.policies.routes[idx];
+                route = Some(idx);
                 let transport = match r.transport {
                     TransportConfig::Udp => Transport::Udp,
                     TransportConfig::Tcp => Transport::Tcp,
@@ -108,7 +110,7 @@ impl Engine {
                 attempt: attempt as u32,
                 presented_number: presented,
             });
-            call.b = Some(BLeg { client_key: key, ..b });
+            call.b = Some(BLeg { client_key: key, route, ..b });
             call.kind = kind;
             self.calls.timers.insert((
                 now + self.route_timeout,
@@ -195,6 +197,8 @@ impl Engine {
             responded: false,
             provisional: false,
             ack: None,
+            route: None,
+            challenged: false,
         }
     }
 
@@ -363,6 +367,13 @@ impl Engine {
                 self.tx.respond(&call.a_invite_key, &r, now);
                 Self::emit_into(&mut self.out, call, CallEventKind::Answered, self.now.wall);
             }
+            401 | 407 => {
+                let attempt = b.attempt;
+                b.provisional = false;
+                if let Err(reason) = self.answer_route_challenge(call, &msg, status, now) {
+                    return Some((attempt, reason));
+                }
+            }
             _ => {
                 // The final response completed the INVITE: nothing is ringing any more, so
                 // failing over sends no CANCEL (the transaction already ACKed it).
@@ -371,6 +382,60 @@ impl Engine {
             }
         }
         None
+    }
+
+    /// A 401/407 to the INVITE of a route with credentials: the same INVITE again at once
+    /// (next CSeq, new branch, same Call-ID and From tag: RFC 3261 §8.1.3.5, §22.2) with the
+    /// digest answer — SHA-256 where offered (RFC 8760) — once. A second challenge, a route
+    /// without credentials, or no challenge sosdesk can answer fails the route. The route's
+    /// timer still counts from the first INVITE: the challenge never stretches the failover.
+    fn answer_route_challenge(
+        &mut self,
+        call: &mut Call,
+        msg: &Message,
+        status: u16,
+        now: Instant,
+    ) -> Result<(), String> {
+        let reason = format!("{status} {}", msg.status_reason());
+        let Some(b) = call.b.as_mut() else { return Err(reason) };
+        let Some(route) = b.route.and_then(|i| self.policies.routes.get(i)) else { return Err(reason) };
+        let (Some(user), Some(crate::config::Secret(password))) = (&route.username, &route.password) else {
+            return Err(format!("{reason} (the route has no credentials)"));
+        };
+        if b.challenged {
+            return Err(format!("{reason} again: the provider refused the route's credentials"));
+        }
+        let (challenge, answer) = if status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let uri = b.invite.request_uri().unwrap_or_default().to_string();
+        // One challenge per header line (a value holds commas of its own: not split).
+        let challenges: Vec<String> = msg.headers_named(challenge).map(str::to_string).collect();
+        let Some(credentials) =
+            digest::answer_best(&challenges, "INVITE", &uri, user, password, route.realm.as_deref())
+        else {
+            let realm = route.realm.as_deref().map(|r| format!(" for realm {r:?}")).unwrap_or_default();
+            return Err(format!("{reason}: no digest challenge sosdesk can answer{realm}"));
+        };
+        let mut invite = b.invite.clone();
+        invite.set("Via", self.local.via(b.dialog.peer.transport, &ids::new_branch()));
+        b.dialog.local_cseq += 1;
+        invite.set("CSeq", format!("{} INVITE", b.dialog.local_cseq));
+        invite.push(answer, credentials);
+        // The challenge's To tag was no dialog (§12.1.2): the answer to this INVITE brings it.
+        b.dialog.remote_tag = None;
+        b.dialog.remote = invite.header("To").unwrap_or_default().to_string();
+        let key = self.tx.send_request(&invite, b.dialog.peer, now);
+        self.calls.client_txn.remove(&b.client_key);
+        self.calls.client_txn.insert(key.clone(), call.call_ref.clone());
+        tracing::info!(call = %call.call_ref, route = %route.name, status, "route challenged: INVITE re-sent with credentials");
+        b.client_key = key;
+        b.invite = invite;
+        b.challenged = true;
+        b.responded = false;
+        Ok(())
     }
 
     pub(super) fn on_stray_response(&mut self, msg: Message) {
