@@ -176,6 +176,10 @@ async fn run(
         None => None,
         Some(Err(e)) => Some(Err(e)),
         Some(Ok(w)) => {
+            // The final sync waits on the disk: a few at a time, so a slow disk makes
+            // recordings queue here instead of growing the blocking pool by a thread per call
+            // (a soak on a busy disk reached 180 threads, each with its own allocator cache).
+            let _turn = FINISHING.acquire().await;
             let r = tokio::task::spawn_blocking(move || w.finish()).await;
             Some(match r {
                 Ok(Ok(rec)) => Ok(rec),
@@ -185,6 +189,9 @@ async fn run(
         }
     }
 }
+
+/// Recordings finished (synced, renamed, hashed) at once, at most.
+static FINISHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 async fn read_leg(leg: LegId, sock: Arc<UdpSocket>, tx: mpsc::Sender<(LegId, SocketAddr, Vec<u8>)>) {
     let mut buf = vec![0u8; 2048];
