@@ -45,6 +45,8 @@ pub(super) struct DeskLeg {
     /// A called desk: the INVITE's client transaction, until it is answered.
     pub(super) invite: Option<(ClientKey, Message)>,
     pub(super) answered: bool,
+    /// A called desk sent a provisional response: a CANCEL may be sent (RFC 3261 §9.1).
+    pub(super) provisional: bool,
     pub(super) ack: Option<Message>,
 }
 
@@ -241,6 +243,7 @@ impl Engine {
             dialog,
             invite: None,
             answered: true,
+            provisional: false,
             ack: None,
         });
         let mode = if talk { "talk" } else { "listen" };
@@ -440,6 +443,7 @@ impl Engine {
             dialog: Dialog::outbound(call_id, local, remote, ruri, peer),
             invite: Some((key, inv)),
             answered: false,
+            provisional: false,
             ack: None,
         });
     }
@@ -459,6 +463,7 @@ impl Engine {
         let Some(desk) = m.desk_mut(leg) else { return };
         match status {
             100..=199 => {
+                desk.provisional = true;
                 desk.dialog.learn_remote_tag(&msg);
             }
             200..=299 => {
@@ -565,10 +570,17 @@ impl Engine {
                     CallEventKind::DeskLeft { desk: desk.name, reason: "call ended".into() },
                     self.now.wall,
                 );
-            } else if let Some((_, inv)) = desk.invite {
-                // Still being called: CANCEL it (§9.1); a 2xx that crosses is ACKed and ended.
-                let cancel = cancel_for(&inv);
-                self.tx.send_request(&cancel, desk.dialog.peer, now);
+            } else if let Some((key, inv)) = desk.invite {
+                if desk.provisional {
+                    // Still being called: CANCEL it (§9.1).
+                    let cancel = cancel_for(&inv);
+                    self.tx.send_request(&cancel, desk.dialog.peer, now);
+                } else {
+                    // Nothing heard from it yet: a CANCEL may not be sent before a provisional
+                    // response (§9.1). The INVITE stops being retransmitted instead.
+                    self.tx.abandon(&key);
+                }
+                // Either way, a 2xx that comes after all is ACKed and ended (a BYE).
                 self.calls.abandon(desk.dialog.call_id, desk.dialog.peer, now);
             }
         }

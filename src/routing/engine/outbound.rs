@@ -465,7 +465,7 @@ impl Engine {
             if method == "ACK" {
                 self.tx.send_ack(&m, peer);
             } else {
-                m.push("Reason", "SIP;cause=200;text=\"emergency call already routed elsewhere\"");
+                m.push("Reason", "SIP;cause=200;text=\"no longer wanted: the call ended or went elsewhere\"");
                 self.tx.send_request(&m, peer, self.now.mono);
             }
         }

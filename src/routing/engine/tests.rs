@@ -859,3 +859,51 @@ Content-Length: 0\r\n\r\n"
     e.handle_timeout(t0 + super::call::RECENT_FOR + Duration::from_secs(1));
     assert!(e.e.annotate(&last.call_id, CallEventKind::Answered, t0 + Duration::from_secs(400)).is_none());
 }
+
+/// A desk phone called in by the policy (`conference_uri`) that has said nothing when the call
+/// ends gets no CANCEL (RFC 3261 §9.1 forbids one before a provisional response): its INVITE
+/// stops being retransmitted, and a 200 it sends anyway is ACKed and ended with a BYE. (Found
+/// with a baresip desk that came up late: sosdesk CANCELled, then left its 200 unanswered.)
+#[test]
+fn a_called_desk_that_said_nothing_gets_no_cancel_and_its_late_answer_is_acked_and_ended() {
+    let mut e = engine(|c| {
+        c.replacen(
+            "conference_mode = \"two-way\"",
+            "conference_mode = \"two-way\"\nconference_uri = \"sip:desk@127.0.0.1:5090\"",
+            1,
+        )
+    });
+    e.anchor(31000, 31999);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let out = sent(&mut e);
+    let (_, outbound) = out.iter().find(|(to, m)| to.to_string() == PRIMARY && m.method() == "INVITE").unwrap();
+    let (_, desk_invite) = out.iter().find(|(to, m)| to.port() == 5090 && m.method() == "INVITE").expect("desk called");
+    let desk_invite = desk_invite.clone();
+    // The provider answers; the caller hangs up while the desk phone has said nothing.
+    e.handle_message(answer(outbound, 200, "far1", PRIMARY), peer(PRIMARY), t0);
+    sent(&mut e);
+    // The caller's BYE, with the To tag sosdesk gave it.
+    let tag = e.e.calls.live.values().next().and_then(|c| c.a.local.split("tag=").nth(1).map(str::to_string));
+    let raw = format!(
+        "BYE sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKbye1\r\nFrom: \"Caller\" <sip:1001@{CALLER}>;tag=ct1\r\n\
+To: <sip:911@127.0.0.1:5060>;tag={}\r\nCall-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        tag.expect("the call is live")
+    );
+    let bye = parse_datagram(raw.as_bytes()).unwrap();
+    e.handle_message(bye, peer(CALLER), t0 + Duration::from_millis(300));
+    let out = sent(&mut e);
+    let to_desk: Vec<String> = out.iter().filter(|(to, _)| to.port() == 5090).map(|(_, m)| start_line(m)).collect();
+    assert!(to_desk.is_empty(), "no CANCEL (nor anything else) to a desk that said nothing: {to_desk:?}");
+    // Its INVITE is no longer retransmitted.
+    e.handle_timeout(t0 + Duration::from_secs(5));
+    let out = sent(&mut e);
+    assert!(out.iter().all(|(to, _)| to.port() != 5090), "retransmitted after the call ended");
+    // The desk phone answers after all: ACKed, then hung up.
+    let late = answer(&desk_invite, 200, "desk1", "127.0.0.1:5090");
+    e.handle_message(late, peer("127.0.0.1:5090"), t0 + Duration::from_secs(6));
+    let out = sent(&mut e);
+    let to_desk: Vec<String> = out.iter().filter(|(to, _)| to.port() == 5090).map(|(_, m)| start_line(m)).collect();
+    assert_eq!(to_desk.len(), 2, "{to_desk:?}");
+    assert!(to_desk[0].starts_with("ACK sip:psap@127.0.0.1:5090") && to_desk[1].starts_with("BYE "), "{to_desk:?}");
+}
