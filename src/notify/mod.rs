@@ -13,7 +13,7 @@
 
 mod text;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,9 @@ struct Delivery {
     uri: String,
     /// The notification URI a contact came from (for the audit detail).
     via_target: Option<String>,
+    /// For a contact: the notification URI and the user or group it was expanded from, so a
+    /// retry goes to whoever is registered then, not to a contact that has left.
+    expanded_from: Option<(String, String)>,
     dest: Dest,
     message: Payload,
     call_id: String,
@@ -232,6 +235,7 @@ impl Notifier {
                 via_target,
                 dest,
                 message: message.clone(),
+                expanded_from: None,
                 call_id: String::new(),
                 from_tag: ids::new_tag(),
                 cseq: 0,
@@ -270,14 +274,37 @@ impl Notifier {
 
     fn attempt(&mut self, id: u64, ctx: &dyn NotifyContext, tx: &mut Transactions, now: Instant) {
         let Some(d) = self.deliveries.get_mut(&id) else { return };
+        // A retry to a contact that is no longer registered (the client restarted with a new
+        // contact, or left): the user or group is expanded again, to whoever is there now.
+        if let (Dest::Contact(c), Some((target, group))) = (&d.dest, &d.expanded_from) {
+            if !ctx.contacts_of(group).iter().any(|now_there| now_there.uri == c.uri) {
+                let (target, group) = (target.clone(), group.clone());
+                let gone = std::mem::replace(&mut d.dest, Dest::Local(group));
+                if let Dest::Contact(c) = gone {
+                    tracing::info!(call = %d.call_ref, contact = %c.uri, "notification: the contact has left; expanding {target} again");
+                }
+                d.uri = target;
+                d.via_target = None;
+                d.expanded_from = None;
+            }
+        }
         d.attempts += 1;
         let (peer, ruri) = match &d.dest {
             Dest::Remote(peer) => (*peer, d.uri.clone()),
             Dest::Contact(c) => (c.peer, c.uri.clone()),
             Dest::Local(user) => {
-                // Expanded now: each registered contact becomes a delivery of its own.
+                // Expanded now: each registered contact becomes a delivery of its own (but for
+                // one this call's alert is already on its way to).
                 let user = user.clone();
-                let contacts = ctx.contacts_of(&user);
+                let call_ref = d.call_ref.clone();
+                let busy: HashSet<String> = self
+                    .deliveries
+                    .values()
+                    .filter(|o| o.call_ref == call_ref && matches!(o.dest, Dest::Contact(_)))
+                    .map(|o| o.uri.clone())
+                    .collect();
+                let contacts: Vec<Contact> =
+                    ctx.contacts_of(&user).into_iter().filter(|c| !busy.contains(&c.uri)).collect();
                 if contacts.is_empty() {
                     self.failed(id, "no registered contact".into(), now);
                     return;
@@ -286,6 +313,9 @@ impl Notifier {
                 for c in contacts {
                     let via = Some(format!("{} ({})", d.uri, c.user));
                     let nid = self.add(&d.call_ref, c.uri.clone(), via, Dest::Contact(c), &d.message, d.started);
+                    if let Some(new) = self.deliveries.get_mut(&nid) {
+                        new.expanded_from = Some((d.uri.clone(), user.clone()));
+                    }
                     self.attempt(nid, ctx, tx, now);
                 }
                 return;

@@ -415,3 +415,37 @@ fn accept_headers_are_read_as_media_ranges() {
     assert!(!accepts_text_plain("text/html"));
     assert!(!accepts_text_plain(""));
 }
+
+/// A retry goes to whoever is registered then: a desk client that restarted registers a new
+/// contact (baresip's changes at every start), and the alert must reach it, not the old one.
+#[test]
+fn a_retry_follows_the_registration_not_a_contact_that_has_left() {
+    let (mut n, mut tx, t0) = setup();
+    let contact = |uri: &str, port: u16| Contact {
+        user: "desk1".into(),
+        uri: uri.into(),
+        peer: Peer { transport: Transport::Udp, addr: ([127, 0, 0, 1], port).into() },
+    };
+    let before = Ctx { contacts: vec![contact("sip:desk1-0xaaa@127.0.0.1:5300", 5300)] };
+    let group =
+        ("sip:security@127.0.0.1".to_string(), Target::parse("sip:security@127.0.0.1", "127.0.0.1", &[5060]).unwrap());
+    n.notify(&event(true), &[group], &before, &mut tx, t0);
+    let first = sent(&mut tx).pop().unwrap();
+    assert!(first.request_uri().unwrap().starts_with("sip:desk1-0xaaa@"));
+    respond(&mut n, &mut tx, &first, 404, t0);
+    n.take_outcomes();
+    // The client restarted: a new contact, the old one gone.
+    let after = Ctx { contacts: vec![contact("sip:desk1-0xbbb@127.0.0.1:5300", 5300)] };
+    n.handle_timeout(&after, &mut tx, t0 + Duration::from_secs(1));
+    let retry = sent(&mut tx);
+    let uris: Vec<&str> = retry.iter().map(|m| m.request_uri().unwrap()).collect();
+    assert_eq!(uris.len(), 1, "{uris:?}");
+    assert!(uris[0].starts_with("sip:desk1-0xbbb@"), "the retry went to the contact that left: {uris:?}");
+    respond(&mut n, &mut tx, &retry[0], 200, t0 + Duration::from_secs(1));
+    let outcomes = n.take_outcomes();
+    let (uri, ok, detail) = notified(&outcomes[0]);
+    assert!(ok, "{detail}");
+    assert_eq!(uri, "sip:desk1-0xbbb@127.0.0.1:5300");
+    assert!(detail.starts_with("for sip:security@127.0.0.1 (desk1): delivered"), "{detail}");
+    assert_eq!(n.pending(), 0);
+}
