@@ -105,6 +105,14 @@ pub struct RoutingConfig {
     /// failed once.
     #[serde(default = "default_route_retry_s")]
     pub retry_for_s: u64,
+    /// Every route is asked OPTIONS this often (seconds); a route that fails two in a row is
+    /// down and tried last for new calls until it answers two in a row again. `0`: off.
+    #[serde(default = "default_health_interval_s")]
+    pub health_interval_s: u64,
+}
+
+fn default_health_interval_s() -> u64 {
+    30
 }
 
 fn default_route_timeout() -> u64 {
@@ -124,6 +132,7 @@ impl Default for RoutingConfig {
             elin_callback_minutes: default_elin_minutes(),
             callback_fallback: None,
             retry_for_s: default_route_retry_s(),
+            health_interval_s: default_health_interval_s(),
         }
     }
 }
@@ -557,6 +566,9 @@ impl Config {
         // engine on the first call that uses it (a huge ELIN window did), so each has a bound.
         if !(0.0..=MAX_ELIN_MINUTES).contains(&self.routing.elin_callback_minutes) {
             return Err(self.err("routing.elin_callback_minutes", format!("must be between 0 and {MAX_ELIN_MINUTES}")));
+        }
+        if self.routing.health_interval_s > 3600 {
+            return Err(self.err("routing.health_interval_s", "must be between 0 (off) and 3600"));
         }
         if self.routing.retry_for_s > MAX_RETRY_FOR_S {
             return Err(self.err("routing.retry_for_s", format!("must be between 0 and {MAX_RETRY_FOR_S}")));

@@ -43,6 +43,8 @@ pub(crate) enum NetInput {
     },
     /// A fault made on purpose in the engine task (see [`CoreHandle::inject_fault`]).
     Fault(Fault),
+    /// Each route's health (see [`CoreHandle::routes`]).
+    Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }
 
 /// A fault the engine task makes on purpose when it reaches it, so that tests prove what the
@@ -129,6 +131,14 @@ impl CoreHandle {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.net_tx.send(NetInput::Probe(reply)).ok()?;
         tokio::time::timeout(within, answer).await.ok()?.ok()
+    }
+
+    /// Each route's state, last answer and round-trip time, from the engine (`None`: the core
+    /// has stopped or the engine did not answer within 2 s).
+    pub async fn routes(&self) -> Option<Vec<crate::routing::health::RouteHealthReport>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.net_tx.send(NetInput::Routes(reply)).ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(2), answer).await.ok()?.ok()
     }
 
     /// Makes the engine task strike `fault` when it reaches it (tests only; see [`Fault`]).

@@ -185,9 +185,44 @@ pub enum CallEventKind {
         samples: Vec<String>,
         addresses: u32,
     },
+    /// A route answers its health probes again (`routing::health`): a record of the audit log,
+    /// not of a call.
+    RouteUp {
+        route: String,
+        detail: String,
+    },
+    /// A route failed its health probes (no answer, 503, unreachable) and is tried last for new
+    /// calls until it answers again.
+    RouteDown {
+        route: String,
+        detail: String,
+    },
 }
 
 impl CallEvent {
+    /// A route's change of health as an audit record of its own (`route-up` / `route-down`).
+    pub fn route_health(route: String, up: bool, detail: String, at: DateTime<Utc>) -> CallEvent {
+        CallEvent {
+            version: CALL_EVENT_VERSION,
+            call_id: format!("route-{}", crate::sip::ids::new_call_ref()),
+            seq: 1,
+            at,
+            caller: Caller { number: String::new(), display_name: None, uri: String::new(), source: String::new() },
+            dialed: String::new(),
+            normalized: String::new(),
+            test_call: false,
+            policy: String::new(),
+            site: None,
+            location: LocationSnapshot::none(),
+            route: None,
+            kind: if up {
+                CallEventKind::RouteUp { route, detail }
+            } else {
+                CallEventKind::RouteDown { route, detail }
+            },
+        }
+    }
+
     /// A refused request (wrong credentials, a blocked address…) as an audit record of its own:
     /// `what` says what was asked (a Request-URI, an API path), `caller` who asked.
     pub fn refusal(caller: Caller, what: String, status: u16, reason: String, at: DateTime<Utc>) -> CallEvent {
@@ -233,12 +268,20 @@ impl CallEventKind {
             CallEventKind::RecordingFailed { .. } => "recording-failed",
             CallEventKind::Notified { .. } => "notified",
             CallEventKind::Refused { .. } => "refused",
+            CallEventKind::RouteUp { .. } => "route-up",
+            CallEventKind::RouteDown { .. } => "route-down",
         }
     }
 
-    /// Whether the event belongs to a call (and so to the call history). Refused requests are
-    /// records of the audit log only.
+    /// Whether the event belongs to a call (and so to the call history). Refused requests and
+    /// route health changes are records of the audit log only.
     pub fn is_of_a_call(&self) -> bool {
-        !matches!(self, CallEventKind::Rejected { .. } | CallEventKind::Refused { .. })
+        !matches!(
+            self,
+            CallEventKind::Rejected { .. }
+                | CallEventKind::Refused { .. }
+                | CallEventKind::RouteUp { .. }
+                | CallEventKind::RouteDown { .. }
+        )
     }
 }

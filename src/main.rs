@@ -52,6 +52,22 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Each route's live health from the running core (its HTTP API): up, down or unknown,
+    /// since when, the last OPTIONS probe's answer and its round-trip time.
+    Routes {
+        /// The core's config: where its API listens, and (unless `--user`) the first `[[desk]]`
+        /// account to ask with.
+        #[arg(long)]
+        config: PathBuf,
+        /// A desk account of the core, instead of the config's first.
+        #[arg(long, requires = "password")]
+        user: Option<String>,
+        #[arg(long, requires = "user")]
+        password: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -222,6 +238,37 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                 println!("{}", serde_json::to_string_pretty(&calls).map_err(|e| e.to_string())?);
             } else {
                 print_history(&calls);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Routes { config, user, password, json } => {
+            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            let addr = cfg
+                .api
+                .listen
+                .ok_or("the config has no [api] listen address: the core's routes are shown through its API")?;
+            let (user, password) = match (user, password) {
+                (Some(u), Some(p)) => (u, p),
+                _ => cfg
+                    .desks
+                    .first()
+                    .map(|d| (d.username.clone(), d.password.clone()))
+                    .ok_or("the config has no [[desk]] account to ask the core with: give --user and --password")?,
+            };
+            let tls = cfg.api.tls_cert.is_some();
+            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+            let base = format!("{}://{host}:{}", if tls { "https" } else { "http" }, addr.port());
+            let client = sosdesk::api::client::ApiClient::new(&base, &user, &password, cfg.api.tls_cert.as_deref())
+                .map_err(|e| e.to_string())?;
+            let routes = client
+                .routes()
+                .await
+                .map_err(|e| format!("cannot ask the core at {base}: {e} (is sosdesk serve running?)"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&routes).map_err(|e| e.to_string())?);
+            } else {
+                print_routes(&routes);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -413,6 +460,32 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 /// cursor or rewrite earlier lines; at most `n` characters.
 fn clean(s: &str, n: usize) -> String {
     s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
+}
+
+fn print_routes(routes: &[sosdesk::routing::health::RouteHealthReport]) {
+    use sosdesk::routing::health::HealthState;
+    println!("{:<24} {:<8} {:<26} {:>8}  last probe", "route", "state", "since", "rtt");
+    for r in routes {
+        let state = match r.state {
+            HealthState::Up => "up",
+            HealthState::Down => "DOWN",
+            HealthState::Unknown => "unknown",
+        };
+        let since = r.since.map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string());
+        let rtt = r.rtt_ms.map(|ms| format!("{ms:.1} ms")).unwrap_or_else(|| "-".into());
+        let last = match (&r.last, r.last_at) {
+            (Some(l), Some(at)) => format!("{l} at {}", at.with_timezone(&chrono::Local).format("%H:%M:%S")),
+            _ => "not probed yet (routing.health_interval_s = 0 turns probing off)".into(),
+        };
+        println!(
+            "{:<24} {:<8} {:<26} {:>8}  {last} ({})",
+            r.route,
+            state,
+            since.unwrap_or_else(|| "-".into()),
+            rtt,
+            r.target
+        );
+    }
 }
 
 fn print_refusals(records: &[sosdesk::audit::AuditRecord]) {

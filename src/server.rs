@@ -357,6 +357,9 @@ async fn run(
                     }
                     NetInput::Annotate { call_id, kind, reply } => on_annotate(&mut engine, call_id, kind, reply, &ctx, now),
                     NetInput::Fault(fault) => fault.strike(),
+                    NetInput::Routes(reply) => {
+                        let _ = reply.send(engine.route_health());
+                    }
                 }
             }
             _ = sleep_until(deadline) => {
@@ -464,7 +467,7 @@ async fn run(
                     audit.record(ev.clone());
                     let _ = events.send(ev);
                 }
-                Output::Audit(ev) => record_refusals(audit, ev),
+                Output::Audit(ev) => record_audit_only(audit, events, ev),
                 // A notification outcome for a call that has ended: numbered from the audit log.
                 Output::LateEvent { call_ref, kind } => {
                     let (audit, store, events, lock) =
@@ -488,7 +491,7 @@ async fn run(
     engine.close_refusals(Now::read());
     while let Some(output) = engine.poll_output() {
         if let Output::Audit(ev) = output {
-            record_refusals(audit, ev);
+            record_audit_only(audit, events, ev);
         }
     }
     for (_, tx) in media.drain() {
@@ -578,12 +581,22 @@ async fn recover_journal(cfg: &Config, store: &AuditStore) -> Result<Journal, St
     Journal::open(&dir).map_err(jerr)
 }
 
-/// A refusal record (the requests refused from one source over an interval): audited, and one
-/// warning in the log per source and interval however many messages it counts.
-fn record_refusals(audit: &AuditWriter, ev: CallEvent) {
-    if let CallEventKind::Refused { source, count, reasons, .. } = &ev.kind {
-        let top = reasons.iter().max_by_key(|(_, n)| **n).map(|(r, _)| r.as_str()).unwrap_or("");
-        tracing::warn!(%source, count, most = top, "requests refused (one audit record for the interval)");
+/// A record of the audit log that belongs to no call. A refusal record (the requests refused
+/// from one source over an interval): audited, and one warning in the log per source and
+/// interval however many messages it counts. A route's change of health: audited, logged, and
+/// sent to every desk and API event stream (their route status follows it).
+fn record_audit_only(audit: &AuditWriter, events: &broadcast::Sender<CallEvent>, ev: CallEvent) {
+    match &ev.kind {
+        CallEventKind::Refused { source, count, reasons, .. } => {
+            let top = reasons.iter().max_by_key(|(_, n)| **n).map(|(r, _)| r.as_str()).unwrap_or("");
+            tracing::warn!(%source, count, most = top, "requests refused (one audit record for the interval)");
+        }
+        CallEventKind::RouteDown { route, detail } => tracing::error!(%route, "{detail}"),
+        CallEventKind::RouteUp { route, detail } => tracing::warn!(%route, "{detail}"),
+        _ => {}
+    }
+    if matches!(ev.kind, CallEventKind::RouteUp { .. } | CallEventKind::RouteDown { .. }) {
+        let _ = events.send(ev.clone());
     }
     audit.record(ev);
 }

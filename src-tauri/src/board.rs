@@ -353,14 +353,18 @@ impl RouteBook {
 
     /// Returns whether anything changed.
     pub fn apply(&mut self, ev: &CallEvent) -> bool {
-        let Some(route) = &ev.route else { return false };
-        let Some(&i) = self.index.get(&route.name) else { return false };
-        let (health, detail) = match &ev.kind {
-            CallEventKind::Ringing { status } => (RouteHealth::Reachable, format!("answered with {status}")),
-            CallEventKind::Answered => (RouteHealth::Reachable, "call answered".to_string()),
-            CallEventKind::RouteFailed { reason } => (RouteHealth::Failing, reason.clone()),
+        // The core's health probes (route-up / route-down), or what a call found on its route.
+        let (name, health, detail) = match (&ev.kind, &ev.route) {
+            (CallEventKind::RouteUp { route, detail }, _) => (route, RouteHealth::Reachable, detail.clone()),
+            (CallEventKind::RouteDown { route, detail }, _) => (route, RouteHealth::Failing, detail.clone()),
+            (CallEventKind::Ringing { status }, Some(r)) => {
+                (&r.name, RouteHealth::Reachable, format!("answered with {status}"))
+            }
+            (CallEventKind::Answered, Some(r)) => (&r.name, RouteHealth::Reachable, "call answered".to_string()),
+            (CallEventKind::RouteFailed { reason }, Some(r)) => (&r.name, RouteHealth::Failing, reason.clone()),
             _ => return false,
         };
+        let Some(&i) = self.index.get(name) else { return false };
         let r = &mut self.routes[i];
         r.health = health;
         r.detail = detail;
@@ -600,5 +604,40 @@ mod tests {
         assert_eq!(t, LocationTrust::Verify);
         assert!(note.contains("verify with the caller"), "{note}");
         assert_eq!(location_trust(&LocationSnapshot::none()).0, LocationTrust::Unknown);
+    }
+}
+
+#[cfg(test)]
+mod route_book_tests {
+    use super::*;
+
+    /// Issue 13: the core's health probes move a route's status on every desk, with or without
+    /// calls; a call's own outcome still does too.
+    #[test]
+    fn route_up_and_down_records_set_the_routes_status() {
+        let lab = include_str!("../../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"");
+        let cfg = Config::from_toml(&lab, std::path::Path::new("lab.toml")).unwrap();
+        let mut book = RouteBook::from_config(&cfg);
+        let at = chrono::Utc::now();
+        let down = CallEvent::route_health(
+            "provider-primary".into(),
+            false,
+            "route provider-primary is down: 2 probes in a row failed (last: no answer within 2000 ms)".into(),
+            at,
+        );
+        assert!(book.apply(&down));
+        let r = &book.routes()[0];
+        assert_eq!((r.name.as_str(), r.health), ("provider-primary", RouteHealth::Failing));
+        assert!(r.detail.ends_with("(last: no answer within 2000 ms)"), "{}", r.detail);
+        let up = CallEvent::route_health(
+            "provider-primary".into(),
+            true,
+            "route provider-primary answers again (200 OK)".into(),
+            at,
+        );
+        assert!(book.apply(&up));
+        assert_eq!(book.routes()[0].health, RouteHealth::Reachable);
+        // A route the desk's config does not know is ignored.
+        assert!(!book.apply(&CallEvent::route_health("elsewhere".into(), false, String::new(), at)));
     }
 }

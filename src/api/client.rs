@@ -145,6 +145,11 @@ impl ApiClient {
         self.get_json("/api/v1/desk").await
     }
 
+    /// Each route's live health (`GET /api/v1/routes`).
+    pub async fn routes(&self) -> Result<Vec<crate::routing::health::RouteHealthReport>, ClientError> {
+        self.get_json("/api/v1/routes").await
+    }
+
     pub async fn history(&self, params: &HistoryParams) -> Result<Vec<CallSummary>, ClientError> {
         self.get_json(&format!("/api/v1/history?{}", query_string(params)?)).await
     }

@@ -132,6 +132,7 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
     Router::new()
         .route("/api/v1/desk", get(desk))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/routes", get(routes))
         .route("/api/v1/history", get(history))
         .route("/api/v1/history.csv", get(history_csv))
         .route("/api/v1/rejections", get(rejections))
@@ -272,6 +273,15 @@ async fn health(State(state): State<ApiState>) -> Response {
 async fn status(State(state): State<ApiState>) -> Response {
     let engine = state.core.health.lock().map(|h| h.clone()).unwrap_or_default();
     Json(serde_json::json!({ "engine": engine, "audit": state.audit.health() })).into_response()
+}
+
+/// Each route's live health: state (`up`, `down`, `unknown`), since when, the last probe's
+/// outcome and round-trip time (`routing.health_interval_s`).
+async fn routes(State(state): State<ApiState>) -> Response {
+    match state.core.routes().await {
+        Some(r) => Json(r).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "the engine did not answer").into_response(),
+    }
 }
 
 async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extension<Authenticated>) -> Json<DeskInfo> {

@@ -93,7 +93,9 @@ impl CallOutcome {
             | CallEventKind::Recorded { .. }
             | CallEventKind::RecordingFailed { .. }
             | CallEventKind::Notified { .. }
-            | CallEventKind::Refused { .. } => return None,
+            | CallEventKind::Refused { .. }
+            | CallEventKind::RouteUp { .. }
+            | CallEventKind::RouteDown { .. } => return None,
         })
     }
 }
@@ -254,6 +256,7 @@ pub fn event_detail(kind: &CallEventKind) -> String {
         CallEventKind::Notified { uri, ok, detail } => {
             format!("{uri} {}: {detail}", if *ok { "ok" } else { "failed" })
         }
+        CallEventKind::RouteUp { detail, .. } | CallEventKind::RouteDown { detail, .. } => detail.clone(),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod body;
 pub mod classify;
 pub mod elin;
 pub mod engine;
+pub mod health;
 pub mod refused;
 pub mod triage;
 

@@ -119,7 +119,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("intake", &["routing", "sip"]),
     ("core_handle", &["audit", "events", "routing", "sip"]),
     ("watchdog", &["audit", "core_handle"]),
-    ("api", &["access", "audit", "clock", "config", "core_handle", "events", "sip"]),
+    ("api", &["access", "audit", "clock", "config", "core_handle", "events", "routing", "sip"]),
 ];
 
 #[test]

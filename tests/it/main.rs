@@ -23,6 +23,7 @@ mod lis_validate;
 mod media_calls;
 mod notifications;
 mod pidf_lo;
+mod route_health;
 mod sip_torture_parse;
 mod torture_wire;
 mod wiremap;

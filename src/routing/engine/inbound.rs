@@ -109,7 +109,9 @@ impl Engine {
         );
         let (location, pidf) = (resolved.location, resolved.pidf);
         // The policy decides the order of routes (ECRC first without a location).
-        let plan = policy.route_plan(location.is_known());
+        let mut plan = policy.route_plan(location.is_known());
+        // Routes that fail their health probes go last: tried, never left out.
+        self.health.order(&mut plan);
         let (conference_mode, notifies) = (policy.conference_mode, !policy.notify.is_empty());
         let media = self.anchor(ib.sdp.as_deref(), conference_mode);
         let mut call = self.new_call(

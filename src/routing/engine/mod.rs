@@ -43,6 +43,7 @@ mod inbound;
 mod media_legs;
 mod notify_handoff;
 mod outbound;
+mod probes;
 mod registrations;
 mod relay;
 mod retry;
@@ -132,6 +133,8 @@ pub struct Engine {
     media: MediaPorts,
     accounts: Accounts,
     notifier: crate::notify::Notifier,
+    /// Each route's OPTIONS probes and state (`probes.rs`).
+    health: crate::routing::health::RouteHealth,
     /// Requests refused before any call exists, recorded per source and interval.
     refused: RefusalTally,
     out: Outputs,
@@ -211,7 +214,14 @@ impl Engine {
     pub fn new(cfg: &Config, local: LocalEndpoint, now: Now) -> Engine {
         let policies = Policies::from_config(cfg);
         let known_elins = policies.all_elins().map(str::to_string).collect();
+        let health = crate::routing::health::RouteHealth::new(
+            policies.routes.iter().map(|r| (r.name.clone(), route_peer(r))).collect(),
+            Duration::from_secs(cfg.routing.health_interval_s),
+            Duration::from_millis(cfg.routing.route_timeout_ms),
+            now.mono,
+        );
         Engine {
+            health,
             now,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
             retry_for: Duration::from_secs(cfg.routing.retry_for_s),
@@ -351,7 +361,10 @@ impl Engine {
     pub fn next_timeout(&self) -> Option<Instant> {
         let a = self.tx.next_timeout();
         let b = self.calls.timers.first().map(|t| t.0);
-        [a, b, self.notifier.next_timeout(), self.refused.deadline()].into_iter().flatten().min()
+        [a, b, self.notifier.next_timeout(), self.refused.deadline(), self.health.next_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn active_calls(&self) -> usize {
@@ -523,6 +536,9 @@ impl Engine {
             }
         } else {
             match self.tx.on_response(msg, now) {
+                Ok(Some(ClientEvent::Response { key, msg, .. })) if self.health.owns(&key) => {
+                    self.on_probe_response(&key, &msg, now)
+                }
                 Ok(Some(ClientEvent::Response { key, msg, .. })) if self.notifier.owns(&key) => {
                     let (status, accept) = (msg.status().unwrap_or(0), msg.header("Accept"));
                     self.notifier.on_response(&key, status, msg.status_reason(), accept, now);
@@ -547,6 +563,7 @@ impl Engine {
             }
         }
         self.notify_timeouts(now);
+        self.probe_routes(now);
         while let Some(first) = self.calls.timers.first().cloned() {
             if first.0 > now {
                 break;
@@ -581,6 +598,7 @@ impl Engine {
         }
         self.notifier.on_unreachable(peer, &mut self.tx, now);
         self.drain_notify();
+        self.probe_unreachable(peer);
     }
 
     // ------------------------------------------------------------------ requests
@@ -679,6 +697,15 @@ fn picture(call: &Call, kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
 /// The To tag of a response sent without a transaction, derived from the request: a
 /// retransmitted request gets the very same response (RFC 3261 §8.2.6.2 asks one tag per
 /// response; a retransmission is the same request).
+/// Where a route's requests go.
+fn route_peer(r: &crate::config::RouteConfig) -> Peer {
+    let transport = match r.transport {
+        TransportConfig::Udp => Transport::Udp,
+        TransportConfig::Tcp => Transport::Tcp,
+    };
+    Peer { transport, addr: r.address }
+}
+
 fn supported_scheme(msg: &Message) -> bool {
     msg.request_uri()
         .and_then(|u| Uri::parse(u).ok())

@@ -9,4 +9,4 @@ reasons: { [key in string]?: number },
  * The first few requests as they were sent (request line and From, shortened):
  * caller-controlled text, shown as text.
  */
-samples: Array<string>, addresses: number, };
+samples: Array<string>, addresses: number, } | { "type": "route-up", route: string, detail: string, } | { "type": "route-down", route: string, detail: string, };
