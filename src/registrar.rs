@@ -150,18 +150,22 @@ impl Registrar {
 }
 
 /// Where requests for a contact go. Over UDP, the Contact's own address when it is an IP
-/// literal (RFC 3261 §10.3: the contact is where the client wants requests; a tool may register
-/// from one port for a listener on another). Over TCP, and for a contact named by host name, the
-/// flow the REGISTER came over (its connection, or its source address), as RFC 5626 does.
+/// literal on the host the REGISTER came from (RFC 3261 §10.3: the contact is where the client
+/// wants requests; a tool may register from one port for a listener on another). Otherwise — TCP,
+/// a contact named by host name, or a contact address that is not where the REGISTER came from (a
+/// client behind NAT writes its private address) — the flow the REGISTER came over: its
+/// connection, or its source address and port, which its NAT keeps open (RFC 3581, RFC 5626).
 fn deliver_to(contact: &Uri, source: Peer) -> Peer {
     use crate::sip::transaction::Transport;
     let tcp = contact.param("transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
     if source.transport == Transport::Udp && !tcp {
         if let Ok(ip) = contact.host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-            return Peer {
-                transport: Transport::Udp,
-                addr: std::net::SocketAddr::new(ip, contact.port.unwrap_or(5060)),
-            };
+            if ip == source.addr.ip() {
+                return Peer {
+                    transport: Transport::Udp,
+                    addr: std::net::SocketAddr::new(ip, contact.port.unwrap_or(5060)),
+                };
+            }
         }
     }
     source
@@ -211,6 +215,20 @@ mod tests {
     }
 
     #[test]
+    fn a_client_behind_nat_is_reached_on_the_flow_its_register_came_from() {
+        let udp = |a: &str| Peer { transport: crate::sip::transaction::Transport::Udp, addr: a.parse().unwrap() };
+        let uri = |u: &str| Uri::parse(u).unwrap();
+        // Its private address in the Contact, its NAT's public one as the source.
+        let nat = deliver_to(&uri("sip:desk1@192.168.1.5:5060"), udp("203.0.113.7:40123"));
+        assert_eq!(nat, udp("203.0.113.7:40123"));
+        // The same host, another port: where the client asks (a tool's separate listener).
+        let same = deliver_to(&uri("sip:desk1@127.0.0.1:5300"), udp("127.0.0.1:41000"));
+        assert_eq!(same, udp("127.0.0.1:5300"));
+        // A host name: the flow.
+        assert_eq!(deliver_to(&uri("sip:desk1@phone.example"), udp("127.0.0.1:41000")), udp("127.0.0.1:41000"));
+    }
+
+    #[test]
     fn binds_refreshes_queries_and_removes() {
         let mut r = Registrar::new();
         let t0 = Instant::now();
@@ -218,8 +236,9 @@ mod tests {
             r.register("desk1", &register("desk1", Some("<sip:desk1@10.0.0.5:5070>"), Some("600"), 1), peer(), t0);
         assert_eq!(reply, RegisterReply::Ok { contacts: vec!["<sip:desk1@10.0.0.5:5070>;expires=600".into()] });
         assert_eq!(r.contacts("desk1", t0)[0].uri, "sip:desk1@10.0.0.5:5070");
-        // UDP: delivered to the contact's own address, not where the REGISTER came from.
-        assert_eq!(r.contacts("desk1", t0)[0].peer.addr, "10.0.0.5:5070".parse().unwrap());
+        // UDP from another address than the Contact's (a client behind NAT): delivered on the
+        // flow the REGISTER came over.
+        assert_eq!(r.contacts("desk1", t0)[0].peer.addr, "127.0.0.1:5099".parse().unwrap());
         // A query (no Contact) lists the bindings.
         let q = r.register("desk1", &register("desk1", None, None, 2), peer(), t0 + Duration::from_secs(100));
         assert_eq!(q, RegisterReply::Ok { contacts: vec!["<sip:desk1@10.0.0.5:5070>;expires=500".into()] });
