@@ -340,6 +340,12 @@ pub struct RouteConfig {
     pub password: Option<Secret>,
     /// Answer only challenges of this realm (default: the provider's, whatever it is).
     pub realm: Option<String>,
+    /// Register with the provider (RFC 3261 §10) as `username@domain`, refreshed before it
+    /// expires: for providers that take calls only from a registered trunk.
+    #[serde(default)]
+    pub register: bool,
+    /// The registration's expiry asked for, in seconds (default 3600).
+    pub expires: Option<u32>,
 }
 
 /// A password from the config: never printed, not even in a debug log.
@@ -595,6 +601,11 @@ impl Config {
             if !names.insert(r.name.as_str()) {
                 return Err(self.err(format!("route[{i}].name"), format!("route {:?} is defined twice", r.name)));
             }
+            if let Some(e) = r.expires {
+                if !(60..=86_400).contains(&e) {
+                    return Err(self.err(format!("route[{i}].expires"), "must be between 60 and 86400 seconds"));
+                }
+            }
             // Both or neither: a username alone would answer every challenge with a wrong
             // password (and the provider may lock the trunk); a password alone, nothing.
             match (&r.username, &r.password) {
@@ -611,6 +622,9 @@ impl Config {
                 (None, None) => {
                     if r.realm.is_some() {
                         return Err(self.err(format!("route[{i}].realm"), "is set without username and password"));
+                    }
+                    if r.register {
+                        return Err(self.err(format!("route[{i}].register"), "needs username and password"));
                     }
                 }
                 (Some(_), None) => return Err(self.err(format!("route[{i}].password"), "is missing: username is set")),

@@ -485,6 +485,9 @@ fn print_routes(routes: &[sosdesk::routing::health::RouteHealthReport]) {
             rtt,
             r.target
         );
+        if let Some(reg) = &r.registration {
+            println!("{:<24} trunk registration: {reg}", "");
+        }
     }
 }
 

@@ -44,6 +44,9 @@ pub struct RouteHealthReport {
     pub last_at: Option<DateTime<Utc>>,
     /// Round-trip time of the last answered probe.
     pub rtt_ms: Option<f64>,
+    /// The trunk registration (`register = true`): `registered until …`, `failing: …`.
+    #[serde(default)]
+    pub registration: Option<String>,
 }
 
 /// A route that changed state: audited (`route-up` / `route-down`).
@@ -86,6 +89,7 @@ impl RouteHealth {
                     last: None,
                     last_at: None,
                     rtt_ms: None,
+                    registration: None,
                 },
                 peer,
                 streak: 0,

@@ -8,5 +8,6 @@ pub mod engine;
 pub mod health;
 pub mod refused;
 pub mod triage;
+pub mod trunk_register;
 
 pub use engine::{Engine, LocalEndpoint, Locators, MediaAction, Output};

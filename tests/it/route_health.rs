@@ -116,3 +116,36 @@ fn a_silent_route_goes_down_is_audited_shown_and_tried_last() {
     assert_eq!(downs.0, 2);
     assert!(lab.audit_events().iter().all(|e| e.kind.is_of_a_call()), "no route record in the call history");
 }
+
+/// Issue 13: a provider that takes calls only from a registered trunk: sosdesk registers the
+/// route (`register = true`) with its digest credentials, and shows the registration with the
+/// route's health.
+#[test]
+fn a_route_with_register_registers_with_its_credentials() {
+    let lab = Lab::start_with(|c| {
+        let marker = "     # host of the Request-URI and To\n";
+        assert!(c.contains(marker), "the lab's primary route changed");
+        c.replace(marker, "\nusername = \"trunk1\"\npassword = \"trunk-secret\"\nregister = true\nexpires = 300\n")
+    });
+    let registrar = lab.uas("registrar", "provider_register.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let r = registrar.wait();
+    r.assert_ok();
+    assert_eq!(r.logged("auth.valid").as_deref(), Some("1"));
+    assert_eq!(r.logged("register.expires").as_deref(), Some("300"));
+    assert_eq!(r.logged("register.cseq").as_deref(), Some("2"));
+    assert!(r.logged("register.to").unwrap().starts_with("<sip:trunk1@127.0.0.1:"), "{:?}", r.logged("register.to"));
+    // The state the core shows (the 200 is handled as soon as it arrives; polled with a deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let primary = loop {
+        let (status, body) = api_get(lab.ports.api, "/api/v1/routes");
+        assert_eq!(status, 200, "{body}");
+        let routes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        let p = routes.into_iter().find(|r| r["route"] == "provider-primary").unwrap();
+        if p["registration"].as_str().is_some_and(|s| s.starts_with("registered until ")) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "not registered: {p}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(primary["registration"].as_str().unwrap().ends_with(" UTC"), "{primary}");
+}

@@ -133,8 +133,9 @@ pub struct Engine {
     media: MediaPorts,
     accounts: Accounts,
     notifier: crate::notify::Notifier,
-    /// Each route's OPTIONS probes and state (`probes.rs`).
+    /// Each route's OPTIONS probes and state, and the trunk registrations (`probes.rs`).
     health: crate::routing::health::RouteHealth,
+    trunks: Vec<crate::routing::trunk_register::TrunkRegistration>,
     /// Requests refused before any call exists, recorded per source and interval.
     refused: RefusalTally,
     out: Outputs,
@@ -220,8 +221,10 @@ impl Engine {
             Duration::from_millis(cfg.routing.route_timeout_ms),
             now.mono,
         );
+        let trunks = probes::trunk_registrations(&policies, &local, now.mono);
         Engine {
             health,
+            trunks,
             now,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
             retry_for: Duration::from_secs(cfg.routing.retry_for_s),
@@ -361,7 +364,8 @@ impl Engine {
     pub fn next_timeout(&self) -> Option<Instant> {
         let a = self.tx.next_timeout();
         let b = self.calls.timers.first().map(|t| t.0);
-        [a, b, self.notifier.next_timeout(), self.refused.deadline(), self.health.next_timeout()]
+        let trunks = self.trunks.iter().map(|t| t.next_timeout()).min();
+        [a, b, self.notifier.next_timeout(), self.refused.deadline(), self.health.next_timeout(), trunks]
             .into_iter()
             .flatten()
             .min()
@@ -536,7 +540,9 @@ impl Engine {
             }
         } else {
             match self.tx.on_response(msg, now) {
-                Ok(Some(ClientEvent::Response { key, msg, .. })) if self.health.owns(&key) => {
+                Ok(Some(ClientEvent::Response { key, msg, .. }))
+                    if self.health.owns(&key) || self.trunks.iter().any(|t| t.owns(&key)) =>
+                {
                     self.on_probe_response(&key, &msg, now)
                 }
                 Ok(Some(ClientEvent::Response { key, msg, .. })) if self.notifier.owns(&key) => {

@@ -5,6 +5,31 @@
 
 use super::*;
 use crate::routing::health::{HealthChange, RouteHealthReport};
+use crate::routing::trunk_register::{Step, TrunkRegistration};
+
+/// The routes that register with their provider (`register = true`, with credentials).
+pub(super) fn trunk_registrations(policies: &Policies, local: &LocalEndpoint, now: Instant) -> Vec<TrunkRegistration> {
+    (policies.routes.iter().enumerate())
+        .filter(|(_, r)| r.register)
+        .filter_map(|(i, r)| {
+            let (user, crate::config::Secret(password)) = (r.username.as_ref()?, r.password.as_ref()?);
+            let domain = r.domain.clone().unwrap_or_else(|| r.address.to_string());
+            let call_id = ids::new_call_id(&local.host);
+            let expires = r.expires.unwrap_or(3600);
+            Some(TrunkRegistration::new(
+                i,
+                route_peer(r),
+                &domain,
+                user,
+                password,
+                r.realm.as_deref(),
+                expires,
+                call_id,
+                now,
+            ))
+        })
+        .collect()
+}
 
 impl Engine {
     /// Probes that timed out fail; probes that are due leave (an OPTIONS outside any dialog,
@@ -15,6 +40,7 @@ impl Engine {
             self.tx.abandon(&key);
         }
         self.audit_health(changes);
+        self.register_trunks(now);
         for (route, peer) in self.health.due(now) {
             let Some(r) = self.policies.routes.get(route) else { continue };
             let host = r.domain.clone().unwrap_or_else(|| r.address.to_string());
@@ -31,10 +57,35 @@ impl Engine {
         }
     }
 
-    /// A final response to a probe (`key` is one of [`RouteHealth::owns`](crate::routing::health::RouteHealth::owns)).
+    /// Trunk registrations: the REGISTERs that timed out fail, those that are due leave.
+    fn register_trunks(&mut self, now: Instant) {
+        for i in 0..self.trunks.len() {
+            if let Some(key) = self.trunks[i].on_timeout(now) {
+                self.tx.abandon(&key);
+            }
+            let peer = self.trunks[i].peer();
+            let via = self.local.via(peer.transport, &ids::new_branch());
+            let contact = self.local.contact(peer.transport);
+            if let Some(m) = self.trunks[i].due(now, via, &contact) {
+                let key = self.tx.send_request(&m, peer, now);
+                self.trunks[i].sent(key, m, now);
+            }
+        }
+    }
+
+    /// A final response to a probe or a trunk REGISTER (`key` is one of theirs).
     pub(super) fn on_probe_response(&mut self, key: &str, msg: &Message, now: Instant) {
         let status = msg.status().unwrap_or(0);
         if status < 200 {
+            return;
+        }
+        if let Some(i) = self.trunks.iter().position(|t| t.owns(key)) {
+            let peer = self.trunks[i].peer();
+            let via = self.local.via(peer.transport, &ids::new_branch());
+            if let Step::Send(m) = self.trunks[i].on_response(msg, via, now, self.now.wall) {
+                let key = self.tx.send_request(&m, peer, now);
+                self.trunks[i].sent(key, m, now);
+            }
             return;
         }
         let change = self.health.on_response(key, status, msg.status_reason(), now, self.now.wall);
@@ -43,6 +94,12 @@ impl Engine {
 
     /// The transport could not reach `peer`: a probe waiting there fails now.
     pub(super) fn probe_unreachable(&mut self, peer: Peer) {
+        let now = self.now.mono;
+        for t in self.trunks.iter_mut().filter(|t| t.peer() == peer) {
+            if let Some(key) = t.on_unreachable(now) {
+                self.tx.abandon(&key);
+            }
+        }
         let (abandon, changes) = self.health.on_unreachable(peer, self.now.wall);
         for key in abandon {
             self.tx.abandon(&key);
@@ -58,6 +115,12 @@ impl Engine {
 
     /// Each route's state, last answer and round-trip time.
     pub fn route_health(&self) -> Vec<RouteHealthReport> {
-        self.health.report()
+        let mut report = self.health.report();
+        for t in &self.trunks {
+            if let Some(r) = report.get_mut(t.route) {
+                r.registration = Some(t.state.clone());
+            }
+        }
+        report
     }
 }
