@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Live packet capture on loopback for the client tests: tcpdump writes pcap to a pipe, a thread
 parses it as it comes (IPv4, UDP and TCP) and keeps every SIP message and every UDP datagram, so
 a test waits on "this message was on the wire" with a deadline instead of sleeping.
@@ -10,11 +11,13 @@ a test waits on "this message was on the wire" with a deadline instead of sleepi
 Needs tcpdump and the right to capture (root, or CAP_NET_RAW on tcpdump). The pcap file is kept
 for people: `tshark -r cap.pcap -Y sip` or Wireshark read it.
 """
+import io
 import os
 import re
 import signal
 import socket
 import struct
+import sys
 import subprocess
 import threading
 import time
@@ -92,16 +95,20 @@ class Sip:
 class Capture:
     def __init__(self, pcap_path, bpf, probe_port):
         self.pcap_path, self.bpf, self.probe_port = pcap_path, bpf, probe_port
-        self.sip, self.udp = [], []  # Sip objects; (t, src, dst, payload) of every UDP datagram
+        self.sip = []   # Sip objects, in capture order
+        self.udp = {}   # (src, dst) -> [(t, payload)] of every UDP datagram of that flow
         self.cond = threading.Condition()
         self.proc = None
-        self.error = ""
+        self.error = ""         # what tcpdump said on stderr
+        self.reader_error = ""  # why the pcap reader stopped, if it did
         self._tcp = {}  # (src, dst) -> bytes not yet a whole SIP message
         self._t0 = None
 
     def start(self, timeout=10):
         """Start tcpdump; return once a probe datagram sent into the filter has been captured."""
-        argv = ["tcpdump", "-i", "lo", "-nn", "-U", "-s", "0", "-B", "4096", "-w", "-"]
+        # --immediate-mode: each packet at once (else the kernel hands them over in blocks, late, and
+        # the last block is lost at the stop); -U: each packet written to the pipe as it comes
+        argv = ["tcpdump", "-i", "lo", "-nn", "--immediate-mode", "-U", "-s", "0", "-B", "4096", "-w", "-"]
         if os.geteuid() == 0:
             argv += ["-Z", "root"]  # writes to a pipe anyway; no privilege drop surprises
         self.proc = subprocess.Popen(argv + [self.bpf], stdout=subprocess.PIPE,
@@ -118,7 +125,8 @@ class Capture:
                     break
                 s.sendto(b"sosdesk-capture-probe", ("127.0.0.1", port))
                 with self.cond:
-                    if self.cond.wait_for(lambda: any(u[3] == b"sosdesk-capture-probe" for u in self.udp), 0.2):
+                    probes = lambda: self.udp.get((("127.0.0.1", s.getsockname()[1]), ("127.0.0.1", port)))
+                    if self.cond.wait_for(probes, 0.2):
                         return
         finally:
             s.close()
@@ -140,8 +148,19 @@ class Capture:
             self.error += line.decode("utf-8", "replace")
 
     def _read_pcap(self):
-        out = open(self.pcap_path, "wb")
-        f = self.proc.stdout
+        try:
+            with open(self.pcap_path, "wb") as out:
+                self.read_pcap(self.proc.stdout, out)
+        except Exception:
+            import traceback
+            self.reader_error = traceback.format_exc()
+            sys.stderr.write("capture reader failed:\n" + self.reader_error)
+            with self.cond:
+                self.cond.notify_all()
+
+    def read_pcap(self, f, out=None):
+        """Parse a pcap stream (tcpdump's pipe, or a saved file), copying it to out."""
+        out = out or io.BytesIO()
         hdr = f.read(24)
         if len(hdr) < 24:
             return
@@ -161,7 +180,6 @@ class Capture:
             if self._t0 is None:
                 self._t0 = t
             self._packet(t - self._t0, linktype, data)
-        out.close()
         with self.cond:
             self.cond.notify_all()
 
@@ -188,7 +206,7 @@ class Capture:
             sp, dp = struct.unpack("!HH", l4[:4])
             payload = l4[8:]
             with self.cond:
-                self.udp.append((t, (src_ip, sp), (dst_ip, dp), payload))
+                self.udp.setdefault(((src_ip, sp), (dst_ip, dp)), []).append((t, payload))
                 if _looks_sip(payload):
                     self.sip.append(Sip(t, "UDP", (src_ip, sp), (dst_ip, dp), payload))
                 self.cond.notify_all()
@@ -229,9 +247,16 @@ class Capture:
                     if pred(m):
                         return m
                 left = end - time.time()
-                if left <= 0:
-                    raise AssertionError("the capture has no %s within %g s" % (what, timeout))
+                if left <= 0 or self.reader_error:
+                    raise AssertionError("the capture has no %s within %g s%s" % (what, timeout, self._why()))
                 self.cond.wait(left)
+
+    def _why(self):
+        if self.reader_error:
+            return " (the capture reader stopped: %s)" % self.reader_error.strip().splitlines()[-1]
+        if self.proc and self.proc.poll() is not None:
+            return " (tcpdump exited: %s)" % self.error.strip()[-300:]
+        return ""
 
     def find_sip(self, pred):
         with self.cond:
@@ -240,15 +265,18 @@ class Capture:
     def wait_udp_count(self, src, dst, count, timeout, pred=lambda p: True):
         """Wait until count UDP datagrams from src to dst (host, port) satisfy pred; return them."""
         end = time.time() + timeout
+        got, seen = [], 0
         with self.cond:
             while True:
-                got = [u for u in self.udp if u[1] == src and u[2] == dst and pred(u[3])]
+                flow = self.udp.get((src, dst), [])
+                got += [u for u in flow[seen:] if pred(u[1])]
+                seen = len(flow)
                 if len(got) >= count:
                     return got
                 left = end - time.time()
-                if left <= 0:
-                    raise AssertionError("the capture has %d of %d datagrams %s:%d -> %s:%d within %g s"
-                                         % (len(got), count, src[0], src[1], dst[0], dst[1], timeout))
+                if left <= 0 or self.reader_error:
+                    raise AssertionError("the capture has %d of %d datagrams %s:%d -> %s:%d within %g s%s"
+                                         % (len(got), count, src[0], src[1], dst[0], dst[1], timeout, self._why()))
                 self.cond.wait(left)
 
     def dump(self, pred=lambda m: True, last=12, headers_only=False):
@@ -271,3 +299,15 @@ def _looks_sip(b):
     return b.startswith(b"SIP/2.0 ") or re.match(rb"^[A-Z]+ \S+ SIP/2\.0\r\n", b) is not None
 
 
+
+
+if __name__ == "__main__":
+    # A saved capture as text (tshark decodes SIP only on port 5060 unless told `-d udp.port==N,sip`):
+    #   tests/clients/sipcap.py WORK/baresip/cap.pcap [--headers]
+    if len(sys.argv) < 2:
+        print(__doc__)
+        sys.exit(2)
+    cap = Capture(None, None, None)
+    with open(sys.argv[1], "rb") as f:
+        cap.read_pcap(f)
+    print(cap.dump(last=10 ** 9, headers_only="--headers" in sys.argv))

@@ -106,8 +106,14 @@ def udp_bound(port):
 
 
 def free_block(count):
-    """A base port with `count` ports free for both UDP and TCP on 127.0.0.1."""
-    bases = list(range(40000, 60000 - count, count))
+    """A base port with `count` ports free for both UDP and TCP on 127.0.0.1, below the ephemeral
+    range: there no other program's outgoing sockets land in the block (and in the capture)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError):
+        low = 32768
+    bases = list(range(10000, low - count, count))
     random.shuffle(bases)
     for base in bases:
         socks, ok = [], True
@@ -124,7 +130,7 @@ def free_block(count):
                 s.close()
         if ok:
             return base
-    raise RuntimeError("no block of %d free loopback ports in 40000-60000" % count)
+    raise RuntimeError("no block of %d free loopback ports in 10000-%d" % (count, low))
 
 
 def tail(path, n=25):
@@ -330,7 +336,7 @@ class Client:
 
 def for_client(kind, base, binary, work, results):
     lab = Lab(os.path.join(work, kind), base, binary)
-    cap = Capture(os.path.join(lab.work, "cap.pcap"), "host 127.0.0.1 and portrange %d-%d" % (base, base + BLOCK - 1),
+    cap = Capture(os.path.join(lab.work, "cap.pcap"), "host 127.0.0.1 and (udp or tcp) and portrange %d-%d" % (base, base + BLOCK - 1),
                   base + BLOCK - 1)
     state = {"client": None, "sipp": []}
 
