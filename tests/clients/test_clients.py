@@ -42,6 +42,7 @@ from sipcap import Capture, is_rtp  # noqa: E402
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIPP_DIR = os.path.join(REPO, "tests", "sipp")
 DESK_USER, DESK_PASS = "desk1", "lobby-desk-secret"   # examples/lab.toml: talk = false
+ALERT_TEXT = "EMERGENCY CALL to 911"  # the first line of sosdesk's alert (docs/notifications.md)
 HOLD_MS = 10000  # how long the sipp caller of c/d stays on the call after it is answered
 BLOCK = 200      # ports per client run
 
@@ -409,8 +410,8 @@ def for_client(kind, base, binary, work, results):
             text = c.peer.wait_message(r"EMERGENCY CALL", max(0.1, end - time.time()))
             if "Call: %s" % cid in text:
                 break
-        if "EMERGENCY CALL to 911" not in text:
-            raise AssertionError("the alert %s printed lacks 'EMERGENCY CALL to 911':\n%s" % (kind, text))
+        if ALERT_TEXT not in text:
+            raise AssertionError("the alert %s printed lacks %r:\n%s" % (kind, ALERT_TEXT, text))
         # the audit: delivered to desk1's contact
         want = [r"\(desk1\): delivered on attempt \d+"]
         if kind == "baresip":
@@ -460,9 +461,10 @@ def for_client(kind, base, binary, work, results):
         if offered != "sendrecv":
             raise AssertionError("the client offered %s, not sendrecv: this check needs an ordinary "
                                  "two-way offer\n%s" % (offered, inv))
-        if answered != "sendonly":
-            raise AssertionError("sosdesk answered a listen-only desk's sendrecv offer with %s, not sendonly:\n%s"
-                                 % (answered, ok))
+        want = "sendonly"  # RFC 3264 §6.1: the answer to sendrecv from a desk that may only listen
+        if answered != want:
+            raise AssertionError("sosdesk answered a listen-only desk's sendrecv offer with %s, not %s:\n%s"
+                                 % (answered, want, ok))
         # RTP from sosdesk's port of this leg to the client's media port: a second of packets
         cap.wait_udp_count(("127.0.0.1", core_port), ("127.0.0.1", client_port), 50, 10, is_rtp)
         until(lambda: any(r["kind"] == "desk-joined" and "listen" in r["detail"] for r in lab.audit(cid)), 5,
