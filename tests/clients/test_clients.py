@@ -43,7 +43,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIPP_DIR = os.path.join(REPO, "tests", "sipp")
 DESK_USER, DESK_PASS = "desk1", "lobby-desk-secret"   # examples/lab.toml: talk = false
 ALERT_TEXT = "EMERGENCY CALL to 911"  # the first line of sosdesk's alert (docs/notifications.md)
-HOLD_MS = 10000  # how long the sipp caller of c/d stays on the call after it is answered
+HOLD_MS = 12000  # how long the sipp caller of c/d stays on the call after it is answered
 BLOCK = 200      # ports per client run
 
 # Every process this script started, stopped on exit whatever happens.
@@ -68,6 +68,8 @@ def stop_all():
 
 
 def on_signal(signum, _frame):
+    print("clients: stopped by signal %d; everything started is stopped, the work dir is kept" % signum,
+          flush=True)
     stop_all()
     sys.exit(128 + signum)
 
@@ -337,8 +339,9 @@ class Client:
 
 def for_client(kind, base, binary, work, results):
     lab = Lab(os.path.join(work, kind), base, binary)
-    cap = Capture(os.path.join(lab.work, "cap.pcap"), "host 127.0.0.1 and (udp or tcp) and portrange %d-%d" % (base, base + BLOCK - 1),
-                  base + BLOCK - 1)
+    # every packet of the lab's ports; the block's last port (unused) takes the capture's probe
+    cap = Capture(os.path.join(lab.work, "cap.pcap"),
+                  "host 127.0.0.1 and (udp or tcp) and portrange %d-%d" % (base, base + BLOCK - 1), base + BLOCK - 1)
     state = {"client": None, "sipp": []}
 
     def step(name, fn):
