@@ -3,6 +3,8 @@
 #   sip-tester     sipp, the real SIP peer of the integration tests
 #   libxml2-utils  xmllint, which validates every PIDF-LO sosdesk generates against the RFC schemas
 #   openssl        makes the certificate of the HTTPS API test
+#   baresip-core   baresip, and linphone-cli linphonec: ordinary SIP clients as desks (tests/clients)
+#   tcpdump        watches those clients on the wire
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,7 +13,7 @@ command -v cargo >/dev/null || { echo "sosdesk: cargo (Rust) is required: https:
 df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || true
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl
+bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"
@@ -20,6 +22,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== core tests (unit, SIP torture, sipp calls, audit store, CLI)"
 cargo test --locked
+
+echo "== ordinary SIP clients as desks (baresip, linphonec: register, alert, listen-only join, 911 call)"
+# The sosdesk that `cargo test` built; tests/clients/README.md
+SOSDESK_BIN="${CARGO_TARGET_DIR:-target}/debug/sosdesk" tests/clients/run.sh
 
 echo "== fuzz targets, a few seconds each from the committed corpus (docs/fuzzing.md)"
 bash fuzz/run.sh 5
