@@ -19,9 +19,9 @@ pub fn unsupported(require: &str) -> Option<String> {
 }
 
 /// The headers of a 2xx to `request` (an INVITE or UPDATE, initial or a refresh) that take up
-/// the session interval it asks for: `Session-Expires` with the refresher the request named,
-/// else the requester (`uac`), and `Require: timer`. Nothing when it asks for none or does not
-/// support the extension (then there is no session timer, RFC 4028 §9).
+/// the session interval it asks for: `Session-Expires` with the requester as the refresher
+/// (`uac`) and `Require: timer`. Nothing when it asks for none, does not support the extension,
+/// or names sosdesk the refresher (then there is no session timer, RFC 4028 §7.2, §9).
 pub fn answer_headers(request: &Message) -> Vec<(&'static str, String)> {
     let Some(se) = request.header("Session-Expires") else { return Vec::new() };
     let mut parts = se.split(';');
@@ -39,11 +39,13 @@ pub fn answer_headers(request: &Message) -> Vec<(&'static str, String)> {
     if !supports {
         return Vec::new();
     }
-    let refresher = match named.as_deref() {
-        Some("uas") => "uas",
-        _ => "uac",
-    };
-    vec![("Require", "timer".to_string()), ("Session-Expires", format!("{delta};refresher={refresher}"))]
+    // sosdesk does not send refreshes itself: a request that names it the refresher (`uas`) gets
+    // no session timer (a 2xx without Session-Expires: none, §7.2), rather than one that would
+    // make the other side end the call when no refresh comes (§10).
+    if named.as_deref() == Some("uas") {
+        return Vec::new();
+    }
+    vec![("Require", "timer".to_string()), ("Session-Expires", format!("{delta};refresher=uac"))]
 }
 
 #[cfg(test)]
@@ -65,8 +67,9 @@ mod tests {
             answer_headers(&r),
             [("Require", "timer".to_string()), ("Session-Expires", "1800;refresher=uac".to_string())]
         );
+        // sosdesk named the refresher: it sends no refreshes, so it takes up no timer.
         let r = request(&[("Supported", "timer"), ("Session-Expires", "90;refresher=uas"), ("Min-SE", "90")]);
-        assert_eq!(answer_headers(&r)[1].1, "90;refresher=uas");
+        assert!(answer_headers(&r).is_empty());
         // A refresh that requires it.
         let r = request(&[("Require", "timer"), ("Session-Expires", "600;Refresher=UAC")]);
         assert_eq!(answer_headers(&r)[1].1, "600;refresher=uac");

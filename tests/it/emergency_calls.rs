@@ -534,6 +534,10 @@ fn a_provider_that_challenges_the_invite_gets_the_routes_credentials() {
     let auth = support::lab::header_of(&invites[1], "Authorization").unwrap();
     assert!(auth.contains("realm=\"provider.example\"") && auth.contains("qop=auth"), "{auth}");
     assert!(!auth.contains("trunk-secret"), "the password never goes on the wire: {auth}");
+    // The ACK of the 200 carries the answered INVITE's CSeq (RFC 3261 §13.2.2.4), not 1.
+    let acks: Vec<String> = p.received().into_iter().filter(|m| m.starts_with("ACK ")).collect();
+    assert_eq!(acks.len(), 2, "the challenge's and the answer's: {acks:?}");
+    assert!(acks[0].contains("\r\nCSeq: 1 ACK\r\n") && acks[1].contains("\r\nCSeq: 2 ACK\r\n"), "{acks:?}");
     lab.stop();
     let events = lab.audit_events();
     let k = kinds(&events);

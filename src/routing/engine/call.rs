@@ -44,6 +44,8 @@ pub(super) struct BLeg {
     /// The provider challenged this attempt once and sosdesk answered (a second challenge
     /// fails the route: the credentials are wrong).
     pub(super) challenged: bool,
+    /// A second challenge that only said the nonce was stale was answered too.
+    pub(super) stale_answered: bool,
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for its response.

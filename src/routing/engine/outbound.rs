@@ -199,6 +199,7 @@ impl Engine {
             ack: None,
             route: None,
             challenged: false,
+            stale_answered: false,
         }
     }
 
@@ -345,7 +346,9 @@ impl Engine {
                 b.dialog.confirm(&msg);
                 call.state = CallState::Answered;
                 if call.a_offer.is_some() || call.media.is_some() {
-                    let ack = self.in_dialog_request(call, Side::B, "ACK", Some(1));
+                    // The INVITE's own CSeq (RFC 3261 §13.2.2.4): 2 after a digest challenge.
+                    let cseq = call.b.as_ref().and_then(|b| b.invite.cseq()).map(|c| c.0).unwrap_or(1);
+                    let ack = self.in_dialog_request(call, Side::B, "ACK", Some(cseq));
                     if let Some(b) = call.b.as_mut() {
                         self.tx.send_ack(&ack, b.dialog.peer);
                         b.ack = Some(ack);
@@ -356,8 +359,12 @@ impl Engine {
                 let mut r = call.a_invite.response(status, msg.status_reason(), Some(tag_of(&call.a.local)));
                 r.push("Contact", self.local.contact(call.a.peer.transport));
                 r.push("Allow", ALLOW);
-                for (name, value) in session_timer::answer_headers(&call.a_invite) {
-                    r.push(name, value);
+                // Only when sosdesk answers the caller's refreshes itself (anchored media): relayed
+                // to a provider that never agreed to session timers they could fail the call.
+                if call.media.is_some() {
+                    for (name, value) in session_timer::answer_headers(&call.a_invite) {
+                        r.push(name, value);
+                    }
                 }
                 if call.media.is_some() {
                     self.anchored_response_body(call, &msg, &mut r, true);
@@ -402,9 +409,15 @@ impl Engine {
         let (Some(user), Some(crate::config::Secret(password))) = (&route.username, &route.password) else {
             return Err(format!("{reason} (the route has no credentials)"));
         };
-        if b.challenged {
+        // A second challenge means wrong credentials, unless it only says the nonce went stale
+        // (RFC 7616 §3.3): that one is answered once more.
+        let stale = msg.headers_named(if status == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" }).any(|c| {
+            digest::parse_params(c).is_some_and(|p| p.get("stale").is_some_and(|v| v.eq_ignore_ascii_case("true")))
+        });
+        if b.challenged && !(stale && !b.stale_answered) {
             return Err(format!("{reason} again: the provider refused the route's credentials"));
         }
+        b.stale_answered |= b.challenged;
         let (challenge, answer) = if status == 401 {
             ("WWW-Authenticate", "Authorization")
         } else {
@@ -435,6 +448,10 @@ impl Engine {
         b.invite = invite;
         b.challenged = true;
         b.responded = false;
+        // The route's timer again for the answered INVITE (a 100 before the challenge used the
+        // first one up), bounded: a route is challenged at most twice.
+        let attempt = b.attempt;
+        self.calls.timers.insert((now + self.route_timeout, call.call_ref.clone(), CallTimer::RouteResponse(attempt)));
         Ok(())
     }
 

@@ -73,7 +73,8 @@ impl Engine {
             // Late offer (RFC 3264 §4 via RFC 3261 §13.2.1): the caller's ACK carries the SDP
             // answer, which the far end needs in our ACK.
             call.await_a_ack = false;
-            let mut ack = self.in_dialog_request(&mut call, Side::B, "ACK", Some(1));
+            let invite_cseq = call.b.as_ref().and_then(|b| b.invite.cseq()).map(|c| c.0).unwrap_or(1);
+            let mut ack = self.in_dialog_request(&mut call, Side::B, "ACK", Some(invite_cseq));
             copy_body(&msg, &mut ack);
             if let Some(b) = call.b.as_mut() {
                 self.tx.send_ack(&ack, b.dialog.peer);
