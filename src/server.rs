@@ -256,15 +256,35 @@ impl Core {
         self.handle().acknowledge_at(call_id, officer, desk).await
     }
 
-    /// Stop serving, then wait until every event recorded so far is durable.
+    /// Tells every task of the core to stop (its sockets close as they do), without waiting:
+    /// for a holder that cannot take the core by value ([`Core::stop`] waits).
+    pub fn signal_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Stop serving, then wait until every event recorded so far is durable — for a bounded
+    /// time: a store that cannot write (a full disk) must not hold a restart up for ever; the
+    /// crash journal keeps what it has not committed, and the next start recovers it.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        self.audit.flush().await;
-        self.audit.shutdown().await;
+        let audit = self.audit.clone();
+        let durable = async move {
+            audit.flush().await;
+            audit.shutdown().await;
+        };
+        if tokio::time::timeout(STOP_FLUSH_WITHIN, durable).await.is_err() {
+            tracing::error!(
+                s = STOP_FLUSH_WITHIN.as_secs(),
+                "the audit store did not take the last events in time: they stay in the crash journal for the next start"
+            );
+        }
         tracing::info!("sosdesk core stopped");
     }
 }
+
+/// How long [`Core::stop`] waits for the audit store to take the last events.
+const STOP_FLUSH_WITHIN: Duration = Duration::from_secs(5);
 
 /// What the engine task hands its events to.
 struct RunContext {

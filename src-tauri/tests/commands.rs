@@ -331,6 +331,13 @@ fn an_embedded_core_that_panics_is_restarted_and_one_that_hangs_restarts_the_app
     // The engine stops turning for good: found by the watchdog, said, and the app restarted.
     let core = tauri::async_runtime::block_on(desk.core()).unwrap();
     core.handle().inject_fault(sosdesk::core_handle::Fault::Hang);
+    // Said at once; the app is restarted only when the stall lasts.
+    let st = until("the stall said", || {
+        let st = invoke(&w, "get_status", json!({})).unwrap();
+        (st["core"] == "failed").then_some(st)
+    });
+    assert!(st["core_detail"].as_str().unwrap().contains("the call engine is not answering"), "{st}");
+    assert!(!ui.log.lock().unwrap().iter().any(|l| l.starts_with("restart_app")), "restarted at the first stall");
     let reason = until("the app asked to restart", || {
         ui.log.lock().unwrap().iter().find_map(|l| l.strip_prefix("restart_app ").map(str::to_string))
     });

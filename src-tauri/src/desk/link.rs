@@ -23,6 +23,9 @@ use crate::board::{Board, Change, RouteBook};
 use crate::error::DeskError;
 use crate::model::*;
 
+/// How long the embedded engine may go without answering the watchdog before the desk app
+/// restarts itself (the stall is shown from its third second).
+const HUNG_AFTER: Duration = Duration::from_secs(10);
 /// How often the supervisor looks whether the embedded engine task has ended.
 const ENDED_CHECK: Duration = Duration::from_millis(250);
 /// Restarts counted for the backoff: those of the last five minutes.
@@ -115,6 +118,9 @@ impl Desk {
     pub async fn start_core(self: &Arc<Self>, config_path: &Path) -> Result<(), DeskError> {
         let mut slot = self.link.lock().await;
         if let Some(Some(mut old)) = slot.take().map(Link::stop) {
+            // Told at once, through the shared handle: its sockets close whoever else holds it
+            // (an export running), so the new core can bind them.
+            old.signal_stop();
             // Others hold the core only for a moment (a command, the supervisor's check).
             let deadline = Instant::now() + Duration::from_secs(2);
             loop {
@@ -223,6 +229,7 @@ impl Desk {
         let mut condition = c.condition();
         drop(c);
         let mut watched = true;
+        let mut stalled_since: Option<Instant> = None;
         // The engine's end is seen by polling its task (cheap); the stall comes as a change.
         let mut tick = tokio::time::interval(ENDED_CHECK);
         loop {
@@ -234,12 +241,37 @@ impl Desk {
             let ended = c.engine_ended();
             drop(c);
             if ended {
-                desk.restart_core(&config, "the call engine stopped after an internal error").await;
+                desk.restart_core(&config, &core, "the call engine stopped after an internal error").await;
                 return;
             }
-            if condition.borrow().engine_stalled {
-                desk.engine_hung();
-                return;
+            // A stall is said at once; the app is restarted only when it lasts (a disk that
+            // blocks a journal write for a few seconds must not cost the calls that are up).
+            match (condition.borrow().engine_stalled, stalled_since) {
+                (false, Some(_)) => {
+                    stalled_since = None;
+                    desk.update_status(|s| {
+                        if s.core == CoreState::Failed {
+                            s.core = CoreState::Running;
+                            s.core_detail = "the call engine answers again".into();
+                        }
+                    });
+                }
+                (true, None) => {
+                    stalled_since = Some(Instant::now());
+                    desk.update_status(|s| {
+                        s.core = CoreState::Failed;
+                        s.core_detail = format!(
+                            "the call engine is not answering (since {}): calls may not be routed; the desk restarts if it does not recover within {} s",
+                            Local::now().format("%H:%M:%S"),
+                            HUNG_AFTER.as_secs()
+                        );
+                    });
+                }
+                (true, Some(since)) if since.elapsed() >= HUNG_AFTER => {
+                    desk.engine_hung();
+                    return;
+                }
+                _ => {}
             }
         }
     }
@@ -247,7 +279,7 @@ impl Desk {
     /// Restarts the embedded core from `config` after its engine ended: the journal brings back
     /// what it had recorded, calls that were up are closed in the audit log, and the status bar
     /// says what happened. A core that keeps ending is restarted less and less often.
-    async fn restart_core(self: &Arc<Self>, config: &Path, why: &str) {
+    async fn restart_core(self: &Arc<Self>, config: &Path, ended: &Weak<Core>, why: &str) {
         let at = Local::now().format("%H:%M:%S").to_string();
         let wait = {
             let mut inner = self.lock();
@@ -262,6 +294,16 @@ impl Desk {
             s.restarted = Some(format!("{at} — {why}; restarting the core"));
         });
         tokio::time::sleep(wait).await;
+        // Only the core that ended: one the officer started meanwhile (another config, a remote
+        // core) stays.
+        let still_ours = match (self.core().await, ended.upgrade()) {
+            (Some(now), Some(old)) => Arc::ptr_eq(&now, &old),
+            _ => false,
+        };
+        if !still_ours {
+            tracing::info!("another core was started meanwhile: the ended one is not restarted");
+            return;
+        }
         // The old core's sockets close as its tasks see the stop: a bind refused meanwhile is
         // tried again, for a bounded time.
         let deadline = Instant::now() + Duration::from_secs(5);
