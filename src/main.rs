@@ -59,11 +59,10 @@ enum Command {
         /// account to ask with.
         #[arg(long)]
         config: PathBuf,
-        /// A desk account of the core, instead of the config's first.
-        #[arg(long, requires = "password")]
+        /// A desk account of the core, instead of the config's first; its password is read from
+        /// the environment (`SOSDESK_API_PASSWORD`), never from the command line (which `ps` shows).
+        #[arg(long)]
         user: Option<String>,
-        #[arg(long, requires = "user")]
-        password: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -241,7 +240,11 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Routes { config, user, password, json } => {
+        Command::Routes { config, user, json } => {
+            let password = std::env::var("SOSDESK_API_PASSWORD").ok();
+            if user.is_some() && password.is_none() {
+                return Err("--user needs its password in SOSDESK_API_PASSWORD".into());
+            }
             let cfg = Config::load(&config).map_err(|e| e.to_string())?;
             let addr = cfg
                 .api

@@ -262,9 +262,10 @@ impl Core {
         let _ = self.stop.send(true);
     }
 
-    /// Stop serving, then wait until every event recorded so far is durable — for a bounded
-    /// time: a store that cannot write (a full disk) must not hold a restart up for ever; the
-    /// crash journal keeps what it has not committed, and the next start recovers it.
+    /// Stop serving, then wait until every event recorded so far is durable. A store that is
+    /// writing is waited for however slow; one that fails (a full disk, a vanished database)
+    /// only [`STOP_FLUSH_WITHIN`]: it must not hold a restart up for ever, and the crash journal
+    /// keeps what it has not committed for the next start.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -273,17 +274,27 @@ impl Core {
             audit.flush().await;
             audit.shutdown().await;
         };
-        if tokio::time::timeout(STOP_FLUSH_WITHIN, durable).await.is_err() {
-            tracing::error!(
-                s = STOP_FLUSH_WITHIN.as_secs(),
-                "the audit store did not take the last events in time: they stay in the crash journal for the next start"
-            );
+        tokio::pin!(durable);
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                _ = &mut durable => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if self.audit.health().last_error.is_some() && started.elapsed() >= STOP_FLUSH_WITHIN {
+                        tracing::error!(
+                            s = STOP_FLUSH_WITHIN.as_secs(),
+                            "the audit store is failing: the last events stay in the crash journal for the next start"
+                        );
+                        break;
+                    }
+                }
+            }
         }
         tracing::info!("sosdesk core stopped");
     }
 }
 
-/// How long [`Core::stop`] waits for the audit store to take the last events.
+/// How long [`Core::stop`] waits for a failing audit store to take the last events.
 const STOP_FLUSH_WITHIN: Duration = Duration::from_secs(5);
 
 /// What the engine task hands its events to.

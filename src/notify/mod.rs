@@ -303,13 +303,15 @@ impl Notifier {
                     .filter(|o| o.call_ref == call_ref && matches!(o.dest, Dest::Contact(_)))
                     .map(|o| o.uri.clone())
                     .collect();
-                let contacts: Vec<Contact> =
-                    ctx.contacts_of(&user).into_iter().filter(|c| !busy.contains(&c.uri)).collect();
-                if contacts.is_empty() {
+                let all = ctx.contacts_of(&user);
+                if all.is_empty() {
                     self.failed(id, "no registered contact".into(), now);
                     return;
                 }
+                let contacts: Vec<Contact> = all.into_iter().filter(|c| !busy.contains(&c.uri)).collect();
                 let Some(d) = self.deliveries.remove(&id) else { return };
+                // Every contact is already being sent this call's alert (another target names
+                // the same user): nothing to add, and no failure to audit.
                 for c in contacts {
                     let via = Some(format!("{} ({})", d.uri, c.user));
                     let nid = self.add(&d.call_ref, c.uri.clone(), via, Dest::Contact(c), &d.message, d.started);

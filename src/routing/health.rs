@@ -221,10 +221,13 @@ impl RouteHealth {
         self.probes.get(route).is_some_and(|p| p.report.state == HealthState::Down)
     }
 
-    /// `plan` with the routes that are down moved to its end, in their order: tried last,
-    /// never left out.
-    pub fn order(&self, plan: &mut [usize]) {
-        plan.sort_by_key(|r| self.is_down(*r));
+    /// `plan` with the routes that are down moved to the end of their tier (the first
+    /// `first_tier` routes, then the rest), in their order: tried last, never left out.
+    pub fn order(&self, plan: &mut [usize], first_tier: usize) {
+        let split = first_tier.min(plan.len());
+        let (first, then) = plan.split_at_mut(split);
+        first.sort_by_key(|r| self.is_down(*r));
+        then.sort_by_key(|r| self.is_down(*r));
     }
 
     pub fn report(&self) -> Vec<RouteHealthReport> {
@@ -276,15 +279,19 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert!(!changes[0].up && changes[0].detail.starts_with("route secondary is down"), "{changes:?}");
         let mut plan = vec![1, 0];
-        h.order(&mut plan);
+        h.order(&mut plan, 2);
         assert_eq!(plan, [0, 1], "the down route last, never left out");
+        // Within its tier only: the first tier (an ECRC without location) stays first.
+        let mut plan = vec![1, 0];
+        h.order(&mut plan, 1);
+        assert_eq!(plan, [1, 0]);
         // A second 503 takes the primary down; both down: the plan keeps its order.
         let t2 = t1 + Duration::from_secs(30);
         h.sent(0, "k5".into(), t2);
         let change = h.on_response("k5", 503, "Service Unavailable", t2, wall).unwrap();
         assert!(!change.up && change.detail.contains("last: 503 Service Unavailable"), "{change:?}");
         let mut plan = vec![1, 0];
-        h.order(&mut plan);
+        h.order(&mut plan, 2);
         assert_eq!(plan, [1, 0]);
         // Back up only after two answers in a row.
         let t3 = t2 + Duration::from_secs(30);

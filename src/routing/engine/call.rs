@@ -157,6 +157,10 @@ pub(super) struct CallTable {
     /// without reading the audit log back. Kept [`RECENT_FOR`], at most [`RECENT_MAX`].
     pub(super) recent: HashMap<String, CallEvent>,
     pub(super) recent_order: VecDeque<(Instant, String)>,
+    /// INVITEs to desks called in for a call that has ended before they sent any provisional
+    /// response: a CANCEL may only follow one (RFC 3261 §9.1), so it is sent when it comes.
+    /// (client transaction → the INVITE, where to, until when kept, CANCEL sent).
+    pub(super) cancel_on_provisional: HashMap<String, (Message, Peer, Instant, bool)>,
 }
 
 /// How long an ended call's picture is kept for its late events.
@@ -196,6 +200,7 @@ impl CallTable {
     }
 
     pub(super) fn expire_abandoned(&mut self, now: Instant) {
+        self.cancel_on_provisional.retain(|_, (_, _, until, _)| *until > now);
         while let Some((expires, _)) = self.recent_order.front() {
             if *expires > now {
                 break;

@@ -577,8 +577,8 @@ impl Engine {
                     self.tx.send_request(&cancel, desk.dialog.peer, now);
                 } else {
                     // Nothing heard from it yet: a CANCEL may not be sent before a provisional
-                    // response (§9.1). The INVITE stops being retransmitted instead.
-                    self.tx.abandon(&key);
+                    // response (§9.1); it is sent when one comes (`relay.rs`).
+                    self.calls.cancel_on_provisional.insert(key, (inv, desk.dialog.peer, now + ABANDON_FOR, false));
                 }
                 // Either way, a 2xx that comes after all is ACKed and ended (a BYE).
                 self.calls.abandon(desk.dialog.call_id, desk.dialog.peer, now);

@@ -110,8 +110,10 @@ impl Engine {
         let (location, pidf) = (resolved.location, resolved.pidf);
         // The policy decides the order of routes (ECRC first without a location).
         let mut plan = policy.route_plan(location.is_known());
-        // Routes that fail their health probes go last: tried, never left out.
-        self.health.order(&mut plan);
+        // Routes that fail their health probes go last within their tier (the ECRC stays first
+        // for a call without location): tried, never left out.
+        let first_tier = if location.is_known() { policy.routes.len() } else { policy.no_location_routes.len() };
+        self.health.order(&mut plan, first_tier);
         let (conference_mode, notifies) = (policy.conference_mode, !policy.notify.is_empty());
         let media = self.anchor(ib.sdp.as_deref(), conference_mode);
         let mut call = self.new_call(

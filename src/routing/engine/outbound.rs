@@ -414,7 +414,8 @@ impl Engine {
         let stale = msg.headers_named(if status == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" }).any(|c| {
             digest::parse_params(c).is_some_and(|p| p.get("stale").is_some_and(|v| v.eq_ignore_ascii_case("true")))
         });
-        if b.challenged && !(stale && !b.stale_answered) {
+        let one_more = stale && !b.stale_answered;
+        if b.challenged && !one_more {
             return Err(format!("{reason} again: the provider refused the route's credentials"));
         }
         b.stale_answered |= b.challenged;

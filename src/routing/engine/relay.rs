@@ -6,6 +6,21 @@ use super::*;
 
 impl Engine {
     pub(super) fn on_response(&mut self, key: ClientKey, msg: Message, retransmission: bool, now: Instant) {
+        if let Some((invite, peer, until, cancelled)) = self.calls.cancel_on_provisional.remove(&key) {
+            // A desk called in for a call that has ended: CANCEL it once it rings (§9.1); a 2xx
+            // (also one crossing the CANCEL) is ACKed and ended like any late answer.
+            match msg.status().unwrap_or(0) {
+                100..=199 => {
+                    if !cancelled {
+                        self.tx.send_request(&cancel_for(&invite), peer, now);
+                    }
+                    self.calls.cancel_on_provisional.insert(key, (invite, peer, until, true));
+                }
+                200..=299 => self.on_stray_response(msg),
+                _ => {}
+            }
+            return;
+        }
         let Some(call_ref) = self.calls.client_txn.get(&key).cloned() else { return };
         let status = msg.status().unwrap_or(0);
         if status >= 200 && !(msg.method() == "INVITE" && status < 300) {

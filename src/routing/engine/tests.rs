@@ -861,11 +861,11 @@ Content-Length: 0\r\n\r\n"
 }
 
 /// A desk phone called in by the policy (`conference_uri`) that has said nothing when the call
-/// ends gets no CANCEL (RFC 3261 §9.1 forbids one before a provisional response): its INVITE
-/// stops being retransmitted, and a 200 it sends anyway is ACKed and ended with a BYE. (Found
-/// with a baresip desk that came up late: sosdesk CANCELled, then left its 200 unanswered.)
+/// ends gets no CANCEL then (RFC 3261 §9.1 forbids one before a provisional response), but one
+/// as soon as it rings; a 200 it sends anyway is ACKed and ended with a BYE. (Found with a
+/// baresip desk that came up late: sosdesk CANCELled at once, then left its 200 unanswered.)
 #[test]
-fn a_called_desk_that_said_nothing_gets_no_cancel_and_its_late_answer_is_acked_and_ended() {
+fn a_called_desk_that_said_nothing_is_cancelled_once_it_rings_and_its_late_answer_is_acked_and_ended() {
     let mut e = engine(|c| {
         c.replacen(
             "conference_mode = \"two-way\"",
@@ -873,7 +873,7 @@ fn a_called_desk_that_said_nothing_gets_no_cancel_and_its_late_answer_is_acked_a
             1,
         )
     });
-    e.anchor(31000, 31999);
+    e.anchor(43000, 43999);
     let t0 = Now::read();
     e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
     let out = sent(&mut e);
@@ -895,15 +895,27 @@ To: <sip:911@127.0.0.1:5060>;tag={}\r\nCall-ID: call-1\r\nCSeq: 2 BYE\r\nContent
     let out = sent(&mut e);
     let to_desk: Vec<String> = out.iter().filter(|(to, _)| to.port() == 5090).map(|(_, m)| start_line(m)).collect();
     assert!(to_desk.is_empty(), "no CANCEL (nor anything else) to a desk that said nothing: {to_desk:?}");
-    // Its INVITE is no longer retransmitted.
-    e.handle_timeout(t0 + Duration::from_secs(5));
-    let out = sent(&mut e);
-    assert!(out.iter().all(|(to, _)| to.port() != 5090), "retransmitted after the call ended");
-    // The desk phone answers after all: ACKed, then hung up.
-    let late = answer(&desk_invite, 200, "desk1", "127.0.0.1:5090");
-    e.handle_message(late, peer("127.0.0.1:5090"), t0 + Duration::from_secs(6));
+    // It rings at last: CANCELled now (once, whatever provisionals follow).
+    e.handle_message(
+        answer(&desk_invite, 180, "desk1", "127.0.0.1:5090"),
+        peer("127.0.0.1:5090"),
+        t0 + Duration::from_secs(1),
+    );
     let out = sent(&mut e);
     let to_desk: Vec<String> = out.iter().filter(|(to, _)| to.port() == 5090).map(|(_, m)| start_line(m)).collect();
+    assert_eq!(to_desk, ["CANCEL sip:desk@127.0.0.1:5090 SIP/2.0"], "{to_desk:?}");
+    e.handle_message(
+        answer(&desk_invite, 183, "desk1", "127.0.0.1:5090"),
+        peer("127.0.0.1:5090"),
+        t0 + Duration::from_secs(1),
+    );
+    assert!(sent(&mut e).iter().all(|(to, m)| to.port() != 5090 || m.method() != "CANCEL"), "one CANCEL");
+    // A 200 crossing the CANCEL: ACKed, then hung up.
+    let late = answer(&desk_invite, 200, "desk1", "127.0.0.1:5090");
+    e.handle_message(late, peer("127.0.0.1:5090"), t0 + Duration::from_secs(2));
+    let out = sent(&mut e);
+    let to_desk: Vec<String> =
+        out.iter().filter(|(to, m)| to.port() == 5090 && m.is_request()).map(|(_, m)| start_line(m)).collect();
     assert_eq!(to_desk.len(), 2, "{to_desk:?}");
     assert!(to_desk[0].starts_with("ACK sip:psap@127.0.0.1:5090") && to_desk[1].starts_with("BYE "), "{to_desk:?}");
 }
