@@ -372,6 +372,28 @@ impl RouteBook {
         true
     }
 
+    /// The routes as a core elsewhere reports them (`GET /api/v1/routes`): a remote desk
+    /// shows their live health from its first connection, then follows the changes.
+    pub fn from_report(report: &[sosdesk::routing::health::RouteHealthReport]) -> RouteBook {
+        use sosdesk::routing::health::HealthState;
+        let mut book = RouteBook::default();
+        for r in report {
+            book.index.insert(r.route.clone(), book.routes.len());
+            book.routes.push(RouteStatus {
+                name: r.route.clone(),
+                target: r.target.clone(),
+                health: match r.state {
+                    HealthState::Up => RouteHealth::Reachable,
+                    HealthState::Down => RouteHealth::Failing,
+                    HealthState::Unknown => RouteHealth::Unknown,
+                },
+                detail: r.last.clone().map(|l| format!("last probe: {l}")).unwrap_or_else(|| "not probed yet".into()),
+                since: r.since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            });
+        }
+        book
+    }
+
     pub fn routes(&self) -> &[RouteStatus] {
         &self.routes
     }

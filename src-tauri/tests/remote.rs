@@ -393,6 +393,11 @@ fn a_remote_desk_shows_its_cores_failing_store_and_stalled_engine() {
             (connected && s.store.ok && s.store.detail == "the core's audit store is writing").then_some(())
         })
         .await;
+        // The core's routes, as its live health report has them (probing is off in the lab).
+        let routes = a.status().routes;
+        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["provider-primary", "provider-secondary", "elin-gateway"]);
+        assert!(routes.iter().all(|r| r.detail == "not probed yet"), "{routes:?}");
 
         // The core's database breaks under it.
         let mut raw = sqlx::sqlite::SqliteConnectOptions::new()

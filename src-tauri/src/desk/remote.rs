@@ -355,6 +355,16 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
     if let Err(e) = desk.catch_up(&Link::Remote(link.clone())).await {
         return format!("catching up from the core's audit log failed: {e}").into();
     }
+    // The routes' live health as the core knows it now; the changes follow on the stream.
+    match link.api.routes().await {
+        Ok(report) => {
+            let book = crate::board::RouteBook::from_report(&report);
+            let routes = book.routes().to_vec();
+            desk.lock().routes = book;
+            desk.update_status(|s| s.routes = routes);
+        }
+        Err(e) => tracing::warn!(error = %e, "remote desk: the core's routes could not be read"),
+    }
     desk.remote_status(|r, s| {
         r.connected = true;
         r.since = now_text();
