@@ -205,11 +205,10 @@ impl RouteHealth {
         p.report.state = to;
         p.report.since = Some(wall);
         let up = to == HealthState::Up;
-        // Coming up from "unknown" at start is no news worth an audit record.
-        if was == HealthState::Unknown && up {
-            return None;
-        }
-        let detail = if up {
+        // Said from the first answer too, so that every desk shows the route as up at once.
+        let detail = if up && was == HealthState::Unknown {
+            format!("route {} answers ({what})", p.report.route)
+        } else if up {
             format!("route {} answers again ({what})", p.report.route)
         } else {
             format!("route {} is down: {DOWN_AFTER} probes in a row failed (last: {what})", p.report.route)
@@ -259,8 +258,9 @@ mod tests {
         h.sent(0, "k1".into(), t0);
         h.sent(1, "k2".into(), t0);
         assert_eq!(h.next_timeout(), Some(t0 + Duration::from_secs(3)));
-        // The primary answers (even 404 proves a SIP server): up, without an audit record.
-        assert_eq!(h.on_response("k1", 404, "Not Found", t0 + Duration::from_millis(12), wall), None);
+        // The primary answers (even 404 proves a SIP server): up.
+        let first = h.on_response("k1", 404, "Not Found", t0 + Duration::from_millis(12), wall).unwrap();
+        assert!(first.up && first.detail == "route primary answers (404 Not Found)", "{first:?}");
         assert_eq!(h.report()[0].state, HealthState::Up);
         assert_eq!(h.report()[0].rtt_ms, Some(12.0));
         // The secondary says nothing: one failure is not down yet.

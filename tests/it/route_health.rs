@@ -59,6 +59,17 @@ fn a_silent_route_goes_down_is_audited_shown_and_tried_last() {
     let CallEventKind::RouteDown { route, detail } = &down.kind else { unreachable!() };
     assert_eq!(route, "provider-primary");
     assert_eq!(detail, "route provider-primary is down: 2 probes in a row failed (last: no answer within 400 ms)");
+    // The secondary's first answer is said too: every desk shows it up at once.
+    let up = lab.wait_for(
+        &mut seen,
+        "route-up",
+        |e| matches!(&e.kind, CallEventKind::RouteUp { route, .. } if route == "provider-secondary"),
+    );
+    assert!(
+        matches!(&up.kind, CallEventKind::RouteUp { detail, .. } if detail == "route provider-secondary answers (200 OK)"),
+        "{:?}",
+        up.kind
+    );
 
     // The API shows each route's state, last answer and round-trip time.
     let (status, body) = api_get(lab.ports.api, "/api/v1/routes");
