@@ -445,6 +445,13 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The line (from 1) of byte `offset` of `text`. Counted in bytes: a parser's offset may fall
+/// inside a multi-byte character (found by the config fuzz target: slicing the text there
+/// panicked check-config).
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -461,7 +468,7 @@ impl Config {
             let reason = e.message().to_string();
             let key = match e.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    let line = line_of(text, span.start);
                     format!("line {line}")
                 }
                 None => String::new(),
@@ -905,6 +912,17 @@ masks = ["9911"]
             let text = GOOD.replace("[store]", &format!("[routing]\nretry_for_s = {bound}\n[store]"));
             assert_eq!(Config::from_toml(&text, Path::new("x.toml")).unwrap().routing.retry_for_s, bound);
         }
+    }
+
+    #[test]
+    fn a_syntax_error_inside_a_multi_byte_character_is_reported_by_line() {
+        // The config fuzz target's finding: toml reported an offset inside `├`, and the line
+        // count sliced the text there (a panic in check-config instead of an error).
+        assert_eq!(line_of("a\n├─b", 3), 2);
+        assert_eq!(line_of("", 10), 1);
+        let text = include_str!("../fuzz/corpus/config/regress-span-inside-a-multibyte-character");
+        let err = Config::from_toml(text, Path::new("x.toml")).unwrap_err();
+        assert!(err.key.starts_with("line "), "{err}");
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub fn load_remote(path: &Path) -> Result<Option<RemoteConfig>, String> {
 /// A parse error by line and reason only: toml's own message quotes the line, which may be the
 /// password's.
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let line = e.span().map(|s| sosdesk::config::line_of(text, s.start));
     match line {
         Some(l) => format!("{} line {l}: {}", path.display(), e.message()),
         None => format!("{}: {}", path.display(), e.message()),
