@@ -920,7 +920,7 @@ masks = ["9911"]
         // count sliced the text there (a panic in check-config instead of an error).
         assert_eq!(line_of("a\n├─b", 3), 2);
         assert_eq!(line_of("", 10), 1);
-        let text = include_str!("../fuzz/corpus/config/regress-span-inside-a-multibyte-character");
+        let text = include_str!("../fuzz/corpus/config/finding-span-inside-a-multibyte-character");
         let err = Config::from_toml(text, Path::new("x.toml")).unwrap_err();
         assert!(err.key.starts_with("line "), "{err}");
     }
