@@ -62,6 +62,21 @@ pub struct SipConfig {
     pub udp: Option<SocketAddr>,
     /// TCP listen address.
     pub tcp: Option<SocketAddr>,
+    /// TLS listen address (RFC 3261 §26.2.1; usually port 5061), with `tls_cert` and `tls_key`.
+    pub tls: Option<SocketAddr>,
+    /// The listener's certificate chain and private key (PEM files).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: only clients with a certificate issued by one of these CAs (PEM) connect.
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CAs trusted for TLS connections sosdesk opens to notification targets and callback
+    /// addresses (a route names its own `tls_ca`); default: the system's.
+    pub tls_ca: Option<PathBuf>,
+    /// RFC 5626 §4.4.1 keepalive: a CRLFCRLF ping on every TCP or TLS connection sosdesk opened
+    /// that has been silent this long (seconds; 0: none), so a NAT or firewall keeps the flow
+    /// open and a dead provider connection is noticed before the next emergency call needs it.
+    #[serde(default = "default_keepalive_s")]
+    pub keepalive_s: u64,
     /// Host (name or address) sosdesk puts in its Via, Contact and From; default: the listen IP.
     pub public_host: Option<String>,
     /// RFC 3261 T1 in milliseconds (retransmission base); default 500.
@@ -78,6 +93,10 @@ const MAX_RETRY_FOR_S: u64 = 86_400;
 
 fn default_t1() -> u64 {
     500
+}
+
+fn default_keepalive_s() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -322,6 +341,7 @@ pub enum RouteKindConfig {
 pub enum TransportConfig {
     Udp,
     Tcp,
+    Tls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +366,12 @@ pub struct RouteConfig {
     pub register: bool,
     /// The registration's expiry asked for, in seconds (default 3600).
     pub expires: Option<u32>,
+    /// `transport = "tls"`: the CAs trusted for the provider's certificate (PEM; default: the
+    /// system's). The certificate must name the route's host (`domain`, else the address).
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for a provider that asks for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A password from the config: never printed, not even in a debug log.
@@ -508,7 +534,7 @@ impl Config {
         if let Some(h) = &self.sip.public_host {
             return h.clone();
         }
-        match self.sip.udp.or(self.sip.tcp).map(|a| a.ip()) {
+        match self.sip.udp.or(self.sip.tcp).or(self.sip.tls).map(|a| a.ip()) {
             Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
             Some(ip) => ip.to_string(),
             None => "127.0.0.1".into(),
@@ -519,19 +545,28 @@ impl Config {
     /// address), and the address written into SDP for them (`media.address`, else
     /// `sip.public_host` when it is an IP address, else the bind address).
     pub(crate) fn rtp_addresses(&self) -> (std::net::IpAddr, std::net::IpAddr) {
-        let bind = self.media.bind.or(self.sip.udp.or(self.sip.tcp).map(|a| a.ip())).unwrap_or([127, 0, 0, 1].into());
+        let bind = self
+            .media
+            .bind
+            .or(self.sip.udp.or(self.sip.tcp).or(self.sip.tls).map(|a| a.ip()))
+            .unwrap_or([127, 0, 0, 1].into());
         let public = self.sip.public_host.as_deref().and_then(|h| h.trim_matches(['[', ']']).parse().ok());
         (bind, self.media.address.or(public).unwrap_or(bind))
     }
 
     /// The ports the core's SIP listens on.
     pub fn core_ports(&self) -> Vec<u16> {
-        self.sip.udp.iter().chain(self.sip.tcp.iter()).map(|a| a.port()).collect()
+        self.sip.udp.iter().chain(self.sip.tcp.iter()).chain(self.sip.tls.iter()).map(|a| a.port()).collect()
     }
 
     /// The API's TLS files, relative paths taken from the config file's folder.
     pub fn api_tls_paths(&self) -> Option<(PathBuf, PathBuf)> {
         Some((self.relative(self.api.tls_cert.as_ref()?), self.relative(self.api.tls_key.as_ref()?)))
+    }
+
+    /// A path from the config (a TLS file), relative ones taken from the config file's folder.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        self.relative(p)
     }
 
     /// The MSAG extract's path, if one is configured.
@@ -548,8 +583,24 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.sip.udp.is_none() && self.sip.tcp.is_none() {
-            return Err(self.err("sip", "give at least one of `udp` and `tcp` listen addresses"));
+        if self.sip.udp.is_none() && self.sip.tcp.is_none() && self.sip.tls.is_none() {
+            return Err(self.err("sip", "give at least one of `udp`, `tcp` and `tls` listen addresses"));
+        }
+        match (self.sip.tls, &self.sip.tls_cert, &self.sip.tls_key) {
+            (Some(_), Some(_), Some(_)) | (None, None, None) => {}
+            (Some(_), _, _) => return Err(self.err("sip.tls", "needs `tls_cert` and `tls_key`")),
+            (None, _, _) => return Err(self.err("sip.tls_cert", "is set without a `tls` listen address")),
+        }
+        if self.sip.tls_client_ca.is_some() && self.sip.tls.is_none() {
+            return Err(self.err("sip.tls_client_ca", "is set without a `tls` listen address"));
+        }
+        if let (Some(a), Some(b)) = (self.sip.tls, self.sip.tcp) {
+            if a == b {
+                return Err(self.err("sip.tls", "cannot share the TCP listen address"));
+            }
+        }
+        if self.sip.keepalive_s > 3600 {
+            return Err(self.err("sip.keepalive_s", "must be between 0 (none) and 3600"));
         }
         if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
             return Err(self.err("sip.t1_ms", "must be between 1 and 10000"));
@@ -567,9 +618,11 @@ impl Config {
         if !(100..=MAX_INTERVAL_MS).contains(&self.lis.refresh_ms) {
             return Err(self.err("lis.refresh_ms", format!("must be between 100 and {MAX_INTERVAL_MS}")));
         }
-        if let (Some(h), Some(u)) = (self.lis.held, self.sip.tcp) {
-            if h == u {
-                return Err(self.err("lis.held", "the HELD endpoint cannot share the SIP TCP address"));
+        for (sip, what) in [(self.sip.tcp, "TCP"), (self.sip.tls, "TLS")] {
+            if let (Some(h), Some(u)) = (self.lis.held, sip) {
+                if h == u {
+                    return Err(self.err("lis.held", format!("the HELD endpoint cannot share the SIP {what} address")));
+                }
             }
         }
         if !(1..=MAX_INTERVAL_MS).contains(&self.routing.route_timeout_ms) {
@@ -607,6 +660,16 @@ impl Config {
             }
             if !names.insert(r.name.as_str()) {
                 return Err(self.err(format!("route[{i}].name"), format!("route {:?} is defined twice", r.name)));
+            }
+            if r.transport != TransportConfig::Tls {
+                for (key, set) in [("tls_ca", r.tls_ca.is_some()), ("tls_cert", r.tls_cert.is_some()), ("tls_key", r.tls_key.is_some())] {
+                    if set {
+                        return Err(self.err(format!("route[{i}].{key}"), "is set but the route's transport is not \"tls\""));
+                    }
+                }
+            }
+            if r.tls_cert.is_some() != r.tls_key.is_some() {
+                return Err(self.err(format!("route[{i}].tls_cert"), "give both `tls_cert` and `tls_key`, or neither"));
             }
             if let Some(e) = r.expires {
                 if !(60..=86_400).contains(&e) {

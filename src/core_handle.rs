@@ -4,7 +4,6 @@
 //! [`NetInput`]s. Its own module so that the API depends on it and not on the server that
 //! starts the API.
 
-use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -29,8 +28,9 @@ pub(crate) type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, A
 
 /// What the engine task hears besides received SIP (which comes through `crate::intake`).
 pub(crate) enum NetInput {
-    Opened(SocketAddr, mpsc::UnboundedSender<Bytes>),
-    Closed(SocketAddr),
+    /// A TCP or TLS connection is open (accepted or opened): what goes to this peer is written there.
+    Opened(Peer, mpsc::UnboundedSender<Bytes>),
+    Closed(Peer),
     SendFailed(Peer),
     /// Is the engine turning? Answered by the engine task when it reaches this input, behind
     /// whatever was queued before it (see `crate::watchdog`).

@@ -20,4 +20,5 @@ pub mod routing;
 pub mod server;
 pub mod sip;
 pub(crate) mod time;
+pub mod transport;
 pub mod watchdog;

@@ -224,6 +224,9 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
     match cmd {
         Command::CheckConfig { file } => {
             let cfg = Config::load(&file).map_err(|e| e.to_string())?;
+            // The TLS files as the core would read them: a key that does not match its
+            // certificate is found now, not at the start.
+            sosdesk::transport::TlsSetup::from_config(&cfg).map_err(|e| format!("{}: {e}", file.display()))?;
             println!(
                 "{}: OK ({} policies, {} routes, {} sites; audit store {})",
                 file.display(),

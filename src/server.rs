@@ -12,9 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -25,15 +24,15 @@ use crate::config::Config;
 pub use crate::core_handle::{AnnotateError, CoreHandle};
 use crate::core_handle::{CoreCondition, NetInput};
 use crate::events::{CallEvent, CallEventKind};
-use crate::intake::{self, Inbound, LaneReceivers, Lanes};
+use crate::intake::{self, Inbound, LaneReceivers};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::triage::Triage;
 use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
-use crate::sip::parse::{StreamFramer, StreamItem};
 use crate::sip::transaction::{Peer, Transport};
+use crate::transport::{self, StreamIo, TlsSetup};
 
 /// Why the core could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +49,8 @@ pub enum StartError {
     Media(String),
     #[error("HTTP API: {0}")]
     Api(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("crash journal {path}: {source}")]
     Journal { path: std::path::PathBuf, source: io::Error },
 }
@@ -91,16 +92,27 @@ impl Core {
             })?),
             None => None,
         };
+        // The TLS files are read before anything binds: a wrong one stops the start, named.
+        let tls_setup = Arc::new(TlsSetup::from_config(cfg).map_err(StartError::Tls)?);
+        let tls = match cfg.sip.tls {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+                transport: "TLS",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
         let udp_addr = udp.as_ref().and_then(|s| s.local_addr().ok());
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let tls_addr = tls.as_ref().and_then(|l| l.local_addr().ok());
         let host = cfg.sip.public_host.clone().unwrap_or_else(|| {
-            let ip = udp_addr.or(tcp_addr).map(|a| a.ip()).unwrap_or([127, 0, 0, 1].into());
+            let ip = udp_addr.or(tcp_addr).or(tls_addr).map(|a| a.ip()).unwrap_or([127, 0, 0, 1].into());
             match ip {
                 std::net::IpAddr::V6(v6) => format!("[{v6}]"),
                 v4 => v4.to_string(),
             }
         });
-        let local = LocalEndpoint { host, udp: udp_addr, tcp: tcp_addr };
+        let local = LocalEndpoint { host, udp: udp_addr, tcp: tcp_addr, tls: tls_addr };
 
         let store = AuditStore::open(&cfg.store_path()).await?;
         let journal = recover_journal(cfg, &store).await?;
@@ -112,8 +124,18 @@ impl Core {
         if let Some(sock) = &udp {
             tokio::spawn(intake::udp_intake(sock.clone(), lanes.clone(), stop_rx.clone()));
         }
+        let stream_io = StreamIo {
+            lanes: lanes.clone(),
+            net_tx: net_tx.clone(),
+            tls: tls_setup.clone(),
+            keepalive: (cfg.sip.keepalive_s > 0).then(|| Duration::from_secs(cfg.sip.keepalive_s)),
+        };
         if let Some(listener) = tcp {
-            tokio::spawn(accept_loop(listener, lanes.clone(), net_tx.clone(), stop_rx.clone()));
+            tokio::spawn(transport::accept_loop(listener, None, stream_io.clone(), stop_rx.clone()));
+        }
+        if let Some(listener) = tls {
+            let acceptor = tls_setup.acceptor.clone();
+            tokio::spawn(transport::accept_loop(listener, acceptor, stream_io.clone(), stop_rx.clone()));
         }
         // The Location Information Service: the wiremap index from the store (rebuilt when an
         // import changes it), the HELD endpoint, and what HELD told each device.
@@ -190,8 +212,9 @@ impl Core {
             ended_calls: Default::default(),
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
         };
-        let task = tokio::spawn(run(engine, udp, (lanes, lane_rx), net_tx.clone(), net_rx, ctx, stop_rx));
-        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
+        drop(lanes);
+        let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
+        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
         Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx, health, condition })
     }
 
@@ -332,8 +355,7 @@ fn rtp_ports(cfg: &Config) -> Result<RtpPorts, StartError> {
 async fn run(
     mut engine: Engine,
     udp: Option<Arc<UdpSocket>>,
-    (lanes, mut inbound): (Lanes, LaneReceivers),
-    net_tx: mpsc::UnboundedSender<NetInput>,
+    (stream_io, mut inbound): (StreamIo, LaneReceivers),
     mut net_rx: mpsc::UnboundedReceiver<NetInput>,
     mut ctx: RunContext,
     mut stop: watch::Receiver<bool>,
@@ -346,8 +368,8 @@ async fn run(
     // Recordings being finished and audited, and late events of ended calls; waited for when
     // the core stops.
     let mut recordings = tokio::task::JoinSet::new();
-    let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>> = HashMap::new();
-    let mut connecting: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
+    let mut conns: HashMap<Peer, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut connecting: HashMap<Peer, Vec<Bytes>> = HashMap::new();
     loop {
         let deadline = engine.next_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -368,22 +390,22 @@ async fn run(
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
-                    NetInput::Opened(addr, tx) => {
-                        if let Some(queued) = connecting.remove(&addr) {
+                    NetInput::Opened(peer, tx) => {
+                        if let Some(queued) = connecting.remove(&peer) {
                             for b in queued {
                                 let _ = tx.send(b);
                             }
                         }
-                        conns.insert(addr, tx);
+                        conns.insert(peer, tx);
                     }
                     NetInput::Probe(reply) => {
                         let _ = reply.send(engine.load());
                     }
-                    NetInput::Closed(addr) => {
-                        conns.remove(&addr);
+                    NetInput::Closed(peer) => {
+                        conns.remove(&peer);
                     }
                     NetInput::SendFailed(peer) => {
-                        connecting.remove(&peer.addr);
+                        connecting.remove(&peer);
                         engine.handle_send_failure(peer, now);
                     }
                     NetInput::Annotate { call_id, kind, reply } => on_annotate(&mut engine, call_id, kind, reply, &ctx, now),
@@ -457,18 +479,19 @@ async fn run(
                             }
                         }
                     }
-                    Transport::Tcp => {
-                        if let Some(tx) = conns.get(&t.peer.addr) {
+                    // One connection per peer, opened on first use and reused (RFC 3261 §18.1.1).
+                    Transport::Tcp | Transport::Tls => {
+                        if let Some(tx) = conns.get(&t.peer) {
                             if tx.send(t.bytes.clone()).is_ok() {
                                 continue;
                             }
-                            conns.remove(&t.peer.addr);
+                            conns.remove(&t.peer);
                         }
-                        match connecting.get_mut(&t.peer.addr) {
+                        match connecting.get_mut(&t.peer) {
                             Some(q) => q.push(t.bytes),
                             None => {
-                                connecting.insert(t.peer.addr, vec![t.bytes]);
-                                tokio::spawn(connect(t.peer, lanes.clone(), net_tx.clone()));
+                                connecting.insert(t.peer, vec![t.bytes]);
+                                tokio::spawn(transport::connect(t.peer, stream_io.clone()));
                             }
                         }
                     }
@@ -871,104 +894,4 @@ fn on_shed(engine: &mut Engine, input: Inbound) {
         Inbound::Message(msg, peer) => engine.shed(msg, peer, Now::read()),
         Inbound::Rejected(rej, peer) => engine.handle_rejection(rej, peer, Now::read()),
     }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    lanes: Lanes,
-    net_tx: mpsc::UnboundedSender<NetInput>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            r = listener.accept() => match r {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, addr, lanes.clone(), net_tx.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: log, keep accepting.
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    tokio::task::yield_now().await;
-                }
-            }
-        }
-    }
-}
-
-/// How long an outgoing TCP connection may take to open. A receiver whose firewall drops the
-/// SYN instead of refusing it would otherwise hold its requests for the kernel's two minutes of
-/// SYN retries; after this the engine hears `SendFailed` (a route fails over, a notification
-/// MESSAGE goes over UDP) while the attempt's own timer (2 s by default) is still running.
-const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-async fn connect(peer: Peer, lanes: Lanes, net_tx: mpsc::UnboundedSender<NetInput>) {
-    match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(peer.addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            connection(stream, peer.addr, lanes, net_tx).await;
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "TCP connect failed");
-            let _ = net_tx.send(NetInput::SendFailed(peer));
-        }
-        Err(_) => {
-            tracing::warn!(%peer, ms = TCP_CONNECT_TIMEOUT.as_millis() as u64, "TCP connect timed out");
-            let _ = net_tx.send(NetInput::SendFailed(peer));
-        }
-    }
-}
-
-/// One TCP connection: frames messages by Content-Length (RFC 3261 §18.3) and writes what the
-/// engine sends. A framing error answers (when it can) and closes the connection.
-async fn connection(stream: TcpStream, addr: SocketAddr, lanes: Lanes, net_tx: mpsc::UnboundedSender<NetInput>) {
-    let peer = Peer { transport: Transport::Tcp, addr };
-    let (mut rd, mut wr) = stream.into_split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    if net_tx.send(NetInput::Opened(addr, out_tx.clone())).is_err() {
-        return;
-    }
-    let writer = tokio::spawn(async move {
-        while let Some(b) = out_rx.recv().await {
-            if b.is_empty() {
-                break; // close request
-            }
-            if wr.write_all(&b).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    let mut buf = BytesMut::with_capacity(8192);
-    let mut framer = StreamFramer::default();
-    'read: loop {
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        loop {
-            match framer.next(&mut buf) {
-                StreamItem::Message(m) => lanes.offer_stream(Inbound::Message(m, peer), |b| {
-                    let _ = out_tx.send(b);
-                }),
-                StreamItem::Invalid(rej) => lanes.offer_stream(Inbound::Rejected(rej, peer), |_| {}),
-                StreamItem::Ping => {
-                    let _ = out_tx.send(Bytes::from_static(b"\r\n"));
-                }
-                StreamItem::Fatal(rej) => {
-                    tracing::info!(%peer, reason = %rej.reason, "closing TCP connection after a framing error");
-                    if let Some(reply) = rej.reply {
-                        let _ = out_tx.send(Bytes::from(reply.to_bytes()));
-                    }
-                    let _ = out_tx.send(Bytes::new());
-                    break 'read;
-                }
-                StreamItem::Incomplete => break,
-            }
-        }
-    }
-    let _ = net_tx.send(NetInput::Closed(addr));
-    drop(out_tx);
-    let _ = writer.await;
 }

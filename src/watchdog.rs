@@ -158,7 +158,7 @@ mod tests {
         let (net_tx, _never_read) = tokio::sync::mpsc::unbounded_channel();
         let (condition_tx, mut condition) = watch::channel(CoreCondition::default());
         let handle = CoreHandle {
-            local: crate::routing::LocalEndpoint { host: "127.0.0.1".into(), udp: None, tcp: None },
+            local: crate::routing::LocalEndpoint { host: "127.0.0.1".into(), udp: None, tcp: None, tls: None },
             store,
             events: tokio::sync::broadcast::channel(1).0,
             net_tx,

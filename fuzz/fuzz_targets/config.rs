@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!advertised.is_unspecified(), "check-config accepted RTP advertised at {advertised}: serve refuses it");
     }
 
-    let local = LocalEndpoint { host, udp: cfg.sip.udp, tcp: cfg.sip.tcp };
+    let local = LocalEndpoint { host, udp: cfg.sip.udp, tcp: cfg.sip.tcp, tls: cfg.sip.tls };
     let t0 = Now::read();
     let mut engine = Engine::new(&cfg, local, t0);
     if cfg.media.anchor {

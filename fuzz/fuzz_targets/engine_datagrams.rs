@@ -505,6 +505,7 @@ fuzz_target!(|input: Input| {
         host: "127.0.0.1".into(),
         udp: Some("127.0.0.1:5060".parse().unwrap()),
         tcp: Some("127.0.0.1:5060".parse().unwrap()),
+        tls: None,
     };
     let now = Now::read();
     let anchor = input.flags & 1 == 1;

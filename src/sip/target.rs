@@ -17,11 +17,15 @@ pub fn target_of_uri(uri: &str) -> Result<(Peer, String), String> {
     }
     let host = u.host.trim_start_matches('[').trim_end_matches(']');
     let ip: IpAddr = host.parse().map_err(|_| format!("{uri:?}: the host must be an IP address"))?;
+    // `sips:` is TLS (RFC 5630 §3.1.1), on 5061 unless a port is given (RFC 3261 §19.1.2).
     let transport = match u.param("transport") {
+        _ if u.scheme.eq_ignore_ascii_case("sips") => Transport::Tls,
         Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
         _ => Transport::Udp,
     };
-    Ok((Peer { transport, addr: SocketAddr::new(ip, u.port.unwrap_or(5060)) }, uri.to_string()))
+    let port = if transport == Transport::Tls { 5061 } else { 5060 };
+    Ok((Peer { transport, addr: SocketAddr::new(ip, u.port.unwrap_or(port)) }, uri.to_string()))
 }
 
 /// A URI sosdesk will write into a Request-URI as given must be one as it goes on the wire: no
@@ -47,6 +51,10 @@ mod tests {
         );
         let (p, _) = target_of_uri("sip:[::1]").unwrap();
         assert_eq!((p.transport, p.addr.to_string()), (Transport::Udp, "[::1]:5060".into()));
+        let (p, _) = target_of_uri("sips:desk@192.0.2.4").unwrap();
+        assert_eq!((p.transport, p.addr.to_string()), (Transport::Tls, "192.0.2.4:5061".into()));
+        let (p, _) = target_of_uri("sip:desk@192.0.2.4:5071;transport=TLS").unwrap();
+        assert_eq!((p.transport, p.addr.to_string()), (Transport::Tls, "192.0.2.4:5071".into()));
         assert!(target_of_uri("sip:desk@example.com").unwrap_err().contains("IP address"));
         assert!(target_of_uri("tel:+15551234").is_err());
         for bad in

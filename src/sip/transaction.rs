@@ -27,6 +27,8 @@ pub struct Peer {
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP with TLS (RFC 3261 §26.2.1; RFC 5630 for `sips:`).
+    Tls,
 }
 
 impl Transport {
@@ -34,10 +36,11 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
     pub fn reliable(&self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 }
 

@@ -118,8 +118,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),
     ("intake", &["routing", "sip"]),
     ("core_handle", &["audit", "events", "routing", "sip"]),
+    ("transport", &["config", "core_handle", "intake", "sip"]),
     ("watchdog", &["audit", "core_handle"]),
-    ("api", &["access", "audit", "clock", "config", "core_handle", "events", "routing", "sip"]),
+    ("api", &["access", "audit", "clock", "config", "core_handle", "events", "routing", "sip", "transport"]),
 ];
 
 #[test]

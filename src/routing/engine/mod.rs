@@ -79,6 +79,7 @@ pub struct LocalEndpoint {
     pub host: String,
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
 }
 
 impl LocalEndpoint {
@@ -86,13 +87,23 @@ impl LocalEndpoint {
         match t {
             Transport::Udp => self.udp.or(self.tcp).map(|a| a.port()).unwrap_or(5060),
             Transport::Tcp => self.tcp.or(self.udp).map(|a| a.port()).unwrap_or(5060),
+            // Without a TLS listener, responses come back on the connection sosdesk opened
+            // (RFC 3261 §18.2.2); the port only has to be one (RFC 3261 §26.2.1: 5061).
+            Transport::Tls => self.tls.map(|a| a.port()).unwrap_or(5061),
         }
     }
     pub(crate) fn via(&self, t: Transport, branch: &str) -> String {
         format!("SIP/2.0/{} {}:{};branch={branch};rport", t.as_str(), self.host, self.port(t))
     }
     fn contact(&self, t: Transport) -> String {
-        let tp = if t == Transport::Tcp { ";transport=tcp" } else { "" };
+        // `transport=tls` rather than a `sips:` Contact: the dialog stays `sip:` (its Request-URI
+        // was), only this hop is TLS (RFC 5630 §3.1.3 deprecates the parameter for `sips:`
+        // URIs, and every peer we meet still reads it).
+        let tp = match t {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+        };
         format!("<sip:sosdesk@{}:{}{tp}>", self.host, self.port(t))
     }
 }
@@ -705,11 +716,15 @@ fn picture(call: &Call, kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
 /// response; a retransmission is the same request).
 /// Where a route's requests go.
 fn route_peer(r: &crate::config::RouteConfig) -> Peer {
-    let transport = match r.transport {
+    Peer { transport: transport_of(r.transport), addr: r.address }
+}
+
+fn transport_of(t: TransportConfig) -> Transport {
+    match t {
         TransportConfig::Udp => Transport::Udp,
         TransportConfig::Tcp => Transport::Tcp,
-    };
-    Peer { transport, addr: r.address }
+        TransportConfig::Tls => Transport::Tls,
+    }
 }
 
 fn supported_scheme(msg: &Message) -> bool {

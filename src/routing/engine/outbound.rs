@@ -33,11 +33,7 @@ impl Engine {
                 };
                 let r = &self.policies.routes[idx];
                 route = Some(idx);
-                let transport = match r.transport {
-                    TransportConfig::Udp => Transport::Udp,
-                    TransportConfig::Tcp => Transport::Tcp,
-                };
-                let peer = Peer { transport, addr: r.address };
+                let peer = route_peer(r);
                 let host = r.domain.clone().unwrap_or_else(|| r.address.to_string());
                 let (kind, presented) = match r.kind {
                     RouteKindConfig::SipTrunk => (RouteKind::SipTrunk, call.callback_number.clone()),

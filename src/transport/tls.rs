@@ -1,0 +1,207 @@
+//! TLS for SIP (RFC 3261 §26.2.1, RFC 5630) with rustls (ring provider): the listener's
+//! acceptor (with client certificates required when `sip.tls_client_ca` is set) and the client
+//! side of every connection sosdesk opens — a route's own CAs, client certificate and server
+//! name, or the `sip.tls_ca` / system CAs for notification targets and callbacks.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::{Config, TransportConfig};
+
+/// Where Debian (and most distributions) keep the system's trusted CAs as one PEM file.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A certificate chain from a PEM file. Errors name the file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A private key (PKCS#8, PKCS#1 or SEC1) from a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// The system's CAs; none (every handshake then fails, and says why) where there is no bundle.
+fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    if let Ok(iter) = CertificateDer::pem_file_iter(SYSTEM_CA_BUNDLE) {
+        roots.add_parsable_certificates(iter.flatten());
+    }
+    roots
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn client_config(
+    roots: RootCertStore,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| format!("{}: {e}", cert.display()))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The server's acceptor: its certificate chain and key; with `client_ca`, a client must show a
+/// certificate issued by one of those CAs or the handshake fails (mutual TLS).
+pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, String> {
+    let certs = load_certs(cert)?;
+    let key = load_key(key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(load_roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How sosdesk opens a TLS connection to one peer: whom it trusts and the name the peer's
+/// certificate must carry (RFC 5922 §7.2: the host of the URI, not where DNS led).
+#[derive(Clone)]
+pub struct TlsClient {
+    pub config: Arc<ClientConfig>,
+    pub name: ServerName<'static>,
+}
+
+impl TlsClient {
+    pub fn connector(&self) -> TlsConnector {
+        TlsConnector::from(self.config.clone())
+    }
+}
+
+/// Everything TLS the core needs, built once from the config (`check-config` builds it too, so
+/// a wrong file is found before a start).
+pub struct TlsSetup {
+    pub acceptor: Option<TlsAcceptor>,
+    /// Per route with `transport = "tls"` (by route index): its client side.
+    routes: Vec<Option<(Arc<ClientConfig>, String)>>,
+    /// The route each address belongs to (its literal address, or what its name resolved to).
+    route_of: RwLock<HashMap<SocketAddr, usize>>,
+    /// Anyone else (notification targets, callbacks): `sip.tls_ca` or the system's CAs.
+    default_client: Arc<ClientConfig>,
+}
+
+impl TlsSetup {
+    pub fn from_config(cfg: &Config) -> Result<TlsSetup, String> {
+        let acceptor = match (&cfg.sip.tls, &cfg.sip.tls_cert, &cfg.sip.tls_key) {
+            (Some(_), Some(cert), Some(key)) => Some(
+                acceptor(&cfg.path(cert), &cfg.path(key), cfg.sip.tls_client_ca.as_ref().map(|p| cfg.path(p)).as_deref())
+                    .map_err(|e| format!("sip.tls: {e}"))?,
+            ),
+            _ => None,
+        };
+        let default_roots = match &cfg.sip.tls_ca {
+            Some(p) => load_roots(&cfg.path(p)).map_err(|e| format!("sip.tls_ca: {e}"))?,
+            None => system_roots(),
+        };
+        let default_client = client_config(default_roots, None).map_err(|e| format!("sip.tls_ca: {e}"))?;
+        let mut routes = Vec::new();
+        let mut route_of = HashMap::new();
+        for (i, r) in cfg.routes.iter().enumerate() {
+            if r.transport != TransportConfig::Tls {
+                routes.push(None);
+                continue;
+            }
+            let roots = match &r.tls_ca {
+                Some(p) => load_roots(&cfg.path(p)).map_err(|e| format!("route {}: tls_ca: {e}", r.name))?,
+                None => system_roots(),
+            };
+            let (cert, key) = (r.tls_cert.as_ref().map(|p| cfg.path(p)), r.tls_key.as_ref().map(|p| cfg.path(p)));
+            let identity = cert.as_deref().zip(key.as_deref());
+            let config = client_config(roots, identity).map_err(|e| format!("route {}: tls_cert: {e}", r.name))?;
+            let name = server_name_of(r.domain.as_deref(), r.address.ip());
+            ServerName::try_from(name.clone()).map_err(|e| format!("route {}: {name:?}: {e}", r.name))?;
+            routes.push(Some((config, name)));
+            route_of.insert(r.address, i);
+        }
+        Ok(TlsSetup { acceptor, routes, route_of: RwLock::new(route_of), default_client })
+    }
+
+    /// A resolved address of route `route` (RFC 3263): its connections use the route's TLS.
+    pub fn note_route_address(&self, addr: SocketAddr, route: usize) {
+        if self.routes.get(route).is_some_and(Option::is_some) {
+            self.route_of.write().unwrap_or_else(|e| e.into_inner()).insert(addr, route);
+        }
+    }
+
+    /// How to open a TLS connection to `addr`.
+    pub fn client_for(&self, addr: SocketAddr) -> TlsClient {
+        let route = self.route_of.read().unwrap_or_else(|e| e.into_inner()).get(&addr).copied();
+        if let Some((config, name)) = route.and_then(|i| self.routes.get(i)).and_then(Option::as_ref) {
+            if let Ok(name) = ServerName::try_from(name.clone()) {
+                return TlsClient { config: config.clone(), name };
+            }
+        }
+        TlsClient { config: self.default_client.clone(), name: ServerName::IpAddress(addr.ip().into()) }
+    }
+}
+
+/// The name a route's certificate must carry: its `domain` (without a port), else its address.
+fn server_name_of(domain: Option<&str>, ip: IpAddr) -> String {
+    match domain {
+        Some(d) => {
+            let host = match d.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().unwrap_or(rest),
+                None => d.rsplit_once(':').map(|(h, _)| h).unwrap_or(d),
+            };
+            host.to_string()
+        }
+        None => ip.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routes_certificate_must_name_its_domain_without_the_port_else_its_address() {
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(server_name_of(Some("sbc.provider.example:5061"), ip), "sbc.provider.example");
+        assert_eq!(server_name_of(Some("sbc.provider.example"), ip), "sbc.provider.example");
+        assert_eq!(server_name_of(Some("[2001:db8::1]:5061"), ip), "2001:db8::1");
+        assert_eq!(server_name_of(None, ip), "192.0.2.7");
+    }
+}
