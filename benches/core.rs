@@ -34,7 +34,8 @@ fn engine(notify: bool) -> Engine {
         text = text.lines().filter(|l| !l.starts_with("notification_uris")).collect::<Vec<_>>().join("\n");
     }
     let cfg = Config::from_toml(&text, Path::new("lab.toml")).expect("lab config");
-    let local = LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None, tls: None };
+    let local =
+        LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None, tls: None };
     Engine::new(&cfg, local, Now::read())
 }
 

@@ -19,6 +19,8 @@ pub struct Config {
     pub sip: SipConfig,
     pub store: StoreConfig,
     #[serde(default)]
+    pub dns: DnsConfig,
+    #[serde(default)]
     pub routing: RoutingConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -97,6 +99,34 @@ fn default_t1() -> u64 {
 
 fn default_keepalive_s() -> u64 {
     30
+}
+
+/// Name resolution for routes given by name (RFC 3263).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// DNS servers to ask ("192.0.2.53", "127.0.0.1:5353"); default: the system's
+    /// (/etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<DnsServer>,
+}
+
+/// A DNS server: an address, port 53 unless given.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DnsServer(pub SocketAddr);
+
+impl TryFrom<String> for DnsServer {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(DnsServer(a));
+        }
+        s.trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .map(|ip| DnsServer(SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("{s:?} is not an IP address with an optional port"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -349,10 +379,13 @@ pub enum TransportConfig {
 pub struct RouteConfig {
     pub name: String,
     pub kind: RouteKindConfig,
-    /// Where the INVITE is sent: "192.0.2.10:5060".
-    pub address: SocketAddr,
-    #[serde(default = "default_transport")]
-    pub transport: TransportConfig,
+    /// Where the INVITE is sent: "192.0.2.10:5060", or a name resolved by RFC 3263
+    /// ("sbc.provider.example", "sbc.provider.example:5061", "sips:provider.example",
+    /// "sip:provider.example;transport=tcp").
+    pub address: RouteAddress,
+    /// Fixes the transport (else `sips:`/`transport=` in the address, else NAPTR for a name
+    /// without a port, else UDP).
+    pub transport: Option<TransportConfig>,
     /// Host for the Request-URI and To (the provider's domain); default: the address.
     pub domain: Option<String>,
     /// Digest credentials for a provider that challenges the INVITE (401/407, RFC 3261 §22.2).
@@ -385,8 +418,42 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-fn default_transport() -> TransportConfig {
-    TransportConfig::Udp
+/// A route's `address`, parsed when the config is read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RouteAddress(pub crate::sip::rfc3263::SipTarget);
+
+impl TryFrom<String> for RouteAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        crate::sip::rfc3263::SipTarget::parse(&s).map(RouteAddress)
+    }
+}
+
+impl RouteConfig {
+    /// Where the route points, its `transport` key applied.
+    pub fn target(&self) -> crate::sip::rfc3263::SipTarget {
+        use crate::sip::transaction::Transport;
+        let mut t = self.address.0.clone();
+        if let Some(fixed) = self.transport {
+            t.transport = Some(match fixed {
+                TransportConfig::Udp => Transport::Udp,
+                TransportConfig::Tcp => Transport::Tcp,
+                TransportConfig::Tls => Transport::Tls,
+            });
+        }
+        t
+    }
+
+    /// Whether the route may use TLS (fixed to it, or a name whose NAPTR may choose it).
+    pub fn may_use_tls(&self) -> bool {
+        use crate::sip::transaction::Transport;
+        let t = self.target();
+        match t.transport {
+            Some(fixed) => fixed == Transport::Tls,
+            None => matches!(t.host, crate::sip::rfc3263::Host::Name(_)) && t.port.is_none(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -661,10 +728,28 @@ impl Config {
             if !names.insert(r.name.as_str()) {
                 return Err(self.err(format!("route[{i}].name"), format!("route {:?} is defined twice", r.name)));
             }
-            if r.transport != TransportConfig::Tls {
-                for (key, set) in [("tls_ca", r.tls_ca.is_some()), ("tls_cert", r.tls_cert.is_some()), ("tls_key", r.tls_key.is_some())] {
+            // `transport` must agree with what the address says (`sips:` is TLS on every hop).
+            let a = &r.address.0;
+            if let Some(t) = r.transport {
+                let said = a.transport.map(|t| t.as_str().to_ascii_lowercase());
+                let key = format!("{t:?}").to_ascii_lowercase();
+                if said.as_deref().is_some_and(|s| s != key) {
+                    return Err(
+                        self.err(format!("route[{i}].transport"), format!("{key:?} contradicts the address {a}"))
+                    );
+                }
+            }
+            if !r.may_use_tls() {
+                for (key, set) in [
+                    ("tls_ca", r.tls_ca.is_some()),
+                    ("tls_cert", r.tls_cert.is_some()),
+                    ("tls_key", r.tls_key.is_some()),
+                ] {
                     if set {
-                        return Err(self.err(format!("route[{i}].{key}"), "is set but the route's transport is not \"tls\""));
+                        return Err(self.err(
+                            format!("route[{i}].{key}"),
+                            "is set but the route never uses TLS (set transport = \"tls\")",
+                        ));
                     }
                 }
             }
@@ -1052,7 +1137,10 @@ masks = ["9911"]
         // toml points at the table that holds the unknown key.
         assert_eq!(e.key, "line 6");
 
-        let bad = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"provider\"");
+        // A name is resolved by RFC 3263; one DNS cannot hold is refused.
+        let named = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"sips:sbc.provider.example\"");
+        assert!(Config::from_toml(&named, Path::new("x.toml")).is_ok());
+        let bad = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"sbc..provider\"");
         assert!(Config::from_toml(&bad, Path::new("x.toml")).is_err());
     }
 

@@ -4,7 +4,6 @@
 //! [`NetInput`]s. Its own module so that the API depends on it and not on the server that
 //! starts the API.
 
-
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -43,6 +42,11 @@ pub(crate) enum NetInput {
     },
     /// A fault made on purpose in the engine task (see [`CoreHandle::inject_fault`]).
     Fault(Fault),
+    /// A route name's fresh answer (RFC 3263, `crate::dns`), or why there is none.
+    Resolved {
+        target: crate::sip::rfc3263::SipTarget,
+        answer: Result<Vec<Peer>, String>,
+    },
     /// Each route's health (see [`CoreHandle::routes`]).
     Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }

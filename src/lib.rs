@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod core_handle;
 pub mod db;
+pub mod dns;
 pub mod events;
 pub mod intake;
 pub mod location;

@@ -51,6 +51,8 @@ pub enum StartError {
     Api(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("DNS: {0}")]
+    Dns(String),
     #[error("crash journal {path}: {source}")]
     Journal { path: std::path::PathBuf, source: io::Error },
 }
@@ -194,6 +196,27 @@ impl Core {
             None => None,
         };
         let mut engine = Engine::new(cfg, local.clone(), Now::read());
+        // Routes given by name (RFC 3263): resolved now, within one route timeout, then kept
+        // fresh in the background; no DNS on the call path.
+        if !engine.names_to_resolve().is_empty() {
+            let resolver = crate::dns::SipResolver::from_config(cfg).map_err(StartError::Dns)?;
+            let within = Duration::from_millis(cfg.routing.route_timeout_ms);
+            let first = crate::dns::resolve_first(&resolver, cfg, &tls_setup, within).await;
+            for (target, answer) in &first {
+                if let Err(e) = answer {
+                    tracing::warn!(%target, error = %e, "cannot resolve a route's name at start");
+                }
+                engine.on_resolved(target, answer.clone().map(|r| r.peers), Now::read());
+            }
+            tokio::spawn(crate::dns::refresh(
+                resolver,
+                cfg.clone(),
+                tls_setup.clone(),
+                first,
+                net_tx.clone(),
+                stop_rx.clone(),
+            ));
+        }
         engine.set_guard(guard);
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
         let rtp = if cfg.media.anchor {
@@ -413,6 +436,7 @@ async fn run(
                     NetInput::Routes(reply) => {
                         let _ = reply.send(engine.route_health());
                     }
+                    NetInput::Resolved { target, answer } => engine.on_resolved(&target, answer, now),
                 }
             }
             _ = sleep_until(deadline) => {

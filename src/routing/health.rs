@@ -123,6 +123,23 @@ impl RouteHealth {
             .collect()
     }
 
+    /// The route's address changed (its name resolved anew): probes go there; `target` is what
+    /// an admin reads.
+    pub fn set_peer(&mut self, route: usize, peer: Peer, target: String) {
+        if let Some(p) = self.probes.get_mut(route) {
+            p.peer = peer;
+            p.report.target = target;
+        }
+    }
+
+    /// A probe that could not leave (the route's name has not resolved) fails now.
+    pub fn failed(&mut self, route: usize, detail: String, now: Instant, wall: DateTime<Utc>) -> Option<HealthChange> {
+        let every = self.every;
+        let p = self.probes.get_mut(route)?;
+        p.next_at = now + every;
+        Self::outcome(p, false, detail, wall)
+    }
+
     pub fn sent(&mut self, route: usize, key: ClientKey, now: Instant) {
         if let Some(p) = self.probes.get_mut(route) {
             p.waiting = Some((key.clone(), now));

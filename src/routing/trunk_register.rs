@@ -87,6 +87,11 @@ impl TrunkRegistration {
         self.peer
     }
 
+    /// The registrar's address changed (the route's name resolved anew).
+    pub fn set_peer(&mut self, peer: Peer) {
+        self.peer = peer;
+    }
+
     /// When this registration next needs the engine.
     pub fn next_timeout(&self) -> Instant {
         self.waiting.as_ref().map(|(_, sent, _)| *sent + ANSWER_WITHIN).unwrap_or(self.next_at)

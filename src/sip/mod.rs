@@ -11,6 +11,7 @@ pub mod digest;
 pub mod ids;
 pub mod message;
 pub mod parse;
+pub mod rfc3263;
 pub mod session_timer;
 pub mod target;
 pub mod transaction;

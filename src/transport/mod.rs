@@ -44,7 +44,12 @@ pub(crate) struct StreamIo {
 }
 
 /// Accept TCP (`tls` none) or TLS connections until `stop`.
-pub(crate) async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, io: StreamIo, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    io: StreamIo,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => break,

@@ -4,7 +4,7 @@
 //! name, or the `sip.tls_ca` / system CAs for notification targets and callbacks.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::{Config, TransportConfig};
+use crate::config::Config;
 
 /// Where Debian (and most distributions) keep the system's trusted CAs as one PEM file.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -56,10 +56,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn client_config(
-    roots: RootCertStore,
-    identity: Option<(&Path, &Path)>,
-) -> Result<Arc<ClientConfig>, String> {
+fn client_config(roots: RootCertStore, identity: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -83,12 +80,10 @@ pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Tls
         .map_err(|e| e.to_string())?;
     let builder = match client_ca {
         Some(ca) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(load_roots(ca)?),
-                provider(),
-            )
-            .build()
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -127,8 +122,12 @@ impl TlsSetup {
     pub fn from_config(cfg: &Config) -> Result<TlsSetup, String> {
         let acceptor = match (&cfg.sip.tls, &cfg.sip.tls_cert, &cfg.sip.tls_key) {
             (Some(_), Some(cert), Some(key)) => Some(
-                acceptor(&cfg.path(cert), &cfg.path(key), cfg.sip.tls_client_ca.as_ref().map(|p| cfg.path(p)).as_deref())
-                    .map_err(|e| format!("sip.tls: {e}"))?,
+                acceptor(
+                    &cfg.path(cert),
+                    &cfg.path(key),
+                    cfg.sip.tls_client_ca.as_ref().map(|p| cfg.path(p)).as_deref(),
+                )
+                .map_err(|e| format!("sip.tls: {e}"))?,
             ),
             _ => None,
         };
@@ -140,7 +139,7 @@ impl TlsSetup {
         let mut routes = Vec::new();
         let mut route_of = HashMap::new();
         for (i, r) in cfg.routes.iter().enumerate() {
-            if r.transport != TransportConfig::Tls {
+            if !r.may_use_tls() {
                 routes.push(None);
                 continue;
             }
@@ -151,10 +150,13 @@ impl TlsSetup {
             let (cert, key) = (r.tls_cert.as_ref().map(|p| cfg.path(p)), r.tls_key.as_ref().map(|p| cfg.path(p)));
             let identity = cert.as_deref().zip(key.as_deref());
             let config = client_config(roots, identity).map_err(|e| format!("route {}: tls_cert: {e}", r.name))?;
-            let name = server_name_of(r.domain.as_deref(), r.address.ip());
+            let target = r.target();
+            let name = server_name_of(r.domain.as_deref(), &target.host_str());
             ServerName::try_from(name.clone()).map_err(|e| format!("route {}: {name:?}: {e}", r.name))?;
             routes.push(Some((config, name)));
-            route_of.insert(r.address, i);
+            if let Some(peer) = target.literal() {
+                route_of.insert(peer.addr, i);
+            }
         }
         Ok(TlsSetup { acceptor, routes, route_of: RwLock::new(route_of), default_client })
     }
@@ -178,8 +180,9 @@ impl TlsSetup {
     }
 }
 
-/// The name a route's certificate must carry: its `domain` (without a port), else its address.
-fn server_name_of(domain: Option<&str>, ip: IpAddr) -> String {
+/// The name a route's certificate must carry: its `domain` (without a port), else the host of
+/// its address (RFC 5922 §4: the domain the admin asked for, not where DNS led).
+fn server_name_of(domain: Option<&str>, host: &str) -> String {
     match domain {
         Some(d) => {
             let host = match d.strip_prefix('[') {
@@ -188,7 +191,7 @@ fn server_name_of(domain: Option<&str>, ip: IpAddr) -> String {
             };
             host.to_string()
         }
-        None => ip.to_string(),
+        None => host.trim_start_matches('[').trim_end_matches(']').to_string(),
     }
 }
 
@@ -198,10 +201,12 @@ mod tests {
 
     #[test]
     fn a_routes_certificate_must_name_its_domain_without_the_port_else_its_address() {
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let ip = "192.0.2.7";
         assert_eq!(server_name_of(Some("sbc.provider.example:5061"), ip), "sbc.provider.example");
         assert_eq!(server_name_of(Some("sbc.provider.example"), ip), "sbc.provider.example");
         assert_eq!(server_name_of(Some("[2001:db8::1]:5061"), ip), "2001:db8::1");
         assert_eq!(server_name_of(None, ip), "192.0.2.7");
+        assert_eq!(server_name_of(None, "[2001:db8::1]"), "2001:db8::1");
+        assert_eq!(server_name_of(None, "sbc.provider.example"), "sbc.provider.example");
     }
 }

@@ -119,6 +119,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("intake", &["routing", "sip"]),
     ("core_handle", &["audit", "events", "routing", "sip"]),
     ("transport", &["config", "core_handle", "intake", "sip"]),
+    ("dns", &["config", "core_handle", "sip", "transport"]),
     ("watchdog", &["audit", "core_handle"]),
     ("api", &["access", "audit", "clock", "config", "core_handle", "events", "routing", "sip", "transport"]),
 ];

@@ -71,8 +71,14 @@ pub(super) struct Call {
     /// What goes to the route as the Geolocation cid.
     pub(super) cid: String,
     pub(super) route_info: Option<RouteInfo>,
-    /// Route indexes, in order; `next_attempt - retry.round_start` indexes into it.
+    /// Route indexes, in order.
     pub(super) plan: Vec<usize>,
+    /// The plan step of the next attempt, and which of its route's targets (a route whose name
+    /// resolved to several: RFC 3263 §4.3, each before the next route).
+    pub(super) step: usize,
+    pub(super) target: usize,
+    /// How many targets the current attempt's route had.
+    pub(super) targets_here: usize,
     /// The number of the next attempt, counted across retry rounds (each attempt has its own,
     /// so a stale route timer of an earlier round never matches a later attempt).
     pub(super) next_attempt: usize,

@@ -22,7 +22,7 @@ use super::body::{self, InviteBody};
 use super::classify::{classify, Classified};
 use super::elin::{ElinCache, ElinMapping};
 use super::refused::RefusalTally;
-use crate::config::{Config, RouteKindConfig, TransportConfig};
+use crate::config::{Config, RouteKindConfig};
 use crate::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
 pub use crate::location::resolve::Locators;
 use crate::location::LocationSnapshot;
@@ -47,6 +47,7 @@ mod probes;
 mod registrations;
 mod relay;
 mod retry;
+mod targets;
 #[cfg(test)]
 mod tests;
 
@@ -147,6 +148,8 @@ pub struct Engine {
     /// Each route's OPTIONS probes and state, and the trunk registrations (`probes.rs`).
     health: crate::routing::health::RouteHealth,
     trunks: Vec<crate::routing::trunk_register::TrunkRegistration>,
+    /// Where each route's requests go (`targets.rs`).
+    route_targets: Vec<targets::RouteTargets>,
     /// Requests refused before any call exists, recorded per source and interval.
     refused: RefusalTally,
     out: Outputs,
@@ -227,15 +230,17 @@ impl Engine {
         let policies = Policies::from_config(cfg);
         let known_elins = policies.all_elins().map(str::to_string).collect();
         let health = crate::routing::health::RouteHealth::new(
-            policies.routes.iter().map(|r| (r.name.clone(), route_peer(r))).collect(),
+            policies.routes.iter().map(|r| (r.name.clone(), targets::placeholder_peer(r))).collect(),
             Duration::from_secs(cfg.routing.health_interval_s),
             Duration::from_millis(cfg.routing.route_timeout_ms),
             now.mono,
         );
         let trunks = probes::trunk_registrations(&policies, &local, now.mono);
+        let route_targets = targets::route_targets(&policies);
         Engine {
             health,
             trunks,
+            route_targets,
             now,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
             retry_for: Duration::from_secs(cfg.routing.retry_for_s),
@@ -611,7 +616,7 @@ impl Engine {
             })
             .collect();
         for (call_ref, attempt) in waiting {
-            self.fail_attempt(&call_ref, attempt, format!("{peer} unreachable"), now);
+            self.fail_attempt(&call_ref, attempt, format!("{peer} unreachable"), true, now);
         }
         self.notifier.on_unreachable(peer, &mut self.tx, now);
         self.drain_notify();
@@ -714,19 +719,6 @@ fn picture(call: &Call, kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
 /// The To tag of a response sent without a transaction, derived from the request: a
 /// retransmitted request gets the very same response (RFC 3261 §8.2.6.2 asks one tag per
 /// response; a retransmission is the same request).
-/// Where a route's requests go.
-fn route_peer(r: &crate::config::RouteConfig) -> Peer {
-    Peer { transport: transport_of(r.transport), addr: r.address }
-}
-
-fn transport_of(t: TransportConfig) -> Transport {
-    match t {
-        TransportConfig::Udp => Transport::Udp,
-        TransportConfig::Tcp => Transport::Tcp,
-        TransportConfig::Tls => Transport::Tls,
-    }
-}
-
 fn supported_scheme(msg: &Message) -> bool {
     msg.request_uri()
         .and_then(|u| Uri::parse(u).ok())

@@ -28,13 +28,24 @@ impl Engine {
                 let user = Uri::parse(&uri).ok().and_then(|u| u.user).unwrap_or_default();
                 (peer, (host, Some(user)), "callback".to_string(), RouteKind::Callback, call.caller.number.clone())
             } else {
-                let Some(&idx) = call.plan.get(attempt - call.retry.round_start) else {
+                let Some(&idx) = call.plan.get(call.step) else {
                     break self.plan_exhausted(call, now);
                 };
-                let r = &self.policies.routes[idx];
                 route = Some(idx);
-                let peer = route_peer(r);
-                let host = r.domain.clone().unwrap_or_else(|| r.address.to_string());
+                // RFC 3263 §4.3: each target of the route in turn, then the next route.
+                let peers = self.route_peers(idx);
+                let Some(&peer) = peers.get(call.target.min(peers.len().saturating_sub(1))) else {
+                    let reason = format!("route {}: {}", self.policies.routes[idx].name, self.unresolved_reason(idx));
+                    call.step += 1;
+                    call.target = 0;
+                    call.next_attempt += 1;
+                    self.stats.failovers += 1;
+                    Self::emit_into(&mut self.out, &mut call, CallEventKind::RouteFailed { reason }, self.now.wall);
+                    continue;
+                };
+                call.targets_here = peers.len();
+                let host = self.route_host(idx);
+                let r = &self.policies.routes[idx];
                 let (kind, presented) = match r.kind {
                     RouteKindConfig::SipTrunk => (RouteKind::SipTrunk, call.callback_number.clone()),
                     RouteKindConfig::ElinGateway => {
@@ -51,6 +62,8 @@ impl Engine {
                                 });
                                 let name = r.name.clone();
                                 call.next_attempt += 1;
+                                call.step += 1;
+                                call.target = 0;
                                 self.stats.failovers += 1;
                                 Self::emit_into(
                                     &mut self.out,
@@ -199,8 +212,16 @@ impl Engine {
         }
     }
 
-    /// The current attempt failed: record it, forget its leg, try the next route.
-    pub(super) fn fail_attempt(&mut self, call_ref: &str, attempt: usize, reason: String, now: Instant) {
+    /// The current attempt failed: record it, forget its leg, try the next target of the route
+    /// (`next_target`: no answer, unreachable, 503 — RFC 3263 §4.3) or else the next route.
+    pub(super) fn fail_attempt(
+        &mut self,
+        call_ref: &str,
+        attempt: usize,
+        reason: String,
+        next_target: bool,
+        now: Instant,
+    ) {
         let Some(call) = self.calls.live.get_mut(call_ref) else { return };
         let Some(b) = &call.b else { return };
         if b.attempt != attempt || call.state != CallState::Routing {
@@ -228,6 +249,12 @@ impl Engine {
         }
         self.stats.failovers += 1;
         call.next_attempt = attempt + 1;
+        if next_target && call.callback_target.is_none() && call.target + 1 < call.targets_here {
+            call.target += 1;
+        } else {
+            call.step += 1;
+            call.target = 0;
+        }
         Self::emit_into(&mut self.out, call, CallEventKind::RouteFailed { reason }, self.now.wall);
         self.start_attempt(call_ref, now);
     }
@@ -264,7 +291,7 @@ impl Engine {
             .is_some_and(|b| b.attempt == attempt && !b.responded);
         if silent {
             let ms = self.route_timeout.as_millis();
-            self.fail_attempt(call_ref, attempt, format!("no response within {ms} ms"), now);
+            self.fail_attempt(call_ref, attempt, format!("no response within {ms} ms"), true, now);
         }
     }
 
@@ -283,7 +310,7 @@ impl Engine {
             .filter(|b| b.client_key == key)
             .map(|b| b.attempt);
         if let Some(attempt) = attempt {
-            self.fail_attempt(&call_ref, attempt, "no final response (Timer B)".into(), now);
+            self.fail_attempt(&call_ref, attempt, "no final response (Timer B)".into(), true, now);
         } else if let Some(mut call) = self.calls.live.remove(&call_ref) {
             // A relayed request timed out: answer its originator.
             if let Some(relay) = call.relays.remove(key) {

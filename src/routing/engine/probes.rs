@@ -13,12 +13,12 @@ pub(super) fn trunk_registrations(policies: &Policies, local: &LocalEndpoint, no
         .filter(|(_, r)| r.register)
         .filter_map(|(i, r)| {
             let (user, crate::config::Secret(password)) = (r.username.as_ref()?, r.password.as_ref()?);
-            let domain = r.domain.clone().unwrap_or_else(|| r.address.to_string());
+            let domain = r.domain.clone().unwrap_or_else(|| r.target().host_port_str());
             let call_id = ids::new_call_id(&local.host);
             let expires = r.expires.unwrap_or(3600);
             Some(TrunkRegistration::new(
                 i,
-                route_peer(r),
+                targets::placeholder_peer(r),
                 &domain,
                 user,
                 password,
@@ -42,8 +42,16 @@ impl Engine {
         self.audit_health(changes);
         self.register_trunks(now);
         for (route, peer) in self.health.due(now) {
-            let Some(r) = self.policies.routes.get(route) else { continue };
-            let host = r.domain.clone().unwrap_or_else(|| r.address.to_string());
+            if route >= self.policies.routes.len() {
+                continue;
+            }
+            // A name that has not resolved: the probe fails without leaving.
+            if self.route_peers(route).is_empty() {
+                let change = self.health.failed(route, self.unresolved_reason(route), now, self.now.wall);
+                self.audit_health(change.into_iter().collect());
+                continue;
+            }
+            let host = self.route_host(route);
             let mut m = Message::request("OPTIONS", &format!("sip:{host}"));
             m.push("Via", self.local.via(peer.transport, &ids::new_branch()));
             m.push("Max-Forwards", "70");
@@ -64,6 +72,9 @@ impl Engine {
                 self.tx.abandon(&key);
             }
             let peer = self.trunks[i].peer();
+            if self.route_peers(self.trunks[i].route).is_empty() {
+                continue;
+            }
             let via = self.local.via(peer.transport, &ids::new_branch());
             let contact = self.local.contact(peer.transport);
             if let Some(m) = self.trunks[i].due(now, via, &contact) {

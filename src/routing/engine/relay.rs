@@ -34,7 +34,9 @@ impl Engine {
             let failed = self.on_b_invite_response(&mut call, msg, retransmission, now);
             self.calls.live.insert(call_ref.clone(), call);
             if let Some((attempt, reason)) = failed {
-                self.fail_attempt(&call_ref, attempt, reason, now);
+                // A 503 is this server's trouble, so another of the route's servers may serve
+                // (RFC 3263 §4.3); any other refusal is the provider's answer: the next route.
+                self.fail_attempt(&call_ref, attempt, reason, status == 503, now);
             }
             return;
         } else if retransmission {

@@ -67,6 +67,7 @@ impl Engine {
         }
         call.retry.waiting = false;
         call.retry.round_start = call.next_attempt;
+        (call.step, call.target) = (0, 0);
         // A route ringing in this round is audited (and shown) even if one rang in an earlier one.
         call.ringing_sent.clear();
         self.start_attempt(call_ref, now);

@@ -85,7 +85,8 @@ fn engine(edit: impl FnOnce(String) -> String) -> Sim {
 fn engine_notifying(edit: impl FnOnce(String) -> String) -> Sim {
     let text = include_str!("../../../examples/lab.toml").replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"");
     let cfg = Config::from_toml(&edit(text), std::path::Path::new("lab.toml")).expect("lab config");
-    let local = LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None, tls: None };
+    let local =
+        LocalEndpoint { host: "127.0.0.1".into(), udp: Some("127.0.0.1:5060".parse().unwrap()), tcp: None, tls: None };
     Sim {
         e: Engine::new(&cfg, local, Now::read()),
         rtp: None,
