@@ -707,7 +707,7 @@ impl Config {
             return Err(self.err("routing.retry_for_s", format!("must be between 0 and {MAX_RETRY_FOR_S}")));
         }
         if let Some(fb) = &self.routing.callback_fallback {
-            crate::sip::target::target_of_uri(fb).map_err(|e| self.err("routing.callback_fallback", e))?;
+            crate::sip::target::check_target_uri(fb).map_err(|e| self.err("routing.callback_fallback", e))?;
         }
         let mut names = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -931,7 +931,7 @@ impl Config {
                             );
                         }
                     }
-                    Ok(crate::notify::Target::Remote { .. }) => {}
+                    Ok(crate::notify::Target::Remote { .. } | crate::notify::Target::Named { .. }) => {}
                     Err(e) => return Err(self.err(key, e)),
                 }
             }

@@ -190,21 +190,9 @@ fn finish(mut peers: Vec<Peer>, valid_until: Instant, name: &str) -> Result<Reso
     Ok(Resolved { peers, valid_until })
 }
 
-/// The names of the config's routes, each with the routes that use it (their TLS follows the
-/// answers' addresses).
-fn names_of(cfg: &Config) -> Vec<(SipTarget, Vec<usize>)> {
-    let mut names: Vec<(SipTarget, Vec<usize>)> = Vec::new();
-    for (i, r) in cfg.routes.iter().enumerate() {
-        let t = r.target();
-        if t.literal().is_some() {
-            continue;
-        }
-        match names.iter_mut().find(|(n, _)| *n == t) {
-            Some((_, routes)) => routes.push(i),
-            None => names.push((t, vec![i])),
-        }
-    }
-    names
+/// The routes that use `target` (their TLS follows the answers' addresses).
+pub fn routes_using(cfg: &Config, target: &SipTarget) -> Vec<usize> {
+    (cfg.routes.iter().enumerate()).filter(|(_, r)| r.target() == *target).map(|(i, _)| i).collect()
 }
 
 /// The first answers, before the core takes calls, within `within` (a name that has not
@@ -212,23 +200,23 @@ fn names_of(cfg: &Config) -> Vec<(SipTarget, Vec<usize>)> {
 /// its routes resolved.
 pub async fn resolve_first(
     resolver: &SipResolver,
+    names: &[SipTarget],
     cfg: &Config,
     tls: &TlsSetup,
     within: Duration,
 ) -> HashMap<SipTarget, Result<Resolved, String>> {
     let mut out = HashMap::new();
-    let names = names_of(cfg);
-    let answers = futures_util::future::join_all(names.iter().map(|(t, _)| async move {
+    let answers = futures_util::future::join_all(names.iter().map(|t| async move {
         match tokio::time::timeout(within, resolver.resolve(t)).await {
             Ok(r) => Some(r),
             Err(_) => None,
         }
     }))
     .await;
-    for ((t, routes), answer) in names.into_iter().zip(answers) {
+    for (t, answer) in names.iter().zip(answers) {
         if let Some(answer) = answer {
-            note_tls(tls, &routes, &answer);
-            out.insert(t, answer);
+            note_tls(tls, &routes_using(cfg, t), &answer);
+            out.insert(t.clone(), answer);
         }
     }
     out
@@ -244,18 +232,18 @@ fn note_tls(tls: &TlsSetup, routes: &[usize], answer: &Result<Resolved, String>)
     }
 }
 
-/// Keep every route name fresh until `stop`: resolved again when its answer expires (or soon
+/// Keep every name fresh until `stop`: resolved again when its answer expires (or soon
 /// after a failure), each answer handed to the engine. `first` is what `resolve_first` found.
 pub(crate) async fn refresh(
     resolver: SipResolver,
-    cfg: Config,
+    names: Vec<(SipTarget, Vec<usize>)>,
     tls: Arc<TlsSetup>,
     first: HashMap<SipTarget, Result<Resolved, String>>,
     net_tx: mpsc::UnboundedSender<NetInput>,
     stop: watch::Receiver<bool>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (target, routes) in names_of(&cfg) {
+    for (target, routes) in names {
         let (resolver, tls, net_tx, mut stop) = (resolver.clone(), tls.clone(), net_tx.clone(), stop.clone());
         let mut next = match first.get(&target) {
             Some(Ok(r)) => refresh_at(r.valid_until),

@@ -198,24 +198,21 @@ impl Core {
         let mut engine = Engine::new(cfg, local.clone(), Now::read());
         // Routes given by name (RFC 3263): resolved now, within one route timeout, then kept
         // fresh in the background; no DNS on the call path.
-        if !engine.names_to_resolve().is_empty() {
+        let names = engine.names_to_resolve();
+        if !names.is_empty() {
             let resolver = crate::dns::SipResolver::from_config(cfg).map_err(StartError::Dns)?;
             let within = Duration::from_millis(cfg.routing.route_timeout_ms);
-            let first = crate::dns::resolve_first(&resolver, cfg, &tls_setup, within).await;
+            let first = crate::dns::resolve_first(&resolver, &names, cfg, &tls_setup, within).await;
             for (target, answer) in &first {
                 if let Err(e) = answer {
-                    tracing::warn!(%target, error = %e, "cannot resolve a route's name at start");
+                    tracing::warn!(%target, error = %e, "cannot resolve a name at start");
                 }
                 engine.on_resolved(target, answer.clone().map(|r| r.peers), Now::read());
             }
-            tokio::spawn(crate::dns::refresh(
-                resolver,
-                cfg.clone(),
-                tls_setup.clone(),
-                first,
-                net_tx.clone(),
-                stop_rx.clone(),
-            ));
+            let names = names.iter().map(|t| (t.clone(), crate::dns::routes_using(cfg, t))).collect();
+            let refresh =
+                crate::dns::refresh(resolver, names, tls_setup.clone(), first, net_tx.clone(), stop_rx.clone());
+            tokio::spawn(refresh);
         }
         engine.set_guard(guard);
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });

@@ -30,9 +30,10 @@ pub use text::{body_of, human_text, CALL_EVENT_CONTENT_TYPE};
 pub enum Target {
     /// A desk account or notification group of this core (user part of the URI).
     Local(String),
-    /// A SIP client elsewhere: sent straight to its host and port (IP literal, no DNS on the
-    /// emergency path).
+    /// A SIP client elsewhere at an IP address: sent straight to its host and port.
     Remote { peer: Peer, uri: String },
+    /// A `sip:`/`sips:` URI whose host is a name.
+    Named { target: crate::sip::rfc3263::SipTarget, uri: String },
 }
 
 impl Target {
@@ -52,6 +53,11 @@ impl Target {
             }
             return Ok(Target::Local(u.user.clone().unwrap_or_default()));
         }
+        // A host name: resolved by the I/O shell (RFC 3263) ahead of need, never on the way.
+        let target = crate::sip::rfc3263::SipTarget::parse(uri)?;
+        if target.literal().is_none() {
+            return Ok(Target::Named { target, uri: uri.to_string() });
+        }
         let (peer, uri) = crate::sip::target::target_of_uri(uri)?;
         Ok(Target::Remote { peer, uri })
     }
@@ -67,6 +73,8 @@ pub trait NotifyContext {
     fn via(&self, t: Transport, branch: &str) -> String;
     /// sosdesk's own SIP host.
     fn host(&self) -> &str;
+    /// Where a name last resolved to (none: it has not).
+    fn resolved(&self, target: &crate::sip::rfc3263::SipTarget) -> Option<Peer>;
 }
 
 /// Delivery timing (config `[notification]`).
@@ -106,6 +114,7 @@ enum Dest {
     Local(String),
     Contact(Contact),
     Remote(Peer),
+    Named(crate::sip::rfc3263::SipTarget),
 }
 
 /// What every delivery of one call sends (shared, not copied: `Bytes` and `Arc<str>`).
@@ -209,6 +218,7 @@ impl Notifier {
             let dest = match target {
                 Target::Local(user) => Dest::Local(user.clone()),
                 Target::Remote { peer, .. } => Dest::Remote(*peer),
+                Target::Named { target, .. } => Dest::Named(target.clone()),
             };
             let id = self.add(&event.call_id, uri.clone(), None, dest, &message, now);
             self.attempt(id, ctx, tx, now);
@@ -291,6 +301,14 @@ impl Notifier {
         d.attempts += 1;
         let (peer, ruri) = match &d.dest {
             Dest::Remote(peer) => (*peer, d.uri.clone()),
+            Dest::Named(target) => match ctx.resolved(target) {
+                Some(peer) => (peer, d.uri.clone()),
+                None => {
+                    let why = format!("{target} has not resolved");
+                    self.failed(id, why, now);
+                    return;
+                }
+            },
             Dest::Contact(c) => (c.peer, c.uri.clone()),
             Dest::Local(user) => {
                 // Expanded now: each registered contact becomes a delivery of its own (but for

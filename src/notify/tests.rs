@@ -25,6 +25,9 @@ impl NotifyContext for Ctx {
     fn host(&self) -> &str {
         "127.0.0.1"
     }
+    fn resolved(&self, _: &crate::sip::rfc3263::SipTarget) -> Option<Peer> {
+        None
+    }
 }
 
 fn event(test: bool) -> CallEvent {
@@ -150,7 +153,9 @@ fn targets_local_and_remote() {
         Ok(Target::Local("security".into()))
     );
     assert!(matches!(Target::parse("sip:guard@127.0.0.1:5090", "127.0.0.1", &[5060]), Ok(Target::Remote { .. })));
-    assert!(Target::parse("sip:guard@pbx.example.com", "127.0.0.1", &[5060]).is_err(), "no DNS on the emergency path");
+    // A name is resolved ahead of need by the I/O shell (RFC 3263), never on the way.
+    assert!(matches!(Target::parse("sip:guard@pbx.example.com", "127.0.0.1", &[5060]), Ok(Target::Named { .. })));
+    assert!(Target::parse("sip:guard@pbx..example.com", "127.0.0.1", &[5060]).is_err());
     assert!(Target::parse("tel:+14255550100", "127.0.0.1", &[5060]).is_err());
     assert!(Target::parse("sip:127.0.0.1", "127.0.0.1", &[5060]).is_err(), "the core itself, no user");
 }

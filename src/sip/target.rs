@@ -28,6 +28,16 @@ pub fn target_of_uri(uri: &str) -> Result<(Peer, String), String> {
     Ok((Peer { transport, addr: SocketAddr::new(ip, u.port.unwrap_or(port)) }, uri.to_string()))
 }
 
+/// A `sip:`/`sips:` URI sosdesk can send to: an IP literal, or a name it resolves (RFC 3263).
+pub fn check_target_uri(uri: &str) -> Result<(), String> {
+    check_bare_uri(uri)?;
+    let u = Uri::parse(uri).map_err(|e| format!("{uri:?}: {e}"))?;
+    if !u.is_sip() {
+        return Err(format!("{uri:?} is not a sip: URI"));
+    }
+    super::rfc3263::SipTarget::parse(uri).map(|_| ())
+}
+
 /// A URI sosdesk will write into a Request-URI as given must be one as it goes on the wire: no
 /// white space, control characters, angle brackets or quotes (RFC 3261 §25.1; a space inside
 /// `<…>` once went out as `MESSAGE sip:…:5090  SIP/2.0`, which receivers reject).

@@ -241,7 +241,17 @@ impl Engine {
                 let uri = format!("sip:{}@{}:{}", m.caller_number, host, m.caller_peer.addr.port());
                 (Some((m.caller_peer, uri)), true, m.caller_display.clone())
             }
-            None => (self.callbacks.fallback.clone(), false, None),
+            // The fallback by name: where it last resolved to (none yet: as if unset, said so).
+            None => match &self.callbacks.fallback {
+                Some((t, uri)) => match self.resolved_name(t) {
+                    Some(peer) => (Some((peer, uri.clone())), false, None),
+                    None => {
+                        tracing::warn!(%elin, fallback = %t, "callback_fallback has not resolved");
+                        (None, false, None)
+                    }
+                },
+                None => (None, false, None),
+            },
         };
         let Some((tpeer, turi)) = target else {
             tracing::warn!(%elin, "callback to an ELIN with no live mapping and no callback_fallback configured");

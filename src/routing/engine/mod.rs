@@ -148,8 +148,9 @@ pub struct Engine {
     /// Each route's OPTIONS probes and state, and the trunk registrations (`probes.rs`).
     health: crate::routing::health::RouteHealth,
     trunks: Vec<crate::routing::trunk_register::TrunkRegistration>,
-    /// Where each route's requests go (`targets.rs`).
+    /// Where each route's requests go, and what other names resolved to (`targets.rs`).
     route_targets: Vec<targets::RouteTargets>,
+    names: HashMap<crate::sip::rfc3263::SipTarget, Vec<Peer>>,
     /// Requests refused before any call exists, recorded per source and interval.
     refused: RefusalTally,
     out: Outputs,
@@ -192,7 +193,7 @@ struct Outputs {
 struct Callbacks {
     elins: ElinCache,
     known_elins: HashSet<String>,
-    fallback: Option<(Peer, String)>,
+    fallback: Option<(crate::sip::rfc3263::SipTarget, String)>,
 }
 
 /// The RTP ports for anchored calls: bound by the I/O shell and handed in
@@ -241,6 +242,7 @@ impl Engine {
             health,
             trunks,
             route_targets,
+            names: HashMap::new(),
             now,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
             retry_for: Duration::from_secs(cfg.routing.retry_for_s),
@@ -250,7 +252,11 @@ impl Engine {
             callbacks: Callbacks {
                 elins: ElinCache::new(Duration::from_secs_f64(cfg.routing.elin_callback_minutes * 60.0)),
                 known_elins,
-                fallback: cfg.routing.callback_fallback.as_deref().and_then(|u| target_of_uri(u).ok()),
+                fallback: cfg
+                    .routing
+                    .callback_fallback
+                    .as_deref()
+                    .and_then(|u| Some((crate::sip::rfc3263::SipTarget::parse(u).ok()?, u.to_string()))),
             },
             locators: Locators::default(),
             media: MediaPorts { anchoring: false, reserve: Vec::new() },

@@ -17,6 +17,7 @@ pub(super) struct NotifyCtx<'a> {
     pub registrar: &'a Registrar,
     pub groups: &'a HashMap<String, Vec<String>>,
     pub local: &'a LocalEndpoint,
+    pub names: &'a HashMap<crate::sip::rfc3263::SipTarget, Vec<crate::sip::transaction::Peer>>,
     pub now: Instant,
 }
 
@@ -35,6 +36,10 @@ impl NotifyContext for NotifyCtx<'_> {
     fn host(&self) -> &str {
         &self.local.host
     }
+
+    fn resolved(&self, target: &crate::sip::rfc3263::SipTarget) -> Option<crate::sip::transaction::Peer> {
+        self.names.get(target).and_then(|p| p.first().copied())
+    }
 }
 
 impl Engine {
@@ -43,16 +48,26 @@ impl Engine {
     pub(super) fn notify_detected(&mut self, detected: &CallEvent) {
         let Some(policy) = self.policies.by_name(&detected.policy) else { return };
         let now = self.now.mono;
-        let ctx =
-            NotifyCtx { registrar: &self.accounts.registrar, groups: &self.accounts.groups, local: &self.local, now };
+        let ctx = NotifyCtx {
+            registrar: &self.accounts.registrar,
+            groups: &self.accounts.groups,
+            local: &self.local,
+            names: &self.names,
+            now,
+        };
         self.notifier.notify(detected, &policy.notify, &ctx, &mut self.tx, now);
         self.drain_notify();
     }
 
     /// The notifier's timers (attempt timeouts, retries).
     pub(super) fn notify_timeouts(&mut self, now: Instant) {
-        let ctx =
-            NotifyCtx { registrar: &self.accounts.registrar, groups: &self.accounts.groups, local: &self.local, now };
+        let ctx = NotifyCtx {
+            registrar: &self.accounts.registrar,
+            groups: &self.accounts.groups,
+            local: &self.local,
+            names: &self.names,
+            now,
+        };
         self.notifier.handle_timeout(&ctx, &mut self.tx, now);
         self.drain_notify();
     }

@@ -39,20 +39,36 @@ pub(super) fn placeholder_peer(r: &crate::config::RouteConfig) -> Peer {
 }
 
 impl Engine {
-    /// The names the I/O shell resolves and keeps fresh: each route given by name.
+    /// The names the I/O shell resolves and keeps fresh: each route, notification target and
+    /// callback fallback given by name.
     pub fn names_to_resolve(&self) -> Vec<SipTarget> {
+        let notify = self.policies.policies.iter().flat_map(|p| p.notify.iter()).filter_map(|(_, t)| match t {
+            crate::notify::Target::Named { target, .. } => Some(target),
+            _ => None,
+        });
+        let fallback = self.callbacks.fallback.iter().map(|(t, _)| t);
         let mut names: Vec<SipTarget> = Vec::new();
-        for t in &self.route_targets {
-            if t.target.literal().is_none() && !names.contains(&t.target) {
-                names.push(t.target.clone());
+        for t in self.route_targets.iter().map(|t| &t.target).chain(notify).chain(fallback) {
+            if t.literal().is_none() && !names.contains(t) {
+                names.push(t.clone());
             }
         }
         names
     }
 
+    /// Where a name (not a route's) last resolved to: its first target.
+    pub(super) fn resolved_name(&self, target: &SipTarget) -> Option<Peer> {
+        target.literal().or_else(|| self.names.get(target).and_then(|p| p.first().copied()))
+    }
+
     /// A name's fresh answer (or why there is none: the last answer is kept).
     pub fn on_resolved(&mut self, target: &SipTarget, answer: Result<Vec<Peer>, String>, now: Now) {
         self.tick(now);
+        if let Ok(peers) = &answer {
+            if !peers.is_empty() {
+                self.names.insert(target.clone(), peers.clone());
+            }
+        }
         for (i, t) in self.route_targets.iter_mut().enumerate().filter(|(_, t)| &t.target == target) {
             match &answer {
                 Ok(peers) if !peers.is_empty() => {

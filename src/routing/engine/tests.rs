@@ -920,3 +920,94 @@ To: <sip:911@127.0.0.1:5060>;tag={}\r\nCall-ID: call-1\r\nCSeq: 2 BYE\r\nContent
     assert_eq!(to_desk.len(), 2, "{to_desk:?}");
     assert!(to_desk[0].starts_with("ACK sip:psap@127.0.0.1:5090") && to_desk[1].starts_with("BYE "), "{to_desk:?}");
 }
+
+/// The lab with its primary route given by name (RFC 3263), resolved by the I/O shell.
+fn named_primary() -> Sim {
+    engine(|c| c.replace("address = \"127.0.0.1:5070\"", "address = \"sbc.provider.example\""))
+}
+
+#[test]
+fn a_named_route_tries_each_resolved_target_before_the_next_route_and_a_refusal_skips_the_rest() {
+    let mut e = named_primary();
+    let names = e.e.names_to_resolve();
+    assert_eq!(names.iter().map(|t| t.to_string()).collect::<Vec<_>>(), ["sip:sbc.provider.example;transport=udp"]);
+    let target = names[0].clone();
+    let t0 = Now::read();
+    let (a, b, c) = ("127.0.0.1:5072", "127.0.0.1:5073", "127.0.0.1:5074");
+    e.e.on_resolved(&target, Ok(vec![peer(a), peer(b), peer(c)]), t0);
+
+    // The first target is silent for the route timeout: the second target of the same route.
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let out = sent(&mut e);
+    assert_eq!(out[1].0, a.parse::<SocketAddr>().unwrap());
+    assert!(
+        start_line(&out[1].1).contains("@127.0.0.1:5070"),
+        "the Request-URI keeps the route's domain: {}",
+        start_line(&out[1].1)
+    );
+    e.handle_timeout(t0 + Duration::from_millis(2000));
+    // (Timer A's last retransmissions to the first target go out at the same moment.)
+    let out = sent(&mut e);
+    let (to, invite_b) = out.last().unwrap().clone();
+    assert_eq!(to.to_string(), b);
+    // A 503 from it: its trouble, so the third target.
+    e.handle_message(answer(&invite_b, 503, "b", b), peer(b), t0 + Duration::from_millis(2100));
+    let out = sent(&mut e);
+    assert_eq!(
+        out.iter()
+            .filter(|(_, m)| start_line(m).starts_with("INVITE "))
+            .map(|(to, _)| to.to_string())
+            .collect::<Vec<_>>(),
+        [c]
+    );
+    // A 404 from the third is the provider's answer: no target left anyway, the next route.
+    let invite_c = out.iter().find(|(_, m)| start_line(m).starts_with("INVITE ")).unwrap().1.clone();
+    e.handle_message(answer(&invite_c, 404, "c", c), peer(c), t0 + Duration::from_millis(2200));
+    let out = sent(&mut e);
+    assert!(out
+        .iter()
+        .any(|(to, m)| *to == SECONDARY.parse::<SocketAddr>().unwrap() && start_line(m).starts_with("INVITE ")));
+}
+
+#[test]
+fn a_refusal_from_one_target_goes_to_the_next_route_not_the_next_target() {
+    let mut e = named_primary();
+    let target = e.e.names_to_resolve()[0].clone();
+    let t0 = Now::read();
+    let (a, b) = ("127.0.0.1:5072", "127.0.0.1:5073");
+    e.e.on_resolved(&target, Ok(vec![peer(a), peer(b)]), t0);
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let out = sent(&mut e);
+    e.handle_message(answer(&out[1].1, 403, "a", a), peer(a), t0 + Duration::from_millis(10));
+    let invites: Vec<String> = sent(&mut e)
+        .into_iter()
+        .filter(|(_, m)| start_line(m).starts_with("INVITE "))
+        .map(|(to, _)| to.to_string())
+        .collect();
+    assert_eq!(invites, [SECONDARY]);
+}
+
+#[test]
+fn a_route_whose_name_never_resolved_fails_over_at_once_saying_why_and_a_failed_refresh_keeps_the_last_answer() {
+    let mut e = named_primary();
+    let target = e.e.names_to_resolve()[0].clone();
+    let t0 = Now::read();
+    e.e.on_resolved(&target, Err("SRV _sip._udp.sbc.provider.example: request timed out".into()), t0);
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    let out = sent(&mut e);
+    assert_eq!(out[1].0, SECONDARY.parse::<SocketAddr>().unwrap(), "no wait for DNS: the next route at once");
+    let failed = std::iter::from_fn(|| e.poll_event())
+        .find_map(|ev| match ev.kind {
+            CallEventKind::RouteFailed { reason } => Some(reason),
+            _ => None,
+        })
+        .unwrap();
+    assert!(failed.contains("provider-primary") && failed.contains("request timed out"), "{failed}");
+
+    // Resolved, then a refresh fails: the last answer stays in use.
+    let a = "127.0.0.1:5072";
+    e.e.on_resolved(&target, Ok(vec![peer(a)]), t0);
+    e.e.on_resolved(&target, Err("no answer".into()), t0);
+    e.handle_message(invite(CALLER, "911", 2), peer(CALLER), t0);
+    assert!(sent(&mut e).iter().any(|(to, m)| to.to_string() == a && start_line(m).starts_with("INVITE ")));
+}
