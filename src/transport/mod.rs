@@ -145,6 +145,10 @@ where
         let _ = wr.shutdown().await;
     });
     let keepalive = io.keepalive.filter(|_| opened);
+    // A peer that closes a connection we opened before saying anything refused us (TLS 1.3
+    // completes the client's side of the handshake before the server checks the client's
+    // certificate): what waits there fails now, not at its timeout.
+    let mut heard_anything = false;
     let mut ping_sent: Option<Instant> = None;
     let mut last_heard = Instant::now();
     let mut buf = BytesMut::with_capacity(8192);
@@ -161,6 +165,7 @@ where
                 Ok(_) => {
                     last_heard = Instant::now();
                     ping_sent = None;
+                    heard_anything = true;
                 }
             },
             _ = sleep_until(wake) => {
@@ -196,6 +201,10 @@ where
         }
     }
     let _ = io.net_tx.send(NetInput::Closed(peer));
+    if opened && !heard_anything {
+        tracing::warn!(%peer, "the peer closed the connection without a word");
+        let _ = io.net_tx.send(NetInput::SendFailed(peer));
+    }
     drop(out_tx);
     let _ = writer.await;
 }

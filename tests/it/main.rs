@@ -22,6 +22,8 @@ mod lis_import;
 mod lis_validate;
 mod media_calls;
 mod notifications;
+mod provider_dns;
+mod provider_tls;
 mod pidf_lo;
 mod route_health;
 mod sip_torture_parse;

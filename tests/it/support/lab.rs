@@ -187,16 +187,7 @@ impl Lab {
 
     /// A sipp UAC calling sosdesk from `ip` (which selects the caller's site).
     pub fn uac(&self, name: &str, scenario_file: &str, ip: &str, extra: &[&str]) -> Sipp {
-        let (msg, log) = self.sipp_files(name);
-        let port = free_port();
-        let mut cmd = Command::new("sipp");
-        // Files a scenario reads (rtp_stream audio) and sipp's own logs go in the lab's folder.
-        cmd.current_dir(self.dir.path());
-        cmd.arg("-sf").arg(scenario(scenario_file)).arg(format!("127.0.0.1:{}", self.ports.sip));
-        cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
-        cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
-        cmd.args(extra);
-        Sipp { name: name.into(), child: Some(spawn(cmd)), msg, log }
+        self.uac_to(name, scenario_file, ip, ([127, 0, 0, 1], self.ports.sip).into(), extra)
     }
 
     /// Stop the core; afterwards every event it produced is durable in the store.
@@ -493,4 +484,21 @@ pub fn without_notifications(config: &str) -> String {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+impl Lab {
+    /// A sipp UAC from `ip` whose requests go to `remote` (an SBC in front of sosdesk) rather
+    /// than to sosdesk itself.
+    pub fn uac_to(&self, name: &str, scenario_file: &str, ip: &str, remote: std::net::SocketAddr, extra: &[&str]) -> Sipp {
+        let (msg, log) = self.sipp_files(name);
+        let port = free_port();
+        let mut cmd = Command::new("sipp");
+        // Files a scenario reads (rtp_stream audio) and sipp's own logs go in the lab's folder.
+        cmd.current_dir(self.dir.path());
+        cmd.arg("-sf").arg(scenario(scenario_file)).arg(remote.to_string());
+        cmd.args(["-i", ip, "-p", &port.to_string(), "-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"]);
+        cmd.args(["-trace_msg", "-message_file"]).arg(&msg).args(["-trace_logs", "-log_file"]).arg(&log);
+        cmd.args(extra);
+        Sipp { name: name.into(), child: Some(spawn(cmd)), msg, log }
+    }
 }

@@ -1,0 +1,252 @@
+//! SIP over TLS (issue 13) with a real TLS peer: Kamailio's tls module as the provider's SBC
+//! (sosdesk → TLS → Kamailio → UDP → the provider) and as a PBX's (caller → UDP → Kamailio →
+//! TLS → sosdesk), mutual TLS both ways, a route refused without a client certificate or with a
+//! certificate for another name, and RFC 5626 CRLF keepalive on a connection sosdesk opened.
+
+use crate::support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sosdesk::events::{CallEvent, CallEventKind};
+use support::kamailio::{start_sbc, SbcOptions};
+use support::lab::{free_port, Lab};
+use support::pki::{make_pki, TestPki};
+
+/// The name on the provider SBC's certificate (and 127.0.0.1).
+const SBC_NAME: &str = "sbc.provider.test";
+
+/// The lab's primary route edited by `edit` (its block of lines, up to the next route).
+fn edit_primary(config: String, edit: impl FnOnce(&str) -> String) -> String {
+    let start = config.find("name = \"provider-primary\"").expect("the lab's primary route");
+    let end = start + config[start..].find("[[route]]").expect("a route after the primary");
+    format!("{}{}{}", &config[..start], edit(&config[start..end]), &config[end..])
+}
+
+/// The primary route over TLS to `sbc`, trusting `ca`, presenting `client` if given, and
+/// expecting the certificate to name `domain`.
+fn tls_route(config: String, sbc: SocketAddr, ca: &Path, client: Option<(&Path, &Path)>, domain: &str) -> String {
+    edit_primary(config, |block| {
+        let mut lines: Vec<String> = block
+            .lines()
+            .filter(|l| !l.starts_with("address") && !l.starts_with("transport") && !l.starts_with("domain"))
+            .map(str::to_string)
+            .collect();
+        lines.push(format!("address = \"{sbc}\""));
+        lines.push("transport = \"tls\"".into());
+        lines.push(format!("domain = \"{domain}\""));
+        lines.push(format!("tls_ca = {:?}", ca.display().to_string()));
+        if let Some((cert, key)) = client {
+            lines.push(format!("tls_cert = {:?}", cert.display().to_string()));
+            lines.push(format!("tls_key = {:?}", key.display().to_string()));
+        }
+        lines.join("\n") + "\n\n"
+    })
+}
+
+fn kinds(events: &[CallEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+fn pki() -> (tempfile::TempDir, TestPki) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), &[SBC_NAME]);
+    (dir, pki)
+}
+
+#[test]
+fn a_call_reaches_the_provider_over_mutual_tls_through_a_real_sbc_and_ends_over_it() {
+    let (dir, pki) = pki();
+    let provider_port = free_port();
+    let sbc = start_sbc(
+        dir.path(),
+        &pki,
+        SbcOptions {
+            udp_port: free_port(),
+            tls_port: free_port(),
+            require_client_cert: true,
+            tls_to: None,
+            udp_to: Some(SocketAddr::from(([127, 0, 0, 1], provider_port))),
+        },
+    );
+    let client = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+    let mut lab = Lab::start_with(|c| tls_route(c, sbc.tls, &pki.ca_cert, client, SBC_NAME));
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", provider_port, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    // The INVITE crossed the TLS hop: sosdesk's own Via says TLS (below the SBC's), and the
+    // location came with it; the caller's BYE reached the provider through the SBC too.
+    let invite = p.received_request("INVITE");
+    assert!(invite.lines().any(|l| l.starts_with("Via: SIP/2.0/TLS ")), "{invite}\nSBC log:\n{}", sbc.log());
+    assert!(invite.contains("application/pidf+xml"), "{invite}");
+    assert!(p.received().iter().any(|m| m.starts_with("BYE ")), "the BYE went over the same TLS route");
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "ringing", "answered", "ended"]);
+    assert_eq!(events[1].route.as_ref().unwrap().target, format!("tls:{}", sbc.tls));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn a_tls_route_fails_over_at_once_without_a_client_certificate_or_with_a_certificate_for_another_name() {
+    let (dir, pki) = pki();
+    let sbc = start_sbc(
+        dir.path(),
+        &pki,
+        SbcOptions {
+            udp_port: free_port(),
+            tls_port: free_port(),
+            require_client_cert: true,
+            tls_to: None,
+            udp_to: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
+        },
+    );
+    // No client certificate: the SBC refuses the handshake. The route timeout is long, so a
+    // failover within the test's time is the refusal's, not the timer's.
+    for (case, client, domain) in [
+        ("no client certificate", None, SBC_NAME),
+        ("another name", Some((pki.client_cert.as_path(), pki.client_key.as_path())), "other.provider.test"),
+    ] {
+        let mut lab = Lab::start_with(|c| {
+            tls_route(c, sbc.tls, &pki.ca_cert, client, domain).replace("route_timeout_ms = 2000", "route_timeout_ms = 20000")
+        });
+        let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
+        lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+        secondary.wait().assert_ok();
+        lab.stop();
+        let events = lab.audit_events();
+        assert_eq!(kinds(&events)[..4], ["detected", "routed", "route-failed", "routed"], "{case}");
+        let CallEventKind::RouteFailed { reason } = &events[2].kind else { unreachable!() };
+        assert_eq!(reason, &format!("tls:{} unreachable", sbc.tls), "{case}");
+        assert_eq!(events[3].route.as_ref().unwrap().name, "provider-secondary", "{case}");
+    }
+}
+
+/// sosdesk listening for TLS on `port` with the test PKI's server certificate, requiring
+/// client certificates from its CA.
+fn tls_listener(config: String, port: u16, pki: &TestPki) -> String {
+    let p = |p: &Path| format!("{:?}", p.display().to_string());
+    config.replacen(
+        "[sip]\n",
+        &format!(
+            "[sip]\ntls = \"127.0.0.1:{port}\"\ntls_cert = {}\ntls_key = {}\ntls_client_ca = {}\n",
+            p(&pki.server_cert),
+            p(&pki.server_key),
+            p(&pki.ca_cert)
+        ),
+        1,
+    )
+}
+
+/// An OPTIONS to sosdesk over TLS from a client with or without a certificate: the response's
+/// status line, or None when the connection was refused or closed.
+fn options_over_tls(to: SocketAddr, pki: &TestPki, with_cert: bool) -> Option<String> {
+    use sosdesk::transport::tls::{load_certs, load_key};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in load_certs(&pki.ca_cert).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = if with_cert {
+            builder.with_client_auth_cert(load_certs(&pki.client_cert).unwrap(), load_key(&pki.client_key).unwrap()).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        let tcp = tokio::net::TcpStream::connect(to).await.ok()?;
+        let local = tcp.local_addr().ok()?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
+        let options = format!(
+            "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls{with_cert}\r\nMax-Forwards: 70\r\n\
+From: <sip:probe@{local}>;tag=t1\r\nTo: <sip:{to}>\r\nCall-ID: tls-{with_cert}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        tls.write_all(options.as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.ok()?.ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        (n > 0).then(|| text.lines().next().unwrap_or("").to_string())
+    })
+}
+
+#[test]
+fn a_pbx_reaches_sosdesk_over_mutual_tls_and_a_client_without_a_certificate_is_refused() {
+    let (dir, pki) = pki();
+    let tls_port = free_port();
+    let sbc = start_sbc(
+        dir.path(),
+        &pki,
+        SbcOptions {
+            udp_port: free_port(),
+            tls_port: free_port(),
+            require_client_cert: false,
+            tls_to: Some(SocketAddr::from(([127, 0, 0, 1], tls_port))),
+            udp_to: None,
+        },
+    );
+    let mut lab = Lab::start_with(|c| tls_listener(c, tls_port, &pki));
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    assert_eq!(options_over_tls(tls_addr, &pki, true).as_deref(), Some("SIP/2.0 200 OK"));
+    assert_eq!(options_over_tls(tls_addr, &pki, false), None, "no client certificate, no SIP");
+
+    // The PBX's SBC relays the phone's 911 call to sosdesk over TLS (presenting its client
+    // certificate); sosdesk routes it on to the provider.
+    let primary = lab.uas("primary", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac_to("caller", "caller_hangs_up.xml", "127.0.0.1", sbc.udp, &["-s", "911"]).wait().assert_ok();
+    primary.wait().assert_ok();
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "ringing", "answered", "ended"], "SBC log:\n{}", sbc.log());
+    assert!(events[0].caller.source.starts_with("tls:127.0.0.1:"), "{}", events[0].caller.source);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn a_connection_sosdesk_opened_is_kept_alive_with_crlf_pings_answered_by_pongs() {
+    // A provider on TCP that takes the route's first OPTIONS probe, then stays quiet but for
+    // its pongs (RFC 5626 §4.4.1).
+    let provider = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = provider.local_addr().unwrap();
+    let mut lab = Lab::start_with(|c| {
+        edit_primary(c, |block| {
+            block
+                .lines()
+                .map(|l| match l {
+                    l if l.starts_with("address") => format!("address = \"{addr}\""),
+                    l if l.starts_with("transport") => "transport = \"tcp\"".into(),
+                    l => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n\n"
+        })
+        .replace("health_interval_s = 0", "health_interval_s = 3600")
+        .replacen("[sip]\n", "[sip]\nkeepalive_s = 1\n", 1)
+    });
+    let (mut conn, _) = provider.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = conn.read(&mut buf).unwrap();
+    let probe = sosdesk::sip::parse::parse_datagram(&buf[..n]).expect("the route's OPTIONS probe");
+    assert_eq!(probe.method(), "OPTIONS");
+    conn.write_all(&probe.response(200, "OK", Some("p1")).to_bytes()).unwrap();
+    // Silence: sosdesk pings, the provider pongs, and sosdesk pings again on the same
+    // connection a keepalive interval later.
+    for _ in 0..2 {
+        let mut ping = [0u8; 4];
+        conn.read_exact(&mut ping).unwrap();
+        assert_eq!(&ping, b"\r\n\r\n");
+        conn.write_all(b"\r\n").unwrap();
+    }
+    lab.stop();
+}
