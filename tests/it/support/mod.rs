@@ -1,3 +1,4 @@
 pub mod lab;
+pub mod pki;
 pub mod rtp;
 pub mod xmllint;
