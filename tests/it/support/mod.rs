@@ -1,3 +1,4 @@
+pub mod kamailio;
 pub mod lab;
 pub mod pki;
 pub mod rtp;
