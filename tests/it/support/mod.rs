@@ -1,3 +1,4 @@
+pub mod dnsmasq;
 pub mod kamailio;
 pub mod lab;
 pub mod pki;
