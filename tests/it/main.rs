@@ -25,5 +25,6 @@ mod notifications;
 mod pidf_lo;
 mod route_health;
 mod sip_torture_parse;
+mod test_peers;
 mod torture_wire;
 mod wiremap;
