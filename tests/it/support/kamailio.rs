@@ -21,9 +21,9 @@
 //! `require_client_cert` the client must present a certificate signed by the test CA, or the
 //! handshake is refused. With TLS 1.3 a client only learns that on its first read (its side of
 //! the handshake is over before the server checks the certificate: alert "certificate required"
-//! or "unknown CA" then). As client (towards `tls_to`) Kamailio verifies the server against the
-//! test CA (no host name check: Kamailio 5.6 does none) and presents the test client
-//! certificate (CN=sosdesk-test); it sends no SNI.
+//! or "unknown CA" then). As client (towards `tls_to`) Kamailio verifies the server's chain
+//! against the test CA (names are moot: the PKI's server certificate names 127.0.0.1 too) and
+//! presents the test client certificate (CN=sosdesk-test); it sends no SNI.
 //!
 //! Kamailio runs in the foreground (`-DD`: no daemon, but its worker processes, which TLS needs),
 //! logs to `kamailio-<udp_port>.log` in the test's folder (`-E`), keeps its runtime files there
