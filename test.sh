@@ -5,6 +5,10 @@
 #   openssl        makes the certificate of the HTTPS API test
 #   baresip-core   baresip, and linphone-cli linphonec: ordinary SIP clients as desks (tests/clients)
 #   tcpdump        watches those clients on the wire
+#   kamailio, kamailio-tls-modules  a real SIP proxy as the TLS SBC (SIP over TLS) in front of
+#                  sosdesk or of a sipp peer (tests/it/support/kamailio.rs); sipp has no TLS
+#   dnsmasq-base   dnsmasq alone (no daemon set-up): the DNS server with the NAPTR/SRV/A records
+#                  of the RFC 3263 tests (tests/it/support/dnsmasq.rs)
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,7 +17,8 @@ command -v cargo >/dev/null || { echo "sosdesk: cargo (Rust) is required: https:
 df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || true
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump
+bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
+  kamailio kamailio-tls-modules dnsmasq-base
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"

@@ -17,3 +17,13 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# kamailio is a test peer here (tests/it/support/kamailio.rs starts its own, in the foreground, on
+# free ports), not a service: on a systemd machine its postinst starts and enables the system
+# one, which holds 5060 on every address (sosdesk's own SIP port in ./run.sh). Stop and disable
+# it, but only when this run installed it: a kamailio that was already there is someone's.
+# (Without systemd, Debian's init script does not start it: RUN_KAMAILIO=no in /etc/default.)
+for pkg in "${missing[@]}"; do
+  if [ "$pkg" = kamailio ] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now kamailio.service || true
+  fi
+done

@@ -27,5 +27,6 @@ mod provider_tls;
 mod pidf_lo;
 mod route_health;
 mod sip_torture_parse;
+mod test_peers;
 mod torture_wire;
 mod wiremap;

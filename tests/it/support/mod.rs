@@ -1,3 +1,6 @@
+pub mod dnsmasq;
+pub mod kamailio;
 pub mod lab;
+pub mod pki;
 pub mod rtp;
 pub mod xmllint;
