@@ -206,12 +206,9 @@ pub async fn resolve_first(
     within: Duration,
 ) -> HashMap<SipTarget, Result<Resolved, String>> {
     let mut out = HashMap::new();
-    let answers = futures_util::future::join_all(names.iter().map(|t| async move {
-        match tokio::time::timeout(within, resolver.resolve(t)).await {
-            Ok(r) => Some(r),
-            Err(_) => None,
-        }
-    }))
+    let answers = futures_util::future::join_all(
+        names.iter().map(|t| async move { tokio::time::timeout(within, resolver.resolve(t)).await.ok() }),
+    )
     .await;
     for (t, answer) in names.iter().zip(answers) {
         if let Some(answer) = answer {

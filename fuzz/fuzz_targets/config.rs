@@ -70,6 +70,9 @@ Max-Forwards: 70\r\nContact: <sip:1001@{host}:{}>\r\nContent-Type: application/s
     parse_datagram(raw.as_bytes()).expect("the test INVITE parses")
 }
 
+/// Where every name resolves in this target (it has no DNS server).
+const RESOLVED: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 53)), 5060);
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(cfg) = Config::from_toml(text, Path::new("/etc/sosdesk/fuzz.toml")) else { return };
@@ -93,6 +96,10 @@ fuzz_target!(|data: &[u8]| {
     if cfg.media.anchor {
         engine.anchor_media();
     }
+    for name in engine.names_to_resolve() {
+        let peer = Peer { transport: name.default_transport(), addr: RESOLVED };
+        engine.on_resolved(&name, Ok(vec![peer]), t0);
+    }
     let policies = Policies::from_config(&cfg);
 
     // Callers: one in each site (the address of each subnet), and two in none.
@@ -106,8 +113,13 @@ fuzz_target!(|data: &[u8]| {
     let mut n = 0;
     for ip in callers {
         let (policy, _) = policies.select(ip);
-        let routes: Vec<SocketAddr> =
-            policy.routes.iter().chain(&policy.no_location_routes).map(|&r| policies.routes[r].address).collect();
+        // A route by name goes where the I/O shell's DNS would have said (`RESOLVED`).
+        let routes: Vec<SocketAddr> = policy
+            .routes
+            .iter()
+            .chain(&policy.no_location_routes)
+            .map(|&r| policies.routes[r].target().literal().map_or(RESOLVED, |p| p.addr))
+            .collect();
         let numbers: Vec<String> = policy
             .numbers
             .iter()

@@ -338,11 +338,12 @@ impl RouteBook {
     pub fn from_config(cfg: &Config) -> RouteBook {
         let mut book = RouteBook::default();
         for r in &cfg.routes {
-            let transport = format!("{:?}", r.transport).to_lowercase();
+            // `udp:192.0.2.4:5060` for an address; the URI for a name (RFC 3263 resolves it).
+            let target = r.target();
             book.index.insert(r.name.clone(), book.routes.len());
             book.routes.push(RouteStatus {
                 name: r.name.clone(),
-                target: format!("{transport}:{}", r.address),
+                target: target.literal().map(|p| p.to_string()).unwrap_or_else(|| target.to_string()),
                 health: RouteHealth::Unknown,
                 detail: "no call yet".into(),
                 since: None,

@@ -40,8 +40,20 @@ fn a_provider_found_by_naptr_and_srv_fails_over_between_its_servers_and_the_answ
             regexp: String::new(),
             replacement: "_sip._udp.provider.test".into(),
         },
-        DnsRecord::Srv { name: "_sip._udp.provider.test".into(), target: "sbc1.provider.test".into(), port: sbc1, priority: 10, weight: 0 },
-        DnsRecord::Srv { name: "_sip._udp.provider.test".into(), target: "sbc2.provider.test".into(), port: sbc2, priority: 20, weight: 0 },
+        DnsRecord::Srv {
+            name: "_sip._udp.provider.test".into(),
+            target: "sbc1.provider.test".into(),
+            port: sbc1,
+            priority: 10,
+            weight: 0,
+        },
+        DnsRecord::Srv {
+            name: "_sip._udp.provider.test".into(),
+            target: "sbc2.provider.test".into(),
+            port: sbc2,
+            priority: 20,
+            weight: 0,
+        },
         a("sbc1.provider.test", [127, 0, 0, 1]),
         a("sbc2.provider.test", [127, 0, 0, 2]),
     ];

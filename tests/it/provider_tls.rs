@@ -112,7 +112,8 @@ fn a_tls_route_fails_over_at_once_without_a_client_certificate_or_with_a_certifi
         ("another name", Some((pki.client_cert.as_path(), pki.client_key.as_path())), "other.provider.test"),
     ] {
         let mut lab = Lab::start_with(|c| {
-            tls_route(c, sbc.tls, &pki.ca_cert, client, domain).replace("route_timeout_ms = 2000", "route_timeout_ms = 20000")
+            tls_route(c, sbc.tls, &pki.ca_cert, client, domain)
+                .replace("route_timeout_ms = 2000", "route_timeout_ms = 20000")
         });
         let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
         lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();

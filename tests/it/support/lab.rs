@@ -489,7 +489,14 @@ pub fn path_str(p: &Path) -> String {
 impl Lab {
     /// A sipp UAC from `ip` whose requests go to `remote` (an SBC in front of sosdesk) rather
     /// than to sosdesk itself.
-    pub fn uac_to(&self, name: &str, scenario_file: &str, ip: &str, remote: std::net::SocketAddr, extra: &[&str]) -> Sipp {
+    pub fn uac_to(
+        &self,
+        name: &str,
+        scenario_file: &str,
+        ip: &str,
+        remote: std::net::SocketAddr,
+        extra: &[&str],
+    ) -> Sipp {
         let (msg, log) = self.sipp_files(name);
         let port = free_port();
         let mut cmd = Command::new("sipp");
