@@ -78,9 +78,16 @@ fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
             ),
             "key `policy[0].notification_uris[1]`: \"guards\" is neither a desk account nor a notification group",
         ),
+        // A host name is resolved (RFC 3263); one DNS cannot hold is refused.
         (
-            good.replace("[\"sip:security@127.0.0.1\"]", "[\"sip:security@desks.example.com\"]"),
-            "key `policy[1].notification_uris[0]`: \"sip:security@desks.example.com\": the host must be an IP address",
+            good.replace("[\"sip:security@127.0.0.1\"]", "[\"sip:security@desks..example.com\"]"),
+            "key `policy[1].notification_uris[0]`: \"desks..example.com\" is not an IP address or a DNS name",
+        ),
+        (good.replace("[sip]\n", "[sip]\ntls = \"127.0.0.1:5061\"\n"), "key `sip.tls`: needs `tls_cert` and `tls_key`"),
+        // The TLS files are read as the core would read them.
+        (
+            good.replace("[sip]\n", "[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"no-cert.pem\"\ntls_key = \"no-key.pem\"\n"),
+            "sip.tls: ",
         ),
         (
             good.replace("members = [\"desk1\", \"desk2\"]", "members = [\"desk1\", \"desk9\"]"),
