@@ -106,8 +106,16 @@ pub(crate) async fn connect(peer: Peer, io: StreamIo) {
         return connection(tcp, peer, io, true).await;
     }
     let client = io.tls.client_for(peer.addr);
+    let started = Instant::now();
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, client.connector().connect(client.name.clone(), tcp)).await {
-        Ok(Ok(stream)) => connection(stream, peer, io, true).await,
+        Ok(Ok(stream)) => {
+            // Rare (connections are kept), and what an admin checks first: who, and how long.
+            let (_, session) = stream.get_ref();
+            let version = session.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+            let handshake_us = started.elapsed().as_micros() as u64;
+            tracing::info!(%peer, server_name = ?client.name, %version, handshake_us, "TLS connection open");
+            connection(stream, peer, io, true).await
+        }
         Ok(Err(e)) => {
             // The admin's first question: an unknown issuer, a name that does not match, a
             // refused client certificate — rustls says which.
