@@ -67,6 +67,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How the config's names (routes, notification URIs, callback_fallback) resolve now, by
+    /// RFC 3263 through its `[dns]` servers: each target in the order a call would try them, the
+    /// answer's time to live, and how long the lookup took. Exits non-zero if any fails.
+    Resolve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -283,6 +293,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Resolve { config, json } => resolve(&config, json).await,
         Command::Rejections { store, json, since, limit } => {
             let s = store.open().await?;
             let records = s.refusals(since, limit).await.map_err(|e| e.to_string())?;
@@ -398,6 +409,48 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `sosdesk resolve`: each name the core would keep resolved, resolved once now.
+async fn resolve(config: &Path, json: bool) -> Result<ExitCode, String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let local =
+        sosdesk::routing::LocalEndpoint { host: cfg.core_host(), udp: cfg.sip.udp, tcp: cfg.sip.tcp, tls: cfg.sip.tls };
+    let names = sosdesk::routing::Engine::new(&cfg, local, sosdesk::clock::Now::read()).names_to_resolve();
+    if names.is_empty() {
+        println!("{}: no names to resolve (every route and target is an IP address)", config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let resolver = sosdesk::dns::SipResolver::from_config(&cfg)?;
+    let mut failed = false;
+    let mut out = Vec::new();
+    for name in names {
+        let started = std::time::Instant::now();
+        let answer = resolver.resolve(&name).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (targets, ttl_s, error) = match answer {
+            Ok(r) => {
+                let ttl = r.valid_until.saturating_duration_since(tokio::time::Instant::now()).as_secs();
+                (r.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(), Some(ttl), None)
+            }
+            Err(e) => {
+                failed = true;
+                (Vec::new(), None, Some(e))
+            }
+        };
+        if !json {
+            match (&error, ttl_s) {
+                (Some(e), _) => println!("{name}: FAILED after {ms:.1} ms: {e}"),
+                (None, Some(ttl)) => println!("{name}: {} (for {ttl} s; {ms:.1} ms)", targets.join(", ")),
+                _ => {}
+            }
+        }
+        out.push(serde_json::json!({ "name": name.to_string(), "targets": targets, "ttl_s": ttl_s, "ms": ms, "error": error }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 async fn serve(config: &Path) -> Result<ExitCode, String> {

@@ -86,7 +86,10 @@ fn check_config_accepts_the_lab_and_names_file_key_and_reason_for_bad_ones() {
         (good.replace("[sip]\n", "[sip]\ntls = \"127.0.0.1:5061\"\n"), "key `sip.tls`: needs `tls_cert` and `tls_key`"),
         // The TLS files are read as the core would read them.
         (
-            good.replace("[sip]\n", "[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"no-cert.pem\"\ntls_key = \"no-key.pem\"\n"),
+            good.replace(
+                "[sip]\n",
+                "[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"no-cert.pem\"\ntls_key = \"no-key.pem\"\n",
+            ),
             "sip.tls: ",
         ),
         (

@@ -74,6 +74,15 @@ fn a_provider_found_by_naptr_and_srv_fails_over_between_its_servers_and_the_answ
     first.wait().assert_ok();
     second.wait().assert_ok();
 
+    // What an admin checks before going live: how the config's names resolve now.
+    let out = lab.cli(&["resolve", "--config", lab.config_path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with(&format!("sip:provider.test: udp:127.0.0.1:{sbc1}, udp:127.0.0.2:{sbc2} (for ")),
+        "{text}"
+    );
+
     // Cached: the DNS server goes away and the next call still reaches the provider, with no
     // query of its own.
     let asked_before = dns.queries().len();
@@ -118,4 +127,8 @@ fn a_provider_name_that_does_not_resolve_fails_over_at_once_and_says_why() {
     let CallEventKind::RouteFailed { reason } = &events[1].kind else { unreachable!() };
     assert!(reason.starts_with("route provider-primary: sips:missing.provider.test did not resolve"), "{reason}");
     assert_eq!(events[2].route.as_ref().unwrap().name, "provider-secondary");
+    let out = lab.cli(&["resolve", "--config", lab.config_path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.starts_with("sips:missing.provider.test: FAILED after "), "{text}");
 }
