@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sosdesk::events::{CallEvent, CallEventKind};
-use support::kamailio::{start_sbc, SbcOptions};
+use support::kamailio::start_sbc_on_free_ports;
 use support::lab::{free_port, Lab};
 use support::pki::{make_pki, TestPki};
 
@@ -61,17 +61,8 @@ fn pki() -> (tempfile::TempDir, TestPki) {
 fn a_call_reaches_the_provider_over_mutual_tls_through_a_real_sbc_and_ends_over_it() {
     let (dir, pki) = pki();
     let provider_port = free_port();
-    let sbc = start_sbc(
-        dir.path(),
-        &pki,
-        SbcOptions {
-            udp_port: free_port(),
-            tls_port: free_port(),
-            require_client_cert: true,
-            tls_to: None,
-            udp_to: Some(SocketAddr::from(([127, 0, 0, 1], provider_port))),
-        },
-    );
+    let sbc =
+        start_sbc_on_free_ports(dir.path(), &pki, true, None, Some(SocketAddr::from(([127, 0, 0, 1], provider_port))));
     let client = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
     let mut lab = Lab::start_with(|c| tls_route(c, sbc.tls, &pki.ca_cert, client, SBC_NAME));
     let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", provider_port, &[]);
@@ -94,17 +85,8 @@ fn a_call_reaches_the_provider_over_mutual_tls_through_a_real_sbc_and_ends_over_
 #[test]
 fn a_tls_route_fails_over_at_once_without_a_client_certificate_or_with_a_certificate_for_another_name() {
     let (dir, pki) = pki();
-    let sbc = start_sbc(
-        dir.path(),
-        &pki,
-        SbcOptions {
-            udp_port: free_port(),
-            tls_port: free_port(),
-            require_client_cert: true,
-            tls_to: None,
-            udp_to: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
-        },
-    );
+    let sbc =
+        start_sbc_on_free_ports(dir.path(), &pki, true, None, Some(SocketAddr::from(([127, 0, 0, 1], free_port()))));
     // No client certificate: the SBC refuses the handshake. The route timeout is long, so a
     // failover within the test's time is the refusal's, not the timer's.
     for (case, client, domain) in [
@@ -184,17 +166,8 @@ From: <sip:probe@{local}>;tag=t1\r\nTo: <sip:{to}>\r\nCall-ID: tls-{with_cert}@t
 fn a_pbx_reaches_sosdesk_over_mutual_tls_and_a_client_without_a_certificate_is_refused() {
     let (dir, pki) = pki();
     let tls_port = free_port();
-    let sbc = start_sbc(
-        dir.path(),
-        &pki,
-        SbcOptions {
-            udp_port: free_port(),
-            tls_port: free_port(),
-            require_client_cert: false,
-            tls_to: Some(SocketAddr::from(([127, 0, 0, 1], tls_port))),
-            udp_to: None,
-        },
-    );
+    let sbc =
+        start_sbc_on_free_ports(dir.path(), &pki, false, Some(SocketAddr::from(([127, 0, 0, 1], tls_port))), None);
     let mut lab = Lab::start_with(|c| tls_listener(c, tls_port, &pki));
     let tls_addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
     assert_eq!(options_over_tls(tls_addr, &pki, true).as_deref(), Some("SIP/2.0 200 OK"));

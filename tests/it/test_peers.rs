@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::support::dnsmasq::{self, DnsRecord};
-use crate::support::kamailio::{self, SbcOptions};
+use crate::support::kamailio;
 use crate::support::lab::{self, free_port};
 use crate::support::pki::{self, TestPki};
 
@@ -30,17 +30,8 @@ fn kamailio_relays_calls_between_tls_and_udp_and_checks_client_certificates() {
     // UDP -> TLS's far end: a TLS UAS of our own (sipp has no TLS) that demands a client
     // certificate of the test CA, so Kamailio's TLS client side is checked too.
     let tls_uas = TlsUas::start(&pki);
-    let sbc = kamailio::start_sbc(
-        dir.path(),
-        &pki,
-        SbcOptions {
-            udp_port: free_port(),
-            tls_port: free_port(),
-            require_client_cert: true,
-            tls_to: Some(tls_uas.addr),
-            udp_to: Some(SocketAddr::from(([127, 0, 0, 1], uas_port))),
-        },
-    );
+    let udp_to = Some(SocketAddr::from(([127, 0, 0, 1], uas_port)));
+    let sbc = kamailio::start_sbc_on_free_ports(dir.path(), &pki, true, Some(tls_uas.addr), udp_to);
     let ctx = |what: &str| format!("{what}\nkamailio log:\n{}", sbc.log());
 
     // A whole call from a TLS client: INVITE, 200, ACK and BYE through Kamailio to the UAS.

@@ -21,6 +21,17 @@ pub(super) struct NotifyCtx<'a> {
     pub now: Instant,
 }
 
+impl<'a> NotifyCtx<'a> {
+    fn new(
+        accounts: &'a super::Accounts,
+        local: &'a LocalEndpoint,
+        names: &'a HashMap<crate::sip::rfc3263::SipTarget, Vec<crate::sip::transaction::Peer>>,
+        now: Instant,
+    ) -> NotifyCtx<'a> {
+        NotifyCtx { registrar: &accounts.registrar, groups: &accounts.groups, local, names, now }
+    }
+}
+
 impl NotifyContext for NotifyCtx<'_> {
     fn contacts_of(&self, user_or_group: &str) -> Vec<Contact> {
         match self.groups.get(user_or_group) {
@@ -48,26 +59,14 @@ impl Engine {
     pub(super) fn notify_detected(&mut self, detected: &CallEvent) {
         let Some(policy) = self.policies.by_name(&detected.policy) else { return };
         let now = self.now.mono;
-        let ctx = NotifyCtx {
-            registrar: &self.accounts.registrar,
-            groups: &self.accounts.groups,
-            local: &self.local,
-            names: &self.names,
-            now,
-        };
+        let ctx = NotifyCtx::new(&self.accounts, &self.local, &self.names, now);
         self.notifier.notify(detected, &policy.notify, &ctx, &mut self.tx, now);
         self.drain_notify();
     }
 
     /// The notifier's timers (attempt timeouts, retries).
     pub(super) fn notify_timeouts(&mut self, now: Instant) {
-        let ctx = NotifyCtx {
-            registrar: &self.accounts.registrar,
-            groups: &self.accounts.groups,
-            local: &self.local,
-            names: &self.names,
-            now,
-        };
+        let ctx = NotifyCtx::new(&self.accounts, &self.local, &self.names, now);
         self.notifier.handle_timeout(&ctx, &mut self.tx, now);
         self.drain_notify();
     }

@@ -64,6 +64,18 @@ pub struct Kamailio {
 /// is for a loaded CI machine.
 const START_WITHIN: Duration = Duration::from_secs(10);
 
+/// An SBC on free ports relaying UDP → `tls_to` and TLS → `udp_to`.
+pub fn start_sbc_on_free_ports(
+    dir: &Path,
+    pki: &TestPki,
+    require_client_cert: bool,
+    tls_to: Option<SocketAddr>,
+    udp_to: Option<SocketAddr>,
+) -> Kamailio {
+    let (udp_port, tls_port) = (super::lab::free_port(), super::lab::free_port());
+    start_sbc(dir, pki, SbcOptions { udp_port, tls_port, require_client_cert, tls_to, udp_to })
+}
+
 pub fn start_sbc(dir: &Path, pki: &TestPki, opts: SbcOptions) -> Kamailio {
     let name = format!("kamailio-{}", opts.udp_port);
     // Files named by the UDP port: two SBCs (a provider's and a PBX's) may share a test folder.
