@@ -285,7 +285,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             let routes = client
                 .routes()
                 .await
-                .map_err(|e| format!("cannot ask the core at {base}: {e} (is sosdesk serve running?)"))?;
+                .map_err(|e| format!("{e} (is sosdesk serve running?)"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&routes).map_err(|e| e.to_string())?);
             } else {
