@@ -202,6 +202,11 @@ pub struct LisConfig {
     /// LIS decides who may learn whose location). Default: nobody.
     #[serde(default)]
     pub held_requesters: Vec<ipnet::IpNet>,
+    /// Who is sent a SIP MESSAGE when a network element (subnet, switch, access point) is first
+    /// seen unlocated (`sosdesk lis unlocated`): URIs as in a policy's `notification_uris`.
+    /// Every desk is told in any case.
+    #[serde(default)]
+    pub unlocated_notification_uris: Vec<String>,
 }
 
 fn default_refresh() -> u64 {
@@ -210,7 +215,13 @@ fn default_refresh() -> u64 {
 
 impl Default for LisConfig {
     fn default() -> Self {
-        LisConfig { held: None, msag: None, refresh_ms: default_refresh(), held_requesters: Vec::new() }
+        LisConfig {
+            held: None,
+            msag: None,
+            refresh_ms: default_refresh(),
+            held_requesters: Vec::new(),
+            unlocated_notification_uris: Vec::new(),
+        }
     }
 }
 
@@ -920,20 +931,26 @@ impl Config {
                 }
             }
         }
-        for (i, p) in self.policies.iter().enumerate() {
-            for (j, u) in p.notification_uris.iter().enumerate() {
-                let key = format!("policy[{i}].notification_uris[{j}]");
-                match crate::notify::Target::parse(u, &self.core_host(), &self.core_ports()) {
-                    Ok(crate::notify::Target::Local(user)) => {
-                        if !users.contains(user.as_str()) && !groups.contains(user.as_str()) {
-                            return Err(
-                                self.err(key, format!("{user:?} is neither a desk account nor a notification group"))
-                            );
-                        }
+        let lis_uris = self.lis.unlocated_notification_uris.iter().enumerate();
+        let all_uris = (self.policies.iter().enumerate())
+            .flat_map(|(i, p)| {
+                p.notification_uris
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, u)| (format!("policy[{i}].notification_uris[{j}]"), u))
+            })
+            .chain(lis_uris.map(|(j, u)| (format!("lis.unlocated_notification_uris[{j}]"), u)));
+        for (key, u) in all_uris {
+            match crate::notify::Target::parse(u, &self.core_host(), &self.core_ports()) {
+                Ok(crate::notify::Target::Local(user)) => {
+                    if !users.contains(user.as_str()) && !groups.contains(user.as_str()) {
+                        return Err(
+                            self.err(key, format!("{user:?} is neither a desk account nor a notification group"))
+                        );
                     }
-                    Ok(crate::notify::Target::Remote { .. } | crate::notify::Target::Named { .. }) => {}
-                    Err(e) => return Err(self.err(key, e)),
                 }
+                Ok(crate::notify::Target::Remote { .. } | crate::notify::Target::Named { .. }) => {}
+                Err(e) => return Err(self.err(key, e)),
             }
         }
         if !(1..=MAX_INTERVAL_MS).contains(&self.notification.attempt_timeout_ms) {

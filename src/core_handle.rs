@@ -27,8 +27,13 @@ pub(crate) type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, A
 
 /// What the engine task hears besides received SIP (which comes through `crate::intake`).
 pub(crate) enum NetInput {
-    /// A TCP or TLS connection is open (accepted or opened): what goes to this peer is written there.
-    Opened(Peer, mpsc::UnboundedSender<Bytes>),
+    /// A TCP or TLS connection is open: what goes to this peer is written there. `accepted`:
+    /// the peer opened it (its port is not one to dial back when it closes).
+    Opened {
+        peer: Peer,
+        tx: mpsc::UnboundedSender<Bytes>,
+        accepted: bool,
+    },
     Closed(Peer),
     SendFailed(Peer),
     /// Is the engine turning? Answered by the engine task when it reaches this input, behind
@@ -47,6 +52,8 @@ pub(crate) enum NetInput {
         target: crate::sip::rfc3263::SipTarget,
         answer: Result<Vec<Peer>, String>,
     },
+    /// A network element first seen unlocated: announce it (`Engine::announce_unlocated`).
+    AnnounceUnlocated(CallEvent),
     /// Each route's health (see [`CoreHandle::routes`]).
     Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }
@@ -95,6 +102,8 @@ pub struct CoreCondition {
 pub struct CoreHandle {
     pub local: LocalEndpoint,
     pub store: AuditStore,
+    /// The location store (the unlocated report).
+    pub lis: Option<crate::location::store::LisStore>,
     pub(crate) events: broadcast::Sender<CallEvent>,
     pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
     /// What the watchdog last found (`crate::watchdog`).

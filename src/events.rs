@@ -197,50 +197,68 @@ pub enum CallEventKind {
         route: String,
         detail: String,
     },
+    /// A network element (a subnet, a switch, an access point) from which a call or a HELD
+    /// request could not be located by the wiremap, seen for the first time
+    /// (`location::unlocated`): a record of the audit log, sent to every desk.
+    UnlocatedNetwork {
+        /// `subnet`, `switch` or `access-point`.
+        element_kind: String,
+        element: String,
+        /// What was known of the device: IP, MAC, BSSID, switch and port.
+        device: String,
+        /// `call` or `held`.
+        asked: String,
+        /// What the location fell back to: `site-default` or `none`.
+        outcome: String,
+    },
 }
 
 impl CallEvent {
-    /// A route's change of health as an audit record of its own (`route-up` / `route-down`).
-    pub fn route_health(route: String, up: bool, detail: String, at: DateTime<Utc>) -> CallEvent {
+    /// An audit record that belongs to no call: the first and only event of its own id.
+    pub fn of_no_call(
+        call_id: String,
+        caller: Caller,
+        dialed: String,
+        kind: CallEventKind,
+        at: DateTime<Utc>,
+    ) -> CallEvent {
         CallEvent {
             version: CALL_EVENT_VERSION,
-            call_id: format!("route-{}", crate::sip::ids::new_call_ref()),
+            call_id,
             seq: 1,
             at,
-            caller: Caller { number: String::new(), display_name: None, uri: String::new(), source: String::new() },
-            dialed: String::new(),
+            caller,
+            dialed,
             normalized: String::new(),
             test_call: false,
             policy: String::new(),
             site: None,
             location: LocationSnapshot::none(),
             route: None,
-            kind: if up {
-                CallEventKind::RouteUp { route, detail }
-            } else {
-                CallEventKind::RouteDown { route, detail }
-            },
+            kind,
         }
+    }
+
+    /// A route's change of health as an audit record of its own (`route-up` / `route-down`).
+    pub fn route_health(route: String, up: bool, detail: String, at: DateTime<Utc>) -> CallEvent {
+        let kind =
+            if up { CallEventKind::RouteUp { route, detail } } else { CallEventKind::RouteDown { route, detail } };
+        let id = format!("route-{}", crate::sip::ids::new_call_ref());
+        CallEvent::of_no_call(id, Caller::nobody(), String::new(), kind, at)
     }
 
     /// A refused request (wrong credentials, a blocked address…) as an audit record of its own:
     /// `what` says what was asked (a Request-URI, an API path), `caller` who asked.
     pub fn refusal(caller: Caller, what: String, status: u16, reason: String, at: DateTime<Utc>) -> CallEvent {
-        CallEvent {
-            version: CALL_EVENT_VERSION,
-            call_id: crate::sip::ids::new_call_ref(),
-            seq: 1,
-            at,
-            caller,
-            dialed: what,
-            normalized: String::new(),
-            test_call: false,
-            policy: String::new(),
-            site: None,
-            location: LocationSnapshot::none(),
-            route: None,
-            kind: CallEventKind::Rejected { status, reason },
-        }
+        let kind = CallEventKind::Rejected { status, reason };
+        CallEvent::of_no_call(crate::sip::ids::new_call_ref(), caller, what, kind, at)
+    }
+}
+
+impl Caller {
+    /// No caller (a record of no call).
+    pub fn nobody() -> Caller {
+        Caller { number: String::new(), display_name: None, uri: String::new(), source: String::new() }
     }
 }
 
@@ -270,6 +288,7 @@ impl CallEventKind {
             CallEventKind::Refused { .. } => "refused",
             CallEventKind::RouteUp { .. } => "route-up",
             CallEventKind::RouteDown { .. } => "route-down",
+            CallEventKind::UnlocatedNetwork { .. } => "unlocated-network",
         }
     }
 
@@ -282,6 +301,7 @@ impl CallEventKind {
                 | CallEventKind::Refused { .. }
                 | CallEventKind::RouteUp { .. }
                 | CallEventKind::RouteDown { .. }
+                | CallEventKind::UnlocatedNetwork { .. }
         )
     }
 }

@@ -124,6 +124,20 @@ enum LisCommand {
         #[arg(long)]
         msag: Option<PathBuf>,
     },
+    /// The networks sosdesk could not locate: each subnet, switch and access point from which a
+    /// call or HELD request fell back to a site default or to nothing, with counts, first and
+    /// last seen, and the share of calls and HELD requests the wiremap located.
+    Unlocated {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only elements seen at or after this time (and outcomes from its day on):
+        /// `2026-12-04` or `2026-12-04T21:00:00Z`.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Every ERL: validation status, how many network elements of each kind use it, ELINs, address.
     List {
         #[command(flatten)]
@@ -211,7 +225,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SOSDESK_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            // rustls warns of every client that sends an IP address as SNI (linphonec does):
+            // harmless, and not for an admin's log.
+            tracing_subscriber::EnvFilter::try_from_env("SOSDESK_LOG").unwrap_or_else(|_| "info,rustls=error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -282,10 +300,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             let base = format!("{}://{host}:{}", if tls { "https" } else { "http" }, addr.port());
             let client = sosdesk::api::client::ApiClient::new(&base, &user, &password, cfg.api.tls_cert.as_deref())
                 .map_err(|e| e.to_string())?;
-            let routes = client
-                .routes()
-                .await
-                .map_err(|e| format!("{e} (is sosdesk serve running?)"))?;
+            let routes = client.routes().await.map_err(|e| format!("{e} (is sosdesk serve running?)"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&routes).map_err(|e| e.to_string())?);
             } else {
@@ -396,6 +411,17 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             s.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        LisCommand::Unlocated { store, json, since } => {
+            let s = store.open_lis(false).await?;
+            let report = s.unlocated_report(since).await.map_err(|e| e.to_string())?;
+            s.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", admin::unlocated_table(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LisCommand::List { store, json } => {
             let s = store.open_lis(false).await?;
             let erls = s.list_erls().await.map_err(|e| e.to_string())?;
@@ -458,12 +484,11 @@ async fn serve(config: &Path) -> Result<ExitCode, String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let core = Core::start(&cfg).await.map_err(|e| e.to_string())?;
     let l = &core.local;
-    println!(
-        "sosdesk serving emergency calls on {}{} (audit: {})",
-        l.udp.map(|a| format!("udp:{a} ")).unwrap_or_default(),
-        l.tcp.map(|a| format!("tcp:{a}")).unwrap_or_default(),
-        cfg.store_path().display()
-    );
+    let listeners: Vec<String> = [("udp", l.udp), ("tcp", l.tcp), ("tls", l.tls)]
+        .into_iter()
+        .filter_map(|(t, a)| a.map(|a| format!("{t}:{a}")))
+        .collect();
+    println!("sosdesk serving emergency calls on {} (audit: {})", listeners.join(" "), cfg.store_path().display());
     // systemd (Type=notify): started; the watchdog's WATCHDOG=1 follow (sosdesk::watchdog).
     sosdesk::watchdog::sd_notify("READY=1");
     wait_for_shutdown().await;

@@ -51,6 +51,8 @@ pub struct Policies {
     /// (subnet, site index), most specific first: the first match is the longest prefix.
     subnets: Vec<(IpNet, usize)>,
     default_policy: usize,
+    /// Who is told of a network element first seen unlocated (`lis.unlocated_notification_uris`).
+    pub unlocated_notify: Vec<(String, crate::notify::Target)>,
 }
 
 impl Policy {
@@ -69,6 +71,15 @@ impl Policy {
         }
         plan
     }
+}
+
+/// Notification URIs with where each points (the config has checked them).
+fn targets(cfg: &Config, uris: &[String]) -> Vec<(String, crate::notify::Target)> {
+    uris.iter()
+        .filter_map(|u| {
+            crate::notify::Target::parse(u, &cfg.core_host(), &cfg.core_ports()).ok().map(|t| (u.clone(), t))
+        })
+        .collect()
 }
 
 impl Policies {
@@ -101,15 +112,7 @@ impl Policies {
                 default_erl: p.default_erl.clone(),
                 conference_uri: p.conference_uri.clone(),
                 conference_mode: p.conference_mode,
-                notify: p
-                    .notification_uris
-                    .iter()
-                    .filter_map(|u| {
-                        crate::notify::Target::parse(u, &cfg.core_host(), &cfg.core_ports())
-                            .ok()
-                            .map(|t| (u.clone(), t))
-                    })
-                    .collect(),
+                notify: targets(cfg, &p.notification_uris),
                 acknowledge: p.acknowledge,
             })
             .collect();
@@ -128,7 +131,8 @@ impl Policies {
             sites.iter().enumerate().flat_map(|(i, s)| s.subnets.iter().map(move |n| (n.trunc(), i))).collect();
         subnets.sort_by_key(|s| std::cmp::Reverse(s.0.prefix_len()));
         let default_policy = policy_idx(&cfg.default_policy);
-        Policies { routes: cfg.routes.clone(), policies, sites, subnets, default_policy }
+        let unlocated_notify = targets(cfg, &cfg.lis.unlocated_notification_uris);
+        Policies { routes: cfg.routes.clone(), policies, sites, subnets, default_policy, unlocated_notify }
     }
 
     /// The site a source address belongs to (most specific subnet).

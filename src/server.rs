@@ -27,6 +27,7 @@ use crate::events::{CallEvent, CallEventKind};
 use crate::intake::{self, Inbound, LaneReceivers};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
+use crate::location::unlocated::Sighting;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::triage::Triage;
@@ -70,6 +71,7 @@ pub struct Core {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     store: AuditStore,
+    lis: LisStore,
     net_tx: mpsc::UnboundedSender<NetInput>,
     health: crate::core_handle::SharedEngineHealth,
     condition: watch::Receiver<CoreCondition>,
@@ -145,6 +147,9 @@ impl Core {
         let wiremap = SharedWiremap::new(Wiremap::empty());
         let generation = reload_wiremap(&lis, &wiremap, None).await;
         let held_cache = HeldCache::default();
+        // The unlocated report: how every call and HELD request was located, recorded apart
+        // from the emergency path (a full queue drops sightings, never waits).
+        let (sightings, sightings_rx) = mpsc::channel::<Sighting>(SIGHTINGS_QUEUE);
         let held = match cfg.lis.held {
             Some(addr) => {
                 let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
@@ -157,6 +162,10 @@ impl Core {
                 let state = HeldState::new(Arc::new(wiremap.clone()), &local.host)
                     .map_err(|e| StartError::Held(e.to_string()))?
                     .with_cache(held_cache.clone())
+                    .with_sightings({
+                        let tx = sightings.clone();
+                        Arc::new(move |s| offer_sighting(&tx, s))
+                    })
                     .with_identity_requesters(cfg.lis.held_requesters.clone());
                 let mut stop_held = stop_rx.clone();
                 tokio::spawn(async move {
@@ -172,7 +181,7 @@ impl Core {
             None => None,
         };
         tokio::spawn(refresh_wiremap(
-            lis,
+            lis.clone(),
             wiremap.clone(),
             generation,
             Duration::from_millis(cfg.lis.refresh_ms),
@@ -180,11 +189,13 @@ impl Core {
         ));
 
         let guard = crate::access::AuthGuard::shared();
+        tokio::spawn(record_sightings(lis.clone(), sightings_rx, audit.clone(), events.clone(), net_tx.clone()));
         let health = crate::core_handle::SharedEngineHealth::default();
         let (condition_tx, condition) = watch::channel(CoreCondition::default());
         let handle = CoreHandle {
             local: local.clone(),
             store: store.clone(),
+            lis: Some(lis.clone()),
             events: events.clone(),
             net_tx: net_tx.clone(),
             health: health.clone(),
@@ -231,11 +242,12 @@ impl Core {
             store: store.clone(),
             ended_calls: Default::default(),
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
+            sightings,
         };
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
-        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, net_tx, health, condition })
+        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, lis, net_tx, health, condition })
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
@@ -268,6 +280,7 @@ impl Core {
         CoreHandle {
             local: self.local.clone(),
             store: self.store.clone(),
+            lis: Some(self.lis.clone()),
             events: self.events.clone(),
             net_tx: self.net_tx.clone(),
             health: self.health.clone(),
@@ -355,6 +368,8 @@ struct RunContext {
     ended_calls: Arc<tokio::sync::Mutex<()>>,
     /// Where anchored calls are recorded (none: not recorded).
     recordings: Option<std::path::PathBuf>,
+    /// Into the unlocated report's recorder.
+    sightings: mpsc::Sender<Sighting>,
 }
 
 /// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
@@ -371,6 +386,10 @@ fn rtp_ports(cfg: &Config) -> Result<RtpPorts, StartError> {
     let (first, last) = cfg.media.port_range().ok_or_else(|| StartError::Media("bad media.rtp_ports".into()))?;
     Ok(RtpPorts::new(bind, advertise, first, last))
 }
+
+/// Flows peers opened that are remembered as theirs (beyond, the memory starts afresh: a
+/// forgotten one is dialled back, which fails as before).
+const MAX_FLOWS_REMEMBERED: usize = 65_536;
 
 async fn run(
     mut engine: Engine,
@@ -390,6 +409,8 @@ async fn run(
     let mut recordings = tokio::task::JoinSet::new();
     let mut conns: HashMap<Peer, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut connecting: HashMap<Peer, Vec<Bytes>> = HashMap::new();
+    // Connections peers opened to us, open or closed since (see the Transmit branch).
+    let mut flows: std::collections::HashSet<Peer> = std::collections::HashSet::new();
     loop {
         let deadline = engine.next_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -410,11 +431,17 @@ async fn run(
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
-                    NetInput::Opened(peer, tx) => {
+                    NetInput::Opened { peer, tx, accepted } => {
                         if let Some(queued) = connecting.remove(&peer) {
                             for b in queued {
                                 let _ = tx.send(b);
                             }
+                        }
+                        if accepted {
+                            if flows.len() >= MAX_FLOWS_REMEMBERED {
+                                flows.clear();
+                            }
+                            flows.insert(peer);
                         }
                         conns.insert(peer, tx);
                     }
@@ -434,6 +461,7 @@ async fn run(
                         let _ = reply.send(engine.route_health());
                     }
                     NetInput::Resolved { target, answer } => engine.on_resolved(&target, answer, now),
+                    NetInput::AnnounceUnlocated(ev) => engine.announce_unlocated(&ev, now),
                 }
             }
             _ = sleep_until(deadline) => {
@@ -508,6 +536,13 @@ async fn run(
                             }
                             conns.remove(&t.peer);
                         }
+                        // A flow the peer opened and has closed (a desk that reconnected has a
+                        // new one): its source port is not one to dial (RFC 5626 §4.4.2: the
+                        // flow is dead); what waits there fails now and is retried elsewhere.
+                        if flows.contains(&t.peer) {
+                            engine.handle_send_failure(t.peer, Now::read());
+                            continue;
+                        }
                         match connecting.get_mut(&t.peer) {
                             Some(q) => q.push(t.bytes),
                             None => {
@@ -543,6 +578,7 @@ async fn run(
                     let _ = events.send(ev);
                 }
                 Output::Audit(ev) => record_audit_only(audit, events, ev),
+                Output::Sighting(sighting) => offer_sighting(&ctx.sightings, sighting),
                 // A notification outcome for a call that has ended: numbered from the audit log.
                 Output::LateEvent { call_ref, kind } => {
                     let (audit, store, events, lock) =
@@ -668,12 +704,63 @@ fn record_audit_only(audit: &AuditWriter, events: &broadcast::Sender<CallEvent>,
         }
         CallEventKind::RouteDown { route, detail } => tracing::error!(%route, "{detail}"),
         CallEventKind::RouteUp { route, detail } => tracing::warn!(%route, "{detail}"),
+        CallEventKind::UnlocatedNetwork { .. } => {
+            tracing::warn!("{}: add it to the wiremap (sosdesk lis unlocated)", crate::audit::event_detail(&ev.kind))
+        }
         _ => {}
     }
-    if matches!(ev.kind, CallEventKind::RouteUp { .. } | CallEventKind::RouteDown { .. }) {
+    if matches!(
+        ev.kind,
+        CallEventKind::RouteUp { .. } | CallEventKind::RouteDown { .. } | CallEventKind::UnlocatedNetwork { .. }
+    ) {
         let _ = events.send(ev.clone());
     }
     audit.record(ev);
+}
+
+/// Sightings waiting for the recorder; beyond, new ones are dropped (and logged) rather than
+/// held in memory: the report is for admins, never on the emergency path.
+const SIGHTINGS_QUEUE: usize = 4096;
+
+fn offer_sighting(tx: &mpsc::Sender<Sighting>, s: Sighting) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(s) {
+        tracing::warn!("the unlocated report's recorder is behind: a location outcome was not counted");
+    }
+}
+
+/// Records sightings in the location store, a batch per transaction; an element seen unlocated
+/// for the first time becomes an audit record sent to every desk (`unlocated-network`).
+async fn record_sightings(
+    lis: LisStore,
+    mut rx: mpsc::Receiver<Sighting>,
+    audit: AuditWriter,
+    events: broadcast::Sender<CallEvent>,
+    engine: mpsc::UnboundedSender<NetInput>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        match lis.record_sightings(&batch).await {
+            Ok(new) => {
+                for (kind, element, s) in new {
+                    let kind = CallEventKind::UnlocatedNetwork {
+                        element_kind: kind.as_str().to_string(),
+                        element,
+                        device: s.device_text(),
+                        asked: s.asked.as_str().to_string(),
+                        outcome: s.source.as_str().to_string(),
+                    };
+                    let id = format!("unlocated-{}", crate::sip::ids::new_call_ref());
+                    let ev = CallEvent::of_no_call(id, crate::events::Caller::nobody(), String::new(), kind, s.at);
+                    let _ = engine.send(NetInput::AnnounceUnlocated(ev.clone()));
+                    record_audit_only(&audit, &events, ev);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, n = batch.len(), "cannot record location outcomes for the unlocated report")
+            }
+        }
+        batch.clear();
+    }
 }
 
 /// Bind and start the HTTP API (HTTPS when the config names a certificate and key).

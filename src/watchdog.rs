@@ -160,6 +160,7 @@ mod tests {
         let handle = CoreHandle {
             local: crate::routing::LocalEndpoint { host: "127.0.0.1".into(), udp: None, tcp: None, tls: None },
             store,
+            lis: None,
             events: tokio::sync::broadcast::channel(1).0,
             net_tx,
             health: Default::default(),

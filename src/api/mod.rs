@@ -47,6 +47,9 @@ pub struct DeskInfo {
     pub sip_host: String,
     pub sip_udp: Option<u16>,
     pub sip_tcp: Option<u16>,
+    /// The core's SIP TLS port, when it listens for TLS.
+    #[serde(default)]
+    pub sip_tls: Option<u16>,
     pub policies: Vec<PolicyInfo>,
     /// The number for a test call (933 in the lab), if a policy has one.
     pub test_number: Option<String>,
@@ -117,6 +120,7 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
         sip_host: core.local.host.clone(),
         sip_udp: core.local.udp.map(|a| a.port()),
         sip_tcp: core.local.tcp.map(|a| a.port()),
+        sip_tls: core.local.tls.map(|a| a.port()),
         policies: cfg
             .policies
             .iter()
@@ -136,6 +140,7 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
         .route("/api/v1/history", get(history))
         .route("/api/v1/history.csv", get(history_csv))
         .route("/api/v1/rejections", get(rejections))
+        .route("/api/v1/lis/unlocated", get(unlocated))
         .route("/api/v1/status", get(status))
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
@@ -369,6 +374,20 @@ async fn rejections(State(state): State<ApiState>, Query(p): Query<RejectionsPar
     match state.core.store.refusals(p.since, p.limit.unwrap_or(200).min(5000)).await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => store_unavailable(e),
+    }
+}
+
+/// `GET /api/v1/lis/unlocated[?since=…]`: the unlocated report (`sosdesk lis unlocated`).
+async fn unlocated(State(state): State<ApiState>, Query(p): Query<RejectionsParams>) -> Response {
+    let Some(lis) = &state.core.lis else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no location store\n").into_response();
+    };
+    match lis.unlocated_report(p.since).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the unlocated report");
+            (StatusCode::SERVICE_UNAVAILABLE, "the location store cannot be read\n").into_response()
+        }
     }
 }
 

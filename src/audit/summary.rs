@@ -95,7 +95,8 @@ impl CallOutcome {
             | CallEventKind::Notified { .. }
             | CallEventKind::Refused { .. }
             | CallEventKind::RouteUp { .. }
-            | CallEventKind::RouteDown { .. } => return None,
+            | CallEventKind::RouteDown { .. }
+            | CallEventKind::UnlocatedNetwork { .. } => return None,
         })
     }
 }
@@ -257,6 +258,9 @@ pub fn event_detail(kind: &CallEventKind) -> String {
             format!("{uri} {}: {detail}", if *ok { "ok" } else { "failed" })
         }
         CallEventKind::RouteUp { detail, .. } | CallEventKind::RouteDown { detail, .. } => detail.clone(),
+        CallEventKind::UnlocatedNetwork { element_kind, element, device, asked, outcome } => {
+            format!("new unlocated {element_kind} {element}: a {asked} from {device} fell back to {outcome}")
+        }
     }
 }
 

@@ -258,3 +258,39 @@ pub fn counts_line(counts: &LisCounts, store: &Path) -> String {
 fn clean(s: &str, n: usize) -> String {
     s.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(n).collect()
 }
+
+/// `sosdesk lis unlocated`: the share the wiremap located, then one line per element.
+pub fn unlocated_table(report: &super::unlocated::UnlocatedReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let since = report.since.map(|s| format!(" since {}", s.format("%Y-%m-%d"))).unwrap_or_default();
+    let _ = writeln!(out, "Located by the wiremap{since}: {}", report.share.describe());
+    if report.elements.is_empty() {
+        let _ = writeln!(out, "No network element was seen unlocated.");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<13} {:<28} {:>6} {:>6}  {:<20} {:<20} {:<13} LAST DEVICE",
+        "KIND", "ELEMENT", "CALLS", "HELD", "FIRST SEEN", "LAST SEEN", "FELL BACK TO"
+    );
+    // A switch's chassis and port IDs come from HELD requests: device-controlled text, shown as
+    // text (no control characters reach the terminal).
+    let plain = |s: &str| s.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>();
+    for e in &report.elements {
+        let t = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        let _ = writeln!(
+            out,
+            "{:<13} {:<28} {:>6} {:>6}  {:<20} {:<20} {:<13} {}",
+            e.kind.as_str(),
+            plain(&e.element),
+            e.calls,
+            e.held,
+            t(&e.first_seen),
+            t(&e.last_seen),
+            e.last_outcome,
+            plain(&e.last_device)
+        );
+    }
+    out
+}

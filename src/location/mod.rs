@@ -11,6 +11,7 @@ pub mod pidf;
 pub mod resolve;
 pub mod sfb_csv;
 pub mod store;
+pub mod unlocated;
 pub mod validate;
 pub mod wiremap;
 pub mod wiremap_rows;

@@ -286,8 +286,14 @@ impl Notifier {
         let Some(d) = self.deliveries.get_mut(&id) else { return };
         // A retry to a contact that is no longer registered (the client restarted with a new
         // contact, or left): the user or group is expanded again, to whoever is there now.
-        if let (Dest::Contact(c), Some((target, group))) = (&d.dest, &d.expanded_from) {
-            if !ctx.contacts_of(group).iter().any(|now_there| now_there.uri == c.uri) {
+        if let (Dest::Contact(c), Some((target, group))) = (&mut d.dest, &d.expanded_from) {
+            let now_there = ctx.contacts_of(group).into_iter().find(|now_there| now_there.uri == c.uri);
+            // Still registered: to where it registered from last (a client over TCP or TLS
+            // that reconnected keeps its Contact but has a new connection).
+            if let Some(fresh) = &now_there {
+                c.peer = fresh.peer;
+            }
+            if now_there.is_none() {
                 let (target, group) = (target.clone(), group.clone());
                 let gone = std::mem::replace(&mut d.dest, Dest::Local(group));
                 if let Dest::Contact(c) = gone {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use chrono::Local;
 
-use crate::events::CallEvent;
+use crate::events::{CallEvent, CallEventKind};
 use crate::location::LocationSource;
 
 /// Media type of the structured part: the `CallEvent` as JSON (docs/desk-api.md).
@@ -13,6 +13,9 @@ pub const CALL_EVENT_CONTENT_TYPE: &str = "application/vnd.sosdesk.call-event+js
 
 /// The Subject header: what a client shows in its list before the message is opened.
 pub fn subject(ev: &CallEvent) -> String {
+    if let CallEventKind::UnlocatedNetwork { element_kind, element, .. } = &ev.kind {
+        return format!("sosdesk: new unlocated {element_kind} {element}").replace(['\r', '\n'], " ");
+    }
     let what = if ev.test_call { "TEST CALL" } else { "EMERGENCY CALL" };
     format!("{what} {} from {}", ev.normalized, ev.caller.number).replace(['\r', '\n'], " ")
 }
@@ -31,6 +34,16 @@ pub fn human_text(ev: &CallEvent) -> String {
         }
         t.push_str("\r\n");
     };
+    // An announcement for admins, not a call: what was not located, and what to do.
+    if let CallEventKind::UnlocatedNetwork { element_kind, element, device, asked, outcome } = &ev.kind {
+        line("", &format!("New unlocated {element_kind}: {element}"));
+        let asked = if asked == "held" { "A HELD location request" } else { "An emergency call" };
+        line("", &format!("{asked} from {device} was not located by the wiremap (it fell back to {outcome})."));
+        line("", "Add it to the wiremap (sosdesk lis import); the list: sosdesk lis unlocated.");
+        let local = ev.at.with_timezone(&Local);
+        line("Time", &format!("{} ({} UTC)", local.format("%Y-%m-%d %H:%M:%S %:z"), ev.at.format("%H:%M:%S")));
+        return t;
+    }
     if ev.test_call {
         line("", &format!("TEST CALL to {} (a test: no emergency)", ev.normalized));
     } else {

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::clock::Now;
-use crate::events::{CallEvent, CallEventKind, Caller, CALL_EVENT_VERSION};
-use crate::location::LocationSnapshot;
+use crate::events::{CallEvent, CallEventKind, Caller};
 
 /// How long one record covers.
 pub const INTERVAL: Duration = Duration::from_secs(60);
@@ -145,28 +144,10 @@ fn source_name(ip: IpAddr) -> String {
 }
 
 fn record(source: String, since: DateTime<Utc>, at: DateTime<Utc>, s: SourceCount, addresses: u32) -> CallEvent {
-    CallEvent {
-        version: CALL_EVENT_VERSION,
-        call_id: format!("refused-{}", crate::sip::ids::new_call_ref()),
-        seq: 1,
-        at,
-        caller: Caller { number: String::new(), display_name: None, uri: String::new(), source: source.clone() },
-        dialed: String::new(),
-        normalized: String::new(),
-        test_call: false,
-        policy: String::new(),
-        site: None,
-        location: LocationSnapshot::none(),
-        route: None,
-        kind: CallEventKind::Refused {
-            source,
-            since,
-            count: s.count,
-            reasons: s.reasons,
-            samples: s.samples,
-            addresses,
-        },
-    }
+    let caller = Caller { source: source.clone(), ..Caller::nobody() };
+    let kind =
+        CallEventKind::Refused { source, since, count: s.count, reasons: s.reasons, samples: s.samples, addresses };
+    CallEvent::of_no_call(format!("refused-{}", crate::sip::ids::new_call_ref()), caller, String::new(), kind, at)
 }
 
 /// At most [`SAMPLE_CHARS`] characters, control characters made visible (a sample is

@@ -138,7 +138,7 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    if io.net_tx.send(NetInput::Opened(peer, out_tx.clone())).is_err() {
+    if io.net_tx.send(NetInput::Opened { peer, tx: out_tx.clone(), accepted: !opened }).is_err() {
         return;
     }
     let writer = tokio::spawn(async move {

@@ -29,4 +29,5 @@ mod route_health;
 mod sip_torture_parse;
 mod test_peers;
 mod torture_wire;
+mod unlocated;
 mod wiremap;

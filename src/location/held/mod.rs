@@ -66,7 +66,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use super::pidf::{build_pidf_lo, PidfLoInput};
-use super::{DeviceAttachment, Locator, MatchKind};
+use super::{DeviceAttachment, LocationSource, Locator, MatchKind};
 pub use cache::HeldCache;
 pub use http::{router, serve};
 use protocol::{error_document, location_response, parse_request, Fault, Identity, LiType};
@@ -159,7 +159,12 @@ pub struct HeldState {
     provided_by: Option<String>,
     cache: HeldCache,
     identity_requesters: Option<Arc<[IpNet]>>,
+    /// Told how every request was located (the unlocated report, `location::unlocated`).
+    sightings: Option<SightingSink>,
 }
+
+/// Where the HELD endpoint hands its sightings (the server records them).
+pub type SightingSink = Arc<dyn Fn(crate::location::unlocated::Sighting) + Send + Sync>;
 
 impl HeldState {
     /// `host` is the LIS's DNS name (or IP literal): the domain of the pseudonymous presentity
@@ -174,6 +179,7 @@ impl HeldState {
             provided_by: None,
             cache: HeldCache::default(),
             identity_requesters: None,
+            sightings: None,
         })
     }
 
@@ -197,6 +203,12 @@ impl HeldState {
     /// requester may name any device, as a Skype for Business LIS allowed.
     pub fn with_identity_requesters(mut self, networks: Vec<IpNet>) -> HeldState {
         self.identity_requesters = Some(networks.into());
+        self
+    }
+
+    /// Tell `sink` how every request was located (by the wiremap, or not at all).
+    pub fn with_sightings(mut self, sink: SightingSink) -> HeldState {
+        self.sightings = Some(sink);
         self
     }
 
@@ -275,6 +287,15 @@ impl HeldState {
             .filter_map(|a| self.locator.locate(a))
             .filter(|(erl, _)| !erl.civic.is_empty())
             .min_by_key(|(_, kind)| *kind);
+        if let (Some(sink), Some(device)) = (&self.sightings, attachments.first()) {
+            let source = if found.is_some() { LocationSource::Wiremap } else { LocationSource::None };
+            sink(crate::location::unlocated::Sighting {
+                at: now,
+                asked: crate::location::unlocated::Asked::Held,
+                device: device.clone(),
+                source,
+            });
+        }
         let Some((erl, kind)) = found else {
             return Err(Fault::new(
                 ErrorCode::LocationUnknown,

@@ -19,6 +19,7 @@
 
 mod keys;
 mod sql;
+mod unlocated;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -108,6 +108,13 @@ impl Engine {
             self.now.wall,
         );
         let (location, pidf) = (resolved.location, resolved.pidf);
+        // For the unlocated report: what the wiremap was asked with, and what came of it.
+        self.out.sightings.push_back(crate::location::unlocated::Sighting {
+            at: self.now.wall,
+            asked: crate::location::unlocated::Asked::Call,
+            device: crate::location::DeviceAttachment { ip: device_ips.first().copied(), ..Default::default() },
+            source: location.source,
+        });
         // The policy decides the order of routes (ECRC first without a location).
         let mut plan = policy.route_plan(location.is_known());
         // Routes that fail their health probes go last within their tier (the ECRC stays first

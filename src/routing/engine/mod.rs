@@ -151,6 +151,8 @@ pub struct Engine {
     /// Where each route's requests go, and what other names resolved to (`targets.rs`).
     route_targets: Vec<targets::RouteTargets>,
     names: HashMap<crate::sip::rfc3263::SipTarget, Vec<Peer>>,
+    /// Unlocated-network announcements sent (`notify_handoff.rs`).
+    announced: std::collections::HashSet<String>,
     /// Requests refused before any call exists, recorded per source and interval.
     refused: RefusalTally,
     out: Outputs,
@@ -175,6 +177,8 @@ pub enum Output {
     /// A record for the audit log only, never for the desks: the requests refused from one
     /// source over an interval (`CallEventKind::Refused`).
     Audit(CallEvent),
+    /// How an emergency call was located, for the unlocated report (`location::unlocated`).
+    Sighting(crate::location::unlocated::Sighting),
 }
 
 /// The outputs waiting to be drained.
@@ -183,6 +187,7 @@ struct Outputs {
     media: VecDeque<MediaAction>,
     late: VecDeque<(String, CallEventKind)>,
     audit_only: VecDeque<CallEvent>,
+    sightings: VecDeque<crate::location::unlocated::Sighting>,
     /// Detected calls whose notification IM is built once the transmits before it are drained
     /// (so building it never delays the outbound INVITE on the wire).
     deferred_notify: VecDeque<CallEvent>,
@@ -243,6 +248,7 @@ impl Engine {
             trunks,
             route_targets,
             names: HashMap::new(),
+            announced: Default::default(),
             now,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
             retry_for: Duration::from_secs(cfg.routing.retry_for_s),
@@ -275,6 +281,7 @@ impl Engine {
                 media: VecDeque::new(),
                 late: VecDeque::new(),
                 audit_only: VecDeque::new(),
+                sightings: VecDeque::new(),
                 deferred_notify: VecDeque::new(),
             },
             refused: RefusalTally::default(),
@@ -374,7 +381,10 @@ impl Engine {
         if let Some((call_ref, kind)) = self.out.late.pop_front() {
             return Some(Output::LateEvent { call_ref, kind });
         }
-        self.out.audit_only.pop_front().map(Output::Audit)
+        if let Some(ev) = self.out.audit_only.pop_front() {
+            return Some(Output::Audit(ev));
+        }
+        self.out.sightings.pop_front().map(Output::Sighting)
     }
 
     /// The call events waiting to be polled, in order, without draining them: the shell

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{Engine, LocalEndpoint};
-use crate::events::CallEvent;
+use crate::clock::Now;
+use crate::events::{CallEvent, CallEventKind};
 use crate::notify::{Contact, NotifyContext};
 use crate::registrar::Registrar;
 use crate::sip::transaction::Transport;
@@ -53,7 +54,28 @@ impl NotifyContext for NotifyCtx<'_> {
     }
 }
 
+/// Announcements whose deliveries are still remembered (a few a day, in practice).
+const ANNOUNCED_KEPT: usize = 1024;
+
 impl Engine {
+    /// A network element first seen unlocated (`location::unlocated`): a MESSAGE to each of
+    /// `lis.unlocated_notification_uris`, retried as any notification.
+    pub fn announce_unlocated(&mut self, ev: &CallEvent, now: Now) {
+        self.tick(now);
+        if self.policies.unlocated_notify.is_empty() {
+            return;
+        }
+        if self.announced.len() >= ANNOUNCED_KEPT {
+            self.announced.clear();
+        }
+        self.announced.insert(ev.call_id.clone());
+        let now = self.now.mono;
+        let targets = self.policies.unlocated_notify.clone();
+        let ctx = NotifyCtx::new(&self.accounts, &self.local, &self.names, now);
+        self.notifier.notify(ev, &targets, &ctx, &mut self.tx, now);
+        self.drain_notify();
+    }
+
     /// Start the notification IM of a call just detected (deferred by [`Engine::poll_output`]
     /// until the bytes before it, its outbound INVITE among them, are drained).
     pub(super) fn notify_detected(&mut self, detected: &CallEvent) {
@@ -76,7 +98,12 @@ impl Engine {
     /// the server numbers after the call's stored events.
     pub(super) fn drain_notify(&mut self) {
         for o in self.notifier.take_outcomes() {
-            if self.calls.live.contains_key(&o.call_ref) {
+            if self.announced.contains(&o.call_ref) {
+                // An announcement's delivery belongs to no call: the log says how it went.
+                if let CallEventKind::Notified { uri, ok, detail } = &o.kind {
+                    tracing::info!(%uri, ok, %detail, "unlocated-network announcement");
+                }
+            } else if self.calls.live.contains_key(&o.call_ref) {
                 self.emit(&o.call_ref, o.kind);
             } else if let Some(ev) = self.calls.ended_event(&o.call_ref, o.kind.clone(), self.now.wall) {
                 self.out.events.push_back(ev);
