@@ -29,7 +29,7 @@ import time
 from peer import Peer
 
 
-def write_config(d, sip_port, ctrl_port, user, password, registrar, rtp_ports, cafile=None):
+def write_config(d, sip_port, ctrl_port, user, password, registrar, rtp_ports, cafile=None, regint=600):
     """cafile: the account over TLS (`transport=tls` to registrar), trusting only the CAs in this
     PEM file — and checking the server's certificate against them (see OPENSSL_CNF)."""
     os.makedirs(d, exist_ok=True)
@@ -78,8 +78,8 @@ statmode_default	off
     # answermode=manual: an incoming call raises CALL_INCOMING and waits (not used by the tests);
     # regint: re-REGISTER interval; mwi=no: no SUBSCRIBE for voicemail.
     with open(os.path.join(d, "accounts"), "w") as f:
-        f.write("<sip:%s@%s;transport=%s>;auth_pass=%s;answermode=manual;regint=600;"
-                "audio_codecs=pcmu,pcma;mwi=no\n" % (user, registrar, "tls" if cafile else "udp", password))
+        f.write("<sip:%s@%s;transport=%s>;auth_pass=%s;answermode=manual;regint=%d;"
+                "audio_codecs=pcmu,pcma;mwi=no\n" % (user, registrar, "tls" if cafile else "udp", password, regint))
     open(os.path.join(d, "contacts"), "w").close()
 
 

@@ -23,7 +23,11 @@ listener whose certificate a test CA made here (pki.py) signed:
   b. places a 911 call over TLS: answered by the sipp provider; sosdesk's API says the call came
      from that tls: connection.
 
-Usage: test_clients.py [baresip] [linphonec] [baresip-tls] [linphonec-tls]   (default all four).
+baresip-tls-reconnect (only when named): baresip's TLS connection is destroyed (ss -K) just before
+a 911 call; its alert must reach baresip once it has registered again, on its new connection.
+
+Usage: test_clients.py [baresip] [linphonec] [baresip-tls] [linphonec-tls]   (default all four)
+       test_clients.py baresip-tls-reconnect
 Env: SOSDESK_BIN (required),
 SOSDESK_CLIENTS_KEEP=1 keeps the work dir on success (it is always kept on failure).
 Every wait is on a condition with a deadline; every process started is stopped on exit.
@@ -60,6 +64,8 @@ ALERT_TEXT = "EMERGENCY CALL to 911"  # the first line of sosdesk's alert (docs/
 HOLD_MS = 12000  # how long the sipp caller of c/d stays on the call after it is answered
 TLS_HOLD_MS = 1500  # the same in the TLS runs (no d: the caller need not wait for a join)
 KINDS = ["baresip", "linphonec", "baresip-tls", "linphonec-tls"]
+# Runs only when named (not in the default set): see README.md, "baresip-tls-reconnect".
+EXTRA = ["baresip-tls-reconnect"]
 BLOCK = 200      # ports per client run
 
 # Every process this script started, stopped on exit whatever happens.
@@ -356,7 +362,7 @@ class Client:
     ca: over TLS to sosdesk's TLS listener, trusting only that CA file. second: another instance
     beside the first (its own dir and ports)."""
 
-    def __init__(self, kind, lab, ca=None, second=False):
+    def __init__(self, kind, lab, ca=None, second=False, regint=600):
         self.kind, self.lab, self.tls, b = kind, lab, bool(ca), lab.base
         name = kind + ("-2" if second else "")
         self.dir = os.path.join(lab.work, name)
@@ -366,7 +372,8 @@ class Client:
         if kind == "baresip":
             self.sip_port, ctrl = b + 60 + n, b + 65 + n // 2
             rtp = "%d-%d" % (b + 180, b + 189) if second else "%d-%d" % (b + 150, b + 169)
-            baresip.write_config(self.dir, self.sip_port, ctrl, DESK_USER, DESK_PASS, registrar, rtp, cafile=ca)
+            baresip.write_config(self.dir, self.sip_port, ctrl, DESK_USER, DESK_PASS, registrar, rtp, cafile=ca,
+                                 regint=regint)
             self.peer = baresip.Baresip(self.dir, ctrl, log=self.log)
         else:
             self.sip_port = b + 70 + n
@@ -391,7 +398,7 @@ class Client:
 
 def for_client(run, base, binary, work, results):
     """One run: a client (`baresip`, `linphonec`) over UDP, or over TLS (`baresip-tls`, ...)."""
-    kind, tls = run.split("-")[0], run.endswith("-tls")
+    kind, tls, reconnect = run.split("-")[0], "-tls" in run, run.endswith("-reconnect")
     certs = pki.make(os.path.join(work, run, "pki")) if tls else None
     lab = Lab(os.path.join(work, run), base, binary, tls=certs)
     # every packet of the lab's ports; the block's last port (unused) takes the capture's probe
@@ -449,9 +456,9 @@ def for_client(run, base, binary, work, results):
             raise AssertionError("the 200 to REGISTER lacks received=127.0.0.1;rport=%d in its Via: %s\n%s"
                                  % (port, via, ok))
 
-    def alert_of_incoming_call(hold_ms):
-        """A sipp caller dials 911 (a sipp provider answers): the client prints that call's alert,
-        and the audit has it delivered to desk1. Returns the call's id."""
+    def alert_of_incoming_call(hold_ms, within=15):
+        """A sipp caller dials 911 (a sipp provider answers): the client prints that call's alert
+        (within `within` s), and the audit has it delivered to desk1. Returns the call's id."""
         c = state["client"]
         prov, ppre = lab.sipp("provider-c", "provider_answer.xml",
                               ["-p", str(lab.provider_port), "-mp", str(base + 80)], 40)
@@ -466,7 +473,7 @@ def for_client(run, base, binary, work, results):
                                    and h.get("answered_at")), None), 10, "the sipp 911 call answered in history")
         ctx["call"] = cid = call["call_id"]
         # the client prints the alert of this call
-        end = time.time() + 15
+        end = time.time() + within
         while True:
             text = c.peer.wait_message(r"EMERGENCY CALL", max(0.1, end - time.time()))
             if "Call: %s" % cid in text:
@@ -475,7 +482,7 @@ def for_client(run, base, binary, work, results):
             raise AssertionError("the alert %s printed lacks %r:\n%s" % (kind, ALERT_TEXT, text))
         # the audit: delivered to desk1's contact
         want = [r"\(desk1\): delivered on attempt \d+"]
-        if kind == "baresip":
+        if kind == "baresip" and not reconnect:
             # baresip takes only text/plain: 415, then sosdesk's text/plain re-send, delivered
             want = [r"\(desk1\): attempt 1 .*failed: 415 .*Accept: text/plain.*re-sent at once as text/plain",
                     r"\(desk1\): delivered on attempt 2 as text/plain: 200"]
@@ -611,7 +618,8 @@ def for_client(run, base, binary, work, results):
             state["client"] = None
 
     def tls_register():
-        c = state["client"] = Client(kind, lab, ca=certs["ca"])
+        # the reconnect run: re-REGISTER every 30 s (sosdesk's shortest), so it comes within the wait
+        c = state["client"] = Client(kind, lab, ca=certs["ca"], regint=30 if reconnect else 600)
         c.peer.wait_registered(10)
         contacts = registrar_bindings(lab.core, DESK_USER, DESK_PASS)
         if not any(re.search(r";transport=tls\b", x, re.I) for x in contacts):
@@ -652,6 +660,25 @@ def for_client(run, base, binary, work, results):
         for p, pre, what in state["sipp"]:
             lab.wait_sipp(p, pre, TLS_HOLD_MS / 1000 + 10, what)
 
+    def tls_reconnect():
+        # The desk's TLS connection breaks (the socket destroyed under both ends, as a NAT or a
+        # network change does), the client does not notice until its next REGISTER, which opens a
+        # new connection with the same Contact. An alert due meanwhile must reach it there once
+        # it has registered again (its retries: 1, 2, 4, 8, 16, then 30 s apart).
+        old = ctx["flow"]
+        r = subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", ":%d" % old], capture_output=True, text=True)
+        gone = lambda: ":%d " % old not in subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True,
+                                                          text=True).stdout
+        until(gone, 2, "the connection from port %d destroyed (ss -K: %s; needs root and the kernel's "
+                       "CONFIG_INET_DIAG_DESTROY)" % (old, (r.stderr or r.stdout).strip()), 0.05)
+        cid = alert_of_incoming_call(TLS_HOLD_MS, within=50)
+        new = lab.log_search(r'registered user="%s" peer=tls:127\.0\.0\.1:(?!%d\b)(\d+) contacts=[1-9]'
+                             % (DESK_USER, old))
+        if not new:
+            raise AssertionError("the alert of call %s was delivered, but the client never registered again" % cid)
+        for p, pre, what in state["sipp"]:
+            lab.wait_sipp(p, pre, TLS_HOLD_MS / 1000 + 10, what)
+
     def tls_call():
         b_call()
         c, cid = state["client"], ctx["b_call"]
@@ -666,6 +693,12 @@ def for_client(run, base, binary, work, results):
         no_cleartext(c, ["INVITE", "SIP/2.0", "sip:911@"])
 
     try:
+        if reconnect:
+            step("start sosdesk (with a TLS listener, a test CA's certificate) and the capture", start)
+            step("a. registers as desk1 over TLS, re-REGISTER every 30 s", tls_register)
+            step("r. its TLS connection breaks; the alert of a 911 call reaches it on the connection of its "
+                 "next REGISTER", tls_reconnect)
+            return True
         if tls:
             step("start sosdesk (with a TLS listener, a test CA's certificate) and the capture", start)
             step("0. trusting only another CA, the client refuses sosdesk's certificate (it checks it)",
@@ -691,7 +724,7 @@ def for_client(run, base, binary, work, results):
 def main(argv):
     kinds = argv or KINDS
     for k in kinds:
-        if k not in KINDS:
+        if k not in KINDS + EXTRA:
             print(__doc__)
             return 2
     binary = os.environ.get("SOSDESK_BIN")
