@@ -606,7 +606,7 @@ def for_client(run, base, binary, work, results):
         refused = r"SIP TLS handshake refused addr=127\.0\.0\.1:\d+ error=(received fatal alert: \w+)"
         registered = r'registered user="%s" peer=tls:' % DESK_USER
         try:
-            until(lambda: lab.log_search(refused) or lab.log_search(registered), 8,
+            until(lambda: lab.log_search(refused) or lab.log_search(registered), 10,
                   "sosdesk's log line 'SIP TLS handshake refused … received fatal alert' (the client refusing "
                   "the certificate)")
             contacts = registrar_bindings(lab.core, DESK_USER, DESK_PASS)
