@@ -28,7 +28,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== core tests (unit, SIP torture, sipp calls, audit store, CLI)"
 cargo test --locked
 
-echo "== ordinary SIP clients as desks (baresip, linphonec: register, alert, listen-only join, 911 call)"
+echo "== ordinary SIP clients as desks (baresip, linphonec: register, alert, listen-only join, 911 call; then over TLS)"
 # The sosdesk that `cargo test` built; tests/clients/README.md
 SOSDESK_BIN="${CARGO_TARGET_DIR:-target}/debug/sosdesk" tests/clients/run.sh
 

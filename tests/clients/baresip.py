@@ -2,7 +2,8 @@
 """baresip 1.0.0 (Debian bookworm's baresip-core) as a headless, scripted SIP desk.
 
 Config (write_config): SIP on 127.0.0.1:PORT (UDP and TCP; TLS on PORT+1), the account as a desk
-of sosdesk, no sound card (the aubridge "echo" device is microphone and speaker at once, so RTP
+of sosdesk (over UDP; or over TLS, given a CA file: OPENSSL_CNF says how the server's certificate
+is checked), no sound card (the aubridge "echo" device is microphone and speaker at once, so RTP
 flows both ways), commands over ctrl_tcp on CTRL_PORT.
 
 Driving: ctrl_tcp takes netstrings `LEN:{"command":"dial","params":"911","token":"t"},` and
@@ -13,8 +14,9 @@ answered 415 with `Accept: text/plain`). Registration: wait for the stdout line
 `All 1 useragent registered successfully` (REGISTER_OK usually fires before ctrl_tcp is connected).
 
 Alone, for a look at a sosdesk on 127.0.0.1:5060 (examples/lab.toml):
-  tests/clients/baresip.py /tmp/bs 5062 5065 desk1 lobby-desk-secret 127.0.0.1:5060
-and type baresip's own commands (/dial 911, /hangup, /quit) on stdin.
+  tests/clients/baresip.py /tmp/bs 5062 5065 desk1 lobby-desk-secret 127.0.0.1:5060 [CA.pem]
+(with CA.pem: over TLS, the registrar being sosdesk's `[sip] tls` address) and type baresip's own
+commands (/dial 911, /hangup, /quit) on stdin.
 """
 import json
 import os
@@ -27,7 +29,9 @@ import time
 from peer import Peer
 
 
-def write_config(d, sip_port, ctrl_port, user, password, registrar, rtp_ports):
+def write_config(d, sip_port, ctrl_port, user, password, registrar, rtp_ports, cafile=None, regint=600):
+    """cafile: the account over TLS (`transport=tls` to registrar), trusting only the CAs in this
+    PEM file — and checking the server's certificate against them (see OPENSSL_CNF)."""
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config"), "w") as f:
         f.write("""poll_method		epoll
@@ -64,19 +68,48 @@ module_app		ctrl_tcp.so
 ctrl_tcp_listen		127.0.0.1:{ctrl_port}
 statmode_default	off
 """.format(sip_port=sip_port, ctrl_port=ctrl_port, rtp_ports=rtp_ports))
+        if cafile:
+            f.write("sip_cafile\t\t%s\n" % cafile)
+    if cafile:
+        with open(os.path.join(d, "openssl.cnf"), "w") as f:
+            f.write(OPENSSL_CNF)
+    elif os.path.exists(os.path.join(d, "openssl.cnf")):
+        os.remove(os.path.join(d, "openssl.cnf"))
     # answermode=manual: an incoming call raises CALL_INCOMING and waits (not used by the tests);
     # regint: re-REGISTER interval; mwi=no: no SUBSCRIBE for voicemail.
     with open(os.path.join(d, "accounts"), "w") as f:
-        f.write("<sip:%s@%s;transport=udp>;auth_pass=%s;answermode=manual;regint=600;"
-                "audio_codecs=pcmu,pcma;mwi=no\n" % (user, registrar, password))
+        f.write("<sip:%s@%s;transport=%s>;auth_pass=%s;answermode=manual;regint=%d;"
+                "audio_codecs=pcmu,pcma;mwi=no\n" % (user, registrar, "tls" if cafile else "udp", password, regint))
     open(os.path.join(d, "contacts"), "w").close()
+
+
+# baresip 1.0.0 has no setting that makes it check the server's certificate: `sip_cafile` only
+# loads CAs into libre 1.1.0's OpenSSL context, which stays SSL_VERIFY_NONE for the connections
+# it opens, and nothing reads the verification result or sets a host name (`sip_verify_server`
+# and `sip_trans_def` came with baresip 1.1.0). OpenSSL itself can be told, for every context a
+# program makes: its config's `system_default` section (SSL_CONF_cmd(3)) with `VerifyMode =
+# Peer` makes each handshake fail unless the server's chain leads to a CA of `sip_cafile`
+# ("tls: connect: error", sosdesk sees the alert UnknownCA). The chain only: no name is checked
+# (OpenSSL's config has no command for the host).
+OPENSSL_CNF = """openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+VerifyMode = Peer
+"""
 
 
 class Baresip(Peer):
     name = "baresip"
 
     def __init__(self, confdir, ctrl_port, log=None):
-        super().__init__(["baresip", "-f", confdir], log=log)
+        env = None
+        cnf = os.path.join(os.path.abspath(confdir), "openssl.cnf")
+        if os.path.exists(cnf):  # over TLS (write_config with cafile)
+            env = dict(os.environ, OPENSSL_CONF=cnf)
+        super().__init__(["baresip", "-f", confdir], env=env, log=log)
         self.events, self.responses, self.ev_i = [], [], 0
         deadline = time.time() + 10
         while True:  # ctrl_tcp listens a moment after start: connect until it does
@@ -151,7 +184,8 @@ class Baresip(Peer):
         self.wait_line(r"useragents? registered successfully", timeout, "the registration (200 to REGISTER)")
 
     def dial(self, target):
-        """`dial 911` completes to sip:911@<registrar>;transport=udp."""
+        """`dial 911` completes to sip:911@<registrar>;transport=udp (=tls for a TLS account: it
+        appends the account's transport, also to a full URI that has one already)."""
         self.cmd("dial " + target)
 
     def wait_established(self, timeout=15):
@@ -186,5 +220,8 @@ if __name__ == "__main__":
         print(__doc__)
         sys.exit(2)
     d, port, ctrl, user, pw, reg = sys.argv[1:7]
-    write_config(d, int(port), int(ctrl), user, pw, reg, "10000-10999")
+    ca = os.path.abspath(sys.argv[7]) if len(sys.argv) > 7 else None
+    write_config(d, int(port), int(ctrl), user, pw, reg, "10000-10999", cafile=ca)
+    if ca:
+        os.environ["OPENSSL_CONF"] = os.path.join(os.path.abspath(d), "openssl.cnf")
     os.execvp("baresip", ["baresip", "-f", d])

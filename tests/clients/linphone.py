@@ -3,7 +3,10 @@
 
 Config (write_config): DIR/linphonerc and DIR/home (its $HOME: the chat database lives there;
 without [storage] uri it fails with "Unable to open linphone database"). SIP on 127.0.0.1:PORT,
-UDP and TCP, no TLS; RTP on 127.0.0.1:RTP_PORT; the account as a desk of sosdesk.
+UDP and TCP (TLS on PORT+1 when the account is over TLS); RTP on 127.0.0.1:RTP_PORT; the account
+as a desk of sosdesk, over UDP, or over TLS with the server's certificate checked (its TLS is
+mbedTLS 2.28, which matches the host against the certificate's dNSName entries only, so a
+certificate for 127.0.0.1 needs DNS:127.0.0.1 besides IP:127.0.0.1: see pki.py).
 
 linphonec prints call states and received chat messages, one line each:
   Call 1 to sip:911@... ringing.   Call 1 with sip:911@... connected.
@@ -13,7 +16,8 @@ It prints nothing when it registers: poll `status register` ("registered, identi
 no sound card, the command `soundcard use files` is needed first (there is no config key).
 
 Alone, for a look at a sosdesk on 127.0.0.1:5060 (examples/lab.toml):
-  tests/clients/linphone.py /tmp/lp 5064 desk1 lobby-desk-secret 127.0.0.1:5060
+  tests/clients/linphone.py /tmp/lp 5064 desk1 lobby-desk-secret 127.0.0.1:5060 [CA.pem]
+(with CA.pem: over TLS, the registrar being sosdesk's `[sip] tls` address)
 then type `soundcard use files`, `status register`, `call sip:911@127.0.0.1:5060`, `terminate`.
 """
 import os
@@ -25,15 +29,20 @@ from peer import Peer
 PROMPT = re.compile(r"^(linphonec> )+")
 
 
-def write_config(d, sip_port, rtp_port, user, password, registrar):
+def write_config(d, sip_port, rtp_port, user, password, registrar, root_ca=None):
+    """root_ca: the account over TLS (`transport=tls` to registrar; linphonec's own TLS port is
+    SIP_PORT+1), trusting only the CAs of this PEM file; the server's certificate is checked
+    against them and must name the registrar's host (verify_server_certs, verify_server_cn)."""
     os.makedirs(os.path.join(d, "home", ".local", "share", "linphone"), exist_ok=True)
     host = registrar.split(":")[0]
+    tls = ("sip_tls_port=%d\nroot_ca=%s\nverify_server_certs=1\nverify_server_cn=1"
+           % (sip_port + 1, os.path.abspath(root_ca))) if root_ca else "sip_tls_port=-1"
     with open(os.path.join(d, "linphonerc"), "w") as f:
         f.write("""[sip]
 bind_address=127.0.0.1
 sip_port={sip_port}
 sip_tcp_port={sip_port}
-sip_tls_port=-1
+{tls}
 default_proxy=0
 register_only_when_network_is_up=0
 ping_with_options=0
@@ -56,7 +65,7 @@ display=0
 [sound]
 echocancellation=0
 [proxy_0]
-reg_proxy=<sip:{registrar};transport=udp>
+reg_proxy=<sip:{registrar};transport={transport}>
 reg_identity=<sip:{user}@{host}>
 reg_expires=600
 reg_sendregister=1
@@ -67,7 +76,7 @@ username={user}
 passwd={password}
 realm=sosdesk
 """.format(sip_port=sip_port, rtp_port=rtp_port, d=os.path.abspath(d), registrar=registrar,
-           user=user, host=host, password=password))
+           user=user, host=host, password=password, tls=tls, transport="tls" if root_ca else "udp"))
 
 
 class Linphonec(Peer):
@@ -139,6 +148,7 @@ if __name__ == "__main__":
         print(__doc__)
         sys.exit(2)
     d, port, user, pw, reg = sys.argv[1:6]
-    write_config(d, int(port), int(port) * 2 % 60000 + 2000, user, pw, reg)
+    write_config(d, int(port), int(port) * 2 % 60000 + 2000, user, pw, reg,
+                 root_ca=sys.argv[6] if len(sys.argv) > 6 else None)
     os.environ["HOME"] = os.path.join(os.path.abspath(d), "home")
     os.execvp("linphonec", ["linphonec", "-c", os.path.join(d, "linphonerc")])

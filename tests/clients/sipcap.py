@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Live packet capture on loopback for the client tests: tcpdump writes pcap to a pipe, a thread
-parses it as it comes (IPv4, UDP and TCP) and keeps every SIP message and every UDP datagram, so
-a test waits on "this message was on the wire" with a deadline instead of sleeping.
+parses it as it comes (IPv4, UDP and TCP) and keeps every SIP message, every UDP datagram and
+every TCP flow's bytes, so a test waits on "this message was on the wire" with a deadline instead
+of sleeping. A TCP flow that begins with a TLS record is kept as bytes only (tls_records() reads
+them as TLS records: what SIP over TLS shows of itself on the wire).
 
     cap = Capture("/tmp/w/cap.pcap", "portrange 40000-40199", 40199)  # filter, an unused port in it
     cap.start()                                                 # returns once packets are seen
@@ -102,6 +104,9 @@ class Capture:
         self.error = ""         # what tcpdump said on stderr
         self.reader_error = ""  # why the pcap reader stopped, if it did
         self._tcp = {}  # (src, dst) -> bytes not yet a whole SIP message
+        self.streams = {}  # (src, dst) -> bytearray: every TCP payload byte of that flow, in order
+        self._next_seq = {}  # (src, dst) -> the TCP sequence number after the bytes in streams
+        self._tls = set()  # flows that began with a TLS record: kept as bytes only, not parsed as SIP
         self._t0 = None
 
     def start(self, timeout=10):
@@ -213,9 +218,26 @@ class Capture:
         elif proto == 6 and len(l4) >= 20:
             sp, dp = struct.unpack("!HH", l4[:4])
             payload = l4[(l4[12] >> 4) * 4:]
+            key = ((src_ip, sp), (dst_ip, dp))
+            seq = struct.unpack("!I", l4[4:8])[0]
+            if l4[13] & 0x02:  # SYN: a connection (maybe a new one on a reused port) starts at seq + 1
+                with self.cond:
+                    self._next_seq[key] = (seq + 1) % 2 ** 32
             if not payload:
                 return
-            key = ((src_ip, sp), (dst_ip, dp))
+            with self.cond:
+                stream = self.streams.setdefault(key, bytearray())
+                if not stream and payload[:1] == b"\x16" and payload[1:2] == b"\x03":
+                    self._tls.add(key)  # a TLS handshake record: ciphertext follows, no SIP to find
+                # a retransmitted segment (rare on lo) adds only the bytes not seen yet
+                behind = (self._next_seq.get(key, seq) - seq) % 2 ** 32
+                skip = behind if behind < 2 ** 31 else 0
+                if skip < len(payload):
+                    stream += payload[skip:]
+                    self._next_seq[key] = (seq + len(payload)) % 2 ** 32
+                self.cond.notify_all()
+            if key in self._tls:
+                return
             buf = self._tcp.get(key, b"") + payload
             msgs = []
             while True:  # whole messages: headers, then Content-Length bytes (RFC 3261 §18.3)
@@ -279,6 +301,24 @@ class Capture:
                                          % (len(got), count, src[0], src[1], dst[0], dst[1], timeout, self._why()))
                 self.cond.wait(left)
 
+    def tcp_flows(self, port):
+        """{(src, dst): bytes} of every TCP flow to or from 127.0.0.1:port seen so far."""
+        with self.cond:
+            return {k: bytes(v) for k, v in self.streams.items() if port in (k[0][1], k[1][1])}
+
+    def wait_tcp(self, pred, timeout, what):
+        """The first (src, dst) TCP flow whose bytes so far satisfy pred(key, data), within timeout s."""
+        end = time.time() + timeout
+        with self.cond:
+            while True:
+                for k, v in self.streams.items():
+                    if pred(k, bytes(v)):
+                        return k
+                left = end - time.time()
+                if left <= 0 or self.reader_error:
+                    raise AssertionError("the capture has no %s within %g s%s" % (what, timeout, self._why()))
+                self.cond.wait(left)
+
     def dump(self, pred=lambda m: True, last=12, headers_only=False):
         """The last captured SIP messages matching pred, as text, for a failure message."""
         out = []
@@ -293,6 +333,26 @@ class Capture:
 def is_rtp(payload):
     """An RTP packet (RFC 3550 §5.1): version 2, at least the fixed header, not RTCP (PT 72-76)."""
     return len(payload) >= 12 and payload[0] >> 6 == 2 and not 72 <= (payload[1] & 0x7F) <= 76
+
+
+TLS_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}
+
+
+def tls_records(data):
+    """The TLS records (RFC 8446 §5.1, RFC 5246 §6.2) a TCP stream is made of, from its first byte:
+    [(content type, length)]. Raises ValueError at the first bytes that are no record header (a
+    content type 20-23, legacy version 3.x, a length of at most 2^14 + 2048); a record not yet
+    wholly captured at the end is left out."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        ctype, major, length = data[i], data[i + 1], struct.unpack("!H", data[i + 3:i + 5])[0]
+        if ctype not in TLS_TYPES or major != 3 or length > 2 ** 14 + 2048:
+            raise ValueError("no TLS record at byte %d: %s" % (i, data[i:i + 16].hex(" ")))
+        if i + 5 + length > len(data):
+            break
+        out.append((ctype, length))
+        i += 5 + length
+    return out
 
 
 def _looks_sip(b):
