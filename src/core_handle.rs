@@ -53,7 +53,7 @@ pub(crate) enum NetInput {
         answer: Result<Vec<Peer>, String>,
     },
     /// A network element first seen unlocated: announce it (`Engine::announce_unlocated`).
-    AnnounceUnlocated(CallEvent),
+    AnnounceUnlocated(Box<CallEvent>),
     /// Each route's health (see [`CoreHandle::routes`]).
     Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }

@@ -70,6 +70,8 @@ pub struct Core {
     audit: AuditWriter,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The unlocated report's recorder: ends once the engine and HELD have stopped.
+    sightings_task: JoinHandle<()>,
     store: AuditStore,
     lis: LisStore,
     net_tx: mpsc::UnboundedSender<NetInput>,
@@ -189,7 +191,8 @@ impl Core {
         ));
 
         let guard = crate::access::AuthGuard::shared();
-        tokio::spawn(record_sightings(lis.clone(), sightings_rx, audit.clone(), events.clone(), net_tx.clone()));
+        let sightings_task =
+            tokio::spawn(record_sightings(lis.clone(), sightings_rx, audit.clone(), events.clone(), net_tx.clone()));
         let health = crate::core_handle::SharedEngineHealth::default();
         let (condition_tx, condition) = watch::channel(CoreCondition::default());
         let handle = CoreHandle {
@@ -247,7 +250,22 @@ impl Core {
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
-        Ok(Core { local, held, api, wiremap, events, audit, stop, task, store, lis, net_tx, health, condition })
+        Ok(Core {
+            local,
+            held,
+            api,
+            wiremap,
+            events,
+            audit,
+            stop,
+            task,
+            sightings_task,
+            store,
+            lis,
+            net_tx,
+            health,
+            condition,
+        })
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
@@ -325,6 +343,11 @@ impl Core {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        // The last sightings (and the records of networks they found) before the audit's end;
+        // a location store that hangs holds the stop up for a moment only.
+        if tokio::time::timeout(STOP_FLUSH_WITHIN, self.sightings_task).await.is_err() {
+            tracing::warn!("the unlocated report's last location outcomes were not recorded in time");
+        }
         let audit = self.audit.clone();
         let durable = async move {
             audit.flush().await;
@@ -751,7 +774,7 @@ async fn record_sightings(
                     };
                     let id = format!("unlocated-{}", crate::sip::ids::new_call_ref());
                     let ev = CallEvent::of_no_call(id, crate::events::Caller::nobody(), String::new(), kind, s.at);
-                    let _ = engine.send(NetInput::AnnounceUnlocated(ev.clone()));
+                    let _ = engine.send(NetInput::AnnounceUnlocated(Box::new(ev.clone())));
                     record_audit_only(&audit, &events, ev);
                 }
             }

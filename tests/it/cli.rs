@@ -260,7 +260,9 @@ fn serve_history_verify_export_and_a_tampered_row() {
 
     let out = sosdesk().args(["audit", "verify", "--config", cfg_s]).output().unwrap();
     assert!(
-        out.status.success() && text(&out.stdout).starts_with("audit chain OK: 6 rows verified"),
+        // The call's six events, and the record of its subnet, new to the unlocated report (the
+        // call was located by its site's default ERL, not the wiremap).
+        out.status.success() && text(&out.stdout).starts_with("audit chain OK: 7 rows verified"),
         "{}",
         text(&out.stdout)
     );
@@ -272,7 +274,11 @@ fn serve_history_verify_export_and_a_tampered_row() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let exported = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(exported.lines().count(), 7, "header + 6 events (the last: the recording):\n{exported}");
+    assert_eq!(
+        exported.lines().count(),
+        8,
+        "header + 6 events + the unlocated record (the last: the recording):\n{exported}"
+    );
     assert!(exported.lines().last().unwrap().contains("recorded"), "{exported}");
     // A display name that a spreadsheet would run as a formula is defused and quoted.
     assert!(exported.contains("\"'=HYPERLINK(\"\"x\"\"), Bob\""), "{exported}");

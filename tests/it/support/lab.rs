@@ -198,11 +198,14 @@ impl Lab {
     }
 
     /// Every event the core broadcast so far (what a desk would have seen).
+    /// Records of no call (a new unlocated network, a route's health) are left out.
     pub fn broadcast_events(&mut self) -> Vec<CallEvent> {
         let mut out = Vec::new();
         if let Some(rx) = self.events.as_mut() {
             while let Ok(ev) = rx.try_recv() {
-                out.push(ev);
+                if ev.kind.is_of_a_call() {
+                    out.push(ev);
+                }
             }
         }
         out

@@ -9,4 +9,20 @@ reasons: { [key in string]?: number },
  * The first few requests as they were sent (request line and From, shortened):
  * caller-controlled text, shown as text.
  */
-samples: Array<string>, addresses: number, } | { "type": "route-up", route: string, detail: string, } | { "type": "route-down", route: string, detail: string, };
+samples: Array<string>, addresses: number, } | { "type": "route-up", route: string, detail: string, } | { "type": "route-down", route: string, detail: string, } | { "type": "unlocated-network", 
+/**
+ * `subnet`, `switch` or `access-point`.
+ */
+element_kind: string, element: string, 
+/**
+ * What was known of the device: IP, MAC, BSSID, switch and port.
+ */
+device: string, 
+/**
+ * `call` or `held`.
+ */
+asked: string, 
+/**
+ * What the location fell back to: `site-default` or `none`.
+ */
+outcome: string, };
