@@ -33,6 +33,10 @@ impl SipTarget {
     pub fn parse(s: &str) -> Result<SipTarget, String> {
         let s = s.trim();
         if let Ok(a) = s.parse::<SocketAddr>() {
+            // Port 0 is nowhere to send to (the config fuzz target found a route to it accepted).
+            if a.port() == 0 {
+                return Err(format!("{s:?}: port 0"));
+            }
             return Ok(SipTarget { host: Host::Ip(a.ip()), port: Some(a.port()), transport: None, sips: false });
         }
         let lower = s.to_ascii_lowercase();

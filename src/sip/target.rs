@@ -45,6 +45,11 @@ pub fn check_bare_uri(uri: &str) -> Result<(), String> {
     if uri.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"')) {
         return Err(format!("{uri:?}: write the bare URI, without spaces, angle brackets or quotes"));
     }
+    // Headers (`?…`, even an empty `?`) have no place in a Request-URI (RFC 3261 §19.1.5):
+    // sent as given, receivers refuse the request (found by the config fuzz target).
+    if uri.contains('?') {
+        return Err(format!("{uri:?}: a URI to send to carries no headers (`?…`)"));
+    }
     Ok(())
 }
 
@@ -71,6 +76,9 @@ mod tests {
             ["<sip:desk@127.0.0.1:5090 >", "sip:desk@127.0.0.1:5090 ", " sip:desk@127.0.0.1", "sip:de\tsk@127.0.0.1"]
         {
             assert!(target_of_uri(bad).unwrap_err().contains("bare URI"), "{bad:?}");
+        }
+        for bad in ["sip:security@127.0.0.1?", "sip:security@127.0.0.1?Subject=x"] {
+            assert!(target_of_uri(bad).unwrap_err().contains("no headers"), "{bad:?}");
         }
     }
 }
