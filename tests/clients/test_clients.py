@@ -23,11 +23,12 @@ listener whose certificate a test CA made here (pki.py) signed:
   b. places a 911 call over TLS: answered by the sipp provider; sosdesk's API says the call came
      from that tls: connection.
 
-baresip-tls-reconnect (only when named): baresip's TLS connection is destroyed (ss -K) just before
-a 911 call; its alert must reach baresip once it has registered again, on its new connection.
+baresip-tls-reconnect: baresip's TLS connection is destroyed (ss -K) just before a 911 call; its
+alert must reach baresip once it has registered again, on its new connection (about 32 s: the
+shortest re-REGISTER sosdesk grants is 30 s).
 
-Usage: test_clients.py [baresip] [linphonec] [baresip-tls] [linphonec-tls]   (default all four)
-       test_clients.py baresip-tls-reconnect
+Usage: test_clients.py [baresip] [linphonec] [baresip-tls] [linphonec-tls] [baresip-tls-reconnect]
+       (default: all five)
 Env: SOSDESK_BIN (required),
 SOSDESK_CLIENTS_KEEP=1 keeps the work dir on success (it is always kept on failure).
 Every wait is on a condition with a deadline; every process started is stopped on exit.
@@ -63,9 +64,9 @@ DESK_USER, DESK_PASS = "desk1", "lobby-desk-secret"   # examples/lab.toml: talk 
 ALERT_TEXT = "EMERGENCY CALL to 911"  # the first line of sosdesk's alert (docs/notifications.md)
 HOLD_MS = 12000  # how long the sipp caller of c/d stays on the call after it is answered
 TLS_HOLD_MS = 1500  # the same in the TLS runs (no d: the caller need not wait for a join)
-KINDS = ["baresip", "linphonec", "baresip-tls", "linphonec-tls"]
-# Runs only when named (not in the default set): see README.md, "baresip-tls-reconnect".
-EXTRA = ["baresip-tls-reconnect"]
+KINDS = ["baresip", "linphonec", "baresip-tls", "linphonec-tls", "baresip-tls-reconnect"]
+# Runs only when named (none at present).
+EXTRA = []
 BLOCK = 200      # ports per client run
 
 # Every process this script started, stopped on exit whatever happens.
