@@ -4,8 +4,6 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sosdesk::location::LocationSource;
@@ -27,16 +25,7 @@ fn import(lab: &Lab, file: &std::path::Path, kind: &str) {
 
 /// POST a HELD request; the response body.
 fn held(port: u16, body: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /held HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/held+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let resp = support::lab::post_held(port, body);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }

@@ -13,20 +13,6 @@ use sosdesk::api::encode_base64;
 use sosdesk::events::CallEventKind;
 use support::lab::Lab;
 
-fn held(port: u16, body: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /held HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/held+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp
-}
-
 fn report(lab: &Lab) -> serde_json::Value {
     let out = lab.cli_store(&["lis", "unlocated", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -96,7 +82,7 @@ fn calls_and_held_requests_the_wiremap_cannot_locate_are_reported_per_subnet_and
         provider.wait().assert_ok();
     }
     // A laptop the wiremap does not know asks HELD, naming its access point.
-    let answer = held(
+    let answer = support::lab::post_held(
         held_port,
         r#"<locationRequest xmlns="urn:ietf:params:xml:ns:geopriv:held" responseTime="emergencyRouting">
   <locationType exact="false">civic</locationType>

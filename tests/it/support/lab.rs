@@ -512,3 +512,19 @@ impl Lab {
         Sipp { name: name.into(), child: Some(spawn(cmd)), msg, log }
     }
 }
+
+/// POST a HELD request to the core's HELD endpoint on `port`: the whole HTTP response.
+pub fn post_held(port: u16, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /held HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/held+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
