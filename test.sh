@@ -5,6 +5,7 @@
 #   openssl        makes the certificate of the HTTPS API test
 #   baresip-core   baresip, and linphone-cli linphonec: ordinary SIP clients as desks (tests/clients)
 #   tcpdump        watches those clients on the wire
+#   iproute2       ss -K, which breaks a desk's TLS connection under it (tests/clients)
 #   kamailio, kamailio-tls-modules  a real SIP proxy as the TLS SBC (SIP over TLS) in front of
 #                  sosdesk or of a sipp peer (tests/it/support/kamailio.rs); sipp has no TLS
 #   dnsmasq-base   dnsmasq alone (no daemon set-up): the DNS server with the NAPTR/SRV/A records
@@ -18,7 +19,7 @@ df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || t
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
-  kamailio kamailio-tls-modules dnsmasq-base
+  kamailio kamailio-tls-modules dnsmasq-base iproute2
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"
