@@ -27,14 +27,18 @@ pub(crate) type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, A
 
 /// What the engine task hears besides received SIP (which comes through `crate::intake`).
 pub(crate) enum NetInput {
-    /// A TCP or TLS connection is open: what goes to this peer is written there. `accepted`:
-    /// the peer opened it (its port is not one to dial back when it closes).
+    /// A TCP or TLS connection is open: what goes to this peer is written there. `id` tells
+    /// this connection from a later one to the same peer (whose `Opened` may come before this
+    /// one's `Closed`).
     Opened {
         peer: Peer,
         tx: mpsc::UnboundedSender<Bytes>,
-        accepted: bool,
+        id: u64,
     },
-    Closed(Peer),
+    Closed {
+        peer: Peer,
+        id: u64,
+    },
     SendFailed(Peer),
     /// Is the engine turning? Answered by the engine task when it reaches this input, behind
     /// whatever was queued before it (see `crate::watchdog`).

@@ -101,7 +101,14 @@ impl SipResolver {
         let mut peers = Vec::new();
         let mut last_error = None;
         for (transport, srv_name) in choices {
-            let srvs = self.srv(&srv_name, &mut valid_until).await?;
+            // One broken SRV name (a SERVFAIL, a timeout) does not hide the others.
+            let srvs = match self.srv(&srv_name, &mut valid_until).await {
+                Ok(srvs) => srvs,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
             for srv in rfc3263::srv_order(srvs, |n| rand::random::<u32>() % n.max(1)) {
                 match self.addresses(&srv.target, srv.port, transport, &mut valid_until).await {
                     Ok(found) => peers.extend(found),
@@ -149,6 +156,7 @@ impl SipResolver {
                 *valid_until = (*valid_until).min(lookup.as_lookup().valid_until().into());
                 Ok(lookup
                     .iter()
+                    .filter(|s| s.port() != 0)
                     .map(|s| Srv {
                         priority: s.priority(),
                         weight: s.weight(),
@@ -212,18 +220,21 @@ pub async fn resolve_first(
     .await;
     for (t, answer) in names.iter().zip(answers) {
         if let Some(answer) = answer {
-            note_tls(tls, &routes_using(cfg, t), &answer);
+            note_tls(tls, t, &routes_using(cfg, t), &answer);
             out.insert(t.clone(), answer);
         }
     }
     out
 }
 
-fn note_tls(tls: &TlsSetup, routes: &[usize], answer: &Result<Resolved, String>) {
+fn note_tls(tls: &TlsSetup, target: &SipTarget, routes: &[usize], answer: &Result<Resolved, String>) {
     if let Ok(r) = answer {
         for p in &r.peers {
             for &route in routes {
                 tls.note_route_address(p.addr, route);
+            }
+            if routes.is_empty() {
+                tls.note_name_address(p.addr, &target.host_str());
             }
         }
     }
@@ -261,7 +272,7 @@ pub(crate) async fn refresh(
                         Instant::now() + RETRY_AFTER_FAILURE
                     }
                 };
-                note_tls(&tls, &routes, &answer);
+                note_tls(&tls, &target, &routes, &answer);
                 let answer = answer.map(|r| r.peers);
                 if net_tx.send(NetInput::Resolved { target: target.clone(), answer }).is_err() {
                     return;

@@ -52,8 +52,6 @@ pub enum StartError {
     Api(String),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("DNS: {0}")]
-    Dns(String),
     #[error("crash journal {path}: {source}")]
     Journal { path: std::path::PathBuf, source: io::Error },
 }
@@ -100,6 +98,12 @@ impl Core {
         };
         // The TLS files are read before anything binds: a wrong one stops the start, named.
         let tls_setup = Arc::new(TlsSetup::from_config(cfg).map_err(StartError::Tls)?);
+        if cfg.sip.tls.is_none() && cfg.routes.iter().any(|r| r.transport == Some(crate::config::TransportConfig::Tls))
+        {
+            // Our Contact then names port 5061 where nothing listens: a provider that sends its
+            // in-dialog requests (a BYE) to the Contact, not over our connection, cannot reach us.
+            tracing::warn!("a route uses TLS but [sip] tls is not set: give sosdesk a TLS listener for the provider's in-dialog requests");
+        }
         let tls = match cfg.sip.tls {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
                 transport: "TLS",
@@ -213,8 +217,20 @@ impl Core {
         // Routes given by name (RFC 3263): resolved now, within one route timeout, then kept
         // fresh in the background; no DNS on the call path.
         let names = engine.names_to_resolve();
-        if !names.is_empty() {
-            let resolver = crate::dns::SipResolver::from_config(cfg).map_err(StartError::Dns)?;
+        let resolver = match names.is_empty() {
+            true => None,
+            // No resolver (an unreadable /etc/resolv.conf): the core still starts, routes given
+            // by address work, and routes by name fail over at once, saying why.
+            false => crate::dns::SipResolver::from_config(cfg)
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, "no DNS resolver: routes and targets given by name cannot be used");
+                    for t in &names {
+                        engine.on_resolved(t, Err(format!("no DNS resolver: {e}")), Now::read());
+                    }
+                })
+                .ok(),
+        };
+        if let Some(resolver) = resolver {
             let within = Duration::from_millis(cfg.routing.route_timeout_ms);
             let first = crate::dns::resolve_first(&resolver, &names, cfg, &tls_setup, within).await;
             for (target, answer) in &first {
@@ -246,6 +262,7 @@ impl Core {
             ended_calls: Default::default(),
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
             sightings,
+            route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
         };
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
@@ -393,6 +410,8 @@ struct RunContext {
     recordings: Option<std::path::PathBuf>,
     /// Into the unlocated report's recorder.
     sightings: mpsc::Sender<Sighting>,
+    /// `routing.route_timeout_ms`: requests waiting longer for their connection are given up.
+    route_timeout: Duration,
 }
 
 /// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
@@ -410,10 +429,6 @@ fn rtp_ports(cfg: &Config) -> Result<RtpPorts, StartError> {
     Ok(RtpPorts::new(bind, advertise, first, last))
 }
 
-/// Flows peers opened that are remembered as theirs (beyond, the memory starts afresh: a
-/// forgotten one is dialled back, which fails as before).
-const MAX_FLOWS_REMEMBERED: usize = 65_536;
-
 async fn run(
     mut engine: Engine,
     udp: Option<Arc<UdpSocket>>,
@@ -430,10 +445,9 @@ async fn run(
     // Recordings being finished and audited, and late events of ended calls; waited for when
     // the core stops.
     let mut recordings = tokio::task::JoinSet::new();
-    let mut conns: HashMap<Peer, mpsc::UnboundedSender<Bytes>> = HashMap::new();
-    let mut connecting: HashMap<Peer, Vec<Bytes>> = HashMap::new();
-    // Connections peers opened to us, open or closed since (see the Transmit branch).
-    let mut flows: std::collections::HashSet<Peer> = std::collections::HashSet::new();
+    let mut conns: HashMap<Peer, (mpsc::UnboundedSender<Bytes>, u64)> = HashMap::new();
+    // Bytes for a connection being opened, and when the first of them was queued.
+    let mut connecting: HashMap<Peer, (Instant, Vec<Bytes>)> = HashMap::new();
     loop {
         let deadline = engine.next_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -454,25 +468,27 @@ async fn run(
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
-                    NetInput::Opened { peer, tx, accepted } => {
-                        if let Some(queued) = connecting.remove(&peer) {
-                            for b in queued {
-                                let _ = tx.send(b);
+                    NetInput::Opened { peer, tx, id } => {
+                        if let Some((since, queued)) = connecting.remove(&peer) {
+                            // Older than a route's timeout, the requests have been given up (the
+                            // call went to the next route): sent now, a provider would ring twice.
+                            if since.elapsed() <= ctx.route_timeout {
+                                for b in queued {
+                                    let _ = tx.send(b);
+                                }
+                            } else {
+                                tracing::warn!(%peer, "connection opened too late: what waited for it was given up, not sent");
                             }
                         }
-                        if accepted {
-                            if flows.len() >= MAX_FLOWS_REMEMBERED {
-                                flows.clear();
-                            }
-                            flows.insert(peer);
-                        }
-                        conns.insert(peer, tx);
+                        conns.insert(peer, (tx, id));
                     }
                     NetInput::Probe(reply) => {
                         let _ = reply.send(engine.load());
                     }
-                    NetInput::Closed(peer) => {
-                        conns.remove(&peer);
+                    NetInput::Closed { peer, id } => {
+                        if conns.get(&peer).is_some_and(|(_, open)| *open == id) {
+                            conns.remove(&peer);
+                        }
                     }
                     NetInput::SendFailed(peer) => {
                         connecting.remove(&peer);
@@ -553,23 +569,16 @@ async fn run(
                     }
                     // One connection per peer, opened on first use and reused (RFC 3261 §18.1.1).
                     Transport::Tcp | Transport::Tls => {
-                        if let Some(tx) = conns.get(&t.peer) {
+                        if let Some((tx, _)) = conns.get(&t.peer) {
                             if tx.send(t.bytes.clone()).is_ok() {
                                 continue;
                             }
                             conns.remove(&t.peer);
                         }
-                        // A flow the peer opened and has closed (a desk that reconnected has a
-                        // new one): its source port is not one to dial (RFC 5626 §4.4.2: the
-                        // flow is dead); what waits there fails now and is retried elsewhere.
-                        if flows.contains(&t.peer) {
-                            engine.handle_send_failure(t.peer, Now::read());
-                            continue;
-                        }
                         match connecting.get_mut(&t.peer) {
-                            Some(q) => q.push(t.bytes),
+                            Some((_, q)) => q.push(t.bytes),
                             None => {
-                                connecting.insert(t.peer, vec![t.bytes]);
+                                connecting.insert(t.peer, (Instant::now(), vec![t.bytes]));
                                 tokio::spawn(transport::connect(t.peer, stream_io.clone()));
                             }
                         }
@@ -751,6 +760,9 @@ fn offer_sighting(tx: &mpsc::Sender<Sighting>, s: Sighting) {
     }
 }
 
+/// At most this many new unlocated networks are announced a minute.
+const MAX_ANNOUNCED_PER_MINUTE: u32 = 20;
+
 /// Records sightings in the location store, a batch per transaction; an element seen unlocated
 /// for the first time becomes an audit record sent to every desk (`unlocated-network`).
 async fn record_sightings(
@@ -761,10 +773,23 @@ async fn record_sightings(
     engine: mpsc::UnboundedSender<NetInput>,
 ) {
     let mut batch = Vec::new();
+    // Announcements per minute: a caller can write any address into its SDP, so a new subnet
+    // per call must not become a flood of alerts (the table still counts every one).
+    let (mut minute, mut announced) = (Instant::now(), 0u32);
     while rx.recv_many(&mut batch, 256).await > 0 {
         match lis.record_sightings(&batch).await {
             Ok(new) => {
+                if minute.elapsed() >= Duration::from_secs(60) {
+                    (minute, announced) = (Instant::now(), 0);
+                }
                 for (kind, element, s) in new {
+                    announced += 1;
+                    if announced > MAX_ANNOUNCED_PER_MINUTE {
+                        if announced == MAX_ANNOUNCED_PER_MINUTE + 1 {
+                            tracing::warn!("more networks new to the unlocated report this minute: listed by sosdesk lis unlocated, not announced");
+                        }
+                        continue;
+                    }
                     let kind = CallEventKind::UnlocatedNetwork {
                         element_kind: kind.as_str().to_string(),
                         element,

@@ -123,6 +123,11 @@ impl RouteHealth {
             .collect()
     }
 
+    /// Where route `route`'s probes go.
+    pub fn peer(&self, route: usize) -> Option<Peer> {
+        self.probes.get(route).map(|p| p.peer)
+    }
+
     /// The route's address changed (its name resolved anew): probes go there; `target` is what
     /// an admin reads.
     pub fn set_peer(&mut self, route: usize, peer: Peer, target: String) {

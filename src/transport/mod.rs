@@ -138,7 +138,9 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    if io.net_tx.send(NetInput::Opened { peer, tx: out_tx.clone(), accepted: !opened }).is_err() {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if io.net_tx.send(NetInput::Opened { peer, tx: out_tx.clone(), id }).is_err() {
         return;
     }
     let writer = tokio::spawn(async move {
@@ -158,6 +160,8 @@ where
     // certificate): what waits there fails now, not at its timeout.
     let mut heard_anything = false;
     let mut ping_sent: Option<Instant> = None;
+    // Whether the peer has answered a ping (then a missing pong means the flow is dead).
+    let mut answers_pings = false;
     let mut last_heard = Instant::now();
     let mut buf = BytesMut::with_capacity(8192);
     let mut framer = StreamFramer::default();
@@ -172,15 +176,22 @@ where
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     last_heard = Instant::now();
-                    ping_sent = None;
+                    answers_pings |= ping_sent.take().is_some();
                     heard_anything = true;
                 }
             },
             _ = sleep_until(wake) => {
-                if ping_sent.is_some() {
-                    tracing::warn!(%peer, "no keepalive pong (RFC 5626): closing the connection");
-                    let _ = out_tx.send(Bytes::new());
-                    break 'read;
+                // No pong. RFC 5626 §4.4.1 expects one only of a peer that does keepalives: one
+                // that has answered before is gone; one that never did is left open (a provider
+                // that ignores pings keeps its connection, and its calls).
+                if ping_sent.take().is_some() {
+                    if answers_pings {
+                        tracing::warn!(%peer, "no keepalive pong (RFC 5626): closing the connection");
+                        let _ = out_tx.send(Bytes::new());
+                        break 'read;
+                    }
+                    last_heard = Instant::now();
+                    continue;
                 }
                 let _ = out_tx.send(Bytes::from_static(b"\r\n\r\n"));
                 ping_sent = Some(Instant::now());
@@ -208,7 +219,7 @@ where
             }
         }
     }
-    let _ = io.net_tx.send(NetInput::Closed(peer));
+    let _ = io.net_tx.send(NetInput::Closed { peer, id });
     if opened && !heard_anything {
         tracing::warn!(%peer, "the peer closed the connection without a word");
         let _ = io.net_tx.send(NetInput::SendFailed(peer));

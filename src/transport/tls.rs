@@ -114,6 +114,9 @@ pub struct TlsSetup {
     routes: Vec<Option<(Arc<ClientConfig>, String)>>,
     /// The route each address belongs to (its literal address, or what its name resolved to).
     route_of: RwLock<HashMap<SocketAddr, usize>>,
+    /// The name each other address was resolved from (a notification URI's or callback's host):
+    /// the certificate must carry that name (RFC 5922 §7.2).
+    name_of: RwLock<HashMap<SocketAddr, String>>,
     /// Anyone else (notification targets, callbacks): `sip.tls_ca` or the system's CAs.
     default_client: Arc<ClientConfig>,
 }
@@ -158,13 +161,21 @@ impl TlsSetup {
                 route_of.insert(peer.addr, i);
             }
         }
-        Ok(TlsSetup { acceptor, routes, route_of: RwLock::new(route_of), default_client })
+        Ok(TlsSetup { acceptor, routes, route_of: RwLock::new(route_of), name_of: RwLock::default(), default_client })
     }
 
     /// A resolved address of route `route` (RFC 3263): its connections use the route's TLS.
     pub fn note_route_address(&self, addr: SocketAddr, route: usize) {
         if self.routes.get(route).is_some_and(Option::is_some) {
             self.route_of.write().unwrap_or_else(|e| e.into_inner()).insert(addr, route);
+        }
+    }
+
+    /// An address a name (not a route's) resolved to: its connections check that name.
+    pub fn note_name_address(&self, addr: SocketAddr, name: &str) {
+        let mut names = self.name_of.write().unwrap_or_else(|e| e.into_inner());
+        if names.len() < 4096 {
+            names.insert(addr, name.to_string());
         }
     }
 
@@ -176,7 +187,9 @@ impl TlsSetup {
                 return TlsClient { config: config.clone(), name };
             }
         }
-        TlsClient { config: self.default_client.clone(), name: ServerName::IpAddress(addr.ip().into()) }
+        let named = self.name_of.read().unwrap_or_else(|e| e.into_inner()).get(&addr).cloned();
+        let name = named.and_then(|n| ServerName::try_from(n).ok()).unwrap_or(ServerName::IpAddress(addr.ip().into()));
+        TlsClient { config: self.default_client.clone(), name }
     }
 }
 

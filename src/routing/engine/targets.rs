@@ -72,14 +72,26 @@ impl Engine {
         for (i, t) in self.route_targets.iter_mut().enumerate().filter(|(_, t)| &t.target == target) {
             match &answer {
                 Ok(peers) if !peers.is_empty() => {
-                    if t.peers != *peers {
+                    // The weighted draw (RFC 2782) orders the same servers anew each time: only
+                    // a new set of servers is news.
+                    let sorted = |p: &[Peer]| {
+                        let mut p = p.to_vec();
+                        p.sort();
+                        p
+                    };
+                    if sorted(&t.peers) != sorted(peers) {
                         tracing::info!(route = %self.policies.routes[i].name, %target, targets = ?peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(), "route resolved");
                     }
                     t.peers = peers.clone();
                     t.error = None;
-                    self.health.set_peer(i, peers[0], format!("{target} → {}", peers[0]));
+                    // Probes and the trunk registration stay with their server while it is in
+                    // the answer (a registration does not move at every refresh).
+                    let keep = self.health.peer(i).filter(|p| peers.contains(p)).unwrap_or(peers[0]);
+                    self.health.set_peer(i, keep, format!("{target} → {keep}"));
                     for trunk in self.trunks.iter_mut().filter(|tr| tr.route == i) {
-                        trunk.set_peer(peers[0]);
+                        if !peers.contains(&trunk.peer()) {
+                            trunk.set_peer(keep);
+                        }
                     }
                 }
                 Ok(_) => t.error = Some(format!("{target} resolved to no address")),
