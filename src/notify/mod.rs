@@ -127,6 +127,18 @@ struct Payload {
     text: Bytes,
 }
 
+impl Delivery {
+    /// Whether this delivery goes to a user or group `concerns` picks.
+    fn waits_for(&self, concerns: &impl Fn(&str) -> bool) -> bool {
+        match (&self.dest, &self.expanded_from) {
+            (Dest::Local(name), _) => concerns(name),
+            (Dest::Contact(c), Some((_, group))) => concerns(&c.user) || concerns(group),
+            (Dest::Contact(c), None) => concerns(&c.user),
+            _ => false,
+        }
+    }
+}
+
 struct Delivery {
     call_ref: String,
     /// The URI audited: the notification URI, or the contact it was expanded to.
@@ -467,6 +479,24 @@ impl Notifier {
         if let Some(d) = self.deliveries.get_mut(&id) {
             d.txn = None;
             self.failed(id, why.to_string(), now);
+        }
+    }
+
+    /// `user` has just registered: deliveries waiting out a backoff for it (or for a group it
+    /// is in, `concerns`) are tried now, not at their next retry (a desk that reconnected gets
+    /// its alert when it is back, not up to 30 s later).
+    pub fn registered(&mut self, concerns: impl Fn(&str) -> bool, now: Instant) {
+        let due: Vec<(Instant, u64)> = self
+            .timers
+            .iter()
+            .filter(|(at, id, t)| {
+                *t == Timer::Attempt && *at > now && self.deliveries.get(id).is_some_and(|d| d.waits_for(&concerns))
+            })
+            .map(|(at, id, _)| (*at, *id))
+            .collect();
+        for (at, id) in due {
+            self.timers.remove(&(at, id, Timer::Attempt));
+            self.timers.insert((now, id, Timer::Attempt));
         }
     }
 

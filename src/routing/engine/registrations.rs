@@ -112,6 +112,12 @@ impl Engine {
                 r.push("Date", self.now.wall.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
                 self.tx.respond(&key, &r, now);
                 tracing::info!(user, %peer, contacts = contacts.len(), "registered");
+                // Alerts waiting for this desk (or a group it is in) go now.
+                let groups = &self.accounts.groups;
+                let concerns =
+                    |name: &str| name == user || groups.get(name).is_some_and(|m| m.iter().any(|u| *u == user));
+                self.notifier.registered(concerns, now);
+                self.notify_timeouts(now);
             }
             RegisterReply::Refuse { status, headers, reason } => {
                 let extra: Vec<(&str, String)> = headers.into_iter().collect();
