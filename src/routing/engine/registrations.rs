@@ -114,8 +114,7 @@ impl Engine {
                 tracing::info!(user, %peer, contacts = contacts.len(), "registered");
                 // Alerts waiting for this desk (or a group it is in) go now.
                 let groups = &self.accounts.groups;
-                let concerns =
-                    |name: &str| name == user || groups.get(name).is_some_and(|m| m.iter().any(|u| *u == user));
+                let concerns = |name: &str| name == user || groups.get(name).is_some_and(|m| m.contains(&user));
                 self.notifier.registered(concerns, now);
                 self.notify_timeouts(now);
             }
