@@ -122,7 +122,7 @@ for rate in "${rates[@]}"; do
     tcpdump -i lo -nn -B 65536 -w "$pcap" "udp and (dst port $SOS_N or dst port $SOS_I or dst port $PROV)" \
       > "$work/tcpdump.log" 2>&1 &
     tcpd=$!
-    for _ in $(seq 100); do grep -q listening "$work/tcpdump.log" && break; sleep 0.05; done
+    for _ in $(seq 100); do grep -q listening "$work/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
     n=$((rate * secs))
     c=${core[$arm]}
     q0=$(queries); cpu0=$(awk '{print $14 + $15}' /proc/$c/stat)

@@ -86,6 +86,8 @@ summary "core_first_handshake" < "$work/first.txt"
 
 echo "# 2. $conns handshakes in one process, sosdesk's TlsSetup (examples/tls_handshake.rs)"
 hz=$(getconf CLK_TCK)
+k0=$(kamailio_cpu_ticks); sleep 5; k1=$(kamailio_cpu_ticks)
+echo "#   Kamailio idle, for the baseline: $(( (k1 - k0) * 1000 / hz )) ms CPU in 5 s"
 for mode in fresh reuse; do
   k0=$(kamailio_cpu_ticks)
   out=$("$target/examples/tls_handshake" "$work/tls.toml" "$conns" $mode)

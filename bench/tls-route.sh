@@ -20,6 +20,7 @@
 #
 #   bash bench/tls-route.sh [SECONDS_PER_RATE] [RATES...]      (default 8 s; 100 500 1000)
 #   SOSDESK_BENCH_BIN=path: measure that binary; SOSDESK_BENCH_MTLS=0: no client certificate;
+#   SOSDESK_BENCH_FIRST=tls: the TLS arm first at the first rate (default udp);
 #   SOSDESK_BENCH_PORT_BASE (27000): ports BASE..BASE+320 on 127.0.0.1.
 # Needs root (loopback capture), kamailio + kamailio-tls-modules, sipp, tcpdump, openssl.
 set -euo pipefail
@@ -99,8 +100,10 @@ done
 hz=$(getconf CLK_TCK)
 echo "rate_per_s arm  sipp_ok sipp_failed  capture (INVITE in -> INVITE at the UAS)  CPU per call"
 i=0
+first=0
+[ "${SOSDESK_BENCH_FIRST:-udp}" = udp ] || first=1
 for rate in "${rates[@]}"; do
-  if [ $((i % 2)) = 0 ]; then order=(udp tls); else order=(tls udp); fi
+  if [ $(((i + first) % 2)) = 0 ]; then order=(udp tls); else order=(tls udp); fi
   i=$((i + 1))
   for arm in "${order[@]}"; do
     sync
@@ -108,7 +111,7 @@ for rate in "${rates[@]}"; do
     tcpdump -i lo -nn -B 65536 -w "$pcap" \
       "udp and (dst port $SOS_U or dst port $SOS_T or dst port $K_UDP or dst port $PROV)" > "$work/tcpdump.log" 2>&1 &
     tcpd=$!
-    for _ in $(seq 100); do grep -q listening "$work/tcpdump.log" && break; sleep 0.05; done
+    for _ in $(seq 100); do grep -q listening "$work/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
     n=$((rate * secs))
     c=${core[$arm]}
     cpu0=$(awk '{print $14 + $15}' /proc/$c/stat); k0=$(kamailio_cpu_ticks)
@@ -141,10 +144,17 @@ PY
   done
 done
 
+# Datagrams the kernel dropped because a socket's receive queue was full (/proc/net/udp, whole run).
+udp_drops() { awk -v p="$(printf ':%04X' "$1")" 'NR > 1 && substr($2, length($2) - 4) == p { d += $NF } END { print d + 0 }' /proc/net/udp; }
+echo "# UDP receive-queue drops over the run: sosdesk udp core $(udp_drops $SOS_U), tls core $(udp_drops $SOS_T)," \
+     "Kamailio $(udp_drops $K_UDP), UAS $(udp_drops $PROV)"
 for arm in udp tls; do kill "${core[$arm]}"; wait "${core[$arm]}" 2>/dev/null || true; done
 # TLS connections opened during the whole run (1 = the one the first health probe opened).
 echo "# TLS connections opened by the tls core: $(grep -c 'TLS connection open' "$work/tls.log")"
-# Anything the cores logged beyond the routes' health.
-cat "$work/tls.log" "$work/udp.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -E " (WARN|ERROR) " | grep -v "route .* answers\|route .* down" \
-  | head -5 | sed 's/^/# /' || true
+# What else the cores logged: warnings and errors by message (not the routes' health), e.g. a
+# burst that filled the RTP port range (calls routed, media passing through).
+for arm in udp tls; do
+  sed 's/\x1b\[[0-9;]*m//g' "$work/$arm.log" | grep -E " (WARN|ERROR) " | grep -v "route .* answers\|route .* down" \
+    | sed -E 's/^[^ ]+ +//; s/ [a-z_]+=.*//' | sort | uniq -c | sort -rn | head -5 | sed "s/^/# $arm core: /" || true
+done
 for arm in udp tls; do "$bin" audit verify --store "$work/$arm.db"; done
