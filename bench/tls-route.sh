@@ -15,8 +15,9 @@
 # For each rate the two arms run one after the other, the order alternating from rate to rate,
 # with `sync` before each (the recordings of the previous run must not be written back during the
 # next). tcpdump captures loopback UDP; bench/latency.py matches the INVITE into sosdesk with the
-# INVITE arriving at the sipp UAS (after Kamailio). In the UDP arm it also gives sosdesk's own
-# hop (INVITE in -> INVITE to Kamailio), which the TLS arm's encryption hides.
+# INVITE arriving at the sipp UAS (after Kamailio). It also gives sosdesk's own hop: INVITE in ->
+# INVITE to Kamailio in the UDP arm; in the TLS arm INVITE in -> the TLS record that carries it
+# (encrypted, so told by its size and paired in order: bench/latency.py --tls-hop).
 #
 #   bash bench/tls-route.sh [SECONDS_PER_RATE] [RATES...]      (default 8 s; 100 500 1000)
 #   SOSDESK_BENCH_BIN=path: measure that binary; SOSDESK_BENCH_MTLS=0: no client certificate;
@@ -109,7 +110,8 @@ for rate in "${rates[@]}"; do
     sync
     pcap="$work/$arm-$rate.pcap"
     tcpdump -i lo -nn -B 65536 -w "$pcap" \
-      "udp and (dst port $SOS_U or dst port $SOS_T or dst port $K_UDP or dst port $PROV)" > "$work/tcpdump.log" 2>&1 &
+      "(udp and (dst port $SOS_U or dst port $SOS_T or dst port $K_UDP or dst port $PROV)) or (tcp and dst port $K_TLS)" \
+      > "$work/tcpdump.log" 2>&1 &
     tcpd=$!
     for _ in $(seq 100); do grep -q listening "$work/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
     n=$((rate * secs))
@@ -139,6 +141,10 @@ PY
     if [ "$arm" = udp ]; then
       # sosdesk's own hop in the same capture: INVITE in -> INVITE to Kamailio.
       echo "      (udp arm, sosdesk's hop alone: $(python3 bench/latency.py "$pcap" $SOS_U $K_UDP))"
+    else
+      # The same from the TLS records' times (encrypted: told by size, paired in order).
+      hop=$(python3 bench/latency.py "$pcap" $SOS_T $PROV --tls-hop $K_TLS)
+      echo "      (tls arm, sosdesk's hop alone: ${hop#*| })"
     fi
     rm -f "$pcap"
   done
