@@ -117,7 +117,10 @@ for rate in "${rates[@]}"; do
     n=$((rate * secs))
     c=${core[$arm]}
     cpu0=$(awk '{print $14 + $15}' /proc/$c/stat); k0=$(kamailio_cpu_ticks)
-    sipp -sf bench/caller.xml 127.0.0.1:${port[$arm]} -i 127.0.0.1 -p $CALLER -r "$rate" -m "$n" -l 100000 \
+    # timeout(1) as well as sipp's own -timeout: a caller left waiting on a call whose answer
+    # was lost with a dropped connection did not stop at its -timeout (sipp 3.6.1).
+    timeout -k 5 $((secs + 60)) \
+      sipp -sf bench/caller.xml 127.0.0.1:${port[$arm]} -i 127.0.0.1 -p $CALLER -r "$rate" -m "$n" -l 100000 \
          -timeout $((secs + 30)) -nostdin -trace_stat -stf "$work/stat.csv" > /dev/null 2>&1 || true
     cpu1=$(awk '{print $14 + $15}' /proc/$c/stat); k1=$(kamailio_cpu_ticks)
     # tcpdump hands packets over in blocks: give the last one time to be delivered before
