@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::audio::{level_dbfs, LiveBuffer, Microphone};
 use crate::model::LegMode;
-use crate::sipua::{CallDialog, Credentials};
+use crate::sipua::{CallDialog, CoreSip, Credentials};
 
 /// How often the level meter is reported to the UI.
 const LEVEL_EVERY: Duration = Duration::from_millis(250);
@@ -68,8 +68,8 @@ pub type Reporter = Arc<dyn Fn(LegUpdate) + Send + Sync>;
 
 /// Everything a join needs.
 pub struct JoinRequest {
-    /// The core's SIP address (UDP).
-    pub core: SocketAddr,
+    /// The core's SIP: where and over which transport.
+    pub core: CoreSip,
     pub call_id: String,
     /// The officer's desk account (from the config's `[[desk]]`).
     pub desk_name: String,
@@ -112,9 +112,9 @@ async fn run(
     mut commands: mpsc::Receiver<LegCommand>,
     report: Reporter,
 ) -> Result<(), String> {
-    let uri = format!("sip:conf-{}@{}", req.call_id, req.core);
+    let uri = format!("sip:conf-{}@{}", req.call_id, req.core.addr());
     let mut dialog =
-        CallDialog::new(req.core, &req.desk_name, &req.credentials.username, uri, Some(req.credentials.clone()))
+        CallDialog::new(&req.core, &req.desk_name, &req.credentials.username, uri, Some(req.credentials.clone()))
             .await?;
     // RTP on the address the core reaches this machine at (the dialog's), not loopback: the SDP
     // names it, and a core on another machine sends the call audio there.

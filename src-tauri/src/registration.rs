@@ -4,13 +4,17 @@
 //! the board like an event from the API's stream; the two paths meet at the board, which keeps
 //! each (call, seq) once.
 //!
-//! One UDP socket serves both: the registration's transactions (the core's transaction layer,
-//! driven by [`sosdesk::sip::client::Client`]: Timer E retransmissions, Timer F) and the requests
-//! from the core.
-//! A TCP listener on the same port takes the MESSAGEs too large for UDP (over 1300 bytes, RFC
-//! 3261 §18.1.1: the core sends those over TCP to the contact's address). A MESSAGE from any
-//! other address than the core's is refused (403; a TCP connection from elsewhere is closed): a
-//! machine on the LAN must not be able to put a false alert on the desk.
+//! Over UDP, one socket serves both: the registration's transactions (the core's transaction
+//! layer, driven by [`sosdesk::sip::client::Client`]: Timer E retransmissions, Timer F) and the
+//! requests from the core. A TCP listener on the same port takes the MESSAGEs too large for UDP
+//! (over 1300 bytes, RFC 3261 §18.1.1: the core sends those over TCP to the contact's address).
+//! A MESSAGE from any other address than the core's is refused (403; a TCP connection from
+//! elsewhere is closed): a machine on the LAN must not be able to put a false alert on the desk.
+//!
+//! Over TLS, one connection to the core's TLS listener serves everything: the REGISTER, and the
+//! MESSAGEs, which the core sends back on the registration's connection (RFC 3261 §18.2.2, as
+//! RFC 5626 flows). Nobody else can put anything on it. When it breaks (keepalive unanswered,
+//! the core restarted, the network gone) the agent connects again and registers at once.
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -23,21 +27,22 @@ use sosdesk::notify::CALL_EVENT_CONTENT_TYPE;
 use sosdesk::sip::body::split_multipart;
 use sosdesk::sip::client::{Client, ClientError, Event};
 use sosdesk::sip::digest;
-use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
+use sosdesk::sip::ids::{new_call_id, new_tag};
 use sosdesk::sip::parse::{StreamFramer, StreamItem};
-use sosdesk::sip::transaction::Timers;
 use sosdesk::sip::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::sipua::{local_ip_towards, Credentials};
+use crate::sipua::{via, CoreSip, Credentials};
 
 /// After a failed registration, the next try.
 const RETRY: Duration = Duration::from_secs(10);
 /// After the core refused the credentials: an admin must fix them first, and every try counts
 /// towards the core's block of this machine (shared with the API, and other desks behind it).
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
+/// After a TLS connection to the core broke, the next one is opened after this.
+const RECONNECT: Duration = Duration::from_secs(1);
 /// Unregistering when the desk stops may take this long at most.
 const UNREGISTER_WITHIN: Duration = Duration::from_secs(2);
 /// A TCP connection from the core with nothing on it for this long is closed (the core opens
@@ -63,12 +68,15 @@ pub enum SipReport {
 pub type Reporter = Arc<dyn Fn(SipReport) + Send + Sync>;
 
 pub struct Agent {
-    /// The UDP socket: the registration's transactions and the core's requests.
-    client: Client,
-    /// On the UDP socket's address and port; none if that TCP port was taken (then the core's
-    /// large MESSAGEs arrive over UDP after all: it falls back when TCP is refused).
+    /// The UDP socket or the TLS connection: the registration's transactions and the core's
+    /// requests. None while a TLS connection is to be (re)opened.
+    client: Option<Client>,
+    /// UDP only: on the UDP socket's address and port; none if that TCP port was taken (then the
+    /// core's large MESSAGEs arrive over UDP after all: it falls back when TCP is refused).
     tcp: Option<TcpListener>,
+    /// The contact's address: the UDP socket's, or the TLS connection's local end.
     local: SocketAddr,
+    sip: CoreSip,
     core: SocketAddr,
     credentials: Credentials,
     /// Registration expiry asked for, in seconds.
@@ -82,32 +90,38 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Opens the agent's socket on the address this machine reaches the core from (port
-    /// `port`, 0 for any).
+    /// Over UDP: opens the agent's socket on the address this machine reaches the core from
+    /// (port `port`, 0 for any). Over TLS: the connection is opened by the first registration
+    /// (and again after any loss); `port` is not used.
     pub async fn bind(
-        core: SocketAddr,
+        sip: CoreSip,
         port: u16,
         credentials: Credentials,
         expires: u32,
         report: Reporter,
     ) -> Result<Agent, String> {
-        let ip = local_ip_towards(core).await.map_err(|e| format!("no route to the core's SIP at {core}: {e}"))?;
-        let sock = UdpSocket::bind(SocketAddr::new(ip, port))
-            .await
-            .map_err(|e| format!("cannot open the SIP socket on {ip}:{port}: {e}"))?;
-        let client = Client::new(sock, Timers::default()).map_err(|e| e.to_string())?;
-        let local = client.local_addr();
-        let tcp = match TcpListener::bind(local).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(%local, error = %e, "no SIP over TCP on this port: the core's large alerts come over UDP");
-                None
+        let core = sip.addr();
+        let (client, tcp, local) = match &sip {
+            CoreSip::Udp(_) => {
+                let client = sip.open(port).await?;
+                let local = client.local_addr();
+                let tcp = match TcpListener::bind(local).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(%local, error = %e, "no SIP over TCP on this port: the core's large alerts come over UDP");
+                        None
+                    }
+                };
+                (Some(client), tcp, local)
             }
+            CoreSip::Tls { .. } => (None, None, SocketAddr::new(core.ip(), 0)),
         };
+        let ip = local.ip();
         Ok(Agent {
             client,
             tcp,
             local,
+            sip,
             core,
             credentials,
             expires,
@@ -121,6 +135,16 @@ impl Agent {
 
     pub fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The client, opening a TLS connection first where there is none.
+    async fn connected(&mut self) -> Result<&mut Client, String> {
+        if self.client.is_none() {
+            let client = self.sip.open(0).await?;
+            self.local = client.local_addr();
+            self.client = Some(client);
+        }
+        self.client.as_mut().ok_or_else(|| "no SIP connection".to_string())
     }
 
     /// Registers, keeps the registration fresh (and renews it at once when `renew` is notified)
@@ -151,9 +175,20 @@ impl Agent {
                         let _ = tokio::time::timeout(UNREGISTER_WITHIN, self.register(0)).await;
                         return;
                     }
-                    r = self.client.next() => match r {
+                    r = next_event(self.client.as_mut()) => match r {
                         Ok(Event::Request { msg, from }) => self.on_request(&msg, from).await,
                         Ok(_) => {}
+                        Err(e) if matches!(self.sip, CoreSip::Tls { .. }) => {
+                            // The connection is gone, and with it the core's way to this desk.
+                            tracing::warn!(error = %e, "SIP over TLS to the core lost; connecting again");
+                            self.client = None;
+                            (self.report)(SipReport::Failed(format!("{e}; connecting again")));
+                            tokio::select! {
+                                biased;
+                                _ = stop.changed() => return,
+                                _ = tokio::time::sleep(RECONNECT) => break,
+                            }
+                        }
                         Err(e) => tracing::debug!(error = %e, "SIP socket error"),
                     },
                     Some((stream, from)) = accept(self.tcp.as_ref()) => {
@@ -174,7 +209,7 @@ impl Agent {
     }
 
     fn contact_uri(&self) -> String {
-        format!("sip:{}@{}", self.credentials.username, self.local)
+        format!("sip:{}@{}{}", self.credentials.username, self.local, self.sip.uri_params())
     }
 
     fn core_host(&self) -> String {
@@ -188,7 +223,7 @@ impl Agent {
         self.cseq += 1;
         let aor = format!("sip:{}@{}", self.credentials.username, self.core_host());
         let mut m = Message::request("REGISTER", &format!("sip:{}", self.core));
-        m.push("Via", format!("SIP/2.0/UDP {};branch={};rport", self.local, new_branch()));
+        m.push("Via", via(self.sip.transport(), self.local));
         m.push("Max-Forwards", "70");
         m.push("From", format!("<{aor}>;tag={}", self.from_tag));
         m.push("To", format!("<{aor}>"));
@@ -207,6 +242,7 @@ impl Agent {
     /// and the expiry the core granted. 423 Interval Too Brief is answered once with the core's
     /// Min-Expires (§10.2.8).
     async fn register(&mut self, mut expires: u32) -> Result<u32, RegisterFailure> {
+        self.connected().await?;
         let mut authorization: Option<(&'static str, String)> = None;
         // At most: challenge, answer, 423, challenge again, answer.
         for _ in 0..5 {
@@ -266,11 +302,11 @@ impl Agent {
     /// meanwhile are answered.
     async fn transaction(&mut self, req: &Message) -> Result<Message, String> {
         let core = self.core;
-        let key = self.client.send_request(req, core).await.map_err(|e| format!("cannot send to the core: {e}"))?;
-        let timeout = self.client.transaction_timeout();
+        let Some(client) = self.client.as_mut() else { return Err("no SIP connection to the core".into()) };
+        let key = client.send_request(req, core).await.map_err(|e| format!("cannot send to the core: {e}"))?;
+        let timeout = client.transaction_timeout();
         let (report, foreign_logged) = (self.report.clone(), &mut self.foreign_logged);
-        let answered = self
-            .client
+        let answered = client
             .final_response(&key, |ev| match ev {
                 Event::Request { msg, from } => {
                     if from.ip() != core.ip() {
@@ -286,7 +322,13 @@ impl Agent {
             Err(ClientError::Timeout) => {
                 Err(format!("no answer from the core's SIP at {core} within {} s", timeout.as_secs()))
             }
-            Err(e) => Err(format!("SIP socket error while registering: {e}")),
+            Err(e) => {
+                if matches!(self.sip, CoreSip::Tls { .. }) {
+                    // Connect again at the next try.
+                    self.client = None;
+                }
+                Err(format!("SIP error while registering: {e}"))
+            }
         }
     }
 
@@ -294,8 +336,8 @@ impl Agent {
         if from.ip() != self.core.ip() {
             log_foreign(&mut self.foreign_logged, from, "refused a SIP request that did not come from the core");
         }
-        if let Some(r) = answer_request(self.core, &self.report, m, from) {
-            let _ = self.client.send_stateless(&r, from).await;
+        if let (Some(r), Some(client)) = (answer_request(self.core, &self.report, m, from), self.client.as_mut()) {
+            let _ = client.send_stateless(&r, from).await;
         }
     }
 }
@@ -306,6 +348,14 @@ fn log_foreign(logged: &mut Option<Instant>, from: SocketAddr, what: &str) {
     if logged.is_none_or(|t| t.elapsed() >= FOREIGN_LOG_EVERY) {
         *logged = Some(Instant::now());
         tracing::warn!(%from, "{what}");
+    }
+}
+
+/// The next event of `client`; never, without one.
+async fn next_event(client: Option<&mut Client>) -> std::io::Result<Event> {
+    match client {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The desk's SIP user agent: one dialog from the desk to a core over UDP, as a UAC. Used by the
+//! The desk's SIP user agent: one dialog from the desk to a core over UDP or TLS, as a UAC. Used by the
 //! test call and by the desk's leg in a call's conference (the same SIP path a desk on another
 //! machine or a desk phone takes; the core treats them alike).
 //!
@@ -11,14 +11,96 @@
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use sosdesk::sip::client::{Client, ClientError, Event, Outgoing};
 use sosdesk::sip::dialog::Dialog;
 use sosdesk::sip::digest;
+use sosdesk::sip::flow::Flow;
 use sosdesk::sip::ids::{new_branch, new_call_id, new_tag};
 use sosdesk::sip::transaction::{Peer, Timers, Transport};
 use sosdesk::sip::Message;
+use sosdesk::transport::tls::TlsClient;
 use tokio::net::UdpSocket;
+
+/// How often a TLS connection to the core is pinged when idle (RFC 5626 §4.4.1): a lost
+/// connection is noticed within this and [`sosdesk::sip::flow::PONG_WAIT`], and the desk
+/// registers again over a new one.
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// How the desk reaches the core's SIP: over UDP (the embedded core; a core elsewhere without
+/// a TLS listener), or over TLS to its TLS listener (RFC 3261 §26.2.1), the core's certificate
+/// checked for the name the desk knows it by.
+#[derive(Clone)]
+pub enum CoreSip {
+    Udp(SocketAddr),
+    Tls { addr: SocketAddr, client: TlsClient },
+}
+
+impl From<SocketAddr> for CoreSip {
+    fn from(addr: SocketAddr) -> CoreSip {
+        CoreSip::Udp(addr)
+    }
+}
+
+impl std::fmt::Debug for CoreSip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.transport().as_str(), self.addr())
+    }
+}
+
+impl CoreSip {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            CoreSip::Udp(a) | CoreSip::Tls { addr: a, .. } => *a,
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            CoreSip::Udp(_) => Transport::Udp,
+            CoreSip::Tls { .. } => Transport::Tls,
+        }
+    }
+
+    /// What a Contact URI of this desk adds so that the core answers over the same transport
+    /// (RFC 3261 §19.1.1); over TLS the core sends on this connection (§18.2.2).
+    pub fn uri_params(&self) -> &'static str {
+        match self {
+            CoreSip::Udp(_) => "",
+            CoreSip::Tls { .. } => ";transport=tls",
+        }
+    }
+
+    /// Client transactions towards the core: on a new UDP socket (port `udp_port` of the
+    /// address this machine reaches the core from; 0: any), or on a new TLS connection.
+    pub async fn open(&self, udp_port: u16) -> Result<Client, String> {
+        match self {
+            CoreSip::Udp(core) => {
+                let ip =
+                    local_ip_towards(*core).await.map_err(|e| format!("no route to the core's SIP at {core}: {e}"))?;
+                let sock = UdpSocket::bind(SocketAddr::new(ip, udp_port))
+                    .await
+                    .map_err(|e| format!("cannot open a SIP socket on {ip}:{udp_port}: {e}"))?;
+                Client::new(sock, Timers::default()).map_err(|e| e.to_string())
+            }
+            CoreSip::Tls { addr, client } => {
+                let stream = client.connect(*addr).await.map_err(|e| format!("SIP over TLS: {e}"))?;
+                let local = stream.get_ref().0.local_addr().map_err(|e| e.to_string())?;
+                tracing::info!(core = %addr, %local, "SIP over TLS to the core");
+                let flow = Flow::new(stream, local, *addr, Some(KEEPALIVE));
+                Ok(Client::over_flow(flow, Transport::Tls, Timers::default()))
+            }
+        }
+    }
+}
+
+/// A Via header value for a request from `local` over `transport`, with a new branch and
+/// `rport` (RFC 3581: the core answers where the request came from).
+pub fn via(transport: Transport, local: SocketAddr) -> String {
+    format!("SIP/2.0/{} {local};branch={};rport", transport.as_str(), new_branch())
+}
 
 /// Credentials of a `[[desk]]` account. `Debug` never shows the password.
 #[derive(Clone)]
@@ -57,7 +139,8 @@ impl Refused {
     }
 }
 
-/// One call from the desk to the core: the dialog state and the socket its transactions run on.
+/// One call from the desk to the core: the dialog state and the socket or connection its
+/// transactions run on.
 pub struct CallDialog {
     client: Client,
     pub local: SocketAddr,
@@ -70,28 +153,28 @@ pub struct CallDialog {
 }
 
 impl CallDialog {
-    /// A new dialog from `user` ("Display Name", sip user part) to `ruri` at `core`.
+    /// A new dialog from `user` ("Display Name", sip user part) to `ruri` at `core`, on a
+    /// socket or connection of its own.
     pub async fn new(
-        core: SocketAddr,
+        core: &CoreSip,
         display: &str,
         user: &str,
         ruri: String,
         credentials: Option<Credentials>,
     ) -> Result<CallDialog, String> {
-        let ip = local_ip_towards(core).await.map_err(|e| format!("no route to the core at {core}: {e}"))?;
-        let sock =
-            UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-        let client = Client::new(sock, Timers::default()).map_err(|e| e.to_string())?;
+        let client = core.open(0).await?;
         let local = client.local_addr();
+        let params = core.uri_params();
+        let core = core.addr();
         let host = local.ip().to_string();
         // A display name goes in quotes (RFC 3261 §25.1 quoted-string): no quote or backslash.
         let display: String = display.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
         let mut dialog = Dialog::outbound(
             new_call_id(&host),
-            format!("\"{display}\" <sip:{user}@{local}>;tag={}", new_tag()),
+            format!("\"{display}\" <sip:{user}@{local}{params}>;tag={}", new_tag()),
             format!("<{ruri}>"),
             ruri,
-            Peer { transport: Transport::Udp, addr: core },
+            Peer { transport: client.transport(), addr: core },
         );
         // The first INVITE takes CSeq 1.
         dialog.local_cseq = 0;
@@ -100,14 +183,14 @@ impl CallDialog {
             local,
             core,
             dialog,
-            contact: format!("<sip:{user}@{local}>"),
+            contact: format!("<sip:{user}@{local}{params}>"),
             credentials,
             last_ack: None,
         })
     }
 
     fn via(&self) -> String {
-        format!("SIP/2.0/UDP {};branch={};rport", self.local, new_branch())
+        via(self.client.transport(), self.local)
     }
 
     /// Sends an INVITE (the first, or a re-INVITE in the dialog) with `sdp` and waits for its

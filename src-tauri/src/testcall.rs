@@ -2,19 +2,20 @@
 //! the whole path work — the core classifies it as a test call, locates it, routes it, and the
 //! board shows it, without sounding the alarm. The SIP is [`crate::sipua::CallDialog`].
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::DeskError;
-use crate::sipua::CallDialog;
+use crate::sipua::{CallDialog, CoreSip};
 
 /// How long the answered test call stays up, so the officer sees it connected.
 const HOLD: Duration = Duration::from_secs(3);
 
-/// Places the test call to `number` through the core listening on `core` (UDP) and returns a
+/// Places the test call to `number` through the core at `core` (UDP or TLS) and returns a
 /// one-line result for the officer.
-pub async fn place(core: SocketAddr, number: &str, hold: Duration) -> Result<String, DeskError> {
-    let mut dialog = CallDialog::new(core, "sosdesk desk test", "desk-test", format!("sip:{number}@{core}"), None)
+pub async fn place(core: impl Into<CoreSip>, number: &str, hold: Duration) -> Result<String, DeskError> {
+    let core = core.into();
+    let ruri = format!("sip:{number}@{}", core.addr());
+    let mut dialog = CallDialog::new(&core, "sosdesk desk test", "desk-test", ruri, None)
         .await
         .map_err(|message| DeskError::Sip { message })?;
     let host = dialog.local.ip().to_string();

@@ -15,10 +15,15 @@ use sosdesk::config::Config;
 use sosdesk::events::CallEventKind;
 use sosdesk::server::Core;
 use sosdesk_desk::desk::{Desk, Ui};
-use sosdesk_desk::model::{AcknowledgeMode, ActiveCall, CoreState, DeskStatus, HistoryFilter, Settings};
+use sosdesk_desk::model::{
+    AcknowledgeMode, ActiveCall, CallState, CoreState, DeskStatus, HistoryFilter, LegMode, LegState, Settings,
+};
 use sosdesk_desk::settings::SettingsFile;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+#[path = "../../tests/it/support/pki.rs"]
+mod pki;
 
 struct QuietUi;
 
@@ -121,11 +126,16 @@ impl Relay {
 /// A desk app's state in remote mode: a remote desk file for `account` and the core's API at
 /// `api_port`, started as the app does it (the file given as its config).
 async fn remote_desk(dir: &Path, name: &str, account: (&str, &str), api_port: u16) -> Arc<Desk> {
+    remote_desk_with(dir, name, account, api_port, "").await
+}
+
+/// [`remote_desk`] with `more` lines in its `[remote]` table.
+async fn remote_desk_with(dir: &Path, name: &str, account: (&str, &str), api_port: u16, more: &str) -> Arc<Desk> {
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(
         &file,
         format!(
-            "[remote]\napi = \"http://127.0.0.1:{api_port}\"\nusername = \"{}\"\npassword = \"{}\"\nregister_expires_s = 60\n",
+            "[remote]\napi = \"http://127.0.0.1:{api_port}\"\nusername = \"{}\"\npassword = \"{}\"\nregister_expires_s = 60\n{more}",
             account.0, account.1
         ),
     )
@@ -367,6 +377,111 @@ async fn a_remote_desk_follows_its_core_through_network_loss_and_shares_acknowle
     assert_eq!(b.status().unacknowledged, 0);
 
     for d in [a, b, c] {
+        d.shutdown().await;
+    }
+    core.stop().await;
+}
+
+/// Issue 13, "desks over TLS too": a remote desk whose core has a TLS listener (mutual TLS)
+/// registers over TLS by itself, is alerted by the core's MESSAGE on that connection when its
+/// API connection is gone, and joins a call on a TLS connection of the leg's own, where the
+/// core's BYE reaches it when the caller hangs up. A desk without a client certificate is
+/// refused by the core, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_desk_registers_is_alerted_and_joins_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::make_pki(&dir.path().join("pki"), &["localhost"]);
+    let (config, provider_port) = lab_config(dir.path());
+    let tls = format!(
+        "t1_ms = 500\ntls = \"127.0.0.1:{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n",
+        free_port(),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca_cert.display()
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replacen("t1_ms = 500\n", &tls, 1);
+    std::fs::write(&config, text).unwrap();
+    let core = Core::start(&Config::load(&config).unwrap()).await.unwrap();
+    let (api, _) = core.api.expect("the lab config has an API");
+    let core_udp = core.local.udp.unwrap();
+    let relay = Relay::start(api).await;
+    let mut provider1 = provider(provider_port, 1);
+
+    // Desk A, with its certificate: registered over TLS (its contact says so: the core can
+    // reach it only on that connection; the desk listens on nothing).
+    let a_tls = format!(
+        "sip_ca_cert = \"{}\"\nsip_tls_cert = \"{}\"\nsip_tls_key = \"{}\"\n",
+        pki.ca_cert.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let a = remote_desk_with(dir.path(), "A", ("desk2", "control-room-secret"), relay.port, &a_tls).await;
+    let st = until("desk A registered over TLS", || {
+        a.status().remote.filter(|r| r.connected && r.sip.ok).map(|r| r.sip.detail)
+    })
+    .await;
+    assert!(st.contains(";transport=tls"), "{st}");
+    // Desk B trusts the core but has no certificate: refused on SIP, said on its status.
+    let b_tls = format!("sip_ca_cert = \"{}\"\n", pki.ca_cert.display());
+    let b = remote_desk_with(dir.path(), "B", ("desk1", "lobby-desk-secret"), api.port(), &b_tls).await;
+    let refused = until("desk B's SIP refused", || {
+        b.status().remote.filter(|r| r.connected && !r.sip.ok && !r.sip.detail.is_empty()).map(|r| r.sip.detail)
+    })
+    .await;
+    assert!(refused.contains("the server requires a client certificate"), "{refused}");
+
+    // The API connection gone, an alert reaches desk A by the MESSAGE on its TLS connection.
+    relay.cut();
+    until("desk A not connected", || (a.status().core == CoreState::Disconnected).then_some(())).await;
+    sosdesk_desk::testcall::place(core_udp, "911", Duration::ZERO).await.unwrap();
+    let c1 = until("call 1 on desk A by SIP MESSAGE over TLS", || new_call(&a, &[])).await;
+    assert!(c1.alarming);
+    assert_eq!(c1.timeline.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>(), ["detected"]);
+    relay.restore();
+    until("desk A reconnected", || a.status().remote.filter(|r| r.connected)).await;
+    assert_eq!(provider1.wait().unwrap().code(), Some(0));
+
+    // A call that the emergency services end after 15 s: desk A joins listen-only over TLS
+    // meanwhile, and the core's BYE reaches the leg on its connection when the call ends.
+    let sipp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp");
+    let mut provider = Command::new("sipp")
+        .arg("-sf")
+        .arg(sipp.join("provider_answer_then_bye.xml"))
+        .args(["-i", "127.0.0.1", "-p", &provider_port.to_string(), "-m", "1", "-set", "bye_after_ms", "15000"])
+        .args(["-timeout", "60", "-timeout_error", "-nostdin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut caller = Command::new("sipp")
+        .arg("-sf")
+        .arg(sipp.join("caller_receives_bye.xml"))
+        .arg(core_udp.to_string())
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string(), "-s", "911", "-m", "1"])
+        .args(["-set", "name", "Tia Tls", "-timeout", "60", "-timeout_error", "-nostdin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c2 = until("call 2 on desk A", || {
+        new_call(&a, std::slice::from_ref(&c1.call_id)).filter(|c| c.state == CallState::Answered)
+    })
+    .await;
+    a.join_call(&c2.call_id, LegMode::Listen).await.unwrap();
+    until("desk A's leg connected over TLS", || a.leg().filter(|l| l.state == LegState::Connected)).await;
+    let ended = until("desk A's leg ended by the core", || a.leg().filter(|l| l.state != LegState::Connected)).await;
+    assert_eq!(ended.state, LegState::Ended, "{}", ended.detail);
+    assert!(ended.detail.contains("the call ended"), "{}", ended.detail);
+    assert_eq!(caller.wait().unwrap().code(), Some(0));
+    assert_eq!(provider.wait().unwrap().code(), Some(0));
+    let joined = core.store().call_events(&c2.call_id).await.unwrap();
+    assert!(
+        joined.iter().any(|e| e.event.kind.name() == "desk-joined"),
+        "{:?}",
+        joined.iter().map(|e| e.event.kind.name()).collect::<Vec<_>>()
+    );
+
+    for d in [a, b] {
         d.shutdown().await;
     }
     core.stop().await;

@@ -1,6 +1,7 @@
-//! A small async driver for client transactions over one tokio [`UdpSocket`]: the I/O half of
-//! the sans-I/O [`Transactions`] layer, for a user agent that sends requests and answers what
-//! the peer sends it statelessly (the desk app's calls into the core and its registration).
+//! A small async driver for client transactions over one tokio [`UdpSocket`] or one connection
+//! to the server (a [`Flow`], e.g. TLS): the I/O half of the sans-I/O [`Transactions`] layer,
+//! for a user agent that sends requests and answers what the peer sends it statelessly (the
+//! desk app's calls into the core and its registration).
 //!
 //! Every retransmission and timeout is the transaction layer's (Timer A/B for INVITE, E/F for
 //! others, §17.1.1.2 and §17.1.2.2; the ACK of a non-2xx final, §17.1.1.3): the driver only
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
+use super::flow::Flow;
 use super::parse::parse_datagram;
 use super::transaction::{ClientEvent, ClientKey, Peer, Timers, Transactions, Transmit, Transport};
 use super::Message;
@@ -72,9 +74,17 @@ impl From<io::Error> for ClientError {
 /// A message to send without a transaction, and where.
 pub type Outgoing = (Message, SocketAddr);
 
-/// Client transactions over one UDP socket.
+/// Where the messages go: any address over UDP, or the one server at the flow's other end.
+enum Link {
+    Udp(UdpSocket),
+    /// Reliable (no retransmissions, RFC 3261 §17.1.1.2); everything goes to, and comes from,
+    /// the flow's peer.
+    Flow(Flow, Transport),
+}
+
+/// Client transactions over one UDP socket or one connection.
 pub struct Client {
-    sock: UdpSocket,
+    link: Link,
     local: SocketAddr,
     timers: Timers,
     tx: Transactions,
@@ -89,15 +99,48 @@ pub struct Client {
 impl Client {
     pub fn new(sock: UdpSocket, timers: Timers) -> io::Result<Client> {
         let local = sock.local_addr()?;
-        Ok(Client {
-            sock,
+        Ok(Client::with_link(Link::Udp(sock), local, timers))
+    }
+
+    /// Client transactions on `flow`, a connection over `transport` (TCP or TLS).
+    pub fn over_flow(flow: Flow, transport: Transport, timers: Timers) -> Client {
+        let local = flow.local;
+        Client::with_link(Link::Flow(flow, transport), local, timers)
+    }
+
+    fn with_link(link: Link, local: SocketAddr, timers: Timers) -> Client {
+        Client {
+            link,
             local,
             timers,
             tx: Transactions::new(timers),
             unsent: None,
             ready: VecDeque::new(),
             buf: vec![0u8; 65_535],
-        })
+        }
+    }
+
+    /// The transport requests go over (what a Via names).
+    pub fn transport(&self) -> Transport {
+        match &self.link {
+            Link::Udp(_) => Transport::Udp,
+            Link::Flow(_, t) => *t,
+        }
+    }
+
+    fn peer(&self, to: SocketAddr) -> Peer {
+        match &self.link {
+            Link::Udp(_) => Peer { transport: Transport::Udp, addr: to },
+            Link::Flow(f, t) => Peer { transport: *t, addr: f.peer },
+        }
+    }
+
+    /// Sends `bytes` to `to` (on a flow: to its peer, whatever `to` says).
+    async fn send_to(&self, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
+        match &self.link {
+            Link::Udp(sock) => sock.send_to(bytes, to).await.map(|_| ()),
+            Link::Flow(f, _) => f.send(bytes::Bytes::copy_from_slice(bytes)),
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -116,7 +159,7 @@ impl Client {
     /// Starts a client transaction for `req` (its top Via carries a fresh branch) towards `to`
     /// and sends it. A failed first send ends the transaction.
     pub async fn send_request(&mut self, req: &Message, to: SocketAddr) -> io::Result<ClientKey> {
-        let key = self.tx.send_request(req, Peer { transport: Transport::Udp, addr: to }, Instant::now());
+        let key = self.tx.send_request(req, self.peer(to), Instant::now());
         if let Err(e) = self.flush().await {
             self.tx.abandon(&key);
             return Err(e);
@@ -128,7 +171,7 @@ impl Client {
     /// response to a request from the network.
     pub async fn send_stateless(&mut self, msg: &Message, to: SocketAddr) -> io::Result<()> {
         self.flush().await?;
-        self.sock.send_to(&msg.to_bytes(), to).await.map(|_| ())
+        self.send_to(&msg.to_bytes(), to).await
     }
 
     /// Stops retransmitting a transaction and forgets it.
@@ -146,7 +189,7 @@ impl Client {
             let bytes = t.bytes.clone();
             let addr = t.peer.addr;
             self.unsent = Some(t);
-            let sent = self.sock.send_to(&bytes, addr).await;
+            let sent = self.send_to(&bytes, addr).await;
             self.unsent = None;
             if let Err(e) = sent {
                 tracing::debug!(%addr, error = %e, "SIP send failed");
@@ -171,18 +214,12 @@ impl Client {
                 }
             };
             tokio::select! {
-                got = self.sock.recv_from(&mut self.buf) => {
-                    let (n, from) = match got {
-                        Ok(r) => r,
-                        // An ICMP error from an earlier send: the peer is not there (yet); the
-                        // transaction's timers decide.
-                        Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {
-                            tracing::debug!(error = %e, "SIP socket: ICMP error");
-                            continue;
-                        }
+                got = receive(&mut self.link, &mut self.buf) => {
+                    let (msg, from) = match got {
+                        Ok(Some(r)) => r,
+                        Ok(None) => continue,
                         Err(e) => return Err(e),
                     };
-                    let Ok(msg) = parse_datagram(&self.buf[..n]) else { continue };
                     if msg.is_request() {
                         return Ok(Event::Request { msg, from });
                     }
@@ -246,6 +283,30 @@ impl Client {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The next message from the link, and whence; `None` for what is skipped (an unparsable
+/// datagram, an ICMP error). Cancel-safe.
+async fn receive(link: &mut Link, buf: &mut [u8]) -> io::Result<Option<(Message, SocketAddr)>> {
+    match link {
+        Link::Udp(sock) => {
+            let (n, from) = match sock.recv_from(buf).await {
+                Ok(r) => r,
+                // An ICMP error from an earlier send: the peer is not there (yet); the
+                // transaction's timers decide.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {
+                    tracing::debug!(error = %e, "SIP socket: ICMP error");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            Ok(parse_datagram(&buf[..n]).ok().map(|m| (m, from)))
+        }
+        Link::Flow(flow, _) => {
+            let peer = flow.peer;
+            flow.recv().await.map(|m| Some((m, peer)))
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod body;
 pub mod client;
 pub mod dialog;
 pub mod digest;
+pub mod flow;
 pub mod ids;
 pub mod message;
 pub mod parse;

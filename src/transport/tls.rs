@@ -101,8 +101,33 @@ pub struct TlsClient {
 }
 
 impl TlsClient {
+    /// The client side towards one server (a remote desk towards its core): trusting `ca`
+    /// (PEM), else the system's CAs; showing `identity` (certificate, key) where the server asks
+    /// for one (mutual TLS); the server's certificate must carry `name` (RFC 5922 §7.2).
+    pub fn towards(name: &str, ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<TlsClient, String> {
+        let roots = match ca {
+            Some(p) => load_roots(p)?,
+            None => system_roots(),
+        };
+        let config = client_config(roots, identity)?;
+        let bare = name.trim_start_matches('[').trim_end_matches(']').to_string();
+        let name = ServerName::try_from(bare).map_err(|e| format!("{name:?}: {e}"))?;
+        Ok(TlsClient { config, name })
+    }
+
     pub fn connector(&self) -> TlsConnector {
         TlsConnector::from(self.config.clone())
+    }
+
+    /// A TLS connection to `addr`, its certificate checked for this client's name; errors say
+    /// which step failed.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        self.connector().connect(self.name.clone(), tcp).await.map_err(|e| format!("TLS with {addr} failed: {e}"))
     }
 }
 

@@ -42,11 +42,8 @@ fn leg_detail(mode: LegMode, muted: bool) -> String {
 impl Desk {
     /// A real SIP test call to the config's test number, through the embedded core.
     pub async fn place_test_call(&self, hold: Duration) -> Result<String, DeskError> {
-        let addr = self
-            .link()
-            .await?
-            .sip()
-            .ok_or_else(|| DeskError::not_connected("no SIP address of the core (UDP) to call"))?;
+        let addr =
+            self.link().await?.sip().ok_or_else(|| DeskError::not_connected("no SIP address of the core to call"))?;
         let number =
             self.lock().test_number.clone().ok_or_else(|| {
                 DeskError::config("no test number in the config (a [[policy.number]] with test = true)")
@@ -63,8 +60,7 @@ impl Desk {
     /// arrives as `desk:leg`.
     pub async fn join_call(self: &Arc<Self>, call_id: &str, mode: LegMode) -> Result<CallLeg, DeskError> {
         let link = self.link().await?;
-        let addr =
-            link.sip().ok_or_else(|| DeskError::not_connected("no SIP address of the core (UDP) to join through"))?;
+        let addr = link.sip().ok_or_else(|| DeskError::not_connected("no SIP address of the core to join through"))?;
         let mut inner = self.lock();
         if let Some(l) = inner.leg.as_ref().filter(|l| l.live()) {
             return Err(DeskError::leg(if l.status.call_id == call_id {

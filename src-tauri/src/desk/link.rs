@@ -44,10 +44,10 @@ pub(super) enum Link {
 }
 
 impl Link {
-    /// The core's SIP address (UDP): where joins and test calls go.
-    pub(super) fn sip(&self) -> Option<std::net::SocketAddr> {
+    /// The core's SIP (UDP, or TLS for a core elsewhere): where joins and test calls go.
+    pub(super) fn sip(&self) -> Option<crate::sipua::CoreSip> {
         match self {
-            Link::Embedded(core) => core.local.udp,
+            Link::Embedded(core) => core.local.udp.map(Into::into),
             Link::Remote(r) => r.sip(),
         }
     }

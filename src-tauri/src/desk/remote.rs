@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use super::{Desk, Link};
 use crate::model::*;
 use crate::registration::{Agent, SipReport};
-use crate::sipua::Credentials;
+use crate::sipua::{CoreSip, Credentials};
 
 /// Waits between reconnection attempts: quick at first (a core restarting), then every 10 s.
 const BACKOFF: &[u64] = &[1, 2, 4, 8, 10];
@@ -48,7 +48,18 @@ pub struct RemoteConfig {
     /// The CA that signed the core's API certificate (PEM), relative to this file; default:
     /// the system's CAs.
     pub ca_cert: Option<PathBuf>,
-    /// The local UDP port for SIP (registration, alerts); 0 (default): any free port.
+    /// How the desk's SIP (registration, alerts, joining calls) reaches the core: `tls` (its
+    /// TLS listener), `udp`, or `auto` (default): TLS when the core has a TLS listener.
+    #[serde(default)]
+    pub sip_transport: SipTransport,
+    /// The CA of the core's SIP certificate (PEM), relative to this file; default: `ca_cert`,
+    /// else the system's CAs.
+    pub sip_ca_cert: Option<PathBuf>,
+    /// This desk's certificate and key (PEM) for a core that requires them on SIP over TLS
+    /// (its `sip.tls_client_ca`: mutual TLS).
+    pub sip_tls_cert: Option<PathBuf>,
+    pub sip_tls_key: Option<PathBuf>,
+    /// The local UDP port for SIP over UDP (registration, alerts); 0 (default): any free port.
     #[serde(default)]
     pub sip_port: u16,
     /// How long a registration lasts before it is refreshed (seconds; the core may shorten it).
@@ -58,6 +69,17 @@ pub struct RemoteConfig {
 
 fn default_expires() -> u32 {
     300
+}
+
+/// `[remote] sip_transport`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    /// TLS when the core advertises a TLS listener, else UDP.
+    #[default]
+    Auto,
+    Udp,
+    Tls,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -89,10 +111,14 @@ pub fn load_remote(path: &Path) -> Result<Option<RemoteConfig>, String> {
     if !(30..=3600).contains(&cfg.register_expires_s) {
         return Err(format!("{}: [remote] register_expires_s must be 30 to 3600", path.display()));
     }
-    if let Some(ca) = &cfg.ca_cert {
-        if ca.is_relative() {
-            cfg.ca_cert = Some(path.parent().unwrap_or(Path::new(".")).join(ca));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for file in [&mut cfg.ca_cert, &mut cfg.sip_ca_cert, &mut cfg.sip_tls_cert, &mut cfg.sip_tls_key] {
+        if let Some(f) = file.as_ref().filter(|f| f.is_relative()) {
+            *file = Some(dir.join(f));
         }
+    }
+    if cfg.sip_tls_cert.is_some() != cfg.sip_tls_key.is_some() {
+        return Err(format!("{}: [remote] sip_tls_cert and sip_tls_key go together", path.display()));
     }
     Ok(Some(cfg))
 }
@@ -122,7 +148,7 @@ pub struct RemoteLink {
 #[derive(Clone)]
 struct Known {
     info: DeskInfo,
-    sip: Option<SocketAddr>,
+    sip: Option<CoreSip>,
 }
 
 impl RemoteLink {
@@ -130,9 +156,9 @@ impl RemoteLink {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|k| k.info.clone())
     }
 
-    /// The core's SIP address (UDP), for joining calls and the test call.
-    pub fn sip(&self) -> Option<SocketAddr> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|k| k.sip)
+    /// The core's SIP (UDP or TLS), for joining calls and the test call.
+    pub fn sip(&self) -> Option<CoreSip> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|k| k.sip.clone())
     }
 
     pub fn credentials(&self) -> Credentials {
@@ -144,18 +170,35 @@ impl RemoteLink {
     }
 }
 
-/// The core's SIP address from what it advertises: its host when that is an address this desk
-/// can use, else the API's host (a core bound to 0.0.0.0 advertises that).
-async fn sip_address(info: &DeskInfo, api: &ApiClient) -> Option<SocketAddr> {
-    let port = info.sip_udp?;
+/// The core's SIP from what it advertises and what this desk's file asks for: TLS to its TLS
+/// port (`auto` or `tls`), else UDP (`auto` or `udp`). The host is the advertised one when this
+/// desk can use it, else the API's (a core bound to 0.0.0.0 advertises that); over TLS the
+/// core's certificate must carry that host name (or address). `Err` says why there is none.
+async fn core_sip(info: &DeskInfo, api: &ApiClient, cfg: &RemoteConfig) -> Result<CoreSip, String> {
     let advertised = info.sip_host.trim_matches(['[', ']']);
     let host = match advertised.parse::<std::net::IpAddr>() {
         Ok(ip) if ip.is_unspecified() => api.host().to_string(),
         _ if advertised.is_empty() => api.host().to_string(),
         _ => advertised.to_string(),
     };
-    let found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next();
-    found
+    let port = match (cfg.sip_transport, info.sip_tls, info.sip_udp) {
+        (SipTransport::Tls | SipTransport::Auto, Some(port), _) => port,
+        (SipTransport::Udp | SipTransport::Auto, _, Some(port)) => return lookup(&host, port).await.map(CoreSip::Udp),
+        (SipTransport::Tls, None, _) => {
+            return Err("the core has no SIP over TLS (its sip.tls), which this desk's file asks for".into())
+        }
+        (_, _, None) => return Err("the core has no SIP over UDP: alerts come only through the API".into()),
+    };
+    let ca = cfg.sip_ca_cert.as_deref().or(cfg.ca_cert.as_deref());
+    let identity = cfg.sip_tls_cert.as_deref().zip(cfg.sip_tls_key.as_deref());
+    let client = sosdesk::transport::tls::TlsClient::towards(&host, ca, identity)
+        .map_err(|e| format!("SIP over TLS to the core cannot be set up: {e}"))?;
+    Ok(CoreSip::Tls { addr: lookup(&host, port).await?, client })
+}
+
+async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
+    let found = tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.next();
+    found.ok_or_else(|| format!("{host} has no address"))
 }
 
 impl Desk {
@@ -331,8 +374,8 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
         Ok(i) => i,
         Err(e) => return e.into(),
     };
-    let sip = sip_address(&info, &link.api).await;
-    *link.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(Known { info: info.clone(), sip });
+    let sip = core_sip(&info, &link.api, &link.config).await;
+    *link.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(Known { info: info.clone(), sip: sip.clone().ok() });
     let Some(desk) = me.upgrade() else { return "the desk stopped".to_string().into() };
     desk.remote_known(&info);
     if *sip_started {
@@ -340,10 +383,8 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
     } else {
         match sip {
             // Tried again at the next reconnection if it could not start (port taken, no route).
-            Some(core) => *sip_started = start_sip(&desk, link, core).await,
-            None => desk.remote_status(|r, _| {
-                r.sip = Component::failed("the core has no SIP over UDP: alerts come only through the API")
-            }),
+            Ok(core) => *sip_started = start_sip(&desk, link, core).await,
+            Err(e) => desk.remote_status(|r, _| r.sip = Component::failed(e)),
         }
     }
     // The stream first, then the catch-up: an event in between is seen twice (and kept once),
@@ -436,7 +477,7 @@ impl Desk {
 }
 
 /// Starts the SIP agent; whether it runs.
-async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: SocketAddr) -> bool {
+async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: CoreSip) -> bool {
     let me = Arc::downgrade(desk);
     let report: crate::registration::Reporter = Arc::new(move |r| {
         if let Some(desk) = me.upgrade() {
@@ -444,10 +485,11 @@ async fn start_sip(desk: &Arc<Desk>, link: &Arc<RemoteLink>, core: SocketAddr) -
         }
     });
     let agent =
-        Agent::bind(core, link.config.sip_port, link.credentials(), link.config.register_expires_s, report).await;
+        Agent::bind(core.clone(), link.config.sip_port, link.credentials(), link.config.register_expires_s, report)
+            .await;
     match agent {
         Ok(agent) => {
-            tracing::info!(local = %agent.local(), %core, "remote desk: registering over SIP");
+            tracing::info!(local = %agent.local(), ?core, "remote desk: registering over SIP");
             tokio::spawn(agent.run(link.stop.subscribe(), link.renew.clone()));
             true
         }
@@ -477,7 +519,17 @@ mod tests {
         let cfg = load_remote(&desk).unwrap().unwrap();
         assert_eq!(cfg.ca_cert.as_deref(), Some(dir.path().join("ca.pem").as_path()));
         assert_eq!(cfg.register_expires_s, 300);
+        assert_eq!(cfg.sip_transport, SipTransport::Auto, "TLS by default where the core offers it");
         assert!(!format!("{cfg:?}").contains("s3cret"));
+        let sip = "[remote]\napi = \"x\"\nusername = \"u\"\npassword = \"p\"\nsip_transport = \"tls\"\n";
+        std::fs::write(&desk, format!("{sip}sip_tls_cert = \"d.crt\"\nsip_tls_key = \"d.key\"\n")).unwrap();
+        let cfg = load_remote(&desk).unwrap().unwrap();
+        assert_eq!(cfg.sip_transport, SipTransport::Tls);
+        assert_eq!(cfg.sip_tls_key.as_deref(), Some(dir.path().join("d.key").as_path()));
+        std::fs::write(&desk, format!("{sip}sip_tls_cert = \"d.crt\"\n")).unwrap();
+        assert!(load_remote(&desk).unwrap_err().contains("sip_tls_cert and sip_tls_key go together"));
+        std::fs::write(&desk, sip.replace("\"tls\"", "\"tcp\"")).unwrap();
+        assert!(load_remote(&desk).unwrap_err().contains("unknown variant"));
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/remote-desk.toml");
         let lab = load_remote(&example).unwrap().expect("the example is a remote desk file");
         assert_eq!((lab.api.as_str(), lab.username.as_str()), ("http://127.0.0.1:8443", "desk2"));
