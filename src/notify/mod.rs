@@ -73,8 +73,10 @@ pub trait NotifyContext {
     fn via(&self, t: Transport, branch: &str) -> String;
     /// sosdesk's own SIP host.
     fn host(&self) -> &str;
-    /// Where a name last resolved to (none: it has not).
-    fn resolved(&self, target: &crate::sip::rfc3263::SipTarget) -> Option<Peer>;
+    /// Where attempt `attempt` (from 1) to a name goes: the name's resolved targets in their
+    /// RFC 3263 order, each retry to the next (§4.3: a failed target is left for the next one),
+    /// round again after the last. None: the name has not resolved.
+    fn resolved(&self, target: &crate::sip::rfc3263::SipTarget, attempt: u32) -> Option<Peer>;
 }
 
 /// Delivery timing (config `[notification]`).
@@ -319,7 +321,7 @@ impl Notifier {
         d.attempts += 1;
         let (peer, ruri) = match &d.dest {
             Dest::Remote(peer) => (*peer, d.uri.clone()),
-            Dest::Named(target) => match ctx.resolved(target) {
+            Dest::Named(target) => match ctx.resolved(target, d.attempts) {
                 Some(peer) => (peer, d.uri.clone()),
                 None => {
                     let why = format!("{target} has not resolved");

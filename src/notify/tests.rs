@@ -25,8 +25,27 @@ impl NotifyContext for Ctx {
     fn host(&self) -> &str {
         "127.0.0.1"
     }
-    fn resolved(&self, _: &crate::sip::rfc3263::SipTarget) -> Option<Peer> {
+    fn resolved(&self, _: &crate::sip::rfc3263::SipTarget, _: u32) -> Option<Peer> {
         None
+    }
+}
+
+/// A context where every name resolved to two servers (RFC 3263 order), as the engine gives
+/// them per attempt.
+struct TwoServers([Peer; 2]);
+
+impl NotifyContext for TwoServers {
+    fn contacts_of(&self, _: &str) -> Vec<Contact> {
+        Vec::new()
+    }
+    fn via(&self, t: Transport, branch: &str) -> String {
+        format!("SIP/2.0/{} 127.0.0.1:5060;branch={branch}", t.as_str())
+    }
+    fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+    fn resolved(&self, _: &crate::sip::rfc3263::SipTarget, attempt: u32) -> Option<Peer> {
+        Some(self.0[(attempt as usize - 1) % 2])
     }
 }
 
@@ -453,4 +472,24 @@ fn a_retry_follows_the_registration_not_a_contact_that_has_left() {
     assert_eq!(uri, "sip:desk1-0xbbb@127.0.0.1:5300");
     assert!(detail.starts_with("for sip:security@127.0.0.1 (desk1): delivered"), "{detail}");
     assert_eq!(n.pending(), 0);
+}
+
+#[test]
+fn a_named_target_is_retried_at_its_next_server() {
+    let (mut n, mut tx, t0) = setup();
+    let at = |ip: [u8; 4]| Peer { transport: Transport::Tcp, addr: (ip, 5060).into() };
+    let ctx = TwoServers([at([192, 0, 2, 1]), at([192, 0, 2, 2])]);
+    let uri = "sip:guard@pbx.example.com".to_string();
+    let target = Target::parse(&uri, "127.0.0.1", &[5060]).unwrap();
+    n.notify(&event(false), &[(uri, target)], &ctx, &mut tx, t0);
+    let (first, _, m) = sent_over(&mut tx).pop().unwrap();
+    assert_eq!(first, ctx.0[0]);
+    respond(&mut n, &mut tx, &m, 503, t0);
+    n.handle_timeout(&ctx, &mut tx, t0 + Duration::from_secs(1));
+    let (second, _, m2) = sent_over(&mut tx).pop().expect("attempt 2");
+    assert_eq!(second, ctx.0[1], "the retry goes to the name's next server");
+    assert_eq!(m2.request_uri(), Some("sip:guard@pbx.example.com"), "the URI names the name, not the server");
+    respond(&mut n, &mut tx, &m2, 200, t0 + Duration::from_secs(1));
+    let out = n.take_outcomes();
+    assert!(notified(out.last().unwrap()).1, "{:?}", out.last());
 }

@@ -49,8 +49,9 @@ impl NotifyContext for NotifyCtx<'_> {
         &self.local.host
     }
 
-    fn resolved(&self, target: &crate::sip::rfc3263::SipTarget) -> Option<crate::sip::transaction::Peer> {
-        self.names.get(target).and_then(|p| p.first().copied())
+    fn resolved(&self, target: &crate::sip::rfc3263::SipTarget, attempt: u32) -> Option<crate::sip::transaction::Peer> {
+        let peers = self.names.get(target).filter(|p| !p.is_empty())?;
+        peers.get(attempt.saturating_sub(1) as usize % peers.len()).copied()
     }
 }
 
