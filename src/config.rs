@@ -987,6 +987,20 @@ impl Config {
 }
 
 impl Config {
+    /// Every route a policy's calls may take, by name, in the order tried: its PSTN usage's,
+    /// then those of its no-location usage (its last resort). A desk reads from this whether a
+    /// policy's calls can still get through.
+    pub fn policy_routes(&self, policy: &PolicyConfig) -> Vec<String> {
+        let usage = |name: &str| self.pstn_usages.iter().find(|u| u.name == name).map(|u| u.routes.clone());
+        let mut routes = usage(&policy.pstn_usage).unwrap_or_default();
+        for r in policy.no_location_pstn_usage.as_deref().and_then(usage).unwrap_or_default() {
+            if !routes.contains(&r) {
+                routes.push(r);
+            }
+        }
+        routes
+    }
+
     fn check_erl(&self, erl: &Erl, key: &str) -> Result<(), ConfigError> {
         // RFC 5139 §3.1: country is an ISO 3166-1 alpha-2 code; a PIDF-LO with "USA" does not
         // validate, and a PSAP may not read it.

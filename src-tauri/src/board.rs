@@ -279,6 +279,10 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent, me: &str) {
             at: ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             kind: ev.kind.name().to_string(),
             detail,
+            subject: match &ev.kind {
+                CallEventKind::Notified { uri, .. } => uri.clone(),
+                _ => String::new(),
+            },
         },
     );
 }

@@ -10,6 +10,7 @@ pub mod callleg;
 pub mod commands;
 pub mod desk;
 pub mod error;
+pub mod headline;
 pub mod model;
 pub mod notify;
 pub mod registration;

@@ -53,6 +53,10 @@ pub struct TimelineEntry {
     /// `CallEventKind::name()`: detected, routed, route-failed, ringing, answered, …
     pub kind: String,
     pub detail: String,
+    /// Whom a `notified` entry is about (the notification URI or contact): the timeline folds
+    /// the retries of one into a line. Empty for other kinds.
+    #[serde(default)]
+    pub subject: String,
 }
 
 /// One alert on the board: everything the officer needs about one call, kept up to date from
@@ -183,6 +187,18 @@ pub struct DeskStatus {
     /// ("14:03:05 — the call engine stopped after an internal error; the core was restarted");
     /// `None`: none since the desk started.
     pub restarted: Option<String>,
+    /// Each policy's routes (name, routes in order), to tell whether its calls can get through.
+    pub policy_routes: Vec<PolicyRoutes>,
+    /// All of the above in one line for the officer (`crate::headline`), set whenever the
+    /// status is sent.
+    pub headline: crate::headline::Headline,
+}
+
+/// The routes one policy's calls may take.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+pub struct PolicyRoutes {
+    pub policy: String,
+    pub routes: Vec<String>,
 }
 
 /// A remote desk's connection to its core.
@@ -299,6 +315,9 @@ pub enum Theme {
     System,
     Light,
     Dark,
+    /// Black and white with yellow focus, thick borders (WCAG 2.2 AAA contrast): for bright
+    /// control rooms, low vision, reading from across the room.
+    HighContrast,
 }
 
 /// What the desk remembers between runs (`settings.json` in the app's config folder).

@@ -62,6 +62,10 @@ pub struct PolicyInfo {
     pub two_way: bool,
     /// `any`: one acknowledgement clears every desk; `each`: every desk acknowledges.
     pub acknowledge: AcknowledgeMode,
+    /// The routes its calls may take, in order (`Config::policy_routes`): with the routes'
+    /// health, a desk tells whether this policy's calls can get through.
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 /// `POST /api/v1/calls/{id}/acknowledge`.
@@ -128,6 +132,7 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
                 name: p.name.clone(),
                 two_way: p.conference_mode == ConferenceMode::TwoWay,
                 acknowledge: p.acknowledge,
+                routes: cfg.policy_routes(p),
             })
             .collect(),
         test_number: cfg.policies.iter().flat_map(|p| &p.numbers).find(|n| n.test).map(|n| n.dial_string.clone()),

@@ -29,9 +29,10 @@ from pathlib import Path
 from selenium import webdriver
 from selenium.common.exceptions import (NoAlertPresentException, NoSuchElementException,
                                         StaleElementReferenceException, WebDriverException)
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.options import ArgOptions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "support"))
@@ -415,7 +416,18 @@ class Desk:
                       "no call still being routed")
 
     def status_text(self, element_id):
-        return self.driver.find_element(By.ID, element_id).text
+        # textContent: the status details are hidden until the officer asks for them.
+        return self.driver.find_element(By.ID, element_id).get_attribute("textContent")
+
+    def keys(self, keys):
+        """Types `keys` into whatever has the focus, as an officer at the keyboard does."""
+        ActionChains(self.driver).send_keys(keys).perform()
+
+    def headline(self):
+        """The status line: (level, text, action)."""
+        h = self.driver.find_element(By.ID, "status-headline")
+        read = lambda i: self.driver.find_element(By.ID, i).get_attribute("textContent")
+        return h.get_attribute("data-level"), read("headline-text"), read("headline-action")
 
     def web_processes(self):
         """The pids of this app's WebKit web processes (the page's renderer), found among the
@@ -819,7 +831,7 @@ class CallerTextAndTestCalls(unittest.TestCase):
         d.wait_for(lambda _: d.alarm() == "silent", "the visual-only alarm")
         audio = d.driver.find_element(By.ID, "status-audio")
         self.assertEqual(audio.get_attribute("data-ok"), "false")
-        self.assertIn("visual only", audio.text)
+        self.assertIn("visual only", d.status_text("status-audio"))
         d.screenshot("alert-markup-name")
         card.click("button.ack-button")
         d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
@@ -907,6 +919,108 @@ class CallerTextAndTestCalls(unittest.TestCase):
             d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
         finally:
             asoundrc.unlink(missing_ok=True)
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+
+class ConsoleAndStatus(unittest.TestCase):
+    """Issue 17: one status line an officer reads at a glance (details on demand), a call worked
+    from the keyboard alone, a notification target's retries folded into one line, and the
+    high-contrast theme. No sound device and no notification daemon here: both said in plain
+    words."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.desk = Desk("console", with_sound=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+
+    def tearDown(self):
+        self.desk.kill_sipps()
+
+    def test_status_line_keyboard_only_folded_retries_and_high_contrast(self):
+        d = self.desk
+        # Ready, in plain words; addresses and paths only under Details, which start closed.
+        d.wait_for(lambda _: d.headline()[1].startswith("Ready"), "the ready line")
+        self.assertEqual(d.headline()[0], "ready")
+        details = d.driver.find_element(By.ID, "status-details")
+        self.assertFalse(details.is_displayed())
+        main = d.driver.find_element(By.CSS_SELECTOR, "#statusbar .status-main").text
+        for raw in ("127.0.0.1", "/", "os error", "sqlite"):
+            self.assertNotIn(raw, main)
+        self.assertIn("Keys:", d.driver.find_element(By.ID, "shortcuts").text)
+
+        # No provider answers: the lab's two routes time out (2 s each) and the line says so.
+        # The caller stays 25 s after the answer; the keyboard part below takes a few.
+        caller = d.sipp("caller_hangs_up.xml", "-s", "911", "-set", "name", "Rita Routes", "-set", "hold_ms", "25000",
+                        "-p", str(next(d.caller_ports)), timeout=90)
+        d.wait_for(lambda _: d.headline()[0] == "down", "the routes-down line")
+        self.assertEqual(d.headline()[1:], (
+            "No route up for us-hq, uk-london — their emergency calls cannot get through",
+            "Call your telecom administrator now.",
+        ))
+        # Details on demand (the D key): the missing sound device and notification service in
+        # plain words, with what they mean.
+        d.keys("d")
+        d.wait_for(lambda _: details.is_displayed(), "the status details")
+        also = d.driver.find_element(By.ID, "headline-also").text
+        self.assertIn("No alarm sound on this computer — the alarm is visual only. Check the speakers or headset.", also)
+        self.assertIn("No desktop pop-ups (no notification service) — alerts still come to the front of the screen", also)
+        self.assertNotIn("unix:path", also)
+        d.screenshot("status-routes-down-details")
+        d.keys("d")
+        d.wait_for(lambda _: not details.is_displayed(), "the details to close")
+
+        # The provider is back: the core's next round through the routes reaches the primary;
+        # the secondary, never answered, stays down.
+        provider = d.sipp("provider_answer.xml", "-p", str(d.provider), remote=False, timeout=90)
+        card = d.card("Rita Routes")
+        card.wait_attr("data-state", "answered", "the call to be answered")
+        d.wait_for(lambda _: d.headline()[0] == "degraded", "the one-route-down line")
+        d.screenshot("status-one-route-down")
+        self.assertEqual(d.headline()[1], "Route provider-secondary is down — calls use the next route of their policy")
+
+        # The lab's notification phone never answers: its attempts fold into one line.
+        d.wait_for(lambda _: card.find_all('.timeline li[data-kind="notified"][data-repeats]'), "folded retries")
+        subjects = [li.get_attribute("data-subject") for li in card.find_all('.timeline li[data-kind="notified"]')]
+        self.assertEqual(len(subjects), len(set(subjects)), subjects)
+        self.assertIn("attempts)", card.text('.timeline li[data-kind="notified"][data-repeats]'))
+
+        # Keyboard only: N takes the call, A acknowledges it, L joins it listening, T is
+        # refused for an account that may only listen.
+        d.keys("n")
+        card.wait_attr("aria-current", "true", "the call selected by N")
+        d.wait_for(lambda drv: drv.switch_to.active_element.get_attribute("data-call-id") == card.call_id,
+                   "the focus on the selected call")
+        d.keys("a")
+        card.wait_attr("data-acknowledged", "true", "the acknowledgement by A")
+        d.keys("l")
+        leg = lambda sel: d.driver.find_element(By.CSS_SELECTOR, f"#call-bar {sel}")
+        d.wait_for(lambda _: leg(".leg-state").get_attribute("data-state") == "connected", "the leg joined by L")
+        self.assertEqual(leg(".leg-state").get_attribute("data-mode"), "listen")
+        d.keys("t")
+        d.wait_for(lambda _: card.find_all(".card-error"), "the refusal of T")
+        self.assertIn("may only listen", card.text(".card-error"))
+        d.screenshot("console-keyboard-leg")
+
+        # High contrast, readable from across the room: black and white.
+        d.driver.find_element(By.ID, "tab-settings").click()
+        d.screenshot("view-settings")
+        Select(d.driver.find_element(By.ID, "settings-theme")).select_by_value("high-contrast")
+        d.driver.find_element(By.ID, "tab-alerts").click()
+        bg = d.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        self.assertEqual(bg, "rgb(0, 0, 0)")
+        d.screenshot("console-high-contrast")
+        d.driver.find_element(By.ID, "tab-settings").click()
+        Select(d.driver.find_element(By.ID, "settings-theme")).select_by_value("system")
+        d.driver.find_element(By.ID, "tab-history").click()
+        d.screenshot("view-history")
+        d.driver.find_element(By.ID, "tab-alerts").click()
+
+        leg(".leg-leave").click()
+        d.wait_for(lambda _: leg(".leg-state").get_attribute("data-state") == "ended", "the leg to end")
         self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
         self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
 

@@ -135,6 +135,10 @@ fn credentials_are_required_checked_audited_and_rate_limited() {
         let modes: Vec<_> = info.policies.iter().map(|p| (p.name.as_str(), p.acknowledge, p.two_way)).collect();
         assert!(modes.contains(&("us-hq", AcknowledgeMode::Any, true)), "{modes:?}");
         assert!(modes.contains(&("uk-london", AcknowledgeMode::Each, false)), "{modes:?}");
+        // Each policy's routes in the order tried, its no-location usage last (a desk tells
+        // from them whether the policy's calls can still get through).
+        let warehouse = info.policies.iter().find(|p| p.name == "us-warehouse").unwrap();
+        assert_eq!(warehouse.routes, ["elin-gateway", "provider-primary", "provider-secondary"]);
         // Good credentials started the count again; five wrong passwords in a row block the
         // address, right password or not.
         for _ in 0..5 {

@@ -3,9 +3,11 @@ import { api, errorText } from "./api";
 import type { ActiveCall } from "./bindings/ActiveCall";
 import type { CallState } from "./bindings/CallState";
 import type { LocationTrust } from "./bindings/LocationTrust";
+import type { TimelineEntry } from "./bindings/TimelineEntry";
 import { byId, el } from "./dom";
 import { address, age, clock, dateTime, geo } from "./format";
 import * as leg from "./leg";
+import { toggleDetails } from "./status";
 
 const calls = new Map<string, ActiveCall>();
 const cards = new Map<string, HTMLElement>();
@@ -13,6 +15,8 @@ const pending = new Set<string>();
 const errors = new Map<string, string>();
 // Ids dismissed while the start-up snapshot was in flight, so the snapshot can't resurrect them.
 const removed = new Set<string>();
+// The card the keys act on (N moves it); none: they act on the oldest unacknowledged call.
+let selected: string | null = null;
 
 let board: HTMLElement;
 let empty: HTMLElement;
@@ -80,6 +84,7 @@ export function remove(callId: string): void {
   errors.delete(callId);
   cards.get(callId)?.remove();
   cards.delete(callId);
+  if (selected === callId) selected = null;
   refreshBoard();
 }
 
@@ -88,11 +93,14 @@ function render(id: string, fresh: boolean): void {
   if (!c) return;
   const old = cards.get(id);
   const next = card(c);
-  // Keep keyboard focus on the same control when a card is rebuilt under it.
-  const focused = old?.contains(document.activeElement) ? (document.activeElement as HTMLElement).className : null;
+  // Keep keyboard focus on the same control (or the card itself) when a card is rebuilt under it.
+  const active = document.activeElement as HTMLElement | null;
+  const onCard = !!old && active === old;
+  const focused = !onCard && old?.contains(active) ? (active?.className ?? null) : null;
   if (old) old.replaceWith(next);
   cards.set(id, next);
-  if (focused) (next.getElementsByClassName(focused)[0] as HTMLElement | undefined)?.focus();
+  if (onCard) next.focus();
+  else if (focused) (next.getElementsByClassName(focused)[0] as HTMLElement | undefined)?.focus();
   refreshBoard();
   if (fresh) {
     const seq = c.last_seq;
@@ -137,7 +145,13 @@ function card(c: ActiveCall): HTMLElement {
         "data-test-call": String(c.test_call),
         "data-state": c.state,
         "data-acknowledged": String(c.acknowledged_by !== null),
-        "aria-label": kind,
+        // What a screen reader says on reaching the card: the call, who, where, and its state.
+        "aria-label": `${kind}, ${c.acknowledged_by === null && !c.test_call ? "not acknowledged" : "acknowledged"}, ${
+          c.caller.display_name ?? c.caller.number
+        }, ${c.location.erl?.label ?? TRUST_WORDS[c.location_trust]}, ${stateText}`,
+        "aria-current": selected === c.call_id ? "true" : null,
+        // Reachable by Tab and by N; the keys act on the card that has focus.
+        tabindex: 0,
       },
     },
     el(
@@ -175,20 +189,39 @@ function card(c: ActiveCall): HTMLElement {
       el("ul", { class: "failovers" }, ...c.failovers.map((f) => el("li", { text: `failed over from ${f}` }))),
     el(
       "ol",
-      { class: "timeline" },
-      ...c.timeline.map((t) =>
+      { class: "timeline", attrs: { "aria-label": "Timeline" } },
+      ...folded(c.timeline).map(({ t, repeats }) =>
         el(
           "li",
-          {},
+          { attrs: { "data-kind": t.kind, "data-subject": t.subject || null, "data-repeats": repeats > 1 ? repeats : null } },
           el("span", { class: "tl-time", text: clock(t.at) }),
           el("span", { class: "tl-kind", text: t.kind }),
-          el("span", { class: "tl-detail", text: t.detail }),
+          el(
+            "span",
+            { class: "tl-detail", text: t.detail },
+            repeats > 1 && el("span", { class: "tl-repeats", text: `(${repeats} attempts)` }),
+          ),
         ),
       ),
     ),
     leg.controls(c),
     actions(c),
   );
+}
+
+/** The timeline with each notification target's attempts folded into its latest line (a
+ * target that keeps failing would otherwise fill the card with "retrying in 1 s" lines). */
+function folded(timeline: TimelineEntry[]): { t: TimelineEntry; repeats: number }[] {
+  const last = new Map<string, number>();
+  const count = new Map<string, number>();
+  for (const t of timeline) {
+    if (t.kind !== "notified" || !t.subject) continue;
+    last.set(t.subject, t.seq);
+    count.set(t.subject, (count.get(t.subject) ?? 0) + 1);
+  }
+  return timeline
+    .filter((t) => t.kind !== "notified" || !t.subject || last.get(t.subject) === t.seq)
+    .map((t) => ({ t, repeats: t.kind === "notified" && t.subject ? (count.get(t.subject) ?? 1) : 1 }));
 }
 
 function locationBlock(c: ActiveCall): HTMLElement {
@@ -273,6 +306,30 @@ const dismiss = (id: string) =>
     remove(id);
   });
 
+/** The card the keys act on: the one with focus (N, Tab or a click put it there), else the
+ * oldest unacknowledged call — it has waited longest. */
+function target(): ActiveCall | undefined {
+  const focused = (document.activeElement as HTMLElement | null)?.closest<HTMLElement>("article.alert-card");
+  const id = focused?.dataset.callId ?? selected;
+  const chosen = id ? calls.get(id) : undefined;
+  return chosen ?? [...calls.values()].filter(urgent).sort((a, b) => time(a) - time(b))[0];
+}
+
+/** N: the next card in the board's order (unacknowledged first), round again after the last. */
+function selectNext(): void {
+  const order = sorted();
+  if (order.length === 0) return;
+  const at = order.findIndex((c) => c.call_id === (target()?.call_id ?? ""));
+  const next = order[(at + 1) % order.length];
+  const before = selected;
+  selected = next.call_id;
+  if (before) render(before, false);
+  render(next.call_id, false);
+  const e = cards.get(next.call_id);
+  e?.focus();
+  e?.scrollIntoView({ block: "nearest" });
+}
+
 function onKey(e: KeyboardEvent): void {
   if (e.defaultPrevented || e.repeat) return;
   const ctrlEnter = e.key === "Enter" && (e.ctrlKey || e.metaKey);
@@ -280,15 +337,32 @@ function onKey(e: KeyboardEvent): void {
   const inField =
     t instanceof HTMLInputElement || t instanceof HTMLSelectElement || t instanceof HTMLTextAreaElement ||
     (t instanceof HTMLElement && t.isContentEditable);
-  const aKey = e.key.toLowerCase() === "a" && !e.ctrlKey && !e.metaKey && !e.altKey && !inField;
-  if (!ctrlEnter && !aKey) return;
-  // Oldest first: it has waited longest. A pending one blocks the key rather than letting a
-  // double press acknowledge a second call the officer has not read yet.
-  const oldest = [...calls.values()].filter(urgent).sort((a, b) => time(a) - time(b))[0];
-  if (!oldest) return;
+  const plain = !e.ctrlKey && !e.metaKey && !e.altKey && !inField;
+  const key = plain ? e.key.toLowerCase() : ctrlEnter ? "a" : "";
+  if (key === "d") {
+    e.preventDefault();
+    toggleDetails();
+    return;
+  }
+  if (!["a", "n", "l", "t"].includes(key)) return;
   e.preventDefault();
   showBoard();
-  void acknowledge(oldest.call_id);
+  if (key === "n") return selectNext();
+  const c = target();
+  if (!c) return;
+  if (key === "a") {
+    // The focused call if it still needs it, else the oldest: never a call that is already
+    // acknowledged, and a pending one blocks the key rather than letting a double press
+    // acknowledge a second call the officer has not read yet.
+    const id = urgent(c) ? c.call_id : [...calls.values()].filter(urgent).sort((a, b) => time(a) - time(b))[0]?.call_id;
+    if (id) void acknowledge(id);
+    return;
+  }
+  const refused = leg.byKey(c, key === "l" ? "listen" : "talk");
+  if (refused) {
+    errors.set(c.call_id, refused);
+    render(c.call_id, false);
+  }
 }
 
 function tickAges(): void {

@@ -69,6 +69,25 @@ async function run(callId: string, action: () => Promise<unknown>): Promise<void
 
 const joinAs = (c: ActiveCall, mode: LegMode) => run(c.call_id, () => api.joinCall(c.call_id, mode));
 
+/** The L and T keys on call `c`: join it in `mode`, or switch the leg already in it. What the
+ * buttons would refuse, the keys refuse too (a reason comes back for the officer). */
+export function byKey(c: ActiveCall, mode: LegMode): string | null {
+  if (busy) return null;
+  const mine = leg && leg.call_id === c.call_id && live(leg) ? leg : null;
+  if (mine) {
+    if (mine.state !== "connected" || mine.mode === mode) return null;
+    if (mode === "talk" && !join?.may_talk) return "This desk account may only listen";
+    void run(c.call_id, () => api.setLegMode(mode));
+    return null;
+  }
+  if (c.test_call || finished(c)) return "This call cannot be joined";
+  if (!join?.desk) return join?.detail ?? "Joining calls is not available";
+  if (live(leg)) return "This desk is in another call: leave it first";
+  if (mode === "talk" && !talkAllowed(c)) return "Talk is not allowed in this call: press L to listen";
+  void joinAs(c, mode);
+  return null;
+}
+
 function button(cls: string, text: string, click: () => void, disabled = false, title?: string): HTMLButtonElement {
   const b = el("button", { class: cls, text, attrs: { type: "button", title } });
   b.disabled = disabled || busy;

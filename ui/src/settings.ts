@@ -6,7 +6,8 @@ import type { Theme } from "./bindings/Theme";
 import { byId, el } from "./dom";
 
 const THEME_KEY = "sosdesk-theme";
-const isTheme = (v: unknown): v is Theme => v === "system" || v === "light" || v === "dark";
+const isTheme = (v: unknown): v is Theme =>
+  v === "system" || v === "light" || v === "dark" || v === "high-contrast";
 
 export function applyTheme(t: Theme): void {
   document.documentElement.dataset.theme = t;

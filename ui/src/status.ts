@@ -1,12 +1,17 @@
-// The status bar: core, store, routes, audio, notifications, officer and the alarm.
+// The status bar: the alarm, one line for the officer (the headline, made on the Rust side from
+// everything below it), and the details for the admin — core, store, routes, audio,
+// notifications — behind "Details".
 import { api, errorText } from "./api";
 import type { Component } from "./bindings/Component";
 import type { DeskStatus } from "./bindings/DeskStatus";
+import type { Headline } from "./bindings/Headline";
 import { byId, el } from "./dom";
 
 const ALARM_WORDS = { off: "No active alarm", sounding: "ALARM", silent: "ALARM (no sound device)" } as const;
 
 export function initStatus(): void {
+  const toggle = byId<HTMLButtonElement>("status-details-toggle");
+  toggle.addEventListener("click", toggleDetails);
   const button = byId<HTMLButtonElement>("place-test-call");
   const result = byId("test-call-result");
   button.addEventListener("click", async () => {
@@ -25,10 +30,34 @@ export function initStatus(): void {
   });
 }
 
+/** Shows or hides the details (button, or the D key). */
+export function toggleDetails(): void {
+  const toggle = byId<HTMLButtonElement>("status-details-toggle");
+  const open = toggle.getAttribute("aria-expanded") !== "true";
+  toggle.setAttribute("aria-expanded", String(open));
+  byId("status-details").hidden = !open;
+}
+
 export function showStatusError(text: string): void {
   const core = byId("status-core");
   core.dataset.state = "failed";
   core.textContent = text;
+  renderHeadline({ level: "down", text, action: "", also: [] });
+}
+
+function renderHeadline(h: Headline): void {
+  const box = byId("status-headline");
+  box.dataset.level = h.level;
+  byId("headline-text").textContent = h.text;
+  byId("headline-action").textContent = h.action ? `${h.action}.` : "";
+  // Minor notes stay out of the line: counted, and listed under Details.
+  const notes = h.also.length;
+  byId("headline-notes").textContent = notes === 0 ? "" : notes === 1 ? "· 1 more note in Details" : `· ${notes} more notes in Details`;
+  byId("headline-also").replaceChildren(
+    ...h.also.map((p) =>
+      el("li", { text: p.action ? `${p.text}. ${p.action}.` : p.text, attrs: { "data-level": p.level } }),
+    ),
+  );
 }
 
 function coreText(s: DeskStatus): string {
@@ -74,6 +103,7 @@ function component(id: string, name: string, c: Component, okText: string, failP
 }
 
 export function renderStatus(s: DeskStatus): void {
+  renderHeadline(s.headline);
   const core = byId("status-core");
   core.dataset.state = s.core;
   core.textContent = coreText(s);
@@ -82,6 +112,7 @@ export function renderStatus(s: DeskStatus): void {
   // was away reads that calls may have been interrupted.
   const restarted = byId("status-restarted");
   restarted.hidden = s.restarted === null;
+  restarted.classList.toggle("warn", s.restarted !== null);
   restarted.textContent = s.restarted === null ? "" : `Core restarted: ${s.restarted}`;
 
   component("status-store", "Audit store", s.store, "Audit store OK", "Audit store FAILING — ");

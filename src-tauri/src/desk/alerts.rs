@@ -59,7 +59,7 @@ impl Desk {
             inner.status.routes = inner.routes.routes().to_vec();
         }
         let alarm = self.settle_alarm(&mut inner);
-        let status = inner.status.clone();
+        let status = inner.status_now();
         drop(inner);
 
         self.show_cards(&changes);
@@ -91,7 +91,7 @@ impl Desk {
     pub(super) fn apply_changes(&self, changes: Vec<Change>) {
         let mut inner = self.lock();
         let alarm = self.settle_alarm(&mut inner);
-        let status = inner.status.clone();
+        let status = inner.status_now();
         drop(inner);
         self.show_cards(&changes);
         self.ui.status(&status);

@@ -202,6 +202,11 @@ impl Desk {
             let modes = cfg.policies.iter().map(|p| (p.name.clone(), p.acknowledge)).collect();
             let changes = inner.board.set_identity(&me, modes);
             inner.status.routes = inner.routes.routes().to_vec();
+            inner.status.policy_routes = cfg
+                .policies
+                .iter()
+                .map(|p| PolicyRoutes { policy: p.name.clone(), routes: cfg.policy_routes(p) })
+                .collect();
             inner.status.core = CoreState::Running;
             inner.status.core_detail = format!("listening on {}", listening.join(", "));
             inner.status.listening = listening;

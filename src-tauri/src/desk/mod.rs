@@ -114,6 +114,14 @@ struct Inner {
     restarts: Vec<Instant>,
 }
 
+impl Inner {
+    /// The status as it is sent: with its headline made from the rest.
+    fn status_now(&mut self) -> DeskStatus {
+        self.status.headline = crate::headline::of(&self.status);
+        self.status.clone()
+    }
+}
+
 pub struct Desk {
     ui: Box<dyn Ui>,
     settings_file: SettingsFile,
@@ -151,6 +159,8 @@ impl Desk {
             join: JoinInfo { detail: "the core is not running".into(), ..Default::default() },
             remote: None,
             restarted: None,
+            policy_routes: Vec::new(),
+            headline: Default::default(),
         };
         Arc::new(Desk {
             ui,
@@ -206,13 +216,13 @@ impl Desk {
         let status = {
             let mut inner = self.lock();
             inner.status.tray = tray;
-            inner.status.clone()
+            inner.status_now()
         };
         self.ui.status(&status);
     }
 
     pub fn status(&self) -> DeskStatus {
-        self.lock().status.clone()
+        self.lock().status_now()
     }
 
     pub fn settings(&self) -> Settings {
@@ -243,7 +253,7 @@ impl Desk {
         let status = {
             let mut inner = self.lock();
             f(&mut inner);
-            inner.status.clone()
+            inner.status_now()
         };
         self.ui.status(&status);
     }

@@ -261,6 +261,8 @@ impl Desk {
         let two_way = info.policies.iter().filter(|p| p.two_way).map(|p| p.name.clone()).collect();
         let mut inner = self.lock();
         inner.test_number = info.test_number.clone();
+        inner.status.policy_routes =
+            info.policies.iter().map(|p| PolicyRoutes { policy: p.name.clone(), routes: p.routes.clone() }).collect();
         inner.status.join = super::join_as(&info.name, &info.username, info.talk, two_way, vec![info.username.clone()]);
         let changes = inner.board.set_identity(&info.name, modes);
         drop(inner);

@@ -2,7 +2,9 @@
 import type { AlarmState } from "./AlarmState";
 import type { Component } from "./Component";
 import type { CoreState } from "./CoreState";
+import type { Headline } from "./Headline";
 import type { JoinInfo } from "./JoinInfo";
+import type { PolicyRoutes } from "./PolicyRoutes";
 import type { RemoteStatus } from "./RemoteStatus";
 import type { RouteStatus } from "./RouteStatus";
 
@@ -32,4 +34,13 @@ remote: RemoteStatus | null,
  * ("14:03:05 — the call engine stopped after an internal error; the core was restarted");
  * `None`: none since the desk started.
  */
-restarted: string | null, };
+restarted: string | null, 
+/**
+ * Each policy's routes (name, routes in order), to tell whether its calls can get through.
+ */
+policy_routes: Array<PolicyRoutes>, 
+/**
+ * All of the above in one line for the officer (`crate::headline`), set whenever the
+ * status is sent.
+ */
+headline: Headline, };

@@ -7,4 +7,9 @@ export type TimelineEntry = { seq: number, at: string,
 /**
  * `CallEventKind::name()`: detected, routed, route-failed, ringing, answered, …
  */
-kind: string, detail: string, };
+kind: string, detail: string, 
+/**
+ * Whom a `notified` entry is about (the notification URI or contact): the timeline folds
+ * the retries of one into a line. Empty for other kinds.
+ */
+subject: string, };
