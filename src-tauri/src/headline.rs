@@ -255,7 +255,8 @@ mod tests {
 
     #[test]
     fn each_failure_in_plain_words_with_what_to_do() {
-        let cases: Vec<(fn(&mut DeskStatus), Level, &str, &str)> = vec![
+        type Case = (fn(&mut DeskStatus), Level, &'static str, &'static str);
+        let cases: Vec<Case> = vec![
             (
                 |s| s.routes[1].health = RouteHealth::Failing,
                 Level::Down,
