@@ -50,6 +50,12 @@ pub struct Config {
     /// The HTTP API for desks on other machines (history, audit, acknowledgements, live events).
     #[serde(default)]
     pub api: ApiConfig,
+    /// Alert channels beyond SIP (email, webhooks, SMS; docs/channels.md), listed by policies.
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<crate::channels::ChannelConfig>,
+    /// What every channel shares: acknowledgement links, timeouts, retries.
+    #[serde(default)]
+    pub alerts: crate::channels::AlertsConfig,
     /// Policy for callers from no configured site.
     pub default_policy: String,
     /// Set by [`Config::load`]: the file it came from (relative store paths resolve against it).
@@ -419,15 +425,7 @@ pub struct RouteConfig {
 }
 
 /// A password from the config: never printed, not even in a debug log.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<hidden>")
-    }
-}
+pub use crate::channels::Secret;
 
 /// A route's `address`, parsed when the config is read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -503,6 +501,13 @@ pub struct PolicyConfig {
     /// One acknowledgement clears every desk (`any`), or each desk acknowledges (`each`).
     #[serde(default)]
     pub acknowledge: AcknowledgeMode,
+    /// `[[channel]]` names alerted the moment an emergency call is detected.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Channels alerted later unless someone has acknowledged by then:
+    /// `[{ after_s = 60, channels = ["oncall-sms"] }]` (docs/channels.md).
+    #[serde(default)]
+    pub escalation: Vec<crate::channels::EscalationTier>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -962,6 +967,9 @@ impl Config {
         if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
             return Err(self.err("api", "give both `tls_cert` and `tls_key`, or neither"));
         }
+        let uses: Vec<_> =
+            self.policies.iter().map(|p| (p.name.as_str(), &p.channels[..], &p.escalation[..])).collect();
+        crate::channels::validate(&self.alerts, &self.channels, &uses).map_err(|(k, r)| self.err(k, r))?;
         if self.api.listen.is_some() && self.api.listen == self.lis.held {
             return Err(self.err("api.listen", "the API cannot share the HELD endpoint's address"));
         }

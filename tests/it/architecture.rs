@@ -112,7 +112,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("events", &["location", "sip"]),
     ("registrar", &["sip"]),
     ("notify", &["events", "location", "registrar", "sip"]),
-    ("config", &["location", "notify", "sip"]),
+    ("channels", &["events", "location", "notify"]),
+    ("config", &["channels", "location", "notify", "sip"]),
     ("policy", &["config", "location", "notify"]),
     ("audit", &["db", "events", "location", "time"]),
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),
@@ -121,9 +122,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("transport", &["config", "core_handle", "intake", "sip"]),
     ("dns", &["config", "core_handle", "sip", "transport"]),
     ("watchdog", &["audit", "core_handle"]),
+    ("reach", &["audit", "channels", "config", "core_handle", "events", "notify", "transport"]),
     (
         "api",
-        &["access", "audit", "clock", "config", "core_handle", "events", "location", "routing", "sip", "transport"],
+        &[
+            "access", "audit", "channels", "clock", "config", "core_handle", "events", "location", "reach", "routing",
+            "sip", "transport",
+        ],
     ),
 ];
 
