@@ -1302,4 +1302,59 @@ masks = ["9911"]
             assert!(Config::from_toml(&with(good), Path::new("x.toml")).is_ok(), "{good:?}");
         }
     }
+
+    #[test]
+    fn alert_channels_and_escalation_load_and_mistakes_are_named() {
+        let channels = r#"
+[alerts]
+public_url = "https://sosdesk.example.org:8443"
+[[channel]]
+name = "mail"
+kind = "email"
+server = "smtp.example.org"
+tls = "starttls"
+username = "sosdesk"
+password = "smtp-secret"
+from = "sosdesk <sosdesk@example.org>"
+to = ["security@example.org"]
+[[channel]]
+name = "slack"
+kind = "webhook"
+format = "slack"
+url = "https://hooks.slack.com/services/T/B/x"
+[[channel]]
+name = "sms"
+kind = "sms"
+url = "https://sms.example.org/send"
+to = ["+14255550199"]
+fields = { to = "{to}", text = "{text}" }
+"#;
+        let with = |policy: &str, extra: &str| {
+            let t = GOOD.replace("pstn_usage = \"e\"\n", &format!("pstn_usage = \"e\"\n{policy}\n"));
+            format!("{t}{channels}{extra}")
+        };
+        let use_them = "channels = [\"mail\", \"slack\"]\nescalation = [{ after_s = 60, channels = [\"sms\"] }]";
+        let c = Config::from_toml(&with(use_them, ""), Path::new("x.toml")).unwrap();
+        let tiers = crate::channels::tiers(&c.policies[0].channels, &c.policies[0].escalation);
+        assert_eq!(tiers.iter().map(|t| t.after_s).collect::<Vec<_>>(), [0, 60]);
+        assert!(!format!("{c:?}").contains("smtp-secret"), "a secret in a debug print");
+        let refused = |text: String, key: &str| {
+            let e = Config::from_toml(&text, Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        };
+        refused(with("channels = [\"pager\"]", ""), "policy[0].channels[0]");
+        refused(
+            with("escalation = [{ after_s = 99999999, channels = [\"sms\"] }]", ""),
+            "policy[0].escalation[0].after_s",
+        );
+        refused(with("", "[[channel]]\nname = \"mail\"\nkind = \"sms\"\nurl = \"https://x/\"\nto = [\"+1\"]\nfields = { t = \"{text}\" }\n"), "channel[3].name");
+        refused(with("", "[[channel]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"http://example.org/h\"\nsecret = \"0123456789abcdef\"\n"), "channel[3].url");
+        refused(
+            with("", "[[channel]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"https://example.org/h\"\n"),
+            "channel[3].secret",
+        );
+        refused(with("", "[[channel]]\nname = \"m\"\nkind = \"email\"\nserver = \"mx.example.org\"\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n"), "channel[3].tls");
+        refused(with("", "[[channel]]\nname = \"s\"\nkind = \"sms\"\nurl = \"https://x/\"\nto = [\"555-0199\"]\nfields = { t = \"{text}\" }\n"), "channel[3].to[0]");
+        refused(with("", "[[channel]]\nname = \"s\"\nkind = \"sms\"\nurl = \"https://x/\"\nto = [\"+1555\"]\nfields = { t = \"{to}\" }\n"), "channel[3].fields");
+    }
 }

@@ -134,6 +134,8 @@ async fn acknowledge(State(s): State<LinkState>, Path(token): Path<String>) -> R
             page(StatusCode::OK, "Acknowledged", "<p>Thank you. Every desk has been told; the escalation stops.</p>")
         }
         Err(AnnotateError::UnknownCall(_)) => refused(AckError::Invalid),
-        Err(e) => page(StatusCode::SERVICE_UNAVAILABLE, "Try again", &format!("<p>{}</p>", html_escape(&e.to_string()))),
+        Err(e) => {
+            page(StatusCode::SERVICE_UNAVAILABLE, "Try again", &format!("<p>{}</p>", html_escape(&e.to_string())))
+        }
     }
 }

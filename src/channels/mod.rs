@@ -388,7 +388,10 @@ pub fn validate(
             ChannelConfig::Webhook(w) => {
                 check_url(&w.url.0).map_err(|e| (k("url"), e))?;
                 if w.format == WebhookFormat::Json && w.secret.is_none() {
-                    return err(k("secret"), "a `json` webhook needs a secret: its receiver verifies the signature".into());
+                    return err(
+                        k("secret"),
+                        "a `json` webhook needs a secret: its receiver verifies the signature".into(),
+                    );
                 }
                 if w.secret.as_ref().is_some_and(|s| s.0.len() < 16) {
                     return err(k("secret"), "must be at least 16 characters".into());
@@ -402,7 +405,10 @@ pub fn validate(
                 for (j, to) in s.to.iter().enumerate() {
                     let digits = to.strip_prefix('+').unwrap_or(to);
                     if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                        return err(format!("channel[{i}].to[{j}]"), format!("{to:?} is not a number (E.164: +14255550123)"));
+                        return err(
+                            format!("channel[{i}].to[{j}]"),
+                            format!("{to:?} is not a number (E.164: +14255550123)"),
+                        );
                     }
                 }
                 if !s.fields.values().any(|v| v.contains("{text}")) {
@@ -451,8 +457,10 @@ mod mailbox {
                 _ => return Err(()),
             };
             let (local, domain) = addr.rsplit_once('@').ok_or(())?;
-            let ok = |p: &str| !p.is_empty() && !p.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c));
-            if ok(local) && ok(domain) && !domain.contains('@') {
+            let ok = |p: &str| {
+                !p.is_empty() && !p.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+            };
+            if ok(local) && ok(domain) && !local.contains('@') {
                 Ok(Mailbox)
             } else {
                 Err(())
@@ -468,11 +476,17 @@ mod tests {
     #[test]
     fn urls_are_taken_apart_and_their_secrets_never_shown() {
         let u = Url::parse("https://hooks.slack.com/services/T0/B0/XXXXsecret").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "hooks.slack.com", 443, "/services/T0/B0/XXXXsecret"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "hooks.slack.com", 443, "/services/T0/B0/XXXXsecret")
+        );
         assert_eq!(u.origin(), "https://hooks.slack.com:443");
         assert_eq!(u.authority(), "hooks.slack.com");
         let u = Url::parse("http://[::1]:8080?key=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str(), u.authority()), ("::1", 8080, "/?key=1", "[::1]:8080".into()));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str(), u.authority()),
+            ("::1", 8080, "/?key=1", "[::1]:8080".into())
+        );
         assert!(u.is_loopback());
         for bad in ["ftp://x", "https://", "https://u:p@host/", "https://host:x/", "https://host/a b"] {
             assert!(Url::parse(bad).is_err(), "{bad}");

@@ -60,10 +60,7 @@ pub fn html(ev: &CallEvent, ack_url: Option<&str>) -> String {
     let mut lines = text.lines().filter(|l| !l.is_empty());
     let headline = lines.next().unwrap_or_default();
     let color = if ev.test_call { "#555555" } else { "#b00020" };
-    let mut h = format!(
-        "<!DOCTYPE html><html><body><h1 style=\"color:{color}\">{}</h1><table>",
-        html_escape(headline)
-    );
+    let mut h = format!("<!DOCTYPE html><html><body><h1 style=\"color:{color}\">{}</h1><table>", html_escape(headline));
     for line in lines {
         match line.split_once(": ") {
             Some((label, value)) => h.push_str(&format!(
@@ -251,7 +248,16 @@ mod tests {
         assert_eq!(subject(&ev), "EMERGENCY CALL 911 — Alice Example — HQ, 2nd floor, room 210");
         assert_eq!(subject(&call("Bob\r\nBcc: x", true)), "TEST CALL 933 — Bob  Bcc: x — HQ, 2nd floor, room 210");
         let t = plain(&ev, Some("https://core/ack/t"));
-        for want in ["EMERGENCY CALL to 911", "Caller: Alice Example", "Callback number: +14255550123", "Floor: 2", "Room: 210", "Redmond", "Time: ", "https://core/ack/t"] {
+        for want in [
+            "EMERGENCY CALL to 911",
+            "Caller: Alice Example",
+            "Callback number: +14255550123",
+            "Floor: 2",
+            "Room: 210",
+            "Redmond",
+            "Time: ",
+            "https://core/ack/t",
+        ] {
             assert!(t.contains(want), "{want} in {t}");
         }
         assert!(plain(&call("A", true), None).starts_with("TEST CALL to 933"));

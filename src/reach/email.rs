@@ -46,10 +46,8 @@ pub async fn send(ch: &EmailChannel, tls_ca: Option<&Path>, msg: Message, timeou
         SmtpTls::Implicit => Tls::Wrapper(tls(host)?),
         SmtpTls::None => Tls::None,
     };
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(ch.port())
-        .tls(mode)
-        .timeout(Some(timeout));
+    let mut b =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(ch.port()).tls(mode).timeout(Some(timeout));
     if let (Some(user), Some(pass)) = (&ch.username, &ch.password) {
         b = b.credentials(Credentials::new(user.clone(), pass.0.clone()));
     }

@@ -44,7 +44,12 @@ async fn wait_unacknowledged(acked: &mut watch::Receiver<bool>, at: Instant) -> 
     }
 }
 
-pub(super) async fn escalate(ev: Arc<CallEvent>, tiers: Vec<Tier>, mut acked: watch::Receiver<bool>, shared: Arc<Shared>) {
+pub(super) async fn escalate(
+    ev: Arc<CallEvent>,
+    tiers: Vec<Tier>,
+    mut acked: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+) {
     let start = Instant::now();
     for (n, tier) in tiers.into_iter().enumerate() {
         if !wait_unacknowledged(&mut acked, start + tier.after).await {
@@ -136,7 +141,9 @@ impl Delivery {
                 format!("{tls} {}:{}", e.server, e.port())
             }
             ChannelConfig::Webhook(w) => format!("{:?} webhook", w.format).to_lowercase(),
-            ChannelConfig::Sms(s) => format!("SMS gateway {}", crate::channels::Url::parse(&s.url.0).map(|u| u.origin()).unwrap_or_default()),
+            ChannelConfig::Sms(s) => {
+                format!("SMS gateway {}", crate::channels::Url::parse(&s.url.0).map(|u| u.origin()).unwrap_or_default())
+            }
         }
     }
 

@@ -120,11 +120,8 @@ pub async fn send(req: HttpRequest) -> Result<String, String> {
     };
     let (status, body) = response;
     // The start of the answer says why a receiver refused (Slack: `invalid_token`), as text.
-    let said: String = String::from_utf8_lossy(&body)
-        .chars()
-        .take(120)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let said: String =
+        String::from_utf8_lossy(&body).chars().take(120).map(|c| if c.is_control() { ' ' } else { c }).collect();
     if status.is_success() {
         Ok(format!("HTTP {}", status.as_u16()))
     } else {

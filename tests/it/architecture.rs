@@ -126,8 +126,18 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "api",
         &[
-            "access", "audit", "channels", "clock", "config", "core_handle", "events", "location", "reach", "routing",
-            "sip", "transport",
+            "access",
+            "audit",
+            "channels",
+            "clock",
+            "config",
+            "core_handle",
+            "events",
+            "location",
+            "reach",
+            "routing",
+            "sip",
+            "transport",
         ],
     ),
 ];

@@ -246,7 +246,8 @@ secret = "{WEBHOOK_SECRET}"
     let (status, _) = http("POST", lab.ports.api, &format!("{path}x"));
     assert_eq!(status, 404);
     let key = hex::decode(std::fs::read_to_string(lab.store_path().with_extension("ack-key")).unwrap().trim()).unwrap();
-    let expired = AckClaim { call_id: call_id.clone(), target: "sms:+1555".into(), expires: chrono::Utc::now().timestamp() - 1 };
+    let expired =
+        AckClaim { call_id: call_id.clone(), target: "sms:+1555".into(), expires: chrono::Utc::now().timestamp() - 1 };
     let (status, _) = http("POST", lab.ports.api, &format!("/ack/{}", ack_token(&key, &expired)));
     assert_eq!(status, 410, "an expired link");
     // Tier 2 of the acknowledged call never comes (waited for past its time and more).
