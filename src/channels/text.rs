@@ -38,19 +38,11 @@ pub fn plain(ev: &CallEvent, ack_url: Option<&str>) -> String {
     t
 }
 
-/// `&`, `<`, `>`, `"` and `'` as HTML entities: caller text is text, never markup.
+/// `&`, `<`, `>`, `"` and `'` as entities (the PIDF-LO writer's XML escaping, valid HTML too):
+/// caller text is text, never markup.
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    crate::location::pidf::xml::escape_into(&mut out, s, true);
     out
 }
 
@@ -267,7 +259,7 @@ mod tests {
     fn html_escapes_caller_text() {
         let h = html(&call("<script>alert(1)</script> & 'x'", false), Some("https://core/ack/a?b=1&c=\"2\""));
         assert!(!h.contains("<script>"), "{h}");
-        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#39;x&#39;"), "{h}");
+        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &apos;x&apos;"), "{h}");
         assert!(h.contains("href=\"https://core/ack/a?b=1&amp;c=&quot;2&quot;\""), "{h}");
         assert!(h.contains("<th align=\"left\">Room</th><td>210</td>"), "{h}");
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 
+use crate::notifications::notified;
 use sosdesk::channels::sign::{ack_token, verify_webhook, AckClaim, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use sosdesk::events::{CallEvent, CallEventKind};
 use support::lab::{free_port, path_str, Lab};
@@ -37,16 +38,6 @@ fn call(lab: &Lab, number: &str) {
     );
     caller.wait().assert_ok();
     provider.wait().assert_ok();
-}
-
-fn notified(events: &[CallEvent]) -> Vec<(String, bool, String)> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            CallEventKind::Notified { uri, ok, detail } => Some((uri.clone(), *ok, detail.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
