@@ -52,8 +52,6 @@ pub enum StartError {
     Api(String),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("alerts: {0}")]
-    Alerts(String),
     #[error("crash journal {path}: {source}")]
     Journal { path: std::path::PathBuf, source: io::Error },
 }
@@ -213,7 +211,11 @@ impl Core {
         tokio::spawn(crate::watchdog::run(handle.clone(), audit.watch_health(), condition_tx, stop_rx.clone()));
         // Email, webhook and SMS alerts follow the events like a desk (never on the call's path);
         // the acknowledgement links they carry are checked by the API with the same key.
-        let ack_key = crate::reach::ack_key(cfg).map_err(StartError::Alerts)?;
+        // A key that cannot be kept must not stop the core: links then work until the next start.
+        let ack_key = crate::reach::ack_key(cfg).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "no lasting key for acknowledgement links: this run's links stop working at the next start");
+            rand::random::<[u8; 32]>().to_vec().into()
+        });
         tokio::spawn(crate::reach::run(Arc::new(cfg.clone()), handle.clone(), ack_key.clone(), stop_rx.clone()));
         let api = match cfg.api.listen {
             Some(addr) => {

@@ -138,3 +138,30 @@ pub async fn run(cfg: Arc<Config>, core: CoreHandle, ack_key: Arc<[u8]>, mut sto
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_key_is_made_once_kept_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "default_policy = \"p\"\n[sip]\nudp = \"127.0.0.1:5060\"\n[store]\npath = {:?}\n[[route]]\nname = \"r\"\nkind = \"sip-trunk\"\naddress = \"127.0.0.1:5070\"\n[[pstn_usage]]\nname = \"e\"\nroutes = [\"r\"]\n[[policy]]\nname = \"p\"\npstn_usage = \"e\"\n[[policy.number]]\ndial_string = \"911\"\n",
+            dir.path().join("audit.db").display().to_string()
+        );
+        let cfg = Config::from_toml(&text, &dir.path().join("x.toml")).unwrap();
+        let first = ack_key(&cfg).unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(ack_key(&cfg).unwrap(), first, "the same key after a restart");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(ack_key_path(&cfg)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "readable by this user only");
+        }
+        let mut with_key = cfg.clone();
+        with_key.alerts.ack_key = Some(crate::channels::Secret("k".repeat(32)));
+        assert_eq!(&*ack_key(&with_key).unwrap(), "k".repeat(32).as_bytes());
+    }
+}

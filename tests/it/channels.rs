@@ -16,6 +16,7 @@ use support::receivers::{http, HttpReceiver, SmtpSink};
 
 const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
 const SMS_AUTH: &str = "Bearer sms-gateway-token-42";
+const SMTP_PASSWORD: &str = "smtp-password-7";
 const SLACK_TOKEN: &str = "T000/B000/slacktokensecret";
 
 /// The lab with `channels` added to policy us-hq, `tables` appended (channels, `[alerts]`).
@@ -45,6 +46,14 @@ fn email_webhook_chat_and_sms_carry_the_whole_alert_and_every_attempt_is_audited
     let dir = tempfile::tempdir().unwrap();
     let pki = support::pki::make_pki(dir.path(), &["localhost"]);
     let smtp = SmtpSink::start(dir.path(), free_port(), &pki.server_cert, &pki.server_key);
+    let smtps = SmtpSink::start_as(
+        dir.path(),
+        "implicit",
+        free_port(),
+        &pki.server_cert,
+        &pki.server_key,
+        Some(("sosdesk", SMTP_PASSWORD)),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut hooks = HttpReceiver::start(&rt);
     let tables = format!(
@@ -61,6 +70,18 @@ tls = "starttls"
 tls_ca = "{ca}"
 from = "sosdesk <sosdesk@example.org>"
 to = ["security@example.org"]
+
+[[channel]]
+name = "facilities-email"
+kind = "email"
+server = "localhost"
+port = {smtps}
+tls = "implicit"
+username = "sosdesk"
+password = "{SMTP_PASSWORD}"
+tls_ca = "{ca}"
+from = "sosdesk@example.org"
+to = ["facilities@example.org"]
 
 [[channel]]
 name = "siem"
@@ -83,13 +104,14 @@ to = ["+14255550199"]
 fields = {{ To = "{{to}}", Body = "{{text}}", From = "sosdesk" }}
 "#,
         smtp = smtp.port,
+        smtps = smtps.port,
         ca = path_str(&pki.ca_cert),
         hook = hooks.port,
     );
     let mut lab = Lab::start_with(move |c| {
         let api = c.split("[api]\nlisten = \"127.0.0.1:").nth(1).unwrap().split('"').next().unwrap().to_string();
         with_channels(
-            r#"channels = ["security-email", "siem", "ops-slack", "oncall-sms"]"#,
+            r#"channels = ["security-email", "facilities-email", "siem", "ops-slack", "oncall-sms"]"#,
             tables.replace("API_PORT", &api),
         )(c)
     });
@@ -116,6 +138,14 @@ fields = {{ To = "{{to}}", Body = "{{text}}", From = "sosdesk" }}
     }
     let html = mail["html"].as_str().unwrap();
     assert!(html.contains("<th align=\"left\">Callback number</th><td>+14255550123</td>"), "{html}");
+    // The other server: TLS from the first byte, SMTP AUTH required.
+    let mail = smtps.wait_for(1).remove(0);
+    assert_eq!(
+        (&mail["tls"], &mail["login"], &mail["rcpt_tos"][0]),
+        (&true.into(), &"sosdesk".into(), &"facilities@example.org".into()),
+        "{mail}"
+    );
+    assert!(mail["text"].as_str().unwrap().contains("Callback number: +14255550123"));
 
     // The webhook, the Slack message and the SMS: in whatever order they come.
     let mut by_path = std::collections::HashMap::new();
@@ -148,9 +178,9 @@ fields = {{ To = "{{to}}", Body = "{{text}}", From = "sosdesk" }}
 
     // Every attempt audited in the call's record: channel, target, transport, outcome; no secret.
     let count = std::cell::Cell::new(0);
-    lab.wait_for(&mut Vec::new(), "four attempts audited", |e| {
+    lab.wait_for(&mut Vec::new(), "five attempts audited", |e| {
         count.set(count.get() + matches!(e.kind, CallEventKind::Notified { .. }) as usize);
-        count.get() >= 4
+        count.get() >= 5
     });
     lab.stop();
     let audit = lab.audit_events();
@@ -158,6 +188,7 @@ fields = {{ To = "{{to}}", Body = "{{text}}", From = "sosdesk" }}
     let origin = format!("http://127.0.0.1:{}", hooks.port);
     for (target, via) in [
         ("mailto:security@example.org", "email via security-email (SMTP STARTTLS localhost:"),
+        ("mailto:facilities@example.org", "email via facilities-email (SMTP over TLS localhost:"),
         (origin.as_str(), "webhook via siem (json webhook), tier 1, attempt 1: accepted (HTTP 200)"),
         (origin.as_str(), "webhook via ops-slack (slack webhook), tier 1, attempt 1: accepted (HTTP 200)"),
         ("sms:+14255550199", "sms via oncall-sms (SMS gateway http://127.0.0.1:"),
@@ -165,7 +196,7 @@ fields = {{ To = "{{to}}", Body = "{{text}}", From = "sosdesk" }}
         assert!(n.iter().any(|(t, ok, d)| t == target && *ok && d.starts_with(via)), "{target} {via} not in {n:#?}");
     }
     let all = serde_json::to_string(&audit).unwrap();
-    for secret in [WEBHOOK_SECRET, SMS_AUTH, SLACK_TOKEN, "/siem", "/sms/send"] {
+    for secret in [WEBHOOK_SECRET, SMS_AUTH, SLACK_TOKEN, SMTP_PASSWORD, "/siem", "/sms/send"] {
         assert!(!all.contains(secret), "{secret:?} is in the audit log");
     }
     lab.assert_audit_verifies();

@@ -29,11 +29,25 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
-    /// Starts the server on `port` with the certificate and key given; returns once it listens.
+    /// Starts the server on `port` with the certificate and key given, STARTTLS required;
+    /// returns once it listens.
     pub fn start(dir: &Path, port: u16, cert: &Path, key: &Path) -> SmtpSink {
+        SmtpSink::start_as(dir, "starttls", port, cert, key, None)
+    }
+
+    /// As [`start`](Self::start), with TLS `mode` (`starttls` or `implicit`), and SMTP AUTH
+    /// required when `login` (user, password) is given.
+    pub fn start_as(
+        dir: &Path,
+        mode: &str,
+        port: u16,
+        cert: &Path,
+        key: &Path,
+        login: Option<(&str, &str)>,
+    ) -> SmtpSink {
         let ok = Command::new(python()).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
         assert!(ok, "aiosmtpd is not installed: the email tests need a real SMTP server (Debian package python3-aiosmtpd; test.sh installs it)");
-        let out = dir.join("smtp-received");
+        let out = dir.join(format!("smtp-received-{port}"));
         std::fs::create_dir_all(&out).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/smtp_sink.py");
         let child = Command::new(python())
@@ -42,21 +56,23 @@ impl SmtpSink {
             .arg(cert)
             .arg(key)
             .arg(&out)
+            .arg(mode)
+            .args(login.map(|(u, p)| [u, p]).into_iter().flatten())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("smtp-sink.log")).unwrap())
+            .stderr(std::fs::File::create(out.join("log")).unwrap())
             .spawn()
             .expect("start the SMTP server");
         let sink = SmtpSink { child, port, out };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !sink.out.join("ready").exists() {
-            assert!(Instant::now() < deadline, "the SMTP server did not start: {}", sink.log(dir));
+            assert!(Instant::now() < deadline, "the SMTP server did not start: {}", sink.log());
             std::thread::sleep(Duration::from_millis(20));
         }
         sink
     }
 
-    fn log(&self, dir: &Path) -> String {
-        std::fs::read_to_string(dir.join("smtp-sink.log")).unwrap_or_default()
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.out.join("log")).unwrap_or_default()
     }
 
     /// The messages received so far, in order of arrival.
