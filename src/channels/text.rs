@@ -195,7 +195,7 @@ pub fn teams(ev: &CallEvent, ack_url: Option<&str>) -> serde_json::Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::events::{CallEventKind, Caller, CALL_EVENT_VERSION};
     use crate::location::{Erl, LocationSnapshot, LocationSource};

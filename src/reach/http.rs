@@ -145,3 +145,69 @@ where
         .unwrap_or_default();
     Ok((status, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::sign::verify_webhook;
+    use crate::channels::text::tests::call;
+    use crate::channels::{ChannelConfig, Secret};
+
+    fn channel(toml_text: &str) -> ChannelConfig {
+        #[derive(serde::Deserialize)]
+        struct One {
+            channel: ChannelConfig,
+        }
+        toml::from_str::<One>(toml_text).unwrap().channel
+    }
+
+    #[test]
+    fn a_json_webhook_is_the_call_event_signed_with_its_link_beside() {
+        let ChannelConfig::Webhook(w) = channel(
+            "[channel]\nname = \"h\"\nkind = \"webhook\"\nurl = \"https://siem.example.org:8443/in?k=1\"\nsecret = \"0123456789abcdef\"\n",
+        ) else {
+            panic!()
+        };
+        let ev = call("Alice", false);
+        let r = webhook_request(&w, &ev, Some("https://core/ack/t"), 1_700_000_000, None).unwrap();
+        assert_eq!((r.url.host.as_str(), r.url.port, r.url.path.as_str()), ("siem.example.org", 8443, "/in?k=1"));
+        let h = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(h("X-Sosdesk-Timestamp").as_deref(), Some("1700000000"));
+        assert!(verify_webhook(
+            b"0123456789abcdef",
+            "1700000000",
+            &h("X-Sosdesk-Signature").unwrap(),
+            &r.body,
+            1_700_000_001
+        ));
+        assert_eq!(h(ACK_URL_HEADER).as_deref(), Some("https://core/ack/t"));
+        assert_eq!(serde_json::from_slice::<CallEvent>(&r.body).unwrap(), ev);
+        let slack = WebhookChannel { format: WebhookFormat::Slack, secret: None, ..w };
+        let r = webhook_request(&slack, &ev, None, 0, None).unwrap();
+        assert!(r.headers.iter().all(|(k, _)| !k.starts_with("X-Sosdesk")), "no signature without a secret");
+        assert!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["text"].is_string());
+    }
+
+    #[test]
+    fn an_sms_gateway_gets_its_fields_by_get_form_or_json() {
+        let ChannelConfig::Sms(mut s) = channel(
+            "[channel]\nname = \"s\"\nkind = \"sms\"\nurl = \"https://gw.example.org/send?key=abc\"\nmethod = \"GET\"\nto = [\"+1555\"]\nfields = { to = \"{to}\", msg = \"{text}\" }\n",
+        ) else {
+            panic!()
+        };
+        let ev = call("Al & Bo", true);
+        let r = sms_request(&s, "+1555", &ev, None, None).unwrap();
+        assert!(r.body.is_empty() && r.method == HttpMethod::Get);
+        assert!(r.url.path.starts_with("/send?key=abc&msg=TEST+CALL+933%3A+Al+%26+Bo+cb+"), "{}", r.url.path);
+        assert!(r.url.path.ends_with("&to=%2B1555"), "{}", r.url.path);
+        s.method = HttpMethod::Post;
+        s.auth_header = Some(Secret("Bearer t".into()));
+        let r = sms_request(&s, "+1555", &ev, None, None).unwrap();
+        assert!(r.headers.contains(&("Authorization".into(), "Bearer t".into())));
+        assert!(String::from_utf8(r.body).unwrap().starts_with("msg=TEST+CALL+933"));
+        s.encoding = SmsEncoding::Json;
+        let r = sms_request(&s, "+1555", &ev, None, None).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j["to"], "+1555");
+    }
+}

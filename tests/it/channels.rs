@@ -283,3 +283,43 @@ secret = "{WEBHOOK_SECRET}"
     assert_eq!(acks.len(), 1, "one acknowledgement, audited with who: {acks:?}");
     lab.assert_audit_verifies();
 }
+
+#[test]
+fn a_refused_delivery_is_retried_with_backoff_and_each_attempt_audited() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The gateway is busy at first: 503, then it takes the SMS.
+    let mut gateway = HttpReceiver::answering(&rt, vec![503]);
+    let tables = format!(
+        r#"
+[[channel]]
+name = "oncall-sms"
+kind = "sms"
+url = "http://127.0.0.1:{port}/send"
+encoding = "json"
+to = ["+14255550199"]
+fields = {{ number = "{{to}}", message = "{{text}}" }}
+"#,
+        port = gateway.port,
+    );
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["oncall-sms"]"#, tables));
+    call(&lab, "911");
+    let first = gateway.next_to(&rt, "/send");
+    let retried = gateway.next_to(&rt, "/send");
+    assert_eq!(first.body, retried.body, "the same SMS again");
+    let sms: serde_json::Value = serde_json::from_slice(&retried.body).unwrap();
+    assert_eq!(sms["number"], "+14255550199");
+    assert!(
+        sms["message"].as_str().unwrap().starts_with("EMERGENCY CALL 911: Alice Example cb +14255550123."),
+        "{sms}"
+    );
+    let count = std::cell::Cell::new(0);
+    lab.wait_for(&mut Vec::new(), "two attempts audited", |e| {
+        count.set(count.get() + matches!(e.kind, CallEventKind::Notified { .. }) as usize);
+        count.get() >= 2
+    });
+    lab.stop();
+    let n = notified(&lab.audit_events());
+    assert_eq!(n.len(), 2, "{n:#?}");
+    assert!(!n[0].1 && n[0].2.ends_with("attempt 1: failed (HTTP 503 busy); retry in 1 s"), "{n:#?}");
+    assert!(n[1].1 && n[1].2.ends_with("attempt 2: accepted (HTTP 200)"), "{n:#?}");
+}

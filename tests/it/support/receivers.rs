@@ -139,6 +139,13 @@ pub struct HttpReceiver {
 
 impl HttpReceiver {
     pub fn start(rt: &tokio::runtime::Runtime) -> HttpReceiver {
+        HttpReceiver::answering(rt, Vec::new())
+    }
+
+    /// As [`start`](Self::start), the first requests answered with `statuses` in turn (a
+    /// receiver that is busy at first), the rest `200`.
+    pub fn answering(rt: &tokio::runtime::Runtime, statuses: Vec<u16>) -> HttpReceiver {
+        let statuses = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(statuses)));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = std_listener.local_addr().unwrap().port();
         std_listener.set_nonblocking(true).unwrap();
@@ -148,11 +155,12 @@ impl HttpReceiver {
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else { return };
                 let tx = tx.clone();
+                let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
                 tokio::spawn(async move {
                     if let Some(req) = read_request(&mut conn).await {
-                        let _ = conn
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                            .await;
+                        let answer =
+                            format!("HTTP/1.1 {status} X\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy");
+                        let _ = conn.write_all(answer.as_bytes()).await;
                         let _ = tx.send(req);
                     }
                 });
