@@ -967,8 +967,7 @@ impl Config {
         if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
             return Err(self.err("api", "give both `tls_cert` and `tls_key`, or neither"));
         }
-        let uses: Vec<_> =
-            self.policies.iter().map(|p| (p.name.as_str(), &p.channels[..], &p.escalation[..])).collect();
+        let uses: Vec<_> = self.policies.iter().map(|p| (&p.channels[..], &p.escalation[..])).collect();
         crate::channels::validate(&self.alerts, &self.channels, &uses).map_err(|(k, r)| self.err(k, r))?;
         if self.api.listen.is_some() && self.api.listen == self.lis.held {
             return Err(self.err("api.listen", "the API cannot share the HELD endpoint's address"));

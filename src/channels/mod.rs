@@ -328,11 +328,11 @@ fn check_url(url: &str) -> Result<Url, String> {
 }
 
 /// Checks the channels and the policies' use of them: `Err((key, reason))`, which the config
-/// turns into its file, key and reason. `policies`: (name, channels, escalation) of each.
+/// turns into its file, key and reason. `policies`: (channels, escalation) of each, in order.
 pub fn validate(
     alerts: &AlertsConfig,
     channels: &[ChannelConfig],
-    policies: &[(&str, &[String], &[EscalationTier])],
+    policies: &[(&[String], &[EscalationTier])],
 ) -> Result<(), (String, String)> {
     let err = |k: String, r: String| Err((k, r));
     if let Some(u) = &alerts.public_url {
@@ -420,8 +420,7 @@ pub fn validate(
             }
         }
     }
-    for (i, (pname, chans, escalation)) in policies.iter().enumerate() {
-        let _ = pname;
+    for (i, (chans, escalation)) in policies.iter().enumerate() {
         let known = |key: String, list: &[String]| -> Result<(), (String, String)> {
             for (j, n) in list.iter().enumerate() {
                 if !names.contains(n.as_str()) {
