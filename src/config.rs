@@ -50,6 +50,12 @@ pub struct Config {
     /// The HTTP API for desks on other machines (history, audit, acknowledgements, live events).
     #[serde(default)]
     pub api: ApiConfig,
+    /// Alert channels beyond SIP (email, webhooks, SMS; docs/channels.md), listed by policies.
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<crate::channels::ChannelConfig>,
+    /// What every channel shares: acknowledgement links, timeouts, retries.
+    #[serde(default)]
+    pub alerts: crate::channels::AlertsConfig,
     /// Policy for callers from no configured site.
     pub default_policy: String,
     /// Set by [`Config::load`]: the file it came from (relative store paths resolve against it).
@@ -419,15 +425,7 @@ pub struct RouteConfig {
 }
 
 /// A password from the config: never printed, not even in a debug log.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<hidden>")
-    }
-}
+pub use crate::channels::Secret;
 
 /// A route's `address`, parsed when the config is read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -503,6 +501,13 @@ pub struct PolicyConfig {
     /// One acknowledgement clears every desk (`any`), or each desk acknowledges (`each`).
     #[serde(default)]
     pub acknowledge: AcknowledgeMode,
+    /// `[[channel]]` names alerted the moment an emergency call is detected.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Channels alerted later unless someone has acknowledged by then:
+    /// `[{ after_s = 60, channels = ["oncall-sms"] }]` (docs/channels.md).
+    #[serde(default)]
+    pub escalation: Vec<crate::channels::EscalationTier>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -962,6 +967,8 @@ impl Config {
         if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
             return Err(self.err("api", "give both `tls_cert` and `tls_key`, or neither"));
         }
+        let uses: Vec<_> = self.policies.iter().map(|p| (&p.channels[..], &p.escalation[..])).collect();
+        crate::channels::validate(&self.alerts, &self.channels, &uses).map_err(|(k, r)| self.err(k, r))?;
         if self.api.listen.is_some() && self.api.listen == self.lis.held {
             return Err(self.err("api.listen", "the API cannot share the HELD endpoint's address"));
         }
@@ -1307,5 +1314,60 @@ masks = ["9911"]
         for good in ["provider.example.com", "127.0.0.1:5070", "[2001:db8::1]:5060", "[::1]", "e911-1.example"] {
             assert!(Config::from_toml(&with(good), Path::new("x.toml")).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn alert_channels_and_escalation_load_and_mistakes_are_named() {
+        let channels = r#"
+[alerts]
+public_url = "https://sosdesk.example.org:8443"
+[[channel]]
+name = "mail"
+kind = "email"
+server = "smtp.example.org"
+tls = "starttls"
+username = "sosdesk"
+password = "smtp-secret"
+from = "sosdesk <sosdesk@example.org>"
+to = ["security@example.org"]
+[[channel]]
+name = "slack"
+kind = "webhook"
+format = "slack"
+url = "https://hooks.slack.com/services/T/B/x"
+[[channel]]
+name = "sms"
+kind = "sms"
+url = "https://sms.example.org/send"
+to = ["+14255550199"]
+fields = { to = "{to}", text = "{text}" }
+"#;
+        let with = |policy: &str, extra: &str| {
+            let t = GOOD.replace("pstn_usage = \"e\"\n", &format!("pstn_usage = \"e\"\n{policy}\n"));
+            format!("{t}{channels}{extra}")
+        };
+        let use_them = "channels = [\"mail\", \"slack\"]\nescalation = [{ after_s = 60, channels = [\"sms\"] }]";
+        let c = Config::from_toml(&with(use_them, ""), Path::new("x.toml")).unwrap();
+        let tiers = crate::channels::tiers(&c.policies[0].channels, &c.policies[0].escalation);
+        assert_eq!(tiers.iter().map(|t| t.after_s).collect::<Vec<_>>(), [0, 60]);
+        assert!(!format!("{c:?}").contains("smtp-secret"), "a secret in a debug print");
+        let refused = |text: String, key: &str| {
+            let e = Config::from_toml(&text, Path::new("x.toml")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        };
+        refused(with("channels = [\"pager\"]", ""), "policy[0].channels[0]");
+        refused(
+            with("escalation = [{ after_s = 99999999, channels = [\"sms\"] }]", ""),
+            "policy[0].escalation[0].after_s",
+        );
+        refused(with("", "[[channel]]\nname = \"mail\"\nkind = \"sms\"\nurl = \"https://x/\"\nto = [\"+1\"]\nfields = { t = \"{text}\" }\n"), "channel[3].name");
+        refused(with("", "[[channel]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"http://example.org/h\"\nsecret = \"0123456789abcdef\"\n"), "channel[3].url");
+        refused(
+            with("", "[[channel]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"https://example.org/h\"\n"),
+            "channel[3].secret",
+        );
+        refused(with("", "[[channel]]\nname = \"m\"\nkind = \"email\"\nserver = \"mx.example.org\"\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n"), "channel[3].tls");
+        refused(with("", "[[channel]]\nname = \"s\"\nkind = \"sms\"\nurl = \"https://x/\"\nto = [\"555-0199\"]\nfields = { t = \"{text}\" }\n"), "channel[3].to[0]");
+        refused(with("", "[[channel]]\nname = \"s\"\nkind = \"sms\"\nurl = \"https://x/\"\nto = [\"+1555\"]\nfields = { t = \"{to}\" }\n"), "channel[3].fields");
     }
 }

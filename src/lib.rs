@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod core_handle;
@@ -16,6 +17,7 @@ pub mod location;
 pub mod media;
 pub mod notify;
 pub mod policy;
+pub mod reach;
 pub mod registrar;
 pub mod routing;
 pub mod server;

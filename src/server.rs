@@ -209,8 +209,18 @@ impl Core {
             condition: condition.clone(),
         };
         tokio::spawn(crate::watchdog::run(handle.clone(), audit.watch_health(), condition_tx, stop_rx.clone()));
+        // Email, webhook and SMS alerts follow the events like a desk (never on the call's path);
+        // the acknowledgement links they carry are checked by the API with the same key.
+        // A key that cannot be kept must not stop the core: links then work until the next start.
+        let ack_key = crate::reach::ack_key(cfg).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "no lasting key for acknowledgement links: this run's links stop working at the next start");
+            rand::random::<[u8; 32]>().to_vec().into()
+        });
+        tokio::spawn(crate::reach::run(Arc::new(cfg.clone()), handle.clone(), ack_key.clone(), stop_rx.clone()));
         let api = match cfg.api.listen {
-            Some(addr) => Some(start_api(cfg, addr, handle, audit.clone(), guard.clone(), stop_rx.clone()).await?),
+            Some(addr) => {
+                Some(start_api(cfg, addr, handle, audit.clone(), guard.clone(), ack_key, stop_rx.clone()).await?)
+            }
             None => None,
         };
         let mut engine = Engine::new(cfg, local.clone(), Now::read());
@@ -818,12 +828,14 @@ async fn start_api(
     core: CoreHandle,
     audit: AuditWriter,
     guard: crate::access::SharedGuard,
+    ack_key: Arc<[u8]>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, bool), StartError> {
     let listener =
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { transport: "HTTP (API)", addr, source })?;
     let bound = listener.local_addr().map_err(|e| StartError::Api(e.to_string()))?;
-    let app = crate::api::router(cfg, core, audit, guard);
+    let links = crate::api::ack_link::router(core.clone(), ack_key);
+    let app = crate::api::router(cfg, core, audit, guard).merge(links);
     let shutdown = async move {
         let _ = stop.changed().await;
     };

@@ -6,6 +6,7 @@
 //! and count towards the same per-address block as SIP ([`crate::access`]); a refused request
 //! learns nothing about calls. Passwords are compared in constant time and never logged.
 
+pub mod ack_link;
 pub mod client;
 pub mod tls;
 

@@ -52,6 +52,18 @@ fn system_roots() -> RootCertStore {
     roots
 }
 
+/// The client side of HTTPS and SMTP alerts (`crate::reach`): the system's CAs, and `extra_ca`'s
+/// (a PEM file) when given.
+pub fn alert_client(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = system_roots();
+    if let Some(p) = extra_ca {
+        for cert in load_certs(p)? {
+            roots.add(cert).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+    }
+    client_config(roots, None)
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -12,6 +12,7 @@ mod support;
 mod api;
 mod architecture;
 mod audit_store;
+mod channels;
 mod cli;
 mod crash;
 mod desk_events;

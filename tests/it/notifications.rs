@@ -31,7 +31,7 @@ fn parts(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn notified(events: &[CallEvent]) -> Vec<(String, bool, String)> {
+pub(crate) fn notified(events: &[CallEvent]) -> Vec<(String, bool, String)> {
     events
         .iter()
         .filter_map(|e| match &e.kind {

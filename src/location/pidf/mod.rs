@@ -23,7 +23,7 @@ mod civic;
 mod geometry;
 mod geopriv;
 mod parse;
-mod xml;
+pub(crate) mod xml;
 
 use std::fmt;
 

@@ -1,0 +1,294 @@
+//! What each channel says. The whole alert (Kari's Law, RAY BAUM'S Act: emergency number,
+//! caller, callback number, dispatchable location with floor and room, time) in every channel,
+//! built from the notification IM's text (`notify::human_text`) so that every channel says the
+//! same; a test call (933) says TEST first everywhere. Caller-controlled text (display names,
+//! PIDF-LO text) is escaped for each medium: HTML, Slack mrkdwn, Markdown.
+
+use crate::events::CallEvent;
+
+/// `EMERGENCY CALL 911 — Alice Example — HQ, 2nd floor, room 210` (`TEST CALL 933 — …`).
+pub fn subject(ev: &CallEvent) -> String {
+    let what = if ev.test_call { "TEST CALL" } else { "EMERGENCY CALL" };
+    format!("{what} {} — {} — {}", ev.normalized, caller_name(ev), place(ev))
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The caller's name, else the callback number.
+fn caller_name(ev: &CallEvent) -> String {
+    let name = ev.caller.display_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    name.unwrap_or(&ev.caller.number).to_string()
+}
+
+/// Where, in a few words: the ERL's label, else the address.
+fn place(ev: &CallEvent) -> String {
+    match ev.location.erl.as_ref().filter(|e| !e.label.trim().is_empty()) {
+        Some(erl) => erl.label.clone(),
+        None => ev.location.describe(),
+    }
+}
+
+/// The plain text: the notification IM's lines, then the acknowledgement link.
+pub fn plain(ev: &CallEvent, ack_url: Option<&str>) -> String {
+    let mut t = crate::notify::human_text(ev);
+    if let Some(url) = ack_url {
+        t.push_str(&format!("\r\nAcknowledge (stops the escalation): {url}\r\n"));
+    }
+    t
+}
+
+/// `&`, `<`, `>`, `"` and `'` as entities (the PIDF-LO writer's XML escaping, valid HTML too):
+/// caller text is text, never markup.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    crate::location::pidf::xml::escape_into(&mut out, s, true);
+    out
+}
+
+/// The HTML part: the same lines as the text, as a table, every value escaped.
+pub fn html(ev: &CallEvent, ack_url: Option<&str>) -> String {
+    let text = crate::notify::human_text(ev);
+    let mut lines = text.lines().filter(|l| !l.is_empty());
+    let headline = lines.next().unwrap_or_default();
+    let color = if ev.test_call { "#555555" } else { "#b00020" };
+    let mut h = format!("<!DOCTYPE html><html><body><h1 style=\"color:{color}\">{}</h1><table>", html_escape(headline));
+    for line in lines {
+        match line.split_once(": ") {
+            Some((label, value)) => h.push_str(&format!(
+                "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
+                html_escape(label),
+                html_escape(value)
+            )),
+            None => h.push_str(&format!("<tr><td colspan=\"2\">{}</td></tr>", html_escape(line))),
+        }
+    }
+    h.push_str("</table>");
+    if let Some(url) = ack_url {
+        h.push_str(&format!(
+            "<p><a href=\"{}\">Acknowledge this alert</a> (stops the escalation)</p>",
+            html_escape(url)
+        ));
+    }
+    h.push_str("</body></html>");
+    h
+}
+
+/// The most an SMS alert takes: two concatenated GSM 03.38 messages (2 × 153).
+pub const SMS_MAX: usize = 306;
+
+/// The SMS text: at most [`SMS_MAX`] characters, in the GSM 7-bit alphabet's printable ASCII
+/// (other characters become `?`, so one character is one septet and the count holds). What is
+/// cut when it is too long is the address, never the number, the callback or the link.
+pub fn sms(ev: &CallEvent, ack_url: Option<&str>) -> String {
+    let head = if ev.test_call { "TEST CALL" } else { "EMERGENCY CALL" };
+    let mut where_ = place(ev);
+    if let Some(erl) = &ev.location.erl {
+        for (l, v) in [("fl", &erl.civic.flr), ("rm", &erl.civic.room)] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty() && !where_.contains(v)) {
+                where_.push_str(&format!(" {l} {v}"));
+            }
+        }
+        let addr = erl.civic.one_line();
+        if !addr.is_empty() && where_ != addr {
+            where_.push_str(&format!("; {addr}"));
+        }
+    }
+    let time = ev.at.format("%H:%M UTC");
+    let front = format!("{head} {}: {} cb {}. ", ev.normalized, caller_name(ev), ev.caller.number);
+    let back = match ack_url {
+        Some(u) => format!(" {time}. Ack: {u}"),
+        None => format!(" {time}."),
+    };
+    let room = SMS_MAX.saturating_sub(front.chars().count() + back.chars().count());
+    let where_: String = where_.chars().take(room).collect();
+    let s = format!("{front}{where_}{back}");
+    s.chars().map(|c| if (' '..='~').contains(&c) { c } else { '?' }).take(SMS_MAX).collect()
+}
+
+/// Slack mrkdwn: `&`, `<` and `>` escaped (a caller cannot make a link or a mention).
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Markdown (Mattermost, Teams): every character that could start markup backslash-escaped.
+fn markdown_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\`*_{}[]()#+-.!|<>~&".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The alert's lines as (label, value); the headline has no label.
+fn facts(ev: &CallEvent) -> (String, Vec<(String, String)>) {
+    let text = crate::notify::human_text(ev);
+    let mut lines = text.lines().filter(|l| !l.is_empty());
+    let headline = lines.next().unwrap_or_default().to_string();
+    let facts = lines
+        .map(|l| match l.split_once(": ") {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => (String::new(), l.to_string()),
+        })
+        .collect();
+    (headline, facts)
+}
+
+/// A Slack incoming webhook's body.
+pub fn slack(ev: &CallEvent, ack_url: Option<&str>) -> serde_json::Value {
+    let (headline, facts) = facts(ev);
+    let mut t = format!(":rotating_light: *{}*\n", slack_escape(&headline));
+    for (label, value) in facts {
+        t.push_str(&format!("*{}:* {}\n", slack_escape(&label), slack_escape(&value)));
+    }
+    if let Some(u) = ack_url {
+        t.push_str(&format!("<{}|Acknowledge> (stops the escalation)\n", slack_escape(u)));
+    }
+    serde_json::json!({ "text": t })
+}
+
+/// A Mattermost incoming webhook's body.
+pub fn mattermost(ev: &CallEvent, ack_url: Option<&str>) -> serde_json::Value {
+    serde_json::json!({ "text": markdown_lines(ev, ack_url) })
+}
+
+fn markdown_lines(ev: &CallEvent, ack_url: Option<&str>) -> String {
+    let (headline, facts) = facts(ev);
+    let mut t = format!("#### {}\n", markdown_escape(&headline));
+    for (label, value) in facts {
+        t.push_str(&format!("**{}:** {}  \n", markdown_escape(&label), markdown_escape(&value)));
+    }
+    if let Some(u) = ack_url {
+        t.push_str(&format!("[Acknowledge]({u}) (stops the escalation)\n"));
+    }
+    t
+}
+
+/// A Microsoft Teams webhook's body (Workflows and the incoming webhook connector): an Adaptive
+/// Card (1.4) with the headline, the facts and an "Acknowledge" button.
+pub fn teams(ev: &CallEvent, ack_url: Option<&str>) -> serde_json::Value {
+    let (headline, facts) = facts(ev);
+    let facts: Vec<_> = facts
+        .into_iter()
+        .map(|(t, v)| serde_json::json!({ "title": markdown_escape(&t), "value": markdown_escape(&v) }))
+        .collect();
+    let mut card = serde_json::json!({
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            { "type": "TextBlock", "text": markdown_escape(&headline), "weight": "Bolder", "size": "Large",
+              "color": if ev.test_call { "Default" } else { "Attention" }, "wrap": true },
+            { "type": "FactSet", "facts": facts },
+        ],
+    });
+    if let Some(u) = ack_url {
+        card["actions"] = serde_json::json!([{ "type": "Action.OpenUrl", "title": "Acknowledge", "url": u }]);
+    }
+    serde_json::json!({
+        "type": "message",
+        "attachments": [{ "contentType": "application/vnd.microsoft.card.adaptive", "content": card }],
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::events::{CallEventKind, Caller, CALL_EVENT_VERSION};
+    use crate::location::{Erl, LocationSnapshot, LocationSource};
+
+    pub(crate) fn call(name: &str, test: bool) -> CallEvent {
+        let mut erl = Erl { label: "HQ, 2nd floor, room 210".into(), ..Default::default() };
+        erl.civic.country = Some("US".into());
+        erl.civic.a1 = Some("WA".into());
+        erl.civic.a3 = Some("Redmond".into());
+        erl.civic.hno = Some("1".into());
+        erl.civic.rd = Some("Microsoft Way".into());
+        erl.civic.flr = Some("2".into());
+        erl.civic.room = Some("210".into());
+        let mut location = LocationSnapshot::none();
+        location.erl = Some(erl);
+        location.source = LocationSource::SiteDefault;
+        CallEvent {
+            version: CALL_EVENT_VERSION,
+            call_id: "c-1".into(),
+            seq: 1,
+            at: chrono::DateTime::parse_from_rfc3339("2026-12-05T06:00:00Z").unwrap().into(),
+            caller: Caller {
+                number: "+14255550123".into(),
+                display_name: Some(name.into()),
+                uri: "sip:+14255550123@pbx".into(),
+                source: "udp:192.0.2.1:5060".into(),
+            },
+            dialed: if test { "933".into() } else { "9911".into() },
+            normalized: if test { "933".into() } else { "911".into() },
+            test_call: test,
+            policy: "us-hq".into(),
+            site: Some("HQ".into()),
+            location,
+            route: None,
+            kind: CallEventKind::Detected,
+        }
+    }
+
+    #[test]
+    fn subject_and_text_carry_the_whole_alert_and_tests_say_test() {
+        let ev = call("Alice Example", false);
+        assert_eq!(subject(&ev), "EMERGENCY CALL 911 — Alice Example — HQ, 2nd floor, room 210");
+        assert_eq!(subject(&call("Bob\r\nBcc: x", true)), "TEST CALL 933 — Bob  Bcc: x — HQ, 2nd floor, room 210");
+        let t = plain(&ev, Some("https://core/ack/t"));
+        for want in [
+            "EMERGENCY CALL to 911",
+            "Caller: Alice Example",
+            "Callback number: +14255550123",
+            "Floor: 2",
+            "Room: 210",
+            "Redmond",
+            "Time: ",
+            "https://core/ack/t",
+        ] {
+            assert!(t.contains(want), "{want} in {t}");
+        }
+        assert!(plain(&call("A", true), None).starts_with("TEST CALL to 933"));
+    }
+
+    #[test]
+    fn html_escapes_caller_text() {
+        let h = html(&call("<script>alert(1)</script> & 'x'", false), Some("https://core/ack/a?b=1&c=\"2\""));
+        assert!(!h.contains("<script>"), "{h}");
+        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &apos;x&apos;"), "{h}");
+        assert!(h.contains("href=\"https://core/ack/a?b=1&amp;c=&quot;2&quot;\""), "{h}");
+        assert!(h.contains("<th align=\"left\">Room</th><td>210</td>"), "{h}");
+    }
+
+    #[test]
+    fn sms_fits_two_messages_and_keeps_number_callback_and_link() {
+        let link = format!("https://sosdesk.example.org:8443/ack/{}", "x".repeat(120));
+        let mut ev = call(&"N".repeat(40), false);
+        ev.location.erl.as_mut().unwrap().label = "L".repeat(400);
+        let s = sms(&ev, Some(&link));
+        assert!(s.chars().count() <= SMS_MAX, "{} chars", s.chars().count());
+        assert!(s.starts_with("EMERGENCY CALL 911: ") && s.contains("cb +14255550123") && s.ends_with(&link), "{s}");
+        let s = sms(&call("Zoë", true), None);
+        assert!(s.starts_with("TEST CALL 933: Zo? cb +14255550123. HQ, 2nd floor, room 210; "), "{s}");
+        assert!(s.bytes().all(|b| (b' '..=b'~').contains(&b)));
+    }
+
+    #[test]
+    fn chat_formats_escape_markup() {
+        let ev = call("<!channel> [x](http://evil) *b*", false);
+        let s = slack(&ev, Some("https://core/ack/t"))["text"].as_str().unwrap().to_string();
+        assert!(s.contains("&lt;!channel&gt;") && !s.contains("<!channel>"), "{s}");
+        assert!(s.contains("<https://core/ack/t|Acknowledge>"), "{s}");
+        let m = mattermost(&ev, None)["text"].as_str().unwrap().to_string();
+        assert!(m.contains("\\[x\\]\\(http://evil\\)") && m.contains("\\*b\\*"), "{m}");
+        let t = teams(&ev, Some("https://core/ack/t"));
+        let card = &t["attachments"][0]["content"];
+        assert_eq!(card["type"], "AdaptiveCard");
+        assert_eq!(card["actions"][0]["url"], "https://core/ack/t");
+        assert!(card["body"][1]["facts"].as_array().unwrap().iter().any(|f| f["title"] == "Callback number"));
+    }
+}

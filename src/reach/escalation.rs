@@ -1,0 +1,168 @@
+//! One call's escalation: each tier alerted at its time unless the call was acknowledged by
+//! then; each recipient's delivery retried with backoff within `[alerts] retry_for_s`, and
+//! stopped by an acknowledgement too (nobody needs the alert any more).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::channels::sign::{ack_token, AckClaim};
+use crate::channels::{ChannelConfig, EscalationTier};
+use crate::events::{CallEvent, CallEventKind};
+
+pub(super) struct Tier {
+    after: Duration,
+    channels: Vec<Arc<ChannelConfig>>,
+}
+
+/// The policy's tiers with their channels (config validation made sure every name exists).
+pub(super) fn resolve(tiers: &[EscalationTier], channels: &HashMap<String, Arc<ChannelConfig>>) -> Vec<Tier> {
+    tiers
+        .iter()
+        .map(|t| Tier {
+            after: Duration::from_secs(t.after_s),
+            channels: t.channels.iter().filter_map(|n| channels.get(n).cloned()).collect(),
+        })
+        .collect()
+}
+
+/// Waits until `at`; `false` when the call was acknowledged first.
+async fn wait_unacknowledged(acked: &mut watch::Receiver<bool>, at: Instant) -> bool {
+    let acknowledged = tokio::select! {
+        _ = tokio::time::sleep_until(at) => None,
+        r = acked.wait_for(|a| *a) => Some(r.is_ok()),
+    };
+    match acknowledged {
+        None => !*acked.borrow(),
+        Some(true) => false,
+        // The dispatcher has stopped: the core is stopping.
+        Some(false) => false,
+    }
+}
+
+pub(super) async fn escalate(
+    ev: Arc<CallEvent>,
+    tiers: Vec<Tier>,
+    mut acked: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+) {
+    let start = Instant::now();
+    for (n, tier) in tiers.into_iter().enumerate() {
+        if !wait_unacknowledged(&mut acked, start + tier.after).await {
+            tracing::info!(call = %ev.call_id, tier = n + 1, "acknowledged: later tiers are not alerted");
+            return;
+        }
+        for ch in tier.channels {
+            for target in ch.targets() {
+                let d = Delivery { ev: ev.clone(), ch: ch.clone(), target, tier: n + 1 };
+                tokio::spawn(d.run(acked.clone(), shared.clone()));
+            }
+        }
+    }
+}
+
+/// One recipient of one channel.
+struct Delivery {
+    ev: Arc<CallEvent>,
+    ch: Arc<ChannelConfig>,
+    /// As audited: `mailto:…`, `sms:…`, a webhook's origin.
+    target: String,
+    tier: usize,
+}
+
+impl Delivery {
+    async fn run(self, mut acked: watch::Receiver<bool>, shared: Arc<Shared>) {
+        let ack_url = self.ack_url(&shared);
+        let give_up_at = Instant::now() + shared.retry_for;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = {
+                // Bounded: at most MAX_SENDING attempts on the network at once.
+                let _slot = shared.sending.acquire().await;
+                tokio::time::timeout(shared.attempt_timeout, self.attempt(&shared, ack_url.as_deref()))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {} s", shared.attempt_timeout.as_secs())))
+            };
+            let wait = crate::notify::backoff(attempt);
+            let retry = result.is_err() && Instant::now() + wait <= give_up_at && !*acked.borrow();
+            let detail = format!(
+                "{} via {} ({}), tier {}, attempt {attempt}: {}{}",
+                self.ch.kind(),
+                self.ch.name(),
+                self.transport(),
+                self.tier,
+                match &result {
+                    Ok(r) => format!("accepted ({r})"),
+                    Err(e) => format!("failed ({e})"),
+                },
+                match (&result, retry) {
+                    (Ok(_), _) => String::new(),
+                    (Err(_), true) => format!("; retry in {} s", wait.as_secs()),
+                    (Err(_), false) => "; given up".into(),
+                }
+            );
+            if result.is_ok() {
+                tracing::info!(call = %self.ev.call_id, target = %self.target, %detail, "alert delivered");
+            } else {
+                tracing::warn!(call = %self.ev.call_id, target = %self.target, %detail, "alert not delivered");
+            }
+            let kind = CallEventKind::Notified { uri: self.target.clone(), ok: result.is_ok(), detail };
+            if let Err(e) = shared.core.annotate(&self.ev.call_id, kind).await {
+                tracing::error!(call = %self.ev.call_id, error = %e, "an alert attempt could not be audited");
+            }
+            if !retry || !wait_unacknowledged(&mut acked, Instant::now() + wait).await {
+                return;
+            }
+        }
+    }
+
+    /// The link that acknowledges as this recipient (none without `[alerts] public_url`).
+    fn ack_url(&self, shared: &Shared) -> Option<String> {
+        let base = shared.cfg.alerts.public_url.as_deref()?.trim_end_matches('/');
+        let expires = chrono::Utc::now().timestamp() + shared.cfg.alerts.ack_valid_s as i64;
+        let claim = AckClaim { call_id: self.ev.call_id.clone(), target: self.target.clone(), expires };
+        Some(format!("{base}/ack/{}", ack_token(&shared.ack_key, &claim)))
+    }
+
+    /// How it travels, for the audit: `SMTP STARTTLS smtp.example.org:587`, `HTTPS`.
+    fn transport(&self) -> String {
+        match &*self.ch {
+            ChannelConfig::Email(e) => {
+                let tls = match e.tls {
+                    crate::channels::SmtpTls::Starttls => "SMTP STARTTLS",
+                    crate::channels::SmtpTls::Implicit => "SMTP over TLS",
+                    crate::channels::SmtpTls::None => "SMTP without TLS",
+                };
+                format!("{tls} {}:{}", e.server, e.port())
+            }
+            ChannelConfig::Webhook(w) => format!("{:?} webhook", w.format).to_lowercase(),
+            ChannelConfig::Sms(s) => {
+                format!("SMS gateway {}", crate::channels::Url::parse(&s.url.0).map(|u| u.origin()).unwrap_or_default())
+            }
+        }
+    }
+
+    async fn attempt(&self, shared: &Shared, ack_url: Option<&str>) -> Result<String, String> {
+        let ca = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| shared.cfg.path(p));
+        match &*self.ch {
+            ChannelConfig::Email(e) => {
+                let to = self.target.strip_prefix("mailto:").unwrap_or(&self.target);
+                let msg = super::email::message(e, to, &self.ev, ack_url)?;
+                super::email::send(e, ca(&e.tls_ca).as_deref(), msg, shared.attempt_timeout).await
+            }
+            ChannelConfig::Webhook(w) => {
+                let now = chrono::Utc::now().timestamp();
+                super::http::send(super::http::webhook_request(w, &self.ev, ack_url, now, ca(&w.tls_ca))?).await
+            }
+            ChannelConfig::Sms(s) => {
+                let to = self.target.strip_prefix("sms:").unwrap_or(&self.target);
+                super::http::send(super::http::sms_request(s, to, &self.ev, ack_url, ca(&s.tls_ca))?).await
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Alerts beyond SIP, sent (issue 15): email, webhooks and SMS to the channels a policy lists,
+//! tier after tier of its escalation until someone acknowledges (docs/channels.md).
+//!
+//! An I/O shell beside the engine, never in front of it: it follows the core's event broadcast
+//! like a desk does, so an alert can never hold up the call — the INVITE has left before the
+//! `detected` event is broadcast. Each call's escalation is a task; each delivery (one
+//! recipient of one channel) a task of its own with its retries, so a slow SMTP server delays
+//! nobody else; at most [`MAX_SENDING`] attempts are on the network at once. Every attempt is
+//! audited in the call's record (`notified`: target, success, channel, transport, tier, try),
+//! through the engine like a desk's acknowledgement; secrets are never in it.
+
+pub mod email;
+mod escalation;
+pub mod http;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch, Semaphore};
+
+use crate::channels::{ChannelConfig, EscalationTier};
+use crate::config::Config;
+use crate::core_handle::CoreHandle;
+use crate::events::CallEventKind;
+
+/// Attempts (SMTP sessions, HTTP requests) on the network at once, across all calls: a burst
+/// of calls queues its alerts here instead of opening thousands of connections.
+pub const MAX_SENDING: usize = 32;
+/// Calls followed before the first look for escalations that have ended.
+const PRUNE_FIRST: usize = 1024;
+/// Where the acknowledgement links' key is kept when `[alerts] ack_key` is not set.
+pub fn ack_key_path(cfg: &Config) -> PathBuf {
+    cfg.store_path().with_extension("ack-key")
+}
+
+/// The acknowledgement links' HMAC key: `[alerts] ack_key`, else the one kept beside the store,
+/// made (32 random bytes, readable by this user only) at the first start.
+pub fn ack_key(cfg: &Config) -> Result<Arc<[u8]>, String> {
+    if let Some(k) = &cfg.alerts.ack_key {
+        return Ok(k.0.as_bytes().into());
+    }
+    let path = ack_key_path(cfg);
+    match std::fs::read_to_string(&path) {
+        Ok(hexed) => {
+            let key = hex::decode(hexed.trim()).map_err(|e| format!("{}: {e}", path.display()))?;
+            if key.len() < 32 {
+                return Err(format!("{}: a key of fewer than 32 bytes", path.display()));
+            }
+            Ok(key.into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut f, hex::encode(key).as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(key.to_vec().into())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// What every delivery of every call shares.
+struct Shared {
+    core: CoreHandle,
+    cfg: Arc<Config>,
+    ack_key: Arc<[u8]>,
+    sending: Semaphore,
+    attempt_timeout: Duration,
+    retry_for: Duration,
+}
+
+/// Follows the core's events and alerts each emergency call's policy channels; ends when
+/// `stop` is set or the core's broadcast closes. Nothing to do (no policy lists a channel):
+/// returns at once.
+pub async fn run(cfg: Arc<Config>, core: CoreHandle, ack_key: Arc<[u8]>, mut stop: watch::Receiver<bool>) {
+    let plans: HashMap<String, Vec<EscalationTier>> = cfg
+        .policies
+        .iter()
+        .map(|p| (p.name.clone(), crate::channels::tiers(&p.channels, &p.escalation)))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    if plans.is_empty() {
+        return;
+    }
+    let channels: HashMap<String, Arc<ChannelConfig>> =
+        cfg.channels.iter().map(|c| (c.name().to_string(), Arc::new(c.clone()))).collect();
+    let mut events = core.subscribe();
+    let shared = Arc::new(Shared {
+        core,
+        attempt_timeout: Duration::from_secs(cfg.alerts.attempt_timeout_s),
+        retry_for: Duration::from_secs(cfg.alerts.retry_for_s),
+        cfg,
+        ack_key,
+        sending: Semaphore::new(MAX_SENDING),
+    });
+    // Each followed call's "acknowledged" flag: set by the first acknowledgement, from any path.
+    let mut followed: HashMap<String, watch::Sender<bool>> = HashMap::new();
+    let mut prune_at = PRUNE_FIRST;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.changed() => return,
+            r = events.recv() => match r {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!(missed = n, "alert channels fell behind the core's events: some calls may not be alerted by email, webhook or SMS");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        match &ev.kind {
+            CallEventKind::Detected if !ev.normalized.is_empty() => {
+                let Some(tiers) = plans.get(&ev.policy) else { continue };
+                let tiers = escalation::resolve(tiers, &channels);
+                let (acked_tx, acked) = watch::channel(false);
+                if followed.len() >= prune_at {
+                    // Escalations that have ended (their flag has no reader left) are forgotten;
+                    // the next look when the live ones have doubled (amortised O(1) per call).
+                    followed.retain(|_, tx| !tx.is_closed());
+                    prune_at = (followed.len() * 2).max(PRUNE_FIRST);
+                }
+                followed.insert(ev.call_id.clone(), acked_tx);
+                tokio::spawn(escalation::escalate(Arc::new(ev), tiers, acked, shared.clone()));
+            }
+            CallEventKind::Acknowledged { by, desk } => {
+                if let Some(tx) = followed.remove(&ev.call_id) {
+                    tracing::info!(call = %ev.call_id, %by, %desk, "acknowledged: the escalation stops");
+                    let _ = tx.send(true);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_key_is_made_once_kept_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "default_policy = \"p\"\n[sip]\nudp = \"127.0.0.1:5060\"\n[store]\npath = {:?}\n[[route]]\nname = \"r\"\nkind = \"sip-trunk\"\naddress = \"127.0.0.1:5070\"\n[[pstn_usage]]\nname = \"e\"\nroutes = [\"r\"]\n[[policy]]\nname = \"p\"\npstn_usage = \"e\"\n[[policy.number]]\ndial_string = \"911\"\n",
+            dir.path().join("audit.db").display().to_string()
+        );
+        let cfg = Config::from_toml(&text, &dir.path().join("x.toml")).unwrap();
+        let first = ack_key(&cfg).unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(ack_key(&cfg).unwrap(), first, "the same key after a restart");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(ack_key_path(&cfg)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "readable by this user only");
+        }
+        let mut with_key = cfg.clone();
+        with_key.alerts.ack_key = Some(crate::channels::Secret("k".repeat(32)));
+        assert_eq!(&*ack_key(&with_key).unwrap(), "k".repeat(32).as_bytes());
+    }
+}
