@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::location::Erl;
+use crate::db::Location;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,8 +133,15 @@ impl TryFrom<String> for DnsServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite file of the audit log (created on first start); relative to the config file.
-    pub path: PathBuf,
+    /// SQLite file of the audit log and the LIS (created on first start); relative to the config
+    /// file. Give this or `url`.
+    pub path: Option<PathBuf>,
+    /// `postgres://USER:PASS@HOST[:PORT]/DB`: a PostgreSQL database, which several core nodes
+    /// may share (issue 14); or `sqlite:PATH`, the same as `path`. The password is never shown.
+    pub url: Option<String>,
+    /// This core's name on the audit rows it writes (several nodes share one PostgreSQL log).
+    /// Default: the machine's host name with a PostgreSQL store, none with SQLite.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -588,9 +596,38 @@ impl Config {
         ConfigError { file: self.source.clone(), key: key.into(), reason: reason.into() }
     }
 
-    /// The audit store path, relative paths taken from the config file's folder.
+    /// The store: `[store] path` or `url`, a relative SQLite path taken from the config file's
+    /// folder. `validate` has checked that exactly one is given and that the URL parses.
+    pub fn store_location(&self) -> Location {
+        match (&self.store.path, self.store.url.as_deref().map(Location::parse_url)) {
+            (_, Some(Ok(Location::Sqlite(p)))) => Location::Sqlite(self.relative(&p)),
+            (_, Some(Ok(pg))) => pg,
+            (Some(p), _) => Location::Sqlite(self.relative(p)),
+            // Refused by validate; a name that cannot be opened rather than a panic.
+            (None, _) => Location::Sqlite(self.relative(Path::new("sosdesk.db"))),
+        }
+    }
+
+    /// The SQLite file of the store, by which the core's local files are placed (the crash
+    /// journal beside it, recordings in its folder). With a PostgreSQL store these local files
+    /// go beside the config file, named after `sosdesk.db`.
     pub fn store_path(&self) -> PathBuf {
-        self.relative(&self.store.path)
+        match self.store_location() {
+            Location::Sqlite(p) => p,
+            Location::Postgres(_) => self.relative(Path::new("sosdesk.db")),
+        }
+    }
+
+    /// The name this core writes on its audit rows (`[store] node`; with PostgreSQL, where
+    /// several nodes share the log, the host name by default).
+    pub fn node_name(&self) -> Option<String> {
+        if let Some(n) = &self.store.node {
+            return Some(n.clone());
+        }
+        if self.store_location().backend() == crate::db::Backend::Sqlite {
+            return None;
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
     }
 
     /// The crash journal's folder, beside the audit store (`audit::journal`).
@@ -661,6 +698,17 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.store.path, &self.store.url) {
+            (Some(_), Some(_)) => return Err(self.err("store.url", "give `path` or `url`, not both")),
+            (None, None) => return Err(self.err("store", "give `path` (a SQLite file) or `url`")),
+            (None, Some(url)) => {
+                Location::parse_url(url).map_err(|reason| self.err("store.url", reason))?;
+            }
+            (Some(_), None) => {}
+        }
+        if self.store.node.as_deref().is_some_and(|n| n.trim().is_empty() || n.len() > 255) {
+            return Err(self.err("store.node", "must be 1 to 255 characters"));
+        }
         if self.sip.udp.is_none() && self.sip.tcp.is_none() && self.sip.tls.is_none() {
             return Err(self.err("sip", "give at least one of `udp`, `tcp` and `tls` listen addresses"));
         }
