@@ -233,7 +233,12 @@ pub(super) static WIREMAP_INSERTS: LazyLock<Vec<MultiInsert>> = LazyLock::new(||
             let values: Vec<&str> = extra.iter().copied().chain(["erl_id", "description"]).collect();
             let columns: Vec<&str> = keys.iter().copied().chain(values.iter().copied()).collect();
             let set = values.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
-            let differs = values.iter().map(|c| format!("{c} IS DISTINCT FROM excluded.{c}")).collect::<Vec<_>>().join(" OR ");
+            // Qualified: PostgreSQL refuses a bare column name there as ambiguous with `excluded`.
+            let differs = values
+                .iter()
+                .map(|c| format!("{t}.{c} IS DISTINCT FROM excluded.{c}", t = table(*kind)))
+                .collect::<Vec<_>>()
+                .join(" OR ");
             MultiInsert::new(
                 &format!("INSERT INTO {} ({})", table(*kind), columns.join(", ")),
                 columns.len(),

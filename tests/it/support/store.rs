@@ -33,6 +33,19 @@ impl TestDb {
         matches!(self, TestDb::Postgres { .. })
     }
 
+    /// Another empty store on the same backend (a file beside this one, a database on the same
+    /// server): for tests that want a fresh store per case.
+    pub fn another(&self) -> Location {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        match self {
+            TestDb::Sqlite { dir, .. } => {
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Location::Sqlite(dir.path().join(format!("other-{n}.db")))
+            }
+            TestDb::Postgres { server, .. } => Location::parse_url(&server.url(&server.create_db())).unwrap(),
+        }
+    }
+
     /// What `[store]` names: the file, or the URL (with the password).
     pub fn location(&self) -> Location {
         match self {
