@@ -128,7 +128,25 @@ impl TestDb {
 /// Runs the store test `async fn name(db: TestDb)` once per backend, as `name::sqlite` and
 /// `name::postgres`, each with a fresh [`TestDb`]. (A module and a function may share a name:
 /// they live in different namespaces.)
+///
+/// `store_test!(sync name)`: the same for a plain `fn name(db: TestDb)` (a test that starts a
+/// [`super::lab::Lab`], which runs its own runtime).
 macro_rules! store_test {
+    (sync $name:ident) => {
+        mod $name {
+            use $crate::support::store::TestDb;
+
+            #[test]
+            fn sqlite() {
+                super::$name(TestDb::sqlite())
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(TestDb::postgres())
+            }
+        }
+    };
     ($name:ident) => {
         mod $name {
             use $crate::support::store::TestDb;
