@@ -10,6 +10,9 @@
 #                  sosdesk or of a sipp peer (tests/it/support/kamailio.rs); sipp has no TLS
 #   dnsmasq-base   dnsmasq alone (no daemon set-up): the DNS server with the NAPTR/SRV/A records
 #                  of the RFC 3263 tests (tests/it/support/dnsmasq.rs)
+#   postgresql    PostgreSQL, for the store tests on the PostgreSQL backend ([store] url, issue 14):
+#                 each test runs its own throwaway cluster (initdb + postgres on 127.0.0.1, a free
+#                 port; tests/it/support/postgres.rs), never the system's service
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,7 +22,7 @@ df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || t
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
-  kamailio kamailio-tls-modules dnsmasq-base iproute2
+  kamailio kamailio-tls-modules dnsmasq-base iproute2 postgresql
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::location::Erl;
 use crate::db::Location;
+use crate::location::Erl;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -627,7 +627,10 @@ impl Config {
         if self.store_location().backend() == crate::db::Backend::Sqlite {
             return None;
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
     }
 
     /// The crash journal's folder, beside the audit store (`audit::journal`).
@@ -1207,6 +1210,35 @@ masks = ["9911"]
         assert!(Config::from_toml(&named, Path::new("x.toml")).is_ok());
         let bad = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"sbc..provider\"");
         assert!(Config::from_toml(&bad, Path::new("x.toml")).is_err());
+    }
+
+    /// `[store]`: a SQLite `path` or `url`, or a PostgreSQL `url` (issue 14); one of them, a URL
+    /// that parses, and its password in no error and no display of the location.
+    #[test]
+    fn store_is_a_sqlite_path_or_a_url() {
+        let with = |lines: &str| GOOD.replace("path = \"audit.db\"", lines);
+        let load = |lines: &str| Config::from_toml(&with(lines), Path::new("/etc/sosdesk/x.toml"));
+        let c = load("url = \"sqlite:data/s.db\"").unwrap();
+        assert_eq!(c.store_location(), Location::Sqlite(PathBuf::from("/etc/sosdesk/data/s.db")));
+        assert_eq!(c.node_name(), None, "a SQLite store names no node unless told");
+        let c = load("url = \"postgres://sos:hunter2secret@db.example:5433/sosdesk\"\nnode = \"core-a\"").unwrap();
+        assert_eq!(c.store_location().backend(), crate::db::Backend::Postgres);
+        assert_eq!(c.store_location().to_string(), "postgres://sos@db.example:5433/sosdesk");
+        assert_eq!(c.node_name().as_deref(), Some("core-a"));
+        // Local files of a PostgreSQL node go beside the config file.
+        assert_eq!(c.journal_path(), PathBuf::from("/etc/sosdesk/sosdesk.journal"));
+        for (lines, key) in [
+            ("path = \"a.db\"\nurl = \"sqlite:b.db\"", "store.url"),
+            ("node = \"x\"", "store"),
+            ("url = \"postgres://sos:hunter2secret@db.example:5433\"", "store.url"),
+            ("url = \"postgres://sos:hunter2secret@db.example:99999/d\"", "store.url"),
+            ("url = \"mysql://sos:hunter2secret@db.example/d\"", "store.url"),
+            ("url = \"postgres://sos:hunter2secret@db.example/d\"\nnode = \"\"", "store.node"),
+        ] {
+            let e = load(lines).unwrap_err();
+            assert_eq!(e.key, key, "{lines}: {e}");
+            assert!(!e.to_string().contains("hunter2secret"), "the password leaked: {e}");
+        }
     }
 
     /// What `check-config` accepts, `serve` and the first call must take: the fuzzer's findings

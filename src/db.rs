@@ -27,9 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::Executor;
+use sqlx::{AnyConnection, AnyPool};
 
 /// The SQLite schema: `migrations/sqlite/`, embedded at build time. These files are the ones
 /// sosdesk always had (moved, unchanged, so their checksums still match the ones recorded in
@@ -397,7 +397,10 @@ mod tests {
         assert_eq!(l.backend(), Backend::Postgres);
         assert_eq!(l.to_string(), "postgres://sos@db.example:5433/sosdesk");
         assert!(!format!("{l:?}").contains("s3cret"));
-        assert_eq!(Location::parse_url("sqlite:/var/lib/sosdesk/s.db").unwrap().path(), Some(Path::new("/var/lib/sosdesk/s.db")));
+        assert_eq!(
+            Location::parse_url("sqlite:/var/lib/sosdesk/s.db").unwrap().path(),
+            Some(Path::new("/var/lib/sosdesk/s.db"))
+        );
         assert_eq!(Location::parse_url("sqlite://rel.db").unwrap().path(), Some(Path::new("rel.db")));
         for bad in [
             "mysql://u:s3cret@h/d",
@@ -428,10 +431,25 @@ mod tests {
 
     /// sha384sum of migrations/*.sql before they moved (commit fea597b).
     const CHECKSUMS: [(i64, &str); 5] = [
-        (20261122000000, "6a8876e0c2905ab3b62fa0311b3fd1d07d4d9af1dda79e0d54c92b651b4051ed9eb441dc7e2cf058575d47960a7286e7"),
-        (20261122010000, "7e1539e46c81069cbc86c2e438f4ec07167f246946b9ec3647d43b5cd21cd0bfcb09d47d730e3f6e77bea0721633820c"),
-        (20261122020000, "0e59b671605d96c490bbb8ed715dc71210c7ef93a2f0c994cceb204fd17d257f276d16cae4c1ff9eecf4c458bbabfe0c"),
-        (20261204000000, "0e8e158d63ee8c1fe0d7bbb15e9a2a4157149973a842e2ed922428cf5624b7789a1bf1c2b4882710a6b8599e6f247fd5"),
-        (20261205000000, "f288ebdb615f97b6ed45898dba00901fe6f742ccec2fbdfcb96ee79af805da7998f0dddbd7890b76f27cd3ce5da26261"),
+        (
+            20261122000000,
+            "6a8876e0c2905ab3b62fa0311b3fd1d07d4d9af1dda79e0d54c92b651b4051ed9eb441dc7e2cf058575d47960a7286e7",
+        ),
+        (
+            20261122010000,
+            "7e1539e46c81069cbc86c2e438f4ec07167f246946b9ec3647d43b5cd21cd0bfcb09d47d730e3f6e77bea0721633820c",
+        ),
+        (
+            20261122020000,
+            "0e59b671605d96c490bbb8ed715dc71210c7ef93a2f0c994cceb204fd17d257f276d16cae4c1ff9eecf4c458bbabfe0c",
+        ),
+        (
+            20261204000000,
+            "0e8e158d63ee8c1fe0d7bbb15e9a2a4157149973a842e2ed922428cf5624b7789a1bf1c2b4882710a6b8599e6f247fd5",
+        ),
+        (
+            20261205000000,
+            "f288ebdb615f97b6ed45898dba00901fe6f742ccec2fbdfcb96ee79af805da7998f0dddbd7890b76f27cd3ce5da26261",
+        ),
     ];
 }

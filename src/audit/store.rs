@@ -159,11 +159,11 @@ impl AuditStore {
             "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
         ))
-            .bind(seq)
-            .bind(&prev_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db("update chain head"))?;
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.db("update chain head"))?;
         tx.commit().await.map_err(self.db("commit"))?;
         Ok(seqs)
     }
@@ -200,11 +200,7 @@ impl AuditStore {
         })
     }
 
-    async fn load_summary(
-        &self,
-        conn: &mut AnyConnection,
-        call_id: &str,
-    ) -> Result<Option<CallSummary>, AuditError> {
+    async fn load_summary(&self, conn: &mut AnyConnection, call_id: &str) -> Result<Option<CallSummary>, AuditError> {
         let row = sqlx::query(&self.sql(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id = ?")))
             .bind(call_id)
             .fetch_optional(&mut *conn)
@@ -229,10 +225,10 @@ impl AuditStore {
             Backend::Postgres => "SELECT json_array_elements_text($1::json)",
         };
         let rows = sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id IN ({each})"))
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(self.db("read call summaries"))?;
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(self.db("read call summaries"))?;
         rows.iter()
             .map(|r| {
                 let s = summary_from_row(r).map_err(self.db("decode call summary"))?;
@@ -288,10 +284,11 @@ impl AuditStore {
     /// Calls matching `q`, newest (by first event time) first, at most `q.limit`.
     pub async fn search(&self, q: &HistoryQuery) -> Result<Vec<CallSummary>, AuditError> {
         let (cond, binds) = q.condition(self.db.backend);
-        let sql = self.sql(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM calls WHERE {cond} ORDER BY first_at DESC, first_seq DESC LIMIT ?"
-        ))
-        .into_owned();
+        let sql = self
+            .sql(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM calls WHERE {cond} ORDER BY first_at DESC, first_seq DESC LIMIT ?"
+            ))
+            .into_owned();
         let mut query = sqlx::query(&sql);
         for b in &binds {
             query = query.bind(b);
@@ -305,12 +302,13 @@ impl AuditStore {
     pub async fn append_missing(&self, events: &[CallEvent]) -> Result<usize, AuditError> {
         let mut missing = Vec::new();
         for ev in events {
-            let held: Option<i64> = sqlx::query_scalar(&self.sql("SELECT seq FROM events WHERE call_id = ? AND call_seq = ?"))
-                .bind(&ev.call_id)
-                .bind(i64::from(ev.seq))
-                .fetch_optional(&self.db.pool)
-                .await
-                .map_err(self.db("look for a recovered event"))?;
+            let held: Option<i64> =
+                sqlx::query_scalar(&self.sql("SELECT seq FROM events WHERE call_id = ? AND call_seq = ?"))
+                    .bind(&ev.call_id)
+                    .bind(i64::from(ev.seq))
+                    .fetch_optional(&self.db.pool)
+                    .await
+                    .map_err(self.db("look for a recovered event"))?;
             if held.is_none() {
                 missing.push(ev.clone());
             }
@@ -368,11 +366,12 @@ impl AuditStore {
 
     /// Every stored event of one call, in the order they were stored.
     pub async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, AuditError> {
-        let rows = sqlx::query(&self.sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE call_id = ? ORDER BY seq")))
-            .bind(call_id)
-            .fetch_all(&self.db.pool)
-            .await
-            .map_err(self.db("read call events"))?;
+        let rows =
+            sqlx::query(&self.sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE call_id = ? ORDER BY seq")))
+                .bind(call_id)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(self.db("read call events"))?;
         rows.iter().map(|r| self.record_from_row(r)).collect()
     }
 
@@ -403,7 +402,8 @@ impl AuditStore {
         only: &(String, Vec<String>),
     ) -> Result<Vec<AnyRow>, AuditError> {
         let (cond, binds) = only;
-        let sql = self.sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{cond} ORDER BY seq LIMIT ?"))
+        let sql = self
+            .sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{cond} ORDER BY seq LIMIT ?"))
             .into_owned();
         let mut query = sqlx::query(&sql).bind(after);
         for b in binds {

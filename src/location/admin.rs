@@ -244,13 +244,7 @@ pub fn counts_line(counts: &LisCounts, store: &crate::db::Location) -> String {
     let w = counts.wiremap;
     format!(
         "{} ERLs; wiremap: {} subnets, {} waps, {} switches, {} ports, {} macs (store {})",
-        counts.erls,
-        w.subnets,
-        w.waps,
-        w.switches,
-        w.ports,
-        w.macs,
-        store
+        counts.erls, w.subnets, w.waps, w.switches, w.ports, w.macs, store
     )
 }
 

@@ -112,7 +112,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("events", &["location", "sip"]),
     ("registrar", &["sip"]),
     ("notify", &["events", "location", "registrar", "sip"]),
-    ("config", &["location", "notify", "sip"]),
+    ("config", &["db", "location", "notify", "sip"]),
     ("policy", &["config", "location", "notify"]),
     ("audit", &["db", "events", "location", "time"]),
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),

@@ -294,7 +294,8 @@ async fn append_only_triggers_refuse_update_and_delete(db: TestDb) {
 store_test!(edited_payload_is_detected_at_its_seq);
 async fn edited_payload_is_detected_at_its_seq(db: TestDb) {
     let r =
-        verify_after(&db, &["UPDATE events SET payload = replace(payload, 'Alice Example', 'Mallory') WHERE seq = 3"]).await;
+        verify_after(&db, &["UPDATE events SET payload = replace(payload, 'Alice Example', 'Mallory') WHERE seq = 3"])
+            .await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 3);
     assert!(matches!(p.reason, VerifyReason::HashMismatch { .. }), "{p}");
@@ -357,7 +358,11 @@ async fn deleted_and_renumbered_rows_are_detected(db: TestDb) {
     // Row by row, in order: PostgreSQL checks the primary key after each row of an UPDATE.
     let r = verify_after(
         &db,
-        &["DELETE FROM events WHERE seq = 3", "UPDATE events SET seq = 3 WHERE seq = 4", "UPDATE events SET seq = 4 WHERE seq = 5"],
+        &[
+            "DELETE FROM events WHERE seq = 3",
+            "UPDATE events SET seq = 3 WHERE seq = 4",
+            "UPDATE events SET seq = 4 WHERE seq = 5",
+        ],
     )
     .await;
     let p = r.first_problem.expect("tampering not detected");
@@ -367,11 +372,14 @@ async fn deleted_and_renumbered_rows_are_detected(db: TestDb) {
 
 store_test!(swapped_rows_are_detected_at_the_first_moved_row);
 async fn swapped_rows_are_detected_at_the_first_moved_row(db: TestDb) {
-    let r = verify_after(&db, &[
-        "UPDATE events SET seq = -2 WHERE seq = 2",
-        "UPDATE events SET seq = 2 WHERE seq = 4",
-        "UPDATE events SET seq = 4 WHERE seq = -2",
-    ])
+    let r = verify_after(
+        &db,
+        &[
+            "UPDATE events SET seq = -2 WHERE seq = 2",
+            "UPDATE events SET seq = 2 WHERE seq = 4",
+            "UPDATE events SET seq = 4 WHERE seq = -2",
+        ],
+    )
     .await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 2);
@@ -871,16 +879,17 @@ async fn two_nodes_append_to_one_chain() {
     }
     assert_eq!(a.call_events("node-b-c7").await.unwrap().len(), 5, "node A reads node B's rows");
     let mut c = db.raw().await;
-    let per_node: Vec<(String, i64)> =
-        sqlx::query_as("SELECT node, count(*) FROM events GROUP BY node ORDER BY node").fetch_all(&mut c).await.unwrap();
+    let per_node: Vec<(String, i64)> = sqlx::query_as("SELECT node, count(*) FROM events GROUP BY node ORDER BY node")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
     assert_eq!(per_node, [("node-a".to_string(), (CALLS * 5) as i64), ("node-b".to_string(), (CALLS * 5) as i64)]);
     // The two nodes' appends did interleave: otherwise this proves nothing about concurrency.
-    let switches: (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM events e JOIN events f ON f.seq = e.seq + 1 WHERE e.node <> f.node",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let switches: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events e JOIN events f ON f.seq = e.seq + 1 WHERE e.node <> f.node")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
     assert!(switches.0 > 1, "the nodes never interleaved ({} switches)", switches.0);
 
     // Tampering with one node's row is found, whichever node verifies.

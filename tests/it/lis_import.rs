@@ -479,7 +479,8 @@ async fn the_command_imports_exports_and_lists(db: TestDb) {
         assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(fixture(name)).unwrap(), "{name}");
         assert!(!dir.join(format!("out-{name}.partial")).exists());
         // To standard output, the same bytes.
-        let out = sosdesk().args(["lis", "export", "--kind", kind.as_str(), "--store"]).arg(db.store_arg()).output().unwrap();
+        let out =
+            sosdesk().args(["lis", "export", "--kind", kind.as_str(), "--store"]).arg(db.store_arg()).output().unwrap();
         assert_eq!(out.stdout, std::fs::read(fixture(name)).unwrap(), "{name}");
     }
 

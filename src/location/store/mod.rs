@@ -31,8 +31,8 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 
 use super::validate::Validation;
-use crate::db::{Backend, Db, Location};
 use super::{parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKey, CIVIC_FIELDS};
+use crate::db::{Backend, Db, Location};
 pub use keys::{content_key, key_order};
 use sql::{
     bump_generation, chunk_len, table, RawRow, SqlRows, ERL_CHUNK, ID_LOOKUP_CHUNK, INSERT_ERLS, PAGE_SQL, SELECT_ERLS,
@@ -224,7 +224,12 @@ impl LisStore {
         let mut conn = self.db.pool.acquire().await.map_err(self.db("acquire connection"))?;
         if self.db.backend == Backend::Postgres {
             let (new_erls, changed) = self.import_in(&mut conn, &keys, &distinct, batch, &rows).await?;
-            return Ok(ImportSummary { rows: batch.rows.len(), changed, unchanged: batch.rows.len() - changed, new_erls });
+            return Ok(ImportSummary {
+                rows: batch.rows.len(),
+                changed,
+                unchanged: batch.rows.len() - changed,
+                new_erls,
+            });
         }
         // A bigger page cache for this one transaction (SQLite's default is 2 MiB): a large
         // import's B-tree pages then stay in memory instead of being spilled to the WAL and read
@@ -288,11 +293,8 @@ impl LisStore {
                      JOIN erls AS e ON e.content_key = j.value"
                 }
             };
-            let (found,): (String,) = sqlx::query_as(lookup)
-            .bind(wanted)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(self.db("look up ERL ids"))?;
+            let (found,): (String,) =
+                sqlx::query_as(lookup).bind(wanted).fetch_one(&mut *tx).await.map_err(self.db("look up ERL ids"))?;
             let found: Vec<i64> =
                 serde_json::from_str(&found).map_err(|e| self.corrupt("erls", "(id lookup)", e.to_string()))?;
             if found.len() != chunk.len() {
@@ -381,14 +383,16 @@ impl LisStore {
         };
         let now = crate::time::timestamp(&chrono::Utc::now());
         let mut tx = self.db.begin_write("erls").await.map_err(self.db("begin transaction"))?;
-        let done = sqlx::query(&self.sql("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?"))
-            .bind(status)
-            .bind(detail)
-            .bind(now)
-            .bind(erl_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db("set validation"))?;
+        let done = sqlx::query(
+            &self.sql("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?"),
+        )
+        .bind(status)
+        .bind(detail)
+        .bind(now)
+        .bind(erl_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.db("set validation"))?;
         if done.rows_affected() == 0 {
             return Err(LisError::NoSuchErl { store: self.db.location.clone(), id: erl_id });
         }
@@ -490,10 +494,8 @@ impl LisStore {
                 // The row's own text form, e.g. (1,"10.0.0.0/8",,…), in that text's order.
                 Backend::Postgres => format!("SELECT CAST(t AS text) FROM {table} AS t ORDER BY 1"),
             };
-            let lines: Vec<(String,)> = sqlx::query_as(&select)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.db("dump table"))?;
+            let lines: Vec<(String,)> =
+                sqlx::query_as(&select).fetch_all(&mut *tx).await.map_err(self.db("dump table"))?;
             out.push_str(&format!("== {table}\n"));
             for (l,) in lines {
                 out.push_str(&l);
@@ -582,7 +584,8 @@ impl LisStore {
         // Keyset paging: every key is non-empty text, so "" sorts before the first row.
         let mut after = (String::new(), String::new(), String::new());
         loop {
-            let mut q = sqlx::query_as::<_, (String,)>(&PAGE_SQL[self.db.backend as usize][kind as usize]).bind(after.0.as_str());
+            let mut q = sqlx::query_as::<_, (String,)>(&PAGE_SQL[self.db.backend as usize][kind as usize])
+                .bind(after.0.as_str());
             if kind == WiremapKind::Ports {
                 q = q.bind(after.1.as_str()).bind(after.2.as_str());
             }

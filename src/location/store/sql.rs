@@ -200,7 +200,10 @@ pub(super) static SELECT_ERLS: LazyLock<[String; 2]> = LazyLock::new(|| {
         };
         json_page(
             backend,
-            &format!("id, {array}(label, company, {}, elins, validation, validation_detail, validated_at)", *CIVIC_COLUMNS),
+            &format!(
+                "id, {array}(label, company, {}, elins, validation, validation_detail, validated_at)",
+                *CIVIC_COLUMNS
+            ),
             "id",
             "SELECT * FROM erls WHERE id > ? ORDER BY id LIMIT ?",
         )

@@ -120,7 +120,8 @@ impl TestDb {
 
     /// Drops one of the append-only triggers of `events`, as an attacker would first.
     pub async fn drop_trigger(&self, name: &str) {
-        let sql = if self.is_postgres() { format!("DROP TRIGGER {name} ON events") } else { format!("DROP TRIGGER {name}") };
+        let sql =
+            if self.is_postgres() { format!("DROP TRIGGER {name} ON events") } else { format!("DROP TRIGGER {name}") };
         self.exec(&[&sql]).await;
     }
 }
