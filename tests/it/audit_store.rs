@@ -153,6 +153,56 @@ async fn open_creates_the_file_and_migrates() {
     assert_eq!(again.history(10).await.unwrap(), vec![]);
 }
 
+/// A store written before sosdesk had a PostgreSQL backend (its migrations then lived in
+/// `migrations/`, without the `node` column) opens: sqlx accepts the recorded migrations (same
+/// files, same checksums: `db::tests::sqlite_migration_checksums_are_unchanged` pins them), adds
+/// the new one, and the chain goes on from the old rows.
+#[tokio::test]
+async fn a_store_from_before_postgres_opens_and_its_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for e in std::fs::read_dir(&repo).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.as_str() < "20261206" {
+            std::fs::copy(repo.join(&name), old.join(&name)).unwrap();
+        }
+    }
+    let path = dir.path().join("sosdesk.db");
+    let mut c = SqliteConnectOptions::new().filename(&path).create_if_missing(true).connect().await.unwrap();
+    let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+    assert_eq!(migrator.iter().count(), 5);
+    migrator.run(&mut c).await.unwrap();
+    // One event as the old writer stored it.
+    let ev = event("call-1", 1, CallEventKind::Detected);
+    let payload = serde_json::to_string(&ev).unwrap();
+    let hash = sosdesk::audit::chain_hash(GENESIS_HASH, 1, &payload);
+    sqlx::query(
+        "INSERT INTO events (seq, call_id, call_seq, at, kind, payload, prev_hash, hash) \
+         VALUES (1, 'call-1', 1, ?, 'detected', ?, ?, ?)",
+    )
+    .bind(ev.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+    .bind(&payload)
+    .bind(GENESIS_HASH)
+    .bind(&hash)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO chain_head (id, seq, hash) VALUES (1, 1, ?)").bind(&hash).execute(&mut c).await.unwrap();
+    c.close().await.unwrap();
+
+    let store = AuditStore::open(&path).await.unwrap().with_node(Some("upgraded"));
+    assert_eq!(store.append(&[event("call-1", 2, CallEventKind::Routed)]).await.unwrap(), vec![2]);
+    let report = store.verify().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.rows_checked, 2);
+    let mut c = raw(&path).await;
+    let nodes: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT node FROM events ORDER BY seq").fetch_all(&mut c).await.unwrap();
+    assert_eq!(nodes, [(None,), (Some("upgraded".to_string()),)]);
+}
+
 #[tokio::test]
 async fn open_in_a_path_under_a_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
