@@ -319,15 +319,21 @@ impl AuditStore {
         Ok(missing.len())
     }
 
-    /// Ends, in the log, every call that has no final event: calls that were up when the core
-    /// last stopped or crashed (their state went with the process). Each gets `ended` by `core`
-    /// with `reason`, numbered after its last event. Call this only before the core serves.
+    /// Ends, in the log, every call of this node that has no final event: calls that were up when
+    /// the core last stopped or crashed (their state went with the process). Each gets `ended` by
+    /// `core` with `reason`, numbered after its last event. Call this only before the core serves.
+    ///
+    /// Only the calls this node took (the `node` of their first row is this store's): with
+    /// several nodes on one PostgreSQL database, the others' open calls may well be up.
     pub async fn close_interrupted_calls(&self, at: DateTime<Utc>, reason: &str) -> Result<usize, AuditError> {
-        let open: Vec<String> =
-            sqlx::query_scalar("SELECT call_id FROM calls WHERE ended_at IS NULL AND outcome <> 'rejected'")
-                .fetch_all(&self.db.pool)
-                .await
-                .map_err(self.db("find calls without an end"))?;
+        let open: Vec<String> = sqlx::query_scalar(&self.sql(
+            "SELECT call_id FROM calls WHERE ended_at IS NULL AND outcome <> 'rejected' AND EXISTS \
+             (SELECT 1 FROM events e WHERE e.seq = calls.first_seq AND e.node IS NOT DISTINCT FROM ?)",
+        ))
+        .bind(self.node.as_deref())
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(self.db("find calls without an end"))?;
         let mut ends = Vec::new();
         for call_id in open {
             let Some(last) = self.call_events(&call_id).await?.into_iter().max_by_key(|r| r.call_seq) else { continue };

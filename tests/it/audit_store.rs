@@ -868,11 +868,13 @@ async fn killed_process_keeps_acknowledged_events() {
 // ---------------------------------------------------------------------------------------------
 // Throughput, measured by hand:
 //   cargo test --release --test it -- --ignored audit_store::writer_throughput --nocapture
+// (`::sqlite` and `::postgres`)
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, run by hand in --release"]
-async fn writer_throughput() {
-    let db = TestDb::sqlite();
+store_test!(
+    #[ignore = "measurement, run by hand in --release"]
+    writer_throughput
+);
+async fn writer_throughput(db: TestDb) {
     let store = AuditStore::open(db.location()).await.unwrap();
     let writer = spawn_writer(store);
     let calls: Vec<Vec<CallEvent>> = (0..4_000).map(|c| answered_call(&format!("c{c}"))).collect();
@@ -954,6 +956,23 @@ async fn two_nodes_append_to_one_chain() {
         assert_eq!(p.seq, 100);
         assert!(matches!(p.reason, VerifyReason::HashMismatch { .. }), "{p}");
     }
+}
+
+/// A node that starts ends the calls it left open when it stopped — not another node's, which
+/// may be up on that node.
+#[tokio::test]
+async fn a_starting_node_ends_only_its_own_interrupted_calls() {
+    let db = TestDb::postgres();
+    let a = AuditStore::open(db.location()).await.unwrap().with_node(Some("node-a"));
+    let b = AuditStore::open(db.location()).await.unwrap().with_node(Some("node-b"));
+    a.append(&answered_call("call-a")[..4]).await.unwrap();
+    b.append(&answered_call("call-b")[..4]).await.unwrap();
+    assert_eq!(b.close_interrupted_calls(t0() + Duration::seconds(60), "restart").await.unwrap(), 1);
+    assert_eq!(a.call_summary("call-a").await.unwrap().unwrap().outcome, CallOutcome::Answered, "A's call is left up");
+    assert_eq!(b.call_summary("call-b").await.unwrap().unwrap().outcome, CallOutcome::Ended);
+    assert_eq!(a.close_interrupted_calls(t0() + Duration::seconds(60), "restart").await.unwrap(), 1);
+    assert_eq!(a.call_summary("call-a").await.unwrap().unwrap().outcome, CallOutcome::Ended);
+    assert!(a.verify().await.unwrap().is_ok());
 }
 
 // ---------------------------------------------------------------------------------------------

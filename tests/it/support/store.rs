@@ -128,7 +128,8 @@ impl TestDb {
 
 /// Runs the store test `async fn name(db: TestDb)` once per backend, as `name::sqlite` and
 /// `name::postgres`, each with a fresh [`TestDb`]. (A module and a function may share a name:
-/// they live in different namespaces.)
+/// they live in different namespaces.) Attributes before the name (e.g. `#[ignore = "…"]`) go
+/// on both.
 ///
 /// `store_test!(sync name)`: the same for a plain `fn name(db: TestDb)` (a test that starts a
 /// [`super::lab::Lab`], which runs its own runtime).
@@ -148,16 +149,18 @@ macro_rules! store_test {
             }
         }
     };
-    ($name:ident) => {
+    ($(#[$attr:meta])* $name:ident) => {
         mod $name {
             use $crate::support::store::TestDb;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attr])*
             async fn sqlite() {
                 super::$name(TestDb::sqlite()).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$attr])*
             async fn postgres() {
                 super::$name(TestDb::postgres()).await
             }
