@@ -148,15 +148,7 @@ impl Lab {
 
     /// As [`Lab::start_with`], on the store `db` (e.g. PostgreSQL) instead of the lab's file.
     pub fn start_on(db: super::store::TestDb, edit: impl FnOnce(String) -> String) -> Lab {
-        let store = db.config_lines();
-        let mut lab = Lab::start_with(|c| {
-            // The lab's `[store]` section is its path line: replace it with db's.
-            let c = edit(c);
-            let at = c.find("[store]\n").expect("lab config has a [store] section");
-            let end = at + c[at..].find("\npath = ").expect("[store] path") + 1;
-            let end = end + c[end..].find('\n').unwrap() + 1;
-            format!("{}{store}{}", &c[..at], &c[end..])
-        });
+        let mut lab = Lab::start_with(|c| db.set_store(&edit(c)));
         lab.db = Some(db);
         lab
     }

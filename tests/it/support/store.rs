@@ -62,6 +62,15 @@ impl TestDb {
         }
     }
 
+    /// `config` (a config file's text) with its `[store]` section — the header, comment lines and
+    /// the `path` line — replaced by [`TestDb::config_lines`].
+    pub fn set_store(&self, config: &str) -> String {
+        let at = config.find("[store]\n").expect("the config has a [store] section");
+        let path = at + config[at..].find("\npath = ").expect("[store] path") + 1;
+        let end = path + config[path..].find('\n').unwrap() + 1;
+        format!("{}{}{}", &config[..at], self.config_lines(), &config[end..])
+    }
+
     /// The `--store` argument of the CLI for this store.
     pub fn store_arg(&self) -> String {
         match self {
