@@ -4,21 +4,25 @@
 //!
 //! Why sqlx's `Any` driver rather than an enum over a `SqlitePool` and a `PgPool`: with `Any`
 //! every query, row decoder and transaction is written once (`AnyPool`, `AnyConnection`,
-//! `AnyRow`); an enum would need each function written twice or generic over sqlx's
-//! `Database` with a wall of `Encode`/`Decode`/`Executor` bounds. `Any` costs little here:
-//! sqlx 0.8 hands the SQL text to the backend unchanged ("Any" docs: the SQL is not
-//! rewritten), binds the values it supports (bool, integers, floats, text, blobs — all sosdesk
-//! stores), and runs each backend's own migrator (`Migrator::run` on an `AnyPool` uses the
-//! connected backend's `Migrate`). Two things are left to sosdesk, both in this module:
+//! `AnyRow`); an enum would need each function written twice, or generic over sqlx's
+//! `Database` with a wall of `Encode`/`Decode`/`Executor` bounds. What `Any` is in sqlx 0.8.6
+//! (docs.rs `sqlx::any`, and its source): a runtime-chosen driver (`install_default_drivers`)
+//! that passes the SQL text to the backend as written, binds and decodes the types it knows —
+//! bool, integers, floats, text, blobs: all sosdesk stores — and runs the connected backend's
+//! own `Migrate` for `Migrator::run`. It costs little: measured in release, the audit writer
+//! (20,000 events) and a 1,000,000-row wiremap import run as fast as through `SqlitePool`
+//! (BENCHMARKS.md's "Audit writer" and "LIS import" tests). Left to sosdesk, in this module:
 //!
 //! - Placeholders: SQLite takes `?`, PostgreSQL `$1, $2 …`. The statements are written with
 //!   `?` (the SQLite text stays exactly as it was) and [`Backend::sql`] numbers them for
 //!   PostgreSQL.
 //! - The few SQLite-only constructs (`json_each`, `json_group_array`, `BEGIN IMMEDIATE`,
 //!   `PRAGMA`) have a PostgreSQL equivalent chosen by [`Backend`] where they are used.
-//!
-//! Every integer column is BIGINT on PostgreSQL (SQLite's INTEGER is 64-bit), so every value is
-//! bound and read as `i64` on both.
+//! - Connection settings: `AnyConnectOptions` is only ever parsed from a URL, which cannot
+//!   carry SQLite's PRAGMAs, so each SQLite connection sets them after it connects.
+//! - Types: `Any` decodes a PostgreSQL BIGINT only as an integer, not as a bool, so every
+//!   integer column is BIGINT on PostgreSQL (SQLite's INTEGER is 64-bit) and every value is
+//!   bound and read as `i64` on both.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -990,6 +990,11 @@ async fn postgres_open_errors_are_clear_and_never_show_the_password() {
         assert!(!text.contains(PASSWORD), "the password leaked: {text}");
         text
     };
+    // An open store shows where it is, never the password (Debug included: it ends up in logs).
+    let store = AuditStore::open(db.location()).await.unwrap();
+    let shown = format!("{} / {store:?}", store.location());
+    assert!(shown.contains(&format!("postgres://sosdesk@127.0.0.1:{}/{name}", server.port)), "{shown}");
+    assert!(!shown.contains(PASSWORD), "the password leaked: {shown}");
     // A wrong password: PostgreSQL's own words.
     let wrong = server.url(name).replace(PASSWORD, &format!("{PASSWORD}-wrong"));
     let text = open(wrong).await;
