@@ -12,6 +12,9 @@
 #                  of the RFC 3263 tests (tests/it/support/dnsmasq.rs)
 #   python3-aiosmtpd  a real SMTP server (STARTTLS) that receives the email alerts
 #                  (tests/it/support/smtp_sink.py, tests/it/channels.rs)
+#   postgresql    PostgreSQL, for the store tests on the PostgreSQL backend ([store] url, issue 14):
+#                 each test runs its own throwaway cluster (initdb + postgres on 127.0.0.1, a free
+#                 port; tests/it/support/postgres.rs), never the system's service
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,7 +24,7 @@ df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || t
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
-  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd
+  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd postgresql
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"

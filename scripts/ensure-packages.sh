@@ -22,8 +22,13 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # one, which holds 5060 on every address (sosdesk's own SIP port in ./run.sh). Stop and disable
 # it, but only when this run installed it: a kamailio that was already there is someone's.
 # (Without systemd, Debian's init script does not start it: RUN_KAMAILIO=no in /etc/default.)
+# postgresql likewise: the tests start their own clusters (tests/it/support/postgres.rs); the
+# system one its postinst starts would only take memory and port 5432.
 for pkg in "${missing[@]}"; do
   if [ "$pkg" = kamailio ] && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now kamailio.service || true
+  fi
+  if [ "$pkg" = postgresql ] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now postgresql.service || true
   fi
 done

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::db::Location;
 use crate::location::Erl;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,8 +139,15 @@ impl TryFrom<String> for DnsServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite file of the audit log (created on first start); relative to the config file.
-    pub path: PathBuf,
+    /// SQLite file of the audit log and the LIS (created on first start); relative to the config
+    /// file. Give this or `url`.
+    pub path: Option<PathBuf>,
+    /// `postgres://USER:PASS@HOST[:PORT]/DB`: a PostgreSQL database, which several core nodes
+    /// may share (issue 14); or `sqlite:PATH`, the same as `path`. The password is never shown.
+    pub url: Option<String>,
+    /// This core's name on the audit rows it writes (several nodes share one PostgreSQL log).
+    /// Default: the machine's host name with a PostgreSQL store, none with SQLite.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -593,9 +601,47 @@ impl Config {
         ConfigError { file: self.source.clone(), key: key.into(), reason: reason.into() }
     }
 
-    /// The audit store path, relative paths taken from the config file's folder.
+    /// The store: `[store] path` or `url`, a relative SQLite path taken from the config file's
+    /// folder. `validate` has checked that exactly one is given and that the URL parses.
+    pub fn store_location(&self) -> Location {
+        match (&self.store.path, self.store.url.as_deref().map(Location::parse_url)) {
+            (_, Some(Ok(Location::Sqlite(p)))) => Location::Sqlite(self.relative(&p)),
+            (_, Some(Ok(pg))) => pg,
+            (Some(p), _) => Location::Sqlite(self.relative(p)),
+            // Refused by validate; a name that cannot be opened rather than a panic.
+            (None, _) => Location::Sqlite(self.relative(Path::new("sosdesk.db"))),
+        }
+    }
+
+    /// Whether several nodes may share the store (PostgreSQL): what one node keeps locally, the
+    /// others do not see.
+    pub fn store_is_shared(&self) -> bool {
+        matches!(self.store_location(), Location::Postgres(_))
+    }
+
+    /// The SQLite file of the store, by which the core's local files are placed (the crash
+    /// journal beside it, recordings in its folder). With a PostgreSQL store these local files
+    /// go beside the config file, named after `sosdesk.db`.
     pub fn store_path(&self) -> PathBuf {
-        self.relative(&self.store.path)
+        match self.store_location() {
+            Location::Sqlite(p) => p,
+            Location::Postgres(_) => self.relative(Path::new("sosdesk.db")),
+        }
+    }
+
+    /// The name this core writes on its audit rows (`[store] node`; with PostgreSQL, where
+    /// several nodes share the log, the host name by default).
+    pub fn node_name(&self) -> Option<String> {
+        if let Some(n) = &self.store.node {
+            return Some(n.clone());
+        }
+        if self.store_location().backend() == crate::db::Backend::Sqlite {
+            return None;
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
     }
 
     /// The crash journal's folder, beside the audit store (`audit::journal`).
@@ -666,6 +712,17 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.store.path, &self.store.url) {
+            (Some(_), Some(_)) => return Err(self.err("store.url", "give `path` or `url`, not both")),
+            (None, None) => return Err(self.err("store", "give `path` (a SQLite file) or `url`")),
+            (None, Some(url)) => {
+                Location::parse_url(url).map_err(|reason| self.err("store.url", reason))?;
+            }
+            (Some(_), None) => {}
+        }
+        if self.store.node.as_deref().is_some_and(|n| n.trim().is_empty() || n.len() > 255) {
+            return Err(self.err("store.node", "must be 1 to 255 characters"));
+        }
         if self.sip.udp.is_none() && self.sip.tcp.is_none() && self.sip.tls.is_none() {
             return Err(self.err("sip", "give at least one of `udp`, `tcp` and `tls` listen addresses"));
         }
@@ -1180,6 +1237,35 @@ masks = ["9911"]
         assert!(Config::from_toml(&named, Path::new("x.toml")).is_ok());
         let bad = GOOD.replace("address = \"127.0.0.1:5070\"", "address = \"sbc..provider\"");
         assert!(Config::from_toml(&bad, Path::new("x.toml")).is_err());
+    }
+
+    /// `[store]`: a SQLite `path` or `url`, or a PostgreSQL `url` (issue 14); one of them, a URL
+    /// that parses, and its password in no error and no display of the location.
+    #[test]
+    fn store_is_a_sqlite_path_or_a_url() {
+        let with = |lines: &str| GOOD.replace("path = \"audit.db\"", lines);
+        let load = |lines: &str| Config::from_toml(&with(lines), Path::new("/etc/sosdesk/x.toml"));
+        let c = load("url = \"sqlite:data/s.db\"").unwrap();
+        assert_eq!(c.store_location(), Location::Sqlite(PathBuf::from("/etc/sosdesk/data/s.db")));
+        assert_eq!(c.node_name(), None, "a SQLite store names no node unless told");
+        let c = load("url = \"postgres://sos:hunter2secret@db.example:5433/sosdesk\"\nnode = \"core-a\"").unwrap();
+        assert_eq!(c.store_location().backend(), crate::db::Backend::Postgres);
+        assert_eq!(c.store_location().to_string(), "postgres://sos@db.example:5433/sosdesk");
+        assert_eq!(c.node_name().as_deref(), Some("core-a"));
+        // Local files of a PostgreSQL node go beside the config file.
+        assert_eq!(c.journal_path(), PathBuf::from("/etc/sosdesk/sosdesk.journal"));
+        for (lines, key) in [
+            ("path = \"a.db\"\nurl = \"sqlite:b.db\"", "store.url"),
+            ("node = \"x\"", "store"),
+            ("url = \"postgres://sos:hunter2secret@db.example:5433\"", "store.url"),
+            ("url = \"postgres://sos:hunter2secret@db.example:99999/d\"", "store.url"),
+            ("url = \"mysql://sos:hunter2secret@db.example/d\"", "store.url"),
+            ("url = \"postgres://sos:hunter2secret@db.example/d\"\nnode = \"\"", "store.node"),
+        ] {
+            let e = load(lines).unwrap_err();
+            assert_eq!(e.key, key, "{lines}: {e}");
+            assert!(!e.to_string().contains("hunter2secret"), "the password leaked: {e}");
+        }
     }
 
     /// What `check-config` accepts, `serve` and the first call must take: the fuzzer's findings

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use sosdesk::audit::AuditStore;
 use sosdesk::config::Config;
+use sosdesk::db::Location;
 use sosdesk::location::admin::{self, ImportError};
 use sosdesk::location::store::{LisStore, WiremapKind};
 use sosdesk::location::validate::MsagValidator;
@@ -181,39 +182,41 @@ enum AuditCommand {
 struct StoreArg {
     #[arg(long, short, conflicts_with = "store")]
     config: Option<PathBuf>,
-    /// The SQLite store file itself.
+    /// The SQLite store file itself, or a store URL (`postgres://…`, `sqlite:…`).
     #[arg(long)]
     store: Option<PathBuf>,
 }
 
 impl StoreArg {
-    fn path(&self) -> Result<PathBuf, String> {
+    fn location(&self) -> Result<Location, String> {
         match (&self.store, &self.config) {
-            (Some(s), _) => Ok(s.clone()),
-            (None, Some(c)) => Config::load(c).map(|c| c.store_path()).map_err(|e| e.to_string()),
+            (Some(s), _) => match s.to_str() {
+                Some(u) if u.starts_with("postgres") || u.starts_with("sqlite:") => {
+                    Location::parse_url(u).map_err(|e| format!("--store: {e}"))
+                }
+                _ => Ok(Location::Sqlite(s.clone())),
+            },
+            (None, Some(c)) => Config::load(c).map(|c| c.store_location()).map_err(|e| e.to_string()),
             (None, None) => Err("name the audit store with --config FILE or --store FILE".into()),
         }
     }
 
     async fn open(&self) -> Result<AuditStore, String> {
-        let p = self.path()?;
-        if !p.exists() {
-            return Err(format!("{}: no audit store there (it is created by `sosdesk serve`)", p.display()));
+        let l = self.location()?;
+        if l.path().is_some_and(|p| !p.exists()) {
+            return Err(format!("{l}: no audit store there (it is created by `sosdesk serve`)"));
         }
-        AuditStore::open(&p).await.map_err(|e| e.to_string())
+        AuditStore::open(l).await.map_err(|e| e.to_string())
     }
 
     /// The LIS tables of the store; `create` for an import, which may come before the first
     /// `sosdesk serve`.
     async fn open_lis(&self, create: bool) -> Result<LisStore, String> {
-        let p = self.path()?;
-        if !create && !p.exists() {
-            return Err(format!(
-                "{}: no store there (`sosdesk lis import` or `sosdesk serve` creates it)",
-                p.display()
-            ));
+        let l = self.location()?;
+        if !create && l.path().is_some_and(|p| !p.exists()) {
+            return Err(format!("{l}: no store there (`sosdesk lis import` or `sosdesk serve` creates it)"));
         }
-        LisStore::open(&p).await.map_err(|e| e.to_string())
+        LisStore::open(l).await.map_err(|e| e.to_string())
     }
 }
 
@@ -261,7 +264,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                 cfg.policies.len(),
                 cfg.routes.len(),
                 cfg.sites.len(),
-                cfg.store_path().display()
+                cfg.store_location()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -430,7 +433,7 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
                 println!("{}", serde_json::to_string_pretty(&erls).map_err(|e| e.to_string())?);
             } else {
                 print!("{}", admin::erl_table(&erls));
-                println!("{}", admin::counts_line(&counts, s.path()));
+                println!("{}", admin::counts_line(&counts, s.location()));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -488,7 +491,7 @@ async fn serve(config: &Path) -> Result<ExitCode, String> {
         .into_iter()
         .filter_map(|(t, a)| a.map(|a| format!("{t}:{a}")))
         .collect();
-    println!("sosdesk serving emergency calls on {} (audit: {})", listeners.join(" "), cfg.store_path().display());
+    println!("sosdesk serving emergency calls on {} (audit: {})", listeners.join(" "), cfg.store_location());
     // systemd (Type=notify): started; the watchdog's WATCHDOG=1 follow (sosdesk::watchdog).
     sosdesk::watchdog::sd_notify("READY=1");
     wait_for_shutdown().await;

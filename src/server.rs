@@ -124,7 +124,7 @@ impl Core {
         });
         let local = LocalEndpoint { host, udp: udp_addr, tcp: tcp_addr, tls: tls_addr };
 
-        let store = AuditStore::open(&cfg.store_path()).await?;
+        let store = AuditStore::open(cfg.store_location()).await?.with_node(cfg.node_name().as_deref());
         let journal = recover_journal(cfg, &store).await?;
         let audit = spawn_writer(store.clone());
         let (events, _) = broadcast::channel(4096);
@@ -149,7 +149,7 @@ impl Core {
         }
         // The Location Information Service: the wiremap index from the store (rebuilt when an
         // import changes it), the HELD endpoint, and what HELD told each device.
-        let lis = LisStore::open(&cfg.store_path()).await?;
+        let lis = LisStore::open(cfg.store_location()).await?;
         let wiremap = SharedWiremap::new(Wiremap::empty());
         let generation = reload_wiremap(&lis, &wiremap, None).await;
         let held_cache = HeldCache::default();
@@ -276,7 +276,7 @@ impl Core {
         };
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
-        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, held = ?held, api = ?api, store = %cfg.store_path().display(), "sosdesk core started");
+        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, held = ?held, api = ?api, store = %cfg.store_location(), "sosdesk core started");
         Ok(Core {
             local,
             held,

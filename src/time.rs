@@ -1,4 +1,4 @@
-//! How sosdesk writes times into its SQLite store: one helper shared by the audit log and the
+//! How sosdesk writes times into its store (SQLite or PostgreSQL, as text): one helper shared by the audit log and the
 //! Location Information Service, so neither has to import the other (location sits below audit).
 
 use chrono::{DateTime, SecondsFormat, Utc};

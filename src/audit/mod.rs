@@ -2,7 +2,8 @@
 //!
 //! Every [`CallEvent`](crate::events::CallEvent) is stored as one row of the `events` table, in a
 //! SQLite file (WAL, `synchronous=FULL`: a committed row survives a killed process and a power
-//! cut). Each row carries the SHA-256 hash of the previous row, so an edited, deleted or moved row
+//! cut) or in a PostgreSQL database that several core nodes share (`crate::db`): then the nodes
+//! append to one chain, each in turn (see [`AuditStore::append`]), and every row names its node. Each row carries the SHA-256 hash of the previous row, so an edited, deleted or moved row
 //! is found by [`AuditStore::verify`]; the formula is in [`chain`]. In the same transaction the
 //! `calls` table keeps one [`CallSummary`] per call for the history view.
 //!
@@ -12,7 +13,7 @@
 //! committed when the process dies is in the [`journal`], written before the bytes of each
 //! event leave, and recovered at the next start.
 //!
-//! Schema: `migrations/` at the repository root.
+//! Schema: `migrations/sqlite/` and `migrations/postgres/` at the repository root.
 
 pub mod chain;
 mod csv;
@@ -21,7 +22,9 @@ mod store;
 mod summary;
 mod writer;
 
-use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::db::Location;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -55,27 +58,28 @@ pub struct AuditRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    /// The file could not be opened or created (missing directory, not a database, no space…).
-    #[error("cannot open audit store {}: {cause}", path.display())]
-    Open { path: PathBuf, cause: String },
+    /// The store could not be opened or created (missing directory, not a database, no space, no
+    /// server…).
+    #[error("cannot open audit store {store}: {cause}")]
+    Open { store: Arc<Location>, cause: String },
     /// The schema could not be brought up to date.
-    #[error("cannot migrate audit store {}: {source}", path.display())]
+    #[error("cannot migrate audit store {store}: {source}")]
     Migrate {
-        path: PathBuf,
+        store: Arc<Location>,
         #[source]
         source: sqlx::migrate::MigrateError,
     },
     /// A query failed: `op` says what sosdesk was doing.
-    #[error("audit store {}: {op} failed: {source}", path.display())]
+    #[error("audit store {store}: {op} failed: {source}")]
     Db {
-        path: PathBuf,
+        store: Arc<Location>,
         op: &'static str,
         #[source]
         source: sqlx::Error,
     },
     /// A stored row cannot be read back (e.g. a payload that is not a CallEvent).
-    #[error("audit store {}: row seq {seq} is unreadable: {reason}", path.display())]
-    Corrupt { path: PathBuf, seq: i64, reason: String },
+    #[error("audit store {store}: row seq {seq} is unreadable: {reason}")]
+    Corrupt { store: Arc<Location>, seq: i64, reason: String },
     /// An event could not be turned into JSON.
     #[error("cannot encode call event {call_id}/{call_seq}: {source}")]
     Encode {

@@ -1,17 +1,19 @@
-//! The SQLite audit store.
+//! The audit store, on SQLite or PostgreSQL (`crate::db`: one set of queries, written for
+//! SQLite and numbered for PostgreSQL by `Backend::sql`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::Row;
 
 use super::chain::{chain_hash, ChainChecker, ChainRow, VerifyReport, GENESIS_HASH};
 use super::csv::write_record;
 use super::summary::{event_detail, CallOutcome, CallSummary};
 use super::{timestamp, AuditError, AuditRecord};
+use crate::db::{Backend, Db, Location};
 use crate::events::CallEvent;
 
 /// Rows read per query by verify and export: bounded memory on a table of millions of rows.
@@ -26,46 +28,63 @@ const EVENT_COLUMNS: &str = "seq, call_id, call_seq, at, kind, payload, prev_has
 /// Handle on one audit database. Cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]
 pub struct AuditStore {
-    pool: SqlitePool,
-    path: Arc<PathBuf>,
+    db: Db,
+    /// Written into the `node` column of every row this store appends ([`Self::with_node`]).
+    node: Option<Arc<str>>,
 }
 
 impl AuditStore {
-    /// Opens (creating it if missing) the SQLite file at `path` and brings its schema up to date.
+    /// Opens (creating it if missing) the store at `location` — a SQLite file (a path converts)
+    /// or a PostgreSQL database — and brings its schema up to date.
     ///
-    /// The directory must exist: a missing directory usually means a wrong path in the config, and
-    /// creating it would hide that.
-    pub async fn open(path: &Path) -> Result<AuditStore, AuditError> {
-        let pool = crate::db::open(path).await.map_err(|e| match e {
-            crate::db::OpenError::Open(cause) => AuditError::Open { path: path.to_path_buf(), cause },
-            crate::db::OpenError::Migrate(source) => AuditError::Migrate { path: path.to_path_buf(), source },
+    /// SQLite: the directory must exist: a missing directory usually means a wrong path in the
+    /// config, and creating it would hide that.
+    pub async fn open(location: impl Into<Location>) -> Result<AuditStore, AuditError> {
+        let location = Arc::new(location.into());
+        let db = crate::db::open(&location).await.map_err(|e| match e {
+            crate::db::OpenError::Open(cause) => AuditError::Open { store: location.clone(), cause },
+            crate::db::OpenError::Migrate(source) => AuditError::Migrate { store: location.clone(), source },
         })?;
-        Ok(AuditStore { pool, path: Arc::new(path.to_path_buf()) })
+        Ok(AuditStore { db, node: None })
+    }
+
+    /// This store with `node` as the name written on every row it appends: the core node, when
+    /// several share one PostgreSQL database and so one chain.
+    pub fn with_node(mut self, node: Option<&str>) -> AuditStore {
+        self.node = node.map(Arc::from);
+        self
     }
 
     /// Closes every connection (checkpointing the WAL into the main file). Clones are closed too.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.pool.close().await;
     }
 
-    /// The file this store writes to.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where this store writes (a PostgreSQL URL is shown without its password).
+    pub fn location(&self) -> &Location {
+        &self.db.location
+    }
+
+    fn sql<'a>(&self, sql: &'a str) -> std::borrow::Cow<'a, str> {
+        self.db.backend.sql(sql)
     }
 
     fn db(&self, op: &'static str) -> impl FnOnce(sqlx::Error) -> AuditError + '_ {
-        move |source| AuditError::Db { path: self.path.to_path_buf(), op, source }
+        move |source| AuditError::Db { store: self.db.location.clone(), op, source }
     }
 
     fn corrupt(&self, seq: i64, reason: impl std::fmt::Display) -> AuditError {
-        AuditError::Corrupt { path: self.path.to_path_buf(), seq, reason: reason.to_string() }
+        AuditError::Corrupt { store: self.db.location.clone(), seq, reason: reason.to_string() }
     }
 
     /// Appends `events` in one transaction and returns their global seqs, in order.
     ///
     /// When this returns `Ok`, the rows are committed and fsynced. The chain tip is read inside a
-    /// `BEGIN IMMEDIATE` transaction (which takes the write lock at once), so two writers, even in
-    /// two processes, cannot both continue from the same row and fork the chain.
+    /// write transaction that every other writer waits for (`Db::begin_write`: SQLite's
+    /// `BEGIN IMMEDIATE`; on PostgreSQL a lock on `chain_head`), so two writers — two processes,
+    /// or two nodes on one PostgreSQL — cannot both continue from the same row and fork the
+    /// chain: each appends after the true last row, and the chain stays one. (The `seq` primary
+    /// key would refuse a fork anyway, as an error instead of a wait.)
     pub async fn append(&self, events: &[CallEvent]) -> Result<Vec<i64>, AuditError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -83,7 +102,7 @@ impl AuditStore {
             .collect::<Result<Vec<String>, AuditError>>()?;
 
         // On any error below, dropping `tx` rolls the whole batch back.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
+        let mut tx = self.db.begin_write("chain_head").await.map_err(self.db("begin transaction"))?;
         let (mut seq, mut prev_hash) = self.chain_tip(&mut tx).await?;
 
         // Chain the rows in memory, then write them with a few multi-row statements: one
@@ -98,7 +117,8 @@ impl AuditStore {
         let mut rest = &rows[..];
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
-            let mut q = sqlx::query(insert_sql(&INSERT_EVENTS, chunk.len()));
+            let sql = self.sql(insert_sql(&INSERT_EVENTS, chunk.len()));
+            let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q
                     .bind(r.seq)
@@ -108,7 +128,8 @@ impl AuditStore {
                     .bind(r.ev.kind.name())
                     .bind(r.payload)
                     .bind(&r.prev_hash)
-                    .bind(&r.hash);
+                    .bind(&r.hash)
+                    .bind(self.node.as_deref());
             }
             q.execute(&mut *tx).await.map_err(self.db("insert events"))?;
             rest = tail;
@@ -134,18 +155,21 @@ impl AuditStore {
             rest = tail;
         }
         let seqs = rows.iter().map(|r| r.seq).collect();
-        sqlx::query("INSERT OR REPLACE INTO chain_head (id, seq, hash) VALUES (1, ?, ?)")
-            .bind(seq)
-            .bind(&prev_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db("update chain head"))?;
+        sqlx::query(&self.sql(
+            "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        ))
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.db("update chain head"))?;
         tx.commit().await.map_err(self.db("commit"))?;
         Ok(seqs)
     }
 
     /// (seq, hash) to continue the chain from.
-    async fn chain_tip(&self, conn: &mut SqliteConnection) -> Result<(i64, String), AuditError> {
+    async fn chain_tip(&self, conn: &mut AnyConnection) -> Result<(i64, String), AuditError> {
         let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await
@@ -162,7 +186,7 @@ impl AuditStore {
                 // would paper over it. Rows beyond the head cannot be continued from the head
                 // without clashing seqs, so then the last row wins. Either way: keep recording.
                 tracing::error!(
-                    path = %self.path.display(),
+                    store = %self.db.location,
                     head_seq = head.0, last_seq = last.0,
                     "audit chain head does not match the last row: the log was tampered with; run verify"
                 );
@@ -176,12 +200,8 @@ impl AuditStore {
         })
     }
 
-    async fn load_summary(
-        &self,
-        conn: &mut SqliteConnection,
-        call_id: &str,
-    ) -> Result<Option<CallSummary>, AuditError> {
-        let row = sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id = ?"))
+    async fn load_summary(&self, conn: &mut AnyConnection, call_id: &str) -> Result<Option<CallSummary>, AuditError> {
+        let row = sqlx::query(&self.sql(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id = ?")))
             .bind(call_id)
             .fetch_optional(&mut *conn)
             .await
@@ -192,7 +212,7 @@ impl AuditStore {
     /// The stored summaries of the calls in `events`, in one query.
     async fn load_summaries(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         events: &[CallEvent],
     ) -> Result<HashMap<String, CallSummary>, AuditError> {
         let mut ids: Vec<&str> = events.iter().map(|e| e.call_id.as_str()).collect();
@@ -200,13 +220,15 @@ impl AuditStore {
         ids.dedup();
         // A JSON array bound as one parameter: the same statement for any number of calls.
         let ids = serde_json::Value::from(ids).to_string();
-        let rows = sqlx::query(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id IN (SELECT value FROM json_each(?))"
-        ))
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(self.db("read call summaries"))?;
+        let each = match self.db.backend {
+            Backend::Sqlite => "SELECT value FROM json_each(?)",
+            Backend::Postgres => "SELECT json_array_elements_text($1::json)",
+        };
+        let rows = sqlx::query(&format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE call_id IN ({each})"))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(self.db("read call summaries"))?;
         rows.iter()
             .map(|r| {
                 let s = summary_from_row(r).map_err(self.db("decode call summary"))?;
@@ -215,9 +237,10 @@ impl AuditStore {
             .collect()
     }
 
-    async fn store_summaries(&self, conn: &mut SqliteConnection, chunk: &[CallSummary]) -> Result<(), AuditError> {
+    async fn store_summaries(&self, conn: &mut AnyConnection, chunk: &[CallSummary]) -> Result<(), AuditError> {
         let ts = |t: &Option<DateTime<Utc>>| t.as_ref().map(timestamp);
-        let mut q = sqlx::query(insert_sql(&INSERT_CALLS, chunk.len()));
+        let sql = self.sql(insert_sql(&INSERT_CALLS, chunk.len()));
+        let mut q = sqlx::query(&sql);
         for s in chunk {
             q = q
                 .bind(&s.call_id)
@@ -230,7 +253,7 @@ impl AuditStore {
                 .bind(&s.caller_name)
                 .bind(&s.dialed)
                 .bind(&s.normalized)
-                .bind(s.test_call)
+                .bind(i64::from(s.test_call))
                 .bind(&s.policy)
                 .bind(&s.site)
                 .bind(&s.location)
@@ -249,7 +272,7 @@ impl AuditStore {
 
     /// The summary of one call, if the store has any event of it.
     pub async fn call_summary(&self, call_id: &str) -> Result<Option<CallSummary>, AuditError> {
-        let mut conn = self.pool.acquire().await.map_err(self.db("acquire connection"))?;
+        let mut conn = self.db.pool.acquire().await.map_err(self.db("acquire connection"))?;
         self.load_summary(&mut conn, call_id).await
     }
 
@@ -260,14 +283,17 @@ impl AuditStore {
 
     /// Calls matching `q`, newest (by first event time) first, at most `q.limit`.
     pub async fn search(&self, q: &HistoryQuery) -> Result<Vec<CallSummary>, AuditError> {
-        let (cond, binds) = q.condition();
-        let sql =
-            format!("SELECT {SUMMARY_COLUMNS} FROM calls WHERE {cond} ORDER BY first_at DESC, first_seq DESC LIMIT ?");
+        let (cond, binds) = q.condition(self.db.backend);
+        let sql = self
+            .sql(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM calls WHERE {cond} ORDER BY first_at DESC, first_seq DESC LIMIT ?"
+            ))
+            .into_owned();
         let mut query = sqlx::query(&sql);
         for b in &binds {
             query = query.bind(b);
         }
-        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await.map_err(self.db("search history"))?;
+        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.db.pool).await.map_err(self.db("search history"))?;
         rows.iter().map(|r| summary_from_row(r).map_err(self.db("decode call summary"))).collect()
     }
 
@@ -276,12 +302,13 @@ impl AuditStore {
     pub async fn append_missing(&self, events: &[CallEvent]) -> Result<usize, AuditError> {
         let mut missing = Vec::new();
         for ev in events {
-            let held: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE call_id = ? AND call_seq = ?")
-                .bind(&ev.call_id)
-                .bind(i64::from(ev.seq))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(self.db("look for a recovered event"))?;
+            let held: Option<i64> =
+                sqlx::query_scalar(&self.sql("SELECT seq FROM events WHERE call_id = ? AND call_seq = ?"))
+                    .bind(&ev.call_id)
+                    .bind(i64::from(ev.seq))
+                    .fetch_optional(&self.db.pool)
+                    .await
+                    .map_err(self.db("look for a recovered event"))?;
             if held.is_none() {
                 missing.push(ev.clone());
             }
@@ -292,15 +319,21 @@ impl AuditStore {
         Ok(missing.len())
     }
 
-    /// Ends, in the log, every call that has no final event: calls that were up when the core
-    /// last stopped or crashed (their state went with the process). Each gets `ended` by `core`
-    /// with `reason`, numbered after its last event. Call this only before the core serves.
+    /// Ends, in the log, every call of this node that has no final event: calls that were up when
+    /// the core last stopped or crashed (their state went with the process). Each gets `ended` by
+    /// `core` with `reason`, numbered after its last event. Call this only before the core serves.
+    ///
+    /// Only the calls this node took (the `node` of their first row is this store's): with
+    /// several nodes on one PostgreSQL database, the others' open calls may well be up.
     pub async fn close_interrupted_calls(&self, at: DateTime<Utc>, reason: &str) -> Result<usize, AuditError> {
-        let open: Vec<String> =
-            sqlx::query_scalar("SELECT call_id FROM calls WHERE ended_at IS NULL AND outcome <> 'rejected'")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.db("find calls without an end"))?;
+        let open: Vec<String> = sqlx::query_scalar(&self.sql(
+            "SELECT call_id FROM calls WHERE ended_at IS NULL AND outcome <> 'rejected' AND EXISTS \
+             (SELECT 1 FROM events e WHERE e.seq = calls.first_seq AND e.node IS NOT DISTINCT FROM ?)",
+        ))
+        .bind(self.node.as_deref())
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(self.db("find calls without an end"))?;
         let mut ends = Vec::new();
         for call_id in open {
             let Some(last) = self.call_events(&call_id).await?.into_iter().max_by_key(|r| r.call_seq) else { continue };
@@ -321,15 +354,17 @@ impl AuditStore {
     /// first, at most `limit`, at or after `since` when given.
     pub async fn refusals(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
         // `events_refused` (a partial index) keeps this from scanning the whole log.
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE kind IN ('refused', 'rejected') AND at >= ? \
-             ORDER BY seq DESC LIMIT ?"
-        );
+        let sql = self
+            .sql(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE kind IN ('refused', 'rejected') AND at >= ? \
+                 ORDER BY seq DESC LIMIT ?"
+            ))
+            .into_owned();
         let since = since.map(|t| timestamp(&t)).unwrap_or_default();
         let rows = sqlx::query(&sql)
             .bind(since)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await
             .map_err(self.db("read refusals"))?;
         rows.iter().map(|r| self.record_from_row(r)).collect()
@@ -337,15 +372,16 @@ impl AuditStore {
 
     /// Every stored event of one call, in the order they were stored.
     pub async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, AuditError> {
-        let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE call_id = ? ORDER BY seq"))
-            .bind(call_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.db("read call events"))?;
+        let rows =
+            sqlx::query(&self.sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE call_id = ? ORDER BY seq")))
+                .bind(call_id)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(self.db("read call events"))?;
         rows.iter().map(|r| self.record_from_row(r)).collect()
     }
 
-    fn record_from_row(&self, r: &SqliteRow) -> Result<AuditRecord, AuditError> {
+    fn record_from_row(&self, r: &AnyRow) -> Result<AuditRecord, AuditError> {
         let raw = RawEvent::from_row(r).map_err(self.db("decode event row"))?;
         let event: CallEvent = serde_json::from_str(&raw.payload).map_err(|e| self.corrupt(raw.seq, e))?;
         let at = parse_ts(&raw.at).map_err(|e| self.corrupt(raw.seq, format!("column at: {e}")))?;
@@ -367,12 +403,14 @@ impl AuditStore {
     /// with an extra `AND …` condition and its parameters (empty: every row).
     async fn events_after(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         after: i64,
         only: &(String, Vec<String>),
-    ) -> Result<Vec<SqliteRow>, AuditError> {
+    ) -> Result<Vec<AnyRow>, AuditError> {
         let (cond, binds) = only;
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{cond} ORDER BY seq LIMIT ?");
+        let sql = self
+            .sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?{cond} ORDER BY seq LIMIT ?"))
+            .into_owned();
         let mut query = sqlx::query(&sql).bind(after);
         for b in binds {
             query = query.bind(b);
@@ -407,9 +445,10 @@ impl AuditStore {
     /// Recomputes the hash chain over every row (see [`super::chain`]).
     ///
     /// Reads inside one transaction, i.e. one consistent snapshot, while the writer goes on
-    /// appending (WAL lets it).
+    /// appending (WAL lets it; on PostgreSQL a REPEATABLE READ snapshot): every node's rows,
+    /// as they are one chain.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let mut checker = ChainChecker::new();
         let mut last: Option<(i64, String)> = None;
         let mut after = i64::MIN;
@@ -460,7 +499,7 @@ impl AuditStore {
     ) -> Result<(), AuditError> {
         let only = match q {
             Some(q) => {
-                let (cond, binds) = q.condition();
+                let (cond, binds) = q.condition(self.db.backend);
                 (format!(" AND call_id IN (SELECT call_id FROM calls WHERE {cond})"), binds)
             }
             None => (String::new(), Vec::new()),
@@ -485,7 +524,7 @@ impl AuditStore {
             ],
         )
         .map_err(io)?;
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let mut after = i64::MIN;
         loop {
             let rows = self.events_after(&mut tx, after, &only).await?;
@@ -538,17 +577,22 @@ pub struct HistoryQuery {
 }
 
 impl HistoryQuery {
-    /// The WHERE condition over `calls` and its parameters, in order.
-    fn condition(&self) -> (String, Vec<String>) {
+    /// The WHERE condition over `calls` and its parameters, in order (`?` placeholders).
+    fn condition(&self, backend: Backend) -> (String, Vec<String>) {
         let mut cond = vec!["1 = 1".to_string()];
         let mut binds = Vec::new();
         if let Some(text) = self.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             // LIKE with `\` as escape, so a `%` or `_` typed by the officer matches itself.
+            // SQLite's LIKE ignores ASCII case; PostgreSQL's does not, ILIKE does.
+            let like = match backend {
+                Backend::Sqlite => "LIKE",
+                Backend::Postgres => "ILIKE",
+            };
             let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
             let cols = ["caller_number", "caller_name", "dialed", "location", "site", "call_id"];
             cond.push(format!(
                 "({})",
-                cols.iter().map(|c| format!("{c} LIKE ? ESCAPE '\\'")).collect::<Vec<_>>().join(" OR ")
+                cols.iter().map(|c| format!("{c} {like} ? ESCAPE '\\'")).collect::<Vec<_>>().join(" OR ")
             ));
             binds.extend(std::iter::repeat_n(pattern, cols.len()));
         }
@@ -592,10 +636,10 @@ struct MultiInsert {
 }
 
 impl MultiInsert {
-    fn new(head: &str, columns: usize) -> MultiInsert {
+    fn new(head: &str, columns: usize, tail: &str) -> MultiInsert {
         let row = format!("({})", vec!["?"; columns].join(", "));
         let by_log2 = (0..=MAX_CHUNK.trailing_zeros())
-            .map(|k| format!("{head} VALUES {}", vec![row.as_str(); 1 << k].join(", ")))
+            .map(|k| format!("{head} VALUES {}{tail}", vec![row.as_str(); 1 << k].join(", ")))
             .collect();
         MultiInsert { by_log2 }
     }
@@ -607,11 +651,25 @@ fn insert_sql(m: &'static LazyLock<MultiInsert>, rows: usize) -> &'static str {
 }
 
 static INSERT_EVENTS: LazyLock<MultiInsert> = LazyLock::new(|| {
-    MultiInsert::new("INSERT INTO events (seq, call_id, call_seq, at, kind, payload, prev_hash, hash)", 8)
+    MultiInsert::new("INSERT INTO events (seq, call_id, call_seq, at, kind, payload, prev_hash, hash, node)", 9, "")
 });
 
-static INSERT_CALLS: LazyLock<MultiInsert> =
-    LazyLock::new(|| MultiInsert::new(&format!("INSERT OR REPLACE INTO calls ({SUMMARY_COLUMNS})"), 22));
+/// The summaries are upserted: `ON CONFLICT … DO UPDATE` is both SQLite's (3.24+) and
+/// PostgreSQL's, where SQLite's `INSERT OR REPLACE` is not.
+static INSERT_CALLS: LazyLock<MultiInsert> = LazyLock::new(|| {
+    let set = SUMMARY_COLUMNS
+        .split(", ")
+        .map(str::trim)
+        .filter(|c| *c != "call_id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    MultiInsert::new(
+        &format!("INSERT INTO calls ({SUMMARY_COLUMNS})"),
+        22,
+        &format!(" ON CONFLICT (call_id) DO UPDATE SET {set}"),
+    )
+});
 
 /// One row being appended.
 struct EventRow<'a> {
@@ -635,7 +693,7 @@ struct RawEvent {
 }
 
 impl RawEvent {
-    fn from_row(r: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
+    fn from_row(r: &AnyRow) -> Result<RawEvent, sqlx::Error> {
         Ok(RawEvent {
             seq: r.try_get("seq")?,
             call_id: r.try_get("call_id")?,
@@ -653,7 +711,7 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
 }
 
-fn summary_from_row(r: &SqliteRow) -> Result<CallSummary, sqlx::Error> {
+fn summary_from_row(r: &AnyRow) -> Result<CallSummary, sqlx::Error> {
     // Decoding errors name the column, so a hand-edited row is easy to find.
     fn decode_err(column: &str, e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
         sqlx::Error::ColumnDecode { index: column.to_string(), source: Box::new(e) }
@@ -684,7 +742,8 @@ fn summary_from_row(r: &SqliteRow) -> Result<CallSummary, sqlx::Error> {
         caller_name: r.try_get("caller_name")?,
         dialed: r.try_get("dialed")?,
         normalized: r.try_get("normalized")?,
-        test_call: r.try_get("test_call")?,
+        // An integer on both backends (a bool does not decode from PostgreSQL's BIGINT).
+        test_call: r.try_get::<i64, _>("test_call")? != 0,
         policy: r.try_get("policy")?,
         site: r.try_get("site")?,
         location: r.try_get("location")?,
@@ -707,7 +766,7 @@ mod tests {
     fn chunks_are_powers_of_two_up_to_the_maximum() {
         let got: Vec<usize> = [1, 2, 3, 63, 64, 65, 1000].iter().map(|&n| chunk_len(n)).collect();
         assert_eq!(got, [1, 2, 2, 32, 64, 64, 64]);
-        assert_eq!(insert_sql(&INSERT_EVENTS, 2).matches('?').count(), 16);
+        assert_eq!(insert_sql(&INSERT_EVENTS, 2).matches('?').count(), 18);
         assert_eq!(insert_sql(&INSERT_CALLS, 64).matches('?').count(), 64 * 22);
     }
 
@@ -757,7 +816,7 @@ mod tests {
     async fn connections_use_wal_and_full_sync() {
         let dir = tempfile::tempdir().unwrap();
         let store = AuditStore::open(&dir.path().join("a.db")).await.unwrap();
-        let mut conn = store.pool.acquire().await.unwrap();
+        let mut conn = store.db.pool.acquire().await.unwrap();
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
         assert_eq!(mode, "wal");
         // 2 = FULL

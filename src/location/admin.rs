@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::sfb_csv::{self, CsvErrors, ParsedWiremap};
 use super::store::{ImportSummary, LisCounts, LisError, LisStore, StoredErl, WiremapBatch, WiremapKind};
@@ -68,8 +68,8 @@ pub struct ImportReport {
     pub duplicates: usize,
     /// Subnets given as bare SfB subnet IDs (prefix length inferred).
     pub bare_subnet_ids: usize,
-    /// The store file.
-    pub store: PathBuf,
+    /// The store: its file, or its PostgreSQL URL without the password.
+    pub store: String,
 }
 
 impl fmt::Display for ImportReport {
@@ -86,7 +86,7 @@ impl fmt::Display for ImportReport {
             s.changed,
             s.unchanged,
             s.new_erls,
-            self.store.display()
+            self.store
         )?;
         if self.bare_subnet_ids > 0 {
             writeln!(
@@ -110,7 +110,7 @@ pub async fn import(store: &LisStore, file: &str, parsed: &ParsedWiremap) -> Res
         summary,
         duplicates: parsed.records - summary.rows,
         bare_subnet_ids: parsed.bare_subnet_ids,
-        store: store.path().to_path_buf(),
+        store: store.location().to_string(),
     })
 }
 
@@ -240,17 +240,11 @@ pub fn erl_table(erls: &[StoredErl]) -> String {
 }
 
 /// The last line of `lis list`: how many ERLs and elements of each kind the store holds.
-pub fn counts_line(counts: &LisCounts, store: &Path) -> String {
+pub fn counts_line(counts: &LisCounts, store: &crate::db::Location) -> String {
     let w = counts.wiremap;
     format!(
         "{} ERLs; wiremap: {} subnets, {} waps, {} switches, {} ports, {} macs (store {})",
-        counts.erls,
-        w.subnets,
-        w.waps,
-        w.switches,
-        w.ports,
-        w.macs,
-        store.display()
+        counts.erls, w.subnets, w.waps, w.switches, w.ports, w.macs, store
     )
 }
 

@@ -42,6 +42,11 @@ pub fn ack_key(cfg: &Config) -> Result<Arc<[u8]>, String> {
         return Ok(k.0.as_bytes().into());
     }
     let path = ack_key_path(cfg);
+    if cfg.store_is_shared() {
+        // Several nodes share one store: a key of this node's own signs links no other node
+        // accepts (docs/channels.md).
+        tracing::warn!(key = %path.display(), "[alerts] ack_key is not set: acknowledgement links from this node work only on this node; give every node the same ack_key");
+    }
     match std::fs::read_to_string(&path) {
         Ok(hexed) => {
             let key = hex::decode(hexed.trim()).map_err(|e| format!("{}: {e}", path.display()))?;

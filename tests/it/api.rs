@@ -13,6 +13,7 @@ use sosdesk::api::{encode_base64, DeskInfo};
 use sosdesk::config::AcknowledgeMode;
 use sosdesk::events::{CallEvent, CallEventKind};
 use support::lab::Lab;
+use support::store::{store_test, TestDb};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -331,13 +332,14 @@ fn health_says_the_engine_is_turning_without_credentials_and_rejections_need_the
     assert_eq!(records[0]["event"]["kind"]["source"], "127.0.0.1");
 }
 
+store_test!(sync desks_are_told_of_a_failing_store_and_a_stalled_engine_on_their_event_stream);
 /// Issue 19, "the desk stays honest": every desk is told on its event stream when the core's
 /// audit store cannot write (while calls still route) and when its engine stops turning; the
 /// health endpoint says the same to a monitoring system.
-#[test]
-fn desks_are_told_of_a_failing_store_and_a_stalled_engine_on_their_event_stream() {
-    use sqlx::{ConnectOptions as _, Connection as _};
-    let mut lab = Lab::start();
+fn desks_are_told_of_a_failing_store_and_a_stalled_engine_on_their_event_stream(db: TestDb) {
+    use sqlx::Connection as _;
+    let missing_table = if db.is_postgres() { "relation \"calls\" does not exist" } else { "no such table: calls" };
+    let mut lab = Lab::start_on(db, |c| c);
     let port = lab.ports.api;
     let mut desk = lab.rt.block_on(Events::open(port, "desk1", "lobby-desk-secret"));
     let conditions = |seen: &str| -> Vec<serde_json::Value> {
@@ -357,14 +359,8 @@ fn desks_are_told_of_a_failing_store_and_a_stalled_engine_on_their_event_stream(
     assert_eq!(first, &serde_json::json!({"engine_stalled": false, "store_waiting": 0, "store_error": null}));
 
     // The store breaks under the core (as a vanished database or a full disk would).
-    let store = lab.store_path();
     let mut raw = lab.rt.block_on(async {
-        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&store)
-            .busy_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .unwrap();
+        let mut c = lab.db.as_ref().unwrap().raw().await;
         sqlx::query("ALTER TABLE calls RENAME TO calls_away").execute(&mut c).await.unwrap();
         c
     });
@@ -375,7 +371,7 @@ fn desks_are_told_of_a_failing_store_and_a_stalled_engine_on_their_event_stream(
     let failing_seen = |s: &str| conditions(s).iter().any(|c| c["store_waiting"].as_u64() > Some(0));
     lab.rt.block_on(desk.until("the failing store", failing_seen));
     let failing = conditions(&desk.seen).into_iter().find(|c| c["store_waiting"].as_u64() > Some(0)).unwrap();
-    assert!(failing["store_error"].as_str().unwrap().contains("no such table: calls"), "{failing}");
+    assert!(failing["store_error"].as_str().unwrap().contains(missing_table), "{failing}");
     assert_eq!(failing["engine_stalled"], false);
     lab.rt.block_on(async {
         let (status, _, body) = http(port, None, "GET", "/api/v1/health", None, None).await;

@@ -113,7 +113,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("registrar", &["sip"]),
     ("notify", &["events", "location", "registrar", "sip"]),
     ("channels", &["events", "location", "notify"]),
-    ("config", &["channels", "location", "notify", "sip"]),
+    ("config", &["channels", "db", "location", "notify", "sip"]),
     ("policy", &["config", "location", "notify"]),
     ("audit", &["db", "events", "location", "time"]),
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),

@@ -1,14 +1,17 @@
-//! The audit store against real SQLite files: durability across handles, the hash chain and its
-//! tamper detection, call summaries, history, CSV export and the background writer.
+//! The audit store against real SQLite files and a real PostgreSQL server (each `store_test!`
+//! runs on both): durability across handles, the hash chain and its tamper detection, call
+//! summaries, history, CSV export and the background writer; and, on PostgreSQL, several nodes
+//! appending to one chain.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
-use tempfile::TempDir;
+
+use crate::support::store::{store_test, TestDb};
 
 use sosdesk::audit::{spawn_writer, AuditError, AuditStore, CallOutcome, VerifyReason, VerifyReport, GENESIS_HASH};
 use sosdesk::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
@@ -104,23 +107,9 @@ fn answered_call(call_id: &str) -> Vec<CallEvent> {
     ]
 }
 
-async fn new_store() -> (TempDir, PathBuf, AuditStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.db");
-    let store = AuditStore::open(&path).await.unwrap();
-    (dir, path, store)
-}
-
 /// A plain connection to the file, as an attacker (or the sqlite3 shell) would have.
 async fn raw(path: &Path) -> SqliteConnection {
     SqliteConnectOptions::new().filename(path).busy_timeout(std::time::Duration::from_secs(10)).connect().await.unwrap()
-}
-
-async fn count(path: &Path, table: &str) -> i64 {
-    let mut c = raw(path).await;
-    let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut c).await.unwrap();
-    c.close().await.unwrap();
-    n
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,7 +122,7 @@ async fn open_creates_the_file_and_migrates() {
     assert!(!path.exists());
     let store = AuditStore::open(&path).await.unwrap();
     assert!(path.exists());
-    assert_eq!(store.path(), path.as_path());
+    assert_eq!(store.location().path(), Some(path.as_path()));
 
     let mut c = raw(&path).await;
     let tables: Vec<(String,)> = sqlx::query_as(
@@ -162,6 +151,56 @@ async fn open_creates_the_file_and_migrates() {
     // Opening again runs no migration twice and keeps what is there.
     let again = AuditStore::open(&path).await.unwrap();
     assert_eq!(again.history(10).await.unwrap(), vec![]);
+}
+
+/// A store written before sosdesk had a PostgreSQL backend (its migrations then lived in
+/// `migrations/`, without the `node` column) opens: sqlx accepts the recorded migrations (same
+/// files, same checksums: `db::tests::sqlite_migration_checksums_are_unchanged` pins them), adds
+/// the new one, and the chain goes on from the old rows.
+#[tokio::test]
+async fn a_store_from_before_postgres_opens_and_its_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for e in std::fs::read_dir(&repo).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.as_str() < "20261206" {
+            std::fs::copy(repo.join(&name), old.join(&name)).unwrap();
+        }
+    }
+    let path = dir.path().join("sosdesk.db");
+    let mut c = SqliteConnectOptions::new().filename(&path).create_if_missing(true).connect().await.unwrap();
+    let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+    assert_eq!(migrator.iter().count(), 5);
+    migrator.run(&mut c).await.unwrap();
+    // One event as the old writer stored it.
+    let ev = event("call-1", 1, CallEventKind::Detected);
+    let payload = serde_json::to_string(&ev).unwrap();
+    let hash = sosdesk::audit::chain_hash(GENESIS_HASH, 1, &payload);
+    sqlx::query(
+        "INSERT INTO events (seq, call_id, call_seq, at, kind, payload, prev_hash, hash) \
+         VALUES (1, 'call-1', 1, ?, 'detected', ?, ?, ?)",
+    )
+    .bind(ev.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+    .bind(&payload)
+    .bind(GENESIS_HASH)
+    .bind(&hash)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO chain_head (id, seq, hash) VALUES (1, 1, ?)").bind(&hash).execute(&mut c).await.unwrap();
+    c.close().await.unwrap();
+
+    let store = AuditStore::open(&path).await.unwrap().with_node(Some("upgraded"));
+    assert_eq!(store.append(&[event("call-1", 2, CallEventKind::Routed)]).await.unwrap(), vec![2]);
+    let report = store.verify().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.rows_checked, 2);
+    let mut c = raw(&path).await;
+    let nodes: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT node FROM events ORDER BY seq").fetch_all(&mut c).await.unwrap();
+    assert_eq!(nodes, [(None,), (Some("upgraded".to_string()),)]);
 }
 
 #[tokio::test]
@@ -207,9 +246,9 @@ async fn open_a_directory_is_a_clear_error() {
 // ---------------------------------------------------------------------------------------------
 // Append, read back, chain
 
-#[tokio::test]
-async fn appended_events_survive_reopening_the_file() {
-    let (_dir, path, store) = new_store().await;
+store_test!(appended_events_survive_reopening_the_file);
+async fn appended_events_survive_reopening_the_file(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let events = answered_call("call-1");
     assert_eq!(store.append(&events[..2]).await.unwrap(), vec![1, 2]);
     assert_eq!(store.append(&events[2..]).await.unwrap(), vec![3, 4, 5]);
@@ -217,7 +256,7 @@ async fn appended_events_survive_reopening_the_file() {
     store.close().await;
     drop(store);
 
-    let store = AuditStore::open(&path).await.unwrap();
+    let store = AuditStore::open(db.location()).await.unwrap();
     let records = store.call_events("call-1").await.unwrap();
     assert_eq!(records.len(), 5);
     let mut prev = GENESIS_HASH.to_string();
@@ -246,14 +285,14 @@ async fn appended_events_survive_reopening_the_file() {
     assert!(store.verify().await.unwrap().is_ok());
 }
 
-#[tokio::test]
-async fn stored_hashes_follow_the_documented_formula() {
+store_test!(stored_hashes_follow_the_documented_formula);
+async fn stored_hashes_follow_the_documented_formula(db: TestDb) {
     // An external auditor has only the formula: recompute it here from the raw columns with sha2,
     // not through the store's own function.
     use sha2::{Digest, Sha256};
-    let (_dir, path, store) = new_store().await;
+    let store = AuditStore::open(db.location()).await.unwrap();
     store.append(&answered_call("call-1")).await.unwrap();
-    let mut c = raw(&path).await;
+    let mut c = db.raw().await;
     let rows: Vec<(i64, String, String, String)> =
         sqlx::query_as("SELECT seq, payload, prev_hash, hash FROM events ORDER BY seq")
             .fetch_all(&mut c)
@@ -273,28 +312,28 @@ async fn stored_hashes_follow_the_documented_formula() {
 
 /// Five events (seq 1..=5), then `sql` run by someone with write access to the file who removed
 /// the append-only triggers first, then a verify through a fresh handle.
-async fn verify_after(sql: &[&str]) -> VerifyReport {
-    let (_dir, path, store) = new_store().await;
+async fn verify_after(db: &TestDb, sql: &[&str]) -> VerifyReport {
+    let store = AuditStore::open(db.location()).await.unwrap();
     store.append(&answered_call("call-1")).await.unwrap();
     store.close().await;
-    let mut c = raw(&path).await;
-    sqlx::query("DROP TRIGGER events_append_only_update").execute(&mut c).await.unwrap();
-    sqlx::query("DROP TRIGGER events_append_only_delete").execute(&mut c).await.unwrap();
+    let mut c = db.raw().await;
+    db.drop_trigger("events_append_only_update").await;
+    db.drop_trigger("events_append_only_delete").await;
     for s in sql {
         sqlx::query(s).execute(&mut c).await.unwrap();
     }
     c.close().await.unwrap();
-    let store = AuditStore::open(&path).await.unwrap();
+    let store = AuditStore::open(db.location()).await.unwrap();
     let report = store.verify().await.unwrap();
     assert_eq!(report.rows_checked as usize, 5 - sql.iter().filter(|s| s.starts_with("DELETE")).count());
     report
 }
 
-#[tokio::test]
-async fn append_only_triggers_refuse_update_and_delete() {
-    let (_dir, path, store) = new_store().await;
+store_test!(append_only_triggers_refuse_update_and_delete);
+async fn append_only_triggers_refuse_update_and_delete(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     store.append(&answered_call("call-1")).await.unwrap();
-    let mut c = raw(&path).await;
+    let mut c = db.raw().await;
     let err = sqlx::query("UPDATE events SET payload = '{}' WHERE seq = 2").execute(&mut c).await.unwrap_err();
     assert!(err.to_string().contains("audit events are append-only"), "{err}");
     let err = sqlx::query("DELETE FROM events WHERE seq = 2").execute(&mut c).await.unwrap_err();
@@ -302,20 +341,21 @@ async fn append_only_triggers_refuse_update_and_delete() {
     assert!(store.verify().await.unwrap().is_ok());
 }
 
-#[tokio::test]
-async fn edited_payload_is_detected_at_its_seq() {
+store_test!(edited_payload_is_detected_at_its_seq);
+async fn edited_payload_is_detected_at_its_seq(db: TestDb) {
     let r =
-        verify_after(&["UPDATE events SET payload = replace(payload, 'Alice Example', 'Mallory') WHERE seq = 3"]).await;
+        verify_after(&db, &["UPDATE events SET payload = replace(payload, 'Alice Example', 'Mallory') WHERE seq = 3"])
+            .await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 3);
     assert!(matches!(p.reason, VerifyReason::HashMismatch { .. }), "{p}");
     assert_eq!(r.bad_rows, 1);
 }
 
-#[tokio::test]
-async fn edited_hash_is_detected_at_its_seq() {
+store_test!(edited_hash_is_detected_at_its_seq);
+async fn edited_hash_is_detected_at_its_seq(db: TestDb) {
     let fake = "ab".repeat(32);
-    let r = verify_after(&[&format!("UPDATE events SET hash = '{fake}' WHERE seq = 3")]).await;
+    let r = verify_after(&db, &[&format!("UPDATE events SET hash = '{fake}' WHERE seq = 3")]).await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 3);
     match p.reason {
@@ -324,19 +364,19 @@ async fn edited_hash_is_detected_at_its_seq() {
     }
 }
 
-#[tokio::test]
-async fn edited_payload_with_recomputed_hash_is_detected_at_the_next_row() {
+store_test!(edited_payload_with_recomputed_hash_is_detected_at_the_next_row);
+async fn edited_payload_with_recomputed_hash_is_detected_at_the_next_row(db: TestDb) {
     // The attacker fixes up row 3's hash for the new payload; row 4 still points at the old one.
-    let (_dir, path, store) = new_store().await;
+    let store = AuditStore::open(db.location()).await.unwrap();
     store.append(&answered_call("call-1")).await.unwrap();
     store.close().await;
-    let mut c = raw(&path).await;
-    sqlx::query("DROP TRIGGER events_append_only_update").execute(&mut c).await.unwrap();
+    let mut c = db.raw().await;
+    db.drop_trigger("events_append_only_update").await;
     let (prev, payload): (String, String) =
         sqlx::query_as("SELECT prev_hash, payload FROM events WHERE seq = 3").fetch_one(&mut c).await.unwrap();
     let forged = payload.replace("Alice Example", "Mallory");
     let forged_hash = sosdesk::audit::chain_hash(&prev, 3, &forged);
-    sqlx::query("UPDATE events SET payload = ?, hash = ? WHERE seq = 3")
+    sqlx::query("UPDATE events SET payload = $1, hash = $2 WHERE seq = 3")
         .bind(&forged)
         .bind(&forged_hash)
         .execute(&mut c)
@@ -344,7 +384,7 @@ async fn edited_payload_with_recomputed_hash_is_detected_at_the_next_row() {
         .unwrap();
     c.close().await.unwrap();
 
-    let r = AuditStore::open(&path).await.unwrap().verify().await.unwrap();
+    let r = AuditStore::open(db.location()).await.unwrap().verify().await.unwrap();
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 4);
     match p.reason {
@@ -353,48 +393,60 @@ async fn edited_payload_with_recomputed_hash_is_detected_at_the_next_row() {
     }
 }
 
-#[tokio::test]
-async fn deleted_middle_row_is_detected_as_a_gap() {
-    let r = verify_after(&["DELETE FROM events WHERE seq = 3"]).await;
+store_test!(deleted_middle_row_is_detected_as_a_gap);
+async fn deleted_middle_row_is_detected_as_a_gap(db: TestDb) {
+    let r = verify_after(&db, &["DELETE FROM events WHERE seq = 3"]).await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 3);
     assert_eq!(p.reason, VerifyReason::SeqGap { expected: 3, found: 4 });
 }
 
-#[tokio::test]
-async fn deleted_and_renumbered_rows_are_detected() {
+store_test!(deleted_and_renumbered_rows_are_detected);
+async fn deleted_and_renumbered_rows_are_detected(db: TestDb) {
     // Closing the gap by renumbering does not help: seq is part of the hash, and row 4 (now 3)
     // still points at the deleted row.
-    let r = verify_after(&["DELETE FROM events WHERE seq = 3", "UPDATE events SET seq = seq - 1 WHERE seq > 3"]).await;
+    // Row by row, in order: PostgreSQL checks the primary key after each row of an UPDATE.
+    let r = verify_after(
+        &db,
+        &[
+            "DELETE FROM events WHERE seq = 3",
+            "UPDATE events SET seq = 3 WHERE seq = 4",
+            "UPDATE events SET seq = 4 WHERE seq = 5",
+        ],
+    )
+    .await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 3);
     assert!(matches!(p.reason, VerifyReason::PrevHashMismatch { .. }), "{p}");
 }
 
-#[tokio::test]
-async fn swapped_rows_are_detected_at_the_first_moved_row() {
-    let r = verify_after(&[
-        "UPDATE events SET seq = -2 WHERE seq = 2",
-        "UPDATE events SET seq = 2 WHERE seq = 4",
-        "UPDATE events SET seq = 4 WHERE seq = -2",
-    ])
+store_test!(swapped_rows_are_detected_at_the_first_moved_row);
+async fn swapped_rows_are_detected_at_the_first_moved_row(db: TestDb) {
+    let r = verify_after(
+        &db,
+        &[
+            "UPDATE events SET seq = -2 WHERE seq = 2",
+            "UPDATE events SET seq = 2 WHERE seq = 4",
+            "UPDATE events SET seq = 4 WHERE seq = -2",
+        ],
+    )
     .await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 2);
     assert!(matches!(p.reason, VerifyReason::PrevHashMismatch { .. }), "{p}");
 }
 
-#[tokio::test]
-async fn cut_off_tail_is_detected_by_the_chain_head() {
-    let r = verify_after(&["DELETE FROM events WHERE seq = 5"]).await;
+store_test!(cut_off_tail_is_detected_by_the_chain_head);
+async fn cut_off_tail_is_detected_by_the_chain_head(db: TestDb) {
+    let r = verify_after(&db, &["DELETE FROM events WHERE seq = 5"]).await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 5);
     assert!(matches!(p.reason, VerifyReason::HeadMismatch { head_seq: Some(5), .. }), "{p}");
 }
 
-#[tokio::test]
-async fn edited_index_column_is_detected() {
-    let r = verify_after(&["UPDATE events SET kind = 'failed' WHERE seq = 4"]).await;
+store_test!(edited_index_column_is_detected);
+async fn edited_index_column_is_detected(db: TestDb) {
+    let r = verify_after(&db, &["UPDATE events SET kind = 'failed' WHERE seq = 4"]).await;
     let p = r.first_problem.expect("tampering not detected");
     assert_eq!(p.seq, 4);
     assert_eq!(
@@ -403,12 +455,12 @@ async fn edited_index_column_is_detected() {
     );
 }
 
-#[tokio::test]
-async fn writing_after_a_cut_off_tail_keeps_the_gap_visible() {
-    let (_dir, path, store) = new_store().await;
+store_test!(writing_after_a_cut_off_tail_keeps_the_gap_visible);
+async fn writing_after_a_cut_off_tail_keeps_the_gap_visible(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     store.append(&answered_call("call-1")).await.unwrap();
-    let mut c = raw(&path).await;
-    sqlx::query("DROP TRIGGER events_append_only_delete").execute(&mut c).await.unwrap();
+    let mut c = db.raw().await;
+    db.drop_trigger("events_append_only_delete").await;
     sqlx::query("DELETE FROM events WHERE seq >= 4").execute(&mut c).await.unwrap();
     c.close().await.unwrap();
     // The store goes on from the head (seq 5), not from the last row left (seq 3).
@@ -421,9 +473,9 @@ async fn writing_after_a_cut_off_tail_keeps_the_gap_visible() {
 // ---------------------------------------------------------------------------------------------
 // Call summaries and history
 
-#[tokio::test]
-async fn summary_follows_an_answered_call() {
-    let (_dir, _path, store) = new_store().await;
+store_test!(summary_follows_an_answered_call);
+async fn summary_follows_an_answered_call(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let events = answered_call("call-1");
     let expect =
         [CallOutcome::Detected, CallOutcome::Routing, CallOutcome::Ringing, CallOutcome::Answered, CallOutcome::Ended];
@@ -453,9 +505,9 @@ async fn summary_follows_an_answered_call() {
     assert_eq!(s.acknowledged_at, None);
 }
 
-#[tokio::test]
-async fn summary_of_an_unanswered_call_has_no_answer_time() {
-    let (_dir, _path, store) = new_store().await;
+store_test!(summary_of_an_unanswered_call_has_no_answer_time);
+async fn summary_of_an_unanswered_call_has_no_answer_time(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     store
         .append(&[
             event("call-1", 1, CallEventKind::Detected),
@@ -470,9 +522,9 @@ async fn summary_of_an_unanswered_call_has_no_answer_time() {
     assert_eq!(s.ended_at, Some(t0() + Duration::seconds(3)));
 }
 
-#[tokio::test]
-async fn summary_of_a_failed_call() {
-    let (_dir, _path, store) = new_store().await;
+store_test!(summary_of_a_failed_call);
+async fn summary_of_a_failed_call(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let mut second = event("call-f", 4, CallEventKind::Routed);
     second.route = Some(route("provider-b", 1));
     let mut failed = event("call-f", 5, CallEventKind::Failed { status: 503, reason: "all routes failed".into() });
@@ -496,9 +548,9 @@ async fn summary_of_a_failed_call() {
     assert_eq!(s.event_count, 5);
 }
 
-#[tokio::test]
-async fn summary_records_the_acknowledgement() {
-    let (_dir, _path, store) = new_store().await;
+store_test!(summary_records_the_acknowledgement);
+async fn summary_records_the_acknowledgement(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     store
         .append(&[event("call-a", 1, CallEventKind::Detected), event("call-a", 2, CallEventKind::Routed)])
         .await
@@ -528,9 +580,9 @@ async fn summary_records_the_acknowledgement() {
     assert_eq!((s.first_seq, s.last_seq), (1, 5));
 }
 
-#[tokio::test]
-async fn history_is_newest_first() {
-    let (_dir, _path, store) = new_store().await;
+store_test!(history_is_newest_first);
+async fn history_is_newest_first(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     // Stored out of time order on purpose: the history orders by when the call started.
     for (id, minutes) in [("call-b", 10), ("call-a", 0), ("call-c", 20)] {
         let start = t0() + Duration::minutes(minutes);
@@ -580,9 +632,9 @@ fn parse_csv(s: &str) -> Vec<Vec<String>> {
     rows
 }
 
-#[tokio::test]
-async fn csv_export_quotes_and_neutralises_caller_text() {
-    let (_dir, _path, store) = new_store().await;
+store_test!(csv_export_quotes_and_neutralises_caller_text);
+async fn csv_export_quotes_and_neutralises_caller_text(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let nasty = "Smith, \"Bob\"\nSecond line";
     let formula = "=cmd|' /C calc'!A0";
     let mut first = event("call-1", 1, CallEventKind::Detected);
@@ -618,11 +670,11 @@ async fn csv_export_quotes_and_neutralises_caller_text() {
 // ---------------------------------------------------------------------------------------------
 // Background writer
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writer_stores_5000_events_from_several_tasks() {
+store_test!(writer_stores_5000_events_from_several_tasks);
+async fn writer_stores_5000_events_from_several_tasks(db: TestDb) {
     const TASKS: u32 = 8;
     const CALLS_PER_TASK: u32 = 125;
-    let (_dir, path, store) = new_store().await;
+    let store = AuditStore::open(db.location()).await.unwrap();
     let writer = spawn_writer(store.clone());
     let mut tasks = Vec::new();
     for t in 0..TASKS {
@@ -642,8 +694,8 @@ async fn writer_stores_5000_events_from_several_tasks() {
     }
     writer.flush().await;
 
-    assert_eq!(count(&path, "events").await, 5_000);
-    assert_eq!(count(&path, "calls").await, 1_000);
+    assert_eq!(db.count("events").await, 5_000);
+    assert_eq!(db.count("calls").await, 1_000);
     assert_eq!(writer.health().committed, 5_000);
     assert_eq!(writer.health().failed_attempts, 0);
     let report = store.verify().await.unwrap();
@@ -659,22 +711,22 @@ async fn writer_stores_5000_events_from_several_tasks() {
     writer.shutdown().await;
 }
 
-#[tokio::test]
-async fn record_durable_returns_after_commit() {
-    let (_dir, path, store) = new_store().await;
+store_test!(record_durable_returns_after_commit);
+async fn record_durable_returns_after_commit(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let writer = spawn_writer(store);
     let seq = writer.record_durable(event("call-1", 1, CallEventKind::Detected)).await.unwrap();
     assert_eq!(seq, 1);
     // Visible to another handle at once: it is committed, not just queued.
-    let other = AuditStore::open(&path).await.unwrap();
+    let other = AuditStore::open(db.location()).await.unwrap();
     assert_eq!(other.call_events("call-1").await.unwrap().len(), 1);
     let seq = writer.record_durable(event("call-1", 2, CallEventKind::Routed)).await.unwrap();
     assert_eq!(seq, 2);
 }
 
-#[tokio::test]
-async fn shutdown_writes_everything_queued() {
-    let (_dir, path, store) = new_store().await;
+store_test!(shutdown_writes_everything_queued);
+async fn shutdown_writes_everything_queued(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let writer = spawn_writer(store);
     let late = writer.clone();
     for c in 0..20 {
@@ -683,22 +735,22 @@ async fn shutdown_writes_everything_queued() {
         }
     }
     writer.shutdown().await;
-    assert_eq!(count(&path, "events").await, 100);
+    assert_eq!(db.count("events").await, 100);
     // Nothing can be recorded after the shutdown; the caller is told so.
     let err = late.record_durable(event("late", 1, CallEventKind::Detected)).await.unwrap_err();
     assert!(matches!(err, AuditError::WriterClosed), "{err:?}");
     late.flush().await; // returns, does not hang
-    assert_eq!(count(&path, "events").await, 100);
+    assert_eq!(db.count("events").await, 100);
 }
 
-#[tokio::test]
-async fn writer_keeps_events_while_the_store_fails_and_retries() {
-    let (_dir, path, store) = new_store().await;
+store_test!(writer_keeps_events_while_the_store_fails_and_retries);
+async fn writer_keeps_events_while_the_store_fails_and_retries(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let writer = spawn_writer(store.clone());
     writer.record_durable(event("call-1", 1, CallEventKind::Detected)).await.unwrap();
 
     // Break the store underneath the writer: its next transaction fails.
-    let mut c = raw(&path).await;
+    let mut c = db.raw().await;
     sqlx::query("ALTER TABLE calls RENAME TO calls_away").execute(&mut c).await.unwrap();
 
     for ev in &answered_call("call-1")[1..4] {
@@ -710,16 +762,17 @@ async fn writer_keeps_events_while_the_store_fails_and_retries() {
     // Wait (on the writer's own state, not a timer) until it has failed at least once.
     let mut health = writer.watch_health();
     let h = health.wait_for(|h| h.failed_attempts >= 1).await.unwrap().clone();
-    assert!(h.last_error.as_deref().unwrap_or_default().contains("no such table: calls"), "{h:?}");
+    let missing = if db.is_postgres() { "relation \"calls\" does not exist" } else { "no such table: calls" };
+    assert!(h.last_error.as_deref().unwrap_or_default().contains(missing), "{h:?}");
     assert!(h.retrying >= 1);
-    assert_eq!(count(&path, "events").await, 1, "the failed batch was rolled back");
+    assert_eq!(db.count("events").await, 1, "the failed batch was rolled back");
 
     // Repair; the retry stores everything, in order, once.
     sqlx::query("ALTER TABLE calls_away RENAME TO calls").execute(&mut c).await.unwrap();
     c.close().await.unwrap();
     assert_eq!(last.await.unwrap().unwrap(), 5);
     writer.flush().await;
-    assert_eq!(count(&path, "events").await, 5);
+    assert_eq!(db.count("events").await, 5);
     let seqs: Vec<i64> = store.call_events("call-1").await.unwrap().iter().map(|r| r.call_seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     assert!(store.verify().await.unwrap().is_ok());
@@ -815,11 +868,14 @@ async fn killed_process_keeps_acknowledged_events() {
 // ---------------------------------------------------------------------------------------------
 // Throughput, measured by hand:
 //   cargo test --release --test it -- --ignored audit_store::writer_throughput --nocapture
+// (`::sqlite` and `::postgres`)
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, run by hand in --release"]
-async fn writer_throughput() {
-    let (_dir, path, store) = new_store().await;
+store_test!(
+    #[ignore = "measurement, run by hand in --release"]
+    writer_throughput
+);
+async fn writer_throughput(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
     let writer = spawn_writer(store);
     let calls: Vec<Vec<CallEvent>> = (0..4_000).map(|c| answered_call(&format!("c{c}"))).collect();
     let started = std::time::Instant::now();
@@ -831,9 +887,128 @@ async fn writer_throughput() {
     let queued = started.elapsed();
     writer.flush().await;
     let elapsed = started.elapsed();
-    assert_eq!(count(&path, "events").await, 20_000);
+    assert_eq!(db.count("events").await, 20_000);
     println!(
         "20000 events: queued in {queued:?}, committed in {elapsed:?} = {:.0} events/s",
         20_000.0 / elapsed.as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several nodes on one PostgreSQL database (issue 14): one chain
+
+/// Two core nodes — two stores, two pools, as two processes on two machines would have — append
+/// at the same time to one PostgreSQL database. Each append waits for the other's (the chain head
+/// lock), so the log is one unbroken chain holding every event of both, each row naming its node;
+/// verify, history and the per-call reads see both nodes' rows; an edited row is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_append_to_one_chain() {
+    const CALLS: usize = 60;
+    let db = TestDb::postgres();
+    let a = AuditStore::open(db.location()).await.unwrap().with_node(Some("node-a"));
+    let b = AuditStore::open(db.location()).await.unwrap().with_node(Some("node-b"));
+    let node = |store: AuditStore, name: &'static str| {
+        tokio::spawn(async move {
+            for c in 0..CALLS {
+                let events = answered_call(&format!("{name}-c{c}"));
+                // Two batches per call, as the writer commits whatever is queued.
+                store.append(&events[..2]).await.unwrap();
+                store.append(&events[2..]).await.unwrap();
+            }
+        })
+    };
+    let (ta, tb) = (node(a.clone(), "node-a"), node(b.clone(), "node-b"));
+    ta.await.unwrap();
+    tb.await.unwrap();
+
+    let total = (2 * CALLS * 5) as u64;
+    for store in [&a, &b] {
+        let report = store.verify().await.unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.rows_checked, total);
+        assert_eq!(report.last_seq, Some(total as i64));
+        assert_eq!(store.history(1_000).await.unwrap().len(), 2 * CALLS, "history shows both nodes' calls");
+    }
+    assert_eq!(a.call_events("node-b-c7").await.unwrap().len(), 5, "node A reads node B's rows");
+    let mut c = db.raw().await;
+    let per_node: Vec<(String, i64)> = sqlx::query_as("SELECT node, count(*) FROM events GROUP BY node ORDER BY node")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(per_node, [("node-a".to_string(), (CALLS * 5) as i64), ("node-b".to_string(), (CALLS * 5) as i64)]);
+    // The two nodes' appends did interleave: otherwise this proves nothing about concurrency.
+    let switches: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events e JOIN events f ON f.seq = e.seq + 1 WHERE e.node <> f.node")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert!(switches.0 > 1, "the nodes never interleaved ({} switches)", switches.0);
+
+    // Tampering with one node's row is found, whichever node verifies.
+    db.drop_trigger("events_append_only_update").await;
+    sqlx::query("UPDATE events SET payload = replace(payload, 'Alice Example', 'Mallory') WHERE seq = 100")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    for store in [&a, &b] {
+        let p = store.verify().await.unwrap().first_problem.expect("tampering not detected");
+        assert_eq!(p.seq, 100);
+        assert!(matches!(p.reason, VerifyReason::HashMismatch { .. }), "{p}");
+    }
+}
+
+/// A node that starts ends the calls it left open when it stopped — not another node's, which
+/// may be up on that node.
+#[tokio::test]
+async fn a_starting_node_ends_only_its_own_interrupted_calls() {
+    let db = TestDb::postgres();
+    let a = AuditStore::open(db.location()).await.unwrap().with_node(Some("node-a"));
+    let b = AuditStore::open(db.location()).await.unwrap().with_node(Some("node-b"));
+    a.append(&answered_call("call-a")[..4]).await.unwrap();
+    b.append(&answered_call("call-b")[..4]).await.unwrap();
+    assert_eq!(b.close_interrupted_calls(t0() + Duration::seconds(60), "restart").await.unwrap(), 1);
+    assert_eq!(a.call_summary("call-a").await.unwrap().unwrap().outcome, CallOutcome::Answered, "A's call is left up");
+    assert_eq!(b.call_summary("call-b").await.unwrap().unwrap().outcome, CallOutcome::Ended);
+    assert_eq!(a.close_interrupted_calls(t0() + Duration::seconds(60), "restart").await.unwrap(), 1);
+    assert_eq!(a.call_summary("call-a").await.unwrap().unwrap().outcome, CallOutcome::Ended);
+    assert!(a.verify().await.unwrap().is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening a PostgreSQL store: clear errors, never the password
+
+#[tokio::test]
+async fn postgres_open_errors_are_clear_and_never_show_the_password() {
+    use crate::support::postgres::PASSWORD;
+    let db = TestDb::postgres();
+    let TestDb::Postgres { server, db: name } = &db else { unreachable!() };
+    let open = |url: String| async move {
+        let location = sosdesk::db::Location::parse_url(&url).unwrap();
+        let e = AuditStore::open(location).await.unwrap_err();
+        let text = format!("{e} / {e:?}");
+        assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+        text
+    };
+    // An open store shows where it is, never the password (Debug included: it ends up in logs).
+    let store = AuditStore::open(db.location()).await.unwrap();
+    let shown = format!("{} / {store:?}", store.location());
+    assert!(shown.contains(&format!("postgres://sosdesk@127.0.0.1:{}/{name}", server.port)), "{shown}");
+    assert!(!shown.contains(PASSWORD), "the password leaked: {shown}");
+    // A wrong password: PostgreSQL's own words.
+    let wrong = server.url(name).replace(PASSWORD, &format!("{PASSWORD}-wrong"));
+    let text = open(wrong).await;
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("-wrong"), "{text}");
+    // No such database.
+    let text = open(server.url("nosuchdb")).await;
+    assert!(text.contains("does not exist"), "{text}");
+    // Nothing listening: refused at once, not after the pool's timeout.
+    let closed = crate::support::lab::free_port();
+    let url = server.url(name).replace(&format!(":{}/", server.port), &format!(":{closed}/"));
+    let started = std::time::Instant::now();
+    let text = open(url).await;
+    assert!(text.contains("refused"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(text.contains(&format!("postgres://sosdesk@127.0.0.1:{closed}/{name}")), "names the store: {text}");
 }

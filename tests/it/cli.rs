@@ -1,5 +1,6 @@
 //! The `sosdesk` command as an admin uses it: check-config, serve (a real process, stopped with
-//! SIGTERM), history, audit verify (including a tampered row) and audit export.
+//! SIGTERM), history, audit verify (including a tampered row) and audit export — the last on a
+//! SQLite file and on PostgreSQL.
 
 use crate::support;
 
@@ -7,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
 use support::lab::{free_port, repo, scenario, without_notifications};
+use support::store::{store_test, TestDb};
 
 fn sosdesk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sosdesk"))
@@ -158,13 +160,15 @@ fn an_ipv6_core_with_held_passes_the_check_and_serves() {
     assert!(line.starts_with(&format!("sosdesk serving emergency calls on udp:[::1]:{sip}")), "{line}{err}");
 }
 
-#[test]
-fn serve_history_verify_export_and_a_tampered_row() {
+store_test!(sync serve_history_verify_export_and_a_tampered_row);
+fn serve_history_verify_export_and_a_tampered_row(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let (sip, prov) = (free_port(), free_port());
-    let cfg_text = lab_config()
-        .replace("127.0.0.1:5060\"", &format!("127.0.0.1:{sip}\""))
-        .replace("127.0.0.1:5070\"", &format!("127.0.0.1:{prov}\""));
+    let cfg_text = db.set_store(
+        &lab_config()
+            .replace("127.0.0.1:5060\"", &format!("127.0.0.1:{sip}\""))
+            .replace("127.0.0.1:5070\"", &format!("127.0.0.1:{prov}\"")),
+    );
     let cfg = dir.path().join("sosdesk.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
 
@@ -283,19 +287,18 @@ fn serve_history_verify_export_and_a_tampered_row() {
     // A display name that a spreadsheet would run as a formula is defused and quoted.
     assert!(exported.contains("\"'=HYPERLINK(\"\"x\"\"), Bob\""), "{exported}");
 
-    // Tamper with one row (an attacker with the file can drop the append-only triggers).
-    let db = dir.path().join("audit.db");
+    // Tamper with one row (an attacker with write access can drop the append-only triggers).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // The call's `routed` row (the unlocated report's record of the subnet may come before it).
     let seq: i64 = rt.block_on(async {
         use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        let mut c = db.raw().await;
         let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM events WHERE kind = 'routed' ORDER BY seq LIMIT 1")
             .fetch_one(&mut c)
             .await
             .unwrap();
-        sqlx::query("DROP TRIGGER events_append_only_update").execute(&mut c).await.unwrap();
-        sqlx::query("UPDATE events SET payload = replace(payload, '911', '912') WHERE seq = ?")
+        db.drop_trigger("events_append_only_update").await;
+        sqlx::query("UPDATE events SET payload = replace(payload, '911', '912') WHERE seq = $1")
             .bind(seq)
             .execute(&mut c)
             .await
@@ -303,7 +306,7 @@ fn serve_history_verify_export_and_a_tampered_row() {
         c.close().await.unwrap();
         seq
     });
-    let out = sosdesk().args(["audit", "verify", "--store", db.to_str().unwrap()]).output().unwrap();
+    let out = sosdesk().args(["audit", "verify", "--store", &db.store_arg()]).output().unwrap();
     let report = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("BROKEN") && report.contains(&format!("seq {seq}")), "{report}");
@@ -329,4 +332,39 @@ fn serve_refuses_a_busy_port_and_a_bad_config_without_panicking() {
     let out = sosdesk().arg("serve").arg("--config").arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("sosdesk.toml"), "{}", text(&out.stderr));
+}
+
+/// `[store] url` naming a PostgreSQL server that is not there, or a URL that does not parse:
+/// check-config and serve say so, with the store but never its password, and do not panic.
+#[test]
+fn an_unreachable_or_bad_postgres_url_is_a_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let secret = "s3cret-Pw-9f2k";
+    let with_url = |url: &str| {
+        let text = lab_config().replace("path = \"audit.db\"", &format!("url = \"{url}\""));
+        let cfg = dir.path().join("sosdesk.toml");
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let cfg = with_url(&format!("postgres://sosdesk:{secret}@127.0.0.1:{closed}/sosdesk"));
+    let out = sosdesk().arg("check-config").arg(&cfg).output().unwrap();
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(said.contains(&format!("audit store postgres://sosdesk@127.0.0.1:{closed}/sosdesk")), "{said}");
+    assert!(!said.contains(secret), "{said}");
+
+    let out = sosdesk().arg("serve").arg("--config").arg(&cfg).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot open audit store postgres://sosdesk@127.0.0.1:{closed}/sosdesk")), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(!err.contains(secret) && !err.contains("panicked"), "{err}");
+
+    let cfg = with_url(&format!("postgres://sosdesk:{secret}@127.0.0.1:{closed}"));
+    let out = sosdesk().arg("check-config").arg(&cfg).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("store.url") && err.contains("names no database"), "{err}");
+    assert!(!err.contains(secret), "{err}");
 }

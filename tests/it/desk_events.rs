@@ -1,5 +1,6 @@
 //! What a desk adds to a call through the core (`Core::acknowledge`), and the history search a
-//! desk reads: against the real core, sipp as caller and provider, and the real audit file.
+//! desk reads: against the real core, sipp as caller and provider, and the real audit store (a
+//! SQLite file and PostgreSQL).
 
 use crate::support;
 
@@ -7,10 +8,11 @@ use sosdesk::audit::{AuditStore, CallOutcome, HistoryQuery};
 use sosdesk::events::CallEventKind;
 use sosdesk::server::AnnotateError;
 use support::lab::Lab;
+use support::store::{store_test, TestDb};
 
-#[test]
-fn acknowledgements_join_the_call_sequence_live_and_after_the_end() {
-    let mut lab = Lab::start();
+store_test!(sync acknowledgements_join_the_call_sequence_live_and_after_the_end);
+fn acknowledgements_join_the_call_sequence_live_and_after_the_end(db: TestDb) {
+    let mut lab = Lab::start_on(db, |c| c);
     let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
     let caller = lab.uac(
         "caller",
@@ -58,7 +60,7 @@ fn acknowledgements_join_the_call_sequence_live_and_after_the_end() {
     lab.assert_audit_verifies();
 
     lab.rt.block_on(async {
-        let store = AuditStore::open(&lab.store_path()).await.unwrap();
+        let store = AuditStore::open(lab.store_location()).await.unwrap();
         let s = store.call_summary(&answered.call_id).await.unwrap().unwrap();
         assert_eq!(s.acknowledged_by.as_deref(), Some("Officer A"), "the first acknowledgement silenced it");
         assert_eq!(s.outcome, CallOutcome::Ended);

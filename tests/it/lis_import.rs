@@ -1,6 +1,6 @@
 //! The LIS data path as an admin uses it: Skype for Business location-database CSV files imported
-//! into a real SQLite file (all of a file or nothing), exported back, listed; and the wiremap the
-//! in-memory index is built from. Fixtures and their sources: tests/fixtures/lis/SOURCES.md.
+//! into a real SQLite file or PostgreSQL database (`store_test!`: both; all of a file or nothing),
+//! exported back, listed; and the wiremap the in-memory index is built from. Fixtures and their sources: tests/fixtures/lis/SOURCES.md.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,8 @@ use sosdesk::location::sfb_csv::{self, ParsedWiremap};
 use sosdesk::location::store::{LisError, LisStore, WiremapBatch, WiremapKind, WiremapRow};
 use sosdesk::location::validate::Validation;
 use sosdesk::location::{Erl, PortIdSubtype, WiremapKey};
+
+use crate::support::store::{store_test, TestDb};
 
 use WiremapKind::*;
 
@@ -24,10 +26,6 @@ fn parse(kind: WiremapKind, name: &str) -> Result<ParsedWiremap, sfb_csv::CsvErr
 
 fn parsed(kind: WiremapKind, name: &str) -> ParsedWiremap {
     parse(kind, name).unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn new_store(dir: &Path) -> LisStore {
-    LisStore::open(&dir.join("sosdesk.db")).await.unwrap()
 }
 
 fn sosdesk() -> Command {
@@ -73,11 +71,10 @@ async fn export(store: &LisStore, kind: WiremapKind) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn each_kind_imports_and_exports_to_the_same_bytes() {
+store_test!(each_kind_imports_and_exports_to_the_same_bytes);
+async fn each_kind_imports_and_exports_to_the_same_bytes(db: TestDb) {
     for (name, kind) in GOOD {
-        let dir = tempfile::tempdir().unwrap();
-        let store = new_store(dir.path()).await;
+        let store = LisStore::open(db.another()).await.unwrap();
         let p = parsed(kind, name);
         assert!(p.header, "{name}");
         let summary = store.import(kind, &p.batch).await.unwrap();
@@ -90,11 +87,10 @@ async fn each_kind_imports_and_exports_to_the_same_bytes() {
     }
 }
 
-#[tokio::test]
-async fn messy_but_valid_files_round_trip_by_content() {
+store_test!(messy_but_valid_files_round_trip_by_content);
+async fn messy_but_valid_files_round_trip_by_content(db: TestDb) {
     for (name, kind) in MESSY {
-        let dir = tempfile::tempdir().unwrap();
-        let store = new_store(dir.path()).await;
+        let store = LisStore::open(db.another()).await.unwrap();
         let p = parsed(kind, name);
         store.import(kind, &p.batch).await.unwrap();
         let out = export(&store, kind).await;
@@ -129,10 +125,9 @@ async fn messy_but_valid_files_round_trip_by_content() {
     assert_eq!(content(&canonical.batch)[0].3, content(&waps.batch)[0].3);
 }
 
-#[tokio::test]
-async fn reimporting_the_same_file_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(reimporting_the_same_file_changes_nothing);
+async fn reimporting_the_same_file_changes_nothing(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     for (name, kind) in GOOD.into_iter().chain(MESSY) {
         let p = parsed(kind, name);
         store.import(kind, &p.batch).await.unwrap();
@@ -142,14 +137,13 @@ async fn reimporting_the_same_file_changes_nothing() {
         assert_eq!(store.dump().await.unwrap(), before, "{name}: the tables changed");
     }
     // Through the command as well.
-    let db = dir.path().join("sosdesk.db");
     store.close().await;
-    let before = LisStore::open(&db).await.unwrap().dump().await.unwrap();
+    let before = LisStore::open(db.location()).await.unwrap().dump().await.unwrap();
     let out = sosdesk()
         .args(["lis", "import"])
         .arg(fixture("ports.csv"))
         .args(["--kind", "ports", "--store"])
-        .arg(&db)
+        .arg(db.store_arg())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -158,7 +152,7 @@ async fn reimporting_the_same_file_changes_nothing() {
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(LisStore::open(&db).await.unwrap().dump().await.unwrap(), before);
+    assert_eq!(LisStore::open(db.location()).await.unwrap().dump().await.unwrap(), before);
 }
 
 /// (file, kind, line, column, column name, part of the reason)
@@ -178,11 +172,9 @@ const BAD: [(&str, WiremapKind, usize, usize, &str, &str); 13] = [
     ("bad-port-subtype.csv", Ports, 3, 2, "PortIDSubType", "unknown PortIDSubType \"InterfaceNumber\""),
 ];
 
-#[tokio::test]
-async fn a_file_with_a_bad_row_keeps_nothing_and_says_where_and_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("sosdesk.db");
-    let store = LisStore::open(&db).await.unwrap();
+store_test!(a_file_with_a_bad_row_keeps_nothing_and_says_where_and_why);
+async fn a_file_with_a_bad_row_keeps_nothing_and_says_where_and_why(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     for (name, kind) in GOOD {
         store.import(kind, &parsed(kind, name).batch).await.unwrap();
     }
@@ -204,7 +196,7 @@ async fn a_file_with_a_bad_row_keeps_nothing_and_says_where_and_why() {
             .args(["lis", "import"])
             .arg(&path)
             .args(["--kind", kind.as_str(), "--store"])
-            .arg(&db)
+            .arg(db.store_arg())
             .output()
             .unwrap();
         let err = text(&out.stderr);
@@ -251,10 +243,9 @@ fn every_error_of_a_file_is_reported() {
     assert!(e.to_string().contains("… and 150 more"), "{e}");
 }
 
-#[tokio::test]
-async fn a_failing_import_rolls_back_all_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(a_failing_import_rolls_back_all_of_it);
+async fn a_failing_import_rolls_back_all_of_it(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     store.import(Switches, &parsed(Switches, "switches.csv").batch).await.unwrap();
     let before = store.dump().await.unwrap();
     // 700 good rows (more than one multi-row INSERT) with a new ERL, then one the schema refuses
@@ -272,7 +263,7 @@ async fn a_failing_import_rolls_back_all_of_it() {
     rows.push(WiremapRow { key: WiremapKey::Switch { chassis_id: String::new() }, ..rows[0].clone() });
     let e = store.import(Switches, &WiremapBatch { erls: vec![erl], rows }).await.unwrap_err();
     assert!(matches!(e, LisError::Db { .. }), "{e}");
-    assert!(e.to_string().contains("sosdesk.db"), "errors name the file: {e}");
+    assert!(e.to_string().contains(&db.location().to_string()), "errors name the store: {e}");
     assert_eq!(store.dump().await.unwrap(), before);
 
     // A batch that does not fit its kind is refused before anything is written.
@@ -281,10 +272,9 @@ async fn a_failing_import_rolls_back_all_of_it() {
     assert!(e.to_string().contains("a waps key in a subnets import"), "{e}");
 }
 
-#[tokio::test]
-async fn elins_come_from_company_name_and_the_company_name_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(elins_come_from_company_name_and_the_company_name_is_kept);
+async fn elins_come_from_company_name_and_the_company_name_is_kept(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     store.import(Subnets, &parsed(Subnets, "subnets.csv").batch).await.unwrap();
     store.import(Switches, &parsed(Switches, "switches.csv").batch).await.unwrap();
     let (erls, entries) = store.load_wiremap().await.unwrap();
@@ -320,8 +310,8 @@ async fn elins_come_from_company_name_and_the_company_name_is_kept() {
     assert_eq!(store.counts().await.unwrap().erls, 5);
 }
 
-#[tokio::test]
-async fn port_subtypes_by_name_number_and_default() {
+store_test!(port_subtypes_by_name_number_and_default);
+async fn port_subtypes_by_name_number_and_default(db: TestDb) {
     let numeric = parsed(Ports, "ports-numeric-subtypes.csv");
     let subtypes: Vec<PortIdSubtype> = numeric
         .batch
@@ -336,8 +326,7 @@ async fn port_subtypes_by_name_number_and_default() {
     assert_eq!(subtypes, [LocallyAssigned, InterfaceAlias, InterfaceName, InterfaceName, LocallyAssigned]);
     // The same ports as the named file; exported with the names.
     assert_eq!(content(&numeric.batch), content(&parsed(Ports, "ports.csv").batch));
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+    let store = LisStore::open(db.location()).await.unwrap();
     store.import(Ports, &numeric.batch).await.unwrap();
     assert_eq!(export(&store, Ports).await, std::fs::read(fixture("ports.csv")).unwrap());
     // Chassis + subtype + port is the key: the same port ID under another subtype is another port.
@@ -351,10 +340,9 @@ async fn port_subtypes_by_name_number_and_default() {
     assert_eq!(entries.len(), 5);
 }
 
-#[tokio::test]
-async fn ipv6_and_cidr_subnets_next_to_sfb_subnet_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(ipv6_and_cidr_subnets_next_to_sfb_subnet_ids);
+async fn ipv6_and_cidr_subnets_next_to_sfb_subnet_ids(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     let p = parsed(Subnets, "subnets-cidr-ipv6.csv");
     assert_eq!(p.bare_subnet_ids, 1);
     store.import(Subnets, &p.batch).await.unwrap();
@@ -370,10 +358,9 @@ async fn ipv6_and_cidr_subnets_next_to_sfb_subnet_ids() {
     assert_eq!(nets, ["10.1.2.0/24", "157.56.66.0/23", "2001:db8:1:2::/64", "2001:db8:1::/48"]);
 }
 
-#[tokio::test]
-async fn load_wiremap_returns_what_was_imported() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(load_wiremap_returns_what_was_imported);
+async fn load_wiremap_returns_what_was_imported(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     // What the wiremap should be: later files set the elements they name again.
     let mut expected: HashMap<WiremapKey, Erl> = HashMap::new();
     for (name, kind) in GOOD.into_iter().chain(MESSY) {
@@ -392,10 +379,9 @@ async fn load_wiremap_returns_what_was_imported() {
     assert_eq!((counts.subnets, counts.waps, counts.switches, counts.ports, counts.macs), (7, 3, 3, 5, 2));
 }
 
-#[tokio::test]
-async fn a_row_sets_its_elements_location_and_leaves_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(a_row_sets_its_elements_location_and_leaves_the_rest);
+async fn a_row_sets_its_elements_location_and_leaves_the_rest(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     store.import(Subnets, &parsed(Subnets, "subnets.csv").batch).await.unwrap();
     let moved = "Subnet,Description,Location,CompanyName,HouseNumber,HouseNumberSuffix,PreDirectional,StreetName,StreetSuffix,PostDirectional,City,State,PostalCode,Country\r\n\
                  157.56.66.0,Subnet 1,Location2,Litware,2345,,,163rd,Ave,NE,Bellevue,WA,99234,US\r\n";
@@ -410,10 +396,9 @@ async fn a_row_sets_its_elements_location_and_leaves_the_rest() {
     assert_eq!(bellevue.elements.subnets, 1);
 }
 
-#[tokio::test]
-async fn validation_status_is_stored_and_survives_reimport() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(validation_status_is_stored_and_survives_reimport);
+async fn validation_status_is_stored_and_survives_reimport(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     let p = parsed(Waps, "waps.csv");
     store.import(Waps, &p.batch).await.unwrap();
     let list = store.list_erls().await.unwrap();
@@ -433,20 +418,18 @@ async fn validation_status_is_stored_and_survives_reimport() {
     assert!(matches!(store.set_validation(999, &Validation::Valid).await, Err(LisError::NoSuchErl { id: 999, .. })));
 }
 
-#[tokio::test]
-async fn the_lis_tables_share_the_audit_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("sosdesk.db");
-    let audit = AuditStore::open(&db).await.unwrap();
-    let lis = LisStore::open(&db).await.unwrap();
+store_test!(the_lis_tables_share_the_audit_file);
+async fn the_lis_tables_share_the_audit_file(db: TestDb) {
+    let audit = AuditStore::open(db.location()).await.unwrap();
+    let lis = LisStore::open(db.location()).await.unwrap();
     lis.import(Macs, &parsed(Macs, "macs.csv").batch).await.unwrap();
     assert!(audit.verify().await.unwrap().is_ok());
     assert_eq!(audit.history(10).await.unwrap().len(), 0);
     assert_eq!(lis.counts().await.unwrap().wiremap.macs, 2);
     // Opened in the other order, on a file that has both.
     drop((audit, lis));
-    let lis = LisStore::open(&db).await.unwrap();
-    AuditStore::open(&db).await.unwrap();
+    let lis = LisStore::open(db.location()).await.unwrap();
+    AuditStore::open(db.location()).await.unwrap();
     assert_eq!(lis.counts().await.unwrap().erls, 2);
 }
 
@@ -459,16 +442,15 @@ async fn open_errors_name_the_path() {
     assert!(e.to_string().contains("it is a directory"), "{e}");
 }
 
-#[test]
-fn the_command_imports_exports_and_lists() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("sosdesk.db");
+store_test!(the_command_imports_exports_and_lists);
+async fn the_command_imports_exports_and_lists(db: TestDb) {
+    let dir = db.dir();
     for (name, kind) in GOOD.into_iter().take(5) {
         let out = sosdesk()
             .args(["lis", "import"])
             .arg(fixture(name))
             .args(["--kind", kind.as_str(), "--store"])
-            .arg(&db)
+            .arg(db.store_arg())
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
@@ -477,7 +459,7 @@ fn the_command_imports_exports_and_lists() {
         .args(["lis", "import"])
         .arg(fixture("subnets.csv"))
         .args(["--kind", "subnets", "--store"])
-        .arg(&db)
+        .arg(db.store_arg())
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
@@ -485,42 +467,43 @@ fn the_command_imports_exports_and_lists() {
     assert!(stdout.contains("4 subnets are SfB subnet IDs without a prefix length"), "{stdout}");
 
     for (name, kind) in GOOD.into_iter().take(5) {
-        let file = dir.path().join(format!("out-{name}"));
+        let file = dir.join(format!("out-{name}"));
         let out = sosdesk()
             .args(["lis", "export", "--kind", kind.as_str(), "--store"])
-            .arg(&db)
+            .arg(db.store_arg())
             .arg("--output")
             .arg(&file)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(fixture(name)).unwrap(), "{name}");
-        assert!(!dir.path().join(format!("out-{name}.partial")).exists());
+        assert!(!dir.join(format!("out-{name}.partial")).exists());
         // To standard output, the same bytes.
-        let out = sosdesk().args(["lis", "export", "--kind", kind.as_str(), "--store"]).arg(&db).output().unwrap();
+        let out =
+            sosdesk().args(["lis", "export", "--kind", kind.as_str(), "--store"]).arg(db.store_arg()).output().unwrap();
         assert_eq!(out.stdout, std::fs::read(fixture(name)).unwrap(), "{name}");
     }
 
-    let out = sosdesk().args(["lis", "list", "--store"]).arg(&db).output().unwrap();
+    let out = sosdesk().args(["lis", "list", "--store"]).arg(db.store_arg()).output().unwrap();
     let list = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(list.contains("6 ERLs; wiremap: 4 subnets, 2 waps, 3 switches, 5 ports, 2 macs"), "{list}");
     assert!(list.contains("not validated") && list.contains("4255550100,4255550200,4255550300"), "{list}");
-    let out = sosdesk().args(["lis", "list", "--json", "--store"]).arg(&db).output().unwrap();
+    let out = sosdesk().args(["lis", "list", "--json", "--store"]).arg(db.store_arg()).output().unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 6);
 
     // Mistakes: an unknown kind, a store that does not exist, an unreadable file.
-    let out = sosdesk().args(["lis", "export", "--kind", "routers", "--store"]).arg(&db).output().unwrap();
+    let out = sosdesk().args(["lis", "export", "--kind", "routers", "--store"]).arg(db.store_arg()).output().unwrap();
     assert!(!out.status.success() && text(&out.stderr).contains("one of subnets, waps, switches, ports, macs"));
-    let out = sosdesk().args(["lis", "list", "--store"]).arg(dir.path().join("nope.db")).output().unwrap();
+    let out = sosdesk().args(["lis", "list", "--store"]).arg(dir.join("nope.db")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("nope.db: no store there"), "{}", text(&out.stderr));
     let out = sosdesk()
         .args(["lis", "import"])
-        .arg(dir.path().join("nope.csv"))
+        .arg(dir.join("nope.csv"))
         .args(["--kind", "waps", "--store"])
-        .arg(&db)
+        .arg(db.store_arg())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -556,10 +539,9 @@ fn headers_bind_columns_by_name_and_catch_the_wrong_kind() {
     assert_eq!((i.line, i.column, i.reason.as_str()), (1, 4, "the column appears twice (also column 3)"));
 }
 
-#[tokio::test]
-async fn an_empty_kind_exports_a_header_that_imports_as_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = new_store(dir.path()).await;
+store_test!(an_empty_kind_exports_a_header_that_imports_as_nothing);
+async fn an_empty_kind_exports_a_header_that_imports_as_nothing(db: TestDb) {
+    let store = LisStore::open(db.location()).await.unwrap();
     let out = export(&store, Macs).await;
     assert_eq!(text(&out), "MAC,Description,Location,CompanyName,HouseNumber,HouseNumberSuffix,PreDirectional,StreetName,StreetSuffix,PostDirectional,City,State,PostalCode,Country\r\n");
     for (name, bytes) in [("export.csv", &out[..]), ("empty.csv", &b""[..])] {
@@ -611,7 +593,7 @@ async fn million_subnets(erls: usize) {
     drop(csv);
     let size = std::fs::metadata(&file).unwrap().len();
 
-    let store = new_store(dir.path()).await;
+    let store = LisStore::open(dir.path().join("sosdesk.db")).await.unwrap();
     let t0 = Instant::now();
     let bytes = std::fs::read(&file).unwrap();
     let t_read = t0.elapsed();

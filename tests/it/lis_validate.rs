@@ -1,15 +1,18 @@
-//! `sosdesk lis validate`: every ERL checked against a local MSAG extract, the status stored.
+//! `sosdesk lis validate`: every ERL checked against a local MSAG extract, the status stored (in
+//! a SQLite file and in PostgreSQL).
 
 use std::process::Command;
+
+use crate::support::store::{store_test, TestDb};
 
 fn sosdesk(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sosdesk")).args(args).output().expect("run sosdesk")
 }
 
-#[test]
-fn validate_records_each_erls_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("subnets.csv");
+store_test!(sync validate_records_each_erls_status);
+fn validate_records_each_erls_status(db: TestDb) {
+    let dir = db.dir();
+    let csv = dir.join("subnets.csv");
     // One address inside an MSAG range (1234 is even, 163RD AVE NE in Redmond covers 1000-1998
     // even), one outside it (1235 is odd).
     std::fs::write(
@@ -19,8 +22,8 @@ fn validate_records_each_erls_status() {
 10.2.0.0/24,Floor 2,South wing,Litware,1235,,,163rd,Ave,NE,Redmond,WA,98052,US\n",
     )
     .unwrap();
-    let db = dir.path().join("store.db");
-    let db = db.to_str().unwrap();
+    let store = db.store_arg();
+    let db = store.as_str();
     let out = sosdesk(&["lis", "import", csv.to_str().unwrap(), "--kind", "subnets", "--store", db]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -45,7 +48,7 @@ fn validate_records_each_erls_status() {
     assert_eq!(status("1235"), (serde_json::json!(false), serde_json::json!("invalid")));
 
     // A broken MSAG file is refused with file, line and column.
-    let bad = dir.path().join("msag.csv");
+    let bad = dir.join("msag.csv");
     std::fs::write(&bad, "REDMOND,MAIN ST,10,5,both\n").unwrap();
     let out = sosdesk(&["lis", "validate", "--store", db, "--msag", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));

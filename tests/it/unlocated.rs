@@ -1,7 +1,7 @@
 //! The unlocated report (issue 16) through the running core: calls and HELD requests the wiremap
 //! could not locate are counted per subnet and access point, each new element is announced once
 //! (audit record, every desk's event stream), and `sosdesk lis unlocated` and the API list them
-//! with the share the wiremap located.
+//! with the share the wiremap located. On both stores: the lab's SQLite file and PostgreSQL.
 
 use crate::support;
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sosdesk::api::encode_base64;
 use sosdesk::events::CallEventKind;
 use support::lab::Lab;
+use support::store::{store_test, TestDb};
 
 fn report(lab: &Lab) -> serde_json::Value {
     let out = lab.cli_store(&["lis", "unlocated", "--json"]);
@@ -44,12 +45,12 @@ fn message_receiver(sock: UdpSocket, want: usize) -> std::thread::JoinHandle<Vec
     })
 }
 
-#[test]
-fn calls_and_held_requests_the_wiremap_cannot_locate_are_reported_per_subnet_and_access_point() {
+store_test!(sync calls_and_held_requests_the_wiremap_cannot_locate_are_reported_per_subnet_and_access_point);
+fn calls_and_held_requests_the_wiremap_cannot_locate_are_reported_per_subnet_and_access_point(db: TestDb) {
     let netops = UdpSocket::bind("127.0.0.1:0").unwrap();
     let netops_uri = format!("sip:netops@{}", netops.local_addr().unwrap());
     let received = message_receiver(netops, 2);
-    let mut lab = Lab::start_with(|c| {
+    let mut lab = Lab::start_on(db, |c| {
         c.replacen("[lis]\n", &format!("[lis]\nunlocated_notification_uris = [\"{netops_uri}\"]\n"), 1)
     });
     // The wiremap knows 127.0.0.2 only.

@@ -184,7 +184,9 @@ impl Desk {
             listening.push(format!("tcp {a}"));
         }
         let held = core.held.map(|a| format!("http://{a}/held"));
-        let store_path = cfg.store_path();
+        // The store as an admin names it: the SQLite file, or the PostgreSQL server and database
+        // (never its password).
+        let store_name = cfg.store_location().to_string();
         {
             let mut inner = self.lock();
             inner.routes = RouteBook::from_config(&cfg);
@@ -211,7 +213,7 @@ impl Desk {
             inner.status.core_detail = format!("listening on {}", listening.join(", "));
             inner.status.listening = listening;
             inner.status.held = held;
-            inner.status.store = Component::ok(format!("audit store {}", store_path.display()));
+            inner.status.store = Component::ok(format!("audit store {store_name}"));
             drop(inner);
             self.apply_changes(changes);
         }
@@ -219,7 +221,7 @@ impl Desk {
             tracing::warn!(error = %e, "cannot read recent calls from the audit store");
         }
         tokio::spawn(Self::follow_events(Arc::downgrade(self), events));
-        tokio::spawn(Self::follow_store(Arc::downgrade(self), core.audit().watch_health(), store_path));
+        tokio::spawn(Self::follow_store(Arc::downgrade(self), core.audit().watch_health(), store_name));
         tokio::spawn(Self::supervise(Arc::downgrade(self), Arc::downgrade(&core), config_path.to_path_buf()));
         *slot = Some(Link::Embedded(core));
         tracing::info!(config = %config_path.display(), "desk core running");
@@ -420,7 +422,7 @@ impl Desk {
     async fn follow_store(
         me: std::sync::Weak<Desk>,
         mut health: tokio::sync::watch::Receiver<sosdesk::audit::WriterHealth>,
-        path: PathBuf,
+        store_name: String,
     ) {
         let mut was_ok = true;
         while health.changed().await.is_ok() {
@@ -433,7 +435,7 @@ impl Desk {
             let Some(desk) = me.upgrade() else { return };
             desk.update_status(|s| {
                 s.store = match &h.last_error {
-                    None => Component::ok(format!("audit store {}", path.display())),
+                    None => Component::ok(format!("audit store {store_name}")),
                     Some(e) => Component::failed(format!(
                         "audit store failing, {} events waiting and retried: {e}",
                         h.retrying

@@ -1,8 +1,9 @@
-//! The Location Information Service store: ERLs and the wiremap, in SQLite through sqlx.
+//! The Location Information Service store: ERLs and the wiremap, in SQLite or PostgreSQL
+//! through sqlx (`crate::db`).
 //!
-//! The tables (`migrations/20261122010000_lis.sql`) live in the same file as the audit log, and the
-//! conventions are the audit store's: WAL (readers never block the writer), `synchronous=FULL`, a
-//! busy timeout, errors that name the file.
+//! The tables (`migrations/sqlite/20261122010000_lis.sql`, `migrations/postgres/`) live in the
+//! same database as the audit log, and the conventions are the audit store's: WAL (readers never
+//! block the writer), `synchronous=FULL`, a busy timeout, errors that name the store.
 //!
 //! Writes follow Skype for Business's `Set-CsLis*` cmdlets: importing a row *sets* that network
 //! element's location (insert or replace); elements not in the file are left alone; identical ERLs
@@ -24,14 +25,14 @@ mod unlocated;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::AnyConnection;
 
 use super::validate::Validation;
 use super::{parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKey, CIVIC_FIELDS};
+use crate::db::{Backend, Db, Location};
 pub use keys::{content_key, key_order};
 use sql::{
     bump_generation, chunk_len, table, RawRow, SqlRows, ERL_CHUNK, ID_LOOKUP_CHUNK, INSERT_ERLS, PAGE_SQL, SELECT_ERLS,
@@ -114,31 +115,31 @@ pub struct StoredErl {
 #[derive(Debug, thiserror::Error)]
 pub enum LisError {
     /// The file could not be opened or created (missing directory, not a database, no space…).
-    #[error("cannot open location store {}: {cause}", path.display())]
-    Open { path: PathBuf, cause: String },
+    #[error("cannot open location store {store}: {cause}")]
+    Open { store: Arc<Location>, cause: String },
     /// The schema could not be brought up to date.
-    #[error("cannot migrate location store {}: {source}", path.display())]
+    #[error("cannot migrate location store {store}: {source}")]
     Migrate {
-        path: PathBuf,
+        store: Arc<Location>,
         #[source]
         source: sqlx::migrate::MigrateError,
     },
     /// A query failed: `op` says what sosdesk was doing.
-    #[error("location store {}: {op} failed: {source}", path.display())]
+    #[error("location store {store}: {op} failed: {source}")]
     Db {
-        path: PathBuf,
+        store: Arc<Location>,
         op: &'static str,
         #[source]
         source: sqlx::Error,
     },
     /// A stored row cannot be read back (a hand edit, or a newer sosdesk's data).
-    #[error("location store {}: {table} row {key:?} is unreadable: {reason}", path.display())]
-    Corrupt { path: PathBuf, table: &'static str, key: String, reason: String },
+    #[error("location store {store}: {table} row {key:?} is unreadable: {reason}")]
+    Corrupt { store: Arc<Location>, table: &'static str, key: String, reason: String },
     /// The rows handed to [`LisStore::import`] do not fit the kind or their ERL list.
     #[error("import of {kind}: {reason}")]
     InvalidBatch { kind: WiremapKind, reason: String },
-    #[error("location store {}: no ERL with id {id}", path.display())]
-    NoSuchErl { path: PathBuf, id: i64 },
+    #[error("location store {store}: no ERL with id {id}")]
+    NoSuchErl { store: Arc<Location>, id: i64 },
     /// Writing an export failed.
     #[error("location export: write failed: {source}")]
     Write {
@@ -147,40 +148,47 @@ pub enum LisError {
     },
 }
 
-/// Handle on the LIS tables of one database file. Cheap to clone (a connection pool inside).
+/// Handle on the LIS tables of one database. Cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]
 pub struct LisStore {
-    pool: SqlitePool,
-    path: Arc<PathBuf>,
+    db: Db,
 }
 
 impl LisStore {
-    /// Opens (creating it if missing) the SQLite file at `path` and brings its schema up to date.
+    /// Opens (creating it if missing) the store at `location` — a SQLite file (a path converts)
+    /// or a PostgreSQL database — and brings its schema up to date.
     ///
-    /// As for the audit store, the directory must exist: a missing one usually means a wrong path.
-    pub async fn open(path: &Path) -> Result<LisStore, LisError> {
-        let pool = crate::db::open(path).await.map_err(|e| match e {
-            crate::db::OpenError::Open(cause) => LisError::Open { path: path.to_path_buf(), cause },
-            crate::db::OpenError::Migrate(source) => LisError::Migrate { path: path.to_path_buf(), source },
+    /// As for the audit store, a SQLite file's directory must exist: a missing one usually means
+    /// a wrong path.
+    pub async fn open(location: impl Into<Location>) -> Result<LisStore, LisError> {
+        let location = Arc::new(location.into());
+        let db = crate::db::open(&location).await.map_err(|e| match e {
+            crate::db::OpenError::Open(cause) => LisError::Open { store: location.clone(), cause },
+            crate::db::OpenError::Migrate(source) => LisError::Migrate { store: location.clone(), source },
         })?;
-        Ok(LisStore { pool, path: Arc::new(path.to_path_buf()) })
+        Ok(LisStore { db })
     }
 
     /// Closes every connection (checkpointing the WAL into the main file).
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.pool.close().await;
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the store is (a PostgreSQL URL is shown without its password).
+    pub fn location(&self) -> &Location {
+        &self.db.location
+    }
+
+    pub(super) fn sql<'a>(&self, sql: &'a str) -> std::borrow::Cow<'a, str> {
+        self.db.backend.sql(sql)
     }
 
     fn db(&self, op: &'static str) -> impl FnOnce(sqlx::Error) -> LisError + '_ {
-        move |source| LisError::Db { path: self.path.to_path_buf(), op, source }
+        move |source| LisError::Db { store: self.db.location.clone(), op, source }
     }
 
     fn corrupt(&self, table: &'static str, key: &str, reason: impl fmt::Display) -> LisError {
-        LisError::Corrupt { path: self.path.to_path_buf(), table, key: key.to_string(), reason: reason.to_string() }
+        LisError::Corrupt { store: self.db.location.clone(), table, key: key.to_string(), reason: reason.to_string() }
     }
 
     /// Sets the location of every element in `batch` (all of kind `kind`), in one transaction.
@@ -213,7 +221,16 @@ impl LisStore {
         distinct.dedup_by(|a, b| keys[*a] == keys[*b]);
         let rows = SqlRows::new(kind, &batch.rows);
 
-        let mut conn = self.pool.acquire().await.map_err(self.db("acquire connection"))?;
+        let mut conn = self.db.pool.acquire().await.map_err(self.db("acquire connection"))?;
+        if self.db.backend == Backend::Postgres {
+            let (new_erls, changed) = self.import_in(&mut conn, &keys, &distinct, batch, &rows).await?;
+            return Ok(ImportSummary {
+                rows: batch.rows.len(),
+                changed,
+                unchanged: batch.rows.len() - changed,
+                new_erls,
+            });
+        }
         // A bigger page cache for this one transaction (SQLite's default is 2 MiB): a large
         // import's B-tree pages then stay in memory instead of being spilled to the WAL and read
         // back. Memory is taken only as pages are used; the previous size is restored afterwards.
@@ -230,22 +247,23 @@ impl LisStore {
     /// The transaction of [`LisStore::import`]: (new ERLs, rows inserted or changed).
     async fn import_in(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         keys: &[String],
         distinct: &[usize],
         batch: &WiremapBatch,
         rows: &SqlRows<'_>,
     ) -> Result<(usize, usize), LisError> {
-        use sqlx::Connection;
-        // BEGIN IMMEDIATE takes the write lock at once, so the ERL ids read below cannot change
-        // before the rows that use them are written. Dropping `tx` on error rolls everything back.
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
+        // A write transaction (SQLite's BEGIN IMMEDIATE, a table lock on PostgreSQL) so the ERL
+        // ids read below cannot change before the rows that use them are written. Dropping `tx`
+        // on error rolls everything back.
+        let mut tx = self.db.begin_write_on(conn, "erls").await.map_err(self.db("begin transaction"))?;
 
         let mut new_erls = 0;
         let mut rest = distinct;
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(chunk_len(rest.len(), ERL_CHUNK));
-            let mut q = sqlx::query(INSERT_ERLS.sql(chunk.len()));
+            let sql = self.sql(INSERT_ERLS.sql(chunk.len()));
+            let mut q = sqlx::query(&sql);
             for i in chunk {
                 let erl = &batch.erls[*i];
                 q = q.bind(keys[*i].as_str()).bind(erl.label.as_str()).bind(erl.company.as_deref());
@@ -264,14 +282,19 @@ impl LisStore {
         for chunk in distinct.chunks(ID_LOOKUP_CHUNK) {
             let wanted =
                 serde_json::Value::from(chunk.iter().map(|i| keys[*i].as_str()).collect::<Vec<_>>()).to_string();
-            let (found,): (String,) = sqlx::query_as(
-                "SELECT json_group_array(e.id ORDER BY j.key) FROM json_each(?) AS j \
-                 JOIN erls AS e ON e.content_key = j.value",
-            )
-            .bind(wanted)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(self.db("look up ERL ids"))?;
+            let lookup = match self.db.backend {
+                Backend::Sqlite => {
+                    "SELECT json_group_array(e.id ORDER BY j.key) FROM json_each(?) AS j \
+                     JOIN erls AS e ON e.content_key = j.value"
+                }
+                Backend::Postgres => {
+                    "SELECT coalesce(json_agg(e.id ORDER BY j.n), '[]')::text \
+                     FROM json_array_elements_text($1::json) WITH ORDINALITY AS j (value, n) \
+                     JOIN erls AS e ON e.content_key = j.value"
+                }
+            };
+            let (found,): (String,) =
+                sqlx::query_as(lookup).bind(wanted).fetch_one(&mut *tx).await.map_err(self.db("look up ERL ids"))?;
             let found: Vec<i64> =
                 serde_json::from_str(&found).map_err(|e| self.corrupt("erls", "(id lookup)", e.to_string()))?;
             if found.len() != chunk.len() {
@@ -293,7 +316,7 @@ impl LisStore {
     /// core rebuilds its wiremap when this moves.
     pub async fn generation(&self) -> Result<i64, LisError> {
         let (g,): (i64,) = sqlx::query_as("SELECT generation FROM lis_generation WHERE id = 1")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db.pool)
             .await
             .map_err(self.db("read the LIS generation"))?;
         Ok(g)
@@ -303,7 +326,7 @@ impl LisStore {
     /// with `WiremapEntry::erl` indexing the ERL list: the input of the in-memory wiremap index.
     /// Read in one snapshot. `Erl::validated` is true for ERLs whose validation is `Valid`.
     pub async fn load_wiremap(&self) -> Result<(Vec<Erl>, Vec<WiremapEntry>), LisError> {
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let (erls, index) = self.read_erls(&mut tx).await?;
         let mut entries = Vec::new();
         for kind in WiremapKind::ALL {
@@ -322,7 +345,7 @@ impl LisStore {
 
     /// Every ERL with its validation and the number of elements of each kind pointing at it.
     pub async fn list_erls(&self) -> Result<Vec<StoredErl>, LisError> {
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let (erls, index) = self.read_erls(&mut tx).await?;
         let mut out: Vec<StoredErl> = erls
             .into_iter()
@@ -359,17 +382,19 @@ impl LisStore {
             Validation::Invalid { reasons } => ("invalid", Some(serde_json::Value::from(reasons.clone()).to_string())),
         };
         let now = crate::time::timestamp(&chrono::Utc::now());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
-        let done = sqlx::query("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(detail)
-            .bind(now)
-            .bind(erl_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db("set validation"))?;
+        let mut tx = self.db.begin_write("erls").await.map_err(self.db("begin transaction"))?;
+        let done = sqlx::query(
+            &self.sql("UPDATE erls SET validation = ?, validation_detail = ?, validated_at = ? WHERE id = ?"),
+        )
+        .bind(status)
+        .bind(detail)
+        .bind(now)
+        .bind(erl_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.db("set validation"))?;
         if done.rows_affected() == 0 {
-            return Err(LisError::NoSuchErl { path: self.path.to_path_buf(), id: erl_id });
+            return Err(LisError::NoSuchErl { store: self.db.location.clone(), id: erl_id });
         }
         // The validated flag travels in every call's ERL: the core reloads on this.
         bump_generation(&mut tx, self).await?;
@@ -379,7 +404,7 @@ impl LisStore {
 
     /// How many ERLs and wiremap entries of each kind are stored.
     pub async fn counts(&self) -> Result<LisCounts, LisError> {
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let (erls,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM erls").fetch_one(&mut *tx).await.map_err(self.db("count ERLs"))?;
         let mut wiremap = WiremapCounts::default();
@@ -397,7 +422,7 @@ impl LisStore {
     /// Every element of one kind with its ERL, sorted by element (subnets by address, MACs by
     /// value, chassis and port IDs in natural order): what `lis export` writes.
     pub async fn export_batch(&self, kind: WiremapKind) -> Result<WiremapBatch, LisError> {
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let (erls, index) = self.read_erls(&mut tx).await?;
         let mut rows = Vec::new();
         self.read_rows(&mut tx, kind, |row| {
@@ -440,7 +465,7 @@ impl LisStore {
     /// Every row of every LIS table as text, in key order — for tests and diagnostics ("did this
     /// import change anything?"): equal dumps mean equal tables.
     pub async fn dump(&self) -> Result<String, LisError> {
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let mut out = String::new();
         for table in [
             "erls",
@@ -451,20 +476,26 @@ impl LisStore {
             "wiremap_macs",
             "lis_generation",
         ] {
-            let cols: Vec<(String, i64)> =
-                sqlx::query_as(&format!("SELECT name, pk FROM pragma_table_info('{table}')"))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(self.db("read table info"))?;
-            let mut pk: Vec<(i64, &str)> =
-                cols.iter().filter(|(_, pk)| *pk > 0).map(|(n, pk)| (*pk, n.as_str())).collect();
-            pk.sort_unstable();
-            let values = cols.iter().map(|(n, _)| format!("quote({n})")).collect::<Vec<_>>().join(" || '|' || ");
-            let order = pk.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
-            let lines: Vec<(String,)> = sqlx::query_as(&format!("SELECT {values} FROM {table} ORDER BY {order}"))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.db("dump table"))?;
+            let select = match self.db.backend {
+                Backend::Sqlite => {
+                    let cols: Vec<(String, i64)> =
+                        sqlx::query_as(&format!("SELECT name, pk FROM pragma_table_info('{table}')"))
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(self.db("read table info"))?;
+                    let mut pk: Vec<(i64, &str)> =
+                        cols.iter().filter(|(_, pk)| *pk > 0).map(|(n, pk)| (*pk, n.as_str())).collect();
+                    pk.sort_unstable();
+                    let values =
+                        cols.iter().map(|(n, _)| format!("quote({n})")).collect::<Vec<_>>().join(" || '|' || ");
+                    let order = pk.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
+                    format!("SELECT {values} FROM {table} ORDER BY {order}")
+                }
+                // The row's own text form, e.g. (1,"10.0.0.0/8",,…), in that text's order.
+                Backend::Postgres => format!("SELECT CAST(t AS text) FROM {table} AS t ORDER BY 1"),
+            };
+            let lines: Vec<(String,)> =
+                sqlx::query_as(&select).fetch_all(&mut *tx).await.map_err(self.db("dump table"))?;
             out.push_str(&format!("== {table}\n"));
             for (l,) in lines {
                 out.push_str(&l);
@@ -480,13 +511,13 @@ impl LisStore {
     #[allow(clippy::type_complexity)]
     async fn read_erls(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
     ) -> Result<(Vec<(i64, Erl, Option<Validation>, Option<String>)>, HashMap<i64, usize>), LisError> {
         let mut out = Vec::new();
         let mut index = HashMap::new();
         let mut after = 0i64;
         loop {
-            let (json,): (String,) = sqlx::query_as(&SELECT_ERLS)
+            let (json,): (String,) = sqlx::query_as(&SELECT_ERLS[self.db.backend as usize])
                 .bind(after)
                 .bind(PAGE)
                 .fetch_one(&mut *conn)
@@ -546,14 +577,15 @@ impl LisStore {
     /// Calls `f` for every row of one wiremap table, in primary-key order, a page at a time.
     async fn read_rows(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         kind: WiremapKind,
         mut f: impl FnMut(RawRow) -> Result<(), LisError>,
     ) -> Result<(), LisError> {
         // Keyset paging: every key is non-empty text, so "" sorts before the first row.
         let mut after = (String::new(), String::new(), String::new());
         loop {
-            let mut q = sqlx::query_as::<_, (String,)>(&PAGE_SQL[kind as usize]).bind(after.0.as_str());
+            let mut q = sqlx::query_as::<_, (String,)>(&PAGE_SQL[self.db.backend as usize][kind as usize])
+                .bind(after.0.as_str());
             if kind == WiremapKind::Ports {
                 q = q.bind(after.1.as_str()).bind(after.2.as_str());
             }
@@ -597,7 +629,7 @@ mod tests {
     async fn connections_enforce_foreign_keys_and_use_wal() {
         let dir = tempfile::tempdir().unwrap();
         let store = LisStore::open(&dir.path().join("l.db")).await.unwrap();
-        let mut conn = store.pool.acquire().await.unwrap();
+        let mut conn = store.db.pool.acquire().await.unwrap();
         let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys").fetch_one(&mut *conn).await.unwrap();
         assert_eq!(fk, 1);
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();

@@ -4,13 +4,14 @@
 
 use std::sync::LazyLock;
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 
 use super::{LisError, LisStore};
+use crate::db::Backend;
 use crate::location::wiremap_rows::{WiremapKind, WiremapRow};
 use crate::location::{format_mac, WiremapKey, CIVIC_FIELDS};
 
-/// The SQLite table of a kind's wiremap entries.
+/// The table of a kind's wiremap entries.
 pub(super) fn table(kind: WiremapKind) -> &'static str {
     match kind {
         WiremapKind::Subnets => "wiremap_subnets",
@@ -31,14 +32,17 @@ pub(super) struct RawRow {
     pub(super) description: String,
 }
 
-/// Per kind (indexed by `WiremapKind as usize`): the paged SELECT of the whole table, built once
-/// (sqlx caches prepared statements by their text).
+/// Per backend and kind (indexed by `Backend as usize`, then `WiremapKind as usize`): the paged
+/// SELECT of the whole table, built once (sqlx caches prepared statements by their text).
 ///
 /// A page comes back as ONE JSON array in one row: sqlx hands every result row from its SQLite
 /// thread to the caller through a channel, with a thread wake-up, and at 1,000,000 rows that
 /// per-row hand-over was most of the time of `load_wiremap` (measured: 2.95 s before, see the
 /// commit). `ORDER BY` inside the aggregate (SQLite ≥ 3.44) keeps the rows in key order.
-pub(super) static PAGE_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+pub(super) static PAGE_SQL: LazyLock<[Vec<String>; 2]> =
+    LazyLock::new(|| [Backend::Sqlite, Backend::Postgres].map(page_sql));
+
+fn page_sql(backend: Backend) -> Vec<String> {
     WiremapKind::ALL
         .iter()
         .map(|kind| {
@@ -50,14 +54,28 @@ pub(super) static PAGE_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
                 WiremapKind::Macs => ("mac, '', '', 0", "mac"),
             };
             let cursor = if *kind == WiremapKind::Ports { "(?, ?, ?)" } else { "(?)" };
-            format!(
-                "SELECT json_group_array(json_array({select}, erl_id, description) ORDER BY {key}) \
-                 FROM (SELECT * FROM {} WHERE ({key}) > {cursor} ORDER BY {key} LIMIT ?)",
-                table(*kind)
+            json_page(
+                backend,
+                &format!("{select}, erl_id, description"),
+                key,
+                &format!("SELECT * FROM {} WHERE ({key}) > {cursor} ORDER BY {key} LIMIT ?", table(*kind)),
             )
         })
         .collect()
-});
+}
+
+/// `SELECT` of one JSON array (as text) holding a JSON array of `items` for each row of `rows`,
+/// in `order`: SQLite's json_group_array/json_array, PostgreSQL's json_agg/json_build_array
+/// (which gives NULL, not `[]`, for no rows). Placeholders numbered for the backend.
+fn json_page(backend: Backend, items: &str, order: &str, rows: &str) -> String {
+    let sql = match backend {
+        Backend::Sqlite => format!("SELECT json_group_array(json_array({items}) ORDER BY {order}) FROM ({rows})"),
+        Backend::Postgres => format!(
+            "SELECT coalesce(json_agg(json_build_array({items}) ORDER BY {order}), '[]')::text FROM ({rows}) AS page"
+        ),
+    };
+    backend.sql(&sql).into_owned()
+}
 
 /// The rows of one import as the SQL of their table wants them: key columns as text.
 pub(super) struct SqlRows<'a> {
@@ -106,7 +124,7 @@ impl<'a> SqlRows<'a> {
     /// Upserts every row; returns how many were inserted or changed.
     pub(super) async fn write(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         erl_ids: &[i64],
         store: &LisStore,
     ) -> Result<usize, LisError> {
@@ -115,12 +133,13 @@ impl<'a> SqlRows<'a> {
         let mut rest = &self.rows[..];
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(chunk_len(rest.len(), ROW_CHUNK));
-            let mut q = sqlx::query(inserts.sql(chunk.len()));
+            let sql = store.sql(inserts.sql(chunk.len()));
+            let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q.bind(r.k1.as_str());
                 match self.kind {
                     WiremapKind::Ports => q = q.bind(r.k2).bind(r.k3),
-                    WiremapKind::Subnets => q = q.bind(r.bare),
+                    WiremapKind::Subnets => q = q.bind(i64::from(r.bare)),
                     _ => {}
                 }
                 q = q.bind(erl_ids[r.erl]).bind(r.description);
@@ -171,14 +190,24 @@ impl MultiInsert {
 pub(super) static CIVIC_COLUMNS: LazyLock<String> =
     LazyLock::new(|| CIVIC_FIELDS.iter().map(|f| f.name).collect::<Vec<_>>().join(", "));
 
-/// A page of ERLs after an id, as one JSON array of `[id, [label, company, civic…, elins,
-/// validation, validation_detail, validated_at]]`.
-pub(super) static SELECT_ERLS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT json_group_array(json_array(id, json_array(label, company, {}, elins, validation, \
-         validation_detail, validated_at)) ORDER BY id) FROM (SELECT * FROM erls WHERE id > ? ORDER BY id LIMIT ?)",
-        *CIVIC_COLUMNS
-    )
+/// Per backend: a page of ERLs after an id, as one JSON array of `[id, [label, company, civic…,
+/// elins, validation, validation_detail, validated_at]]`.
+pub(super) static SELECT_ERLS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [Backend::Sqlite, Backend::Postgres].map(|backend| {
+        let array = match backend {
+            Backend::Sqlite => "json_array",
+            Backend::Postgres => "json_build_array",
+        };
+        json_page(
+            backend,
+            &format!(
+                "id, {array}(label, company, {}, elins, validation, validation_detail, validated_at)",
+                *CIVIC_COLUMNS
+            ),
+            "id",
+            "SELECT * FROM erls WHERE id > ? ORDER BY id LIMIT ?",
+        )
+    })
 });
 
 pub(super) static INSERT_ERLS: LazyLock<MultiInsert> = LazyLock::new(|| {
@@ -192,6 +221,7 @@ pub(super) static INSERT_ERLS: LazyLock<MultiInsert> = LazyLock::new(|| {
 
 /// Per kind (indexed by `WiremapKind as usize`): the upsert. `DO UPDATE … WHERE` something
 /// differs, so a row already stored exactly so is neither written nor counted as changed.
+/// `IS DISTINCT FROM` (SQL standard; SQLite ≥ 3.39, PostgreSQL) is SQLite's `IS NOT`: NULL-safe.
 pub(super) static WIREMAP_INSERTS: LazyLock<Vec<MultiInsert>> = LazyLock::new(|| {
     WiremapKind::ALL
         .iter()
@@ -206,7 +236,12 @@ pub(super) static WIREMAP_INSERTS: LazyLock<Vec<MultiInsert>> = LazyLock::new(||
             let values: Vec<&str> = extra.iter().copied().chain(["erl_id", "description"]).collect();
             let columns: Vec<&str> = keys.iter().copied().chain(values.iter().copied()).collect();
             let set = values.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
-            let differs = values.iter().map(|c| format!("{c} IS NOT excluded.{c}")).collect::<Vec<_>>().join(" OR ");
+            // Qualified: PostgreSQL refuses a bare column name there as ambiguous with `excluded`.
+            let differs = values
+                .iter()
+                .map(|c| format!("{t}.{c} IS DISTINCT FROM excluded.{c}", t = table(*kind)))
+                .collect::<Vec<_>>()
+                .join(" OR ");
             MultiInsert::new(
                 &format!("INSERT INTO {} ({})", table(*kind), columns.join(", ")),
                 columns.len(),
@@ -217,7 +252,7 @@ pub(super) static WIREMAP_INSERTS: LazyLock<Vec<MultiInsert>> = LazyLock::new(||
         .collect()
 });
 
-pub(super) async fn bump_generation(tx: &mut sqlx::SqliteConnection, store: &LisStore) -> Result<(), LisError> {
+pub(super) async fn bump_generation(tx: &mut AnyConnection, store: &LisStore) -> Result<(), LisError> {
     sqlx::query("UPDATE lis_generation SET generation = generation + 1 WHERE id = 1")
         .execute(&mut *tx)
         .await

@@ -13,13 +13,15 @@ impl LisStore {
     /// first time, with the sighting that revealed them (the server announces them).
     pub async fn record_sightings(&self, batch: &[Sighting]) -> Result<Vec<(ElementKind, String, Sighting)>, LisError> {
         let mut new = Vec::new();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.db("begin transaction"))?;
+        // One writer at a time (a table lock on PostgreSQL): the UPDATE-then-INSERT below must not
+        // race another node's for the same element.
+        let mut tx = self.db.begin_write("unlocated").await.map_err(self.db("begin transaction"))?;
         for s in batch {
             let day = s.at.format("%Y-%m-%d").to_string();
-            sqlx::query(
+            sqlx::query(&self.sql(
                 "INSERT INTO location_outcomes (day, asked, source, count) VALUES (?, ?, ?, 1) \
-                 ON CONFLICT (day, asked, source) DO UPDATE SET count = count + 1",
-            )
+                 ON CONFLICT (day, asked, source) DO UPDATE SET count = location_outcomes.count + 1",
+            ))
             .bind(&day)
             .bind(s.asked.as_str())
             .bind(s.source.as_str())
@@ -32,10 +34,10 @@ impl LisStore {
             let at = crate::time::timestamp(&s.at);
             let (calls, held) = if s.asked == crate::location::unlocated::Asked::Call { (1, 0) } else { (0, 1) };
             for (kind, element) in s.elements() {
-                let done = sqlx::query(
+                let done = sqlx::query(&self.sql(
                     "UPDATE unlocated SET last_seen = ?, calls = calls + ?, held = held + ?, last_device = ?, \
                      last_outcome = ? WHERE kind = ? AND element = ?",
-                )
+                ))
                 .bind(&at)
                 .bind(calls)
                 .bind(held)
@@ -49,10 +51,10 @@ impl LisStore {
                 if done.rows_affected() > 0 {
                     continue;
                 }
-                sqlx::query(
+                sqlx::query(&self.sql(
                     "INSERT INTO unlocated (kind, element, first_seen, last_seen, calls, held, last_device, last_outcome) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )
+                ))
                 .bind(kind.as_str())
                 .bind(&element)
                 .bind(&at)
@@ -74,11 +76,13 @@ impl LisStore {
     /// The report: the share located by the wiremap (from `since`'s day on), and the elements seen
     /// unlocated at or after `since`, most recently seen first.
     pub async fn unlocated_report(&self, since: Option<DateTime<Utc>>) -> Result<UnlocatedReport, LisError> {
-        let mut tx = self.pool.begin().await.map_err(self.db("begin read"))?;
+        let mut tx = self.db.begin_read().await.map_err(self.db("begin read"))?;
         let day = since.map(|s| s.format("%Y-%m-%d").to_string()).unwrap_or_default();
-        let outcomes: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT asked, source, sum(count) FROM location_outcomes WHERE day >= ? GROUP BY asked, source",
-        )
+        // CAST: PostgreSQL's sum of BIGINT is NUMERIC.
+        let outcomes: Vec<(String, String, i64)> = sqlx::query_as(&self.sql(
+            "SELECT asked, source, CAST(sum(count) AS BIGINT) FROM location_outcomes WHERE day >= ? \
+             GROUP BY asked, source",
+        ))
         .bind(&day)
         .fetch_all(&mut *tx)
         .await
@@ -99,10 +103,10 @@ impl LisStore {
         }
         let since_text = since.map(|s| crate::time::timestamp(&s)).unwrap_or_default();
         type Row = (String, String, String, String, i64, i64, String, String);
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = sqlx::query_as(&self.sql(
             "SELECT kind, element, first_seen, last_seen, calls, held, last_device, last_outcome FROM unlocated \
              WHERE last_seen >= ? ORDER BY last_seen DESC, kind, element",
-        )
+        ))
         .bind(&since_text)
         .fetch_all(&mut *tx)
         .await

@@ -112,6 +112,8 @@ impl LabFiles {
 
 pub struct Lab {
     pub dir: tempfile::TempDir,
+    /// The store when it is not the lab's own SQLite file ([`Lab::start_on`]).
+    pub db: Option<super::store::TestDb>,
     pub rt: tokio::runtime::Runtime,
     pub core: Option<Core>,
     pub ports: LabPorts,
@@ -144,17 +146,32 @@ impl Lab {
         Lab::launch(edit)
     }
 
+    /// As [`Lab::start_with`], on the store `db` (e.g. PostgreSQL) instead of the lab's file.
+    pub fn start_on(db: super::store::TestDb, edit: impl FnOnce(String) -> String) -> Lab {
+        let mut lab = Lab::start_with(|c| db.set_store(&edit(c)));
+        lab.db = Some(db);
+        lab
+    }
+
     fn launch(edit: impl FnOnce(String) -> String) -> Lab {
         let LabFiles { dir, ports, config_path } = LabFiles::write(edit);
         let cfg = Config::load(&config_path).unwrap_or_else(|e| panic!("lab config: {e}"));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let core = rt.block_on(Core::start(&cfg)).unwrap_or_else(|e| panic!("core start: {e}"));
         let events = Some(core.subscribe());
-        Lab { dir, rt, core: Some(core), ports, config_path, events }
+        Lab { dir, db: None, rt, core: Some(core), ports, config_path, events }
     }
 
     pub fn store_path(&self) -> PathBuf {
         self.dir.path().join("audit.db")
+    }
+
+    /// The store the core writes to.
+    pub fn store_location(&self) -> sosdesk::db::Location {
+        match &self.db {
+            Some(db) => db.location(),
+            None => sosdesk::db::Location::Sqlite(self.store_path()),
+        }
     }
 
     fn sipp_files(&self, name: &str) -> (PathBuf, PathBuf) {
@@ -242,7 +259,7 @@ impl Lab {
     /// calls oldest first, then the records of refused requests, oldest first.
     pub fn audit_events(&self) -> Vec<CallEvent> {
         self.rt.block_on(async {
-            let store = AuditStore::open(&self.store_path()).await.expect("open audit store");
+            let store = AuditStore::open(self.store_location()).await.expect("open audit store");
             let calls = store.history(1000).await.expect("history");
             let mut all = Vec::new();
             for c in calls.iter().rev() {
@@ -263,9 +280,11 @@ impl Lab {
     }
 
     pub fn cli_store(&self, args: &[&str]) -> Output {
-        let store = self.store_path();
         let mut all: Vec<&str> = args.to_vec();
-        let s = store.to_str().unwrap().to_string();
+        let s = match &self.db {
+            Some(db) => db.store_arg(),
+            None => self.store_path().to_str().unwrap().to_string(),
+        };
         all.push("--store");
         all.push(&s);
         self.cli(&all)

@@ -2,6 +2,8 @@ pub mod dnsmasq;
 pub mod kamailio;
 pub mod lab;
 pub mod pki;
+pub mod postgres;
 pub mod receivers;
 pub mod rtp;
+pub mod store;
 pub mod xmllint;
