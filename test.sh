@@ -10,6 +10,8 @@
 #                  sosdesk or of a sipp peer (tests/it/support/kamailio.rs); sipp has no TLS
 #   dnsmasq-base   dnsmasq alone (no daemon set-up): the DNS server with the NAPTR/SRV/A records
 #                  of the RFC 3263 tests (tests/it/support/dnsmasq.rs)
+#   snmpsim        snmpsimd, a simulated switch answering SNMP from a real device's walk, for
+#                  switch-port discovery (tests/it/support/snmpsim.rs)
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,7 +21,7 @@ df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || t
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
-  kamailio kamailio-tls-modules dnsmasq-base iproute2
+  kamailio kamailio-tls-modules dnsmasq-base iproute2 snmpsim
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"

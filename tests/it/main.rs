@@ -15,6 +15,7 @@ mod audit_store;
 mod cli;
 mod crash;
 mod desk_events;
+mod discovery;
 mod emergency_calls;
 mod held;
 mod lis_calls;

@@ -3,4 +3,5 @@ pub mod kamailio;
 pub mod lab;
 pub mod pki;
 pub mod rtp;
+pub mod snmpsim;
 pub mod xmllint;
