@@ -161,3 +161,35 @@ fn a_phone_on_a_simulated_switch_port_is_located_by_it_and_its_move_is_recorded(
     assert!(moved[0].contains(PHONE_MAC) && moved[0].contains("port Fa3/0/20"), "{}", moved[0]);
     lab.assert_audit_verifies();
 }
+
+/// SNMP v3 (RFC 3414 USM, HMAC-SHA-256 of RFC 7860) against the simulator: the right user
+/// reads the switch; a wrong password is refused, and the error names no secret.
+#[test]
+fn a_switch_is_polled_over_snmpv3_and_a_wrong_password_is_a_visible_failure() {
+    use sosdesk::location::discovery::{poll_once, AuthProtocol, Credentials, SwitchTarget};
+    let sim = Snmpsim::start(
+        &switch_rows(ON_PORT_14),
+        &["--v3-user=sosdesk", "--v3-auth-key=auth-pa55word", "--v3-auth-proto=SHA256"],
+    );
+    let target = |password: &str| SwitchTarget {
+        name: "hq-3750".into(),
+        address: format!("127.0.0.1:{}", sim.port),
+        credentials: Credentials::V3 {
+            user: "sosdesk".into(),
+            auth: Some((AuthProtocol::Sha256, password.into())),
+            privacy: None,
+            // snmpsim serves a data file under the context named after it.
+            context: "public".into(),
+        },
+        interval: Duration::from_secs(3600),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (discovery, report) = rt.block_on(poll_once(&[target("auth-pa55word"), target("wrong-pa55word")]));
+    let (good, bad) = (&report.switches[0], &report.switches[1]);
+    assert_eq!((good.state, good.snmp, good.macs), ("ok", "v3", 3), "{report:?}\n{}", sim.log());
+    let phone = sosdesk::location::parse_mac(PHONE_MAC).unwrap();
+    assert_eq!(discovery.table().load().places(&phone)[0].port, "Fa3/0/14");
+    assert_eq!(bad.state, "failing", "{report:?}");
+    let error = bad.error.clone().unwrap_or_default();
+    assert!(!error.is_empty() && !error.contains("pa55"), "{error}");
+}

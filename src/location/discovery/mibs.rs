@@ -118,7 +118,7 @@ impl Walks {
 
     /// index → value, for tables indexed by one integer.
     fn by_int(&self, object: Object) -> HashMap<u32, &Value> {
-        self.rows(object).iter().filter_map(|(index, v)| (index.len() == 1).then(|| (index[0], v))).collect()
+        self.rows(object).iter().filter(|(index, _)| index.len() == 1).map(|(index, v)| (index[0], v)).collect()
     }
 }
 

@@ -87,6 +87,9 @@ impl Discovery {
     }
 }
 
+/// One switch's walks and how long they took, or why they failed.
+type WalkResult = Result<(Walks, Duration), String>;
+
 /// One switch's last good poll.
 #[derive(Default)]
 struct SwitchEntries {
@@ -202,7 +205,7 @@ async fn poll_round(
             (i, walk_switch(&target).await)
         });
     }
-    let mut answered: Vec<(usize, Result<(Walks, Duration), String>)> = Vec::new();
+    let mut answered: Vec<(usize, WalkResult)> = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(r) => answered.push(r),
