@@ -8,6 +8,7 @@
 
 use crate::support;
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use sosdesk::location::discovery::Discovery;
@@ -151,6 +152,18 @@ fn a_phone_on_a_simulated_switch_port_is_located_by_it_and_its_move_is_recorded(
     assert!(s.last_success.is_some() && s.macs == 3);
     assert!(held_by_mac(&lab).contains("<ca:LOC>Room 320</ca:LOC>"));
     assert!(!format!("{report:?}").contains("public"), "the community never shows");
+    // The API shows every desk and monitor the same.
+    let mut api = std::net::TcpStream::connect(("127.0.0.1", lab.ports.api)).unwrap();
+    let auth = sosdesk::api::encode_base64(b"desk1:lobby-desk-secret");
+    write!(
+        api,
+        "GET /api/v1/lis/switches HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    api.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200") && raw.contains("\"state\":\"failing\""), "{raw}");
+    assert!(!raw.contains("public"), "{raw}");
 
     // The move is in the audit log, once, and never the community.
     lab.stop();
