@@ -26,6 +26,9 @@ use crate::location::{format_mac, Mac};
 /// Told of every move.
 pub type MoveSink = Arc<dyn Fn(Move) + Send + Sync>;
 
+/// Moves of one round written to the log one by one (all are audited).
+const LOGGED_MOVES: usize = 20;
+
 /// Switches polled at the same time, at most (the rest wait their turn).
 const CONCURRENT_POLLS: usize = 16;
 
@@ -245,11 +248,21 @@ async fn poll_round(
     let table = DiscoveryTable::build(polls.iter().map(|p| (p.entries.as_slice(), p.ips.as_slice())));
     let old = discovery.table.replace(table);
     let moves = discovery.table.load().moves_since(&old, at);
-    for m in &moves {
-        tracing::warn!(mac = %format_mac(&m.mac), from = %m.from, to = %m.to, "device moved to another switch port");
+    for (n, m) in moves.iter().enumerate() {
+        // Every move is audited; the log says the first few of a round and how many there were
+        // (a recabled closet must not bury the rest of the log).
+        if n < LOGGED_MOVES {
+            tracing::warn!(mac = %format_mac(&m.mac), from = %m.from, to = %m.to, "device moved to another switch port");
+        }
         if let Some(sink) = sink {
             sink(m.clone());
         }
+    }
+    if moves.len() > LOGGED_MOVES {
+        tracing::warn!(
+            moves = moves.len(),
+            "devices moved to other switch ports in one poll: all are in the audit log (device-moved)"
+        );
     }
     moves
 }
