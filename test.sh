@@ -15,6 +15,8 @@
 #   postgresql    PostgreSQL, for the store tests on the PostgreSQL backend ([store] url, issue 14):
 #                 each test runs its own throwaway cluster (initdb + postgres on 127.0.0.1, a free
 #                 port; tests/it/support/postgres.rs), never the system's service
+#   snmpsim        snmpsimd, a simulated switch answering SNMP from a real device's walk, for
+#                  switch-port discovery (tests/it/support/snmpsim.rs)
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,7 +26,7 @@ df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || t
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
-  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd postgresql
+  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd postgresql snmpsim
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"

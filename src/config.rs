@@ -57,6 +57,9 @@ pub struct Config {
     /// What every channel shares: acknowledgement links, timeouts, retries.
     #[serde(default)]
     pub alerts: crate::channels::AlertsConfig,
+    /// Switches polled over SNMP for switch-port discovery (docs/discovery.md).
+    #[serde(default, rename = "switch")]
+    pub switches: Vec<SwitchConfig>,
     /// Policy for callers from no configured site.
     pub default_policy: String,
     /// Set by [`Config::load`]: the file it came from (relative store paths resolve against it).
@@ -430,6 +433,72 @@ pub struct RouteConfig {
     /// A client certificate and key (PEM) for a provider that asks for mutual TLS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+}
+
+/// A switch polled for switch-port discovery (docs/discovery.md): SNMP v2c with `community`,
+/// or v3 with `user` (and `auth_*`, `priv_*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchConfig {
+    /// Shown in logs, the audit and `sosdesk lis discover`; default: the address.
+    pub name: Option<String>,
+    /// `host`, `host:port`, `[IPv6]:port`; port 161 when not given.
+    pub address: String,
+    pub community: Option<Secret>,
+    pub user: Option<String>,
+    pub auth_protocol: Option<crate::location::discovery::AuthProtocol>,
+    pub auth_password: Option<Secret>,
+    pub priv_protocol: Option<crate::location::discovery::PrivProtocol>,
+    pub priv_password: Option<Secret>,
+    /// SNMP v3 contextName (RFC 3411 §3.3.1); default: the default context.
+    pub context: Option<String>,
+    /// Minutes between polls.
+    #[serde(default = "default_interval_min")]
+    pub interval_min: u32,
+}
+
+fn default_interval_min() -> u32 {
+    15
+}
+
+impl SwitchConfig {
+    /// `address` with the port made explicit (161 when not given); `None` when it is no
+    /// host[:port].
+    pub fn host_port(&self) -> Option<String> {
+        let a = self.address.trim();
+        if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+            return Some(SocketAddr::new(ip, 161).to_string());
+        }
+        if let Ok(sa) = a.parse::<SocketAddr>() {
+            return Some(sa.to_string());
+        }
+        let (host, port) = match a.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p != 0)?),
+            None => (a, 161),
+        };
+        crate::location::held::is_host(host).then(|| format!("{host}:{port}"))
+    }
+
+    /// What the poller needs (call once the config is validated).
+    pub fn target(&self) -> crate::location::discovery::SwitchTarget {
+        use crate::location::discovery::{Credentials, SwitchTarget};
+        let address = self.host_port().unwrap_or_else(|| self.address.clone());
+        let credentials = match (&self.community, &self.user) {
+            (Some(c), _) => Credentials::V2c { community: c.0.clone() },
+            (None, user) => Credentials::V3 {
+                user: user.clone().unwrap_or_default(),
+                auth: self.auth_protocol.zip(self.auth_password.as_ref().map(|p| p.0.clone())),
+                privacy: self.priv_protocol.zip(self.priv_password.as_ref().map(|p| p.0.clone())),
+                context: self.context.clone().unwrap_or_default(),
+            },
+        };
+        SwitchTarget {
+            name: self.name.clone().unwrap_or_else(|| address.clone()),
+            address,
+            credentials,
+            interval: std::time::Duration::from_secs(u64::from(self.interval_min) * 60),
+        }
+    }
 }
 
 /// A password from the config: never printed, not even in a debug log.
@@ -974,6 +1043,7 @@ impl Config {
                 return Err(self.err(format!("desk[{i}].password"), "must be at least 8 characters"));
             }
         }
+        self.check_switches()?;
         let mut groups = HashSet::new();
         for (i, g) in self.notification_groups.iter().enumerate() {
             if g.name.is_empty() || !g.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
@@ -1063,6 +1133,83 @@ impl Config {
             }
         }
         routes
+    }
+
+    /// `[[switch]]`: an address, one way to authenticate (RFC 3414 §11.2: USM passwords of at
+    /// least 8 characters), a sane interval, unique names.
+    fn check_switches(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, sw) in self.switches.iter().enumerate() {
+            let key = |k: &str| format!("switch[{i}].{k}");
+            let Some(address) = sw.host_port() else {
+                return Err(self.err(key("address"), format!("{:?} is not host, host:port or [IPv6]:port", sw.address)));
+            };
+            match (&sw.community, &sw.user) {
+                (Some(_), Some(_)) => {
+                    return Err(self.err(key("community"), "give a community (SNMP v2c) or a user (SNMP v3), not both"))
+                }
+                (None, None) => {
+                    return Err(
+                        self.err(key("community"), "is missing: give a community (SNMP v2c) or a user (SNMP v3)")
+                    )
+                }
+                (Some(c), None) => {
+                    if c.0.is_empty() {
+                        return Err(self.err(key("community"), "must not be empty"));
+                    }
+                    for k in ["auth_protocol", "auth_password", "priv_protocol", "priv_password", "context"] {
+                        let set = match k {
+                            "auth_protocol" => sw.auth_protocol.is_some(),
+                            "auth_password" => sw.auth_password.is_some(),
+                            "priv_protocol" => sw.priv_protocol.is_some(),
+                            "priv_password" => sw.priv_password.is_some(),
+                            _ => sw.context.is_some(),
+                        };
+                        if set {
+                            return Err(self.err(key(k), "is for SNMP v3 (`user`), not a community"));
+                        }
+                    }
+                }
+                (None, Some(user)) => {
+                    if user.is_empty() {
+                        return Err(self.err(key("user"), "must not be empty"));
+                    }
+                    for (p, pw, what) in [
+                        (sw.auth_protocol.is_some(), &sw.auth_password, "auth"),
+                        (sw.priv_protocol.is_some(), &sw.priv_password, "priv"),
+                    ] {
+                        match (p, pw) {
+                            (true, None) => return Err(self.err(key(&format!("{what}_password")), "is missing")),
+                            (false, Some(_)) => return Err(self.err(key(&format!("{what}_protocol")), "is missing")),
+                            (true, Some(pw)) if pw.0.len() < 8 => {
+                                return Err(self.err(
+                                    key(&format!("{what}_password")),
+                                    "must be at least 8 characters (RFC 3414 §11.2)",
+                                ))
+                            }
+                            _ => {}
+                        }
+                    }
+                    if sw.priv_protocol.is_some() && sw.auth_protocol.is_none() {
+                        return Err(self.err(
+                            key("priv_protocol"),
+                            "needs auth_protocol: SNMP v3 has no privacy without authentication",
+                        ));
+                    }
+                }
+            }
+            if !(1..=1440).contains(&sw.interval_min) {
+                return Err(self.err(key("interval_min"), "must be 1 to 1440 minutes"));
+            }
+            let name = sw.name.clone().unwrap_or(address);
+            if name.trim().is_empty() {
+                return Err(self.err(key("name"), "must not be empty"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(self.err(key("name"), format!("{name:?} names two switches")));
+            }
+        }
+        Ok(())
     }
 
     fn check_erl(&self, erl: &Erl, key: &str) -> Result<(), ConfigError> {
@@ -1213,6 +1360,38 @@ masks = ["9911"]
         assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok());
         let e = Config::from_toml(&format!("{ok}[media]\nanchor = false\n"), Path::new("x.toml")).unwrap_err();
         assert!(e.reason.contains("media.anchor"), "{e}");
+    }
+
+    #[test]
+    fn switches_need_an_address_and_one_way_to_authenticate_and_never_show_a_secret() {
+        let sw = |body: &str| format!("{GOOD}[[switch]]\n{body}\n");
+        let ok = |body: &str| Config::from_toml(&sw(body), Path::new("x.toml")).unwrap();
+        let err = |body: &str| Config::from_toml(&sw(body), Path::new("x.toml")).unwrap_err().key;
+        let c = ok("address = \"10.0.0.2\"\ncommunity = \"c0mm-s3cret\"");
+        let t = c.switches[0].target();
+        assert_eq!((t.name.as_str(), t.address.as_str(), t.interval.as_secs()), ("10.0.0.2:161", "10.0.0.2:161", 900));
+        assert!(!format!("{:?} {t:?}", c.switches).contains("s3cret"));
+        let v3 = "name = \"sw-hq-1\"\naddress = \"[2001:db8::2]:1161\"\nuser = \"sosdesk\"\nauth_protocol = \"sha256\"\nauth_password = \"auth-pa55word\"\npriv_protocol = \"aes128\"\npriv_password = \"priv-pa55word\"\ninterval_min = 5";
+        let c = ok(v3);
+        let t = c.switches[0].target();
+        assert_eq!((t.name.as_str(), t.address.as_str()), ("sw-hq-1", "[2001:db8::2]:1161"));
+        assert!(!format!("{:?} {t:?}", c.switches).contains("pa55"));
+        assert_eq!(
+            ok("address = \"sw1.example:1161\"\ncommunity = \"x\"").switches[0].target().address,
+            "sw1.example:1161"
+        );
+        assert_eq!(err("address = \"sw 1\"\ncommunity = \"x\""), "switch[0].address");
+        assert_eq!(err("address = \"10.0.0.2\""), "switch[0].community");
+        assert_eq!(err("address = \"10.0.0.2\"\ncommunity = \"x\"\nuser = \"u\""), "switch[0].community");
+        assert_eq!(err(&v3.replace("auth-pa55word", "short")), "switch[0].auth_password");
+        assert_eq!(err(&v3.replace("priv_password = \"priv-pa55word\"\n", "")), "switch[0].priv_password");
+        assert_eq!(err(&v3.replace("interval_min = 5", "interval_min = 0")), "switch[0].interval_min");
+        assert_eq!(err(&v3.replace("aes128", "rot13")).split(' ').next(), Some("line"));
+        let twice = format!(
+            "{}[[switch]]\naddress = \"10.0.0.2\"\ncommunity = \"x\"\n",
+            sw("address = \"10.0.0.2\"\ncommunity = \"y\"")
+        );
+        assert_eq!(Config::from_toml(&twice, Path::new("x.toml")).unwrap_err().key, "switch[1].name");
     }
 
     #[test]

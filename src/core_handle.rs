@@ -108,6 +108,8 @@ pub struct CoreHandle {
     pub store: AuditStore,
     /// The location store (the unlocated report).
     pub lis: Option<crate::location::store::LisStore>,
+    /// Switch-port discovery, when `[[switch]]`es are configured (each switch's status).
+    pub discovery: Option<crate::location::discovery::Discovery>,
     pub(crate) events: broadcast::Sender<CallEvent>,
     pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
     /// What the watchdog last found (`crate::watchdog`).

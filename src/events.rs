@@ -211,6 +211,15 @@ pub enum CallEventKind {
         /// What the location fell back to: `site-default` or `none`.
         outcome: String,
     },
+    /// Switch-port discovery (`location::discovery`) found a device on another switch port than
+    /// at the previous poll: a record of the audit log, not of a call.
+    DeviceMoved {
+        /// The device's MAC address (`0A-23-CD-16-AA-2E`).
+        mac: String,
+        /// Where it was and where it is: `switch sw-hq-1 (00-16-C7-02-6E-80) port Fa3/0/14`.
+        from: String,
+        to: String,
+    },
 }
 
 impl CallEvent {
@@ -289,6 +298,7 @@ impl CallEventKind {
             CallEventKind::RouteUp { .. } => "route-up",
             CallEventKind::RouteDown { .. } => "route-down",
             CallEventKind::UnlocatedNetwork { .. } => "unlocated-network",
+            CallEventKind::DeviceMoved { .. } => "device-moved",
         }
     }
 
@@ -302,6 +312,7 @@ impl CallEventKind {
                 | CallEventKind::RouteUp { .. }
                 | CallEventKind::RouteDown { .. }
                 | CallEventKind::UnlocatedNetwork { .. }
+                | CallEventKind::DeviceMoved { .. }
         )
     }
 }

@@ -139,6 +139,17 @@ enum LisCommand {
         #[arg(long, value_parser = parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Switch-port discovery: poll every `[[switch]]` of the config once over SNMP and print
+    /// each switch's answer (or why it gave none), every MAC address learnt — switch, port,
+    /// ifIndex, VLAN — and the ERL a call or HELD request from it gets from the store's wiremap.
+    /// Exits 1 when a switch did not answer.
+    Discover {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every ERL: validation status, how many network elements of each kind use it, ELINs, address.
     List {
         #[command(flatten)]
@@ -425,6 +436,7 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        LisCommand::Discover { config, json } => discover(&config, json).await,
         LisCommand::List { store, json } => {
             let s = store.open_lis(false).await?;
             let erls = s.list_erls().await.map_err(|e| e.to_string())?;
@@ -438,6 +450,52 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `sosdesk lis discover`: one poll of every switch, and the ERL each MAC learnt gets.
+async fn discover(config: &Path, json: bool) -> Result<ExitCode, String> {
+    use sosdesk::location::discovery::{poll_once, DiscoveringLocator};
+    use sosdesk::location::{DeviceAttachment, Locator};
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    if cfg.switches.is_empty() {
+        return Err(format!("{}: no [[switch]] to poll", config.display()));
+    }
+    let targets: Vec<_> = cfg.switches.iter().map(|s| s.target()).collect();
+    let (discovery, report) = poll_once(&targets).await;
+    // The store's wiremap, when there is a store: what each MAC's port maps to.
+    let store = cfg.store_path();
+    let wiremap = match store.exists() {
+        true => {
+            let s = LisStore::open(&store).await.map_err(|e| e.to_string())?;
+            let loaded = s.load_wiremap().await.map_err(|e| e.to_string());
+            s.close().await;
+            let (erls, entries) = loaded?;
+            Some(sosdesk::location::wiremap::Wiremap::build(erls, &entries).map_err(|e| e.to_string())?)
+        }
+        false => None,
+    };
+    let locator = wiremap.map(|w| DiscoveringLocator { wiremap: w, table: discovery.table().clone() });
+    let erl_of = |mac: &sosdesk::location::Mac| {
+        let device = DeviceAttachment { mac: Some(*mac), ..DeviceAttachment::default() };
+        let (erl, _) = locator.as_ref()?.locate(&device)?;
+        Some(if erl.label.is_empty() { erl.civic.one_line() } else { erl.label.clone() })
+    };
+    let entries = discovery.table().load().entries();
+    if json {
+        let macs: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e.as_ref()).unwrap_or_default();
+                v["erl"] = serde_json::json!(erl_of(&e.mac));
+                v
+            })
+            .collect();
+        let out = serde_json::json!({ "switches": report.switches, "moves": report.moves, "macs": macs });
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", admin::discovery_table(&report, &entries, erl_of));
+    }
+    Ok(if report.switches.iter().all(|s| s.state == "ok") { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `sosdesk resolve`: each name the core would keep resolved, resolved once now.

@@ -25,10 +25,12 @@ pub use crate::core_handle::{AnnotateError, CoreHandle};
 use crate::core_handle::{CoreCondition, NetInput};
 use crate::events::{CallEvent, CallEventKind};
 use crate::intake::{self, Inbound, LaneReceivers};
+use crate::location::discovery::{DiscoveringLocator, Discovery};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
 use crate::location::unlocated::Sighting;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
+use crate::location::Locator;
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::triage::Triage;
 use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
@@ -64,6 +66,8 @@ pub struct Core {
     /// Where the HTTP API listens, when configured (and whether it is HTTPS).
     pub api: Option<(SocketAddr, bool)>,
     wiremap: SharedWiremap,
+    /// Switch-port discovery, when `[[switch]]`es are configured.
+    discovery: Option<Discovery>,
     events: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
     stop: watch::Sender<bool>,
@@ -153,6 +157,25 @@ impl Core {
         let wiremap = SharedWiremap::new(Wiremap::empty());
         let generation = reload_wiremap(&lis, &wiremap, None).await;
         let held_cache = HeldCache::default();
+        // Switch-port discovery: the switches polled in the background; calls and HELD look a
+        // device's MAC (or the MAC its IP belongs to) up in what the last poll learnt, in front
+        // of the wiremap. Each move is an audit record of its own.
+        let discovery = (!cfg.switches.is_empty()).then(|| {
+            let targets = cfg.switches.iter().map(|s| s.target()).collect();
+            let (audit, events) = (audit.clone(), events.clone());
+            let sink: crate::location::discovery::MoveSink = Arc::new(move |m| {
+                let kind =
+                    CallEventKind::DeviceMoved { mac: crate::location::format_mac(&m.mac), from: m.from, to: m.to };
+                let id = format!("moved-{}", crate::sip::ids::new_call_ref());
+                let ev = CallEvent::of_no_call(id, crate::events::Caller::nobody(), String::new(), kind, m.at);
+                record_audit_only(&audit, &events, ev);
+            });
+            crate::location::discovery::spawn(targets, Some(sink), stop_rx.clone()).0
+        });
+        let locator: Arc<dyn Locator> = match &discovery {
+            Some(d) => Arc::new(DiscoveringLocator { wiremap: wiremap.clone(), table: d.table().clone() }),
+            None => Arc::new(wiremap.clone()),
+        };
         // The unlocated report: how every call and HELD request was located, recorded apart
         // from the emergency path (a full queue drops sightings, never waits).
         let (sightings, sightings_rx) = mpsc::channel::<Sighting>(SIGHTINGS_QUEUE);
@@ -165,7 +188,7 @@ impl Core {
                 })?;
                 let bound = listener.local_addr().ok();
                 // As URIs write it: an IPv6 host in brackets (`HeldState` takes nothing else).
-                let state = HeldState::new(Arc::new(wiremap.clone()), &local.host)
+                let state = HeldState::new(locator.clone(), &local.host)
                     .map_err(|e| StartError::Held(e.to_string()))?
                     .with_cache(held_cache.clone())
                     .with_sightings({
@@ -203,6 +226,7 @@ impl Core {
             local: local.clone(),
             store: store.clone(),
             lis: Some(lis.clone()),
+            discovery: discovery.clone(),
             events: events.clone(),
             net_tx: net_tx.clone(),
             health: health.clone(),
@@ -255,7 +279,7 @@ impl Core {
             tokio::spawn(refresh);
         }
         engine.set_guard(guard);
-        engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
+        engine.set_locators(Locators { wiremap: Some(locator), held: Some(Arc::new(held_cache)) });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
             Some(RtpSupply { ports: rtp_ports(cfg)?, retry_at: None, logged_at: None })
@@ -282,6 +306,7 @@ impl Core {
             held,
             api,
             wiremap,
+            discovery,
             events,
             audit,
             stop,
@@ -306,6 +331,12 @@ impl Core {
         &self.wiremap
     }
 
+    /// Switch-port discovery (`None` without `[[switch]]`): its table, each switch's status,
+    /// and a poll on demand.
+    pub fn discovery(&self) -> Option<&Discovery> {
+        self.discovery.as_ref()
+    }
+
     pub fn audit(&self) -> &AuditWriter {
         &self.audit
     }
@@ -326,6 +357,7 @@ impl Core {
             local: self.local.clone(),
             store: self.store.clone(),
             lis: Some(self.lis.clone()),
+            discovery: self.discovery.clone(),
             events: self.events.clone(),
             net_tx: self.net_tx.clone(),
             health: self.health.clone(),

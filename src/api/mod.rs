@@ -147,6 +147,7 @@ pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedG
         .route("/api/v1/history.csv", get(history_csv))
         .route("/api/v1/rejections", get(rejections))
         .route("/api/v1/lis/unlocated", get(unlocated))
+        .route("/api/v1/lis/switches", get(switches))
         .route("/api/v1/status", get(status))
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
@@ -395,6 +396,13 @@ async fn unlocated(State(state): State<ApiState>, Query(p): Query<RejectionsPara
             (StatusCode::SERVICE_UNAVAILABLE, "the location store cannot be read\n").into_response()
         }
     }
+}
+
+/// `GET /api/v1/lis/switches`: each `[[switch]]` of switch-port discovery as the running core
+/// last polled it (state, error, MACs learnt); `[]` without switches.
+async fn switches(State(state): State<ApiState>) -> Response {
+    let statuses = state.core.discovery.as_ref().map(|d| d.statuses()).unwrap_or_default();
+    Json(statuses).into_response()
 }
 
 /// The audit rows of the calls a search finds, as the CSV export writes them

@@ -96,7 +96,8 @@ impl CallOutcome {
             | CallEventKind::Refused { .. }
             | CallEventKind::RouteUp { .. }
             | CallEventKind::RouteDown { .. }
-            | CallEventKind::UnlocatedNetwork { .. } => return None,
+            | CallEventKind::UnlocatedNetwork { .. }
+            | CallEventKind::DeviceMoved { .. } => return None,
         })
     }
 }
@@ -261,6 +262,7 @@ pub fn event_detail(kind: &CallEventKind) -> String {
         CallEventKind::UnlocatedNetwork { element_kind, element, device, asked, outcome } => {
             format!("new unlocated {element_kind} {element}: a {asked} from {device} fell back to {outcome}")
         }
+        CallEventKind::DeviceMoved { mac, from, to } => format!("device {mac} moved from {from} to {to}"),
     }
 }
 

@@ -254,6 +254,75 @@ fn clean(s: &str, n: usize) -> String {
 }
 
 /// `sosdesk lis unlocated`: the share the wiremap located, then one line per element.
+/// `sosdesk lis discover`: each switch's poll, then every MAC learnt, where, and the ERL a call
+/// or HELD request from it gets (`-` when the wiremap has none for that port).
+pub fn discovery_table(
+    report: &super::discovery::PollReport,
+    entries: &[std::sync::Arc<super::discovery::Learnt>],
+    erl_of: impl Fn(&super::Mac) -> Option<String>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    // Switch names, port names and LLDP system names come from the switches: shown as text.
+    let plain = |s: &str| s.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<22} {:<5} {:<7} {:>6} {:>6} {:>8}  CHASSIS / ERROR",
+        "SWITCH", "ADDRESS", "SNMP", "STATE", "MACS", "IPS", "MS"
+    );
+    for s in &report.switches {
+        let detail = match &s.error {
+            Some(e) => e.clone(),
+            None => s.chassis.join(", "),
+        };
+        let ms = s.poll_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<24} {:<22} {:<5} {:<7} {:>6} {:>6} {:>8}  {}",
+            plain(&s.name),
+            s.address,
+            s.snmp,
+            s.state,
+            s.macs,
+            s.ip_addresses,
+            ms,
+            plain(&detail)
+        );
+    }
+    for m in &report.moves {
+        let _ = writeln!(out, "moved: {} from {} to {}", super::format_mac(&m.mac), plain(&m.from), plain(&m.to));
+    }
+    if entries.is_empty() {
+        let _ = writeln!(out, "No MAC address was learnt.");
+        return out;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<17} {:<24} {:<20} {:>8} {:>5} {:<5} {:>5}  ERL",
+        "MAC", "SWITCH", "PORT", "IFINDEX", "VLAN", "VIA", "MACS"
+    );
+    for e in entries {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<17} {:<24} {:<20} {:>8} {:>5} {:<5} {:>5}  {}",
+            super::format_mac(&e.mac),
+            plain(&e.switch),
+            plain(&e.port),
+            opt(e.if_index.map(|i| i.to_string())),
+            opt(e.vlan.map(|v| v.to_string())),
+            match e.via {
+                super::discovery::Via::Fdb => "fdb",
+                super::discovery::Via::Lldp => "lldp",
+            },
+            e.macs_on_port,
+            plain(&opt(erl_of(&e.mac)))
+        );
+    }
+    out
+}
+
 pub fn unlocated_table(report: &super::unlocated::UnlocatedReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod civic;
+pub mod discovery;
 pub mod held;
 pub mod pidf;
 pub mod resolve;

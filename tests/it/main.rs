@@ -16,6 +16,7 @@ mod channels;
 mod cli;
 mod crash;
 mod desk_events;
+mod discovery;
 mod emergency_calls;
 mod held;
 mod lis_calls;

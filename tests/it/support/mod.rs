@@ -5,5 +5,6 @@ pub mod pki;
 pub mod postgres;
 pub mod receivers;
 pub mod rtp;
+pub mod snmpsim;
 pub mod store;
 pub mod xmllint;

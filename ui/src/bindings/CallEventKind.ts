@@ -25,4 +25,12 @@ asked: string,
 /**
  * What the location fell back to: `site-default` or `none`.
  */
-outcome: string, };
+outcome: string, } | { "type": "device-moved", 
+/**
+ * The device's MAC address (`0A-23-CD-16-AA-2E`).
+ */
+mac: string, 
+/**
+ * Where it was and where it is: `switch sw-hq-1 (00-16-C7-02-6E-80) port Fa3/0/14`.
+ */
+from: string, to: string, };
