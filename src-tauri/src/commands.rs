@@ -65,8 +65,13 @@ pub async fn place_test_call(desk: DeskState<'_>) -> Result<String, DeskError> {
 }
 
 #[tauri::command]
-pub async fn alert_shown(desk: DeskState<'_>, call_id: String, seq: u32) -> Result<(), DeskError> {
-    desk.alert_shown(&call_id, seq);
+pub async fn alert_shown(
+    desk: DeskState<'_>,
+    call_id: String,
+    seq: u32,
+    page_ms: Option<f64>,
+) -> Result<(), DeskError> {
+    desk.alert_shown(&call_id, seq, page_ms);
     Ok(())
 }
 

@@ -17,6 +17,8 @@ const errors = new Map<string, string>();
 const removed = new Set<string>();
 // The card the keys act on (N moves it); none: they act on the oldest unacknowledged call.
 let selected: string | null = null;
+// When the last alert event reached the page (its paint time is measured from here too).
+let received = 0;
 
 let board: HTMLElement;
 let empty: HTMLElement;
@@ -62,6 +64,7 @@ export function shownCallIds(): string[] {
 
 /** Insert or replace a card. Returns true when it is a new emergency (not a test call). */
 export function upsert(c: ActiveCall): boolean {
+  received = performance.now();
   const prev = calls.get(c.call_id);
   // The start-up snapshot can arrive after a newer event for the same call.
   if (prev && prev.last_seq > c.last_seq) return false;
@@ -104,8 +107,11 @@ function render(id: string, fresh: boolean): void {
   refreshBoard();
   if (fresh) {
     const seq = c.last_seq;
+    const since = received;
     // Two frames: the first callback runs before paint, the second after it.
-    requestAnimationFrame(() => requestAnimationFrame(() => void api.alertShown(id, seq).catch(() => {})));
+    requestAnimationFrame(() =>
+      requestAnimationFrame(() => void api.alertShown(id, seq, performance.now() - since).catch(() => {})),
+    );
   }
 }
 

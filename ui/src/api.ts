@@ -49,7 +49,9 @@ export const api = {
   getSettings: () => call<Settings>("get_settings"),
   saveSettings: (settings: Settings) => call<Settings>("save_settings", { settings }),
   placeTestCall: () => call<string>("place_test_call"),
-  alertShown: (callId: string, seq: number) => call<void>("alert_shown", { callId, seq }),
+  /** `pageMs`: from the event reaching the page to the paint (the rest of the time is the
+   * way from the desk to the page). */
+  alertShown: (callId: string, seq: number, pageMs: number) => call<void>("alert_shown", { callId, seq, pageMs }),
   pageReady: (shown: string[]) => call<number>("page_ready", { shown }),
   joinCall: (callId: string, mode: LegMode) => call<CallLeg>("join_call", { callId, mode }),
   getLeg: () => call<CallLeg | null>("get_leg"),

@@ -62,14 +62,25 @@ impl Desk {
         let status = inner.status_now();
         drop(inner);
 
+        // Each step timed: where the first alert's time goes (BENCHMARKS.md, "core event →
+        // alert painted"; RUST_LOG=sosdesk_desk=debug).
+        let step = |what: &str, since: Instant| {
+            tracing::debug!(step = what, ms = since.elapsed().as_secs_f64() * 1000.0, "alert step");
+            Instant::now()
+        };
+        let t = step("board", arrived);
         self.show_cards(&changes);
+        let t = step("cards sent", t);
         if new_emergency.is_some() {
             self.ui.raise(true);
         } else if new_test.is_some() {
             self.ui.raise(false);
         }
+        let t = step("window raised", t);
         self.ui.status(&status);
+        let t = step("status sent", t);
         self.apply_alarm_ui(alarm);
+        step("tray", t);
         if let Some(call) = new_emergency.or(new_test) {
             self.notify(call);
         }
