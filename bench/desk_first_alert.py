@@ -7,8 +7,9 @@ animation frames). Prints one line per round and p50/p95 of each kind.
 
     bench/desk-first-alert.sh [ROUNDS]        (default 20; runs this under Xvfb + openbox)
 
-Uses the built app (target/debug/sosdesk-desk, or SOSDESK_DESK_APP). Loopback only; every
-process it starts is ended by it."""
+Uses the built app (target/debug/sosdesk-desk, or SOSDESK_DESK_APP). To compare two builds in
+the same run, name them: SOSDESK_DESK_APPS="before=/tmp/a,after=/tmp/b" — rounds alternate
+between them. Loopback only; every process it starts is ended by it."""
 
 import json
 import os
@@ -25,6 +26,7 @@ from test_desk import SIPP, free_port, lab_ports, write_lab  # noqa: E402
 
 APP = os.environ.get("SOSDESK_DESK_APP") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")).resolve() / "debug" / "sosdesk-desk")
+APPS = [tuple(a.split("=", 1)) for a in os.environ.get("SOSDESK_DESK_APPS", f"app={APP}").split(",")]
 WAIT = 30
 
 
@@ -60,7 +62,7 @@ def first_paint(metrics, known):
     return None
 
 
-def round_(n):
+def round_(n, app):
     d = Path(tempfile.mkdtemp(prefix=f"sosdesk-first-alert-{n}-"))
     ports = lab_ports(set())
     config = write_lab(d, ports, d / "desk.db")
@@ -73,7 +75,7 @@ def round_(n):
                XDG_DATA_HOME=str(d / "data"), XDG_RUNTIME_DIR=str(d), SOSDESK_DESK_METRICS=str(metrics))
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     log = open(d / "app.log", "w")
-    app = subprocess.Popen([APP, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = subprocess.Popen([app, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
     peers = []
     try:
         wait(lambda: any("page_load" in r for r in records(metrics)), "the page to show")
@@ -108,18 +110,20 @@ def pct(values, q):
 
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    first, later = [], []
+    results = {label: ([], []) for label, _ in APPS}
     for n in range(1, rounds + 1):
-        a, b = round_(n)
-        first.append(a)
-        later.append(b)
-        print(f"round {n}: first alert {a[0]:.1f} ms (in the page {a[1]:.1f}), "
-              f"second call {b[0]:.1f} ms (in the page {b[1]:.1f})", flush=True)
-    for name, v in (("first alert of a fresh app", first), ("a later alert", later)):
-        for part, i in (("event -> painted", 0), ("  of which in the page", 1)):
-            x = [r[i] for r in v]
-            print(f"{name}, {part}: p50 {statistics.median(x):.1f} ms, p95 {pct(x, 0.95):.1f} ms, "
-                  f"min {min(x):.1f}, max {max(x):.1f} (n={len(x)})")
+        for label, app in APPS:
+            a, b = round_(n, app)
+            results[label][0].append(a)
+            results[label][1].append(b)
+            print(f"{label} round {n}: first alert {a[0]:.1f} ms (in the page {a[1]:.1f}), "
+                  f"second call {b[0]:.1f} ms (in the page {b[1]:.1f})", flush=True)
+    for label, (first, later) in results.items():
+        for name, v in (("first alert of a fresh app", first), ("a later alert", later)):
+            for part, i in (("event -> painted", 0), ("  of which in the page", 1)):
+                x = [r[i] for r in v]
+                print(f"{label}: {name}, {part}: p50 {statistics.median(x):.1f} ms, p95 {pct(x, 0.95):.1f} ms, "
+                      f"min {min(x):.1f}, max {max(x):.1f} (n={len(x)})")
 
 
 if __name__ == "__main__":

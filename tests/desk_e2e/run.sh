@@ -7,12 +7,4 @@ cd "$(dirname "$0")/../.."
 export SOSDESK_DESK_APP="${SOSDESK_DESK_APP:-$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/sosdesk-desk}"
 export PATH="$HOME/.cargo/bin:$PATH"
 # The Debian python3-selenium is for the system python, not a pyenv one that may come first.
-exec xvfb-run -a -s "-screen 0 1400x1000x24" bash -c '
-  openbox >/dev/null 2>&1 &
-  wm=$!
-  # openbox takes the display before the first window is mapped.
-  for _ in $(seq 100); do xprop -root _NET_SUPPORTING_WM_CHECK 2>/dev/null | grep -q "window id" && break; sleep 0.05; done
-  /usr/bin/python3 tests/desk_e2e/test_desk.py "$@"; rc=$?
-  kill $wm 2>/dev/null || true
-  exit $rc
-' e2e "$@"
+exec scripts/with-xvfb.sh /usr/bin/python3 tests/desk_e2e/test_desk.py "$@"

@@ -62,6 +62,63 @@ export function shownCallIds(): string[] {
   return [...document.querySelectorAll<HTMLElement>("article.alert-card")].map((c) => c.dataset.callId ?? "");
 }
 
+/** A card nobody sees, drawn once when the page starts and removed two frames later. The first
+ * card of a page cost ~300 ms to build, lay out and paint (BENCHMARKS.md: the first use of its
+ * fonts, sizes and layout), and that first card is the first emergency: the page pays it now,
+ * before any call. Out of view (1 % opacity, behind everything, not clickable) and hidden from
+ * screen readers. */
+export function prewarm(): Promise<void> {
+  const now = new Date().toISOString();
+  const sample: ActiveCall = {
+    call_id: "prewarm",
+    test_call: false,
+    detected_at: now,
+    caller: { number: "+15555550100", display_name: "Warm Up", uri: "sip:warm@up", source: "udp:0.0.0.0:0" },
+    dialed: "911",
+    normalized: "911",
+    policy: "-",
+    site: "-",
+    location: {
+      source: "site-default",
+      erl: { label: "Floor 2, room 210", validated: false, rd: "Main St", hno: "1", flr: "2", room: "210", elins: ["1"] },
+      geo: null,
+      method: null,
+      warnings: ["-"],
+    },
+    location_trust: "verify",
+    location_note: "-",
+    route: { name: "-", kind: "sip-trunk", target: "-", attempt: 1, presented_number: "-" },
+    state: "retrying",
+    state_detail: "-",
+    failovers: ["-"],
+    retry_round: 1,
+    acknowledged_by: null,
+    acknowledged_at: null,
+    acknowledgements: [],
+    acknowledge_mode: "any",
+    alarming: true,
+    last_seq: 1,
+    timeline: [{ seq: 1, at: now, kind: "detected", detail: "-", subject: "" }],
+  };
+  const warm = card(sample);
+  warm.classList.add("prewarm");
+  warm.setAttribute("aria-hidden", "true");
+  warm.removeAttribute("tabindex");
+  board.prepend(warm);
+  // The alarm's red frame too (body.alarming::after), the other thing the first alert draws.
+  const frame = el("div", { class: "prewarm-frame", attrs: { "aria-hidden": "true" } });
+  document.body.append(frame);
+  return new Promise((done) =>
+    requestAnimationFrame(() =>
+      requestAnimationFrame(() => {
+        warm.remove();
+        frame.remove();
+        done();
+      }),
+    ),
+  );
+}
+
 /** Insert or replace a card. Returns true when it is a new emergency (not a test call). */
 export function upsert(c: ActiveCall): boolean {
   received = performance.now();

@@ -45,6 +45,7 @@ async function start(): Promise<void> {
   initSettings();
   history.initHistory();
   alerts.initAlerts({ showBoard: () => showTab("alerts") });
+  const warm = alerts.prewarm();
   leg.initLeg({ changed: alerts.refresh });
 
   if (!inDeskApp()) {
@@ -95,6 +96,7 @@ async function start(): Promise<void> {
   ]);
   // Two frames: after the first paint of the board. The desk logs every start of the page
   // with the alerts it shows (a reload after a crash of the page's process included).
+  await warm;
   requestAnimationFrame(() =>
     requestAnimationFrame(() => void api.pageReady(alerts.shownCallIds()).catch(() => {})),
   );

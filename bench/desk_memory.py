@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Desk app: memory of all its processes (the app with its embedded core, WebKit's web and
+network processes), idle and after calls (issue 17 item 4). Starts a fresh app under the X display
+it is given, waits for the page, then IDLE seconds, and sums RSS and PSS from
+/proc/<pid>/smaps_rollup over the app and every process below it; then places CALLS 911 calls one
+after another (sipp, 300 ms each) and measures again, so growth per call shows.
+
+    bench/desk-memory.sh [CALLS] [IDLE_S]      (Xvfb + openbox; SOSDESK_DESK_APPS as in
+                                                bench/desk_first_alert.py to compare builds)
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from desk_first_alert import APPS, WAIT, free_port, records, sipp, wait  # noqa: E402
+from desk_first_alert import lab_ports, write_lab  # noqa: E402
+
+import json  # noqa: E402
+import tempfile  # noqa: E402
+
+
+def tree(pid):
+    """`pid` and every process below it."""
+    out = [pid]
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out += tree(int(p.name))
+    return out
+
+
+def memory(pid):
+    """{process name: (RSS kB, PSS kB)} over the tree of `pid`."""
+    found = {}
+    for p in tree(pid):
+        try:
+            name = Path(f"/proc/{p}/comm").read_text().strip()
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[1:2]}
+        rss, pss = found.get(name, (0, 0))
+        found[name] = (rss + kb.get("Rss", 0), pss + kb.get("Pss", 0))
+    return found
+
+
+def show(label, what, m):
+    total = (sum(r for r, _ in m.values()), sum(p for _, p in m.values()))
+    parts = ", ".join(f"{n} {r // 1024}/{p // 1024}" for n, (r, p) in sorted(m.items()))
+    print(f"{label} {what}: total RSS {total[0] // 1024} MB, PSS {total[1] // 1024} MB ({parts}; RSS/PSS MB)",
+          flush=True)
+
+
+def run(label, app, calls, idle):
+    d = Path(tempfile.mkdtemp(prefix="sosdesk-memory-"))
+    ports = lab_ports(set())
+    config = write_lab(d, ports, d / "desk.db")
+    cfg_home = d / "config" / "org.sosdesk.desk"
+    cfg_home.mkdir(parents=True)
+    (cfg_home / "settings.json").write_text(json.dumps({"officer_name": "Bench", "theme": "system"}))
+    (d / "home").mkdir()
+    metrics = d / "metrics.jsonl"
+    env = dict(os.environ, HOME=str(d / "home"), XDG_CONFIG_HOME=str(d / "config"),
+               XDG_DATA_HOME=str(d / "data"), XDG_RUNTIME_DIR=str(d), SOSDESK_DESK_METRICS=str(metrics))
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    log = open(d / "app.log", "w")
+    proc = subprocess.Popen([app, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait(lambda: any("page_load" in r for r in records(metrics)), "the page to show")
+        time.sleep(idle)  # idle on purpose: what the desk holds when nothing happens
+        show(label, f"idle {idle} s", memory(proc.pid))
+        for _ in range(calls):
+            peers = [sipp(d, "provider_answer.xml", "-p", str(ports[5070])),
+                     sipp(d, "caller_hangs_up.xml", f"127.0.0.1:{ports[5060]}", "-s", "933",
+                          "-set", "hold_ms", "300", "-p", str(free_port(set(ports.values()))))]
+            for p in peers:
+                p.wait(timeout=WAIT)
+        if calls:
+            time.sleep(idle)
+            show(label, f"after {calls} test calls and {idle} s", memory(proc.pid))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def main():
+    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    idle = int(sys.argv[2]) if len(sys.argv) > 2 else 15
+    for label, app in APPS:
+        run(label, app, calls, idle)
+
+
+if __name__ == "__main__":
+    main()
