@@ -90,6 +90,15 @@ pub fn of(s: &DeskStatus) -> Headline {
             "Check the speakers or headset",
         ));
     }
+    if let Some(l) = s.located.as_ref().filter(|l| l.calls_by_wiremap < l.calls || l.held_by_wiremap < l.held) {
+        let (missed, of) = (l.calls - l.calls_by_wiremap, l.calls);
+        let text = if of > 0 && missed > 0 {
+            format!("{missed} of {of} calls in the last {} days were not located by the wiremap", l.days)
+        } else {
+            format!("Some devices asking for their location in the last {} days were not in the wiremap", l.days)
+        };
+        problems.push(problem(Level::Ready, text, "Tell your administrator (sosdesk lis unlocated)"));
+    }
     if !s.notifications.ok {
         problems.push(problem(
             Level::Ready,
@@ -196,7 +205,7 @@ fn ready_text(s: &DeskStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AlarmState, Component, JoinInfo, PolicyRoutes, RemoteStatus, RouteStatus};
+    use crate::model::{AlarmState, Component, JoinInfo, LocatedShare, PolicyRoutes, RemoteStatus, RouteStatus};
 
     fn ready() -> DeskStatus {
         let route = |name: &str| RouteStatus {
@@ -223,6 +232,7 @@ mod tests {
             join: JoinInfo::default(),
             remote: None,
             restarted: None,
+            located: None,
             policy_routes: vec![
                 PolicyRoutes {
                     policy: "us-hq".into(),
@@ -344,6 +354,17 @@ mod tests {
             "No desktop pop-ups (no notification service) — alerts still come to the front of the screen"
         );
         assert!(!h.also[0].text.contains("unix:path"));
+    }
+
+    #[test]
+    fn calls_the_wiremap_missed_are_a_note() {
+        let mut s = ready();
+        s.located = Some(LocatedShare { days: 7, calls: 20, calls_by_wiremap: 18, held: 4, held_by_wiremap: 4 });
+        let h = of(&s);
+        assert_eq!(h.level, Level::Ready);
+        assert_eq!(h.also[0].text, "2 of 20 calls in the last 7 days were not located by the wiremap");
+        s.located = Some(LocatedShare { days: 7, calls: 20, calls_by_wiremap: 20, held: 4, held_by_wiremap: 4 });
+        assert!(of(&s).also.is_empty());
     }
 
     #[test]

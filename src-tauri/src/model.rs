@@ -187,11 +187,24 @@ pub struct DeskStatus {
     /// ("14:03:05 — the call engine stopped after an internal error; the core was restarted");
     /// `None`: none since the desk started.
     pub restarted: Option<String>,
+    /// How many calls and HELD requests of the last 7 days the wiremap located (issue 16: a
+    /// wiremap that goes out of date shows here); `None`: not known (no LIS, a remote core).
+    pub located: Option<LocatedShare>,
     /// Each policy's routes (name, routes in order), to tell whether its calls can get through.
     pub policy_routes: Vec<PolicyRoutes>,
     /// All of the above in one line for the officer (`crate::headline`), set whenever the
     /// status is sent.
     pub headline: crate::headline::Headline,
+}
+
+/// Calls and HELD requests the wiremap located, of all, over `days` (`sosdesk lis unlocated`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+pub struct LocatedShare {
+    pub days: u32,
+    pub calls: u64,
+    pub calls_by_wiremap: u64,
+    pub held: u64,
+    pub held_by_wiremap: u64,
 }
 
 /// The routes one policy's calls may take.

@@ -969,6 +969,8 @@ class ConsoleAndStatus(unittest.TestCase):
         self.assertIn("No alarm sound on this computer — the alarm is visual only. Check the speakers or headset.", also)
         self.assertIn("No desktop pop-ups (no notification service) — alerts still come to the front of the screen", also)
         self.assertNotIn("unix:path", also)
+        # The wiremap's share of located calls (issue 16), for the admin.
+        self.assertIn("Located by the wiremap (last 7 days): calls", d.status_text("status-located"))
         d.screenshot("status-routes-down-details")
         d.keys("d")
         d.wait_for(lambda _: not details.is_displayed(), "the details to close")

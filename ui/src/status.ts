@@ -116,6 +116,15 @@ export function renderStatus(s: DeskStatus): void {
   restarted.textContent = s.restarted === null ? "" : `Core restarted: ${s.restarted}`;
 
   component("status-store", "Audit store", s.store, "Audit store OK", "Audit store FAILING — ");
+  const located = byId("status-located");
+  located.hidden = s.located === null;
+  if (s.located !== null) {
+    const l = s.located;
+    const pct = (n: bigint | number, of: bigint | number) => (Number(of) === 0 ? "–" : `${Math.round((Number(n) * 100) / Number(of))} %`);
+    located.textContent =
+      `Located by the wiremap (last ${l.days} days): calls ${l.calls_by_wiremap} of ${l.calls} (${pct(l.calls_by_wiremap, l.calls)}), ` +
+      `HELD requests ${l.held_by_wiremap} of ${l.held} (${pct(l.held_by_wiremap, l.held)})`;
+  }
   component("status-audio", "Audio", s.audio, "Audio OK");
   component("status-notifications", "Notifications", s.notifications, "Notifications OK");
   byId("status-officer").textContent = `Officer: ${s.officer}`;

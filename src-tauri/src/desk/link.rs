@@ -26,6 +26,9 @@ use crate::model::*;
 /// How long the embedded engine may go without answering the watchdog before the desk app
 /// restarts itself (the stall is shown from its third second).
 const HUNG_AFTER: Duration = Duration::from_secs(10);
+/// The window of the wiremap's located share in the status details, and how often it is read.
+const LOCATED_SHARE_DAYS: u32 = 7;
+const LOCATED_SHARE_EVERY: Duration = Duration::from_secs(60);
 /// How often the supervisor looks whether the embedded engine task has ended.
 const ENDED_CHECK: Duration = Duration::from_millis(250);
 /// Restarts counted for the backoff: those of the last five minutes.
@@ -222,6 +225,9 @@ impl Desk {
         }
         tokio::spawn(Self::follow_events(Arc::downgrade(self), events));
         tokio::spawn(Self::follow_store(Arc::downgrade(self), core.audit().watch_health(), store_name));
+        if let Some(lis) = core.handle().lis.clone() {
+            tokio::spawn(Self::follow_located_share(Arc::downgrade(self), Arc::downgrade(&core), lis));
+        }
         tokio::spawn(Self::supervise(Arc::downgrade(self), Arc::downgrade(&core), config_path.to_path_buf()));
         *slot = Some(Link::Embedded(core));
         tracing::info!(config = %config_path.display(), "desk core running");
@@ -416,6 +422,35 @@ impl Desk {
                 }
                 Err(RecvError::Closed) => return,
             }
+        }
+    }
+
+    /// The wiremap's share of located calls and HELD requests over the last
+    /// [`LOCATED_SHARE_DAYS`] days, read from the LIS now and every [`LOCATED_SHARE_EVERY`]
+    /// while this core runs. A read that fails keeps the last figure (logged).
+    async fn follow_located_share(me: Weak<Desk>, core: Weak<Core>, lis: sosdesk::location::store::LisStore) {
+        loop {
+            if core.upgrade().is_none() {
+                return;
+            }
+            let since = Utc::now() - chrono::Duration::days(i64::from(LOCATED_SHARE_DAYS));
+            match lis.unlocated_report(Some(since)).await {
+                Ok(report) => {
+                    let Some(desk) = me.upgrade() else { return };
+                    let s = report.share;
+                    desk.update_status(|st| {
+                        st.located = Some(LocatedShare {
+                            days: LOCATED_SHARE_DAYS,
+                            calls: s.calls,
+                            calls_by_wiremap: s.calls_by_wiremap,
+                            held: s.held,
+                            held_by_wiremap: s.held_by_wiremap,
+                        })
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the located share from the LIS"),
+            }
+            tokio::time::sleep(LOCATED_SHARE_EVERY).await;
         }
     }
 

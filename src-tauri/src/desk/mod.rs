@@ -160,6 +160,7 @@ impl Desk {
             remote: None,
             restarted: None,
             policy_routes: Vec::new(),
+            located: None,
             headline: Default::default(),
         };
         Arc::new(Desk {

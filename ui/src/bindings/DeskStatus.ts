@@ -4,6 +4,7 @@ import type { Component } from "./Component";
 import type { CoreState } from "./CoreState";
 import type { Headline } from "./Headline";
 import type { JoinInfo } from "./JoinInfo";
+import type { LocatedShare } from "./LocatedShare";
 import type { PolicyRoutes } from "./PolicyRoutes";
 import type { RemoteStatus } from "./RemoteStatus";
 import type { RouteStatus } from "./RouteStatus";
@@ -35,6 +36,11 @@ remote: RemoteStatus | null,
  * `None`: none since the desk started.
  */
 restarted: string | null, 
+/**
+ * How many calls and HELD requests of the last 7 days the wiremap located (issue 16: a
+ * wiremap that goes out of date shows here); `None`: not known (no LIS, a remote core).
+ */
+located: LocatedShare | null, 
 /**
  * Each policy's routes (name, routes in order), to tell whether its calls can get through.
  */
