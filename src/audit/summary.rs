@@ -96,7 +96,9 @@ impl CallOutcome {
             | CallEventKind::Refused { .. }
             | CallEventKind::RouteUp { .. }
             | CallEventKind::RouteDown { .. }
-            | CallEventKind::UnlocatedNetwork { .. } => return None,
+            | CallEventKind::UnlocatedNetwork { .. }
+            | CallEventKind::ConfigReloaded { .. }
+            | CallEventKind::ConfigRefused { .. } => return None,
         })
     }
 }
@@ -261,6 +263,8 @@ pub fn event_detail(kind: &CallEventKind) -> String {
         CallEventKind::UnlocatedNetwork { element_kind, element, device, asked, outcome } => {
             format!("new unlocated {element_kind} {element}: a {asked} from {device} fell back to {outcome}")
         }
+        CallEventKind::ConfigReloaded { file, detail } => format!("{file} reloaded: {detail}"),
+        CallEventKind::ConfigRefused { file, reason } => format!("{file} refused, the running config kept: {reason}"),
     }
 }
 

@@ -26,6 +26,7 @@ mod notifications;
 mod pidf_lo;
 mod provider_dns;
 mod provider_tls;
+mod reload;
 mod route_health;
 mod sip_torture_parse;
 mod test_peers;

@@ -25,4 +25,4 @@ asked: string,
 /**
  * What the location fell back to: `site-default` or `none`.
  */
-outcome: string, };
+outcome: string, } | { "type": "config-reloaded", file: string, detail: string, } | { "type": "config-refused", file: string, reason: string, };
