@@ -21,6 +21,7 @@ out=${2:-$(dirname "$bin")}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
 root=$(mktemp -d)
+chmod 0755 "$root"
 trap 'rm -rf "$root"' EXIT
 
 install -D -m 0755 "$bin" "$root/usr/bin/sosdesk"

@@ -170,9 +170,9 @@ fn sipp(dir: &Path, name: &str, args: &[&str]) -> Child {
 
 /// (SuccessfulCall(C), FailedCall(C)) of the last line of a sipp statistics file.
 fn final_counts(stat: &str) -> Option<(u64, u64)> {
-    let mut lines = stat.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next()?.split(';').collect();
-    let last: Vec<&str> = lines.last()?.split(';').collect();
+    let lines: Vec<&str> = stat.lines().filter(|l| !l.trim().is_empty()).collect();
+    let header: Vec<&str> = lines.first()?.split(';').collect();
+    let last: Vec<&str> = lines.get(1..)?.last()?.split(';').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).and_then(|i| last.get(i)?.parse().ok());
     Some((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
 }
@@ -194,6 +194,7 @@ fn serve(dir: &Path, name: &str, config: &PathBuf) -> Child {
             return child;
         }
     }
+    let _ = child.wait();
     let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
     panic!("sosdesk serve {name} exited before serving:\n{log}");
 }

@@ -32,7 +32,7 @@ impl Engine {
                 None => {
                     self.policies.routes.push(r.clone());
                     self.health.add(r.name.clone(), targets::placeholder_peer(r), now.mono);
-                    self.route_targets.push(targets::route_target(r));
+                    self.route_targets.push(self.new_route_target(r));
                     changed.added.push(r.name.clone());
                     self.policies.routes.len() - 1
                 }
@@ -63,9 +63,26 @@ impl Engine {
         // A PSAP may still call back an ELIN the new config dropped, within the callback window.
         self.callbacks.known_elins.extend(new.all_elins().map(str::to_string));
         self.callbacks.fallback = callback_fallback(cfg);
-        self.accounts.desks = DeskDirectory::from_config(cfg);
+        // The digest server stays: a desk between its challenge and its answer is not refused.
+        self.accounts.desks.accounts = cfg.desks.clone();
         self.accounts.groups = notification_groups(cfg);
         self.policies = new;
         changed
+    }
+
+    /// A route added by a reload: a name some route of this run already uses has its answer
+    /// (and the I/O shell keeps refreshing it); a name new to this run is resolved only at the
+    /// next start, and until then the route fails over at once, saying so.
+    fn new_route_target(&self, r: &crate::config::RouteConfig) -> targets::RouteTargets {
+        let mut t = targets::route_target(r);
+        if t.target.literal().is_none() {
+            match self.names.get(&t.target) {
+                Some(peers) => t.peers = peers.clone(),
+                None => {
+                    t.error = Some("a name new to this run (added by a reload): restart sosdesk to resolve it".into())
+                }
+            }
+        }
+        t
     }
 }
