@@ -222,10 +222,9 @@ fn calls_spread_over_two_nodes_survive_a_killed_node_and_reach_the_provider_with
     let (ok, failed) = ha.outcome("kill", c);
     assert_eq!((ok, failed), (200, 0), "no emergency call fails when a node dies");
     let (a2, b2) = ha.routed_by();
-    // Every call the dead node did not route was routed by the other (a call the dead node
-    // routed and that Kamailio then sent to node B too is counted by both).
-    assert!(a2 + b2 >= 300, "node-a {a2}, node-b {b2}");
-    assert!(b2 - b > 100, "node-b took over: {b} then {b2}");
+    // Node-b took over. (Not a2 + b2 >= 300: the records node-a had not yet committed when it was
+    // killed wait in its crash journal, recovered into the database when it starts again.)
+    assert!(b2 - b > 100, "node-b took over: {b} then {b2} (node-a {a2})");
     eprintln!("node killed {:?} before the last call ended", killed_at.elapsed());
 
     // Every node down: Kamailio's fail-safe route carries the call to the provider.
