@@ -515,10 +515,13 @@ async fn serve(config: &Path, pid_file: Option<PathBuf>) -> Result<ExitCode, Str
     let mut signals = Signals::new();
     while let Signal::Reload = signals.next().await {
         // Off the call path: the engine takes the new config between two inputs.
-        match core.reload().await {
-            Ok(done) => println!("sosdesk: {} reloaded: {done}", cfg.source.display()),
-            Err(e) => eprintln!("sosdesk: reload refused, the running config is kept: {e}"),
-        }
+        // Also in the log and the audit record; written without println!, which panics (and so
+        // would end the core) when nobody reads standard output any more.
+        use std::io::Write;
+        let _ = match core.reload().await {
+            Ok(done) => writeln!(std::io::stdout(), "sosdesk: {} reloaded: {done}", cfg.source.display()),
+            Err(e) => writeln!(std::io::stderr(), "sosdesk: reload refused, the running config is kept: {e}"),
+        };
     }
     sosdesk::watchdog::sd_notify("STOPPING=1");
     core.stop().await;

@@ -5,7 +5,8 @@
 //! ports and the test's database; the only other change: the nodes' OPTIONS probes of the
 //! provider are off (`health_interval_s = 0`: the sipp provider takes calls, not probes).
 //!
-//! Calls flow through both nodes; a node killed (SIGKILL) under ~50 calls/s costs no call at
+//! Calls flow through both nodes; a reload (SIGHUP) during a live call moves the next call to
+//! the provider the new config names while the live call goes on; a node killed (SIGKILL) under ~50 calls/s costs no call at
 //! the callers (Kamailio fails over inside the INVITE transaction); with every node down,
 //! Kamailio's fail-safe route carries the call to the provider; the audit chain of both nodes
 //! verifies.
@@ -134,6 +135,32 @@ impl Ha {
         counts
     }
 
+    /// How many audit rows of `kind` the nodes have committed.
+    fn count(&self, kind: &str) -> u64 {
+        self.pg.psql(&self.db, &format!("SELECT count(*) FROM events WHERE kind = '{kind}'")).parse().unwrap()
+    }
+
+    /// Waits (polling the database against a deadline) until `count(kind)` reaches `n`.
+    fn wait_count(&self, kind: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.count(kind) < n {
+            assert!(Instant::now() < deadline, "fewer than {n} {kind} records within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Both nodes' provider moved to `port` in their config files, then SIGHUP to each.
+    fn reload_to(&self, port: u16) {
+        for (i, name) in ["node-a", "node-b"].iter().enumerate() {
+            let path = self.dir.path().join(format!("{name}.toml"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let from = format!("127.0.0.1:{}", self.ports.provider);
+            std::fs::write(&path, moved(text, &[(&from, format!("127.0.0.1:{port}"))])).unwrap();
+            let pid = self.nodes[i].0.id().to_string();
+            assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        }
+    }
+
     /// Calls each node has routed (the `routed` rows of the shared audit log, by node).
     fn routed_by(&self) -> (u64, u64) {
         let rows = self.pg.psql(&self.db, "SELECT node, count(*) FROM events WHERE kind = 'routed' GROUP BY node");
@@ -209,6 +236,34 @@ fn calls_spread_over_two_nodes_survive_a_killed_node_and_reach_the_provider_with
     let (a, b) = ha.routed_by();
     assert_eq!(a + b, 100);
     assert!(a >= 20 && b >= 20, "round robin over both nodes: node-a {a}, node-b {b}");
+
+    // A reload (SIGHUP to both nodes) during a live call: the next call goes to the provider the
+    // new config names, the live call goes on to its end.
+    let moved_port = free_port();
+    // Kept to the end: the nodes send their calls there from now on.
+    let _moved_provider =
+        Killed(sipp(ha.dir.path(), "moved", &["-sf", &scenario("ha_provider.xml"), "-p", &moved_port.to_string()]));
+    let answered = ha.count("answered");
+    let target = format!("127.0.0.1:{}", ha.ports.kamailio);
+    let live_port = free_port().to_string();
+    let hold = ["-sf", &scenario("caller_hangs_up.xml"), &target, "-s", "911", "-p", &live_port, "-m", "1"];
+    let live = sipp(ha.dir.path(), "live", &[&hold[..], &["-set", "hold_ms", "6000"]].concat());
+    ha.wait_count("answered", answered + 1);
+    ha.reload_to(moved_port);
+    ha.wait_count("config-reloaded", 2);
+    let c = ha.callers("after-reload", 1, 1);
+    assert_eq!(ha.outcome("after-reload", c), (1, 0));
+    let moved_log = std::fs::read_to_string(ha.dir.path().join("moved_logs.log")).unwrap_or_default();
+    let dir = ha.dir.path();
+    let logs = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+    assert!(
+        moved_log.contains("invite="),
+        "the call after the reload reached the moved provider; moved: {moved_log}; first: {}; node-a: {}",
+        logs("provider_logs.log"),
+        logs("node-a.log")
+    );
+    assert_eq!(ha.outcome("live", live), (1, 0), "the live call went on to its end");
+    let (a, b) = ha.routed_by();
 
     // Node A is killed while calls arrive at ~50/s: no call fails at the callers.
     let c = ha.callers("kill", 50, 200);
