@@ -402,7 +402,8 @@ pub enum TransportConfig {
     Tls,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+// PartialEq: a reload keeps an unchanged route (its index, health and registration).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -646,6 +647,35 @@ impl Config {
             reason: format!("cannot read the file: {e}"),
         })?;
         Config::from_toml(&text, path)
+    }
+
+    /// What a reload cannot apply (`Core::reload`): the settings of sockets, the store and the
+    /// engine's timers, which `new` changes from `self`; they take effect at the next restart.
+    /// Compared by their debug form, which names every field (a secret prints the same either
+    /// way: a changed TLS or store password alone is not seen).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let timers = |c: &Config| {
+            let r = &c.routing;
+            (r.route_timeout_ms, r.retry_for_s, r.health_interval_s, r.elin_callback_minutes.to_bits())
+        };
+        let mut changed = Vec::new();
+        for (name, a, b) in [
+            ("[sip]", &self.sip as &dyn std::fmt::Debug, &new.sip as &dyn std::fmt::Debug),
+            ("[store]", &self.store_location(), &new.store_location()),
+            ("[dns]", &self.dns, &new.dns),
+            ("[routing] timers", &timers(self), &timers(new)),
+            ("[lis]", &self.lis, &new.lis),
+            ("[media]", &self.media, &new.media),
+            ("[notification]", &self.notification, &new.notification),
+            ("[api]", &self.api, &new.api),
+            ("[alerts]", &self.alerts, &new.alerts),
+        ] {
+            if differ(a, b) {
+                changed.push(name);
+            }
+        }
+        changed
     }
 
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {

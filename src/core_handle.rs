@@ -58,6 +58,11 @@ pub(crate) enum NetInput {
     },
     /// A network element first seen unlocated: announce it (`Engine::announce_unlocated`).
     AnnounceUnlocated(Box<CallEvent>),
+    /// A reloaded config for new calls (see `Core::reload`).
+    Reconfigure {
+        cfg: std::sync::Arc<crate::config::Config>,
+        reply: tokio::sync::oneshot::Sender<crate::routing::engine::Reconfigured>,
+    },
     /// Each route's health (see [`CoreHandle::routes`]).
     Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }

@@ -197,6 +197,17 @@ pub enum CallEventKind {
         route: String,
         detail: String,
     },
+    /// A reload (SIGHUP, `sosdesk reload`) applied `file` to new calls: a record of the audit
+    /// log, not of a call. `detail` says what changed and what waits for a restart.
+    ConfigReloaded {
+        file: String,
+        detail: String,
+    },
+    /// A reload refused `file` (the file, key and reason): the running config is kept.
+    ConfigRefused {
+        file: String,
+        reason: String,
+    },
     /// A network element (a subnet, a switch, an access point) from which a call or a HELD
     /// request could not be located by the wiremap, seen for the first time
     /// (`location::unlocated`): a record of the audit log, sent to every desk.
@@ -256,6 +267,12 @@ impl CallEvent {
         CallEvent::of_no_call(id, Caller::nobody(), String::new(), kind, at)
     }
 
+    /// A reload's outcome as an audit record of its own (`config-reloaded` / `config-refused`).
+    pub fn reload(kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
+        let id = format!("config-{}", crate::sip::ids::new_call_ref());
+        CallEvent::of_no_call(id, Caller::nobody(), String::new(), kind, at)
+    }
+
     /// A refused request (wrong credentials, a blocked address…) as an audit record of its own:
     /// `what` says what was asked (a Request-URI, an API path), `caller` who asked.
     pub fn refusal(caller: Caller, what: String, status: u16, reason: String, at: DateTime<Utc>) -> CallEvent {
@@ -299,6 +316,8 @@ impl CallEventKind {
             CallEventKind::RouteDown { .. } => "route-down",
             CallEventKind::UnlocatedNetwork { .. } => "unlocated-network",
             CallEventKind::DeviceMoved { .. } => "device-moved",
+            CallEventKind::ConfigReloaded { .. } => "config-reloaded",
+            CallEventKind::ConfigRefused { .. } => "config-refused",
         }
     }
 
@@ -313,6 +332,8 @@ impl CallEventKind {
                 | CallEventKind::RouteDown { .. }
                 | CallEventKind::UnlocatedNetwork { .. }
                 | CallEventKind::DeviceMoved { .. }
+                | CallEventKind::ConfigReloaded { .. }
+                | CallEventKind::ConfigRefused { .. }
         )
     }
 }

@@ -40,11 +40,15 @@ pub(crate) enum Inbound {
 /// The sending side of the lanes: cheap to clone (the UDP intake and every TCP connection).
 #[derive(Clone)]
 pub(crate) struct Lanes {
-    triage: Arc<Triage>,
+    triage: TriageSwitch,
     urgent: mpsc::UnboundedSender<Inbound>,
     ordinary: mpsc::Sender<Inbound>,
     dropped: Arc<AtomicU64>,
 }
+
+/// The triage every sender reads, swapped whole by a reload (`Core::reload`): a message is triaged
+/// by the config before or after it, never half of each.
+pub(crate) type TriageSwitch = Arc<std::sync::RwLock<Arc<Triage>>>;
 
 /// The engine task's side of the lanes.
 pub(crate) struct LaneReceivers {
@@ -69,14 +73,21 @@ pub(crate) fn lanes(triage: Triage) -> (Lanes, LaneReceivers) {
     let (urgent_tx, urgent) = mpsc::unbounded_channel();
     let (ordinary_tx, ordinary) = mpsc::channel(ORDINARY_CAPACITY);
     let dropped = Arc::new(AtomicU64::new(0));
-    let lanes = Lanes { triage: Arc::new(triage), urgent: urgent_tx, ordinary: ordinary_tx, dropped: dropped.clone() };
+    let triage = Arc::new(std::sync::RwLock::new(Arc::new(triage)));
+    let lanes = Lanes { triage, urgent: urgent_tx, ordinary: ordinary_tx, dropped: dropped.clone() };
     (lanes, LaneReceivers { urgent, ordinary, dropped })
 }
 
 impl Lanes {
+    /// Where a reload puts the new config's triage.
+    pub fn triage_switch(&self) -> TriageSwitch {
+        self.triage.clone()
+    }
+
     fn lane(&self, inbound: &Inbound) -> Lane {
         match inbound {
-            Inbound::Message(m, _) => self.triage.lane(m),
+            // The lock is held for one read of the pointer; a poisoned one still holds a triage.
+            Inbound::Message(m, _) => self.triage.read().unwrap_or_else(|e| e.into_inner()).clone().lane(m),
             Inbound::Rejected(..) => Lane::Ordinary,
         }
     }

@@ -22,10 +22,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the routing core until interrupted (Ctrl-C or SIGTERM).
+    /// Run the routing core until interrupted (Ctrl-C or SIGTERM). SIGHUP re-reads the config
+    /// (see `reload`).
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Write the process id here while serving, for `sosdesk reload`.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+    },
+    /// Make the running core re-read its config: policies, sites, routes, desk accounts and
+    /// channels change for new calls, live calls keep theirs. The file is checked here first
+    /// (a bad one is reported and not sent); then the core named by its pid file gets SIGHUP.
+    /// The core's log and audit record say what it applied.
+    Reload {
+        /// The config file the core serves (checked before the core is asked).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The pid file `sosdesk serve --pid-file` writes.
+        #[arg(long, default_value = "/run/sosdesk/sosdesk.pid")]
+        pid_file: PathBuf,
     },
     /// Check a config file and exit (non-zero naming the file, key and reason when invalid).
     CheckConfig { file: PathBuf },
@@ -279,7 +295,8 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config } => serve(&config).await,
+        Command::Serve { config, pid_file } => serve(&config, pid_file).await,
+        Command::Reload { config, pid_file } => reload(&config, &pid_file),
         Command::History { store, json, limit } => {
             let s = store.open().await?;
             let calls = s.history(limit).await.map_err(|e| e.to_string())?;
@@ -540,7 +557,7 @@ async fn resolve(config: &Path, json: bool) -> Result<ExitCode, String> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-async fn serve(config: &Path) -> Result<ExitCode, String> {
+async fn serve(config: &Path, pid_file: Option<PathBuf>) -> Result<ExitCode, String> {
     exit_on_panic();
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let core = Core::start(&cfg).await.map_err(|e| e.to_string())?;
@@ -549,13 +566,70 @@ async fn serve(config: &Path) -> Result<ExitCode, String> {
         .into_iter()
         .filter_map(|(t, a)| a.map(|a| format!("{t}:{a}")))
         .collect();
+    let pid = pid_file.map(PidFile::write).transpose()?;
     println!("sosdesk serving emergency calls on {} (audit: {})", listeners.join(" "), cfg.store_location());
     // systemd (Type=notify): started; the watchdog's WATCHDOG=1 follow (sosdesk::watchdog).
     sosdesk::watchdog::sd_notify("READY=1");
-    wait_for_shutdown().await;
+    let mut signals = Signals::new();
+    while let Signal::Reload = signals.next().await {
+        // Off the call path: the engine takes the new config between two inputs.
+        // Also in the log and the audit record; written without println!, which panics (and so
+        // would end the core) when nobody reads standard output any more.
+        use std::io::Write;
+        let _ = match core.reload().await {
+            Ok(done) => writeln!(std::io::stdout(), "sosdesk: {} reloaded: {done}", cfg.source.display()),
+            Err(e) => writeln!(std::io::stderr(), "sosdesk: reload refused, the running config is kept: {e}"),
+        };
+    }
     sosdesk::watchdog::sd_notify("STOPPING=1");
     core.stop().await;
+    drop(pid);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sosdesk reload`: check the file, then SIGHUP to the core of the pid file.
+fn reload(config: &Path, pid_file: &Path) -> Result<ExitCode, String> {
+    Config::load(config).map_err(|e| format!("{e}\nnot reloaded: the running config is kept"))?;
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("{}: {e} (is sosdesk serve running with --pid-file?)", pid_file.display()))?;
+    let pid: i32 = text.trim().parse().map_err(|_| format!("{}: not a process id: {text:?}", pid_file.display()))?;
+    #[cfg(unix)]
+    {
+        // SAFETY: kill(2) with a signal number; it touches no memory of ours.
+        if pid <= 0 || unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("cannot signal process {pid} of {}: {e}", pid_file.display()));
+        }
+        println!(
+            "sosdesk: asked process {pid} to reload {} (its log and `sosdesk audit` say what it applied)",
+            config.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+    #[cfg(not(unix))]
+    {
+        Err(format!("reload signals process {pid} with SIGHUP: Unix only"))
+    }
+}
+
+/// The pid file of `serve --pid-file`: written whole (a temporary file renamed into place),
+/// removed when the core has stopped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> Result<PidFile, String> {
+        let tmp = path.with_extension("pid.tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("pid file {}: {e}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Exit code of a core that panicked (EX_SOFTWARE, sysexits.h).
@@ -574,25 +648,52 @@ fn exit_on_panic() {
     }));
 }
 
-async fn wait_for_shutdown() {
+/// What the process is asked by signals: stop (Ctrl-C, SIGTERM) or reload (SIGHUP).
+enum Signal {
+    Stop,
+    Reload,
+}
+
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals { term: signal(SignalKind::terminate()).ok(), hup: signal(SignalKind::hangup()).ok() }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = recv(&mut self.term) => Signal::Stop,
+                _ = recv(&mut self.hup) => Signal::Reload,
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
     }
 }
 

@@ -79,6 +79,17 @@ pub struct Core {
     net_tx: mpsc::UnboundedSender<NetInput>,
     health: crate::core_handle::SharedEngineHealth,
     condition: watch::Receiver<CoreCondition>,
+    /// The running config, for what follows it besides the engine (API accounts, channels).
+    config: watch::Sender<Arc<Config>>,
+    triage: intake::TriageSwitch,
+}
+
+/// What a reload applied, and what waits for a restart.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub routes: crate::routing::engine::Reconfigured,
+    /// Sections the new file changes that only a restart applies (listeners, the store…).
+    pub restart_only: Vec<&'static str>,
 }
 
 impl Core {
@@ -135,6 +146,7 @@ impl Core {
         let (stop, stop_rx) = watch::channel(false);
         let (net_tx, net_rx) = mpsc::unbounded_channel();
         let (lanes, lane_rx) = intake::lanes(Triage::new(cfg));
+        let triage = lanes.triage_switch();
         if let Some(sock) = &udp {
             tokio::spawn(intake::udp_intake(sock.clone(), lanes.clone(), stop_rx.clone()));
         }
@@ -240,11 +252,12 @@ impl Core {
             tracing::error!(error = %e, "no lasting key for acknowledgement links: this run's links stop working at the next start");
             rand::random::<[u8; 32]>().to_vec().into()
         });
-        tokio::spawn(crate::reach::run(Arc::new(cfg.clone()), handle.clone(), ack_key.clone(), stop_rx.clone()));
+        let (config, config_rx) = watch::channel(Arc::new(cfg.clone()));
+        tokio::spawn(crate::reach::run(config_rx.clone(), handle.clone(), ack_key.clone(), stop_rx.clone()));
         let api = match cfg.api.listen {
-            Some(addr) => {
-                Some(start_api(cfg, addr, handle, audit.clone(), guard.clone(), ack_key, stop_rx.clone()).await?)
-            }
+            Some(addr) => Some(
+                start_api(cfg, config_rx, addr, handle, audit.clone(), guard.clone(), ack_key, stop_rx.clone()).await?,
+            ),
             None => None,
         };
         let mut engine = Engine::new(cfg, local.clone(), Now::read());
@@ -317,7 +330,43 @@ impl Core {
             net_tx,
             health,
             condition,
+            config,
+            triage,
         })
+    }
+
+    /// Re-read the config file the core started with (SIGHUP, `sosdesk reload`) and apply it
+    /// to new calls: policies, sites, routes, desk accounts, notification groups and channels.
+    /// Live calls keep the plan they started with. A file that does not load is refused with its
+    /// file, key and reason, and the running config is kept. Either way, one audit record.
+    pub async fn reload(&self) -> Result<Reloaded, crate::config::ConfigError> {
+        let running = self.config.borrow().clone();
+        let file = running.source.display().to_string();
+        let at = chrono::Utc::now();
+        let cfg = match Config::load(&running.source) {
+            Ok(cfg) => Arc::new(cfg),
+            Err(e) => {
+                let refused = CallEventKind::ConfigRefused { file, reason: e.to_string() };
+                record_audit_only(&self.audit, &self.events, CallEvent::reload(refused, at));
+                return Err(e);
+            }
+        };
+        // The triage first: an emergency INVITE of a new number is never put in the ordinary lane.
+        *self.triage.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Triage::new(&cfg));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = self.net_tx.send(NetInput::Reconfigure { cfg: cfg.clone(), reply });
+        // No answer: the engine has stopped (the core is stopping); nothing routes any more.
+        let routes = answer.await.unwrap_or_default();
+        let restart_only = running.restart_only_changes(&cfg);
+        self.config.send_replace(cfg);
+        let reloaded = Reloaded { routes, restart_only };
+        let detail = reloaded.to_string();
+        record_audit_only(
+            &self.audit,
+            &self.events,
+            CallEvent::reload(CallEventKind::ConfigReloaded { file, detail }, at),
+        );
+        Ok(reloaded)
     }
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
@@ -543,6 +592,9 @@ async fn run(
                     }
                     NetInput::Resolved { target, answer } => engine.on_resolved(&target, answer, now),
                     NetInput::AnnounceUnlocated(ev) => engine.announce_unlocated(&ev, now),
+                    NetInput::Reconfigure { cfg, reply } => {
+                        let _ = reply.send(engine.reconfigure(&cfg, now));
+                    }
                 }
             }
             _ = sleep_until(deadline) => {
@@ -781,6 +833,8 @@ fn record_audit_only(audit: &AuditWriter, events: &broadcast::Sender<CallEvent>,
         CallEventKind::UnlocatedNetwork { .. } => {
             tracing::warn!("{}: add it to the wiremap (sosdesk lis unlocated)", crate::audit::event_detail(&ev.kind))
         }
+        CallEventKind::ConfigReloaded { .. } => tracing::warn!("{}", crate::audit::event_detail(&ev.kind)),
+        CallEventKind::ConfigRefused { .. } => tracing::error!("{}", crate::audit::event_detail(&ev.kind)),
         _ => {}
     }
     if matches!(
@@ -853,9 +907,23 @@ async fn record_sightings(
     }
 }
 
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        write!(f, "new calls follow it; routes new or changed: {}; ", list(&self.routes.added))?;
+        write!(f, "routes removed: {}", list(&self.routes.retired))?;
+        if !self.restart_only.is_empty() {
+            write!(f, "; changed but applied only at the next restart: {}", self.restart_only.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// Bind and start the HTTP API (HTTPS when the config names a certificate and key).
+#[allow(clippy::too_many_arguments)]
 async fn start_api(
     cfg: &Config,
+    config: watch::Receiver<Arc<Config>>,
     addr: SocketAddr,
     core: CoreHandle,
     audit: AuditWriter,
@@ -867,7 +935,7 @@ async fn start_api(
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { transport: "HTTP (API)", addr, source })?;
     let bound = listener.local_addr().map_err(|e| StartError::Api(e.to_string()))?;
     let links = crate::api::ack_link::router(core.clone(), ack_key);
-    let app = crate::api::router(cfg, core, audit, guard).merge(links);
+    let app = crate::api::router(config, core, audit, guard).merge(links);
     let shutdown = async move {
         let _ = stop.changed().await;
     };

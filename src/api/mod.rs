@@ -108,37 +108,22 @@ pub struct HistoryParams {
 struct ApiState {
     core: CoreHandle,
     audit: AuditWriter,
-    accounts: Arc<Vec<DeskAccountConfig>>,
+    /// The running config: its desk accounts and policies, swapped whole by a reload.
+    config: tokio::sync::watch::Receiver<Arc<Config>>,
     guard: SharedGuard,
-    info: Arc<DeskInfo>,
 }
 
 /// The account a request proved (put in the request's extensions by [`authenticate`]).
 #[derive(Clone)]
 struct Authenticated(DeskAccountConfig);
 
-pub fn router(cfg: &Config, core: CoreHandle, audit: AuditWriter, guard: SharedGuard) -> Router {
-    let info = DeskInfo {
-        name: String::new(),
-        username: String::new(),
-        talk: false,
-        sip_host: core.local.host.clone(),
-        sip_udp: core.local.udp.map(|a| a.port()),
-        sip_tcp: core.local.tcp.map(|a| a.port()),
-        sip_tls: core.local.tls.map(|a| a.port()),
-        policies: cfg
-            .policies
-            .iter()
-            .map(|p| PolicyInfo {
-                name: p.name.clone(),
-                two_way: p.conference_mode == ConferenceMode::TwoWay,
-                acknowledge: p.acknowledge,
-                routes: cfg.policy_routes(p),
-            })
-            .collect(),
-        test_number: cfg.policies.iter().flat_map(|p| &p.numbers).find(|n| n.test).map(|n| n.dial_string.clone()),
-    };
-    let state = ApiState { core, audit, accounts: Arc::new(cfg.desks.clone()), guard, info: Arc::new(info) };
+pub fn router(
+    config: tokio::sync::watch::Receiver<Arc<Config>>,
+    core: CoreHandle,
+    audit: AuditWriter,
+    guard: SharedGuard,
+) -> Router {
+    let state = ApiState { core, audit, config, guard };
     Router::new()
         .route("/api/v1/desk", get(desk))
         .route("/api/v1/events", get(events))
@@ -218,7 +203,8 @@ async fn authenticate(State(state): State<ApiState>, mut request: Request, next:
         // No credentials at all is the client asking how to log in: not a failure to count.
         return unauthorized("credentials required");
     };
-    let account = state.accounts.iter().find(|a| a.username == user);
+    let config = state.config.borrow().clone();
+    let account = config.desks.iter().find(|a| a.username == user);
     let ok = account.is_some_and(|a| constant_time_eq(a.password.as_bytes(), pass.as_bytes()));
     let Some(account) = account.filter(|_| ok) else {
         let why = if account.is_none() { "unknown user" } else { "wrong password" };
@@ -296,8 +282,32 @@ async fn routes(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// What a desk is told of the core (its own account's fields are filled in by [`desk`]).
+fn desk_info(cfg: &Config, core: &CoreHandle) -> DeskInfo {
+    DeskInfo {
+        name: String::new(),
+        username: String::new(),
+        talk: false,
+        sip_host: core.local.host.clone(),
+        sip_udp: core.local.udp.map(|a| a.port()),
+        sip_tcp: core.local.tcp.map(|a| a.port()),
+        sip_tls: core.local.tls.map(|a| a.port()),
+        policies: cfg
+            .policies
+            .iter()
+            .map(|p| PolicyInfo {
+                name: p.name.clone(),
+                two_way: p.conference_mode == ConferenceMode::TwoWay,
+                acknowledge: p.acknowledge,
+                routes: cfg.policy_routes(p),
+            })
+            .collect(),
+        test_number: cfg.policies.iter().flat_map(|p| &p.numbers).find(|n| n.test).map(|n| n.dial_string.clone()),
+    }
+}
+
 async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extension<Authenticated>) -> Json<DeskInfo> {
-    let mut info = (*state.info).clone();
+    let mut info = desk_info(&state.config.borrow(), &state.core);
     info.name = a.name;
     info.username = a.username;
     info.talk = a.talk;

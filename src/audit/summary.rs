@@ -97,7 +97,9 @@ impl CallOutcome {
             | CallEventKind::RouteUp { .. }
             | CallEventKind::RouteDown { .. }
             | CallEventKind::UnlocatedNetwork { .. }
-            | CallEventKind::DeviceMoved { .. } => return None,
+            | CallEventKind::DeviceMoved { .. }
+            | CallEventKind::ConfigReloaded { .. }
+            | CallEventKind::ConfigRefused { .. } => return None,
         })
     }
 }
@@ -263,6 +265,8 @@ pub fn event_detail(kind: &CallEventKind) -> String {
             format!("new unlocated {element_kind} {element}: a {asked} from {device} fell back to {outcome}")
         }
         CallEventKind::DeviceMoved { mac, from, to } => format!("device {mac} moved from {from} to {to}"),
+        CallEventKind::ConfigReloaded { file, detail } => format!("{file} reloaded: {detail}"),
+        CallEventKind::ConfigRefused { file, reason } => format!("{file} refused, the running config kept: {reason}"),
     }
 }
 

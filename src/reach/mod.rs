@@ -80,36 +80,58 @@ struct Shared {
     retry_for: Duration,
 }
 
-/// Follows the core's events and alerts each emergency call's policy channels; ends when
-/// `stop` is set or the core's broadcast closes. Nothing to do (no policy lists a channel):
-/// returns at once.
-pub async fn run(cfg: Arc<Config>, core: CoreHandle, ack_key: Arc<[u8]>, mut stop: watch::Receiver<bool>) {
-    let plans: HashMap<String, Vec<EscalationTier>> = cfg
-        .policies
-        .iter()
-        .map(|p| (p.name.clone(), crate::channels::tiers(&p.channels, &p.escalation)))
-        .filter(|(_, t)| !t.is_empty())
-        .collect();
-    if plans.is_empty() {
-        return;
+/// Each policy's escalation, the channels by name, and what their deliveries share: from one
+/// config, so a reload replaces them whole for new calls while live escalations keep theirs.
+struct Plans {
+    tiers: HashMap<String, Vec<EscalationTier>>,
+    channels: HashMap<String, Arc<ChannelConfig>>,
+    shared: Arc<Shared>,
+}
+
+impl Plans {
+    fn of(cfg: Arc<Config>, core: &CoreHandle, ack_key: &Arc<[u8]>) -> Plans {
+        let tiers = (cfg.policies.iter())
+            .map(|p| (p.name.clone(), crate::channels::tiers(&p.channels, &p.escalation)))
+            .filter(|(_, t)| !t.is_empty())
+            .collect();
+        let channels = cfg.channels.iter().map(|c| (c.name().to_string(), Arc::new(c.clone()))).collect();
+        let shared = Arc::new(Shared {
+            core: core.clone(),
+            attempt_timeout: Duration::from_secs(cfg.alerts.attempt_timeout_s),
+            retry_for: Duration::from_secs(cfg.alerts.retry_for_s),
+            cfg,
+            ack_key: ack_key.clone(),
+            sending: Semaphore::new(MAX_SENDING),
+        });
+        Plans { tiers, channels, shared }
     }
-    let channels: HashMap<String, Arc<ChannelConfig>> =
-        cfg.channels.iter().map(|c| (c.name().to_string(), Arc::new(c.clone()))).collect();
+}
+
+/// Follows the core's events and alerts each emergency call's policy channels, by the config
+/// `config` holds when the call is detected (a reload changes them for new calls); ends when
+/// `stop` is set or the core's broadcast closes.
+pub async fn run(
+    mut config: watch::Receiver<Arc<Config>>,
+    core: CoreHandle,
+    ack_key: Arc<[u8]>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key);
     let mut events = core.subscribe();
-    let shared = Arc::new(Shared {
-        core,
-        attempt_timeout: Duration::from_secs(cfg.alerts.attempt_timeout_s),
-        retry_for: Duration::from_secs(cfg.alerts.retry_for_s),
-        cfg,
-        ack_key,
-        sending: Semaphore::new(MAX_SENDING),
-    });
     // Each followed call's "acknowledged" flag: set by the first acknowledgement, from any path.
     let mut followed: HashMap<String, watch::Sender<bool>> = HashMap::new();
     let mut prune_at = PRUNE_FIRST;
     loop {
         let ev = tokio::select! {
             _ = stop.changed() => return,
+            changed = config.changed() => {
+                // The sender goes with the core.
+                if changed.is_err() {
+                    return;
+                }
+                plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key);
+                continue;
+            }
             r = events.recv() => match r {
                 Ok(ev) => ev,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -121,8 +143,8 @@ pub async fn run(cfg: Arc<Config>, core: CoreHandle, ack_key: Arc<[u8]>, mut sto
         };
         match &ev.kind {
             CallEventKind::Detected if !ev.normalized.is_empty() => {
-                let Some(tiers) = plans.get(&ev.policy) else { continue };
-                let tiers = escalation::resolve(tiers, &channels);
+                let Some(tiers) = plans.tiers.get(&ev.policy) else { continue };
+                let tiers = escalation::resolve(tiers, &plans.channels);
                 let (acked_tx, acked) = watch::channel(false);
                 if followed.len() >= prune_at {
                     // Escalations that have ended (their flag has no reader left) are forgotten;
@@ -131,7 +153,7 @@ pub async fn run(cfg: Arc<Config>, core: CoreHandle, ack_key: Arc<[u8]>, mut sto
                     prune_at = (followed.len() * 2).max(PRUNE_FIRST);
                 }
                 followed.insert(ev.call_id.clone(), acked_tx);
-                tokio::spawn(escalation::escalate(Arc::new(ev), tiers, acked, shared.clone()));
+                tokio::spawn(escalation::escalate(Arc::new(ev), tiers, acked, plans.shared.clone()));
             }
             CallEventKind::Acknowledged { by, desk } => {
                 if let Some(tx) = followed.remove(&ev.call_id) {

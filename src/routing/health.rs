@@ -65,6 +65,9 @@ struct Probe {
     next_at: Instant,
     /// The probe waiting for its answer: its transaction and when it left.
     waiting: Option<(ClientKey, Instant)>,
+    /// No policy uses the route since a reload (`engine/reconfigure.rs`): not probed, not
+    /// reported; kept only for the plans of calls that started before.
+    retired: bool,
 }
 
 pub struct RouteHealth {
@@ -78,28 +81,53 @@ impl RouteHealth {
     /// Routes `(name, peer)` in config order; `every` zero: probing is off (every route stays
     /// `unknown` and plans keep their order). The first probes leave at once.
     pub fn new(routes: Vec<(String, Peer)>, every: Duration, timeout: Duration, now: Instant) -> RouteHealth {
-        let probes = routes
-            .into_iter()
-            .map(|(route, peer)| Probe {
-                report: RouteHealthReport {
-                    route,
-                    target: peer.to_string(),
-                    state: HealthState::Unknown,
-                    since: None,
-                    last: None,
-                    last_at: None,
-                    rtt_ms: None,
-                    registration: None,
-                },
-                peer,
-                streak: 0,
-                next_at: now,
-                waiting: None,
-            })
-            .collect();
+        let probes = routes.into_iter().map(|(route, peer)| Probe::new(route, peer, now)).collect();
         RouteHealth { probes, every, timeout: timeout.min(every.max(Duration::from_millis(1))), by_key: HashMap::new() }
     }
 
+    /// A route added by a reload: probed at once, like the others at start. Its index is the
+    /// next one (`Engine::reconfigure` appends routes, never moves one).
+    pub fn add(&mut self, route: String, peer: Peer, now: Instant) {
+        self.probes.push(Probe::new(route, peer, now));
+    }
+
+    /// A reload left the route to no policy (`retired`), or gave it back to one.
+    pub fn set_retired(&mut self, route: usize, retired: bool, now: Instant) {
+        if let Some(p) = self.probes.get_mut(route) {
+            if p.retired && !retired {
+                p.next_at = now;
+            }
+            p.retired = retired;
+            if let Some((key, _)) = p.waiting.take().filter(|_| retired) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+}
+
+impl Probe {
+    fn new(route: String, peer: Peer, now: Instant) -> Probe {
+        Probe {
+            report: RouteHealthReport {
+                route,
+                target: peer.to_string(),
+                state: HealthState::Unknown,
+                since: None,
+                last: None,
+                last_at: None,
+                rtt_ms: None,
+                registration: None,
+            },
+            peer,
+            streak: 0,
+            next_at: now,
+            waiting: None,
+            retired: false,
+        }
+    }
+}
+
+impl RouteHealth {
     fn enabled(&self) -> bool {
         !self.every.is_zero()
     }
@@ -109,7 +137,9 @@ impl RouteHealth {
         if !self.enabled() {
             return None;
         }
-        self.probes.iter().map(|p| p.waiting.as_ref().map(|(_, sent)| *sent + self.timeout).unwrap_or(p.next_at)).min()
+        (self.probes.iter().filter(|p| !p.retired))
+            .map(|p| p.waiting.as_ref().map(|(_, sent)| *sent + self.timeout).unwrap_or(p.next_at))
+            .min()
     }
 
     /// Routes whose probe is due now (the engine sends each and calls [`RouteHealth::sent`]).
@@ -118,7 +148,7 @@ impl RouteHealth {
             return Vec::new();
         }
         (self.probes.iter().enumerate())
-            .filter(|(_, p)| p.waiting.is_none() && p.next_at <= now)
+            .filter(|(_, p)| !p.retired && p.waiting.is_none() && p.next_at <= now)
             .map(|(i, p)| (i, p.peer))
             .collect()
     }
@@ -253,6 +283,10 @@ impl RouteHealth {
 
     pub fn report(&self) -> Vec<RouteHealthReport> {
         self.probes.iter().map(|p| p.report.clone()).collect()
+    }
+
+    pub fn is_retired(&self, route: usize) -> bool {
+        self.probes.get(route).is_some_and(|p| p.retired)
     }
 }
 

@@ -118,7 +118,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("audit", &["db", "events", "location", "time"]),
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),
     ("intake", &["routing", "sip"]),
-    ("core_handle", &["audit", "events", "location", "routing", "sip"]),
+    ("core_handle", &["audit", "config", "events", "location", "routing", "sip"]),
     ("transport", &["config", "core_handle", "intake", "sip"]),
     ("dns", &["config", "core_handle", "sip", "transport"]),
     ("watchdog", &["audit", "core_handle"]),

@@ -44,6 +44,7 @@ mod media_legs;
 mod notify_handoff;
 mod outbound;
 mod probes;
+mod reconfigure;
 mod registrations;
 mod relay;
 mod retry;
@@ -58,6 +59,7 @@ use media_legs::CallMedia;
 pub use media_legs::MediaAction;
 use media_legs::RtpPort;
 use outbound::cancel_for;
+pub use reconfigure::Reconfigured;
 use relay::copy_body;
 
 /// Methods sosdesk answers or relays (RFC 3261 §20.5 Allow).
@@ -231,6 +233,17 @@ const SHED_RETRY_AFTER_S: u32 = 10;
 /// conference URI one more; a desk joining takes one.
 const RTP_RESERVE: usize = 4;
 
+/// Where a callback with no live mapping goes (`routing.callback_fallback`).
+fn callback_fallback(cfg: &Config) -> Option<(crate::sip::rfc3263::SipTarget, String)> {
+    let u = cfg.routing.callback_fallback.as_deref()?;
+    Some((crate::sip::rfc3263::SipTarget::parse(u).ok()?, u.to_string()))
+}
+
+/// Notification groups: name → desk account usernames.
+fn notification_groups(cfg: &Config) -> HashMap<String, Vec<String>> {
+    cfg.notification_groups.iter().map(|g| (g.name.clone(), g.members.clone())).collect()
+}
+
 impl Engine {
     pub fn new(cfg: &Config, local: LocalEndpoint, now: Now) -> Engine {
         let policies = Policies::from_config(cfg);
@@ -258,18 +271,14 @@ impl Engine {
             callbacks: Callbacks {
                 elins: ElinCache::new(Duration::from_secs_f64(cfg.routing.elin_callback_minutes * 60.0)),
                 known_elins,
-                fallback: cfg
-                    .routing
-                    .callback_fallback
-                    .as_deref()
-                    .and_then(|u| Some((crate::sip::rfc3263::SipTarget::parse(u).ok()?, u.to_string()))),
+                fallback: callback_fallback(cfg),
             },
             locators: Locators::default(),
             media: MediaPorts { anchoring: false, reserve: Vec::new() },
             accounts: Accounts {
                 desks: DeskDirectory::from_config(cfg),
                 registrar: crate::registrar::Registrar::new(),
-                groups: cfg.notification_groups.iter().map(|g| (g.name.clone(), g.members.clone())).collect(),
+                groups: notification_groups(cfg),
                 guard: crate::access::AuthGuard::shared(),
             },
             notifier: crate::notify::Notifier::new(crate::notify::NotifyTiming {

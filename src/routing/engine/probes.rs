@@ -9,26 +9,34 @@ use crate::routing::trunk_register::{Step, TrunkRegistration};
 
 /// The routes that register with their provider (`register = true`, with credentials).
 pub(super) fn trunk_registrations(policies: &Policies, local: &LocalEndpoint, now: Instant) -> Vec<TrunkRegistration> {
-    (policies.routes.iter().enumerate())
-        .filter(|(_, r)| r.register)
-        .filter_map(|(i, r)| {
-            let (user, crate::config::Secret(password)) = (r.username.as_ref()?, r.password.as_ref()?);
-            let domain = r.domain.clone().unwrap_or_else(|| r.target().host_port_str());
-            let call_id = ids::new_call_id(&local.host);
-            let expires = r.expires.unwrap_or(3600);
-            Some(TrunkRegistration::new(
-                i,
-                targets::placeholder_peer(r),
-                &domain,
-                user,
-                password,
-                r.realm.as_deref(),
-                expires,
-                call_id,
-                now,
-            ))
-        })
-        .collect()
+    (policies.routes.iter().enumerate()).filter_map(|(i, r)| trunk_registration(i, r, local, now)).collect()
+}
+
+/// Route `i`'s registration, if it registers.
+pub(super) fn trunk_registration(
+    i: usize,
+    r: &crate::config::RouteConfig,
+    local: &LocalEndpoint,
+    now: Instant,
+) -> Option<TrunkRegistration> {
+    if !r.register {
+        return None;
+    }
+    let (user, crate::config::Secret(password)) = (r.username.as_ref()?, r.password.as_ref()?);
+    let domain = r.domain.clone().unwrap_or_else(|| r.target().host_port_str());
+    let call_id = ids::new_call_id(&local.host);
+    let expires = r.expires.unwrap_or(3600);
+    Some(TrunkRegistration::new(
+        i,
+        targets::placeholder_peer(r),
+        &domain,
+        user,
+        password,
+        r.realm.as_deref(),
+        expires,
+        call_id,
+        now,
+    ))
 }
 
 impl Engine {
@@ -132,6 +140,7 @@ impl Engine {
                 r.registration = Some(t.state.clone());
             }
         }
-        report
+        // Routes a reload left to no policy are no longer the admin's concern.
+        (report.into_iter().enumerate()).filter(|(i, _)| !self.health.is_retired(*i)).map(|(_, r)| r).collect()
     }
 }

@@ -17,15 +17,14 @@ pub(super) struct RouteTargets {
 }
 
 pub(super) fn route_targets(policies: &Policies) -> Vec<RouteTargets> {
-    policies
-        .routes
-        .iter()
-        .map(|r| {
-            let target = r.target();
-            let peers = target.literal().into_iter().collect();
-            RouteTargets { target, peers, error: None }
-        })
-        .collect()
+    policies.routes.iter().map(route_target).collect()
+}
+
+/// A route's targets before its name (if it has one) has resolved.
+pub(super) fn route_target(r: &crate::config::RouteConfig) -> RouteTargets {
+    let target = r.target();
+    let peers = target.literal().into_iter().collect();
+    RouteTargets { target, peers, error: None }
 }
 
 /// The peer a route's probes and registration use before its name has resolved: nothing is

@@ -1011,3 +1011,36 @@ fn a_route_whose_name_never_resolved_fails_over_at_once_saying_why_and_a_failed_
     e.handle_message(invite(CALLER, "911", 2), peer(CALLER), t0);
     assert!(sent(&mut e).iter().any(|(to, m)| to.to_string() == a && start_line(m).starts_with("INVITE ")));
 }
+
+#[test]
+fn a_reload_moves_new_calls_while_a_live_call_keeps_its_plan() {
+    let mut e = engine(|c| c);
+    let t0 = Now::read();
+    e.handle_message(invite(CALLER, "911", 1), peer(CALLER), t0);
+    assert_eq!(sent(&mut e)[1].0, PRIMARY.parse::<SocketAddr>().unwrap());
+
+    // The primary provider moves: a changed route, a new one under the same name.
+    let moved = "127.0.0.1:5072";
+    let text = include_str!("../../../examples/lab.toml")
+        .replace("path = \"../sosdesk-lab.db\"", "path = \"x.db\"")
+        .replace("address = \"127.0.0.1:5070\"", &format!("address = \"{moved}\""));
+    let cfg = Config::from_toml(&text, std::path::Path::new("lab.toml")).unwrap();
+    let done = e.e.reconfigure(&cfg, t0);
+    assert_eq!(
+        (done.added, done.retired),
+        (vec!["provider-primary".to_string()], vec!["provider-primary".to_string()])
+    );
+    let names: Vec<String> = e.e.route_health().into_iter().map(|r| r.route).collect();
+    assert_eq!(names, ["provider-secondary", "elin-gateway", "provider-primary"], "the retired route is not reported");
+
+    e.handle_message(invite(CALLER, "911", 2), peer(CALLER), t0);
+    assert_eq!(sent(&mut e)[1].0, moved.parse::<SocketAddr>().unwrap(), "a new call takes the new route");
+    // The live call's INVITE is still retransmitted to the route it started with, and on its
+    // timeout it fails over along its own plan.
+    e.handle_timeout(t0 + Duration::from_millis(1999));
+    let to: Vec<SocketAddr> = sent(&mut e).into_iter().map(|(to, _)| to).collect();
+    assert!(to.contains(&PRIMARY.parse().unwrap()) && to.contains(&moved.parse().unwrap()), "{to:?}");
+    e.handle_timeout(t0 + Duration::from_millis(2000));
+    let to: Vec<SocketAddr> = sent(&mut e).into_iter().map(|(to, _)| to).collect();
+    assert_eq!(to, vec![SECONDARY.parse::<SocketAddr>().unwrap(); 2], "both calls go on to the secondary");
+}

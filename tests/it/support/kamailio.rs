@@ -58,6 +58,8 @@ pub struct Kamailio {
     log: PathBuf,
     pub udp: SocketAddr,
     pub tls: SocketAddr,
+    /// Whether `tls` is listened on (not by a config of UDP only, [`start_with_config`]).
+    has_tls: bool,
 }
 
 /// How long Kamailio may take to answer on both ports. It takes about 0.1 s here; the bound
@@ -87,30 +89,39 @@ pub fn start_sbc(dir: &Path, pki: &TestPki, opts: SbcOptions) -> Kamailio {
     std::fs::write(&tls_cfg, tls_config(pki, opts.require_client_cert)).unwrap();
     std::fs::write(&cfg, config(&opts, &tls_cfg)).unwrap();
 
+    let ip = [127, 0, 0, 1];
+    let tls = SocketAddr::from((ip, opts.tls_port));
+    spawn(dir, &cfg, &run_dir, &log, SocketAddr::from((ip, opts.udp_port)), Some(tls))
+}
+
+/// Kamailio with a config of the caller's (the HA example's, tests/it/ha.rs) listening on `udp`
+/// only; its log is `<name>.log` in `dir`.
+pub fn start_with_config(dir: &Path, cfg: &Path, name: &str, udp: SocketAddr) -> Kamailio {
+    let run_dir = dir.join(format!("{name}.run"));
+    std::fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", run_dir.display()));
+    spawn(dir, cfg, &run_dir, &dir.join(format!("{name}.log")), udp, None)
+}
+
+fn spawn(dir: &Path, cfg: &Path, run_dir: &Path, log: &Path, udp: SocketAddr, tls: Option<SocketAddr>) -> Kamailio {
     // /usr/sbin is not on every user's PATH.
     let bin = if Path::new("/usr/sbin/kamailio").exists() { "/usr/sbin/kamailio" } else { "kamailio" };
-    let out = File::create(&log).unwrap();
+    let out = File::create(log).unwrap();
     let mut cmd = Command::new(bin);
-    cmd.arg("-f").arg(&cfg);
+    cmd.arg("-f").arg(cfg);
     // -DD: stay in the foreground but fork the workers (-D alone would serve UDP only).
     // -E: log to stderr (our file). -Y: runtime dir. -w: working dir (core files).
     // -m/-M: shared/private memory in MB, modest so that several instances fit.
-    cmd.args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"]).arg(&run_dir).arg("-w").arg(dir);
+    cmd.args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"]).arg(run_dir).arg("-w").arg(dir);
     cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
     // Same process group as the tests: a Ctrl-C of `cargo test` stops Kamailio too.
     let child = cmd.spawn().unwrap_or_else(|e| {
         panic!("cannot start kamailio (Debian packages kamailio, kamailio-tls-modules; test.sh installs them): {e}")
     });
-    let ip = [127, 0, 0, 1];
-    let mut k = Kamailio {
-        child: Some(child),
-        log,
-        udp: SocketAddr::from((ip, opts.udp_port)),
-        tls: SocketAddr::from((ip, opts.tls_port)),
-    };
+    let mut k =
+        Kamailio { child: Some(child), log: log.to_path_buf(), udp, tls: tls.unwrap_or(udp), has_tls: tls.is_some() };
     if let Err(why) = k.wait_ready() {
         k.stop();
-        panic!("kamailio {name} {why}; its log:\n{}", k.log());
+        panic!("kamailio {} {why}; its log:\n{}", cfg.display(), k.log());
     }
     k
 }
@@ -177,7 +188,7 @@ impl Kamailio {
                 }
             }
         }
-        loop {
+        while self.has_tls {
             self.check_running()?;
             if TcpStream::connect_timeout(&self.tls, Duration::from_millis(200)).is_ok() {
                 return Ok(());
@@ -187,6 +198,7 @@ impl Kamailio {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     fn check_running(&mut self) -> Result<(), String> {

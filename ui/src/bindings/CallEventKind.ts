@@ -9,7 +9,7 @@ reasons: { [key in string]?: number },
  * The first few requests as they were sent (request line and From, shortened):
  * caller-controlled text, shown as text.
  */
-samples: Array<string>, addresses: number, } | { "type": "route-up", route: string, detail: string, } | { "type": "route-down", route: string, detail: string, } | { "type": "unlocated-network", 
+samples: Array<string>, addresses: number, } | { "type": "route-up", route: string, detail: string, } | { "type": "route-down", route: string, detail: string, } | { "type": "config-reloaded", file: string, detail: string, } | { "type": "config-refused", file: string, reason: string, } | { "type": "unlocated-network", 
 /**
  * `subnet`, `switch` or `access-point`.
  */
