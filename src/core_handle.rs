@@ -58,6 +58,11 @@ pub(crate) enum NetInput {
     },
     /// A network element first seen unlocated: announce it (`Engine::announce_unlocated`).
     AnnounceUnlocated(Box<CallEvent>),
+    /// The store's answer to the engine's `Output::LookupElin` (`crate::shared::callbacks`).
+    ElinFound {
+        elin: String,
+        found: Option<crate::routing::SharedElin>,
+    },
     /// Each route's health (see [`CoreHandle::routes`]).
     Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }

@@ -31,7 +31,8 @@ use crate::location::unlocated::Sighting;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::triage::Triage;
-use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
+use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin};
+use crate::shared::callbacks::CallbackStore;
 use crate::sip::transaction::{Peer, Transport};
 use crate::transport::{self, StreamIo, TlsSetup};
 
@@ -70,6 +71,8 @@ pub struct Core {
     task: JoinHandle<()>,
     /// The unlocated report's recorder: ends once the engine and HELD have stopped.
     sightings_task: JoinHandle<()>,
+    /// Writes ELIN callback mappings to the store: ends after the engine task, once written.
+    elin_writer_task: JoinHandle<()>,
     store: AuditStore,
     lis: LisStore,
     net_tx: mpsc::UnboundedSender<NetInput>,
@@ -127,6 +130,10 @@ impl Core {
         let store = AuditStore::open(cfg.store_location()).await?.with_node(cfg.node_name().as_deref());
         let journal = recover_journal(cfg, &store).await?;
         let audit = spawn_writer(store.clone());
+        // ELIN callback mappings go to the store too, so that any node (or this one after a
+        // restart) routes a PSAP's callback to the caller (`crate::shared::callbacks`).
+        let callbacks = CallbackStore::new(store.database().clone(), cfg.node_name().as_deref());
+        let (elin_writer, elin_writer_task) = callbacks.spawn_writer();
         let (events, _) = broadcast::channel(4096);
         let (stop, stop_rx) = watch::channel(false);
         let (net_tx, net_rx) = mpsc::unbounded_channel();
@@ -255,6 +262,7 @@ impl Core {
             tokio::spawn(refresh);
         }
         engine.set_guard(guard);
+        engine.share_callbacks();
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
@@ -273,6 +281,8 @@ impl Core {
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
             sightings,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
+            callbacks,
+            elin_writer,
         };
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
@@ -287,6 +297,7 @@ impl Core {
             stop,
             task,
             sightings_task,
+            elin_writer_task,
             store,
             lis,
             net_tx,
@@ -375,6 +386,10 @@ impl Core {
         if tokio::time::timeout(STOP_FLUSH_WITHIN, self.sightings_task).await.is_err() {
             tracing::warn!("the unlocated report's last location outcomes were not recorded in time");
         }
+        // The last ELIN mappings, for the nodes that take this one's callbacks from now on.
+        if tokio::time::timeout(STOP_FLUSH_WITHIN, self.elin_writer_task).await.is_err() {
+            tracing::warn!("the last ELIN callback mappings were not shared in time");
+        }
         let audit = self.audit.clone();
         let durable = async move {
             audit.flush().await;
@@ -422,6 +437,10 @@ struct RunContext {
     sightings: mpsc::Sender<Sighting>,
     /// `routing.route_timeout_ms`: requests waiting longer for their connection are given up.
     route_timeout: Duration,
+    /// The ELIN callback mappings in the store: looked up when a callback finds none here.
+    callbacks: CallbackStore,
+    /// Into the task that writes the engine's new ELIN mappings to the store.
+    elin_writer: mpsc::Sender<SharedElin>,
 }
 
 /// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
@@ -511,6 +530,7 @@ async fn run(
                     }
                     NetInput::Resolved { target, answer } => engine.on_resolved(&target, answer, now),
                     NetInput::AnnounceUnlocated(ev) => engine.announce_unlocated(&ev, now),
+                    NetInput::ElinFound { elin, found } => engine.on_elin_found(&elin, found, now),
                 }
             }
             _ = sleep_until(deadline) => {
@@ -621,6 +641,19 @@ async fn run(
                 }
                 Output::Audit(ev) => record_audit_only(audit, events, ev),
                 Output::Sighting(sighting) => offer_sighting(&ctx.sightings, sighting),
+                Output::ElinMapped(m) => {
+                    if let Err(mpsc::error::TrySendError::Full(m)) = ctx.elin_writer.try_send(m) {
+                        tracing::error!(elin = %m.elin, "the ELIN mapping writer is behind: this mapping is kept on this node only");
+                    }
+                }
+                // Answered whatever happens (within the look-up's bound): the callback waits for it.
+                Output::LookupElin(elin) => {
+                    let (store, net_tx) = (ctx.callbacks.clone(), ctx.net_tx.clone());
+                    tokio::spawn(async move {
+                        let found = store.lookup(&elin).await;
+                        let _ = net_tx.send(NetInput::ElinFound { elin, found });
+                    });
+                }
                 // A notification outcome for a call that has ended: numbered from the audit log.
                 Output::LateEvent { call_ref, kind } => {
                     let (audit, store, events, lock) =

@@ -48,6 +48,12 @@ impl AuditStore {
         Ok(AuditStore { db, node: None })
     }
 
+    /// The database under this store, for the other shared state of the nodes
+    /// (`crate::shared`): one pool for all.
+    pub fn database(&self) -> &Db {
+        &self.db
+    }
+
     /// This store with `node` as the name written on every row it appends: the core node, when
     /// several share one PostgreSQL database and so one chain.
     pub fn with_node(mut self, node: Option<&str>) -> AuditStore {

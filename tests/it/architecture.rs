@@ -118,6 +118,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("audit", &["db", "events", "location", "time"]),
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),
     ("intake", &["routing", "sip"]),
+    ("shared", &["audit", "db", "events", "routing", "sip"]),
     ("core_handle", &["audit", "events", "location", "routing", "sip"]),
     ("transport", &["config", "core_handle", "intake", "sip"]),
     ("dns", &["config", "core_handle", "sip", "transport"]),

@@ -30,5 +30,6 @@ mod route_health;
 mod sip_torture_parse;
 mod test_peers;
 mod torture_wire;
+mod two_nodes;
 mod unlocated;
 mod wiremap;

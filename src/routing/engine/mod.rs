@@ -20,6 +20,7 @@ use crate::clock::Now;
 
 use super::body::{self, InviteBody};
 use super::classify::{classify, Classified};
+pub use super::elin::SharedElin;
 use super::elin::{ElinCache, ElinMapping};
 use super::refused::RefusalTally;
 use crate::config::{Config, RouteKindConfig};
@@ -179,6 +180,14 @@ pub enum Output {
     Audit(CallEvent),
     /// How an emergency call was located, for the unlocated report (`location::unlocated`).
     Sighting(crate::location::unlocated::Sighting),
+    /// A call went out through an ELIN gateway: the shell writes the mapping to the store, so
+    /// that a callback reaching another node (or this one after a restart) finds the caller
+    /// (only when [`Engine::share_callbacks`] was called).
+    ElinMapped(SharedElin),
+    /// A callback came to an ELIN with no mapping here: the shell looks it up in the store and
+    /// answers with [`Engine::on_elin_found`] (always, even on a failure or a timeout). The
+    /// callback waits meanwhile; the engine goes on with everything else.
+    LookupElin(String),
 }
 
 /// The outputs waiting to be drained.
@@ -188,6 +197,7 @@ struct Outputs {
     late: VecDeque<(String, CallEventKind)>,
     audit_only: VecDeque<CallEvent>,
     sightings: VecDeque<crate::location::unlocated::Sighting>,
+    shared_elins: VecDeque<Output>,
     /// Detected calls whose notification IM is built once the transmits before it are drained
     /// (so building it never delays the outbound INVITE on the wire).
     deferred_notify: VecDeque<CallEvent>,
@@ -199,6 +209,21 @@ struct Callbacks {
     elins: ElinCache,
     known_elins: HashSet<String>,
     fallback: Option<(crate::sip::rfc3263::SipTarget, String)>,
+    /// The mappings are shared through the store (several nodes): written as they are made,
+    /// looked up there on a miss.
+    shared: bool,
+    /// Callbacks waiting for the store's answer, by ELIN.
+    waiting: HashMap<String, Vec<WaitingCallback>>,
+}
+
+/// A callback parked while the shell looks its ELIN up in the store.
+struct WaitingCallback {
+    key: ServerKey,
+    msg: Message,
+    peer: Peer,
+    policy: String,
+    site: Option<String>,
+    ib: InviteBody,
 }
 
 /// The RTP ports for anchored calls: bound by the I/O shell and handed in
@@ -263,6 +288,8 @@ impl Engine {
                     .callback_fallback
                     .as_deref()
                     .and_then(|u| Some((crate::sip::rfc3263::SipTarget::parse(u).ok()?, u.to_string()))),
+                shared: false,
+                waiting: HashMap::new(),
             },
             locators: Locators::default(),
             media: MediaPorts { anchoring: false, reserve: Vec::new() },
@@ -282,6 +309,7 @@ impl Engine {
                 late: VecDeque::new(),
                 audit_only: VecDeque::new(),
                 sightings: VecDeque::new(),
+                shared_elins: VecDeque::new(),
                 deferred_notify: VecDeque::new(),
             },
             refused: RefusalTally::default(),
@@ -298,6 +326,27 @@ impl Engine {
     /// Give the engine the Location Information Service's lookups.
     pub fn set_locators(&mut self, locators: Locators) {
         self.locators = locators;
+    }
+
+    /// Share ELIN callback mappings through the store ([`Output::ElinMapped`],
+    /// [`Output::LookupElin`]): set by the shell, which does that I/O.
+    pub fn share_callbacks(&mut self) {
+        self.callbacks.shared = true;
+    }
+
+    /// The store's answer to [`Output::LookupElin`]: the mapping another node wrote, if it is
+    /// live; the callbacks that waited for it go on now (to the caller, or as with no mapping).
+    pub fn on_elin_found(&mut self, elin: &str, found: Option<SharedElin>, now: Now) {
+        self.tick(now);
+        if let Some(m) = found.filter(|m| m.expires > now.wall) {
+            // The cache's own mapping wins: it is this node's, and at least as new.
+            if self.callbacks.elins.lookup(elin, now.mono).is_none() {
+                self.callbacks.elins.insert_until(elin, m.to_mapping(now));
+            }
+        }
+        for w in self.callbacks.waiting.remove(elin).unwrap_or_default() {
+            self.on_callback(w.key, w.msg, w.peer, elin.to_string(), w.policy, w.site, w.ib, now.mono, true);
+        }
     }
 
     /// Anchor the media of emergency calls (config `media.anchor`), with the RTP ports the
@@ -384,7 +433,10 @@ impl Engine {
         if let Some(ev) = self.out.audit_only.pop_front() {
             return Some(Output::Audit(ev));
         }
-        self.out.sightings.pop_front().map(Output::Sighting)
+        if let Some(s) = self.out.sightings.pop_front() {
+            return Some(Output::Sighting(s));
+        }
+        self.out.shared_elins.pop_front()
     }
 
     /// The call events waiting to be polled, in order, without draining them: the shell

@@ -65,7 +65,11 @@ impl Sim {
                 Output::Transmit(t) => self.transmits.push_back(t),
                 Output::Event(ev) => self.events.push_back(ev),
                 Output::Audit(ev) => self.audit_only.push_back(ev),
-                Output::Media(_) | Output::LateEvent { .. } | Output::Sighting(_) => {}
+                Output::Media(_)
+                | Output::LateEvent { .. }
+                | Output::Sighting(_)
+                | Output::ElinMapped(_)
+                | Output::LookupElin(_) => {}
             }
         }
     }
