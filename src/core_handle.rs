@@ -114,6 +114,9 @@ pub struct CoreHandle {
     /// The location store (the unlocated report).
     pub lis: Option<crate::location::store::LisStore>,
     pub(crate) events: broadcast::Sender<CallEvent>,
+    /// The other nodes' events, read from the shared store (`crate::shared::events`; never
+    /// any with SQLite).
+    pub(crate) others: broadcast::Sender<CallEvent>,
     pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
     /// What the watchdog last found (`crate::watchdog`).
     pub health: SharedEngineHealth,
@@ -140,6 +143,11 @@ pub type SharedEngineHealth = std::sync::Arc<std::sync::Mutex<EngineHealth>>;
 impl CoreHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
+    }
+
+    /// The other nodes' events (several nodes on one PostgreSQL store), as they commit.
+    pub fn subscribe_others(&self) -> broadcast::Receiver<CallEvent> {
+        self.others.subscribe()
     }
 
     /// Send an event that is already in the audit log's queue to every subscriber.

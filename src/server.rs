@@ -66,6 +66,7 @@ pub struct Core {
     pub api: Option<(SocketAddr, bool)>,
     wiremap: SharedWiremap,
     events: broadcast::Sender<CallEvent>,
+    others: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -135,7 +136,10 @@ impl Core {
         let callbacks = CallbackStore::new(store.database().clone(), cfg.node_name().as_deref());
         let (elin_writer, elin_writer_task) = callbacks.spawn_writer();
         let (events, _) = broadcast::channel(4096);
+        // Every other node's events, for this node's API event streams and alert channels.
+        let (others, _) = broadcast::channel(4096);
         let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::shared::events::follow(store.clone(), others.clone(), stop_rx.clone()));
         let (net_tx, net_rx) = mpsc::unbounded_channel();
         let (lanes, lane_rx) = intake::lanes(Triage::new(cfg));
         if let Some(sock) = &udp {
@@ -211,6 +215,7 @@ impl Core {
             store: store.clone(),
             lis: Some(lis.clone()),
             events: events.clone(),
+            others: others.clone(),
             net_tx: net_tx.clone(),
             health: health.clone(),
             condition: condition.clone(),
@@ -293,6 +298,7 @@ impl Core {
             api,
             wiremap,
             events,
+            others,
             audit,
             stop,
             task,
@@ -310,6 +316,12 @@ impl Core {
     /// told so by `RecvError::Lagged` and can catch up from the audit log).
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
+    }
+
+    /// Every other node's events, as they commit in the shared store (several nodes on one
+    /// PostgreSQL; none with SQLite): what `GET /api/v1/events` adds to this node's own.
+    pub fn subscribe_others(&self) -> broadcast::Receiver<CallEvent> {
+        self.others.subscribe()
     }
 
     /// The wiremap index the call path and HELD use (replaced atomically on every reload).
@@ -338,6 +350,7 @@ impl Core {
             store: self.store.clone(),
             lis: Some(self.lis.clone()),
             events: self.events.clone(),
+            others: self.others.clone(),
             net_tx: self.net_tx.clone(),
             health: self.health.clone(),
             condition: self.condition.clone(),

@@ -162,6 +162,7 @@ mod tests {
             store,
             lis: None,
             events: tokio::sync::broadcast::channel(1).0,
+            others: tokio::sync::broadcast::channel(1).0,
             net_tx,
             health: Default::default(),
             condition: condition.clone(),

@@ -96,6 +96,9 @@ pub async fn run(cfg: Arc<Config>, core: CoreHandle, ack_key: Arc<[u8]>, mut sto
     let channels: HashMap<String, Arc<ChannelConfig>> =
         cfg.channels.iter().map(|c| (c.name().to_string(), Arc::new(c.clone()))).collect();
     let mut events = core.subscribe();
+    // Other nodes' acknowledgements stop this node's escalations too (each node escalates
+    // only the calls it took: the others' are theirs).
+    let mut others = core.subscribe_others();
     let shared = Arc::new(Shared {
         core,
         attempt_timeout: Duration::from_secs(cfg.alerts.attempt_timeout_s),
@@ -114,6 +117,15 @@ pub async fn run(cfg: Arc<Config>, core: CoreHandle, ack_key: Arc<[u8]>, mut sto
                 Ok(ev) => ev,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::error!(missed = n, "alert channels fell behind the core's events: some calls may not be alerted by email, webhook or SMS");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            r = others.recv() => match r {
+                Ok(ev) if matches!(ev.kind, CallEventKind::Acknowledged { .. }) => ev,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!(missed = n, "alert channels fell behind the other nodes' events: an acknowledgement there may not stop an escalation here");
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,

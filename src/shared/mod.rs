@@ -3,3 +3,4 @@
 //! the shell (`crate::server`): the engine only asks and is answered (sans-I/O).
 
 pub mod callbacks;
+pub mod events;
