@@ -63,6 +63,8 @@ pub(crate) enum NetInput {
         elin: String,
         found: Option<crate::routing::SharedElin>,
     },
+    /// Every registration the other nodes hold (`crate::shared::registrations`).
+    SharedRegistrations(Vec<crate::routing::SharedRegistration>),
     /// Each route's health (see [`CoreHandle::routes`]).
     Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }

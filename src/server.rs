@@ -31,8 +31,9 @@ use crate::location::unlocated::Sighting;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::triage::Triage;
-use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin};
+use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration};
 use crate::shared::callbacks::CallbackStore;
+use crate::shared::registrations::RegistrationStore;
 use crate::sip::transaction::{Peer, Transport};
 use crate::transport::{self, StreamIo, TlsSetup};
 
@@ -135,6 +136,10 @@ impl Core {
         // restart) routes a PSAP's callback to the caller (`crate::shared::callbacks`).
         let callbacks = CallbackStore::new(store.database().clone(), cfg.node_name().as_deref());
         let (elin_writer, elin_writer_task) = callbacks.spawn_writer();
+        // Desks' UDP registrations too, so that every node's alerts reach them
+        // (`crate::shared::registrations`).
+        let registrations = RegistrationStore::new(store.database().clone(), cfg.node_name().as_deref());
+        let registration_writer = registrations.spawn_writer();
         let (events, _) = broadcast::channel(4096);
         // Every other node's events, for this node's API event streams and alert channels.
         let (others, _) = broadcast::channel(4096);
@@ -142,6 +147,7 @@ impl Core {
         tokio::spawn(crate::shared::events::follow(store.clone(), others.clone(), stop_rx.clone()));
         let (net_tx, net_rx) = mpsc::unbounded_channel();
         let (lanes, lane_rx) = intake::lanes(Triage::new(cfg));
+        tokio::spawn(registrations.follow(net_tx.clone(), stop_rx.clone()));
         if let Some(sock) = &udp {
             tokio::spawn(intake::udp_intake(sock.clone(), lanes.clone(), stop_rx.clone()));
         }
@@ -267,7 +273,7 @@ impl Core {
             tokio::spawn(refresh);
         }
         engine.set_guard(guard);
-        engine.share_callbacks();
+        engine.share_through_store();
         engine.set_locators(Locators { wiremap: Some(Arc::new(wiremap.clone())), held: Some(Arc::new(held_cache)) });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
@@ -288,6 +294,7 @@ impl Core {
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
             callbacks,
             elin_writer,
+            registration_writer,
         };
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
@@ -454,6 +461,8 @@ struct RunContext {
     callbacks: CallbackStore,
     /// Into the task that writes the engine's new ELIN mappings to the store.
     elin_writer: mpsc::Sender<SharedElin>,
+    /// Into the task that writes desks' registrations to the store.
+    registration_writer: mpsc::Sender<SharedRegistration>,
 }
 
 /// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
@@ -544,6 +553,7 @@ async fn run(
                     NetInput::Resolved { target, answer } => engine.on_resolved(&target, answer, now),
                     NetInput::AnnounceUnlocated(ev) => engine.announce_unlocated(&ev, now),
                     NetInput::ElinFound { elin, found } => engine.on_elin_found(&elin, found, now),
+                    NetInput::SharedRegistrations(list) => engine.on_shared_registrations(list, now),
                 }
             }
             _ = sleep_until(deadline) => {
@@ -657,6 +667,11 @@ async fn run(
                 Output::ElinMapped(m) => {
                     if let Err(mpsc::error::TrySendError::Full(m)) = ctx.elin_writer.try_send(m) {
                         tracing::error!(elin = %m.elin, "the ELIN mapping writer is behind: this mapping is kept on this node only");
+                    }
+                }
+                Output::Registered(r) => {
+                    if let Err(mpsc::error::TrySendError::Full(r)) = ctx.registration_writer.try_send(r) {
+                        tracing::error!(user = %r.user, "the registration writer is behind: this registration is kept on this node only");
                     }
                 }
                 // Answered whatever happens (within the look-up's bound): the callback waits for it.

@@ -14,16 +14,13 @@
 //!
 //! SQLite (one node): nothing to follow.
 
-use std::time::Duration;
-
 use tokio::sync::{broadcast, watch};
+
+use super::Wakeups;
 
 use crate::audit::{AuditStore, EVENTS_CHANNEL};
 use crate::db::Backend;
 use crate::events::{CallEvent, CallEventKind};
-
-/// After a failure (the server down, the listener not connecting), the next attempt.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// Rows read per query while catching up.
 const PAGE: i64 = 500;
@@ -34,59 +31,23 @@ fn forwarded(kind: &CallEventKind) -> bool {
 }
 
 /// Follows the other nodes' events into `others` until `stop`. Returns at once for SQLite.
-pub async fn follow(store: AuditStore, others: broadcast::Sender<CallEvent>, mut stop: watch::Receiver<bool>) {
+pub async fn follow(store: AuditStore, others: broadcast::Sender<CallEvent>, stop: watch::Receiver<bool>) {
     if store.database().backend != Backend::Postgres {
         return;
     }
+    let mut wakeups = Wakeups::new(store.database().clone(), EVENTS_CHANNEL, stop.clone());
     // From now on: what other nodes did before this node started is in the history.
     let mut last = loop {
         match store.last_seq().await {
             Ok(s) => break s,
             Err(e) => tracing::error!(error = %e, "cannot follow the other nodes' events yet"),
         }
-        if pause(&mut stop).await {
+        if wakeups.pause().await {
             return;
         }
     };
-    loop {
-        let mut listener = match store.database().pg_listener().await {
-            Some(Ok(l)) => l,
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "cannot listen for the other nodes' events");
-                if pause(&mut stop).await {
-                    return;
-                }
-                continue;
-            }
-            None => return,
-        };
-        if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
-            tracing::error!(error = %e, "cannot listen for the other nodes' events");
-            if pause(&mut stop).await {
-                return;
-            }
-            continue;
-        }
-        loop {
-            // First what was written while not listening, then after every wake-up.
-            last = forward(&store, last, &others).await;
-            tokio::select! {
-                _ = stop.changed() => return,
-                woken = listener.try_recv() => match woken {
-                    Ok(Some(_)) => {}
-                    // The connection was lost: the next try_recv reconnects; read what may
-                    // have been missed meanwhile.
-                    Ok(None) => tracing::warn!("the listener for the other nodes' events reconnects"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "lost the listener for the other nodes' events");
-                        if pause(&mut stop).await {
-                            return;
-                        }
-                        break;
-                    }
-                },
-            }
-        }
+    while wakeups.next().await {
+        last = forward(&store, last, &others).await;
     }
 }
 
@@ -112,13 +73,5 @@ async fn forward(store: &AuditStore, mut last: i64, others: &broadcast::Sender<C
                 return last;
             }
         }
-    }
-}
-
-/// Waits [`RETRY`]; true when told to stop meanwhile.
-async fn pause(stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = stop.changed() => true,
-        _ = tokio::time::sleep(RETRY) => false,
     }
 }

@@ -111,3 +111,27 @@ fn a_call_on_node_a_and_its_acknowledgement_on_node_b_reach_both_nodes_event_str
     let detections = on_a_seen.iter().filter(|e| e.kind == CallEventKind::Detected).count();
     assert_eq!(detections, 1, "{:?}", on_a_seen.iter().map(|e| e.kind.name()).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_desk_registered_through_node_a_gets_the_alert_of_a_call_through_node_b() {
+    let db = TestDb::postgres();
+    let a = Lab::start_notifying(|c| on(&db, "a", &c));
+    let b = Lab::start_notifying(|c| on(&db, "b", &c));
+    // The lobby desk registers (UDP) with node A only.
+    let port = crate::support::lab::free_port();
+    let desk = a.uas("desk1", "notify_receiver.xml", "127.0.0.1", port, &[]);
+    let p = port.to_string();
+    let register = ["-s", "desk1", "-au", "desk1", "-ap", "lobby-desk-secret", "-set", "cport", &p];
+    a.uac("register-desk1", "register.xml", "127.0.0.1", &register).wait().assert_ok();
+
+    // A call through node B: its alert reaches the desk. (Whichever comes first at node B, the
+    // call or the registration, the alert waits for the desk's registration as on one node.)
+    let _phone = b.uas("phone", "notify_receiver.xml", "127.0.0.1", b.ports.fallback, &[]);
+    let provider = b.uas("provider", "provider_answer.xml", "127.0.0.1", b.ports.primary, &[]);
+    b.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "100"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    let r = desk.wait();
+    r.assert_ok();
+    let msg = r.received_request("MESSAGE");
+    assert!(msg.starts_with(&format!("MESSAGE sip:desk1@127.0.0.1:{port} SIP/2.0\r\n")), "{msg}");
+}

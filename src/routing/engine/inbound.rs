@@ -246,7 +246,7 @@ impl Engine {
         if mapping.is_none() && self.callbacks.shared && !store_asked {
             let waiting = self.callbacks.waiting.entry(elin.clone()).or_default();
             if waiting.is_empty() {
-                self.out.shared_elins.push_back(Output::LookupElin(elin.clone()));
+                self.out.store_io.push_back(Output::LookupElin(elin.clone()));
             }
             waiting.push(WaitingCallback { key, msg, peer, policy, site, ib });
             return;

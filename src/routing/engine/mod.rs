@@ -188,6 +188,18 @@ pub enum Output {
     /// answers with [`Engine::on_elin_found`] (always, even on a failure or a timeout). The
     /// callback waits meanwhile; the engine goes on with everything else.
     LookupElin(String),
+    /// A desk's registrations changed here: the shell writes what other nodes can reach of
+    /// them (UDP contacts) to the store.
+    Registered(SharedRegistration),
+}
+
+/// One account's contacts on this node that other nodes can reach (UDP), as the store keeps
+/// them (`crate::shared::registrations`): wall-clock expiries, which every node can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRegistration {
+    pub user: String,
+    /// (Contact URI, where it is reached over UDP, until when).
+    pub contacts: Vec<(String, SocketAddr, DateTime<Utc>)>,
 }
 
 /// The outputs waiting to be drained.
@@ -197,7 +209,8 @@ struct Outputs {
     late: VecDeque<(String, CallEventKind)>,
     audit_only: VecDeque<CallEvent>,
     sightings: VecDeque<crate::location::unlocated::Sighting>,
-    shared_elins: VecDeque<Output>,
+    /// Outputs for the shared store (ELIN mappings, look-ups, registrations).
+    store_io: VecDeque<Output>,
     /// Detected calls whose notification IM is built once the transmits before it are drained
     /// (so building it never delays the outbound INVITE on the wire).
     deferred_notify: VecDeque<CallEvent>,
@@ -309,7 +322,7 @@ impl Engine {
                 late: VecDeque::new(),
                 audit_only: VecDeque::new(),
                 sightings: VecDeque::new(),
-                shared_elins: VecDeque::new(),
+                store_io: VecDeque::new(),
                 deferred_notify: VecDeque::new(),
             },
             refused: RefusalTally::default(),
@@ -328,10 +341,35 @@ impl Engine {
         self.locators = locators;
     }
 
-    /// Share ELIN callback mappings through the store ([`Output::ElinMapped`],
-    /// [`Output::LookupElin`]): set by the shell, which does that I/O.
-    pub fn share_callbacks(&mut self) {
+    /// Share ELIN callback mappings ([`Output::ElinMapped`], [`Output::LookupElin`]) and
+    /// registrations ([`Output::Registered`], [`Engine::on_shared_registrations`]) through the
+    /// store: set by the shell, which does that I/O.
+    pub fn share_through_store(&mut self) {
         self.callbacks.shared = true;
+    }
+
+    /// Every registration other nodes hold that this node can reach (the store's whole list,
+    /// each time): alerts waiting for one of those desks go now.
+    pub fn on_shared_registrations(&mut self, list: Vec<SharedRegistration>, now: Now) {
+        self.tick(now);
+        let users: HashSet<String> = list.iter().map(|r| r.user.clone()).collect();
+        let bindings = list
+            .into_iter()
+            .flat_map(|r| {
+                let user = r.user;
+                r.contacts.into_iter().map(move |(uri, addr, until)| {
+                    let left = (until - now.wall).to_std().unwrap_or(Duration::ZERO);
+                    let peer = Peer { transport: Transport::Udp, addr };
+                    (user.clone(), uri, peer, now.mono + left)
+                })
+            })
+            .collect();
+        self.accounts.registrar.set_remote(bindings);
+        let groups = &self.accounts.groups;
+        let concerns =
+            |name: &str| users.contains(name) || groups.get(name).is_some_and(|m| m.iter().any(|u| users.contains(u)));
+        self.notifier.registered(concerns, now.mono);
+        self.notify_timeouts(now.mono);
     }
 
     /// The store's answer to [`Output::LookupElin`]: the mapping another node wrote, if it is
@@ -436,7 +474,7 @@ impl Engine {
         if let Some(s) = self.out.sightings.pop_front() {
             return Some(Output::Sighting(s));
         }
-        self.out.shared_elins.pop_front()
+        self.out.store_io.pop_front()
     }
 
     /// The call events waiting to be polled, in order, without draining them: the shell

@@ -110,7 +110,7 @@ impl Engine {
                 );
                 if self.callbacks.shared {
                     let ttl = self.callbacks.elins.ttl();
-                    self.out.shared_elins.push_back(Output::ElinMapped(SharedElin {
+                    self.out.store_io.push_back(Output::ElinMapped(SharedElin {
                         elin: presented.clone(),
                         call_ref: call.call_ref.clone(),
                         caller_number: call.caller.number.clone(),
