@@ -63,6 +63,13 @@ pub(crate) enum NetInput {
         cfg: std::sync::Arc<crate::config::Config>,
         reply: tokio::sync::oneshot::Sender<crate::routing::engine::Reconfigured>,
     },
+    /// The store's answer to the engine's `Output::LookupElin` (`crate::shared::callbacks`).
+    ElinFound {
+        elin: String,
+        found: Option<crate::routing::SharedElin>,
+    },
+    /// Every registration the other nodes hold (`crate::shared::registrations`).
+    SharedRegistrations(Vec<crate::routing::SharedRegistration>),
     /// Each route's health (see [`CoreHandle::routes`]).
     Routes(tokio::sync::oneshot::Sender<Vec<crate::routing::health::RouteHealthReport>>),
 }
@@ -116,6 +123,9 @@ pub struct CoreHandle {
     /// Switch-port discovery, when `[[switch]]`es are configured (each switch's status).
     pub discovery: Option<crate::location::discovery::Discovery>,
     pub(crate) events: broadcast::Sender<CallEvent>,
+    /// The other nodes' events, read from the shared store (`crate::shared::events`; never
+    /// any with SQLite).
+    pub(crate) others: broadcast::Sender<CallEvent>,
     pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
     /// What the watchdog last found (`crate::watchdog`).
     pub health: SharedEngineHealth,
@@ -142,6 +152,11 @@ pub type SharedEngineHealth = std::sync::Arc<std::sync::Mutex<EngineHealth>>;
 impl CoreHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
+    }
+
+    /// The other nodes' events (several nodes on one PostgreSQL store), as they commit.
+    pub fn subscribe_others(&self) -> broadcast::Receiver<CallEvent> {
+        self.others.subscribe()
     }
 
     /// Send an event that is already in the audit log's queue to every subscriber.

@@ -268,6 +268,20 @@ impl Db {
         Ok(())
     }
 
+    /// A PostgreSQL `LISTEN` connection to this store, outside the pool (sqlx's `Any` driver
+    /// has no listener, so a plain `PgListener` on the same URL); `None` for SQLite, which only
+    /// one node uses. The error never shows the password.
+    pub async fn pg_listener(&self) -> Option<Result<sqlx::postgres::PgListener, String>> {
+        match &*self.location {
+            Location::Sqlite(_) => None,
+            Location::Postgres(url) => Some(
+                sqlx::postgres::PgListener::connect(url.secret())
+                    .await
+                    .map_err(|e| redact(&e.to_string(), url.secret())),
+            ),
+        }
+    }
+
     /// A read-only transaction that sees one snapshot for all its statements (verify, export,
     /// the wiremap load): SQLite's deferred transaction under WAL does; PostgreSQL's default
     /// READ COMMITTED takes a new snapshot per statement, so ask for REPEATABLE READ.

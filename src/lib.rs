@@ -21,6 +21,7 @@ pub mod reach;
 pub mod registrar;
 pub mod routing;
 pub mod server;
+pub mod shared;
 pub mod sip;
 pub(crate) mod time;
 pub mod transport;

@@ -567,10 +567,12 @@ async fn serve(config: &Path, pid_file: Option<PathBuf>) -> Result<ExitCode, Str
         .filter_map(|(t, a)| a.map(|a| format!("{t}:{a}")))
         .collect();
     let pid = pid_file.map(PidFile::write).transpose()?;
+    // The handlers first: a SIGTERM right after "serving" (a service manager, a test) stops the
+    // core cleanly instead of killing the process with the default action.
+    let mut signals = Signals::new();
     println!("sosdesk serving emergency calls on {} (audit: {})", listeners.join(" "), cfg.store_location());
     // systemd (Type=notify): started; the watchdog's WATCHDOG=1 follow (sosdesk::watchdog).
     sosdesk::watchdog::sd_notify("READY=1");
-    let mut signals = Signals::new();
     while let Signal::Reload = signals.next().await {
         // Off the call path: the engine takes the new config between two inputs.
         // Also in the log and the audit record; written without println!, which panics (and so

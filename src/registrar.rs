@@ -4,7 +4,8 @@
 //! Sans-I/O: the engine authenticates the REGISTER (digest, `[[desk]]` accounts) and hands the
 //! proven user here; this module applies the request to the bindings and says what to answer.
 //! Bindings live in memory: a core restart forgets them and clients register again (they
-//! refresh well within `expires` anyway).
+//! refresh well within `expires` anyway). With several nodes on one store, the UDP bindings
+//! other nodes hold are handed in too ([`Registrar::set_remote`], `crate::shared::registrations`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -40,7 +41,14 @@ pub enum RegisterReply {
 #[derive(Default)]
 pub struct Registrar {
     bindings: HashMap<String, Vec<Binding>>,
+    /// What other nodes' registrars hold (UDP contacts only: a TCP or TLS flow ends at the
+    /// node it was opened to), as they last told it through the store.
+    remote: HashMap<String, Vec<Binding>>,
 }
+
+/// A contact that another node registered, reachable from here: (user, Contact URI, where to
+/// send over UDP, until when).
+pub type RemoteBinding = (String, String, Peer, Instant);
 
 impl Registrar {
     pub fn new() -> Registrar {
@@ -135,17 +143,39 @@ impl Registrar {
         RegisterReply::Ok { contacts }
     }
 
-    /// The live contacts of `user`.
+    /// The live contacts of `user`: its own, then those other nodes hold that it has not.
     pub fn contacts(&self, user: &str, now: Instant) -> Vec<Contact> {
+        let own = self.bindings.get(user).into_iter().flatten().filter(|b| b.expires > now);
+        let mut out: Vec<Contact> =
+            own.map(|b| Contact { user: user.to_string(), uri: b.uri.clone(), peer: b.peer }).collect();
+        for b in self.remote.get(user).into_iter().flatten().filter(|b| b.expires > now) {
+            if !out.iter().any(|c| same_uri(&c.uri, &b.uri)) {
+                out.push(Contact { user: user.to_string(), uri: b.uri.clone(), peer: b.peer });
+            }
+        }
+        out
+    }
+
+    /// The bindings of `user` that another node can reach (UDP), with their expiry: what this
+    /// node shares after each REGISTER.
+    pub fn shareable(&self, user: &str, now: Instant) -> Vec<(String, Peer, Instant)> {
+        use crate::sip::transaction::Transport;
         self.bindings
             .get(user)
-            .map(|l| {
-                l.iter()
-                    .filter(|b| b.expires > now)
-                    .map(|b| Contact { user: user.to_string(), uri: b.uri.clone(), peer: b.peer })
-                    .collect()
-            })
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter(|b| b.expires > now && b.peer.transport == Transport::Udp)
+            .map(|b| (b.uri.clone(), b.peer, b.expires))
+            .collect()
+    }
+
+    /// Replaces what other nodes hold with `list` (the whole of it, as the store has it now).
+    pub fn set_remote(&mut self, list: Vec<RemoteBinding>) {
+        self.remote.clear();
+        for (user, uri, peer, expires) in list {
+            let b = Binding { uri, peer, expires, call_id: String::new(), cseq: 0 };
+            self.remote.entry(user).or_default().push(b);
+        }
     }
 }
 

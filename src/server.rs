@@ -33,7 +33,9 @@ use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::location::Locator;
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::triage::Triage;
-use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output};
+use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration};
+use crate::shared::callbacks::CallbackStore;
+use crate::shared::registrations::RegistrationStore;
 use crate::sip::transaction::{Peer, Transport};
 use crate::transport::{self, StreamIo, TlsSetup};
 
@@ -69,11 +71,14 @@ pub struct Core {
     /// Switch-port discovery, when `[[switch]]`es are configured.
     discovery: Option<Discovery>,
     events: broadcast::Sender<CallEvent>,
+    others: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     /// The unlocated report's recorder: ends once the engine and HELD have stopped.
     sightings_task: JoinHandle<()>,
+    /// Writes ELIN callback mappings to the store: ends after the engine task, once written.
+    elin_writer_task: JoinHandle<()>,
     store: AuditStore,
     lis: LisStore,
     net_tx: mpsc::UnboundedSender<NetInput>,
@@ -142,11 +147,23 @@ impl Core {
         let store = AuditStore::open(cfg.store_location()).await?.with_node(cfg.node_name().as_deref());
         let journal = recover_journal(cfg, &store).await?;
         let audit = spawn_writer(store.clone());
+        // ELIN callback mappings go to the store too, so that any node (or this one after a
+        // restart) routes a PSAP's callback to the caller (`crate::shared::callbacks`).
+        let callbacks = CallbackStore::new(store.database().clone(), cfg.node_name().as_deref());
+        let (elin_writer, elin_writer_task) = callbacks.spawn_writer();
+        // Desks' UDP registrations too, so that every node's alerts reach them
+        // (`crate::shared::registrations`).
+        let registrations = RegistrationStore::new(store.database().clone(), cfg.node_name().as_deref());
+        let registration_writer = registrations.spawn_writer();
         let (events, _) = broadcast::channel(4096);
+        // Every other node's events, for this node's API event streams and alert channels.
+        let (others, _) = broadcast::channel(4096);
         let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::shared::events::follow(store.clone(), others.clone(), stop_rx.clone()));
         let (net_tx, net_rx) = mpsc::unbounded_channel();
         let (lanes, lane_rx) = intake::lanes(Triage::new(cfg));
         let triage = lanes.triage_switch();
+        tokio::spawn(registrations.follow(net_tx.clone(), stop_rx.clone()));
         if let Some(sock) = &udp {
             tokio::spawn(intake::udp_intake(sock.clone(), lanes.clone(), stop_rx.clone()));
         }
@@ -240,6 +257,7 @@ impl Core {
             lis: Some(lis.clone()),
             discovery: discovery.clone(),
             events: events.clone(),
+            others: others.clone(),
             net_tx: net_tx.clone(),
             health: health.clone(),
             condition: condition.clone(),
@@ -292,6 +310,7 @@ impl Core {
             tokio::spawn(refresh);
         }
         engine.set_guard(guard);
+        engine.share_through_store();
         engine.set_locators(Locators { wiremap: Some(locator), held: Some(Arc::new(held_cache)) });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
@@ -310,6 +329,9 @@ impl Core {
             recordings: (cfg.media.anchor && cfg.media.record).then(|| cfg.recordings_path()),
             sightings,
             route_timeout: Duration::from_millis(cfg.routing.route_timeout_ms),
+            callbacks,
+            elin_writer,
+            registration_writer,
         };
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
@@ -321,10 +343,12 @@ impl Core {
             wiremap,
             discovery,
             events,
+            others,
             audit,
             stop,
             task,
             sightings_task,
+            elin_writer_task,
             store,
             lis,
             net_tx,
@@ -375,6 +399,12 @@ impl Core {
         self.events.subscribe()
     }
 
+    /// Every other node's events, as they commit in the shared store (several nodes on one
+    /// PostgreSQL; none with SQLite): what `GET /api/v1/events` adds to this node's own.
+    pub fn subscribe_others(&self) -> broadcast::Receiver<CallEvent> {
+        self.others.subscribe()
+    }
+
     /// The wiremap index the call path and HELD use (replaced atomically on every reload).
     pub fn wiremap(&self) -> &SharedWiremap {
         &self.wiremap
@@ -408,6 +438,7 @@ impl Core {
             lis: Some(self.lis.clone()),
             discovery: self.discovery.clone(),
             events: self.events.clone(),
+            others: self.others.clone(),
             net_tx: self.net_tx.clone(),
             health: self.health.clone(),
             condition: self.condition.clone(),
@@ -456,6 +487,10 @@ impl Core {
         if tokio::time::timeout(STOP_FLUSH_WITHIN, self.sightings_task).await.is_err() {
             tracing::warn!("the unlocated report's last location outcomes were not recorded in time");
         }
+        // The last ELIN mappings, for the nodes that take this one's callbacks from now on.
+        if tokio::time::timeout(STOP_FLUSH_WITHIN, self.elin_writer_task).await.is_err() {
+            tracing::warn!("the last ELIN callback mappings were not shared in time");
+        }
         let audit = self.audit.clone();
         let durable = async move {
             audit.flush().await;
@@ -503,6 +538,12 @@ struct RunContext {
     sightings: mpsc::Sender<Sighting>,
     /// `routing.route_timeout_ms`: requests waiting longer for their connection are given up.
     route_timeout: Duration,
+    /// The ELIN callback mappings in the store: looked up when a callback finds none here.
+    callbacks: CallbackStore,
+    /// Into the task that writes the engine's new ELIN mappings to the store.
+    elin_writer: mpsc::Sender<SharedElin>,
+    /// Into the task that writes desks' registrations to the store.
+    registration_writer: mpsc::Sender<SharedRegistration>,
 }
 
 /// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
@@ -595,6 +636,8 @@ async fn run(
                     NetInput::Reconfigure { cfg, reply } => {
                         let _ = reply.send(engine.reconfigure(&cfg, now));
                     }
+                    NetInput::ElinFound { elin, found } => engine.on_elin_found(&elin, found, now),
+                    NetInput::SharedRegistrations(list) => engine.on_shared_registrations(list, now),
                 }
             }
             _ = sleep_until(deadline) => {
@@ -705,6 +748,24 @@ async fn run(
                 }
                 Output::Audit(ev) => record_audit_only(audit, events, ev),
                 Output::Sighting(sighting) => offer_sighting(&ctx.sightings, sighting),
+                Output::ElinMapped(m) => {
+                    if let Err(mpsc::error::TrySendError::Full(m)) = ctx.elin_writer.try_send(m) {
+                        tracing::error!(elin = %m.elin, "the ELIN mapping writer is behind: this mapping is kept on this node only");
+                    }
+                }
+                Output::Registered(r) => {
+                    if let Err(mpsc::error::TrySendError::Full(r)) = ctx.registration_writer.try_send(r) {
+                        tracing::error!(user = %r.user, "the registration writer is behind: this registration is kept on this node only");
+                    }
+                }
+                // Answered whatever happens (within the look-up's bound): the callback waits for it.
+                Output::LookupElin(elin) => {
+                    let (store, net_tx) = (ctx.callbacks.clone(), ctx.net_tx.clone());
+                    tokio::spawn(async move {
+                        let found = store.lookup(&elin).await;
+                        let _ = net_tx.send(NetInput::ElinFound { elin, found });
+                    });
+                }
                 // A notification outcome for a call that has ended: numbered from the audit log.
                 Output::LateEvent { call_ref, kind } => {
                     let (audit, store, events, lock) =

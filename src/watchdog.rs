@@ -163,6 +163,7 @@ mod tests {
             lis: None,
             discovery: None,
             events: tokio::sync::broadcast::channel(1).0,
+            others: tokio::sync::broadcast::channel(1).0,
             net_tx,
             health: Default::default(),
             condition: condition.clone(),

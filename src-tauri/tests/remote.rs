@@ -131,11 +131,16 @@ async fn remote_desk(dir: &Path, name: &str, account: (&str, &str), api_port: u1
 
 /// [`remote_desk`] with `more` lines in its `[remote]` table.
 async fn remote_desk_with(dir: &Path, name: &str, account: (&str, &str), api_port: u16, more: &str) -> Arc<Desk> {
+    remote_desk_at(dir, name, account, &format!("\"http://127.0.0.1:{api_port}\""), more).await
+}
+
+/// [`remote_desk_with`] with `api` as the file writes it (one address, or a list).
+async fn remote_desk_at(dir: &Path, name: &str, account: (&str, &str), api: &str, more: &str) -> Arc<Desk> {
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(
         &file,
         format!(
-            "[remote]\napi = \"http://127.0.0.1:{api_port}\"\nusername = \"{}\"\npassword = \"{}\"\nregister_expires_s = 60\n{more}",
+            "[remote]\napi = {api}\nusername = \"{}\"\npassword = \"{}\"\nregister_expires_s = 60\n{more}",
             account.0, account.1
         ),
     )
@@ -551,4 +556,52 @@ fn a_remote_desk_shows_its_cores_failing_store_and_stalled_engine() {
         std::mem::forget(core);
     });
     rt.shutdown_background();
+}
+
+/// Two cores (nodes) in the desk's file: it stays on the first while it answers, goes to the
+/// second when the first stops, and shows the alerts of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_desk_with_two_cores_switches_when_the_first_stops_and_shows_every_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d1, d2) = (dir.path().join("node-a"), dir.path().join("node-b"));
+    std::fs::create_dir(&d1).unwrap();
+    std::fs::create_dir(&d2).unwrap();
+    let (config1, provider1) = lab_config(&d1);
+    let (config2, provider2) = lab_config(&d2);
+    let core1 = Core::start(&Config::load(&config1).unwrap()).await.unwrap();
+    let core2 = Core::start(&Config::load(&config2).unwrap()).await.unwrap();
+    let (api1, api2) = (core1.api.unwrap().0, core2.api.unwrap().0);
+    let (udp1, udp2) = (core1.local.udp.unwrap(), core2.local.udp.unwrap());
+    // The first core's API behind a relay: cut, it is a node gone from the network (a core
+    // stopped in this process would leave the desk's open stream to it up).
+    let relay1 = Relay::start(api1).await;
+    let api1 = format!("127.0.0.1:{}", relay1.port);
+    let apis = format!("[\"http://{api1}\", \"http://{api2}\"]");
+    let desk = remote_desk_at(dir.path(), "A", ("desk2", "control-room-secret"), &apis, "").await;
+    until("the desk on the first core", || {
+        desk.status().remote.filter(|r| r.connected && r.api == format!("http://{api1}"))
+    })
+    .await;
+
+    let mut p1 = provider(provider1, 1);
+    sosdesk_desk::testcall::place(udp1, "911", Duration::ZERO).await.unwrap();
+    let c1 = until("the first core's call on the desk", || new_call(&desk, &[])).await;
+    assert!(c1.alarming);
+
+    // The first core stops: the desk goes to the second, and its next call reaches the desk.
+    core1.stop().await;
+    relay1.cut();
+    until("the desk on the second core", || {
+        desk.status().remote.filter(|r| r.connected && r.api == format!("http://{api2}"))
+    })
+    .await;
+    let mut p2 = provider(provider2, 1);
+    sosdesk_desk::testcall::place(udp2, "911", Duration::ZERO).await.unwrap();
+    let c2 = until("the second core's call on the desk", || new_call(&desk, std::slice::from_ref(&c1.call_id))).await;
+    assert!(c2.alarming);
+    assert!(call(&desk, &c1.call_id).is_some(), "the first call is still shown");
+    core2.stop().await;
+    let _ = p1.kill();
+    let _ = p2.kill();
+    let _ = (p1.wait(), p2.wait());
 }

@@ -321,6 +321,9 @@ async fn desk(State(state): State<ApiState>, Extension(Authenticated(a)): Extens
 /// again whenever it changes, so every desk shows it while calls still route.
 async fn events(State(state): State<ApiState>) -> impl IntoResponse {
     let rx = state.core.subscribe();
+    // Other nodes' events (several nodes on one PostgreSQL): committed before they are read,
+    // so a desk's catch-up from the store and this stream leave no gap between them either.
+    let others = state.core.subscribe_others();
     let mut condition = state.core.condition.clone();
     condition.mark_changed();
     // Events are broadcast before the audit writer commits them. One broadcast just before this
@@ -328,8 +331,9 @@ async fn events(State(state): State<ApiState>) -> impl IntoResponse {
     // from the store: so everything recorded so far is committed before the stream is answered
     // (bounded: a failing store must not hold the stream back; the events are retried there).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), state.audit.flush()).await;
-    let stream =
-        futures_util::stream::unfold((rx, condition, true), |(mut rx, mut condition, mut watched)| async move {
+    let stream = futures_util::stream::unfold(
+        (rx, others, condition, true),
+        |(mut rx, mut others, mut condition, mut watched)| async move {
             let event = tokio::select! {
                 biased;
                 changed = condition.changed(), if watched => match changed {
@@ -350,9 +354,15 @@ async fn events(State(state): State<ApiState>) -> impl IntoResponse {
                     Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
+                received = others.recv() => match received {
+                    Ok(ev) => Event::default().event("call-event").data(serde_json::to_string(&ev).unwrap_or_default()),
+                    Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
             };
-            Some((Ok::<_, Infallible>(event), (rx, condition, watched)))
-        });
+            Some((Ok::<_, Infallible>(event), (rx, others, condition, watched)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use chain::{chain_hash, ChainCheck, VerifyProblem, VerifyReason, VerifyReport, GENESIS_HASH};
-pub use store::{AuditStore, HistoryQuery};
+pub use store::{AuditStore, HistoryQuery, EVENTS_CHANNEL};
 pub use summary::{event_detail, CallOutcome, CallSummary};
 pub use writer::{spawn_writer, AuditWriter, WriterHealth};
 

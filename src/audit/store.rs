@@ -23,6 +23,9 @@ const SUMMARY_COLUMNS: &str = "call_id, first_seq, last_seq, event_count, first_
      caller_name, dialed, normalized, test_call, policy, site, location, location_source, route, outcome, \
      outcome_detail, answered_at, acknowledged_by, acknowledged_at, ended_at";
 
+/// The PostgreSQL notification channel on which every append is announced to every node.
+pub const EVENTS_CHANNEL: &str = "sosdesk_events";
+
 const EVENT_COLUMNS: &str = "seq, call_id, call_seq, at, kind, payload, prev_hash, hash";
 
 /// Handle on one audit database. Cheap to clone (a connection pool inside).
@@ -46,6 +49,12 @@ impl AuditStore {
             crate::db::OpenError::Migrate(source) => AuditError::Migrate { store: location.clone(), source },
         })?;
         Ok(AuditStore { db, node: None })
+    }
+
+    /// The database under this store, for the other shared state of the nodes
+    /// (`crate::shared`): one pool for all.
+    pub fn database(&self) -> &Db {
+        &self.db
     }
 
     /// This store with `node` as the name written on every row it appends: the core node, when
@@ -164,6 +173,16 @@ impl AuditStore {
         .execute(&mut *tx)
         .await
         .map_err(self.db("update chain head"))?;
+        if self.db.backend == Backend::Postgres {
+            // Wakes every node's follower (`crate::shared::events`); PostgreSQL delivers it at the
+            // commit, so whoever it wakes reads these rows. The payload is only a hint.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(EVENTS_CHANNEL)
+                .bind(seq.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(self.db("notify"))?;
+        }
         tx.commit().await.map_err(self.db("commit"))?;
         Ok(seqs)
     }
@@ -396,6 +415,36 @@ impl AuditStore {
             prev_hash: raw.prev_hash,
             hash: raw.hash,
         })
+    }
+
+    /// The seq of the last row of the log (0: empty).
+    pub async fn last_seq(&self) -> Result<i64, AuditError> {
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .map_err(self.db("read the last seq"))
+    }
+
+    /// Up to `limit` events after `after` that other nodes wrote (their `node` is not this
+    /// store's), in the log's order, each with its seq.
+    pub async fn others_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, CallEvent)>, AuditError> {
+        let sql =
+            self.sql("SELECT seq, payload FROM events WHERE seq > ? AND node IS DISTINCT FROM ? ORDER BY seq LIMIT ?");
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(self.node.as_deref())
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(self.db("read other nodes' events"))?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("seq").map_err(self.db("read other nodes' events"))?;
+                let payload: String = r.try_get("payload").map_err(self.db("read other nodes' events"))?;
+                let ev = serde_json::from_str(&payload).map_err(|e| self.corrupt(seq, e))?;
+                Ok((seq, ev))
+            })
+            .collect()
     }
 
     /// The next page of event rows after `after` (keyset paging: bounded memory however long

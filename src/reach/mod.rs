@@ -118,6 +118,9 @@ pub async fn run(
 ) {
     let mut plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key);
     let mut events = core.subscribe();
+    // Other nodes' acknowledgements stop this node's escalations too (each node escalates
+    // only the calls it took: the others' are theirs).
+    let mut others = core.subscribe_others();
     // Each followed call's "acknowledged" flag: set by the first acknowledgement, from any path.
     let mut followed: HashMap<String, watch::Sender<bool>> = HashMap::new();
     let mut prune_at = PRUNE_FIRST;
@@ -136,6 +139,15 @@ pub async fn run(
                 Ok(ev) => ev,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::error!(missed = n, "alert channels fell behind the core's events: some calls may not be alerted by email, webhook or SMS");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            r = others.recv() => match r {
+                Ok(ev) if matches!(ev.kind, CallEventKind::Acknowledged { .. }) => ev,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!(missed = n, "alert channels fell behind the other nodes' events: an acknowledgement there may not stop an escalation here");
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,

@@ -17,6 +17,32 @@ pub struct ElinMapping {
     pub expires: Instant,
 }
 
+/// A mapping as the store keeps it (`elin_callbacks`, `crate::shared::callbacks`): with a
+/// wall-clock expiry, which every node can read (an `Instant` means nothing to another process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedElin {
+    pub elin: String,
+    pub call_ref: String,
+    pub caller_number: String,
+    pub caller_display: Option<String>,
+    pub caller_peer: Peer,
+    pub expires: chrono::DateTime<chrono::Utc>,
+}
+
+impl SharedElin {
+    /// The mapping as this node's cache keeps it, `now` being both clocks at once.
+    pub fn to_mapping(&self, now: crate::clock::Now) -> ElinMapping {
+        let left = (self.expires - now.wall).to_std().unwrap_or(Duration::ZERO);
+        ElinMapping {
+            call_ref: self.call_ref.clone(),
+            caller_number: self.caller_number.clone(),
+            caller_display: self.caller_display.clone(),
+            caller_peer: self.caller_peer,
+            expires: now.mono + left,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ElinCache {
     ttl: Duration,
@@ -26,6 +52,11 @@ pub struct ElinCache {
 impl ElinCache {
     pub fn new(ttl: Duration) -> Self {
         ElinCache { ttl, map: HashMap::new() }
+    }
+
+    /// How long a mapping lives (`routing.elin_callback_minutes`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Choose the ELIN for a call (`call_ref`) from an ERL's ELINs: the one the call already
@@ -49,6 +80,12 @@ impl ElinCache {
         if self.map.len() > 64 {
             self.map.retain(|_, v| v.expires > now);
         }
+    }
+
+    /// A mapping another node (or this one before a restart) wrote to the store, live until
+    /// `expires`: kept as it is, not given a fresh window.
+    pub fn insert_until(&mut self, elin: &str, m: ElinMapping) {
+        self.map.insert(elin.to_string(), m);
     }
 
     /// The live mapping for an ELIN (a mapping is live strictly before its expiry).

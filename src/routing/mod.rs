@@ -10,4 +10,4 @@ pub mod refused;
 pub mod triage;
 pub mod trunk_register;
 
-pub use engine::{Engine, LocalEndpoint, Locators, MediaAction, Output};
+pub use engine::{Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration};

@@ -119,6 +119,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("routing", &["access", "clock", "config", "events", "location", "media", "notify", "policy", "registrar", "sip"]),
     ("intake", &["routing", "sip"]),
     ("core_handle", &["audit", "config", "events", "location", "routing", "sip"]),
+    ("shared", &["audit", "core_handle", "db", "events", "routing", "sip"]),
     ("transport", &["config", "core_handle", "intake", "sip"]),
     ("dns", &["config", "core_handle", "sip", "transport"]),
     ("watchdog", &["audit", "core_handle"]),

@@ -34,5 +34,6 @@ mod service;
 mod sip_torture_parse;
 mod test_peers;
 mod torture_wire;
+mod two_nodes;
 mod unlocated;
 mod wiremap;

@@ -219,7 +219,7 @@ impl Desk {
             Link::Embedded(core) => {
                 core.acknowledge_at(call_id, &officer, &me).await.map_err(|e| DeskError::annotate(&e))?
             }
-            Link::Remote(r) => r.api.acknowledge(call_id, &officer).await.map_err(|e| {
+            Link::Remote(r) => r.api().acknowledge(call_id, &officer).await.map_err(|e| {
                 let message = format!("the acknowledgement did not reach the core ({e}): the alarm goes on; try again");
                 DeskError::api(&e, message)
             })?,

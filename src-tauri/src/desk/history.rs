@@ -34,7 +34,7 @@ impl Desk {
                 Ok(CallDetail { summary, events, chain, recording })
             }
             Link::Remote(r) => {
-                let d = r.api.call_checked(call_id).await?;
+                let d = r.api().call_checked(call_id).await?;
                 let summary = d.summary.ok_or_else(|| DeskError::not_in_log(call_id))?;
                 // The file is on the core's machine: this desk can name it, not check or play it.
                 let recording = recorded(&d.events).map(|(path, sha256, duration_ms)| RecordingCheck {
@@ -67,7 +67,7 @@ impl Desk {
                     .map_err(|e| DeskError::store(e.to_string()))?;
                 buf
             }
-            Link::Remote(r) => r.api.history_csv(&history_params(q)).await?.to_vec(),
+            Link::Remote(r) => r.api().history_csv(&history_params(q)).await?.to_vec(),
         };
         std::fs::create_dir_all(&self.export_dir)
             .map_err(|e| DeskError::file(format!("cannot create {}: {e}", self.export_dir.display())))?;

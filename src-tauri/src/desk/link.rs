@@ -58,7 +58,7 @@ impl Link {
     pub(super) async fn search(&self, q: HistoryQuery) -> Result<Vec<sosdesk::audit::CallSummary>, DeskError> {
         match self {
             Link::Embedded(core) => core.store().search(&q).await.map_err(|e| DeskError::store(e.to_string())),
-            Link::Remote(r) => Ok(r.api.history(&history_params(q)).await?),
+            Link::Remote(r) => Ok(r.api().history(&history_params(q)).await?),
         }
     }
 
@@ -67,7 +67,7 @@ impl Link {
             Link::Embedded(core) => {
                 core.store().call_events(call_id).await.map_err(|e| DeskError::store(e.to_string()))
             }
-            Link::Remote(r) => Ok(r.api.call(call_id).await.map(|d| d.events)?),
+            Link::Remote(r) => Ok(r.api().call(call_id).await.map(|d| d.events)?),
         }
     }
 

@@ -40,8 +40,11 @@ const STABLE: Duration = Duration::from_secs(30);
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
-    /// The core's API: `https://core.example.org:8443` (`http://` only on a trusted network).
-    pub api: String,
+    /// The core's API: `https://core.example.org:8443` (`http://` only on a trusted network);
+    /// or several, one per core node sharing one store (`["https://a:8443", "https://b:8443"]`):
+    /// the desk stays on one while it answers and goes to the next when it fails.
+    #[serde(deserialize_with = "one_or_several")]
+    pub api: Vec<String>,
     /// A `[[desk]]` account of the core's config.
     pub username: String,
     pub password: String,
@@ -69,6 +72,20 @@ pub struct RemoteConfig {
 
 fn default_expires() -> u32 {
     300
+}
+
+/// `api = "https://…"` or `api = ["https://…", "https://…"]`.
+fn one_or_several<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Api {
+        One(String),
+        Several(Vec<String>),
+    }
+    Ok(match Api::deserialize(d)? {
+        Api::One(a) => vec![a],
+        Api::Several(v) => v,
+    })
 }
 
 /// `[remote] sip_transport`.
@@ -103,7 +120,10 @@ pub fn load_remote(path: &Path) -> Result<Option<RemoteConfig>, String> {
     }
     let file: RemoteFile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     let mut cfg = file.remote;
-    for (what, v) in [("api", &cfg.api), ("username", &cfg.username), ("password", &cfg.password)] {
+    if cfg.api.is_empty() || cfg.api.iter().any(|a| a.trim().is_empty()) {
+        return Err(format!("{}: [remote] api is empty", path.display()));
+    }
+    for (what, v) in [("username", &cfg.username), ("password", &cfg.password)] {
         if v.trim().is_empty() {
             return Err(format!("{}: [remote] {what} is empty", path.display()));
         }
@@ -136,7 +156,9 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 /// A connection to a core elsewhere: its API client, what it said about this desk, and the
 /// switch that stops the tasks following it.
 pub struct RemoteLink {
-    pub api: ApiClient,
+    /// One client per address of `[remote] api`; [`RemoteLink::api`] the one in use.
+    apis: Vec<ApiClient>,
+    current: std::sync::atomic::AtomicUsize,
     pub config: RemoteConfig,
     /// Learnt at each connection; `None` until the first.
     known: Mutex<Option<Known>>,
@@ -152,6 +174,17 @@ struct Known {
 }
 
 impl RemoteLink {
+    /// The core's API this desk uses now.
+    pub fn api(&self) -> &ApiClient {
+        &self.apis[self.current.load(std::sync::atomic::Ordering::Relaxed) % self.apis.len()]
+    }
+
+    /// Goes on to the next core's API (after a failure); true when there is another.
+    fn switch(&self) -> bool {
+        self.current.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.apis.len() > 1
+    }
+
     pub fn info(&self) -> Option<DeskInfo> {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|k| k.info.clone())
     }
@@ -210,19 +243,23 @@ impl Desk {
         cfg: RemoteConfig,
         from: &Path,
     ) -> Result<Arc<RemoteLink>, crate::error::DeskError> {
-        let api = match ApiClient::new(&cfg.api, &cfg.username, &cfg.password, cfg.ca_cert.as_deref()) {
-            Ok(a) => a,
-            Err(e) => return Err(self.core_failed(format!("{}: {e}", from.display()))),
-        };
+        let mut apis = Vec::with_capacity(cfg.api.len());
+        for a in &cfg.api {
+            match ApiClient::new(a, &cfg.username, &cfg.password, cfg.ca_cert.as_deref()) {
+                Ok(a) => apis.push(a),
+                Err(e) => return Err(self.core_failed(format!("{}: {e}", from.display()))),
+            }
+        }
         let (stop, stop_rx) = watch::channel(false);
         let link = Arc::new(RemoteLink {
-            api,
+            apis,
+            current: Default::default(),
             config: cfg,
             known: Mutex::new(None),
             stop,
             renew: Arc::new(tokio::sync::Notify::new()),
         });
-        let api_text = link.api.base().to_string();
+        let api_text = link.api().base().to_string();
         let account = link.config.username.clone();
         {
             let mut inner = self.lock();
@@ -314,6 +351,8 @@ fn now_text() -> String {
 /// loss say so and try again.
 async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver<bool>) {
     let mut failures = 0usize;
+    // Cores tried one after the other since the last connection (several `api`).
+    let mut tried = 0usize;
     let mut sip_started = false;
     loop {
         let connected_at = Instant::now();
@@ -326,10 +365,29 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
         if connected_at.elapsed() >= STABLE {
             failures = 0;
         }
+        let mut was_connected = false;
+        desk.remote_status(|r, _| was_connected = r.connected);
+        if was_connected {
+            tried = 0;
+        }
+        tried += 1;
+        // With several cores, the next is tried at once, each in turn; the backoff applies once
+        // every one has failed. The next session catches up from the new core's audit log (the
+        // nodes share it), so nothing is missed over a switch.
+        let failed_api = link.api().base().to_string();
+        let another = link.switch() && tried < link.apis.len();
         // Refused credentials are not retried quickly: each try would count towards the core's
         // block of this machine (and be audited).
-        let wait = if refused { REFUSED_RETRY } else { BACKOFF[failures.min(BACKOFF.len() - 1)] };
-        failures += 1;
+        let wait = if refused {
+            REFUSED_RETRY
+        } else if another {
+            0
+        } else {
+            tried = 0;
+            failures += 1;
+            BACKOFF[(failures - 1).min(BACKOFF.len() - 1)]
+        };
+        let next_api = link.api().base().to_string();
         tracing::warn!(reason = %reason, retry_in_s = wait, "remote desk: not connected to the core");
         desk.remote_status(|r, s| {
             if r.connected || s.core != CoreState::Disconnected {
@@ -338,7 +396,8 @@ async fn follow(me: Weak<Desk>, link: Arc<RemoteLink>, mut stop: watch::Receiver
             r.connected = false;
             r.events = Component::failed(format!("NOT CONNECTED since {}: {reason}; retrying in {wait} s", r.since));
             s.core = if refused { CoreState::Failed } else { CoreState::Disconnected };
-            s.core_detail = format!("not connected to the core at {}: {reason}", r.api);
+            s.core_detail = format!("not connected to the core at {failed_api}: {reason}");
+            r.api = next_api;
         });
         drop(desk);
         tokio::select! {
@@ -372,11 +431,11 @@ impl From<String> for SessionEnd {
 /// One connection: desk info, the event stream, a catch-up, then live events until the stream
 /// ends. Returns why it ended.
 async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool) -> SessionEnd {
-    let info = match link.api.desk_info().await {
+    let info = match link.api().desk_info().await {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
-    let sip = core_sip(&info, &link.api, &link.config).await;
+    let sip = core_sip(&info, link.api(), &link.config).await;
     *link.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(Known { info: info.clone(), sip: sip.clone().ok() });
     let Some(desk) = me.upgrade() else { return "the desk stopped".to_string().into() };
     desk.remote_known(&info);
@@ -391,7 +450,7 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
     }
     // The stream first, then the catch-up: an event in between is seen twice (and kept once),
     // never missed.
-    let mut stream = match link.api.events().await {
+    let mut stream = match link.api().events().await {
         Ok(s) => s,
         Err(e) => return e.into(),
     };
@@ -399,7 +458,7 @@ async fn session(me: &Weak<Desk>, link: &Arc<RemoteLink>, sip_started: &mut bool
         return format!("catching up from the core's audit log failed: {e}").into();
     }
     // The routes' live health as the core knows it now; the changes follow on the stream.
-    match link.api.routes().await {
+    match link.api().routes().await {
         Ok(report) => {
             let book = crate::board::RouteBook::from_report(&report);
             let routes = book.routes().to_vec();
@@ -534,7 +593,7 @@ mod tests {
         assert!(load_remote(&desk).unwrap_err().contains("unknown variant"));
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/remote-desk.toml");
         let lab = load_remote(&example).unwrap().expect("the example is a remote desk file");
-        assert_eq!((lab.api.as_str(), lab.username.as_str()), ("http://127.0.0.1:8443", "desk2"));
+        assert_eq!((lab.api.as_slice(), lab.username.as_str()), (&["http://127.0.0.1:8443".to_string()][..], "desk2"));
         std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"\"\npassword = \"p\"\n").unwrap();
         assert!(load_remote(&desk).unwrap_err().contains("username is empty"));
         std::fs::write(&desk, "[remote]\napi = \"x\"\nusername = \"u\"\npassword = \"p\"\nport = 1\n").unwrap();

@@ -82,7 +82,7 @@ impl Engine {
             .filter(|n| self.callbacks.elins.lookup(n, now).is_some() || self.callbacks.known_elins.contains(*n))
         {
             let n = n.to_string();
-            self.on_callback(key, msg, peer, n, policy_name, site_name, ib, now);
+            self.on_callback(key, msg, peer, n, policy_name, site_name, ib, now, false);
             return;
         }
         let Some(class) = classify(&ruri, policy) else {
@@ -237,8 +237,20 @@ impl Engine {
         site: Option<String>,
         ib: InviteBody,
         now: Instant,
+        store_asked: bool,
     ) {
         let mapping = self.callbacks.elins.lookup(&elin, now).cloned();
+        // No mapping here: with several nodes the call may have gone out through another one,
+        // which wrote its mapping to the store. The callback waits for the shell's look-up
+        // (bounded by it); a second callback to the same ELIN meanwhile waits for the same one.
+        if mapping.is_none() && self.callbacks.shared && !store_asked {
+            let waiting = self.callbacks.waiting.entry(elin.clone()).or_default();
+            if waiting.is_empty() {
+                self.out.store_io.push_back(Output::LookupElin(elin.clone()));
+            }
+            waiting.push(WaitingCallback { key, msg, peer, policy, site, ib });
+            return;
+        }
         let (target, to_original, display) = match &mapping {
             Some(m) => {
                 let host = match m.caller_peer.addr {

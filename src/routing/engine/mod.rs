@@ -20,6 +20,7 @@ use crate::clock::Now;
 
 use super::body::{self, InviteBody};
 use super::classify::{classify, Classified};
+pub use super::elin::SharedElin;
 use super::elin::{ElinCache, ElinMapping};
 use super::refused::RefusalTally;
 use crate::config::{Config, RouteKindConfig};
@@ -181,6 +182,26 @@ pub enum Output {
     Audit(CallEvent),
     /// How an emergency call was located, for the unlocated report (`location::unlocated`).
     Sighting(crate::location::unlocated::Sighting),
+    /// A call went out through an ELIN gateway: the shell writes the mapping to the store, so
+    /// that a callback reaching another node (or this one after a restart) finds the caller
+    /// (only when [`Engine::share_callbacks`] was called).
+    ElinMapped(SharedElin),
+    /// A callback came to an ELIN with no mapping here: the shell looks it up in the store and
+    /// answers with [`Engine::on_elin_found`] (always, even on a failure or a timeout). The
+    /// callback waits meanwhile; the engine goes on with everything else.
+    LookupElin(String),
+    /// A desk's registrations changed here: the shell writes what other nodes can reach of
+    /// them (UDP contacts) to the store.
+    Registered(SharedRegistration),
+}
+
+/// One account's contacts on this node that other nodes can reach (UDP), as the store keeps
+/// them (`crate::shared::registrations`): wall-clock expiries, which every node can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRegistration {
+    pub user: String,
+    /// (Contact URI, where it is reached over UDP, until when).
+    pub contacts: Vec<(String, SocketAddr, DateTime<Utc>)>,
 }
 
 /// The outputs waiting to be drained.
@@ -190,6 +211,8 @@ struct Outputs {
     late: VecDeque<(String, CallEventKind)>,
     audit_only: VecDeque<CallEvent>,
     sightings: VecDeque<crate::location::unlocated::Sighting>,
+    /// Outputs for the shared store (ELIN mappings, look-ups, registrations).
+    store_io: VecDeque<Output>,
     /// Detected calls whose notification IM is built once the transmits before it are drained
     /// (so building it never delays the outbound INVITE on the wire).
     deferred_notify: VecDeque<CallEvent>,
@@ -201,6 +224,21 @@ struct Callbacks {
     elins: ElinCache,
     known_elins: HashSet<String>,
     fallback: Option<(crate::sip::rfc3263::SipTarget, String)>,
+    /// The mappings are shared through the store (several nodes): written as they are made,
+    /// looked up there on a miss.
+    shared: bool,
+    /// Callbacks waiting for the store's answer, by ELIN.
+    waiting: HashMap<String, Vec<WaitingCallback>>,
+}
+
+/// A callback parked while the shell looks its ELIN up in the store.
+struct WaitingCallback {
+    key: ServerKey,
+    msg: Message,
+    peer: Peer,
+    policy: String,
+    site: Option<String>,
+    ib: InviteBody,
 }
 
 /// The RTP ports for anchored calls: bound by the I/O shell and handed in
@@ -272,6 +310,8 @@ impl Engine {
                 elins: ElinCache::new(Duration::from_secs_f64(cfg.routing.elin_callback_minutes * 60.0)),
                 known_elins,
                 fallback: callback_fallback(cfg),
+                shared: false,
+                waiting: HashMap::new(),
             },
             locators: Locators::default(),
             media: MediaPorts { anchoring: false, reserve: Vec::new() },
@@ -291,6 +331,7 @@ impl Engine {
                 late: VecDeque::new(),
                 audit_only: VecDeque::new(),
                 sightings: VecDeque::new(),
+                store_io: VecDeque::new(),
                 deferred_notify: VecDeque::new(),
             },
             refused: RefusalTally::default(),
@@ -307,6 +348,52 @@ impl Engine {
     /// Give the engine the Location Information Service's lookups.
     pub fn set_locators(&mut self, locators: Locators) {
         self.locators = locators;
+    }
+
+    /// Share ELIN callback mappings ([`Output::ElinMapped`], [`Output::LookupElin`]) and
+    /// registrations ([`Output::Registered`], [`Engine::on_shared_registrations`]) through the
+    /// store: set by the shell, which does that I/O.
+    pub fn share_through_store(&mut self) {
+        self.callbacks.shared = true;
+    }
+
+    /// Every registration other nodes hold that this node can reach (the store's whole list,
+    /// each time): alerts waiting for one of those desks go now.
+    pub fn on_shared_registrations(&mut self, list: Vec<SharedRegistration>, now: Now) {
+        self.tick(now);
+        let users: HashSet<String> = list.iter().map(|r| r.user.clone()).collect();
+        let bindings = list
+            .into_iter()
+            .flat_map(|r| {
+                let user = r.user;
+                r.contacts.into_iter().map(move |(uri, addr, until)| {
+                    let left = (until - now.wall).to_std().unwrap_or(Duration::ZERO);
+                    let peer = Peer { transport: Transport::Udp, addr };
+                    (user.clone(), uri, peer, now.mono + left)
+                })
+            })
+            .collect();
+        self.accounts.registrar.set_remote(bindings);
+        let groups = &self.accounts.groups;
+        let concerns =
+            |name: &str| users.contains(name) || groups.get(name).is_some_and(|m| m.iter().any(|u| users.contains(u)));
+        self.notifier.registered(concerns, now.mono);
+        self.notify_timeouts(now.mono);
+    }
+
+    /// The store's answer to [`Output::LookupElin`]: the mapping another node wrote, if it is
+    /// live; the callbacks that waited for it go on now (to the caller, or as with no mapping).
+    pub fn on_elin_found(&mut self, elin: &str, found: Option<SharedElin>, now: Now) {
+        self.tick(now);
+        if let Some(m) = found.filter(|m| m.expires > now.wall) {
+            // The cache's own mapping wins: it is this node's, and at least as new.
+            if self.callbacks.elins.lookup(elin, now.mono).is_none() {
+                self.callbacks.elins.insert_until(elin, m.to_mapping(now));
+            }
+        }
+        for w in self.callbacks.waiting.remove(elin).unwrap_or_default() {
+            self.on_callback(w.key, w.msg, w.peer, elin.to_string(), w.policy, w.site, w.ib, now.mono, true);
+        }
     }
 
     /// Anchor the media of emergency calls (config `media.anchor`), with the RTP ports the
@@ -393,7 +480,10 @@ impl Engine {
         if let Some(ev) = self.out.audit_only.pop_front() {
             return Some(Output::Audit(ev));
         }
-        self.out.sightings.pop_front().map(Output::Sighting)
+        if let Some(s) = self.out.sightings.pop_front() {
+            return Some(Output::Sighting(s));
+        }
+        self.out.store_io.pop_front()
     }
 
     /// The call events waiting to be polled, in order, without draining them: the shell

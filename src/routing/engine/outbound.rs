@@ -108,6 +108,17 @@ impl Engine {
                     },
                     now,
                 );
+                if self.callbacks.shared {
+                    let ttl = self.callbacks.elins.ttl();
+                    self.out.store_io.push_back(Output::ElinMapped(SharedElin {
+                        elin: presented.clone(),
+                        call_ref: call.call_ref.clone(),
+                        caller_number: call.caller.number.clone(),
+                        caller_display: call.caller.display_name.clone(),
+                        caller_peer: call.a.peer,
+                        expires: self.now.wall + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                    }));
+                }
             }
             let key = self.tx.send_request(&b.invite, peer, now);
             self.calls.client_txn.insert(key.clone(), call.call_ref.clone());

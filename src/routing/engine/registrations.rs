@@ -117,6 +117,20 @@ impl Engine {
                 let concerns = |name: &str| name == user || groups.get(name).is_some_and(|m| m.contains(&user));
                 self.notifier.registered(concerns, now);
                 self.notify_timeouts(now);
+                if self.callbacks.shared {
+                    let wall = self.now.wall;
+                    let contacts = (self.accounts.registrar.shareable(&user, now).into_iter())
+                        .map(|(uri, peer, until)| {
+                            let left =
+                                chrono::Duration::from_std(until.saturating_duration_since(now)).unwrap_or_default();
+                            (uri, peer.addr, wall + left)
+                        })
+                        .collect();
+                    self.out.store_io.push_back(super::Output::Registered(super::SharedRegistration {
+                        user: user.clone(),
+                        contacts,
+                    }));
+                }
             }
             RegisterReply::Refuse { status, headers, reason } => {
                 let extra: Vec<(&str, String)> = headers.into_iter().collect();

@@ -27,6 +27,8 @@ struct Sim {
     transmits: VecDeque<Transmit>,
     events: VecDeque<CallEvent>,
     audit_only: VecDeque<CallEvent>,
+    /// What the shell would write to or ask of the shared store.
+    store_io: VecDeque<Output>,
 }
 
 impl Sim {
@@ -65,6 +67,9 @@ impl Sim {
                 Output::Transmit(t) => self.transmits.push_back(t),
                 Output::Event(ev) => self.events.push_back(ev),
                 Output::Audit(ev) => self.audit_only.push_back(ev),
+                o @ (Output::ElinMapped(_) | Output::LookupElin(_) | Output::Registered(_)) => {
+                    self.store_io.push_back(o)
+                }
                 Output::Media(_) | Output::LateEvent { .. } | Output::Sighting(_) => {}
             }
         }
@@ -93,6 +98,7 @@ fn engine_notifying(edit: impl FnOnce(String) -> String) -> Sim {
         transmits: VecDeque::new(),
         events: VecDeque::new(),
         audit_only: VecDeque::new(),
+        store_io: VecDeque::new(),
     }
 }
 
@@ -228,6 +234,48 @@ fn elin_mapping_is_live_until_the_end_of_the_window_only() {
     e.handle_message(invite(psap, "4255550199", 7), peer(psap), t0 + Duration::from_secs(60));
     let out = sent(&mut e);
     assert_eq!(start_line(&out[1].1), "INVITE sip:security-desk@127.0.0.1:5090 SIP/2.0");
+}
+
+/// Two nodes sharing mappings through the store, the store played by the test: a callback to
+/// an ELIN this engine has no mapping of waits for one look-up, then goes where the answer says.
+#[test]
+fn a_callback_with_no_mapping_here_waits_for_the_store_then_reaches_the_caller() {
+    let t0 = Now::read();
+    let wh = "127.0.0.4:5062";
+    // Node A routes the call: it shares the mapping it made.
+    let mut a = engine(|c| c);
+    a.e.share_through_store();
+    a.handle_message(invite(wh, "911", 5), peer(wh), t0);
+    sent(&mut a);
+    let Some(Output::ElinMapped(m)) = a.store_io.pop_front() else { panic!("no mapping shared") };
+    assert_eq!((m.elin.as_str(), m.caller_number.as_str(), m.caller_peer), ("4255550199", "1001", peer(wh)));
+
+    // Node B gets two callbacks to that ELIN: one look-up, both wait (only 100 Trying sent).
+    let mut b = engine(|c| c);
+    b.e.share_through_store();
+    let psap = "127.0.0.1:5080";
+    b.handle_message(invite(psap, "4255550199", 6), peer(psap), t0);
+    b.handle_message(invite(psap, "4255550199", 7), peer(psap), t0);
+    let out = sent(&mut b);
+    assert!(
+        out.iter().all(|(_, m)| m.status() == Some(100)),
+        "{:?}",
+        out.iter().map(|o| start_line(&o.1)).collect::<Vec<_>>()
+    );
+    assert!(matches!(b.store_io.pop_front(), Some(Output::LookupElin(e)) if e == "4255550199"));
+    assert!(b.store_io.is_empty(), "one look-up per ELIN");
+    // The store's answer: both go to the caller.
+    b.e.on_elin_found("4255550199", Some(m), t0);
+    let invites: Vec<String> =
+        sent(&mut b).iter().map(|o| start_line(&o.1)).filter(|l| l.starts_with("INVITE")).collect();
+    assert_eq!(invites, ["INVITE sip:1001@127.0.0.4:5062 SIP/2.0"; 2]);
+
+    // No mapping in the store (or no answer): the fallback, as on one node.
+    b.handle_message(invite(psap, "4255550198", 8), peer(psap), t0);
+    sent(&mut b);
+    b.e.on_elin_found("4255550198", None, t0);
+    let out = sent(&mut b);
+    assert!(out.iter().any(|o| start_line(&o.1) == "INVITE sip:security-desk@127.0.0.1:5090 SIP/2.0"));
 }
 
 #[test]

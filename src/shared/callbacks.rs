@@ -1,0 +1,133 @@
+//! ELIN callback mappings in the store (`elin_callbacks`), so that a PSAP's callback reaching
+//! any node — or the node that routed the call, after a restart — finds the caller.
+//!
+//! The engine keeps its own mappings in memory ([`crate::routing::elin::ElinCache`]) and routes a
+//! callback from there at once; the store is the sharing path. The shell writes each new mapping
+//! here from a task of its own (a slow or failing store never holds a call up) and, when a
+//! callback comes for an ELIN the engine has no mapping of, looks it up here within
+//! [`LOOKUP_WITHIN`] and hands the answer back (`Engine::on_elin_found`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio::sync::mpsc;
+
+use crate::db::Db;
+use crate::routing::SharedElin;
+use crate::sip::transaction::{Peer, Transport};
+
+/// How long a waiting callback waits for the store before it is routed as with no mapping
+/// (`routing.callback_fallback`, else 480): a PSAP must not hear silence because a database
+/// is slow.
+pub const LOOKUP_WITHIN: Duration = Duration::from_secs(2);
+
+/// Mappings waiting to be written; beyond, new ones are dropped (logged): the in-memory
+/// mapping still serves callbacks to this node.
+const WRITE_QUEUE: usize = 1024;
+
+#[derive(Clone)]
+pub struct CallbackStore {
+    db: Db,
+    node: Option<std::sync::Arc<str>>,
+}
+
+impl CallbackStore {
+    pub fn new(db: Db, node: Option<&str>) -> CallbackStore {
+        CallbackStore { db, node: node.map(std::sync::Arc::from) }
+    }
+
+    /// Writes `m` (the newest mapping of its ELIN replaces the older), and drops the mappings
+    /// that have expired: the table stays as small as the number of ELINs in use.
+    pub async fn put(&self, m: &SharedElin) -> Result<(), sqlx::Error> {
+        let sql = self.db.backend.sql(
+            "INSERT INTO elin_callbacks \
+             (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
+             caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
+             caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
+             expires_ms = excluded.expires_ms, node = excluded.node",
+        );
+        sqlx::query(&sql)
+            .bind(&m.elin)
+            .bind(&m.call_ref)
+            .bind(&m.caller_number)
+            .bind(m.caller_display.as_deref())
+            .bind(m.caller_peer.transport.as_str())
+            .bind(m.caller_peer.addr.to_string())
+            .bind(m.expires.timestamp_millis())
+            .bind(self.node.as_deref())
+            .execute(&self.db.pool)
+            .await?;
+        let sql = self.db.backend.sql("DELETE FROM elin_callbacks WHERE expires_ms <= ?");
+        sqlx::query(&sql).bind(chrono::Utc::now().timestamp_millis()).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    /// The live mapping of `elin`, if any node wrote one.
+    pub async fn get(&self, elin: &str) -> Result<Option<SharedElin>, sqlx::Error> {
+        let sql = self.db.backend.sql(
+            "SELECT call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms \
+             FROM elin_callbacks WHERE elin = ? AND expires_ms > ?",
+        );
+        let row = sqlx::query(&sql)
+            .bind(elin)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let transport = match r.try_get::<String, _>("caller_transport")?.as_str() {
+            "UDP" => Transport::Udp,
+            "TCP" => Transport::Tcp,
+            "TLS" => Transport::Tls,
+            other => return Err(sqlx::Error::Decode(format!("caller_transport {other:?}").into())),
+        };
+        let addr: SocketAddr = r
+            .try_get::<String, _>("caller_addr")?
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(format!("caller_addr: {e}").into()))?;
+        let expires = chrono::DateTime::from_timestamp_millis(r.try_get("expires_ms")?)
+            .ok_or_else(|| sqlx::Error::Decode("expires_ms out of range".into()))?;
+        Ok(Some(SharedElin {
+            elin: elin.to_string(),
+            call_ref: r.try_get("call_ref")?,
+            caller_number: r.try_get("caller_number")?,
+            caller_display: r.try_get("caller_display")?,
+            caller_peer: Peer { transport, addr },
+            expires,
+        }))
+    }
+
+    /// The writer: a task that writes the mappings the engine made, in order. It ends once the
+    /// sender is dropped and what it holds is written (a stopping node leaves its mappings to
+    /// the others).
+    pub fn spawn_writer(&self) -> (mpsc::Sender<SharedElin>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<SharedElin>(WRITE_QUEUE);
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if let Err(e) = store.put(&m).await {
+                    tracing::error!(elin = %m.elin, error = %e, "cannot share an ELIN callback mapping: a callback through another node will not find the caller");
+                }
+            }
+        });
+        (tx, task)
+    }
+
+    /// [`get`](Self::get) within [`LOOKUP_WITHIN`]; a failure or no answer counts as no
+    /// mapping (logged), so the waiting callback always goes on.
+    pub async fn lookup(&self, elin: &str) -> Option<SharedElin> {
+        match tokio::time::timeout(LOOKUP_WITHIN, self.get(elin)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::error!(%elin, error = %e, "cannot look up an ELIN callback mapping in the store");
+                None
+            }
+            Err(_) => {
+                tracing::error!(%elin, s = LOOKUP_WITHIN.as_secs(), "the store did not answer an ELIN callback look-up in time");
+                None
+            }
+        }
+    }
+}
