@@ -147,7 +147,8 @@ pub struct StoreConfig {
     pub path: Option<PathBuf>,
     /// `postgres://USER:PASS@HOST[:PORT]/DB`: a PostgreSQL database, which several core nodes
     /// may share (issue 14); or `sqlite:PATH`, the same as `path`. The password is never shown.
-    pub url: Option<String>,
+    /// A `Secret`: the URL carries the database password, and a `{:?}` of the config must not.
+    pub url: Option<Secret>,
     /// This core's name on the audit rows it writes (several nodes share one PostgreSQL log).
     /// Default: the machine's host name with a PostgreSQL store, none with SQLite.
     pub node: Option<String>,
@@ -669,11 +670,17 @@ impl Config {
             ("[media]", &self.media, &new.media),
             ("[notification]", &self.notification, &new.notification),
             ("[api]", &self.api, &new.api),
-            ("[alerts]", &self.alerts, &new.alerts),
+            // Polled by a task started with the core (the channels' other settings follow a
+            // reload: `reach::run` takes each new config).
+            ("[[switch]]", &self.switches, &new.switches),
         ] {
             if differ(a, b) {
                 changed.push(name);
             }
+        }
+        // Compared, never printed: the links' key is made once at start.
+        if self.alerts.ack_key.as_ref().map(|k| &k.0) != new.alerts.ack_key.as_ref().map(|k| &k.0) {
+            changed.push("[alerts] ack_key");
         }
         changed
     }
@@ -703,7 +710,7 @@ impl Config {
     /// The store: `[store] path` or `url`, a relative SQLite path taken from the config file's
     /// folder. `validate` has checked that exactly one is given and that the URL parses.
     pub fn store_location(&self) -> Location {
-        match (&self.store.path, self.store.url.as_deref().map(Location::parse_url)) {
+        match (&self.store.path, self.store.url.as_ref().map(|u| Location::parse_url(&u.0))) {
             (_, Some(Ok(Location::Sqlite(p)))) => Location::Sqlite(self.relative(&p)),
             (_, Some(Ok(pg))) => pg,
             (Some(p), _) => Location::Sqlite(self.relative(p)),
@@ -815,7 +822,7 @@ impl Config {
             (Some(_), Some(_)) => return Err(self.err("store.url", "give `path` or `url`, not both")),
             (None, None) => return Err(self.err("store", "give `path` (a SQLite file) or `url`")),
             (None, Some(url)) => {
-                Location::parse_url(url).map_err(|reason| self.err("store.url", reason))?;
+                Location::parse_url(&url.0).map_err(|reason| self.err("store.url", reason))?;
             }
             (Some(_), None) => {}
         }

@@ -375,6 +375,27 @@ impl Core {
                 return Err(e);
             }
         };
+        // A route given by a DNS name this run has never resolved would fail every new call until a
+        // restart (the names are resolved at start and then kept fresh): refused, with why, and
+        // the running config kept (review finding).
+        let resolving: std::collections::HashSet<_> = running.routes.iter().map(|r| r.target()).collect();
+        let unresolved: Vec<String> = (cfg.routes.iter())
+            .filter(|r| r.target().literal().is_none() && !resolving.contains(&r.target()))
+            .map(|r| format!("{} ({})", r.name, r.target()))
+            .collect();
+        if !unresolved.is_empty() {
+            let e = crate::config::ConfigError {
+                file: running.source.clone(),
+                key: "route.address".into(),
+                reason: format!(
+                    "a DNS name this core has not resolved since it started: {}; restart sosdesk to use it",
+                    unresolved.join(", ")
+                ),
+            };
+            let refused = CallEventKind::ConfigRefused { file, reason: e.to_string() };
+            record_audit_only(&self.audit, &self.events, CallEvent::reload(refused, at));
+            return Err(e);
+        }
         // The triage first: an emergency INVITE of a new number is never put in the ordinary lane.
         *self.triage.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Triage::new(&cfg));
         let (reply, answer) = tokio::sync::oneshot::channel();

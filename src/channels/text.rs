@@ -119,6 +119,11 @@ fn markdown_escape(s: &str) -> String {
             out.push('\\');
         }
         out.push(c);
+        // A caller's "@channel" / "@all" / "@here" must not notify a whole team (Mattermost,
+        // Teams): a word joiner after "@" breaks the mention and shows nothing.
+        if c == '@' {
+            out.push('\u{2060}');
+        }
     }
     out
 }

@@ -15,6 +15,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
 
+/// How long [`TlsClient::connect`] may take, connect and handshake together.
+pub const CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where Debian (and most distributions) keep the system's trusted CAs as one PEM file.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -131,15 +134,22 @@ impl TlsClient {
         TlsConnector::from(self.config.clone())
     }
 
-    /// A TLS connection to `addr`, its certificate checked for this client's name; errors say
-    /// which step failed.
+    /// A TLS connection to `addr`, its certificate checked for this client's name, within
+    /// [`CONNECT_WITHIN`] (a dead or half-open server must not hang a desk's registration);
+    /// errors say which step failed.
     pub async fn connect(
         &self,
         addr: SocketAddr,
     ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        self.connector().connect(self.name.clone(), tcp).await.map_err(|e| format!("TLS with {addr} failed: {e}"))
+        let open = async {
+            let tcp =
+                tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            self.connector().connect(self.name.clone(), tcp).await.map_err(|e| format!("TLS with {addr} failed: {e}"))
+        };
+        tokio::time::timeout(CONNECT_WITHIN, open)
+            .await
+            .map_err(|_| format!("no TLS connection to {addr} within {} s", CONNECT_WITHIN.as_secs()))?
     }
 }
 

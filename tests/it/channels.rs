@@ -320,6 +320,6 @@ fields = {{ number = "{{to}}", message = "{{text}}" }}
     lab.stop();
     let n = notified(&lab.audit_events());
     assert_eq!(n.len(), 2, "{n:#?}");
-    assert!(!n[0].1 && n[0].2.ends_with("attempt 1: failed (HTTP 503 busy); retry in 1 s"), "{n:#?}");
+    assert!(!n[0].1 && n[0].2.ends_with("attempt 1: failed (HTTP 503); retry in 1 s"), "{n:#?}");
     assert!(n[1].1 && n[1].2.ends_with("attempt 2: accepted (HTTP 200)"), "{n:#?}");
 }

@@ -37,6 +37,16 @@ fn a_reload_during_a_live_call_moves_the_next_call_and_the_live_call_goes_on() {
     let said = refused.to_string();
     assert!(said.contains("lab.toml") && said.contains("no-such-usage"), "{said}");
 
+    // A route moved to a DNS name this core has never resolved would fail every new call until
+    // a restart: refused, saying so, and the running config kept.
+    let by_name = original
+        .replace(&format!("address = \"127.0.0.1:{}\"", lab.ports.primary), "address = \"sbc.provider.invalid\"");
+    assert_ne!(by_name, original);
+    std::fs::write(&lab.config_path, &by_name).unwrap();
+    let refused = lab.rt.block_on(core.reload()).expect_err("a route by a new DNS name is refused");
+    let said = refused.to_string();
+    assert!(said.contains("sbc.provider.invalid") && said.contains("restart sosdesk"), "{said}");
+
     // The primary route moves to a new provider: the next call goes there.
     let new_port = free_port();
     std::fs::write(&lab.config_path, move_primary(&original, lab.ports.primary, new_port)).unwrap();

@@ -239,7 +239,18 @@ async fn poll_round(
                 polls[i] = fresh;
             }
             Err(e) => {
-                tracing::warn!(switch = %target.name, address = %target.address, error = %e, since = ?s.last_success, "switch poll failed: its last entries are kept");
+                // Kept for a while (a switch rebooting), not for ever: a phone that moved away
+                // from a switch that then went silent would keep its old port and ERL, and an
+                // old port beats a subnet entry. After two intervals without an answer the
+                // switch's entries go; its devices fall back to the wiremap's other entries.
+                let silent_for = s.last_success.map(|t| (at - t).to_std().unwrap_or_default());
+                let stale = silent_for.is_none_or(|d| d >= target.interval * 2);
+                if stale && !polls[i].entries.is_empty() {
+                    tracing::warn!(switch = %target.name, address = %target.address, error = %e, since = ?s.last_success, "switch silent for two polling intervals: its entries are dropped");
+                    polls[i] = SwitchEntries::default();
+                } else {
+                    tracing::warn!(switch = %target.name, address = %target.address, error = %e, since = ?s.last_success, "switch poll failed: its last entries are kept");
+                }
                 s.state = "failing";
                 s.error = Some(e);
             }

@@ -110,6 +110,16 @@ impl Engine {
     }
 
     pub(super) fn on_cancel(&mut self, invite_key: &str, now: Instant) {
+        // A PSAP's callback still waiting for the store's look-up of its ELIN (several nodes):
+        // no call yet to end; its INVITE is answered 487 now and the caller is never rung.
+        for list in self.callbacks.waiting.values_mut() {
+            if let Some(i) = list.iter().position(|w| w.key == invite_key) {
+                let w = list.remove(i);
+                let r = w.msg.response(487, "Request Terminated", Some(&crate::sip::ids::new_tag()));
+                self.tx.respond(&w.key, &r, now);
+                return;
+            }
+        }
         let Some(call_ref) = self.calls.server_txn.get(invite_key).cloned() else { return };
         let Some(mut call) = self.calls.live.remove(&call_ref) else { return };
         if call.state != CallState::Routing {

@@ -1092,3 +1092,23 @@ fn a_reload_moves_new_calls_while_a_live_call_keeps_its_plan() {
     let to: Vec<SocketAddr> = sent(&mut e).into_iter().map(|(to, _)| to).collect();
     assert_eq!(to, vec![SECONDARY.parse::<SocketAddr>().unwrap(); 2], "both calls go on to the secondary");
 }
+
+/// Review finding: a PSAP that hangs up while its callback waits for the store's look-up gets
+/// its 487 at once, and the caller is never rung when the answer comes.
+#[test]
+fn a_callback_cancelled_while_waiting_for_the_store_is_never_rung() {
+    let t0 = Now::read();
+    let mut b = engine(|c| c);
+    b.e.share_through_store();
+    let psap = "127.0.0.1:5080";
+    let inv = invite(psap, "4255550199", 6);
+    b.handle_message(inv.clone(), peer(psap), t0);
+    sent(&mut b);
+    assert!(matches!(b.store_io.pop_front(), Some(Output::LookupElin(_))));
+    b.handle_message(super::cancel_for(&inv), peer(psap), t0 + Duration::from_millis(300));
+    let statuses: Vec<Option<u16>> = sent(&mut b).iter().map(|o| o.1.status()).collect();
+    assert!(statuses.contains(&Some(200)) && statuses.contains(&Some(487)), "{statuses:?}");
+    b.e.on_elin_found("4255550199", None, t0 + Duration::from_millis(400));
+    let invites = sent(&mut b).into_iter().filter(|o| o.1.is_request() && o.1.method() == "INVITE").count();
+    assert_eq!(invites, 0, "nobody is rung for a callback the PSAP gave up");
+}
