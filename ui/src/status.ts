@@ -50,9 +50,9 @@ function renderHeadline(h: Headline): void {
   box.dataset.level = h.level;
   byId("headline-text").textContent = h.text;
   byId("headline-action").textContent = h.action ? `${h.action}.` : "";
-  // Minor notes stay out of the line: counted, and listed under Details.
+  // The other problems stay out of the line: counted, and listed under Details.
   const notes = h.also.length;
-  byId("headline-notes").textContent = notes === 0 ? "" : notes === 1 ? "· 1 more note in Details" : `· ${notes} more notes in Details`;
+  byId("headline-notes").textContent = notes === 0 ? "" : `· ${notes} more in Details`;
   byId("headline-also").replaceChildren(
     ...h.also.map((p) =>
       el("li", { text: p.action ? `${p.text}. ${p.action}.` : p.text, attrs: { "data-level": p.level } }),
@@ -98,7 +98,15 @@ function component(id: string, name: string, c: Component, okText: string, failP
   e.dataset.ok = String(c.ok);
   e.classList.toggle("warn", !c.ok);
   // A degraded part shows only its detail: that sentence is the warning the officer needs.
-  e.textContent = c.ok ? (c.detail ? `${name}: ${c.detail}` : okText) : failPrefix + (c.detail || `${name} not working`);
+  // A detail that already names the part ("audit store /var/lib/…") is not prefixed again.
+  const named = c.detail.toLowerCase().startsWith(name.toLowerCase());
+  e.textContent = c.ok
+    ? c.detail
+      ? named
+        ? c.detail
+        : `${name}: ${c.detail}`
+      : okText
+    : failPrefix + (c.detail || `${name} not working`);
   e.title = c.detail;
 }
 
