@@ -23,10 +23,14 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # it, but only when this run installed it: a kamailio that was already there is someone's.
 # (Without systemd, Debian's init script does not start it: RUN_KAMAILIO=no in /etc/default.)
 # postgresql likewise: the tests start their own clusters (tests/it/support/postgres.rs); the
-# system one its postinst starts would only take memory and port 5432.
+# system one its postinst starts would only take memory and port 5432; snmpd's would hold
+# UDP 161.
 for pkg in "${missing[@]}"; do
   if [ "$pkg" = kamailio ] && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now kamailio.service || true
+  fi
+  if [ "$pkg" = snmpd ] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now snmpd.service || true
   fi
   if [ "$pkg" = postgresql ] && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now postgresql.service || true

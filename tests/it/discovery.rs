@@ -206,3 +206,41 @@ fn a_switch_is_polled_over_snmpv3_and_a_wrong_password_is_a_visible_failure() {
     let error = bad.error.clone().unwrap_or_default();
     assert!(!error.is_empty() && !error.contains("pa55"), "{error}");
 }
+
+/// SNMP v3 with privacy (RFC 3826 AES-128 over RFC 7860 HMAC-SHA-256) against net-snmp's
+/// agent, which serves the simulated switch under a context as a Cisco serves its per-VLAN
+/// bridge tables: the phone is located by its port through an encrypted session; a wrong
+/// privacy password, or none, reads nothing and is a visible failure that names no secret.
+#[test]
+fn a_switch_is_polled_over_snmpv3_with_aes_privacy_through_net_snmp() {
+    use sosdesk::location::discovery::{poll_once, AuthProtocol, Credentials, PrivProtocol, SwitchTarget};
+    use support::snmpd::{self, Snmpd};
+    let sim = Snmpsim::start(&switch_rows(ON_PORT_14), &[]);
+    let agent = Snmpd::start_proxy_to(sim.port);
+    let target = |privacy: Option<&str>| SwitchTarget {
+        name: "hq-3750".into(),
+        address: format!("127.0.0.1:{}", agent.port),
+        credentials: Credentials::V3 {
+            user: snmpd::USER.into(),
+            auth: Some((AuthProtocol::Sha256, snmpd::AUTH_PASSWORD.into())),
+            privacy: privacy.map(|p| (PrivProtocol::Aes128, p.to_string())),
+            context: snmpd::CONTEXT.into(),
+        },
+        interval: Duration::from_secs(3600),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (discovery, report) = rt.block_on(poll_once(&[
+        target(Some(snmpd::PRIV_PASSWORD)),
+        target(Some("wrong-priv-pa55word")),
+        target(None),
+    ]));
+    let good = &report.switches[0];
+    assert_eq!((good.state, good.snmp, good.macs), ("ok", "v3", 3), "{report:?}\n{}", agent.log());
+    let phone = sosdesk::location::parse_mac(PHONE_MAC).unwrap();
+    assert_eq!(discovery.table().load().places(&phone)[0].port, "Fa3/0/14");
+    for bad in &report.switches[1..] {
+        assert_eq!(bad.state, "failing", "{report:?}");
+        let error = bad.error.clone().unwrap_or_default();
+        assert!(!error.is_empty() && !error.contains("pa55"), "{error}");
+    }
+}

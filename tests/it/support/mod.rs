@@ -5,6 +5,7 @@ pub mod pki;
 pub mod postgres;
 pub mod receivers;
 pub mod rtp;
+pub mod snmpd;
 pub mod snmpsim;
 pub mod store;
 pub mod xmllint;
