@@ -225,6 +225,10 @@ pub struct LisConfig {
     /// Every desk is told in any case.
     #[serde(default)]
     pub unlocated_notification_uris: Vec<String>,
+    /// Alert channels (`[[channel]]` names: email, webhook, SMS) that are told too, once per
+    /// new element; no escalation and no acknowledgement: it is a task for an admin.
+    #[serde(default)]
+    pub unlocated_channels: Vec<String>,
 }
 
 fn default_refresh() -> u64 {
@@ -239,6 +243,7 @@ impl Default for LisConfig {
             refresh_ms: default_refresh(),
             held_requesters: Vec::new(),
             unlocated_notification_uris: Vec::new(),
+            unlocated_channels: Vec::new(),
         }
     }
 }
@@ -1133,6 +1138,11 @@ impl Config {
         }
         let uses: Vec<_> = self.policies.iter().map(|p| (&p.channels[..], &p.escalation[..])).collect();
         crate::channels::validate(&self.alerts, &self.channels, &uses).map_err(|(k, r)| self.err(k, r))?;
+        for (i, name) in self.lis.unlocated_channels.iter().enumerate() {
+            if !self.channels.iter().any(|c| c.name() == name) {
+                return Err(self.err(format!("lis.unlocated_channels[{i}]"), format!("no channel named {name:?}")));
+            }
+        }
         if self.api.listen.is_some() && self.api.listen == self.lis.held {
             return Err(self.err("api.listen", "the API cannot share the HELD endpoint's address"));
         }
@@ -1658,6 +1668,8 @@ fields = { to = "{to}", text = "{text}" }
             assert_eq!(e.key, key, "{e}");
         };
         refused(with("channels = [\"pager\"]", ""), "policy[0].channels[0]");
+        refused(with("", "[lis]\nunlocated_channels = [\"mail\", \"pager\"]\n"), "lis.unlocated_channels[1]");
+        assert!(Config::from_toml(&with("", "[lis]\nunlocated_channels = [\"mail\"]\n"), Path::new("x.toml")).is_ok());
         refused(
             with("escalation = [{ after_s = 99999999, channels = [\"sms\"] }]", ""),
             "policy[0].escalation[0].after_s",

@@ -7,12 +7,22 @@
 use crate::events::CallEvent;
 
 /// `EMERGENCY CALL 911 — Alice Example — HQ, 2nd floor, room 210` (`TEST CALL 933 — …`).
+/// An announcement of a network element first seen unlocated: the notification IM's subject
+/// (`sosdesk: new unlocated subnet 10.9.9.0/24`).
 pub fn subject(ev: &CallEvent) -> String {
+    if is_announcement(ev) {
+        return crate::notify::subject(ev);
+    }
     let what = if ev.test_call { "TEST CALL" } else { "EMERGENCY CALL" };
     format!("{what} {} — {} — {}", ev.normalized, caller_name(ev), place(ev))
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// An announcement for admins, not a call's alert (`unlocated-network`).
+pub fn is_announcement(ev: &CallEvent) -> bool {
+    matches!(ev.kind, crate::events::CallEventKind::UnlocatedNetwork { .. })
 }
 
 /// The caller's name, else the callback number.
@@ -51,7 +61,7 @@ pub fn html(ev: &CallEvent, ack_url: Option<&str>) -> String {
     let text = crate::notify::human_text(ev);
     let mut lines = text.lines().filter(|l| !l.is_empty());
     let headline = lines.next().unwrap_or_default();
-    let color = if ev.test_call { "#555555" } else { "#b00020" };
+    let color = if ev.test_call || is_announcement(ev) { "#555555" } else { "#b00020" };
     let mut h = format!("<!DOCTYPE html><html><body><h1 style=\"color:{color}\">{}</h1><table>", html_escape(headline));
     for line in lines {
         match line.split_once(": ") {
@@ -81,6 +91,12 @@ pub const SMS_MAX: usize = 306;
 /// (other characters become `?`, so one character is one septet and the count holds). What is
 /// cut when it is too long is the address, never the number, the callback or the link.
 pub fn sms(ev: &CallEvent, ack_url: Option<&str>) -> String {
+    if is_announcement(ev) {
+        // Its first two lines: what was not located, and from which device.
+        let text = crate::notify::human_text(ev);
+        let s = text.lines().take(2).collect::<Vec<_>>().join(" ");
+        return s.chars().map(|c| if (' '..='~').contains(&c) { c } else { '?' }).take(SMS_MAX).collect();
+    }
     let head = if ev.test_call { "TEST CALL" } else { "EMERGENCY CALL" };
     let mut where_ = place(ev);
     if let Some(erl) = &ev.location.erl {
@@ -145,7 +161,8 @@ fn facts(ev: &CallEvent) -> (String, Vec<(String, String)>) {
 /// A Slack incoming webhook's body.
 pub fn slack(ev: &CallEvent, ack_url: Option<&str>) -> serde_json::Value {
     let (headline, facts) = facts(ev);
-    let mut t = format!(":rotating_light: *{}*\n", slack_escape(&headline));
+    let icon = if is_announcement(ev) { ":warning:" } else { ":rotating_light:" };
+    let mut t = format!("{icon} *{}*\n", slack_escape(&headline));
     for (label, value) in facts {
         t.push_str(&format!("*{}:* {}\n", slack_escape(&label), slack_escape(&value)));
     }
@@ -186,7 +203,7 @@ pub fn teams(ev: &CallEvent, ack_url: Option<&str>) -> serde_json::Value {
         "version": "1.4",
         "body": [
             { "type": "TextBlock", "text": markdown_escape(&headline), "weight": "Bolder", "size": "Large",
-              "color": if ev.test_call { "Default" } else { "Attention" }, "wrap": true },
+              "color": if ev.test_call { "Default" } else if is_announcement(ev) { "Warning" } else { "Attention" }, "wrap": true },
             { "type": "FactSet", "facts": facts },
         ],
     });
@@ -267,6 +284,27 @@ pub(crate) mod tests {
         assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &apos;x&apos;"), "{h}");
         assert!(h.contains("href=\"https://core/ack/a?b=1&amp;c=&quot;2&quot;\""), "{h}");
         assert!(h.contains("<th align=\"left\">Room</th><td>210</td>"), "{h}");
+    }
+
+    /// A network element first seen unlocated, told to `lis.unlocated_channels`: what and
+    /// what to do, never dressed as an emergency.
+    #[test]
+    fn an_unlocated_network_is_an_announcement_in_every_medium() {
+        let mut ev = call("", false);
+        ev.kind = CallEventKind::UnlocatedNetwork {
+            element_kind: "subnet".into(),
+            element: "10.9.9.0/24".into(),
+            device: "ip 10.9.9.7".into(),
+            asked: "call".into(),
+            outcome: "none".into(),
+        };
+        assert_eq!(subject(&ev), "sosdesk: new unlocated subnet 10.9.9.0/24");
+        let sms = sms(&ev, None);
+        assert!(sms.starts_with("New unlocated subnet: 10.9.9.0/24 An emergency call from ip 10.9.9.7"), "{sms}");
+        assert!(!sms.contains("EMERGENCY CALL"), "{sms}");
+        let slack = slack(&ev, None)["text"].as_str().unwrap().to_string();
+        assert!(slack.starts_with(":warning: *New unlocated subnet: 10.9.9.0/24*"), "{slack}");
+        assert!(!html(&ev, None).contains("#b00020"));
     }
 
     #[test]

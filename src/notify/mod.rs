@@ -23,7 +23,7 @@ use crate::events::{CallEvent, CallEventKind};
 use crate::sip::transaction::{ClientKey, Peer, Transactions, Transport};
 use crate::sip::{ids, Message, Uri};
 
-pub use text::{body_of, human_text, CALL_EVENT_CONTENT_TYPE};
+pub use text::{body_of, human_text, subject, CALL_EVENT_CONTENT_TYPE};
 
 /// Where a notification URI points.
 #[derive(Debug, Clone, PartialEq, Eq)]

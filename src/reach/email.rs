@@ -19,8 +19,9 @@ pub fn message(ch: &EmailChannel, to: &str, ev: &CallEvent, ack_url: Option<&str
     let from: Mailbox = ch.from.parse().map_err(|e| format!("from {:?}: {e}", ch.from))?;
     let to: Mailbox = to.parse().map_err(|e| format!("to {to:?}: {e}"))?;
     let builder = Message::builder().from(from).to(to).subject(text::subject(ev));
-    // RFC 2156 / common clients: shown as urgent (a test call is not).
-    let builder = if ev.test_call { builder } else { builder.header(Importance::High) };
+    // RFC 2156 / common clients: shown as urgent (a test call or an admin's announcement is not).
+    let urgent = !ev.test_call && !text::is_announcement(ev);
+    let builder = if urgent { builder.header(Importance::High) } else { builder };
     builder
         .multipart(
             MultiPart::alternative()

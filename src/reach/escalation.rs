@@ -65,12 +65,29 @@ pub(super) async fn escalate(
     }
 }
 
+/// An announcement for admins (a network element first seen unlocated): each recipient of
+/// each channel once, retried like an alert; nothing can acknowledge it.
+pub(super) fn announce(ev: Arc<CallEvent>, channels: &[Arc<ChannelConfig>], shared: &Arc<Shared>) {
+    for ch in channels {
+        for target in ch.targets() {
+            let d = Delivery { ev: ev.clone(), ch: ch.clone(), target, tier: 0 };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                // Held for the delivery's life: its retries stop only when they give up.
+                let (_never, acked) = watch::channel(false);
+                d.run(acked, shared).await
+            });
+        }
+    }
+}
+
 /// One recipient of one channel.
 struct Delivery {
     ev: Arc<CallEvent>,
     ch: Arc<ChannelConfig>,
     /// As audited: `mailto:…`, `sms:…`, a webhook's origin.
     target: String,
+    /// The escalation's tier from 1; 0 for an announcement (no call, no acknowledgement).
     tier: usize,
 }
 
@@ -111,9 +128,12 @@ impl Delivery {
             } else {
                 tracing::warn!(call = %self.ev.call_id, target = %self.target, %detail, "alert not delivered");
             }
-            let kind = CallEventKind::Notified { uri: self.target.clone(), ok: result.is_ok(), detail };
-            if let Err(e) = shared.core.annotate(&self.ev.call_id, kind).await {
-                tracing::error!(call = %self.ev.call_id, error = %e, "an alert attempt could not be audited");
+            // An announcement belongs to no call: the log above is its record.
+            if self.tier > 0 {
+                let kind = CallEventKind::Notified { uri: self.target.clone(), ok: result.is_ok(), detail };
+                if let Err(e) = shared.core.annotate(&self.ev.call_id, kind).await {
+                    tracing::error!(call = %self.ev.call_id, error = %e, "an alert attempt could not be audited");
+                }
             }
             if !retry || !wait_unacknowledged(&mut acked, Instant::now() + wait).await {
                 return;
@@ -123,6 +143,9 @@ impl Delivery {
 
     /// The link that acknowledges as this recipient (none without `[alerts] public_url`).
     fn ack_url(&self, shared: &Shared) -> Option<String> {
+        if self.tier == 0 {
+            return None;
+        }
         let base = shared.cfg.alerts.public_url.as_deref()?.trim_end_matches('/');
         let expires = chrono::Utc::now().timestamp() + shared.cfg.alerts.ack_valid_s as i64;
         let claim = AckClaim { call_id: self.ev.call_id.clone(), target: self.target.clone(), expires };

@@ -8,6 +8,10 @@
 //! nobody else; at most [`MAX_SENDING`] attempts are on the network at once. Every attempt is
 //! audited in the call's record (`notified`: target, success, channel, transport, tier, try),
 //! through the engine like a desk's acknowledgement; secrets are never in it.
+//!
+//! A network element first seen unlocated (`unlocated-network`, issue 16) is announced to
+//! `lis.unlocated_channels` once, with the same deliveries and retries: a task for an admin, so
+//! no escalation, no acknowledgement link, and the outcome in the log (it belongs to no call).
 
 pub mod email;
 mod escalation;
@@ -85,6 +89,8 @@ struct Shared {
 struct Plans {
     tiers: HashMap<String, Vec<EscalationTier>>,
     channels: HashMap<String, Arc<ChannelConfig>>,
+    /// `lis.unlocated_channels`: told of each network element first seen unlocated.
+    unlocated: Vec<Arc<ChannelConfig>>,
     shared: Arc<Shared>,
 }
 
@@ -94,7 +100,9 @@ impl Plans {
             .map(|p| (p.name.clone(), crate::channels::tiers(&p.channels, &p.escalation)))
             .filter(|(_, t)| !t.is_empty())
             .collect();
-        let channels = cfg.channels.iter().map(|c| (c.name().to_string(), Arc::new(c.clone()))).collect();
+        let channels: HashMap<String, Arc<ChannelConfig>> =
+            cfg.channels.iter().map(|c| (c.name().to_string(), Arc::new(c.clone()))).collect();
+        let unlocated = cfg.lis.unlocated_channels.iter().filter_map(|n| channels.get(n).cloned()).collect();
         let shared = Arc::new(Shared {
             core: core.clone(),
             attempt_timeout: Duration::from_secs(cfg.alerts.attempt_timeout_s),
@@ -103,7 +111,7 @@ impl Plans {
             ack_key: ack_key.clone(),
             sending: Semaphore::new(MAX_SENDING),
         });
-        Plans { tiers, channels, shared }
+        Plans { tiers, channels, unlocated, shared }
     }
 }
 
@@ -166,6 +174,10 @@ pub async fn run(
                 }
                 followed.insert(ev.call_id.clone(), acked_tx);
                 tokio::spawn(escalation::escalate(Arc::new(ev), tiers, acked, plans.shared.clone()));
+            }
+            // Announced by the node that first saw it (the store says which: once across nodes).
+            CallEventKind::UnlocatedNetwork { .. } if !plans.unlocated.is_empty() => {
+                escalation::announce(Arc::new(ev), &plans.unlocated, &plans.shared);
             }
             CallEventKind::Acknowledged { by, desk } => {
                 if let Some(tx) = followed.remove(&ev.call_id) {

@@ -157,3 +157,77 @@ fn calls_and_held_requests_the_wiremap_cannot_locate_are_reported_per_subnet_and
     assert_eq!(csv.lines().filter(|l| l.contains(",unlocated-network,")).count(), 2, "{csv}");
     lab.assert_audit_verifies();
 }
+
+/// A new unlocated subnet is also told to `lis.unlocated_channels` (issue 16 item 1 with the
+/// alert channels of issue 15): the email (STARTTLS) says which subnet and what to do, the
+/// signed webhook carries the `unlocated-network` event; once, without an acknowledgement link,
+/// and an emergency call's alert is not mistaken for it.
+#[test]
+fn a_new_unlocated_subnet_is_told_to_the_admins_channels() {
+    use support::receivers::{HttpReceiver, SmtpSink};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::make_pki(dir.path(), &["localhost"]);
+    let smtp = SmtpSink::start(dir.path(), support::lab::free_port(), &pki.server_cert, &pki.server_key);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut hooks = HttpReceiver::start(&rt);
+    let tables = format!(
+        r#"
+[[channel]]
+name = "netops-email"
+kind = "email"
+server = "localhost"
+port = {smtp}
+tls = "starttls"
+tls_ca = "{ca}"
+from = "sosdesk@example.org"
+to = ["netops@example.org"]
+
+[[channel]]
+name = "netops-hook"
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/netops"
+secret = "netops-secret-0123456789"
+"#,
+        smtp = smtp.port,
+        ca = support::lab::path_str(&pki.ca_cert),
+        hook = hooks.port,
+    );
+    let mut lab = Lab::start_with(move |c| {
+        let c = c.replacen("[lis]\n", "[lis]\nunlocated_channels = [\"netops-email\", \"netops-hook\"]\n", 1);
+        format!("{c}\n{tables}\n")
+    });
+    // 127.0.0.6: no wiremap row, no site.
+    let provider = lab.uas("p", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("lost", "caller_hangs_up.xml", "127.0.0.6", &["-s", "911", "-set", "hold_ms", "50"]).wait().assert_ok();
+    provider.wait().assert_ok();
+
+    let mail = smtp.wait_for(1).remove(0);
+    assert_eq!(mail["tls"], true, "{mail}");
+    assert_eq!(mail["rcpt_tos"][0], "netops@example.org");
+    assert_eq!(mail["subject"], "sosdesk: new unlocated subnet 127.0.0.0/24");
+    assert_ne!(mail["importance"], "high", "an admin's task, not an emergency: {mail}");
+    let text = mail["text"].as_str().unwrap();
+    for want in ["New unlocated subnet: 127.0.0.0/24", "An emergency call from ip 127.0.0.6", "sosdesk lis unlocated"] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    assert!(!text.contains("/ack/"), "nothing to acknowledge:\n{text}");
+
+    let hook = hooks.next(&rt, Duration::from_secs(30)).expect("the webhook");
+    assert_eq!(hook.target, "/netops");
+    let ev: sosdesk::events::CallEvent = serde_json::from_slice(&hook.body).unwrap();
+    assert!(
+        matches!(&ev.kind, CallEventKind::UnlocatedNetwork { element_kind, element, .. } if element_kind == "subnet" && element == "127.0.0.0/24"),
+        "{ev:?}"
+    );
+    assert!(hook.header("x-sosdesk-ack-url").is_none());
+    // The same subnet again is not news; the call's own alert goes to the policy's channels
+    // (none here), never to these.
+    let provider = lab.uas("p2", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("lost2", "caller_hangs_up.xml", "127.0.0.6", &["-s", "911", "-set", "hold_ms", "50"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    lab.stop();
+    let out = lab.cli_store(&["audit", "export", "--csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(csv.lines().filter(|l| l.contains(",unlocated-network,")).count(), 1, "announced once:\n{csv}");
+    assert_eq!(smtp.received().len(), 1, "one email");
+}
