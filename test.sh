@@ -17,6 +17,8 @@
 #                 port; tests/it/support/postgres.rs), never the system's service
 #   snmpsim        snmpsimd, a simulated switch answering SNMP from a real device's walk, for
 #                  switch-port discovery (tests/it/support/snmpsim.rs)
+#   espeak-ng      the speech synthesiser the voice alert channel runs (src/reach/voice.rs); its
+#                  tests compare what the called phone heard with espeak-ng's own output
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -26,7 +28,7 @@ df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || t
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
-  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd postgresql snmpsim
+  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd postgresql snmpsim espeak-ng
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"

@@ -1132,7 +1132,8 @@ impl Config {
             return Err(self.err("api", "give both `tls_cert` and `tls_key`, or neither"));
         }
         let uses: Vec<_> = self.policies.iter().map(|p| (&p.channels[..], &p.escalation[..])).collect();
-        crate::channels::validate(&self.alerts, &self.channels, &uses).map_err(|(k, r)| self.err(k, r))?;
+        let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        crate::channels::validate(&self.alerts, &self.channels, &uses, &routes).map_err(|(k, r)| self.err(k, r))?;
         if self.api.listen.is_some() && self.api.listen == self.lis.held {
             return Err(self.err("api.listen", "the API cannot share the HELD endpoint's address"));
         }

@@ -1,4 +1,5 @@
-//! Alerts beyond SIP, sent (issue 15): email, webhooks and SMS to the channels a policy lists,
+//! Alerts beyond SIP, sent (issue 15): email, webhooks, SMS and voice calls (`voice.rs`) to the
+//! channels a policy lists,
 //! tier after tier of its escalation until someone acknowledges (docs/channels.md).
 //!
 //! An I/O shell beside the engine, never in front of it: it follows the core's event broadcast
@@ -12,6 +13,7 @@
 pub mod email;
 mod escalation;
 pub mod http;
+pub mod voice;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +30,8 @@ use crate::events::CallEventKind;
 /// Attempts (SMTP sessions, HTTP requests) on the network at once, across all calls: a burst
 /// of calls queues its alerts here instead of opening thousands of connections.
 pub const MAX_SENDING: usize = 32;
+/// Voice calls placed at once, across all calls (each holds two sockets for minutes).
+pub const MAX_CALLING: usize = 16;
 /// Calls followed before the first look for escalations that have ended.
 const PRUNE_FIRST: usize = 1024;
 /// Where the acknowledgement links' key is kept when `[alerts] ack_key` is not set.
@@ -76,6 +80,7 @@ struct Shared {
     cfg: Arc<Config>,
     ack_key: Arc<[u8]>,
     sending: Semaphore,
+    calling: Semaphore,
     attempt_timeout: Duration,
     retry_for: Duration,
 }
@@ -102,6 +107,7 @@ impl Plans {
             cfg,
             ack_key: ack_key.clone(),
             sending: Semaphore::new(MAX_SENDING),
+            calling: Semaphore::new(MAX_CALLING),
         });
         Plans { tiers, channels, shared }
     }
