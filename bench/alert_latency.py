@@ -8,6 +8,7 @@ ms per channel and how many of the calls each channel reached.
 """
 import argparse
 import asyncio
+import email
 import json
 import os
 import pathlib
@@ -36,8 +37,8 @@ arrivals = {"email": {}, "webhook": {}, "voice": {}}
 lock = threading.Lock()
 
 
-def arrived(channel, key):
-    t = time.time()
+def arrived(channel, key, t=None):
+    t = t or time.time()
     with lock:
         arrivals[channel].setdefault(key, t)
 
@@ -56,9 +57,13 @@ async def smtp(reader, writer):
         elif verb == b"DATA":
             writer.write(b"354 go on\r\n")
             data = await reader.readuntil(b"\r\n.\r\n")
-            m = re.search(rb"Callback number: (b\d+)", data)
+            t = time.time()
+            # The text part may be quoted-printable or base64: read it as a mail reader would.
+            msg = email.message_from_bytes(data[:-5].replace(b"\r\n..", b"\r\n."))
+            text = b"".join(p.get_payload(decode=True) or b"" for p in msg.walk() if not p.is_multipart())
+            m = re.search(rb"Callback number: (b\d+)", text)
             if m:
-                arrived("email", m.group(1).decode())
+                arrived("email", m.group(1).decode(), t)
             writer.write(b"250 2.0.0 accepted\r\n")
         elif verb == b"QUIT":
             writer.write(b"221 bye\r\n")

@@ -617,6 +617,38 @@ mod tests {
     }
 
     #[test]
+    fn voice_channels_are_checked() {
+        let voice = |to: &[&str], route: Option<&str>, extra: &str| -> Result<(), (String, String)> {
+            let mut text = format!("name = \"phone\"\nkind = \"voice\"\nto = {to:?}\n{extra}\n");
+            if let Some(r) = route {
+                text.push_str(&format!("route = \"{r}\"\n"));
+            }
+            let c: ChannelConfig = toml::from_str(&text).map_err(|e| ("parse".to_string(), e.to_string()))?;
+            validate(&AlertsConfig::default(), &[c], &[], &["provider"])
+        };
+        assert_eq!(voice(&["sip:officer@192.0.2.5", "sips:desk@pbx.example.org"], None, ""), Ok(()));
+        assert_eq!(
+            voice(&["+14255550199", "2100"], Some("provider"), "ring_s = 20\nrepeats = 5\nvoice = \"fr\""),
+            Ok(())
+        );
+        let key = |r: Result<(), (String, String)>| r.unwrap_err().0;
+        assert_eq!(key(voice(&["+14255550199"], None, "")), "channel[0].route", "a number needs a route");
+        assert_eq!(key(voice(&["+14255550199"], Some("nope"), "")), "channel[0].route");
+        assert_eq!(key(voice(&["mailto:x@y"], None, "")), "channel[0].to[0]");
+        assert_eq!(key(voice(&["sip:a b@host"], None, "")), "channel[0].to[0]");
+        assert_eq!(key(voice(&[], None, "")), "channel[0].to");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "repeats = 0")), "channel[0].repeats");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "ring_s = 1000")), "channel[0].ring_s");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "max_s = 5")), "channel[0].max_s");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "voice = \"--stdout\"")), "channel[0].voice");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "voice = \"en us\"")), "channel[0].voice");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "pin = 1")), "parse", "unknown keys are refused");
+        let c: ChannelConfig =
+            toml::from_str("name = \"p\"\nkind = \"voice\"\nto = [\"+1555\", \"sip:a@b\"]\nroute = \"r\"").unwrap();
+        assert_eq!(c.targets(), ["tel:+1555", "sip:a@b"]);
+    }
+
+    #[test]
     fn email_addresses_are_checked() {
         for ok in ["a@b.example", "Security <sec@example.org>"] {
             assert!(ok.parse::<mailbox::Mailbox>().is_ok(), "{ok}");

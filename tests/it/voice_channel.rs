@@ -268,9 +268,11 @@ secret = "webhook-secret-0123456789"
     let second = hooks.next_to(&rt, "/second");
     let ev: CallEvent = serde_json::from_slice(&second.body).unwrap();
     assert!(ev.test_call);
-    lab.wait_for(&mut Vec::new(), "the voice attempt audited", |e| {
-        matches!(&e.kind, CallEventKind::Notified { uri, .. } if uri.starts_with("sip:officer"))
-    });
+    lab.wait_for(
+        &mut Vec::new(),
+        "the voice attempt audited",
+        |e| matches!(&e.kind, CallEventKind::Notified { uri, .. } if uri.starts_with("sip:officer")),
+    );
     lab.stop();
     let audit = lab.audit_events();
     let detected = detected(&audit);
@@ -282,4 +284,36 @@ secret = "webhook-secret-0123456789"
     let voice = n.iter().find(|(to, ..)| to.starts_with("sip:officer")).expect("the voice attempt");
     assert!(voice.1 && voice.2.ends_with("alert spoken 1x; not acknowledged: hung up)"), "{n:#?}");
     assert!(!audit.iter().any(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })));
+}
+
+#[test]
+fn without_speech_the_call_still_happens_with_the_alert_tone_and_says_why() {
+    let phone_port = free_port();
+    // A voice espeak-ng does not have: synthesis fails, as it would with espeak-ng missing.
+    let channel = voice_channel(phone_port, "voice = \"zz-nope\"");
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, channel));
+    let media = PhoneMedia::start(Some(60));
+    let mport = media.port.to_string();
+    let phone = lab.uas(
+        "officer",
+        "media_provider.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
+    );
+    call(&lab, "911");
+    lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    phone.wait().assert_ok();
+    let heard = media.finish();
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    // The phone heard the alert tone, sample for sample (through G.711).
+    let (mut bytes, mut tone) = (Vec::new(), Vec::new());
+    Codec::Pcmu.encode_into(&sosdesk::media::speech::alert_tone(), &mut bytes);
+    Codec::Pcmu.decode_into(&bytes, &mut tone);
+    let n = heard.len().min(8000);
+    assert!(n >= 4000 && heard[..n] == tone[..n], "the phone did not hear the alert tone ({} samples)", heard.len());
+    let n = notified(&lab.audit_events());
+    assert!(n[0].1 && n[0].2.contains("speech failed (espeak-ng failed"), "{n:#?}");
+    assert!(n[0].2.contains("the alert tone was played instead"), "{n:#?}");
 }
