@@ -144,7 +144,7 @@ pub async fn run(
             r = events.recv() => match r {
                 Ok(ev) => ev,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::error!(missed = n, "alert channels fell behind the core's events: some calls may not be alerted by email, webhook or SMS");
+                    tracing::error!(missed = n, "alert channels fell behind the core's events: some calls may not be alerted by email, webhook, SMS or voice call");
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
