@@ -19,6 +19,8 @@
 #                  switch-port discovery (tests/it/support/snmpsim.rs)
 #   snmpd          net-snmp's agent: SNMP v3 with AES privacy in front of that simulated switch
 #                  (tests/it/support/snmpd.rs), started by the test on a free port, never as a service
+#   espeak-ng      the speech synthesiser the voice alert channel runs (src/reach/voice.rs); its
+#                  tests compare what the called phone heard with espeak-ng's own output
 #   the desk app's packages, npm modules and tauri-driver: scripts/desk-deps.sh --test
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,7 +30,7 @@ df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sed 's/^/sosdesk: disk: /' >&2 || t
 # Incremental compilation state is disk a from-scratch run never reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/ensure-packages.sh sip-tester libxml2-utils openssl baresip-core linphone-cli tcpdump \
-  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd postgresql snmpsim snmpd
+  kamailio kamailio-tls-modules dnsmasq-base iproute2 python3-aiosmtpd postgresql snmpsim snmpd espeak-ng
 bash scripts/desk-deps.sh --test
 
 echo "== format and lints"

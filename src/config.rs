@@ -1137,10 +1137,21 @@ impl Config {
             return Err(self.err("api", "give both `tls_cert` and `tls_key`, or neither"));
         }
         let uses: Vec<_> = self.policies.iter().map(|p| (&p.channels[..], &p.escalation[..])).collect();
-        crate::channels::validate(&self.alerts, &self.channels, &uses).map_err(|(k, r)| self.err(k, r))?;
+        let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        crate::channels::validate(&self.alerts, &self.channels, &uses, &routes).map_err(|(k, r)| self.err(k, r))?;
         for (i, name) in self.lis.unlocated_channels.iter().enumerate() {
-            if !self.channels.iter().any(|c| c.name() == name) {
-                return Err(self.err(format!("lis.unlocated_channels[{i}]"), format!("no channel named {name:?}")));
+            match self.channels.iter().find(|c| c.name() == name) {
+                None => {
+                    return Err(self.err(format!("lis.unlocated_channels[{i}]"), format!("no channel named {name:?}")))
+                }
+                // An admin's task is written, not spoken at someone who must press 1.
+                Some(crate::channels::ChannelConfig::Voice(_)) => {
+                    return Err(self.err(
+                        format!("lis.unlocated_channels[{i}]"),
+                        format!("{name:?} is a voice channel: announcements go by email, webhook or SMS"),
+                    ))
+                }
+                Some(_) => {}
             }
         }
         if self.api.listen.is_some() && self.api.listen == self.lis.held {
@@ -1670,6 +1681,8 @@ fields = { to = "{to}", text = "{text}" }
         refused(with("channels = [\"pager\"]", ""), "policy[0].channels[0]");
         refused(with("", "[lis]\nunlocated_channels = [\"mail\", \"pager\"]\n"), "lis.unlocated_channels[1]");
         assert!(Config::from_toml(&with("", "[lis]\nunlocated_channels = [\"mail\"]\n"), Path::new("x.toml")).is_ok());
+        let phone = "[[channel]]\nname = \"phone\"\nkind = \"voice\"\nto = [\"sip:netops@192.0.2.5\"]\n";
+        refused(with("", &format!("[lis]\nunlocated_channels = [\"phone\"]\n{phone}")), "lis.unlocated_channels[0]");
         refused(
             with("escalation = [{ after_s = 99999999, channels = [\"sms\"] }]", ""),
             "policy[0].escalation[0].after_s",

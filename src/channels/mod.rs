@@ -76,6 +76,7 @@ pub enum ChannelConfig {
     Email(EmailChannel),
     Webhook(WebhookChannel),
     Sms(SmsChannel),
+    Voice(VoiceChannel),
 }
 
 impl ChannelConfig {
@@ -84,6 +85,7 @@ impl ChannelConfig {
             ChannelConfig::Email(c) => &c.name,
             ChannelConfig::Webhook(c) => &c.name,
             ChannelConfig::Sms(c) => &c.name,
+            ChannelConfig::Voice(c) => &c.name,
         }
     }
 
@@ -92,13 +94,16 @@ impl ChannelConfig {
             ChannelConfig::Email(_) => "email",
             ChannelConfig::Webhook(_) => "webhook",
             ChannelConfig::Sms(_) => "sms",
+            ChannelConfig::Voice(_) => "voice",
         }
     }
 
     /// Who this channel reaches, one delivery (and one acknowledgement link) each, as audited:
-    /// `mailto:…`, `sms:…`, or a webhook's scheme, host and port (its path may hold a token).
+    /// `mailto:…`, `sms:…`, or a webhook's scheme, host and port (its path may hold a token);
+    /// a voice call's `sip:`/`sips:` URI, or `tel:<number>` called through its route.
     pub fn targets(&self) -> Vec<String> {
         match self {
+            ChannelConfig::Voice(c) => c.to.iter().map(|t| VoiceChannel::target(t)).collect(),
             ChannelConfig::Email(c) => c.to.iter().map(|t| format!("mailto:{t}")).collect(),
             ChannelConfig::Sms(c) => c.to.iter().map(|t| format!("sms:{t}")).collect(),
             ChannelConfig::Webhook(c) => vec![c.origin()],
@@ -223,6 +228,60 @@ pub struct SmsChannel {
     pub to: Vec<String>,
 }
 
+/// `kind = "voice"`: sosdesk calls (SIP) and speaks the alert until the callee presses 1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceChannel {
+    pub name: String,
+    /// Whom to call: `sip:`/`sips:` URIs (called directly, RFC 3263 by A/AAAA of the host),
+    /// or numbers (`+14255550199`, `2100`) called through `route`.
+    pub to: Vec<String>,
+    /// The `[[route]]` numbers are called through (its address, transport, TLS and digest
+    /// credentials); needed when `to` lists a number.
+    pub route: Option<String>,
+    /// How long the phone may ring before the attempt counts as "no answer" (s).
+    #[serde(default = "default_ring_s")]
+    pub ring_s: u64,
+    /// How many times the alert is spoken before sosdesk hangs up unacknowledged.
+    #[serde(default = "default_repeats")]
+    pub repeats: u32,
+    /// The longest an answered call lasts (s), however many repeats are left.
+    #[serde(default = "default_max_s")]
+    pub max_s: u64,
+    /// The espeak-ng voice (`espeak-ng --voices`): `en-us`, `en`, `fr`, `de` …
+    #[serde(default = "default_voice")]
+    pub voice: String,
+}
+
+fn default_ring_s() -> u64 {
+    30
+}
+fn default_repeats() -> u32 {
+    3
+}
+fn default_max_s() -> u64 {
+    120
+}
+fn default_voice() -> String {
+    "en-us".into()
+}
+
+impl VoiceChannel {
+    /// A `to` entry as audited (and as who acknowledges): the URI, or `tel:<number>`.
+    pub fn target(to: &str) -> String {
+        if is_sip_uri(to) {
+            to.to_string()
+        } else {
+            format!("tel:{to}")
+        }
+    }
+}
+
+fn is_sip_uri(s: &str) -> bool {
+    let l = s.get(..5).unwrap_or(s).to_ascii_lowercase();
+    l.starts_with("sip:") || l.starts_with("sips:")
+}
+
 /// One tier of a policy's escalation: `{ after_s = 60, channels = ["oncall-sms"] }`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +392,7 @@ pub fn validate(
     alerts: &AlertsConfig,
     channels: &[ChannelConfig],
     policies: &[(&[String], &[EscalationTier])],
+    routes: &[&str],
 ) -> Result<(), (String, String)> {
     let err = |k: String, r: String| Err((k, r));
     if let Some(u) = &alerts.public_url {
@@ -416,6 +476,55 @@ pub fn validate(
                 }
                 if s.method == HttpMethod::Get && s.encoding == SmsEncoding::Json {
                     return err(k("encoding"), "\"json\" needs method POST".into());
+                }
+            }
+            ChannelConfig::Voice(v) => {
+                if v.to.is_empty() {
+                    return err(k("to"), "lists nobody to call".into());
+                }
+                for (j, to) in v.to.iter().enumerate() {
+                    let key = format!("channel[{i}].to[{j}]");
+                    if is_sip_uri(to) {
+                        crate::sip::target::check_target_uri(to).map_err(|e| (key, e))?;
+                    } else {
+                        let digits = to.strip_prefix('+').unwrap_or(to);
+                        if digits.is_empty()
+                            || digits.len() > 15
+                            || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+                        {
+                            return err(key, format!("{to:?} is neither a sip:/sips: URI nor a number"));
+                        }
+                        match &v.route {
+                            None => {
+                                return err(
+                                    k("route"),
+                                    format!("{to:?} is a number: name the [[route]] to call it through"),
+                                )
+                            }
+                            Some(r) if !routes.contains(&r.as_str()) => {
+                                return err(k("route"), format!("no [[route]] named {r:?}"))
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+                if !(5..=300).contains(&v.ring_s) {
+                    return err(k("ring_s"), "must be between 5 and 300".into());
+                }
+                if !(1..=20).contains(&v.repeats) {
+                    return err(k("repeats"), "must be between 1 and 20".into());
+                }
+                if !(10..=900).contains(&v.max_s) {
+                    return err(k("max_s"), "must be between 10 and 900".into());
+                }
+                // Handed to espeak-ng as one argument, never through a shell; still only the
+                // characters voice names have.
+                if v.voice.is_empty()
+                    || v.voice.len() > 40
+                    || !v.voice.chars().all(|c| c.is_ascii_alphanumeric() || "-_+/".contains(c))
+                    || v.voice.starts_with('-')
+                {
+                    return err(k("voice"), format!("{:?} is not an espeak-ng voice name (en-us, fr, de …)", v.voice));
                 }
             }
         }
@@ -505,6 +614,38 @@ mod tests {
         );
         assert_eq!(t.iter().map(|t| t.after_s).collect::<Vec<_>>(), [0, 60, 120]);
         assert_eq!(t[0].channels, ["mail"]);
+    }
+
+    #[test]
+    fn voice_channels_are_checked() {
+        let voice = |to: &[&str], route: Option<&str>, extra: &str| -> Result<(), (String, String)> {
+            let mut text = format!("name = \"phone\"\nkind = \"voice\"\nto = {to:?}\n{extra}\n");
+            if let Some(r) = route {
+                text.push_str(&format!("route = \"{r}\"\n"));
+            }
+            let c: ChannelConfig = toml::from_str(&text).map_err(|e| ("parse".to_string(), e.to_string()))?;
+            validate(&AlertsConfig::default(), &[c], &[], &["provider"])
+        };
+        assert_eq!(voice(&["sip:officer@192.0.2.5", "sips:desk@pbx.example.org"], None, ""), Ok(()));
+        assert_eq!(
+            voice(&["+14255550199", "2100"], Some("provider"), "ring_s = 20\nrepeats = 5\nvoice = \"fr\""),
+            Ok(())
+        );
+        let key = |r: Result<(), (String, String)>| r.unwrap_err().0;
+        assert_eq!(key(voice(&["+14255550199"], None, "")), "channel[0].route", "a number needs a route");
+        assert_eq!(key(voice(&["+14255550199"], Some("nope"), "")), "channel[0].route");
+        assert_eq!(key(voice(&["mailto:x@y"], None, "")), "channel[0].to[0]");
+        assert_eq!(key(voice(&["sip:a b@host"], None, "")), "channel[0].to[0]");
+        assert_eq!(key(voice(&[], None, "")), "channel[0].to");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "repeats = 0")), "channel[0].repeats");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "ring_s = 1000")), "channel[0].ring_s");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "max_s = 5")), "channel[0].max_s");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "voice = \"--stdout\"")), "channel[0].voice");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "voice = \"en us\"")), "channel[0].voice");
+        assert_eq!(key(voice(&["sip:a@192.0.2.5"], None, "pin = 1")), "parse", "unknown keys are refused");
+        let c: ChannelConfig =
+            toml::from_str("name = \"p\"\nkind = \"voice\"\nto = [\"+1555\", \"sip:a@b\"]\nroute = \"r\"").unwrap();
+        assert_eq!(c.targets(), ["tel:+1555", "sip:a@b"]);
     }
 
     #[test]

@@ -216,6 +216,68 @@ pub fn teams(ev: &CallEvent, ack_url: Option<&str>) -> serde_json::Value {
     })
 }
 
+/// The longest a caller-controlled part of the spoken alert may be (characters): a display
+/// name or location text cannot make the call's prompt last minutes.
+const SPOKEN_PART_MAX: usize = 120;
+
+/// A number as a synthesiser should say it: digit by digit (`+1425` → `plus 1 4 2 5`), never
+/// "one thousand four hundred…".
+pub fn spoken_digits(number: &str) -> String {
+    let words: Vec<String> = number
+        .chars()
+        .filter_map(|c| match c {
+            '+' => Some("plus".to_string()),
+            '*' => Some("star".to_string()),
+            '#' => Some("hash".to_string()),
+            c if c.is_ascii_alphanumeric() => Some(c.to_string()),
+            _ => None,
+        })
+        .collect();
+    words.join(" ")
+}
+
+/// Caller text fit to be spoken: control characters made spaces, at most
+/// [`SPOKEN_PART_MAX`] characters. (It reaches espeak-ng on its standard input, not a shell
+/// nor a command line, and without `-m` markup is read as text.)
+fn spoken(s: &str) -> String {
+    let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(SPOKEN_PART_MAX).collect();
+    s.trim().to_string()
+}
+
+/// What the voice call says, once per repetition (Kari's Law / RAY BAUM'S Act): emergency (or
+/// TEST, first and last, for a test call), the number dialled, the caller's name, the callback
+/// number digit by digit, the dispatchable location (the ERL's name, the address, floor and
+/// room), and how to acknowledge.
+pub fn voice(ev: &CallEvent) -> String {
+    let mut t = String::with_capacity(400);
+    let number = spoken_digits(&ev.normalized);
+    if ev.test_call {
+        t.push_str(&format!("This is a test. Test call to {number}. Not an emergency. "));
+    } else {
+        t.push_str(&format!("Emergency. Emergency call to {number}. "));
+    }
+    let name = ev.caller.display_name.as_deref().map(spoken).filter(|n| !n.is_empty());
+    t.push_str(&format!("Caller: {}. ", name.as_deref().unwrap_or("no name")));
+    t.push_str(&format!("Callback number: {}. ", spoken_digits(&ev.caller.number)));
+    let loc = &ev.location;
+    if let Some(erl) = loc.erl.as_ref().filter(|e| !e.label.trim().is_empty()) {
+        t.push_str(&format!("Location: {}. ", spoken(&erl.label)));
+    }
+    t.push_str(&format!("Address: {}. ", spoken(&loc.describe())));
+    if let Some(erl) = &loc.erl {
+        for (label, v) in [("Building", &erl.civic.bld), ("Floor", &erl.civic.flr), ("Room", &erl.civic.room)] {
+            if let Some(v) = v.as_deref().map(spoken).filter(|v| !v.is_empty()) {
+                t.push_str(&format!("{label} {v}. "));
+            }
+        }
+    }
+    if ev.test_call {
+        t.push_str("This was a test. ");
+    }
+    t.push_str("Press 1 to acknowledge.");
+    t
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -275,6 +337,33 @@ pub(crate) mod tests {
             assert!(t.contains(want), "{want} in {t}");
         }
         assert!(plain(&call("A", true), None).starts_with("TEST CALL to 933"));
+    }
+
+    #[test]
+    fn the_voice_prompt_says_emergency_caller_callback_and_location_and_tests_say_test() {
+        let v = voice(&call("Alice Example", false));
+        assert!(v.starts_with("Emergency. Emergency call to 9 1 1. "), "{v}");
+        for want in [
+            "Caller: Alice Example.",
+            "Callback number: plus 1 4 2 5 5 5 5 0 1 2 3.",
+            "Location: HQ, 2nd floor, room 210.",
+            "Redmond",
+            "Floor 2. Room 210.",
+            "Press 1 to acknowledge.",
+        ] {
+            assert!(v.contains(want), "{want:?} in {v}");
+        }
+        assert!(!v.to_lowercase().contains("test"), "{v}");
+        let t = voice(&call("Bob", true));
+        assert!(t.starts_with("This is a test. Test call to 9 3 3. Not an emergency."), "{t}");
+        assert!(t.contains("This was a test.") && !t.contains("Emergency call"), "{t}");
+        // Caller text: no line breaks, bounded, whatever the caller sent.
+        let long = voice(&call(&format!("Mallory\r\n{}", "x".repeat(5000)), false));
+        assert!(!long.contains('\n') && long.len() < 1000, "{}", long.len());
+        let mut nameless = call(" ", false);
+        nameless.caller.number = "2100#".into();
+        let n = voice(&nameless);
+        assert!(n.contains("Caller: no name. Callback number: 2 1 0 0 hash."), "{n}");
     }
 
     #[test]

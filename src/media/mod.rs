@@ -7,14 +7,18 @@
 //! - [`session`]: one call's media, sans-I/O: relay, transcoding, telephone events, symmetric
 //!   RTP, recording frames.
 //! - [`wav`]: the recording file.
+//! - [`dtmf`]: digits a called party presses (RFC 4733 events, SIP INFO bodies).
+//! - [`speech`]: a synthesiser's WAV at 8 kHz, the alert tone (the voice alert channel).
 //! - [`runner`]: the tokio task that gives a session its sockets and its clock, and the RTP port
 //!   pool.
 
 pub mod codec;
+pub mod dtmf;
 pub mod mixer;
 pub mod runner;
 pub mod sdp;
 pub mod session;
+pub mod speech;
 pub mod wav;
 
 pub use codec::{Codec, FRAME, SAMPLE_RATE};

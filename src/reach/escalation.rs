@@ -99,11 +99,14 @@ impl Delivery {
         loop {
             attempt += 1;
             let result = {
-                // Bounded: at most MAX_SENDING attempts on the network at once.
-                let _slot = shared.sending.acquire().await;
-                tokio::time::timeout(shared.attempt_timeout, self.attempt(&shared, ack_url.as_deref()))
+                // Bounded: at most MAX_SENDING attempts on the network at once, and MAX_CALLING
+                // voice calls (which last minutes: they must not hold up the emails).
+                let pool = if matches!(*self.ch, ChannelConfig::Voice(_)) { &shared.calling } else { &shared.sending };
+                let _slot = pool.acquire().await;
+                let within = self.attempt_timeout(&shared);
+                tokio::time::timeout(within, self.attempt(&shared, ack_url.as_deref(), &acked))
                     .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {} s", shared.attempt_timeout.as_secs())))
+                    .unwrap_or_else(|_| Err(format!("no answer within {} s", within.as_secs())))
             };
             let wait = crate::notify::backoff(attempt);
             let retry = result.is_err() && Instant::now() + wait <= give_up_at && !*acked.borrow();
@@ -152,6 +155,15 @@ impl Delivery {
         Some(format!("{base}/ack/{}", ack_token(&shared.ack_key, &claim)))
     }
 
+    /// How long one attempt may take: a voice call rings, then speaks, for longer than an
+    /// SMTP session.
+    fn attempt_timeout(&self, shared: &Shared) -> Duration {
+        match &*self.ch {
+            ChannelConfig::Voice(v) => Duration::from_secs(v.ring_s + v.max_s) + shared.attempt_timeout,
+            _ => shared.attempt_timeout,
+        }
+    }
+
     /// How it travels, for the audit: `SMTP STARTTLS smtp.example.org:587`, `HTTPS`.
     fn transport(&self) -> String {
         match &*self.ch {
@@ -167,10 +179,16 @@ impl Delivery {
             ChannelConfig::Sms(s) => {
                 format!("SMS gateway {}", crate::channels::Url::parse(&s.url.0).map(|u| u.origin()).unwrap_or_default())
             }
+            ChannelConfig::Voice(v) => super::voice::transport(v, &self.target),
         }
     }
 
-    async fn attempt(&self, shared: &Shared, ack_url: Option<&str>) -> Result<String, String> {
+    async fn attempt(
+        &self,
+        shared: &Shared,
+        ack_url: Option<&str>,
+        acked: &watch::Receiver<bool>,
+    ) -> Result<String, String> {
         let ca = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| shared.cfg.path(p));
         match &*self.ch {
             ChannelConfig::Email(e) => {
@@ -185,6 +203,9 @@ impl Delivery {
             ChannelConfig::Sms(s) => {
                 let to = self.target.strip_prefix("sms:").unwrap_or(&self.target);
                 super::http::send(super::http::sms_request(s, to, &self.ev, ack_url, ca(&s.tls_ca))?).await
+            }
+            ChannelConfig::Voice(v) => {
+                super::voice::call(&shared.cfg, &shared.core, v, &self.target, &self.ev, acked.clone()).await
             }
         }
     }

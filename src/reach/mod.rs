@@ -1,4 +1,5 @@
-//! Alerts beyond SIP, sent (issue 15): email, webhooks and SMS to the channels a policy lists,
+//! Alerts beyond SIP, sent (issue 15): email, webhooks, SMS and voice calls (`voice.rs`) to the
+//! channels a policy lists,
 //! tier after tier of its escalation until someone acknowledges (docs/channels.md).
 //!
 //! An I/O shell beside the engine, never in front of it: it follows the core's event broadcast
@@ -16,6 +17,7 @@
 pub mod email;
 mod escalation;
 pub mod http;
+pub mod voice;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +34,8 @@ use crate::events::CallEventKind;
 /// Attempts (SMTP sessions, HTTP requests) on the network at once, across all calls: a burst
 /// of calls queues its alerts here instead of opening thousands of connections.
 pub const MAX_SENDING: usize = 32;
+/// Voice calls placed at once, across all calls (each holds two sockets for minutes).
+pub const MAX_CALLING: usize = 16;
 /// Calls followed before the first look for escalations that have ended.
 const PRUNE_FIRST: usize = 1024;
 /// Where the acknowledgement links' key is kept when `[alerts] ack_key` is not set.
@@ -80,6 +84,7 @@ struct Shared {
     cfg: Arc<Config>,
     ack_key: Arc<[u8]>,
     sending: Semaphore,
+    calling: Semaphore,
     attempt_timeout: Duration,
     retry_for: Duration,
 }
@@ -110,6 +115,7 @@ impl Plans {
             cfg,
             ack_key: ack_key.clone(),
             sending: Semaphore::new(MAX_SENDING),
+            calling: Semaphore::new(MAX_CALLING),
         });
         Plans { tiers, channels, unlocated, shared }
     }
@@ -146,7 +152,7 @@ pub async fn run(
             r = events.recv() => match r {
                 Ok(ev) => ev,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::error!(missed = n, "alert channels fell behind the core's events: some calls may not be alerted by email, webhook or SMS");
+                    tracing::error!(missed = n, "alert channels fell behind the core's events: some calls may not be alerted by email, webhook, SMS or voice call");
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,

@@ -112,7 +112,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("events", &["location", "sip"]),
     ("registrar", &["sip"]),
     ("notify", &["events", "location", "registrar", "sip"]),
-    ("channels", &["events", "location", "notify"]),
+    ("channels", &["events", "location", "notify", "sip"]),
     ("config", &["channels", "db", "location", "notify", "sip"]),
     ("policy", &["config", "location", "notify"]),
     ("audit", &["db", "events", "location", "time"]),
@@ -123,7 +123,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("transport", &["config", "core_handle", "intake", "sip"]),
     ("dns", &["config", "core_handle", "sip", "transport"]),
     ("watchdog", &["audit", "core_handle"]),
-    ("reach", &["audit", "channels", "config", "core_handle", "events", "notify", "transport"]),
+    ("reach", &["audit", "channels", "config", "core_handle", "events", "media", "notify", "sip", "transport"]),
     (
         "api",
         &[

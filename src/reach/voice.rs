@@ -1,0 +1,547 @@
+//! The voice alert channel (issue 15): sosdesk calls a phone — a `sip:`/`sips:` URI, or a
+//! number through one of the routes — and speaks the alert until the callee presses 1, which
+//! acknowledges the emergency call as that callee, or hangs up.
+//!
+//! Why here, in `reach`, and not in the routing engine: the engine is the emergency B2BUA,
+//! sans-I/O, and nothing may sit on a call's path. A voice alert is one more delivery of an
+//! alert — started by the `detected` event the engine broadcasts after the call's bytes are out,
+//! retried and audited like an email — so it lives with the other senders, as a UAC of its own:
+//! its own socket and client transactions (`sip::client`, the driver the desk app uses), its own
+//! RTP socket, its own dialog (`sip::dialog`). What it reuses is sans-I/O and below it: SDP and
+//! G.711 (`media`), RFC 4733 and INFO digits (`media::dtmf`), the synthesiser's WAV at 8 kHz
+//! (`media::speech`), the prompt text (`channels::text::voice`). The acknowledgement goes in
+//! through `CoreHandle::annotate`, like a desk's, so it is audited, broadcast to every desk
+//! (their alarm stops) and stops the escalation — the data still flows one way.
+//!
+//! Speech is synthesised by espeak-ng (`--stdin`: the text, which holds caller-controlled
+//! strings, is written to its standard input — no shell, no argument a caller could turn into
+//! an option), bounded in time, while the INVITE is already ringing the phone; if it fails, the
+//! call still happens with an alert tone, and the failure is logged and in the audited outcome.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rtp_types::{RtpPacket, RtpPacketBuilder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::channels::VoiceChannel;
+use crate::config::Config;
+use crate::core_handle::CoreHandle;
+use crate::events::{CallEvent, CallEventKind};
+use crate::media::dtmf::{digit_of_info, DtmfReceiver};
+use crate::media::{speech, AudioSdp, Codec, Direction, LocalSdp, FRAME};
+use crate::sip::client::{Client, ClientError, Event, Outgoing};
+use crate::sip::dialog::Dialog;
+use crate::sip::flow::Flow;
+use crate::sip::rfc3263::{Host, SipTarget};
+use crate::sip::transaction::{Peer, Timers, Transport};
+use crate::sip::{ids, Message};
+
+/// The `desk` of an acknowledgement by a voice call (its `by` is the callee).
+pub const VOICE_DESK: &str = "voice call";
+/// The most espeak-ng may take to speak the alert into a file.
+const SYNTH_WITHIN: Duration = Duration::from_secs(10);
+/// Silence between two repetitions of the alert (samples, 1 s).
+const GAP: usize = 8000;
+/// How long a BYE, or the INVITE's answer after a CANCEL, is waited for.
+const HANGUP_WITHIN: Duration = Duration::from_secs(4);
+/// The command that speaks (Debian package `espeak-ng`).
+const ESPEAK: &str = "espeak-ng";
+
+/// Where one callee is called, and how.
+struct Destination {
+    request_uri: String,
+    target: SipTarget,
+    /// The name the peer's certificate must carry (RFC 5922 §7.2).
+    tls_name: String,
+    tls_ca: Option<PathBuf>,
+    tls_identity: Option<(PathBuf, PathBuf)>,
+    /// A route's digest credentials: user, password, realm.
+    auth: Option<(String, String, Option<String>)>,
+}
+
+/// `target` as audited: a `sip:`/`sips:` URI, or `tel:<number>` through the channel's route.
+fn destination(cfg: &Config, v: &VoiceChannel, target: &str) -> Result<Destination, String> {
+    if let Some(number) = target.strip_prefix("tel:") {
+        let name = v.route.as_deref().ok_or("a number without a route")?;
+        let r = cfg.routes.iter().find(|r| r.name == name).ok_or_else(|| format!("no route {name:?}"))?;
+        let t = r.target();
+        let domain = r.domain.clone().unwrap_or_else(|| t.host_port_str());
+        let user_phone = if number.starts_with('+') { ";user=phone" } else { "" };
+        Ok(Destination {
+            request_uri: format!("sip:{number}@{domain}{user_phone}"),
+            tls_name: r.domain.clone().unwrap_or_else(|| t.host_str()),
+            target: t,
+            tls_ca: r.tls_ca.as_ref().map(|p| cfg.path(p)),
+            tls_identity: r.tls_cert.as_ref().zip(r.tls_key.as_ref()).map(|(c, k)| (cfg.path(c), cfg.path(k))),
+            auth: r
+                .username
+                .clone()
+                .zip(r.password.as_ref().map(|p| p.0.clone()))
+                .map(|(u, p)| (u, p, r.realm.clone())),
+        })
+    } else {
+        let t = SipTarget::parse(target)?;
+        Ok(Destination {
+            request_uri: target.to_string(),
+            tls_name: t.host_str(),
+            target: t,
+            tls_ca: cfg.sip.tls_ca.as_ref().map(|p| cfg.path(p)),
+            tls_identity: None,
+            auth: None,
+        })
+    }
+}
+
+/// How the call travels, for the audit: `SIP UDP 127.0.0.1:5099`, `SIP TLS via route provider`.
+pub(super) fn transport(v: &VoiceChannel, target: &str) -> String {
+    match (target.strip_prefix("tel:"), &v.route) {
+        (Some(_), Some(route)) => format!("SIP via route {route}"),
+        _ => match SipTarget::parse(target) {
+            Ok(t) => format!("SIP {} {}", t.default_transport().as_str(), t.host_port_str()),
+            Err(_) => "SIP".into(),
+        },
+    }
+}
+
+/// Where the target's name points (A/AAAA: the voice call is off the emergency path, so the
+/// resolver may take its time; NAPTR/SRV are not followed).
+async fn resolve(t: &SipTarget) -> Result<Peer, String> {
+    let transport = t.default_transport();
+    let port = t.port.unwrap_or(SipTarget::default_port(transport));
+    let ip = match &t.host {
+        Host::Ip(ip) => *ip,
+        Host::Name(n) => tokio::net::lookup_host((n.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot resolve {n}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{n} has no address"))?
+            .ip(),
+    };
+    Ok(Peer { transport, addr: SocketAddr::new(ip, port) })
+}
+
+/// The address this machine sends from towards `to` (no packet is sent: a connected UDP
+/// socket only asks the routing table).
+fn local_ip_towards(to: SocketAddr) -> Result<IpAddr, String> {
+    let any: SocketAddr =
+        if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let s = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    s.connect(to).map_err(|e| format!("no route to {to}: {e}"))?;
+    Ok(s.local_addr().map_err(|e| e.to_string())?.ip())
+}
+
+/// Client transactions towards `peer` over its transport.
+async fn connect(dest: &Destination, peer: Peer) -> Result<Client, String> {
+    match peer.transport {
+        Transport::Udp => {
+            let sock = UdpSocket::bind((local_ip_towards(peer.addr)?, 0)).await.map_err(|e| e.to_string())?;
+            Client::new(sock, Timers::default()).map_err(|e| e.to_string())
+        }
+        Transport::Tcp => {
+            let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(peer.addr))
+                .await
+                .map_err(|_| format!("no TCP connection to {} within 5 s", peer.addr))?
+                .map_err(|e| format!("cannot connect to {}: {e}", peer.addr))?;
+            let local = tcp.local_addr().map_err(|e| e.to_string())?;
+            Ok(Client::over_flow(Flow::new(tcp, local, peer.addr, None), Transport::Tcp, Timers::default()))
+        }
+        Transport::Tls => {
+            let identity = dest.tls_identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            let tls = crate::transport::tls::TlsClient::towards(&dest.tls_name, dest.tls_ca.as_deref(), identity)?;
+            let stream = tls.connect(peer.addr).await?;
+            let local = stream.get_ref().0.local_addr().map_err(|e| e.to_string())?;
+            Ok(Client::over_flow(Flow::new(stream, local, peer.addr, None), Transport::Tls, Timers::default()))
+        }
+    }
+}
+
+/// The alert as 8 kHz speech: espeak-ng's WAV on its standard output, within [`SYNTH_WITHIN`].
+pub async fn synthesize(text: &str, voice: &str) -> Result<Vec<i16>, String> {
+    let run = async {
+        let mut child = tokio::process::Command::new(ESPEAK)
+            .args(["--stdout", "--stdin", "-v", voice])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {ESPEAK}: {e}"))?;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut stderr = child.stderr.take().ok_or("no stderr")?;
+        let text = text.to_string();
+        let write = async move {
+            let r = stdin.write_all(text.as_bytes()).await;
+            drop(stdin);
+            r
+        };
+        let (mut wav, mut err) = (Vec::new(), Vec::new());
+        let (w, r, e) = tokio::join!(write, stdout.read_to_end(&mut wav), stderr.read_to_end(&mut err));
+        w.and(r).and(e).map_err(|e| format!("{ESPEAK}: {e}"))?;
+        let status = child.wait().await.map_err(|e| format!("{ESPEAK}: {e}"))?;
+        if !status.success() {
+            let why = String::from_utf8_lossy(&err).trim().chars().take(200).collect::<String>();
+            return Err(format!("{ESPEAK} failed ({status}): {why}"));
+        }
+        let (rate, pcm) = speech::wav_pcm(&wav).map_err(|e| format!("{ESPEAK}: {e}"))?;
+        let pcm = speech::to_8k(rate, &pcm);
+        if pcm.is_empty() {
+            return Err(format!("{ESPEAK} produced no audio"));
+        }
+        Ok(pcm)
+    };
+    tokio::time::timeout(SYNTH_WITHIN, run)
+        .await
+        .unwrap_or_else(|_| Err(format!("{ESPEAK} did not finish within {} s", SYNTH_WITHIN.as_secs())))
+}
+
+/// What sosdesk answers to a request from the callee that ends nothing (OPTIONS, UPDATE, a
+/// re-INVITE: the session goes on as it was, RFC 3261 §14.2 lets the UAS refuse a change).
+fn answer_to(msg: &Message) -> Message {
+    match msg.method() {
+        "INVITE" => msg.response(488, "Not Acceptable Here", None),
+        "OPTIONS" | "UPDATE" | "INFO" | "BYE" | "NOTIFY" => msg.response(200, "OK", None),
+        _ => msg.response(405, "Method Not Allowed", None),
+    }
+}
+
+/// How an answered call ended.
+enum Ended {
+    Acknowledged(&'static str),
+    AcknowledgedElsewhere,
+    HungUpByCallee,
+    Unacknowledged,
+    Lost(String),
+}
+
+/// One voice call to `target` (as audited); `Ok` with what happened once the callee answered
+/// (acknowledged or not), `Err` when the call was not answered (busy, no answer, refused, a
+/// network failure): the delivery retries it.
+pub(super) async fn call(
+    cfg: &Config,
+    core: &CoreHandle,
+    v: &VoiceChannel,
+    target: &str,
+    ev: &CallEvent,
+    mut acked: watch::Receiver<bool>,
+) -> Result<String, String> {
+    // The speech is made while the phone rings: the INVITE does not wait for it.
+    let (text, voice) = (crate::channels::text::voice(ev), v.voice.clone());
+    let synth = tokio::spawn(async move { synthesize(&text, &voice).await });
+    let dest = destination(cfg, v, target)?;
+    let peer = resolve(&dest.target).await?;
+    let mut client = connect(&dest, peer).await?;
+    let local = client.local_addr();
+    let rtp = UdpSocket::bind((local.ip(), 0)).await.map_err(|e| format!("cannot bind an RTP port: {e}"))?;
+    let rtp_addr = rtp.local_addr().map_err(|e| e.to_string())?;
+    let tp = client.transport();
+    let host = |a: SocketAddr| if a.is_ipv6() { format!("[{}]:{}", a.ip(), a.port()) } else { a.to_string() };
+    let via = || format!("SIP/2.0/{} {};branch={};rport", tp.as_str(), host(local), ids::new_branch());
+    let contact = format!("<sip:sosdesk@{};transport={}>", host(local), tp.as_str().to_ascii_lowercase());
+    let mut dialog = Dialog::outbound(
+        ids::new_call_id(&local.ip().to_string()),
+        format!("\"sosdesk alert\" <sip:sosdesk@{}>;tag={}", host(local), ids::new_tag()),
+        format!("<{}>", dest.request_uri),
+        dest.request_uri.clone(),
+        peer,
+    );
+    let offer = LocalSdp::new(rtp_addr).offer(Codec::Pcmu, Direction::SendRecv);
+    let subject: String = crate::channels::text::subject(ev).chars().filter(|c| !c.is_control()).collect();
+    let invite_of = |dialog: &mut Dialog, cseq: Option<u32>, authorization: Option<(&str, String)>| {
+        let mut m = dialog.request("INVITE", cseq, via());
+        m.push("Contact", contact.clone());
+        m.push("Subject", subject.clone());
+        m.push("Allow", "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, UPDATE");
+        m.push("Accept", "application/sdp, application/dtmf-relay, application/dtmf");
+        if let Some((name, value)) = authorization {
+            m.push(name, value);
+        }
+        m.push("Content-Type", "application/sdp");
+        m.body = offer.clone();
+        m
+    };
+    let mut invite = invite_of(&mut dialog, Some(1), None);
+    let ring_until = Instant::now() + Duration::from_secs(v.ring_s);
+    let mut challenged = false;
+    let answer = loop {
+        let key = client
+            .send_request(&invite, peer.addr)
+            .await
+            .map_err(|e| format!("cannot send the INVITE to {peer}: {e}"))?;
+        tracing::info!(call = %ev.call_id, %target, %peer, "voice alert: INVITE sent");
+        let ringing = client.final_response(&key, |e| during_ringing(e, &mut dialog));
+        let got = tokio::select! {
+            r = ringing => Some(r),
+            _ = tokio::time::sleep_until(ring_until) => None,
+            // (A dispatcher gone — the core stopping — acknowledges nothing: ring on.)
+            _ = async { if acked.wait_for(|a| *a).await.is_err() { std::future::pending::<()>().await } } => None,
+        };
+        let resp = match got {
+            None => {
+                let why = if *acked.borrow() {
+                    "acknowledged elsewhere while ringing".to_string()
+                } else {
+                    format!("no answer within {} s", v.ring_s)
+                };
+                if let Some(ok) = cancel(&mut client, &invite, &key, peer.addr).await {
+                    // Answered as the CANCEL crossed it: hang up at once.
+                    dialog.learn_remote_tag(&ok);
+                    dialog.confirm(&ok);
+                    let ack = dialog.request("ACK", Some(invite.cseq().map_or(1, |c| c.0)), via());
+                    let _ = client.send_stateless(&ack, peer.addr).await;
+                    hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+                }
+                return if *acked.borrow() { Ok(format!("{why}: cancelled")) } else { Err(why) };
+            }
+            Some(Err(ClientError::Timeout)) => return Err(format!("no response from {peer}")),
+            Some(Err(e)) => return Err(format!("{peer}: {e}")),
+            Some(Ok(resp)) => resp,
+        };
+        let status = resp.status().unwrap_or(0);
+        match (status, &dest.auth) {
+            (200..=299, _) => break resp,
+            (401 | 407, Some((user, password, realm))) if !challenged => {
+                challenged = true;
+                let (ask, answer) = if status == 401 {
+                    ("WWW-Authenticate", "Authorization")
+                } else {
+                    ("Proxy-Authenticate", "Proxy-Authorization")
+                };
+                let challenges = resp.header_values(ask);
+                let value = crate::sip::digest::answer_best(
+                    &challenges,
+                    "INVITE",
+                    &dest.request_uri,
+                    user,
+                    password,
+                    realm.as_deref(),
+                )
+                .ok_or_else(|| format!("{status}: a challenge sosdesk cannot answer"))?;
+                invite = invite_of(&mut dialog, None, Some((answer, value)));
+            }
+            (486 | 600 | 603, _) => return Err(format!("busy ({status} {})", reason(&resp))),
+            (408 | 480 | 487, _) => return Err(format!("no answer ({status} {})", reason(&resp))),
+            _ => return Err(format!("refused ({status} {})", reason(&resp))),
+        }
+    };
+    dialog.learn_remote_tag(&answer);
+    dialog.confirm(&answer);
+    let invite_cseq = invite.cseq().map_or(1, |c| c.0);
+    let ack = dialog.request("ACK", Some(invite_cseq), via());
+    client.send_stateless(&ack, peer.addr).await.map_err(|e| format!("cannot send the ACK: {e}"))?;
+    let sdp = match AudioSdp::parse(&answer.body) {
+        Ok(s) if s.remote().is_some() => s,
+        Ok(_) => {
+            hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+            return Err("answered without an address for audio".into());
+        }
+        Err(e) => {
+            hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+            return Err(format!("answered without usable audio: {e}"));
+        }
+    };
+    let (codec, pt) = sdp.pick(Some(Codec::Pcmu));
+    let (audio, speech_failed) = match synth.await.unwrap_or_else(|e| Err(format!("speech task: {e}"))) {
+        Ok(pcm) => (pcm, None),
+        Err(e) => {
+            tracing::error!(call = %ev.call_id, %target, error = %e, "voice alert: no speech, the alert tone is played instead");
+            ((0..5).flat_map(|_| speech::alert_tone()).collect(), Some(e))
+        }
+    };
+    let mut program = Vec::with_capacity((audio.len() + GAP) * v.repeats as usize);
+    for _ in 0..v.repeats {
+        program.extend_from_slice(&audio);
+        program.extend(std::iter::repeat_n(0i16, GAP));
+    }
+    let (ended, played) = speak(
+        &mut client,
+        (&ack, peer.addr),
+        &rtp,
+        sdp.remote().expect("checked"),
+        (codec, pt, sdp.telephone_event),
+        &program,
+        Instant::now() + Duration::from_secs(v.max_s),
+        &mut acked,
+    )
+    .await;
+    let times = played.div_ceil(audio.len() + GAP).max(1);
+    let mut outcome = format!("answered ({}), alert spoken {times}x", codec.name());
+    match &ended {
+        Ended::Acknowledged(how) => {
+            outcome.push_str(&format!("; acknowledged by pressing 1 ({how})"));
+            if !*acked.borrow() {
+                let kind = CallEventKind::Acknowledged { by: target.to_string(), desk: VOICE_DESK.into() };
+                if let Err(e) = core.annotate(&ev.call_id, kind).await {
+                    tracing::error!(call = %ev.call_id, error = %e, "a voice acknowledgement could not be recorded");
+                    outcome.push_str(&format!(" — not recorded: {e}"));
+                }
+            }
+        }
+        Ended::AcknowledgedElsewhere => outcome.push_str("; acknowledged elsewhere: hung up"),
+        Ended::HungUpByCallee => outcome.push_str("; the callee hung up without pressing 1"),
+        Ended::Unacknowledged => outcome.push_str("; not acknowledged: hung up"),
+        Ended::Lost(e) => outcome.push_str(&format!("; the call was lost ({e})")),
+    }
+    if !matches!(ended, Ended::HungUpByCallee | Ended::Lost(_)) {
+        hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+    }
+    if let Some(e) = speech_failed {
+        outcome.push_str(&format!("; speech failed ({e}): the alert tone was played instead"));
+    }
+    Ok(outcome)
+}
+
+fn reason(resp: &Message) -> String {
+    crate::sip::message::reason_phrase(resp.status().unwrap_or(0)).to_string()
+}
+
+/// While the phone rings: the callee's tag from its provisional responses; its requests
+/// answered.
+fn during_ringing(e: Event, dialog: &mut Dialog) -> ControlFlow<Option<Outgoing>, Option<Outgoing>> {
+    match e {
+        Event::Response { msg, .. } => {
+            if msg.status().is_some_and(|s| s > 100) {
+                dialog.learn_remote_tag(&msg);
+            }
+            ControlFlow::Continue(None)
+        }
+        Event::Request { msg, from } if msg.method() != "ACK" => {
+            ControlFlow::Continue(Some((msg.response(481, "Call/Transaction Does Not Exist", None), from)))
+        }
+        _ => ControlFlow::Continue(None),
+    }
+}
+
+/// CANCELs a ringing INVITE (RFC 3261 §9.1: its Via, Request-URI, Call-ID, From, To and CSeq
+/// number) and waits a little for the INVITE's final response; the 2xx when it was answered all
+/// the same.
+async fn cancel(client: &mut Client, invite: &Message, key: &str, to: SocketAddr) -> Option<Message> {
+    let mut c = Message::request("CANCEL", invite.request_uri().unwrap_or_default());
+    for h in ["Via", "Max-Forwards", "From", "To", "Call-ID"] {
+        c.push(h, invite.header(h).unwrap_or_default());
+    }
+    c.push("CSeq", format!("{} CANCEL", invite.cseq().map_or(1, |c| c.0)));
+    if client.send_request(&c, to).await.is_err() {
+        client.abandon(key);
+        return None;
+    }
+    let final_ = tokio::time::timeout(HANGUP_WITHIN, client.final_response(key, |_| ControlFlow::Continue(None))).await;
+    match final_ {
+        Ok(Ok(r)) if r.status().is_some_and(|s| (200..300).contains(&s)) => Some(r),
+        Ok(_) => None,
+        Err(_) => {
+            client.abandon(key);
+            None
+        }
+    }
+}
+
+/// Sends BYE and waits a little for its answer.
+async fn hang_up(client: &mut Client, dialog: &mut Dialog, via: String, to: SocketAddr) {
+    let bye = dialog.request("BYE", None, via);
+    if let Ok(key) = client.send_request(&bye, to).await {
+        let answered = client.final_response(&key, |e| match e {
+            Event::Request { msg, from } if msg.method() != "ACK" => {
+                ControlFlow::Continue(Some((answer_to(&msg), from)))
+            }
+            _ => ControlFlow::Continue(None),
+        });
+        if tokio::time::timeout(HANGUP_WITHIN, answered).await.is_err() {
+            client.abandon(&key);
+        }
+    }
+}
+
+/// Plays `program` (20 ms RTP packets, paced by the clock) to `to` until its end or `until`,
+/// listening for digit 1 (RFC 4733 on `rtp`, INFO on `client`), the callee's BYE and an
+/// acknowledgement from elsewhere. Returns how it ended and the samples played.
+#[allow(clippy::too_many_arguments)]
+async fn speak(
+    client: &mut Client,
+    (ack, sip_peer): (&Message, SocketAddr),
+    rtp: &UdpSocket,
+    to: SocketAddr,
+    (codec, pt, telephone_event): (Codec, u8, Option<u8>),
+    program: &[i16],
+    until: Instant,
+    acked: &mut watch::Receiver<bool>,
+) -> (Ended, usize) {
+    let (mut seq, mut ts, ssrc) = (rand::random::<u16>(), rand::random::<u32>(), rand::random::<u32>());
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut digits = DtmfReceiver::new();
+    let mut buf = vec![0u8; 2048];
+    let mut payload = Vec::with_capacity(FRAME);
+    let mut frame = [0i16; FRAME];
+    let mut played = 0usize;
+    let mut follow_acks = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if played >= program.len() || Instant::now() >= until {
+                    return (Ended::Unacknowledged, played);
+                }
+                let part = &program[played..(played + FRAME).min(program.len())];
+                frame.fill(0);
+                frame[..part.len()].copy_from_slice(part);
+                payload.clear();
+                codec.encode_into(&frame, &mut payload);
+                let packet = RtpPacketBuilder::<&[u8], &[u8]>::new()
+                    .payload_type(pt)
+                    .marker_bit(played == 0)
+                    .sequence_number(seq)
+                    .timestamp(ts)
+                    .ssrc(ssrc)
+                    .payload(payload.as_slice())
+                    .write_vec_unchecked();
+                // A lost packet is a gap in the speech, not a reason to stop.
+                let _ = rtp.send_to(&packet, to).await;
+                (seq, ts) = (seq.wrapping_add(1), ts.wrapping_add(FRAME as u32));
+                played += FRAME;
+            }
+            got = rtp.recv_from(&mut buf) => {
+                let Ok((n, _)) = got else { continue };
+                let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };
+                if Some(p.payload_type()) == telephone_event && digits.on_packet(p.timestamp(), p.payload()) == Some('1') {
+                    return (Ended::Acknowledged("RFC 4733 DTMF"), played);
+                }
+            }
+            got = client.next() => match got {
+                Ok(Event::Request { msg, from }) => {
+                    if msg.method() == "ACK" {
+                        continue;
+                    }
+                    let _ = client.send_stateless(&answer_to(&msg), from).await;
+                    match msg.method() {
+                        "BYE" => return (Ended::HungUpByCallee, played),
+                        "INFO" if digit_of_info(&msg.content_type().unwrap_or_default(), &msg.body) == Some('1') => {
+                            return (Ended::Acknowledged("SIP INFO"), played);
+                        }
+                        _ => {}
+                    }
+                }
+                // The 2xx again (our ACK was lost): the ACK again (RFC 3261 §13.2.2.4).
+                Ok(Event::Response { msg, .. } | Event::Stray { msg, .. })
+                    if msg.cseq().is_some_and(|c| c.1 == "INVITE") && msg.status().is_some_and(|s| (200..300).contains(&s)) =>
+                {
+                    let _ = client.send_stateless(ack, sip_peer).await;
+                }
+                Ok(_) => {}
+                Err(e) => return (Ended::Lost(e.to_string()), played),
+            },
+            acknowledged = async { acked.wait_for(|a| *a).await.is_ok() }, if follow_acks => {
+                if acknowledged {
+                    return (Ended::AcknowledgedElsewhere, played);
+                }
+                // The dispatcher has gone (the core is stopping): play on to the end.
+                follow_acks = false;
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The voice alert channel (issue 15) through the real core, with real peers on loopback: a
+//! sipp UAS is the officer's phone that sosdesk calls; the test is its media — it decodes the
+//! RTP the phone received (the alert spoken by espeak-ng, compared with what sosdesk's own
+//! prompt sounds like) and presses 1 as RFC 4733 events; another phone presses 1 by SIP INFO;
+//! a phone that never presses 1 is hung up after the bound and the next tier is alerted.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rtp_types::{RtpPacket, RtpPacketBuilder};
+use sosdesk::api::client::ApiClient;
+use sosdesk::events::{CallEvent, CallEventKind};
+use sosdesk::media::Codec;
+
+use crate::notifications::notified;
+use crate::support::lab::{free_port, Lab};
+use crate::support::receivers::HttpReceiver;
+
+/// The lab with `channels` added to policy us-hq and `tables` appended.
+fn with_channels(channels: &str, tables: String) -> impl FnOnce(String) -> String {
+    let channels = channels.to_string();
+    move |c: String| {
+        let c = c.replacen("name = \"us-hq\"\n", &format!("name = \"us-hq\"\n{channels}\n"), 1);
+        format!("{c}\n{tables}\n")
+    }
+}
+
+/// A 911 (or 933) call from the HQ site that the provider answers and the caller hangs up.
+fn call(lab: &Lab, number: &str) {
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    let caller = lab.uac(
+        "caller",
+        "caller_hangs_up.xml",
+        "127.0.0.1",
+        &["-set", "hold_ms", "100", "-s", number, "-set", "name", "Alice Example", "-set", "from_user", "+14255550123"],
+    );
+    caller.wait().assert_ok();
+    provider.wait().assert_ok();
+}
+
+/// The phone's media, played by the test: learns sosdesk's RTP address from the sipp scenario
+/// (`rtp <ip> <port>`), keeps every G.711 sample it hears, and — when told — presses 1 as RFC
+/// 4733 telephone events (payload type 101, as `media_provider.xml` answers) once it has heard
+/// `press_after` packets.
+struct PhoneMedia {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<i16>>>,
+}
+
+impl PhoneMedia {
+    fn start(press_after: Option<usize>) -> PhoneMedia {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut heard, mut packets, mut sosdesk) = (Vec::new(), 0usize, None::<SocketAddr>);
+            let mut buf = [0u8; 2048];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                if let Some(ctl) = std::str::from_utf8(&buf[..n]).ok().and_then(|t| t.trim().strip_prefix("rtp ")) {
+                    sosdesk = ctl.replace(' ', ":").parse().ok();
+                    continue;
+                }
+                let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };
+                if p.payload_type() == 0 {
+                    Codec::Pcmu.decode_into(p.payload(), &mut heard);
+                    packets += 1;
+                }
+                if press_after == Some(packets) {
+                    press_1(&sock, sosdesk.unwrap_or(from));
+                }
+            }
+            heard
+        });
+        PhoneMedia { port, stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> Vec<i16> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Digit 1 as a phone sends it (RFC 4733 §2.5.1): a start packet (marker), an update, and
+/// the end packet three times, all with the event's start as timestamp.
+fn press_1(sock: &UdpSocket, to: SocketAddr) {
+    let ts = 123_456u32;
+    for (i, (end, duration)) in
+        [(false, 160u16), (false, 320), (true, 480), (true, 480), (true, 480)].iter().enumerate()
+    {
+        let d = duration.to_be_bytes();
+        let payload = [1u8, if *end { 0x80 | 10 } else { 10 }, d[0], d[1]];
+        let packet = RtpPacketBuilder::<&[u8], &[u8]>::new()
+            .payload_type(101)
+            .marker_bit(i == 0)
+            .sequence_number(1000 + i as u16)
+            .timestamp(ts)
+            .ssrc(0x0fe1)
+            .payload(payload.as_slice())
+            .write_vec_unchecked();
+        sock.send_to(&packet, to).unwrap();
+    }
+}
+
+/// The alert of `detected` as sosdesk speaks it, through G.711 as the phone hears it.
+fn expected_speech(detected: &CallEvent) -> Vec<i16> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pcm =
+        rt.block_on(sosdesk::reach::voice::synthesize(&sosdesk::channels::text::voice(detected), "en-us")).unwrap();
+    let (mut bytes, mut back) = (Vec::new(), Vec::new());
+    Codec::Pcmu.encode_into(&pcm, &mut bytes);
+    Codec::Pcmu.decode_into(&bytes, &mut back);
+    back
+}
+
+/// The phone heard speech, not silence nor a tone: energy, many levels, pauses between words —
+/// and it is sosdesk's alert as synthesised for this call (`detected`), sample for sample.
+fn assert_heard_the_alert(heard: &[i16], detected: &CallEvent) {
+    assert!(heard.len() >= 8000, "the phone heard {} samples", heard.len());
+    let frames: Vec<f64> = heard
+        .chunks(160)
+        .map(|f| (f.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.len() as f64).sqrt())
+        .collect();
+    let loud = frames.iter().filter(|&&rms| rms > 300.0).count();
+    assert!(loud * 10 > frames.len(), "mostly silence: {loud} of {} frames with sound", frames.len());
+    let levels: std::collections::HashSet<i16> = heard.iter().copied().collect();
+    assert!(levels.len() > 100, "{} distinct levels: not speech", levels.len());
+    let want = expected_speech(detected);
+    let n = heard.len().min(want.len()).min(16_000);
+    assert!(heard[..n] == want[..n], "the phone did not hear the alert of this call");
+}
+
+fn detected(events: &[CallEvent]) -> CallEvent {
+    events.iter().find(|e| matches!(e.kind, CallEventKind::Detected)).expect("detected").clone()
+}
+
+fn voice_channel(phone_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[[channel]]
+name = "officer-phone"
+kind = "voice"
+to = ["sip:officer@127.0.0.1:{phone_port}"]
+{extra}
+"#
+    )
+}
+
+#[test]
+fn a_voice_call_speaks_the_alert_and_dtmf_1_acknowledges_as_the_callee() {
+    let phone_port = free_port();
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, "")));
+    // The desk's view: the API's event stream.
+    let api =
+        ApiClient::new(&format!("http://127.0.0.1:{}", lab.ports.api), "desk2", "control-room-secret", None).unwrap();
+    let mut stream = lab.rt.block_on(api.events()).unwrap();
+    // Press 1 after 2 s of the alert.
+    let media = PhoneMedia::start(Some(100));
+    let mport = media.port.to_string();
+    let phone = lab.uas(
+        "officer",
+        "media_provider.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
+    );
+    call(&lab, "911");
+    let target = format!("sip:officer@127.0.0.1:{phone_port}");
+    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target.clone(), desk: "voice call".into() });
+    // The desk hears of it on the API's stream (its alarm stops).
+    let pushed = lab.rt.block_on(async {
+        loop {
+            let ev = stream.next().await.unwrap().expect("the stream goes on");
+            if let Ok(ev) = serde_json::from_str::<CallEvent>(&ev.data) {
+                if matches!(ev.kind, CallEventKind::Acknowledged { .. }) {
+                    return ev;
+                }
+            }
+        }
+    });
+    assert_eq!((pushed.call_id.as_str(), &pushed.kind), (ack.call_id.as_str(), &ack.kind));
+    // sosdesk hung up after the 1 (the scenario passes on its BYE).
+    let run = phone.wait();
+    run.assert_ok();
+    assert!(
+        run.messages.contains("Subject: EMERGENCY CALL 911 — Alice Example — HQ, 2nd floor, room 210"),
+        "{}",
+        run.messages
+    );
+    let heard = media.finish();
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let audit = lab.audit_events();
+    assert_heard_the_alert(&heard, &detected(&audit));
+    let n = notified(&audit);
+    assert_eq!(n.len(), 1, "{n:#?}");
+    let (to, ok, detail) = &n[0];
+    assert_eq!((to, ok), (&target, &true));
+    assert!(
+        detail.starts_with(&format!("voice via officer-phone (SIP UDP 127.0.0.1:{phone_port}), tier 1, attempt 1: accepted (answered (PCMU), alert spoken 1x; acknowledged by pressing 1 (RFC 4733 DTMF))")),
+        "{detail}"
+    );
+    let acks = audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count();
+    assert_eq!(acks, 1);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn a_phone_without_rfc_4733_acknowledges_by_sip_info() {
+    let phone_port = free_port();
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, "")));
+    let mport = free_port().to_string();
+    let phone = lab.uas("officer", "voice_callee_info.xml", "127.0.0.1", phone_port, &["-set", "mport", &mport]);
+    call(&lab, "911");
+    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let target = format!("sip:officer@127.0.0.1:{phone_port}");
+    assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
+    phone.wait().assert_ok();
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let n = notified(&lab.audit_events());
+    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+}
+
+#[test]
+fn a_test_call_nobody_acknowledges_says_test_is_hung_up_at_the_bound_and_the_next_tier_is_alerted() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut hooks = HttpReceiver::start(&rt);
+    let phone_port = free_port();
+    let tables = format!(
+        r#"{}
+[[channel]]
+name = "second"
+kind = "webhook"
+url = "http://127.0.0.1:{}/second"
+secret = "webhook-secret-0123456789"
+"#,
+        voice_channel(phone_port, "repeats = 1\nmax_s = 10"),
+        hooks.port
+    );
+    let mut lab = Lab::start_with(with_channels(
+        "channels = [\"officer-phone\"]\nescalation = [{ after_s = 12, channels = [\"second\"] }]",
+        tables,
+    ));
+    let media = PhoneMedia::start(None);
+    let mport = media.port.to_string();
+    let phone = lab.uas(
+        "officer",
+        "media_provider.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
+    );
+    call(&lab, "933");
+    // Nobody presses 1: sosdesk hangs up at the bound (the scenario passes on its BYE) ...
+    let run = phone.wait();
+    run.assert_ok();
+    assert!(run.messages.contains("Subject: TEST CALL 933 — Alice Example"), "{}", run.messages);
+    let heard = media.finish();
+    // ... and the next tier is alerted.
+    let second = hooks.next_to(&rt, "/second");
+    let ev: CallEvent = serde_json::from_slice(&second.body).unwrap();
+    assert!(ev.test_call);
+    lab.wait_for(
+        &mut Vec::new(),
+        "the voice attempt audited",
+        |e| matches!(&e.kind, CallEventKind::Notified { uri, .. } if uri.starts_with("sip:officer")),
+    );
+    lab.stop();
+    let audit = lab.audit_events();
+    let detected = detected(&audit);
+    assert!(sosdesk::channels::text::voice(&detected).starts_with("This is a test. Test call to 9 3 3."));
+    // What the phone heard is that test prompt.
+    assert_heard_the_alert(&heard, &detected);
+    assert!(heard.len() <= 8000 * 11, "the call lasted past max_s: {} samples", heard.len());
+    let n = notified(&audit);
+    let voice = n.iter().find(|(to, ..)| to.starts_with("sip:officer")).expect("the voice attempt");
+    assert!(voice.1 && voice.2.ends_with("alert spoken 1x; not acknowledged: hung up)"), "{n:#?}");
+    assert!(!audit.iter().any(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })));
+}
+
+#[test]
+fn without_speech_the_call_still_happens_with_the_alert_tone_and_says_why() {
+    let phone_port = free_port();
+    // A voice espeak-ng does not have: synthesis fails, as it would with espeak-ng missing.
+    let channel = voice_channel(phone_port, "voice = \"zz-nope\"");
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, channel));
+    let media = PhoneMedia::start(Some(60));
+    let mport = media.port.to_string();
+    let phone = lab.uas(
+        "officer",
+        "media_provider.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
+    );
+    call(&lab, "911");
+    lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    phone.wait().assert_ok();
+    let heard = media.finish();
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    // The phone heard the alert tone, sample for sample (through G.711).
+    let (mut bytes, mut tone) = (Vec::new(), Vec::new());
+    Codec::Pcmu.encode_into(&sosdesk::media::speech::alert_tone(), &mut bytes);
+    Codec::Pcmu.decode_into(&bytes, &mut tone);
+    let n = heard.len().min(8000);
+    assert!(n >= 4000 && heard[..n] == tone[..n], "the phone did not hear the alert tone ({} samples)", heard.len());
+    let n = notified(&lab.audit_events());
+    assert!(n[0].1 && n[0].2.contains("speech failed (espeak-ng failed"), "{n:#?}");
+    assert!(n[0].2.contains("the alert tone was played instead"), "{n:#?}");
+}
