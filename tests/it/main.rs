@@ -36,4 +36,5 @@ mod test_peers;
 mod torture_wire;
 mod two_nodes;
 mod unlocated;
+mod user_locations;
 mod wiremap;
