@@ -111,6 +111,17 @@ fn an_entered_address_is_validated_kept_and_used_for_the_owners_calls_marked(db:
     assert_eq!(ev.location.source, LocationSource::Manual);
     assert_eq!(ev.location.warnings.first().map(String::as_str), Some(VERIFY_NOTE));
 
+    // HELD answers the device (asked about by its address) with the entry, method Manual.
+    let held_port = lab.core.as_ref().unwrap().held.expect("HELD is on in the lab").port();
+    let resp = support::lab::post_held(
+        held_port,
+        r#"<locationRequest xmlns="urn:ietf:params:xml:ns:geopriv:held"><locationType exact="false">civic</locationType>
+  <device xmlns="urn:ietf:params:xml:ns:geopriv:held:id"><ip v="4">127.0.0.6</ip></device></locationRequest>"#,
+    );
+    let held = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    support::xmllint::validate_held(held).unwrap();
+    assert!(held.contains("<ca:HNO>9100</ca:HNO>") && held.contains("<gp:method>Manual</gp:method>"), "{held}");
+
     // The admin list (CLI) shows it; the user's own list too, another user's does not.
     let out = lab.cli_store(&["lis", "user-location", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
