@@ -26,8 +26,9 @@ use sosdesk::location::wiremap::{SharedWiremap, Wiremap};
 use sosdesk::location::{CivicAddress, DeviceAttachment, Erl, Locator, PortIdSubtype, WiremapEntry, WiremapKey};
 
 const PORTS: u32 = 48;
-/// Bridge port of `Fa3/0/N` in the 3750 walk (dot1dBasePortIfIndex: 124 is ifIndex 11014 Fa3/0/14).
-const BRIDGE_PORT_BASE: u32 = 110;
+/// ifIndex of `Fa3/0/N` in the 3750 walk (ifName: 11014 is Fa3/0/14). The walk's own bridge-port
+/// map is the real switch's, sparse (VLAN 1's ports); the bench adds bridge ports 1–48 → Fa3/0/1–48.
+const IF_INDEX_BASE: u32 = 11000;
 
 fn walk() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/snmp/cisco-3750.snmprec");
@@ -68,8 +69,9 @@ fn switch_rows(base: &[String], s: u32) -> String {
     rows.push(format!("1.0.8802.1.1.2.1.3.3.0|4|bench-sw{s:03}"));
     for p in 1..=PORTS {
         let mac = phone_mac(s, p);
+        rows.push(format!("1.3.6.1.2.1.17.1.4.1.2.{p}|2|{}", IF_INDEX_BASE + p));
         rows.push(format!("1.3.6.1.2.1.17.4.3.1.1.{}|4x|{}", arcs(&mac), hex(&mac)));
-        rows.push(format!("1.3.6.1.2.1.17.4.3.1.2.{}|2|{}", arcs(&mac), BRIDGE_PORT_BASE + p));
+        rows.push(format!("1.3.6.1.2.1.17.4.3.1.2.{}|2|{p}", arcs(&mac)));
         rows.push(format!("1.3.6.1.2.1.17.4.3.1.3.{}|2|3", arcs(&mac)));
         rows.push(format!("1.3.6.1.2.1.4.22.1.2.60.{}|4x|{}", phone_ip(s, p), hex(&mac)));
     }

@@ -1169,7 +1169,7 @@ async fn keep_published_location(
         UserLocationChange::Clear => users.clear(owner).await.map(|_| ()),
         UserLocationChange::Enter { erl, network } => {
             // A refresh confirms the kept address from the phone's network now.
-            let Some(erl) = erl.or_else(|| users.book.get(owner).map(|e| e.erl)) else {
+            let Some(erl) = erl.map(|e| *e).or_else(|| users.book.get(owner).map(|e| e.erl)) else {
                 return Err((412, "no kept location to refresh: PUBLISH the PIDF-LO again".into()));
             };
             users.enter(owner, erl, network, &request.entered_by, chrono::Utc::now()).await.map(|entry| {

@@ -87,22 +87,30 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/lis/user-locations/{owner}/confirm", post(confirm))
 }
 
-fn service(state: &ApiState) -> Result<&UserLocations, Response> {
+/// A refusal without reasons, small enough to pass around before it becomes the response.
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        refuse(self.0, self.1, vec![])
+    }
+}
+
+fn service(state: &ApiState) -> Result<&UserLocations, Refused> {
     state
         .core
         .user_locations
         .as_ref()
-        .ok_or_else(|| refuse(StatusCode::SERVICE_UNAVAILABLE, "no location store", vec![]))
+        .ok_or_else(|| Refused(StatusCode::SERVICE_UNAVAILABLE, "no location store".into()))
 }
 
 /// The owner of the path, if the writer may touch it.
-fn owner_for(writer: &Writer, owner: &str) -> Result<String, Response> {
-    let owner = owner_key(owner).map_err(|why| refuse(StatusCode::BAD_REQUEST, why, vec![]))?;
+fn owner_for(writer: &Writer, owner: &str) -> Result<String, Refused> {
+    let owner = owner_key(owner).map_err(|why| Refused(StatusCode::BAD_REQUEST, why))?;
     if !writer.may(&owner) {
-        return Err(refuse(
+        return Err(Refused(
             StatusCode::FORBIDDEN,
             format!("{} may enter only its own location, not {owner:?}'s", writer.name()),
-            vec![],
         ));
     }
     Ok(owner)
@@ -111,7 +119,7 @@ fn owner_for(writer: &Writer, owner: &str) -> Result<String, Response> {
 async fn list(State(state): State<ApiState>, Extension(writer): Extension<Writer>) -> Response {
     let users = match service(&state) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match users.store.user_locations().await {
         Ok(all) => {
@@ -131,7 +139,7 @@ async fn one(
 ) -> Response {
     let (users, owner) = match service(&state).and_then(|u| Ok((u, owner_for(&writer, &owner)?))) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match users.book.get(&owner) {
         Some(entry) => Json(entry).into_response(),
@@ -175,7 +183,7 @@ async fn confirm(
     };
     let (users, key) = match service(&state).and_then(|u| Ok((u, owner_for(&writer, &owner)?))) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(kept) = users.book.get(&key) else {
         return refuse(StatusCode::NOT_FOUND, format!("no user-entered location for {key:?} to confirm"), vec![]);
@@ -194,7 +202,7 @@ async fn keep(
 ) -> Response {
     let (users, owner) = match service(state).and_then(|u| Ok((u, owner_for(writer, owner)?))) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let network = NetworkSeen { ip: Some(body.ip.unwrap_or(source)), mac: body.mac, bssid: body.bssid };
     match users.enter(&owner, address, network, &writer.name(), chrono::Utc::now()).await {
@@ -221,7 +229,7 @@ async fn clear(
 ) -> Response {
     let (users, owner) = match service(&state).and_then(|u| Ok((u, owner_for(&writer, &owner)?))) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match users.clear(&owner).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),

@@ -34,7 +34,7 @@ const GRANTED_EXPIRES_S: u32 = 3600;
 pub enum UserLocationChange {
     /// Validate and keep (`erl` `None`: confirm the kept one from `network`).
     Enter {
-        erl: Option<Erl>,
+        erl: Option<Box<Erl>>,
         network: NetworkSeen,
     },
     Clear,
@@ -119,7 +119,7 @@ impl Engine {
             let network =
                 NetworkSeen { ip: Self::device_addresses(&msg, None, peer).first().copied(), mac: None, bssid: None };
             match self.published_address(&msg) {
-                Ok(erl) => UserLocationChange::Enter { erl, network },
+                Ok(erl) => UserLocationChange::Enter { erl: erl.map(Box::new), network },
                 Err(why) => {
                     self.refuse(&key, &msg, peer, 400, &why, &[]);
                     return;
