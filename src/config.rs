@@ -695,13 +695,15 @@ impl Config {
             let r = &c.routing;
             (r.route_timeout_ms, r.retry_for_s, r.health_interval_s, r.elin_callback_minutes.to_bits())
         };
+        // The remote users' accounts follow a reload (the engine and the API take each new config).
+        let lis = |c: &Config| LisConfig { users: Vec::new(), ..c.lis.clone() };
         let mut changed = Vec::new();
         for (name, a, b) in [
             ("[sip]", &self.sip as &dyn std::fmt::Debug, &new.sip as &dyn std::fmt::Debug),
             ("[store]", &self.store_location(), &new.store_location()),
             ("[dns]", &self.dns, &new.dns),
             ("[routing] timers", &timers(self), &timers(new)),
-            ("[lis]", &self.lis, &new.lis),
+            ("[lis]", &lis(self), &lis(new)),
             ("[media]", &self.media, &new.media),
             ("[notification]", &self.notification, &new.notification),
             ("[api]", &self.api, &new.api),
