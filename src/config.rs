@@ -229,6 +229,40 @@ pub struct LisConfig {
     /// new element; no escalation and no acknowledgement: it is a task for an admin.
     #[serde(default)]
     pub unlocated_channels: Vec<String>,
+    /// Remote users' accounts (`[[lis.users]]`): each may enter and confirm the location of its
+    /// own calls — through the API, or by SIP PUBLISH from the phone — and nobody else's
+    /// (docs/location.md). Desk accounts may set anyone's.
+    #[serde(default)]
+    pub users: Vec<LisUserConfig>,
+}
+
+/// A remote user who may enter the location of its own calls.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LisUserConfig {
+    pub username: String,
+    pub password: String,
+    /// Whose calls the location is for: the caller's number or SIP user part as its calls'
+    /// P-Asserted-Identity or From show it. Default: the username.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+impl LisUserConfig {
+    /// The owner key its entries are kept under (`location::user_entered::owner_key`).
+    pub fn owner_key(&self) -> String {
+        crate::location::user_entered::owner_key(self.owner.as_deref().unwrap_or(&self.username)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for LisUserConfig {
+    // Never print a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LisUserConfig")
+            .field("username", &self.username)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_refresh() -> u64 {
@@ -244,6 +278,7 @@ impl Default for LisConfig {
             held_requesters: Vec::new(),
             unlocated_notification_uris: Vec::new(),
             unlocated_channels: Vec::new(),
+            users: Vec::new(),
         }
     }
 }
@@ -665,13 +700,16 @@ impl Config {
             let r = &c.routing;
             (r.route_timeout_ms, r.retry_for_s, r.health_interval_s, r.elin_callback_minutes.to_bits())
         };
+        // The remote users' accounts and the unlocated channels follow a reload (the engine, the API
+        // and the alert channels take each new config).
+        let lis = |c: &Config| LisConfig { users: Vec::new(), unlocated_channels: Vec::new(), ..c.lis.clone() };
         let mut changed = Vec::new();
         for (name, a, b) in [
             ("[sip]", &self.sip as &dyn std::fmt::Debug, &new.sip as &dyn std::fmt::Debug),
             ("[store]", &self.store_location(), &new.store_location()),
             ("[dns]", &self.dns, &new.dns),
             ("[routing] timers", &timers(self), &timers(new)),
-            ("[lis]", &self.lis, &new.lis),
+            ("[lis]", &lis(self), &lis(new)),
             ("[media]", &self.media, &new.media),
             ("[notification]", &self.notification, &new.notification),
             ("[api]", &self.api, &new.api),
@@ -1083,6 +1121,23 @@ impl Config {
             }
             if d.password.len() < 8 {
                 return Err(self.err(format!("desk[{i}].password"), "must be at least 8 characters"));
+            }
+        }
+        let mut lis_users = HashSet::new();
+        for (i, u) in self.lis.users.iter().enumerate() {
+            let key = |k: &str| format!("lis.users[{i}].{k}");
+            if u.username.is_empty() || u.username.contains(['"', ':', '\\']) {
+                return Err(self.err(key("username"), "must not be empty or contain '\"', ':' or '\\'"));
+            }
+            if users.contains(u.username.as_str()) || !lis_users.insert(u.username.as_str()) {
+                return Err(self.err(key("username"), format!("{:?} is already a desk or a user account", u.username)));
+            }
+            if u.password.len() < 8 {
+                return Err(self.err(key("password"), "must be at least 8 characters"));
+            }
+            let owner = u.owner.as_deref().unwrap_or(&u.username);
+            if let Err(why) = crate::location::user_entered::owner_key(owner) {
+                return Err(self.err(key(if u.owner.is_some() { "owner" } else { "username" }), why));
             }
         }
         self.check_switches()?;

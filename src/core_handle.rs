@@ -68,6 +68,11 @@ pub(crate) enum NetInput {
         elin: String,
         found: Option<crate::routing::SharedElin>,
     },
+    /// The answer to the engine's `Output::EnterUserLocation` (a PUBLISH waits for it).
+    UserLocationKept {
+        key: String,
+        answer: crate::routing::UserLocationAnswer,
+    },
     /// Every registration the other nodes hold (`crate::shared::registrations`).
     SharedRegistrations(Vec<crate::routing::SharedRegistration>),
     /// Each route's health (see [`CoreHandle::routes`]).
@@ -120,6 +125,8 @@ pub struct CoreHandle {
     pub store: AuditStore,
     /// The location store (the unlocated report).
     pub lis: Option<crate::location::store::LisStore>,
+    /// User-entered locations (entered through the API).
+    pub user_locations: Option<crate::location::user_entered::UserLocations>,
     /// Switch-port discovery, when `[[switch]]`es are configured (each switch's status).
     pub discovery: Option<crate::location::discovery::Discovery>,
     pub(crate) events: broadcast::Sender<CallEvent>,

@@ -166,6 +166,12 @@ enum LisCommand {
         #[arg(long)]
         json: bool,
     },
+    /// User-entered locations of remote users (docs/location.md): list them, set one (validated
+    /// like `lis validate`), clear one. A running core picks a change up within `lis.refresh_ms`.
+    UserLocation {
+        #[command(subcommand)]
+        command: UserLocationCommand,
+    },
     /// Every ERL: validation status, how many network elements of each kind use it, ELINs, address.
     List {
         #[command(flatten)]
@@ -173,6 +179,51 @@ enum LisCommand {
         /// Print JSON (one array) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserLocationCommand {
+    /// Every user-entered location: owner, address, the network it was entered from, by whom, when.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set (or confirm) a user's location: validated against the MSAG of `--msag` or the config's
+    /// `[lis] msag` (without one, the required elements are checked); refused with the reasons.
+    Set {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The caller it is for: number or SIP user part, as its calls show it.
+        #[arg(long)]
+        owner: String,
+        /// RFC 5139 element and value, repeated: `--civic country=US --civic A1=WA --civic
+        /// A3=Redmond --civic RD=Main --civic STS=St --civic HNO=12`.
+        #[arg(long = "civic", value_name = "ELEMENT=VALUE", required = true)]
+        civic: Vec<String>,
+        /// Label shown to people ("Alice, home office").
+        #[arg(long, default_value = "")]
+        label: String,
+        /// The device's address on the network the location is for (its calls must come from
+        /// that /24 or /64). Without it the entry waits for the user's confirmation.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        bssid: Option<String>,
+        #[arg(long)]
+        msag: Option<PathBuf>,
+    },
+    /// Remove a user's location.
+    Clear {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        owner: String,
     },
 }
 
@@ -244,6 +295,65 @@ impl StoreArg {
             return Err(format!("{l}: no store there (`sosdesk lis import` or `sosdesk serve` creates it)"));
         }
         LisStore::open(l).await.map_err(|e| e.to_string())
+    }
+}
+
+async fn user_location(command: UserLocationCommand) -> Result<ExitCode, String> {
+    use sosdesk::location::user_entered::{EntryError, NetworkSeen, UserLocations};
+    match command {
+        UserLocationCommand::List { store, json } => {
+            let s = store.open_lis(false).await?;
+            let all = s.user_locations().await.map_err(|e| e.to_string())?;
+            s.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", admin::user_location_table(&all));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UserLocationCommand::Set { store, owner, civic, label, ip, mac, bssid, msag } => {
+            let civic = admin::civic_from_pairs(&civic)?;
+            let msag = match (msag, &store.config) {
+                (Some(p), _) => Some(p),
+                (None, Some(c)) => Config::load(c).map_err(|e| e.to_string())?.msag_path(),
+                (None, None) => None,
+            };
+            let validator = match &msag {
+                Some(p) => Some(std::sync::Arc::new(MsagValidator::load(p).map_err(|e| e.to_string())?) as _),
+                None => None,
+            };
+            let users = UserLocations { store: store.open_lis(true).await?, book: Default::default(), validator };
+            let erl = sosdesk::location::Erl { label, civic, ..Default::default() };
+            let entered = users.enter(&owner, erl, NetworkSeen { ip, mac, bssid }, "cli", chrono::Utc::now()).await;
+            users.store.close().await;
+            match entered {
+                Ok(e) => {
+                    println!("{}: {} (network: {})", e.owner, e.erl.civic.one_line(), e.network.describe());
+                    if msag.is_none() {
+                        println!("note: no MSAG given (--msag or [lis] msag): only the required elements were checked");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(EntryError::Invalid(reasons)) => {
+                    Err(format!("{owner}: refused, the address is not valid:\n  {}", reasons.join("\n  ")))
+                }
+                Err(e) => Err(format!("{owner}: {e}")),
+            }
+        }
+        UserLocationCommand::Clear { store, owner } => {
+            let users =
+                UserLocations { store: store.open_lis(false).await?, book: Default::default(), validator: None };
+            let removed = users.clear(&owner).await;
+            users.store.close().await;
+            match removed.map_err(|e| e.to_string())? {
+                true => {
+                    println!("{owner}: cleared");
+                    Ok(ExitCode::SUCCESS)
+                }
+                false => Err(format!("{owner}: no user-entered location")),
+            }
+        }
     }
 }
 
@@ -454,6 +564,7 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         LisCommand::Discover { config, json } => discover(&config, json).await,
+        LisCommand::UserLocation { command } => user_location(command).await,
         LisCommand::List { store, json } => {
             let s = store.open_lis(false).await?;
             let erls = s.list_erls().await.map_err(|e| e.to_string())?;

@@ -29,6 +29,7 @@ use crate::location::discovery::{DiscoveringLocator, Discovery};
 use crate::location::held::{HeldCache, HeldState};
 use crate::location::store::LisStore;
 use crate::location::unlocated::Sighting;
+use crate::location::user_entered::UserLocations;
 use crate::location::wiremap::{SharedWiremap, Wiremap};
 use crate::location::Locator;
 use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
@@ -81,6 +82,7 @@ pub struct Core {
     elin_writer_task: JoinHandle<()>,
     store: AuditStore,
     lis: LisStore,
+    user_locations: UserLocations,
     net_tx: mpsc::UnboundedSender<NetInput>,
     health: crate::core_handle::SharedEngineHealth,
     condition: watch::Receiver<CoreCondition>,
@@ -186,6 +188,13 @@ impl Core {
         let wiremap = SharedWiremap::new(Wiremap::empty());
         let generation = reload_wiremap(&lis, &wiremap, None).await;
         let held_cache = HeldCache::default();
+        // What remote users entered for their calls off the mapped network (docs/location.md).
+        let user_locations = crate::location::user_entered::UserLocations {
+            store: lis.clone(),
+            book: Default::default(),
+            validator: msag_validator(cfg),
+        };
+        let user_generation = user_locations.refresh(None).await;
         // Switch-port discovery: the switches polled in the background; calls and HELD look a
         // device's MAC (or the MAC its IP belongs to) up in what the last poll learnt, in front
         // of the wiremap. Each move is an audit record of its own.
@@ -224,7 +233,8 @@ impl Core {
                         let tx = sightings.clone();
                         Arc::new(move |s| offer_sighting(&tx, s))
                     })
-                    .with_identity_requesters(cfg.lis.held_requesters.clone());
+                    .with_identity_requesters(cfg.lis.held_requesters.clone())
+                    .with_user_locations(user_locations.book.clone());
                 let mut stop_held = stop_rx.clone();
                 tokio::spawn(async move {
                     let shutdown = async move {
@@ -241,7 +251,7 @@ impl Core {
         tokio::spawn(refresh_wiremap(
             lis.clone(),
             wiremap.clone(),
-            generation,
+            (generation, (user_locations.clone(), user_generation)),
             Duration::from_millis(cfg.lis.refresh_ms),
             stop_rx.clone(),
         ));
@@ -255,6 +265,7 @@ impl Core {
             local: local.clone(),
             store: store.clone(),
             lis: Some(lis.clone()),
+            user_locations: Some(user_locations.clone()),
             discovery: discovery.clone(),
             events: events.clone(),
             others: others.clone(),
@@ -311,7 +322,11 @@ impl Core {
         }
         engine.set_guard(guard);
         engine.share_through_store();
-        engine.set_locators(Locators { wiremap: Some(locator), held: Some(Arc::new(held_cache)) });
+        engine.set_locators(Locators {
+            wiremap: Some(locator),
+            held: Some(Arc::new(held_cache)),
+            user: Some(user_locations.book.clone()),
+        });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
             Some(RtpSupply { ports: rtp_ports(cfg)?, retry_at: None, logged_at: None })
@@ -332,6 +347,7 @@ impl Core {
             callbacks,
             elin_writer,
             registration_writer,
+            user_locations: user_locations.clone(),
         };
         drop(lanes);
         let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
@@ -351,6 +367,7 @@ impl Core {
             elin_writer_task,
             store,
             lis,
+            user_locations,
             net_tx,
             health,
             condition,
@@ -457,6 +474,7 @@ impl Core {
             local: self.local.clone(),
             store: self.store.clone(),
             lis: Some(self.lis.clone()),
+            user_locations: Some(self.user_locations.clone()),
             discovery: self.discovery.clone(),
             events: self.events.clone(),
             others: self.others.clone(),
@@ -565,6 +583,8 @@ struct RunContext {
     elin_writer: mpsc::Sender<SharedElin>,
     /// Into the task that writes desks' registrations to the store.
     registration_writer: mpsc::Sender<SharedRegistration>,
+    /// User-entered locations: a PUBLISHed one validated and kept here.
+    user_locations: UserLocations,
 }
 
 /// The RTP port pool from the config: bound on `media.bind` (default: the SIP listen address),
@@ -658,6 +678,7 @@ async fn run(
                         let _ = reply.send(engine.reconfigure(&cfg, now));
                     }
                     NetInput::ElinFound { elin, found } => engine.on_elin_found(&elin, found, now),
+                    NetInput::UserLocationKept { key, answer } => engine.on_user_location_kept(&key, answer, now),
                     NetInput::SharedRegistrations(list) => engine.on_shared_registrations(list, now),
                 }
             }
@@ -778,6 +799,15 @@ async fn run(
                     if let Err(mpsc::error::TrySendError::Full(r)) = ctx.registration_writer.try_send(r) {
                         tracing::error!(user = %r.user, "the registration writer is behind: this registration is kept on this node only");
                     }
+                }
+                // Answered whatever happens: the PUBLISH waits for it.
+                Output::EnterUserLocation(request) => {
+                    let (users, net_tx) = (ctx.user_locations.clone(), ctx.net_tx.clone());
+                    tokio::spawn(async move {
+                        let key = request.key.clone();
+                        let answer = keep_published_location(&users, request).await;
+                        let _ = net_tx.send(NetInput::UserLocationKept { key, answer });
+                    });
                 }
                 // Answered whatever happens (within the look-up's bound): the callback waits for it.
                 Output::LookupElin(elin) => {
@@ -1106,20 +1136,69 @@ async fn reload_wiremap(lis: &LisStore, wiremap: &SharedWiremap, known: Option<i
     }
 }
 
+/// The wiremap, and the user-entered locations, re-read whenever their generation moves.
 async fn refresh_wiremap(
     lis: LisStore,
     wiremap: SharedWiremap,
-    mut generation: Option<i64>,
+    (mut generation, (users, mut user_generation)): (Option<i64>, (UserLocations, Option<i64>)),
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tokio::time::sleep(every) => generation = reload_wiremap(&lis, &wiremap, generation).await,
+            _ = tokio::time::sleep(every) => {
+                generation = reload_wiremap(&lis, &wiremap, generation).await;
+                user_generation = users.refresh(user_generation).await;
+            }
         }
     }
     lis.close().await;
+}
+
+/// A PUBLISHed location (`routing::engine::publish`) validated and kept, or cleared; the status
+/// and reasons of a refusal for the phone.
+async fn keep_published_location(
+    users: &UserLocations,
+    request: crate::routing::UserLocationRequest,
+) -> crate::routing::UserLocationAnswer {
+    use crate::location::user_entered::EntryError;
+    use crate::routing::UserLocationChange;
+    let owner = request.owner.as_str();
+    let result = match request.change {
+        UserLocationChange::Clear => users.clear(owner).await.map(|_| ()),
+        UserLocationChange::Enter { erl, network } => {
+            // A refresh confirms the kept address from the phone's network now.
+            let Some(erl) = erl.map(|e| *e).or_else(|| users.book.get(owner).map(|e| e.erl)) else {
+                return Err((412, "no kept location to refresh: PUBLISH the PIDF-LO again".into()));
+            };
+            users.enter(owner, erl, network, &request.entered_by, chrono::Utc::now()).await.map(|entry| {
+                tracing::info!(owner, by = %entry.entered_by, network = %entry.network.describe(), "user-entered location kept");
+            })
+        }
+    };
+    result.map_err(|e| match e {
+        // RFC 3261 §21.4.26 488: what the body says is not acceptable here; the Warning says why.
+        EntryError::Invalid(reasons) => (488, format!("the address is not valid: {}", reasons.join("; "))),
+        EntryError::Malformed(why) => (400, why),
+        EntryError::Store(e) => {
+            tracing::error!(error = %e, "cannot keep a PUBLISHed location");
+            (500, "the location store cannot be written".into())
+        }
+    })
+}
+
+/// The validator of user-entered addresses: the MSAG of `lis.msag`. One that cannot be read is
+/// logged and the required elements alone are checked — calls never depend on it.
+fn msag_validator(cfg: &Config) -> Option<Arc<dyn crate::location::validate::Validator>> {
+    let path = cfg.msag_path()?;
+    match crate::location::validate::MsagValidator::load(&path) {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the MSAG: user-entered addresses are checked for their required elements only");
+            None
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

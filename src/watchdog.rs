@@ -161,6 +161,7 @@ mod tests {
             local: crate::routing::LocalEndpoint { host: "127.0.0.1".into(), udp: None, tcp: None, tls: None },
             store,
             lis: None,
+            user_locations: None,
             discovery: None,
             events: tokio::sync::broadcast::channel(1).0,
             others: tokio::sync::broadcast::channel(1).0,

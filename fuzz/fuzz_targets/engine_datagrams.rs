@@ -521,7 +521,8 @@ fuzz_target!(|input: Input| {
         ..Default::default()
     };
     let table = Arc::new(Table(Arc::new(erl)));
-    e.set_locators(Locators { wiremap: Some(table.clone() as Arc<dyn Locator>), held: Some(table) });
+    let wiremap = Some(table.clone() as Arc<dyn Locator>);
+    e.set_locators(Locators { wiremap, held: Some(table), user: None });
     if anchor {
         e.anchor_media();
     }

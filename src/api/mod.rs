@@ -9,6 +9,7 @@
 pub mod ack_link;
 pub mod client;
 pub mod tls;
+mod user_locations;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -137,6 +138,9 @@ pub fn router(
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .merge(
+            user_locations::routes().layer(middleware::from_fn_with_state(state.clone(), authenticate_location_writer)),
+        )
         // After the layer: without credentials, for load balancers and monitoring. It says
         // only whether the core works, nothing of any call.
         .route("/api/v1/health", get(health))
@@ -181,7 +185,18 @@ fn unauthorized(reason: &str) -> Response {
         .into_response()
 }
 
-async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    authenticate_as(state, request, next, false).await
+}
+
+/// The user-location routes: a desk account (anyone's) or a `[[lis.users]]` account (its own).
+async fn authenticate_location_writer(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    authenticate_as(state, request, next, true).await
+}
+
+/// Checks the request's Basic credentials against the desk accounts (and, with `lis_users`, the
+/// remote users' accounts); the proved account goes in the request's extensions.
+async fn authenticate_as(state: ApiState, mut request: Request, next: Next, lis_users: bool) -> Response {
     let peer = request.extensions().get::<ConnectInfo<tls::ApiPeer>>().map(|c| c.0 .0);
     let ip = peer.map(|p| p.ip().to_canonical()).unwrap_or([0, 0, 0, 0].into());
     let now = Instant::now();
@@ -204,20 +219,33 @@ async fn authenticate(State(state): State<ApiState>, mut request: Request, next:
         return unauthorized("credentials required");
     };
     let config = state.config.borrow().clone();
-    let account = config.desks.iter().find(|a| a.username == user);
-    let ok = account.is_some_and(|a| constant_time_eq(a.password.as_bytes(), pass.as_bytes()));
-    let Some(account) = account.filter(|_| ok) else {
-        let why = if account.is_none() { "unknown user" } else { "wrong password" };
+    let desk = config.desks.iter().find(|a| a.username == user);
+    let lis_user = config.lis.users.iter().find(|u| lis_users && u.username == user);
+    let password = desk.map(|a| &a.password).or(lis_user.map(|u| &u.password));
+    let ok = password.is_some_and(|p| constant_time_eq(p.as_bytes(), pass.as_bytes()));
+    if !ok {
+        let why = if password.is_none() { "unknown user" } else { "wrong password" };
         state.audit_refusal(&request, peer, &user, 401, format!("API request by {user:?} refused: {why}"));
         if let Ok(mut g) = state.guard.lock() {
             g.failed(ip, now);
         }
         return unauthorized("wrong credentials");
-    };
+    }
     if let Ok(mut g) = state.guard.lock() {
         g.succeeded(ip);
     }
-    request.extensions_mut().insert(Authenticated(account.clone()));
+    match (desk, lis_user) {
+        (Some(account), _) => {
+            request.extensions_mut().insert(Authenticated(account.clone()));
+            request.extensions_mut().insert(user_locations::Writer::Desk(account.username.clone()));
+        }
+        (None, Some(u)) => {
+            request
+                .extensions_mut()
+                .insert(user_locations::Writer::User { username: u.username.clone(), owner: u.owner_key() });
+        }
+        (None, None) => return unauthorized("wrong credentials"),
+    }
     next.run(request).await
 }
 

@@ -31,11 +31,16 @@ fn caller_name(ev: &CallEvent) -> String {
     name.unwrap_or(&ev.caller.number).to_string()
 }
 
-/// Where, in a few words: the ERL's label, else the address.
+/// Where, in a few words: the ERL's label, else the address — said to be the caller's own entry
+/// when it is (docs/location.md: every alert carries it, the SMS and subjects too).
 fn place(ev: &CallEvent) -> String {
-    match ev.location.erl.as_ref().filter(|e| !e.label.trim().is_empty()) {
+    let p = match ev.location.erl.as_ref().filter(|e| !e.label.trim().is_empty()) {
         Some(erl) => erl.label.clone(),
         None => ev.location.describe(),
+    };
+    match ev.location.source {
+        crate::location::LocationSource::Manual => format!("{p} (user-entered, verify with the caller)"),
+        _ => p,
     }
 }
 
@@ -316,6 +321,26 @@ pub(crate) mod tests {
             route: None,
             kind: CallEventKind::Detected,
         }
+    }
+
+    #[test]
+    fn a_user_entered_location_is_marked_in_every_text() {
+        use crate::location::user_entered::{STALE_NOTE, VERIFY_NOTE};
+        let mut ev = call("Alice Example", false);
+        ev.location.source = LocationSource::Manual;
+        ev.location.method = Some("Manual".into());
+        ev.location.warnings = vec![VERIFY_NOTE.into()];
+        assert!(subject(&ev).ends_with("(user-entered, verify with the caller)"), "{}", subject(&ev));
+        assert!(sms(&ev, None).contains("user-entered, verify with the caller"), "{}", sms(&ev, None));
+        let t = plain(&ev, None);
+        assert!(t.contains(&format!("Location found by: {VERIFY_NOTE}, method Manual")), "{t}");
+        assert!(html(&ev, None).contains(VERIFY_NOTE));
+        assert!(slack(&ev, None).to_string().contains(VERIFY_NOTE));
+        // A stale entry the call could not use is noted on the site default it fell back to.
+        let mut ev = call("Alice Example", false);
+        ev.location.warnings = vec![format!("{STALE_NOTE}: the network changed")];
+        assert!(plain(&ev, None).contains(&format!("Location note: {STALE_NOTE}: the network changed")));
+        assert!(!plain(&call("A", false), None).contains("user-entered"));
     }
 
     #[test]

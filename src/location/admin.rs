@@ -357,3 +357,38 @@ pub fn unlocated_table(report: &super::unlocated::UnlocatedReport) -> String {
     }
     out
 }
+
+/// A civic address from `ELEMENT=VALUE` pairs (RFC 5139 element names, exact spelling, as the
+/// CLI's `--civic` takes them).
+pub fn civic_from_pairs(pairs: &[String]) -> Result<super::CivicAddress, String> {
+    let mut civic = super::CivicAddress::default();
+    for pair in pairs {
+        let (element, value) =
+            pair.split_once('=').ok_or_else(|| format!("--civic {pair:?}: give ELEMENT=VALUE (e.g. A3=Redmond)"))?;
+        let field = super::civic_field(element.trim()).ok_or_else(|| {
+            let all: Vec<&str> = super::CIVIC_FIELDS.iter().map(|f| f.element).collect();
+            format!("--civic {pair:?}: {element:?} is not an RFC 5139 element: one of {}", all.join(", "))
+        })?;
+        *(field.get_mut)(&mut civic) = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+    }
+    Ok(civic)
+}
+
+/// `sosdesk lis user-location list`: one entry a line.
+pub fn user_location_table(entries: &[super::user_entered::UserLocation]) -> String {
+    if entries.is_empty() {
+        return "no user-entered locations\n".into();
+    }
+    let mut out = String::new();
+    for e in entries {
+        out.push_str(&format!(
+            "{}\t{}\tnetwork: {}\tby {}, confirmed {}\n",
+            e.owner,
+            e.erl.civic.one_line(),
+            e.network.describe(),
+            e.entered_by,
+            e.confirmed_at.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    out
+}

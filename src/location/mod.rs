@@ -13,6 +13,7 @@ pub mod resolve;
 pub mod sfb_csv;
 pub mod store;
 pub mod unlocated;
+pub mod user_entered;
 pub mod validate;
 pub mod wiremap;
 pub mod wiremap_rows;

@@ -1,8 +1,10 @@
-//! Where an emergency caller is, in one order (issue 3 §6, RFC 6442 §3): the caller's own
-//! PIDF-LO (kept as sent), else the Location Information Service by the device's addresses —
-//! the wiremap, then what the device last obtained over HELD — else the site's ERL, else the
-//! policy's default ERL, else nothing (the call goes to the ECRC). When sosdesk found the ERL
-//! itself, it builds the PIDF-LO that goes to the PSAP.
+//! Where an emergency caller is, in one order (issue 3 §6, RFC 6442 §3; docs/location.md): the
+//! caller's own PIDF-LO (kept as sent), else the Location Information Service by the device's
+//! addresses — the wiremap, then what the device last obtained over HELD — else the caller's
+//! user-entered location while the device is on the network it was entered from, else the site's
+//! ERL, else the policy's default ERL, else nothing (the call goes to the ECRC). Measured beats
+//! entered: a device on a mapped network is located by the wiremap whatever its user entered.
+//! When sosdesk found the ERL itself, it builds the PIDF-LO that goes to the PSAP.
 //!
 //! No SIP here: the caller's side (routing) takes the PIDF-LO and the addresses out of the
 //! INVITE; this module only decides.
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::pidf::{build_pidf_lo, parse_pidf_lo, PidfLoInput};
+use super::user_entered::{Found, UserLocationBook, STALE_NOTE, VERIFY_NOTE};
 use super::{DeviceAttachment, Erl, LastKnownLocation, LocationSnapshot, LocationSource, Locator};
 
 /// Where a device's location is looked up when a call brings no PIDF-LO of its own.
@@ -23,6 +26,8 @@ pub struct Locators {
     pub wiremap: Option<Arc<dyn Locator>>,
     /// What each device last obtained over HELD.
     pub held: Option<Arc<dyn LastKnownLocation>>,
+    /// What users entered for their calls off the mapped network.
+    pub user: Option<UserLocationBook>,
 }
 
 /// What the call shows of where it comes from.
@@ -38,6 +43,9 @@ pub struct CallerSide<'a> {
     pub default_erl: Option<&'a Erl>,
     /// The PIDF-LO's entity when sosdesk builds it (`sip:<caller>@<core>`).
     pub entity: &'a str,
+    /// The caller as its user-entered location is kept (`user_entered::owner_key` of the
+    /// caller's number or user part); empty when the call does not say.
+    pub owner: &'a str,
 }
 
 /// The location of a call and the PIDF-LO sent with it (none when there is no location).
@@ -48,7 +56,7 @@ pub struct Resolved {
 
 /// Locate a call, in the order above. `now` stamps a PIDF-LO that sosdesk builds.
 pub fn resolve(caller: CallerSide<'_>, locators: &Locators, now: DateTime<Utc>) -> Resolved {
-    let CallerSide { pidf, device_ips, mut warnings, site_erl, default_erl, entity } = caller;
+    let CallerSide { pidf, device_ips, mut warnings, site_erl, default_erl, entity, owner } = caller;
     if let Some(raw) = pidf {
         match parse_pidf_lo(raw) {
             Ok(mut location) => {
@@ -58,20 +66,22 @@ pub fn resolve(caller: CallerSide<'_>, locators: &Locators, now: DateTime<Utc>) 
             Err(e) => warnings.push(format!("caller's PIDF-LO not usable: {e}")),
         }
     }
-    let location = locate_device(device_ips, locators, &mut warnings).unwrap_or_else(|| {
-        let (erl, method) = match (site_erl, default_erl) {
-            (Some(e), _) => (Some(e.clone()), Some("Wiremap")),
-            (None, Some(e)) => (Some(e.clone()), Some("Manual")),
-            (None, None) => (None, None),
-        };
-        LocationSnapshot {
-            source: if erl.is_some() { LocationSource::SiteDefault } else { LocationSource::None },
-            erl,
-            geo: None,
-            method: method.map(str::to_string),
-            warnings,
-        }
-    });
+    let location = locate_device(device_ips, locators, &mut warnings)
+        .or_else(|| user_entered(owner, device_ips, locators, &mut warnings))
+        .unwrap_or_else(|| {
+            let (erl, method) = match (site_erl, default_erl) {
+                (Some(e), _) => (Some(e.clone()), Some("Wiremap")),
+                (None, Some(e)) => (Some(e.clone()), Some("Manual")),
+                (None, None) => (None, None),
+            };
+            LocationSnapshot {
+                source: if erl.is_some() { LocationSource::SiteDefault } else { LocationSource::None },
+                erl,
+                geo: None,
+                method: method.map(str::to_string),
+                warnings,
+            }
+        });
     let pidf = location.erl.as_ref().map(|erl| {
         Bytes::from(build_pidf_lo(&PidfLoInput {
             entity,
@@ -84,6 +94,40 @@ pub fn resolve(caller: CallerSide<'_>, locators: &Locators, now: DateTime<Utc>) 
         }))
     });
     Resolved { location, pidf }
+}
+
+/// The caller's user-entered location, when the device is still on the network it was entered
+/// from; a stale one is only said (the call falls back as if there were none).
+fn user_entered(
+    owner: &str,
+    ips: &[IpAddr],
+    locators: &Locators,
+    warnings: &mut Vec<String>,
+) -> Option<LocationSnapshot> {
+    let book = locators.user.as_ref().filter(|_| !owner.is_empty())?;
+    match book.lookup(owner, ips)? {
+        Found::Current(entry) => {
+            tracing::debug!(owner, "caller located by its user-entered location");
+            let mut notes = vec![VERIFY_NOTE.to_string()];
+            notes.append(warnings);
+            Some(LocationSnapshot {
+                source: LocationSource::Manual,
+                erl: Some(entry.erl),
+                geo: None,
+                // RFC 4119 §2.2.3 / IANA Method Tokens: "Manual" — entered by hand.
+                method: Some("Manual".into()),
+                warnings: notes,
+            })
+        }
+        Found::Stale(entry, why) => {
+            warnings.push(format!(
+                "{STALE_NOTE}: {why}; not used until it is confirmed again (entered {} by {})",
+                entry.confirmed_at.format("%Y-%m-%d %H:%M UTC"),
+                entry.entered_by
+            ));
+            None
+        }
+    }
 }
 
 /// The Location Information Service's answer for the device's addresses: the wiremap first

@@ -70,6 +70,11 @@ pub fn human_text(ev: &CallEvent) -> String {
         }
     }
     line("Location found by", &source_text(loc.source, loc.method.as_deref()));
+    // A user-entered location that could not be used (the device changed networks): the officer
+    // should know one exists, and that it may be wrong.
+    for note in loc.warnings.iter().filter(|w| w.starts_with(crate::location::user_entered::STALE_NOTE)) {
+        line("Location note", note);
+    }
     if let Some(site) = &ev.site {
         line("Site", site);
     }
@@ -83,7 +88,8 @@ fn source_text(source: LocationSource, method: Option<&str>) -> String {
         LocationSource::Wiremap => "the network wiremap (switch port, access point or subnet)",
         LocationSource::HeldCached => "the location the phone last obtained over HELD",
         LocationSource::SiteDefault => "the site's configured address (not the caller's exact spot)",
-        LocationSource::Manual => "entered by hand",
+        // RAY BAUM'S Act: the user's own entry, not measured (docs/location.md).
+        LocationSource::Manual => crate::location::user_entered::VERIFY_NOTE,
         LocationSource::None => "not found: no location",
     };
     match method.filter(|m| !m.is_empty()) {

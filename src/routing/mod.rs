@@ -10,4 +10,7 @@ pub mod refused;
 pub mod triage;
 pub mod trunk_register;
 
-pub use engine::{Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration};
+pub use engine::{
+    Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration, UserLocationAnswer,
+    UserLocationChange, UserLocationRequest,
+};

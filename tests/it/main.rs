@@ -36,5 +36,6 @@ mod test_peers;
 mod torture_wire;
 mod two_nodes;
 mod unlocated;
+mod user_locations;
 mod voice_channel;
 mod wiremap;

@@ -66,6 +66,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use super::pidf::{build_pidf_lo, PidfLoInput};
+use super::user_entered::UserLocationBook;
 use super::{DeviceAttachment, LocationSource, Locator, MatchKind};
 pub use cache::HeldCache;
 pub use http::{router, serve};
@@ -161,6 +162,9 @@ pub struct HeldState {
     identity_requesters: Option<Arc<[IpNet]>>,
     /// Told how every request was located (the unlocated report, `location::unlocated`).
     sightings: Option<SightingSink>,
+    /// User-entered locations, served to a device the wiremap cannot locate from the address it
+    /// entered its location from (`location::user_entered`).
+    user_entered: Option<UserLocationBook>,
 }
 
 /// Where the HELD endpoint hands its sightings (the server records them).
@@ -180,6 +184,7 @@ impl HeldState {
             cache: HeldCache::default(),
             identity_requesters: None,
             sightings: None,
+            user_entered: None,
         })
     }
 
@@ -212,6 +217,12 @@ impl HeldState {
         self
     }
 
+    /// Serve these user-entered locations when the wiremap has no answer.
+    pub fn with_user_locations(mut self, book: UserLocationBook) -> HeldState {
+        self.user_entered = Some(book);
+        self
+    }
+
     /// The cache of locations served, per device.
     pub fn cache(&self) -> &HeldCache {
         &self.cache
@@ -222,8 +233,12 @@ impl HeldState {
     /// carries no device identity); `now` stamps the PIDF-LO and `at` the cache entry.
     pub fn respond(&self, body: &[u8], source: Option<IpAddr>, now: DateTime<Utc>, at: Instant) -> HeldReply {
         match self.answer(body, source, now, at) {
-            Ok((xml, kind)) => HeldReply { xml, outcome: Ok(kind) },
-            Err(fault) => HeldReply { xml: error_document(fault.code, &fault.message), outcome: Err(fault.code) },
+            Ok((xml, kind, user_entered)) => HeldReply { xml, outcome: Ok(kind), user_entered },
+            Err(fault) => HeldReply {
+                xml: error_document(fault.code, &fault.message),
+                outcome: Err(fault.code),
+                user_entered: false,
+            },
         }
     }
 
@@ -233,7 +248,7 @@ impl HeldState {
         source: Option<IpAddr>,
         now: DateTime<Utc>,
         at: Instant,
-    ) -> Result<(String, MatchKind), Fault> {
+    ) -> Result<(String, MatchKind, bool), Fault> {
         let request = parse_request(body)?;
         tracing::debug!(response_time = ?request.response_time, requested = ?request.requested, "HELD locationRequest");
 
@@ -287,14 +302,40 @@ impl HeldState {
             .filter_map(|a| self.locator.locate(a))
             .filter(|(erl, _)| !erl.civic.is_empty())
             .min_by_key(|(_, kind)| *kind);
+        // Measured first; a user's entry only for a device the wiremap cannot place, and only
+        // from the very address it was entered or confirmed from (docs/location.md).
+        let entered = match (&found, &self.user_entered) {
+            (None, Some(book)) => attachments.iter().find_map(|a| book.for_device(a)),
+            _ => None,
+        };
         if let (Some(sink), Some(device)) = (&self.sightings, attachments.first()) {
-            let source = if found.is_some() { LocationSource::Wiremap } else { LocationSource::None };
+            let source = match (&found, &entered) {
+                (Some(_), _) => LocationSource::Wiremap,
+                (None, Some(_)) => LocationSource::Manual,
+                (None, None) => LocationSource::None,
+            };
             sink(crate::location::unlocated::Sighting {
                 at: now,
                 asked: crate::location::unlocated::Asked::Held,
                 device: device.clone(),
                 source,
             });
+        }
+        if let (None, Some(entry)) = (&found, entered) {
+            // Not cached: the HELD cache is what the network measured, and a call falls back to
+            // it before any user entry.
+            let entity = format!("pres:{:032x}@{}", rand::random::<u128>(), self.host);
+            let pidf_doc = build_pidf_lo(&PidfLoInput {
+                entity: &entity,
+                device_id: None,
+                erl: &entry.erl,
+                geo: None,
+                // RFC 4119 §2.2.3: entered by hand (IANA Method Tokens "Manual").
+                method: "Manual",
+                provided_by: self.provided_by.as_deref(),
+                timestamp: now,
+            });
+            return Ok((location_response(&pidf_doc), MatchKind::Subnet, true));
         }
         let Some((erl, kind)) = found else {
             return Err(Fault::new(
@@ -319,7 +360,7 @@ impl HeldState {
             provided_by: self.provided_by.as_deref(),
             timestamp: now,
         });
-        Ok((location_response(&pidf_doc), kind))
+        Ok((location_response(&pidf_doc), kind, false))
     }
 
     fn identity_allowed(&self, identity: &Identity, source: Option<IpAddr>) -> bool {
@@ -344,6 +385,9 @@ pub struct HeldReply {
     pub xml: String,
     /// How the device was found, or the HELD error code sent.
     pub outcome: Result<MatchKind, ErrorCode>,
+    /// The location served is the one the device's user entered (matched by the device's address;
+    /// `outcome` then says `Subnet`), not one the wiremap measured.
+    pub user_entered: bool,
 }
 
 /// A DNS name (RFC 1123 labels) or an IP literal (IPv6 in brackets), as a URI host.

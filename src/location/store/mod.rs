@@ -21,6 +21,7 @@
 mod keys;
 mod sql;
 mod unlocated;
+mod user_locations;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -95,6 +95,8 @@ impl Engine {
         let device_ips = Self::device_addresses(&msg, ib.sdp.as_deref(), peer);
         let entity =
             format!("sip:{}@{}", if caller.number.is_empty() { "anonymous" } else { &caller.number }, self.local.host);
+        // Whose user-entered location may apply: the caller as the INVITE names it.
+        let owner = crate::location::user_entered::owner_key(&caller.number).unwrap_or_default();
         let resolved = resolve(
             CallerSide {
                 pidf: ib.pidf.as_ref(),
@@ -103,6 +105,7 @@ impl Engine {
                 site_erl: site.and_then(|s| s.erl.as_ref()),
                 default_erl: policy.default_erl.as_ref(),
                 entity: &entity,
+                owner: &owner,
             },
             &self.locators,
             self.now.wall,

@@ -37,6 +37,7 @@ use crate::sip::transaction::{
 };
 use crate::sip::uri::quote_display;
 use crate::sip::{ids, reason_phrase, Message, Uri};
+pub use publish::{UserLocationAnswer, UserLocationChange, UserLocationRequest};
 
 mod call;
 mod desk_legs;
@@ -45,6 +46,7 @@ mod media_legs;
 mod notify_handoff;
 mod outbound;
 mod probes;
+mod publish;
 mod reconfigure;
 mod registrations;
 mod relay;
@@ -64,7 +66,7 @@ pub use reconfigure::Reconfigured;
 use relay::copy_body;
 
 /// Methods sosdesk answers or relays (RFC 3261 §20.5 Allow).
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER, PUBLISH";
 /// Headers relayed with an in-dialog request or its response.
 const RELAYED_HEADERS: &[&str] = &[
     "Content-Type",
@@ -193,6 +195,9 @@ pub enum Output {
     /// A desk's registrations changed here: the shell writes what other nodes can reach of
     /// them (UDP contacts) to the store.
     Registered(SharedRegistration),
+    /// A PUBLISHed user-entered location (`publish.rs`): the shell validates and keeps it, and
+    /// answers with [`Engine::on_user_location_kept`] (always).
+    EnterUserLocation(UserLocationRequest),
 }
 
 /// One account's contacts on this node that other nodes can reach (UDP), as the store keeps
@@ -257,6 +262,10 @@ struct Accounts {
     /// Notification groups: name → desk account usernames.
     groups: HashMap<String, Vec<String>>,
     guard: crate::access::SharedGuard,
+    /// Remote users who may PUBLISH their own location (`[[lis.users]]`).
+    lis_users: Vec<crate::config::LisUserConfig>,
+    /// PUBLISHes waiting for the store (`publish.rs`), by server transaction.
+    pending_publish: HashMap<ServerKey, Message>,
 }
 
 /// Bodies sosdesk takes (OPTIONS' Accept).
@@ -320,6 +329,8 @@ impl Engine {
                 registrar: crate::registrar::Registrar::new(),
                 groups: notification_groups(cfg),
                 guard: crate::access::AuthGuard::shared(),
+                lis_users: cfg.lis.users.clone(),
+                pending_publish: HashMap::new(),
             },
             notifier: crate::notify::Notifier::new(crate::notify::NotifyTiming {
                 attempt_timeout: Duration::from_millis(cfg.notification.attempt_timeout_ms),
@@ -556,10 +567,10 @@ impl Engine {
                 (!elin && classify(ruri, policy).is_none()).then_some((404, "not an emergency number", false))
             }
             "BYE" | "UPDATE" | "INFO" | "PRACK" => Some((481, "no such dialog", false)),
-            "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => Some((405, "method not allowed", true)),
-            // REGISTER keeps its transaction: a retransmission must get the cached answer, not
-            // be checked again (its digest nonce count is single-use).
-            "ACK" | "CANCEL" | "OPTIONS" | "REGISTER" => None,
+            "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "REFER" => Some((405, "method not allowed", true)),
+            // REGISTER and PUBLISH keep their transaction: a retransmission must get the cached
+            // answer, not be checked again (a digest nonce count is single-use).
+            "ACK" | "CANCEL" | "OPTIONS" | "REGISTER" | "PUBLISH" => None,
             _ => Some((501, "method not implemented", true)),
         }
     }
@@ -778,7 +789,8 @@ impl Engine {
             ),
             "BYE" | "UPDATE" | "INFO" | "PRACK" => self.refuse_request(&key, &msg, peer, 481, "no such dialog", &[]),
             "REGISTER" => self.on_register(key, msg, peer, now),
-            "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "REFER" => {
+            "PUBLISH" => self.on_publish(key, msg, peer, now),
+            "MESSAGE" | "SUBSCRIBE" | "NOTIFY" | "REFER" => {
                 self.refuse_request(&key, &msg, peer, 405, "method not allowed", &[("Allow", ALLOW.into())])
             }
             _ => self.refuse_request(&key, &msg, peer, 501, "method not implemented", &[("Allow", ALLOW.into())]),

@@ -65,6 +65,7 @@ impl Engine {
         self.callbacks.fallback = callback_fallback(cfg);
         // The digest server stays: a desk between its challenge and its answer is not refused.
         self.accounts.desks.accounts = cfg.desks.clone();
+        self.accounts.lis_users = cfg.lis.users.clone();
         self.accounts.groups = notification_groups(cfg);
         self.policies = new;
         changed

@@ -67,9 +67,10 @@ impl Sim {
                 Output::Transmit(t) => self.transmits.push_back(t),
                 Output::Event(ev) => self.events.push_back(ev),
                 Output::Audit(ev) => self.audit_only.push_back(ev),
-                o @ (Output::ElinMapped(_) | Output::LookupElin(_) | Output::Registered(_)) => {
-                    self.store_io.push_back(o)
-                }
+                o @ (Output::ElinMapped(_)
+                | Output::LookupElin(_)
+                | Output::Registered(_)
+                | Output::EnterUserLocation(_)) => self.store_io.push_back(o),
                 Output::Media(_) | Output::LateEvent { .. } | Output::Sighting(_) => {}
             }
         }
@@ -364,6 +365,7 @@ fn a_call_without_pidf_lo_is_located_by_the_wiremap_from_its_sdp_address() {
     e.set_locators(crate::routing::Locators {
         wiremap: Some(std::sync::Arc::new(TableLocator(vec![("10.9.0.0/16".parse().unwrap(), erl("701"))]))),
         held: Some(std::sync::Arc::new(TableLocator(vec![("10.8.0.0/16".parse().unwrap(), erl("HELD-1"))]))),
+        user: None,
     });
     let pbx = "127.0.0.2:5060";
     e.handle_message(invite_via_pbx("10.9.1.5", 10), peer(pbx), Now::read());

@@ -1,0 +1,178 @@
+//! A phone providing its user-entered location: SIP PUBLISH (RFC 3903) of a presence document
+//! (event package `presence`, RFC 3856) that is a PIDF-LO (RFC 4119 §2: a location object is a
+//! presence document with a `<geopriv>` status; RFC 5139 civic address). The phone's user, not
+//! the network, says where it is: docs/location.md says why PUBLISH and what a phone sends.
+//!
+//! * digest (RFC 3261 §22) against the `[[lis.users]]` accounts (each for its own owner: the
+//!   Request-URI's user, the presentity, RFC 3903 §6 step 2) and the desk accounts (anyone's);
+//! * an initial PUBLISH or a modify (RFC 3903 §4.1, §4.4) carries the address: it is validated
+//!   and kept; a refresh (`SIP-If-Match`, no body, §4.3) is the confirmation from the phone's
+//!   current network: the kept address validated again; `Expires: 0` (§4.5) clears it;
+//! * the shell validates and writes the store ([`Output::EnterUserLocation`]) and hands the
+//!   answer back ([`Engine::on_user_location_kept`]): 200 with `SIP-ETag` and `Expires` (§11.3)
+//!   once it is kept; a refused address gets 488 with a Warning naming each reason.
+
+use std::time::Instant;
+
+use super::{Engine, Output};
+use crate::location::user_entered::{owner_key, NetworkSeen};
+use crate::location::Erl;
+use crate::sip::digest::AuthFailure;
+use crate::sip::transaction::{Peer, ServerKey};
+use crate::sip::{ids, reason_phrase, Message, Uri};
+
+/// PUBLISHes waiting for the store's answer at most (beyond: 503, try again).
+const MAX_PENDING: usize = 256;
+
+/// The expiry granted (RFC 3903 §6 step 5: the ESC chooses; the entry itself stays kept until
+/// the network changes, cleared or replaced — the publication's expiry only asks the phone to
+/// refresh, which is a confirmation).
+const GRANTED_EXPIRES_S: u32 = 3600;
+
+/// What the shell is asked to do with a PUBLISH.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserLocationChange {
+    /// Validate and keep (`erl` `None`: confirm the kept one from `network`).
+    Enter {
+        erl: Option<Box<Erl>>,
+        network: NetworkSeen,
+    },
+    Clear,
+}
+
+/// [`Output::EnterUserLocation`]: one PUBLISH to carry out, answered with
+/// [`Engine::on_user_location_kept`] under `key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserLocationRequest {
+    pub key: ServerKey,
+    pub owner: String,
+    pub entered_by: String,
+    pub change: UserLocationChange,
+}
+
+/// The shell's answer: kept (or cleared), or refused with a status and the reasons.
+pub type UserLocationAnswer = Result<(), (u16, String)>;
+
+impl Engine {
+    pub(super) fn on_publish(&mut self, key: ServerKey, msg: Message, peer: Peer, now: Instant) {
+        if !self.pass_guard(&key, &msg, peer, "PUBLISH", now) {
+            return;
+        }
+        // RFC 3903 §6 step 3: the event package must be one this ESC takes.
+        let event = msg.header("Event").map(|e| e.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        if event.as_deref() != Some("presence") {
+            self.refuse(
+                &key,
+                &msg,
+                peer,
+                489,
+                "only Event: presence (a PIDF-LO) is taken",
+                &[("Allow-Events", "presence".into())],
+            );
+            return;
+        }
+        let auth: Vec<String> = msg.headers_named("Authorization").map(String::from).collect();
+        let (desks, users) = (&self.accounts.desks.accounts, &self.accounts.lis_users);
+        let ruri = msg.request_uri().unwrap_or("").to_string();
+        let verified = self.accounts.desks.digest.verify(&auth, "PUBLISH", &ruri, peer.addr.ip(), self.now.wall, |u| {
+            users
+                .iter()
+                .find(|a| a.username == u)
+                .map(|a| a.password.as_str())
+                .or_else(|| desks.iter().find(|a| a.username == u).map(|a| a.password.as_str()))
+        });
+        let user = match verified {
+            Ok(user) => user,
+            Err(AuthFailure::Missing) | Err(AuthFailure::Stale) => {
+                let stale = matches!(verified, Err(AuthFailure::Stale));
+                let challenge = self.accounts.desks.digest.challenge(stale, peer.addr.ip(), self.now.wall);
+                self.refuse(&key, &msg, peer, 401, "credentials required", &[("WWW-Authenticate", challenge)]);
+                return;
+            }
+            Err(AuthFailure::Invalid(why)) => {
+                self.refuse(&key, &msg, peer, 403, "bad credentials", &[]);
+                self.tally_refused(&msg, peer, 403, &format!("bad credentials: {why}"));
+                self.credentials_failed(peer, now);
+                return;
+            }
+        };
+        self.credentials_ok(peer);
+        // The presentity is the Request-URI (RFC 3903 §4): whose location this is.
+        let Some(owner) = Uri::parse(&ruri).ok().and_then(|u| u.number()).and_then(|n| owner_key(&n).ok()) else {
+            self.refuse(&key, &msg, peer, 404, "the Request-URI names no user", &[]);
+            return;
+        };
+        let own = self.accounts.lis_users.iter().find(|u| u.username == user).map(|u| u.owner_key());
+        if own.as_ref().is_some_and(|own| *own != owner) {
+            self.refuse(&key, &msg, peer, 403, "a user may publish only its own location", &[]);
+            self.tally_refused(&msg, peer, 403, &format!("{user:?} published for {owner:?}"));
+            return;
+        }
+        let entered_by = match own {
+            Some(_) => format!("sip-publish user {user}"),
+            None => format!("sip-publish desk {user}"),
+        };
+        let expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok());
+        let change = if expires == Some(0) {
+            UserLocationChange::Clear
+        } else {
+            let network =
+                NetworkSeen { ip: Self::device_addresses(&msg, None, peer).first().copied(), mac: None, bssid: None };
+            match self.published_address(&msg) {
+                Ok(erl) => UserLocationChange::Enter { erl: erl.map(Box::new), network },
+                Err(why) => {
+                    self.refuse(&key, &msg, peer, 400, &why, &[]);
+                    return;
+                }
+            }
+        };
+        if self.accounts.pending_publish.len() >= MAX_PENDING {
+            self.refuse(&key, &msg, peer, 503, "busy: publish again shortly", &[("Retry-After", "5".into())]);
+            return;
+        }
+        self.accounts.pending_publish.insert(key.clone(), msg);
+        self.out.store_io.push_back(Output::EnterUserLocation(UserLocationRequest { key, owner, entered_by, change }));
+    }
+
+    /// The address a PUBLISH carries: `None` for a refresh (no body, RFC 3903 §4.3).
+    fn published_address(&self, msg: &Message) -> Result<Option<Erl>, String> {
+        if msg.body.is_empty() {
+            return match msg.header("SIP-If-Match") {
+                Some(_) => Ok(None),
+                // §6 step 4: an initial PUBLISH without a body is refused (400).
+                None => Err("an initial PUBLISH must carry a PIDF-LO (application/pidf+xml)".into()),
+            };
+        }
+        // RFC 3903 §6 step 4 / RFC 3856 §5: the presence body type; a PIDF-LO is one (RFC 4119 §2).
+        if msg.content_type().as_deref() != Some("application/pidf+xml") {
+            return Err("the body is not application/pidf+xml (a PIDF-LO, RFC 4119)".into());
+        }
+        let location =
+            crate::location::pidf::parse_pidf_lo(&msg.body).map_err(|e| format!("the PIDF-LO is not usable: {e}"))?;
+        match location.erl.filter(|e| !e.civic.is_empty()) {
+            Some(erl) => Ok(Some(Erl { validated: false, elins: Vec::new(), ..erl })),
+            None => Err("the PIDF-LO has no civic address (RFC 5139): a dispatchable location is civic".into()),
+        }
+    }
+
+    /// The shell's answer to [`Output::EnterUserLocation`]: the PUBLISH answered.
+    pub fn on_user_location_kept(&mut self, key: &str, answer: UserLocationAnswer, now: crate::clock::Now) {
+        self.tick(now);
+        let Some(msg) = self.accounts.pending_publish.remove(key) else { return };
+        match answer {
+            Ok(()) => {
+                let mut r = msg.response(200, "OK", Some(&ids::new_tag()));
+                // §11.3: the entity-tag of the publication; §11.3/§6 step 5: its expiry.
+                r.push("SIP-ETag", ids::new_tag());
+                let asked = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok());
+                r.push("Expires", asked.unwrap_or(GRANTED_EXPIRES_S).min(GRANTED_EXPIRES_S).to_string());
+                self.tx.respond(key, &r, self.now.mono);
+            }
+            Err((status, why)) => {
+                let mut r = msg.response(status, reason_phrase(status), Some(&ids::new_tag()));
+                r.push("Warning", format!("399 sosdesk \"{}\"", why.replace(['"', '\\'], "'")));
+                self.tx.respond(key, &r, self.now.mono);
+            }
+        }
+    }
+}

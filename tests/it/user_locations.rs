@@ -1,0 +1,303 @@
+//! User-entered locations (issue 16 item 3) through the running core: entered over the API or
+//! PUBLISHed by the phone, validated against the lab's MSAG, used for the owner's calls off the
+//! mapped network — marked "user-entered — verify with the caller" on the event and the audit
+//! record, `Manual` in the PIDF-LO sent to the provider — and not used from another network until
+//! confirmed. The wiremap wins over an entry on a mapped network; an entry wins over the site's
+//! default. On both stores (the lab's SQLite file and PostgreSQL) for the store's part.
+
+use crate::support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use sosdesk::api::encode_base64;
+use sosdesk::events::CallEventKind;
+use sosdesk::location::user_entered::{STALE_NOTE, VERIFY_NOTE};
+use sosdesk::location::LocationSource;
+use support::lab::{pidf_part, Lab};
+use support::store::{store_test, TestDb};
+use support::xmllint::validate_pidf_lo;
+
+/// The caller of the lab's sipp scenarios (`From: +15555550100`) and its remote user's account.
+const OWNER: &str = "+15555550100";
+const USER: (&str, &str) = ("alice", "alice-home-secret");
+const ADMIN: (&str, &str) = ("desk2", "control-room-secret");
+
+/// The lab with two remote users' accounts, and its MSAG extract (`examples/msag.csv`).
+fn with_users(config: String) -> String {
+    let msag = support::lab::repo().join("examples/msag.csv");
+    let config = config.replace("msag = \"msag.csv\"", &format!("msag = {:?}", msag.display().to_string()));
+    config.replacen(
+        "[lis]\n",
+        "[[lis.users]]\nusername = \"alice\"\npassword = \"alice-home-secret\"\nowner = \"+1-555-555-0100\"\n\n\
+[[lis.users]]\nusername = \"bob\"\npassword = \"bob-home-secret\"\n\n[lis]\n",
+        1,
+    )
+}
+
+/// One API request: (status, body).
+fn api(lab: &Lab, method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", lab.ports.api)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if let Some((u, p)) = auth {
+        req.push_str(&format!("Authorization: Basic {}\r\n", encode_base64(format!("{u}:{p}").as_bytes())));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// An address in Redmond, WA (the lab's MSAG: Willows Rd 9000-9998 even).
+fn entry(hno: &str, ip: &str) -> String {
+    format!(
+        r#"{{"address": {{"label": "Alice, home office", "country": "US", "a1": "WA", "a3": "Redmond", "rd": "Willows", "sts": "Rd", "hno": "{hno}", "pc": "98052"}}, "ip": "{ip}"}}"#
+    )
+}
+
+fn path() -> String {
+    format!("/api/v1/lis/user-locations/{}", OWNER.replace('+', "%2B"))
+}
+
+/// A 911 call from `ip`; the INVITE the provider on `port` received.
+fn call_from(lab: &Lab, name: &str, ip: &str, port: u16) -> String {
+    let provider = lab.uas(&format!("{name}-provider"), "provider_answer.xml", "127.0.0.1", port, &[]);
+    lab.uac(name, "caller_hangs_up.xml", ip, &["-s", "911", "-set", "hold_ms", "50"]).wait().assert_ok();
+    let p = provider.wait();
+    p.assert_ok();
+    p.received_request("INVITE")
+}
+
+store_test!(sync an_entered_address_is_validated_kept_and_used_for_the_owners_calls_marked);
+fn an_entered_address_is_validated_kept_and_used_for_the_owners_calls_marked(db: TestDb) {
+    let mut lab = Lab::start_on(db, with_users);
+    let path = path();
+
+    // No credentials, wrong ones, another user's location: refused.
+    assert_eq!(api(&lab, "PUT", &path, None, Some(&entry("9100", "127.0.0.6"))).0, 401);
+    assert_eq!(api(&lab, "PUT", &path, Some(("alice", "wrong-password")), Some(&entry("9100", "127.0.0.6"))).0, 401);
+    let (status, body) = api(&lab, "PUT", &path, Some(("bob", "bob-home-secret")), Some(&entry("9100", "127.0.0.6")));
+    assert_eq!(status, 403, "{body}");
+    // An address the MSAG does not have: refused with the reason, nothing kept.
+    let (status, body) = api(&lab, "PUT", &path, Some(USER), Some(&entry("9101", "127.0.0.6")));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("9101"), "the reason names the house number: {body}");
+    assert_eq!(api(&lab, "GET", &path, Some(USER), None).0, 404);
+
+    // A valid one, from the device's network (127.0.0.6: no site, no wiremap — the ECRC without it).
+    let (status, body) = api(&lab, "PUT", &path, Some(USER), Some(&entry("9100", "127.0.0.6")));
+    assert_eq!(status, 200, "{body}");
+    let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((kept["owner"].as_str(), kept["network"]["ip"].as_str()), (Some(OWNER), Some("127.0.0.6")));
+    assert_eq!(kept["entered_by"], "user alice");
+
+    // The call goes to the located route with the entered address, marked Manual.
+    let invite = call_from(&lab, "located", "127.0.0.6", lab.ports.primary);
+    let pidf = pidf_part(&invite);
+    validate_pidf_lo(&pidf).unwrap();
+    for text in ["<ca:HNO>9100</ca:HNO>", "<ca:RD>Willows</ca:RD>", "<gp:method>Manual</gp:method>"] {
+        assert!(pidf.contains(text), "{text} missing from\n{pidf}");
+    }
+    let mut seen = Vec::new();
+    let ev = lab.wait_for(&mut seen, "detected", |e| matches!(e.kind, CallEventKind::Detected));
+    assert_eq!(ev.location.source, LocationSource::Manual);
+    assert_eq!(ev.location.warnings.first().map(String::as_str), Some(VERIFY_NOTE));
+
+    // HELD answers the device (asked about by its address) with the entry, method Manual.
+    let held_port = lab.core.as_ref().unwrap().held.expect("HELD is on in the lab").port();
+    let resp = support::lab::post_held(
+        held_port,
+        r#"<locationRequest xmlns="urn:ietf:params:xml:ns:geopriv:held"><locationType exact="false">civic</locationType>
+  <device xmlns="urn:ietf:params:xml:ns:geopriv:held:id"><ip v="4">127.0.0.6</ip></device></locationRequest>"#,
+    );
+    let held = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    support::xmllint::validate_held(held).unwrap();
+    assert!(held.contains("<ca:HNO>9100</ca:HNO>") && held.contains("<gp:method>Manual</gp:method>"), "{held}");
+
+    // The admin list (CLI) shows it; the user's own list too, another user's does not.
+    let out = lab.cli_store(&["lis", "user-location", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(OWNER) && text.contains("9100"), "{text}");
+    assert!(api(&lab, "GET", "/api/v1/lis/user-locations", Some(USER), None).1.contains("9100"));
+    assert_eq!(api(&lab, "GET", "/api/v1/lis/user-locations", Some(("bob", "bob-home-secret")), None).1, "[]");
+
+    lab.stop();
+    let audited = lab.audit_events();
+    let ev = audited.iter().find(|e| matches!(e.kind, CallEventKind::Detected)).expect("the call is audited");
+    assert_eq!(ev.location.source, LocationSource::Manual);
+    assert_eq!(ev.location.method.as_deref(), Some("Manual"));
+    assert_eq!(ev.location.warnings.first().map(String::as_str), Some(VERIFY_NOTE));
+    assert_eq!(ev.location.erl.as_ref().and_then(|e| e.civic.hno.as_deref()), Some("9100"));
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn an_entry_is_not_used_from_another_network_until_the_phone_confirms_it() {
+    let mut lab = Lab::start_with(with_users);
+    let path = path();
+    // An admin enters the user's address, as seen on the user's home network (10.1.2.0/24).
+    let (status, body) = api(&lab, "PUT", &path, Some(ADMIN), Some(&entry("9100", "10.1.2.3")));
+    assert_eq!(status, 200, "{body}");
+
+    // A call from 127.0.0.6: another network. Not used: the ECRC route, and the note says why.
+    let invite = call_from(&lab, "stale", "127.0.0.6", lab.ports.secondary);
+    assert!(!invite.contains("9100"), "the stale address went out:\n{invite}");
+    let mut seen = Vec::new();
+    let ev = lab.wait_for(&mut seen, "detected", |e| matches!(e.kind, CallEventKind::Detected));
+    assert_eq!(ev.location.source, LocationSource::None);
+    let note = ev.location.warnings.iter().find(|w| w.starts_with(STALE_NOTE)).expect("the stale entry is noted");
+    assert!(note.contains("10.1.2.0/24") && note.contains("127.0.0.0/24"), "{note}");
+
+    // The phone confirms from where it is now (a PUBLISH refresh): validated again, network kept.
+    let sip = ([127, 0, 0, 1], lab.ports.sip).into();
+    let auth_uri = format!("{OWNER}@127.0.0.1:{}", lab.ports.sip);
+    let auth = ["-s", OWNER, "-au", USER.0, "-ap", USER.1, "-auth_uri", auth_uri.as_str()];
+    lab.uac_to("confirm", "publish_refresh.xml", "127.0.0.6", sip, &auth).wait().assert_ok();
+    let (_, body) = api(&lab, "GET", &path, Some(ADMIN), None);
+    let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(kept["network"]["ip"], "127.0.0.6", "{body}");
+    assert_eq!(kept["entered_by"], "sip-publish user alice");
+
+    let invite = call_from(&lab, "confirmed", "127.0.0.6", lab.ports.primary);
+    let pidf = pidf_part(&invite);
+    validate_pidf_lo(&pidf).unwrap();
+    assert!(pidf.contains("<ca:HNO>9100</ca:HNO>") && pidf.contains("<gp:method>Manual</gp:method>"), "{pidf}");
+    let ev = lab.wait_for(&mut seen, "second detected", |e| {
+        matches!(e.kind, CallEventKind::Detected) && e.location.source == LocationSource::Manual
+    });
+    assert_eq!(ev.location.warnings.first().map(String::as_str), Some(VERIFY_NOTE));
+}
+
+#[test]
+fn a_phone_publishes_its_address_as_a_pidf_lo_and_an_invalid_one_is_refused() {
+    let lab = Lab::start_with(with_users);
+    let sip = ([127, 0, 0, 1], lab.ports.sip).into();
+    // sipp digests `sip:remote_ip:port` unless told the Request-URI it sends.
+    let auth_uri = format!("{OWNER}@127.0.0.1:{}", lab.ports.sip);
+    let auth = ["-s", OWNER, "-au", USER.0, "-ap", USER.1, "-auth_uri", auth_uri.as_str()];
+    // Not in the MSAG (odd house number): 488 and a Warning naming it; nothing kept.
+    let mut args = auth.to_vec();
+    args.extend(["-set", "rd", "Willows Rd", "-set", "hno", "9101"]);
+    let run = lab.uac_to("invalid", "publish_location.xml", "127.0.0.6", sip, &args).wait();
+    run.assert_ok();
+    let answer = run.received().into_iter().last().unwrap_or_default();
+    assert!(answer.starts_with("SIP/2.0 488"), "{answer}");
+    assert!(support::lab::header_of(&answer, "Warning").is_some_and(|w| w.contains("9101")), "{answer}");
+    assert_eq!(api(&lab, "GET", &path(), Some(USER), None).0, 404);
+
+    // Bob may not publish Alice's location.
+    let bob = ["-s", OWNER, "-au", "bob", "-ap", "bob-home-secret", "-auth_uri", auth_uri.as_str()];
+    let bob = [&bob[..], &["-set", "rd", "Willows Rd", "-set", "hno", "9100"]].concat();
+    let run = lab.uac_to("bob", "publish_location.xml", "127.0.0.6", sip, &bob).wait();
+    assert!(run.received().iter().any(|m| m.starts_with("SIP/2.0 403")), "{:?}", run.received());
+
+    // A valid one: 200 with an entity-tag, kept with the phone's address.
+    let mut args = auth.to_vec();
+    args.extend(["-set", "rd", "Willows Rd", "-set", "hno", "9100"]);
+    let run = lab.uac_to("valid", "publish_location.xml", "127.0.0.6", sip, &args).wait();
+    run.assert_ok();
+    let answer = run.received().into_iter().last().unwrap_or_default();
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(support::lab::header_of(&answer, "SIP-ETag").is_some(), "{answer}");
+    let (status, body) = api(&lab, "GET", &path(), Some(USER), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"127.0.0.6\"") && body.contains("9100"), "{body}");
+}
+
+#[test]
+fn the_wiremap_wins_on_a_mapped_network_and_an_entry_wins_over_the_site_default() {
+    let mut lab = Lab::start_with(with_users);
+    // 127.0.0.2 is in the wiremap; 127.0.0.1 is the lab's site "hq" with its default ERL.
+    let csv = lab.dir.path().join("subnets.csv");
+    std::fs::write(
+        &csv,
+        "Subnet,Description,Location,CompanyName,HouseNumber,HouseNumberSuffix,PreDirectional,StreetName,StreetSuffix,PostDirectional,City,State,PostalCode,Country\n\
+127.0.0.2/32,Lab desk,East wing,Litware,1234,,,163rd,Ave,NE,Redmond,WA,98052,US\n",
+    )
+    .unwrap();
+    let out = lab.cli_store(&["lis", "import", csv.to_str().unwrap(), "--kind", "subnets"]);
+    assert!(out.status.success());
+    let wiremap = lab.core.as_ref().unwrap().wiremap().clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wiremap.load().is_empty() {
+        assert!(Instant::now() < deadline, "the core did not load the import");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The entry is current for both (127.0.0.0/24).
+    let (status, body) = api(&lab, "PUT", &path(), Some(USER), Some(&entry("9100", "127.0.0.2")));
+    assert_eq!(status, 200, "{body}");
+
+    let pidf = pidf_part(&call_from(&lab, "mapped", "127.0.0.2", lab.ports.primary));
+    assert!(pidf.contains("<ca:HNO>1234</ca:HNO>") && pidf.contains("<gp:method>Wiremap</gp:method>"), "{pidf}");
+    let pidf = pidf_part(&call_from(&lab, "site", "127.0.0.1", lab.ports.primary));
+    assert!(pidf.contains("<ca:HNO>9100</ca:HNO>") && pidf.contains("<gp:method>Manual</gp:method>"), "{pidf}");
+    let mut seen = Vec::new();
+    lab.wait_for(&mut seen, "the second call", |e| {
+        matches!(e.kind, CallEventKind::Detected) && e.location.source == LocationSource::Manual
+    });
+    let first = seen.iter().find(|e| matches!(e.kind, CallEventKind::Detected)).unwrap();
+    assert_eq!(first.location.source, LocationSource::Wiremap);
+    assert!(!first.location.warnings.iter().any(|w| w == VERIFY_NOTE));
+
+    // The admin clears it from the CLI; the running core drops it (within lis.refresh_ms).
+    let out = lab.cli_store(&["lis", "user-location", "clear", "--owner", OWNER]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api(&lab, "GET", &path(), Some(ADMIN), None).0 != 404 {
+        assert!(Instant::now() < deadline, "the running core kept a cleared entry");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pidf = pidf_part(&call_from(&lab, "after-clear", "127.0.0.1", lab.ports.primary));
+    assert!(pidf.contains("<ca:HNO>1</ca:HNO>") && !pidf.contains("9100"), "the site's ERL again: {pidf}");
+}
+
+#[test]
+fn the_cli_refuses_an_address_the_msag_does_not_have_and_sets_a_valid_one() {
+    let lab = Lab::start_with(with_users);
+    let config = lab.config_path.to_str().unwrap().to_string();
+    let civic = |hno: &str| {
+        [
+            "--civic",
+            "country=US",
+            "--civic",
+            "A1=WA",
+            "--civic",
+            "A3=Redmond",
+            "--civic",
+            "RD=Willows",
+            "--civic",
+            "STS=Rd",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["--civic".to_string(), format!("HNO={hno}")])
+        .collect::<Vec<_>>()
+    };
+    let run = |hno: &str| {
+        let mut args: Vec<String> =
+            ["lis", "user-location", "set", "--config", &config, "--owner", "bob", "--ip", "127.0.0.7"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+        args.extend(civic(hno));
+        lab.cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run("9101");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not valid") && err.contains("9101"), "{err}");
+    let out = run("9100");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.cli(&["lis", "user-location", "list", "--json", "--config", &config]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["owner"], "bob");
+    assert_eq!(list[0]["network"]["ip"], "127.0.0.7");
+    assert_eq!(list[0]["entered_by"], "cli");
+}
