@@ -1263,6 +1263,14 @@ impl Config {
         if erl.civic.is_empty() {
             return Err(self.err(key, "an ERL needs at least one civic address element"));
         }
+        // `Erl` is also what call events carry, with the pin the store gave it; the config has
+        // no plans to point at.
+        if erl.floor_plan.is_some() {
+            return Err(self.err(
+                format!("{key}.floor_plan"),
+                "floor plans are kept in the location store: `sosdesk lis floorplan set` (docs/lis.md)",
+            ));
+        }
         for (j, e) in erl.elins.iter().enumerate() {
             if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
                 return Err(self.err(format!("{key}.elins[{j}]"), format!("{e:?} is not a telephone number")));
