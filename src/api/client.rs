@@ -175,17 +175,18 @@ impl ApiClient {
     /// caller still shows it only where it cannot run anything (the desk: an `<img>`).
     pub async fn floor_plan(&self, plan: &str) -> Result<(String, Bytes), ClientError> {
         let mut sender = self.connect().await?;
-        let req = self.request(Method::GET, &format!("/api/v1/floor-plans/{}", path_segment(plan)), None, "image/png, image/svg+xml")?;
+        let req = self.request(
+            Method::GET,
+            &format!("/api/v1/floor-plans/{}", path_segment(plan)),
+            None,
+            "image/png, image/svg+xml",
+        )?;
         let work = async {
             let resp =
                 sender.send_request(req).await.map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?;
             let status = resp.status();
-            let media_type = resp
-                .headers()
-                .get(hyper::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let media_type =
+                resp.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             Ok::<_, ClientError>((status, media_type, collect(resp.into_body()).await?))
         };
         let (status, media_type, body) = tokio::time::timeout(REQUEST_TIMEOUT, work)

@@ -11,8 +11,8 @@ use std::fmt;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::sfb_csv::{self, CsvErrors, ParsedWiremap};
 use super::floorplan::{check_image, FloorPlanImage, FloorPlanPin, MediaType, MAX_IMAGE_BYTES};
+use super::sfb_csv::{self, CsvErrors, ParsedWiremap};
 use super::store::{ImportSummary, LisCounts, LisError, LisStore, NewPin, StoredErl, WiremapBatch, WiremapKind};
 use super::validate::{MsagValidator, Validation, Validator};
 
@@ -73,7 +73,11 @@ pub fn read_floor_plan(file: &Path) -> Result<FloorPlanImage, String> {
     let name = file.display();
     let meta = std::fs::metadata(file).map_err(|e| format!("{name}: cannot read the image: {e}"))?;
     if meta.len() > MAX_IMAGE_BYTES as u64 {
-        return Err(format!("{name}: {} bytes: a floor plan may have at most {} MiB", meta.len(), MAX_IMAGE_BYTES >> 20));
+        return Err(format!(
+            "{name}: {} bytes: a floor plan may have at most {} MiB",
+            meta.len(),
+            MAX_IMAGE_BYTES >> 20
+        ));
     }
     let bytes = std::fs::read(file).map_err(|e| format!("{name}: cannot read the image: {e}"))?;
     check_image(bytes).map_err(|e| format!("{name}: {e}"))
@@ -81,7 +85,13 @@ pub fn read_floor_plan(file: &Path) -> Result<FloorPlanImage, String> {
 
 /// `sosdesk lis floorplan set`: gives ERL `erl_id` the plan and the point; the line the command
 /// prints.
-pub async fn set_floor_plan(store: &LisStore, erl_id: i64, image: &FloorPlanImage, x: f64, y: f64) -> Result<String, String> {
+pub async fn set_floor_plan(
+    store: &LisStore,
+    erl_id: i64,
+    image: &FloorPlanImage,
+    x: f64,
+    y: f64,
+) -> Result<String, String> {
     let pin = store.set_floor_plan(erl_id, NewPin { image, x, y }).await.map_err(|e| e.to_string())?;
     Ok(format!("ERL {erl_id}: {}", describe_plan(&pin, image.media_type, image.bytes.len(), image.size)))
 }
@@ -90,7 +100,8 @@ pub async fn set_floor_plan(store: &LisStore, erl_id: i64, image: &FloorPlanImag
 /// there), or that it has none.
 pub async fn show_floor_plan(store: &LisStore, erl_id: i64, output: Option<&Path>) -> Result<String, String> {
     let erls = store.list_erls().await.map_err(|e| e.to_string())?;
-    let erl = erls.iter().find(|e| e.id == erl_id).ok_or_else(|| format!("no ERL with id {erl_id} (`sosdesk lis list`)"))?;
+    let erl =
+        erls.iter().find(|e| e.id == erl_id).ok_or_else(|| format!("no ERL with id {erl_id} (`sosdesk lis list`)"))?;
     let Some(pin) = &erl.erl.floor_plan else {
         return Ok(format!("ERL {erl_id}: no floor plan"));
     };

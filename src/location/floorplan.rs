@@ -182,13 +182,59 @@ const EDITOR_NS: [&str; 5] = [
 /// clipping, masking, markers, filters). Everything else is refused — `script`, `foreignObject`,
 /// the animation elements (which can set an `href` to `javascript:`), `a`, `iframe`, `audio` ….
 const SVG_ELEMENTS: &[&str] = &[
-    "svg", "g", "defs", "title", "desc", "metadata", "symbol", "use", "switch", "path", "rect", "circle", "ellipse",
-    "line", "polyline", "polygon", "text", "tspan", "textPath", "image", "style", "linearGradient",
-    "radialGradient", "stop", "pattern", "clipPath", "mask", "marker", "filter", "feBlend", "feColorMatrix",
-    "feComponentTransfer", "feComposite", "feConvolveMatrix", "feDiffuseLighting", "feDisplacementMap",
-    "feDistantLight", "feFlood", "feFuncA", "feFuncB", "feFuncG", "feFuncR", "feGaussianBlur", "feMerge",
-    "feMergeNode", "feMorphology", "feOffset", "fePointLight", "feSpecularLighting", "feSpotLight", "feTile",
-    "feTurbulence", "feDropShadow",
+    "svg",
+    "g",
+    "defs",
+    "title",
+    "desc",
+    "metadata",
+    "symbol",
+    "use",
+    "switch",
+    "path",
+    "rect",
+    "circle",
+    "ellipse",
+    "line",
+    "polyline",
+    "polygon",
+    "text",
+    "tspan",
+    "textPath",
+    "image",
+    "style",
+    "linearGradient",
+    "radialGradient",
+    "stop",
+    "pattern",
+    "clipPath",
+    "mask",
+    "marker",
+    "filter",
+    "feBlend",
+    "feColorMatrix",
+    "feComponentTransfer",
+    "feComposite",
+    "feConvolveMatrix",
+    "feDiffuseLighting",
+    "feDisplacementMap",
+    "feDistantLight",
+    "feFlood",
+    "feFuncA",
+    "feFuncB",
+    "feFuncG",
+    "feFuncR",
+    "feGaussianBlur",
+    "feMerge",
+    "feMergeNode",
+    "feMorphology",
+    "feOffset",
+    "fePointLight",
+    "feSpecularLighting",
+    "feSpotLight",
+    "feTile",
+    "feTurbulence",
+    "feDropShadow",
 ];
 
 /// An SVG's size when it says it (`width`/`height` in user units or px, else its `viewBox`), or
@@ -242,8 +288,8 @@ fn check_svg(text: &str) -> Result<Option<(f64, f64)>, String> {
             }
             if aname == "href" {
                 let local = value.starts_with('#');
-                let embedded_png = name == "image" && lower.starts_with("data:image/png;base64,")
-                    || name == "image" && lower.starts_with("data:image/jpeg;base64,");
+                let embedded_png = name == "image"
+                    && (lower.starts_with("data:image/png;base64,") || lower.starts_with("data:image/jpeg;base64,"));
                 if !local && !embedded_png {
                     return Err(format!(
                         "line {line}: <{name}> refers to {}: a floor plan may refer only to its own parts (#id) \
@@ -352,17 +398,24 @@ mod tests {
 
     #[test]
     fn hostile_svgs_are_refused_with_the_reason() {
-        let wrap = |body: &str| format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">{body}</svg>"#);
+        let wrap =
+            |body: &str| format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">{body}</svg>"#);
         for (body, why) in [
             ("<script>alert(1)</script>", "<script> element"),
             (r#"<foreignObject><div xmlns="http://www.w3.org/1999/xhtml">x</div></foreignObject>"#, "<foreignObject>"),
             (r#"<rect onclick="alert(1)"/>"#, "event handler attribute onclick"),
             (r#"<image href="http://tracker.example/p.png"/>"#, "refers to http://tracker.example"),
-            (r#"<use xmlns:x="http://www.w3.org/1999/xlink" x:href="https://evil.example/a.svg#x"/>"#, "refers to https://evil"),
+            (
+                r#"<use xmlns:x="http://www.w3.org/1999/xlink" x:href="https://evil.example/a.svg#x"/>"#,
+                "refers to https://evil",
+            ),
             (r#"<set attributeName="href" to="javascript:alert(1)"/>"#, "<set> element"),
             (r#"<rect fill="javascript:alert(1)"/>"#, "javascript: URL"),
             (r#"<animate attributeName="x" to="1"/>"#, "<animate> element"),
-            (r#"<h:script xmlns:h="http://www.w3.org/1999/xhtml">alert(1)</h:script>"#, "namespace http://www.w3.org/1999/xhtml"),
+            (
+                r#"<h:script xmlns:h="http://www.w3.org/1999/xhtml">alert(1)</h:script>"#,
+                "namespace http://www.w3.org/1999/xhtml",
+            ),
             ("<style>@import url(https://evil.example/x.css);</style>", "@import"),
             (r#"<rect style="fill: url( 'https://evil.example/p' )"/>"#, "CSS url() to https://evil"),
             (r#"<rect fill="url(http://evil.example/#p)"/>"#, "CSS url() to http://evil"),

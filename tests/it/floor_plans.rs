@@ -56,17 +56,25 @@ store_test!(a_floor_plan_is_set_shown_refused_and_cleared_from_the_command_line)
 async fn a_floor_plan_is_set_shown_refused_and_cleared_from_the_command_line(db: TestDb) {
     let store = db.store_arg();
     let dir = tempfile::tempdir().unwrap();
-    let csv = write(dir.path(), "s.csv", &format!("{HEADER}\n10.1.0.0/24,East,East wing,Litware,1234,,,163rd,Ave,NE,Redmond,WA,98052,US,3,301\n"));
+    let csv = write(
+        dir.path(),
+        "s.csv",
+        &format!("{HEADER}\n10.1.0.0/24,East,East wing,Litware,1234,,,163rd,Ave,NE,Redmond,WA,98052,US,3,301\n"),
+    );
     let out = sosdesk(&["lis", "import", &csv, "--kind", "subnets"], &store);
     assert!(out.status.success(), "{}", text(&out));
     let plan = write(dir.path(), "plan.svg", PLAN_SVG);
 
-    let out = sosdesk(&["lis", "floorplan", "set", "--erl", "1", "--image", &plan, "--x", "0.25", "--y", "0.75"], &store);
+    let out =
+        sosdesk(&["lis", "floorplan", "set", "--erl", "1", "--image", &plan, "--x", "0.25", "--y", "0.75"], &store);
     assert!(out.status.success(), "{}", text(&out));
     let id = sha256(PLAN_SVG.as_bytes());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("ERL 1: floor plan {id} (image/svg+xml, {} bytes, 800×400), pin at x 0.2500, y 0.7500 (pixel 200, 300)", PLAN_SVG.len())
+        format!(
+            "ERL 1: floor plan {id} (image/svg+xml, {} bytes, 800×400), pin at x 0.2500, y 0.7500 (pixel 200, 300)",
+            PLAN_SVG.len()
+        )
     );
     let lis = LisStore::open(db.location()).await.unwrap();
     let (erls, _) = lis.load_wiremap().await.unwrap();
@@ -155,11 +163,19 @@ async fn the_csv_floor_plan_columns_pin_each_room_on_one_stored_plan(db: TestDb)
     assert!(msg.contains("bad.csv:4:18 (FloorPlanX): \"\" is not a number"), "{msg}");
     // Image files are read once every cell is good: a file whose cells are good is refused for
     // its images.
-    let only_files = write(dir.path(), "bad2.csv", &std::fs::read_to_string(&bad).unwrap().lines().take(3).collect::<Vec<_>>().join("\n"));
+    let only_files = write(
+        dir.path(),
+        "bad2.csv",
+        &std::fs::read_to_string(&bad).unwrap().lines().take(3).collect::<Vec<_>>().join("\n"),
+    );
     let out = sosdesk(&["lis", "import", &only_files, "--kind", "subnets"], &store);
     assert!(!out.status.success());
     let msg = text(&out);
-    assert!(msg.contains("bad2.csv:2:17 (FloorPlan): ") && msg.contains("hostile.svg: SVG refused: line 1: a <script> element"), "{msg}");
+    assert!(
+        msg.contains("bad2.csv:2:17 (FloorPlan): ")
+            && msg.contains("hostile.svg: SVG refused: line 1: a <script> element"),
+        "{msg}"
+    );
     assert!(msg.contains("bad2.csv:3:17 (FloorPlan): ") && msg.contains("nowhere.png: cannot read the image"), "{msg}");
     assert!(msg.contains("nothing was imported"), "{msg}");
     assert_eq!((db.count("erls").await, db.count("floor_plans").await), (3, 1));
@@ -207,7 +223,10 @@ fn a_call_carries_its_pin_and_desks_fetch_the_plan_under_a_strict_csp() {
         assert_eq!(status, 200, "{head}");
         let head = head.to_ascii_lowercase();
         assert!(head.contains("\r\ncontent-type: image/svg+xml\r\n"), "{head}");
-        assert!(head.contains(&format!("\r\ncontent-security-policy: {}\r\n", FLOOR_PLAN_CSP.to_ascii_lowercase())), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-security-policy: {}\r\n", FLOOR_PLAN_CSP.to_ascii_lowercase())),
+            "{head}"
+        );
         assert!(FLOOR_PLAN_CSP.contains("default-src 'none'") && FLOOR_PLAN_CSP.contains("sandbox"));
         assert!(head.contains("\r\nx-content-type-options: nosniff\r\n"), "{head}");
         assert_eq!(body, PLAN_SVG);
@@ -218,7 +237,8 @@ fn a_call_carries_its_pin_and_desks_fetch_the_plan_under_a_strict_csp() {
         assert_eq!((media_type.as_str(), &bytes[..]), ("image/svg+xml", PLAN_SVG.as_bytes()));
         let stranger = ApiClient::new(&format!("http://127.0.0.1:{api}"), "desk2", "guess", None).unwrap();
         assert!(matches!(stranger.floor_plan(&id).await, Err(ClientError::Unauthorized(_))));
-        let (status, _, _) = get(api, "/api/v1/floor-plans/..%2F..%2Fetc%2Fpasswd", Some(("desk1", "lobby-desk-secret"))).await;
+        let (status, _, _) =
+            get(api, "/api/v1/floor-plans/..%2F..%2Fetc%2Fpasswd", Some(("desk1", "lobby-desk-secret"))).await;
         assert_eq!(status, 404);
 
         // A hostile SVG written past the check (another tool, a hand edit): not served.

@@ -30,8 +30,7 @@ impl Desk {
         if img.sha256 != plan {
             return Err(DeskError::invalid("floor plan not shown: the image received is not the one named"));
         }
-        let data_url =
-            format!("data:{};base64,{}", img.media_type.as_str(), sosdesk::api::encode_base64(&img.bytes));
+        let data_url = format!("data:{};base64,{}", img.media_type.as_str(), sosdesk::api::encode_base64(&img.bytes));
         Ok(FloorPlanImage { plan: plan.to_string(), media_type: img.media_type.as_str().to_string(), data_url })
     }
 }

@@ -189,7 +189,12 @@ impl<'f> Parser<'f> {
         let mut names = self.names;
         for (i, f) in fields.iter().enumerate() {
             let name = f.trim();
-            let known = self.layout.iter().chain(EXTENSION.iter()).chain(PLAN.iter()).find(|(n, _)| n.eq_ignore_ascii_case(name));
+            let known = self
+                .layout
+                .iter()
+                .chain(EXTENSION.iter())
+                .chain(PLAN.iter())
+                .find(|(n, _)| n.eq_ignore_ascii_case(name));
             match known {
                 Some((canonical, col)) => {
                     if let Some(earlier) = pos[*col as usize] {
@@ -266,7 +271,7 @@ impl<'f> Parser<'f> {
         let address: [&str; 17] = FULL_ADDRESS.map(|(_, col)| value(col));
         let erl = self.address(line, &address);
 
-        let plan = [Col::FloorPlan, Col::FloorPlanX, Col::FloorPlanY].map(|c| value(c));
+        let plan = [Col::FloorPlan, Col::FloorPlanX, Col::FloorPlanY].map(&value);
 
         let (Some((key, bare)), Some(erl)) = (key, erl) else { return };
         self.floor_plan(line, erl, plan);
@@ -336,7 +341,9 @@ impl<'f> Parser<'f> {
                 self.col_error(
                     line,
                     Col::FloorPlan,
-                    format!("the same location has another floor plan or point on line {first}: one point per location"),
+                    format!(
+                        "the same location has another floor plan or point on line {first}: one point per location"
+                    ),
                 );
             }
             None => self.plans.push(pin),

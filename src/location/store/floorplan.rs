@@ -133,7 +133,8 @@ impl LisStore {
             .await
             .map_err(self.db("read floor plan pins"))?;
         for (erl_id, plan, x, y) in pins {
-            let pin = FloorPlanPin::new(plan, x, y).map_err(|e| self.corrupt("erl_floor_plans", &erl_id.to_string(), e))?;
+            let pin =
+                FloorPlanPin::new(plan, x, y).map_err(|e| self.corrupt("erl_floor_plans", &erl_id.to_string(), e))?;
             if let Some(i) = index.get(&erl_id) {
                 erls[*i].1.floor_plan = Some(pin);
             }

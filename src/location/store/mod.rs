@@ -599,7 +599,8 @@ impl LisStore {
             }),
             Some(other) => return Err(corrupt(format!("validation {other:?}"))),
         };
-        let erl = Erl { label, company, civic, elins, validated: validation == Some(Validation::Valid), floor_plan: None };
+        let erl =
+            Erl { label, company, civic, elins, validated: validation == Some(Validation::Valid), floor_plan: None };
         Ok((erl, validation, at))
     }
 
