@@ -1571,6 +1571,18 @@ masks = ["9911"]
         }
     }
 
+    /// A floor plan is the location store's (`lis floorplan set`): a site's ERL in the config has
+    /// none to point at, and saying so beats ignoring the key.
+    #[test]
+    fn a_config_erl_has_no_floor_plan() {
+        let site =
+            "[[site]]\nname = \"s\"\nsubnets = [\"10.0.0.0/8\"]\npolicy = \"hq\"\n[site.erl]\ncountry = \"US\"\n\
+                    rd = \"Main\"\nfloor_plan = { plan = \"ab\", x = 0.5, y = 0.5 }\n";
+        let e = Config::from_toml(&format!("{GOOD}{site}"), Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "site[0].erl.floor_plan", "{e}");
+        assert!(e.reason.contains("sosdesk lis floorplan set"), "{e}");
+    }
+
     /// Found with the config fuzz target (issue 19): an ELIN that is also an emergency number (of
     /// any policy) made every emergency call to that number an ELIN callback, which never reached
     /// a PSAP; and a policy's default ERL had its ELINs not checked.
