@@ -1339,6 +1339,14 @@ impl Config {
         if erl.civic.is_empty() {
             return Err(self.err(key, "an ERL needs at least one civic address element"));
         }
+        // `Erl` is also what call events carry, with the pin the store gave it; the config has
+        // no plans to point at.
+        if erl.floor_plan.is_some() {
+            return Err(self.err(
+                format!("{key}.floor_plan"),
+                "floor plans are kept in the location store: `sosdesk lis floorplan set` (docs/lis.md)",
+            ));
+        }
         for (j, e) in erl.elins.iter().enumerate() {
             if !e.chars().all(|c| c.is_ascii_digit() || c == '+') || e.is_empty() {
                 return Err(self.err(format!("{key}.elins[{j}]"), format!("{e:?} is not a telephone number")));
@@ -1637,6 +1645,18 @@ masks = ["9911"]
         ] {
             assert!(Config::from_toml(&ok, Path::new("x.toml")).is_ok(), "{ok}");
         }
+    }
+
+    /// A floor plan is the location store's (`lis floorplan set`): a site's ERL in the config has
+    /// none to point at, and saying so beats ignoring the key.
+    #[test]
+    fn a_config_erl_has_no_floor_plan() {
+        let site =
+            "[[site]]\nname = \"s\"\nsubnets = [\"10.0.0.0/8\"]\npolicy = \"hq\"\n[site.erl]\ncountry = \"US\"\n\
+                    rd = \"Main\"\nfloor_plan = { plan = \"ab\", x = 0.5, y = 0.5 }\n";
+        let e = Config::from_toml(&format!("{GOOD}{site}"), Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.key, "site[0].erl.floor_plan", "{e}");
+        assert!(e.reason.contains("sosdesk lis floorplan set"), "{e}");
     }
 
     /// Found with the config fuzz target (issue 19): an ELIN that is also an emergency number (of

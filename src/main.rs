@@ -172,6 +172,11 @@ enum LisCommand {
         #[command(subcommand)]
         command: UserLocationCommand,
     },
+    /// An ERL's floor plan: the image (PNG or SVG) the desk shows with a pin at the ERL's point.
+    Floorplan {
+        #[command(subcommand)]
+        command: FloorplanCommand,
+    },
     /// Every ERL: validation status, how many network elements of each kind use it, ELINs, address.
     List {
         #[command(flatten)]
@@ -224,6 +229,45 @@ enum UserLocationCommand {
         store: StoreArg,
         #[arg(long)]
         owner: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FloorplanCommand {
+    /// Give an ERL (its id in `sosdesk lis list`) a floor plan and the point on it where the ERL
+    /// is. The image is checked: a PNG must be a PNG; an SVG with scripts, event handlers,
+    /// foreignObject or references to other files is refused. At most 4 MiB.
+    Set {
+        #[arg(long)]
+        erl: i64,
+        /// A PNG or SVG file.
+        #[arg(long)]
+        image: PathBuf,
+        /// The point from the image's left edge, as a fraction of its width (0 to 1): pixel x /
+        /// image width.
+        #[arg(long)]
+        x: f64,
+        /// The point from the image's top edge, as a fraction of its height (0 to 1).
+        #[arg(long)]
+        y: f64,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Take an ERL's floor plan away.
+    Clear {
+        #[arg(long)]
+        erl: i64,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Show an ERL's floor plan and point; with --output, write the image there.
+    Show {
+        #[arg(long)]
+        erl: i64,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArg,
     },
 }
 
@@ -565,6 +609,35 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
         }
         LisCommand::Discover { config, json } => discover(&config, json).await,
         LisCommand::UserLocation { command } => user_location(command).await,
+        LisCommand::Floorplan { command } => {
+            let line = match command {
+                FloorplanCommand::Set { erl, image, x, y, store } => {
+                    let img = admin::read_floor_plan(&image)?;
+                    let s = store.open_lis(false).await?;
+                    let line = admin::set_floor_plan(&s, erl, &img, x, y).await;
+                    s.close().await;
+                    line?
+                }
+                FloorplanCommand::Clear { erl, store } => {
+                    let s = store.open_lis(false).await?;
+                    let had = s.clear_floor_plan(erl).await.map_err(|e| e.to_string());
+                    s.close().await;
+                    if had? {
+                        format!("ERL {erl}: floor plan cleared")
+                    } else {
+                        format!("ERL {erl}: had no floor plan")
+                    }
+                }
+                FloorplanCommand::Show { erl, output, store } => {
+                    let s = store.open_lis(false).await?;
+                    let line = admin::show_floor_plan(&s, erl, output.as_deref()).await;
+                    s.close().await;
+                    line?
+                }
+            };
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
         LisCommand::List { store, json } => {
             let s = store.open_lis(false).await?;
             let erls = s.list_erls().await.map_err(|e| e.to_string())?;

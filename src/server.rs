@@ -462,6 +462,11 @@ impl Core {
         &self.store
     }
 
+    /// The location store (ERLs, the wiremap, floor plans).
+    pub fn lis(&self) -> &LisStore {
+        &self.lis
+    }
+
     /// Adds an event from outside the SIP path (a desk's acknowledgement) to a call, live or
     /// ended, in the call's own sequence. Returns once the event is durable in the audit log; it
     /// is also sent to every subscriber, like the core's own events.

@@ -10,7 +10,9 @@ use tauri::State;
 
 use crate::desk::Desk;
 use crate::error::DeskError;
-use crate::model::{ActiveCall, CallDetail, CallLeg, DeskStatus, HistoryFilter, LegMode, Playback, Settings};
+use crate::model::{
+    ActiveCall, CallDetail, CallLeg, DeskStatus, FloorPlanImage, HistoryFilter, LegMode, Playback, Settings,
+};
 
 type DeskState<'a> = State<'a, Arc<Desk>>;
 
@@ -115,6 +117,12 @@ pub async fn stop_playback(desk: DeskState<'_>) -> Result<Option<Playback>, Desk
     Ok(desk.stop_playback())
 }
 
+/// A floor plan's image (an ERL's `floor_plan.plan`), as a `data:` URL for an `<img>`.
+#[tauri::command]
+pub async fn floor_plan(desk: DeskState<'_>, plan: String) -> Result<FloorPlanImage, DeskError> {
+    desk.floor_plan(&plan).await
+}
+
 /// Every command, for `tauri::Builder::invoke_handler` (the app and the mock-runtime tests).
 #[macro_export]
 macro_rules! desk_commands {
@@ -138,7 +146,8 @@ macro_rules! desk_commands {
             $crate::commands::mute_leg,
             $crate::commands::leave_call,
             $crate::commands::play_recording,
-            $crate::commands::stop_playback
+            $crate::commands::stop_playback,
+            $crate::commands::floor_plan
         ]
     };
 }

@@ -9,6 +9,16 @@ use sosdesk::events::{Caller, RouteInfo};
 use sosdesk::location::LocationSnapshot;
 use ts_rs::TS;
 
+/// A floor plan's image for the UI (`Desk::floor_plan`): checked, as a `data:` URL for an
+/// `<img>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct FloorPlanImage {
+    pub plan: String,
+    /// `image/png` or `image/svg+xml`.
+    pub media_type: String,
+    pub data_url: String,
+}
+
 /// One officer's acknowledgement of a call, at a desk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct Acknowledgement {

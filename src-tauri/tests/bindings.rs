@@ -17,6 +17,7 @@ fn export_all(dir: &Path) {
     CallDetail::export_all_to(dir).unwrap();
     CallLeg::export_all_to(dir).unwrap();
     Playback::export_all_to(dir).unwrap();
+    FloorPlanImage::export_all_to(dir).unwrap();
     sosdesk_desk::error::DeskError::export_all_to(dir).unwrap();
     sosdesk::events::CallEvent::export_all_to(dir).unwrap();
 }

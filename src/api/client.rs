@@ -171,6 +171,31 @@ impl ApiClient {
         self.get_json(&format!("/api/v1/calls/{}?chain=true", path_segment(call_id))).await
     }
 
+    /// A floor plan's image (`GET /api/v1/floor-plans/{plan}`): its media type and bytes. The
+    /// caller still shows it only where it cannot run anything (the desk: an `<img>`).
+    pub async fn floor_plan(&self, plan: &str) -> Result<(String, Bytes), ClientError> {
+        let mut sender = self.connect().await?;
+        let req = self.request(
+            Method::GET,
+            &format!("/api/v1/floor-plans/{}", path_segment(plan)),
+            None,
+            "image/png, image/svg+xml",
+        )?;
+        let work = async {
+            let resp =
+                sender.send_request(req).await.map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?;
+            let status = resp.status();
+            let media_type =
+                resp.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            Ok::<_, ClientError>((status, media_type, collect(resp.into_body()).await?))
+        };
+        let (status, media_type, body) = tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT.as_secs()))??;
+        self.check(status, &body)?;
+        Ok((media_type, body))
+    }
+
     /// Records the acknowledgement of `officer` at this account's desk; returns the audited event.
     pub async fn acknowledge(&self, call_id: &str, officer: &str) -> Result<CallEvent, ClientError> {
         let body = serde_json::to_vec(&super::AcknowledgeRequest { officer: officer.to_string() })

@@ -134,6 +134,7 @@ pub fn router(
         .route("/api/v1/rejections", get(rejections))
         .route("/api/v1/lis/unlocated", get(unlocated))
         .route("/api/v1/lis/switches", get(switches))
+        .route("/api/v1/floor-plans/{plan}", get(floor_plan))
         .route("/api/v1/status", get(status))
         .route("/api/v1/calls/{id}", get(call))
         .route("/api/v1/calls/{id}/acknowledge", post(acknowledge))
@@ -442,6 +443,55 @@ async fn unlocated(State(state): State<ApiState>, Query(p): Query<RejectionsPara
         Err(e) => {
             tracing::error!(error = %e, "cannot read the unlocated report");
             (StatusCode::SERVICE_UNAVAILABLE, "the location store cannot be read\n").into_response()
+        }
+    }
+}
+
+/// What a floor-plan image may do where it is opened: nothing. No script, no request of its own
+/// (an SVG's external images, fonts, style sheets), no plugin, not framed by another site; styles
+/// inside the SVG only. `sandbox` treats it as a unique origin even when opened directly.
+pub const FLOOR_PLAN_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; frame-ancestors 'none'";
+
+/// `GET /api/v1/floor-plans/{plan}`: a floor plan's image (`plan` is its SHA-256, as the
+/// `floor_plan` of an ERL on a call event names it). Checked again before it is served (a store
+/// edited by hand, or by an older sosdesk, cannot slip a script through), with its own media type,
+/// [`FLOOR_PLAN_CSP`] and `nosniff`.
+async fn floor_plan(State(state): State<ApiState>, Path(plan): Path<String>) -> Response {
+    let Some(lis) = &state.core.lis else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no location store\n").into_response();
+    };
+    if plan.len() != 64 || !plan.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return (StatusCode::NOT_FOUND, "no such floor plan (a plan is named by its lower-hex SHA-256)\n")
+            .into_response();
+    }
+    let (media_type, bytes) = match lis.floor_plan_image(&plan).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such floor plan\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a floor plan");
+            return (StatusCode::SERVICE_UNAVAILABLE, "the location store cannot be read\n").into_response();
+        }
+    };
+    match crate::location::floorplan::check_image(bytes) {
+        Ok(img) if img.media_type == media_type && img.sha256 == plan => (
+            [
+                (header::CONTENT_TYPE, media_type.as_str()),
+                (header::CONTENT_SECURITY_POLICY, FLOOR_PLAN_CSP),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                // Named by its content: it never changes.
+                (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
+            ],
+            img.bytes,
+        )
+            .into_response(),
+        Ok(_) => {
+            tracing::error!(plan, "a stored floor plan does not match its id or media type: not served");
+            (StatusCode::UNPROCESSABLE_ENTITY, "this floor plan's stored image does not match its id\n").into_response()
+        }
+        Err(reason) => {
+            tracing::error!(plan, %reason, "a stored floor plan fails the image check: not served");
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("this floor plan is not served: {reason}\n")).into_response()
         }
     }
 }

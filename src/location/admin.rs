@@ -11,8 +11,9 @@ use std::fmt;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use super::floorplan::{check_image, FloorPlanImage, FloorPlanPin, MediaType, MAX_IMAGE_BYTES};
 use super::sfb_csv::{self, CsvErrors, ParsedWiremap};
-use super::store::{ImportSummary, LisCounts, LisError, LisStore, StoredErl, WiremapBatch, WiremapKind};
+use super::store::{ImportSummary, LisCounts, LisError, LisStore, NewPin, StoredErl, WiremapBatch, WiremapKind};
 use super::validate::{MsagValidator, Validation, Validator};
 
 /// Why a CSV file was not imported.
@@ -44,7 +45,92 @@ pub fn read_wiremap_file(file: &Path, kind: WiremapKind) -> Result<ParsedWiremap
     let name = file.display().to_string();
     let bytes =
         std::fs::read(file).map_err(|e| ImportError::Unreadable(format!("{name}: cannot read the file: {e}")))?;
-    sfb_csv::parse(kind, &name, &bytes).map_err(ImportError::Refused)
+    let mut parsed = sfb_csv::parse(kind, &name, &bytes).map_err(ImportError::Refused)?;
+    // The FloorPlan columns' images, each read and checked once, relative to the CSV's folder;
+    // a missing or refused image refuses the file, as a bad cell does.
+    let folder = file.parent().unwrap_or(Path::new(""));
+    let mut issues = sfb_csv::Issues::default();
+    for plan in &parsed.floor_plans {
+        if parsed.floor_plan_images.contains_key(&plan.path) {
+            continue;
+        }
+        match read_floor_plan(&folder.join(&plan.path)) {
+            Ok(img) => {
+                parsed.floor_plan_images.insert(plan.path.clone(), img);
+            }
+            Err(reason) => issues.push(sfb_csv::CsvIssue::floor_plan(&name, plan, reason)),
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ImportError::Refused(CsvErrors { file: name, issues }));
+    }
+    Ok(parsed)
+}
+
+/// Reads a floor-plan image and checks it (`floorplan::check_image`: a real PNG, or an SVG with
+/// nothing active in it); the message names the file.
+pub fn read_floor_plan(file: &Path) -> Result<FloorPlanImage, String> {
+    let name = file.display();
+    let meta = std::fs::metadata(file).map_err(|e| format!("{name}: cannot read the image: {e}"))?;
+    if meta.len() > MAX_IMAGE_BYTES as u64 {
+        return Err(format!(
+            "{name}: {} bytes: a floor plan may have at most {} MiB",
+            meta.len(),
+            MAX_IMAGE_BYTES >> 20
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("{name}: cannot read the image: {e}"))?;
+    check_image(bytes).map_err(|e| format!("{name}: {e}"))
+}
+
+/// `sosdesk lis floorplan set`: gives ERL `erl_id` the plan and the point; the line the command
+/// prints.
+pub async fn set_floor_plan(
+    store: &LisStore,
+    erl_id: i64,
+    image: &FloorPlanImage,
+    x: f64,
+    y: f64,
+) -> Result<String, String> {
+    let pin = store.set_floor_plan(erl_id, NewPin { image, x, y }).await.map_err(|e| e.to_string())?;
+    Ok(format!("ERL {erl_id}: {}", describe_plan(&pin, image.media_type, image.bytes.len(), image.size)))
+}
+
+/// `sosdesk lis floorplan show`: the ERL's plan and point (and, with `output`, the image written
+/// there), or that it has none.
+pub async fn show_floor_plan(store: &LisStore, erl_id: i64, output: Option<&Path>) -> Result<String, String> {
+    let erls = store.list_erls().await.map_err(|e| e.to_string())?;
+    let erl =
+        erls.iter().find(|e| e.id == erl_id).ok_or_else(|| format!("no ERL with id {erl_id} (`sosdesk lis list`)"))?;
+    let Some(pin) = &erl.erl.floor_plan else {
+        return Ok(format!("ERL {erl_id}: no floor plan"));
+    };
+    let (media_type, bytes) = store
+        .floor_plan_image(&pin.plan)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("ERL {erl_id}: its floor plan {} is missing from the store", pin.plan))?;
+    let size = check_image(bytes.clone()).ok().and_then(|i| i.size);
+    let mut line = format!("ERL {erl_id}: {}", describe_plan(pin, media_type, bytes.len(), size));
+    if let Some(out) = output {
+        write_atomically(out, |w| w.write_all(&bytes))?;
+        line.push_str(&format!("\nwritten to {}", out.display()));
+    }
+    Ok(line)
+}
+
+fn describe_plan(pin: &FloorPlanPin, media_type: MediaType, len: usize, size: Option<(f64, f64)>) -> String {
+    let (dims, pixel) = match size {
+        Some((w, h)) => (format!(", {w:.0}×{h:.0}"), format!(" (pixel {:.0}, {:.0})", pin.x * w, pin.y * h)),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "floor plan {} ({}, {len} bytes{dims}), pin at x {:.4}, y {:.4}{pixel}",
+        pin.plan,
+        media_type.as_str(),
+        pin.x,
+        pin.y
+    )
 }
 
 /// The warnings of a file that is imported all the same, one line each, as the command writes
@@ -103,7 +189,12 @@ impl fmt::Display for ImportReport {
 /// Imports a file read by [`read_wiremap_file`] into `store` (one transaction: all of it or
 /// nothing). `file` names it in the report.
 pub async fn import(store: &LisStore, file: &str, parsed: &ParsedWiremap) -> Result<ImportReport, LisError> {
-    let summary = store.import(parsed.kind, &parsed.batch).await?;
+    let pins: Vec<(usize, NewPin)> = parsed
+        .floor_plans
+        .iter()
+        .filter_map(|p| parsed.floor_plan_images.get(&p.path).map(|image| (p.erl, NewPin { image, x: p.x, y: p.y })))
+        .collect();
+    let summary = store.import_with_pins(parsed.kind, &parsed.batch, &pins).await?;
     Ok(ImportReport {
         file: file.to_string(),
         kind: parsed.kind,

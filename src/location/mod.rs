@@ -7,6 +7,7 @@
 pub mod admin;
 mod civic;
 pub mod discovery;
+pub mod floorplan;
 pub mod held;
 pub mod pidf;
 pub mod resolve;
@@ -41,6 +42,11 @@ pub struct Erl {
     /// Whether the address was validated against the MSAG (the LIS issue fills this in).
     #[serde(default)]
     pub validated: bool,
+    /// Where the ERL is on its floor plan (`sosdesk lis floorplan set`, the CSV's FloorPlan
+    /// columns): the desk shows the plan with a pin. Not part of the ERL's content key: moving a
+    /// pin does not make another location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_plan: Option<floorplan::FloorPlanPin>,
 }
 
 /// How the location attached to a call was found.

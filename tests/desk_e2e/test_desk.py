@@ -255,9 +255,10 @@ class Desk:
     """One app session: its own config, store, settings folder, HOME (for the ALSA config) and
     tauri-driver."""
 
-    def __init__(self, name, with_sound, desk_account=None, mic_hz=None, remote=None):
+    def __init__(self, name, with_sound, desk_account=None, mic_hz=None, remote=None, prepare=None):
         """`remote`: a HeadlessCore to connect to (remote desk mode, as the lab's desk2)
-        instead of running the core in the app."""
+        instead of running the core in the app. `prepare(desk)`: runs once the folder, config
+        and store path exist, before the app starts (e.g. to import LIS data into its store)."""
         self.dir = Path(tempfile.mkdtemp(prefix=f"sosdesk-e2e-{name}-"))
         used = set(remote.ports.values()) if remote else set()
         self.ports = remote.ports if remote else lab_ports(used)
@@ -274,6 +275,8 @@ class Desk:
         else:
             self.store = self.dir / "desk.db"
             self.config = write_lab(self.dir, self.ports, self.store)
+        if prepare:
+            prepare(self)
         cfg_home = self.dir / "config"
         (cfg_home / "org.sosdesk.desk").mkdir(parents=True)
         (cfg_home / "org.sosdesk.desk" / "settings.json").write_text(
@@ -1140,6 +1143,115 @@ class RemoteDeskApp(unittest.TestCase):
         d.wait_for(lambda _: d.alarm() == "silent", "the alarm after the reconnection")
         self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
         self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+
+# A floor plan as an editor exports it (800 × 400): four rooms, their numbers.
+FLOOR_PLAN_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="800" height="400" viewBox="0 0 800 400">
+  <rect x="4" y="4" width="792" height="392" fill="#f4f4f0" stroke="#222" stroke-width="8"/>
+  <g stroke="#222" stroke-width="4"><line x1="400" y1="0" x2="400" y2="400"/><line x1="0" y1="200" x2="800" y2="200"/></g>
+  <g font-size="40" font-family="sans-serif" fill="#444">
+    <text x="30" y="60">301</text><text x="430" y="60">302</text><text x="30" y="260">303</text><text x="430" y="260">304</text>
+  </g>
+</svg>
+"""
+SUBNET_HEADER = ("Subnet,Description,Location,CompanyName,HouseNumber,HouseNumberSuffix,PreDirectional,StreetName,"
+                 "StreetSuffix,PostDirectional,City,State,PostalCode,Country,Floor,Room,FloorPlan,FloorPlanX,FloorPlanY")
+PIN = (0.3, 0.7)  # room 303: left half, lower half
+
+
+class FloorPlanOnTheAlert(unittest.TestCase):
+    """Issue 16 item 4: the caller's ERL has a floor plan (imported with the CSV's FloorPlan
+    columns into the desk's store before it starts); the alert and the call detail show the plan
+    with the pin on the caller's point, and the pin stays there when the window is resized."""
+
+    @classmethod
+    def setUpClass(cls):
+        def import_plan(desk):
+            (desk.dir / "floor3.svg").write_text(FLOOR_PLAN_SVG)
+            csv = desk.dir / "subnets.csv"
+            # The lab's callers come from 127.0.0.1: the wiremap beats the lab's site ERL.
+            csv.write_text(f"{SUBNET_HEADER}\n127.0.0.1/32,Lab,East wing,Litware,1234,,,163rd,Ave,NE,Redmond,WA,"
+                           f"98052,US,3,303,floor3.svg,{PIN[0]},{PIN[1]}\n")
+            out = subprocess.run([CORE_BIN, "lis", "import", str(csv), "--kind", "subnets", "--store", str(desk.store)],
+                                 capture_output=True, text=True)
+            assert out.returncode == 0, out.stdout + out.stderr
+        if not os.access(CORE_BIN, os.X_OK):
+            sys.exit(f"sosdesk not found at {CORE_BIN}: build it (cargo build) or set SOSDESK_BIN")
+        cls.desk = Desk("floorplan", with_sound=False, prepare=import_plan)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+
+    def tearDown(self):
+        self.desk.kill_sipps()
+
+    def pin_on_image(self, scope):
+        """Where the pin's centre is on the plan's image, as fractions of its drawn width and
+        height, once the image is loaded and drawn (None until then)."""
+        return self.desk.driver.execute_script(
+            """
+            const fig = arguments[0].querySelector('figure.floor-plan[data-loaded="true"]');
+            if (!fig) return null;
+            const img = fig.querySelector('img.floor-plan-image'), pin = fig.querySelector('.floor-plan-pin');
+            if (!img.complete || img.naturalWidth === 0) return null;
+            fig.scrollIntoView({block: 'center'});
+            const i = img.getBoundingClientRect(), p = pin.getBoundingClientRect();
+            if (i.width < 50) return null;
+            return [(p.left + p.width / 2 - i.left) / i.width, (p.top + p.height / 2 - i.top) / i.height,
+                    i.width, i.height, img.naturalWidth, img.currentSrc.slice(0, 26)];
+            """,
+            scope,
+        )
+
+    def assert_pin(self, where, scope_of, what):
+        d = self.desk
+        found = d.wait_for(lambda _: self.pin_on_image(scope_of()), f"the floor plan with its pin {what}")
+        x, y, width, height, natural, src = found
+        self.assertEqual(src, "data:image/svg+xml;base64,", where)
+        self.assertAlmostEqual(x, PIN[0], delta=0.01, msg=f"{where}: pin at x {x}")
+        self.assertAlmostEqual(y, PIN[1], delta=0.01, msg=f"{where}: pin at y {y}")
+        # Drawn at the plan's proportions (800 × 400), whatever the width.
+        self.assertAlmostEqual(width / height, 2.0, delta=0.05, msg=where)
+        return width
+
+    def test_the_alert_and_the_call_detail_show_the_plan_with_the_pin(self):
+        d = self.desk
+        provider = d.start_provider()
+        caller = d.call("9911", "Floor Plan Caller", hold_ms=4000)
+        card = d.card("Floor Plan Caller")
+        self.assertEqual(card.text(".location-room"), "Room 303")
+        self.assertEqual(card.attr_of("figure.floor-plan", "data-x"), str(PIN[0]))
+        wide = self.assert_pin("alert", card.element, "on the alert")
+        d.screenshot("alert-floor-plan")
+
+        # Another window size: the board lays its cards out anew (one column when narrow, so this
+        # card gets wider), the plan is drawn at the card's new size and the pin stays on its spot.
+        d.driver.set_window_size(820, 700)
+        d.wait_for(lambda _: abs(self.assert_pin("resized alert", card.element, "after a resize") - wide) > 20,
+                   "the plan to scale with the card")
+        d.screenshot("alert-floor-plan-resized")
+        d.driver.set_window_size(1280, 860)
+
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+        card.wait_attr("data-state", "ended", "the call to end")
+
+        # The call detail in the history shows the same plan and pin.
+        call_id = card.call_id
+        d.driver.find_element(By.ID, "tab-history").click()
+        d.driver.find_element(By.ID, "history-run").click()
+        row_sel = f'tr.history-row[data-call-id="{call_id}"]'
+
+        def open_detail(drv):
+            cell = drv.find_element(By.CSS_SELECTOR, f"{row_sel} td")
+            drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+            cell.click()
+            return True
+
+        d.wait_for(open_detail, "a click on the history row")
+        self.assert_pin("call detail", lambda: d.driver.find_element(By.ID, "detail-summary"), "in the call detail")
+        d.screenshot("history-detail-floor-plan")
 
 
 if __name__ == "__main__":

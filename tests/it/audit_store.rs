@@ -46,6 +46,7 @@ fn hq_location() -> LocationSnapshot {
             },
             elins: vec!["+14255550100".into()],
             validated: true,
+            floor_plan: None,
         }),
         geo: None,
         method: Some("Wiremap".into()),

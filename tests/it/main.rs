@@ -18,6 +18,7 @@ mod crash;
 mod desk_events;
 mod discovery;
 mod emergency_calls;
+mod floor_plans;
 mod ha;
 mod held;
 mod lis_calls;

@@ -52,6 +52,7 @@ fn erl_us_full() -> Erl {
         },
         elins: vec!["4255550100".into(), "4255550101".into()],
         validated: true,
+        floor_plan: None,
     }
 }
 
@@ -74,6 +75,7 @@ fn erl_uk() -> Erl {
         },
         elins: Vec::new(),
         validated: false,
+        floor_plan: None,
     }
 }
 
@@ -98,6 +100,7 @@ fn erl_hostile() -> Erl {
         },
         elins: Vec::new(),
         validated: false,
+        floor_plan: None,
     }
 }
 

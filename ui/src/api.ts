@@ -9,6 +9,7 @@ import type { DeskStatus } from "./bindings/DeskStatus";
 import type { CallLeg } from "./bindings/CallLeg";
 import type { HistoryFilter } from "./bindings/HistoryFilter";
 import type { LegMode } from "./bindings/LegMode";
+import type { FloorPlanImage } from "./bindings/FloorPlanImage";
 import type { Playback } from "./bindings/Playback";
 import type { Settings } from "./bindings/Settings";
 
@@ -60,6 +61,7 @@ export const api = {
   leaveCall: () => call<void>("leave_call"),
   playRecording: (callId: string) => call<Playback>("play_recording", { callId }),
   stopPlayback: () => call<Playback | null>("stop_playback"),
+  floorPlan: (plan: string) => call<FloorPlanImage>("floor_plan", { plan }),
 };
 
 function on<T>(event: string, handler: (payload: T) => void): Promise<UnlistenFn> {

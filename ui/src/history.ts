@@ -6,6 +6,7 @@ import type { CallSummary } from "./bindings/CallSummary";
 import type { HistoryFilter } from "./bindings/HistoryFilter";
 import type { Playback } from "./bindings/Playback";
 import { byId, el } from "./dom";
+import { floorPlanBlock, geoLink } from "./floorplan";
 import { clock, dateTime } from "./format";
 
 const LIMIT = 200;
@@ -152,8 +153,13 @@ function renderDetail(d: CallDetail): void {
     ["Audit events", `${s.event_count} (seq ${s.first_seq}–${s.last_seq})`],
   ];
   renderRecording(d);
+  // The call's last known location, drawn: its floor plan with the pin, its coordinates.
+  const located = [...d.events].reverse().map((r) => r.event.location).find((l) => l.erl?.floor_plan || l.geo);
+  const plan = floorPlanBlock(located?.erl);
   byId("detail-summary").replaceChildren(
     ...fields.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v ?? "" })]),
+    ...(located?.geo ? [el("dt", { text: "Coordinates" }), el("dd", {}, geoLink(located.geo))] : []),
+    ...(plan ? [el("dt", { text: "Floor plan" }), el("dd", {}, plan)] : []),
   );
 
   byId("detail-timeline").querySelector("tbody")?.replaceChildren(

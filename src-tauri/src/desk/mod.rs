@@ -23,6 +23,7 @@ use crate::model::*;
 use crate::settings::{officer_name, SettingsFile};
 
 mod alerts;
+mod floorplan;
 mod history;
 mod leg;
 mod link;

@@ -142,6 +142,7 @@ mod test_support {
             },
             elins: vec!["4255550100".into()],
             validated: true,
+            floor_plan: None,
         }
     }
 

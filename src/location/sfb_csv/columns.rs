@@ -40,9 +40,12 @@ pub(super) enum Col {
     Building,
     Unit,
     Seat,
+    FloorPlan,
+    FloorPlanX,
+    FloorPlanY,
 }
 
-pub(super) const NCOLS: usize = 21;
+pub(super) const NCOLS: usize = 24;
 
 /// The columns every kind ends with, in the documented order.
 pub(super) const ADDRESS: [(&str, Col); 12] = [
@@ -66,6 +69,12 @@ pub(super) const ADDRESS: [(&str, Col); 12] = [
 /// header row, so positional SfB files are unaffected; written on export only when used.
 pub(super) const EXTENSION: [(&str, Col); 5] =
     [("Floor", Col::Floor), ("Room", Col::Room), ("Building", Col::Building), ("Unit", Col::Unit), ("Seat", Col::Seat)];
+
+/// sosdesk extension: the ERL's floor plan (an image file, relative to the CSV file) and the
+/// point on it, as fractions of its width and height (`location::floorplan`). By name only, in a
+/// file with a header row, like [`EXTENSION`]; not part of the address, and not exported.
+pub(super) const PLAN: [(&str, Col); 3] =
+    [("FloorPlan", Col::FloorPlan), ("FloorPlanX", Col::FloorPlanX), ("FloorPlanY", Col::FloorPlanY)];
 
 /// Every address column: the 12 of SfB, then the extension.
 pub(super) const FULL_ADDRESS: [(&str, Col); 17] = [
@@ -131,7 +140,13 @@ pub(super) fn civic_element(col: Col) -> Option<&'static str> {
         Col::Building => "BLD",
         Col::Unit => "UNIT",
         Col::Seat => "SEAT",
-        Col::Key | Col::PortSubtype | Col::PortId | Col::Description => return None,
+        Col::Key
+        | Col::PortSubtype
+        | Col::PortId
+        | Col::Description
+        | Col::FloorPlan
+        | Col::FloorPlanX
+        | Col::FloorPlanY => return None,
     })
 }
 

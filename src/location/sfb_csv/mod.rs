@@ -122,6 +122,13 @@ use super::wiremap_rows::{WiremapBatch, WiremapKind};
 
 pub use columns::{check_country, column_names, parse_subnet, split_company};
 pub use read::parse;
+
+impl CsvIssue {
+    /// A problem of a FloorPlan cell found after parsing (its image file).
+    pub fn floor_plan(file: &str, plan: &CsvFloorPlan, reason: String) -> CsvIssue {
+        CsvIssue { file: file.into(), line: plan.line, column: plan.column, column_name: "FloorPlan".into(), reason }
+    }
+}
 pub use write::write_csv;
 
 /// Most errors (and, separately, warnings) kept per file; the rest are only counted.
@@ -158,7 +165,7 @@ pub struct Issues {
 }
 
 impl Issues {
-    fn push(&mut self, issue: CsvIssue) {
+    pub fn push(&mut self, issue: CsvIssue) {
         self.total += 1;
         if self.shown.len() < MAX_ISSUES {
             self.shown.push(issue);
@@ -207,7 +214,29 @@ pub struct ParsedWiremap {
     /// Subnet rows given as bare SfB subnet IDs (prefix inferred).
     pub bare_subnet_ids: usize,
     pub warnings: Issues,
+    /// The FloorPlan columns (a sosdesk extension): one pin per ERL that has one.
+    pub floor_plans: Vec<CsvFloorPlan>,
+    /// Their images, by path as written, once `location::admin::read_wiremap_file` has read and
+    /// checked them (parsing reads no other file).
+    pub floor_plan_images: std::collections::BTreeMap<String, crate::location::floorplan::FloorPlanImage>,
 }
+
+/// One ERL's floor plan as the FloorPlan, FloorPlanX and FloorPlanY columns give it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvFloorPlan {
+    /// Index into the batch's ERLs.
+    pub erl: usize,
+    /// The image file, relative to the CSV file's folder (or absolute).
+    pub path: String,
+    pub x: f64,
+    pub y: f64,
+    /// The first line that gave it, and the FloorPlan column's number.
+    pub line: usize,
+    pub column: usize,
+}
+
+/// x and y are checked finite fractions, so equality is an equivalence.
+impl Eq for CsvFloorPlan {}
 
 #[cfg(test)]
 mod tests {

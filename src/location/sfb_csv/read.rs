@@ -7,10 +7,10 @@ use std::collections::HashMap;
 
 use super::columns::{
     build_erl, column_names, control_char, describe_key, key_columns, layout, parse_chassis, parse_device_mac,
-    parse_port_subtype, parse_subnet, Col, EXTENSION, FULL_ADDRESS, NCOLS, WIDE_BARE_PREFIX,
+    parse_port_subtype, parse_subnet, Col, EXTENSION, FULL_ADDRESS, NCOLS, PLAN, WIDE_BARE_PREFIX,
 };
 use super::rfc4180::{decode, Reader};
-use super::{CsvErrors, CsvIssue, Issues, ParsedWiremap};
+use super::{CsvErrors, CsvFloorPlan, CsvIssue, Issues, ParsedWiremap};
 use crate::location::wiremap_rows::{WiremapBatch, WiremapKind, WiremapRow};
 use crate::location::WiremapKey;
 
@@ -63,6 +63,8 @@ pub fn parse(kind: WiremapKind, file: &str, bytes: &[u8]) -> Result<ParsedWirema
         records: p.records,
         bare_subnet_ids: p.bare,
         warnings: p.warnings,
+        floor_plans: p.plans,
+        floor_plan_images: Default::default(),
     })
 }
 
@@ -90,6 +92,8 @@ struct Parser<'f> {
     addresses: HashMap<String, AddressResult>,
     /// Element → its row in `batch.rows`.
     seen: HashMap<WiremapKey, usize>,
+    /// The FloorPlan columns' pins, one per ERL.
+    plans: Vec<CsvFloorPlan>,
     scratch: String,
     errors: Issues,
     warnings: Issues,
@@ -119,6 +123,7 @@ impl<'f> Parser<'f> {
             lines: Vec::new(),
             addresses: HashMap::new(),
             seen: HashMap::new(),
+            plans: Vec::new(),
             scratch: String::new(),
             errors: Issues::default(),
             warnings: Issues::default(),
@@ -184,7 +189,12 @@ impl<'f> Parser<'f> {
         let mut names = self.names;
         for (i, f) in fields.iter().enumerate() {
             let name = f.trim();
-            let known = self.layout.iter().chain(EXTENSION.iter()).find(|(n, _)| n.eq_ignore_ascii_case(name));
+            let known = self
+                .layout
+                .iter()
+                .chain(EXTENSION.iter())
+                .chain(PLAN.iter())
+                .find(|(n, _)| n.eq_ignore_ascii_case(name));
             match known {
                 Some((canonical, col)) => {
                     if let Some(earlier) = pos[*col as usize] {
@@ -210,10 +220,11 @@ impl<'f> Parser<'f> {
                         i + 1,
                         name,
                         format!(
-                            "unknown column for a {} file{hint}; the columns are {} (and, with a header, {})",
+                            "unknown column for a {} file{hint}; the columns are {} (and, with a header, {}, {})",
                             self.kind,
                             column_names(self.kind).join(", "),
-                            EXTENSION.map(|(n, _)| n).join(", ")
+                            EXTENSION.map(|(n, _)| n).join(", "),
+                            PLAN.map(|(n, _)| n).join(", ")
                         ),
                     );
                 }
@@ -260,7 +271,10 @@ impl<'f> Parser<'f> {
         let address: [&str; 17] = FULL_ADDRESS.map(|(_, col)| value(col));
         let erl = self.address(line, &address);
 
+        let plan = [Col::FloorPlan, Col::FloorPlanX, Col::FloorPlanY].map(&value);
+
         let (Some((key, bare)), Some(erl)) = (key, erl) else { return };
+        self.floor_plan(line, erl, plan);
         if self.errors.total != errors_before {
             return;
         }
@@ -290,6 +304,49 @@ impl<'f> Parser<'f> {
                     bare_subnet_id: bare,
                 });
             }
+        }
+    }
+
+    /// The FloorPlan, FloorPlanX and FloorPlanY of a record whose ERL is `erl`: all three or none;
+    /// one point per ERL (its rows may repeat it).
+    fn floor_plan(&mut self, line: usize, erl: usize, [path, x, y]: [&str; 3]) {
+        if path.is_empty() && x.is_empty() && y.is_empty() {
+            return;
+        }
+        if path.is_empty() {
+            self.col_error(line, Col::FloorPlan, "empty, but FloorPlanX/FloorPlanY are given: name the image".into());
+            return;
+        }
+        if let Some(reason) = control_char(path) {
+            self.col_error(line, Col::FloorPlan, reason);
+            return;
+        }
+        let mut coord = |col: Col, name: &str, v: &str| -> Option<f64> {
+            let parsed = v.parse::<f64>().map_err(|_| format!("{v:?} is not a number"));
+            match parsed.and_then(|f| crate::location::floorplan::check_fraction(name, f).map(|_| f)) {
+                Ok(f) => Some(f),
+                Err(reason) => {
+                    self.col_error(line, col, reason);
+                    None
+                }
+            }
+        };
+        let (Some(x), Some(y)) = (coord(Col::FloorPlanX, "x", x), coord(Col::FloorPlanY, "y", y)) else { return };
+        let column = self.pos[Col::FloorPlan as usize].map_or(0, |p| p + 1);
+        let pin = CsvFloorPlan { erl, path: path.to_string(), x, y, line, column };
+        match self.plans.iter().find(|p| p.erl == erl) {
+            Some(earlier) if earlier.path == pin.path && earlier.x == x && earlier.y == y => {}
+            Some(earlier) => {
+                let first = earlier.line;
+                self.col_error(
+                    line,
+                    Col::FloorPlan,
+                    format!(
+                        "the same location has another floor plan or point on line {first}: one point per location"
+                    ),
+                );
+            }
+            None => self.plans.push(pin),
         }
     }
 

@@ -18,6 +18,7 @@
 //! The parts: `sql` holds the statements (built once) and the row encoding they take, `keys` the
 //! content key that finds an identical ERL again and the order of an export.
 
+mod floorplan;
 mod keys;
 mod sql;
 mod unlocated;
@@ -34,6 +35,7 @@ use sqlx::AnyConnection;
 use super::validate::Validation;
 use super::{parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKey, CIVIC_FIELDS};
 use crate::db::{Backend, Db, Location};
+pub use floorplan::NewPin;
 pub use keys::{content_key, key_order};
 use sql::{
     bump_generation, chunk_len, table, RawRow, SqlRows, ERL_CHUNK, ID_LOOKUP_CHUNK, INSERT_ERLS, PAGE_SQL, SELECT_ERLS,
@@ -141,6 +143,9 @@ pub enum LisError {
     InvalidBatch { kind: WiremapKind, reason: String },
     #[error("location store {store}: no ERL with id {id}")]
     NoSuchErl { store: Arc<Location>, id: i64 },
+    /// A floor-plan point that is not on the plan.
+    #[error("ERL {erl_id}: {reason}")]
+    InvalidPin { erl_id: i64, reason: String },
     /// Writing an export failed.
     #[error("location export: write failed: {source}")]
     Write {
@@ -200,6 +205,23 @@ impl LisStore {
     /// at all, so importing the same file twice changes nothing (not even a page of the file).
     /// On any error nothing of the batch is kept.
     pub async fn import(&self, kind: WiremapKind, batch: &WiremapBatch) -> Result<ImportSummary, LisError> {
+        self.import_with_pins(kind, batch, &[]).await
+    }
+
+    /// [`LisStore::import`], also setting the floor-plan pin of some of the batch's ERLs (index
+    /// into `batch.erls`) in the same transaction (the CSV's FloorPlan columns).
+    pub async fn import_with_pins(
+        &self,
+        kind: WiremapKind,
+        batch: &WiremapBatch,
+        pins: &[(usize, NewPin<'_>)],
+    ) -> Result<ImportSummary, LisError> {
+        if let Some((i, _)) = pins.iter().find(|(i, _)| *i >= batch.erls.len()) {
+            return Err(LisError::InvalidBatch {
+                kind,
+                reason: format!("a floor plan for ERL index {i} but the batch has {} ERLs", batch.erls.len()),
+            });
+        }
         for (i, r) in batch.rows.iter().enumerate() {
             let bad = |reason: String| Err(LisError::InvalidBatch { kind, reason: format!("row {i}: {reason}") });
             if WiremapKind::of_key(&r.key) != kind {
@@ -224,7 +246,7 @@ impl LisStore {
 
         let mut conn = self.db.pool.acquire().await.map_err(self.db("acquire connection"))?;
         if self.db.backend == Backend::Postgres {
-            let (new_erls, changed) = self.import_in(&mut conn, &keys, &distinct, batch, &rows).await?;
+            let (new_erls, changed) = self.import_in(&mut conn, &keys, &distinct, batch, &rows, pins).await?;
             return Ok(ImportSummary {
                 rows: batch.rows.len(),
                 changed,
@@ -238,7 +260,7 @@ impl LisStore {
         let (cache_size,): (i64,) =
             sqlx::query_as("PRAGMA cache_size").fetch_one(&mut *conn).await.map_err(self.db("read cache size"))?;
         sqlx::query("PRAGMA cache_size = -262144").execute(&mut *conn).await.map_err(self.db("set cache size"))?;
-        let result = self.import_in(&mut conn, &keys, &distinct, batch, &rows).await;
+        let result = self.import_in(&mut conn, &keys, &distinct, batch, &rows, pins).await;
         let reset = sqlx::query(&format!("PRAGMA cache_size = {cache_size}")).execute(&mut *conn).await;
         let (new_erls, changed) = result?;
         reset.map_err(self.db("reset cache size"))?;
@@ -253,6 +275,7 @@ impl LisStore {
         distinct: &[usize],
         batch: &WiremapBatch,
         rows: &SqlRows<'_>,
+        pins: &[(usize, NewPin<'_>)],
     ) -> Result<(usize, usize), LisError> {
         // A write transaction (SQLite's BEGIN IMMEDIATE, a table lock on PostgreSQL) so the ERL
         // ids read below cannot change before the rows that use them are written. Dropping `tx`
@@ -306,7 +329,11 @@ impl LisStore {
         let erl_ids: Vec<i64> = keys.iter().map(|k| ids[k.as_str()]).collect();
 
         let changed = rows.write(&mut tx, &erl_ids, self).await?;
-        if changed > 0 || new_erls > 0 {
+        if !pins.is_empty() {
+            let by_id: Vec<(i64, NewPin)> = pins.iter().map(|(i, p)| (erl_ids[*i], *p)).collect();
+            self.write_pins(&mut tx, &by_id).await?;
+        }
+        if changed > 0 || new_erls > 0 || !pins.is_empty() {
             bump_generation(&mut tx, self).await?;
         }
         tx.commit().await.map_err(self.db("commit"))?;
@@ -476,6 +503,7 @@ impl LisStore {
             "wiremap_ports",
             "wiremap_macs",
             "lis_generation",
+            "erl_floor_plans",
         ] {
             let select = match self.db.backend {
                 Backend::Sqlite => {
@@ -534,6 +562,7 @@ impl LisStore {
                 after = id;
             }
             if (n as i64) < PAGE {
+                self.attach_pins(conn, &mut out, &index).await?;
                 return Ok((out, index));
             }
         }
@@ -571,7 +600,8 @@ impl LisStore {
             }),
             Some(other) => return Err(corrupt(format!("validation {other:?}"))),
         };
-        let erl = Erl { label, company, civic, elins, validated: validation == Some(Validation::Valid) };
+        let erl =
+            Erl { label, company, civic, elins, validated: validation == Some(Validation::Valid), floor_plan: None };
         Ok((erl, validation, at))
     }
 
