@@ -49,7 +49,7 @@ as_pg "$pgbin/initdb" -D "$work/pg/data" -U sosdesk --auth-local=trust --auth-ho
 # Durability as a real server has it: fsync, synchronous_commit and full_page_writes stay on
 # (the defaults); nothing tuned beyond the listen address.
 as_pg "$pgbin/postgres" -D "$work/pg/data" -k "$work/pg/data" -h 127.0.0.1 -p $PG \
-  > "$work/pg/postgres.log" 2>&1 & pg=$!; pids+=($pg)
+  > "$work/pg/postgres.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p $PG && break; sleep 0.1; done
 psql_pg() { "$pgbin/psql" -h "$work/pg/data" -p $PG -U sosdesk -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
 echo "PostgreSQL $(psql_pg -d postgres -c 'SHOW server_version'):" \
@@ -59,8 +59,9 @@ echo "PostgreSQL $(psql_pg -d postgres -c 'SHOW server_version'):" \
 # The CPU ticks of the PostgreSQL server (the postmaster and its backends, which do in their
 # own processes what SQLite does inside sosdesk's).
 pg_ticks() {
-  local t=0 p
-  for p in $pg $(pgrep -P $pg); do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0))); done
+  local t=0 p pm
+  pm=$(head -1 "$work/pg/data/postmaster.pid")
+  for p in $pm $(pgrep -P "$pm"); do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0))); done
   echo $t
 }
 # sql STORE QUERY: runs QUERY on the store's log.
@@ -110,7 +111,8 @@ for store in "${stores[@]}"; do
     end_ms=$(date +%s%3N); end_at=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
     cpu1=$(awk '{print $14 + $15}' /proc/$core/stat); pg1=$(pg_ticks)
     # The audit: rows at the callers' end, then polled every 100 ms until unchanged for 1 s.
-    last=$(rows "$store") last_ms=$end_ms stable=0
+    before_end="SELECT count(*) FROM events WHERE at <= '$end_at'"
+    last=$(rows "$store") last_ms=$end_ms stable=0 committed_at_end=$(sql "$store" "$before_end")
     read -r ev_end _ <<< "$last"
     while [ $stable -lt 10 ]; do
       cur=$(rows "$store")
@@ -120,7 +122,7 @@ for store in "${stores[@]}"; do
     read -r ev1 calls1 <<< "$last"
     # The writer's backlog when the callers stopped: events that had happened by then (their
     # time, `at`) but were not yet committed (the same text format, so compared as text).
-    backlog=$(( $(sql "$store" "SELECT count(*) FROM events WHERE at <= '$end_at'") - ev_end ))
+    backlog=$(( $(sql "$store" "$before_end") - committed_at_end ))
     kill -INT $tcpd; wait $tcpd 2>/dev/null || true
     read -r ok failed < <(python3 - "$work/run/stat$rate.csv" <<'PY'
 import sys

@@ -21,10 +21,6 @@ pub enum AnnotateError {
     Store(String),
     #[error("the core has stopped")]
     Stopped,
-    /// The call is carried by another node (several nodes on one store), which did not make
-    /// the event in time (`crate::shared::annotations`).
-    #[error("the node carrying the call ({0}) did not answer in time; try again")]
-    CarrierSilent(String),
 }
 
 pub(crate) type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, AnnotateError>>;

@@ -64,7 +64,11 @@ pub async fn forward(
     match tokio::time::timeout(FORWARD_WITHIN, answer).await {
         Ok(Some(ev)) => Ok(ev),
         Ok(None) => Err(AnnotateError::Stopped),
-        Err(_) => Err(AnnotateError::CarrierSilent(carrier.to_string())),
+        // `Store`, as for a store that fails: the caller is told to try again (the API's 503).
+        Err(_) => Err(AnnotateError::Store(format!(
+            "the node carrying the call ({carrier}) did not answer within {} s; try again",
+            FORWARD_WITHIN.as_secs()
+        ))),
     }
 }
 
