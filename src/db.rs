@@ -51,6 +51,29 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection of the pool.
 pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What every PostgreSQL session of a node is set to (the pool's connections, the node name's
+/// claim): the server, not the node, bounds what a node that dies or is cut off from the
+/// network in the middle of a transaction can hold up. Without these a node cut off while it
+/// holds the audit chain's table lock stalls every other node's audit writes until the
+/// server's TCP stack gives the connection up (hours, with the kernel's keepalive defaults).
+/// PostgreSQL manual, "Client Connection Defaults" and "Connection Settings":
+///
+/// - `idle_in_transaction_session_timeout`: a session idle inside a transaction (its client
+///   gone quiet between two statements) is ended and its locks released. sosdesk's own
+///   transactions never wait on anything but the database between statements.
+/// - `tcp_user_timeout`: data the server sent that the client has not acknowledged within this
+///   time (the client is gone while a statement answers) ends the connection.
+/// - `tcp_keepalives_*`: an idle connection to a machine that is gone is noticed within
+///   idle + interval × count seconds.
+///
+/// No `lock_timeout` or `statement_timeout`: the audit writer waits for the chain's lock for
+/// as long as another node holds it legitimately, and an import may take minutes; what bounds
+/// the wait is that the holder cannot be a dead session for longer than the above. (The
+/// writer retries a failed write until it commits: `audit::writer`.)
+pub const PG_SESSION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '15s'; \
+     SET tcp_user_timeout = 10000; SET tcp_keepalives_idle = 5; \
+     SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
+
 /// Where the store is: `[store] path` / `url = "sqlite:PATH"`, or `url = "postgres://…"`.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Location {
@@ -282,6 +305,24 @@ impl Db {
         }
     }
 
+    /// A PostgreSQL connection of its own, outside the pool, set up as the pool's are (e.g. to
+    /// hold a session-level lock for as long as it lives); `None` for SQLite. The error never
+    /// shows the password.
+    pub async fn pg_connection(&self) -> Option<Result<sqlx::postgres::PgConnection, String>> {
+        match &*self.location {
+            Location::Sqlite(_) => None,
+            Location::Postgres(url) => Some(
+                async {
+                    let mut conn = <sqlx::postgres::PgConnection as sqlx::Connection>::connect(url.secret()).await?;
+                    conn.execute(PG_SESSION_SETTINGS).await?;
+                    Ok::<_, sqlx::Error>(conn)
+                }
+                .await
+                .map_err(|e| redact(&e.to_string(), url.secret())),
+            ),
+        }
+    }
+
     /// A read-only transaction that sees one snapshot for all its statements (verify, export,
     /// the wiremap load): SQLite's deferred transaction under WAL does; PostgreSQL's default
     /// READ COMMITTED takes a new snapshot per statement, so ask for REPEATABLE READ.
@@ -365,8 +406,13 @@ async fn open_postgres(url: &PgUrl) -> Result<AnyPool, OpenError> {
     let pool = AnyPoolOptions::new()
         // The audit writer, the LIS refresh, the sightings writer, API reads: a few each.
         .max_connections(8)
-        .acquire_timeout(PG_ACQUIRE_TIMEOUT);
-    connect(pool, &options, |_| Box::pin(async { Ok(()) }), |e| redact(&e.to_string(), url.secret())).await
+        .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| Box::pin(async move { pg_session_settings(conn).await }));
+    connect(pool, &options, |c| Box::pin(pg_session_settings(c)), |e| redact(&e.to_string(), url.secret())).await
+}
+
+async fn pg_session_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute(PG_SESSION_SETTINGS).await.map(|_| ())
 }
 
 /// Connects once outside the pool, sets the connection up with `setup`, then builds the pool.

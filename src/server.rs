@@ -36,6 +36,7 @@ use crate::media::runner::{self as media_runner, MediaCommand, RtpPorts};
 use crate::routing::triage::Triage;
 use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration};
 use crate::shared::callbacks::CallbackStore;
+use crate::shared::node_name::NodeNameClaim;
 use crate::shared::registrations::RegistrationStore;
 use crate::sip::transaction::{Peer, Transport};
 use crate::transport::{self, StreamIo, TlsSetup};
@@ -59,6 +60,8 @@ pub enum StartError {
     Tls(String),
     #[error("crash journal {path}: {source}")]
     Journal { path: std::path::PathBuf, source: io::Error },
+    #[error("{0}")]
+    NodeName(#[from] crate::shared::node_name::ClaimError),
 }
 
 /// A running routing core.
@@ -80,6 +83,8 @@ pub struct Core {
     sightings_task: JoinHandle<()>,
     /// Writes ELIN callback mappings to the store: ends after the engine task, once written.
     elin_writer_task: JoinHandle<()>,
+    /// This node's name, held on the shared store until the core has stopped.
+    node_name: NodeNameClaim,
     store: AuditStore,
     lis: LisStore,
     user_locations: UserLocations,
@@ -147,6 +152,9 @@ impl Core {
         let local = LocalEndpoint { host, udp: udp_addr, tcp: tcp_addr, tls: tls_addr };
 
         let store = AuditStore::open(cfg.store_location()).await?.with_node(cfg.node_name().as_deref());
+        // Before anything is read or written as this node (the journal's recovery ends this
+        // node's interrupted calls): no other live node may have its name.
+        let node_name = NodeNameClaim::claim(store.database(), cfg.node_name().as_deref()).await?;
         let journal = recover_journal(cfg, &store).await?;
         let audit = spawn_writer(store.clone());
         // ELIN callback mappings go to the store too, so that any node (or this one after a
@@ -166,6 +174,13 @@ impl Core {
         let (lanes, lane_rx) = intake::lanes(Triage::new(cfg));
         let triage = lanes.triage_switch();
         tokio::spawn(registrations.follow(net_tx.clone(), stop_rx.clone()));
+        // Desks' events for this node's calls that reached another node.
+        tokio::spawn(crate::shared::annotations::serve(
+            store.database().clone(),
+            cfg.node_name(),
+            net_tx.clone(),
+            stop_rx.clone(),
+        ));
         if let Some(sock) = &udp {
             tokio::spawn(intake::udp_intake(sock.clone(), lanes.clone(), stop_rx.clone()));
         }
@@ -338,6 +353,7 @@ impl Core {
             net_tx: net_tx.clone(),
             rtp,
             events: events.clone(),
+            others: others.clone(),
             audit: audit.clone(),
             store: store.clone(),
             ended_calls: Default::default(),
@@ -365,6 +381,7 @@ impl Core {
             task,
             sightings_task,
             elin_writer_task,
+            node_name,
             store,
             lis,
             user_locations,
@@ -556,6 +573,8 @@ impl Core {
                 }
             }
         }
+        // The name is free for this node's successor once its last events are written.
+        self.node_name.release().await;
         tracing::info!("sosdesk core stopped");
     }
 }
@@ -572,6 +591,8 @@ struct RunContext {
     /// The RTP port range of anchored calls: the engine is handed bound ports before each input.
     rtp: Option<RtpSupply>,
     events: broadcast::Sender<CallEvent>,
+    /// The other nodes' events (several nodes on one store): a handed-over event comes back here.
+    others: broadcast::Sender<CallEvent>,
     audit: AuditWriter,
     store: AuditStore,
     /// Serialises events added to calls that have ended (see [`annotate_ended`]).
@@ -891,8 +912,15 @@ fn on_annotate(
         None => {
             let (audit, store, events, lock) =
                 (audit.clone(), ctx.store.clone(), events.clone(), ctx.ended_calls.clone());
+            let others = ctx.others.clone();
             tokio::spawn(async move {
-                let r = annotate_ended(&audit, &store, &events, &lock, &call_id, kind).await;
+                let r = match carried_elsewhere(&store, &call_id).await {
+                    Ok(Some(carrier)) => {
+                        crate::shared::annotations::forward(store.database(), &carrier, &call_id, kind, &others).await
+                    }
+                    Ok(None) => annotate_ended(&audit, &store, &events, &lock, &call_id, kind).await,
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             });
         }
@@ -1079,6 +1107,25 @@ async fn start_api(
         }
     });
     Ok((bound, https))
+}
+
+/// The live node that carries `call_id`, when it is not this one (several nodes on one store):
+/// the event is then made there (`crate::shared::annotations`).
+async fn carried_elsewhere(store: &AuditStore, call_id: &str) -> Result<Option<String>, AnnotateError> {
+    let Some(me) = store.node() else { return Ok(None) };
+    if store.database().backend != crate::db::Backend::Postgres {
+        return Ok(None);
+    }
+    let carrier = store.call_node(call_id).await.map_err(|e| AnnotateError::Store(e.to_string()))?;
+    match carrier {
+        Some(c) if c != me => {
+            let live = crate::shared::node_name::is_live(store.database(), &c)
+                .await
+                .map_err(|e| AnnotateError::Store(e.to_string()))?;
+            Ok(live.then_some(c))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// An event for a call the engine no longer holds: numbered after the call's last stored event.

@@ -4,7 +4,8 @@
 //! scanner that fetches every link does not. A link acknowledges once: a second use is refused,
 //! even after a restart (the audit log already holds its acknowledgement). The acknowledgement
 //! is audited with who (the link's recipient) and pushed to every desk like a desk's, and stops
-//! the escalation (`crate::reach`).
+//! the escalation (`crate::reach`). Several nodes on one store: the link's claim in the store
+//! (`crate::shared::ack_links`) lets one node acknowledge it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::channels::sign::{verify_ack, AckClaim, AckError};
 use crate::channels::text::{html, html_escape};
 use crate::core_handle::{AnnotateError, CoreHandle};
 use crate::events::CallEventKind;
+use crate::shared::ack_links;
 
 /// The `desk` of an acknowledgement by link (its `by` is the recipient).
 pub const LINK_DESK: &str = "acknowledgement link";
@@ -127,7 +129,27 @@ async fn acknowledge(State(s): State<LinkState>, Path(token): Path<String>) -> R
             return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>The audit log cannot be read.</p>");
         }
     }
-    match s.core.acknowledge_at(&claim.call_id, &claim.target, LINK_DESK).await {
+    // Across nodes: the store lets one node's claim of the link through (the lock above
+    // serialises this node's own POSTs; the audit check, links used before the table existed).
+    let db = s.core.store.database();
+    match ack_links::claim(db, s.core.store.node(), &token, &claim.call_id, claim.expires).await {
+        Ok(true) => {}
+        Ok(false) => {
+            used.insert(token, claim.expires);
+            return page(StatusCode::GONE, "Already acknowledged", "<p>This link has already been used.</p>");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "acknowledgement link: the store cannot be written");
+            return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>The store cannot be written.</p>");
+        }
+    }
+    let acknowledged = s.core.acknowledge_at(&claim.call_id, &claim.target, LINK_DESK).await;
+    if acknowledged.is_err() {
+        if let Err(e) = ack_links::unclaim(db, &token).await {
+            tracing::error!(error = %e, "acknowledgement link: its claim could not be given back; the link stays used");
+        }
+    }
+    match acknowledged {
         Ok(_) => {
             used.insert(token, claim.expires);
             tracing::info!(call = %claim.call_id, by = %claim.target, "acknowledged by link");

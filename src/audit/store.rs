@@ -57,6 +57,23 @@ impl AuditStore {
         &self.db
     }
 
+    /// The node that wrote the first event of `call_id` (the node that carries the call);
+    /// `None` when unnamed or no such call.
+    pub async fn call_node(&self, call_id: &str) -> Result<Option<String>, AuditError> {
+        let node: Option<Option<String>> =
+            sqlx::query_scalar(&self.sql("SELECT node FROM events WHERE call_id = ? ORDER BY call_seq LIMIT 1"))
+                .bind(call_id)
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(self.db("read the node of a call"))?;
+        Ok(node.flatten())
+    }
+
+    /// The name of the node this store writes as, if any.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
     /// This store with `node` as the name written on every row it appends: the core node, when
     /// several share one PostgreSQL database and so one chain.
     pub fn with_node(mut self, node: Option<&str>) -> AuditStore {

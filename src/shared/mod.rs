@@ -1,10 +1,15 @@
 //! What several core nodes on one store share besides the audit log (issue 14, item 3): the
 //! ELIN callback mappings ([`callbacks`]), every node's events ([`events`]) and the desks'
-//! registrations ([`registrations`]). Each is I/O for the shell (`crate::server`): the engine
+//! registrations ([`registrations`]); one live node per name ([`node_name`]); the
+//! acknowledgement links used ([`ack_links`]); a desk's event for a call another node carries
+//! ([`annotations`]). Each is I/O for the shell (`crate::server`): the engine
 //! only asks and is answered (sans-I/O).
 
+pub mod ack_links;
+pub mod annotations;
 pub mod callbacks;
 pub mod events;
+pub mod node_name;
 pub mod registrations;
 
 use std::time::Duration;

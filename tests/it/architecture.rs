@@ -137,6 +137,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "location",
             "reach",
             "routing",
+            "shared",
             "sip",
             "transport",
         ],

@@ -135,3 +135,155 @@ fn a_desk_registered_through_node_a_gets_the_alert_of_a_call_through_node_b() {
     let msg = r.received_request("MESSAGE");
     assert!(msg.starts_with(&format!("MESSAGE sip:desk1@127.0.0.1:{port} SIP/2.0\r\n")), "{msg}");
 }
+
+/// Takes the audit chain's lock on `db` as a node's audit writer does (through sosdesk's own
+/// store, so with its session settings) and holds it, saying nothing more on its connection,
+/// until `release` is sent or dropped (then rolled back), or the runtime ends.
+fn hold_the_chain(lab: &Lab, db: &TestDb) -> tokio::sync::oneshot::Sender<()> {
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (held, taken) = std::sync::mpsc::channel();
+    let location = db.location();
+    lab.rt.spawn(async move {
+        let store = sosdesk::db::open(&location).await.unwrap();
+        let tx = store.begin_write("chain_head").await.unwrap();
+        held.send(()).unwrap();
+        let _ = released.await;
+        let _ = tx.rollback().await;
+    });
+    taken.recv().expect("the chain's lock taken");
+    release
+}
+
+/// The database and name of a PostgreSQL test store, for psql.
+fn psql(db: &TestDb, sql: &str) -> String {
+    match db {
+        TestDb::Postgres { server, db } => server.psql(db, sql),
+        TestDb::Sqlite { .. } => unreachable!("two nodes share a PostgreSQL store"),
+    }
+}
+
+#[test]
+fn a_second_node_with_the_name_of_a_live_node_is_refused_at_start() {
+    let db = TestDb::postgres();
+    let mut a = Lab::start_with(|c| on(&db, "a", &c));
+    // Another core configured with the same name, on the same database.
+    let twin = crate::support::lab::LabFiles::write(|c| on(&db, "a", &c));
+    let cfg = sosdesk::config::Config::load(&twin.config_path).unwrap();
+    let refused = a.rt.block_on(sosdesk::server::Core::start(&cfg)).err().expect("a second node \"a\" must not start");
+    assert_eq!(
+        refused.to_string(),
+        "another node named \"a\" is running on this store: give each node its own [store] node (default: the host name)"
+    );
+    // Node A went on: a call through it is routed.
+    let provider = a.uas("provider", "provider_answer.xml", "127.0.0.1", a.ports.primary, &[]);
+    a.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "100"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    // Once A has stopped, its name is free: a node "a" starts (e.g. A restarted elsewhere).
+    a.stop();
+    let again = a.rt.block_on(sosdesk::server::Core::start(&cfg)).unwrap_or_else(|e| panic!("node a again: {e}"));
+    a.rt.block_on(again.stop());
+}
+
+#[test]
+fn a_node_cut_off_while_it_holds_the_audit_chain_does_not_stall_the_others_audit_for_ever() {
+    let db = TestDb::postgres();
+    let mut b = Lab::start_with(|c| on(&db, "b", &c));
+    // A node opens its store as every node does, takes the chain's lock for an audit write, and
+    // is then cut off: it never says another word on that connection.
+    let cut_off = hold_the_chain(&b, &db);
+    // A call through node B meanwhile: routed at once (the engine never waits for the store) ...
+    let provider = b.uas("provider", "provider_answer.xml", "127.0.0.1", b.ports.primary, &[]);
+    b.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "100"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    // ... and its events are committed once the server has ended the silent node's session
+    // (idle in its transaction): B's stop waits for its last events to be durable.
+    let core = b.core.take().unwrap();
+    b.rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(90), core.stop()).await })
+        .expect("node B's audit writes stalled behind the cut-off node's lock");
+    let written = psql(&db, "SELECT count(*) FROM events WHERE node = 'b' AND kind = 'ended'");
+    assert_eq!(written, "1", "node B's call is in the log");
+    drop(cut_off);
+    b.db = Some(db);
+    b.assert_audit_verifies();
+}
+
+#[test]
+fn an_acknowledgement_through_the_node_that_does_not_carry_the_live_call_is_numbered_by_the_one_that_does() {
+    let db = TestDb::postgres();
+    let mut a = Lab::start_with(|c| on(&db, "a", &c));
+    let mut b = Lab::start_with(|c| on(&db, "b", &c));
+    let on_b =
+        ApiClient::new(&format!("http://127.0.0.1:{}", b.ports.api), "desk2", "control-room-secret", None).unwrap();
+    let mut stream_b = b.rt.block_on(on_b.events()).unwrap();
+    let mut seen_a = Vec::new();
+
+    // A call through node A, up for a few seconds; a desk of node B sees it answered.
+    let provider = a.uas("provider", "provider_answer.xml", "127.0.0.1", a.ports.primary, &[]);
+    let caller = a.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "4000"]);
+    let seen_b =
+        b.rt.block_on(until(&mut stream_b, "node A's call answered, on node B", |e| e.kind.name() == "answered"));
+    let id = seen_b.last().unwrap().call_id.clone();
+    // While it is up, the officer at that desk acknowledges it.
+    let ack = b.rt.block_on(on_b.acknowledge(&id, "Officer Dana Test")).unwrap();
+    caller.wait().assert_ok();
+    provider.wait().assert_ok();
+    a.wait_for(&mut seen_a, "the call's end", |e| e.call_id == id && e.kind.name() == "ended");
+    a.stop();
+    b.stop();
+
+    // One event per number in the call's record, the acknowledgement among them as B answered
+    // it, written by node A (which carries the call).
+    let rows = psql(
+        &db,
+        &format!("SELECT call_seq || ' ' || kind || ' ' || node FROM events WHERE call_id = '{id}' ORDER BY seq"),
+    );
+    let rows: Vec<&str> = rows.lines().collect();
+    let mut numbers: Vec<&str> = rows.iter().map(|r| r.split(' ').next().unwrap()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), rows.len(), "two events share a number: {rows:#?}");
+    assert!(rows.contains(&format!("{} acknowledged a", ack.seq).as_str()), "{rows:#?}");
+    b.db = Some(db);
+    b.assert_audit_verifies();
+}
+
+#[test]
+fn an_acknowledgement_link_posted_to_two_nodes_acknowledges_once() {
+    use sosdesk::channels::sign::{ack_token, AckClaim};
+    const KEY: &str = "the-one-ack-key-of-every-node-0123456789";
+    let with_key = |c: String| format!("{c}\n[alerts]\nack_key = {KEY:?}\n");
+    let db = TestDb::postgres();
+    let mut a = Lab::start_with(|c| with_key(on(&db, "a", &c)));
+    let mut b = Lab::start_with(|c| with_key(on(&db, "b", &c)));
+    let provider = a.uas("provider", "provider_answer.xml", "127.0.0.1", a.ports.primary, &[]);
+    a.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "100"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    let mut seen = Vec::new();
+    let id = a.wait_for(&mut seen, "the call's end", |e| e.kind.name() == "ended").call_id;
+    let claim = AckClaim {
+        call_id: id.clone(),
+        target: "mailto:guard@example.org".into(),
+        expires: chrono::Utc::now().timestamp() + 600,
+    };
+    let path = format!("/ack/{}", ack_token(KEY.as_bytes(), &claim));
+
+    // The audit chain is held (another writer's long transaction): neither node's
+    // acknowledgement can be committed, so neither can learn of the other's from the log.
+    let holder = hold_the_chain(&b, &db);
+    let (port_a, port_b) = (a.ports.api, b.ports.api);
+    let (pa, pb) = (path.clone(), path.clone());
+    let (answers, answer) = std::sync::mpsc::channel();
+    let to_b = answers.clone();
+    std::thread::spawn(move || answers.send(crate::support::receivers::http("POST", port_a, &pa)));
+    std::thread::spawn(move || to_b.send(crate::support::receivers::http("POST", port_b, &pb)));
+    // One of the two answers at once that the link was used; the other waits for the chain.
+    let (status, page) = answer.recv().unwrap();
+    assert_eq!(status, 410, "the same link through the other node: {page}");
+    drop(holder);
+    let (status, page) = answer.recv().unwrap();
+    assert_eq!(status, 200, "{page}");
+    a.stop();
+    b.stop();
+    let acks = psql(&db, &format!("SELECT count(*) FROM events WHERE call_id = '{id}' AND kind = 'acknowledged'"));
+    assert_eq!(acks, "1", "one acknowledgement in the record");
+}
