@@ -70,6 +70,16 @@ pub enum RouteKind {
     Callback,
 }
 
+/// One recipient of an escalation tier: the channel (`[[channel]] name`), its kind (`email`,
+/// `sms`, `webhook`) and the target as its `notified` events name it (`mailto:…`, `sms:…`, a
+/// webhook's origin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct EscalationTarget {
+    pub channel: String,
+    pub kind: String,
+    pub target: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CallEventKind {
@@ -168,6 +178,18 @@ pub enum CallEventKind {
         uri: String,
         ok: bool,
         detail: String,
+    },
+    /// A tier of the policy's escalation was alerted (`reach::escalation`): `tier` of `tiers`
+    /// (1-based), whom it alerts (each target's outcome follows as `notified` events with the
+    /// target as `uri`), and when the next tier fires unless someone acknowledges first:
+    /// `next_tier_in_ms` after this event; `None` after the last tier. An acknowledgement stops
+    /// the tiers still to come (issue 15: the desk shows where the escalation stands).
+    Escalated {
+        tier: u32,
+        tiers: u32,
+        targets: Vec<EscalationTarget>,
+        #[ts(type = "number | null")]
+        next_tier_in_ms: Option<u64>,
     },
     /// Requests refused from one source address over an interval, in one record: ordinary
     /// INVITEs, malformed messages, unsupported methods, wrong credentials (see
@@ -311,6 +333,7 @@ impl CallEventKind {
             CallEventKind::Recorded { .. } => "recorded",
             CallEventKind::RecordingFailed { .. } => "recording-failed",
             CallEventKind::Notified { .. } => "notified",
+            CallEventKind::Escalated { .. } => "escalated",
             CallEventKind::Refused { .. } => "refused",
             CallEventKind::RouteUp { .. } => "route-up",
             CallEventKind::RouteDown { .. } => "route-down",

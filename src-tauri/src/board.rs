@@ -11,7 +11,8 @@ use sosdesk::events::{CallEvent, CallEventKind};
 use sosdesk::location::{LocationSnapshot, LocationSource};
 
 use crate::model::{
-    AcknowledgeMode, Acknowledgement, ActiveCall, CallState, LocationTrust, RouteHealth, RouteStatus, TimelineEntry,
+    AcknowledgeMode, Acknowledgement, ActiveCall, AlertedTarget, CallState, Delivery, Escalation, LocationTrust,
+    RouteHealth, RouteStatus, TimelineEntry,
 };
 
 /// Finished, acknowledged calls kept on the board before the oldest are taken off by themselves.
@@ -207,6 +208,7 @@ fn new_call(ev: &CallEvent) -> ActiveCall {
         alarming: !ev.test_call,
         last_seq: 0,
         timeline: Vec::new(),
+        escalation: None,
     }
 }
 
@@ -261,6 +263,38 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent, me: &str) {
             call.state = CallState::Ended;
             call.state_detail = detail.clone();
         }
+        CallEventKind::Escalated { tier, tiers, targets, next_tier_in_ms } => {
+            let e = call.escalation.get_or_insert_with(|| Escalation {
+                tier: 0,
+                tiers: *tiers,
+                next_tier_at: None,
+                targets: Vec::new(),
+                stopped_by: None,
+            });
+            for t in targets {
+                if !e.targets.iter().any(|a| a.tier == *tier && a.target == t.target) {
+                    e.targets.push(AlertedTarget {
+                        tier: *tier,
+                        channel: t.channel.clone(),
+                        kind: t.kind.clone(),
+                        target: t.target.clone(),
+                        outcome: Delivery::Sending,
+                        detail: String::new(),
+                        attempts: 0,
+                    });
+                }
+            }
+            e.targets.sort_by_key(|a| a.tier);
+            // Tiers may arrive out of order (a catch-up): the latest tier says what comes next.
+            if *tier >= e.tier {
+                e.tier = *tier;
+                e.tiers = *tiers;
+                e.next_tier_at = next_tier_in_ms.map(|ms| {
+                    (ev.at + chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                });
+            }
+        }
         CallEventKind::Acknowledged { by, desk } => call.acknowledgements.push(Acknowledgement {
             by: by.clone(),
             desk: desk.clone(),
@@ -280,11 +314,55 @@ fn fold(call: &mut ActiveCall, ev: &CallEvent, me: &str) {
             kind: ev.kind.name().to_string(),
             detail,
             subject: match &ev.kind {
-                CallEventKind::Notified { uri, .. } => uri.clone(),
+                CallEventKind::Notified { uri, detail, .. } => notified_subject(uri, detail),
                 _ => String::new(),
             },
         },
     );
+    settle_escalation(call);
+}
+
+/// Whom a `notified` event is about, for folding its attempts into one line and for the
+/// escalation's outcomes: the target, and for an alert channel's delivery the channel too
+/// (`https://hooks.slack.com via team`), since two channels may share a target (two Slack
+/// channels, one webhook origin). `reach::escalation` writes its detail as
+/// "<kind> via <channel> (<transport>), tier …"; the SIP notifications' details do not start so.
+fn notified_subject(uri: &str, detail: &str) -> String {
+    let channel = detail
+        .split_once(" via ")
+        .filter(|(kind, _)| !kind.is_empty() && kind.chars().all(|c| c.is_ascii_lowercase()))
+        .and_then(|(_, rest)| rest.split_once(" ("))
+        .map(|(channel, _)| channel);
+    match channel {
+        Some(channel) => format!("{uri} via {channel}"),
+        None => uri.to_string(),
+    }
+}
+
+/// Each alerted target's outcome from its `notified` lines of the timeline (whichever arrived
+/// first, the tier or its outcomes), and whether an acknowledgement stopped the escalation.
+fn settle_escalation(call: &mut ActiveCall) {
+    let Some(e) = call.escalation.as_mut() else { return };
+    for t in &mut e.targets {
+        let subject = format!("{} via {}", t.target, t.channel);
+        let attempts: Vec<&TimelineEntry> =
+            call.timeline.iter().filter(|l| l.kind == "notified" && l.subject == subject).collect();
+        t.attempts = attempts.len() as u32;
+        let Some(last) = attempts.last() else { continue };
+        // `event_detail` of a `notified` event: "<target> ok: <detail>" or "<target> failed: <detail>".
+        let ok = last.detail.starts_with(&format!("{} ok: ", t.target));
+        t.detail = last.detail.split_once(": ").map(|(_, d)| d.to_string()).unwrap_or_default();
+        t.outcome = match ok {
+            true => Delivery::Delivered,
+            false if t.detail.contains("; retry in ") => Delivery::Retrying,
+            false => Delivery::Failed,
+        };
+    }
+    // The same timestamp format throughout: compared as text.
+    e.stopped_by = match (call.acknowledgements.first(), &e.next_tier_at) {
+        (Some(a), Some(next)) if a.at <= *next => Some(a.by.clone()),
+        _ => None,
+    };
 }
 
 /// The acknowledgement that counts for this desk, and so whether the call still alarms here:
@@ -408,7 +486,7 @@ impl RouteBook {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use sosdesk::events::{Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
+    use sosdesk::events::{Caller, EscalationTarget, RouteInfo, RouteKind, CALL_EVENT_VERSION};
     use sosdesk::location::{CivicAddress, Erl};
 
     fn ev(call: &str, seq: u32, test: bool, kind: CallEventKind) -> CallEvent {
@@ -608,6 +686,121 @@ mod tests {
             .apply(&ev("c", 4, false, CallEventKind::Acknowledged { by: "p".into(), desk: String::new() }))
             .is_empty());
         assert_eq!(b.dismiss("nope"), Err(DismissError::Unknown("nope".into())));
+    }
+
+    fn escalated(tier: u32, tiers: u32, targets: &[(&str, &str, &str)], next_ms: Option<u64>) -> CallEventKind {
+        CallEventKind::Escalated {
+            tier,
+            tiers,
+            targets: targets
+                .iter()
+                .map(|(channel, kind, target)| EscalationTarget {
+                    channel: channel.to_string(),
+                    kind: kind.to_string(),
+                    target: target.to_string(),
+                })
+                .collect(),
+            next_tier_in_ms: next_ms,
+        }
+    }
+
+    fn notified(uri: &str, ok: bool, detail: &str) -> CallEventKind {
+        CallEventKind::Notified { uri: uri.into(), ok, detail: detail.into() }
+    }
+
+    #[test]
+    fn the_escalation_shows_its_tier_targets_outcomes_next_tier_and_who_stopped_it() {
+        let t0 = Utc::now();
+        let at = |mut e: CallEvent, s: i64| {
+            e.at = t0 + chrono::Duration::seconds(s);
+            e
+        };
+        let millis = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let hook = "http://127.0.0.1:9";
+        let mut b = Board::default();
+        b.apply(&at(ev("c", 1, false, CallEventKind::Detected), 0));
+        assert_eq!(b.get("c").unwrap().escalation, None, "no tier alerted yet");
+        // An outcome that arrives before its tier is folded in once the tier comes.
+        let failed = "webhook via team (slack webhook), tier 1, attempt 1: failed (HTTP 503); retry in 1 s";
+        b.apply(&at(ev("c", 3, false, notified(hook, false, failed)), 1));
+        let tier1 = escalated(1, 2, &[("team", "webhook", hook), ("oncall", "sms", "sms:+1555")], Some(60_000));
+        b.apply(&at(ev("c", 2, false, tier1), 0));
+        let e = b.get("c").unwrap().escalation.clone().expect("the escalation");
+        assert_eq!((e.tier, e.tiers), (1, 2));
+        assert_eq!(e.next_tier_at, Some(millis(t0 + chrono::Duration::seconds(60))));
+        assert_eq!((e.targets[0].channel.as_str(), e.targets[0].kind.as_str()), ("team", "webhook"));
+        assert_eq!((e.targets[0].outcome, e.targets[0].attempts), (Delivery::Retrying, 1));
+        assert_eq!(e.targets[0].detail, failed);
+        assert_eq!((e.targets[1].outcome, e.targets[1].attempts), (Delivery::Sending, 0));
+
+        let accepted = "webhook via team (slack webhook), tier 1, attempt 2: accepted (HTTP 200)";
+        b.apply(&at(ev("c", 4, false, notified(hook, true, accepted)), 2));
+        let given_up =
+            "sms via oncall (SMS gateway http://127.0.0.1:8), tier 1, attempt 1: failed (HTTP 500); given up";
+        b.apply(&at(ev("c", 5, false, notified("sms:+1555", false, given_up)), 2));
+        let e = b.get("c").unwrap().escalation.clone().unwrap();
+        assert_eq!((e.targets[0].outcome, e.targets[0].attempts), (Delivery::Delivered, 2));
+        assert_eq!(e.targets[0].detail, accepted);
+        assert_eq!(e.targets[1].outcome, Delivery::Failed);
+        assert_eq!(e.stopped_by, None);
+
+        // Tier 2's channel posts to the same origin (two Slack channels): its failures are its own.
+        b.apply(&at(ev("c", 7, false, escalated(2, 2, &[("team-2", "webhook", hook)], None)), 60));
+        let refused = "webhook via team-2 (slack webhook), tier 2, attempt 1: failed (HTTP 404); retry in 1 s";
+        b.apply(&at(ev("c", 8, false, notified(hook, false, refused)), 61));
+        let c = b.get("c").unwrap();
+        let e = c.escalation.clone().unwrap();
+        assert_eq!(
+            e.targets.iter().map(|t| (t.tier, t.outcome)).collect::<Vec<_>>(),
+            [(1, Delivery::Delivered), (1, Delivery::Failed), (2, Delivery::Retrying)]
+        );
+        let subjects: Vec<&str> =
+            c.timeline.iter().filter(|t| t.kind == "notified").map(|t| t.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            [
+                "http://127.0.0.1:9 via team",
+                "http://127.0.0.1:9 via team",
+                "sms:+1555 via oncall",
+                "http://127.0.0.1:9 via team-2"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_before_the_next_tier_stops_the_escalation_there() {
+        let t0 = Utc::now();
+        let at = |mut e: CallEvent, s: i64| {
+            e.at = t0 + chrono::Duration::seconds(s);
+            e
+        };
+        let mut b = Board::default();
+        b.apply(&at(ev("c", 1, false, CallEventKind::Detected), 0));
+        b.apply(&at(ev("c", 2, false, escalated(1, 2, &[("team", "webhook", "http://h:1")], Some(60_000))), 0));
+        assert_eq!(b.get("c").unwrap().escalation.as_ref().unwrap().stopped_by, None);
+        // Acknowledged before tier 2 was due: the escalation stopped at tier 1, and by whom.
+        b.apply(&at(
+            ev("c", 3, false, CallEventKind::Acknowledged { by: "Officer Lee".into(), desk: String::new() }),
+            30,
+        ));
+        let e = b.get("c").unwrap().escalation.clone().unwrap();
+        assert_eq!((e.tier, e.stopped_by.as_deref()), (1, Some("Officer Lee")));
+    }
+
+    #[test]
+    fn an_acknowledgement_after_the_last_tier_stopped_nothing() {
+        let mut b = Board::default();
+        b.apply(&ev("c", 1, false, CallEventKind::Detected));
+        b.apply(&ev("c", 2, false, escalated(1, 2, &[("first", "email", "mailto:a@example.com")], Some(0))));
+        b.apply(&ev("c", 3, false, escalated(2, 2, &[("second", "email", "mailto:b@example.com")], None)));
+        b.apply(&ev("c", 4, false, CallEventKind::Acknowledged { by: "o".into(), desk: String::new() }));
+        let e = b.get("c").unwrap().escalation.clone().unwrap();
+        assert_eq!((e.tier, e.tiers, e.next_tier_at.as_deref()), (2, 2, None));
+        assert_eq!(
+            e.targets.iter().map(|t| (t.tier, t.target.as_str())).collect::<Vec<_>>(),
+            [(1, "mailto:a@example.com"), (2, "mailto:b@example.com")]
+        );
+        assert_eq!(e.stopped_by, None, "every tier had been alerted");
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub struct TimelineEntry {
     /// `CallEventKind::name()`: detected, routed, route-failed, ringing, answered, …
     pub kind: String,
     pub detail: String,
-    /// Whom a `notified` entry is about (the notification URI or contact): the timeline folds
-    /// the retries of one into a line. Empty for other kinds.
+    /// Whom a `notified` entry is about (the notification URI or contact; for an alert channel's
+    /// delivery the channel too, "https://hooks.slack.com via team"): the timeline folds the
+    /// retries of one into a line. Empty for other kinds.
     #[serde(default)]
     pub subject: String,
 }
@@ -108,6 +109,54 @@ pub struct ActiveCall {
     pub alarming: bool,
     pub last_seq: u32,
     pub timeline: Vec<TimelineEntry>,
+    /// Where the policy's escalation stands (issue 15); `None` until its first tier is alerted
+    /// (a policy without alert channels has none).
+    pub escalation: Option<Escalation>,
+}
+
+/// A call's escalation as the alert shows it: the tiers alerted so far, each target's latest
+/// outcome, when the next tier fires, and whether an acknowledgement stopped it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct Escalation {
+    /// The latest tier alerted (1-based), of `tiers`.
+    pub tier: u32,
+    pub tiers: u32,
+    /// When the next tier fires unless someone acknowledges first (RFC 3339, by the core's
+    /// clock); `None` once the last tier was alerted.
+    pub next_tier_at: Option<String>,
+    /// Everyone alerted so far, by tier.
+    pub targets: Vec<AlertedTarget>,
+    /// Who acknowledged before the next tier fired, which stopped the escalation there (the
+    /// first acknowledgement by any path: a desk, a link in an email or SMS, the API).
+    pub stopped_by: Option<String>,
+}
+
+/// One recipient of an escalation tier and how its delivery went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct AlertedTarget {
+    pub tier: u32,
+    /// The channel's name (`[[channel]] name`) and kind (`email`, `sms`, `webhook`).
+    pub channel: String,
+    pub kind: String,
+    /// `mailto:…`, `sms:…`, a webhook's origin.
+    pub target: String,
+    pub outcome: Delivery,
+    /// The latest attempt, as audited ("webhook via team (slack webhook), tier 1, attempt 2:
+    /// accepted (HTTP 200)"); empty before the first.
+    pub detail: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// No attempt has finished yet.
+    Sending,
+    Delivered,
+    /// The last attempt failed; another follows (within `[alerts] retry_for_s`).
+    Retrying,
+    /// Failed, and given up (or stopped by an acknowledgement).
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]

@@ -93,6 +93,7 @@ impl CallOutcome {
             | CallEventKind::Recorded { .. }
             | CallEventKind::RecordingFailed { .. }
             | CallEventKind::Notified { .. }
+            | CallEventKind::Escalated { .. }
             | CallEventKind::Refused { .. }
             | CallEventKind::RouteUp { .. }
             | CallEventKind::RouteDown { .. }
@@ -259,6 +260,14 @@ pub fn event_detail(kind: &CallEventKind) -> String {
         }
         CallEventKind::Notified { uri, ok, detail } => {
             format!("{uri} {}: {detail}", if *ok { "ok" } else { "failed" })
+        }
+        CallEventKind::Escalated { tier, tiers, targets, next_tier_in_ms } => {
+            let whom: Vec<String> = targets.iter().map(|t| format!("{} {} {}", t.kind, t.channel, t.target)).collect();
+            let next = match next_tier_in_ms {
+                Some(ms) => format!("; tier {} in {:.0} s unless acknowledged", tier + 1, *ms as f64 / 1000.0),
+                None => String::new(),
+            };
+            format!("tier {tier} of {tiers} alerted: {}{next}", whom.join(", "))
         }
         CallEventKind::RouteUp { detail, .. } | CallEventKind::RouteDown { detail, .. } => detail.clone(),
         CallEventKind::UnlocatedNetwork { element_kind, element, device, asked, outcome } => {

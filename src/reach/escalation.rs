@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::channels::sign::{ack_token, AckClaim};
 use crate::channels::{ChannelConfig, EscalationTier};
-use crate::events::{CallEvent, CallEventKind};
+use crate::events::{CallEvent, CallEventKind, EscalationTarget};
 
 pub(super) struct Tier {
     after: Duration,
@@ -51,16 +51,31 @@ pub(super) async fn escalate(
     shared: Arc<Shared>,
 ) {
     let start = Instant::now();
+    let count = tiers.len();
+    let times: Vec<Instant> = tiers.iter().map(|t| start + t.after).collect();
     for (n, tier) in tiers.into_iter().enumerate() {
-        if !wait_unacknowledged(&mut acked, start + tier.after).await {
+        if !wait_unacknowledged(&mut acked, times[n]).await {
             tracing::info!(call = %ev.call_id, tier = n + 1, "acknowledged: later tiers are not alerted");
             return;
         }
+        let mut targets = Vec::new();
         for ch in tier.channels {
             for target in ch.targets() {
+                targets.push(EscalationTarget {
+                    channel: ch.name().to_string(),
+                    kind: ch.kind().to_string(),
+                    target: target.clone(),
+                });
                 let d = Delivery { ev: ev.clone(), ch: ch.clone(), target, tier: n + 1 };
                 tokio::spawn(d.run(acked.clone(), shared.clone()));
             }
+        }
+        // Recorded after the deliveries are on their way, so the audit write delays none of
+        // them; the desk folds the tier and its targets' outcomes in whatever order they come.
+        let next = times.get(n + 1).map(|at| at.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let kind = CallEventKind::Escalated { tier: n as u32 + 1, tiers: count as u32, targets, next_tier_in_ms: next };
+        if let Err(e) = shared.core.annotate(&ev.call_id, kind).await {
+            tracing::error!(call = %ev.call_id, error = %e, "an escalation tier could not be audited");
         }
     }
 }

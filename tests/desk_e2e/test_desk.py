@@ -255,10 +255,12 @@ class Desk:
     """One app session: its own config, store, settings folder, HOME (for the ALSA config) and
     tauri-driver."""
 
-    def __init__(self, name, with_sound, desk_account=None, mic_hz=None, remote=None, prepare=None):
+    def __init__(self, name, with_sound, desk_account=None, mic_hz=None, remote=None, prepare=None,
+                 edit_config=None):
         """`remote`: a HeadlessCore to connect to (remote desk mode, as the lab's desk2)
         instead of running the core in the app. `prepare(desk)`: runs once the folder, config
-        and store path exist, before the app starts (e.g. to import LIS data into its store)."""
+        and store path exist, before the app starts (e.g. to import LIS data into its store).
+        `edit_config(text)`: the lab config changed before the app starts."""
         self.dir = Path(tempfile.mkdtemp(prefix=f"sosdesk-e2e-{name}-"))
         used = set(remote.ports.values()) if remote else set()
         self.ports = remote.ports if remote else lab_ports(used)
@@ -275,6 +277,8 @@ class Desk:
         else:
             self.store = self.dir / "desk.db"
             self.config = write_lab(self.dir, self.ports, self.store)
+            if edit_config:
+                self.config.write_text(edit_config(self.config.read_text()))
         if prepare:
             prepare(self)
         cfg_home = self.dir / "config"
@@ -1028,6 +1032,109 @@ class ConsoleAndStatus(unittest.TestCase):
         d.wait_for(lambda _: leg(".leg-state").get_attribute("data-state") == "ended", "the leg to end")
         self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
         self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
+
+class WebhookReceiver:
+    """Alert webhooks on loopback: each request's path kept; `/first` accepted (200), `/second`
+    refused (503), so the desk shows one delivered target and one being retried."""
+
+    def __init__(self):
+        import http.server
+
+        self.paths = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.paths.append(self.path)
+                self.send_response(200 if self.path == "/first" else 503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class EscalationOnTheDesk(unittest.TestCase):
+    """Issue 15 item 2: the alert shows where the escalation stands: the tier reached, whom it
+    alerted and how that went, a countdown to the next tier, and that an acknowledgement
+    stopped it, by whom. The us-hq policy alerts webhook `first` at once and `second` after
+    AFTER_S unless someone acknowledges."""
+
+    AFTER_S = 10
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hooks = WebhookReceiver()
+        tables = "".join(
+            f'\n[[channel]]\nname = "{n}"\nkind = "webhook"\nurl = "http://127.0.0.1:{cls.hooks.port}/{n}"\n'
+            f'secret = "e2e-webhook-secret-0123456789"\n' for n in ("first", "second"))
+        policy = f'channels = ["first"]\nescalation = [{{ after_s = {cls.AFTER_S}, channels = ["second"] }}]\n'
+
+        def edit(text):
+            return text.replace('name = "us-hq"\n', f'name = "us-hq"\n{policy}', 1) + tables
+
+        try:
+            cls.desk = Desk("escalation", with_sound=False, edit_config=edit)
+        except Exception:
+            cls.hooks.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+        cls.hooks.close()
+
+    def tearDown(self):
+        self.desk.kill_sipps()
+
+    def test_tier_targets_countdown_and_the_acknowledgement_that_stops_it(self):
+        d = self.desk
+        origin = f"http://127.0.0.1:{self.hooks.port}"
+        d.start_provider()
+        d.call("911", "Esme Stopped")
+        card = d.card("Esme Stopped")
+        d.wait_for(lambda _: card.find_all(f'.escalation li[data-target="{origin}"][data-outcome="delivered"]'),
+                   "tier 1's webhook delivered")
+        self.assertEqual(card.attr_of(".escalation", "data-tier"), "1")
+        self.assertIn(f"Tier 1 · webhook first → {origin}: delivered", card.text(".escalation-targets"))
+        # The countdown to tier 2 (or, on a very slow machine, that it is due).
+        self.assertRegex(card.text(".escalation-next"), r"^tier 2 (in 0:(0\d|10)|due now)$")
+        d.screenshot("escalation-tier-1-countdown")
+        card.click(".ack-button")
+        d.wait_for(lambda _: card.attr_of(".escalation", "data-stopped") == "true", "the escalation stopped")
+        self.assertEqual(card.text(".escalation-state"),
+                         f"Escalation: stopped at tier 1 of 2: acknowledged by {OFFICER}")
+        self.assertFalse(card.find_all(".escalation-next"), "no countdown once stopped")
+        d.screenshot("escalation-stopped-by-acknowledgement")
+        d.kill_sipps()
+
+        # Nobody acknowledges the next call: tier 2 is alerted, and its refused webhook shows.
+        d.start_provider()
+        d.call("911", "Omar Escalated")
+        card = d.card("Omar Escalated")
+        d.wait_for(lambda _: card.find_all('.escalation li[data-tier="2"][data-outcome="retrying"]'),
+                   "tier 2's webhook refused and retried", timeout=WAIT + self.AFTER_S)
+        self.assertEqual(card.attr_of(".escalation", "data-tier"), "2")
+        targets = card.text(".escalation-targets")
+        self.assertIn(f"Tier 2 · webhook second → {origin}: failed, retrying", targets)
+        # Both webhooks share one origin: tier 1's delivery stays its own.
+        self.assertIn(f"Tier 1 · webhook first → {origin}: delivered", targets)
+        self.assertIn("all 2 tiers alerted · not acknowledged", card.text(".escalation-state"))
+        self.assertIn("/second", self.hooks.paths)
+        d.screenshot("escalation-tier-2")
+        card.click(".ack-button")
+        d.wait_for(lambda _: f"acknowledged by {OFFICER}" in card.text(".escalation-state"),
+                   "the acknowledgement after the last tier")
 
 
 class CrashedPage(unittest.TestCase):

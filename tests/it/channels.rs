@@ -281,6 +281,30 @@ secret = "{WEBHOOK_SECRET}"
     let acks: Vec<_> =
         lab.audit_events().into_iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).collect();
     assert_eq!(acks.len(), 1, "one acknowledgement, audited with who: {acks:?}");
+    // Where each escalation stood, as the desks are told: the first call reached tier 2 of 2
+    // (tier 1 said when tier 2 was due), the acknowledged one tier 1 only.
+    let tiers = |id: &str| -> Vec<(u32, u32, Vec<String>, Option<u64>)> {
+        lab.audit_events()
+            .into_iter()
+            .filter(|e| e.call_id == id)
+            .filter_map(|e| match e.kind {
+                CallEventKind::Escalated { tier, tiers, targets, next_tier_in_ms } => Some((
+                    tier,
+                    tiers,
+                    targets.iter().map(|t| format!("{} {} {}", t.kind, t.channel, t.target)).collect(),
+                    next_tier_in_ms,
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = tiers(&ev.call_id);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!((first[0].0, first[0].1, &first[0].2[..]), (1, 2, &[format!("webhook first {origin}")][..]));
+    assert!(first[0].3.is_some_and(|ms| ms <= AFTER_S * 1000), "tier 1 says when tier 2 is due: {first:?}");
+    assert_eq!((first[1].0, &first[1].2[..], first[1].3), (2, &[format!("webhook second {origin}")][..], None));
+    let stopped = tiers(&call_id);
+    assert_eq!(stopped.iter().map(|t| t.0).collect::<Vec<_>>(), [1], "{stopped:?}");
     lab.assert_audit_verifies();
 }
 

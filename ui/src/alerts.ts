@@ -5,6 +5,7 @@ import type { CallState } from "./bindings/CallState";
 import type { LocationTrust } from "./bindings/LocationTrust";
 import type { TimelineEntry } from "./bindings/TimelineEntry";
 import { byId, el } from "./dom";
+import { escalationBlock, tickCountdowns } from "./escalation";
 import { address, age, clock, dateTime, geo } from "./format";
 import { floorPlanBlock, geoLink } from "./floorplan";
 import * as leg from "./leg";
@@ -100,6 +101,7 @@ export function prewarm(): Promise<void> {
     alarming: true,
     last_seq: 1,
     timeline: [{ seq: 1, at: now, kind: "detected", detail: "-", subject: "" }],
+    escalation: null,
   };
   const warm = card(sample);
   warm.classList.add("prewarm");
@@ -251,6 +253,7 @@ function card(c: ActiveCall): HTMLElement {
     ),
     c.failovers.length > 0 &&
       el("ul", { class: "failovers" }, ...c.failovers.map((f) => el("li", { text: `failed over from ${f}` }))),
+    escalationBlock(c),
     el(
       "ol",
       { class: "timeline", attrs: { "aria-label": "Timeline" } },
@@ -434,4 +437,5 @@ function onKey(e: KeyboardEvent): void {
 function tickAges(): void {
   const now = Date.now();
   for (const span of board.querySelectorAll<HTMLElement>(".age[data-at]")) span.textContent = age(span.dataset.at ?? "", now);
+  tickCountdowns(board, now);
 }

@@ -3,6 +3,7 @@ import type { AcknowledgeMode } from "./AcknowledgeMode";
 import type { Acknowledgement } from "./Acknowledgement";
 import type { CallState } from "./CallState";
 import type { Caller } from "./Caller";
+import type { Escalation } from "./Escalation";
 import type { LocationSnapshot } from "./LocationSnapshot";
 import type { LocationTrust } from "./LocationTrust";
 import type { RouteInfo } from "./RouteInfo";
@@ -54,4 +55,9 @@ acknowledge_mode: AcknowledgeMode,
 /**
  * Whether this call keeps the alarm sounding (an emergency, not acknowledged).
  */
-alarming: boolean, last_seq: number, timeline: Array<TimelineEntry>, };
+alarming: boolean, last_seq: number, timeline: Array<TimelineEntry>, 
+/**
+ * Where the policy's escalation stands (issue 15); `None` until its first tier is alerted
+ * (a policy without alert channels has none).
+ */
+escalation: Escalation | null, };

@@ -9,7 +9,8 @@ export type TimelineEntry = { seq: number, at: string,
  */
 kind: string, detail: string, 
 /**
- * Whom a `notified` entry is about (the notification URI or contact): the timeline folds
- * the retries of one into a line. Empty for other kinds.
+ * Whom a `notified` entry is about (the notification URI or contact; for an alert channel's
+ * delivery the channel too, "https://hooks.slack.com via team"): the timeline folds the
+ * retries of one into a line. Empty for other kinds.
  */
 subject: string, };

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Desk app: memory over a long run with calls coming and going (issue 17 item 4). Starts a fresh
+app (its embedded core takes the calls) under the X display it is given, waits for the page,
+then for MINUTES places test calls (933) one after another with sipp (a provider that answers, a
+caller that hangs up after 300 ms) and samples RSS/PSS of all the desk's processes once a
+minute. Prints one line per sample, then the growth: PSS per call as the least-squares slope
+over the samples after WARMUP minutes (the first calls fill caches and the board's list of
+finished calls, which is bounded), and first → last.
+
+    bench/desk-soak.sh [MINUTES] [WARMUP]     (default 60 and 10; Xvfb + openbox;
+                                               SOSDESK_DESK_APP: the app, e.g. the release build)
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from desk_first_alert import APP, WAIT, free_port, records, sipp, wait  # noqa: E402
+from desk_first_alert import lab_ports, write_lab  # noqa: E402
+from desk_memory import memory  # noqa: E402
+
+SAMPLE_S = 60
+
+
+def totals(m):
+    """(RSS MB, PSS MB, {process: PSS MB}) of a `memory()` result."""
+    return (sum(r for r, _ in m.values()) / 1024, sum(p for _, p in m.values()) / 1024,
+            {n: p / 1024 for n, (_, p) in m.items()})
+
+
+def finished(peers):
+    """Whether both sipp peers of a call ended well. A call that does not finish within WAIT
+    (say, another program took the provider's port between two calls, so the core holds the
+    caller and retries its routes) is counted as failed and its peers ended: the run goes on."""
+    ok = True
+    for p in peers:
+        try:
+            ok = p.wait(timeout=WAIT) == 0 and ok
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            ok = False
+    return ok
+
+
+def slope(points):
+    """Least-squares slope of (x, y) points; None with fewer than two distinct x."""
+    n = len(points)
+    if n < 2:
+        return None
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+def main():
+    minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 60
+    warmup = float(sys.argv[2]) if len(sys.argv) > 2 else 10
+    d = Path(tempfile.mkdtemp(prefix="sosdesk-soak-"))
+    ports = lab_ports(set())
+    config = write_lab(d, ports, d / "desk.db")
+    cfg_home = d / "config" / "org.sosdesk.desk"
+    cfg_home.mkdir(parents=True)
+    (cfg_home / "settings.json").write_text(json.dumps({"officer_name": "Bench", "theme": "system"}))
+    (d / "home").mkdir()
+    metrics = d / "metrics.jsonl"
+    env = dict(os.environ, HOME=str(d / "home"), XDG_CONFIG_HOME=str(d / "config"),
+               XDG_DATA_HOME=str(d / "data"), XDG_RUNTIME_DIR=str(d), SOSDESK_DESK_METRICS=str(metrics))
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    log = open(d / "app.log", "w")
+    print(f"app {APP}; {minutes:g} min of calls, samples every {SAMPLE_S} s; work dir {d}", flush=True)
+    proc = subprocess.Popen([APP, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    samples = []  # (minute, calls, failed, rss, pss, per process)
+    try:
+        wait(lambda: any("page_load" in r for r in records(metrics)), "the page to show")
+        start = time.monotonic()
+        calls = failed = 0
+        next_sample = start
+        while True:
+            now = time.monotonic()
+            if now >= next_sample:
+                rss, pss, parts = totals(memory(proc.pid))
+                minute = (now - start) / 60
+                samples.append((minute, calls, failed, rss, pss, parts))
+                each = ", ".join(f"{n} {v:.0f}" for n, v in sorted(parts.items()))
+                print(f"min {minute:5.1f}: {calls:5d} calls ({failed} failed), RSS {rss:6.1f} MB, "
+                      f"PSS {pss:6.1f} MB ({each})", flush=True)
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the app ended (exit {proc.returncode}); log {d / 'app.log'}")
+                if minute >= minutes:
+                    break
+                next_sample += SAMPLE_S
+            peers = [sipp(d, "provider_answer.xml", "-p", str(ports[5070])),
+                     sipp(d, "caller_hangs_up.xml", f"127.0.0.1:{ports[5060]}", "-s", "933",
+                          "-set", "hold_ms", "300", "-p", str(free_port(set(ports.values()))))]
+            calls += 1
+            failed += not finished(peers)
+        steady = [(s[1], s[4]) for s in samples if s[0] >= warmup]
+        per_call = slope(steady)
+        first, last = samples[0], samples[-1]
+        print(f"PSS {first[4]:.1f} MB idle -> {last[4]:.1f} MB after {last[1]} calls ({last[2]} failed) in "
+              f"{last[0]:.0f} min; RSS {first[3]:.1f} -> {last[3]:.1f} MB", flush=True)
+        if per_call is None:
+            print("growth per call: too few samples after the warm-up", flush=True)
+        else:
+            w = [s for s in samples if s[0] >= warmup]
+            print(f"growth after {warmup:g} min warm-up: {per_call * 1024:.2f} kB PSS per call "
+                  f"(least squares over {len(steady)} samples; {w[0][4]:.1f} -> {w[-1][4]:.1f} MB over "
+                  f"{w[-1][1] - w[0][1]} calls)", flush=True)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
