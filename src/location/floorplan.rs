@@ -280,7 +280,8 @@ fn check_svg(text: &str) -> Result<Option<(f64, f64)>, String> {
         for a in node.attributes() {
             let (aname, value) = (a.name(), a.value());
             let lower = value.to_ascii_lowercase();
-            if aname.len() > 2 && aname[..2].eq_ignore_ascii_case("on") {
+            // By characters' bytes without slicing: an attribute name may start with any letter.
+            if aname.len() > 2 && aname.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("on")) {
                 return Err(format!("line {line}: an event handler attribute {aname}= on <{name}>: not allowed"));
             }
             if lower.replace(|c: char| c.is_ascii_whitespace(), "").contains("javascript:") {
@@ -310,6 +311,13 @@ fn check_svg(text: &str) -> Result<Option<(f64, f64)>, String> {
 /// to the document's own parts.
 fn check_css(css: &str, line: u32) -> Result<(), String> {
     let lower = css.to_ascii_lowercase();
+    // CSS escapes (`\75 rl(`, `@\69mport`) would spell what the checks below look for.
+    if lower.contains('\\') {
+        return Err(format!("line {line}: an escape (\\) in CSS: not allowed in a floor plan"));
+    }
+    if lower.contains("image-set(") || lower.contains("image(") {
+        return Err(format!("line {line}: a CSS image(): a floor plan may not load anything"));
+    }
     if lower.contains("@import") {
         return Err(format!("line {line}: a CSS @import: a floor plan may not load anything"));
     }
@@ -420,6 +428,10 @@ mod tests {
             (r#"<rect style="fill: url( 'https://evil.example/p' )"/>"#, "CSS url() to https://evil"),
             (r#"<rect fill="url(http://evil.example/#p)"/>"#, "CSS url() to http://evil"),
             (r##"<a href="#x"><rect/></a>"##, "<a> element"),
+            // CSS escapes spell url( and @import past a plain search.
+            (r#"<rect style="fill: \75 rl(https://evil.example/p)"/>"#, "an escape"),
+            (r"<style>@\69mport 'https://evil.example/x.css';</style>", "an escape"),
+            (r#"<rect style="fill: image-set('https://evil.example/p.png' 1x)"/>"#, "image()"),
         ] {
             let err = check_image(wrap(body).into_bytes()).unwrap_err();
             assert!(err.starts_with("SVG refused: line 1: "), "{body}: {err}");
@@ -429,6 +441,9 @@ mod tests {
         assert!(check_image(dtd.as_bytes().to_vec()).unwrap_err().contains("without a DTD"));
         let pi = r#"<?xml-stylesheet href="https://evil.example/x.css"?><svg xmlns="http://www.w3.org/2000/svg"/>"#;
         assert!(check_image(pi.as_bytes().to_vec()).unwrap_err().contains("processing instruction"));
+        // A non-ASCII attribute name is only a name (no panic on its first bytes).
+        let wide = wrap(r#"<rect 中x="1" width="1" height="1"/>"#);
+        assert!(check_image(wide.into_bytes()).is_ok());
         let html = "<html><script>alert(1)</script></html>";
         assert!(check_image(html.as_bytes().to_vec()).unwrap_err().contains("not an SVG <svg> element"));
     }

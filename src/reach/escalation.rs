@@ -116,7 +116,11 @@ impl Delivery {
             let result = {
                 // Bounded: at most MAX_SENDING attempts on the network at once, and MAX_CALLING
                 // voice calls (which last minutes: they must not hold up the emails).
-                let pool = if matches!(*self.ch, ChannelConfig::Voice(_)) { &shared.calling } else { &shared.sending };
+                let pool = match &*self.ch {
+                    _ if self.tier == 0 => &shared.announcing,
+                    ChannelConfig::Voice(_) => &shared.calling,
+                    _ => &shared.sending,
+                };
                 let _slot = pool.acquire().await;
                 let within = self.attempt_timeout(&shared);
                 tokio::time::timeout(within, self.attempt(&shared, ack_url.as_deref(), &acked))

@@ -36,6 +36,11 @@ use crate::events::CallEventKind;
 pub const MAX_SENDING: usize = 32;
 /// Voice calls placed at once, across all calls (each holds two sockets for minutes).
 pub const MAX_CALLING: usize = 16;
+/// Announcements for admins (a network element first seen unlocated) on the network at once,
+/// apart from the alerts: a caller can make new subnets appear (its SDP address), and those
+/// must never hold the slots an emergency's alert waits for. (At most 20 are announced a
+/// minute: `server::record_sightings`.)
+pub const MAX_ANNOUNCING: usize = 4;
 /// Calls followed before the first look for escalations that have ended.
 const PRUNE_FIRST: usize = 1024;
 /// Where the acknowledgement links' key is kept when `[alerts] ack_key` is not set.
@@ -85,6 +90,7 @@ struct Shared {
     ack_key: Arc<[u8]>,
     sending: Semaphore,
     calling: Semaphore,
+    announcing: Semaphore,
     attempt_timeout: Duration,
     retry_for: Duration,
 }
@@ -116,6 +122,7 @@ impl Plans {
             ack_key: ack_key.clone(),
             sending: Semaphore::new(MAX_SENDING),
             calling: Semaphore::new(MAX_CALLING),
+            announcing: Semaphore::new(MAX_ANNOUNCING),
         });
         Plans { tiers, channels, unlocated, shared }
     }

@@ -153,8 +153,10 @@ function renderDetail(d: CallDetail): void {
     ["Audit events", `${s.event_count} (seq ${s.first_seq}–${s.last_seq})`],
   ];
   renderRecording(d);
-  // The call's last known location, drawn: its floor plan with the pin, its coordinates.
-  const located = [...d.events].reverse().map((r) => r.event.location).find((l) => l.erl?.floor_plan || l.geo);
+  // The call's last known location (every event carries the call's location as it stood), drawn:
+  // its floor plan with the pin, its coordinates. Not an older event's plan: after an update to
+  // a place without one, an old pin would show the caller where they no longer are.
+  const located = d.events[d.events.length - 1]?.event.location;
   const plan = floorPlanBlock(located?.erl);
   byId("detail-summary").replaceChildren(
     ...fields.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v ?? "" })]),

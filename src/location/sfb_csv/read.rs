@@ -94,6 +94,8 @@ struct Parser<'f> {
     seen: HashMap<WiremapKey, usize>,
     /// The FloorPlan columns' pins, one per ERL.
     plans: Vec<CsvFloorPlan>,
+    /// ERL index → its pin in `plans` (a look-up per row, not a search: imports of 100,000 rows).
+    plan_of: HashMap<usize, usize>,
     scratch: String,
     errors: Issues,
     warnings: Issues,
@@ -124,6 +126,7 @@ impl<'f> Parser<'f> {
             addresses: HashMap::new(),
             seen: HashMap::new(),
             plans: Vec::new(),
+            plan_of: HashMap::new(),
             scratch: String::new(),
             errors: Issues::default(),
             warnings: Issues::default(),
@@ -334,7 +337,7 @@ impl<'f> Parser<'f> {
         let (Some(x), Some(y)) = (coord(Col::FloorPlanX, "x", x), coord(Col::FloorPlanY, "y", y)) else { return };
         let column = self.pos[Col::FloorPlan as usize].map_or(0, |p| p + 1);
         let pin = CsvFloorPlan { erl, path: path.to_string(), x, y, line, column };
-        match self.plans.iter().find(|p| p.erl == erl) {
+        match self.plan_of.get(&erl).map(|&i| &self.plans[i]) {
             Some(earlier) if earlier.path == pin.path && earlier.x == x && earlier.y == y => {}
             Some(earlier) => {
                 let first = earlier.line;
@@ -346,7 +349,10 @@ impl<'f> Parser<'f> {
                     ),
                 );
             }
-            None => self.plans.push(pin),
+            None => {
+                self.plan_of.insert(erl, self.plans.len());
+                self.plans.push(pin);
+            }
         }
     }
 

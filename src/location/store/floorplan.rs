@@ -133,8 +133,14 @@ impl LisStore {
             .await
             .map_err(self.db("read floor plan pins"))?;
         for (erl_id, plan, x, y) in pins {
-            let pin =
-                FloorPlanPin::new(plan, x, y).map_err(|e| self.corrupt("erl_floor_plans", &erl_id.to_string(), e))?;
+            // A bad pin costs its plan on the alert, never the wiremap: the ERL still locates.
+            let pin = match FloorPlanPin::new(plan, x, y) {
+                Ok(pin) => pin,
+                Err(e) => {
+                    tracing::error!(erl = erl_id, error = %e, "a floor plan pin in the store is not valid: the ERL is shown without its plan");
+                    continue;
+                }
+            };
             if let Some(i) = index.get(&erl_id) {
                 erls[*i].1.floor_plan = Some(pin);
             }
