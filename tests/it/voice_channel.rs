@@ -381,3 +381,29 @@ fn an_info_outside_the_dialog_gets_481_and_acknowledges_nothing() {
     assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
     assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
 }
+
+#[test]
+fn a_phone_that_sends_dtmf_with_the_offered_payload_type_acknowledges() {
+    let phone_port = free_port();
+    let channel = voice_channel(phone_port, "max_s = 15");
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, channel));
+    // Its answer says telephone-event is 96; it presses 1 with 101, the number sosdesk offered.
+    let media = PhoneMedia::start(Some(50));
+    let mport = media.port.to_string();
+    let phone = lab.uas(
+        "officer",
+        "media_provider_te96.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
+    );
+    call(&lab, "911");
+    phone.wait().assert_ok();
+    media.finish();
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let audit = lab.audit_events();
+    let n = notified(&audit);
+    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (RFC 4733 DTMF)"), "{n:#?}");
+    assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
+}
