@@ -178,7 +178,9 @@ impl Delivery {
     /// SMTP session.
     fn attempt_timeout(&self, shared: &Shared) -> Duration {
         match &*self.ch {
-            ChannelConfig::Voice(v) => Duration::from_secs(v.ring_s + v.max_s) + shared.attempt_timeout,
+            // Longer than every bound of the call added up: the call ends itself (with its BYE
+            // once answered) before this timeout could drop it mid-call.
+            ChannelConfig::Voice(v) => super::voice::bound(v) + shared.attempt_timeout,
             _ => shared.attempt_timeout,
         }
     }

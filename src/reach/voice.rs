@@ -50,6 +50,27 @@ const SYNTH_WITHIN: Duration = Duration::from_secs(10);
 const GAP: usize = 8000;
 /// How long a BYE, or the INVITE's answer after a CANCEL, is waited for.
 const HANGUP_WITHIN: Duration = Duration::from_secs(4);
+/// The most resolving the target and connecting to it (TCP, TLS) may take.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+/// The most recording an acknowledgement through the core may take.
+const ANNOTATE_WITHIN: Duration = Duration::from_secs(5);
+/// The telephone-event payload type sosdesk offers ([`LocalSdp::offer`]): some phones send
+/// with the offerer's number rather than their answer's.
+const OFFERED_TELEPHONE_EVENT: u8 = 101;
+
+/// The most one voice call may take, from its start to its return, given its channel: every
+/// bound of [`call`] added up (connecting, ringing, the CANCEL's wait, the speech it waits
+/// for, speaking, recording a 1, the BYE's wait). The delivery's outer timeout must be longer
+/// still, so that it never drops an answered call without its BYE.
+pub(super) fn bound(v: &VoiceChannel) -> Duration {
+    CONNECT_WITHIN
+        + Duration::from_secs(v.ring_s)
+        + HANGUP_WITHIN
+        + SYNTH_WITHIN
+        + Duration::from_secs(v.max_s)
+        + ANNOTATE_WITHIN
+        + HANGUP_WITHIN
+}
 /// The command that speaks (Debian package `espeak-ng`).
 const ESPEAK: &str = "espeak-ng";
 
@@ -211,6 +232,46 @@ fn answer_to(msg: &Message) -> Message {
     }
 }
 
+/// The dialog as the callee's requests must name it (RFC 3261 §12.2.2): its Call-ID, the
+/// callee's tag (their From) and ours (their To) — and, over UDP, from the dialog's peer (its
+/// address: a spoofer off the path knows neither the Call-ID nor the tags, and one on another
+/// host does not send from the peer's address).
+struct DialogId {
+    call_id: String,
+    local_tag: String,
+    remote_tag: Option<String>,
+    peer: Peer,
+}
+
+impl DialogId {
+    fn of(dialog: &Dialog, local_tag: &str) -> DialogId {
+        DialogId {
+            call_id: dialog.call_id.clone(),
+            local_tag: local_tag.to_string(),
+            remote_tag: dialog.remote_tag.clone(),
+            peer: dialog.peer,
+        }
+    }
+
+    /// Whether `msg`, received from `from`, is a request inside this dialog.
+    fn holds(&self, msg: &Message, from: SocketAddr) -> bool {
+        (self.peer.transport != Transport::Udp || from.ip() == self.peer.addr.ip())
+            && msg.call_id() == Some(self.call_id.as_str())
+            && msg.to_tag().as_deref() == Some(self.local_tag.as_str())
+            && self.remote_tag.is_some()
+            && msg.from_tag() == self.remote_tag
+    }
+
+    /// What sosdesk answers to a request: [`answer_to`] inside the dialog, 481 outside it.
+    fn answer(&self, msg: &Message, from: SocketAddr) -> Message {
+        if self.holds(msg, from) {
+            answer_to(msg)
+        } else {
+            msg.response(481, "Call/Transaction Does Not Exist", None)
+        }
+    }
+}
+
 /// How an answered call ended.
 enum Ended {
     Acknowledged(&'static str),
@@ -235,8 +296,12 @@ pub(super) async fn call(
     let (text, voice) = (crate::channels::text::voice(ev), v.voice.clone());
     let synth = tokio::spawn(async move { synthesize(&text, &voice).await });
     let dest = destination(cfg, v, target)?;
-    let peer = resolve(&dest.target).await?;
-    let mut client = connect(&dest, peer).await?;
+    let (peer, mut client) = tokio::time::timeout(CONNECT_WITHIN, async {
+        let peer = resolve(&dest.target).await?;
+        Ok::<_, String>((peer, connect(&dest, peer).await?))
+    })
+    .await
+    .map_err(|_| format!("cannot reach {target} within {} s", CONNECT_WITHIN.as_secs()))??;
     let local = client.local_addr();
     let rtp = UdpSocket::bind((local.ip(), 0)).await.map_err(|e| format!("cannot bind an RTP port: {e}"))?;
     let rtp_addr = rtp.local_addr().map_err(|e| e.to_string())?;
@@ -244,9 +309,10 @@ pub(super) async fn call(
     let host = |a: SocketAddr| if a.is_ipv6() { format!("[{}]:{}", a.ip(), a.port()) } else { a.to_string() };
     let via = || format!("SIP/2.0/{} {};branch={};rport", tp.as_str(), host(local), ids::new_branch());
     let contact = format!("<sip:sosdesk@{};transport={}>", host(local), tp.as_str().to_ascii_lowercase());
+    let local_tag = ids::new_tag();
     let mut dialog = Dialog::outbound(
         ids::new_call_id(&local.ip().to_string()),
-        format!("\"sosdesk alert\" <sip:sosdesk@{}>;tag={}", host(local), ids::new_tag()),
+        format!("\"sosdesk alert\" <sip:sosdesk@{}>;tag={local_tag}", host(local)),
         format!("<{}>", dest.request_uri),
         dest.request_uri.clone(),
         peer,
@@ -269,13 +335,15 @@ pub(super) async fn call(
     let mut invite = invite_of(&mut dialog, Some(1), None);
     let ring_until = Instant::now() + Duration::from_secs(v.ring_s);
     let mut challenged = false;
+    // Whether a provisional response came: without one, no CANCEL may be sent (§9.1).
+    let mut provisional = false;
     let answer = loop {
         let key = client
             .send_request(&invite, peer.addr)
             .await
             .map_err(|e| format!("cannot send the INVITE to {peer}: {e}"))?;
         tracing::info!(call = %ev.call_id, %target, %peer, "voice alert: INVITE sent");
-        let ringing = client.final_response(&key, |e| during_ringing(e, &mut dialog));
+        let ringing = client.final_response(&key, |e| during_ringing(e, &mut dialog, &mut provisional));
         let got = tokio::select! {
             r = ringing => Some(r),
             _ = tokio::time::sleep_until(ring_until) => None,
@@ -289,13 +357,16 @@ pub(super) async fn call(
                 } else {
                     format!("no answer within {} s", v.ring_s)
                 };
-                if let Some(ok) = cancel(&mut client, &invite, &key, peer.addr).await {
+                if !provisional {
+                    // Nothing heard from the callee: no CANCEL (§9.1), the INVITE is given up.
+                    client.abandon(&key);
+                } else if let Some(ok) = cancel(&mut client, &invite, &key, peer.addr).await {
                     // Answered as the CANCEL crossed it: hang up at once.
                     dialog.learn_remote_tag(&ok);
                     dialog.confirm(&ok);
                     let ack = dialog.request("ACK", Some(invite.cseq().map_or(1, |c| c.0)), via());
                     let _ = client.send_stateless(&ack, peer.addr).await;
-                    hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+                    hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
                 }
                 return if *acked.borrow() { Ok(format!("{why}: cancelled")) } else { Err(why) };
             }
@@ -338,16 +409,20 @@ pub(super) async fn call(
     let sdp = match AudioSdp::parse(&answer.body) {
         Ok(s) if s.remote().is_some() => s,
         Ok(_) => {
-            hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+            hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
             return Err("answered without an address for audio".into());
         }
         Err(e) => {
-            hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+            hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
             return Err(format!("answered without usable audio: {e}"));
         }
     };
     let (codec, pt) = sdp.pick(Some(Codec::Pcmu));
-    let (audio, speech_failed) = match synth.await.unwrap_or_else(|e| Err(format!("speech task: {e}"))) {
+    // (The synthesiser is bounded by SYNTH_WITHIN itself; bounded here too, whatever it does.)
+    let synthesized = tokio::time::timeout(SYNTH_WITHIN, synth)
+        .await
+        .unwrap_or_else(|_| Ok(Err(format!("{ESPEAK} did not finish within {} s", SYNTH_WITHIN.as_secs()))));
+    let (audio, speech_failed) = match synthesized.unwrap_or_else(|e| Err(format!("speech task: {e}"))) {
         Ok(pcm) => (pcm, None),
         Err(e) => {
             tracing::error!(call = %ev.call_id, %target, error = %e, "voice alert: no speech, the alert tone is played instead");
@@ -362,6 +437,7 @@ pub(super) async fn call(
     let (ended, played) = speak(
         &mut client,
         (&ack, peer.addr),
+        &DialogId::of(&dialog, &local_tag),
         &rtp,
         sdp.remote().expect("checked"),
         (codec, pt, sdp.telephone_event),
@@ -377,7 +453,11 @@ pub(super) async fn call(
             outcome.push_str(&format!("; acknowledged by pressing 1 ({how})"));
             if !*acked.borrow() {
                 let kind = CallEventKind::Acknowledged { by: target.to_string(), desk: VOICE_DESK.into() };
-                if let Err(e) = core.annotate(&ev.call_id, kind).await {
+                let recorded = tokio::time::timeout(ANNOTATE_WITHIN, core.annotate(&ev.call_id, kind))
+                    .await
+                    .map_err(|_| format!("no answer from the core within {} s", ANNOTATE_WITHIN.as_secs()))
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                if let Err(e) = recorded {
                     tracing::error!(call = %ev.call_id, error = %e, "a voice acknowledgement could not be recorded");
                     outcome.push_str(&format!(" — not recorded: {e}"));
                 }
@@ -389,7 +469,7 @@ pub(super) async fn call(
         Ended::Lost(e) => outcome.push_str(&format!("; the call was lost ({e})")),
     }
     if !matches!(ended, Ended::HungUpByCallee | Ended::Lost(_)) {
-        hang_up(&mut client, &mut dialog, via(), peer.addr).await;
+        hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
     }
     if let Some(e) = speech_failed {
         outcome.push_str(&format!("; speech failed ({e}): the alert tone was played instead"));
@@ -403,9 +483,16 @@ fn reason(resp: &Message) -> String {
 
 /// While the phone rings: the callee's tag from its provisional responses; its requests
 /// answered.
-fn during_ringing(e: Event, dialog: &mut Dialog) -> ControlFlow<Option<Outgoing>, Option<Outgoing>> {
+fn during_ringing(
+    e: Event,
+    dialog: &mut Dialog,
+    provisional: &mut bool,
+) -> ControlFlow<Option<Outgoing>, Option<Outgoing>> {
     match e {
         Event::Response { msg, .. } => {
+            if msg.status().is_some_and(|s| (100..200).contains(&s)) {
+                *provisional = true;
+            }
             if msg.status().is_some_and(|s| s > 100) {
                 dialog.learn_remote_tag(&msg);
             }
@@ -443,12 +530,13 @@ async fn cancel(client: &mut Client, invite: &Message, key: &str, to: SocketAddr
 }
 
 /// Sends BYE and waits a little for its answer.
-async fn hang_up(client: &mut Client, dialog: &mut Dialog, via: String, to: SocketAddr) {
+async fn hang_up(client: &mut Client, dialog: &mut Dialog, local_tag: &str, via: String, to: SocketAddr) {
     let bye = dialog.request("BYE", None, via);
+    let id = DialogId::of(dialog, local_tag);
     if let Ok(key) = client.send_request(&bye, to).await {
         let answered = client.final_response(&key, |e| match e {
             Event::Request { msg, from } if msg.method() != "ACK" => {
-                ControlFlow::Continue(Some((answer_to(&msg), from)))
+                ControlFlow::Continue(Some((id.answer(&msg, from), from)))
             }
             _ => ControlFlow::Continue(None),
         });
@@ -465,6 +553,7 @@ async fn hang_up(client: &mut Client, dialog: &mut Dialog, via: String, to: Sock
 async fn speak(
     client: &mut Client,
     (ack, sip_peer): (&Message, SocketAddr),
+    dialog: &DialogId,
     rtp: &UdpSocket,
     to: SocketAddr,
     (codec, pt, telephone_event): (Codec, u8, Option<u8>),
@@ -481,6 +570,8 @@ async fn speak(
     let mut frame = [0i16; FRAME];
     let mut played = 0usize;
     let mut follow_acks = true;
+    // The callee's stream: the first SSRC heard from the answer's address.
+    let mut their_ssrc = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -506,9 +597,18 @@ async fn speak(
                 played += FRAME;
             }
             got = rtp.recv_from(&mut buf) => {
-                let Ok((n, _)) = got else { continue };
+                // Only the callee's media (the answer's address) may press 1.
+                let Ok((n, from)) = got else { continue };
+                if from.ip() != to.ip() {
+                    continue;
+                }
                 let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };
-                if Some(p.payload_type()) == telephone_event && digits.on_packet(p.timestamp(), p.payload()) == Some('1') {
+                if *their_ssrc.get_or_insert(p.ssrc()) != p.ssrc() {
+                    continue;
+                }
+                let event = Some(p.payload_type()) == telephone_event
+                    || (p.payload_type() == OFFERED_TELEPHONE_EVENT && p.payload_type() != pt);
+                if event && digits.on_packet(p.timestamp(), p.payload()) == Some('1') {
                     return (Ended::Acknowledged("RFC 4733 DTMF"), played);
                 }
             }
@@ -517,7 +617,11 @@ async fn speak(
                     if msg.method() == "ACK" {
                         continue;
                     }
-                    let _ = client.send_stateless(&answer_to(&msg), from).await;
+                    let _ = client.send_stateless(&dialog.answer(&msg, from), from).await;
+                    if !dialog.holds(&msg, from) {
+                        tracing::warn!(method = msg.method(), %from, "voice alert: a request outside the call's dialog refused (481)");
+                        continue;
+                    }
                     match msg.method() {
                         "BYE" => return (Ended::HungUpByCallee, played),
                         "INFO" if digit_of_info(&msg.content_type().unwrap_or_default(), &msg.body) == Some('1') => {
@@ -543,5 +647,57 @@ async fn speak(
                 follow_acks = false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::parse::parse_datagram;
+
+    fn info(call_id: &str, from_tag: &str, to_tag: Option<&str>) -> Message {
+        let to = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        let raw = format!(
+            "INFO sip:sosdesk@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKx\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:officer@10.0.0.9>;tag={from_tag}\r\n\
+             To: <sip:sosdesk@127.0.0.1>{to}\r\nCall-ID: {call_id}\r\nCSeq: 2 INFO\r\n\
+             Content-Type: application/dtmf-relay\r\nContent-Length: 10\r\n\r\nSignal=1\r\n"
+        );
+        parse_datagram(raw.as_bytes()).unwrap()
+    }
+
+    fn dialog(transport: Transport) -> DialogId {
+        DialogId {
+            call_id: "abc@127.0.0.1".into(),
+            local_tag: "ours".into(),
+            remote_tag: Some("theirs".into()),
+            peer: Peer { transport, addr: "10.0.0.9:5060".parse().unwrap() },
+        }
+    }
+
+    #[test]
+    fn only_requests_of_the_dialog_from_its_peer_are_answered_others_get_481() {
+        let d = dialog(Transport::Udp);
+        let peer: SocketAddr = "10.0.0.9:5060".parse().unwrap();
+        let good = info("abc@127.0.0.1", "theirs", Some("ours"));
+        assert!(d.holds(&good, peer));
+        assert_eq!(d.answer(&good, peer).status(), Some(200));
+        // (Another port of the peer's host: the same peer, e.g. a phone's other socket.)
+        assert!(d.holds(&good, "10.0.0.9:5062".parse().unwrap()));
+        for (why, msg, from) in [
+            ("another Call-ID", info("other@127.0.0.1", "theirs", Some("ours")), peer),
+            ("another From tag", info("abc@127.0.0.1", "spoofed", Some("ours")), peer),
+            ("another To tag", info("abc@127.0.0.1", "theirs", Some("spoofed")), peer),
+            ("no To tag", info("abc@127.0.0.1", "theirs", None), peer),
+            ("from another host over UDP", good.clone(), "10.0.0.66:5060".parse().unwrap()),
+        ] {
+            assert!(!d.holds(&msg, from), "{why}: held");
+            assert_eq!(d.answer(&msg, from).status(), Some(481), "{why}");
+        }
+        // Over TCP/TLS the connection is the peer: the source address is not compared.
+        assert!(dialog(Transport::Tls).holds(&good, "10.0.0.66:5060".parse().unwrap()));
+        // Before the callee's tag is known, nothing is inside the dialog.
+        let early = DialogId { remote_tag: None, ..dialog(Transport::Udp) };
+        assert!(!early.holds(&good, peer));
     }
 }

@@ -53,6 +53,13 @@ struct PhoneMedia {
 
 impl PhoneMedia {
     fn start(press_after: Option<usize>) -> PhoneMedia {
+        PhoneMedia::start_spoofed(press_after, None)
+    }
+
+    /// As [`PhoneMedia::start`], and after `spoof_after` packets someone else — another
+    /// address (127.0.0.2), another SSRC — sends sosdesk a 1 as RFC 4733 events.
+    fn start_spoofed(press_after: Option<usize>, spoof_after: Option<usize>) -> PhoneMedia {
+        let spoofer = UdpSocket::bind("127.0.0.2:0").unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let port = sock.local_addr().unwrap().port();
@@ -72,6 +79,9 @@ impl PhoneMedia {
                     Codec::Pcmu.decode_into(p.payload(), &mut heard);
                     packets += 1;
                 }
+                if spoof_after == Some(packets) {
+                    send_1(&spoofer, sosdesk.unwrap_or(from), 0x0bad, 7_777);
+                }
                 if press_after == Some(packets) {
                     press_1(&sock, sosdesk.unwrap_or(from));
                 }
@@ -90,7 +100,11 @@ impl PhoneMedia {
 /// Digit 1 as a phone sends it (RFC 4733 §2.5.1): a start packet (marker), an update, and
 /// the end packet three times, all with the event's start as timestamp.
 fn press_1(sock: &UdpSocket, to: SocketAddr) {
-    let ts = 123_456u32;
+    send_1(sock, to, 0x0fe1, 123_456);
+}
+
+/// Digit 1 as RFC 4733 events from `sock`, with `ssrc` and `ts` as the event's timestamp.
+fn send_1(sock: &UdpSocket, to: SocketAddr, ssrc: u32, ts: u32) {
     for (i, (end, duration)) in
         [(false, 160u16), (false, 320), (true, 480), (true, 480), (true, 480)].iter().enumerate()
     {
@@ -101,7 +115,7 @@ fn press_1(sock: &UdpSocket, to: SocketAddr) {
             .marker_bit(i == 0)
             .sequence_number(1000 + i as u16)
             .timestamp(ts)
-            .ssrc(0x0fe1)
+            .ssrc(ssrc)
             .payload(payload.as_slice())
             .write_vec_unchecked();
         sock.send_to(&packet, to).unwrap();
@@ -316,4 +330,80 @@ fn without_speech_the_call_still_happens_with_the_alert_tone_and_says_why() {
     let n = notified(&lab.audit_events());
     assert!(n[0].1 && n[0].2.contains("speech failed (espeak-ng failed"), "{n:#?}");
     assert!(n[0].2.contains("the alert tone was played instead"), "{n:#?}");
+}
+
+#[test]
+fn a_dtmf_1_from_another_address_does_not_acknowledge_the_phones_own_1_does() {
+    let phone_port = free_port();
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, "")));
+    // Someone else "presses 1" after 0.4 s of the alert; the phone presses 1 after 2 s.
+    let media = PhoneMedia::start_spoofed(Some(100), Some(20));
+    let mport = media.port.to_string();
+    let phone = lab.uas(
+        "officer",
+        "media_provider.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
+    );
+    call(&lab, "911");
+    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let target = format!("sip:officer@127.0.0.1:{phone_port}");
+    assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
+    phone.wait().assert_ok();
+    let heard = media.finish();
+    // The call went on past the spoofed 1, to the phone's own (100 packets of 160 samples).
+    assert!(heard.len() >= 100 * 160, "hung up after {} samples: the spoofed 1 acknowledged", heard.len());
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let n = notified(&lab.audit_events());
+    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (RFC 4733 DTMF)"), "{n:#?}");
+}
+
+#[test]
+fn an_info_outside_the_dialog_gets_481_and_acknowledges_nothing() {
+    let phone_port = free_port();
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, "")));
+    let mport = free_port().to_string();
+    // The scenario sends "1" by INFO with a wrong From tag, then a wrong To tag (each must get
+    // 481), then from the dialog (200), and waits for the BYE.
+    let phone =
+        lab.uas("officer", "voice_callee_spoofed_info.xml", "127.0.0.1", phone_port, &["-set", "mport", &mport]);
+    call(&lab, "911");
+    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let target = format!("sip:officer@127.0.0.1:{phone_port}");
+    assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
+    phone.wait().assert_ok();
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let audit = lab.audit_events();
+    let n = notified(&audit);
+    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+    assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
+}
+
+#[test]
+fn a_phone_that_sends_dtmf_with_the_offered_payload_type_acknowledges() {
+    let phone_port = free_port();
+    let channel = voice_channel(phone_port, "max_s = 15");
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, channel));
+    // Its answer says telephone-event is 96; it presses 1 with 101, the number sosdesk offered.
+    let media = PhoneMedia::start(Some(50));
+    let mport = media.port.to_string();
+    let phone = lab.uas(
+        "officer",
+        "media_provider_te96.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
+    );
+    call(&lab, "911");
+    phone.wait().assert_ok();
+    media.finish();
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let audit = lab.audit_events();
+    let n = notified(&audit);
+    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (RFC 4733 DTMF)"), "{n:#?}");
+    assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
 }
