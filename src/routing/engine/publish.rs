@@ -19,7 +19,7 @@
 use std::time::Instant;
 
 use super::{Engine, Output};
-use crate::location::user_entered::{owner_key, NetworkSeen};
+use crate::location::user_entered::{is_non_unique, owner_key, NetworkSeen};
 use crate::location::Erl;
 use crate::sip::digest::AuthFailure;
 use crate::sip::transaction::{Peer, ServerKey};
@@ -144,8 +144,11 @@ impl Engine {
         } else if msg.body.is_empty() && if_match.is_some() {
             UserLocationChange::Refresh
         } else {
-            let network =
-                NetworkSeen { ip: Self::device_addresses(&msg, None, peer).first().copied(), mac: None, bssid: None };
+            // The first address that can show a network (a phone's own private address behind its
+            // home NAT is the same in every home: its NAT's public one is recorded instead).
+            let ips = Self::device_addresses(&msg, None, peer);
+            let ip = ips.iter().find(|ip| !is_non_unique(**ip)).or(ips.first()).copied();
+            let network = NetworkSeen { ip, mac: None, bssid: None };
             match self.published_address(&msg) {
                 Ok(erl) => UserLocationChange::Enter { erl: Box::new(erl), network },
                 Err(why) => {
