@@ -829,10 +829,10 @@ async fn run(
                 // Answered whatever happens: the PUBLISH waits for it.
                 Output::EnterUserLocation(request) => {
                     let (users, net_tx) = (ctx.user_locations.clone(), ctx.net_tx.clone());
+                    let mut guard = PublishAnswer { key: Some(request.key.clone()), net_tx };
                     tokio::spawn(async move {
-                        let key = request.key.clone();
                         let answer = keep_published_location(&users, request).await;
-                        let _ = net_tx.send(NetInput::UserLocationKept { key, answer });
+                        guard.send(answer);
                     });
                 }
                 // Answered whatever happens (within the look-up's bound): the callback waits for it.
@@ -1208,6 +1208,27 @@ async fn refresh_wiremap(
     lis.close().await;
 }
 
+/// The answer to one PUBLISH, sent even when the task keeping it panics or is dropped (as a 500):
+/// the engine holds the PUBLISH until it comes.
+struct PublishAnswer {
+    key: Option<String>,
+    net_tx: mpsc::UnboundedSender<NetInput>,
+}
+
+impl PublishAnswer {
+    fn send(&mut self, answer: crate::routing::UserLocationAnswer) {
+        if let Some(key) = self.key.take() {
+            let _ = self.net_tx.send(NetInput::UserLocationKept { key, answer });
+        }
+    }
+}
+
+impl Drop for PublishAnswer {
+    fn drop(&mut self) {
+        self.send(Err((500, "the location could not be kept: PUBLISH again".into())));
+    }
+}
+
 /// A PUBLISHed location (`routing::engine::publish`) validated and kept, or cleared; the status
 /// and reasons of a refusal for the phone.
 async fn keep_published_location(
@@ -1219,12 +1240,17 @@ async fn keep_published_location(
     let owner = request.owner.as_str();
     let result = match request.change {
         UserLocationChange::Clear => users.clear(owner).await.map(|_| ()),
-        UserLocationChange::Enter { erl, network } => {
-            // A refresh confirms the kept address from the phone's network now.
-            let Some(erl) = erl.map(|e| *e).or_else(|| users.book.get(owner).map(|e| e.erl)) else {
-                return Err((412, "no kept location to refresh: PUBLISH the PIDF-LO again".into()));
+        // A refresh only extends the publication: the phone sends it by itself from wherever it
+        // is, so it neither records a network nor makes a stale entry current.
+        UserLocationChange::Refresh => {
+            let kept = crate::location::user_entered::owner_key(owner).ok().and_then(|o| users.book.get(&o));
+            return match kept {
+                Some(_) => Ok(()),
+                None => Err((412, "no kept location to refresh: PUBLISH the PIDF-LO again".into())),
             };
-            users.enter(owner, erl, network, &request.entered_by, chrono::Utc::now()).await.map(|entry| {
+        }
+        UserLocationChange::Enter { erl, network } => {
+            users.enter(owner, *erl, network, &request.entered_by, chrono::Utc::now()).await.map(|entry| {
                 tracing::info!(owner, by = %entry.entered_by, network = %entry.network.describe(), "user-entered location kept");
             })
         }

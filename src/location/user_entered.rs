@@ -92,6 +92,23 @@ impl NetworkSeen {
     }
 }
 
+/// Whether `ip` is in space many networks reuse, so that the same /24 or /64 does not show the
+/// same network: RFC 1918 private, RFC 6598 shared (CGNAT, 100.64.0.0/10), link-local
+/// (169.254/16, fe80::/10), IPv6 unique-local (fc00::/7), unspecified. Loopback counts as unique
+/// (global) — only for the tests, whose devices all are 127.x; no real phone calls from loopback.
+pub fn is_non_unique(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private() || v4.is_link_local() || v4.is_unspecified() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 /// One user's entered location.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserLocation {
@@ -135,6 +152,21 @@ impl UserLocation {
                 subnet_of(was),
                 subnet_of(now)
             )),
+            // A private, shared (CGNAT) or link-local subnet is the same in every home and hotel:
+            // it proves the same network only with the same device (MAC) or access point (BSSID).
+            (Some(was), Some(_)) if is_non_unique(was) => {
+                let same = |then: &Option<String>, now: Option<String>| then.is_some() && *then == now;
+                if same(&seen.mac, device.mac.map(|m| format_mac(&m)))
+                    || same(&seen.bssid, device.bssid.map(|b| format_mac(&b)))
+                {
+                    Standing::Current
+                } else {
+                    Standing::Stale(format!(
+                        "{} is a private address, the same in many networks: without the same MAC or access point it does not show the same network",
+                        subnet_of(was)
+                    ))
+                }
+            }
             (Some(_), Some(_)) => Standing::Current,
             (None, _) => Standing::Stale("no network was recorded when it was entered".into()),
             (_, None) => Standing::Stale("the device's network is not known".into()),
@@ -248,7 +280,9 @@ impl UserLocationBook {
     }
 
     /// For HELD, which knows a device and not its user: the entry last confirmed from exactly
-    /// this address (and, when both are known, this MAC and access point).
+    /// this address (and, when both are known, this MAC and access point). A private, CGNAT or
+    /// link-local address alone never matches ([`UserLocation::standing`]); the caller passes
+    /// only the address it saw the request come from, never one a request names.
     pub fn for_device(&self, device: &DeviceAttachment) -> Option<UserLocation> {
         let ip = device.ip?.to_canonical();
         let entries = self.entries.read().ok()?;
@@ -298,7 +332,8 @@ impl UserLocations {
         let network = network.normalised().map_err(EntryError::Malformed)?;
         validate_entry(&erl, self.validator.as_deref()).map_err(EntryError::Invalid)?;
         // Validated now, by the rule in force: say so on the ERL the call carries.
-        let erl = Erl { validated: true, ..erl };
+        // The ELINs sent to the PSAP and floor-plan pins are the organisation's, never a user's.
+        let erl = Erl { validated: true, elins: Vec::new(), floor_plan: None, ..erl };
         let entered_at = self.book.get(&owner).map(|e| e.entered_at).unwrap_or(now);
         let entry =
             UserLocation { owner, erl, network, entered_by: entered_by.to_string(), entered_at, confirmed_at: now };
@@ -373,6 +408,39 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(e.standing(&other_ap), Standing::Stale(w) if w.contains("access point")));
+    }
+
+    #[test]
+    fn a_private_subnet_alone_does_not_show_the_same_network() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let mut e = entry("192.168.1.20");
+        e.network = NetworkSeen { ip: ip("192.168.1.20"), mac: Some("0A-23-CD-16-AA-2E".into()), bssid: None };
+        // The same 192.168.1.0/24 elsewhere (a hotel), no MAC or BSSID known: stale.
+        let bare = DeviceAttachment { ip: ip("192.168.1.33"), ..Default::default() };
+        assert!(matches!(e.standing(&bare), Standing::Stale(w) if w.contains("private")), "{:?}", e.standing(&bare));
+        assert!(matches!(e.standing_for_ips(&[ip("192.168.1.20").unwrap()]), Standing::Stale(_)));
+        // With the device's MAC: current.
+        let same_device = DeviceAttachment { mac: parse_mac("0A-23-CD-16-AA-2E"), ..bare.clone() };
+        assert_eq!(e.standing(&same_device), Standing::Current);
+        // CGNAT, link-local and ULA likewise; a global /24 (and the tests' loopback) is current.
+        for (was, now) in [("100.64.3.4", "100.64.3.9"), ("169.254.1.1", "169.254.1.2"), ("fd00::1", "fd00::2")] {
+            e.network = NetworkSeen { ip: ip(was), ..Default::default() };
+            let d = DeviceAttachment { ip: ip(now), ..Default::default() };
+            assert!(matches!(e.standing(&d), Standing::Stale(_)), "{was}");
+        }
+        for (was, now) in [("198.51.100.7", "198.51.100.9"), ("127.0.0.6", "127.0.0.6")] {
+            e.network = NetworkSeen { ip: ip(was), ..Default::default() };
+            let d = DeviceAttachment { ip: ip(now), ..Default::default() };
+            assert_eq!(e.standing(&d), Standing::Current, "{was}");
+        }
+        // HELD: a user's private address alone is nobody's location.
+        let book = UserLocationBook::default();
+        e.network = NetworkSeen { ip: ip("192.168.1.20"), mac: Some("0A-23-CD-16-AA-2E".into()), bssid: None };
+        book.put(e);
+        assert!(book.for_device(&DeviceAttachment { ip: ip("192.168.1.20"), ..Default::default() }).is_none());
+        let with_mac =
+            DeviceAttachment { ip: ip("192.168.1.20"), mac: parse_mac("0A-23-CD-16-AA-2E"), ..Default::default() };
+        assert!(book.for_device(&with_mac).is_some());
     }
 
     #[test]

@@ -67,6 +67,23 @@ fn path() -> String {
     format!("/api/v1/lis/user-locations/{}", OWNER.replace('+', "%2B"))
 }
 
+/// A HELD request sent from `src` (a loopback address): the whole HTTP response.
+fn post_held_from(port: u16, src: &str, body: &str) -> String {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::new(src.parse().unwrap(), 0).into()).unwrap();
+    socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "POST /held HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/held+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
 /// A 911 call from `ip`; the INVITE the provider on `port` received.
 fn call_from(lab: &Lab, name: &str, ip: &str, port: u16) -> String {
     let provider = lab.uas(&format!("{name}-provider"), "provider_answer.xml", "127.0.0.1", port, &[]);
@@ -111,16 +128,20 @@ fn an_entered_address_is_validated_kept_and_used_for_the_owners_calls_marked(db:
     assert_eq!(ev.location.source, LocationSource::Manual);
     assert_eq!(ev.location.warnings.first().map(String::as_str), Some(VERIFY_NOTE));
 
-    // HELD answers the device (asked about by its address) with the entry, method Manual.
+    // HELD answers the device asking from that address with the entry, method Manual; a request
+    // naming the address (from elsewhere) does not get it: anyone can name an address.
     let held_port = lab.core.as_ref().unwrap().held.expect("HELD is on in the lab").port();
+    let own = r#"<locationRequest xmlns="urn:ietf:params:xml:ns:geopriv:held"><locationType exact="false">civic</locationType></locationRequest>"#;
+    let resp = post_held_from(held_port, "127.0.0.6", own);
+    let held = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    support::xmllint::validate_held(held).unwrap();
+    assert!(held.contains("<ca:HNO>9100</ca:HNO>") && held.contains("<gp:method>Manual</gp:method>"), "{held}");
     let resp = support::lab::post_held(
         held_port,
         r#"<locationRequest xmlns="urn:ietf:params:xml:ns:geopriv:held"><locationType exact="false">civic</locationType>
   <device xmlns="urn:ietf:params:xml:ns:geopriv:held:id"><ip v="4">127.0.0.6</ip></device></locationRequest>"#,
     );
-    let held = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    support::xmllint::validate_held(held).unwrap();
-    assert!(held.contains("<ca:HNO>9100</ca:HNO>") && held.contains("<gp:method>Manual</gp:method>"), "{held}");
+    assert!(!resp.contains("9100"), "a named address got the user's entry: {resp}");
 
     // The admin list (CLI) shows it; the user's own list too, another user's does not.
     let out = lab.cli_store(&["lis", "user-location", "list"]);
@@ -143,30 +164,58 @@ fn an_entered_address_is_validated_kept_and_used_for_the_owners_calls_marked(db:
 fn an_entry_is_not_used_from_another_network_until_the_phone_confirms_it() {
     let mut lab = Lab::start_with(with_users);
     let path = path();
-    // An admin enters the user's address, as seen on the user's home network (10.1.2.0/24).
-    let (status, body) = api(&lab, "PUT", &path, Some(ADMIN), Some(&entry("9100", "10.1.2.3")));
-    assert_eq!(status, 200, "{body}");
+    let sip = ([127, 0, 0, 1], lab.ports.sip).into();
+    let auth_uri = format!("{OWNER}@127.0.0.1:{}", lab.ports.sip);
+    let auth = ["-s", OWNER, "-au", USER.0, "-ap", USER.1, "-auth_uri", auth_uri.as_str()];
+    let publish = |lab: &Lab, name: &str, from: &str| {
+        let mut args = auth.to_vec();
+        args.extend(["-set", "rd", "Willows Rd", "-set", "hno", "9100"]);
+        let run = lab.uac_to(name, "publish_location.xml", from, sip, &args).wait();
+        run.assert_ok();
+        let answer = run.received().into_iter().last().unwrap_or_default();
+        assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+        support::lab::header_of(&answer, "SIP-ETag").expect("an entity-tag").trim().to_string()
+    };
+    let refresh = |lab: &Lab, name: &str, from: &str, etag: &str| {
+        let args = [&auth[..], &["-set", "etag", etag]].concat();
+        let run = lab.uac_to(name, "publish_refresh.xml", from, sip, &args).wait();
+        run.assert_ok();
+        run.received().into_iter().last().unwrap_or_default()
+    };
+    // The phone publishes its address at home (127.0.0.0/24).
+    let etag = publish(&lab, "home", "127.0.0.6");
 
-    // A call from 127.0.0.6: another network. Not used: the ECRC route, and the note says why.
-    let invite = call_from(&lab, "stale", "127.0.0.6", lab.ports.secondary);
+    // It moves to 127.0.1.0/24 and refreshes its publication by itself (RFC 3903 §4.3): the
+    // publication is extended, but that is not the user confirming the address there.
+    let answer = refresh(&lab, "moved", "127.0.1.6", &etag);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    let etag = support::lab::header_of(&answer, "SIP-ETag").expect("a new entity-tag").trim().to_string();
+    let (_, body) = api(&lab, "GET", &path, Some(ADMIN), None);
+    let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(kept["network"]["ip"], "127.0.0.6", "a refresh recorded the new network: {body}");
+    // Another entity-tag (an old one, another node's): 412, nothing changed.
+    let answer = refresh(&lab, "wrong-tag", "127.0.1.6", "not-the-etag");
+    assert!(answer.starts_with("SIP/2.0 412"), "{answer}");
+
+    // A call from the new network: the entry is stale — the ECRC route, and the note says why.
+    let invite = call_from(&lab, "stale", "127.0.1.6", lab.ports.secondary);
     assert!(!invite.contains("9100"), "the stale address went out:\n{invite}");
     let mut seen = Vec::new();
     let ev = lab.wait_for(&mut seen, "detected", |e| matches!(e.kind, CallEventKind::Detected));
     assert_eq!(ev.location.source, LocationSource::None);
     let note = ev.location.warnings.iter().find(|w| w.starts_with(STALE_NOTE)).expect("the stale entry is noted");
-    assert!(note.contains("10.1.2.0/24") && note.contains("127.0.0.0/24"), "{note}");
+    assert!(note.contains("127.0.0.0/24") && note.contains("127.0.1.0/24"), "{note}");
+    // The refresh did not make it current either.
+    assert!(refresh(&lab, "again", "127.0.1.6", &etag).starts_with("SIP/2.0 200"));
 
-    // The phone confirms from where it is now (a PUBLISH refresh): validated again, network kept.
-    let sip = ([127, 0, 0, 1], lab.ports.sip).into();
-    let auth_uri = format!("{OWNER}@127.0.0.1:{}", lab.ports.sip);
-    let auth = ["-s", OWNER, "-au", USER.0, "-ap", USER.1, "-auth_uri", auth_uri.as_str()];
-    lab.uac_to("confirm", "publish_refresh.xml", "127.0.0.6", sip, &auth).wait().assert_ok();
+    // The user confirms the address from where the phone is now (a PUBLISH with the address).
+    publish(&lab, "confirm", "127.0.1.6");
     let (_, body) = api(&lab, "GET", &path, Some(ADMIN), None);
     let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(kept["network"]["ip"], "127.0.0.6", "{body}");
+    assert_eq!(kept["network"]["ip"], "127.0.1.6", "{body}");
     assert_eq!(kept["entered_by"], "sip-publish user alice");
 
-    let invite = call_from(&lab, "confirmed", "127.0.0.6", lab.ports.primary);
+    let invite = call_from(&lab, "confirmed", "127.0.1.6", lab.ports.primary);
     let pidf = pidf_part(&invite);
     validate_pidf_lo(&pidf).unwrap();
     assert!(pidf.contains("<ca:HNO>9100</ca:HNO>") && pidf.contains("<gp:method>Manual</gp:method>"), "{pidf}");
@@ -174,6 +223,28 @@ fn an_entry_is_not_used_from_another_network_until_the_phone_confirms_it() {
         matches!(e.kind, CallEventKind::Detected) && e.location.source == LocationSource::Manual
     });
     assert_eq!(ev.location.warnings.first().map(String::as_str), Some(VERIFY_NOTE));
+}
+
+#[test]
+fn an_entry_keeps_no_elin_or_floor_plan_a_user_gives() {
+    let mut lab = Lab::start_with(with_users);
+    // The ELIN sent to the PSAP and the floor plan are the organisation's, not the user's.
+    let body = entry("9100", "127.0.0.6").replacen(
+        r#""pc": "98052""#,
+        r#""pc": "98052", "elins": ["4255550199"], "floor_plan": {"plan": "ab12", "x": 0.5, "y": 0.5}"#,
+        1,
+    );
+    let (status, body) = api(&lab, "PUT", &path(), Some(USER), Some(&body));
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("4255550199") && !body.contains("floor_plan"), "{body}");
+    let (_, body) = api(&lab, "GET", &path(), Some(ADMIN), None);
+    assert!(!body.contains("4255550199") && !body.contains("floor_plan"), "{body}");
+    let invite = call_from(&lab, "located", "127.0.0.6", lab.ports.primary);
+    assert!(invite.contains("<ca:HNO>9100</ca:HNO>") && !invite.contains("4255550199"), "{invite}");
+    let mut seen = Vec::new();
+    let ev = lab.wait_for(&mut seen, "detected", |e| matches!(e.kind, CallEventKind::Detected));
+    assert_eq!(ev.location.source, LocationSource::Manual);
+    assert!(ev.location.erl.as_ref().is_some_and(|e| e.elins.is_empty() && e.floor_plan.is_none()));
 }
 
 #[test]

@@ -303,9 +303,13 @@ impl HeldState {
             .filter(|(erl, _)| !erl.civic.is_empty())
             .min_by_key(|(_, kind)| *kind);
         // Measured first; a user's entry only for a device the wiremap cannot place, and only
-        // from the very address it was entered or confirmed from (docs/location.md).
-        let entered = match (&found, &self.user_entered) {
-            (None, Some(book)) => attachments.iter().find_map(|a| book.for_device(a)),
+        // from the very address it was entered or confirmed from (docs/location.md) — the
+        // address this request came from, never one the request names (a device element or a
+        // header can name anyone's), and never a private one alone (`UserLocation::standing`).
+        let entered = match (&found, &self.user_entered, source) {
+            (None, Some(book), Some(ip)) => {
+                book.for_device(&DeviceAttachment { ip: Some(ip.to_canonical()), ..DeviceAttachment::default() })
+            }
             _ => None,
         };
         if let (Some(sink), Some(device)) = (&self.sightings, attachments.first()) {
@@ -510,6 +514,45 @@ mod tests {
         assert!(r.xml.contains("provide geodetic (RFC"), "{}", r.xml);
         let uri = request(r#"<locationType>locationURI</locationType>"#);
         assert_eq!(state.respond(uri.as_bytes(), Some(src), now, at).outcome, Ok(MatchKind::Subnet));
+    }
+
+    #[test]
+    fn a_user_entry_only_for_the_global_address_the_request_came_from() {
+        use crate::location::user_entered::{NetworkSeen, UserLocation, UserLocationBook};
+        let book = UserLocationBook::default();
+        let put = |owner: &str, ip: &str| {
+            let mut erl = (*erl(owner)).clone();
+            erl.civic.hno = Some("9100".into());
+            book.put(UserLocation {
+                owner: owner.into(),
+                erl,
+                network: NetworkSeen {
+                    ip: Some(ip.parse().unwrap()),
+                    mac: Some("0A-23-CD-16-AA-2E".into()),
+                    bssid: None,
+                },
+                entered_by: "user x".into(),
+                entered_at: Utc::now(),
+                confirmed_at: Utc::now(),
+            })
+        };
+        put("home", "192.168.1.20");
+        put("global", "198.51.100.7");
+        let state = HeldState::new(Arc::new(OneRoom), "lis.example.com")
+            .unwrap()
+            .with_identity_requesters(vec!["10.9.0.0/16".parse().unwrap()])
+            .with_user_locations(book);
+        let (now, at) = (Utc::now(), Instant::now());
+        // Another device behind another 192.168.1.0/24 with the same address: nothing.
+        let r = state.respond(request("").as_bytes(), Some("192.168.1.20".parse().unwrap()), now, at);
+        assert_eq!((r.outcome, r.user_entered), (Err(ErrorCode::LocationUnknown), false));
+        // An address a request names (even an authorized requester's): nothing.
+        let named = device(r#"<ip v="4">198.51.100.7</ip>"#);
+        let r = state.respond(named.as_bytes(), Some("10.9.8.7".parse().unwrap()), now, at);
+        assert!(!r.user_entered && !r.xml.contains("9100"), "{}", r.xml);
+        // The global address the request came from: the entry.
+        let r = state.respond(request("").as_bytes(), Some("198.51.100.7".parse().unwrap()), now, at);
+        assert!(r.user_entered && r.xml.contains("<gp:method>Manual</gp:method>"), "{}", r.xml);
     }
 
     #[test]

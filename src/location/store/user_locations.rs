@@ -54,7 +54,8 @@ impl LisStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Every user-entered location, by owner.
+    /// Every user-entered location, by owner. A row that cannot be read is logged and skipped:
+    /// one bad row must not take every other user's location off their calls.
     pub async fn user_locations(&self) -> Result<Vec<UserLocation>, LisError> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT owner, erl, ip, mac, bssid, entered_by, entered_at, confirmed_at FROM user_locations ORDER BY owner",
@@ -62,7 +63,14 @@ impl LisStore {
         .fetch_all(&self.db.pool)
         .await
         .map_err(self.db("read the user-entered locations"))?;
-        rows.into_iter().map(|r| self.user_location_of(r)).collect()
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                self.user_location_of(r)
+                    .map_err(|e| tracing::error!(error = %e, "skipping a user-entered location that cannot be read"))
+                    .ok()
+            })
+            .collect())
     }
 
     /// Changes whenever a user-entered location is set or cleared.

@@ -6,8 +6,12 @@
 //! * digest (RFC 3261 §22) against the `[[lis.users]]` accounts (each for its own owner: the
 //!   Request-URI's user, the presentity, RFC 3903 §6 step 2) and the desk accounts (anyone's);
 //! * an initial PUBLISH or a modify (RFC 3903 §4.1, §4.4) carries the address: it is validated
-//!   and kept; a refresh (`SIP-If-Match`, no body, §4.3) is the confirmation from the phone's
-//!   current network: the kept address validated again; `Expires: 0` (§4.5) clears it;
+//!   and kept with the network it came from — the user confirming it; a refresh (`SIP-If-Match`,
+//!   no body, §4.3) only extends the publication: the phone sends it by itself, wherever it is,
+//!   so it records no network and an entry stale on the phone's new network stays stale;
+//!   `Expires: 0` with the entity-tag (§4.5) clears it; without one it is refused (400);
+//! * the entity-tag is kept per owner (in this node's memory): a `SIP-If-Match` that is not the
+//!   owner's current one gets 412 (§6 step 4) and the phone publishes its body again;
 //! * the shell validates and writes the store ([`Output::EnterUserLocation`]) and hands the
 //!   answer back ([`Engine::on_user_location_kept`]): 200 with `SIP-ETag` and `Expires` (§11.3)
 //!   once it is kept; a refused address gets 488 with a Warning naming each reason.
@@ -15,7 +19,7 @@
 use std::time::Instant;
 
 use super::{Engine, Output};
-use crate::location::user_entered::{owner_key, NetworkSeen};
+use crate::location::user_entered::{is_non_unique, owner_key, NetworkSeen};
 use crate::location::Erl;
 use crate::sip::digest::AuthFailure;
 use crate::sip::transaction::{Peer, ServerKey};
@@ -32,11 +36,13 @@ const GRANTED_EXPIRES_S: u32 = 3600;
 /// What the shell is asked to do with a PUBLISH.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserLocationChange {
-    /// Validate and keep (`erl` `None`: confirm the kept one from `network`).
+    /// Validate and keep, seen on `network` (a PUBLISH with a body: the user confirming).
     Enter {
-        erl: Option<Box<Erl>>,
+        erl: Box<Erl>,
         network: NetworkSeen,
     },
+    /// A refresh (no body): only check there is still a kept entry; its network is unchanged.
+    Refresh,
     Clear,
 }
 
@@ -113,13 +119,38 @@ impl Engine {
             None => format!("sip-publish desk {user}"),
         };
         let expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok());
+        let if_match = msg.header("SIP-If-Match").map(|t| t.trim().to_string());
+        // RFC 3903 §6 step 4: a SIP-If-Match that is not this publication's entity-tag: 412.
+        if let Some(tag) = &if_match {
+            if self.accounts.publish_etags.get(&owner) != Some(tag) {
+                self.refuse(
+                    &key,
+                    &msg,
+                    peer,
+                    412,
+                    "no publication has this entity-tag: PUBLISH the PIDF-LO again",
+                    &[],
+                );
+                return;
+            }
+        }
         let change = if expires == Some(0) {
+            // §4.5: removal is a refresh with Expires 0 — it names the publication's entity-tag.
+            if if_match.is_none() {
+                self.refuse(&key, &msg, peer, 400, "removal (Expires: 0) needs the publication's SIP-If-Match", &[]);
+                return;
+            }
             UserLocationChange::Clear
+        } else if msg.body.is_empty() && if_match.is_some() {
+            UserLocationChange::Refresh
         } else {
-            let network =
-                NetworkSeen { ip: Self::device_addresses(&msg, None, peer).first().copied(), mac: None, bssid: None };
+            // The first address that can show a network (a phone's own private address behind its
+            // home NAT is the same in every home: its NAT's public one is recorded instead).
+            let ips = Self::device_addresses(&msg, None, peer);
+            let ip = ips.iter().find(|ip| !is_non_unique(**ip)).or(ips.first()).copied();
+            let network = NetworkSeen { ip, mac: None, bssid: None };
             match self.published_address(&msg) {
-                Ok(erl) => UserLocationChange::Enter { erl: erl.map(Box::new), network },
+                Ok(erl) => UserLocationChange::Enter { erl: Box::new(erl), network },
                 Err(why) => {
                     self.refuse(&key, &msg, peer, 400, &why, &[]);
                     return;
@@ -130,18 +161,16 @@ impl Engine {
             self.refuse(&key, &msg, peer, 503, "busy: publish again shortly", &[("Retry-After", "5".into())]);
             return;
         }
-        self.accounts.pending_publish.insert(key.clone(), msg);
+        let clear = change == UserLocationChange::Clear;
+        self.accounts.pending_publish.insert(key.clone(), (msg, owner.clone(), clear));
         self.out.store_io.push_back(Output::EnterUserLocation(UserLocationRequest { key, owner, entered_by, change }));
     }
 
-    /// The address a PUBLISH carries: `None` for a refresh (no body, RFC 3903 §4.3).
-    fn published_address(&self, msg: &Message) -> Result<Option<Erl>, String> {
+    /// The address a PUBLISH with a body carries (a refresh, §4.3, is handled before).
+    fn published_address(&self, msg: &Message) -> Result<Erl, String> {
         if msg.body.is_empty() {
-            return match msg.header("SIP-If-Match") {
-                Some(_) => Ok(None),
-                // §6 step 4: an initial PUBLISH without a body is refused (400).
-                None => Err("an initial PUBLISH must carry a PIDF-LO (application/pidf+xml)".into()),
-            };
+            // §6 step 4: an initial PUBLISH without a body is refused (400).
+            return Err("an initial PUBLISH must carry a PIDF-LO (application/pidf+xml)".into());
         }
         // RFC 3903 §6 step 4 / RFC 3856 §5: the presence body type; a PIDF-LO is one (RFC 4119 §2).
         if msg.content_type().as_deref() != Some("application/pidf+xml") {
@@ -150,7 +179,7 @@ impl Engine {
         let location =
             crate::location::pidf::parse_pidf_lo(&msg.body).map_err(|e| format!("the PIDF-LO is not usable: {e}"))?;
         match location.erl.filter(|e| !e.civic.is_empty()) {
-            Some(erl) => Ok(Some(Erl { validated: false, elins: Vec::new(), ..erl })),
+            Some(erl) => Ok(Erl { validated: false, elins: Vec::new(), floor_plan: None, ..erl }),
             None => Err("the PIDF-LO has no civic address (RFC 5139): a dispatchable location is civic".into()),
         }
     }
@@ -158,17 +187,30 @@ impl Engine {
     /// The shell's answer to [`Output::EnterUserLocation`]: the PUBLISH answered.
     pub fn on_user_location_kept(&mut self, key: &str, answer: UserLocationAnswer, now: crate::clock::Now) {
         self.tick(now);
-        let Some(msg) = self.accounts.pending_publish.remove(key) else { return };
+        let Some((msg, owner, clear)) = self.accounts.pending_publish.remove(key) else { return };
         match answer {
+            Ok(()) if clear => {
+                self.accounts.publish_etags.remove(&owner);
+                let mut r = msg.response(200, "OK", Some(&ids::new_tag()));
+                r.push("Expires", "0".to_string());
+                self.tx.respond(key, &r, self.now.mono);
+            }
             Ok(()) => {
                 let mut r = msg.response(200, "OK", Some(&ids::new_tag()));
-                // §11.3: the entity-tag of the publication; §11.3/§6 step 5: its expiry.
-                r.push("SIP-ETag", ids::new_tag());
+                // §11.3: the entity-tag of the publication (a new one each time, §6 step 7),
+                // kept for the owner's next refresh; §11.3/§6 step 5: its expiry.
+                let etag = ids::new_tag();
+                self.accounts.publish_etags.insert(owner, etag.clone());
+                r.push("SIP-ETag", etag);
                 let asked = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok());
                 r.push("Expires", asked.unwrap_or(GRANTED_EXPIRES_S).min(GRANTED_EXPIRES_S).to_string());
                 self.tx.respond(key, &r, self.now.mono);
             }
             Err((status, why)) => {
+                if status == 412 {
+                    // No kept entry to refresh (cleared over the API or CLI): the tag is dead.
+                    self.accounts.publish_etags.remove(&owner);
+                }
                 let mut r = msg.response(status, reason_phrase(status), Some(&ids::new_tag()));
                 r.push("Warning", format!("399 sosdesk \"{}\"", why.replace(['"', '\\'], "'")));
                 self.tx.respond(key, &r, self.now.mono);
