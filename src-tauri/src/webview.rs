@@ -26,18 +26,16 @@ pub const RELOAD_PAUSE: Duration = Duration::from_secs(2);
 
 /// WebKitGTK reads `WEBKIT_DISABLE_COMPOSITING_MODE` once, when its first webview is made:
 /// call this first thing in `main`, while the process has one thread (setting the environment
-/// is not thread-safe). An administrator who sets a variable (`0` turns compositing back on)
+/// is not thread-safe). An administrator who sets the variable (`0` turns compositing back on)
 /// is left alone.
 ///
-/// With compositing off, the DMA-BUF renderer (how the web process hands GPU-drawn frames to the
-/// app) has nothing to carry, but WebKitGTK still sets it up in the app's process (a GBM device,
-/// its buffers): `WEBKIT_DISABLE_DMABUF_RENDERER` leaves it out, 4–5 MB less in the app's
-/// process idle (BENCHMARKS.md, "Desk app: idle memory").
+/// Not `WEBKIT_DISABLE_DMABUF_RENDERER`: it saves 4–5 MB idle, but with calls coming and going
+/// the web process then grew (the one-hour soak, BENCHMARKS.md "Desk app: memory with calls
+/// coming and going"): a few MB idle are not worth memory that grows with every call.
 pub fn prefer_software_compositing() {
-    for var in ["WEBKIT_DISABLE_COMPOSITING_MODE", "WEBKIT_DISABLE_DMABUF_RENDERER"] {
-        if cfg!(target_os = "linux") && std::env::var_os(var).is_none() {
-            std::env::set_var(var, "1");
-        }
+    const VAR: &str = "WEBKIT_DISABLE_COMPOSITING_MODE";
+    if cfg!(target_os = "linux") && std::env::var_os(VAR).is_none() {
+        std::env::set_var(VAR, "1");
     }
 }
 
