@@ -6,6 +6,12 @@
 //! here from a task of its own (a slow or failing store never holds a call up) and, when a
 //! callback comes for an ELIN the engine has no mapping of, looks it up here within
 //! [`LOOKUP_WITHIN`] and hands the answer back (`Engine::on_elin_found`).
+//!
+//! With several nodes (PostgreSQL), a node's own mappings no longer tell which of an ERL's
+//! ELINs are free: two nodes would hand the same ELIN to two callers at once, and the PSAP's
+//! callback would reach only the one written last. There the ELIN is claimed here before the
+//! INVITE goes out ([`CallbackStore::claim`], bounded by [`CLAIM_WITHIN`]): one conditional
+//! upsert per candidate, which the unique key on `elin` serialises between nodes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,13 +20,18 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 
 use crate::db::Db;
-use crate::routing::SharedElin;
+use crate::routing::{ElinClaim, SharedElin};
 use crate::sip::transaction::{Peer, Transport};
 
 /// How long a waiting callback waits for the store before it is routed as with no mapping
 /// (`routing.callback_fallback`, else 480): a PSAP must not hear silence because a database
 /// is slow.
 pub const LOOKUP_WITHIN: Duration = Duration::from_secs(2);
+
+/// How long a call going out through an ELIN gateway waits for the store to claim its ELIN
+/// ([`CallbackStore::claim`]) before it takes the one its node prefers: a few round trips to
+/// PostgreSQL take milliseconds; the PSAP must not wait on a database that stalls.
+pub const CLAIM_WITHIN: Duration = Duration::from_millis(300);
 
 /// Mappings waiting to be written; beyond, new ones are dropped (logged): the in-memory
 /// mapping still serves callbacks to this node.
@@ -63,6 +74,80 @@ impl CallbackStore {
         let sql = self.db.backend.sql("DELETE FROM elin_callbacks WHERE expires_ms <= ?");
         sqlx::query(&sql).bind(chrono::Utc::now().timestamp_millis()).execute(&self.db.pool).await?;
         Ok(())
+    }
+
+    /// Claims the first of `claim.candidates` that no other live call holds, writing the call's
+    /// mapping to it, and returns it. A candidate is free when it has no row, its row has
+    /// expired, or the row is this call's (a retry). When every one is held by a live call —
+    /// more callers at once than the ERL has ELINs — the one whose mapping is oldest is taken
+    /// over, as one node does (`ElinCache::preference`).
+    ///
+    /// `INSERT … ON CONFLICT (elin) DO UPDATE … WHERE` is atomic on both backends: on
+    /// PostgreSQL a second node's insert of the same ELIN waits for the first to commit and
+    /// then finds its condition false (READ COMMITTED re-checks the committed row), so exactly
+    /// one of them gets a row back.
+    pub async fn claim(&self, claim: &ElinClaim) -> Result<String, sqlx::Error> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let m = &claim.mapping;
+        let sql = self.db.backend.sql(
+            "INSERT INTO elin_callbacks \
+             (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
+             caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
+             caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
+             expires_ms = excluded.expires_ms, node = excluded.node \
+             WHERE elin_callbacks.expires_ms <= ? OR elin_callbacks.call_ref = excluded.call_ref \
+             RETURNING elin",
+        );
+        for elin in &claim.candidates {
+            let won = sqlx::query(&sql)
+                .bind(elin)
+                .bind(&m.call_ref)
+                .bind(&m.caller_number)
+                .bind(m.caller_display.as_deref())
+                .bind(m.caller_peer.transport.as_str())
+                .bind(m.caller_peer.addr.to_string())
+                .bind(m.expires.timestamp_millis())
+                .bind(self.node.as_deref())
+                .bind(now_ms)
+                .fetch_optional(&self.db.pool)
+                .await?;
+            if won.is_some() {
+                return Ok(elin.clone());
+            }
+        }
+        // Every candidate is held: take over the oldest mapping.
+        let sql = self.db.backend.sql("SELECT expires_ms FROM elin_callbacks WHERE elin = ?");
+        let mut oldest: Option<(i64, &String)> = None;
+        for elin in &claim.candidates {
+            let expires: Option<i64> = sqlx::query_scalar(&sql).bind(elin).fetch_optional(&self.db.pool).await?;
+            let expires = expires.unwrap_or(i64::MIN);
+            if oldest.is_none_or(|(t, _)| expires < t) {
+                oldest = Some((expires, elin));
+            }
+        }
+        let Some((_, elin)) = oldest else {
+            return Err(sqlx::Error::Protocol("an ELIN claim without candidates".into()));
+        };
+        self.put(&SharedElin { elin: elin.clone(), ..m.clone() }).await?;
+        Ok(elin.clone())
+    }
+
+    /// [`claim`](Self::claim) within [`CLAIM_WITHIN`]; a failure or no answer is `None`
+    /// (logged), and the call takes the ELIN its node prefers.
+    pub async fn claim_within(&self, claim: &ElinClaim) -> Option<String> {
+        match tokio::time::timeout(CLAIM_WITHIN, self.claim(claim)).await {
+            Ok(Ok(elin)) => Some(elin),
+            Ok(Err(e)) => {
+                tracing::error!(call = %claim.mapping.call_ref, error = %e, "cannot claim an ELIN in the store: the call presents the one this node prefers, which another node may have given too");
+                None
+            }
+            Err(_) => {
+                tracing::error!(call = %claim.mapping.call_ref, ms = CLAIM_WITHIN.as_millis() as u64, "the store did not claim an ELIN in time: the call presents the one this node prefers, which another node may have given too");
+                None
+            }
+        }
     }
 
     /// The live mapping of `elin`, if any node wrote one.
