@@ -10,8 +10,9 @@
 //! With several nodes (PostgreSQL), a node's own mappings no longer tell which of an ERL's
 //! ELINs are free: two nodes would hand the same ELIN to two callers at once, and the PSAP's
 //! callback would reach only the one written last. There the ELIN is claimed here before the
-//! INVITE goes out ([`CallbackStore::claim`], bounded by [`CLAIM_WITHIN`]): one conditional
-//! upsert per candidate, which the unique key on `elin` serialises between nodes.
+//! INVITE goes out ([`CallbackStore::claim`], bounded by [`CLAIM_WITHIN`]): the candidates
+//! read, the chosen one written only if its row is unchanged, which the unique key on `elin`
+//! serialises between nodes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub const LOOKUP_WITHIN: Duration = Duration::from_secs(2);
 /// ([`CallbackStore::claim`]) before it takes the one its node prefers: a few round trips to
 /// PostgreSQL take milliseconds; the PSAP must not wait on a database that stalls.
 pub const CLAIM_WITHIN: Duration = Duration::from_millis(300);
+
+/// Rounds of a claim before it gives up (see [`CallbackStore::claim`]).
+const ROUNDS: usize = 32;
 
 /// Mappings waiting to be written; beyond, new ones are dropped (logged): the in-memory
 /// mapping still serves callbacks to this node.
@@ -79,17 +83,26 @@ impl CallbackStore {
     /// Claims the first of `claim.candidates` that no other live call holds, writing the call's
     /// mapping to it, and returns it. A candidate is free when it has no row, its row has
     /// expired, or the row is this call's (a retry). When every one is held by a live call —
-    /// more callers at once than the ERL has ELINs — the one whose mapping is oldest is taken
-    /// over, as one node does (`ElinCache::preference`).
+    /// which is usual: a mapping lives for the whole callback window, hours — the one whose
+    /// mapping is oldest is taken over, as one node does (`ElinCache::preference`).
     ///
-    /// `INSERT … ON CONFLICT (elin) DO UPDATE … WHERE` is atomic on both backends: on
-    /// PostgreSQL a second node's insert of the same ELIN waits for the first to commit and
-    /// then finds its condition false (READ COMMITTED re-checks the committed row), so exactly
-    /// one of them gets a row back.
+    /// Optimistic, two round trips: the candidates' rows are read, one is chosen, and the
+    /// mapping is written with `INSERT … ON CONFLICT (elin) DO UPDATE … WHERE` the row is still
+    /// what was read (or has expired, or is this call's). That statement is atomic on both
+    /// backends: on PostgreSQL a second node writing the same ELIN waits for the first to
+    /// commit and then finds its condition false (READ COMMITTED re-checks the committed row),
+    /// so exactly one of them gets a row back; the other reads again and chooses again.
     pub async fn claim(&self, claim: &ElinClaim) -> Result<String, sqlx::Error> {
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        if claim.candidates.is_empty() {
+            return Err(sqlx::Error::Protocol("an ELIN claim without candidates".into()));
+        }
         let m = &claim.mapping;
-        let sql = self.db.backend.sql(
+        let read = format!(
+            "SELECT elin, call_ref, expires_ms FROM elin_callbacks WHERE elin IN ({})",
+            vec!["?"; claim.candidates.len()].join(", ")
+        );
+        let read = self.db.backend.sql(&read);
+        let write = self.db.backend.sql(
             "INSERT INTO elin_callbacks \
              (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
@@ -98,10 +111,32 @@ impl CallbackStore {
              caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
              expires_ms = excluded.expires_ms, node = excluded.node \
              WHERE elin_callbacks.expires_ms <= ? OR elin_callbacks.call_ref = excluded.call_ref \
+             OR (elin_callbacks.call_ref = ? AND elin_callbacks.expires_ms = ?) \
              RETURNING elin",
         );
-        for elin in &claim.candidates {
-            let won = sqlx::query(&sql)
+        // Each lost race means another call just took one of these ELINs, so a burst of N callers
+        // at one location settles in at most N rounds; the caller bounds the whole by
+        // `CLAIM_WITHIN`.
+        for _ in 0..ROUNDS {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let mut q = sqlx::query(&read);
+            for e in &claim.candidates {
+                q = q.bind(e);
+            }
+            let mut held: std::collections::HashMap<String, (String, i64)> = std::collections::HashMap::new();
+            for r in q.fetch_all(&self.db.pool).await? {
+                held.insert(r.try_get("elin")?, (r.try_get("call_ref")?, r.try_get("expires_ms")?));
+            }
+            let free = |e: &String| held.get(e).is_none_or(|(c, exp)| *exp <= now_ms || *c == m.call_ref);
+            let (elin, seen) = match claim.candidates.iter().find(|e| free(e)) {
+                // (A row that appears meanwhile fails the write: nothing matches it.)
+                Some(e) => (e, (String::new(), i64::MIN)),
+                None => {
+                    let oldest = claim.candidates.iter().min_by_key(|e| held.get(*e).map(|(_, t)| *t)).unwrap();
+                    (oldest, held.get(oldest).cloned().unwrap_or((String::new(), i64::MIN)))
+                }
+            };
+            let won = sqlx::query(&write)
                 .bind(elin)
                 .bind(&m.call_ref)
                 .bind(&m.caller_number)
@@ -111,27 +146,15 @@ impl CallbackStore {
                 .bind(m.expires.timestamp_millis())
                 .bind(self.node.as_deref())
                 .bind(now_ms)
+                .bind(&seen.0)
+                .bind(seen.1)
                 .fetch_optional(&self.db.pool)
                 .await?;
             if won.is_some() {
                 return Ok(elin.clone());
             }
         }
-        // Every candidate is held: take over the oldest mapping.
-        let sql = self.db.backend.sql("SELECT expires_ms FROM elin_callbacks WHERE elin = ?");
-        let mut oldest: Option<(i64, &String)> = None;
-        for elin in &claim.candidates {
-            let expires: Option<i64> = sqlx::query_scalar(&sql).bind(elin).fetch_optional(&self.db.pool).await?;
-            let expires = expires.unwrap_or(i64::MIN);
-            if oldest.is_none_or(|(t, _)| expires < t) {
-                oldest = Some((expires, elin));
-            }
-        }
-        let Some((_, elin)) = oldest else {
-            return Err(sqlx::Error::Protocol("an ELIN claim without candidates".into()));
-        };
-        self.put(&SharedElin { elin: elin.clone(), ..m.clone() }).await?;
-        Ok(elin.clone())
+        Err(sqlx::Error::Protocol(format!("every ELIN of the location changed hands while claiming, {ROUNDS} times")))
     }
 
     /// [`claim`](Self::claim) within [`CLAIM_WITHIN`]; a failure or no answer is `None`

@@ -361,3 +361,64 @@ fn an_acknowledgement_link_posted_to_two_nodes_acknowledges_once() {
     let acks = psql(&db, &format!("SELECT count(*) FROM events WHERE call_id = '{id}' AND kind = 'acknowledged'"));
     assert_eq!(acks, "1", "one acknowledgement in the record");
 }
+
+// ---------------------------------------------------------------------------------------------
+// ELIN claims in the store (`sosdesk::shared::callbacks::CallbackStore::claim`), on both backends
+
+fn claim_for(call_ref: &str, candidates: &[&str], expires_in_s: i64) -> sosdesk::routing::ElinClaim {
+    sosdesk::routing::ElinClaim {
+        candidates: candidates.iter().map(|e| e.to_string()).collect(),
+        mapping: sosdesk::routing::SharedElin {
+            elin: String::new(),
+            call_ref: call_ref.into(),
+            caller_number: format!("n-{call_ref}"),
+            caller_display: None,
+            caller_peer: sosdesk::sip::transaction::Peer {
+                transport: sosdesk::sip::transaction::Transport::Udp,
+                addr: "127.0.0.4:5062".parse().unwrap(),
+            },
+            expires: chrono::Utc::now() + chrono::Duration::seconds(expires_in_s),
+        },
+    }
+}
+
+crate::support::store::store_test!(an_elin_claim_gives_each_live_call_its_own_elin);
+async fn an_elin_claim_gives_each_live_call_its_own_elin(db: TestDb) {
+    use sosdesk::shared::callbacks::CallbackStore;
+    let audit = sosdesk::audit::AuditStore::open(db.location()).await.unwrap();
+    let a = CallbackStore::new(audit.database().clone(), Some("a"));
+    let two = ["4255550199", "4255550198"];
+    assert_eq!(a.claim(&claim_for("c1", &two, 3600)).await.unwrap(), "4255550199");
+    assert_eq!(a.claim(&claim_for("c2", &two, 3601)).await.unwrap(), "4255550198");
+    // A retry of c1 (its node's order puts its own ELIN first, but any order finds it free).
+    assert_eq!(a.claim(&claim_for("c1", &["4255550198", "4255550199"], 3600)).await.unwrap(), "4255550199");
+    // Both held by live calls: the oldest mapping (c1's, ending first) is taken over.
+    assert_eq!(a.claim(&claim_for("c3", &two, 3602)).await.unwrap(), "4255550199");
+    assert_eq!(a.get("4255550199").await.unwrap().unwrap().call_ref, "c3");
+    assert_eq!(a.get("4255550198").await.unwrap().unwrap().call_ref, "c2");
+    // An expired mapping is free.
+    a.put(&sosdesk::routing::SharedElin { elin: "4255550100".into(), ..claim_for("old", &[], -1).mapping })
+        .await
+        .unwrap();
+    assert_eq!(a.claim(&claim_for("c4", &["4255550100"], 3600)).await.unwrap(), "4255550100");
+
+    // Sixteen callers at once through two stores of their own (two nodes' pools), all preferring
+    // the same ELIN first: sixteen different ELINs.
+    let other = sosdesk::audit::AuditStore::open(db.location()).await.unwrap();
+    let b = CallbackStore::new(other.database().clone(), Some("b"));
+    let pool: Vec<String> = (0..16).map(|i| format!("42555501{i:02}x")).collect();
+    let pool: Vec<&str> = pool.iter().map(String::as_str).collect();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let claim = claim_for(&format!("burst-{i}"), &pool, 3600);
+        tasks.push(tokio::spawn(async move { store.claim(&claim).await.unwrap() }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 16, "two callers were given one ELIN: {got:?}");
+}
