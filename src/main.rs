@@ -177,6 +177,12 @@ enum LisCommand {
         #[command(subcommand)]
         command: FloorplanCommand,
     },
+    /// Site maps: georeferenced images (an OpenStreetMap export of the campus, a site plan) on
+    /// which the desk draws a call's geodetic location, without any internet map service.
+    Sitemap {
+        #[command(subcommand)]
+        command: SitemapCommand,
+    },
     /// Every ERL: validation status, how many network elements of each kind use it, ELINs, address.
     List {
         #[command(flatten)]
@@ -266,6 +272,51 @@ enum FloorplanCommand {
         erl: i64,
         #[arg(long, short)]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum SitemapCommand {
+    /// Set a site map (a new one, or another image or other edges for the one of that name):
+    /// the image and the latitude and longitude of its edges (WGS 84 degrees, as an
+    /// OpenStreetMap export shows them). The image is checked as a floor plan's is.
+    Set {
+        /// Its name, shown on the desk under the map ("HQ campus").
+        #[arg(long)]
+        name: String,
+        /// A PNG or SVG file, drawn in Web Mercator (as OpenStreetMap and web maps are) or, over
+        /// a campus, with linear latitude.
+        #[arg(long)]
+        image: PathBuf,
+        /// Latitude of the image's top edge.
+        #[arg(long, allow_negative_numbers = true)]
+        north: f64,
+        /// Latitude of the image's bottom edge.
+        #[arg(long, allow_negative_numbers = true)]
+        south: f64,
+        /// Longitude of the image's left edge.
+        #[arg(long, allow_negative_numbers = true)]
+        west: f64,
+        /// Longitude of the image's right edge.
+        #[arg(long, allow_negative_numbers = true)]
+        east: f64,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Every site map: name, edges, image.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a site map away.
+    Clear {
+        #[arg(long)]
+        name: String,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -636,6 +687,43 @@ async fn lis(cmd: LisCommand) -> Result<ExitCode, String> {
                 }
             };
             println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LisCommand::Sitemap { command } => {
+            let line = match command {
+                SitemapCommand::Set { name, image, north, south, west, east, store } => {
+                    let bounds = sosdesk::location::sitemap::Bounds::new(north, south, west, east)?;
+                    sosdesk::location::sitemap::check_name(&name)?;
+                    let img = admin::read_floor_plan(&image)?;
+                    // Creates the store: a site map may be the first location data there is.
+                    let s = store.open_lis(true).await?;
+                    let line = admin::set_site_map(&s, &name, &img, bounds).await;
+                    s.close().await;
+                    line?
+                }
+                SitemapCommand::List { store, json } => {
+                    let s = store.open_lis(false).await?;
+                    let maps = s.list_site_maps().await.map_err(|e| e.to_string());
+                    s.close().await;
+                    let maps = maps?;
+                    if json {
+                        serde_json::to_string_pretty(&maps).map_err(|e| e.to_string())?
+                    } else {
+                        admin::site_map_table(&maps)
+                    }
+                }
+                SitemapCommand::Clear { name, store } => {
+                    let s = store.open_lis(false).await?;
+                    let had = s.clear_site_map(&name).await.map_err(|e| e.to_string());
+                    s.close().await;
+                    if had? {
+                        format!("site map {name:?} cleared")
+                    } else {
+                        format!("no site map {name:?}")
+                    }
+                }
+            };
+            println!("{}", line.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         LisCommand::List { store, json } => {

@@ -27,6 +27,7 @@ use crate::events::{CallEvent, CallEventKind};
 use crate::intake::{self, Inbound, LaneReceivers};
 use crate::location::discovery::{DiscoveringLocator, Discovery};
 use crate::location::held::{HeldCache, HeldState};
+use crate::location::sitemap::SharedSiteMaps;
 use crate::location::store::LisStore;
 use crate::location::unlocated::Sighting;
 use crate::location::user_entered::UserLocations;
@@ -72,6 +73,7 @@ pub struct Core {
     /// Where the HTTP API listens, when configured (and whether it is HTTPS).
     pub api: Option<(SocketAddr, bool)>,
     wiremap: SharedWiremap,
+    site_maps: SharedSiteMaps,
     /// Switch-port discovery, when `[[switch]]`es are configured.
     discovery: Option<Discovery>,
     events: broadcast::Sender<CallEvent>,
@@ -201,7 +203,8 @@ impl Core {
         // import changes it), the HELD endpoint, and what HELD told each device.
         let lis = LisStore::open(cfg.store_location()).await?;
         let wiremap = SharedWiremap::new(Wiremap::empty());
-        let generation = reload_wiremap(&lis, &wiremap, None).await;
+        let site_maps = SharedSiteMaps::default();
+        let generation = reload_wiremap(&lis, (&wiremap, &site_maps), None).await;
         let held_cache = HeldCache::default();
         // What remote users entered for their calls off the mapped network (docs/location.md).
         let user_locations = crate::location::user_entered::UserLocations {
@@ -265,7 +268,7 @@ impl Core {
         };
         tokio::spawn(refresh_wiremap(
             lis.clone(),
-            wiremap.clone(),
+            (wiremap.clone(), site_maps.clone()),
             (generation, (user_locations.clone(), user_generation)),
             Duration::from_millis(cfg.lis.refresh_ms),
             stop_rx.clone(),
@@ -346,6 +349,7 @@ impl Core {
             wiremap: Some(locator),
             held: Some(Arc::new(held_cache)),
             user: Some(user_locations.book.clone()),
+            site_maps: Some(site_maps.clone()),
         });
         let rtp = if cfg.media.anchor {
             engine.anchor_media();
@@ -378,6 +382,7 @@ impl Core {
             held,
             api,
             wiremap,
+            site_maps,
             discovery,
             events,
             others,
@@ -468,6 +473,11 @@ impl Core {
     /// The wiremap index the call path and HELD use (replaced atomically on every reload).
     pub fn wiremap(&self) -> &SharedWiremap {
         &self.wiremap
+    }
+
+    /// The site maps calls' geodetic locations are placed on (replaced with the wiremap).
+    pub fn site_maps(&self) -> &SharedSiteMaps {
+        &self.site_maps
     }
 
     /// Switch-port discovery (`None` without `[[switch]]`): its table, each switch's status,
@@ -1170,7 +1180,11 @@ async fn annotate_ended(
 /// Load the wiremap from the store and swap it in when its generation moved. A store that cannot
 /// be read, or data the index refuses, leaves the previous map in place (logged): calls go on
 /// with the last good wiremap rather than none.
-async fn reload_wiremap(lis: &LisStore, wiremap: &SharedWiremap, known: Option<i64>) -> Option<i64> {
+async fn reload_wiremap(
+    lis: &LisStore,
+    (wiremap, site_maps): (&SharedWiremap, &SharedSiteMaps),
+    known: Option<i64>,
+) -> Option<i64> {
     let generation = match lis.generation().await {
         Ok(g) => g,
         Err(e) => {
@@ -1182,6 +1196,17 @@ async fn reload_wiremap(lis: &LisStore, wiremap: &SharedWiremap, known: Option<i
         return known;
     }
     let started = Instant::now();
+    // The site maps first, on their own: a wiremap the index refuses does not keep a new map
+    // from the desks (nor the other way round).
+    match lis.load_site_maps().await {
+        Ok(maps) => {
+            if !maps.is_empty() || !site_maps.load().is_empty() {
+                tracing::info!(maps = maps.len(), generation, "site maps loaded");
+            }
+            site_maps.replace(maps);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot load the site maps; keeping the current ones"),
+    }
     match lis.load_wiremap().await {
         Ok((erls, entries)) => match Wiremap::build(erls, &entries) {
             Ok(map) => {
@@ -1205,7 +1230,7 @@ async fn reload_wiremap(lis: &LisStore, wiremap: &SharedWiremap, known: Option<i
 /// The wiremap, and the user-entered locations, re-read whenever their generation moves.
 async fn refresh_wiremap(
     lis: LisStore,
-    wiremap: SharedWiremap,
+    (wiremap, site_maps): (SharedWiremap, SharedSiteMaps),
     (mut generation, (users, mut user_generation)): (Option<i64>, (UserLocations, Option<i64>)),
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -1214,7 +1239,7 @@ async fn refresh_wiremap(
         tokio::select! {
             _ = stop.changed() => break,
             _ = tokio::time::sleep(every) => {
-                generation = reload_wiremap(&lis, &wiremap, generation).await;
+                generation = reload_wiremap(&lis, (&wiremap, &site_maps), generation).await;
                 user_generation = users.refresh(user_generation).await;
             }
         }

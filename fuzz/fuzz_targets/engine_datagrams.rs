@@ -522,7 +522,7 @@ fuzz_target!(|input: Input| {
     };
     let table = Arc::new(Table(Arc::new(erl)));
     let wiremap = Some(table.clone() as Arc<dyn Locator>);
-    e.set_locators(Locators { wiremap, held: Some(table), user: None });
+    e.set_locators(Locators { wiremap, held: Some(table), user: None, site_maps: None });
     if anchor {
         e.anchor_media();
     }

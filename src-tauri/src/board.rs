@@ -515,6 +515,7 @@ mod tests {
                     ..Default::default()
                 }),
                 geo: None,
+                site_map: None,
                 method: None,
                 warnings: vec![],
             },

@@ -13,7 +13,10 @@ use std::path::Path;
 
 use super::floorplan::{check_image, FloorPlanImage, FloorPlanPin, MediaType, MAX_IMAGE_BYTES};
 use super::sfb_csv::{self, CsvErrors, ParsedWiremap};
-use super::store::{ImportSummary, LisCounts, LisError, LisStore, NewPin, StoredErl, WiremapBatch, WiremapKind};
+use super::sitemap::Bounds;
+use super::store::{
+    ImportSummary, LisCounts, LisError, LisStore, NewPin, StoredErl, StoredSiteMap, WiremapBatch, WiremapKind,
+};
 use super::validate::{MsagValidator, Validation, Validator};
 
 /// Why a CSV file was not imported.
@@ -117,6 +120,81 @@ pub async fn show_floor_plan(store: &LisStore, erl_id: i64, output: Option<&Path
         line.push_str(&format!("\nwritten to {}", out.display()));
     }
     Ok(line)
+}
+
+/// `sosdesk lis sitemap set`: stores the map; the lines the command prints — what was stored,
+/// the ground it covers, and a warning when the image's proportions are not the edges' (a
+/// misread edge usually; an OpenStreetMap export matches within a pixel).
+pub async fn set_site_map(
+    store: &LisStore,
+    name: &str,
+    image: &FloorPlanImage,
+    bounds: Bounds,
+) -> Result<String, String> {
+    store.set_site_map(name, image, bounds).await.map_err(|e| e.to_string())?;
+    let (w_m, h_m) = bounds.ground_size_m();
+    let dims = image.size.map(|(w, h)| format!(", {w:.0}×{h:.0}")).unwrap_or_default();
+    let mut out = format!(
+        "site map {name:?}: {} ({}, {} bytes{dims}), north {}, south {}, west {}, east {} (about {} × {})",
+        image.sha256,
+        image.media_type.as_str(),
+        image.bytes.len(),
+        bounds.north,
+        bounds.south,
+        bounds.west,
+        bounds.east,
+        distance(w_m),
+        distance(h_m)
+    );
+    if let Some((w, h)) = image.size {
+        let (image_ratio, map_ratio) = (w / h, bounds.aspect_ratio());
+        if (image_ratio / map_ratio - 1.0).abs() > 0.05 {
+            out.push_str(&format!(
+                "\nwarning: the image is {w:.0}×{h:.0} (width ÷ height {image_ratio:.2}) but the edges make a map \
+                 {map_ratio:.2} times as wide as high: check --north/--south/--west/--east (a point will be drawn \
+                 where the edges say, on a stretched image)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn distance(m: f64) -> String {
+    if m >= 1000.0 {
+        format!("{:.1} km", m / 1000.0)
+    } else {
+        format!("{m:.0} m")
+    }
+}
+
+/// `sosdesk lis sitemap list`: one line per map.
+pub fn site_map_table(maps: &[StoredSiteMap]) -> String {
+    use fmt::Write as _;
+    let mut out = String::new();
+    if maps.is_empty() {
+        out.push_str("no site maps\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24} {:>11} {:>11} {:>12} {:>12} {:<14} {:>9} IMAGE",
+        "NAME", "NORTH", "SOUTH", "WEST", "EAST", "TYPE", "BYTES"
+    );
+    for m in maps {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>11.6} {:>11.6} {:>12.6} {:>12.6} {:<14} {:>9} {}",
+            clean(&m.name, 24),
+            m.north,
+            m.south,
+            m.west,
+            m.east,
+            m.media_type,
+            m.bytes,
+            m.plan
+        );
+    }
+    out
 }
 
 fn describe_plan(pin: &FloorPlanPin, media_type: MediaType, len: usize, size: Option<(f64, f64)>) -> String {

@@ -12,6 +12,7 @@ pub mod held;
 pub mod pidf;
 pub mod resolve;
 pub mod sfb_csv;
+pub mod sitemap;
 pub mod store;
 pub mod unlocated;
 pub mod user_entered;
@@ -88,6 +89,10 @@ pub struct LocationSnapshot {
     pub erl: Option<Erl>,
     /// Geodetic position when the caller's PIDF-LO carried one (WGS 84).
     pub geo: Option<GeoPoint>,
+    /// Where `geo` is on the smallest site map that has it (`sosdesk lis sitemap set`): the desk
+    /// draws the map with the point and its uncertainty. `None` without `geo` or without a map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_map: Option<sitemap::SiteMapPin>,
     /// `<method>` from the PIDF-LO (RFC 4119 §2.2.3: GPS, DHCP, Manual, Wiremap …), when given.
     pub method: Option<String>,
     /// What was not understood or did not conform, in a caller's PIDF-LO: shown, never fatal.
@@ -96,7 +101,14 @@ pub struct LocationSnapshot {
 
 impl LocationSnapshot {
     pub fn none() -> Self {
-        LocationSnapshot { source: LocationSource::None, erl: None, geo: None, method: None, warnings: Vec::new() }
+        LocationSnapshot {
+            source: LocationSource::None,
+            erl: None,
+            geo: None,
+            site_map: None,
+            method: None,
+            warnings: Vec::new(),
+        }
     }
 
     /// Whether there is anything a call taker could send someone to.

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::pidf::{build_pidf_lo, parse_pidf_lo, PidfLoInput};
+use super::sitemap::SharedSiteMaps;
 use super::user_entered::{Found, UserLocationBook, STALE_NOTE, VERIFY_NOTE};
 use super::{DeviceAttachment, Erl, LastKnownLocation, LocationSnapshot, LocationSource, Locator};
 
@@ -28,6 +29,8 @@ pub struct Locators {
     pub held: Option<Arc<dyn LastKnownLocation>>,
     /// What users entered for their calls off the mapped network.
     pub user: Option<UserLocationBook>,
+    /// The site maps a geodetic location is drawn on (`location::sitemap`).
+    pub site_maps: Option<SharedSiteMaps>,
 }
 
 /// What the call shows of where it comes from.
@@ -61,6 +64,11 @@ pub fn resolve(caller: CallerSide<'_>, locators: &Locators, now: DateTime<Utc>) 
         match parse_pidf_lo(raw) {
             Ok(mut location) => {
                 location.warnings.splice(0..0, warnings);
+                // The point on the smallest site map that has it, for the desk to draw.
+                location.site_map = match (&location.geo, &locators.site_maps) {
+                    (Some(g), Some(maps)) => maps.place(g),
+                    _ => None,
+                };
                 return Resolved { location, pidf: Some(raw.clone()) };
             }
             Err(e) => warnings.push(format!("caller's PIDF-LO not usable: {e}")),
@@ -78,6 +86,7 @@ pub fn resolve(caller: CallerSide<'_>, locators: &Locators, now: DateTime<Utc>) 
                 source: if erl.is_some() { LocationSource::SiteDefault } else { LocationSource::None },
                 erl,
                 geo: None,
+                site_map: None,
                 method: method.map(str::to_string),
                 warnings,
             }
@@ -113,6 +122,7 @@ fn user_entered(
             Some(LocationSnapshot {
                 source: LocationSource::Manual,
                 erl: Some(entry.erl),
+                site_map: None,
                 geo: None,
                 // RFC 4119 §2.2.3 / IANA Method Tokens: "Manual" — entered by hand.
                 method: Some("Manual".into()),
@@ -135,6 +145,7 @@ fn user_entered(
 fn locate_device(ips: &[IpAddr], locators: &Locators, warnings: &mut Vec<String>) -> Option<LocationSnapshot> {
     let snapshot = |source, erl: Arc<Erl>, warnings: &mut Vec<String>| LocationSnapshot {
         source,
+        site_map: None,
         erl: Some((*erl).clone()),
         geo: None,
         method: Some("Wiremap".into()),
@@ -158,4 +169,51 @@ fn locate_device(ips: &[IpAddr], locators: &Locators, warnings: &mut Vec<String>
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::sitemap::{Bounds, SiteMap, SiteMaps};
+    use crate::location::GeoPoint;
+
+    fn caller(pidf: Option<&Bytes>) -> CallerSide<'_> {
+        CallerSide {
+            pidf,
+            device_ips: &[],
+            warnings: Vec::new(),
+            site_erl: None,
+            default_erl: None,
+            entity: "sip:caller@core",
+            owner: "",
+        }
+    }
+
+    #[test]
+    fn a_geodetic_pidf_lo_is_placed_on_a_site_map_that_has_the_point() {
+        let geo = GeoPoint { latitude: 47.645, longitude: -122.13, altitude_m: None, radius_m: Some(30.0) };
+        let pidf = Bytes::from(build_pidf_lo(&PidfLoInput {
+            entity: "pres:caller@example.com",
+            device_id: None,
+            erl: &Erl::default(),
+            geo: Some(geo),
+            method: "GPS",
+            provided_by: None,
+            timestamp: Utc::now(),
+        }));
+        let maps = SharedSiteMaps::default();
+        let locators = Locators { site_maps: Some(maps.clone()), ..Locators::default() };
+        // No map yet: the location as sent, no pin.
+        let r = resolve(caller(Some(&pidf)), &locators, Utc::now());
+        assert_eq!((r.location.geo.is_some(), r.location.site_map), (true, None));
+
+        let campus = Bounds::new(47.65, 47.64, -122.14, -122.12).unwrap();
+        maps.replace(SiteMaps::new(vec![SiteMap { name: "HQ".into(), plan: "a".repeat(64), bounds: campus }]));
+        let pin = resolve(caller(Some(&pidf)), &locators, Utc::now()).location.site_map.expect("a pin");
+        assert_eq!(pin.map, "HQ");
+        assert!((pin.x - 0.5).abs() < 1e-9 && pin.radius_x.is_some_and(|r| r > 0.0), "{pin:?}");
+
+        // A location without a point (here: none at all) gets no pin whatever the maps.
+        assert_eq!(resolve(caller(None), &locators, Utc::now()).location.site_map, None);
+    }
 }

@@ -84,6 +84,7 @@ fn event(test: bool) -> CallEvent {
                 ..Default::default()
             }),
             geo: None,
+            site_map: None,
             method: None,
             warnings: vec![],
         },

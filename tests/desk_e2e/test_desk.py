@@ -1394,5 +1394,152 @@ class FloorPlanOnTheAlert(unittest.TestCase):
         d.screenshot("history-detail-floor-plan")
 
 
+
+# A campus map at the proportions its edges have in Web Mercator (674 × 500); the point of
+# caller_pidf_geo.xml (47.6445, -122.131, ±25 m) is at its centre.
+SITE_MAP_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="674" height="500" viewBox="0 0 674 500">
+  <rect width="674" height="500" fill="#eef2e6"/>
+  <rect x="200" y="150" width="274" height="200" fill="#c8c2b4" stroke="#555" stroke-width="3"/>
+  <text x="230" y="190" font-size="24">Building 4</text>
+  <path d="M0 420 H674" stroke="#fff" stroke-width="18"/>
+</svg>
+"""
+SITE_MAP_EDGES = {"north": 47.646, "south": 47.643, "west": -122.134, "east": -122.128}
+SITE_MAP_POINT = (47.6445, -122.131, 25.0)
+
+
+def site_map_expected():
+    """Where the point and its uncertainty are on the map, as fractions of the image (the
+    projection of src/location/sitemap.rs, computed here independently)."""
+    import math
+    lat, lon, r = SITE_MAP_POINT
+    e = SITE_MAP_EDGES
+    merc = lambda d: math.asinh(math.tan(math.radians(d)))  # noqa: E731
+    width, height = math.radians(e["east"] - e["west"]), merc(e["north"]) - merc(e["south"])
+    ground = 6378137.0 * math.cos(math.radians(lat))
+    return ((lon - e["west"]) / (e["east"] - e["west"]), (merc(e["north"]) - merc(lat)) / height,
+            r / (width * ground), r / (height * ground))
+
+
+class SiteMapOnTheAlert(unittest.TestCase):
+    """Issue 16 item 4: a caller's PIDF-LO gives a point (no address); the desk's store has a site
+    map around it (`lis sitemap set` before the app starts). The alert and the call detail show
+    the map with the pin on the point and the uncertainty circle, the geo: link kept."""
+
+    @classmethod
+    def setUpClass(cls):
+        def set_map(desk):
+            (desk.dir / "campus.svg").write_text(SITE_MAP_SVG)
+            e = SITE_MAP_EDGES
+            out = subprocess.run([CORE_BIN, "lis", "sitemap", "set", "--name", "HQ campus",
+                                  "--image", str(desk.dir / "campus.svg"), "--north", str(e["north"]),
+                                  "--south", str(e["south"]), "--west", str(e["west"]), "--east", str(e["east"]),
+                                  "--store", str(desk.store)], capture_output=True, text=True)
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "warning" not in out.stdout, out.stdout
+        if not os.access(CORE_BIN, os.X_OK):
+            sys.exit(f"sosdesk not found at {CORE_BIN}: build it (cargo build) or set SOSDESK_BIN")
+        cls.desk = Desk("sitemap", with_sound=False, prepare=set_map)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.desk.close()
+
+    def tearDown(self):
+        self.desk.kill_sipps()
+
+    def drawn(self, scope):
+        """The pin's centre and the uncertainty ellipse's size on the drawn map, as fractions of
+        the image's drawn width and height, once the image is loaded and drawn (None until then)."""
+        return self.desk.driver.execute_script(
+            """
+            const fig = arguments[0].querySelector('figure.site-map[data-loaded="true"]');
+            if (!fig) return null;
+            const img = fig.querySelector('img.site-map-image'), pin = fig.querySelector('.site-map-pin');
+            const area = fig.querySelector('.site-map-uncertainty');
+            if (!img.complete || img.naturalWidth === 0) return null;
+            fig.scrollIntoView({block: 'center'});
+            const i = img.getBoundingClientRect(), p = pin.getBoundingClientRect(), a = area.getBoundingClientRect();
+            if (i.width < 50) return null;
+            return [(p.left + p.width / 2 - i.left) / i.width, (p.top + p.height / 2 - i.top) / i.height,
+                    a.width / i.width, a.height / i.height, (a.left + a.width / 2 - i.left) / i.width,
+                    i.width / i.height, img.currentSrc.slice(0, 26), img.alt,
+                    fig.querySelector('figcaption').textContent, pin.getAttribute('aria-label')];
+            """,
+            scope,
+        )
+
+    def assert_map(self, where, scope_of):
+        found = self.desk.wait_for(lambda _: self.drawn(scope_of()), f"the site map with its pin ({where})")
+        x, y, aw, ah, ax, ratio, src, alt, caption, label = found
+        ex, ey, erx, ery = site_map_expected()
+        self.assertEqual(src, "data:image/svg+xml;base64,", where)
+        self.assertEqual((alt, caption, label), ("Site map: HQ campus", "Site map: HQ campus", "Caller's position ±25 m"))
+        self.assertAlmostEqual(x, ex, delta=0.01, msg=f"{where}: pin at x {x}")
+        self.assertAlmostEqual(y, ey, delta=0.01, msg=f"{where}: pin at y {y}")
+        # The ±25 m circle: 2 × 25 m of the map's ~450 m width and ~334 m height, centred on the pin.
+        self.assertAlmostEqual(aw, 2 * erx, delta=0.01, msg=f"{where}: ellipse width {aw}")
+        self.assertAlmostEqual(ah, 2 * ery, delta=0.01, msg=f"{where}: ellipse height {ah}")
+        self.assertAlmostEqual(ax, ex, delta=0.01, msg=where)
+        # Drawn at the map's proportions, so the circle is round on screen.
+        self.assertAlmostEqual(ratio, 674 / 500, delta=0.03, msg=where)
+        self.assertAlmostEqual(aw * ratio / ah, 1.0, delta=0.05, msg=f"{where}: a circle, not an ellipse")
+
+    def test_the_alert_and_the_call_detail_show_the_point_on_the_site_map(self):
+        d = self.desk
+        provider = d.start_provider()
+        caller = d.sipp("caller_pidf_geo.xml", "-s", "9911", "-set", "name", "Site Map Caller",
+                        "-set", "hold_ms", "4000", "-p", str(next(d.caller_ports)))
+        card = d.card("Site Map Caller")
+        self.assertEqual(card.attr_of("figure.site-map", "data-map"), "HQ campus")
+        self.assertAlmostEqual(float(card.attr_of("figure.site-map", "data-x")), site_map_expected()[0], delta=1e-9)
+        self.assertEqual(card.attr_of(".geo-uri", "value"), "geo:47.644500,-122.131000;u=25")
+        self.assert_map("alert", card.element)
+        d.screenshot("alert-site-map")
+
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+        card.wait_attr("data-state", "ended", "the call to end")
+
+        # The call detail in the history shows the same map and pin.
+        call_id = card.call_id
+        d.driver.find_element(By.ID, "tab-history").click()
+        d.driver.find_element(By.ID, "history-run").click()
+        row_sel = f'tr.history-row[data-call-id="{call_id}"]'
+
+        def open_detail(drv):
+            cell = drv.find_element(By.CSS_SELECTOR, f"{row_sel} td")
+            drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+            cell.click()
+            return True
+
+        d.wait_for(open_detail, "a click on the history row")
+        self.assert_map("call detail", lambda: d.driver.find_element(By.ID, "detail-summary"))
+        d.screenshot("history-detail-site-map")
+
+    def test_a_point_no_site_map_covers_is_said_so_under_its_coordinates(self):
+        # Another desk whose only site map is of another place (north of the point).
+        def set_other_map(desk):
+            (desk.dir / "other.svg").write_text(SITE_MAP_SVG)
+            out = subprocess.run([CORE_BIN, "lis", "sitemap", "set", "--name", "Elsewhere", "--image",
+                                  str(desk.dir / "other.svg"), "--north", "47.80", "--south", "47.70",
+                                  "--west", "-122.20", "--east", "-122.00", "--store", str(desk.store)],
+                                 capture_output=True, text=True)
+            assert out.returncode == 0, out.stdout + out.stderr
+        d = Desk("sitemap-none", with_sound=False, prepare=set_other_map)
+        try:
+            provider = d.start_provider()
+            caller = d.sipp("caller_pidf_geo.xml", "-s", "9911", "-set", "name", "Unmapped Caller",
+                            "-set", "hold_ms", "1000", "-p", str(next(d.caller_ports)))
+            card = d.card("Unmapped Caller")
+            self.assertEqual(card.text(".site-map-none"), "No site map covers this point")
+            self.assertEqual(card.find_all("figure.site-map"), [])
+            self.assertEqual(card.attr_of(".geo-uri", "value"), "geo:47.644500,-122.131000;u=25")
+            d.screenshot("alert-no-site-map")
+            self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+            self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+        finally:
+            d.close()
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

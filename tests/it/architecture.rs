@@ -65,6 +65,7 @@ fn sans_io_cores_never_read_a_clock() {
         "media/session.rs",
         "media/mixer.rs",
         "location/resolve.rs",
+        "location/sitemap.rs",
         "policy.rs",
         "access.rs",
         "events.rs",

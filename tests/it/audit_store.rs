@@ -49,6 +49,7 @@ fn hq_location() -> LocationSnapshot {
             floor_plan: None,
         }),
         geo: None,
+        site_map: None,
         method: Some("Wiremap".into()),
         warnings: vec![],
     }

@@ -33,6 +33,7 @@ mod reload;
 mod route_health;
 mod service;
 mod sip_torture_parse;
+mod site_maps;
 mod test_peers;
 mod torture_wire;
 mod two_nodes;

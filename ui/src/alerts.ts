@@ -7,7 +7,7 @@ import type { TimelineEntry } from "./bindings/TimelineEntry";
 import { byId, el } from "./dom";
 import { escalationBlock, tickCountdowns } from "./escalation";
 import { address, age, clock, dateTime, geo } from "./format";
-import { floorPlanBlock, geoLink } from "./floorplan";
+import { floorPlanBlock, geoLink, siteMapBlock } from "./floorplan";
 import * as leg from "./leg";
 import { toggleDetails } from "./status";
 
@@ -313,6 +313,7 @@ function locationBlock(c: ActiveCall): HTMLElement {
     erl && erl.elins && erl.elins.length > 0 && el("div", { class: "location-elin", text: `ELIN ${erl.elins.join(", ")}` }),
     point && el("div", { class: "location-geo", text: geo(point, method) }),
     point && geoLink(point),
+    siteMapBlock(c.location),
     floorPlanBlock(erl),
     el("div", { class: "location-note", text: c.location_note }),
     warnings.length > 0 && el("ul", { class: "location-warnings" }, ...warnings.map((w) => el("li", { text: w }))),

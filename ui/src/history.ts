@@ -6,7 +6,7 @@ import type { CallSummary } from "./bindings/CallSummary";
 import type { HistoryFilter } from "./bindings/HistoryFilter";
 import type { Playback } from "./bindings/Playback";
 import { byId, el } from "./dom";
-import { floorPlanBlock, geoLink } from "./floorplan";
+import { floorPlanBlock, geoLink, siteMapBlock } from "./floorplan";
 import { clock, dateTime } from "./format";
 
 const LIMIT = 200;
@@ -154,13 +154,15 @@ function renderDetail(d: CallDetail): void {
   ];
   renderRecording(d);
   // The call's last known location (every event carries the call's location as it stood), drawn:
-  // its floor plan with the pin, its coordinates. Not an older event's plan: after an update to
+  // its floor plan with the pin, its coordinates and their site map. Not an older event's plan: after an update to
   // a place without one, an old pin would show the caller where they no longer are.
   const located = d.events[d.events.length - 1]?.event.location;
   const plan = floorPlanBlock(located?.erl);
+  const map = siteMapBlock(located);
   byId("detail-summary").replaceChildren(
     ...fields.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v ?? "" })]),
     ...(located?.geo ? [el("dt", { text: "Coordinates" }), el("dd", {}, geoLink(located.geo))] : []),
+    ...(map ? [el("dt", { text: "Site map" }), el("dd", {}, map)] : []),
     ...(plan ? [el("dt", { text: "Floor plan" }), el("dd", {}, plan)] : []),
   );
 

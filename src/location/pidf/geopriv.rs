@@ -36,6 +36,7 @@ impl Found {
             source: LocationSource::ClientPidfLo,
             erl: self.civic.clone().map(|civic| Erl { civic, ..Erl::default() }),
             geo: self.geo,
+            site_map: None,
             method: None,
             warnings: Vec::new(),
         };

@@ -104,6 +104,7 @@ pub fn parse_pidf_lo(xml: &[u8]) -> Result<LocationSnapshot, PidfError> {
         source: LocationSource::ClientPidfLo,
         erl: found.civic.map(|civic| Erl { civic, ..Erl::default() }),
         geo: found.geo,
+        site_map: None,
         method: found.method,
         warnings,
     })

@@ -78,9 +78,6 @@ impl LisStore {
     /// Writes pins (and their images, once each) in the caller's write transaction, then drops
     /// plans no ERL uses any more.
     pub(super) async fn write_pins(&self, tx: &mut AnyConnection, pins: &[(i64, NewPin<'_>)]) -> Result<(), LisError> {
-        let insert_plan = self.sql(
-            "INSERT INTO floor_plans (sha256, media_type, image) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-        );
         let upsert_pin = self.sql(
             "INSERT INTO erl_floor_plans (erl_id, plan, x, y) VALUES (?, ?, ?, ?) \
              ON CONFLICT (erl_id) DO UPDATE SET plan = excluded.plan, x = excluded.x, y = excluded.y",
@@ -89,13 +86,7 @@ impl LisStore {
         for (erl_id, pin) in pins {
             let img = pin.image;
             if !written.contains(&img.sha256.as_str()) {
-                sqlx::query(&insert_plan)
-                    .bind(img.sha256.as_str())
-                    .bind(img.media_type.as_str())
-                    .bind(img.bytes.as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.db("store a floor plan"))?;
+                self.insert_image(tx, img).await?;
                 written.push(&img.sha256);
             }
             sqlx::query(&upsert_pin)
@@ -110,10 +101,27 @@ impl LisStore {
         self.delete_unused_plans(tx).await
     }
 
-    async fn delete_unused_plans(&self, tx: &mut AnyConnection) -> Result<(), LisError> {
+    /// Stores an image (checked by `floorplan::check_image`) once: an image already there is
+    /// left as it is (same SHA-256, same bytes).
+    pub(super) async fn insert_image(&self, tx: &mut AnyConnection, img: &FloorPlanImage) -> Result<(), LisError> {
+        sqlx::query(&self.sql(
+            "INSERT INTO floor_plans (sha256, media_type, image) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+        ))
+        .bind(img.sha256.as_str())
+        .bind(img.media_type.as_str())
+        .bind(img.bytes.as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(self.db("store a floor plan"))?;
+        Ok(())
+    }
+
+    /// Deletes the images neither an ERL's pin nor a site map uses.
+    pub(super) async fn delete_unused_plans(&self, tx: &mut AnyConnection) -> Result<(), LisError> {
         sqlx::query(
             "DELETE FROM floor_plans WHERE NOT EXISTS \
-             (SELECT 1 FROM erl_floor_plans AS p WHERE p.plan = floor_plans.sha256)",
+             (SELECT 1 FROM erl_floor_plans AS p WHERE p.plan = floor_plans.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM site_maps AS m WHERE m.plan = floor_plans.sha256)",
         )
         .execute(&mut *tx)
         .await

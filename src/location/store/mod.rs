@@ -20,6 +20,7 @@
 
 mod floorplan;
 mod keys;
+mod sitemap;
 mod sql;
 mod unlocated;
 mod user_locations;
@@ -37,6 +38,7 @@ use super::{parse_mac, CivicAddress, Erl, PortIdSubtype, WiremapEntry, WiremapKe
 use crate::db::{Backend, Db, Location};
 pub use floorplan::NewPin;
 pub use keys::{content_key, key_order};
+pub use sitemap::StoredSiteMap;
 use sql::{
     bump_generation, chunk_len, table, RawRow, SqlRows, ERL_CHUNK, ID_LOOKUP_CHUNK, INSERT_ERLS, PAGE_SQL, SELECT_ERLS,
 };
@@ -146,6 +148,9 @@ pub enum LisError {
     /// A floor-plan point that is not on the plan.
     #[error("ERL {erl_id}: {reason}")]
     InvalidPin { erl_id: i64, reason: String },
+    /// A site map whose name or edges are not acceptable.
+    #[error("site map {name:?}: {reason}")]
+    InvalidSiteMap { name: String, reason: String },
     /// Writing an export failed.
     #[error("location export: write failed: {source}")]
     Write {
@@ -504,6 +509,7 @@ impl LisStore {
             "wiremap_macs",
             "lis_generation",
             "erl_floor_plans",
+            "site_maps",
         ] {
             let select = match self.db.backend {
                 Backend::Sqlite => {

@@ -409,6 +409,7 @@ fn a_call_without_pidf_lo_is_located_by_the_wiremap_from_its_sdp_address() {
         wiremap: Some(std::sync::Arc::new(TableLocator(vec![("10.9.0.0/16".parse().unwrap(), erl("701"))]))),
         held: Some(std::sync::Arc::new(TableLocator(vec![("10.8.0.0/16".parse().unwrap(), erl("HELD-1"))]))),
         user: None,
+        site_maps: None,
     });
     let pbx = "127.0.0.2:5060";
     e.handle_message(invite_via_pbx("10.9.1.5", 10), peer(pbx), Now::read());

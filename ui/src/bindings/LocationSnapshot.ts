@@ -2,6 +2,7 @@
 import type { Erl } from "./Erl";
 import type { GeoPoint } from "./GeoPoint";
 import type { LocationSource } from "./LocationSource";
+import type { SiteMapPin } from "./SiteMapPin";
 
 /**
  * The location of one call, as carried in every `CallEvent` and written to the audit log.
@@ -15,6 +16,11 @@ erl: Erl | null,
  * Geodetic position when the caller's PIDF-LO carried one (WGS 84).
  */
 geo: GeoPoint | null, 
+/**
+ * Where `geo` is on the smallest site map that has it (`sosdesk lis sitemap set`): the desk
+ * draws the map with the point and its uncertainty. `None` without `geo` or without a map.
+ */
+site_map?: SiteMapPin | null, 
 /**
  * `<method>` from the PIDF-LO (RFC 4119 §2.2.3: GPS, DHCP, Manual, Wiremap …), when given.
  */
