@@ -330,6 +330,43 @@ mod tests {
     }
 
     #[test]
+    fn the_window_is_the_longest_escalations_last_tier_and_the_retries_after_it() {
+        let text = |policy: &str| {
+            format!(
+                "default_policy = \"p\"\n[sip]\nudp = \"127.0.0.1:5060\"\n[store]\npath = \"/tmp/x.db\"\n\
+                 [alerts]\nretry_for_s = 300\n[[channel]]\nname = \"w\"\nkind = \"webhook\"\n\
+                 url = \"http://127.0.0.1:1/x\"\nsecret = \"webhook-secret-0123456789\"\n\
+                 [[route]]\nname = \"r\"\nkind = \"sip-trunk\"\naddress = \"127.0.0.1:5070\"\n\
+                 [[pstn_usage]]\nname = \"e\"\nroutes = [\"r\"]\n[[policy]]\nname = \"p\"\npstn_usage = \"e\"\n{policy}\n\
+                 [[policy.number]]\ndial_string = \"911\"\n"
+            )
+        };
+        let cfg = |policy: &str| {
+            Config::from_toml(&text(policy), std::path::Path::new("/tmp/x.toml")).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let escalating = "channels = [\"w\"]\nescalation = [{ after_s = 60, channels = [\"w\"] }]";
+        assert_eq!(window(&cfg(escalating)), Some(Duration::from_secs(360)));
+        assert_eq!(window(&cfg("")), None, "nothing escalates: nothing to look for");
+    }
+
+    #[tokio::test]
+    async fn one_claim_goes_through_and_a_dead_adopters_claim_is_taken_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(dir.path().join("s.db")).await.unwrap();
+        let db = store.database();
+        assert!(claim(db, "c1", "b", None).await.unwrap());
+        assert!(!claim(db, "c1", "c", None).await.unwrap(), "b claimed it first");
+        assert!(claim(db, "c1", "c", Some("b")).await.unwrap(), "b is gone: c takes over");
+        assert!(!claim(db, "c1", "d", Some("b")).await.unwrap(), "c took it over first");
+        let holder: String = sqlx::query_scalar("SELECT node FROM escalation_adoptions WHERE call_id = 'c1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(holder, "c");
+        store.close().await;
+    }
+
+    #[test]
     fn orphaned_means_another_node_not_live_or_this_nodes_previous_run() {
         assert!(orphaned("a", 5, "b", 10, false));
         assert!(!orphaned("a", 5, "b", 10, true), "a live node runs its own");

@@ -319,7 +319,8 @@ fn the_escalation_of_a_call_whose_node_stopped_is_finished_by_the_other_node_unl
     let db = TestDb::postgres();
     let mut a = Lab::start_with(|c| escalating(on(&db, "a", &c)));
     let mut b = Lab::start_with(|c| escalating(on(&db, "b", &c)));
-    let call_id = |r: &crate::support::receivers::Received| serde_json::from_slice::<CallEvent>(&r.body).unwrap().call_id;
+    let call_id =
+        |r: &crate::support::receivers::Received| serde_json::from_slice::<CallEvent>(&r.body).unwrap().call_id;
 
     // Call X through node A, acknowledged on A after its tier 1.
     call_through(&a);
