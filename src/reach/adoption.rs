@@ -174,8 +174,9 @@ pub(super) async fn look_for_orphans(
     if store.database().backend != Backend::Postgres {
         return;
     }
-    // Calls of an unknown policy already reported: said once per call, not every look.
-    let mut reported = HashSet::new();
+    // Orphans looked at and left alone for good (their policy unknown, reported once; no tier
+    // to go): not read again at every look.
+    let mut settled = HashSet::new();
     // The first tick is at once: what a node that died before this one started left.
     let mut every = tokio::time::interval(LOOK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -185,7 +186,7 @@ pub(super) async fn look_for_orphans(
             _ = every.tick() => {}
         }
         let cfg = config.borrow().clone();
-        let looked = look(&store, &cfg, &me, started.timestamp_millis(), &adopted, &mut reported);
+        let looked = look(&store, &cfg, &me, started.timestamp_millis(), &adopted, &mut settled);
         // A slow store delays the next look, never the dispatcher (this is a task of its own).
         let r = tokio::select! {
             _ = stop.changed() => return,
@@ -208,15 +209,19 @@ async fn look(
     me: &str,
     started_ms: i64,
     adopted: &mpsc::Sender<CallEvent>,
-    reported: &mut HashSet<String>,
+    settled: &mut HashSet<String>,
 ) -> Result<(), String> {
     let Some(window) = window(cfg) else { return Ok(()) };
     let db = store.database();
-    let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let back = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let since = Utc::now().checked_sub_signed(back).unwrap_or(DateTime::<Utc>::MIN_UTC);
     let found = candidates(db, since).await.map_err(|e| e.to_string())?;
     // Each holder asked once per look (a handful of nodes, however many calls).
     let mut live: HashMap<String, bool> = HashMap::new();
     for c in &found {
+        if settled.contains(&c.call_id) {
+            continue;
+        }
         let holder_live = match live.get(&c.holder) {
             Some(l) => *l,
             None if c.holder == me => true,
@@ -230,18 +235,21 @@ async fn look(
             continue;
         }
         let Some(policy) = cfg.policies.iter().find(|p| p.name == c.policy) else {
-            if reported.insert(c.call_id.clone()) {
-                tracing::error!(call = %c.call_id, policy = %c.policy, node = %c.holder, "the escalation of a call of a node that is gone cannot be adopted: its policy is not in this node's config (give every node the same config)");
-            }
+            tracing::error!(call = %c.call_id, policy = %c.policy, node = %c.holder, "the escalation of a call of a node that is gone cannot be adopted: its policy is not in this node's config (give every node the same config)");
+            settled.insert(c.call_id.clone());
             continue;
         };
         let tiers = crate::channels::tiers(&policy.channels, &policy.escalation).len();
-        let records = store.call_events(&c.call_id).await.map_err(|e| e.to_string())?;
-        let p = progress(records.iter().map(|r| &r.event));
-        let Some(detected) = p.detected else { continue };
-        if p.acknowledged || p.sent >= tiers {
+        let p = if tiers == 0 {
+            Progress::default()
+        } else {
+            let records = store.call_events(&c.call_id).await.map_err(|e| e.to_string())?;
+            progress(records.iter().map(|r| &r.event))
+        };
+        let Some(detected) = p.detected.filter(|_| !p.acknowledged && p.sent < tiers) else {
+            settled.insert(c.call_id.clone());
             continue;
-        }
+        };
         let dead_adopter = c.adopted.then_some(c.holder.as_str());
         if !claim(db, &c.call_id, me, dead_adopter).await.map_err(|e| e.to_string())? {
             continue;
@@ -251,7 +259,7 @@ async fn look(
             return Ok(());
         }
     }
-    reported.retain(|id| found.iter().any(|c| &c.call_id == id));
+    settled.retain(|id| found.iter().any(|c| &c.call_id == id));
     // Claims of calls out of the window can never be wanted again.
     let sql = db.backend.sql("DELETE FROM escalation_adoptions WHERE adopted_ms < ?");
     sqlx::query(&sql).bind(since.timestamp_millis()).execute(&db.pool).await.map_err(|e| e.to_string())?;
