@@ -7,6 +7,9 @@
 #   bash bench/store-compare.sh [SECONDS_PER_RATE] [RATES...]        (default 8 100 500 1000)
 #   SOSDESK_BENCH_STORES="sqlite postgres postgres sqlite": the stores and their order
 #   SOSDESK_BENCH_BIN=path: measure that binary (default: a release build of this tree)
+#   SOSDESK_BENCH_ROUTE=elin: the calls come from the lab's warehouse (127.0.0.4) and go out
+#     through its ELIN gateway (two ELINs, each held for the callback window: every call takes
+#     over the oldest mapping); on PostgreSQL each ELIN is claimed in the store first
 # Prints one line per store and rate: the calls sipp counted answered/failed, the latency line of
 # bench/latency.py, sosdesk's CPU per call, and whether the audit writer kept up: audit rows
 # and call summaries written for the rate's calls, how many of the events that had happened when
@@ -33,6 +36,10 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d)
 chmod 755 "$work"
 SOS=27060; PROV=27070; NOTE=27090; PG=27432
+route=${SOSDESK_BENCH_ROUTE:-trunk}
+caller_ip=127.0.0.1
+# The ELIN gateway is the first route of the warehouse's policy; sipp plays it on PROV.
+[ "$route" = elin ] && { caller_ip=127.0.0.4; PROV=27075; }
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -72,13 +79,15 @@ sql() {
 rows() { sql "$1" "SELECT (SELECT count(*) FROM events) || ' ' || (SELECT count(*) FROM calls)"; }
 
 n_run=0
+echo "route: $route (calls from $caller_ip)"
 echo "store  rate_per_s  sipp_ok sipp_failed  capture  cpu  audit"
 for store in "${stores[@]}"; do
   n_run=$((n_run + 1))
   rm -rf "$work/run"; mkdir -p "$work/run"
   sed -e "s/127.0.0.1:5060\"/127.0.0.1:$SOS\"/" -e "s/127.0.0.1:5070\"/127.0.0.1:$PROV\"/" \
       -e "s/127.0.0.1:5090/127.0.0.1:$NOTE/g" -e "s/127.0.0.1:8443/127.0.0.1:27443/" \
-      -e "s/127.0.0.1:8080/127.0.0.1:27080/" examples/lab.toml > "$work/run/bench.toml"
+      -e "s/127.0.0.1:8080/127.0.0.1:27080/" -e "s/127.0.0.1:5080\"/127.0.0.1:$PROV\"/" \
+      examples/lab.toml > "$work/run/bench.toml"
   if [ "$store" = sqlite ]; then
     sed -i "s#^path = \"../sosdesk-lab.db\"#path = \"$work/run/audit.db\"#" "$work/run/bench.toml"
     verify=(--store "$work/run/audit.db")
@@ -106,7 +115,7 @@ for store in "${stores[@]}"; do
     read -r ev0 calls0 < <(rows "$store")
     n=$((rate * secs))
     cpu0=$(awk '{print $14 + $15}' /proc/$core/stat); pg0=$(pg_ticks)
-    sipp -sf bench/caller.xml 127.0.0.1:$SOS -i 127.0.0.1 -p 27062 -r "$rate" -m "$n" -l 100000 \
+    sipp -sf bench/caller.xml 127.0.0.1:$SOS -i $caller_ip -p 27062 -r "$rate" -m "$n" -l 100000 \
          -timeout $((secs + 30)) -nostdin -trace_stat -stf "$work/run/stat$rate.csv" > /dev/null 2>&1 || true
     end_ms=$(date +%s%3N); end_at=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
     cpu1=$(awk '{print $14 + $15}' /proc/$core/stat); pg1=$(pg_ticks)

@@ -68,6 +68,12 @@ pub(crate) enum NetInput {
         elin: String,
         found: Option<crate::routing::SharedElin>,
     },
+    /// The store's answer to the engine's `Output::ClaimElin`: the ELIN claimed for the call, or
+    /// `None` (the store failed or was too slow).
+    ElinClaimed {
+        call_ref: String,
+        elin: Option<String>,
+    },
     /// The answer to the engine's `Output::EnterUserLocation` (a PUBLISH waits for it).
     UserLocationKept {
         key: String,

@@ -337,6 +337,11 @@ impl Core {
         }
         engine.set_guard(guard);
         engine.share_through_store();
+        // Several nodes can share only a PostgreSQL store: there an ELIN is claimed before a call
+        // presents it (`crate::shared::callbacks::CallbackStore::claim`).
+        if store.database().backend == crate::db::Backend::Postgres {
+            engine.claim_elins_in_store();
+        }
         engine.set_locators(Locators {
             wiremap: Some(locator),
             held: Some(Arc::new(held_cache)),
@@ -704,6 +709,7 @@ async fn run(
                         let _ = reply.send(engine.reconfigure(&cfg, now));
                     }
                     NetInput::ElinFound { elin, found } => engine.on_elin_found(&elin, found, now),
+                    NetInput::ElinClaimed { call_ref, elin } => engine.on_elin_claimed(&call_ref, elin, now),
                     NetInput::UserLocationKept { key, answer } => engine.on_user_location_kept(&key, answer, now),
                     NetInput::SharedRegistrations(list) => engine.on_shared_registrations(list, now),
                 }
@@ -833,6 +839,14 @@ async fn run(
                     tokio::spawn(async move {
                         let answer = keep_published_location(&users, request).await;
                         guard.send(answer);
+                    });
+                }
+                // Answered whatever happens (within the claim's bound): the call waits for it.
+                Output::ClaimElin(claim) => {
+                    let (store, net_tx) = (ctx.callbacks.clone(), ctx.net_tx.clone());
+                    tokio::spawn(async move {
+                        let elin = store.claim_within(&claim).await;
+                        let _ = net_tx.send(NetInput::ElinClaimed { call_ref: claim.mapping.call_ref, elin });
                     });
                 }
                 // Answered whatever happens (within the look-up's bound): the callback waits for it.

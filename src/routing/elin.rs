@@ -2,7 +2,7 @@
 //! replaced by the ERL's ELIN; a PSAP that calls that ELIN back within the configured time
 //! (Skype for Business: 180 minutes by default) must reach the original caller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::sip::transaction::Peer;
@@ -43,6 +43,15 @@ impl SharedElin {
     }
 }
 
+/// A call about to go out through an ELIN gateway when several nodes share the store: the ERL's
+/// ELINs in the order this node prefers them ([`ElinCache::preference`]) and the mapping to
+/// write for whichever the store gives (`mapping.elin` is filled in by the claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElinClaim {
+    pub candidates: Vec<String>,
+    pub mapping: SharedElin,
+}
+
 #[derive(Debug)]
 pub struct ElinCache {
     ttl: Duration,
@@ -59,17 +68,31 @@ impl ElinCache {
         self.ttl
     }
 
-    /// Choose the ELIN for a call (`call_ref`) from an ERL's ELINs: the one the call already
-    /// holds (an attempt of a retry round presents the same ELIN as the round before), else one
-    /// with no live mapping if there is one (so concurrent callers at one location stay
-    /// distinguishable), else the one whose mapping is oldest.
+    /// Choose the ELIN for a call (`call_ref`) from an ERL's ELINs: the first of
+    /// [`preference`](Self::preference).
     pub fn pick<'a>(&self, elins: &'a [String], call_ref: &str, now: Instant) -> Option<&'a str> {
-        elins
+        self.preference(elins, call_ref, now).into_iter().next()
+    }
+
+    /// An ERL's ELINs in the order a call (`call_ref`) should take them: the one the call already
+    /// holds (an attempt of a retry round presents the same ELIN as the round before), then those
+    /// with no live mapping (so concurrent callers at one location stay distinguishable), then
+    /// the others, oldest mapping first. With several nodes the store claims them in this order
+    /// (`crate::shared::callbacks::CallbackStore::claim`): what is free here may be another
+    /// node's.
+    pub fn preference<'a>(&self, elins: &'a [String], call_ref: &str, now: Instant) -> Vec<&'a str> {
+        let mut order: Vec<(u8, Option<Instant>, usize, &'a str)> = elins
             .iter()
-            .find(|e| self.lookup(e, now).is_some_and(|m| m.call_ref == call_ref))
-            .or_else(|| elins.iter().find(|e| self.lookup(e, now).is_none()))
-            .or_else(|| elins.iter().min_by_key(|e| self.map.get(e.as_str()).map(|m| m.expires)))
-            .map(String::as_str)
+            .enumerate()
+            .map(|(i, e)| match self.lookup(e, now) {
+                Some(m) if m.call_ref == call_ref => (0, None, i, e.as_str()),
+                None => (1, None, i, e.as_str()),
+                Some(m) => (2, Some(m.expires), i, e.as_str()),
+            })
+            .collect();
+        order.sort();
+        let mut seen = HashSet::new();
+        order.into_iter().map(|(.., e)| e).filter(|e| seen.insert(*e)).collect()
     }
 
     pub fn insert(&mut self, elin: &str, mut m: ElinMapping, now: Instant) {
@@ -132,5 +155,21 @@ mod tests {
         assert_eq!(c.pick(&elins, "c3", t0 + Duration::from_secs(2)), Some("100"));
         // A call retrying its routes keeps the ELIN it holds.
         assert_eq!(c.pick(&elins, "c2", t0 + Duration::from_secs(2)), Some("200"));
+    }
+
+    #[test]
+    fn the_order_to_claim_in_is_own_then_free_then_oldest() {
+        let t0 = Instant::now();
+        let mut c = ElinCache::new(Duration::from_secs(60));
+        let elins: Vec<String> = ["100", "200", "300", "400", "300"].map(String::from).to_vec();
+        c.insert("300", ElinMapping { call_ref: "c1".into(), ..mapping("1") }, t0 + Duration::from_secs(2));
+        c.insert("100", ElinMapping { call_ref: "c2".into(), ..mapping("2") }, t0 + Duration::from_secs(1));
+        c.insert("400", ElinMapping { call_ref: "c3".into(), ..mapping("3") }, t0);
+        let now = t0 + Duration::from_secs(3);
+        // A new call: the free one, then the busy ones oldest first; a repeated ELIN once.
+        assert_eq!(c.preference(&elins, "new", now), ["200", "400", "100", "300"]);
+        // A call that holds one: that one first.
+        assert_eq!(c.preference(&elins, "c1", now), ["300", "200", "400", "100"]);
+        assert!(c.preference(&[], "new", now).is_empty());
     }
 }

@@ -11,6 +11,6 @@ pub mod triage;
 pub mod trunk_register;
 
 pub use engine::{
-    Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration, UserLocationAnswer,
-    UserLocationChange, UserLocationRequest,
+    ElinClaim, Engine, LocalEndpoint, Locators, MediaAction, Output, SharedElin, SharedRegistration,
+    UserLocationAnswer, UserLocationChange, UserLocationRequest,
 };

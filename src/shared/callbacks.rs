@@ -6,6 +6,13 @@
 //! here from a task of its own (a slow or failing store never holds a call up) and, when a
 //! callback comes for an ELIN the engine has no mapping of, looks it up here within
 //! [`LOOKUP_WITHIN`] and hands the answer back (`Engine::on_elin_found`).
+//!
+//! With several nodes (PostgreSQL), a node's own mappings no longer tell which of an ERL's
+//! ELINs are free: two nodes would hand the same ELIN to two callers at once, and the PSAP's
+//! callback would reach only the one written last. There the ELIN is claimed here before the
+//! INVITE goes out ([`CallbackStore::claim`], bounded by [`CLAIM_WITHIN`]): the candidates
+//! read, the chosen one written only if its row is unchanged, which the unique key on `elin`
+//! serialises between nodes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,13 +21,21 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 
 use crate::db::Db;
-use crate::routing::SharedElin;
+use crate::routing::{ElinClaim, SharedElin};
 use crate::sip::transaction::{Peer, Transport};
 
 /// How long a waiting callback waits for the store before it is routed as with no mapping
 /// (`routing.callback_fallback`, else 480): a PSAP must not hear silence because a database
 /// is slow.
 pub const LOOKUP_WITHIN: Duration = Duration::from_secs(2);
+
+/// How long a call going out through an ELIN gateway waits for the store to claim its ELIN
+/// ([`CallbackStore::claim`]) before it takes the one its node prefers: a few round trips to
+/// PostgreSQL take milliseconds; the PSAP must not wait on a database that stalls.
+pub const CLAIM_WITHIN: Duration = Duration::from_millis(300);
+
+/// Rounds of a claim before it gives up (see [`CallbackStore::claim`]).
+const ROUNDS: usize = 32;
 
 /// Mappings waiting to be written; beyond, new ones are dropped (logged): the in-memory
 /// mapping still serves callbacks to this node.
@@ -63,6 +78,99 @@ impl CallbackStore {
         let sql = self.db.backend.sql("DELETE FROM elin_callbacks WHERE expires_ms <= ?");
         sqlx::query(&sql).bind(chrono::Utc::now().timestamp_millis()).execute(&self.db.pool).await?;
         Ok(())
+    }
+
+    /// Claims the first of `claim.candidates` that no other live call holds, writing the call's
+    /// mapping to it, and returns it. A candidate is free when it has no row, its row has
+    /// expired, or the row is this call's (a retry). When every one is held by a live call —
+    /// which is usual: a mapping lives for the whole callback window, hours — the one whose
+    /// mapping is oldest is taken over, as one node does (`ElinCache::preference`).
+    ///
+    /// Optimistic, two round trips: the candidates' rows are read, one is chosen, and the
+    /// mapping is written with `INSERT … ON CONFLICT (elin) DO UPDATE … WHERE` the row is still
+    /// what was read (or has expired, or is this call's). That statement is atomic on both
+    /// backends: on PostgreSQL a second node writing the same ELIN waits for the first to
+    /// commit and then finds its condition false (READ COMMITTED re-checks the committed row),
+    /// so exactly one of them gets a row back; the other reads again and chooses again.
+    pub async fn claim(&self, claim: &ElinClaim) -> Result<String, sqlx::Error> {
+        if claim.candidates.is_empty() {
+            return Err(sqlx::Error::Protocol("an ELIN claim without candidates".into()));
+        }
+        let m = &claim.mapping;
+        let read = format!(
+            "SELECT elin, call_ref, expires_ms FROM elin_callbacks WHERE elin IN ({})",
+            vec!["?"; claim.candidates.len()].join(", ")
+        );
+        let read = self.db.backend.sql(&read);
+        let write = self.db.backend.sql(
+            "INSERT INTO elin_callbacks \
+             (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
+             caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
+             caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
+             expires_ms = excluded.expires_ms, node = excluded.node \
+             WHERE elin_callbacks.expires_ms <= ? OR elin_callbacks.call_ref = excluded.call_ref \
+             OR (elin_callbacks.call_ref = ? AND elin_callbacks.expires_ms = ?) \
+             RETURNING elin",
+        );
+        // Each lost race means another call just took one of these ELINs, so a burst of N callers
+        // at one location settles in at most N rounds; the caller bounds the whole by
+        // `CLAIM_WITHIN`.
+        for _ in 0..ROUNDS {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let mut q = sqlx::query(&read);
+            for e in &claim.candidates {
+                q = q.bind(e);
+            }
+            let mut held: std::collections::HashMap<String, (String, i64)> = std::collections::HashMap::new();
+            for r in q.fetch_all(&self.db.pool).await? {
+                held.insert(r.try_get("elin")?, (r.try_get("call_ref")?, r.try_get("expires_ms")?));
+            }
+            let free = |e: &String| held.get(e).is_none_or(|(c, exp)| *exp <= now_ms || *c == m.call_ref);
+            let (elin, seen) = match claim.candidates.iter().find(|e| free(e)) {
+                // (A row that appears meanwhile fails the write: nothing matches it.)
+                Some(e) => (e, (String::new(), i64::MIN)),
+                None => {
+                    let oldest = claim.candidates.iter().min_by_key(|e| held.get(*e).map(|(_, t)| *t)).unwrap();
+                    (oldest, held.get(oldest).cloned().unwrap_or((String::new(), i64::MIN)))
+                }
+            };
+            let won = sqlx::query(&write)
+                .bind(elin)
+                .bind(&m.call_ref)
+                .bind(&m.caller_number)
+                .bind(m.caller_display.as_deref())
+                .bind(m.caller_peer.transport.as_str())
+                .bind(m.caller_peer.addr.to_string())
+                .bind(m.expires.timestamp_millis())
+                .bind(self.node.as_deref())
+                .bind(now_ms)
+                .bind(&seen.0)
+                .bind(seen.1)
+                .fetch_optional(&self.db.pool)
+                .await?;
+            if won.is_some() {
+                return Ok(elin.clone());
+            }
+        }
+        Err(sqlx::Error::Protocol(format!("every ELIN of the location changed hands while claiming, {ROUNDS} times")))
+    }
+
+    /// [`claim`](Self::claim) within [`CLAIM_WITHIN`]; a failure or no answer is `None`
+    /// (logged), and the call takes the ELIN its node prefers.
+    pub async fn claim_within(&self, claim: &ElinClaim) -> Option<String> {
+        match tokio::time::timeout(CLAIM_WITHIN, self.claim(claim)).await {
+            Ok(Ok(elin)) => Some(elin),
+            Ok(Err(e)) => {
+                tracing::error!(call = %claim.mapping.call_ref, error = %e, "cannot claim an ELIN in the store: the call presents the one this node prefers, which another node may have given too");
+                None
+            }
+            Err(_) => {
+                tracing::error!(call = %claim.mapping.call_ref, ms = CLAIM_WITHIN.as_millis() as u64, "the store did not claim an ELIN in time: the call presents the one this node prefers, which another node may have given too");
+                None
+            }
+        }
     }
 
     /// The live mapping of `elin`, if any node wrote one.

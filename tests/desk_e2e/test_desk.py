@@ -251,6 +251,24 @@ def stacking_index(title_part):
     return None, None
 
 
+def desk_windows():
+    """The ids of every desk app's window on the display."""
+    return {wid for wid, name in window_ids_by_name() if "sosdesk" in name}
+
+
+def stacking_position(window):
+    """Where `window` is in the window manager's stacking order (0: bottom), or None."""
+    ids = [wid for wid, _ in window_ids_by_name()]
+    return ids.index(window) if window in ids else None
+
+
+def window_pid(window):
+    """The process that owns `window` (_NET_WM_PID), or None."""
+    out = subprocess.run(["xprop", "-id", window, "_NET_WM_PID"], capture_output=True, text=True).stdout
+    m = re.search(r"= (\d+)", out)
+    return int(m.group(1)) if m else None
+
+
 class Desk:
     """One app session: its own config, store, settings folder, HOME (for the ALSA config) and
     tauri-driver."""
@@ -316,12 +334,16 @@ class Desk:
         wait_tcp(self.driver_port, self.tauri_driver, "tauri-driver")
         wait_tcp(self.native_port, self.tauri_driver, "WebKitWebDriver")
         self.sipps = []
+        # This session's own window, told from any other desk's still on the display (an earlier
+        # session's app that is slow to exit on a loaded machine).
+        others = desk_windows()
         self.driver = webdriver.Remote(
             command_executor=f"http://127.0.0.1:{self.driver_port}",
             options=TauriOptions(APP, ["--config", str(self.config)]),
         )
         self.wait_for(lambda d: d.find_element(By.ID, "status-core").get_attribute("data-state") == "running",
                       "the connection to the core" if remote else "the embedded core to run")
+        self.window = wait_until(lambda: next(iter(sorted(desk_windows() - others)), None), "the desk's window")
 
     def sound_card(self):
         """ALSA's file plugin as the default device: what the alarm plays lands in a file the
@@ -491,6 +513,16 @@ class Desk:
             self.tauri_driver.wait(10)
         except subprocess.TimeoutExpired:
             self.tauri_driver.kill()
+        # The app is gone with its window before the next session starts: a lingering one is ended.
+        window = getattr(self, "window", None)
+        if window is not None:
+            try:
+                wait_until(lambda: window not in desk_windows(), "the desk's window to close", timeout=10)
+            except AssertionError:
+                pid = window_pid(window)
+                if pid:
+                    print(f"the desk app {pid} outlived its session: killed", file=sys.stderr)
+                    os.kill(pid, signal.SIGKILL)
         self.log.close()
         if os.environ.get("SOSDESK_E2E_KEEP"):
             print(f"kept {self.dir}", file=sys.stderr)
@@ -564,7 +596,7 @@ class EmergencyCallOnTheDesk(unittest.TestCase):
         deadline = time.monotonic() + WAIT
         while stacking_index("xclock")[0] is None and time.monotonic() < deadline:
             time.sleep(0.05)  # waiting for the window manager to map xclock
-        app_i, _ = stacking_index("sosdesk")
+        app_i = stacking_position(d.window)
         clock_i, _ = stacking_index("xclock")
         self.assertIsNotNone(app_i, window_ids_by_name())
         self.assertGreater(clock_i, app_i, "precondition: xclock starts above the desk")
@@ -588,7 +620,8 @@ class EmergencyCallOnTheDesk(unittest.TestCase):
         card.wait_attr("data-state", "answered", "the call to be answered")
 
         # Above every other window: the window manager's stacking order and its ABOVE state.
-        app_i, app_wid = stacking_index("sosdesk")
+        app_wid = d.window
+        app_i = stacking_position(app_wid)
         clock_i, _ = stacking_index("xclock")
         self.assertGreater(app_i, clock_i, f"the alert window is not above xclock: {window_ids_by_name()}")
         state = subprocess.run(["xprop", "-id", app_wid, "_NET_WM_STATE"], capture_output=True, text=True).stdout

@@ -52,6 +52,53 @@ fn an_elin_callback_through_node_b_reaches_the_caller_of_a_call_routed_by_node_a
     b.assert_audit_verifies();
 }
 
+/// Issue 14: a pooled ELIN is claimed in the store, so a node never hands out an ELIN another
+/// node's caller holds (the PSAP's callback would reach only one of the two).
+#[test]
+fn two_nodes_give_two_callers_at_one_location_two_different_elins() {
+    let db = TestDb::postgres();
+    let a = Lab::start_with(|c| on(&db, "a", &c));
+    let b = Lab::start_with(|c| on(&db, "b", &c));
+    let call = |lab: &Lab, from_user: &str| -> (String, u16) {
+        let gw = lab.uas("gw", "elin_gateway.xml", "127.0.0.1", lab.ports.elin, &[]);
+        let port = crate::support::lab::free_port();
+        let p = port.to_string();
+        lab.uac(
+            "caller",
+            "caller_hangs_up.xml",
+            "127.0.0.4",
+            &["-set", "hold_ms", "100", "-s", "911", "-set", "from_user", from_user, "-p", &p],
+        )
+        .wait()
+        .assert_ok();
+        let g = gw.wait();
+        g.assert_ok();
+        (g.logged("invite.from_user").expect("the gateway's INVITE"), port)
+    };
+    // The warehouse ERL has two ELINs. A's caller takes the first; its mapping stays live for
+    // the callback window after the call. B has no mapping of its own: without the claim it
+    // would hand out the same ELIN.
+    let (first, first_port) = call(&a, "2002");
+    let (second, second_port) = call(&b, "2003");
+    assert_eq!(first, "4255550199");
+    assert_eq!(second, "4255550198", "node B gave the ELIN node A's caller holds");
+    assert_eq!(
+        psql(&db, "SELECT elin || ' ' || caller_number || ' ' || node FROM elin_callbacks ORDER BY elin"),
+        "4255550198 2003 b\n4255550199 2002 a"
+    );
+    // Each callback, through either node, reaches its own caller.
+    for (lab, elin, port) in [(&b, "4255550199", first_port), (&a, "4255550198", second_port)] {
+        let callee = lab.uas("callee", "callee_answer.xml", "127.0.0.4", port, &[]);
+        lab.uac("psap", "psap_callback.xml", "127.0.0.1", &["-s", elin]).wait().assert_ok();
+        let c = callee.wait();
+        c.assert_ok();
+        assert!(c.received_request("INVITE").starts_with(&format!(
+            "INVITE sip:{}@127.0.0.4:{port} SIP/2.0",
+            if elin == "4255550199" { "2002" } else { "2003" }
+        )));
+    }
+}
+
 /// The `call-event`s on `stream` up to the first that matches (within 20 s).
 async fn until(
     stream: &mut sosdesk::api::client::EventStream,
@@ -182,6 +229,33 @@ fn a_second_node_with_the_name_of_a_live_node_is_refused_at_start() {
     a.stop();
     let again = a.rt.block_on(sosdesk::server::Core::start(&cfg)).unwrap_or_else(|e| panic!("node a again: {e}"));
     a.rt.block_on(again.stop());
+}
+
+/// A PostgreSQL restart or failover ends the session that holds a node's name: the node claims
+/// it again on a new session, so a second node of that name is refused again.
+#[test]
+fn a_node_claims_its_name_again_when_the_store_ended_its_session() {
+    let db = TestDb::postgres();
+    let a = Lab::start_with(|c| on(&db, "a", &c));
+    let holder = || psql(&db, "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted");
+    let first = holder();
+    assert!(!first.is_empty(), "node a holds no name lock");
+    // The server ends that session (as a restart would).
+    assert_eq!(psql(&db, &format!("SELECT pg_terminate_backend({first})")), "t");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = holder();
+        if !now.is_empty() && now != first {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node a did not claim its name again within 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Claimed again: a twin is refused.
+    let twin = crate::support::lab::LabFiles::write(|c| on(&db, "a", &c));
+    let cfg = sosdesk::config::Config::load(&twin.config_path).unwrap();
+    let refused = a.rt.block_on(sosdesk::server::Core::start(&cfg)).err().expect("a second node \"a\" must not start");
+    assert!(refused.to_string().starts_with("another node named \"a\" is running"), "{refused}");
 }
 
 #[test]
@@ -372,4 +446,65 @@ fn the_escalation_of_a_call_whose_node_stopped_is_finished_by_the_other_node_unl
     assert_eq!(numbers, "t");
     b.db = Some(db);
     b.assert_audit_verifies();
+}
+
+// ---------------------------------------------------------------------------------------------
+// ELIN claims in the store (`sosdesk::shared::callbacks::CallbackStore::claim`), on both backends
+
+fn claim_for(call_ref: &str, candidates: &[&str], expires_in_s: i64) -> sosdesk::routing::ElinClaim {
+    sosdesk::routing::ElinClaim {
+        candidates: candidates.iter().map(|e| e.to_string()).collect(),
+        mapping: sosdesk::routing::SharedElin {
+            elin: String::new(),
+            call_ref: call_ref.into(),
+            caller_number: format!("n-{call_ref}"),
+            caller_display: None,
+            caller_peer: sosdesk::sip::transaction::Peer {
+                transport: sosdesk::sip::transaction::Transport::Udp,
+                addr: "127.0.0.4:5062".parse().unwrap(),
+            },
+            expires: chrono::Utc::now() + chrono::Duration::seconds(expires_in_s),
+        },
+    }
+}
+
+crate::support::store::store_test!(an_elin_claim_gives_each_live_call_its_own_elin);
+async fn an_elin_claim_gives_each_live_call_its_own_elin(db: TestDb) {
+    use sosdesk::shared::callbacks::CallbackStore;
+    let audit = sosdesk::audit::AuditStore::open(db.location()).await.unwrap();
+    let a = CallbackStore::new(audit.database().clone(), Some("a"));
+    let two = ["4255550199", "4255550198"];
+    assert_eq!(a.claim(&claim_for("c1", &two, 3600)).await.unwrap(), "4255550199");
+    assert_eq!(a.claim(&claim_for("c2", &two, 3601)).await.unwrap(), "4255550198");
+    // A retry of c1 (its node's order puts its own ELIN first, but any order finds it free).
+    assert_eq!(a.claim(&claim_for("c1", &["4255550198", "4255550199"], 3600)).await.unwrap(), "4255550199");
+    // Both held by live calls: the oldest mapping (c1's, ending first) is taken over.
+    assert_eq!(a.claim(&claim_for("c3", &two, 3602)).await.unwrap(), "4255550199");
+    assert_eq!(a.get("4255550199").await.unwrap().unwrap().call_ref, "c3");
+    assert_eq!(a.get("4255550198").await.unwrap().unwrap().call_ref, "c2");
+    // An expired mapping is free.
+    a.put(&sosdesk::routing::SharedElin { elin: "4255550100".into(), ..claim_for("old", &[], -1).mapping })
+        .await
+        .unwrap();
+    assert_eq!(a.claim(&claim_for("c4", &["4255550100"], 3600)).await.unwrap(), "4255550100");
+
+    // Sixteen callers at once through two stores of their own (two nodes' pools), all preferring
+    // the same ELIN first: sixteen different ELINs.
+    let other = sosdesk::audit::AuditStore::open(db.location()).await.unwrap();
+    let b = CallbackStore::new(other.database().clone(), Some("b"));
+    let pool: Vec<String> = (0..16).map(|i| format!("42555501{i:02}x")).collect();
+    let pool: Vec<&str> = pool.iter().map(String::as_str).collect();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let claim = claim_for(&format!("burst-{i}"), &pool, 3600);
+        tasks.push(tokio::spawn(async move { store.claim(&claim).await.unwrap() }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 16, "two callers were given one ELIN: {got:?}");
 }

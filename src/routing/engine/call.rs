@@ -88,6 +88,8 @@ pub(super) struct Call {
     /// Callback calls go to exactly this target instead of the plan.
     pub(super) callback_target: Option<(Peer, String)>,
     pub(super) callback_number: String,
+    /// The ELIN this call presents through ELIN gateways, when it is claimed in the store.
+    pub(super) elin: ElinHold,
     pub(super) a: Dialog,
     pub(super) a_invite: Message,
     pub(super) a_invite_key: ServerKey,
@@ -105,6 +107,19 @@ pub(super) struct Call {
     /// sosdesk is in the media path (issue 5): SDP is answered by sosdesk on each leg, desks can
     /// join, the call is recorded. `None`: SDP passes through untouched.
     pub(super) media: Option<CallMedia>,
+}
+
+/// Where a call stands in getting an ELIN (`Output::ClaimElin`); without claims in the store it
+/// stays `Unasked` and each attempt picks from this node's mappings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ElinHold {
+    Unasked,
+    /// The store is asked; the attempt waits for `Engine::on_elin_claimed`.
+    Claiming,
+    /// The store gave it, with the call's mapping written: every attempt presents it.
+    Claimed(String),
+    /// The store did not answer: picked here, the mapping written afterwards (as on one node).
+    Local,
 }
 
 /// How long an abandoned outbound INVITE is remembered: twice Timer B (64·T1) at the default T1.

@@ -197,6 +197,7 @@ impl Engine {
             retry: Retry::default(),
             kind,
             callback_target: None,
+            elin: ElinHold::Unasked,
             callback_number,
             a,
             a_invite: msg,

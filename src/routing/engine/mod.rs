@@ -20,8 +20,8 @@ use crate::clock::Now;
 
 use super::body::{self, InviteBody};
 use super::classify::{classify, Classified};
-pub use super::elin::SharedElin;
 use super::elin::{ElinCache, ElinMapping};
+pub use super::elin::{ElinClaim, SharedElin};
 use super::refused::RefusalTally;
 use crate::config::{Config, RouteKindConfig};
 use crate::events::{CallEvent, CallEventKind, Caller, RouteInfo, RouteKind, CALL_EVENT_VERSION};
@@ -192,6 +192,12 @@ pub enum Output {
     /// answers with [`Engine::on_elin_found`] (always, even on a failure or a timeout). The
     /// callback waits meanwhile; the engine goes on with everything else.
     LookupElin(String),
+    /// A call is about to go out through an ELIN gateway and several nodes share the store
+    /// (only after [`Engine::claim_elins_in_store`]): the shell claims one of the ELINs in the
+    /// store, in the order given, so that no two nodes hand one ELIN to two callers at once, and
+    /// answers with [`Engine::on_elin_claimed`] (always, within a bound: a slow store must not
+    /// hold the call up). The call waits meanwhile; everything else goes on.
+    ClaimElin(ElinClaim),
     /// A desk's registrations changed here: the shell writes what other nodes can reach of
     /// them (UDP contacts) to the store.
     Registered(SharedRegistration),
@@ -232,6 +238,8 @@ struct Callbacks {
     /// The mappings are shared through the store (several nodes): written as they are made,
     /// looked up there on a miss.
     shared: bool,
+    /// ELINs are claimed in the store before a call presents one ([`Output::ClaimElin`]).
+    claim: bool,
     /// Callbacks waiting for the store's answer, by ELIN.
     waiting: HashMap<String, Vec<WaitingCallback>>,
 }
@@ -323,6 +331,7 @@ impl Engine {
                 known_elins,
                 fallback: callback_fallback(cfg),
                 shared: false,
+                claim: false,
                 waiting: HashMap::new(),
             },
             locators: Locators::default(),
@@ -370,6 +379,29 @@ impl Engine {
     /// store: set by the shell, which does that I/O.
     pub fn share_through_store(&mut self) {
         self.callbacks.shared = true;
+    }
+
+    /// Claim each ELIN in the store before a call presents it ([`Output::ClaimElin`]): set by
+    /// the shell when several nodes may share the store (PostgreSQL), where a node's own
+    /// mappings no longer tell which ELINs are free.
+    pub fn claim_elins_in_store(&mut self) {
+        self.callbacks.claim = true;
+    }
+
+    /// The store's answer to [`Output::ClaimElin`]: the ELIN claimed for the call, or `None`
+    /// when the store failed or did not answer in time (the call then takes the ELIN this node
+    /// prefers, and its mapping is written as on one node). The call goes out now.
+    pub fn on_elin_claimed(&mut self, call_ref: &str, claimed: Option<String>, now: Now) {
+        self.tick(now);
+        let Some(call) = self.calls.live.get_mut(call_ref) else { return };
+        if call.elin != ElinHold::Claiming {
+            return;
+        }
+        call.elin = match claimed {
+            Some(elin) => ElinHold::Claimed(elin),
+            None => ElinHold::Local,
+        };
+        self.start_attempt(call_ref, now.mono);
     }
 
     /// Every registration other nodes hold that this node can reach (the store's whole list,

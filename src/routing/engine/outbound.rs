@@ -50,8 +50,43 @@ impl Engine {
                     RouteKindConfig::SipTrunk => (RouteKind::SipTrunk, call.callback_number.clone()),
                     RouteKindConfig::ElinGateway => {
                         let elins = call.location.erl.as_ref().map(|e| e.elins.clone()).unwrap_or_default();
-                        match self.callbacks.elins.pick(&elins, &call.call_ref, now) {
-                            Some(e) => (RouteKind::ElinGateway, e.to_string()),
+                        let chosen = match &call.elin {
+                            ElinHold::Claimed(e) if elins.contains(e) => Some(e.clone()),
+                            // Several nodes: the store gives the ELIN (no other node's caller
+                            // holds it), before the INVITE; the call waits for its answer.
+                            ElinHold::Unasked if self.callbacks.claim && !elins.is_empty() => {
+                                let candidates: Vec<String> = self
+                                    .callbacks
+                                    .elins
+                                    .preference(&elins, &call.call_ref, now)
+                                    .into_iter()
+                                    .map(String::from)
+                                    .collect();
+                                let ttl = self.callbacks.elins.ttl();
+                                let mapping = SharedElin {
+                                    elin: candidates[0].clone(),
+                                    call_ref: call.call_ref.clone(),
+                                    caller_number: call.caller.number.clone(),
+                                    caller_display: call.caller.display_name.clone(),
+                                    caller_peer: call.a.peer,
+                                    expires: self.now.wall
+                                        + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                                };
+                                self.out.store_io.push_back(Output::ClaimElin(ElinClaim { candidates, mapping }));
+                                call.elin = ElinHold::Claiming;
+                                self.calls.live.insert(call.call_ref.clone(), call);
+                                return;
+                            }
+                            // (An attempt while the claim is out, which nothing starts: the
+                            // late answer must not start another.)
+                            ElinHold::Claiming => {
+                                call.elin = ElinHold::Local;
+                                self.callbacks.elins.pick(&elins, &call.call_ref, now).map(String::from)
+                            }
+                            _ => self.callbacks.elins.pick(&elins, &call.call_ref, now).map(String::from),
+                        };
+                        match chosen {
+                            Some(e) => (RouteKind::ElinGateway, e),
                             None => {
                                 call.route_info = Some(RouteInfo {
                                     name: r.name.clone(),
@@ -108,7 +143,8 @@ impl Engine {
                     },
                     now,
                 );
-                if self.callbacks.shared {
+                // A claimed ELIN's mapping is in the store already.
+                if self.callbacks.shared && !matches!(call.elin, ElinHold::Claimed(_)) {
                     let ttl = self.callbacks.elins.ttl();
                     self.out.store_io.push_back(Output::ElinMapped(SharedElin {
                         elin: presented.clone(),

@@ -68,6 +68,7 @@ impl Sim {
                 Output::Event(ev) => self.events.push_back(ev),
                 Output::Audit(ev) => self.audit_only.push_back(ev),
                 o @ (Output::ElinMapped(_)
+                | Output::ClaimElin(_)
                 | Output::LookupElin(_)
                 | Output::Registered(_)
                 | Output::EnterUserLocation(_)) => self.store_io.push_back(o),
@@ -277,6 +278,48 @@ fn a_callback_with_no_mapping_here_waits_for_the_store_then_reaches_the_caller()
     b.e.on_elin_found("4255550198", None, t0);
     let out = sent(&mut b);
     assert!(out.iter().any(|o| start_line(&o.1) == "INVITE sip:security-desk@127.0.0.1:5090 SIP/2.0"));
+}
+
+/// Several nodes (issue 14): the ELIN is claimed in the store before the INVITE goes out; the
+/// call presents what the store gave, or, when the store does not answer, this node's choice.
+#[test]
+fn with_claims_a_call_waits_for_the_stores_elin_before_the_gateway_gets_the_invite() {
+    let t0 = Now::read();
+    let wh = "127.0.0.4:5062";
+    let mut a = engine(|c| c);
+    a.e.share_through_store();
+    a.e.claim_elins_in_store();
+    a.handle_message(invite(wh, "911", 5), peer(wh), t0);
+    let out = sent(&mut a);
+    assert!(out.iter().all(|(_, m)| !m.is_request()), "nothing goes out before the claim");
+    let Some(Output::ClaimElin(claim)) = a.store_io.pop_front() else { panic!("no claim") };
+    assert_eq!(claim.candidates, ["4255550199", "4255550198"]);
+    assert_eq!((claim.mapping.caller_number.as_str(), claim.mapping.caller_peer), ("1001", peer(wh)));
+    // The store gives the second (another node's caller holds the first).
+    let call_ref = claim.mapping.call_ref.clone();
+    a.e.on_elin_claimed(&call_ref, Some("4255550198".into()), t0);
+    let out = sent(&mut a);
+    let sent_invite = out.iter().find(|(_, m)| m.method() == "INVITE" && m.is_request()).expect("the INVITE");
+    assert!(
+        sent_invite.1.header("From").unwrap().contains("<sip:4255550198@"),
+        "{}",
+        sent_invite.1.header("From").unwrap()
+    );
+    assert!(a.store_io.is_empty(), "the claim wrote the mapping: {:?}", a.store_io);
+    // A late or repeated answer does nothing.
+    a.e.on_elin_claimed(&call_ref, Some("4255550199".into()), t0);
+    assert!(sent(&mut a).is_empty());
+
+    // A second caller there; the store does not answer: this node's choice, written after.
+    a.handle_message(invite("127.0.0.4:5064", "911", 6), peer("127.0.0.4:5064"), t0);
+    sent(&mut a);
+    let Some(Output::ClaimElin(claim)) = a.store_io.pop_front() else { panic!("no claim") };
+    assert_eq!(claim.candidates, ["4255550199", "4255550198"], "the free one first");
+    a.e.on_elin_claimed(&claim.mapping.call_ref, None, t0);
+    let out = sent(&mut a);
+    let sent_invite = out.iter().find(|(_, m)| m.method() == "INVITE" && m.is_request()).expect("the INVITE");
+    assert!(sent_invite.1.header("From").unwrap().contains("<sip:4255550199@"));
+    assert!(matches!(a.store_io.pop_front(), Some(Output::ElinMapped(m)) if m.elin == "4255550199"));
 }
 
 #[test]
