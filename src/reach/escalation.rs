@@ -44,16 +44,19 @@ async fn wait_unacknowledged(acked: &mut watch::Receiver<bool>, at: Instant) -> 
     }
 }
 
+/// Alerts `tiers` from the one numbered `first` + 1 on (the earlier ones were alerted by the
+/// node that took the call: `adoption.rs`), each at `start` (the detection) + its `after_s`.
 pub(super) async fn escalate(
     ev: Arc<CallEvent>,
     tiers: Vec<Tier>,
+    first: usize,
+    start: Instant,
     mut acked: watch::Receiver<bool>,
     shared: Arc<Shared>,
 ) {
-    let start = Instant::now();
     let count = tiers.len();
     let times: Vec<Instant> = tiers.iter().map(|t| start + t.after).collect();
-    for (n, tier) in tiers.into_iter().enumerate() {
+    for (n, tier) in tiers.into_iter().enumerate().skip(first) {
         if !wait_unacknowledged(&mut acked, times[n]).await {
             tracing::info!(call = %ev.call_id, tier = n + 1, "acknowledged: later tiers are not alerted");
             return;

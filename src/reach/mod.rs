@@ -10,10 +10,14 @@
 //! audited in the call's record (`notified`: target, success, channel, transport, tier, try),
 //! through the engine like a desk's acknowledgement; secrets are never in it.
 //!
+//! Several nodes on one PostgreSQL store: a call's escalation runs on the node that took it, and
+//! the escalations of a node that is gone are adopted by one of the others (`adoption.rs`).
+//!
 //! A network element first seen unlocated (`unlocated-network`, issue 16) is announced to
 //! `lis.unlocated_channels` once, with the same deliveries and retries: a task for an admin, so
 //! no escalation, no acknowledgement link, and the outcome in the log (it belongs to no call).
 
+mod adoption;
 pub mod email;
 mod escalation;
 pub mod http;
@@ -24,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
 use crate::channels::{ChannelConfig, EscalationTier};
 use crate::config::Config;
@@ -140,8 +144,13 @@ pub async fn run(
     let mut plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key);
     let mut events = core.subscribe();
     // Other nodes' acknowledgements stop this node's escalations too (each node escalates
-    // only the calls it took: the others' are theirs).
+    // the calls it took, and those it adopted from a node that is gone).
     let mut others = core.subscribe_others();
+    // From now on this run follows the calls it takes: what this node's name took before is
+    // orphaned (a previous run), and the look below finds it like another node's.
+    let started = chrono::Utc::now();
+    let (adopted_tx, mut adopted) = mpsc::channel(16);
+    tokio::spawn(adoption::look_for_orphans(core.store.clone(), config.clone(), started, adopted_tx, stop.clone()));
     // Each followed call's "acknowledged" flag: set by the first acknowledgement, from any path.
     let mut followed: HashMap<String, watch::Sender<bool>> = HashMap::new();
     let mut prune_at = PRUNE_FIRST;
@@ -164,6 +173,19 @@ pub async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            // An orphaned escalation this node claimed: followed like its own, so that an
+            // acknowledgement from any node stops it.
+            Some(detected) = adopted.recv() => {
+                let Some(tiers) = plans.tiers.get(&detected.policy) else {
+                    tracing::error!(call = %detected.call_id, policy = %detected.policy, "an adopted escalation's policy has no tiers in this node's config: not sent");
+                    continue;
+                };
+                let tiers = escalation::resolve(tiers, &plans.channels);
+                let (acked_tx, acked) = watch::channel(false);
+                followed.insert(detected.call_id.clone(), acked_tx);
+                tokio::spawn(adoption::resume(Arc::new(detected), tiers, acked, plans.shared.clone()));
+                continue;
+            }
             r = others.recv() => match r {
                 Ok(ev) if matches!(ev.kind, CallEventKind::Acknowledged { .. }) => ev,
                 Ok(_) => continue,
@@ -186,7 +208,8 @@ pub async fn run(
                     prune_at = (followed.len() * 2).max(PRUNE_FIRST);
                 }
                 followed.insert(ev.call_id.clone(), acked_tx);
-                tokio::spawn(escalation::escalate(Arc::new(ev), tiers, acked, plans.shared.clone()));
+                let start = tokio::time::Instant::now();
+                tokio::spawn(escalation::escalate(Arc::new(ev), tiers, 0, start, acked, plans.shared.clone()));
             }
             // Announced by the node that first saw it (the store says which: once across nodes).
             CallEventKind::UnlocatedNetwork { .. } if !plans.unlocated.is_empty() => {

@@ -124,7 +124,23 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("transport", &["config", "core_handle", "intake", "sip"]),
     ("dns", &["config", "core_handle", "sip", "transport"]),
     ("watchdog", &["audit", "core_handle"]),
-    ("reach", &["audit", "channels", "config", "core_handle", "events", "media", "notify", "sip", "transport"]),
+    (
+        "reach",
+        &[
+            "audit",
+            "channels",
+            "config",
+            "core_handle",
+            "db",
+            "events",
+            "media",
+            "notify",
+            "shared",
+            "sip",
+            "time",
+            "transport",
+        ],
+    ),
     (
         "api",
         &[

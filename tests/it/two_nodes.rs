@@ -362,6 +362,92 @@ fn an_acknowledgement_link_posted_to_two_nodes_acknowledges_once() {
     assert_eq!(acks, "1", "one acknowledgement in the record");
 }
 
+/// A 911 call from the HQ site through `lab` that the provider answers and the caller hangs up.
+fn call_through(lab: &Lab) {
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911", "-set", "hold_ms", "100"]).wait().assert_ok();
+    provider.wait().assert_ok();
+}
+
+#[test]
+fn the_escalation_of_a_call_whose_node_stopped_is_finished_by_the_other_node_unless_acknowledged() {
+    use crate::support::receivers::HttpReceiver;
+    use std::time::{Duration, Instant};
+    // Tier 1 at once, tier 2 after AFTER_S, tier 3 after twice that: each to its own path.
+    const AFTER_S: u64 = 6;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut hooks = HttpReceiver::start(&rt);
+    let port = hooks.port;
+    let escalating = move |c: String| {
+        let policy = format!(
+            "name = \"us-hq\"\nchannels = [\"first\"]\nescalation = [{{ after_s = {AFTER_S}, channels = [\"second\"] }}, \
+             {{ after_s = {}, channels = [\"third\"] }}]\n",
+            2 * AFTER_S
+        );
+        let mut c = c.replacen("name = \"us-hq\"\n", &policy, 1);
+        for tier in ["first", "second", "third"] {
+            c += &format!("\n[[channel]]\nname = \"{tier}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/{tier}\"\nsecret = \"webhook-secret-0123456789\"\n");
+        }
+        c
+    };
+    let db = TestDb::postgres();
+    let mut a = Lab::start_with(|c| escalating(on(&db, "a", &c)));
+    let mut b = Lab::start_with(|c| escalating(on(&db, "b", &c)));
+    let call_id =
+        |r: &crate::support::receivers::Received| serde_json::from_slice::<CallEvent>(&r.body).unwrap().call_id;
+
+    // Call X through node A, acknowledged on A after its tier 1.
+    call_through(&a);
+    let x = call_id(&hooks.next_to(&rt, "/first"));
+    a.rt.block_on(a.core.as_ref().unwrap().acknowledge(&x, "Officer Dana Test")).unwrap();
+    // Call Y through node A; once its tier 1 has arrived, node A is stopped (before tier 2).
+    // (Counted from before the call: later than that, never earlier, are its tiers due.)
+    let detected_y = Instant::now();
+    call_through(&a);
+    let y = call_id(&hooks.next_to(&rt, "/first"));
+    assert_ne!(x, y);
+    a.stop();
+    assert!(detected_y.elapsed() < Duration::from_secs(AFTER_S), "node A stopped too late for this test");
+
+    // Node B sends Y's tier 2 (X's, due earlier, is not sent: X was acknowledged), at its time.
+    let second = hooks.next_to(&rt, "/second");
+    assert_eq!(call_id(&second), y, "the first tier 2 sent is the unacknowledged call's");
+    assert!(detected_y.elapsed() >= Duration::from_secs(AFTER_S), "tier 2 came before its time");
+    let mut seen = Vec::new();
+    b.wait_for(&mut seen, "Y's tier 2 audited by node B", |e| {
+        e.call_id == y && matches!(e.kind, CallEventKind::Escalated { tier: 2, .. })
+    });
+    // An acknowledgement (through node B, the only one left) stops the adopted escalation:
+    // tier 3 never comes (waited for past its time and a look more).
+    b.rt.block_on(b.core.as_ref().unwrap().acknowledge(&y, "Officer Dana Test")).unwrap();
+    let until = detected_y + Duration::from_secs(2 * AFTER_S + 3);
+    while let Some(r) = hooks.next(&rt, until.saturating_duration_since(Instant::now())) {
+        assert!(!r.target.starts_with("/third"), "tier 3 was alerted after the acknowledgement");
+        assert!(!r.target.starts_with("/second"), "another tier 2: {}", call_id(&r));
+    }
+    b.stop();
+
+    // Y's tiers in its record: 1 by node A, 2 by node B; B's claim; nothing adopted of X.
+    let escalated = |id: &str| {
+        psql(
+            &db,
+            &format!(
+                "SELECT (payload::json->'kind'->>'tier') || ' ' || node FROM events \
+                 WHERE call_id = '{id}' AND kind = 'escalated' ORDER BY seq"
+            ),
+        )
+    };
+    assert_eq!(escalated(&y), "1 a\n2 b");
+    assert_eq!(escalated(&x), "1 a");
+    let claims = psql(&db, "SELECT call_id || ' ' || node FROM escalation_adoptions ORDER BY call_id");
+    assert_eq!(claims, format!("{y} b"));
+    // One event per number in Y's record, though two nodes wrote it.
+    let numbers = psql(&db, &format!("SELECT count(*) = count(DISTINCT call_seq) FROM events WHERE call_id = '{y}'"));
+    assert_eq!(numbers, "t");
+    b.db = Some(db);
+    b.assert_audit_verifies();
+}
+
 // ---------------------------------------------------------------------------------------------
 // ELIN claims in the store (`sosdesk::shared::callbacks::CallbackStore::claim`), on both backends
 
