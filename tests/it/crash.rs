@@ -114,11 +114,10 @@ fn kill_9_at_1000_calls_a_second_loses_no_call_the_provider_received(db: TestDb)
         store.close().await;
         calls
     });
-    let routed: BTreeSet<String> = calls
-        .iter()
-        .filter(|c| c.route.as_deref() == Some("provider-primary"))
-        .map(|c| c.caller_number.clone())
-        .collect();
+    // Every call the provider received, whatever route its record ends on: on a loaded machine
+    // a call can time out at the primary (which still received its INVITE) and end on the
+    // secondary, which here answers nothing.
+    let routed: BTreeSet<String> = calls.iter().map(|c| c.caller_number.clone()).collect();
     let lost: Vec<&String> = received.difference(&routed).collect();
     assert!(
         lost.is_empty(),
