@@ -7,7 +7,11 @@ by the From user, which the load scenario makes unique per call and sosdesk pres
 callback number; and with the notification MESSAGE (to the notification receiver's port) by the
 caller number in its CallEvent part. Timestamps are the kernel's capture times: nothing inside
 sosdesk measures itself. Usage: latency.py FILE.pcap SOSDESK_PORT PROVIDER_PORT [NOTIFY_PORT]
-                                    [--tls-hop TLS_PORT]
+                                    [--tls-hop TLS_PORT] [--in-order]
+--in-order: the outbound INVITEs do not carry the caller's number (an ELIN gateway is sent the
+location's ELIN instead), so each caller INVITE is paired with the outbound INVITE of the same
+rank in time (first copies only; outbound ones told apart by Call-ID); the line says how many
+pairs, and "n/a" when the counts differ.
 
 --tls-hop TLS_PORT: the provider is reached through a TLS hop (sosdesk -> TLS_PORT over TLS, then
 on to PROVIDER_PORT over UDP, as in bench/tls-route.sh) and the capture also holds the TCP
@@ -23,6 +27,7 @@ import re
 import struct
 import sys
 
+CALL_ID = re.compile(rb"\r\n(?:Call-ID|i):\s*([^\r\n]+)", re.I)
 FROM_USER = re.compile(rb"\r\nFrom:[^\r\n]*<sip:([^@>;]+)@", re.I)
 # The CallEvent JSON part of the MESSAGE: {"caller":{"number":"b17",...
 CALLER_NUMBER = re.compile(rb'"caller":\{"number":"([^"]+)"')
@@ -87,6 +92,9 @@ def main():
         i = args.index("--tls-hop")
         tls_port = int(args[i + 1])
         del args[i : i + 2]
+    in_order = "--in-order" in args
+    if in_order:
+        args.remove("--in-order")
     path, sos, prov = args[0], int(args[1]), int(args[2])
     notify = int(args[3]) if len(args) > 3 else None
     t_in, t_out, t_msg = {}, {}, {}
@@ -135,11 +143,21 @@ def main():
         if not m:
             continue
         user = m.group(1)
+        if in_order and dport == prov:
+            cid = CALL_ID.search(payload)
+            user = cid.group(1) if cid else user
         # First copy only: a retransmission is not a new call.
         if dport == sos:
             t_in.setdefault(user, ts)
         elif dport == prov:
             t_out.setdefault(user, ts)
+    if in_order:
+        ins, outs = sorted(t_in.values()), sorted(t_out.values())
+        if len(ins) != len(outs):
+            print(f"calls=n/a ({len(ins)} caller INVITEs, {len(outs)} outbound: --in-order cannot pair them)")
+            return
+        t_in = {i: t for i, t in enumerate(ins)}
+        t_out = {i: t for i, t in enumerate(outs)}
     lat = [(t_out[u] - t_in[u]) * 1000 for u in t_in if u in t_out]
     if not lat:
         print("calls=0")

@@ -39,7 +39,8 @@ SOS=27060; PROV=27070; NOTE=27090; PG=27432
 route=${SOSDESK_BENCH_ROUTE:-trunk}
 caller_ip=127.0.0.1
 # The ELIN gateway is the first route of the warehouse's policy; sipp plays it on PROV.
-[ "$route" = elin ] && { caller_ip=127.0.0.4; PROV=27075; }
+# Its INVITEs carry the ELIN, not the caller's number: latency.py pairs them by rank in time.
+[ "$route" = elin ] && { caller_ip=127.0.0.4; PROV=27075; in_order=--in-order; }
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -143,7 +144,7 @@ PY
     drops=$(grep -o '[0-9]* packets dropped by kernel' "$work/run/tcpdump.log" || true)
     cpu_us=$(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / (ok + failed > 0 ? ok + failed : 1) ))
     pg_us=$(( (pg1 - pg0) * 1000000 / $(getconf CLK_TCK) / (ok + failed > 0 ? ok + failed : 1) ))
-    echo "$store  $rate  $ok $failed  $(python3 bench/latency.py "$pcap" $SOS $PROV $NOTE)" \
+    echo "$store  $rate  $ok $failed  $(python3 bench/latency.py "$pcap" $SOS $PROV $NOTE ${in_order:-})" \
          "sosdesk_cpu_per_call_us=$cpu_us postgres_cpu_per_call_us=$pg_us" \
          "audit_rows=$((ev1 - ev0)) (at callers' end $((ev_end - ev0)), not yet committed then $backlog)" \
          "call_summaries=$((calls1 - calls0)) last_row_after_callers_end_ms=$((last_ms - end_ms)) ${drops:+($drops)}"
