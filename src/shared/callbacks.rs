@@ -34,6 +34,16 @@ pub const LOOKUP_WITHIN: Duration = Duration::from_secs(2);
 /// PostgreSQL take milliseconds; the PSAP must not wait on a database that stalls.
 pub const CLAIM_WITHIN: Duration = Duration::from_millis(300);
 
+/// A mapping written to its ELIN, replacing whatever that ELIN had ([`CallbackStore::put`]);
+/// the claim adds its condition ([`CallbackStore::claim`]).
+const UPSERT: &str = "INSERT INTO elin_callbacks \
+     (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
+     caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
+     caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
+     expires_ms = excluded.expires_ms, node = excluded.node";
+
 /// Rounds of a claim before it gives up (see [`CallbackStore::claim`]).
 const ROUNDS: usize = 32;
 
@@ -52,20 +62,15 @@ impl CallbackStore {
         CallbackStore { db, node: node.map(std::sync::Arc::from) }
     }
 
-    /// Writes `m` (the newest mapping of its ELIN replaces the older), and drops the mappings
-    /// that have expired: the table stays as small as the number of ELINs in use.
-    pub async fn put(&self, m: &SharedElin) -> Result<(), sqlx::Error> {
-        let sql = self.db.backend.sql(
-            "INSERT INTO elin_callbacks \
-             (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
-             caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
-             caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
-             expires_ms = excluded.expires_ms, node = excluded.node",
-        );
-        sqlx::query(&sql)
-            .bind(&m.elin)
+    /// [`UPSERT`] (or a statement that begins with it) with `m`'s mapping bound to `elin`.
+    fn upsert<'q>(
+        &'q self,
+        sql: &'q str,
+        elin: &'q str,
+        m: &'q SharedElin,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        sqlx::query(sql)
+            .bind(elin)
             .bind(&m.call_ref)
             .bind(&m.caller_number)
             .bind(m.caller_display.as_deref())
@@ -73,8 +78,13 @@ impl CallbackStore {
             .bind(m.caller_peer.addr.to_string())
             .bind(m.expires.timestamp_millis())
             .bind(self.node.as_deref())
-            .execute(&self.db.pool)
-            .await?;
+    }
+
+    /// Writes `m` (the newest mapping of its ELIN replaces the older), and drops the mappings
+    /// that have expired: the table stays as small as the number of ELINs in use.
+    pub async fn put(&self, m: &SharedElin) -> Result<(), sqlx::Error> {
+        let sql = self.db.backend.sql(UPSERT);
+        self.upsert(&sql, &m.elin, m).execute(&self.db.pool).await?;
         let sql = self.db.backend.sql("DELETE FROM elin_callbacks WHERE expires_ms <= ?");
         sqlx::query(&sql).bind(chrono::Utc::now().timestamp_millis()).execute(&self.db.pool).await?;
         Ok(())
@@ -102,18 +112,14 @@ impl CallbackStore {
             vec!["?"; claim.candidates.len()].join(", ")
         );
         let read = self.db.backend.sql(&read);
-        let write = self.db.backend.sql(
-            "INSERT INTO elin_callbacks \
-             (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
-             caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
-             caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
-             expires_ms = excluded.expires_ms, node = excluded.node \
-             WHERE elin_callbacks.expires_ms <= ? OR elin_callbacks.call_ref = excluded.call_ref \
-             OR (elin_callbacks.call_ref = ? AND elin_callbacks.expires_ms = ?) \
-             RETURNING elin",
-        );
+        let write = self
+            .db
+            .backend
+            .sql(&format!(
+                "{UPSERT} WHERE elin_callbacks.expires_ms <= ? OR elin_callbacks.call_ref = excluded.call_ref \
+             OR (elin_callbacks.call_ref = ? AND elin_callbacks.expires_ms = ?) RETURNING elin"
+            ))
+            .into_owned();
         // Each lost race means another call just took one of these ELINs, so a burst of N callers
         // at one location settles in at most N rounds; the caller bounds the whole by
         // `CLAIM_WITHIN`.
@@ -131,20 +137,15 @@ impl CallbackStore {
             let (elin, seen) = match claim.candidates.iter().find(|e| free(e)) {
                 // (A row that appears meanwhile fails the write: nothing matches it.)
                 Some(e) => (e, (String::new(), i64::MIN)),
+                // Every one held: the oldest (the list is not empty: checked above).
                 None => {
-                    let oldest = claim.candidates.iter().min_by_key(|e| held.get(*e).map(|(_, t)| *t)).unwrap();
+                    let oldest = claim.candidates.iter().min_by_key(|e| held.get(*e).map(|(_, t)| *t));
+                    let oldest = oldest.unwrap_or(&claim.candidates[0]);
                     (oldest, held.get(oldest).cloned().unwrap_or((String::new(), i64::MIN)))
                 }
             };
-            let won = sqlx::query(&write)
-                .bind(elin)
-                .bind(&m.call_ref)
-                .bind(&m.caller_number)
-                .bind(m.caller_display.as_deref())
-                .bind(m.caller_peer.transport.as_str())
-                .bind(m.caller_peer.addr.to_string())
-                .bind(m.expires.timestamp_millis())
-                .bind(self.node.as_deref())
+            let won = self
+                .upsert(&write, elin, m)
                 .bind(now_ms)
                 .bind(&seen.0)
                 .bind(seen.1)
