@@ -7,6 +7,10 @@ after another (sipp, 300 ms each) and measures again, so growth per call shows.
 
     bench/desk-memory.sh [CALLS] [IDLE_S]      (Xvfb + openbox; SOSDESK_DESK_APPS as in
                                                 bench/desk_first_alert.py to compare builds)
+
+SOSDESK_BENCH_REMOTE=1: the desk as on an officer's computer in production, connected to a core
+that runs elsewhere (`[remote]`): the core (`sosdesk serve`, SOSDESK_BIN or target/debug/sosdesk)
+is started apart and its memory is printed on its own line, not in the desk's sum.
 """
 
 import os
@@ -60,10 +64,23 @@ def show(label, what, m):
           flush=True)
 
 
+REMOTE = os.environ.get("SOSDESK_BENCH_REMOTE") == "1"
+CORE_BIN = os.environ.get("SOSDESK_BIN", str(Path(__file__).resolve().parent.parent / "target/debug/sosdesk"))
+
+
 def run(label, app, calls, idle):
     d = Path(tempfile.mkdtemp(prefix="sosdesk-memory-"))
     ports = lab_ports(set())
     config = write_lab(d, ports, d / "desk.db")
+    core = None
+    if REMOTE:
+        # The lab config as a headless core; the desk gets only where it is and an account.
+        core_log = open(d / "core.log", "w")
+        core = subprocess.Popen([CORE_BIN, "serve", "--config", str(config)], stdout=core_log, stderr=subprocess.STDOUT)
+        core_log.close()
+        config = d / "remote-desk.toml"
+        config.write_text(f'[remote]\napi = "http://127.0.0.1:{ports[8443]}"\n'
+                          'username = "desk2"\npassword = "control-room-secret"\n')
     cfg_home = d / "config" / "org.sosdesk.desk"
     cfg_home.mkdir(parents=True)
     (cfg_home / "settings.json").write_text(json.dumps({"officer_name": "Bench", "theme": "system"}))
@@ -78,6 +95,8 @@ def run(label, app, calls, idle):
         wait(lambda: any("page_load" in r for r in records(metrics)), "the page to show")
         time.sleep(idle)  # idle on purpose: what the desk holds when nothing happens
         show(label, f"idle {idle} s", memory(proc.pid))
+        if core:
+            show(label, "the remote core (not in the desk's sum)", memory(core.pid))
         for _ in range(calls):
             peers = [sipp(d, "provider_answer.xml", "-p", str(ports[5070])),
                      sipp(d, "caller_hangs_up.xml", f"127.0.0.1:{ports[5060]}", "-s", "933",
@@ -88,6 +107,9 @@ def run(label, app, calls, idle):
             time.sleep(idle)
             show(label, f"after {calls} test calls and {idle} s", memory(proc.pid))
     finally:
+        if core:
+            core.terminate()
+            core.wait(timeout=10)
         proc.terminate()
         try:
             proc.wait(timeout=10)

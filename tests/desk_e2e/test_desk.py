@@ -1067,6 +1067,34 @@ class ConsoleAndStatus(unittest.TestCase):
         self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
 
 
+    def test_zz_a_click_held_while_its_card_is_redrawn_still_acknowledges(self):
+        """The officer presses Acknowledge, an event of the call redraws its card (the lab's
+        notification phone never answers: an attempt about every second), then the officer lets
+        go: that is a click, and the call is acknowledged. A card rebuilt from new elements lost
+        such clicks (the press on a button no longer in the page)."""
+        d = self.desk
+        provider = d.sipp("provider_answer.xml", "-p", str(d.provider), remote=False, timeout=90)
+        caller = d.call("911", "Hana Held", hold_ms=15000)
+        card = d.card("Hana Held")
+        card.wait_attr("data-state", "answered", "the call to be answered")
+        d.wait_for(lambda _: d.alarm() == "silent", "the visual-only alarm")
+        seq = int(card.attr("data-seq"))
+
+        def press(e):
+            button = e.find_element(By.CSS_SELECTOR, "button.ack-button")
+            d.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+            ActionChains(d.driver).move_to_element(button).click_and_hold().perform()
+
+        card.fresh(press)
+        d.wait_for(lambda _: int(card.attr("data-seq")) > seq, "an event of the call while Acknowledge is held down")
+        ActionChains(d.driver).release().perform()
+        card.wait_attr("data-acknowledged", "true", "the acknowledgement by the click held across a redraw")
+        d.wait_for(lambda _: d.alarm() == "off", "the alarm to stop")
+        rows = d.db("SELECT payload FROM events WHERE call_id = ? AND kind = 'acknowledged'", card.call_id)
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(caller.wait(WAIT), 0, caller.stderr.read().decode())
+        self.assertEqual(provider.wait(WAIT), 0, provider.stderr.read().decode())
+
 class WebhookReceiver:
     """Alert webhooks on loopback: each request's path kept; `/first` accepted (200), `/second`
     refused (503), so the desk shows one delivered target and one being retried."""

@@ -4,7 +4,7 @@ import type { ActiveCall } from "./bindings/ActiveCall";
 import type { CallState } from "./bindings/CallState";
 import type { LocationTrust } from "./bindings/LocationTrust";
 import type { TimelineEntry } from "./bindings/TimelineEntry";
-import { byId, el } from "./dom";
+import { byId, el, morph } from "./dom";
 import { escalationBlock, tickCountdowns } from "./escalation";
 import { address, age, clock, dateTime, geo } from "./format";
 import { floorPlanBlock, geoLink, siteMapBlock } from "./floorplan";
@@ -155,15 +155,15 @@ function render(id: string, fresh: boolean): void {
   const c = calls.get(id);
   if (!c) return;
   const old = cards.get(id);
-  const next = card(c);
-  // Keep keyboard focus on the same control (or the card itself) when a card is rebuilt under it.
-  const active = document.activeElement as HTMLElement | null;
-  const onCard = !!old && active === old;
-  const focused = !onCard && old?.contains(active) ? (active?.className ?? null) : null;
-  if (old) old.replaceWith(next);
-  cards.set(id, next);
-  if (onCard) next.focus();
-  else if (focused) (next.getElementsByClassName(focused)[0] as HTMLElement | undefined)?.focus();
+  const active = document.activeElement;
+  const hadFocus = !!old && !!active && old.contains(active);
+  // Patched in place, not replaced: the officer's click on Acknowledge lands even when an event
+  // of the call redraws the card between the press and the release (dom.ts, `morph`).
+  const shown = old ? morph(old, card(c)) : card(c);
+  cards.set(id, shown);
+  // A control that had the focus and is gone now (Acknowledge, once acknowledged): the focus
+  // stays on the card, so the keys go on acting on this call.
+  if (hadFocus && !(active as Node).isConnected) shown.focus();
   refreshBoard();
   if (fresh) {
     const seq = c.last_seq;
@@ -211,6 +211,8 @@ function card(c: ActiveCall): HTMLElement {
         "data-test-call": String(c.test_call),
         "data-state": c.state,
         "data-acknowledged": String(c.acknowledged_by !== null),
+        // The call's last event drawn (tests wait on it for a redraw).
+        "data-seq": c.last_seq,
         // What a screen reader says on reaching the card: the call, who, where, and its state.
         "aria-label": `${kind}, ${c.acknowledged_by === null && !c.test_call ? "not acknowledged" : "acknowledged"}, ${
           c.caller.display_name ?? c.caller.number
@@ -334,13 +336,13 @@ function actions(c: ActiveCall): HTMLElement {
   if (c.acknowledged_by === null && !c.test_call) {
     const b = el("button", { class: "ack-button primary", attrs: { type: "button" } }, "Acknowledge ", el("kbd", { text: "(Ctrl+Enter)" }));
     b.disabled = busy;
-    b.addEventListener("click", () => void acknowledge(c.call_id));
+    b.onclick = () => void acknowledge(c.call_id);
     box.append(b);
   }
   if (finished(c) && (c.acknowledged_by !== null || c.test_call)) {
     const b = el("button", { class: "dismiss-button", text: "Dismiss", attrs: { type: "button" } });
     b.disabled = busy;
-    b.addEventListener("click", () => void dismiss(c.call_id));
+    b.onclick = () => void dismiss(c.call_id);
     box.append(b);
   }
   const err = errors.get(c.call_id);

@@ -61,7 +61,11 @@ export function floorPlanBlock(erl: Erl | null | undefined): HTMLElement | null 
   const note = el("div", { class: "floor-plan-note" });
   const box = el(
     "figure",
-    { class: "floor-plan", attrs: { "data-plan": pin.plan, "data-x": pin.x, "data-y": pin.y, "data-loaded": "false" } },
+    {
+      class: "floor-plan",
+      // Kept whole across redraws while the plan and pin stay (its image may still be loading).
+      attrs: { "data-plan": pin.plan, "data-x": pin.x, "data-y": pin.y, "data-loaded": "false", "data-keep": `${pin.plan} ${pin.x} ${pin.y} ${label}` },
+    },
     frame,
     note,
   );
@@ -112,6 +116,8 @@ export function siteMapBlock(loc: LocationSnapshot | null | undefined): HTMLElem
         "data-rx": pin.radius_x,
         "data-ry": pin.radius_y,
         "data-loaded": "false",
+        // Kept whole across redraws while the map and pin stay (its image may still be loading).
+        "data-keep": `${name} ${pin.plan} ${pin.x} ${pin.y} ${pin.radius_x} ${pin.radius_y} ${radius}`,
       },
     },
     frame,
@@ -127,14 +133,15 @@ export function geoLink(g: GeoPoint): HTMLElement {
   const uri = `geo:${g.latitude.toFixed(6)},${g.longitude.toFixed(6)}` + (g.radius_m !== null ? `;u=${Math.round(g.radius_m)}` : "");
   const field = el("input", { class: "geo-uri", attrs: { type: "text", readonly: "readonly", value: uri, "aria-label": "Coordinates (geo: URI)" } });
   const copy = el("button", { class: "geo-copy", text: "Copy", attrs: { type: "button" } });
-  copy.addEventListener("click", () => {
+  copy.onclick = () => {
     field.select();
     const done = (): void => {
       copy.textContent = "Copied";
     };
     if (navigator.clipboard) navigator.clipboard.writeText(uri).then(done, () => document.execCommand("copy") && done());
     else if (document.execCommand("copy")) done();
-  });
+  };
   const open = el("a", { class: "geo-open", text: "Open in map", attrs: { href: uri } });
-  return el("div", { class: "geo-link" }, field, copy, open);
+  // Kept whole across redraws while the point stays ("Copied" stays said).
+  return el("div", { class: "geo-link", attrs: { "data-keep": uri } }, field, copy, open);
 }

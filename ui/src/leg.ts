@@ -91,7 +91,7 @@ export function byKey(c: ActiveCall, mode: LegMode): string | null {
 function button(cls: string, text: string, click: () => void, disabled = false, title?: string): HTMLButtonElement {
   const b = el("button", { class: cls, text, attrs: { type: "button", title } });
   b.disabled = disabled || busy;
-  b.addEventListener("click", click);
+  b.onclick = click;
   return b;
 }
 
