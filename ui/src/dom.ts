@@ -69,6 +69,14 @@ function same(a: Node, b: Node): boolean {
   return a.getAttribute("class") === b.getAttribute("class") && a.getAttribute("style") === b.getAttribute("style");
 }
 
+/** `parent`'s children made to look like `children`, as `morph` does: for a container whose
+ * controls are redrawn in place (the call bar). */
+export function morphChildren(parent: Element, ...children: Child[]): void {
+  patchChildren(parent, children.filter((c): c is Node | string => c !== null && c !== undefined && c !== false).map(node));
+}
+
+const node = (c: Node | string): Node => (typeof c === "string" ? document.createTextNode(c) : c);
+
 function patch(old: Node, next: Node): void {
   if (!(old instanceof Element) || !(next instanceof Element)) {
     if (old.nodeValue !== next.nodeValue) old.nodeValue = next.nodeValue;
@@ -79,12 +87,16 @@ function patch(old: Node, next: Node): void {
   for (const { name } of [...old.attributes]) if (!next.hasAttribute(name)) old.removeAttribute(name);
   for (const { name, value } of [...next.attributes]) if (old.getAttribute(name) !== value) old.setAttribute(name, value);
   if (old instanceof HTMLElement && next instanceof HTMLElement) old.onclick = next.onclick;
-  // Children: each new child takes the first old one ahead that it matches (the old ones
-  // skipped over are gone); one with no match is inserted. Insertions and removals in the middle
-  // of a card (a failover list appearing) keep everything after them.
+  patchChildren(old, [...next.childNodes]);
+}
+
+/** Each new child takes the first old one ahead that it matches (the old ones skipped over are
+ * gone); one with no match is inserted. Insertions and removals in the middle of a card (a
+ * failover list appearing) keep everything after them. */
+function patchChildren(old: Element, next: Node[]): void {
   const olds = [...old.childNodes];
   let at = 0;
-  for (const n of [...next.childNodes]) {
+  for (const n of next) {
     let found = -1;
     for (let i = at; i < olds.length; i++)
       if (same(olds[i], n)) {

@@ -5,7 +5,7 @@ import type { ActiveCall } from "./bindings/ActiveCall";
 import type { CallLeg } from "./bindings/CallLeg";
 import type { JoinInfo } from "./bindings/JoinInfo";
 import type { LegMode } from "./bindings/LegMode";
-import { byId, el } from "./dom";
+import { byId, el, morphChildren } from "./dom";
 
 let leg: CallLeg | null = null;
 let join: JoinInfo | null = null;
@@ -193,7 +193,9 @@ function renderBar(): void {
   bar.dataset.state = leg.state;
   bar.dataset.mode = leg.mode;
   const close = !live(leg) && button("leg-close", "Close", () => update(null));
-  bar.replaceChildren(
+  // Patched in place: Mute or Leave pressed as the leg changes still lands (dom.ts, `morph`).
+  morphChildren(
+    bar,
     el("strong", { class: "call-bar-title", text: live(leg) ? (leg.mode === "talk" ? "IN CALL — TALKING" : "IN CALL — LISTENING") : "Call leg" }),
     legState(leg),
     ...legButtons(leg),
