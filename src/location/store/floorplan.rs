@@ -19,6 +19,15 @@ pub struct NewPin<'a> {
     pub y: f64,
 }
 
+/// What uses a stored image, by its key.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ImageUser<'a> {
+    /// An ERL's pin, by the ERL's id.
+    Erl(i64),
+    /// A site map, by its name.
+    SiteMap(&'a str),
+}
+
 impl LisStore {
     /// Gives ERL `erl_id` the plan `image` (checked by `floorplan::check_image`) and the point
     /// (x, y) on it, replacing any earlier one; returns the pin as calls will carry it.
@@ -43,13 +52,31 @@ impl LisStore {
     /// Takes ERL `erl_id`'s plan away (the plan itself goes when no ERL uses it); whether it had
     /// one.
     pub async fn clear_floor_plan(&self, erl_id: i64) -> Result<bool, LisError> {
+        self.drop_image_user(
+            "DELETE FROM erl_floor_plans WHERE erl_id = ?",
+            ImageUser::Erl(erl_id),
+            "clear a floor plan",
+        )
+        .await
+    }
+
+    /// Deletes one user of a stored image (an ERL's pin, a site map) with `delete`; when there
+    /// was one, drops the images nobody uses any more and bumps the generation, so running
+    /// cores follow. Whether there was one.
+    pub(super) async fn drop_image_user(
+        &self,
+        delete: &str,
+        user: ImageUser<'_>,
+        what: &'static str,
+    ) -> Result<bool, LisError> {
         let mut tx = self.db.begin_write("erls").await.map_err(self.db("begin transaction"))?;
-        let done = sqlx::query(&self.sql("DELETE FROM erl_floor_plans WHERE erl_id = ?"))
-            .bind(erl_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db("clear a floor plan"))?;
-        let had = done.rows_affected() > 0;
+        let sql = self.sql(delete);
+        let query = sqlx::query(&sql);
+        let query = match user {
+            ImageUser::Erl(id) => query.bind(id),
+            ImageUser::SiteMap(name) => query.bind(name),
+        };
+        let had = query.execute(&mut *tx).await.map_err(self.db(what))?.rows_affected() > 0;
         if had {
             self.delete_unused_plans(&mut tx).await?;
             bump_generation(&mut tx, self).await?;

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::floorplan::ImageUser;
 use super::sql::bump_generation;
 use super::{LisError, LisStore};
 use crate::location::floorplan::FloorPlanImage;
@@ -57,19 +58,7 @@ impl LisStore {
 
     /// Takes site map `name` away (its image too when nothing else uses it); whether there was one.
     pub async fn clear_site_map(&self, name: &str) -> Result<bool, LisError> {
-        let mut tx = self.db.begin_write("erls").await.map_err(self.db("begin transaction"))?;
-        let done = sqlx::query(&self.sql("DELETE FROM site_maps WHERE name = ?"))
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.db("clear a site map"))?;
-        let had = done.rows_affected() > 0;
-        if had {
-            self.delete_unused_plans(&mut tx).await?;
-            bump_generation(&mut tx, self).await?;
-        }
-        tx.commit().await.map_err(self.db("commit"))?;
-        Ok(had)
+        self.drop_image_user("DELETE FROM site_maps WHERE name = ?", ImageUser::SiteMap(name), "clear a site map").await
     }
 
     /// Every site map, by name.
