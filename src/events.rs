@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+use crate::location::user_entered::{Change, UserLocation};
 use crate::location::LocationSnapshot;
 
 /// Bumped whenever a field changes meaning or is removed (adding optional fields does not bump it).
@@ -253,6 +254,29 @@ pub enum CallEventKind {
         from: String,
         to: String,
     },
+    /// A user-entered location (`location::user_entered`, docs/location.md) was entered,
+    /// confirmed or cleared: a record of the audit log, not of a call. Only a change the store
+    /// kept is recorded; a refused one is not a change (a refused API request with wrong
+    /// credentials is a `rejected` record of its own).
+    UserLocationChanged {
+        /// Whose location: the owner as calls name the caller (number or SIP user part).
+        owner: String,
+        /// `entered` (new, or another address), `confirmed` (the same address again, perhaps
+        /// from another network) or `cleared`.
+        change: String,
+        /// Who: the API account (`user alice`, `desk lobby`), the PUBLISH's authenticated user
+        /// (`sip-publish user alice`), or `cli`.
+        by: String,
+        /// `api`, `publish` or `cli`.
+        via: String,
+        /// Where the change came from: the API client's or the PUBLISH's source address
+        /// (`tcp:203.0.113.5:50210`, `udp:…`); empty for the CLI.
+        from: String,
+        /// The address kept: label and civic address on one line; empty when cleared.
+        location: String,
+        /// The network it was entered from (IP and subnet, MAC, BSSID); empty when cleared.
+        network: String,
+    },
 }
 
 impl CallEvent {
@@ -292,6 +316,38 @@ impl CallEvent {
     /// A reload's outcome as an audit record of its own (`config-reloaded` / `config-refused`).
     pub fn reload(kind: CallEventKind, at: DateTime<Utc>) -> CallEvent {
         let id = format!("config-{}", crate::sip::ids::new_call_ref());
+        CallEvent::of_no_call(id, Caller::nobody(), String::new(), kind, at)
+    }
+
+    /// A kept change of `owner`'s user-entered location as an audit record of its own
+    /// (`user-location-changed`): who (`by`: the API account, the PUBLISH's user, `cli`), through
+    /// what (`via`: `api`, `publish`, `cli`), from where (`from`: the client's or phone's source
+    /// address; empty for the CLI), and the entry kept (`None` when cleared). Made only once the
+    /// store has kept the change.
+    pub fn user_location_changed(
+        change: Change,
+        owner: &str,
+        entry: Option<&UserLocation>,
+        by: &str,
+        via: &str,
+        from: String,
+        at: DateTime<Utc>,
+    ) -> CallEvent {
+        let (location, network) = match entry {
+            Some(e) if e.erl.label.is_empty() => (e.erl.civic.one_line(), e.network.describe()),
+            Some(e) => (format!("{}: {}", e.erl.label, e.erl.civic.one_line()), e.network.describe()),
+            None => (String::new(), String::new()),
+        };
+        let kind = CallEventKind::UserLocationChanged {
+            owner: owner.to_string(),
+            change: change.as_str().to_string(),
+            by: by.to_string(),
+            via: via.to_string(),
+            from,
+            location,
+            network,
+        };
+        let id = format!("user-location-{}", crate::sip::ids::new_call_ref());
         CallEvent::of_no_call(id, Caller::nobody(), String::new(), kind, at)
     }
 
@@ -341,6 +397,7 @@ impl CallEventKind {
             CallEventKind::DeviceMoved { .. } => "device-moved",
             CallEventKind::ConfigReloaded { .. } => "config-reloaded",
             CallEventKind::ConfigRefused { .. } => "config-refused",
+            CallEventKind::UserLocationChanged { .. } => "user-location-changed",
         }
     }
 
@@ -357,6 +414,7 @@ impl CallEventKind {
                 | CallEventKind::DeviceMoved { .. }
                 | CallEventKind::ConfigReloaded { .. }
                 | CallEventKind::ConfigRefused { .. }
+                | CallEventKind::UserLocationChanged { .. }
         )
     }
 }

@@ -393,8 +393,27 @@ impl StoreArg {
     }
 }
 
+/// A kept change of a user-entered location made here, appended to the store's audit chain
+/// (`user-location-changed`, by `cli`). `AuditStore::append` continues the chain inside a write
+/// transaction every writer waits for, so a core writing the same chain meanwhile cannot fork it.
+/// The change is already kept: a record that cannot be written is an error that says so.
+async fn audit_user_location(
+    store: &StoreArg,
+    change: sosdesk::location::user_entered::Change,
+    owner: &str,
+    entry: Option<&sosdesk::location::user_entered::UserLocation>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), String> {
+    let ev = sosdesk::events::CallEvent::user_location_changed(change, owner, entry, "cli", "cli", String::new(), at);
+    let unaudited = |e: String| format!("{owner}: {} but the audit record was not written: {e}", change.as_str());
+    let audit = store.open().await.map_err(unaudited)?;
+    let appended = audit.append(&[ev]).await.map_err(|e| unaudited(e.to_string()));
+    audit.close().await;
+    appended.map(|_| ())
+}
+
 async fn user_location(command: UserLocationCommand) -> Result<ExitCode, String> {
-    use sosdesk::location::user_entered::{EntryError, NetworkSeen, UserLocations};
+    use sosdesk::location::user_entered::{Change, EntryError, NetworkSeen, UserLocations};
     match command {
         UserLocationCommand::List { store, json } => {
             let s = store.open_lis(false).await?;
@@ -419,15 +438,19 @@ async fn user_location(command: UserLocationCommand) -> Result<ExitCode, String>
                 None => None,
             };
             let users = UserLocations { store: store.open_lis(true).await?, book: Default::default(), validator };
+            // The kept entries first: whether this is a new address or the same one confirmed
+            // (the audit record says which), and when it was first entered.
+            users.refresh(None).await;
             let erl = sosdesk::location::Erl { label, civic, ..Default::default() };
             let entered = users.enter(&owner, erl, NetworkSeen { ip, mac, bssid }, "cli", chrono::Utc::now()).await;
             users.store.close().await;
             match entered {
-                Ok(e) => {
+                Ok((e, change)) => {
                     println!("{}: {} (network: {})", e.owner, e.erl.civic.one_line(), e.network.describe());
                     if msag.is_none() {
                         println!("note: no MSAG given (--msag or [lis] msag): only the required elements were checked");
                     }
+                    audit_user_location(&store, change, &e.owner, Some(&e), e.confirmed_at).await?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(EntryError::Invalid(reasons)) => {
@@ -444,6 +467,8 @@ async fn user_location(command: UserLocationCommand) -> Result<ExitCode, String>
             match removed.map_err(|e| e.to_string())? {
                 true => {
                     println!("{owner}: cleared");
+                    let owner = sosdesk::location::user_entered::owner_key(&owner)?;
+                    audit_user_location(&store, Change::Cleared, &owner, None, chrono::Utc::now()).await?;
                     Ok(ExitCode::SUCCESS)
                 }
                 false => Err(format!("{owner}: no user-entered location")),

@@ -844,10 +844,10 @@ async fn run(
                 }
                 // Answered whatever happens: the PUBLISH waits for it.
                 Output::EnterUserLocation(request) => {
-                    let (users, net_tx) = (ctx.user_locations.clone(), ctx.net_tx.clone());
+                    let (users, net_tx, audit) = (ctx.user_locations.clone(), ctx.net_tx.clone(), ctx.audit.clone());
                     let mut guard = PublishAnswer { key: Some(request.key.clone()), net_tx };
                     tokio::spawn(async move {
-                        let answer = keep_published_location(&users, request).await;
+                        let answer = keep_published_location(&users, &audit, request).await;
                         guard.send(answer);
                     });
                 }
@@ -1268,17 +1268,28 @@ impl Drop for PublishAnswer {
     }
 }
 
-/// A PUBLISHed location (`routing::engine::publish`) validated and kept, or cleared; the status
-/// and reasons of a refusal for the phone.
+/// A PUBLISHed location (`routing::engine::publish`) validated and kept, or cleared, and then
+/// audited (`user-location-changed`); the status and reasons of a refusal for the phone.
 async fn keep_published_location(
     users: &UserLocations,
+    audit: &AuditWriter,
     request: crate::routing::UserLocationRequest,
 ) -> crate::routing::UserLocationAnswer {
-    use crate::location::user_entered::EntryError;
+    use crate::location::user_entered::{Change, EntryError};
     use crate::routing::UserLocationChange;
     let owner = request.owner.as_str();
+    let (by, source) = (request.entered_by.as_str(), request.source.clone());
+    let record = |change: Change, entry: Option<&crate::location::user_entered::UserLocation>, at| {
+        audit.record(CallEvent::user_location_changed(change, owner, entry, by, "publish", source.clone(), at))
+    };
     let result = match request.change {
-        UserLocationChange::Clear => users.clear(owner).await.map(|_| ()),
+        UserLocationChange::Clear => users.clear(owner).await.map(|removed| {
+            // Removing what is not there (cleared already, over the API or CLI) changes nothing.
+            if removed {
+                tracing::info!(owner, by, "user-entered location cleared");
+                record(Change::Cleared, None, chrono::Utc::now());
+            }
+        }),
         // A refresh only extends the publication: the phone sends it by itself from wherever it
         // is, so it neither records a network nor makes a stale entry current.
         UserLocationChange::Refresh => {
@@ -1289,8 +1300,9 @@ async fn keep_published_location(
             };
         }
         UserLocationChange::Enter { erl, network } => {
-            users.enter(owner, *erl, network, &request.entered_by, chrono::Utc::now()).await.map(|entry| {
+            users.enter(owner, *erl, network, by, chrono::Utc::now()).await.map(|(entry, change)| {
                 tracing::info!(owner, by = %entry.entered_by, network = %entry.network.describe(), "user-entered location kept");
+                record(change, Some(&entry), entry.confirmed_at);
             })
         }
     };

@@ -13,7 +13,7 @@
 //! remote user's account only its own owner's (403 otherwise). Credentials as for every other
 //! write (HTTP Basic through the wrong-credentials guard).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, State};
@@ -24,7 +24,8 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{tls, ApiState};
-use crate::location::user_entered::{owner_key, EntryError, NetworkSeen, UserLocation, UserLocations};
+use crate::events::CallEvent;
+use crate::location::user_entered::{owner_key, Change, EntryError, NetworkSeen, UserLocation, UserLocations};
 use crate::location::Erl;
 
 /// Who proved itself on a user-location request (put in the extensions by the API's guard).
@@ -163,7 +164,7 @@ async fn enter(
     let Some(address) = body.address.clone() else {
         return refuse(StatusCode::BAD_REQUEST, "no address: give {\"address\": {\"country\": …}}", vec![]);
     };
-    keep(&state, &writer, peer.0.ip(), &owner, address, body).await
+    keep(&state, &writer, peer.0, &owner, address, body).await
 }
 
 async fn confirm(
@@ -189,13 +190,13 @@ async fn confirm(
         return refuse(StatusCode::NOT_FOUND, format!("no user-entered location for {key:?} to confirm"), vec![]);
     };
     let address = body.address.clone().unwrap_or(kept.erl);
-    keep(&state, &writer, peer.0.ip(), &owner, address, body).await
+    keep(&state, &writer, peer.0, &owner, address, body).await
 }
 
 async fn keep(
     state: &ApiState,
     writer: &Writer,
-    source: IpAddr,
+    source: SocketAddr,
     owner: &str,
     address: Erl,
     body: EntryRequest,
@@ -204,10 +205,20 @@ async fn keep(
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
-    let network = NetworkSeen { ip: Some(body.ip.unwrap_or(source)), mac: body.mac, bssid: body.bssid };
+    let network = NetworkSeen { ip: Some(body.ip.unwrap_or(source.ip())), mac: body.mac, bssid: body.bssid };
     match users.enter(&owner, address, network, &writer.name(), chrono::Utc::now()).await {
-        Ok(entry) => {
+        Ok((entry, change)) => {
             tracing::info!(owner = %entry.owner, by = %entry.entered_by, network = %entry.network.describe(), "user-entered location kept");
+            let ev = CallEvent::user_location_changed(
+                change,
+                &entry.owner,
+                Some(&entry),
+                &entry.entered_by,
+                "api",
+                format!("tcp:{source}"),
+                entry.confirmed_at,
+            );
+            state.audit.record(ev);
             Json(entry).into_response()
         }
         Err(EntryError::Malformed(why)) => refuse(StatusCode::BAD_REQUEST, why, vec![]),
@@ -225,6 +236,7 @@ async fn keep(
 async fn clear(
     State(state): State<ApiState>,
     Extension(writer): Extension<Writer>,
+    ConnectInfo(peer): ConnectInfo<tls::ApiPeer>,
     Path(owner): Path<String>,
 ) -> Response {
     let (users, owner) = match service(&state).and_then(|u| Ok((u, owner_for(&writer, &owner)?))) {
@@ -232,7 +244,20 @@ async fn clear(
         Err(r) => return r.into_response(),
     };
     match users.clear(&owner).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(true) => {
+            tracing::info!(%owner, by = %writer.name(), "user-entered location cleared");
+            let ev = CallEvent::user_location_changed(
+                Change::Cleared,
+                &owner,
+                None,
+                &writer.name(),
+                "api",
+                format!("tcp:{}", peer.0),
+                chrono::Utc::now(),
+            );
+            state.audit.record(ev);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(false) => refuse(StatusCode::NOT_FOUND, format!("no user-entered location for {owner:?}"), vec![]),
         Err(e) => {
             tracing::error!(error = %e, "cannot clear a user-entered location");

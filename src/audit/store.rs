@@ -406,6 +406,20 @@ impl AuditStore {
         rows.iter().map(|r| self.record_from_row(r)).collect()
     }
 
+    /// The audit records of one kind (`user-location-changed`, `device-moved`…: records of no
+    /// call), oldest first, at most `limit`.
+    pub async fn records_of_kind(&self, kind: &str, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
+        let sql =
+            self.sql(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE kind = ? ORDER BY seq LIMIT ?")).into_owned();
+        let rows = sqlx::query(&sql)
+            .bind(kind)
+            .bind(i64::from(limit))
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(self.db("read records"))?;
+        rows.iter().map(|r| self.record_from_row(r)).collect()
+    }
+
     /// Every stored event of one call, in the order they were stored.
     pub async fn call_events(&self, call_id: &str) -> Result<Vec<AuditRecord>, AuditError> {
         let rows =

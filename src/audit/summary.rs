@@ -100,7 +100,8 @@ impl CallOutcome {
             | CallEventKind::UnlocatedNetwork { .. }
             | CallEventKind::DeviceMoved { .. }
             | CallEventKind::ConfigReloaded { .. }
-            | CallEventKind::ConfigRefused { .. } => return None,
+            | CallEventKind::ConfigRefused { .. }
+            | CallEventKind::UserLocationChanged { .. } => return None,
         })
     }
 }
@@ -276,6 +277,15 @@ pub fn event_detail(kind: &CallEventKind) -> String {
         CallEventKind::DeviceMoved { mac, from, to } => format!("device {mac} moved from {from} to {to}"),
         CallEventKind::ConfigReloaded { file, detail } => format!("{file} reloaded: {detail}"),
         CallEventKind::ConfigRefused { file, reason } => format!("{file} refused, the running config kept: {reason}"),
+        CallEventKind::UserLocationChanged { owner, change, by, via, from, location, network } => {
+            let from = if from.is_empty() { String::new() } else { format!(" from {from}") };
+            match change.as_str() {
+                "cleared" => format!("user-entered location of {owner} cleared by {by} ({via}{from})"),
+                _ => format!(
+                    "user-entered location of {owner} {change} by {by} ({via}{from}): {location}; network: {network}"
+                ),
+            }
+        }
     }
 }
 

@@ -294,6 +294,24 @@ impl UserLocationBook {
     }
 }
 
+/// What a kept change did to a user's location (the `change` of its audit record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Entered,
+    Confirmed,
+    Cleared,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Entered => "entered",
+            Change::Confirmed => "confirmed",
+            Change::Cleared => "cleared",
+        }
+    }
+}
+
 /// Why an entry was not kept.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
@@ -319,7 +337,9 @@ pub struct UserLocations {
 
 impl UserLocations {
     /// Validates and keeps `erl` as `owner`'s location, seen on `network`. Entering the same
-    /// owner again is the confirmation: validated again, the new network recorded.
+    /// owner again is the confirmation: validated again, the new network recorded. Says whether
+    /// it was [`Change::Confirmed`] (the address the book held, again) or [`Change::Entered`]:
+    /// the book must be loaded ([`Self::refresh`]) for that to be right.
     pub async fn enter(
         &self,
         owner: &str,
@@ -327,19 +347,26 @@ impl UserLocations {
         network: NetworkSeen,
         entered_by: &str,
         now: DateTime<Utc>,
-    ) -> Result<UserLocation, EntryError> {
+    ) -> Result<(UserLocation, Change), EntryError> {
         let owner = owner_key(owner).map_err(EntryError::Malformed)?;
         let network = network.normalised().map_err(EntryError::Malformed)?;
         validate_entry(&erl, self.validator.as_deref()).map_err(EntryError::Invalid)?;
         // Validated now, by the rule in force: say so on the ERL the call carries.
         // The ELINs sent to the PSAP and floor-plan pins are the organisation's, never a user's.
         let erl = Erl { validated: true, elins: Vec::new(), floor_plan: None, ..erl };
-        let entered_at = self.book.get(&owner).map(|e| e.entered_at).unwrap_or(now);
+        let kept = self.book.get(&owner);
+        let entered_at = kept.as_ref().map(|e| e.entered_at).unwrap_or(now);
+        // The same address again is the user confirming it (from wherever they are now);
+        // another one is a new entry (what the audit record says).
+        let change = match kept {
+            Some(k) if k.erl == erl => Change::Confirmed,
+            _ => Change::Entered,
+        };
         let entry =
             UserLocation { owner, erl, network, entered_by: entered_by.to_string(), entered_at, confirmed_at: now };
         self.store.set_user_location(&entry).await?;
         self.book.put(entry.clone());
-        Ok(entry)
+        Ok((entry, change))
     }
 
     /// Removes `owner`'s location; `false` when there was none.

@@ -56,6 +56,24 @@ fn api(lab: &Lab, method: &str, path: &str, auth: Option<(&str, &str)>, body: Op
     (status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
+/// The `user-location-changed` records of the lab's audit log (the core stopped), oldest first:
+/// (change, owner, by, via, from, location, network).
+fn changes(lab: &Lab) -> Vec<[String; 7]> {
+    lab.audit_records("user-location-changed")
+        .into_iter()
+        .map(|r| {
+            assert!(!r.event.kind.is_of_a_call(), "a record of no call");
+            r.event.kind
+        })
+        .map(|kind| match kind {
+            CallEventKind::UserLocationChanged { owner, change, by, via, from, location, network } => {
+                [change, owner, by, via, from, location, network]
+            }
+            other => panic!("a user-location-changed row holds {other:?}"),
+        })
+        .collect()
+}
+
 /// An address in Redmond, WA (the lab's MSAG: Willows Rd 9000-9998 even).
 fn entry(hno: &str, ip: &str) -> String {
     format!(
@@ -150,7 +168,58 @@ fn an_entered_address_is_validated_kept_and_used_for_the_owners_calls_marked(db:
     assert!(api(&lab, "GET", "/api/v1/lis/user-locations", Some(USER), None).1.contains("9100"));
     assert_eq!(api(&lab, "GET", "/api/v1/lis/user-locations", Some(("bob", "bob-home-secret")), None).1, "[]");
 
+    // The user confirms it (the same address, from where the request comes); an admin clears it.
+    let (status, body) = api(&lab, "POST", &format!("{path}/confirm"), Some(USER), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(api(&lab, "DELETE", &path, Some(ADMIN), None).0, 204);
+    assert_eq!(api(&lab, "DELETE", &path, Some(ADMIN), None).0, 404, "cleared already");
+    // The CLI, while the core writes the same audit chain: bob's set (refused, then kept), cleared.
+    let msag = support::lab::repo().join("examples/msag.csv");
+    let msag = msag.to_str().unwrap();
+    let set = |hno: &str| {
+        let civic = ["country=US", "A1=WA", "A3=Redmond", "RD=Willows", "STS=Rd", &format!("HNO={hno}")]
+            .map(|c| format!("--civic={c}"));
+        let mut args = vec!["lis", "user-location", "set", "--owner", "bob", "--ip", "127.0.0.7", "--msag", msag];
+        args.extend(civic.iter().map(String::as_str));
+        lab.cli_store(&args)
+    };
+    assert!(!set("9101").status.success());
+    let out = set("9100");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.cli_store(&["lis", "user-location", "clear", "--owner", "bob"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     lab.stop();
+    // Every kept change, and nothing refused (wrong credentials, another user's, not in the
+    // MSAG, nothing to clear), is an audit record: who, whose, what, through what, from where.
+    let all = changes(&lab);
+    let api_rows: Vec<&[String; 7]> = all.iter().filter(|c| c[3] == "api").collect();
+    let what: Vec<[&str; 4]> = api_rows.iter().map(|c| [&*c[0], &*c[1], &*c[2], &*c[3]]).collect();
+    assert_eq!(
+        what,
+        [
+            ["entered", OWNER, "user alice", "api"],
+            ["confirmed", OWNER, "user alice", "api"],
+            ["cleared", OWNER, "desk desk2", "api"],
+        ],
+        "{all:?}"
+    );
+    for c in &api_rows {
+        assert!(c[4].starts_with("tcp:127.0.0.1:"), "the API client's address: {c:?}");
+    }
+    assert!(api_rows[0][5].starts_with("Alice, home office: 9100 Willows Rd, Redmond"), "{all:?}");
+    assert!(api_rows[0][6].starts_with("127.0.0.6 (127.0.0.0/24)"), "{all:?}");
+    assert!(api_rows[2][5].is_empty() && api_rows[2][6].is_empty(), "{all:?}");
+    let cli: Vec<[&str; 5]> =
+        all.iter().filter(|c| c[3] == "cli").map(|c| [&*c[0], &*c[1], &*c[2], &*c[3], &*c[4]]).collect();
+    assert_eq!(cli, [["entered", "bob", "cli", "cli", ""], ["cleared", "bob", "cli", "cli", ""]], "{all:?}");
+    assert_eq!(all.len(), 5, "{all:?}");
+    let out = lab.cli_store(&["audit", "export", "--csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        csv.contains("user-location-changed,") && csv.contains("user-entered location of bob cleared by cli (cli)"),
+        "{csv}"
+    );
     let audited = lab.audit_events();
     let ev = audited.iter().find(|e| matches!(e.kind, CallEventKind::Detected)).expect("the call is audited");
     assert_eq!(ev.location.source, LocationSource::Manual);
@@ -223,6 +292,22 @@ fn an_entry_is_not_used_from_another_network_until_the_phone_confirms_it() {
         matches!(e.kind, CallEventKind::Detected) && e.location.source == LocationSource::Manual
     });
     assert_eq!(ev.location.warnings.first().map(String::as_str), Some(VERIFY_NOTE));
+
+    // Audited: the entry and the user's confirmation from the new network, each with the
+    // PUBLISH's source; the refreshes and the refused one changed nothing and are not records.
+    lab.stop();
+    let all = changes(&lab);
+    let what: Vec<[&str; 4]> = all.iter().map(|c| [&*c[0], &*c[2], &*c[3], &*c[6]]).collect();
+    assert_eq!(
+        what,
+        [
+            ["entered", "sip-publish user alice", "publish", "127.0.0.6 (127.0.0.0/24)"],
+            ["confirmed", "sip-publish user alice", "publish", "127.0.1.6 (127.0.1.0/24)"],
+        ],
+        "{all:?}"
+    );
+    assert!(all[0][4].starts_with("udp:127.0.0.6:") && all[1][4].starts_with("udp:127.0.1.6:"), "{all:?}");
+    lab.assert_audit_verifies();
 }
 
 #[test]
@@ -247,9 +332,9 @@ fn an_entry_keeps_no_elin_or_floor_plan_a_user_gives() {
     assert!(ev.location.erl.as_ref().is_some_and(|e| e.elins.is_empty() && e.floor_plan.is_none()));
 }
 
-#[test]
-fn a_phone_publishes_its_address_as_a_pidf_lo_and_an_invalid_one_is_refused() {
-    let lab = Lab::start_with(with_users);
+store_test!(sync a_phone_publishes_its_address_as_a_pidf_lo_and_an_invalid_one_is_refused);
+fn a_phone_publishes_its_address_as_a_pidf_lo_and_an_invalid_one_is_refused(db: TestDb) {
+    let mut lab = Lab::start_on(db, with_users);
     let sip = ([127, 0, 0, 1], lab.ports.sip).into();
     // sipp digests `sip:remote_ip:port` unless told the Request-URI it sends.
     let auth_uri = format!("{OWNER}@127.0.0.1:{}", lab.ports.sip);
@@ -281,6 +366,32 @@ fn a_phone_publishes_its_address_as_a_pidf_lo_and_an_invalid_one_is_refused() {
     let (status, body) = api(&lab, "GET", &path(), Some(USER), None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"127.0.0.6\"") && body.contains("9100"), "{body}");
+
+    // The phone removes its publication (RFC 3903 §4.5): the entry is cleared.
+    let etag = support::lab::header_of(&answer, "SIP-ETag").unwrap().trim().to_string();
+    let args = [&auth[..], &["-set", "etag", etag.as_str()]].concat();
+    let run = lab.uac_to("remove", "publish_remove.xml", "127.0.0.6", sip, &args).wait();
+    run.assert_ok();
+    let answer = run.received().into_iter().last().unwrap_or_default();
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert_eq!(api(&lab, "GET", &path(), Some(USER), None).0, 404);
+
+    // The kept entry and its removal are audited (the refused ones are not), by the PUBLISH's
+    // user, from its source; the chain still verifies.
+    lab.stop();
+    let all = changes(&lab);
+    let what: Vec<[&str; 4]> = all.iter().map(|c| [&*c[0], &*c[1], &*c[2], &*c[3]]).collect();
+    assert_eq!(
+        what,
+        [
+            ["entered", OWNER, "sip-publish user alice", "publish"],
+            ["cleared", OWNER, "sip-publish user alice", "publish"],
+        ],
+        "{all:?}"
+    );
+    assert!(all.iter().all(|c| c[4].starts_with("udp:127.0.0.6:")), "{all:?}");
+    assert!(all[0][5].contains("9100 Willows Rd") && all[0][6].starts_with("127.0.0.6 "), "{all:?}");
+    lab.assert_audit_verifies();
 }
 
 #[test]

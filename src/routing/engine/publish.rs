@@ -14,7 +14,9 @@
 //!   owner's current one gets 412 (§6 step 4) and the phone publishes its body again;
 //! * the shell validates and writes the store ([`Output::EnterUserLocation`]) and hands the
 //!   answer back ([`Engine::on_user_location_kept`]): 200 with `SIP-ETag` and `Expires` (§11.3)
-//!   once it is kept; a refused address gets 488 with a Warning naming each reason.
+//!   once it is kept; a refused address gets 488 with a Warning naming each reason. A kept
+//!   entry or removal is audited by the shell (`user-location-changed`, with the PUBLISH's
+//!   source); a refresh changes nothing and is not.
 
 use std::time::Instant;
 
@@ -53,6 +55,8 @@ pub struct UserLocationRequest {
     pub key: ServerKey,
     pub owner: String,
     pub entered_by: String,
+    /// Where the PUBLISH came from (`udp:198.51.100.7:5060`), for the change's audit record.
+    pub source: String,
     pub change: UserLocationChange,
 }
 
@@ -163,7 +167,14 @@ impl Engine {
         }
         let clear = change == UserLocationChange::Clear;
         self.accounts.pending_publish.insert(key.clone(), (msg, owner.clone(), clear));
-        self.out.store_io.push_back(Output::EnterUserLocation(UserLocationRequest { key, owner, entered_by, change }));
+        let source = peer.to_string();
+        self.out.store_io.push_back(Output::EnterUserLocation(UserLocationRequest {
+            key,
+            owner,
+            entered_by,
+            source,
+            change,
+        }));
     }
 
     /// The address a PUBLISH with a body carries (a refresh, §4.3, is handled before).

@@ -255,6 +255,17 @@ impl Lab {
         })
     }
 
+    /// The audit records of one kind of no call (`user-location-changed`…), oldest first (the
+    /// core must be stopped or flushed).
+    pub fn audit_records(&self, kind: &str) -> Vec<sosdesk::audit::AuditRecord> {
+        self.rt.block_on(async {
+            let store = AuditStore::open(self.store_location()).await.expect("open audit store");
+            let records = store.records_of_kind(kind, 1000).await.expect("records");
+            store.close().await;
+            records
+        })
+    }
+
     /// Events in the audit store (the core must be stopped or flushed): each call's in order,
     /// calls oldest first, then the records of refused requests, oldest first.
     pub fn audit_events(&self) -> Vec<CallEvent> {
