@@ -168,6 +168,7 @@ enum LisCommand {
     },
     /// User-entered locations of remote users (docs/location.md): list them, set one (validated
     /// like `lis validate`), clear one. A running core picks a change up within `lis.refresh_ms`.
+    /// Each change is a `user-location-changed` record of the store's audit log (by `cli`).
     UserLocation {
         #[command(subcommand)]
         command: UserLocationCommand,
@@ -440,7 +441,7 @@ async fn user_location(command: UserLocationCommand) -> Result<ExitCode, String>
             let users = UserLocations { store: store.open_lis(true).await?, book: Default::default(), validator };
             // The kept entries first: whether this is a new address or the same one confirmed
             // (the audit record says which), and when it was first entered.
-            users.refresh(None).await;
+            users.book.replace_all(users.store.user_locations().await.map_err(|e| e.to_string())?);
             let erl = sosdesk::location::Erl { label, civic, ..Default::default() };
             let entered = users.enter(&owner, erl, NetworkSeen { ip, mac, bssid }, "cli", chrono::Utc::now()).await;
             users.store.close().await;

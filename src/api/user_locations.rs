@@ -9,6 +9,9 @@
 //!   device's current network (validated again);
 //! * `DELETE /api/v1/lis/user-locations/{owner}`.
 //!
+//! Every kept change (entered, confirmed, cleared) is a `user-location-changed` audit record
+//! with the account and the client's address; a refused one is not a change and is not.
+//!
 //! Who may write whose: a desk account (the organisation's officers and admins) anyone's; a
 //! remote user's account only its own owner's (403 otherwise). Credentials as for every other
 //! write (HTTP Basic through the wrong-credentials guard).

@@ -34,4 +34,35 @@ mac: string,
 /**
  * Where it was and where it is: `switch sw-hq-1 (00-16-C7-02-6E-80) port Fa3/0/14`.
  */
-from: string, to: string, };
+from: string, to: string, } | { "type": "user-location-changed", 
+/**
+ * Whose location: the owner as calls name the caller (number or SIP user part).
+ */
+owner: string, 
+/**
+ * `entered` (new, or another address), `confirmed` (the same address again, perhaps
+ * from another network) or `cleared`.
+ */
+change: string, 
+/**
+ * Who: the API account (`user alice`, `desk lobby`), the PUBLISH's authenticated user
+ * (`sip-publish user alice`), or `cli`.
+ */
+by: string, 
+/**
+ * `api`, `publish` or `cli`.
+ */
+via: string, 
+/**
+ * Where the change came from: the API client's or the PUBLISH's source address
+ * (`tcp:203.0.113.5:50210`, `udp:…`); empty for the CLI.
+ */
+from: string, 
+/**
+ * The address kept: label and civic address on one line; empty when cleared.
+ */
+location: string, 
+/**
+ * The network it was entered from (IP and subnet, MAC, BSSID); empty when cleared.
+ */
+network: string, };
