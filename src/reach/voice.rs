@@ -52,6 +52,9 @@ const GAP: usize = 8000;
 const HANGUP_WITHIN: Duration = Duration::from_secs(4);
 /// The most resolving the target and connecting to it (TCP, TLS) may take.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+/// The most resolving the dialog's next hop (the answer's Contact or first Record-Route) may
+/// take.
+const HOP_WITHIN: Duration = Duration::from_secs(3);
 /// The most recording an acknowledgement through the core may take.
 const ANNOTATE_WITHIN: Duration = Duration::from_secs(5);
 /// The telephone-event payload type sosdesk offers ([`LocalSdp::offer`]): some phones send
@@ -66,6 +69,7 @@ pub(super) fn bound(v: &VoiceChannel) -> Duration {
     CONNECT_WITHIN
         + Duration::from_secs(v.ring_s)
         + HANGUP_WITHIN
+        + HOP_WITHIN
         + SYNTH_WITHIN
         + Duration::from_secs(v.max_s)
         + ANNOTATE_WITHIN
@@ -145,6 +149,41 @@ async fn resolve(t: &SipTarget) -> Result<Peer, String> {
             .ip(),
     };
     Ok(Peer { transport, addr: SocketAddr::new(ip, port) })
+}
+
+/// Whether requests inside the dialog can go to `hop` on the call's transport: over UDP the
+/// hop must be UDP too (a `;transport=tcp` or `sips:` Contact would need a connection the call
+/// does not have).
+fn usable_hop(hop: Result<SipTarget, String>, transport: Transport) -> Result<SipTarget, String> {
+    let hop = hop?;
+    match hop.default_transport() {
+        t if t == transport => Ok(hop),
+        t => Err(format!("{hop} is reached over {}, the call is over {}", t.as_str(), transport.as_str())),
+    }
+}
+
+/// Where the ACK of the 2xx and every request inside the dialog are sent (RFC 3261 §13.2.2.4,
+/// §12.2.1.1, §8.1.2): the dialog's next hop — the first route, else the answer's Contact —
+/// resolved as the callee was (A/AAAA), within [`HOP_WITHIN`]. A phone behind a proxy, or one
+/// answering from another socket, gets its ACK and BYE there. Over TCP/TLS they go on the
+/// INVITE's connection (the client's flow sends nowhere else). A hop that cannot be used falls
+/// back to where the INVITE went, and says why in the log.
+async fn dialog_hop(dialog: &Dialog, transport: Transport, call: &str) -> SocketAddr {
+    let fallback = dialog.peer.addr;
+    if transport != Transport::Udp {
+        return fallback;
+    }
+    let resolved = match usable_hop(dialog.next_hop(), transport) {
+        Ok(hop) => tokio::time::timeout(HOP_WITHIN, resolve(&hop))
+            .await
+            .unwrap_or_else(|_| Err(format!("{hop} not resolved within {} s", HOP_WITHIN.as_secs())))
+            .map(|p| p.addr),
+        Err(e) => Err(e),
+    };
+    resolved.unwrap_or_else(|e| {
+        tracing::warn!(%call, error = %e, to = %fallback, "voice alert: the dialog's next hop cannot be used; ACK and BYE go where the INVITE went");
+        fallback
+    })
 }
 
 /// The address this machine sends from towards `to` (no packet is sent: a connected UDP
@@ -233,29 +272,32 @@ fn answer_to(msg: &Message) -> Message {
 }
 
 /// The dialog as the callee's requests must name it (RFC 3261 §12.2.2): its Call-ID, the
-/// callee's tag (their From) and ours (their To) — and, over UDP, from the dialog's peer (its
-/// address: a spoofer off the path knows neither the Call-ID nor the tags, and one on another
-/// host does not send from the peer's address).
+/// callee's tag (their From) and ours (their To) — and, over UDP, from one of the dialog's
+/// hosts: where the INVITE went, or its next hop (the answer's Contact or first route, where
+/// the ACK and BYE go). A spoofer off the path knows neither the Call-ID nor the tags, and one
+/// on another host does not send from those addresses.
 struct DialogId {
     call_id: String,
     local_tag: String,
     remote_tag: Option<String>,
-    peer: Peer,
+    transport: Transport,
+    hosts: [IpAddr; 2],
 }
 
 impl DialogId {
-    fn of(dialog: &Dialog, local_tag: &str) -> DialogId {
+    fn of(dialog: &Dialog, local_tag: &str, hop: SocketAddr) -> DialogId {
         DialogId {
             call_id: dialog.call_id.clone(),
             local_tag: local_tag.to_string(),
             remote_tag: dialog.remote_tag.clone(),
-            peer: dialog.peer,
+            transport: dialog.peer.transport,
+            hosts: [dialog.peer.addr.ip(), hop.ip()],
         }
     }
 
     /// Whether `msg`, received from `from`, is a request inside this dialog.
     fn holds(&self, msg: &Message, from: SocketAddr) -> bool {
-        (self.peer.transport != Transport::Udp || from.ip() == self.peer.addr.ip())
+        (self.transport != Transport::Udp || self.hosts.contains(&from.ip()))
             && msg.call_id() == Some(self.call_id.as_str())
             && msg.to_tag().as_deref() == Some(self.local_tag.as_str())
             && self.remote_tag.is_some()
@@ -364,9 +406,10 @@ pub(super) async fn call(
                     // Answered as the CANCEL crossed it: hang up at once.
                     dialog.learn_remote_tag(&ok);
                     dialog.confirm(&ok);
+                    let hop = dialog_hop(&dialog, tp, &ev.call_id).await;
                     let ack = dialog.request("ACK", Some(invite.cseq().map_or(1, |c| c.0)), via());
-                    let _ = client.send_stateless(&ack, peer.addr).await;
-                    hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
+                    let _ = client.send_stateless(&ack, hop).await;
+                    hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
                 }
                 return if *acked.borrow() { Ok(format!("{why}: cancelled")) } else { Err(why) };
             }
@@ -403,17 +446,19 @@ pub(super) async fn call(
     };
     dialog.learn_remote_tag(&answer);
     dialog.confirm(&answer);
+    // From here on, requests go to the dialog's next hop, not necessarily where the INVITE went.
+    let hop = dialog_hop(&dialog, tp, &ev.call_id).await;
     let invite_cseq = invite.cseq().map_or(1, |c| c.0);
     let ack = dialog.request("ACK", Some(invite_cseq), via());
-    client.send_stateless(&ack, peer.addr).await.map_err(|e| format!("cannot send the ACK: {e}"))?;
+    client.send_stateless(&ack, hop).await.map_err(|e| format!("cannot send the ACK to {hop}: {e}"))?;
     let sdp = match AudioSdp::parse(&answer.body) {
         Ok(s) if s.remote().is_some() => s,
         Ok(_) => {
-            hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
+            hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
             return Err("answered without an address for audio".into());
         }
         Err(e) => {
-            hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
+            hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
             return Err(format!("answered without usable audio: {e}"));
         }
     };
@@ -436,8 +481,8 @@ pub(super) async fn call(
     }
     let (ended, played) = speak(
         &mut client,
-        (&ack, peer.addr),
-        &DialogId::of(&dialog, &local_tag),
+        (&ack, hop),
+        &DialogId::of(&dialog, &local_tag, hop),
         &rtp,
         sdp.remote().expect("checked"),
         (codec, pt, sdp.telephone_event),
@@ -469,7 +514,7 @@ pub(super) async fn call(
         Ended::Lost(e) => outcome.push_str(&format!("; the call was lost ({e})")),
     }
     if !matches!(ended, Ended::HungUpByCallee | Ended::Lost(_)) {
-        hang_up(&mut client, &mut dialog, &local_tag, via(), peer.addr).await;
+        hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
     }
     if let Some(e) = speech_failed {
         outcome.push_str(&format!("; speech failed ({e}): the alert tone was played instead"));
@@ -529,10 +574,10 @@ async fn cancel(client: &mut Client, invite: &Message, key: &str, to: SocketAddr
     }
 }
 
-/// Sends BYE and waits a little for its answer.
+/// Sends BYE to `to`, the dialog's next hop, and waits a little for its answer.
 async fn hang_up(client: &mut Client, dialog: &mut Dialog, local_tag: &str, via: String, to: SocketAddr) {
     let bye = dialog.request("BYE", None, via);
-    let id = DialogId::of(dialog, local_tag);
+    let id = DialogId::of(dialog, local_tag, to);
     if let Ok(key) = client.send_request(&bye, to).await {
         let answered = client.final_response(&key, |e| match e {
             Event::Request { msg, from } if msg.method() != "ACK" => {
@@ -671,7 +716,9 @@ mod tests {
             call_id: "abc@127.0.0.1".into(),
             local_tag: "ours".into(),
             remote_tag: Some("theirs".into()),
-            peer: Peer { transport, addr: "10.0.0.9:5060".parse().unwrap() },
+            transport,
+            // Where the INVITE went; the answer's Contact on another host (10.0.0.10).
+            hosts: ["10.0.0.9".parse().unwrap(), "10.0.0.10".parse().unwrap()],
         }
     }
 
@@ -694,10 +741,60 @@ mod tests {
             assert!(!d.holds(&msg, from), "{why}: held");
             assert_eq!(d.answer(&msg, from).status(), Some(481), "{why}");
         }
+        // The dialog's next hop (the answer's Contact, where the BYE goes) is the peer too.
+        assert!(d.holds(&good, "10.0.0.10:5072".parse().unwrap()));
         // Over TCP/TLS the connection is the peer: the source address is not compared.
         assert!(dialog(Transport::Tls).holds(&good, "10.0.0.66:5060".parse().unwrap()));
         // Before the callee's tag is known, nothing is inside the dialog.
         let early = DialogId { remote_tag: None, ..dialog(Transport::Udp) };
         assert!(!early.holds(&good, peer));
+    }
+
+    /// The dialog after a 2xx with these Contact / Record-Route lines, its INVITE sent to
+    /// 10.0.0.9:5060 over `transport`.
+    fn answered(transport: Transport, extra: &str) -> Dialog {
+        let mut d = Dialog::outbound(
+            "abc@127.0.0.1".into(),
+            "<sip:sosdesk@127.0.0.1:5070>;tag=ours".into(),
+            "<sip:officer@10.0.0.9>".into(),
+            "sip:officer@10.0.0.9".into(),
+            Peer { transport, addr: "10.0.0.9:5060".parse().unwrap() },
+        );
+        let raw = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa\r\n\
+             From: <sip:sosdesk@127.0.0.1:5070>;tag=ours\r\nTo: <sip:officer@10.0.0.9>;tag=theirs\r\n\
+             Call-ID: abc@127.0.0.1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        let ok = parse_datagram(raw.as_bytes()).unwrap();
+        d.learn_remote_tag(&ok);
+        d.confirm(&ok);
+        d
+    }
+
+    #[tokio::test]
+    async fn ack_and_bye_go_to_the_dialogs_next_hop_and_fall_back_to_the_invites_address() {
+        let hop = |d: Dialog| async move { dialog_hop(&d, d.peer.transport, "c").await.to_string() };
+        for (why, extra, want) in [
+            ("a Contact on another port", "Contact: <sip:officer@10.0.0.9:5072>\r\n", "10.0.0.9:5072"),
+            ("a Contact on another host", "Contact: <sip:officer@10.0.0.10;transport=udp>\r\n", "10.0.0.10:5060"),
+            ("an IPv6 Contact", "Contact: <sip:officer@[2001:db8::5]:5070>\r\n", "[2001:db8::5]:5070"),
+            (
+                "a loose route",
+                "Contact: <sip:officer@10.0.0.10>\r\nRecord-Route: <sip:10.0.0.1:5080;lr>\r\n",
+                "10.0.0.1:5080",
+            ),
+            ("a strict route", "Contact: <sip:officer@10.0.0.10>\r\nRecord-Route: <sip:10.0.0.2>\r\n", "10.0.0.2:5060"),
+            // Nowhere sosdesk can send to over UDP: where the INVITE went.
+            ("a tel: Contact", "Contact: <tel:+14255550100>\r\n", "10.0.0.9:5060"),
+            ("a TCP Contact", "Contact: <sip:officer@10.0.0.10;transport=tcp>\r\n", "10.0.0.9:5060"),
+            ("a sips: Contact", "Contact: <sips:officer@10.0.0.10>\r\n", "10.0.0.9:5060"),
+            ("a name that does not resolve", "Contact: <sip:officer@no-such-host.invalid>\r\n", "10.0.0.9:5060"),
+            ("no Contact", "", "10.0.0.9:5060"),
+        ] {
+            assert_eq!(hop(answered(Transport::Udp, extra)).await, want, "{why}");
+        }
+        // Over TCP the requests stay on the INVITE's connection.
+        let tcp = answered(Transport::Tcp, "Contact: <sip:officer@10.0.0.10:5072;transport=tcp>\r\n");
+        assert_eq!(hop(tcp).await, "10.0.0.9:5060");
     }
 }
