@@ -407,3 +407,80 @@ fn a_phone_that_sends_dtmf_with_the_offered_payload_type_acknowledges() {
     assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (RFC 4733 DTMF)"), "{n:#?}");
     assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
 }
+
+/// The next SIP message on `sock` (within 30 s: a bound, not a synchronisation), with its
+/// sender; `what` names what was awaited when nothing came.
+fn next_sip(sock: &UdpSocket, what: &str) -> (sosdesk::sip::Message, SocketAddr) {
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 65_535];
+    let (n, from) =
+        sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("{what}: nothing came to {}: {e}", sock.local_addr().unwrap()));
+    let msg = sosdesk::sip::parse::parse_datagram(&buf[..n])
+        .unwrap_or_else(|e| panic!("{what}: not SIP ({e:?}): {}", String::from_utf8_lossy(&buf[..n])));
+    (msg, from)
+}
+
+/// An INFO "Signal=1" inside the dialog the ACK `ack` names (the phone's side: From is the
+/// ACK's To, To its From), from `sock`.
+fn info_1(sock: &UdpSocket, ack: &sosdesk::sip::Message, to: SocketAddr, branch: &str) {
+    let me = sock.local_addr().unwrap();
+    let body = "Signal=1\r\nDuration=160\r\n";
+    let raw = format!(
+        "INFO sip:sosdesk@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\n\
+         From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INFO\r\nContact: <sip:officer@{me}>\r\n\
+         Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+        ack.header("To").unwrap(),
+        ack.header("From").unwrap(),
+        ack.call_id().unwrap(),
+        body.len()
+    );
+    sock.send_to(raw.as_bytes(), to).unwrap();
+}
+
+#[test]
+fn the_ack_and_the_bye_go_to_the_answers_contact_and_the_phone_there_is_heard() {
+    let phone_port = free_port();
+    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, "")));
+    // The phone's dialog socket: the Contact of its 200, another host and port than the INVITE's.
+    let contact = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let cport = contact.local_addr().unwrap().port().to_string();
+    // Someone else, on a third address, who learnt the dialog's Call-ID and tags.
+    let spoofer = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let mport = free_port().to_string();
+    let phone = lab.uas(
+        "officer",
+        "voice_callee_contact_elsewhere.xml",
+        "127.0.0.1",
+        phone_port,
+        &["-set", "mport", &mport, "-set", "cport", &cport],
+    );
+    call(&lab, "911");
+    phone.wait().assert_ok();
+    let contact_uri = format!("sip:officer@127.0.0.2:{cport}");
+    // The ACK of the 200 comes to the Contact, with the Contact as Request-URI (RFC 3261 §13.2.2.4).
+    let (ack, sosdesk) = next_sip(&contact, "the ACK at the answer's Contact");
+    assert_eq!((ack.method(), ack.request_uri()), ("ACK", Some(contact_uri.as_str())));
+    assert_eq!(ack.cseq(), Some((1, "ACK")));
+    // "1" from the third address: refused (481), it acknowledges nothing.
+    info_1(&spoofer, &ack, sosdesk, "spoofed");
+    let (refused, _) = next_sip(&spoofer, "the answer to the spoofed INFO");
+    assert_eq!(refused.status(), Some(481));
+    // "1" from the phone's Contact: inside the dialog.
+    info_1(&contact, &ack, sosdesk, "phone");
+    let (ok, _) = next_sip(&contact, "the answer to the phone's INFO");
+    assert_eq!((ok.status(), ok.cseq()), (Some(200), Some((1, "INFO"))));
+    // Then the BYE, to the Contact again (§12.2.1.1), in the dialog of the ACK.
+    let (bye, from) = next_sip(&contact, "the BYE at the answer's Contact");
+    assert_eq!((bye.method(), bye.request_uri()), ("BYE", Some(contact_uri.as_str())));
+    assert_eq!((bye.call_id(), bye.header("To")), (ack.call_id(), ack.header("To")));
+    contact.send_to(&bye.response(200, "OK", None).to_bytes(), from).unwrap();
+    let acked = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let target = format!("sip:officer@127.0.0.1:{phone_port}");
+    assert_eq!(acked.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let audit = lab.audit_events();
+    let n = notified(&audit);
+    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+    assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
+}
