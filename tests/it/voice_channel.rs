@@ -413,8 +413,9 @@ fn a_phone_that_sends_dtmf_with_the_offered_payload_type_acknowledges() {
 fn next_sip(sock: &UdpSocket, what: &str) -> (sosdesk::sip::Message, SocketAddr) {
     sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = [0u8; 65_535];
-    let (n, from) =
-        sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("{what}: nothing came to {}: {e}", sock.local_addr().unwrap()));
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("{what}: nothing came to {}: {e}", sock.local_addr().unwrap()));
     let msg = sosdesk::sip::parse::parse_datagram(&buf[..n])
         .unwrap_or_else(|e| panic!("{what}: not SIP ({e:?}): {}", String::from_utf8_lossy(&buf[..n])));
     (msg, from)
