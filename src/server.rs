@@ -300,7 +300,16 @@ impl Core {
             rand::random::<[u8; 32]>().to_vec().into()
         });
         let (config, config_rx) = watch::channel(Arc::new(cfg.clone()));
-        tokio::spawn(crate::reach::run(config_rx.clone(), handle.clone(), ack_key.clone(), stop_rx.clone()));
+        // One RFC 3263 resolver (the `[dns] servers`, else the system's), built once: the routes'
+        // names below, and the voice alert channel's callees (`reach::voice`).
+        let dns = crate::dns::SipResolver::from_config(cfg);
+        tokio::spawn(crate::reach::run(
+            config_rx.clone(),
+            handle.clone(),
+            ack_key.clone(),
+            dns.clone(),
+            stop_rx.clone(),
+        ));
         let api = match cfg.api.listen {
             Some(addr) => Some(
                 start_api(cfg, config_rx, addr, handle, audit.clone(), guard.clone(), ack_key, stop_rx.clone()).await?,
@@ -315,7 +324,7 @@ impl Core {
             true => None,
             // No resolver (an unreadable /etc/resolv.conf): the core still starts, routes given
             // by address work, and routes by name fail over at once, saying why.
-            false => crate::dns::SipResolver::from_config(cfg)
+            false => dns
                 .inspect_err(|e| {
                     tracing::error!(error = %e, "no DNS resolver: routes and targets given by name cannot be used");
                     for t in &names {

@@ -229,7 +229,8 @@ impl Delivery {
                 super::http::send(super::http::sms_request(s, to, &self.ev, ack_url, ca(&s.tls_ca))?).await
             }
             ChannelConfig::Voice(v) => {
-                super::voice::call(&shared.cfg, &shared.core, v, &self.target, &self.ev, acked.clone()).await
+                super::voice::call(&shared.cfg, &shared.core, &shared.dns, v, &self.target, &self.ev, acked.clone())
+                    .await
             }
         }
     }

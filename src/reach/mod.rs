@@ -97,7 +97,13 @@ struct Shared {
     announcing: Semaphore,
     attempt_timeout: Duration,
     retry_for: Duration,
+    /// The core's RFC 3263 resolver (`crate::dns`, the `[dns] servers`, else the system's), built
+    /// once at start; the voice channel finds its callees with it. Its error when there is none.
+    dns: Dns,
 }
+
+/// The core's resolver, or why there is none (an unreadable /etc/resolv.conf).
+pub type Dns = Result<crate::dns::SipResolver, String>;
 
 /// Each policy's escalation, the channels by name, and what their deliveries share: from one
 /// config, so a reload replaces them whole for new calls while live escalations keep theirs.
@@ -110,7 +116,7 @@ struct Plans {
 }
 
 impl Plans {
-    fn of(cfg: Arc<Config>, core: &CoreHandle, ack_key: &Arc<[u8]>) -> Plans {
+    fn of(cfg: Arc<Config>, core: &CoreHandle, ack_key: &Arc<[u8]>, dns: &Dns) -> Plans {
         let tiers = (cfg.policies.iter())
             .map(|p| (p.name.clone(), crate::channels::tiers(&p.channels, &p.escalation)))
             .filter(|(_, t)| !t.is_empty())
@@ -127,6 +133,7 @@ impl Plans {
             sending: Semaphore::new(MAX_SENDING),
             calling: Semaphore::new(MAX_CALLING),
             announcing: Semaphore::new(MAX_ANNOUNCING),
+            dns: dns.clone(),
         });
         Plans { tiers, channels, unlocated, shared }
     }
@@ -139,9 +146,10 @@ pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     core: CoreHandle,
     ack_key: Arc<[u8]>,
+    dns: Dns,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key);
+    let mut plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key, &dns);
     let mut events = core.subscribe();
     // Other nodes' acknowledgements stop this node's escalations too (each node escalates
     // the calls it took, and those it adopted from a node that is gone).
@@ -162,7 +170,7 @@ pub async fn run(
                 if changed.is_err() {
                     return;
                 }
-                plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key);
+                plans = Plans::of(config.borrow_and_update().clone(), &core, &ack_key, &dns);
                 continue;
             }
             r = events.recv() => match r {

@@ -21,6 +21,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use rtp_types::{RtpPacket, RtpPacketBuilder};
@@ -29,6 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::Dns;
 use crate::channels::VoiceChannel;
 use crate::config::Config;
 use crate::core_handle::CoreHandle;
@@ -48,6 +50,11 @@ pub const VOICE_DESK: &str = "voice call";
 const SYNTH_WITHIN: Duration = Duration::from_secs(10);
 /// Silence between two repetitions of the alert (samples, 1 s).
 const GAP: usize = 8000;
+/// A target of the callee (RFC 3263) that answers nothing to the INVITE, not even 100 Trying,
+/// within this (the INVITE sent four times by Timer A) is given up for the next one (§4.3):
+/// waiting for Timer B (32 s) would spend the whole ringing time on a dead host. Over UDP an
+/// ICMP port unreachable is not seen (the socket is not connected), so silence is the sign.
+const SILENT_TARGET: Duration = Duration::from_secs(4);
 /// How long a BYE, or the INVITE's answer after a CANCEL, is waited for.
 const HANGUP_WITHIN: Duration = Duration::from_secs(4);
 /// The most resolving the target and connecting to it (TCP, TLS) may take.
@@ -128,15 +135,33 @@ pub(super) fn transport(v: &VoiceChannel, target: &str) -> String {
     match (target.strip_prefix("tel:"), &v.route) {
         (Some(_), Some(route)) => format!("SIP via route {route}"),
         _ => match SipTarget::parse(target) {
+            // A name without port or transport: DNS chooses them (RFC 3263 §4.1).
+            Ok(t) if matches!(t.host, Host::Name(_)) && t.port.is_none() && t.transport.is_none() => {
+                format!("SIP {} (RFC 3263)", t.host_str())
+            }
             Ok(t) => format!("SIP {} {}", t.default_transport().as_str(), t.host_port_str()),
             Err(_) => "SIP".into(),
         },
     }
 }
 
-/// Where the target's name points (A/AAAA: the voice call is off the emergency path, so the
-/// resolver may take its time; NAPTR/SRV are not followed).
-async fn resolve(t: &SipTarget) -> Result<Peer, String> {
+/// Where the callee is called, in the order to try (RFC 3263 §4): an IP literal as it is; a
+/// name through the core's resolver (`crate::dns`: the `[dns] servers`, else the system's) —
+/// NAPTR, then SRV, then A/AAAA, the transport chosen by DNS when the URI fixes none (§4.1), the
+/// port by SRV; a port given means A/AAAA only (§4.2). Bounded by the resolver's own timeout.
+async fn targets(dns: &Dns, t: &SipTarget) -> Result<Vec<Peer>, String> {
+    if let Some(peer) = t.literal() {
+        return Ok(vec![peer]);
+    }
+    let resolver = dns.as_ref().map_err(|e| format!("cannot resolve {}: no DNS resolver ({e})", t.host_str()))?;
+    let found = resolver.resolve(t).await.map_err(|e| format!("cannot resolve {}: {e}", t.host_str()))?;
+    Ok(found.peers)
+}
+
+/// Where the dialog's next hop points (A/AAAA by the system's resolver, on the hop's port or
+/// its transport's default: the hop is a Contact or Record-Route the callee chose, normally an
+/// address already; NAPTR/SRV are not followed for it).
+async fn hop_address(t: &SipTarget) -> Result<Peer, String> {
     let transport = t.default_transport();
     let port = t.port.unwrap_or(SipTarget::default_port(transport));
     let ip = match &t.host {
@@ -174,7 +199,7 @@ async fn dialog_hop(dialog: &Dialog, transport: Transport, call: &str) -> Socket
         return fallback;
     }
     let resolved = match usable_hop(dialog.next_hop(), transport) {
-        Ok(hop) => tokio::time::timeout(HOP_WITHIN, resolve(&hop))
+        Ok(hop) => tokio::time::timeout(HOP_WITHIN, hop_address(&hop))
             .await
             .unwrap_or_else(|_| Err(format!("{hop} not resolved within {} s", HOP_WITHIN.as_secs())))
             .map(|p| p.addr),
@@ -323,12 +348,26 @@ enum Ended {
     Lost(String),
 }
 
+/// Why one target of the callee was not reached: nothing heard from it (moving on to the
+/// next target, RFC 3263 §4.3), or a failure that ends the attempt (busy, refused, no answer).
+enum Failed {
+    Unreached(String),
+    Over(String),
+}
+
 /// One voice call to `target` (as audited); `Ok` with what happened once the callee answered
 /// (acknowledged or not), `Err` when the call was not answered (busy, no answer, refused, a
-/// network failure): the delivery retries it.
+/// network failure, a name that does not resolve): the delivery retries it.
+///
+/// The callee's targets (RFC 3263) are tried in order (§4.3): one that cannot be connected to,
+/// or that answers nothing at all to the INVITE — not even 100 Trying — within [`SILENT_TARGET`]
+/// (or Timer B, for the last), is given up for the next. Ringing is bounded once for them all
+/// (`ring_s` from the first INVITE), so that [`bound`] holds whatever the number of targets.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn call(
     cfg: &Config,
     core: &CoreHandle,
+    dns: &Dns,
     v: &VoiceChannel,
     target: &str,
     ev: &CallEvent,
@@ -336,17 +375,66 @@ pub(super) async fn call(
 ) -> Result<String, String> {
     // The speech is made while the phone rings: the INVITE does not wait for it.
     let (text, voice) = (crate::channels::text::voice(ev), v.voice.clone());
-    let synth = tokio::spawn(async move { synthesize(&text, &voice).await });
+    let mut synth = tokio::spawn(async move { synthesize(&text, &voice).await });
     let dest = destination(cfg, v, target)?;
-    let (peer, mut client) = tokio::time::timeout(CONNECT_WITHIN, async {
-        let peer = resolve(&dest.target).await?;
-        Ok::<_, String>((peer, connect(&dest, peer).await?))
-    })
-    .await
-    .map_err(|_| format!("cannot reach {target} within {} s", CONNECT_WITHIN.as_secs()))??;
+    let connect_until = Instant::now() + CONNECT_WITHIN;
+    let peers = tokio::time::timeout_at(connect_until, targets(dns, &dest.target))
+        .await
+        .map_err(|_| format!("cannot reach {target} within {} s", CONNECT_WITHIN.as_secs()))??;
+    let mut ring_until = None;
+    let mut failures = Vec::new();
+    for (i, &peer) in peers.iter().enumerate() {
+        let more = i + 1 < peers.len();
+        // The first target within CONNECT_WITHIN; the next ones within the ringing time left.
+        let client = match tokio::time::timeout_at(ring_until.unwrap_or(connect_until), connect(&dest, peer)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::warn!(call = %ev.call_id, %target, %peer, error = %e, more, "voice alert: a target of the callee cannot be reached");
+                failures.push(e);
+                continue;
+            }
+            Err(_) if ring_until.is_none() => {
+                failures.push(format!("cannot reach {target} within {} s", CONNECT_WITHIN.as_secs()));
+                break;
+            }
+            Err(_) => {
+                failures.push(format!("no time left to connect to {peer}"));
+                break;
+            }
+        };
+        let ring_until = *ring_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(v.ring_s));
+        let tried = attempt(core, v, target, ev, &dest, peer, client, ring_until, more, &mut synth, &mut acked);
+        match tried.await {
+            Ok(outcome) => return Ok(outcome),
+            Err(Failed::Over(e)) => return Err(e),
+            Err(Failed::Unreached(e)) => {
+                tracing::warn!(call = %ev.call_id, %target, %peer, error = %e, more, "voice alert: a target of the callee did not answer");
+                failures.push(e);
+            }
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// The call through one target of the callee, `peer`, on `client`.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    core: &CoreHandle,
+    v: &VoiceChannel,
+    target: &str,
+    ev: &CallEvent,
+    dest: &Destination,
+    peer: Peer,
+    mut client: Client,
+    ring_until: Instant,
+    more: bool,
+    synth: &mut tokio::task::JoinHandle<Result<Vec<i16>, String>>,
+    acked: &mut watch::Receiver<bool>,
+) -> Result<String, Failed> {
     let local = client.local_addr();
-    let rtp = UdpSocket::bind((local.ip(), 0)).await.map_err(|e| format!("cannot bind an RTP port: {e}"))?;
-    let rtp_addr = rtp.local_addr().map_err(|e| e.to_string())?;
+    let rtp =
+        UdpSocket::bind((local.ip(), 0)).await.map_err(|e| Failed::Over(format!("cannot bind an RTP port: {e}")))?;
+    let rtp_addr = rtp.local_addr().map_err(|e| Failed::Over(e.to_string()))?;
     let tp = client.transport();
     let host = |a: SocketAddr| if a.is_ipv6() { format!("[{}]:{}", a.ip(), a.port()) } else { a.to_string() };
     let via = || format!("SIP/2.0/{} {};branch={};rport", tp.as_str(), host(local), ids::new_branch());
@@ -375,20 +463,30 @@ pub(super) async fn call(
         m
     };
     let mut invite = invite_of(&mut dialog, Some(1), None);
-    let ring_until = Instant::now() + Duration::from_secs(v.ring_s);
     let mut challenged = false;
     // Whether a provisional response came: without one, no CANCEL may be sent (§9.1).
     let mut provisional = false;
+    // Whether this target answered anything: a silent one is given up for the next (§4.3).
+    let heard = AtomicBool::new(false);
     let answer = loop {
         let key = client
             .send_request(&invite, peer.addr)
             .await
-            .map_err(|e| format!("cannot send the INVITE to {peer}: {e}"))?;
+            .map_err(|e| Failed::Unreached(format!("cannot send the INVITE to {peer}: {e}")))?;
         tracing::info!(call = %ev.call_id, %target, %peer, "voice alert: INVITE sent");
-        let ringing = client.final_response(&key, |e| during_ringing(e, &mut dialog, &mut provisional));
+        let silent_until = Instant::now() + SILENT_TARGET;
+        let ringing = client.final_response(&key, |e| during_ringing(e, &mut dialog, &mut provisional, &heard));
         let got = tokio::select! {
             r = ringing => Some(r),
             _ = tokio::time::sleep_until(ring_until) => None,
+            // Nothing at all from this target, and another one is left: that one is tried.
+            _ = async {
+                tokio::time::sleep_until(silent_until).await;
+                if heard.load(Relaxed) { std::future::pending::<()>().await }
+            }, if more => {
+                client.abandon(&key);
+                return Err(Failed::Unreached(format!("nothing from {peer} within {} s", SILENT_TARGET.as_secs())));
+            }
             // (A dispatcher gone — the core stopping — acknowledges nothing: ring on.)
             _ = async { if acked.wait_for(|a| *a).await.is_err() { std::future::pending::<()>().await } } => None,
         };
@@ -411,11 +509,20 @@ pub(super) async fn call(
                     let _ = client.send_stateless(&ack, hop).await;
                     hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
                 }
-                return if *acked.borrow() { Ok(format!("{why}: cancelled")) } else { Err(why) };
+                return if *acked.borrow() { Ok(format!("{why}: cancelled")) } else { Err(Failed::Over(why)) };
             }
-            Some(Err(ClientError::Timeout)) => return Err(format!("no response from {peer}")),
-            Some(Err(e)) => return Err(format!("{peer}: {e}")),
-            Some(Ok(resp)) => resp,
+            // Timer B, or the socket failed: the next target, if nothing came from this one.
+            Some(Err(e)) => {
+                let why = match e {
+                    ClientError::Timeout => format!("no response from {peer}"),
+                    e => format!("{peer}: {e}"),
+                };
+                return Err(if heard.load(Relaxed) { Failed::Over(why) } else { Failed::Unreached(why) });
+            }
+            Some(Ok(resp)) => {
+                heard.store(true, Relaxed);
+                resp
+            }
         };
         let status = resp.status().unwrap_or(0);
         match (status, &dest.auth) {
@@ -436,12 +543,12 @@ pub(super) async fn call(
                     password,
                     realm.as_deref(),
                 )
-                .ok_or_else(|| format!("{status}: a challenge sosdesk cannot answer"))?;
+                .ok_or_else(|| Failed::Over(format!("{status}: a challenge sosdesk cannot answer")))?;
                 invite = invite_of(&mut dialog, None, Some((answer, value)));
             }
-            (486 | 600 | 603, _) => return Err(format!("busy ({status} {})", reason(&resp))),
-            (408 | 480 | 487, _) => return Err(format!("no answer ({status} {})", reason(&resp))),
-            _ => return Err(format!("refused ({status} {})", reason(&resp))),
+            (486 | 600 | 603, _) => return Err(Failed::Over(format!("busy ({status} {})", reason(&resp)))),
+            (408 | 480 | 487, _) => return Err(Failed::Over(format!("no answer ({status} {})", reason(&resp)))),
+            _ => return Err(Failed::Over(format!("refused ({status} {})", reason(&resp)))),
         }
     };
     dialog.learn_remote_tag(&answer);
@@ -450,16 +557,16 @@ pub(super) async fn call(
     let hop = dialog_hop(&dialog, tp, &ev.call_id).await;
     let invite_cseq = invite.cseq().map_or(1, |c| c.0);
     let ack = dialog.request("ACK", Some(invite_cseq), via());
-    client.send_stateless(&ack, hop).await.map_err(|e| format!("cannot send the ACK to {hop}: {e}"))?;
+    client.send_stateless(&ack, hop).await.map_err(|e| Failed::Over(format!("cannot send the ACK to {hop}: {e}")))?;
     let sdp = match AudioSdp::parse(&answer.body) {
         Ok(s) if s.remote().is_some() => s,
         Ok(_) => {
             hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
-            return Err("answered without an address for audio".into());
+            return Err(Failed::Over("answered without an address for audio".into()));
         }
         Err(e) => {
             hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
-            return Err(format!("answered without usable audio: {e}"));
+            return Err(Failed::Over(format!("answered without usable audio: {e}")));
         }
     };
     let (codec, pt) = sdp.pick(Some(Codec::Pcmu));
@@ -488,7 +595,7 @@ pub(super) async fn call(
         (codec, pt, sdp.telephone_event),
         &program,
         Instant::now() + Duration::from_secs(v.max_s),
-        &mut acked,
+        acked,
     )
     .await;
     let times = played.div_ceil(audio.len() + GAP).max(1);
@@ -532,9 +639,11 @@ fn during_ringing(
     e: Event,
     dialog: &mut Dialog,
     provisional: &mut bool,
+    heard: &AtomicBool,
 ) -> ControlFlow<Option<Outgoing>, Option<Outgoing>> {
     match e {
         Event::Response { msg, .. } => {
+            heard.store(true, Relaxed);
             if msg.status().is_some_and(|s| (100..200).contains(&s)) {
                 *provisional = true;
             }

@@ -132,6 +132,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config",
             "core_handle",
             "db",
+            "dns",
             "events",
             "media",
             "notify",

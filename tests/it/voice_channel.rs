@@ -16,6 +16,7 @@ use sosdesk::events::{CallEvent, CallEventKind};
 use sosdesk::media::Codec;
 
 use crate::notifications::notified;
+use crate::support::dnsmasq::{start_dns, DnsRecord};
 use crate::support::lab::{free_port, Lab};
 use crate::support::receivers::HttpReceiver;
 
@@ -484,4 +485,105 @@ fn the_ack_and_the_bye_go_to_the_answers_contact_and_the_phone_there_is_heard() 
     let n = notified(&audit);
     assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
     assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
+}
+
+/// The voice channel `officer-phone` calling `to`, the core asking the DNS server on `dns_port`.
+fn with_voice_by_name(to: &str, dns_port: u16) -> impl FnOnce(String) -> String {
+    let channel = format!("\n[[channel]]\nname = \"officer-phone\"\nkind = \"voice\"\nto = [\"{to}\"]\n");
+    let add = with_channels(r#"channels = ["officer-phone"]"#, channel);
+    move |c: String| add(c).replacen("[store]", &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n[store]"), 1)
+}
+
+fn srv(name: &str, target: &str, port: u16, priority: u16) -> DnsRecord {
+    DnsRecord::Srv { name: name.into(), target: target.into(), port, priority, weight: 0 }
+}
+
+fn a(name: &str) -> DnsRecord {
+    DnsRecord::A { name: name.into(), ip: [127, 0, 0, 1].into() }
+}
+
+#[test]
+fn a_callee_given_by_domain_is_found_by_srv_through_the_cores_dns_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let phone_port = free_port();
+    // voice.test publishes its SIP server as SRV only (no NAPTR), on a port that is not 5060.
+    let records = [srv("_sip._udp.voice.test", "pbx.voice.test", phone_port, 10), a("pbx.voice.test")];
+    let dns_port = free_port();
+    let dns = start_dns(dir.path(), dns_port, &records, 300);
+    let mut lab = Lab::start_with(with_voice_by_name("sip:officer@voice.test", dns_port));
+    let mport = free_port().to_string();
+    let phone = lab.uas("officer", "voice_callee_info.xml", "127.0.0.1", phone_port, &["-set", "mport", &mport]);
+    call(&lab, "911");
+    // The phone got the INVITE, pressed 1 (SIP INFO) and got the BYE.
+    let run = phone.wait();
+    run.assert_ok();
+    assert!(run.messages.contains("INVITE sip:officer@voice.test SIP/2.0"), "{}", run.messages);
+    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    assert_eq!(
+        ack.kind,
+        CallEventKind::Acknowledged { by: "sip:officer@voice.test".into(), desk: "voice call".into() }
+    );
+    let asked = dns.queries();
+    for (qtype, name) in [("NAPTR", "voice.test"), ("SRV", "_sip._udp.voice.test"), ("A", "pbx.voice.test")] {
+        assert!(asked.iter().any(|(t, n)| t == qtype && n == name), "{qtype} {name} not asked: {asked:?}");
+    }
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let n = notified(&lab.audit_events());
+    assert_eq!(n.len(), 1, "{n:#?}");
+    let (to, ok, detail) = &n[0];
+    assert_eq!((to.as_str(), ok), ("sip:officer@voice.test", &true));
+    assert!(
+        detail
+            .starts_with("voice via officer-phone (SIP voice.test (RFC 3263)), tier 1, attempt 1: accepted (answered"),
+        "{detail}"
+    );
+    assert!(detail.contains("acknowledged by pressing 1 (SIP INFO)"), "{detail}");
+}
+
+#[test]
+fn a_silent_srv_target_is_given_up_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first server (priority 10) takes the INVITE and says nothing; the second (priority 20)
+    // is the phone.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let phone_port = free_port();
+    let records = [
+        srv("_sip._udp.voice.test", "dead.voice.test", silent.local_addr().unwrap().port(), 10),
+        srv("_sip._udp.voice.test", "pbx.voice.test", phone_port, 20),
+        a("dead.voice.test"),
+        a("pbx.voice.test"),
+    ];
+    let dns_port = free_port();
+    let _dns = start_dns(dir.path(), dns_port, &records, 300);
+    let mut lab = Lab::start_with(with_voice_by_name("sip:officer@voice.test", dns_port));
+    let mport = free_port().to_string();
+    let phone = lab.uas("officer", "voice_callee_info.xml", "127.0.0.1", phone_port, &["-set", "mport", &mport]);
+    call(&lab, "911");
+    phone.wait().assert_ok();
+    // The first target was tried first (its INVITE is in the socket's queue).
+    let (invite, _) = next_sip(&silent, "the INVITE at the first SRV target");
+    assert_eq!((invite.method(), invite.request_uri()), ("INVITE", Some("sip:officer@voice.test")));
+    lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let n = notified(&lab.audit_events());
+    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+}
+
+#[test]
+fn a_callee_name_without_records_fails_the_delivery_with_the_resolvers_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns_port = free_port();
+    // The DNS server knows nothing: NXDOMAIN for every name.
+    let _dns = start_dns(dir.path(), dns_port, &[], 300);
+    let mut lab = Lab::start_with(with_voice_by_name("sip:officer@nowhere.voice.test", dns_port));
+    call(&lab, "911");
+    let failed = lab
+        .wait_for(&mut Vec::new(), "the failed attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    let n = notified(&[failed]);
+    let (to, ok, detail) = &n[0];
+    assert_eq!((to.as_str(), ok), ("sip:officer@nowhere.voice.test", &false));
+    assert!(detail.contains("cannot resolve nowhere.voice.test: A/AAAA nowhere.voice.test: "), "{detail}");
 }
