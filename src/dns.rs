@@ -3,7 +3,9 @@
 //! starts and again when their answer's TTL runs out; each answer goes to the engine as
 //! `NetInput::Resolved`, so an emergency call never waits on a resolver (the engine keeps the
 //! last answer while a refresh fails — RFC 8767's serve-stale — and fails a never-resolved
-//! route over at once). The choices that need no network are `sip::rfc3263`'s.
+//! route over at once). The choices that need no network are `sip::rfc3263`'s. The voice alert
+//! channel (`reach::voice`) asks the same resolver for its callees when it places a call — an
+//! alert delivery, off every emergency call's path.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -130,7 +130,8 @@ fn destination(cfg: &Config, v: &VoiceChannel, target: &str) -> Result<Destinati
     }
 }
 
-/// How the call travels, for the audit: `SIP UDP 127.0.0.1:5099`, `SIP TLS via route provider`.
+/// How the call travels, for the audit: `SIP UDP 127.0.0.1:5099`, `SIP pbx.example.org (RFC 3263)`,
+/// `SIP via route provider`.
 pub(super) fn transport(v: &VoiceChannel, target: &str) -> String {
     match (target.strip_prefix("tel:"), &v.route) {
         (Some(_), Some(route)) => format!("SIP via route {route}"),
@@ -363,7 +364,6 @@ enum Failed {
 /// or that answers nothing at all to the INVITE — not even 100 Trying — within [`SILENT_TARGET`]
 /// (or Timer B, for the last), is given up for the next. Ringing is bounded once for them all
 /// (`ring_s` from the first INVITE), so that [`bound`] holds whatever the number of targets.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn call(
     cfg: &Config,
     core: &CoreHandle,
