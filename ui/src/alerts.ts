@@ -16,7 +16,10 @@ const cards = new Map<string, HTMLElement>();
 const pending = new Set<string>();
 const errors = new Map<string, string>();
 // Ids dismissed while the start-up snapshot was in flight, so the snapshot can't resurrect them.
+// Kept only until the snapshot is in: afterwards a set of every call ever dismissed would grow
+// with each call for as long as the desk runs.
 const removed = new Set<string>();
+let snapshotPending = true;
 // The card the keys act on (N moves it); none: they act on the oldest unacknowledged call.
 let selected: string | null = null;
 // When the last alert event reached the page (its paint time is measured from here too).
@@ -55,8 +58,11 @@ export function initAlerts(opts: { showBoard: () => void }): void {
   setInterval(tickAges, 1000);
 }
 
+/** The board as the desk had it when the page started (`[]` when it could not be read). */
 export function loadSnapshot(list: ActiveCall[]): void {
   for (const c of list) if (!removed.has(c.call_id)) upsert(c);
+  snapshotPending = false;
+  removed.clear();
 }
 
 /** The call ids of the cards on the page, as drawn. */
@@ -141,7 +147,7 @@ export function refresh(callId: string | null): void {
 }
 
 export function remove(callId: string): void {
-  removed.add(callId);
+  if (snapshotPending) removed.add(callId);
   calls.delete(callId);
   pending.delete(callId);
   errors.delete(callId);

@@ -85,6 +85,7 @@ async function start(): Promise<void> {
       (e) => showStatusError(`Cannot read desk status: ${errorText(e)}`),
     ),
     api.getActiveCalls().then(alerts.loadSnapshot, (e) => {
+      alerts.loadSnapshot([]);
       const empty = byId("alerts-empty");
       empty.textContent = `Could not load active calls: ${errorText(e)}`;
       empty.classList.add("error-text");
