@@ -155,6 +155,24 @@ fn detected(events: &[CallEvent]) -> CallEvent {
     events.iter().find(|e| matches!(e.kind, CallEventKind::Detected)).expect("detected").clone()
 }
 
+/// The voice channel's acknowledgement, once the core has recorded it.
+fn acknowledgement(lab: &mut Lab) -> CallEvent {
+    lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }))
+}
+
+/// The audit log once the voice attempt's outcome is in it (the lab stopped, so all is written).
+fn audit_after_delivery(lab: &mut Lab) -> Vec<CallEvent> {
+    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
+    lab.stop();
+    lab.audit_events()
+}
+
+/// The first voice attempt in `audit` was accepted and acknowledged by a 1 sent `how`.
+fn assert_acknowledged_by(audit: &[CallEvent], how: &str) {
+    let n = notified(audit);
+    assert!(n[0].1 && n[0].2.contains(&format!("acknowledged by pressing 1 ({how})")), "{n:#?}");
+}
+
 fn voice_channel(phone_port: u16, extra: &str) -> String {
     format!(
         r#"
@@ -187,7 +205,7 @@ fn a_voice_call_speaks_the_alert_and_dtmf_1_acknowledges_as_the_callee() {
     );
     call(&lab, "911");
     let target = format!("sip:officer@127.0.0.1:{phone_port}");
-    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let ack = acknowledgement(&mut lab);
     assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target.clone(), desk: "voice call".into() });
     // The desk hears of it on the API's stream (its alarm stops).
     let pushed = lab.rt.block_on(async {
@@ -210,9 +228,7 @@ fn a_voice_call_speaks_the_alert_and_dtmf_1_acknowledges_as_the_callee() {
         run.messages
     );
     let heard = media.finish();
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let audit = lab.audit_events();
+    let audit = audit_after_delivery(&mut lab);
     assert_heard_the_alert(&heard, &detected(&audit));
     let n = notified(&audit);
     assert_eq!(n.len(), 1, "{n:#?}");
@@ -234,14 +250,12 @@ fn a_phone_without_rfc_4733_acknowledges_by_sip_info() {
     let mport = free_port().to_string();
     let phone = lab.uas("officer", "voice_callee_info.xml", "127.0.0.1", phone_port, &["-set", "mport", &mport]);
     call(&lab, "911");
-    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let ack = acknowledgement(&mut lab);
     let target = format!("sip:officer@127.0.0.1:{phone_port}");
     assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
     phone.wait().assert_ok();
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let n = notified(&lab.audit_events());
-    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+    let audit = audit_after_delivery(&mut lab);
+    assert_acknowledged_by(&audit, "SIP INFO");
 }
 
 #[test]
@@ -317,18 +331,17 @@ fn without_speech_the_call_still_happens_with_the_alert_tone_and_says_why() {
         &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
     );
     call(&lab, "911");
-    lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    acknowledgement(&mut lab);
     phone.wait().assert_ok();
     let heard = media.finish();
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
+    let audit = audit_after_delivery(&mut lab);
     // The phone heard the alert tone, sample for sample (through G.711).
     let (mut bytes, mut tone) = (Vec::new(), Vec::new());
     Codec::Pcmu.encode_into(&sosdesk::media::speech::alert_tone(), &mut bytes);
     Codec::Pcmu.decode_into(&bytes, &mut tone);
     let n = heard.len().min(8000);
     assert!(n >= 4000 && heard[..n] == tone[..n], "the phone did not hear the alert tone ({} samples)", heard.len());
-    let n = notified(&lab.audit_events());
+    let n = notified(&audit);
     assert!(n[0].1 && n[0].2.contains("speech failed (espeak-ng failed"), "{n:#?}");
     assert!(n[0].2.contains("the alert tone was played instead"), "{n:#?}");
 }
@@ -348,17 +361,15 @@ fn a_dtmf_1_from_another_address_does_not_acknowledge_the_phones_own_1_does() {
         &["-set", "mport", &mport, "-set", "pt", "0", "-set", "codec", "PCMU"],
     );
     call(&lab, "911");
-    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let ack = acknowledgement(&mut lab);
     let target = format!("sip:officer@127.0.0.1:{phone_port}");
     assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
     phone.wait().assert_ok();
     let heard = media.finish();
     // The call went on past the spoofed 1, to the phone's own (100 packets of 160 samples).
     assert!(heard.len() >= 100 * 160, "hung up after {} samples: the spoofed 1 acknowledged", heard.len());
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let n = notified(&lab.audit_events());
-    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (RFC 4733 DTMF)"), "{n:#?}");
+    let audit = audit_after_delivery(&mut lab);
+    assert_acknowledged_by(&audit, "RFC 4733 DTMF");
 }
 
 #[test]
@@ -371,15 +382,12 @@ fn an_info_outside_the_dialog_gets_481_and_acknowledges_nothing() {
     let phone =
         lab.uas("officer", "voice_callee_spoofed_info.xml", "127.0.0.1", phone_port, &["-set", "mport", &mport]);
     call(&lab, "911");
-    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let ack = acknowledgement(&mut lab);
     let target = format!("sip:officer@127.0.0.1:{phone_port}");
     assert_eq!(ack.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
     phone.wait().assert_ok();
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let audit = lab.audit_events();
-    let n = notified(&audit);
-    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+    let audit = audit_after_delivery(&mut lab);
+    assert_acknowledged_by(&audit, "SIP INFO");
     assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
 }
 
@@ -401,11 +409,8 @@ fn a_phone_that_sends_dtmf_with_the_offered_payload_type_acknowledges() {
     call(&lab, "911");
     phone.wait().assert_ok();
     media.finish();
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let audit = lab.audit_events();
-    let n = notified(&audit);
-    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (RFC 4733 DTMF)"), "{n:#?}");
+    let audit = audit_after_delivery(&mut lab);
+    assert_acknowledged_by(&audit, "RFC 4733 DTMF");
     assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
 }
 
@@ -476,14 +481,11 @@ fn the_ack_and_the_bye_go_to_the_answers_contact_and_the_phone_there_is_heard() 
     assert_eq!((bye.method(), bye.request_uri()), ("BYE", Some(contact_uri.as_str())));
     assert_eq!((bye.call_id(), bye.header("To")), (ack.call_id(), ack.header("To")));
     contact.send_to(&bye.response(200, "OK", None).to_bytes(), from).unwrap();
-    let acked = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let acked = acknowledgement(&mut lab);
     let target = format!("sip:officer@127.0.0.1:{phone_port}");
     assert_eq!(acked.kind, CallEventKind::Acknowledged { by: target, desk: "voice call".into() });
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let audit = lab.audit_events();
-    let n = notified(&audit);
-    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+    let audit = audit_after_delivery(&mut lab);
+    assert_acknowledged_by(&audit, "SIP INFO");
     assert_eq!(audit.iter().filter(|e| matches!(e.kind, CallEventKind::Acknowledged { .. })).count(), 1);
 }
 
@@ -518,7 +520,7 @@ fn a_callee_given_by_domain_is_found_by_srv_through_the_cores_dns_servers() {
     let run = phone.wait();
     run.assert_ok();
     assert!(run.messages.contains("INVITE sip:officer@voice.test SIP/2.0"), "{}", run.messages);
-    let ack = lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
+    let ack = acknowledgement(&mut lab);
     assert_eq!(
         ack.kind,
         CallEventKind::Acknowledged { by: "sip:officer@voice.test".into(), desk: "voice call".into() }
@@ -527,9 +529,8 @@ fn a_callee_given_by_domain_is_found_by_srv_through_the_cores_dns_servers() {
     for (qtype, name) in [("NAPTR", "voice.test"), ("SRV", "_sip._udp.voice.test"), ("A", "pbx.voice.test")] {
         assert!(asked.iter().any(|(t, n)| t == qtype && n == name), "{qtype} {name} not asked: {asked:?}");
     }
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let n = notified(&lab.audit_events());
+    let audit = audit_after_delivery(&mut lab);
+    let n = notified(&audit);
     assert_eq!(n.len(), 1, "{n:#?}");
     let (to, ok, detail) = &n[0];
     assert_eq!((to.as_str(), ok), ("sip:officer@voice.test", &true));
@@ -564,11 +565,9 @@ fn a_silent_srv_target_is_given_up_for_the_next_one() {
     // The first target was tried first (its INVITE is in the socket's queue).
     let (invite, _) = next_sip(&silent, "the INVITE at the first SRV target");
     assert_eq!((invite.method(), invite.request_uri()), ("INVITE", Some("sip:officer@voice.test")));
-    lab.wait_for(&mut Vec::new(), "acknowledged", |e| matches!(e.kind, CallEventKind::Acknowledged { .. }));
-    lab.wait_for(&mut Vec::new(), "the attempt audited", |e| matches!(e.kind, CallEventKind::Notified { .. }));
-    lab.stop();
-    let n = notified(&lab.audit_events());
-    assert!(n[0].1 && n[0].2.contains("acknowledged by pressing 1 (SIP INFO)"), "{n:#?}");
+    acknowledgement(&mut lab);
+    let audit = audit_after_delivery(&mut lab);
+    assert_acknowledged_by(&audit, "SIP INFO");
 }
 
 #[test]
