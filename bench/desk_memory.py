@@ -11,6 +11,9 @@ after another (sipp, 300 ms each) and measures again, so growth per call shows.
 SOSDESK_BENCH_REMOTE=1: the desk as on an officer's computer in production, connected to a core
 that runs elsewhere (`[remote]`): the core (`sosdesk serve`, SOSDESK_BIN or target/debug/sosdesk)
 is started apart and its memory is printed on its own line, not in the desk's sum.
+
+SOSDESK_BENCH_MAPS=N: also, for each process, its N largest parts by PSS from /proc/<pid>/smaps
+(each file mapped, [heap], [stack], anonymous memory): where the memory goes.
 """
 
 import os
@@ -57,6 +60,42 @@ def memory(pid):
     return found
 
 
+def part_sizes(pid):
+    """{(process name, part): (RSS kB, PSS kB)} over the tree of `pid`, from /proc/<pid>/smaps: each
+    file mapped (by file name), [heap], [stack], and anonymous memory."""
+    sizes = {}
+    for p in tree(pid):
+        try:
+            name = Path(f"/proc/{p}/comm").read_text().strip()
+            smaps = Path(f"/proc/{p}/smaps").read_text()
+        except OSError:
+            continue
+        part = "anonymous"
+        for line in smaps.splitlines():
+            head = line.split()
+            if not head:
+                continue
+            if not head[0].endswith(":"):  # a mapping's first line: address perms offset dev inode [path]
+                part = Path(head[5]).name if len(head) > 5 else "anonymous"
+            elif head[0] in ("Rss:", "Pss:"):
+                r, s = sizes.get((name, part), (0, 0))
+                sizes[(name, part)] = (r + int(head[1]), s) if head[0] == "Rss:" else (r, s + int(head[1]))
+    return sizes
+
+
+def parts(pid, top):
+    """The `top` largest parts of each process in the tree of `pid`, by PSS, as printable lines."""
+    by_proc = {}
+    for (name, part), size in part_sizes(pid).items():
+        by_proc.setdefault(name, []).append((part, size))
+    return [f"  {name}: " + ", ".join(f"{n} {r // 1024}/{s // 1024}"
+                                      for n, (r, s) in sorted(items, key=lambda kv: -kv[1][1])[:top])
+            + " (RSS/PSS MB)" for name, items in sorted(by_proc.items())]
+
+
+MAPS = int(os.environ.get("SOSDESK_BENCH_MAPS", "0"))
+
+
 def show(label, what, m):
     total = (sum(r for r, _ in m.values()), sum(p for _, p in m.values()))
     parts = ", ".join(f"{n} {r // 1024}/{p // 1024}" for n, (r, p) in sorted(m.items()))
@@ -95,6 +134,8 @@ def run(label, app, calls, idle):
         wait(lambda: any("page_load" in r for r in records(metrics)), "the page to show")
         time.sleep(idle)  # idle on purpose: what the desk holds when nothing happens
         show(label, f"idle {idle} s", memory(proc.pid))
+        if MAPS:
+            print("\n".join(parts(proc.pid, MAPS)), flush=True)
         if core:
             show(label, "the remote core (not in the desk's sum)", memory(core.pid))
         for _ in range(calls):

@@ -5,7 +5,9 @@ then for MINUTES places test calls (933) one after another with sipp (a provider
 caller that hangs up after 300 ms) and samples RSS/PSS of all the desk's processes once a
 minute. Prints one line per sample, then the growth: PSS per call as the least-squares slope
 over the samples after WARMUP minutes (the first calls fill caches and the board's list of
-finished calls, which is bounded), and first → last.
+finished calls, which is bounded), and first → last; then where the growth after the warm-up is:
+the parts of each process (each file mapped, heap, anonymous memory; /proc/<pid>/smaps) whose
+RSS changed most between the first sample after the warm-up and the last.
 
     bench/desk-soak.sh [MINUTES] [WARMUP]     (default 60 and 10; Xvfb + openbox;
                                                SOSDESK_DESK_APP: the app, e.g. the release build)
@@ -22,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from desk_first_alert import APP, WAIT, free_port, records, sipp, wait  # noqa: E402
 from desk_first_alert import lab_ports, write_lab  # noqa: E402
-from desk_memory import memory  # noqa: E402
+from desk_memory import memory, part_sizes  # noqa: E402
 
 SAMPLE_S = 60
 
@@ -79,6 +81,7 @@ def main():
     print(f"app {APP}; {minutes:g} min of calls, samples every {SAMPLE_S} s; work dir {d}", flush=True)
     proc = subprocess.Popen([APP, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
     samples = []  # (minute, calls, failed, rss, pss, per process)
+    at_warmup = None  # part_sizes() at the first sample after the warm-up
     try:
         wait(lambda: any("page_load" in r for r in records(metrics)), "the page to show")
         start = time.monotonic()
@@ -95,7 +98,10 @@ def main():
                       f"PSS {pss:6.1f} MB ({each})", flush=True)
                 if proc.poll() is not None:
                     raise RuntimeError(f"the app ended (exit {proc.returncode}); log {d / 'app.log'}")
+                if at_warmup is None and minute >= warmup:
+                    at_warmup = part_sizes(proc.pid)
                 if minute >= minutes:
+                    at_end = part_sizes(proc.pid)
                     break
                 next_sample += SAMPLE_S
             peers = [sipp(d, "provider_answer.xml", "-p", str(ports[5070])),
@@ -115,6 +121,12 @@ def main():
             print(f"growth after {warmup:g} min warm-up: {per_call * 1024:.2f} kB PSS per call "
                   f"(least squares over {len(steady)} samples; {w[0][4]:.1f} -> {w[-1][4]:.1f} MB over "
                   f"{w[-1][1] - w[0][1]} calls)", flush=True)
+        if at_warmup is not None:
+            keys = set(at_warmup) | set(at_end)
+            grown = {k: tuple(b - a for a, b in zip(at_warmup.get(k, (0, 0)), at_end.get(k, (0, 0)))) for k in keys}
+            top = sorted(grown.items(), key=lambda kv: -abs(kv[1][0]))[:12]
+            print("where RSS/PSS changed after the warm-up (kB): "
+                  + ", ".join(f"{n}: {part} {r:+d}/{ps:+d}" for (n, part), (r, ps) in top), flush=True)
     finally:
         proc.terminate()
         try:

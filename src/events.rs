@@ -305,6 +305,19 @@ impl CallEvent {
         }
     }
 
+    /// Where this record happened, on one line (the audit export's `location` column): the
+    /// call's location (`unknown` for a call that had none: the fact an auditor needs); for a
+    /// user-entered location, the address kept (empty when cleared); for the other records of
+    /// no call (a route's health, a refused request, a device moved…) nothing — no caller's
+    /// location applies to them, and `unknown` would read as a call that was not located.
+    pub fn location_text(&self) -> String {
+        match &self.kind {
+            CallEventKind::UserLocationChanged { location, .. } => location.clone(),
+            kind if !kind.is_of_a_call() => String::new(),
+            _ => self.location.describe(),
+        }
+    }
+
     /// A route's change of health as an audit record of its own (`route-up` / `route-down`).
     pub fn route_health(route: String, up: bool, detail: String, at: DateTime<Utc>) -> CallEvent {
         let kind =

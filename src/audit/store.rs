@@ -563,8 +563,8 @@ impl AuditStore {
 
     /// Writes every event row as CSV: a header, then one line per event in seq order.
     ///
-    /// Columns: seq, at, call_id, call_seq, kind, caller_number, caller_name, dialed, location,
-    /// route, detail, prev_hash, hash. Quoting per RFC 4180; fields that a spreadsheet would run as
+    /// Columns: seq, at, call_id, call_seq, kind, caller_number, caller_name, dialed, location
+    /// ([`CallEvent::location_text`]), route, detail, prev_hash, hash. Quoting per RFC 4180; fields that a spreadsheet would run as
     /// a formula are prefixed with `'` (see `csv::field`).
     pub async fn export_csv(&self, out: &mut impl std::io::Write) -> Result<(), AuditError> {
         self.export_csv_matching(out, None).await
@@ -622,7 +622,7 @@ impl AuditStore {
                         &ev.caller.number,
                         ev.caller.display_name.as_deref().unwrap_or(""),
                         &ev.dialed,
-                        &ev.location.describe(),
+                        &ev.location_text(),
                         ev.route.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
                         &rec.detail,
                         &rec.prev_hash,

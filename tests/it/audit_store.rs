@@ -669,6 +669,52 @@ async fn csv_export_quotes_and_neutralises_caller_text(db: TestDb) {
     assert_eq!(rows[2][6], format!("'{formula}"));
 }
 
+store_test!(csv_export_names_a_location_only_where_one_applies);
+async fn csv_export_names_a_location_only_where_one_applies(db: TestDb) {
+    let store = AuditStore::open(db.location()).await.unwrap();
+    let mut unlocated = event("call-u", 1, CallEventKind::Detected);
+    unlocated.location = LocationSnapshot::none();
+    let entered = |change: &str, location: &str| {
+        let kind = CallEventKind::UserLocationChanged {
+            owner: "alice".into(),
+            change: change.into(),
+            by: "cli".into(),
+            via: "cli".into(),
+            from: String::new(),
+            location: location.into(),
+            network: String::new(),
+        };
+        CallEvent::of_no_call(format!("user-location-{change}"), Caller::nobody(), String::new(), kind, t0())
+    };
+    store
+        .append(&[
+            event("call-l", 1, CallEventKind::Detected),
+            unlocated,
+            CallEvent::route_health("provider-a".into(), false, "503".into(), t0()),
+            entered("entered", "Alice, home: 9100 Willows Rd, Redmond, WA, US"),
+            entered("cleared", ""),
+        ])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    store.export_csv(&mut out).await.unwrap();
+    let rows = parse_csv(&String::from_utf8(out).unwrap());
+    let location: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[4].as_str(), r[8].as_str())).collect();
+    assert_eq!(
+        location,
+        [
+            ("detected", LOCATION_TEXT),
+            // A call nobody could locate says so…
+            ("detected", "unknown"),
+            // …a route's health is about no place…
+            ("route-down", ""),
+            // …and a user-entered location's record names the address kept, or none once cleared.
+            ("user-location-changed", "Alice, home: 9100 Willows Rd, Redmond, WA, US"),
+            ("user-location-changed", ""),
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Background writer
 
