@@ -9,7 +9,8 @@ animation frames). Prints one line per round and p50/p95 of each kind.
 
 Uses the built app (target/debug/sosdesk-desk, or SOSDESK_DESK_APP). To compare two builds in
 the same run, name them: SOSDESK_DESK_APPS="before=/tmp/a,after=/tmp/b" — rounds alternate
-between them. Loopback only; every process it starts is ended by it."""
+between them; SOSDESK_DESK_ENV_<label>="VAR=value …" adds environment variables to that one
+(the same build with and without a setting). Loopback only; every process it starts is ended by it."""
 
 import json
 import os
@@ -28,6 +29,13 @@ APP = os.environ.get("SOSDESK_DESK_APP") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")).resolve() / "debug" / "sosdesk-desk")
 APPS = [tuple(a.split("=", 1)) for a in os.environ.get("SOSDESK_DESK_APPS", f"app={APP}").split(",")]
 WAIT = 30
+
+
+def app_env(label):
+    """The environment variables SOSDESK_DESK_ENV_<label> ("VAR=value VAR2=value") gives the app
+    named `label`: one build compared with and without a setting in the same run."""
+    pairs = os.environ.get(f"SOSDESK_DESK_ENV_{label}", "").split()
+    return dict(p.split("=", 1) for p in pairs if "=" in p)
 
 
 def records(path):
@@ -62,7 +70,7 @@ def first_paint(metrics, known):
     return None
 
 
-def round_(n, app):
+def round_(n, label, app):
     d = Path(tempfile.mkdtemp(prefix=f"sosdesk-first-alert-{n}-"))
     ports = lab_ports(set())
     config = write_lab(d, ports, d / "desk.db")
@@ -72,7 +80,8 @@ def round_(n, app):
     (d / "home").mkdir()
     metrics = d / "metrics.jsonl"
     env = dict(os.environ, HOME=str(d / "home"), XDG_CONFIG_HOME=str(d / "config"),
-               XDG_DATA_HOME=str(d / "data"), XDG_RUNTIME_DIR=str(d), SOSDESK_DESK_METRICS=str(metrics))
+               XDG_DATA_HOME=str(d / "data"), XDG_RUNTIME_DIR=str(d), SOSDESK_DESK_METRICS=str(metrics),
+               **app_env(label))
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     log = open(d / "app.log", "w")
     app = subprocess.Popen([app, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -113,7 +122,7 @@ def main():
     results = {label: ([], []) for label, _ in APPS}
     for n in range(1, rounds + 1):
         for label, app in APPS:
-            a, b = round_(n, app)
+            a, b = round_(n, label, app)
             results[label][0].append(a)
             results[label][1].append(b)
             print(f"{label} round {n}: first alert {a[0]:.1f} ms (in the page {a[1]:.1f}), "

@@ -5,7 +5,7 @@ it is given, waits for the page, then IDLE seconds, and sums RSS and PSS from
 /proc/<pid>/smaps_rollup over the app and every process below it; then places CALLS 911 calls one
 after another (sipp, 300 ms each) and measures again, so growth per call shows.
 
-    bench/desk-memory.sh [CALLS] [IDLE_S]      (Xvfb + openbox; SOSDESK_DESK_APPS as in
+    bench/desk-memory.sh [CALLS] [IDLE_S]      (Xvfb + openbox; SOSDESK_DESK_APPS and SOSDESK_DESK_ENV_<label> as in
                                                 bench/desk_first_alert.py to compare builds)
 
 SOSDESK_BENCH_REMOTE=1: the desk as on an officer's computer in production, connected to a core
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from desk_first_alert import APPS, WAIT, free_port, records, sipp, wait  # noqa: E402
+from desk_first_alert import APPS, WAIT, app_env, free_port, records, sipp, wait  # noqa: E402
 from desk_first_alert import lab_ports, write_lab  # noqa: E402
 
 import json  # noqa: E402
@@ -126,7 +126,8 @@ def run(label, app, calls, idle):
     (d / "home").mkdir()
     metrics = d / "metrics.jsonl"
     env = dict(os.environ, HOME=str(d / "home"), XDG_CONFIG_HOME=str(d / "config"),
-               XDG_DATA_HOME=str(d / "data"), XDG_RUNTIME_DIR=str(d), SOSDESK_DESK_METRICS=str(metrics))
+               XDG_DATA_HOME=str(d / "data"), XDG_RUNTIME_DIR=str(d), SOSDESK_DESK_METRICS=str(metrics),
+               **app_env(label))
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     log = open(d / "app.log", "w")
     proc = subprocess.Popen([app, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)

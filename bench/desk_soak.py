@@ -9,8 +9,12 @@ finished calls, which is bounded), and first → last; then where the growth aft
 the parts of each process (each file mapped, heap, anonymous memory; /proc/<pid>/smaps) whose
 RSS changed most between the first sample after the warm-up and the last.
 
-    bench/desk-soak.sh [MINUTES] [WARMUP]     (default 60 and 10; Xvfb + openbox;
-                                               SOSDESK_DESK_APP: the app, e.g. the release build)
+    bench/desk-soak.sh [MINUTES] [WARMUP] [REST]   (default 60, 10 and 0; Xvfb + openbox;
+                                                    SOSDESK_DESK_APP: the app, e.g. the release build)
+
+REST: after the calls, that many minutes with none, still sampled once a minute: whether what
+grew with the calls is given back when they stop (garbage not yet collected, caches that age
+out) or kept (retained per call), with the same breakdown by part at the end of the rest.
 """
 
 import json
@@ -66,6 +70,7 @@ def slope(points):
 def main():
     minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 60
     warmup = float(sys.argv[2]) if len(sys.argv) > 2 else 10
+    rest = float(sys.argv[3]) if len(sys.argv) > 3 else 0
     d = Path(tempfile.mkdtemp(prefix="sosdesk-soak-"))
     ports = lab_ports(set())
     config = write_lab(d, ports, d / "desk.db")
@@ -90,12 +95,14 @@ def main():
         while True:
             now = time.monotonic()
             if now >= next_sample:
-                rss, pss, parts = totals(memory(proc.pid))
+                sizes = memory(proc.pid)
+                rss, pss, parts = totals(sizes)
                 minute = (now - start) / 60
                 samples.append((minute, calls, failed, rss, pss, parts))
                 each = ", ".join(f"{n} {v:.0f}" for n, v in sorted(parts.items()))
+                each += "; RSS " + ", ".join(f"{n} {r / 1024:.0f}" for n, (r, _) in sorted(sizes.items()))
                 print(f"min {minute:5.1f}: {calls:5d} calls ({failed} failed), RSS {rss:6.1f} MB, "
-                      f"PSS {pss:6.1f} MB ({each})", flush=True)
+                      f"PSS {pss:6.1f} MB (PSS {each})", flush=True)
                 if proc.poll() is not None:
                     raise RuntimeError(f"the app ended (exit {proc.returncode}); log {d / 'app.log'}")
                 if at_warmup is None and minute >= warmup:
@@ -109,6 +116,15 @@ def main():
                           "-set", "hold_ms", "300", "-p", str(free_port(set(ports.values()))))]
             calls += 1
             failed += not finished(peers)
+        rested = []  # (minute after the calls, rss, pss, per process)
+        for m in range(1, int(rest) + 1):
+            time.sleep(SAMPLE_S)
+            sizes = memory(proc.pid)
+            rss, pss, parts = totals(sizes)
+            rested.append((m, rss, pss, parts))
+            each = ", ".join(f"{n} {v:.0f}" for n, v in sorted(parts.items()))
+            print(f"rest {m:3d} min: RSS {rss:6.1f} MB, PSS {pss:6.1f} MB (PSS {each})", flush=True)
+        at_rest = part_sizes(proc.pid) if rested else None
         steady = [(s[1], s[4]) for s in samples if s[0] >= warmup]
         per_call = slope(steady)
         first, last = samples[0], samples[-1]
@@ -126,6 +142,14 @@ def main():
             grown = {k: tuple(b - a for a, b in zip(at_warmup.get(k, (0, 0)), at_end.get(k, (0, 0)))) for k in keys}
             top = sorted(grown.items(), key=lambda kv: -abs(kv[1][0]))[:12]
             print("where RSS/PSS changed after the warm-up (kB): "
+                  + ", ".join(f"{n}: {part} {r:+d}/{ps:+d}" for (n, part), (r, ps) in top), flush=True)
+        if at_rest is not None:
+            print(f"after {len(rested)} min without calls: RSS {rested[-1][1]:.1f} MB, PSS {rested[-1][2]:.1f} MB "
+                  f"(at the last call: RSS {last[3]:.1f}, PSS {last[4]:.1f} MB)", flush=True)
+            keys = set(at_end) | set(at_rest)
+            given = {k: tuple(b - a for a, b in zip(at_end.get(k, (0, 0)), at_rest.get(k, (0, 0)))) for k in keys}
+            top = sorted(given.items(), key=lambda kv: -abs(kv[1][0]))[:8]
+            print("where RSS/PSS changed in the rest (kB): "
                   + ", ".join(f"{n}: {part} {r:+d}/{ps:+d}" for (n, part), (r, ps) in top), flush=True)
     finally:
         proc.terminate()
