@@ -223,7 +223,7 @@ impl SiteMaps {
 }
 
 /// The site maps the call path places points on, replaced whole when the LIS generation moves
-/// (as the wiremap is: `server.rs`).
+/// (as the wiremap is: `server/lis.rs`).
 #[derive(Debug, Clone, Default)]
 pub struct SharedSiteMaps {
     current: Arc<RwLock<Arc<SiteMaps>>>,
