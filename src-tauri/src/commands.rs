@@ -72,8 +72,9 @@ pub async fn alert_shown(
     call_id: String,
     seq: u32,
     page_ms: Option<f64>,
+    dom_ms: Option<f64>,
 ) -> Result<(), DeskError> {
-    desk.alert_shown(&call_id, seq, page_ms);
+    desk.alert_shown(&call_id, seq, page_ms, dom_ms);
     Ok(())
 }
 

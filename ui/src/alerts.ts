@@ -174,9 +174,12 @@ function render(id: string, fresh: boolean): void {
   if (fresh) {
     const seq = c.last_seq;
     const since = received;
+    // The page's own work (the card built, the board updated) apart from the frames that draw
+    // it: where a slow alert spends its time (BENCHMARKS.md, first alert).
+    const domMs = performance.now() - since;
     // Two frames: the first callback runs before paint, the second after it.
     requestAnimationFrame(() =>
-      requestAnimationFrame(() => void api.alertShown(id, seq, performance.now() - since).catch(() => {})),
+      requestAnimationFrame(() => void api.alertShown(id, seq, performance.now() - since, domMs).catch(() => {})),
     );
   }
 }

@@ -52,7 +52,8 @@ export const api = {
   placeTestCall: () => call<string>("place_test_call"),
   /** `pageMs`: from the event reaching the page to the paint (the rest of the time is the
    * way from the desk to the page). */
-  alertShown: (callId: string, seq: number, pageMs: number) => call<void>("alert_shown", { callId, seq, pageMs }),
+  alertShown: (callId: string, seq: number, pageMs: number, domMs: number) =>
+    call<void>("alert_shown", { callId, seq, pageMs, domMs }),
   pageReady: (shown: string[]) => call<number>("page_ready", { shown }),
   joinCall: (callId: string, mode: LegMode) => call<CallLeg>("join_call", { callId, mode }),
   getLeg: () => call<CallLeg | null>("get_leg"),

@@ -309,16 +309,17 @@ impl Desk {
     }
 
     /// The UI painted event `seq` of `call_id`: how long after it reached the desk.
-    /// `page_ms`: the part of it spent in the page (event received → painted).
-    pub fn alert_shown(&self, call_id: &str, seq: u32, page_ms: Option<f64>) -> Option<Duration> {
+    /// `page_ms`: the part of it spent in the page (event received → painted); `dom_ms`: of that,
+    /// the page's own work (card built, board updated) before the frames that draw it.
+    pub fn alert_shown(&self, call_id: &str, seq: u32, page_ms: Option<f64>, dom_ms: Option<f64>) -> Option<Duration> {
         let arrived = self.lock().pending_paint.remove(&(call_id.to_string(), seq))?;
         let took = arrived.elapsed();
-        tracing::info!(call = call_id, seq, ms = took.as_secs_f64() * 1000.0, page_ms, "alert painted");
+        tracing::info!(call = call_id, seq, ms = took.as_secs_f64() * 1000.0, page_ms, dom_ms, "alert painted");
         let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
-        let page_ms = page_ms.map(|p| (p * 1e3).round() / 1e3);
-        self.record_metric(
-            serde_json::json!({ "call_id": call_id, "seq": seq, "event_to_paint_ms": ms, "page_ms": page_ms }),
-        );
+        let round = |v: Option<f64>| v.map(|p| (p * 1e3).round() / 1e3);
+        self.record_metric(serde_json::json!({
+            "call_id": call_id, "seq": seq, "event_to_paint_ms": ms, "page_ms": round(page_ms), "dom_ms": round(dom_ms)
+        }));
         Some(took)
     }
 
