@@ -134,9 +134,12 @@ def main():
             print("growth per call: too few samples after the warm-up", flush=True)
         else:
             w = [s for s in samples if s[0] >= warmup]
+            rss_per_call = slope([(s[1], s[3]) for s in w])
             print(f"growth after {warmup:g} min warm-up: {per_call * 1024:.2f} kB PSS per call "
                   f"(least squares over {len(steady)} samples; {w[0][4]:.1f} -> {w[-1][4]:.1f} MB over "
-                  f"{w[-1][1] - w[0][1]} calls)", flush=True)
+                  f"{w[-1][1] - w[0][1]} calls); {rss_per_call * 1024:.2f} kB RSS per call ({w[0][3]:.1f} -> "
+                  f"{w[-1][3]:.1f} MB; RSS does not change when another program maps the same libraries, PSS does)",
+                  flush=True)
         if at_warmup is not None:
             keys = set(at_warmup) | set(at_end)
             grown = {k: tuple(b - a for a, b in zip(at_warmup.get(k, (0, 0)), at_end.get(k, (0, 0)))) for k in keys}
