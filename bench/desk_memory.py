@@ -45,15 +45,20 @@ def tree(pid):
     return out
 
 
+def each_process(pid, file):
+    """(process name, text of /proc/<p>/`file`) for `pid` and every process below it; a process
+    that ended meanwhile is left out."""
+    for p in tree(pid):
+        try:
+            yield Path(f"/proc/{p}/comm").read_text().strip(), Path(f"/proc/{p}/{file}").read_text()
+        except OSError:
+            continue
+
+
 def memory(pid):
     """{process name: (RSS kB, PSS kB)} over the tree of `pid`."""
     found = {}
-    for p in tree(pid):
-        try:
-            name = Path(f"/proc/{p}/comm").read_text().strip()
-            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
-        except OSError:
-            continue
+    for name, rollup in each_process(pid, "smaps_rollup"):
         kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.split()[1:2]}
         rss, pss = found.get(name, (0, 0))
         found[name] = (rss + kb.get("Rss", 0), pss + kb.get("Pss", 0))
@@ -64,12 +69,7 @@ def part_sizes(pid):
     """{(process name, part): (RSS kB, PSS kB)} over the tree of `pid`, from /proc/<pid>/smaps: each
     file mapped (by file name), [heap], [stack], and anonymous memory."""
     sizes = {}
-    for p in tree(pid):
-        try:
-            name = Path(f"/proc/{p}/comm").read_text().strip()
-            smaps = Path(f"/proc/{p}/smaps").read_text()
-        except OSError:
-            continue
+    for name, smaps in each_process(pid, "smaps"):
         part = "anonymous"
         for line in smaps.splitlines():
             head = line.split()

@@ -138,11 +138,15 @@ pub(super) async fn refresh_wiremap(
 /// The answer to one PUBLISH, sent even when the task keeping it panics or is dropped (as a 500):
 /// the engine holds the PUBLISH until it comes.
 pub(super) struct PublishAnswer {
-    pub(super) key: Option<String>,
-    pub(super) net_tx: mpsc::UnboundedSender<NetInput>,
+    key: Option<String>,
+    net_tx: mpsc::UnboundedSender<NetInput>,
 }
 
 impl PublishAnswer {
+    pub(super) fn new(key: String, net_tx: mpsc::UnboundedSender<NetInput>) -> PublishAnswer {
+        PublishAnswer { key: Some(key), net_tx }
+    }
+
     pub(super) fn send(&mut self, answer: crate::routing::UserLocationAnswer) {
         if let Some(key) = self.key.take() {
             let _ = self.net_tx.send(NetInput::UserLocationKept { key, answer });

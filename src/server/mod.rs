@@ -860,7 +860,7 @@ async fn run(
                 // Answered whatever happens: the PUBLISH waits for it.
                 Output::EnterUserLocation(request) => {
                     let (users, net_tx, audit) = (ctx.user_locations.clone(), ctx.net_tx.clone(), ctx.audit.clone());
-                    let mut guard = PublishAnswer { key: Some(request.key.clone()), net_tx };
+                    let mut guard = PublishAnswer::new(request.key.clone(), net_tx);
                     tokio::spawn(async move {
                         let answer = keep_published_location(&users, &audit, request).await;
                         guard.send(answer);
