@@ -159,22 +159,16 @@ async fn targets(dns: &Dns, t: &SipTarget) -> Result<Vec<Peer>, String> {
     Ok(found.peers)
 }
 
-/// Where the dialog's next hop points (A/AAAA by the system's resolver, on the hop's port or
-/// its transport's default: the hop is a Contact or Record-Route the callee chose, normally an
-/// address already; NAPTR/SRV are not followed for it).
-async fn hop_address(t: &SipTarget) -> Result<Peer, String> {
-    let transport = t.default_transport();
-    let port = t.port.unwrap_or(SipTarget::default_port(transport));
-    let ip = match &t.host {
-        Host::Ip(ip) => *ip,
-        Host::Name(n) => tokio::net::lookup_host((n.as_str(), port))
-            .await
-            .map_err(|e| format!("cannot resolve {n}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{n} has no address"))?
-            .ip(),
-    };
-    Ok(Peer { transport, addr: SocketAddr::new(ip, port) })
+/// Where the dialog's next hop points: a Contact or Record-Route the callee chose, resolved as
+/// the callee was (RFC 3261 §12.2.1.1 sends an in-dialog request per §8.1.2, that is RFC 3263):
+/// an IP literal as it is, a name through the core's resolver (its `[dns] servers`, as for the
+/// callee; a port given means A/AAAA only, §4.2), the first target on the call's transport.
+async fn hop_address(dns: &Dns, t: &SipTarget, transport: Transport) -> Result<Peer, String> {
+    let peers = targets(dns, t).await?;
+    peers
+        .into_iter()
+        .find(|p| p.transport == transport)
+        .ok_or_else(|| format!("{} has no {} target", t.host_str(), transport.as_str()))
 }
 
 /// Whether requests inside the dialog can go to `hop` on the call's transport: over UDP the
@@ -190,17 +184,17 @@ fn usable_hop(hop: Result<SipTarget, String>, transport: Transport) -> Result<Si
 
 /// Where the ACK of the 2xx and every request inside the dialog are sent (RFC 3261 §13.2.2.4,
 /// §12.2.1.1, §8.1.2): the dialog's next hop — the first route, else the answer's Contact —
-/// resolved as the callee was (A/AAAA), within [`HOP_WITHIN`]. A phone behind a proxy, or one
+/// resolved as the callee was ([`hop_address`]), within [`HOP_WITHIN`]. A phone behind a proxy, or one
 /// answering from another socket, gets its ACK and BYE there. Over TCP/TLS they go on the
 /// INVITE's connection (the client's flow sends nowhere else). A hop that cannot be used falls
 /// back to where the INVITE went, and says why in the log.
-async fn dialog_hop(dialog: &Dialog, transport: Transport, call: &str) -> SocketAddr {
+async fn dialog_hop(dns: &Dns, dialog: &Dialog, transport: Transport, call: &str) -> SocketAddr {
     let fallback = dialog.peer.addr;
     if transport != Transport::Udp {
         return fallback;
     }
     let resolved = match usable_hop(dialog.next_hop(), transport) {
-        Ok(hop) => tokio::time::timeout(HOP_WITHIN, hop_address(&hop))
+        Ok(hop) => tokio::time::timeout(HOP_WITHIN, hop_address(dns, &hop, transport))
             .await
             .unwrap_or_else(|_| Err(format!("{hop} not resolved within {} s", HOP_WITHIN.as_secs())))
             .map(|p| p.addr),
@@ -403,7 +397,7 @@ pub(super) async fn call(
             }
         };
         let ring_until = *ring_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(v.ring_s));
-        let tried = attempt(core, v, target, ev, &dest, peer, client, ring_until, more, &mut synth, &mut acked);
+        let tried = attempt(core, dns, v, target, ev, &dest, peer, client, ring_until, more, &mut synth, &mut acked);
         match tried.await {
             Ok(outcome) => return Ok(outcome),
             Err(Failed::Over(e)) => return Err(e),
@@ -420,6 +414,7 @@ pub(super) async fn call(
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     core: &CoreHandle,
+    dns: &Dns,
     v: &VoiceChannel,
     target: &str,
     ev: &CallEvent,
@@ -504,7 +499,7 @@ async fn attempt(
                     // Answered as the CANCEL crossed it: hang up at once.
                     dialog.learn_remote_tag(&ok);
                     dialog.confirm(&ok);
-                    let hop = dialog_hop(&dialog, tp, &ev.call_id).await;
+                    let hop = dialog_hop(dns, &dialog, tp, &ev.call_id).await;
                     let ack = dialog.request("ACK", Some(invite.cseq().map_or(1, |c| c.0)), via());
                     let _ = client.send_stateless(&ack, hop).await;
                     hang_up(&mut client, &mut dialog, &local_tag, via(), hop).await;
@@ -554,7 +549,7 @@ async fn attempt(
     dialog.learn_remote_tag(&answer);
     dialog.confirm(&answer);
     // From here on, requests go to the dialog's next hop, not necessarily where the INVITE went.
-    let hop = dialog_hop(&dialog, tp, &ev.call_id).await;
+    let hop = dialog_hop(dns, &dialog, tp, &ev.call_id).await;
     let invite_cseq = invite.cseq().map_or(1, |c| c.0);
     let ack = dialog.request("ACK", Some(invite_cseq), via());
     client.send_stateless(&ack, hop).await.map_err(|e| Failed::Over(format!("cannot send the ACK to {hop}: {e}")))?;
@@ -882,7 +877,11 @@ mod tests {
 
     #[tokio::test]
     async fn ack_and_bye_go_to_the_dialogs_next_hop_and_fall_back_to_the_invites_address() {
-        let hop = |d: Dialog| async move { dialog_hop(&d, d.peer.transport, "c").await.to_string() };
+        // No resolver: a name is not resolved, and the requests go where the INVITE went
+        // (a name through a real DNS server: tests/it/voice_channel.rs).
+        let no_dns: Dns = Err("no resolver in this test".into());
+        let no_dns = &no_dns;
+        let hop = |d: Dialog| async move { dialog_hop(no_dns, &d, d.peer.transport, "c").await.to_string() };
         for (why, extra, want) in [
             ("a Contact on another port", "Contact: <sip:officer@10.0.0.9:5072>\r\n", "10.0.0.9:5072"),
             ("a Contact on another host", "Contact: <sip:officer@10.0.0.10;transport=udp>\r\n", "10.0.0.10:5060"),

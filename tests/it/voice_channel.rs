@@ -447,7 +447,33 @@ fn info_1(sock: &UdpSocket, ack: &sosdesk::sip::Message, to: SocketAddr, branch:
 #[test]
 fn the_ack_and_the_bye_go_to_the_answers_contact_and_the_phone_there_is_heard() {
     let phone_port = free_port();
-    let mut lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, "")));
+    let lab = Lab::start_with(with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, "")));
+    the_dialog_goes_to_the_answers_contact(lab, phone_port, "127.0.0.2");
+}
+
+/// A Contact given by name is resolved as the callee is, through the core's DNS servers (RFC
+/// 3261 §12.2.1.1 → §8.1.2 → RFC 3263; with a port, A/AAAA only, §4.2): the name is known to
+/// the test's DNS server alone, so the system's resolver would send the ACK and the BYE where the
+/// INVITE went, and the phone at its Contact would hear neither.
+#[test]
+fn a_contact_given_by_name_is_resolved_through_the_cores_dns_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let phone_port = free_port();
+    let dns_port = free_port();
+    let phone = DnsRecord::A { name: "phone.voice.test".into(), ip: [127, 0, 0, 2].into() };
+    let dns = start_dns(dir.path(), dns_port, &[phone], 300);
+    let with_dns =
+        move |c: String| c.replacen("[store]", &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n[store]"), 1);
+    let add_channel = with_channels(r#"channels = ["officer-phone"]"#, voice_channel(phone_port, ""));
+    let lab = Lab::start_with(move |c| with_dns(add_channel(c)));
+    the_dialog_goes_to_the_answers_contact(lab, phone_port, "phone.voice.test");
+    assert!(dns.queries().contains(&("A".into(), "phone.voice.test".into())), "{:?}", dns.queries());
+}
+
+/// The phone at `phone_port` answers with `Contact: <sip:officer@chost:PORT>` (the socket the
+/// test listens on, at 127.0.0.2, by address or by a name for it): the ACK, the phone's "1"
+/// (from there, inside the dialog) and the BYE all go there; "1" from a third address is refused.
+fn the_dialog_goes_to_the_answers_contact(mut lab: Lab, phone_port: u16, chost: &str) {
     // The phone's dialog socket: the Contact of its 200, another host and port than the INVITE's.
     let contact = UdpSocket::bind("127.0.0.2:0").unwrap();
     let cport = contact.local_addr().unwrap().port().to_string();
@@ -459,11 +485,11 @@ fn the_ack_and_the_bye_go_to_the_answers_contact_and_the_phone_there_is_heard() 
         "voice_callee_contact_elsewhere.xml",
         "127.0.0.1",
         phone_port,
-        &["-set", "mport", &mport, "-set", "cport", &cport],
+        &["-set", "mport", &mport, "-set", "chost", chost, "-set", "cport", &cport],
     );
     call(&lab, "911");
     phone.wait().assert_ok();
-    let contact_uri = format!("sip:officer@127.0.0.2:{cport}");
+    let contact_uri = format!("sip:officer@{chost}:{cport}");
     // The ACK of the 200 comes to the Contact, with the Contact as Request-URI (RFC 3261 §13.2.2.4).
     let (ack, sosdesk) = next_sip(&contact, "the ACK at the answer's Contact");
     assert_eq!((ack.method(), ack.request_uri()), ("ACK", Some(contact_uri.as_str())));
