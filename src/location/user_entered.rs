@@ -335,6 +335,15 @@ pub struct UserLocations {
     pub validator: Option<Arc<dyn Validator>>,
 }
 
+/// A SIP publication of a user-entered location (RFC 3903): the entity-tag it gets when kept, and
+/// the one its request names (`SIP-If-Match`: a refresh, modify or removal of that publication).
+/// The tag is kept with the entry in the store, for every node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub if_match: Option<String>,
+    pub etag: String,
+}
+
 impl UserLocations {
     /// Validates and keeps `erl` as `owner`'s location, seen on `network`. Entering the same
     /// owner again is the confirmation: validated again, the new network recorded. Says whether
@@ -348,6 +357,53 @@ impl UserLocations {
         entered_by: &str,
         now: DateTime<Utc>,
     ) -> Result<(UserLocation, Change), EntryError> {
+        match self.keep(owner, erl, network, entered_by, now, None).await? {
+            Some(kept) => Ok(kept),
+            // Only a publication's modify can find nothing to write.
+            None => Err(EntryError::Malformed("nothing was written".into())),
+        }
+    }
+
+    /// [`Self::enter`] for a SIP PUBLISH with a body: the entry gets the publication's tag;
+    /// `None` (nothing kept) when it modifies a publication whose tag is no longer the entry's.
+    pub async fn publish(
+        &self,
+        owner: &str,
+        erl: Erl,
+        network: NetworkSeen,
+        entered_by: &str,
+        now: DateTime<Utc>,
+        publication: &Publication,
+    ) -> Result<Option<(UserLocation, Change)>, EntryError> {
+        self.keep(owner, erl, network, entered_by, now, Some(publication)).await
+    }
+
+    /// A publication's refresh: `false` when no entry has the tag `if_match` (a refresh records
+    /// nothing else: the phone sends it by itself, from wherever it is).
+    pub async fn refresh_publication(&self, owner: &str, if_match: &str, etag: &str) -> Result<bool, EntryError> {
+        let owner = owner_key(owner).map_err(EntryError::Malformed)?;
+        Ok(self.store.refresh_publication(&owner, if_match, etag).await?)
+    }
+
+    /// A publication's removal: `false` when no entry has the tag `if_match`.
+    pub async fn clear_publication(&self, owner: &str, if_match: &str) -> Result<bool, EntryError> {
+        let owner = owner_key(owner).map_err(EntryError::Malformed)?;
+        let removed = self.store.clear_publication(&owner, if_match).await?;
+        if removed {
+            self.book.remove(&owner);
+        }
+        Ok(removed)
+    }
+
+    async fn keep(
+        &self,
+        owner: &str,
+        erl: Erl,
+        network: NetworkSeen,
+        entered_by: &str,
+        now: DateTime<Utc>,
+        publication: Option<&Publication>,
+    ) -> Result<Option<(UserLocation, Change)>, EntryError> {
         let owner = owner_key(owner).map_err(EntryError::Malformed)?;
         let network = network.normalised().map_err(EntryError::Malformed)?;
         validate_entry(&erl, self.validator.as_deref()).map_err(EntryError::Invalid)?;
@@ -364,9 +420,11 @@ impl UserLocations {
         };
         let entry =
             UserLocation { owner, erl, network, entered_by: entered_by.to_string(), entered_at, confirmed_at: now };
-        self.store.set_user_location(&entry).await?;
+        if !self.store.set_user_location(&entry, publication).await? {
+            return Ok(None);
+        }
         self.book.put(entry.clone());
-        Ok((entry, change))
+        Ok(Some((entry, change)))
     }
 
     /// Removes `owner`'s location; `false` when there was none.

@@ -167,35 +167,49 @@ pub(super) async fn keep_published_location(
     audit: &AuditWriter,
     request: crate::routing::UserLocationRequest,
 ) -> crate::routing::UserLocationAnswer {
-    use crate::location::user_entered::{Change, EntryError};
+    use crate::location::user_entered::{Change, EntryError, Publication};
     use crate::routing::UserLocationChange;
     let owner = request.owner.as_str();
     let (by, source) = (request.entered_by.as_str(), request.source.clone());
     let record = |change: Change, entry: Option<&crate::location::user_entered::UserLocation>, at| {
         audit.record(CallEvent::user_location_changed(change, owner, entry, by, "publish", source.clone(), at))
     };
-    let result = match request.change {
-        UserLocationChange::Clear => users.clear(owner).await.map(|removed| {
-            // Removing what is not there (cleared already, over the API or CLI) changes nothing.
-            if removed {
+    // RFC 3903 §6 step 4: a SIP-If-Match that names no publication kept (another tag, or the
+    // entry cleared over the API or CLI): 412, and the phone publishes its body again.
+    let not_kept = || Err((412, "no publication has this entity-tag: PUBLISH the PIDF-LO again".to_string()));
+    let if_match = request.if_match.as_deref();
+    let result = match (request.change, if_match) {
+        (UserLocationChange::Clear, Some(tag)) => match users.clear_publication(owner, tag).await {
+            Ok(true) => {
                 tracing::info!(owner, by, "user-entered location cleared");
                 record(Change::Cleared, None, chrono::Utc::now());
+                Ok(())
             }
-        }),
+            Ok(false) => return not_kept(),
+            Err(e) => Err(e),
+        },
         // A refresh only extends the publication: the phone sends it by itself from wherever it
         // is, so it neither records a network nor makes a stale entry current.
-        UserLocationChange::Refresh => {
-            let kept = crate::location::user_entered::owner_key(owner).ok().and_then(|o| users.book.get(&o));
-            return match kept {
-                Some(_) => Ok(()),
-                None => Err((412, "no kept location to refresh: PUBLISH the PIDF-LO again".into())),
-            };
+        (UserLocationChange::Refresh, Some(tag)) => match users.refresh_publication(owner, tag, &request.etag).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return not_kept(),
+            Err(e) => Err(e),
+        },
+        (UserLocationChange::Clear | UserLocationChange::Refresh, None) => {
+            // The engine sends neither without a SIP-If-Match (§4.5: 400 before it comes here).
+            return Err((400, "a refresh or removal needs the publication's SIP-If-Match".into()));
         }
-        UserLocationChange::Enter { erl, network } => {
-            users.enter(owner, *erl, network, by, chrono::Utc::now()).await.map(|(entry, change)| {
-                tracing::info!(owner, by = %entry.entered_by, network = %entry.network.describe(), "user-entered location kept");
-                record(change, Some(&entry), entry.confirmed_at);
-            })
+        (UserLocationChange::Enter { erl, network }, _) => {
+            let publication = Publication { if_match: request.if_match.clone(), etag: request.etag.clone() };
+            match users.publish(owner, *erl, network, by, chrono::Utc::now(), &publication).await {
+                Ok(Some((entry, change))) => {
+                    tracing::info!(owner, by = %entry.entered_by, network = %entry.network.describe(), "user-entered location kept");
+                    record(change, Some(&entry), entry.confirmed_at);
+                    Ok(())
+                }
+                Ok(None) => return not_kept(),
+                Err(e) => Err(e),
+            }
         }
     };
     result.map_err(|e| match e {

@@ -404,6 +404,77 @@ fn a_phone_publishes_its_address_as_a_pidf_lo_and_an_invalid_one_is_refused(db: 
     lab.assert_audit_verifies();
 }
 
+/// Two nodes on one PostgreSQL store (issue 14): the phone publishes through node A, and its
+/// refresh reaches node B (a failover, its DNS). B finds the publication's entity-tag in the
+/// store, so the refresh extends it (200, a new tag) and records nothing — where a 412 would make
+/// the phone publish its body again, which counts as the user confirming the address from
+/// wherever the phone is now. A's old tag is dead everywhere after that (412), and the phone's
+/// removal through A with B's tag clears the entry for both.
+#[test]
+fn a_publication_kept_through_one_node_is_refreshed_and_removed_through_another() {
+    let db = TestDb::postgres();
+    let on = |node: &str, config: String| {
+        with_users(db.set_store(&config)).replacen("[store]\n", &format!("[store]\nnode = {node:?}\n"), 1)
+    };
+    let mut a = Lab::start_with(|c| on("a", c));
+    let b = Lab::start_with(|c| on("b", c));
+    let auth_uri = |lab: &Lab| format!("{OWNER}@127.0.0.1:{}", lab.ports.sip);
+    let send = |lab: &Lab, name: &str, scenario: &str, from: &str, extra: &[&str]| {
+        let uri = auth_uri(lab);
+        let mut args = vec!["-s", OWNER, "-au", USER.0, "-ap", USER.1, "-auth_uri", uri.as_str()];
+        args.extend_from_slice(extra);
+        let run = lab.uac_to(name, scenario, from, ([127, 0, 0, 1], lab.ports.sip).into(), &args).wait();
+        run.assert_ok();
+        run.received().into_iter().last().unwrap_or_default()
+    };
+    let etag_of = |answer: &str| support::lab::header_of(answer, "SIP-ETag").expect("an entity-tag").trim().to_string();
+
+    // Published at home through A.
+    let answer =
+        send(&a, "home", "publish_location.xml", "127.0.0.6", &["-set", "rd", "Willows Rd", "-set", "hno", "9100"]);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    let first = etag_of(&answer);
+
+    // Refreshed by the phone through B, from another network: extended, with a new tag.
+    let answer = send(&b, "refresh-b", "publish_refresh.xml", "127.0.1.6", &["-set", "etag", first.as_str()]);
+    assert!(answer.starts_with("SIP/2.0 200"), "node B did not know A's publication: {answer}");
+    let second = etag_of(&answer);
+    assert_ne!(second, first, "a new entity-tag each time (RFC 3903 §6 step 7)");
+    // The refresh recorded no network: the entry, as B reads it once it has loaded A's change
+    // (within lis.refresh_ms), is still the one from home.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (status, body) = api(&b, "GET", &path(), Some(ADMIN), None);
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "node B never loaded the entry: {status} {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(kept["network"]["ip"], "127.0.0.6", "{body}");
+
+    // A's tag is now dead, on A as well: 412.
+    let answer = send(&a, "stale-tag", "publish_refresh.xml", "127.0.0.6", &["-set", "etag", first.as_str()]);
+    assert!(answer.starts_with("SIP/2.0 412"), "{answer}");
+
+    // Removed through A with B's tag: gone for both nodes.
+    let answer = send(&a, "remove", "publish_remove.xml", "127.0.0.6", &["-set", "etag", second.as_str()]);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api(&b, "GET", &path(), Some(ADMIN), None).0 != 404 {
+        assert!(Instant::now() < deadline, "node B kept the entry its publication removed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Audited once each, through A; the refresh through B was no confirmation.
+    a.stop();
+    a.db = Some(db);
+    let what: Vec<[String; 3]> = changes(&a).into_iter().map(|c| [c[0].clone(), c[1].clone(), c[3].clone()]).collect();
+    let want = [["entered", OWNER, "publish"], ["cleared", OWNER, "publish"]].map(|r| r.map(String::from));
+    assert_eq!(what, want);
+}
+
 #[test]
 fn the_wiremap_wins_on_a_mapped_network_and_an_entry_wins_over_the_site_default() {
     let mut lab = Lab::start_with(with_users);

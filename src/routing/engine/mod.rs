@@ -273,10 +273,8 @@ struct Accounts {
     /// Remote users who may PUBLISH their own location (`[[lis.users]]`).
     lis_users: Vec<crate::config::LisUserConfig>,
     /// PUBLISHes waiting for the store (`publish.rs`), by server transaction.
-    /// Each: the PUBLISH, its owner, and whether it clears.
+    /// Each: the PUBLISH, the entity-tag it gets when kept, and whether it clears.
     pending_publish: HashMap<ServerKey, (Message, String, bool)>,
-    /// The entity-tag of each owner's publication (RFC 3903 §6), for its refreshes.
-    publish_etags: HashMap<String, String>,
 }
 
 /// Bodies sosdesk takes (OPTIONS' Accept).
@@ -343,7 +341,6 @@ impl Engine {
                 guard: crate::access::AuthGuard::shared(),
                 lis_users: cfg.lis.users.clone(),
                 pending_publish: HashMap::new(),
-                publish_etags: HashMap::new(),
             },
             notifier: crate::notify::Notifier::new(crate::notify::NotifyTiming {
                 attempt_timeout: Duration::from_millis(cfg.notification.attempt_timeout_ms),

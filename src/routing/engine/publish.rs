@@ -10,8 +10,13 @@
 //!   no body, §4.3) only extends the publication: the phone sends it by itself, wherever it is,
 //!   so it records no network and an entry stale on the phone's new network stays stale;
 //!   `Expires: 0` with the entity-tag (§4.5) clears it; without one it is refused (400);
-//! * the entity-tag is kept per owner (in this node's memory): a `SIP-If-Match` that is not the
-//!   owner's current one gets 412 (§6 step 4) and the phone publishes its body again;
+//! * the entity-tag is kept with the entry in the store, so a refresh, modify or removal reaches
+//!   its publication through any node sharing the store (a refresh answered 412 by another node
+//!   would make the phone publish its body again: a confirmation from wherever it is, which
+//!   would make a stale entry current); the engine makes each new tag (§6 step 7) and hands it,
+//!   with the request's `SIP-If-Match`, to the shell, whose store write must find the current
+//!   tag: it is not the owner's current one (or there is none): 412 (§6 step 4), and the phone
+//!   publishes its body again;
 //! * the shell validates and writes the store ([`Output::EnterUserLocation`]) and hands the
 //!   answer back ([`Engine::on_user_location_kept`]): 200 with `SIP-ETag` and `Expires` (§11.3)
 //!   once it is kept; a refused address gets 488 with a Warning naming each reason. A kept
@@ -58,6 +63,11 @@ pub struct UserLocationRequest {
     /// Where the PUBLISH came from (`udp:198.51.100.7:5060`), for the change's audit record.
     pub source: String,
     pub change: UserLocationChange,
+    /// The request's `SIP-If-Match` (§4.3–4.5): the publication it refreshes, modifies or
+    /// removes; the store's current tag must be this one, or the answer is 412.
+    pub if_match: Option<String>,
+    /// The entity-tag the publication gets when kept (§6 step 7: a new one each time).
+    pub etag: String,
 }
 
 /// The shell's answer: kept (or cleared), or refused with a status and the reasons.
@@ -124,20 +134,8 @@ impl Engine {
         };
         let expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok());
         let if_match = msg.header("SIP-If-Match").map(|t| t.trim().to_string());
-        // RFC 3903 §6 step 4: a SIP-If-Match that is not this publication's entity-tag: 412.
-        if let Some(tag) = &if_match {
-            if self.accounts.publish_etags.get(&owner) != Some(tag) {
-                self.refuse(
-                    &key,
-                    &msg,
-                    peer,
-                    412,
-                    "no publication has this entity-tag: PUBLISH the PIDF-LO again",
-                    &[],
-                );
-                return;
-            }
-        }
+        // RFC 3903 §6 step 4 (a SIP-If-Match that is not the publication's entity-tag: 412) is
+        // the store's to check, where the tag is kept for every node.
         let change = if expires == Some(0) {
             // §4.5: removal is a refresh with Expires 0 — it names the publication's entity-tag.
             if if_match.is_none() {
@@ -166,7 +164,8 @@ impl Engine {
             return;
         }
         let clear = change == UserLocationChange::Clear;
-        self.accounts.pending_publish.insert(key.clone(), (msg, owner.clone(), clear));
+        let etag = ids::new_tag();
+        self.accounts.pending_publish.insert(key.clone(), (msg, etag.clone(), clear));
         let source = peer.to_string();
         self.out.store_io.push_back(Output::EnterUserLocation(UserLocationRequest {
             key,
@@ -174,6 +173,8 @@ impl Engine {
             entered_by,
             source,
             change,
+            if_match,
+            etag,
         }));
     }
 
@@ -198,30 +199,23 @@ impl Engine {
     /// The shell's answer to [`Output::EnterUserLocation`]: the PUBLISH answered.
     pub fn on_user_location_kept(&mut self, key: &str, answer: UserLocationAnswer, now: crate::clock::Now) {
         self.tick(now);
-        let Some((msg, owner, clear)) = self.accounts.pending_publish.remove(key) else { return };
+        let Some((msg, etag, clear)) = self.accounts.pending_publish.remove(key) else { return };
         match answer {
             Ok(()) if clear => {
-                self.accounts.publish_etags.remove(&owner);
                 let mut r = msg.response(200, "OK", Some(&ids::new_tag()));
                 r.push("Expires", "0".to_string());
                 self.tx.respond(key, &r, self.now.mono);
             }
             Ok(()) => {
                 let mut r = msg.response(200, "OK", Some(&ids::new_tag()));
-                // §11.3: the entity-tag of the publication (a new one each time, §6 step 7),
-                // kept for the owner's next refresh; §11.3/§6 step 5: its expiry.
-                let etag = ids::new_tag();
-                self.accounts.publish_etags.insert(owner, etag.clone());
+                // §11.3: the entity-tag the store now keeps for the owner's next refresh (a new
+                // one each time, §6 step 7); §11.3/§6 step 5: its expiry.
                 r.push("SIP-ETag", etag);
                 let asked = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok());
                 r.push("Expires", asked.unwrap_or(GRANTED_EXPIRES_S).min(GRANTED_EXPIRES_S).to_string());
                 self.tx.respond(key, &r, self.now.mono);
             }
             Err((status, why)) => {
-                if status == 412 {
-                    // No kept entry to refresh (cleared over the API or CLI): the tag is dead.
-                    self.accounts.publish_etags.remove(&owner);
-                }
                 let mut r = msg.response(status, reason_phrase(status), Some(&ids::new_tag()));
                 r.push("Warning", format!("399 sosdesk \"{}\"", why.replace(['"', '\\'], "'")));
                 self.tx.respond(key, &r, self.now.mono);
