@@ -149,7 +149,7 @@ impl Engine {
             bye.push("Reason", format!("SIP;cause=200;text=\"{why}\""));
             let peer = peer_of(call, Side::B);
             self.tx.send_request(&bye, peer, now);
-            call.b = None;
+            self.end_b_leg(call);
             return;
         }
         if b.provisional {
@@ -159,7 +159,18 @@ impl Engine {
             self.tx.abandon(&b.client_key);
         }
         self.calls.client_txn.remove(&b.client_key);
+        self.calls.by_call_id.remove(&b.dialog.call_id);
         self.calls.abandon(b.dialog.call_id, b.dialog.peer, now);
+    }
+
+    /// The outbound leg is over (BYE sent or received): the tables that find the call by its
+    /// dialog and its INVITE transaction drop it too — they held one entry each per call for as
+    /// long as the core ran (`forget_call` drops only a leg still on the call).
+    fn end_b_leg(&mut self, call: &mut Call) {
+        if let Some(b) = call.b.take() {
+            self.calls.by_call_id.remove(&b.dialog.call_id);
+            self.calls.client_txn.remove(&b.client_key);
+        }
     }
 
     pub(super) fn on_in_dialog_request(&mut self, key: ServerKey, msg: Message, now: Instant) {
@@ -196,7 +207,7 @@ impl Engine {
             match side {
                 Side::A => self.stop_b_leg(&mut call, now, "caller hung up"),
                 Side::B | Side::Desk(_) => {
-                    call.b = None;
+                    self.end_b_leg(&mut call);
                     if call.state == CallState::Answered && !call.media.as_ref().is_some_and(|m| m.caller_gone) {
                         let bye = self.in_dialog_request(&mut call, Side::A, "BYE", None);
                         let p = call.a.peer;

@@ -1158,3 +1158,105 @@ fn a_callback_cancelled_while_waiting_for_the_store_is_never_rung() {
     let invites = sent(&mut b).into_iter().filter(|o| o.1.is_request() && o.1.method() == "INVITE").count();
     assert_eq!(invites, 0, "nobody is rung for a callback the PSAP gave up");
 }
+
+// ---------------------------------------------------------------- nothing kept per call
+
+/// What the engine holds, table by table: after every call has ended and every window closed,
+/// all of it is empty (a long-running core must not grow by what each call leaves behind).
+fn held(e: &Sim) -> Vec<(&'static str, usize)> {
+    let c = &e.e.calls;
+    vec![
+        ("live calls", c.live.len()),
+        ("calls by Call-ID", c.by_call_id.len()),
+        ("server transactions of calls", c.server_txn.len()),
+        ("client transactions of calls", c.client_txn.len()),
+        ("call timers", c.timers.len()),
+        ("abandoned legs", c.abandoned.len() + c.abandoned_order.len()),
+        ("calls ended lately", c.recent.len() + c.recent_order.len()),
+        ("CANCELs waiting", c.cancel_on_provisional.len()),
+        ("transactions", e.e.tx.active().0 + e.e.tx.active().1),
+    ]
+}
+
+/// A request from the caller inside call `n`'s dialog (`tag`: sosdesk's To tag).
+fn from_caller(method: &str, cseq: u32, branch: &str, n: u32, tag: &str) -> Message {
+    let to_tag = if tag.is_empty() { String::new() } else { format!(";tag={tag}") };
+    parse_datagram(
+        format!(
+            "{method} sip:sosdesk@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch={branch}\r\n\
+From: \"Caller\" <sip:1001@{CALLER}>;tag=ct{n}\r\nTo: <sip:933@127.0.0.1:5060>{to_tag}\r\nCall-ID: call-{n}\r\n\
+CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+/// The provider's BYE inside the dialog of sosdesk's `invite` to it.
+fn from_provider_bye(invite: &Message, n: u32) -> Message {
+    let (from, to) = (invite.header("From").unwrap(), invite.header("To").unwrap());
+    parse_datagram(
+        format!(
+            "BYE sip:sosdesk@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PRIMARY};branch=z9hG4bKpbye{n}\r\n\
+From: {to};tag=psap\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+            invite.call_id().unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn calls_ended_every_way_leave_nothing_behind_once_their_windows_close() {
+    let mut e = engine(|c| c);
+    let t0 = Now::read();
+    let caller: SocketAddr = CALLER.parse().unwrap();
+    for n in 0..6u32 {
+        let t = t0 + Duration::from_secs(n as u64);
+        e.handle_message(invite(CALLER, "933", 100 + n), peer(CALLER), t);
+        let out = sent(&mut e);
+        let out_invite = out.into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+        let first_branch = format!("z9hG4bKc{}", 100 + n);
+        if n % 3 == 2 {
+            // The provider rings, then the caller gives up (CANCEL): 487 both ways, ACKed.
+            e.handle_message(answer(&out_invite, 180, "psap", PRIMARY), peer(PRIMARY), t);
+            sent(&mut e);
+            e.handle_message(from_caller("CANCEL", 1, &first_branch, 100 + n, ""), peer(CALLER), t);
+            let out = sent(&mut e);
+            let cancel = out.iter().find(|(_, m)| m.is_request() && m.method() == "CANCEL").unwrap().1.clone();
+            let ours = out.iter().find(|(to, m)| *to == caller && m.status() == Some(487)).unwrap().1.clone();
+            e.handle_message(answer(&cancel, 200, "psap", PRIMARY), peer(PRIMARY), t);
+            e.handle_message(answer(&out_invite, 487, "psap", PRIMARY), peer(PRIMARY), t);
+            let ack = from_caller("ACK", 1, &first_branch, 100 + n, &ours.to_tag().unwrap());
+            e.handle_message(ack, peer(CALLER), t);
+            sent(&mut e);
+            continue;
+        }
+        e.handle_message(answer(&out_invite, 200, "psap", PRIMARY), peer(PRIMARY), t);
+        let ok = sent(&mut e).into_iter().find(|(to, _)| *to == caller).unwrap().1;
+        let tag = ok.to_tag().unwrap();
+        e.handle_message(from_caller("ACK", 1, &format!("z9hG4bKack{n}"), 100 + n, &tag), peer(CALLER), t);
+        let later = t + Duration::from_millis(300);
+        if n % 3 == 0 {
+            // The caller hangs up: the BYE goes on to the provider, whose 200 comes back.
+            e.handle_message(from_caller("BYE", 2, &format!("z9hG4bKbye{n}"), 100 + n, &tag), peer(CALLER), later);
+            let bye = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "BYE").unwrap().1;
+            e.handle_message(answer(&bye, 200, "psap", PRIMARY), peer(PRIMARY), later);
+        } else {
+            // The provider hangs up: the BYE goes on to the caller, whose 200 comes back.
+            e.handle_message(from_provider_bye(&out_invite, n), peer(PRIMARY), later);
+            let bye = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "BYE").unwrap().1;
+            e.handle_message(bye.response(200, "OK", None), peer(CALLER), later);
+        }
+        sent(&mut e);
+    }
+    // Every window over: the transactions' timers (Timer J/K, 32 s), ended calls (5 min).
+    let mut t = t0;
+    for _ in 0..40 {
+        t = t + Duration::from_secs(10);
+        e.handle_timeout(t);
+        sent(&mut e);
+    }
+    let left: Vec<_> = held(&e).into_iter().filter(|(_, n)| *n > 0).collect();
+    assert!(left.is_empty(), "kept after every call ended: {left:?}");
+}
