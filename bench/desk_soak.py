@@ -15,10 +15,18 @@ RSS changed most between the first sample after the warm-up and the last.
 REST: after the calls, that many minutes with none, still sampled once a minute: whether what
 grew with the calls is given back when they stop (garbage not yet collected, caches that age
 out) or kept (retained per call), with the same breakdown by part at the end of the rest.
+
+SOSDESK_SOAK_HEAPTRACK=FILE: the app runs under heaptrack (Debian's package), its profile written
+to FILE.zst; at the end the app is killed (SIGKILL), so what heaptrack calls "leaked" is the
+heap the app held at that moment, and the largest holders are printed by allocation site. Two
+runs of different lengths tell what grows with the calls from what is bounded (BENCHMARKS.md:
+the app's heap after 640 and 3,190 calls). heaptrack's own processes are left out of the sums.
 """
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +62,41 @@ def finished(peers):
     return ok
 
 
+class Pid:
+    def __init__(self, pid):
+        self.pid = pid
+
+
+def app_under(root, cmd):
+    """The process below `root` whose command line is `cmd` (the app that heaptrack started)."""
+    out = subprocess.run(["pgrep", "-f", "-x", " ".join(cmd)], capture_output=True, text=True).stdout.split()
+    for pid in map(int, out):
+        ppid = pid
+        while ppid > 1:
+            try:
+                ppid = int(Path(f"/proc/{ppid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                break
+            if ppid == root:
+                return Pid(pid)
+    return None
+
+
+def print_heap(profile):
+    """The heap the app held at its end, total and by the allocation sites that held most."""
+    out = subprocess.run(["heaptrack_print", "-f", profile, "--print-leaks", "1", "--print-peaks", "0",
+                          "--print-allocators", "0", "--print-temporary", "0", "-n", "25", "-s", "0"],
+                         capture_output=True, text=True).stdout.splitlines()
+    for line in out:
+        if line.startswith(("total memory leaked", "peak heap memory")):
+            print(f"heap: {line}", flush=True)
+    sites = [(out[i], out[i + 1].strip()) for i in range(len(out) - 1) if " leaked over " in out[i]
+             and not out[i].startswith(" ")]
+    for held, site in sites:
+        site = re.sub(r"::h[0-9a-f]{16}$", "", site)  # the symbol's hash
+        print(f"heap held: {held.split(' leaked')[0]:>9} at {site}", flush=True)
+
+
 def slope(points):
     """Least-squares slope of (x, y) points; None with fewer than two distinct x."""
     n = len(points)
@@ -84,18 +127,25 @@ def main():
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     log = open(d / "app.log", "w")
     print(f"app {APP}; {minutes:g} min of calls, samples every {SAMPLE_S} s; work dir {d}", flush=True)
-    proc = subprocess.Popen([APP, "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    heap = os.environ.get("SOSDESK_SOAK_HEAPTRACK")
+    cmd = [APP, "--config", str(config)]
+    proc = subprocess.Popen((["heaptrack", "-o", heap] if heap else []) + cmd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    app = proc
     samples = []  # (minute, calls, failed, rss, pss, per process)
     at_warmup = None  # part_sizes() at the first sample after the warm-up
     try:
         wait(lambda: any("page_load" in r for r in records(metrics)), "the page to show")
+        if heap:
+            # The app itself, below heaptrack's script (whose interpreter is not the desk's memory).
+            app = wait(lambda: app_under(proc.pid, cmd), "the app under heaptrack")
         start = time.monotonic()
         calls = failed = 0
         next_sample = start
         while True:
             now = time.monotonic()
             if now >= next_sample:
-                sizes = memory(proc.pid)
+                sizes = memory(app.pid)
                 rss, pss, parts = totals(sizes)
                 minute = (now - start) / 60
                 samples.append((minute, calls, failed, rss, pss, parts))
@@ -106,9 +156,9 @@ def main():
                 if proc.poll() is not None:
                     raise RuntimeError(f"the app ended (exit {proc.returncode}); log {d / 'app.log'}")
                 if at_warmup is None and minute >= warmup:
-                    at_warmup = part_sizes(proc.pid)
+                    at_warmup = part_sizes(app.pid)
                 if minute >= minutes:
-                    at_end = part_sizes(proc.pid)
+                    at_end = part_sizes(app.pid)
                     break
                 next_sample += SAMPLE_S
             peers = [sipp(d, "provider_answer.xml", "-p", str(ports[5070])),
@@ -119,12 +169,12 @@ def main():
         rested = []  # (minute after the calls, rss, pss, per process)
         for m in range(1, int(rest) + 1):
             time.sleep(SAMPLE_S)
-            sizes = memory(proc.pid)
+            sizes = memory(app.pid)
             rss, pss, parts = totals(sizes)
             rested.append((m, rss, pss, parts))
             each = ", ".join(f"{n} {v:.0f}" for n, v in sorted(parts.items()))
             print(f"rest {m:3d} min: RSS {rss:6.1f} MB, PSS {pss:6.1f} MB (PSS {each})", flush=True)
-        at_rest = part_sizes(proc.pid) if rested else None
+        at_rest = part_sizes(app.pid) if rested else None
         steady = [(s[1], s[4]) for s in samples if s[0] >= warmup]
         per_call = slope(steady)
         first, last = samples[0], samples[-1]
@@ -154,6 +204,11 @@ def main():
             top = sorted(given.items(), key=lambda kv: -abs(kv[1][0]))[:8]
             print("where RSS/PSS changed in the rest (kB): "
                   + ", ".join(f"{n}: {part} {r:+d}/{ps:+d}" for (n, part), (r, ps) in top), flush=True)
+        if heap:
+            # Killed, not ended: what it holds now is what heaptrack reports as never freed.
+            os.kill(app.pid, signal.SIGKILL)
+            proc.wait(timeout=600)
+            print_heap(heap + ".zst")
     finally:
         proc.terminate()
         try:
