@@ -5,6 +5,7 @@
 //! starts the API.
 
 use bytes::Bytes;
+use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::audit::AuditStore;
@@ -135,10 +136,10 @@ pub struct CoreHandle {
     pub user_locations: Option<crate::location::user_entered::UserLocations>,
     /// Switch-port discovery, when `[[switch]]`es are configured (each switch's status).
     pub discovery: Option<crate::location::discovery::Discovery>,
-    pub(crate) events: broadcast::Sender<CallEvent>,
+    pub(crate) events: broadcast::Sender<Arc<CallEvent>>,
     /// The other nodes' events, read from the shared store (`crate::shared::events`; never
     /// any with SQLite).
-    pub(crate) others: broadcast::Sender<CallEvent>,
+    pub(crate) others: broadcast::Sender<Arc<CallEvent>>,
     pub(crate) net_tx: mpsc::UnboundedSender<NetInput>,
     /// What the watchdog last found (`crate::watchdog`).
     pub health: SharedEngineHealth,
@@ -163,18 +164,18 @@ pub struct EngineHealth {
 pub type SharedEngineHealth = std::sync::Arc<std::sync::Mutex<EngineHealth>>;
 
 impl CoreHandle {
-    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CallEvent>> {
         self.events.subscribe()
     }
 
     /// The other nodes' events (several nodes on one PostgreSQL store), as they commit.
-    pub fn subscribe_others(&self) -> broadcast::Receiver<CallEvent> {
+    pub fn subscribe_others(&self) -> broadcast::Receiver<Arc<CallEvent>> {
         self.others.subscribe()
     }
 
     /// Send an event that is already in the audit log's queue to every subscriber.
     pub fn publish(&self, ev: CallEvent) {
-        let _ = self.events.send(ev);
+        let _ = self.events.send(Arc::new(ev));
     }
 
     /// What the engine holds, answered by the engine task itself (so the answer also says it

@@ -217,11 +217,11 @@ pub async fn run(
                 }
                 followed.insert(ev.call_id.clone(), acked_tx);
                 let start = tokio::time::Instant::now();
-                tokio::spawn(escalation::escalate(Arc::new(ev), tiers, 0, start, acked, plans.shared.clone()));
+                tokio::spawn(escalation::escalate(ev, tiers, 0, start, acked, plans.shared.clone()));
             }
             // Announced by the node that first saw it (the store says which: once across nodes).
             CallEventKind::UnlocatedNetwork { .. } if !plans.unlocated.is_empty() => {
-                escalation::announce(Arc::new(ev), &plans.unlocated, &plans.shared);
+                escalation::announce(ev, &plans.unlocated, &plans.shared);
             }
             CallEventKind::Acknowledged { by, desk } => {
                 if let Some(tx) = followed.remove(&ev.call_id) {

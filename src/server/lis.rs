@@ -23,7 +23,7 @@ pub(super) async fn record_sightings(
     lis: LisStore,
     mut rx: mpsc::Receiver<Sighting>,
     audit: AuditWriter,
-    events: broadcast::Sender<CallEvent>,
+    events: broadcast::Sender<Arc<CallEvent>>,
     engine: mpsc::UnboundedSender<NetInput>,
 ) {
     let mut batch = Vec::new();

@@ -82,8 +82,8 @@ pub struct Core {
     site_maps: SharedSiteMaps,
     /// Switch-port discovery, when `[[switch]]`es are configured.
     discovery: Option<Discovery>,
-    events: broadcast::Sender<CallEvent>,
-    others: broadcast::Sender<CallEvent>,
+    events: broadcast::Sender<Arc<CallEvent>>,
+    others: broadcast::Sender<Arc<CallEvent>>,
     audit: AuditWriter,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -173,6 +173,9 @@ impl Core {
         // (`crate::shared::registrations`).
         let registrations = RegistrationStore::new(store.database().clone(), cfg.node_name().as_deref());
         let registration_writer = registrations.spawn_writer();
+        // The event broadcast holds `Arc<CallEvent>`: tokio's broadcast sets up every slot at
+        // once, and 4096 events of ~1.5 KB each were 6 MB per channel in every core; a
+        // receiver then shares the event instead of copying it (BENCHMARKS.md, the desk's heap).
         let (events, _) = broadcast::channel(4096);
         // Every other node's events, for this node's API event streams and alert channels.
         let (others, _) = broadcast::channel(4096);
@@ -475,13 +478,13 @@ impl Core {
 
     /// Every `CallEvent`, as it happens (a slow subscriber that falls 4,096 events behind is
     /// told so by `RecvError::Lagged` and can catch up from the audit log).
-    pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CallEvent>> {
         self.events.subscribe()
     }
 
     /// Every other node's events, as they commit in the shared store (several nodes on one
     /// PostgreSQL; none with SQLite): what `GET /api/v1/events` adds to this node's own.
-    pub fn subscribe_others(&self) -> broadcast::Receiver<CallEvent> {
+    pub fn subscribe_others(&self) -> broadcast::Receiver<Arc<CallEvent>> {
         self.others.subscribe()
     }
 
@@ -620,9 +623,9 @@ struct RunContext {
     net_tx: mpsc::UnboundedSender<NetInput>,
     /// The RTP port range of anchored calls: the engine is handed bound ports before each input.
     rtp: Option<RtpSupply>,
-    events: broadcast::Sender<CallEvent>,
+    events: broadcast::Sender<Arc<CallEvent>>,
     /// The other nodes' events (several nodes on one store): a handed-over event comes back here.
-    others: broadcast::Sender<CallEvent>,
+    others: broadcast::Sender<Arc<CallEvent>>,
     audit: AuditWriter,
     store: AuditStore,
     /// Serialises events added to calls that have ended (see [`annotate_ended`]).
@@ -843,7 +846,7 @@ async fn run(
                         _ => tracing::debug!(call = %ev.call_id, seq = ev.seq, kind = ev.kind.name(), "call event"),
                     }
                     audit.record(ev.clone());
-                    let _ = events.send(ev);
+                    let _ = events.send(Arc::new(ev));
                 }
                 Output::Audit(ev) => record_audit_only(audit, events, ev),
                 Output::Sighting(sighting) => offer_sighting(&ctx.sightings, sighting),
@@ -942,7 +945,7 @@ fn on_annotate(
     match engine.annotate(&call_id, kind.clone(), now) {
         Some(ev) => {
             let committed = audit.record_tracked(ev.clone());
-            let _ = events.send(ev.clone());
+            let _ = events.send(Arc::new(ev.clone()));
             tokio::spawn(async move {
                 let r = committed.await.map(|_| ev).map_err(|_| AnnotateError::Stopped);
                 let _ = reply.send(r);
@@ -1006,7 +1009,7 @@ async fn recover_journal(cfg: &Config, store: &AuditStore) -> Result<Journal, St
 /// from one source over an interval): audited, and one warning in the log per source and
 /// interval however many messages it counts. A route's change of health: audited, logged, and
 /// sent to every desk and API event stream (their route status follows it).
-fn record_audit_only(audit: &AuditWriter, events: &broadcast::Sender<CallEvent>, ev: CallEvent) {
+fn record_audit_only(audit: &AuditWriter, events: &broadcast::Sender<Arc<CallEvent>>, ev: CallEvent) {
     match &ev.kind {
         CallEventKind::Refused { source, count, reasons, .. } => {
             let top = reasons.iter().max_by_key(|(_, n)| **n).map(|(r, _)| r.as_str()).unwrap_or("");
@@ -1025,7 +1028,7 @@ fn record_audit_only(audit: &AuditWriter, events: &broadcast::Sender<CallEvent>,
         ev.kind,
         CallEventKind::RouteUp { .. } | CallEventKind::RouteDown { .. } | CallEventKind::UnlocatedNetwork { .. }
     ) {
-        let _ = events.send(ev.clone());
+        let _ = events.send(Arc::new(ev.clone()));
     }
     audit.record(ev);
 }
@@ -1112,7 +1115,7 @@ async fn carried_elsewhere(store: &AuditStore, call_id: &str) -> Result<Option<S
 async fn annotate_ended(
     audit: &AuditWriter,
     store: &AuditStore,
-    events: &broadcast::Sender<CallEvent>,
+    events: &broadcast::Sender<Arc<CallEvent>>,
     lock: &tokio::sync::Mutex<()>,
     call_id: &str,
     kind: CallEventKind,
@@ -1127,7 +1130,7 @@ async fn annotate_ended(
     ev.at = chrono::Utc::now();
     ev.kind = kind;
     audit.record_durable(ev.clone()).await.map_err(|e| AnnotateError::Store(e.to_string()))?;
-    let _ = events.send(ev.clone());
+    let _ = events.send(Arc::new(ev.clone()));
     Ok(ev)
 }
 

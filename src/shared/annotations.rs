@@ -10,6 +10,7 @@
 //! it holds its name's advisory lock (`crate::shared::node_name`). A call of a node that is gone
 //! is annotated by the receiving node itself, as on one node (nobody else numbers that call).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,7 @@ pub async fn forward(
     carrier: &str,
     call_id: &str,
     kind: CallEventKind,
-    others: &broadcast::Sender<CallEvent>,
+    others: &broadcast::Sender<Arc<CallEvent>>,
 ) -> Result<CallEvent, AnnotateError> {
     // Subscribed before the hand-over, so that the answer cannot come before we listen.
     let mut back = others.subscribe();
@@ -62,7 +63,7 @@ pub async fn forward(
         }
     };
     match tokio::time::timeout(FORWARD_WITHIN, answer).await {
-        Ok(Some(ev)) => Ok(ev),
+        Ok(Some(ev)) => Ok(Arc::unwrap_or_clone(ev)),
         Ok(None) => Err(AnnotateError::Stopped),
         // `Store`, as for a store that fails: the caller is told to try again (the API's 503).
         Err(_) => Err(AnnotateError::Store(format!(

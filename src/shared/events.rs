@@ -14,6 +14,7 @@
 //!
 //! SQLite (one node): nothing to follow.
 
+use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
 use super::Wakeups;
@@ -31,7 +32,7 @@ fn forwarded(kind: &CallEventKind) -> bool {
 }
 
 /// Follows the other nodes' events into `others` until `stop`. Returns at once for SQLite.
-pub async fn follow(store: AuditStore, others: broadcast::Sender<CallEvent>, stop: watch::Receiver<bool>) {
+pub async fn follow(store: AuditStore, others: broadcast::Sender<Arc<CallEvent>>, stop: watch::Receiver<bool>) {
     if store.database().backend != Backend::Postgres {
         return;
     }
@@ -53,7 +54,7 @@ pub async fn follow(store: AuditStore, others: broadcast::Sender<CallEvent>, sto
 
 /// Sends every other node's event after `last` to `others`; returns the new last seq (the
 /// same on a failure, logged: the next wake-up reads them again).
-async fn forward(store: &AuditStore, mut last: i64, others: &broadcast::Sender<CallEvent>) -> i64 {
+async fn forward(store: &AuditStore, mut last: i64, others: &broadcast::Sender<Arc<CallEvent>>) -> i64 {
     loop {
         match store.others_after(last, PAGE).await {
             Ok(rows) => {
@@ -61,7 +62,7 @@ async fn forward(store: &AuditStore, mut last: i64, others: &broadcast::Sender<C
                 for (seq, ev) in rows {
                     last = seq;
                     if forwarded(&ev.kind) {
-                        let _ = others.send(ev);
+                        let _ = others.send(Arc::new(ev));
                     }
                 }
                 if n < PAGE {

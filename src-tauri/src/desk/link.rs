@@ -402,7 +402,10 @@ impl Desk {
         Ok(())
     }
 
-    async fn follow_events(me: std::sync::Weak<Desk>, mut events: tokio::sync::broadcast::Receiver<CallEvent>) {
+    async fn follow_events(
+        me: std::sync::Weak<Desk>,
+        mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<CallEvent>>,
+    ) {
         loop {
             match events.recv().await {
                 Ok(ev) => match me.upgrade() {

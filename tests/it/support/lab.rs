@@ -118,7 +118,7 @@ pub struct Lab {
     pub core: Option<Core>,
     pub ports: LabPorts,
     pub config_path: PathBuf,
-    events: Option<tokio::sync::broadcast::Receiver<CallEvent>>,
+    events: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<CallEvent>>>,
 }
 
 impl Lab {
@@ -221,7 +221,7 @@ impl Lab {
         if let Some(rx) = self.events.as_mut() {
             while let Ok(ev) = rx.try_recv() {
                 if ev.kind.is_of_a_call() {
-                    out.push(ev);
+                    out.push(std::sync::Arc::unwrap_or_clone(ev));
                 }
             }
         }
@@ -240,6 +240,7 @@ impl Lab {
             loop {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Ok(ev)) => {
+                        let ev = std::sync::Arc::unwrap_or_clone(ev);
                         seen.push(ev.clone());
                         if pred(&ev) {
                             return ev;
