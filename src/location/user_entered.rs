@@ -395,6 +395,8 @@ impl UserLocations {
         Ok(removed)
     }
 
+    /// [`Self::enter`] and [`Self::publish`]: validated, written (with the publication's tag,
+    /// when one), put in the book; `None` when a publication's modify found another tag.
     async fn keep(
         &self,
         owner: &str,

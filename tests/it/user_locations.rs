@@ -272,7 +272,7 @@ fn an_entry_is_not_used_from_another_network_until_the_phone_confirms_it() {
     let (_, body) = api(&lab, "GET", &path, Some(ADMIN), None);
     let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(kept["network"]["ip"], "127.0.0.6", "a refresh recorded the new network: {body}");
-    // Another entity-tag (an old one, another node's): 412, nothing changed.
+    // A tag that is not the publication's: 412, nothing changed.
     let answer = refresh(&lab, "wrong-tag", "127.0.1.6", "not-the-etag");
     assert!(answer.starts_with("SIP/2.0 412"), "{answer}");
 

@@ -10,13 +10,12 @@
 //!   no body, §4.3) only extends the publication: the phone sends it by itself, wherever it is,
 //!   so it records no network and an entry stale on the phone's new network stays stale;
 //!   `Expires: 0` with the entity-tag (§4.5) clears it; without one it is refused (400);
-//! * the entity-tag is kept with the entry in the store, so a refresh, modify or removal reaches
-//!   its publication through any node sharing the store (a refresh answered 412 by another node
-//!   would make the phone publish its body again: a confirmation from wherever it is, which
-//!   would make a stale entry current); the engine makes each new tag (§6 step 7) and hands it,
-//!   with the request's `SIP-If-Match`, to the shell, whose store write must find the current
-//!   tag: it is not the owner's current one (or there is none): 412 (§6 step 4), and the phone
-//!   publishes its body again;
+//! * the entity-tag is kept with the entry in the store: the engine makes each new tag (§6 step
+//!   7) and hands it to the shell with the request's `SIP-If-Match`, and the store's write must
+//!   find that tag on the owner's entry, or the answer is 412 (§6 step 4) and the phone publishes
+//!   its body again. In the store, so that a refresh may reach any node: a 412 from a node that
+//!   did not know the tag would make the phone send its body, which counts as the user confirming
+//!   the address from wherever the phone is — a stale entry made current;
 //! * the shell validates and writes the store ([`Output::EnterUserLocation`]) and hands the
 //!   answer back ([`Engine::on_user_location_kept`]): 200 with `SIP-ETag` and `Expires` (§11.3)
 //!   once it is kept; a refused address gets 488 with a Warning naming each reason. A kept
