@@ -111,9 +111,10 @@ fn exchange(sock: &UdpSocket, msg: &[u8], n: usize, port: u16) -> Vec<(u16, Stri
 }
 
 /// Of `got` (an [`exchange`]), the answers to the request with `call_id`, and any that come
-/// after the marker's, until `done` holds (within the socket's read timeout). An INVITE may be
-/// answered after the marker: it can wait for the RTP ports the server hands the engine while the
-/// OPTIONS is answered at once; and a call's later responses can arrive during the next exchange.
+/// after the marker's, until `done` holds (within the socket's read timeout). Nothing orders an
+/// INVITE's answer before the answer to the OPTIONS sent after it (one CI run saw a desk join's
+/// 406 come after the marker's 200; why is not known: the engine answers that 406 at once), and
+/// a call's later responses can arrive during the next exchange.
 fn answers_to(
     sock: &UdpSocket,
     got: Vec<(u16, String)>,
