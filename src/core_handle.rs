@@ -36,9 +36,13 @@ pub(crate) enum NetInput {
         tx: mpsc::UnboundedSender<Bytes>,
         id: u64,
     },
+    /// The connection `id` to `peer` closed. `refused`: sosdesk opened it and the peer closed it
+    /// without a word (a TLS peer refusing our certificate after the handshake): what waits
+    /// there fails as if it could not be sent (`SendFailed`).
     Closed {
         peer: Peer,
         id: u64,
+        refused: bool,
     },
     SendFailed(Peer),
     /// Is the engine turning? Answered by the engine task when it reaches this input, behind

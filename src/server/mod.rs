@@ -717,9 +717,16 @@ async fn run(
                     NetInput::Probe(reply) => {
                         let _ = reply.send(engine.load());
                     }
-                    NetInput::Closed { peer, id } => {
-                        if conns.get(&peer).is_some_and(|(_, open)| *open == id) {
+                    NetInput::Closed { peer, id, refused } => {
+                        let current = conns.get(&peer).is_some_and(|(_, open)| *open == id);
+                        if current {
                             conns.remove(&peer);
+                        }
+                        if refused {
+                            engine.handle_send_failure(peer, now);
+                        } else if current {
+                            // Answers to what went out on it can no longer come back on it.
+                            engine.handle_connection_closed(peer, now);
                         }
                     }
                     NetInput::SendFailed(peer) => {

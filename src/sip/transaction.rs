@@ -144,6 +144,8 @@ enum TimerKind {
     ClientTimeout,
     /// Timer D / K / the Accepted wait (M): forget the client transaction.
     ClientForget,
+    /// 64*T1 after a CANCEL (§9.1): forget the INVITE's transaction if no final came.
+    ClientCancelled,
     /// Retransmit the last server response (Timer G, or the 2xx retransmission).
     ServerRetransmit,
     /// Timer H: no ACK for the non-2xx final, or 64*T1 of 2xx retransmissions.
@@ -401,6 +403,16 @@ impl Transactions {
         let key = Self::client_key(msg);
         let bytes = Bytes::from(msg.to_bytes());
         let invite = msg.method() == "INVITE";
+        if msg.method() == "CANCEL" {
+            // §9.1: an INVITE cancelled that has no final response 64*T1 later is taken as
+            // cancelled and its transaction destroyed. A far end that rang and then went away
+            // (its connection closed) would otherwise leave it here for ever: past its first
+            // response an INVITE transaction has no timer of its own (§17.1.1.2).
+            let invite_key = key.replacen("|CANCEL", "|INVITE", 1);
+            if self.client.contains_key(&invite_key) {
+                self.timer(now + t.t1 * 64, TimerKind::ClientCancelled, &invite_key);
+            }
+        }
         self.client.insert(
             key.clone(),
             ClientTx {
@@ -560,6 +572,17 @@ impl Transactions {
                 TimerKind::ClientForget => {
                     self.client.remove(&key);
                 }
+                TimerKind::ClientCancelled => {
+                    // A final that came meanwhile has its own wait (Timer D absorbs its
+                    // retransmissions): left to it.
+                    if self
+                        .client
+                        .get(&key)
+                        .is_some_and(|tx| matches!(tx.state, ClientState::Calling | ClientState::Proceeding))
+                    {
+                        self.client.remove(&key);
+                    }
+                }
                 TimerKind::ServerRetransmit => {
                     if let Some(tx) = self.server.get_mut(&key) {
                         if matches!(tx.state, ServerState::Completed | ServerState::Accepted) {
@@ -667,6 +690,33 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
         assert!(drain(&mut tx).is_empty(), "no retransmission after a provisional");
         // Timer B does not run once the far end rings (a PSAP may take its time).
         assert!(tx.handle_timeout(t0 + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_invite_with_no_final_answer_is_forgotten_64_t1_later() {
+        let mut tx = Transactions::new(Timers::default());
+        let t0 = Instant::now();
+        let tcp = Peer { transport: Transport::Tcp, ..peer() };
+        let key = tx.send_request(&invite(), tcp, t0);
+        let ringing = invite().response(180, "Ringing", Some("t9"));
+        assert!(matches!(tx.on_response(ringing, t0), Ok(Some(_))));
+        let cancel_at = t0 + Duration::from_secs(5);
+        let mut cancel = Message::request("CANCEL", "sip:911@127.0.0.1");
+        for h in ["Via", "From", "To", "Call-ID"] {
+            cancel.push(h, invite().header(h).unwrap());
+        }
+        cancel.push("CSeq", "1 CANCEL");
+        tx.send_request(&cancel, tcp, cancel_at);
+        drain(&mut tx);
+        // The CANCEL's own transaction times out (Timer F) and the INVITE's is kept until 64*T1
+        // after the CANCEL, in case its 487 is on the way.
+        tx.handle_timeout(cancel_at + Duration::from_millis(31_999));
+        assert!(tx.client.contains_key(&key), "the INVITE waits for its 487 until 64*T1");
+        tx.handle_timeout(cancel_at + Duration::from_secs(32));
+        assert_eq!(tx.active(), (0, 0), "no final answer: both transactions are gone");
+        // A 487 that comes after all is a stray, passed up for the transaction user to ignore.
+        let late = invite().response(487, "Request Terminated", Some("t9"));
+        assert!(tx.on_response(late, cancel_at + Duration::from_secs(33)).is_err());
     }
 
     #[test]

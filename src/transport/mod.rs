@@ -219,11 +219,11 @@ where
             }
         }
     }
-    let _ = io.net_tx.send(NetInput::Closed { peer, id });
-    if opened && !heard_anything {
+    let refused = opened && !heard_anything;
+    if refused {
         tracing::warn!(%peer, "the peer closed the connection without a word");
-        let _ = io.net_tx.send(NetInput::SendFailed(peer));
     }
+    let _ = io.net_tx.send(NetInput::Closed { peer, id, refused });
     drop(out_tx);
     let _ = writer.await;
 }

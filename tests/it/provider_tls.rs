@@ -1,12 +1,13 @@
 //! SIP over TLS (issue 13) with a real TLS peer: Kamailio's tls module as the provider's SBC
 //! (sosdesk → TLS → Kamailio → UDP → the provider) and as a PBX's (caller → UDP → Kamailio →
 //! TLS → sosdesk), mutual TLS both ways, a route refused without a client certificate or with a
-//! certificate for another name, and RFC 5626 CRLF keepalive on a connection sosdesk opened.
+//! certificate for another name, and RFC 5626 CRLF keepalive on a connection sosdesk opened;
+//! and a provider's connection that closes while a call waits there for its final answer.
 
 use crate::support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,4 +224,106 @@ fn a_connection_sosdesk_opened_is_kept_alive_with_crlf_pings_answered_by_pongs()
         conn.write_all(b"\r\n").unwrap();
     }
     lab.stop();
+}
+
+/// The lab's primary route over TCP to `addr`, its route timer long (20 s): a failover within
+/// the test's time is not the timer's.
+fn tcp_primary(config: String, addr: SocketAddr) -> String {
+    edit_primary(config, |block| {
+        block
+            .lines()
+            .map(|l| match l {
+                l if l.starts_with("address") => format!("address = \"{addr}\""),
+                l if l.starts_with("transport") => "transport = \"tcp\"".into(),
+                l => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n\n"
+    })
+    .replace("route_timeout_ms = 2000", "route_timeout_ms = 20000")
+}
+
+/// The next SIP message on a TCP connection (CRLF keepalives skipped).
+fn next_message(
+    conn: &mut TcpStream,
+    buf: &mut bytes::BytesMut,
+    framer: &mut sosdesk::sip::parse::StreamFramer,
+) -> sosdesk::sip::Message {
+    use sosdesk::sip::parse::StreamItem;
+    loop {
+        match framer.next(buf) {
+            StreamItem::Message(m) => return m,
+            StreamItem::Ping => continue,
+            StreamItem::Incomplete => {}
+            other => panic!("not SIP on the connection: {other:?}"),
+        }
+        let mut chunk = [0u8; 8192];
+        let n = conn.read(&mut chunk).expect("read from sosdesk");
+        assert!(n > 0, "sosdesk closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn a_provider_connection_that_closes_before_the_final_answer_fails_the_call_over_at_once() {
+    // The provider's SBC takes the INVITE over TCP, answers 100 Trying (or rings), then drops
+    // the connection: the answer can no longer come back on it (RFC 3261 §18.2.2), and past a
+    // first response no timer of the INVITE's would end the wait (§17.1.1.2; the route timer
+    // only looks for silence, and is 20 s here). The call must go to the secondary at once; a
+    // ringing provider is told to stop (a CANCEL, on a connection of its own).
+    for status in [100, 180] {
+        let provider = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = provider.local_addr().unwrap();
+        let mut lab = Lab::start_with(|c| tcp_primary(c, addr));
+        let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
+        let sbc = std::thread::spawn(move || {
+            let (mut conn, _) = provider.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
+            let invite = next_message(&mut conn, &mut buf, &mut framer);
+            assert_eq!(invite.method(), "INVITE");
+            let answer = match status {
+                100 => invite.response(100, "Trying", None),
+                _ => invite.response(180, "Ringing", Some("sbc1")),
+            };
+            conn.write_all(&answer.to_bytes()).unwrap();
+            drop(conn);
+            if status == 100 {
+                return (invite, None);
+            }
+            let (mut again, _) = provider.accept().unwrap();
+            again.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
+            let cancel = next_message(&mut again, &mut buf, &mut framer);
+            (invite, Some(cancel))
+        });
+        lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+        secondary.wait().assert_ok();
+        let (invite, cancel) = sbc.join().expect("the provider saw the INVITE (and the CANCEL)");
+        if let Some(cancel) = cancel {
+            assert_eq!(cancel.method(), "CANCEL", "after {status}");
+            assert_eq!(cancel.call_id(), invite.call_id(), "the CANCEL is for the INVITE that rang");
+            assert_eq!(
+                cancel.top_via().and_then(|v| v.branch().map(str::to_string)),
+                invite.top_via().and_then(|v| v.branch().map(str::to_string))
+            );
+        }
+        lab.stop();
+        let events = lab.audit_events();
+        let routed: Vec<&str> = kinds(&events).into_iter().filter(|k| *k != "ringing").collect();
+        assert_eq!(routed[..4], ["detected", "routed", "route-failed", "routed"], "after {status}: {events:?}");
+        let failed = events.iter().find_map(|e| match &e.kind {
+            CallEventKind::RouteFailed { reason } => Some(reason.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            failed,
+            Some(format!("the connection to tcp:{addr} closed before a final answer")),
+            "after {status}"
+        );
+        let second = events.iter().filter(|e| e.kind.name() == "routed").nth(1).unwrap();
+        assert_eq!(second.route.as_ref().unwrap().name, "provider-secondary", "after {status}");
+        lab.assert_audit_verifies();
+    }
 }

@@ -782,6 +782,31 @@ impl Engine {
         self.probe_unreachable(peer);
     }
 
+    /// A TCP or TLS connection to `peer` closed (the provider's SBC dropped it, a reset, a
+    /// keepalive that found the flow dead). The answers to INVITEs sent on it were to come back
+    /// on it (RFC 3261 §18.2.2); a provider may open a connection of its own to our Via for
+    /// them, but one behind a firewall cannot, and an INVITE that has had a provisional has no
+    /// timer left (§17.1.1.2: Timer B runs only until the first response), so a call ringing
+    /// over a dead connection would wait for ever. Every call still waiting for its final
+    /// answer there fails over now: a ringing attempt is cancelled (over a new connection) and
+    /// the next route tried; a 200 that comes late from the abandoned attempt is ACKed and
+    /// ended, as after a route timeout.
+    pub fn handle_connection_closed(&mut self, peer: Peer, now: Now) {
+        self.tick(now);
+        let now = now.mono;
+        let waiting: Vec<(String, usize)> = self
+            .calls
+            .live
+            .values()
+            .filter(|c| c.state == CallState::Routing)
+            .filter_map(|c| c.b.as_ref().filter(|b| b.dialog.peer == peer).map(|b| (c.call_ref.clone(), b.attempt)))
+            .collect();
+        for (call_ref, attempt) in waiting {
+            let reason = format!("the connection to {peer} closed before a final answer");
+            self.fail_attempt(&call_ref, attempt, reason, true, now);
+        }
+    }
+
     // ------------------------------------------------------------------ requests
 
     fn respond(&mut self, key: &str, req: &Message, status: u16, extra: &[(&str, String)]) {
