@@ -680,6 +680,11 @@ async fn run(
     let mut conns: HashMap<Peer, (mpsc::UnboundedSender<Bytes>, u64)> = HashMap::new();
     // Bytes for a connection being opened, and when the first of them was queued.
     let mut connecting: HashMap<Peer, (Instant, Vec<Bytes>)> = HashMap::new();
+    // Peers whose connection has closed, and when: a response for a request that came over one
+    // goes where the request's Via says (RFC 3261 §18.2.2). A peer merely not known yet is not
+    // one of them: a request can be handled before its connection's `Opened`, and its response
+    // then waits in `connecting` for that.
+    let mut closed: HashMap<Peer, Instant> = HashMap::new();
     loop {
         let deadline = engine.next_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -712,6 +717,7 @@ async fn run(
                                 tracing::warn!(%peer, "connection opened too late: what waited for it was given up, not sent");
                             }
                         }
+                        closed.remove(&peer);
                         conns.insert(peer, (tx, id));
                     }
                     NetInput::Probe(reply) => {
@@ -721,6 +727,7 @@ async fn run(
                         let current = conns.get(&peer).is_some_and(|(_, open)| *open == id);
                         if current {
                             conns.remove(&peer);
+                            remember_closed(&mut closed, peer);
                         }
                         if refused {
                             engine.handle_send_failure(peer, now);
@@ -815,17 +822,27 @@ async fn run(
                     }
                     // One connection per peer, opened on first use and reused (RFC 3261 §18.1.1).
                     Transport::Tcp | Transport::Tls => {
-                        if let Some((tx, _)) = conns.get(&t.peer) {
+                        // A response whose request's connection has closed goes where the
+                        // request's Via says (RFC 3261 §18.2.2), not to the closed connection's
+                        // port, which nobody listens on.
+                        let peer = match t.reconnect {
+                            Some(addr) if !conns.contains_key(&t.peer) && closed.contains_key(&t.peer) => {
+                                tracing::info!(from = %t.peer, to = %addr, "the request's connection has closed: its response goes to the address of its Via (RFC 3261 §18.2.2)");
+                                Peer { transport: t.peer.transport, addr }
+                            }
+                            _ => t.peer,
+                        };
+                        if let Some((tx, _)) = conns.get(&peer) {
                             if tx.send(t.bytes.clone()).is_ok() {
                                 continue;
                             }
-                            conns.remove(&t.peer);
+                            conns.remove(&peer);
                         }
-                        match connecting.get_mut(&t.peer) {
+                        match connecting.get_mut(&peer) {
                             Some((_, q)) => q.push(t.bytes),
                             None => {
-                                connecting.insert(t.peer, (Instant::now(), vec![t.bytes]));
-                                tokio::spawn(transport::connect(t.peer, stream_io.clone()));
+                                connecting.insert(peer, (Instant::now(), vec![t.bytes]));
+                                tokio::spawn(transport::connect(peer, stream_io.clone()));
                             }
                         }
                     }
@@ -1255,6 +1272,20 @@ fn on_inbound(engine: &mut Engine, rtp: Option<&mut RtpSupply>, input: Inbound) 
         Inbound::Message(msg, peer) => engine.handle_message(msg, peer, Now::read()),
         Inbound::Rejected(rej, peer) => engine.handle_rejection(rej, peer, Now::read()),
     }
+}
+
+/// Closed connections remembered for their responses (`closed` in `run`); beyond,
+/// the older half is forgotten (their responses then go the old way, to the closed port).
+const CLOSED_KEPT: usize = 4096;
+
+fn remember_closed(closed: &mut HashMap<Peer, Instant>, peer: Peer) {
+    if closed.len() >= CLOSED_KEPT {
+        let mut ages: Vec<Instant> = closed.values().copied().collect();
+        ages.sort_unstable();
+        let cut = ages[ages.len() / 2];
+        closed.retain(|_, at| *at > cut);
+    }
+    closed.insert(peer, Instant::now());
 }
 
 /// The core is behind on ordinary work: answer 503 + Retry-After without serving it.

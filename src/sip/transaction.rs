@@ -54,6 +54,9 @@ impl std::fmt::Display for Peer {
 pub struct Transmit {
     pub peer: Peer,
     pub bytes: Bytes,
+    /// A response over TCP or TLS: where it goes if the request's connection to `peer` has
+    /// closed (RFC 3261 §18.2.2, [`reply_address`]). Never set for requests.
+    pub reconnect: Option<SocketAddr>,
 }
 
 /// RFC 3261 §17.1.1.1 timer values (configurable: some trunks want a shorter T1).
@@ -116,6 +119,8 @@ struct ServerTx {
     retransmit_every: Duration,
     /// Call-ID and CSeq number, to match the ACK of a 2xx.
     dialog_key: String,
+    /// Over TCP/TLS: where the responses go once the request's connection has closed.
+    reconnect: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,13 +224,18 @@ impl Transactions {
     }
 
     fn send(&mut self, peer: Peer, bytes: Bytes) {
-        self.transmits.push_back(Transmit { peer, bytes });
+        self.transmits.push_back(Transmit { peer, bytes, reconnect: None });
+    }
+
+    fn send_response(&mut self, peer: Peer, bytes: Bytes, reconnect: Option<SocketAddr>) {
+        self.transmits.push_back(Transmit { peer, bytes, reconnect });
     }
 
     /// Send a response statelessly (for requests that never get a transaction: a malformed
     /// request's 400 from the parser, or an ACK-less reply).
     pub fn send_stateless(&mut self, peer: Peer, msg: &Message) {
-        self.send(peer, Bytes::from(msg.to_bytes()));
+        let reconnect = if msg.is_request() { None } else { reply_address(msg, peer.transport) };
+        self.send_response(peer, Bytes::from(msg.to_bytes()), reconnect);
     }
 
     // ---------------------------------------------------------------- server side
@@ -304,8 +314,8 @@ impl Transactions {
             // A retransmission (§17.2.1, §17.2.2): re-send the most recent response, if any.
             self.stats.retransmissions_absorbed += 1;
             if let Some(resp) = tx.last_response.clone() {
-                let p = tx.peer;
-                self.send(p, resp);
+                let (p, reconnect) = (tx.peer, tx.reconnect);
+                self.send_response(p, resp, reconnect);
             }
             return None;
         }
@@ -343,6 +353,7 @@ impl Transactions {
                 last_response: None,
                 retransmit_every: t1,
                 dialog_key: Self::dialog_key(msg),
+                reconnect: reply_address(msg, peer.transport),
             },
         );
     }
@@ -364,7 +375,7 @@ impl Transactions {
         }
         let bytes = Bytes::from(resp.to_bytes());
         tx.last_response = Some(bytes.clone());
-        let peer = tx.peer;
+        let (peer, reconnect) = (tx.peer, tx.reconnect);
         let reliable = peer.transport.reliable();
         let invite = tx.invite;
         let dialog_key = tx.dialog_key.clone();
@@ -391,7 +402,7 @@ impl Transactions {
                 self.timer(now + wait, TimerKind::ServerForget, key);
             }
         }
-        self.send(peer, bytes);
+        self.send_response(peer, bytes, reconnect);
     }
 
     // ---------------------------------------------------------------- client side
@@ -621,6 +632,22 @@ impl Transactions {
         }
         events
     }
+}
+
+/// RFC 3261 §18.2.2: over TCP or TLS a response goes back on the request's connection; once
+/// that has closed, the server opens one to the top Via's `received` address (else its sent-by
+/// host, when that is an IP) on its sent-by port (else the transport's default). A PBX whose
+/// connection dropped (an idle timeout, a restart) thus still gets the 200 of its emergency
+/// call. UDP has no connection: none.
+fn reply_address(msg: &Message, transport: Transport) -> Option<SocketAddr> {
+    if !transport.reliable() {
+        return None;
+    }
+    let via = msg.top_via()?;
+    let host = via.param("received").filter(|r| !r.is_empty()).unwrap_or(&via.host);
+    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let port = via.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+    Some(SocketAddr::new(ip, port))
 }
 
 /// §17.1.1.3: the ACK for a non-2xx final has the INVITE's Request-URI, Call-ID, From, top Via

@@ -2,7 +2,8 @@
 //! (sosdesk → TLS → Kamailio → UDP → the provider) and as a PBX's (caller → UDP → Kamailio →
 //! TLS → sosdesk), mutual TLS both ways, a route refused without a client certificate or with a
 //! certificate for another name, and RFC 5626 CRLF keepalive on a connection sosdesk opened;
-//! and a provider's connection that closes while a call waits there for its final answer.
+//! a provider's connection that closes while a call waits there for its final answer; and a
+//! PBX's connection that closes mid-call (its answer and the far end's BYE still reach it).
 
 use crate::support;
 
@@ -326,4 +327,124 @@ fn a_provider_connection_that_closes_before_the_final_answer_fails_the_call_over
         assert_eq!(second.route.as_ref().unwrap().name, "provider-secondary", "after {status}");
         lab.assert_audit_verifies();
     }
+}
+
+/// Everything sosdesk sends on `conn` until it closes its side (it does once the core has let the
+/// connection go: the engine holds the writer until it has handled the close).
+fn read_until_closed(conn: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    conn.read_to_end(&mut all).expect("sosdesk closes its side of the connection");
+    all
+}
+
+#[test]
+fn a_pbx_whose_connection_closes_mid_call_still_gets_its_answer_and_the_far_ends_bye() {
+    // A PBX calls over TCP from an ephemeral port; it listens on `pbx` (its Via and Contact).
+    // Its connection closes before the answer (an idle timeout, a restart): the 200 must come
+    // on a connection sosdesk opens to the Via's address (RFC 3261 §18.2.2), not to the closed
+    // connection's port. That one closes too after the ACK: the far end's BYE must then go to
+    // the caller's Contact (§12.2.1.1). The provider is the test's own UDP socket, so that it
+    // answers only once the PBX's connection is gone.
+    use sosdesk::sip::parse::parse_datagram;
+    let pbx = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pbx_port = pbx.local_addr().unwrap().port();
+    let (conn_tx, conns) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for c in pbx.incoming() {
+            if conn_tx.send(c.expect("accept")).is_err() {
+                break;
+            }
+        }
+    });
+    let next_connection = || {
+        let c: TcpStream = conns
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sosdesk opens a connection to the PBX's listening port");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    };
+    let mut lab = Lab::start();
+    let provider = std::net::UdpSocket::bind(("127.0.0.1", lab.ports.primary)).unwrap();
+    provider.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let provider_gets = |method: &str| loop {
+        let mut b = vec![0u8; 65536];
+        let (n, from) = provider.recv_from(&mut b).expect("the provider hears from sosdesk");
+        let m = parse_datagram(&b[..n]).unwrap();
+        let is = if m.is_request() { m.method() == method } else { m.cseq().is_some_and(|c| c.1 == method) };
+        if is {
+            return (m, from);
+        }
+    };
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let sip = lab.ports.sip;
+    let invite = format!(
+        "INVITE sip:911@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bKpbxinvite\r\n\
+Max-Forwards: 70\r\nFrom: \"Reception\" <sip:4255550100@127.0.0.1>;tag=pbx1\r\nTo: <sip:911@127.0.0.1>\r\n\
+Call-ID: pbx-over-tcp\r\nCSeq: 1 INVITE\r\nContact: <sip:4255550100@127.0.0.1:{pbx_port};transport=tcp>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let mut first = TcpStream::connect(("127.0.0.1", sip)).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    first.write_all(invite.as_bytes()).unwrap();
+    // The provider takes the INVITE (a 100 keeps the route's timer off) and answers only
+    // once the PBX's connection is gone.
+    let (to_provider, core) = provider_gets("INVITE");
+    provider.send_to(&to_provider.response(100, "Trying", None).to_bytes(), core).unwrap();
+    let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
+    assert_eq!(next_message(&mut first, &mut buf, &mut framer).status(), Some(100));
+    first.shutdown(std::net::Shutdown::Write).unwrap();
+    read_until_closed(&mut first);
+
+    let mut ok = to_provider.response(200, "OK", Some("prov1"));
+    ok.push("Contact", format!("<sip:provider@127.0.0.1:{}>", lab.ports.primary));
+    ok.push("Content-Type", "application/sdp");
+    ok.body = bytes::Bytes::from(sdp.replace("41000", "42000"));
+    provider.send_to(&ok.to_bytes(), core).unwrap();
+
+    let mut second = next_connection();
+    let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
+    let answer = loop {
+        let m = next_message(&mut second, &mut buf, &mut framer);
+        if m.status().is_some_and(|s| s >= 200) {
+            break m;
+        }
+    };
+    assert_eq!((answer.status(), answer.call_id()), (Some(200), Some("pbx-over-tcp")), "{answer:?}");
+    let contact = sosdesk::sip::dialog::contact_uri_text(&answer);
+    let ack = format!(
+        "ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bKpbxack\r\nMax-Forwards: 70\r\n\
+From: \"Reception\" <sip:4255550100@127.0.0.1>;tag=pbx1\r\nTo: {}\r\nCall-ID: pbx-over-tcp\r\nCSeq: 1 ACK\r\n\
+Content-Length: 0\r\n\r\n",
+        answer.header("To").unwrap()
+    );
+    second.write_all(ack.as_bytes()).unwrap();
+    provider_gets("ACK");
+    second.shutdown(std::net::Shutdown::Write).unwrap();
+    read_until_closed(&mut second);
+
+    // The far end hangs up.
+    let bye = format!(
+        "BYE {} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKprovbye\r\nMax-Forwards: 70\r\nFrom: {};tag=prov1\r\n\
+To: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        sosdesk::sip::dialog::contact_uri_text(&to_provider),
+        lab.ports.primary,
+        to_provider.header("To").unwrap(),
+        to_provider.header("From").unwrap(),
+        to_provider.call_id().unwrap()
+    );
+    provider.send_to(bye.as_bytes(), core).unwrap();
+    let mut third = next_connection();
+    let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
+    let bye_to_pbx = next_message(&mut third, &mut buf, &mut framer);
+    assert_eq!((bye_to_pbx.method(), bye_to_pbx.call_id()), ("BYE", Some("pbx-over-tcp")));
+    assert!(bye_to_pbx.request_uri().unwrap().contains(&format!("127.0.0.1:{pbx_port}")), "{bye_to_pbx:?}");
+    third.write_all(&bye_to_pbx.response(200, "OK", None).to_bytes()).unwrap();
+    let (done, _) = provider_gets("BYE");
+    assert_eq!(done.status(), Some(200), "the provider's BYE is answered with the PBX's 200");
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "answered", "ended"]);
+    assert!(matches!(&events[3].kind, CallEventKind::Ended { by, .. } if by == "far-end"), "{:?}", events[3].kind);
+    lab.assert_audit_verifies();
 }

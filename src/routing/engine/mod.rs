@@ -805,6 +805,26 @@ impl Engine {
             let reason = format!("the connection to {peer} closed before a final answer");
             self.fail_attempt(&call_ref, attempt, reason, true, now);
         }
+        // A caller's connection (a PBX, an SBC: it opened it) that closed mid-call: requests
+        // inside its dialog (the far end's BYE, a re-INVITE) cannot follow it to a port nobody
+        // listens on any more. They go to the dialog's next hop instead, as §12.2.1.1 says:
+        // the first Record-Route, else the caller's Contact — an IP address; a name would
+        // need DNS on this path, and the call then keeps its old address (logged).
+        for call in self.calls.live.values_mut().filter(|c| c.a.peer == peer) {
+            match call.a.next_hop().map(|hop| hop.literal()) {
+                Ok(Some(hop)) if hop != peer => {
+                    tracing::info!(call = %call.call_ref, closed = %peer, to = %hop, "the caller's connection closed: requests inside the call go to its next hop (RFC 3261 §12.2.1.1)");
+                    call.a.peer = hop;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(call = %call.call_ref, closed = %peer, "the caller's connection closed and its next hop is a name: requests inside the call cannot reach it")
+                }
+                Err(e) => {
+                    tracing::warn!(call = %call.call_ref, closed = %peer, error = %e, "the caller's connection closed and its dialog has no next hop: requests inside the call cannot reach it")
+                }
+            }
+        }
     }
 
     // ------------------------------------------------------------------ requests
