@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -39,14 +38,16 @@ use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output, Share
 use crate::shared::callbacks::CallbackStore;
 use crate::shared::node_name::NodeNameClaim;
 use crate::shared::registrations::RegistrationStore;
-use crate::sip::transaction::{Peer, Transport};
+use crate::sip::transaction::Transport;
 use crate::transport::{self, StreamIo, TlsSetup};
 
 mod lis;
+mod streams;
 use lis::{
     keep_published_location, msag_validator, offer_sighting, record_sightings, refresh_wiremap, reload_wiremap,
     PublishAnswer, SIGHTINGS_QUEUE,
 };
+use streams::Streams;
 
 /// Why the core could not start.
 #[derive(Debug, thiserror::Error)]
@@ -677,14 +678,7 @@ async fn run(
     // Recordings being finished and audited, and late events of ended calls; waited for when
     // the core stops.
     let mut recordings = tokio::task::JoinSet::new();
-    let mut conns: HashMap<Peer, (mpsc::UnboundedSender<Bytes>, u64)> = HashMap::new();
-    // Bytes for a connection being opened, and when the first of them was queued.
-    let mut connecting: HashMap<Peer, (Instant, Vec<Bytes>)> = HashMap::new();
-    // Peers whose connection has closed, and when: a response for a request that came over one
-    // goes where the request's Via says (RFC 3261 §18.2.2). A peer merely not known yet is not
-    // one of them: a request can be handled before its connection's `Opened`, and its response
-    // then waits in `connecting` for that.
-    let mut closed: HashMap<Peer, Instant> = HashMap::new();
+    let mut streams = Streams::default();
     loop {
         let deadline = engine.next_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -705,30 +699,12 @@ async fn run(
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
-                    NetInput::Opened { peer, tx, id } => {
-                        if let Some((since, queued)) = connecting.remove(&peer) {
-                            // Older than a route's timeout, the requests have been given up (the
-                            // call went to the next route): sent now, a provider would ring twice.
-                            if since.elapsed() <= ctx.route_timeout {
-                                for b in queued {
-                                    let _ = tx.send(b);
-                                }
-                            } else {
-                                tracing::warn!(%peer, "connection opened too late: what waited for it was given up, not sent");
-                            }
-                        }
-                        closed.remove(&peer);
-                        conns.insert(peer, (tx, id));
-                    }
+                    NetInput::Opened { peer, tx, id } => streams.opened(peer, tx, id, ctx.route_timeout),
                     NetInput::Probe(reply) => {
                         let _ = reply.send(engine.load());
                     }
                     NetInput::Closed { peer, id, refused } => {
-                        let current = conns.get(&peer).is_some_and(|(_, open)| *open == id);
-                        if current {
-                            conns.remove(&peer);
-                            remember_closed(&mut closed, peer);
-                        }
+                        let current = streams.closed(peer, id);
                         if refused {
                             engine.handle_send_failure(peer, now);
                         } else if current {
@@ -737,7 +713,7 @@ async fn run(
                         }
                     }
                     NetInput::SendFailed(peer) => {
-                        connecting.remove(&peer);
+                        streams.open_failed(peer);
                         engine.handle_send_failure(peer, now);
                     }
                     NetInput::Annotate { call_id, kind, reply } => on_annotate(&mut engine, call_id, kind, reply, &ctx, now),
@@ -821,31 +797,7 @@ async fn run(
                         }
                     }
                     // One connection per peer, opened on first use and reused (RFC 3261 §18.1.1).
-                    Transport::Tcp | Transport::Tls => {
-                        // A response whose request's connection has closed goes where the
-                        // request's Via says (RFC 3261 §18.2.2), not to the closed connection's
-                        // port, which nobody listens on.
-                        let peer = match t.reconnect {
-                            Some(addr) if !conns.contains_key(&t.peer) && closed.contains_key(&t.peer) => {
-                                tracing::info!(from = %t.peer, to = %addr, "the request's connection has closed: its response goes to the address of its Via (RFC 3261 §18.2.2)");
-                                Peer { transport: t.peer.transport, addr }
-                            }
-                            _ => t.peer,
-                        };
-                        if let Some((tx, _)) = conns.get(&peer) {
-                            if tx.send(t.bytes.clone()).is_ok() {
-                                continue;
-                            }
-                            conns.remove(&peer);
-                        }
-                        match connecting.get_mut(&peer) {
-                            Some((_, q)) => q.push(t.bytes),
-                            None => {
-                                connecting.insert(peer, (Instant::now(), vec![t.bytes]));
-                                tokio::spawn(transport::connect(peer, stream_io.clone()));
-                            }
-                        }
-                    }
+                    Transport::Tcp | Transport::Tls => streams.send(t, &stream_io),
                 },
                 Output::Media(action) => on_media_action(action, &mut media, &mut recordings, &ctx),
                 Output::Event(ev) => {
@@ -1272,20 +1224,6 @@ fn on_inbound(engine: &mut Engine, rtp: Option<&mut RtpSupply>, input: Inbound) 
         Inbound::Message(msg, peer) => engine.handle_message(msg, peer, Now::read()),
         Inbound::Rejected(rej, peer) => engine.handle_rejection(rej, peer, Now::read()),
     }
-}
-
-/// Closed connections remembered for their responses (`closed` in `run`); beyond,
-/// the older half is forgotten (their responses then go the old way, to the closed port).
-const CLOSED_KEPT: usize = 4096;
-
-fn remember_closed(closed: &mut HashMap<Peer, Instant>, peer: Peer) {
-    if closed.len() >= CLOSED_KEPT {
-        let mut ages: Vec<Instant> = closed.values().copied().collect();
-        ages.sort_unstable();
-        let cut = ages[ages.len() / 2];
-        closed.retain(|_, at| *at > cut);
-    }
-    closed.insert(peer, Instant::now());
 }
 
 /// The core is behind on ordinary work: answer 503 + Retry-After without serving it.
