@@ -797,7 +797,11 @@ async fn run(
                         }
                     }
                     // One connection per peer, opened on first use and reused (RFC 3261 §18.1.1).
-                    Transport::Tcp | Transport::Tls => streams.send(t, &stream_io),
+                    Transport::Tcp | Transport::Tls => {
+                        if let Some(peer) = streams.send(t) {
+                            tokio::spawn(transport::connect(peer, stream_io.clone()));
+                        }
+                    }
                 },
                 Output::Media(action) => on_media_action(action, &mut media, &mut recordings, &ctx),
                 Output::Event(ev) => {

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::sip::transaction::{Peer, Transmit};
-use crate::transport::{self, StreamIo};
 
 /// Closed connections remembered for their responses; beyond, the older half is forgotten
 /// (a response for one of those then goes the old way, to the closed connection's port).
@@ -18,6 +17,13 @@ const CLOSED_KEPT: usize = 4096;
 /// dropped: no connection is opened or announced that late.
 const WAITING_KEPT: usize = 1024;
 const STALE_WAIT: Duration = Duration::from_secs(64);
+
+enum Written {
+    Sent,
+    /// Its task has ended: the connection is closing.
+    Dead,
+    NoConnection,
+}
 
 #[derive(Default)]
 pub(super) struct Streams {
@@ -67,20 +73,25 @@ impl Streams {
         self.waiting.remove(&peer);
     }
 
-    /// Send `t` over its peer's connection, opening one if needed.
-    pub(super) fn send(&mut self, t: Transmit, io: &StreamIo) {
+    /// Send `t` over its peer's connection. Returns the peer to open a connection to, when one
+    /// is needed (the caller starts `transport::connect`; `t` waits for it).
+    #[must_use]
+    pub(super) fn send(&mut self, t: Transmit) -> Option<Peer> {
         let mut peer = t.peer;
-        if self.write(peer, &t.bytes) {
-            return;
-        }
+        let dead = match self.write(peer, &t.bytes) {
+            Written::Sent => return None,
+            Written::Dead => true,
+            Written::NoConnection => false,
+        };
         match t.reconnect {
-            // A response whose request's connection has closed goes where the request's Via
-            // says (§18.2.2), not to the closed connection's port, which nobody listens on.
-            Some(addr) if self.closed.contains_key(&peer) => {
+            // A response whose request's connection has closed (or is closing: its task has
+            // ended, its `Closed` is on the way) goes where the request's Via says (§18.2.2),
+            // not to the closed connection's port, which nobody listens on.
+            Some(addr) if dead || self.closed.contains_key(&peer) => {
                 tracing::info!(from = %peer, to = %addr, "the request's connection has closed: its response goes to the address of its Via (RFC 3261 §18.2.2)");
                 peer = Peer { transport: peer.transport, addr };
-                if self.write(peer, &t.bytes) {
-                    return;
+                if let Written::Sent = self.write(peer, &t.bytes) {
+                    return None;
                 }
             }
             // A response on a connection whose `Opened` is still on its way: it waits for it
@@ -91,29 +102,30 @@ impl Streams {
                     self.waiting.retain(|_, (since, _)| since.elapsed() < STALE_WAIT);
                 }
                 self.waiting.entry(peer).or_insert_with(|| (Instant::now(), Vec::new())).1.push(t.bytes);
-                return;
+                return None;
             }
             None => {}
         }
         match self.waiting.get_mut(&peer) {
-            Some((_, q)) => q.push(t.bytes),
+            Some((_, q)) => {
+                q.push(t.bytes);
+                None
+            }
             None => {
                 self.waiting.insert(peer, (Instant::now(), vec![t.bytes]));
-                tokio::spawn(transport::connect(peer, io.clone()));
+                Some(peer)
             }
         }
     }
 
-    /// Write on the open connection to `peer`, if there is one that still takes bytes.
-    fn write(&mut self, peer: Peer, bytes: &Bytes) -> bool {
-        let Some((tx, _)) = self.open.get(&peer) else { return false };
-        if tx.send(bytes.clone()).is_ok() {
-            return true;
+    /// Write on the open connection to `peer`. A connection whose task has ended stays listed
+    /// until its `Closed` (which then tells the engine, see [`Streams::closed`]).
+    fn write(&self, peer: Peer, bytes: &Bytes) -> Written {
+        match self.open.get(&peer) {
+            None => Written::NoConnection,
+            Some((tx, _)) if tx.send(bytes.clone()).is_ok() => Written::Sent,
+            Some(_) => Written::Dead,
         }
-        // Its task has ended; its `Closed` is on the way.
-        self.open.remove(&peer);
-        self.remember_closed(peer);
-        false
     }
 
     fn remember_closed(&mut self, peer: Peer) {
@@ -159,5 +171,33 @@ mod tests {
         // A close of an older connection to the same peer leaves the newer one open.
         assert!(!s.closed(last, 0));
         assert!(s.open.contains_key(&last));
+    }
+
+    #[tokio::test]
+    async fn a_response_handled_before_its_connections_opened_waits_for_it_and_one_after_its_close_reconnects() {
+        let mut s = Streams::default();
+        let pbx = peer(40_000);
+        let via = SocketAddr::from(([127, 0, 0, 1], 5062));
+        let response = |text: &'static str| Transmit {
+            peer: pbx,
+            bytes: Bytes::from_static(text.as_bytes()),
+            reconnect: Some(via),
+        };
+        // The request came on a connection the engine task has not heard of yet: no connection
+        // is opened to the caller's port (nobody listens there), the responses wait for it.
+        assert_eq!(s.send(response("100")), None);
+        assert_eq!(s.send(response("180")), None);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        s.opened(pbx, tx, 7, Duration::from_secs(2));
+        assert_eq!(rx.recv().await.unwrap(), "100");
+        assert_eq!(rx.recv().await.unwrap(), "180");
+        assert_eq!(s.send(response("200")), None);
+        assert_eq!(rx.recv().await.unwrap(), "200", "on the connection, once open");
+        // Once it has closed, a response goes to its Via's address (§18.2.2): a connection there.
+        assert!(s.closed(pbx, 7));
+        assert_eq!(s.send(response("BYE's 200")), Some(Peer { transport: Transport::Tcp, addr: via }));
+        // A request to a peer without a connection opens one to that peer.
+        let request = Transmit { peer: peer(5070), bytes: Bytes::from_static(b"INVITE"), reconnect: None };
+        assert_eq!(s.send(request), Some(peer(5070)));
     }
 }
