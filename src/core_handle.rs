@@ -38,11 +38,13 @@ pub(crate) enum NetInput {
     },
     /// The connection `id` to `peer` closed. `refused`: sosdesk opened it and the peer closed it
     /// without a word (a TLS peer refusing our certificate after the handshake): what waits
-    /// there fails as if it could not be sent (`SendFailed`).
+    /// there fails as if it could not be sent (`SendFailed`). `accepted`: the peer had opened it
+    /// (a PBX, a phone), so its address is no place to reconnect to.
     Closed {
         peer: Peer,
         id: u64,
         refused: bool,
+        accepted: bool,
     },
     SendFailed(Peer),
     /// Is the engine turning? Answered by the engine task when it reaches this input, behind

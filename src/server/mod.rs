@@ -196,9 +196,12 @@ impl Core {
         if let Some(sock) = &udp {
             tokio::spawn(intake::udp_intake(sock.clone(), lanes.clone(), stop_rx.clone()));
         }
+        // A connection's `Opened` has a channel of its own, served first (`run`).
+        let (opened_tx, opened_rx) = mpsc::unbounded_channel();
         let stream_io = StreamIo {
             lanes: lanes.clone(),
             net_tx: net_tx.clone(),
+            opened_tx,
             tls: tls_setup.clone(),
             keepalive: (cfg.sip.keepalive_s > 0).then(|| Duration::from_secs(cfg.sip.keepalive_s)),
         };
@@ -394,7 +397,7 @@ impl Core {
             user_locations: user_locations.clone(),
         };
         drop(lanes);
-        let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), net_rx, ctx, stop_rx));
+        let task = tokio::spawn(run(engine, udp, (stream_io, lane_rx), (net_rx, opened_rx), ctx, stop_rx));
         tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, held = ?held, api = ?api, store = %cfg.store_location(), "sosdesk core started");
         Ok(Core {
             local,
@@ -666,7 +669,7 @@ async fn run(
     mut engine: Engine,
     udp: Option<Arc<UdpSocket>>,
     (stream_io, mut inbound): (StreamIo, LaneReceivers),
-    mut net_rx: mpsc::UnboundedReceiver<NetInput>,
+    (mut net_rx, mut opened_rx): (mpsc::UnboundedReceiver<NetInput>, mpsc::UnboundedReceiver<NetInput>),
     mut ctx: RunContext,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -684,6 +687,13 @@ async fn run(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
+            // A connection opened, before the requests that came on it are answered: their
+            // responses find it (`streams.rs`). Its close comes with the other inputs, after
+            // the urgent lane: what was read on it is handled first.
+            Some(input) = opened_rx.recv() => {
+                hand_rtp_ports(&mut engine, rtp.as_mut());
+                on_connection(input, &mut streams, &mut engine, ctx.route_timeout);
+            }
             // Emergency first: the urgent lane (emergency INVITEs, their dialogs, responses),
             // a batch at a time so the bytes go out together.
             Some(first) = inbound.urgent.recv() => {
@@ -699,22 +709,11 @@ async fn run(
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
-                    NetInput::Opened { peer, tx, id } => streams.opened(peer, tx, id, ctx.route_timeout),
+                    input @ (NetInput::Opened { .. } | NetInput::Closed { .. } | NetInput::SendFailed(_)) => {
+                        on_connection(input, &mut streams, &mut engine, ctx.route_timeout)
+                    }
                     NetInput::Probe(reply) => {
                         let _ = reply.send(engine.load());
-                    }
-                    NetInput::Closed { peer, id, refused } => {
-                        let current = streams.closed(peer, id);
-                        if refused {
-                            engine.handle_send_failure(peer, now);
-                        } else if current {
-                            // Answers to what went out on it can no longer come back on it.
-                            engine.handle_connection_closed(peer, now);
-                        }
-                    }
-                    NetInput::SendFailed(peer) => {
-                        streams.open_failed(peer);
-                        engine.handle_send_failure(peer, now);
                     }
                     NetInput::Annotate { call_id, kind, reply } => on_annotate(&mut engine, call_id, kind, reply, &ctx, now),
                     NetInput::Fault(fault) => fault.strike(),
@@ -1227,6 +1226,30 @@ fn on_inbound(engine: &mut Engine, rtp: Option<&mut RtpSupply>, input: Inbound) 
     match input {
         Inbound::Message(msg, peer) => engine.handle_message(msg, peer, Now::read()),
         Inbound::Rejected(rej, peer) => engine.handle_rejection(rej, peer, Now::read()),
+    }
+}
+
+/// A TCP or TLS connection opened, closed, or could not be opened.
+fn on_connection(input: NetInput, streams: &mut Streams, engine: &mut Engine, route_timeout: Duration) {
+    let now = Now::read();
+    match input {
+        NetInput::Opened { peer, tx, id } => streams.opened(peer, tx, id, route_timeout, Instant::now()),
+        NetInput::Closed { peer, id, refused, accepted } => {
+            let current = streams.closed(peer, id);
+            if refused {
+                // What was queued for it goes with it: the engine fails it over.
+                streams.open_failed(peer);
+                engine.handle_send_failure(peer, now);
+            } else if current {
+                // Answers to what went out on it can no longer come back on it.
+                engine.handle_connection_closed(peer, accepted, now);
+            }
+        }
+        NetInput::SendFailed(peer) => {
+            streams.open_failed(peer);
+            engine.handle_send_failure(peer, now);
+        }
+        _ => {}
     }
 }
 

@@ -10,13 +10,22 @@ use tokio::sync::mpsc;
 
 use crate::sip::transaction::{Peer, Transmit};
 
-/// Closed connections remembered for their responses; beyond, the older half is forgotten
-/// (a response for one of those then goes the old way, to the closed connection's port).
+/// Closed connections remembered for their responses; beyond, the older half is forgotten (a
+/// response for one of those then waits for an `Opened` that does not come, and is dropped
+/// with the stale waits, below: lost as it was before §18.2.2 was followed).
 const CLOSED_KEPT: usize = 4096;
 /// Beyond this many peers with bytes waiting, those waiting longer than [`STALE_WAIT`] are
 /// dropped: no connection is opened or announced that late.
 const WAITING_KEPT: usize = 1024;
 const STALE_WAIT: Duration = Duration::from_secs(64);
+
+/// Bytes waiting for a connection.
+struct Queued {
+    bytes: Bytes,
+    /// A response is sent however late its connection opens; a request that waited beyond the
+    /// route timeout has been given up (the call went elsewhere) and is dropped.
+    response: bool,
+}
 
 enum Written {
     Sent,
@@ -33,23 +42,30 @@ pub(super) struct Streams {
     /// Bytes for a connection not open yet, and when the first of them was queued: one being
     /// opened by us, or one a peer opened whose `Opened` the engine task has not handled yet
     /// (a request on it can come first, through the urgent lane).
-    waiting: HashMap<Peer, (Instant, Vec<Bytes>)>,
+    waiting: HashMap<Peer, (Instant, Vec<Queued>)>,
     /// Peers whose connection has closed, and when.
     closed: HashMap<Peer, Instant>,
 }
 
 impl Streams {
-    /// A connection is open: what waited for it is sent, unless it waited longer than
-    /// `given_up_after` (the requests have been given up: the call went to the next route, and
-    /// a provider would ring twice).
-    pub(super) fn opened(&mut self, peer: Peer, tx: mpsc::UnboundedSender<Bytes>, id: u64, given_up_after: Duration) {
+    /// A connection is open: what waited for it is sent — requests only if they waited no
+    /// longer than `given_up_after` (beyond, they have been given up: the call went to the next
+    /// route, and a provider would ring twice).
+    pub(super) fn opened(
+        &mut self,
+        peer: Peer,
+        tx: mpsc::UnboundedSender<Bytes>,
+        id: u64,
+        given_up_after: Duration,
+        now: Instant,
+    ) {
         if let Some((since, queued)) = self.waiting.remove(&peer) {
-            if since.elapsed() <= given_up_after {
-                for b in queued {
-                    let _ = tx.send(b);
-                }
-            } else {
-                tracing::warn!(%peer, "connection opened too late: what waited for it was given up, not sent");
+            let late = now.saturating_duration_since(since) > given_up_after;
+            if late && queued.iter().any(|q| !q.response) {
+                tracing::warn!(%peer, "connection opened too late: the requests that waited for it were given up, not sent");
+            }
+            for q in queued.into_iter().filter(|q| q.response || !late) {
+                let _ = tx.send(q.bytes);
             }
         }
         self.closed.remove(&peer);
@@ -78,6 +94,7 @@ impl Streams {
     #[must_use]
     pub(super) fn send(&mut self, t: Transmit) -> Option<Peer> {
         let mut peer = t.peer;
+        let response = t.reconnect.is_some();
         let dead = match self.write(peer, &t.bytes) {
             Written::Sent => return None,
             Written::Dead => true,
@@ -101,18 +118,20 @@ impl Streams {
                     // One whose `Opened` never came (its close was forgotten beyond CLOSED_KEPT).
                     self.waiting.retain(|_, (since, _)| since.elapsed() < STALE_WAIT);
                 }
-                self.waiting.entry(peer).or_insert_with(|| (Instant::now(), Vec::new())).1.push(t.bytes);
+                let queued = Queued { bytes: t.bytes, response };
+                self.waiting.entry(peer).or_insert_with(|| (Instant::now(), Vec::new())).1.push(queued);
                 return None;
             }
             None => {}
         }
+        let queued = Queued { bytes: t.bytes, response };
         match self.waiting.get_mut(&peer) {
             Some((_, q)) => {
-                q.push(t.bytes);
+                q.push(queued);
                 None
             }
             None => {
-                self.waiting.insert(peer, (Instant::now(), vec![t.bytes]));
+                self.waiting.insert(peer, (Instant::now(), vec![queued]));
                 Some(peer)
             }
         }
@@ -159,14 +178,14 @@ mod tests {
         let mut s = Streams::default();
         for port in 0..CLOSED_KEPT as u16 + 10 {
             let (tx, _rx) = mpsc::unbounded_channel();
-            s.opened(peer(port), tx, port as u64, Duration::from_secs(2));
+            s.opened(peer(port), tx, port as u64, Duration::from_secs(2), Instant::now());
             assert!(s.closed(peer(port), port as u64));
         }
         assert!(s.closed.len() <= CLOSED_KEPT, "{}", s.closed.len());
         let last = peer(CLOSED_KEPT as u16 + 9);
         assert!(s.is_closed(&last));
         let (tx, _rx) = mpsc::unbounded_channel();
-        s.opened(last, tx, 1, Duration::from_secs(2));
+        s.opened(last, tx, 1, Duration::from_secs(2), Instant::now());
         assert!(!s.is_closed(&last));
         // A close of an older connection to the same peer leaves the newer one open.
         assert!(!s.closed(last, 0));
@@ -188,7 +207,7 @@ mod tests {
         assert_eq!(s.send(response("100")), None);
         assert_eq!(s.send(response("180")), None);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        s.opened(pbx, tx, 7, Duration::from_secs(2));
+        s.opened(pbx, tx, 7, Duration::from_secs(2), Instant::now());
         assert_eq!(rx.recv().await.unwrap(), "100");
         assert_eq!(rx.recv().await.unwrap(), "180");
         assert_eq!(s.send(response("200")), None);
@@ -197,7 +216,19 @@ mod tests {
         assert!(s.closed(pbx, 7));
         assert_eq!(s.send(response("BYE's 200")), Some(Peer { transport: Transport::Tcp, addr: via }));
         // A request to a peer without a connection opens one to that peer.
-        let request = Transmit { peer: peer(5070), bytes: Bytes::from_static(b"INVITE"), reconnect: None };
-        assert_eq!(s.send(request), Some(peer(5070)));
+        let provider = peer(5070);
+        let request = |text: &'static str| Transmit {
+            peer: provider,
+            bytes: Bytes::from_static(text.as_bytes()),
+            reconnect: None,
+        };
+        assert_eq!(s.send(request("INVITE")), Some(provider));
+        // Opened after the route timeout: the INVITE was given up (the call went elsewhere) and
+        // is not sent; a response waiting with it is.
+        assert_eq!(s.send(Transmit { reconnect: Some(via), ..request("BYE's 200") }), None);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        s.opened(provider, tx, 8, Duration::from_secs(2), Instant::now() + Duration::from_secs(3));
+        assert_eq!(rx.recv().await.unwrap(), "BYE's 200");
+        assert!(rx.try_recv().is_err(), "the given-up INVITE is not sent");
     }
 }

@@ -234,7 +234,7 @@ impl Transactions {
     /// Send a response statelessly (for requests that never get a transaction: a malformed
     /// request's 400 from the parser, or an ACK-less reply).
     pub fn send_stateless(&mut self, peer: Peer, msg: &Message) {
-        let reconnect = if msg.is_request() { None } else { reply_address(msg, peer.transport) };
+        let reconnect = if msg.is_request() { None } else { reply_address(msg, peer) };
         self.send_response(peer, Bytes::from(msg.to_bytes()), reconnect);
     }
 
@@ -353,7 +353,7 @@ impl Transactions {
                 last_response: None,
                 retransmit_every: t1,
                 dialog_key: Self::dialog_key(msg),
-                reconnect: reply_address(msg, peer.transport),
+                reconnect: reply_address(msg, peer),
             },
         );
     }
@@ -382,12 +382,12 @@ impl Transactions {
         if status >= 200 {
             if invite && status < 300 {
                 // §13.3.1.4 / RFC 6026: retransmit the 2xx (T1 doubling to T2) until the ACK,
-                // for 64*T1. Over TCP the transport is reliable: send once, still await ACK.
+                // for 64*T1 — over TCP and TLS too (§13.3.1.4 is the UAS core's, whatever the
+                // transport): a 200 written into a connection the caller had just closed is lost
+                // with it, and the next one goes to the caller's Via (`reconnect`, §18.2.2).
                 tx.state = ServerState::Accepted;
                 self.accepted_by_dialog.insert(dialog_key, key.to_string());
-                if !reliable {
-                    self.timer(now + t.t1, TimerKind::ServerRetransmit, key);
-                }
+                self.timer(now + t.t1, TimerKind::ServerRetransmit, key);
                 self.timer(now + t.t1 * 64, TimerKind::ServerGiveUp, key);
             } else if invite {
                 tx.state = ServerState::Completed;
@@ -419,7 +419,7 @@ impl Transactions {
             // cancelled and its transaction destroyed. A far end that rang and then went away
             // (its connection closed) would otherwise leave it here for ever: past its first
             // response an INVITE transaction has no timer of its own (§17.1.1.2).
-            let invite_key = key.replacen("|CANCEL", "|INVITE", 1);
+            let invite_key = Self::client_key_as(msg, "INVITE");
             if self.client.contains_key(&invite_key) {
                 self.timer(now + t.t1 * 64, TimerKind::ClientCancelled, &invite_key);
             }
@@ -449,11 +449,16 @@ impl Transactions {
     }
 
     fn client_key(msg: &Message) -> ClientKey {
-        let branch = msg.top_via().and_then(|v| v.branch().map(str::to_string)).unwrap_or_default();
         let method = match msg.method() {
             "ACK" => "INVITE",
             m => m,
         };
+        Self::client_key_as(msg, method)
+    }
+
+    /// The key of the client transaction of `method` with `msg`'s branch (a CANCEL's INVITE).
+    fn client_key_as(msg: &Message, method: &str) -> ClientKey {
+        let branch = msg.top_via().and_then(|v| v.branch().map(str::to_string)).unwrap_or_default();
         format!("{branch}|{method}")
     }
 
@@ -598,11 +603,11 @@ impl Transactions {
                     if let Some(tx) = self.server.get_mut(&key) {
                         if matches!(tx.state, ServerState::Completed | ServerState::Accepted) {
                             if let Some(bytes) = tx.last_response.clone() {
-                                let peer = tx.peer;
+                                let (peer, reconnect) = (tx.peer, tx.reconnect);
                                 tx.retransmit_every = (tx.retransmit_every * 2).min(t.t2);
                                 let every = tx.retransmit_every;
                                 self.stats.retransmissions_sent += 1;
-                                self.send(peer, bytes);
+                                self.send_response(peer, bytes, reconnect);
                                 self.timer(entry_at + every, TimerKind::ServerRetransmit, &key);
                             }
                         }
@@ -635,19 +640,17 @@ impl Transactions {
 }
 
 /// RFC 3261 §18.2.2: over TCP or TLS a response goes back on the request's connection; once
-/// that has closed, the server opens one to the top Via's `received` address (else its sent-by
-/// host, when that is an IP) on its sent-by port (else the transport's default). A PBX whose
-/// connection dropped (an idle timeout, a restart) thus still gets the 200 of its emergency
-/// call. UDP has no connection: none.
-fn reply_address(msg: &Message, transport: Transport) -> Option<SocketAddr> {
-    if !transport.reliable() {
+/// that has closed, the server opens one to the `received` address (the IP the request came
+/// from: taken from `peer`, never from a `received` the client may have written itself) on the
+/// top Via's sent-by port (else the transport's default). A PBX whose connection dropped (an
+/// idle timeout, a restart) thus still gets the 200 of its emergency call. UDP has no
+/// connection: none.
+fn reply_address(msg: &Message, peer: Peer) -> Option<SocketAddr> {
+    if !peer.transport.reliable() {
         return None;
     }
-    let via = msg.top_via()?;
-    let host = via.param("received").filter(|r| !r.is_empty()).unwrap_or(&via.host);
-    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-    let port = via.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
-    Some(SocketAddr::new(ip, port))
+    let port = msg.top_via()?.port.unwrap_or(if peer.transport == Transport::Tls { 5061 } else { 5060 });
+    Some(SocketAddr::new(peer.addr.ip(), port))
 }
 
 /// §17.1.1.3: the ACK for a non-2xx final has the INVITE's Request-URI, Call-ID, From, top Via
@@ -744,6 +747,63 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
         // A 487 that comes after all is a stray, passed up for the transaction user to ignore.
         let late = invite().response(487, "Request Terminated", Some("t9"));
         assert!(tx.on_response(late, cancel_at + Duration::from_secs(33)).is_err());
+    }
+
+    #[test]
+    fn a_response_over_a_stream_knows_where_to_go_once_the_connection_has_closed() {
+        let via = |v: &str| {
+            let mut m = Message::request("INVITE", "sip:911@127.0.0.1");
+            m.push("Via", v);
+            m.response(200, "OK", None)
+        };
+        let from = |t: Transport, a: &str| Peer { transport: t, addr: a.parse().unwrap() };
+        let pbx = from(Transport::Tcp, "192.0.2.7:40123");
+        // §18.2.2: the source address (what `received` says), on the sent-by port.
+        let got = reply_address(&via("SIP/2.0/TCP 10.0.0.7:5070;branch=z9hG4bK1"), pbx);
+        assert_eq!(got, Some("192.0.2.7:5070".parse().unwrap()));
+        // A `received` the client wrote itself is not believed.
+        let forged = via("SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bK1;received=203.0.113.9");
+        assert_eq!(reply_address(&forged, pbx), Some("192.0.2.7:5070".parse().unwrap()));
+        // No port: the transport's default; a name as sent-by is fine (the source is known).
+        assert_eq!(
+            reply_address(&via("SIP/2.0/TCP pbx.example;branch=z9hG4bK1"), pbx),
+            Some("192.0.2.7:5060".parse().unwrap())
+        );
+        let tls = from(Transport::Tls, "[2001:db8::7]:40123");
+        assert_eq!(
+            reply_address(&via("SIP/2.0/TLS [2001:db8::7];branch=z9hG4bK1"), tls),
+            Some("[2001:db8::7]:5061".parse().unwrap())
+        );
+        // UDP has no connection to lose.
+        assert_eq!(
+            reply_address(&via("SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bK1"), from(Transport::Udp, "192.0.2.7:5070")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_2xx_over_tcp_is_retransmitted_until_the_ack_and_knows_where_to_go() {
+        // §13.3.1.4 is the UAS core's, whatever the transport: a 200 written into a connection
+        // the caller had just closed is not the last word.
+        let mut tx = Transactions::new(Timers::default());
+        let t0 = Instant::now();
+        let tcp = Peer { transport: Transport::Tcp, addr: "127.0.0.1:40123".parse().unwrap() };
+        let inv = invite();
+        let Some(ServerEvent::Request { key, .. }) = tx.on_request(inv.clone(), tcp, t0) else { panic!() };
+        tx.respond(&key, &inv.response(200, "OK", Some("tt")), t0);
+        let sent: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit()).collect();
+        assert_eq!(sent.len(), 2, "100 and 200");
+        assert!(sent.iter().all(|t| t.reconnect == Some("127.0.0.1:5060".parse().unwrap())));
+        tx.handle_timeout(t0 + Duration::from_millis(500));
+        assert_eq!(drain(&mut tx), vec!["SIP/2.0 200 OK"]);
+        let ack = parse_datagram(
+            b"ACK sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKother\r\n\
+From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=tt\r\nCall-ID: c1\r\nCSeq: 1 ACK\r\n\r\n",
+        )
+        .unwrap();
+        assert!(matches!(tx.on_request(ack, tcp, t0), Some(ServerEvent::AckFor2xx { .. })));
+        tx.handle_timeout(t0 + Duration::from_secs(5));
+        assert!(drain(&mut tx).is_empty(), "no 2xx retransmission after the ACK");
     }
 
     #[test]

@@ -37,7 +37,13 @@ const PONG_WAIT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub(crate) struct StreamIo {
     pub lanes: Lanes,
+    /// Where `Closed` and `SendFailed` go: the engine task's inputs, served after the urgent
+    /// lane, so that what was read on a connection is handled before its close (a 200 a
+    /// provider sent just before closing still answers the call).
     pub net_tx: mpsc::UnboundedSender<NetInput>,
+    /// Where `Opened` goes: served before anything else, so that a request's connection is
+    /// known before its response goes out.
+    pub opened_tx: mpsc::UnboundedSender<NetInput>,
     pub tls: Arc<TlsSetup>,
     /// The idle time after which a connection sosdesk opened is pinged (none: never).
     pub keepalive: Option<Duration>,
@@ -140,7 +146,7 @@ where
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if io.net_tx.send(NetInput::Opened { peer, tx: out_tx.clone(), id }).is_err() {
+    if io.opened_tx.send(NetInput::Opened { peer, tx: out_tx.clone(), id }).is_err() {
         return;
     }
     let writer = tokio::spawn(async move {
@@ -223,7 +229,7 @@ where
     if refused {
         tracing::warn!(%peer, "the peer closed the connection without a word");
     }
-    let _ = io.net_tx.send(NetInput::Closed { peer, id, refused });
+    let _ = io.net_tx.send(NetInput::Closed { peer, id, refused, accepted: !opened });
     drop(out_tx);
     let _ = writer.await;
 }

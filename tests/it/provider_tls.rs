@@ -245,6 +245,45 @@ fn tcp_primary(config: String, addr: SocketAddr) -> String {
     .replace("route_timeout_ms = 2000", "route_timeout_ms = 20000")
 }
 
+/// The connections a listener accepts, handed over one by one within 10 s each (a missing one
+/// fails the test instead of hanging it). The accepting thread ends with this.
+struct Accepting {
+    connections: std::sync::mpsc::Receiver<TcpStream>,
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Accepting {
+    fn start(listener: TcpListener) -> Accepting {
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, connections) = std::sync::mpsc::channel();
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) || tx.send(c.expect("accept")).is_err() {
+                    break;
+                }
+            }
+        });
+        Accepting { connections, addr, stop }
+    }
+
+    fn next(&self, what: &str) -> TcpStream {
+        let c =
+            self.connections.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("no connection: {what}"));
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
 /// The next SIP message on a TCP connection (CRLF keepalives skipped).
 fn next_message(
     conn: &mut TcpStream,
@@ -271,16 +310,17 @@ fn a_provider_connection_that_closes_before_the_final_answer_fails_the_call_over
     // The provider's SBC takes the INVITE over TCP, answers 100 Trying (or rings), then drops
     // the connection: the answer can no longer come back on it (RFC 3261 §18.2.2), and past a
     // first response no timer of the INVITE's would end the wait (§17.1.1.2; the route timer
-    // only looks for silence, and is 20 s here). The call must go to the secondary at once; a
-    // ringing provider is told to stop (a CANCEL, on a connection of its own).
+    // only looks for silence, and is 20 s here). The call must go to the secondary at once; the
+    // provider, which has the INVITE, is told to stop (a CANCEL, on a connection of its own:
+    // a 100 is a provisional response too, RFC 3261 §9.1).
     for status in [100, 180] {
         let provider = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = provider.local_addr().unwrap();
+        let provider = Accepting::start(provider);
         let mut lab = Lab::start_with(|c| tcp_primary(c, addr));
         let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
         let sbc = std::thread::spawn(move || {
-            let (mut conn, _) = provider.accept().unwrap();
-            conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut conn = provider.next("the route's INVITE");
             let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
             let invite = next_message(&mut conn, &mut buf, &mut framer);
             assert_eq!(invite.method(), "INVITE");
@@ -290,26 +330,20 @@ fn a_provider_connection_that_closes_before_the_final_answer_fails_the_call_over
             };
             conn.write_all(&answer.to_bytes()).unwrap();
             drop(conn);
-            if status == 100 {
-                return (invite, None);
-            }
-            let (mut again, _) = provider.accept().unwrap();
-            again.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut again = provider.next("the CANCEL");
             let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
             let cancel = next_message(&mut again, &mut buf, &mut framer);
-            (invite, Some(cancel))
+            (invite, cancel)
         });
         lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
         secondary.wait().assert_ok();
-        let (invite, cancel) = sbc.join().expect("the provider saw the INVITE (and the CANCEL)");
-        if let Some(cancel) = cancel {
-            assert_eq!(cancel.method(), "CANCEL", "after {status}");
-            assert_eq!(cancel.call_id(), invite.call_id(), "the CANCEL is for the INVITE that rang");
-            assert_eq!(
-                cancel.top_via().and_then(|v| v.branch().map(str::to_string)),
-                invite.top_via().and_then(|v| v.branch().map(str::to_string))
-            );
-        }
+        let (invite, cancel) = sbc.join().expect("the provider saw the INVITE and the CANCEL");
+        assert_eq!(cancel.method(), "CANCEL", "after {status}");
+        assert_eq!(cancel.call_id(), invite.call_id(), "the CANCEL is for the INVITE it had");
+        assert_eq!(
+            cancel.top_via().and_then(|v| v.branch().map(str::to_string)),
+            invite.top_via().and_then(|v| v.branch().map(str::to_string))
+        );
         lab.stop();
         let events = lab.audit_events();
         let routed: Vec<&str> = kinds(&events).into_iter().filter(|k| *k != "ringing").collect();
@@ -348,21 +382,7 @@ fn a_pbx_whose_connection_closes_mid_call_still_gets_its_answer_and_the_far_ends
     use sosdesk::sip::parse::parse_datagram;
     let pbx = TcpListener::bind("127.0.0.1:0").unwrap();
     let pbx_port = pbx.local_addr().unwrap().port();
-    let (conn_tx, conns) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for c in pbx.incoming() {
-            if conn_tx.send(c.expect("accept")).is_err() {
-                break;
-            }
-        }
-    });
-    let next_connection = || {
-        let c: TcpStream = conns
-            .recv_timeout(Duration::from_secs(10))
-            .expect("sosdesk opens a connection to the PBX's listening port");
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c
-    };
+    let pbx = Accepting::start(pbx);
     let mut lab = Lab::start();
     let provider = std::net::UdpSocket::bind(("127.0.0.1", lab.ports.primary)).unwrap();
     provider.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -402,7 +422,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
     ok.body = bytes::Bytes::from(sdp.replace("41000", "42000"));
     provider.send_to(&ok.to_bytes(), core).unwrap();
 
-    let mut second = next_connection();
+    let mut second = pbx.next("the 200, at the PBX's Via (RFC 3261 §18.2.2)");
     let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
     let answer = loop {
         let m = next_message(&mut second, &mut buf, &mut framer);
@@ -434,17 +454,61 @@ To: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
         to_provider.call_id().unwrap()
     );
     provider.send_to(bye.as_bytes(), core).unwrap();
-    let mut third = next_connection();
+    let mut third = pbx.next("the far end's BYE, at the PBX's Contact (§12.2.1.1)");
     let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
     let bye_to_pbx = next_message(&mut third, &mut buf, &mut framer);
     assert_eq!((bye_to_pbx.method(), bye_to_pbx.call_id()), ("BYE", Some("pbx-over-tcp")));
     assert!(bye_to_pbx.request_uri().unwrap().contains(&format!("127.0.0.1:{pbx_port}")), "{bye_to_pbx:?}");
     third.write_all(&bye_to_pbx.response(200, "OK", None).to_bytes()).unwrap();
     let (done, _) = provider_gets("BYE");
-    assert_eq!(done.status(), Some(200), "the provider's BYE is answered with the PBX's 200");
+    assert_eq!(done.status(), Some(200), "the provider's BYE is answered");
     lab.stop();
     let events = lab.audit_events();
     assert_eq!(kinds(&events), ["detected", "routed", "answered", "ended"]);
     assert!(matches!(&events[3].kind, CallEventKind::Ended { by, .. } if by == "far-end"), "{:?}", events[3].kind);
+    lab.assert_audit_verifies();
+}
+
+#[test]
+fn a_final_answer_a_provider_sends_just_before_closing_still_answers_the_call() {
+    // What was read on a connection is handled before its close: a 200 followed at once by the
+    // close must answer the call, not fail it over (the close is served after the urgent lane,
+    // where the 200 waits). The caller's BYE then reaches the provider on a new connection.
+    let provider = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = provider.local_addr().unwrap();
+    let provider = Accepting::start(provider);
+    let mut lab = Lab::start_with(|c| tcp_primary(c, addr));
+    let sbc = std::thread::spawn(move || {
+        let mut conn = provider.next("the route's INVITE");
+        let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
+        let invite = next_message(&mut conn, &mut buf, &mut framer);
+        let mut ok = invite.response(200, "OK", Some("sbc1"));
+        ok.push("Contact", format!("<sip:provider@{addr};transport=tcp>"));
+        ok.push("Content-Type", "application/sdp");
+        ok.body = bytes::Bytes::from_static(
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 43000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        );
+        conn.write_all(&ok.to_bytes()).unwrap();
+        drop(conn);
+        // The ACK went into the closing connection (sosdesk had not read its close yet) and is
+        // lost with it, as TCP goes; a provider retransmits its 200 until the ACK (RFC 3261
+        // §13.3.1.4). The caller's BYE comes on a new connection.
+        let mut again = provider.next("the BYE");
+        let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
+        let bye = loop {
+            let m = next_message(&mut again, &mut buf, &mut framer);
+            if m.method() != "ACK" {
+                break m;
+            }
+        };
+        again.write_all(&bye.response(200, "OK", None).to_bytes()).unwrap();
+        bye
+    });
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+    let bye = sbc.join().expect("the provider got the BYE");
+    assert_eq!(bye.method(), "BYE");
+    lab.stop();
+    let events = lab.audit_events();
+    assert_eq!(kinds(&events), ["detected", "routed", "answered", "ended"]);
     lab.assert_audit_verifies();
 }

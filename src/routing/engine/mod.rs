@@ -783,47 +783,63 @@ impl Engine {
     }
 
     /// A TCP or TLS connection to `peer` closed (the provider's SBC dropped it, a reset, a
-    /// keepalive that found the flow dead). The answers to INVITEs sent on it were to come back
-    /// on it (RFC 3261 §18.2.2); a provider may open a connection of its own to our Via for
-    /// them, but one behind a firewall cannot, and an INVITE that has had a provisional has no
-    /// timer left (§17.1.1.2: Timer B runs only until the first response), so a call ringing
-    /// over a dead connection would wait for ever. Every call still waiting for its final
-    /// answer there fails over now: a ringing attempt is cancelled (over a new connection) and
-    /// the next route tried; a 200 that comes late from the abandoned attempt is ACKed and
-    /// ended, as after a route timeout.
-    pub fn handle_connection_closed(&mut self, peer: Peer, now: Now) {
+    /// keepalive that found the flow dead); `accepted`: the peer had opened it. The answers to
+    /// INVITEs sent on it were to come back on it (RFC 3261 §18.2.2); a provider may open a
+    /// connection of its own to our Via for them, but one behind a firewall cannot, and an
+    /// INVITE that has had a provisional has no timer left (§17.1.1.2: Timer B runs only until
+    /// the first response), so a call ringing over a dead connection would wait for ever.
+    /// Every call still waiting for its final answer there fails over now: an attempt that had
+    /// any provisional, 100 included, is cancelled (§9.1, over a new connection) and the next
+    /// route tried; a 200 that comes late from the abandoned attempt is ACKed and ended, as
+    /// after a route timeout.
+    pub fn handle_connection_closed(&mut self, peer: Peer, accepted: bool, now: Now) {
         self.tick(now);
         let now = now.mono;
-        let waiting: Vec<(String, usize)> = self
-            .calls
-            .live
-            .values()
-            .filter(|c| c.state == CallState::Routing)
-            .filter_map(|c| c.b.as_ref().filter(|b| b.dialog.peer == peer).map(|b| (c.call_ref.clone(), b.attempt)))
-            .collect();
+        let mut waiting = Vec::new();
+        for c in self.calls.live.values_mut().filter(|c| c.state == CallState::Routing) {
+            if let Some(b) = c.b.as_mut().filter(|b| b.dialog.peer == peer) {
+                // A 100 is a provisional too: the far end has the INVITE, and is told to stop.
+                b.provisional |= b.responded;
+                waiting.push((c.call_ref.clone(), b.attempt));
+            }
+        }
         for (call_ref, attempt) in waiting {
             let reason = format!("the connection to {peer} closed before a final answer");
             self.fail_attempt(&call_ref, attempt, reason, true, now);
         }
-        // A caller's connection (a PBX, an SBC: it opened it) that closed mid-call: requests
-        // inside its dialog (the far end's BYE, a re-INVITE) cannot follow it to a port nobody
-        // listens on any more. They go to the dialog's next hop instead, as §12.2.1.1 says:
-        // the first Record-Route, else the caller's Contact — an IP address; a name would
-        // need DNS on this path, and the call then keeps its old address (logged).
+        if accepted {
+            self.caller_connection_closed(peer);
+        }
+    }
+
+    /// A caller's connection (a PBX, an SBC: it opened it) closed mid-call: requests inside its
+    /// dialog (the far end's BYE, a re-INVITE) cannot follow it to a port nobody listens on any
+    /// more. They go to the dialog's next hop instead, as §12.2.1.1 says: the first
+    /// Record-Route, else the caller's Contact — an IP address (a name would need DNS on this
+    /// path; the call then keeps its old address, logged), over the closed connection's
+    /// transport unless the URI names another, and never in clear after TLS.
+    fn caller_connection_closed(&mut self, peer: Peer) {
         for call in self.calls.live.values_mut().filter(|c| c.a.peer == peer) {
-            match call.a.next_hop().map(|hop| hop.literal()) {
-                Ok(Some(hop)) if hop != peer => {
-                    tracing::info!(call = %call.call_ref, closed = %peer, to = %hop, "the caller's connection closed: requests inside the call go to its next hop (RFC 3261 §12.2.1.1)");
-                    call.a.peer = hop;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    tracing::warn!(call = %call.call_ref, closed = %peer, "the caller's connection closed and its next hop is a name: requests inside the call cannot reach it")
-                }
+            let hop = match call.a.next_hop() {
+                Ok(hop) => hop,
                 Err(e) => {
-                    tracing::warn!(call = %call.call_ref, closed = %peer, error = %e, "the caller's connection closed and its dialog has no next hop: requests inside the call cannot reach it")
+                    tracing::warn!(call = %call.call_ref, closed = %peer, error = %e, "the caller's connection closed and its dialog has no next hop: requests inside the call cannot reach it");
+                    continue;
                 }
-            }
+            };
+            let crate::sip::rfc3263::Host::Ip(ip) = hop.host else {
+                tracing::warn!(call = %call.call_ref, closed = %peer, hop = %hop.host_port_str(), "the caller's connection closed and its next hop is a name: requests inside the call cannot reach it");
+                continue;
+            };
+            let transport = match hop.transport {
+                _ if peer.transport == Transport::Tls || hop.sips => Transport::Tls,
+                Some(t) => t,
+                None => peer.transport,
+            };
+            let port = hop.port.unwrap_or(crate::sip::rfc3263::SipTarget::default_port(transport));
+            let to = Peer { transport, addr: std::net::SocketAddr::new(ip, port) };
+            tracing::info!(call = %call.call_ref, closed = %peer, %to, "the caller's connection closed: requests inside the call go to its next hop (RFC 3261 §12.2.1.1)");
+            call.a.peer = to;
         }
     }
 

@@ -1260,3 +1260,56 @@ fn calls_ended_every_way_leave_nothing_behind_once_their_windows_close() {
     let left: Vec<_> = held(&e).into_iter().filter(|(_, n)| *n > 0).collect();
     assert!(left.is_empty(), "kept after every call ended: {left:?}");
 }
+
+#[test]
+fn a_closed_connection_fails_over_what_waits_on_it_and_sends_the_callers_requests_to_its_contact() {
+    let mut e = engine(|c| c);
+    let t0 = Now::read();
+    let at = |t: Transport, a: &str| Peer { transport: t, addr: a.parse().unwrap() };
+    // Two callers over TLS from ephemeral ports (their Contact: 127.0.0.1:5062, no transport).
+    let (one, two) = (at(Transport::Tls, "127.0.0.1:40001"), at(Transport::Tls, "127.0.0.1:40002"));
+    e.handle_message(invite(CALLER, "933", 1), one, t0);
+    let first = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+    e.handle_message(answer(&first, 200, "psap", PRIMARY), peer(PRIMARY), t0);
+    let ok = sent(&mut e).into_iter().find(|(_, m)| m.status() == Some(200)).unwrap().1;
+    e.handle_message(from_caller("ACK", 1, "z9hG4bKack1", 1, &ok.to_tag().unwrap()), one, t0);
+    e.handle_message(invite(CALLER, "933", 2), two, t0);
+    let second = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+    e.handle_message(answer(&second, 100, "", PRIMARY), peer(PRIMARY), t0);
+    sent(&mut e);
+
+    // The provider's connection closes: the answered call stays; the one with only a 100 is
+    // cancelled there (§9.1) and goes to the secondary at once.
+    e.e.handle_connection_closed(peer(PRIMARY), false, t0);
+    let out = sent(&mut e);
+    let lines: Vec<(SocketAddr, String)> = out.iter().map(|(to, m)| (*to, start_line(m))).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!((lines[0].0, out[0].1.call_id()), (PRIMARY.parse().unwrap(), second.call_id()));
+    assert!(lines[0].1.starts_with("CANCEL "), "{lines:?}");
+    assert!(lines[1].1.starts_with("INVITE ") && lines[1].0 == SECONDARY.parse().unwrap(), "{lines:?}");
+    e.drain();
+    let failed: Vec<_> =
+        e.events.iter().filter(|ev| ev.kind.name() == "route-failed").map(|ev| ev.call_id.clone()).collect();
+    assert_eq!(failed.len(), 1, "only the call still waiting failed over");
+
+    // A connection sosdesk opened to the caller's address (not the caller's) changes nothing.
+    e.e.handle_connection_closed(one, false, t0);
+    e.handle_message(from_provider_bye(&first, 1), peer(PRIMARY), t0);
+    e.drain();
+    let bye = e.transmits.iter().find(|t| t.bytes.starts_with(b"BYE ")).expect("the BYE to the caller");
+    assert_eq!(bye.peer, one);
+    e.transmits.clear();
+
+    // The caller's own connection closes (it had opened it): its requests go to its Contact's
+    // port, still over TLS (the Contact names no transport: never in clear after TLS).
+    e.handle_message(invite(CALLER, "933", 3), one, t0);
+    let third = sent(&mut e).into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+    e.handle_message(answer(&third, 200, "psap", PRIMARY), peer(PRIMARY), t0);
+    let ok = sent(&mut e).into_iter().find(|(_, m)| m.status() == Some(200)).unwrap().1;
+    e.handle_message(from_caller("ACK", 1, "z9hG4bKack3", 3, &ok.to_tag().unwrap()), one, t0);
+    e.e.handle_connection_closed(one, true, t0);
+    e.handle_message(from_provider_bye(&third, 3), peer(PRIMARY), t0);
+    e.drain();
+    let bye = e.transmits.iter().find(|t| t.bytes.starts_with(b"BYE ")).expect("the BYE to the caller");
+    assert_eq!(bye.peer, at(Transport::Tls, CALLER));
+}
