@@ -782,31 +782,6 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
     }
 
     #[test]
-    fn a_2xx_over_tcp_is_retransmitted_until_the_ack_and_knows_where_to_go() {
-        // §13.3.1.4 is the UAS core's, whatever the transport: a 200 written into a connection
-        // the caller had just closed is not the last word.
-        let mut tx = Transactions::new(Timers::default());
-        let t0 = Instant::now();
-        let tcp = Peer { transport: Transport::Tcp, addr: "127.0.0.1:40123".parse().unwrap() };
-        let inv = invite();
-        let Some(ServerEvent::Request { key, .. }) = tx.on_request(inv.clone(), tcp, t0) else { panic!() };
-        tx.respond(&key, &inv.response(200, "OK", Some("tt")), t0);
-        let sent: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit()).collect();
-        assert_eq!(sent.len(), 2, "100 and 200");
-        assert!(sent.iter().all(|t| t.reconnect == Some("127.0.0.1:5060".parse().unwrap())));
-        tx.handle_timeout(t0 + Duration::from_millis(500));
-        assert_eq!(drain(&mut tx), vec!["SIP/2.0 200 OK"]);
-        let ack = parse_datagram(
-            b"ACK sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKother\r\n\
-From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=tt\r\nCall-ID: c1\r\nCSeq: 1 ACK\r\n\r\n",
-        )
-        .unwrap();
-        assert!(matches!(tx.on_request(ack, tcp, t0), Some(ServerEvent::AckFor2xx { .. })));
-        tx.handle_timeout(t0 + Duration::from_secs(5));
-        assert!(drain(&mut tx).is_empty(), "no 2xx retransmission after the ACK");
-    }
-
-    #[test]
     fn timer_b_fires_when_nothing_at_all_comes_back() {
         let mut tx = Transactions::new(Timers::default());
         let t0 = Instant::now();
@@ -834,25 +809,34 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=tt\r\nCall-I
 
     #[test]
     fn server_invite_sends_trying_absorbs_retransmission_and_resends_2xx_until_ack() {
-        let mut tx = Transactions::new(Timers::default());
-        let t0 = Instant::now();
-        let inv = invite();
-        let Some(ServerEvent::Request { key, .. }) = tx.on_request(inv.clone(), peer(), t0) else { panic!() };
-        assert_eq!(drain(&mut tx), vec!["SIP/2.0 100 Trying"]);
-        assert!(tx.on_request(inv.clone(), peer(), t0).is_none());
-        assert_eq!(drain(&mut tx), vec!["SIP/2.0 100 Trying"]);
-        tx.respond(&key, &inv.response(200, "OK", Some("tt")), t0);
-        assert_eq!(drain(&mut tx), vec!["SIP/2.0 200 OK"]);
-        tx.handle_timeout(t0 + Duration::from_millis(500));
-        assert_eq!(drain(&mut tx), vec!["SIP/2.0 200 OK"]);
-        let ack = parse_datagram(
-            b"ACK sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKother\r\n\
+        // Over TCP too: §13.3.1.4 is the UAS core's, whatever the transport, and a 200 written
+        // into a connection the caller had just closed is not the last word (its repeats go
+        // to the caller's Via, `reconnect`).
+        for (transport, reconnect) in
+            [(Transport::Udp, None), (Transport::Tcp, Some("127.0.0.1:5060".parse().unwrap()))]
+        {
+            let mut tx = Transactions::new(Timers::default());
+            let t0 = Instant::now();
+            let from = Peer { transport, ..peer() };
+            let inv = invite();
+            let Some(ServerEvent::Request { key, .. }) = tx.on_request(inv.clone(), from, t0) else { panic!() };
+            assert_eq!(drain(&mut tx), vec!["SIP/2.0 100 Trying"]);
+            assert!(tx.on_request(inv.clone(), from, t0).is_none());
+            assert_eq!(drain(&mut tx), vec!["SIP/2.0 100 Trying"]);
+            tx.respond(&key, &inv.response(200, "OK", Some("tt")), t0);
+            let ok = tx.poll_transmit().expect("the 200");
+            assert_eq!((ok.peer, ok.reconnect), (from, reconnect), "{transport:?}");
+            tx.handle_timeout(t0 + Duration::from_millis(500));
+            assert_eq!(drain(&mut tx), vec!["SIP/2.0 200 OK"], "{transport:?}");
+            let ack = parse_datagram(
+                b"ACK sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKother\r\n\
 From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=tt\r\nCall-ID: c1\r\nCSeq: 1 ACK\r\n\r\n",
-        )
-        .unwrap();
-        assert!(matches!(tx.on_request(ack, peer(), t0), Some(ServerEvent::AckFor2xx { .. })));
-        tx.handle_timeout(t0 + Duration::from_secs(5));
-        assert!(drain(&mut tx).is_empty(), "no 2xx retransmission after the ACK");
-        assert_eq!(tx.active(), (0, 0));
+            )
+            .unwrap();
+            assert!(matches!(tx.on_request(ack, from, t0), Some(ServerEvent::AckFor2xx { .. })));
+            tx.handle_timeout(t0 + Duration::from_secs(5));
+            assert!(drain(&mut tx).is_empty(), "no 2xx retransmission after the ACK");
+            assert_eq!(tx.active(), (0, 0));
+        }
     }
 }

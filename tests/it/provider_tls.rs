@@ -194,20 +194,11 @@ fn a_connection_sosdesk_opened_is_kept_alive_with_crlf_pings_answered_by_pongs()
     let provider = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = provider.local_addr().unwrap();
     let mut lab = Lab::start_with(|c| {
-        edit_primary(c, |block| {
-            block
-                .lines()
-                .map(|l| match l {
-                    l if l.starts_with("address") => format!("address = \"{addr}\""),
-                    l if l.starts_with("transport") => "transport = \"tcp\"".into(),
-                    l => l.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-                + "\n\n"
-        })
-        .replace("health_interval_s = 0", "health_interval_s = 3600")
-        .replacen("[sip]\n", "[sip]\nkeepalive_s = 1\n", 1)
+        primary_over_tcp(c, addr).replace("health_interval_s = 0", "health_interval_s = 3600").replacen(
+            "[sip]\n",
+            "[sip]\nkeepalive_s = 1\n",
+            1,
+        )
     });
     let (mut conn, _) = provider.accept().unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -230,6 +221,11 @@ fn a_connection_sosdesk_opened_is_kept_alive_with_crlf_pings_answered_by_pongs()
 /// The lab's primary route over TCP to `addr`, its route timer long (20 s): a failover within
 /// the test's time is not the timer's.
 fn tcp_primary(config: String, addr: SocketAddr) -> String {
+    primary_over_tcp(config, addr).replace("route_timeout_ms = 2000", "route_timeout_ms = 20000")
+}
+
+/// The lab's primary route over TCP to `addr`.
+fn primary_over_tcp(config: String, addr: SocketAddr) -> String {
     edit_primary(config, |block| {
         block
             .lines()
@@ -242,7 +238,6 @@ fn tcp_primary(config: String, addr: SocketAddr) -> String {
             .join("\n")
             + "\n\n"
     })
-    .replace("route_timeout_ms = 2000", "route_timeout_ms = 20000")
 }
 
 /// The connections a listener accepts, handed over one by one within 10 s each (a missing one
