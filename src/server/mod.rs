@@ -689,10 +689,12 @@ async fn run(
             _ = stop.changed() => break,
             // A connection opened, before the requests that came on it are answered: their
             // responses find it (`streams.rs`). Its close comes with the other inputs, after
-            // the urgent lane: what was read on it is handled first.
+            // the urgent lane: what was read on it for the urgent lane (responses, requests in
+            // a dialog, emergency INVITEs) is handled first; ordinary requests (REGISTER,
+            // OPTIONS) may come after it.
             Some(input) = opened_rx.recv() => {
                 hand_rtp_ports(&mut engine, rtp.as_mut());
-                on_connection(input, &mut streams, &mut engine, ctx.route_timeout);
+                on_connection(input, &mut streams, &mut engine, &stream_io, ctx.route_timeout);
             }
             // Emergency first: the urgent lane (emergency INVITEs, their dialogs, responses),
             // a batch at a time so the bytes go out together.
@@ -710,7 +712,7 @@ async fn run(
                 let now = Now::read();
                 match input {
                     input @ (NetInput::Opened { .. } | NetInput::Closed { .. } | NetInput::SendFailed(_)) => {
-                        on_connection(input, &mut streams, &mut engine, ctx.route_timeout)
+                        on_connection(input, &mut streams, &mut engine, &stream_io, ctx.route_timeout)
                     }
                     NetInput::Probe(reply) => {
                         let _ = reply.send(engine.load());
@@ -1230,25 +1232,31 @@ fn on_inbound(engine: &mut Engine, rtp: Option<&mut RtpSupply>, input: Inbound) 
 }
 
 /// A TCP or TLS connection opened, closed, or could not be opened.
-fn on_connection(input: NetInput, streams: &mut Streams, engine: &mut Engine, route_timeout: Duration) {
+fn on_connection(input: NetInput, streams: &mut Streams, engine: &mut Engine, io: &StreamIo, route_timeout: Duration) {
     let now = Now::read();
     match input {
         NetInput::Opened { peer, tx, id } => streams.opened(peer, tx, id, route_timeout, Instant::now()),
         NetInput::Closed { peer, id, refused, accepted } => {
-            let current = streams.closed(peer, id);
+            // A close of a connection already replaced by a later one changes nothing.
+            let Some(reconnect) = streams.closed(peer, id) else { return };
             if refused {
                 // What was queued for it goes with it: the engine fails it over.
                 streams.open_failed(peer);
                 engine.handle_send_failure(peer, now);
-            } else if current {
-                // Answers to what went out on it can no longer come back on it.
-                engine.handle_connection_closed(peer, accepted, now);
+                return;
+            }
+            // Answers to what went out on it can no longer come back on it.
+            engine.handle_connection_closed(peer, accepted, now);
+            // Requests that found it closing wait for the next one, opened only now that the
+            // engine has heard of this close.
+            if let Some(peer) = reconnect {
+                tokio::spawn(transport::connect(peer, io.clone()));
             }
         }
-        NetInput::SendFailed(peer) => {
-            streams.open_failed(peer);
-            engine.handle_send_failure(peer, now);
-        }
+        // What waited for it is dropped; the engine fails over what it was for, if a request.
+        NetInput::SendFailed(peer) if streams.open_failed(peer) => engine.handle_send_failure(peer, now),
+        // Only the three above are sent here (`opened_tx`, and the arm in `run` that hands
+        // them on).
         _ => {}
     }
 }

@@ -22,8 +22,12 @@ const STALE_WAIT: Duration = Duration::from_secs(64);
 /// Bytes waiting for a connection.
 struct Queued {
     bytes: Bytes,
-    /// A response is sent however late its connection opens; a request that waited beyond the
-    /// route timeout has been given up (the call went elsewhere) and is dropped.
+    at: Instant,
+    /// A call's INVITE on a route: given up by the engine once it has waited longer than the
+    /// route's timeout (the call went on), or once its connection closed (the engine fails the
+    /// call over then): never sent late. Everything else (responses, BYE, ACK, CANCEL) goes out
+    /// however late its connection opens.
+    initial_invite: bool,
     response: bool,
 }
 
@@ -39,18 +43,19 @@ pub(super) struct Streams {
     /// The open connection to each peer (its writer, and its id: a later connection to the same
     /// peer may announce itself before the earlier one's close).
     open: HashMap<Peer, (mpsc::UnboundedSender<Bytes>, u64)>,
-    /// Bytes for a connection not open yet, and when the first of them was queued: one being
-    /// opened by us, or one a peer opened whose `Opened` the engine task has not handled yet
-    /// (a request on it can come first, through the urgent lane).
-    waiting: HashMap<Peer, (Instant, Vec<Queued>)>,
+    /// Bytes for a connection not open yet: one being opened by us; one a peer opened whose
+    /// `Opened` the engine task has not handled yet (a request on it can come first, through
+    /// the urgent lane); or the next one, once the `Closed` of a connection whose task has
+    /// ended is handled (not before: the engine must hear of that close first).
+    waiting: HashMap<Peer, Vec<Queued>>,
     /// Peers whose connection has closed, and when.
     closed: HashMap<Peer, Instant>,
 }
 
 impl Streams {
-    /// A connection is open: what waited for it is sent — requests only if they waited no
-    /// longer than `given_up_after` (beyond, they have been given up: the call went to the next
-    /// route, and a provider would ring twice).
+    /// A connection is open: what waited for it is sent, but for a call's INVITE that waited
+    /// longer than `given_up_after` (the route's timeout: the call went on, and a provider
+    /// would ring twice).
     pub(super) fn opened(
         &mut self,
         peer: Peer,
@@ -59,34 +64,42 @@ impl Streams {
         given_up_after: Duration,
         now: Instant,
     ) {
-        if let Some((since, queued)) = self.waiting.remove(&peer) {
-            let late = now.saturating_duration_since(since) > given_up_after;
-            if late && queued.iter().any(|q| !q.response) {
-                tracing::warn!(%peer, "connection opened too late: the requests that waited for it were given up, not sent");
+        for q in self.waiting.remove(&peer).unwrap_or_default() {
+            if q.initial_invite && now.saturating_duration_since(q.at) > given_up_after {
+                tracing::warn!(%peer, "connection opened too late: an INVITE that waited for it was given up, not sent");
+                continue;
             }
-            for q in queued.into_iter().filter(|q| q.response || !late) {
-                let _ = tx.send(q.bytes);
-            }
+            let _ = tx.send(q.bytes);
         }
         self.closed.remove(&peer);
         self.open.insert(peer, (tx, id));
     }
 
-    /// The connection `id` to `peer` closed. Whether it was the peer's current one (a later
-    /// connection may have replaced it).
-    pub(super) fn closed(&mut self, peer: Peer, id: u64) -> bool {
-        let current = self.open.get(&peer).is_some_and(|(_, open)| *open == id);
-        if current {
-            self.open.remove(&peer);
-            self.remember_closed(peer);
+    /// The connection `id` to `peer` closed: `Some(current)` if it was the peer's current one
+    /// (a later connection may have replaced it), with, in `current`, the peer to open a new
+    /// connection to when requests wait for one (the caller opens it once the engine has
+    /// handled the close). A call's INVITE waiting there is dropped: the engine fails its call
+    /// over as it handles the close.
+    pub(super) fn closed(&mut self, peer: Peer, id: u64) -> Option<Option<Peer>> {
+        if self.open.get(&peer).is_none_or(|(_, open)| *open != id) {
+            return None;
         }
-        current
+        self.open.remove(&peer);
+        self.remember_closed(peer);
+        let Some(queued) = self.waiting.get_mut(&peer) else { return Some(None) };
+        queued.retain(|q| !q.initial_invite);
+        if queued.is_empty() {
+            self.waiting.remove(&peer);
+            return Some(None);
+        }
+        Some(Some(peer))
     }
 
-    /// A connection we were opening could not be: what waited for it is dropped (the engine
-    /// fails over what it was for).
-    pub(super) fn open_failed(&mut self, peer: Peer) {
-        self.waiting.remove(&peer);
+    /// A connection we were opening could not be: what waited for it is dropped. Whether a
+    /// request was among it (then the engine fails over what it was for; a response sent back
+    /// to a caller's Via that nobody listens on is no reason to).
+    pub(super) fn open_failed(&mut self, peer: Peer) -> bool {
+        self.waiting.remove(&peer).unwrap_or_default().iter().any(|q| !q.response)
     }
 
     /// Send `t` over its peer's connection. Returns the peer to open a connection to, when one
@@ -94,11 +107,16 @@ impl Streams {
     #[must_use]
     pub(super) fn send(&mut self, t: Transmit) -> Option<Peer> {
         let mut peer = t.peer;
-        let response = t.reconnect.is_some();
         let dead = match self.write(peer, &t.bytes) {
             Written::Sent => return None,
             Written::Dead => true,
             Written::NoConnection => false,
+        };
+        let queued = Queued {
+            bytes: t.bytes,
+            at: Instant::now(),
+            initial_invite: t.initial_invite,
+            response: t.reconnect.is_some(),
         };
         match t.reconnect {
             // A response whose request's connection has closed (or is closing: its task has
@@ -107,32 +125,38 @@ impl Streams {
             Some(addr) if dead || self.closed.contains_key(&peer) => {
                 tracing::info!(from = %peer, to = %addr, "the request's connection has closed: its response goes to the address of its Via (RFC 3261 §18.2.2)");
                 peer = Peer { transport: peer.transport, addr };
-                if let Written::Sent = self.write(peer, &t.bytes) {
-                    return None;
+                match self.write(peer, &queued.bytes) {
+                    Written::Sent => return None,
+                    Written::Dead => return self.wait(peer, queued, false),
+                    Written::NoConnection => {}
                 }
             }
             // A response on a connection whose `Opened` is still on its way: it waits for it
             // (connecting to the peer's port would reach nobody).
-            Some(_) => {
-                if self.waiting.len() >= WAITING_KEPT {
-                    // One whose `Opened` never came (its close was forgotten beyond CLOSED_KEPT).
-                    self.waiting.retain(|_, (since, _)| since.elapsed() < STALE_WAIT);
-                }
-                let queued = Queued { bytes: t.bytes, response };
-                self.waiting.entry(peer).or_insert_with(|| (Instant::now(), Vec::new())).1.push(queued);
-                return None;
-            }
+            Some(_) => return self.wait(peer, queued, false),
+            // A request on a connection whose task has ended: it waits for the engine to hear
+            // of the close; the next connection is opened then (`closed`).
+            None if dead => return self.wait(peer, queued, false),
             None => {}
         }
-        let queued = Queued { bytes: t.bytes, response };
+        self.wait(peer, queued, true)
+    }
+
+    /// Queue `q` for `peer`. Returns the peer to connect to if `connect` and nothing was
+    /// waiting there yet (else a connection is on its way already, or will be opened later).
+    fn wait(&mut self, peer: Peer, q: Queued, connect: bool) -> Option<Peer> {
+        if self.waiting.len() >= WAITING_KEPT {
+            // Those whose `Opened` never came (a close forgotten beyond CLOSED_KEPT).
+            self.waiting.retain(|_, queued| queued.iter().any(|q| q.at.elapsed() < STALE_WAIT));
+        }
         match self.waiting.get_mut(&peer) {
-            Some((_, q)) => {
-                q.push(queued);
+            Some(queued) => {
+                queued.push(q);
                 None
             }
             None => {
-                self.waiting.insert(peer, (Instant::now(), vec![queued]));
-                Some(peer)
+                self.waiting.insert(peer, vec![q]);
+                connect.then_some(peer)
             }
         }
     }
@@ -156,11 +180,6 @@ impl Streams {
         }
         self.closed.insert(peer, Instant::now());
     }
-
-    #[cfg(test)]
-    fn is_closed(&self, peer: &Peer) -> bool {
-        self.closed.contains_key(peer)
-    }
 }
 
 #[cfg(test)]
@@ -173,62 +192,88 @@ mod tests {
         Peer { transport: Transport::Tcp, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
     }
 
+    fn transmit(to: Peer, text: &'static str) -> Transmit {
+        Transmit {
+            peer: to,
+            bytes: Bytes::from_static(text.as_bytes()),
+            reconnect: None,
+            initial_invite: text.starts_with("INVITE"),
+        }
+    }
+
+    fn open(s: &mut Streams, p: Peer, id: u64) -> mpsc::UnboundedReceiver<Bytes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        s.opened(p, tx, id, Duration::from_secs(2), Instant::now());
+        rx
+    }
+
+    fn received(rx: &mut mpsc::UnboundedReceiver<Bytes>) -> Vec<Bytes> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
     #[test]
     fn the_closed_are_remembered_within_a_bound_and_forgotten_when_they_open_again() {
         let mut s = Streams::default();
         for port in 0..CLOSED_KEPT as u16 + 10 {
-            let (tx, _rx) = mpsc::unbounded_channel();
-            s.opened(peer(port), tx, port as u64, Duration::from_secs(2), Instant::now());
-            assert!(s.closed(peer(port), port as u64));
+            let _rx = open(&mut s, peer(port), port as u64);
+            assert_eq!(s.closed(peer(port), port as u64), Some(None));
         }
         assert!(s.closed.len() <= CLOSED_KEPT, "{}", s.closed.len());
         let last = peer(CLOSED_KEPT as u16 + 9);
-        assert!(s.is_closed(&last));
-        let (tx, _rx) = mpsc::unbounded_channel();
-        s.opened(last, tx, 1, Duration::from_secs(2), Instant::now());
-        assert!(!s.is_closed(&last));
+        assert!(s.closed.contains_key(&last));
+        let _rx = open(&mut s, last, 1);
+        assert!(!s.closed.contains_key(&last));
         // A close of an older connection to the same peer leaves the newer one open.
-        assert!(!s.closed(last, 0));
+        assert_eq!(s.closed(last, 0), None);
         assert!(s.open.contains_key(&last));
     }
 
-    #[tokio::test]
-    async fn a_response_handled_before_its_connections_opened_waits_for_it_and_one_after_its_close_reconnects() {
+    #[test]
+    fn a_response_handled_before_its_connections_opened_waits_for_it_and_one_after_its_close_reconnects() {
         let mut s = Streams::default();
         let pbx = peer(40_000);
         let via = SocketAddr::from(([127, 0, 0, 1], 5062));
-        let response = |text: &'static str| Transmit {
-            peer: pbx,
-            bytes: Bytes::from_static(text.as_bytes()),
-            reconnect: Some(via),
-        };
+        let response = |text| Transmit { reconnect: Some(via), ..transmit(pbx, text) };
         // The request came on a connection the engine task has not heard of yet: no connection
         // is opened to the caller's port (nobody listens there), the responses wait for it.
         assert_eq!(s.send(response("100")), None);
         assert_eq!(s.send(response("180")), None);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        s.opened(pbx, tx, 7, Duration::from_secs(2), Instant::now());
-        assert_eq!(rx.recv().await.unwrap(), "100");
-        assert_eq!(rx.recv().await.unwrap(), "180");
+        let mut rx = open(&mut s, pbx, 7);
+        assert_eq!(received(&mut rx), ["100", "180"]);
         assert_eq!(s.send(response("200")), None);
-        assert_eq!(rx.recv().await.unwrap(), "200", "on the connection, once open");
+        assert_eq!(received(&mut rx), ["200"], "on the connection, once open");
         // Once it has closed, a response goes to its Via's address (§18.2.2): a connection there.
-        assert!(s.closed(pbx, 7));
+        assert_eq!(s.closed(pbx, 7), Some(None));
         assert_eq!(s.send(response("BYE's 200")), Some(Peer { transport: Transport::Tcp, addr: via }));
-        // A request to a peer without a connection opens one to that peer.
+        // A failed connection there holds no request: nothing for the engine to fail over.
+        assert!(!s.open_failed(Peer { transport: Transport::Tcp, addr: via }));
+    }
+
+    #[test]
+    fn a_late_connection_carries_all_but_the_invites_the_route_timer_gave_up() {
+        let mut s = Streams::default();
         let provider = peer(5070);
-        let request = |text: &'static str| Transmit {
-            peer: provider,
-            bytes: Bytes::from_static(text.as_bytes()),
-            reconnect: None,
-        };
-        assert_eq!(s.send(request("INVITE")), Some(provider));
-        // Opened after the route timeout: the INVITE was given up (the call went elsewhere) and
-        // is not sent; a response waiting with it is.
-        assert_eq!(s.send(Transmit { reconnect: Some(via), ..request("BYE's 200") }), None);
+        assert_eq!(s.send(transmit(provider, "INVITE")), Some(provider));
+        assert_eq!(s.send(transmit(provider, "CANCEL")), None, "the connection is on its way");
         let (tx, mut rx) = mpsc::unbounded_channel();
         s.opened(provider, tx, 8, Duration::from_secs(2), Instant::now() + Duration::from_secs(3));
-        assert_eq!(rx.recv().await.unwrap(), "BYE's 200");
-        assert!(rx.try_recv().is_err(), "the given-up INVITE is not sent");
+        assert_eq!(received(&mut rx), ["CANCEL"], "the INVITE was given up by its route timer");
+    }
+
+    #[test]
+    fn a_request_that_finds_its_connection_closing_waits_for_the_engine_to_hear_of_the_close() {
+        let mut s = Streams::default();
+        let provider = peer(5070);
+        let rx = open(&mut s, provider, 1);
+        drop(rx); // the connection's task has ended; its `Closed` is on the way
+                  // No new connection yet: its `Opened` could overtake the old one's `Closed`, and the
+                  // engine would never hear that the calls ringing there lost their connection.
+        assert_eq!(s.send(transmit(provider, "INVITE")), None);
+        assert_eq!(s.send(transmit(provider, "BYE")), None);
+        // The close: the INVITE goes (the engine fails its call over), the BYE waits for the
+        // connection opened now.
+        assert_eq!(s.closed(provider, 1), Some(Some(provider)));
+        let mut rx = open(&mut s, provider, 2);
+        assert_eq!(received(&mut rx), ["BYE"]);
     }
 }

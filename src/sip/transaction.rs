@@ -5,8 +5,9 @@
 //! ordered set: the I/O loop sleeps until [`Transactions::next_timeout`] and then calls
 //! [`Transactions::handle_timeout`]. Tests drive minutes of timers in microseconds.
 //!
-//! Over reliable transports (TCP) nothing is retransmitted and the "wait" timers are zero
-//! (§17.1.1.2, §17.2.1).
+//! Over reliable transports (TCP, TLS) the transactions retransmit nothing and their "wait"
+//! timers are zero (§17.1.1.2, §17.2.1); a 2xx to an INVITE is still repeated until its ACK
+//! (§13.3.1.4 is the UAS core's rule, whatever the transport).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -57,6 +58,10 @@ pub struct Transmit {
     /// A response over TCP or TLS: where it goes if the request's connection to `peer` has
     /// closed (RFC 3261 §18.2.2, [`reply_address`]). Never set for requests.
     pub reconnect: Option<SocketAddr>,
+    /// An INVITE outside a dialog (a call's attempt on a route): one that has waited for a
+    /// connection longer than the route's timeout has been given up by the engine (the call
+    /// went on) and must not be sent late.
+    pub initial_invite: bool,
 }
 
 /// RFC 3261 §17.1.1.1 timer values (configurable: some trunks want a shorter T1).
@@ -224,11 +229,11 @@ impl Transactions {
     }
 
     fn send(&mut self, peer: Peer, bytes: Bytes) {
-        self.transmits.push_back(Transmit { peer, bytes, reconnect: None });
+        self.transmits.push_back(Transmit { peer, bytes, reconnect: None, initial_invite: false });
     }
 
     fn send_response(&mut self, peer: Peer, bytes: Bytes, reconnect: Option<SocketAddr>) {
-        self.transmits.push_back(Transmit { peer, bytes, reconnect });
+        self.transmits.push_back(Transmit { peer, bytes, reconnect, initial_invite: false });
     }
 
     /// Send a response statelessly (for requests that never get a transaction: a malformed
@@ -439,7 +444,8 @@ impl Transactions {
             self.timer(now + t.t1, TimerKind::ClientRetransmit, &key);
         }
         self.timer(now + t.t1 * 64, TimerKind::ClientTimeout, &key);
-        self.send(peer, bytes);
+        let initial_invite = invite && msg.to_tag().is_none();
+        self.transmits.push_back(Transmit { peer, bytes, reconnect: None, initial_invite });
         key
     }
 

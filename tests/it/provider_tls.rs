@@ -193,6 +193,7 @@ fn a_connection_sosdesk_opened_is_kept_alive_with_crlf_pings_answered_by_pongs()
     // its pongs (RFC 5626 §4.4.1).
     let provider = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = provider.local_addr().unwrap();
+    let provider = Accepting::start(provider);
     let mut lab = Lab::start_with(|c| {
         primary_over_tcp(c, addr).replace("health_interval_s = 0", "health_interval_s = 3600").replacen(
             "[sip]\n",
@@ -200,8 +201,7 @@ fn a_connection_sosdesk_opened_is_kept_alive_with_crlf_pings_answered_by_pongs()
             1,
         )
     });
-    let (mut conn, _) = provider.accept().unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut conn = provider.next("the route's OPTIONS probe");
     let mut buf = vec![0u8; 65536];
     let n = conn.read(&mut buf).unwrap();
     let probe = sosdesk::sip::parse::parse_datagram(&buf[..n]).expect("the route's OPTIONS probe");

@@ -812,34 +812,31 @@ impl Engine {
         }
     }
 
-    /// A caller's connection (a PBX, an SBC: it opened it) closed mid-call: requests inside its
-    /// dialog (the far end's BYE, a re-INVITE) cannot follow it to a port nobody listens on any
-    /// more. They go to the dialog's next hop instead, as §12.2.1.1 says: the first
-    /// Record-Route, else the caller's Contact — an IP address (a name would need DNS on this
-    /// path; the call then keeps its old address, logged), over the closed connection's
-    /// transport unless the URI names another, and never in clear after TLS.
+    /// A connection a peer opened (a PBX, an SBC, a desk) closed mid-call: requests inside the
+    /// dialogs it carried (the far end's BYE, a re-INVITE) cannot follow it to a port nobody
+    /// listens on any more. They go to each dialog's next hop instead, as §12.2.1.1 says: the
+    /// first Record-Route, else the Contact — an IP address (a name would need DNS on this
+    /// path; the dialog then keeps its old address, logged), over the closed connection's
+    /// transport unless the URI names another, and never in clear after TLS. The caller's
+    /// dialog, a callback's leg to the PBX, and desks that joined over such a connection.
     fn caller_connection_closed(&mut self, peer: Peer) {
-        for call in self.calls.live.values_mut().filter(|c| c.a.peer == peer) {
-            let hop = match call.a.next_hop() {
-                Ok(hop) => hop,
-                Err(e) => {
-                    tracing::warn!(call = %call.call_ref, closed = %peer, error = %e, "the caller's connection closed and its dialog has no next hop: requests inside the call cannot reach it");
-                    continue;
+        for call in self.calls.live.values_mut() {
+            let call_ref = call.call_ref.clone();
+            let desks = call.media.as_mut().map(|m| m.desks.iter_mut().map(|d| &mut d.dialog));
+            let dialogs = std::iter::once(&mut call.a)
+                .chain(call.b.as_mut().map(|b| &mut b.dialog))
+                .chain(desks.into_iter().flatten());
+            for d in dialogs.filter(|d| d.peer == peer) {
+                match next_hop_after_close(d, peer) {
+                    Ok(to) => {
+                        tracing::info!(call = %call_ref, closed = %peer, %to, "a connection the peer opened closed: requests inside its dialog go to the dialog's next hop (RFC 3261 §12.2.1.1)");
+                        d.peer = to;
+                    }
+                    Err(why) => {
+                        tracing::warn!(call = %call_ref, closed = %peer, "a connection the peer opened closed and requests inside its dialog cannot reach it: {why}")
+                    }
                 }
-            };
-            let crate::sip::rfc3263::Host::Ip(ip) = hop.host else {
-                tracing::warn!(call = %call.call_ref, closed = %peer, hop = %hop.host_port_str(), "the caller's connection closed and its next hop is a name: requests inside the call cannot reach it");
-                continue;
-            };
-            let transport = match hop.transport {
-                _ if peer.transport == Transport::Tls || hop.sips => Transport::Tls,
-                Some(t) => t,
-                None => peer.transport,
-            };
-            let port = hop.port.unwrap_or(crate::sip::rfc3263::SipTarget::default_port(transport));
-            let to = Peer { transport, addr: std::net::SocketAddr::new(ip, port) };
-            tracing::info!(call = %call.call_ref, closed = %peer, %to, "the caller's connection closed: requests inside the call go to its next hop (RFC 3261 §12.2.1.1)");
-            call.a.peer = to;
+            }
         }
     }
 
@@ -951,6 +948,22 @@ fn stateless_tag(msg: &Message) -> String {
     let mut h = std::hash::DefaultHasher::new();
     (msg.call_id(), msg.header("From"), msg.top_via().map(|v| v.branch().map(str::to_string))).hash(&mut h);
     format!("sl{:016x}", h.finish())
+}
+
+/// Where requests inside `d` go once the connection the peer had opened for it (to `closed`)
+/// is gone (see `caller_connection_closed`).
+fn next_hop_after_close(d: &Dialog, closed: Peer) -> Result<Peer, String> {
+    let hop = d.next_hop().map_err(|e| format!("no next hop: {e}"))?;
+    let crate::sip::rfc3263::Host::Ip(ip) = hop.host else {
+        return Err(format!("its next hop {} is a name", hop.host_port_str()));
+    };
+    let transport = match hop.transport {
+        _ if closed.transport == Transport::Tls || hop.sips => Transport::Tls,
+        Some(t) => t,
+        None => closed.transport,
+    };
+    let port = hop.port.unwrap_or(crate::sip::rfc3263::SipTarget::default_port(transport));
+    Ok(Peer { transport, addr: std::net::SocketAddr::new(ip, port) })
 }
 
 fn peer_of(call: &Call, side: Side) -> Peer {
