@@ -26,16 +26,18 @@ pub enum AnnotateError {
 
 pub(crate) type AnnotateReply = tokio::sync::oneshot::Sender<Result<CallEvent, AnnotateError>>;
 
-/// What the engine task hears besides received SIP (which comes through `crate::intake`).
+/// A TCP or TLS connection is open: what goes to this peer is written there. `id` tells this
+/// connection from a later one to the same peer. It has a channel of its own, which the engine
+/// task serves before anything else (`crate::transport::StreamIo::opened_tx`).
+pub(crate) struct Opened {
+    pub peer: Peer,
+    pub tx: mpsc::UnboundedSender<Bytes>,
+    pub id: u64,
+}
+
+/// What the engine task hears besides received SIP (which comes through `crate::intake`) and
+/// connections opened ([`Opened`]).
 pub(crate) enum NetInput {
-    /// A TCP or TLS connection is open: what goes to this peer is written there. `id` tells
-    /// this connection from a later one to the same peer (whose `Opened` may come before this
-    /// one's `Closed`).
-    Opened {
-        peer: Peer,
-        tx: mpsc::UnboundedSender<Bytes>,
-        id: u64,
-    },
     /// The connection `id` to `peer` closed. `refused`: sosdesk opened it and the peer closed it
     /// without a word (a TLS peer refusing our certificate after the handshake): what waits
     /// there fails as if it could not be sent (`SendFailed`). `accepted`: the peer had opened it

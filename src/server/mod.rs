@@ -21,7 +21,7 @@ use crate::audit::{spawn_writer, AuditStore, AuditWriter};
 use crate::clock::Now;
 use crate::config::Config;
 pub use crate::core_handle::{AnnotateError, CoreHandle};
-use crate::core_handle::{CoreCondition, NetInput};
+use crate::core_handle::{CoreCondition, NetInput, Opened};
 use crate::events::{CallEvent, CallEventKind};
 use crate::intake::{self, Inbound, LaneReceivers};
 use crate::location::discovery::{DiscoveringLocator, Discovery};
@@ -38,7 +38,7 @@ use crate::routing::{Engine, LocalEndpoint, Locators, MediaAction, Output, Share
 use crate::shared::callbacks::CallbackStore;
 use crate::shared::node_name::NodeNameClaim;
 use crate::shared::registrations::RegistrationStore;
-use crate::sip::transaction::Transport;
+use crate::sip::transaction::{Peer, Transport};
 use crate::transport::{self, StreamIo, TlsSetup};
 
 mod lis;
@@ -669,7 +669,7 @@ async fn run(
     mut engine: Engine,
     udp: Option<Arc<UdpSocket>>,
     (stream_io, mut inbound): (StreamIo, LaneReceivers),
-    (mut net_rx, mut opened_rx): (mpsc::UnboundedReceiver<NetInput>, mpsc::UnboundedReceiver<NetInput>),
+    (mut net_rx, mut opened_rx): (mpsc::UnboundedReceiver<NetInput>, mpsc::UnboundedReceiver<Opened>),
     mut ctx: RunContext,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -692,10 +692,7 @@ async fn run(
             // the urgent lane: what was read on it for the urgent lane (responses, requests in
             // a dialog, emergency INVITEs) is handled first; ordinary requests (REGISTER,
             // OPTIONS) may come after it.
-            Some(input) = opened_rx.recv() => {
-                hand_rtp_ports(&mut engine, rtp.as_mut());
-                on_connection(input, &mut streams, &mut engine, &stream_io, ctx.route_timeout);
-            }
+            Some(Opened { peer, tx, id }) = opened_rx.recv() => streams.opened(peer, tx, id, ctx.route_timeout, Instant::now()),
             // Emergency first: the urgent lane (emergency INVITEs, their dialogs, responses),
             // a batch at a time so the bytes go out together.
             Some(first) = inbound.urgent.recv() => {
@@ -711,8 +708,15 @@ async fn run(
                 hand_rtp_ports(&mut engine, rtp.as_mut());
                 let now = Now::read();
                 match input {
-                    input @ (NetInput::Opened { .. } | NetInput::Closed { .. } | NetInput::SendFailed(_)) => {
-                        on_connection(input, &mut streams, &mut engine, &stream_io, ctx.route_timeout)
+                    NetInput::Closed { peer, id, refused, accepted } => {
+                        on_closed(peer, id, refused, accepted, &mut streams, &mut engine, &stream_io, now)
+                    }
+                    // What waited for it is dropped; the engine fails over what it was for, if a
+                    // request.
+                    NetInput::SendFailed(peer) => {
+                        if streams.open_failed(peer) {
+                            engine.handle_send_failure(peer, now);
+                        }
                     }
                     NetInput::Probe(reply) => {
                         let _ = reply.send(engine.load());
@@ -1231,33 +1235,32 @@ fn on_inbound(engine: &mut Engine, rtp: Option<&mut RtpSupply>, input: Inbound) 
     }
 }
 
-/// A TCP or TLS connection opened, closed, or could not be opened.
-fn on_connection(input: NetInput, streams: &mut Streams, engine: &mut Engine, io: &StreamIo, route_timeout: Duration) {
-    let now = Now::read();
-    match input {
-        NetInput::Opened { peer, tx, id } => streams.opened(peer, tx, id, route_timeout, Instant::now()),
-        NetInput::Closed { peer, id, refused, accepted } => {
-            // A close of a connection already replaced by a later one changes nothing.
-            let Some(reconnect) = streams.closed(peer, id) else { return };
-            if refused {
-                // What was queued for it goes with it: the engine fails it over.
-                streams.open_failed(peer);
-                engine.handle_send_failure(peer, now);
-                return;
-            }
-            // Answers to what went out on it can no longer come back on it.
-            engine.handle_connection_closed(peer, accepted, now);
-            // Requests that found it closing wait for the next one, opened only now that the
-            // engine has heard of this close.
-            if let Some(peer) = reconnect {
-                tokio::spawn(transport::connect(peer, io.clone()));
-            }
-        }
-        // What waited for it is dropped; the engine fails over what it was for, if a request.
-        NetInput::SendFailed(peer) if streams.open_failed(peer) => engine.handle_send_failure(peer, now),
-        // Only the three above are sent here (`opened_tx`, and the arm in `run` that hands
-        // them on).
-        _ => {}
+/// A TCP or TLS connection closed (see `NetInput::Closed`).
+#[allow(clippy::too_many_arguments)]
+fn on_closed(
+    peer: Peer,
+    id: u64,
+    refused: bool,
+    accepted: bool,
+    streams: &mut Streams,
+    engine: &mut Engine,
+    io: &StreamIo,
+    now: Now,
+) {
+    // A close of a connection already replaced by a later one changes nothing.
+    let Some(reconnect) = streams.closed(peer, id) else { return };
+    if refused {
+        // What was queued for it goes with it: the engine fails it over.
+        streams.open_failed(peer);
+        engine.handle_send_failure(peer, now);
+        return;
+    }
+    // Answers to what went out on it can no longer come back on it.
+    engine.handle_connection_closed(peer, accepted, now);
+    // Requests that found it closing wait for the next one, opened only now that the engine has
+    // heard of this close.
+    if let Some(peer) = reconnect {
+        tokio::spawn(transport::connect(peer, io.clone()));
     }
 }
 

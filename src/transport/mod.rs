@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::core_handle::NetInput;
+use crate::core_handle::{NetInput, Opened};
 use crate::intake::{Inbound, Lanes};
 use crate::sip::parse::{StreamFramer, StreamItem};
 use crate::sip::transaction::{Peer, Transport};
@@ -43,7 +43,7 @@ pub(crate) struct StreamIo {
     pub net_tx: mpsc::UnboundedSender<NetInput>,
     /// Where `Opened` goes: served before anything else, so that a request's connection is
     /// known before its response goes out.
-    pub opened_tx: mpsc::UnboundedSender<NetInput>,
+    pub opened_tx: mpsc::UnboundedSender<Opened>,
     pub tls: Arc<TlsSetup>,
     /// The idle time after which a connection sosdesk opened is pinged (none: never).
     pub keepalive: Option<Duration>,
@@ -146,7 +146,7 @@ where
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if io.opened_tx.send(NetInput::Opened { peer, tx: out_tx.clone(), id }).is_err() {
+    if io.opened_tx.send(Opened { peer, tx: out_tx.clone(), id }).is_err() {
         return;
     }
     let writer = tokio::spawn(async move {

@@ -191,9 +191,8 @@ fn a_pbx_reaches_sosdesk_over_mutual_tls_and_a_client_without_a_certificate_is_r
 fn a_connection_sosdesk_opened_is_kept_alive_with_crlf_pings_answered_by_pongs() {
     // A provider on TCP that takes the route's first OPTIONS probe, then stays quiet but for
     // its pongs (RFC 5626 §4.4.1).
-    let provider = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = provider.local_addr().unwrap();
-    let provider = Accepting::start(provider);
+    let provider = Accepting::on_loopback();
+    let addr = provider.addr;
     let mut lab = Lab::start_with(|c| {
         primary_over_tcp(c, addr).replace("health_interval_s = 0", "health_interval_s = 3600").replacen(
             "[sip]\n",
@@ -249,7 +248,9 @@ struct Accepting {
 }
 
 impl Accepting {
-    fn start(listener: TcpListener) -> Accepting {
+    /// A listener on a free loopback port.
+    fn on_loopback() -> Accepting {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, connections) = std::sync::mpsc::channel();
@@ -309,9 +310,8 @@ fn a_provider_connection_that_closes_before_the_final_answer_fails_the_call_over
     // provider, which has the INVITE, is told to stop (a CANCEL, on a connection of its own:
     // a 100 is a provisional response too, RFC 3261 §9.1).
     for status in [100, 180] {
-        let provider = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = provider.local_addr().unwrap();
-        let provider = Accepting::start(provider);
+        let provider = Accepting::on_loopback();
+        let addr = provider.addr;
         let mut lab = Lab::start_with(|c| tcp_primary(c, addr));
         let secondary = lab.uas("secondary", "provider_answer.xml", "127.0.0.1", lab.ports.secondary, &[]);
         let sbc = std::thread::spawn(move || {
@@ -375,9 +375,8 @@ fn a_pbx_whose_connection_closes_mid_call_still_gets_its_answer_and_the_far_ends
     // the caller's Contact (§12.2.1.1). The provider is the test's own UDP socket, so that it
     // answers only once the PBX's connection is gone.
     use sosdesk::sip::parse::parse_datagram;
-    let pbx = TcpListener::bind("127.0.0.1:0").unwrap();
-    let pbx_port = pbx.local_addr().unwrap().port();
-    let pbx = Accepting::start(pbx);
+    let pbx = Accepting::on_loopback();
+    let pbx_port = pbx.addr.port();
     let mut lab = Lab::start();
     let provider = std::net::UdpSocket::bind(("127.0.0.1", lab.ports.primary)).unwrap();
     provider.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -469,9 +468,8 @@ fn a_final_answer_a_provider_sends_just_before_closing_still_answers_the_call() 
     // What was read on a connection is handled before its close: a 200 followed at once by the
     // close must answer the call, not fail it over (the close is served after the urgent lane,
     // where the 200 waits). The caller's BYE then reaches the provider on a new connection.
-    let provider = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = provider.local_addr().unwrap();
-    let provider = Accepting::start(provider);
+    let provider = Accepting::on_loopback();
+    let addr = provider.addr;
     let mut lab = Lab::start_with(|c| tcp_primary(c, addr));
     let sbc = std::thread::spawn(move || {
         let mut conn = provider.next("the route's INVITE");
