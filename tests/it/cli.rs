@@ -204,14 +204,12 @@ fn serve_history_verify_export_and_a_tampered_row(db: TestDb) {
         ])
         .arg(&msgs)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("sipp (Debian package sip-tester) is required");
     // Wait for the provider's socket (a condition with a deadline, not a fixed sleep).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::UdpSocket::bind(("127.0.0.1", prov)).is_ok() {
-        assert!(std::time::Instant::now() < deadline, "provider did not start");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    if let Err(err) = support::lab::wait_bound(&mut provider, "127.0.0.1", prov, false) {
+        panic!("the sipp provider did not start: {err}");
     }
     let caller = Command::new("sipp")
         .arg("-sf")

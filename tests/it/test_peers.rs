@@ -115,6 +115,23 @@ fn kamailio_relays_calls_between_tls_and_udp_and_checks_client_certificates() {
     assert!(answer.is_err(), "{}", ctx(&format!("a client of the other CA got: {answer:?}")));
 }
 
+/// The readiness probe the tests use for their peers sees a bound socket, and nothing once it
+/// is gone, for UDP and TCP, IPv4 and IPv6, a specific and the wildcard address.
+#[test]
+fn a_peers_socket_is_seen_bound_without_touching_its_port() {
+    for (ip, wildcard) in [("127.0.0.1", "0.0.0.0"), ("::1", "::")] {
+        let port = free_port();
+        assert!(!lab::is_listening(ip, port, false) && !lab::is_listening(ip, port, true), "{ip}:{port} free");
+        let udp = std::net::UdpSocket::bind((ip, port)).unwrap();
+        assert!(lab::is_listening(ip, port, false) && !lab::is_listening(ip, port, true), "{ip}:{port} udp");
+        drop(udp);
+        let tcp = TcpListener::bind((wildcard, port)).unwrap();
+        assert!(lab::is_listening(ip, port, true) && !lab::is_listening(ip, port, false), "{wildcard}:{port} tcp");
+        drop(tcp);
+        assert!(!lab::is_listening(ip, port, true), "{ip}:{port} free again");
+    }
+}
+
 #[test]
 fn dnsmasq_answers_the_records_given_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
@@ -351,12 +368,11 @@ struct Sipp {
 
 impl Sipp {
     fn uas(dir: &Path, scenario: &str, port: u16) -> Sipp {
-        let sipp = Sipp::spawn(dir, scenario, port, None, &[]);
+        let mut sipp = Sipp::spawn(dir, scenario, port, None, &[]);
         // Wait until it has bound its port (it does so right after starting), polled.
-        let deadline = Instant::now() + STEP;
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(Instant::now() < deadline, "sipp {scenario} did not bind 127.0.0.1:{port}");
-            std::thread::sleep(Duration::from_millis(5));
+        if let Err(e) = lab::wait_bound(&mut sipp.child, "127.0.0.1", port, false) {
+            let err = std::fs::read_to_string(&sipp.err).unwrap_or_default();
+            panic!("sipp {scenario} did not bind 127.0.0.1:{port}: {e} {err}");
         }
         sipp
     }

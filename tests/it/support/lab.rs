@@ -328,7 +328,7 @@ fn spawn(mut cmd: Command) -> Child {
 /// Wait until sipp listens on ip:port (it binds right after it starts). This polls a condition
 /// with a deadline; it is not a sleep standing in for synchronisation. A sipp that exits
 /// instead (bad scenario, port taken) is reported with its own words.
-fn wait_bound(child: &mut Child, ip: &str, port: u16, tcp: bool) -> Result<(), String> {
+pub fn wait_bound(child: &mut Child, ip: &str, port: u16, tcp: bool) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -339,7 +339,7 @@ fn wait_bound(child: &mut Child, ip: &str, port: u16, tcp: bool) -> Result<(), S
             }
             return Err(format!("exited ({status}): {err}"));
         }
-        if !is_free(ip, port, tcp) {
+        if is_listening(ip, port, tcp) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -347,6 +347,32 @@ fn wait_bound(child: &mut Child, ip: &str, port: u16, tcp: bool) -> Result<(), S
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Whether a socket of this machine is bound to ip:port (or to the wildcard address on that
+/// port), read from the kernel's socket tables in /proc/net. This looks without touching: a
+/// probe that binds the port itself would, for the moment it holds it, make the peer that is
+/// starting fail its own bind (EADDRINUSE), and the peer would exit instead of listening.
+pub fn is_listening(ip: &str, port: u16, tcp: bool) -> bool {
+    let ip: std::net::IpAddr = ip.parse().expect("an IP address");
+    // /proc/net prints each 32-bit word of the address as the kernel holds it (network order
+    // read as a native integer), then the port in hex.
+    let words = |octets: &[u8]| -> String {
+        octets.chunks(4).map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))).collect()
+    };
+    let (file, addr, any) = match ip {
+        std::net::IpAddr::V4(v4) => (if tcp { "tcp" } else { "udp" }, words(&v4.octets()), words(&[0; 4])),
+        std::net::IpAddr::V6(v6) => (if tcp { "tcp6" } else { "udp6" }, words(&v6.octets()), words(&[0; 16])),
+    };
+    // TCP counts once listening (state 0A); UDP once bound and not connected (state 07).
+    let state = if tcp { "0A" } else { "07" };
+    let table = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let mut cols = line.split_whitespace().skip(1);
+        let (Some(local), Some(_remote), Some(st)) = (cols.next(), cols.next(), cols.next()) else { return false };
+        let Some((a, p)) = local.split_once(':') else { return false };
+        u16::from_str_radix(p, 16) == Ok(port) && (a == addr || a == any) && st == state
+    })
 }
 
 fn is_free(ip: &str, port: u16, tcp: bool) -> bool {

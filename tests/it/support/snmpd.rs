@@ -12,7 +12,6 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,11 +70,11 @@ impl Snmpd {
         agent
     }
 
-    /// Listening once its UDP port cannot be bound any more.
+    /// Listening once its UDP port is bound (read from /proc/net, which does not touch the port).
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + START_WITHIN;
         loop {
-            if UdpSocket::bind(("127.0.0.1", self.port)).is_err() {
+            if super::lab::is_listening("127.0.0.1", self.port, false) {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
