@@ -12,8 +12,12 @@ pub struct ElinMapping {
     pub call_ref: String,
     pub caller_number: String,
     pub caller_display: Option<String>,
-    /// Where the original call came from (the PBX or the phone): callbacks go there.
+    /// Where the original call came from (the PBX or the phone): callbacks go there. Over TCP
+    /// or TLS this is the connection the call came over, while it lasts.
     pub caller_peer: Peer,
+    /// Where a callback opens a new connection once that one has closed: see
+    /// [`SharedElin::caller_reconnect`].
+    pub caller_reconnect: Option<Peer>,
     pub expires: Instant,
 }
 
@@ -26,18 +30,32 @@ pub struct SharedElin {
     pub caller_number: String,
     pub caller_display: Option<String>,
     pub caller_peer: Peer,
+    /// For a call that came over TCP or TLS, where a new connection to the caller goes: the
+    /// address of the call's Contact (RFC 3261 §12.2.1.1: a UA's requests go to its Contact),
+    /// over the same transport, never in clear after TLS. The connection the call came over is
+    /// the accepting node's and ends in time; its far end is an ephemeral port that takes no
+    /// new connections. `None` over UDP (the source address is the caller's own) or when the
+    /// Contact names a host (no DNS on this path: the callback then tries the connection).
+    pub caller_reconnect: Option<Peer>,
     pub expires: chrono::DateTime<chrono::Utc>,
 }
 
 impl SharedElin {
-    /// The mapping as this node's cache keeps it, `now` being both clocks at once.
+    /// The mapping as this node's cache keeps it, `now` being both clocks at once. It came from
+    /// the store, so the connection its call came over (if over TCP or TLS) is not this node's
+    /// (or was, before a restart): the callback opens a new one, to `caller_reconnect`.
     pub fn to_mapping(&self, now: crate::clock::Now) -> ElinMapping {
         let left = (self.expires - now.wall).to_std().unwrap_or(Duration::ZERO);
+        let caller_peer = match self.caller_reconnect {
+            Some(to) if self.caller_peer.transport.reliable() => to,
+            _ => self.caller_peer,
+        };
         ElinMapping {
             call_ref: self.call_ref.clone(),
             caller_number: self.caller_number.clone(),
             caller_display: self.caller_display.clone(),
-            caller_peer: self.caller_peer,
+            caller_peer,
+            caller_reconnect: self.caller_reconnect,
             expires: now.mono + left,
         }
     }
@@ -111,6 +129,23 @@ impl ElinCache {
         self.map.insert(elin.to_string(), m);
     }
 
+    /// The caller's connection `closed` has closed: mappings whose callbacks would have gone
+    /// over it go to their caller's reconnect address instead (those with none stay, and their
+    /// callback tries the address the connection had, which fails visibly).
+    pub fn connection_closed(&mut self, closed: Peer) {
+        for (elin, m) in self.map.iter_mut().filter(|(_, m)| m.caller_peer == closed) {
+            match m.caller_reconnect {
+                Some(to) => {
+                    tracing::info!(%elin, %closed, %to, "the connection an ELIN's caller called over closed: its callback goes to the caller's Contact");
+                    m.caller_peer = to;
+                }
+                None => {
+                    tracing::warn!(%elin, %closed, "the connection an ELIN's caller called over closed and its Contact gives no address to reconnect to: a callback will not reach the caller")
+                }
+            }
+        }
+    }
+
     /// The live mapping for an ELIN (a mapping is live strictly before its expiry).
     pub fn lookup(&self, elin: &str, now: Instant) -> Option<&ElinMapping> {
         self.map.get(elin).filter(|m| m.expires > now)
@@ -128,6 +163,7 @@ mod tests {
             caller_number: n.into(),
             caller_display: None,
             caller_peer: Peer { transport: Transport::Udp, addr: "127.0.0.1:5061".parse().unwrap() },
+            caller_reconnect: None,
             expires: Instant::now(),
         }
     }

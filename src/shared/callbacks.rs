@@ -37,11 +37,13 @@ pub const CLAIM_WITHIN: Duration = Duration::from_millis(300);
 /// A mapping written to its ELIN, replacing whatever that ELIN had ([`CallbackStore::put`]);
 /// the claim adds its condition ([`CallbackStore::claim`]).
 const UPSERT: &str = "INSERT INTO elin_callbacks \
-     (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms, node) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, \
+     reconnect_transport, reconnect_addr, expires_ms, node) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
      caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
      caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
+     reconnect_transport = excluded.reconnect_transport, reconnect_addr = excluded.reconnect_addr, \
      expires_ms = excluded.expires_ms, node = excluded.node";
 
 /// Rounds of a claim before it gives up (see [`CallbackStore::claim`]).
@@ -76,6 +78,8 @@ impl CallbackStore {
             .bind(m.caller_display.as_deref())
             .bind(m.caller_peer.transport.as_str())
             .bind(m.caller_peer.addr.to_string())
+            .bind(m.caller_reconnect.map(|p| p.transport.as_str()))
+            .bind(m.caller_reconnect.map(|p| p.addr.to_string()))
             .bind(m.expires.timestamp_millis())
             .bind(self.node.as_deref())
     }
@@ -177,7 +181,8 @@ impl CallbackStore {
     /// The live mapping of `elin`, if any node wrote one.
     pub async fn get(&self, elin: &str) -> Result<Option<SharedElin>, sqlx::Error> {
         let sql = self.db.backend.sql(
-            "SELECT call_ref, caller_number, caller_display, caller_transport, caller_addr, expires_ms \
+            "SELECT call_ref, caller_number, caller_display, caller_transport, caller_addr, \
+             reconnect_transport, reconnect_addr, expires_ms \
              FROM elin_callbacks WHERE elin = ? AND expires_ms > ?",
         );
         let row = sqlx::query(&sql)
@@ -186,16 +191,11 @@ impl CallbackStore {
             .fetch_optional(&self.db.pool)
             .await?;
         let Some(r) = row else { return Ok(None) };
-        let transport = match r.try_get::<String, _>("caller_transport")?.as_str() {
-            "UDP" => Transport::Udp,
-            "TCP" => Transport::Tcp,
-            "TLS" => Transport::Tls,
-            other => return Err(sqlx::Error::Decode(format!("caller_transport {other:?}").into())),
+        let caller_peer = peer(r.try_get("caller_transport")?, r.try_get("caller_addr")?)?;
+        let caller_reconnect = match (r.try_get("reconnect_transport")?, r.try_get("reconnect_addr")?) {
+            (Some(t), Some(a)) => Some(peer(t, a)?),
+            _ => None,
         };
-        let addr: SocketAddr = r
-            .try_get::<String, _>("caller_addr")?
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(format!("caller_addr: {e}").into()))?;
         let expires = chrono::DateTime::from_timestamp_millis(r.try_get("expires_ms")?)
             .ok_or_else(|| sqlx::Error::Decode("expires_ms out of range".into()))?;
         Ok(Some(SharedElin {
@@ -203,7 +203,8 @@ impl CallbackStore {
             call_ref: r.try_get("call_ref")?,
             caller_number: r.try_get("caller_number")?,
             caller_display: r.try_get("caller_display")?,
-            caller_peer: Peer { transport, addr },
+            caller_peer,
+            caller_reconnect,
             expires,
         }))
     }
@@ -239,4 +240,16 @@ impl CallbackStore {
             }
         }
     }
+}
+
+/// A transport and address as the table keeps them (`UDP`, `127.0.0.1:5060`).
+fn peer(transport: String, addr: String) -> Result<Peer, sqlx::Error> {
+    let transport = match transport.as_str() {
+        "UDP" => Transport::Udp,
+        "TCP" => Transport::Tcp,
+        "TLS" => Transport::Tls,
+        other => return Err(sqlx::Error::Decode(format!("transport {other:?}").into())),
+    };
+    let addr: SocketAddr = addr.parse().map_err(|e| sqlx::Error::Decode(format!("address {addr:?}: {e}").into()))?;
+    Ok(Peer { transport, addr })
 }

@@ -483,6 +483,57 @@ fn elin_gateway_gets_the_elin_and_a_callback_reaches_the_caller() {
     lab.assert_audit_verifies();
 }
 
+/// A caller over TCP (a PBX connects from an ephemeral port, and closes the connection when
+/// its call is over) goes out through the ELIN gateway; the PSAP's callback opens a new
+/// connection to the caller's Contact, not one to the closed connection's ephemeral port.
+#[test]
+fn an_elin_callback_reaches_a_tcp_caller_whose_connection_has_closed_at_its_contact() {
+    let mut lab = Lab::start();
+    let gw = lab.uas("gw", "elin_gateway.xml", "127.0.0.1", lab.ports.elin, &[]);
+    let caller_port = support::lab::free_port();
+    let cp = caller_port.to_string();
+    let caller = lab.uac(
+        "caller",
+        "caller_hangs_up.xml",
+        "127.0.0.4",
+        &args(&[
+            "-s",
+            "911",
+            "-set",
+            "from_user",
+            "2002",
+            "-set",
+            "contact_port",
+            &cp,
+            "-t",
+            "tn",
+            "-max_socket",
+            "64",
+        ]),
+    );
+    let c = caller.wait();
+    c.assert_ok();
+    gw.wait().assert_ok();
+    // sipp has exited: its connection is closed. sosdesk has heard so once its own end is
+    // gone (it closes it after telling the engine).
+    support::lab::wait_no_connection(lab.ports.sip, "127.0.0.4");
+
+    let callee = lab.uas("callee", "callee_answer.xml", "127.0.0.4", caller_port, &["-t", "t1"]);
+    lab.uac("psap", "psap_callback.xml", "127.0.0.1", &["-s", "4255550199"]).wait().assert_ok();
+    let cb = callee.wait();
+    cb.assert_ok();
+    assert!(
+        cb.received_request("INVITE").starts_with(&format!("INVITE sip:2002@127.0.0.4:{caller_port} SIP/2.0")),
+        "{}",
+        cb.received_request("INVITE")
+    );
+    assert!(cb.received_request("INVITE").contains("Via: SIP/2.0/TCP "), "{}", cb.received_request("INVITE"));
+    lab.stop();
+    let events = lab.audit_events();
+    assert!(events.iter().any(|e| matches!(&e.kind, CallEventKind::Callback { to_original: true, .. })));
+    lab.assert_audit_verifies();
+}
+
 #[test]
 fn elin_callback_after_the_window_goes_to_the_fallback() {
     // A zero-minute window: the mapping is already expired when the callback comes.

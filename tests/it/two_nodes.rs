@@ -463,9 +463,33 @@ fn claim_for(call_ref: &str, candidates: &[&str], expires_in_s: i64) -> sosdesk:
                 transport: sosdesk::sip::transaction::Transport::Udp,
                 addr: "127.0.0.4:5062".parse().unwrap(),
             },
+            caller_reconnect: None,
             expires: chrono::Utc::now() + chrono::Duration::seconds(expires_in_s),
         },
     }
+}
+
+crate::support::store::store_test!(a_tls_callers_mapping_keeps_where_to_reconnect);
+/// A mapping of a caller over TLS keeps, through the store, the connection its call came over
+/// and the address a callback connects to anew; one over UDP has no such address.
+async fn a_tls_callers_mapping_keeps_where_to_reconnect(db: TestDb) {
+    use sosdesk::sip::transaction::{Peer, Transport};
+    let audit = sosdesk::audit::AuditStore::open(db.location()).await.unwrap();
+    let store = sosdesk::shared::callbacks::CallbackStore::new(audit.database().clone(), Some("a"));
+    let tls = |a: &str| Peer { transport: Transport::Tls, addr: a.parse().unwrap() };
+    let over_tls = sosdesk::routing::SharedElin {
+        elin: "4255550199".into(),
+        caller_peer: tls("[2001:db8::4]:40001"),
+        caller_reconnect: Some(tls("[2001:db8::4]:5061")),
+        ..claim_for("c1", &[], 3600).mapping
+    };
+    store.put(&over_tls).await.unwrap();
+    let mut got = store.get("4255550199").await.unwrap().expect("the mapping");
+    got.expires = over_tls.expires; // (kept to the millisecond)
+    assert_eq!(got, over_tls);
+    let over_udp = sosdesk::routing::SharedElin { elin: "4255550198".into(), ..claim_for("c2", &[], 3600).mapping };
+    store.put(&over_udp).await.unwrap();
+    assert_eq!(store.get("4255550198").await.unwrap().unwrap().caller_reconnect, None);
 }
 
 crate::support::store::store_test!(an_elin_claim_gives_each_live_call_its_own_elin);

@@ -809,6 +809,7 @@ impl Engine {
         }
         if accepted {
             self.caller_connection_closed(peer);
+            self.callbacks.elins.connection_closed(peer);
         }
     }
 
@@ -964,6 +965,15 @@ fn next_hop_after_close(d: &Dialog, closed: Peer) -> Result<Peer, String> {
     };
     let port = hop.port.unwrap_or(crate::sip::rfc3263::SipTarget::default_port(transport));
     Ok(Peer { transport, addr: std::net::SocketAddr::new(ip, port) })
+}
+
+/// Where a new connection to a caller goes once the one its call came over (TCP or TLS, which
+/// the caller opened) is gone: its next hop ([`next_hop_after_close`]). `None` over UDP.
+fn reconnect_to(a: &Dialog) -> Option<Peer> {
+    if !a.peer.transport.reliable() {
+        return None;
+    }
+    next_hop_after_close(a, a.peer).ok()
 }
 
 fn peer_of(call: &Call, side: Side) -> Peer {

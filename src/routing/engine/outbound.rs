@@ -69,6 +69,7 @@ impl Engine {
                                     caller_number: call.caller.number.clone(),
                                     caller_display: call.caller.display_name.clone(),
                                     caller_peer: call.a.peer,
+                                    caller_reconnect: reconnect_to(&call.a),
                                     expires: self.now.wall
                                         + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
                                 };
@@ -139,6 +140,7 @@ impl Engine {
                         caller_number: call.caller.number.clone(),
                         caller_display: call.caller.display_name.clone(),
                         caller_peer: call.a.peer,
+                        caller_reconnect: reconnect_to(&call.a),
                         expires: now,
                     },
                     now,
@@ -152,6 +154,7 @@ impl Engine {
                         caller_number: call.caller.number.clone(),
                         caller_display: call.caller.display_name.clone(),
                         caller_peer: call.a.peer,
+                        caller_reconnect: reconnect_to(&call.a),
                         expires: self.now.wall + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
                     }));
                 }

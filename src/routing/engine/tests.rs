@@ -238,6 +238,56 @@ fn elin_mapping_is_live_until_the_end_of_the_window_only() {
     assert_eq!(start_line(&out[1].1), "INVITE sip:security-desk@127.0.0.1:5090 SIP/2.0");
 }
 
+/// A caller over TLS (a PBX's connection, from an ephemeral port) goes out through the ELIN
+/// gateway. The PSAP's callback reaches it over that connection while it lasts, at its Contact
+/// (still over TLS) once it has closed, and through another node (the mapping from the store,
+/// the connection not that node's) at its Contact at once.
+#[test]
+fn an_elin_callback_reaches_a_tls_caller_over_its_connection_then_at_its_contact() {
+    let t0 = Now::read();
+    let wh = "127.0.0.4:5062";
+    let conn = Peer { transport: Transport::Tls, addr: "127.0.0.4:40001".parse().unwrap() };
+    let contact = Peer { transport: Transport::Tls, addr: wh.parse().unwrap() };
+    let mut a = engine(|c| c);
+    a.e.share_through_store();
+    a.handle_message(invite(wh, "911", 5), conn, t0);
+    sent(&mut a);
+    let Some(Output::ElinMapped(m)) = a.store_io.pop_front() else { panic!("no mapping shared") };
+    assert_eq!((m.caller_peer, m.caller_reconnect), (conn, Some(contact)));
+
+    let psap = "127.0.0.1:5080";
+    let callback_to = |e: &mut Sim| {
+        e.drain();
+        let to = e.transmits.iter().find(|t| t.bytes.starts_with(b"INVITE sip:1001@")).expect("the callback").peer;
+        e.transmits.clear();
+        to
+    };
+    a.handle_message(invite(psap, "4255550199", 6), peer(psap), t0);
+    assert_eq!(callback_to(&mut a), conn);
+    // A connection sosdesk opened to that address closing changes nothing; the caller's does.
+    a.e.handle_connection_closed(conn, false, t0);
+    a.handle_message(invite(psap, "4255550199", 7), peer(psap), t0);
+    assert_eq!(callback_to(&mut a), conn);
+    a.e.handle_connection_closed(conn, true, t0);
+    a.handle_message(invite(psap, "4255550199", 8), peer(psap), t0);
+    assert_eq!(callback_to(&mut a), contact);
+
+    let mut b = engine(|c| c);
+    b.e.share_through_store();
+    b.handle_message(invite(psap, "4255550199", 9), peer(psap), t0);
+    sent(&mut b);
+    b.e.on_elin_found("4255550199", Some(m.clone()), t0);
+    assert_eq!(callback_to(&mut b), contact);
+
+    // Over UDP there is nothing to reconnect to: the source address is the caller's.
+    let mut c = engine(|c| c);
+    c.e.share_through_store();
+    c.handle_message(invite(wh, "911", 10), peer(wh), t0);
+    sent(&mut c);
+    let Some(Output::ElinMapped(m)) = c.store_io.pop_front() else { panic!("no mapping shared") };
+    assert_eq!((m.caller_peer, m.caller_reconnect), (peer(wh), None));
+}
+
 /// Two nodes sharing mappings through the store, the store played by the test: a callback to
 /// an ELIN this engine has no mapping of waits for one look-up, then goes where the answer says.
 #[test]

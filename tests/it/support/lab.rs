@@ -375,6 +375,30 @@ pub fn is_listening(ip: &str, port: u16, tcp: bool) -> bool {
     })
 }
 
+/// Wait (up to 10 s) until no TCP connection from `remote_ip` to 127.0.0.1:`local_port` is
+/// open or half-closed on this machine's side of it (ESTABLISHED or CLOSE_WAIT in
+/// /proc/net/tcp): the listener's end has been closed.
+pub fn wait_no_connection(local_port: u16, remote_ip: &str) {
+    let remote: std::net::Ipv4Addr = remote_ip.parse().expect("an IPv4 address");
+    let hex = |ip: std::net::Ipv4Addr, port: u16| format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets()));
+    let local = hex(std::net::Ipv4Addr::LOCALHOST, local_port);
+    let remote = hex(remote, 0);
+    let remote = &remote[..8];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let open = table.lines().skip(1).any(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3 && cols[1] == local && cols[2].starts_with(remote) && (cols[3] == "01" || cols[3] == "08")
+        });
+        if !open {
+            return;
+        }
+        assert!(Instant::now() < deadline, "a connection from {remote_ip} to port {local_port} is still open");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn is_free(ip: &str, port: u16, tcp: bool) -> bool {
     if tcp {
         TcpListener::bind((ip, port)).is_ok()
