@@ -164,7 +164,8 @@ pub struct TlsSetup {
     /// The name each other address was resolved from (a notification URI's or callback's host):
     /// the certificate must carry that name (RFC 5922 §7.2).
     name_of: RwLock<HashMap<SocketAddr, String>>,
-    /// Anyone else (notification targets, callbacks): `sip.tls_ca` or the system's CAs.
+    /// Anyone else (notification targets, callbacks, a PBX's listener): `sip.tls_ca` or the
+    /// system's CAs; presents `sip.tls_cert` when there is one.
     default_client: Arc<ClientConfig>,
 }
 
@@ -185,7 +186,17 @@ impl TlsSetup {
             Some(p) => load_roots(&cfg.path(p)).map_err(|e| format!("sip.tls_ca: {e}"))?,
             None => system_roots(),
         };
-        let default_client = client_config(default_roots, None).map_err(|e| format!("sip.tls_ca: {e}"))?;
+        // The listener's own certificate is sosdesk's identity towards anyone else too: a PBX's
+        // listener, a notification target or a callback's address may ask for mutual TLS (as a
+        // Skype for Business Mediation Server or a Teams SBC does), and a SIP server presents the
+        // certificate it serves with (hence clientAuth besides serverAuth in its key usage).
+        let identity = match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
+            (Some(cert), Some(key)) => Some((cfg.path(cert), cfg.path(key))),
+            _ => None,
+        };
+        let identity = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let default_client =
+            client_config(default_roots, identity).map_err(|e| format!("sip.tls_ca, sip.tls_cert: {e}"))?;
         let mut routes = Vec::new();
         let mut route_of = HashMap::new();
         for (i, r) in cfg.routes.iter().enumerate() {

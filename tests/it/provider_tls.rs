@@ -3,7 +3,9 @@
 //! TLS → sosdesk), mutual TLS both ways, a route refused without a client certificate or with a
 //! certificate for another name, and RFC 5626 CRLF keepalive on a connection sosdesk opened;
 //! a provider's connection that closes while a call waits there for its final answer; and a
-//! PBX's connection that closes mid-call (its answer and the far end's BYE still reach it).
+//! PBX's connection that closes mid-call (its answer and the far end's BYE still reach it); an
+//! alert to a receiver behind an SBC that asks for mutual TLS (sosdesk presents its own
+//! certificate).
 
 use crate::support;
 
@@ -162,6 +164,47 @@ From: <sip:probe@{local}>;tag=t1\r\nTo: <sip:{to}>\r\nCall-ID: tls-{with_cert}@t
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         (n > 0).then(|| text.lines().next().unwrap_or("").to_string())
     })
+}
+
+/// A notification target behind an SBC that asks for mutual TLS (as a Skype for Business
+/// Mediation Server or a Teams SBC does): sosdesk presents its own certificate (`sip.tls_cert`,
+/// the one its listener serves with) on the connection it opens, checks the SBC's against
+/// `sip.tls_ca`, and the alert reaches the receiver (a sipp UAS on the SBC's UDP side).
+#[test]
+fn an_alert_reaches_a_receiver_behind_an_sbc_that_asks_for_mutual_tls_with_sosdesks_own_certificate() {
+    let (dir, pki) = pki();
+    let receiver_port = free_port();
+    let sbc =
+        start_sbc_on_free_ports(dir.path(), &pki, true, None, Some(SocketAddr::from(([127, 0, 0, 1], receiver_port))));
+    let tls_port = free_port();
+    let mut lab = Lab::start_notifying(|c| {
+        let c = tls_listener(c, tls_port, &pki).replacen(
+            "[sip]\n",
+            &format!("[sip]\ntls_ca = {:?}\n", pki.ca_cert.display().to_string()),
+            1,
+        );
+        // The policy's first target: the desk's phone, now behind the SBC, over TLS.
+        let i = c.find("notification_uris = [\"sip:security-desk@127.0.0.1:").unwrap() + 22;
+        let j = i + c[i..].find("\", \"sip:security@").unwrap();
+        format!("{}sip:security-desk@127.0.0.1:{};transport=tls{}", &c[..i], sbc.tls.port(), &c[j..])
+    });
+    let receiver = lab.uas("receiver", "notify_receiver.xml", "127.0.0.1", receiver_port, &[]);
+    let provider = lab.uas("provider", "provider_answer.xml", "127.0.0.1", lab.ports.primary, &[]);
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.1", &["-s", "911"]).wait().assert_ok();
+    provider.wait().assert_ok();
+    let r = receiver.wait();
+    r.assert_ok();
+    let msg = r.received_request("MESSAGE");
+    assert!(msg.lines().any(|l| l.starts_with("Via: SIP/2.0/TLS ")), "sosdesk's hop was TLS: {msg}\n{}", sbc.log());
+    assert!(msg.contains("EMERGENCY CALL to 911"), "{msg}");
+    lab.stop();
+    let events = lab.audit_events();
+    let delivered = events.iter().any(|e| {
+        matches!(&e.kind, CallEventKind::Notified { uri, ok: true, detail }
+            if uri.contains(";transport=tls") && detail == "delivered on attempt 1: 200 OK")
+    });
+    assert!(delivered, "{:?}", events.iter().map(|e| &e.kind).collect::<Vec<_>>());
+    lab.assert_audit_verifies();
 }
 
 #[test]
