@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::sip::transaction::Peer;
+use crate::sip::transaction::{Peer, Reconnect};
 
 #[derive(Debug, Clone)]
 pub struct ElinMapping {
@@ -17,7 +17,7 @@ pub struct ElinMapping {
     pub caller_peer: Peer,
     /// Where a callback opens a new connection once that one has closed: see
     /// [`SharedElin::caller_reconnect`].
-    pub caller_reconnect: Option<Peer>,
+    pub caller_reconnect: Option<Reconnect>,
     pub expires: Instant,
 }
 
@@ -31,12 +31,13 @@ pub struct SharedElin {
     pub caller_display: Option<String>,
     pub caller_peer: Peer,
     /// For a call that came over TCP or TLS, where a new connection to the caller goes: the
-    /// address of the call's Contact (RFC 3261 §12.2.1.1: a UA's requests go to its Contact),
-    /// over the same transport, never in clear after TLS. The connection the call came over is
-    /// the accepting node's and ends in time; its far end is an ephemeral port that takes no
-    /// new connections. `None` over UDP (the source address is the caller's own) or when the
-    /// Contact names a host (no DNS on this path: the callback then tries the connection).
-    pub caller_reconnect: Option<Peer>,
+    /// call's next hop (its Record-Route, else its Contact: RFC 3261 §12.2.1.1), over the same
+    /// transport, never in clear after TLS; a hop that names a host is reached at the address
+    /// the call came from, and over TLS its certificate must carry that name. The connection
+    /// the call came over is the accepting node's and ends in time; its far end is an
+    /// ephemeral port that takes no new connections. `None` over UDP (the source address is
+    /// the caller's own).
+    pub caller_reconnect: Option<Reconnect>,
     pub expires: chrono::DateTime<chrono::Utc>,
 }
 
@@ -46,8 +47,8 @@ impl SharedElin {
     /// (or was, before a restart): the callback opens a new one, to `caller_reconnect`.
     pub fn to_mapping(&self, now: crate::clock::Now) -> ElinMapping {
         let left = (self.expires - now.wall).to_std().unwrap_or(Duration::ZERO);
-        let caller_peer = match self.caller_reconnect {
-            Some(to) if self.caller_peer.transport.reliable() => to,
+        let caller_peer = match &self.caller_reconnect {
+            Some(to) if self.caller_peer.transport.reliable() => to.peer,
             _ => self.caller_peer,
         };
         ElinMapping {
@@ -55,7 +56,7 @@ impl SharedElin {
             caller_number: self.caller_number.clone(),
             caller_display: self.caller_display.clone(),
             caller_peer,
-            caller_reconnect: self.caller_reconnect,
+            caller_reconnect: self.caller_reconnect.clone(),
             expires: now.mono + left,
         }
     }
@@ -134,13 +135,13 @@ impl ElinCache {
     /// callback tries the address the connection had, which fails visibly).
     pub fn connection_closed(&mut self, closed: Peer) {
         for (elin, m) in self.map.iter_mut().filter(|(_, m)| m.caller_peer == closed) {
-            match m.caller_reconnect {
+            match &m.caller_reconnect {
                 Some(to) => {
-                    tracing::info!(%elin, %closed, %to, "the connection an ELIN's caller called over closed: its callback goes to the caller's Contact");
-                    m.caller_peer = to;
+                    tracing::info!(%elin, %closed, to = %to.peer, name = ?to.name, "the connection an ELIN's caller called over closed: its callback goes to the caller's next hop");
+                    m.caller_peer = to.peer;
                 }
                 None => {
-                    tracing::warn!(%elin, %closed, "the connection an ELIN's caller called over closed and its Contact gives no address to reconnect to: a callback will not reach the caller")
+                    tracing::warn!(%elin, %closed, "the connection an ELIN's caller called over closed and its call gives no next hop to reconnect to: a callback will not reach the caller")
                 }
             }
         }

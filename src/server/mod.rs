@@ -803,11 +803,20 @@ async fn run(
                     }
                     // One connection per peer, opened on first use and reused (RFC 3261 §18.1.1).
                     Transport::Tcp | Transport::Tls => {
+                        // A response going back to a Via that names a host: that name is what
+                        // the certificate must carry (RFC 5922 §7.2).
+                        let named = t.reconnect.as_ref().and_then(|r| Some((r.peer, r.name.clone()?)));
                         if let Some(peer) = streams.send(t) {
+                            if let Some((_, name)) = named.filter(|(p, _)| p.transport == Transport::Tls && *p == peer)
+                            {
+                                stream_io.tls.note_name_address(peer.addr, &name);
+                            }
                             tokio::spawn(transport::connect(peer, stream_io.clone()));
                         }
                     }
                 },
+                // Before the bytes that open a connection there (polled first).
+                Output::TlsName { addr, name } => stream_io.tls.note_name_address(addr, &name),
                 Output::Media(action) => on_media_action(action, &mut media, &mut recordings, &ctx),
                 Output::Event(ev) => {
                     // Events queued while the bytes went out (notification outcomes) are

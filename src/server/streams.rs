@@ -122,9 +122,9 @@ impl Streams {
             // A response whose request's connection has closed (or is closing: its task has
             // ended, its `Closed` is on the way) goes where the request's Via says (§18.2.2),
             // not to the closed connection's port, which nobody listens on.
-            Some(addr) if dead || self.closed.contains_key(&peer) => {
-                tracing::info!(from = %peer, to = %addr, "the request's connection has closed: its response goes to the address of its Via (RFC 3261 §18.2.2)");
-                peer = Peer { transport: peer.transport, addr };
+            Some(r) if dead || self.closed.contains_key(&peer) => {
+                tracing::info!(from = %peer, to = %r.peer, name = ?r.name, "the request's connection has closed: its response goes to the address of its Via (RFC 3261 §18.2.2)");
+                peer = r.peer;
                 match self.write(peer, &queued.bytes) {
                     Written::Sent => return None,
                     Written::Dead => return self.wait(peer, queued, false),
@@ -233,7 +233,13 @@ mod tests {
         let mut s = Streams::default();
         let pbx = peer(40_000);
         let via = SocketAddr::from(([127, 0, 0, 1], 5062));
-        let response = |text| Transmit { reconnect: Some(via), ..transmit(pbx, text) };
+        let response = |text| Transmit {
+            reconnect: Some(crate::sip::transaction::Reconnect {
+                peer: Peer { transport: Transport::Tcp, addr: via },
+                name: None,
+            }),
+            ..transmit(pbx, text)
+        };
         // The request came on a connection the engine task has not heard of yet: no connection
         // is opened to the caller's port (nobody listens there), the responses wait for it.
         assert_eq!(s.send(response("100")), None);

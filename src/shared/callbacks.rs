@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::db::Db;
 use crate::routing::{ElinClaim, SharedElin};
-use crate::sip::transaction::{Peer, Transport};
+use crate::sip::transaction::{Peer, Reconnect, Transport};
 
 /// How long a waiting callback waits for the store before it is routed as with no mapping
 /// (`routing.callback_fallback`, else 480): a PSAP must not hear silence because a database
@@ -38,12 +38,13 @@ pub const CLAIM_WITHIN: Duration = Duration::from_millis(300);
 /// the claim adds its condition ([`CallbackStore::claim`]).
 const UPSERT: &str = "INSERT INTO elin_callbacks \
      (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, \
-     reconnect_transport, reconnect_addr, expires_ms, node) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     reconnect_transport, reconnect_addr, reconnect_name, expires_ms, node) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
      caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
      caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
      reconnect_transport = excluded.reconnect_transport, reconnect_addr = excluded.reconnect_addr, \
+     reconnect_name = excluded.reconnect_name, \
      expires_ms = excluded.expires_ms, node = excluded.node";
 
 /// Rounds of a claim before it gives up (see [`CallbackStore::claim`]).
@@ -78,8 +79,9 @@ impl CallbackStore {
             .bind(m.caller_display.as_deref())
             .bind(m.caller_peer.transport.as_str())
             .bind(m.caller_peer.addr.to_string())
-            .bind(m.caller_reconnect.map(|p| p.transport.as_str()))
-            .bind(m.caller_reconnect.map(|p| p.addr.to_string()))
+            .bind(m.caller_reconnect.as_ref().map(|r| r.peer.transport.as_str()))
+            .bind(m.caller_reconnect.as_ref().map(|r| r.peer.addr.to_string()))
+            .bind(m.caller_reconnect.as_ref().and_then(|r| r.name.as_deref()))
             .bind(m.expires.timestamp_millis())
             .bind(self.node.as_deref())
     }
@@ -182,7 +184,7 @@ impl CallbackStore {
     pub async fn get(&self, elin: &str) -> Result<Option<SharedElin>, sqlx::Error> {
         let sql = self.db.backend.sql(
             "SELECT call_ref, caller_number, caller_display, caller_transport, caller_addr, \
-             reconnect_transport, reconnect_addr, expires_ms \
+             reconnect_transport, reconnect_addr, reconnect_name, expires_ms \
              FROM elin_callbacks WHERE elin = ? AND expires_ms > ?",
         );
         let row = sqlx::query(&sql)
@@ -193,7 +195,7 @@ impl CallbackStore {
         let Some(r) = row else { return Ok(None) };
         let caller_peer = peer(r.try_get("caller_transport")?, r.try_get("caller_addr")?)?;
         let caller_reconnect = match (r.try_get("reconnect_transport")?, r.try_get("reconnect_addr")?) {
-            (Some(t), Some(a)) => Some(peer(t, a)?),
+            (Some(t), Some(a)) => Some(Reconnect { peer: peer(t, a)?, name: r.try_get("reconnect_name")? }),
             _ => None,
         };
         let expires = chrono::DateTime::from_timestamp_millis(r.try_get("expires_ms")?)

@@ -57,11 +57,21 @@ pub struct Transmit {
     pub bytes: Bytes,
     /// A response over TCP or TLS: where it goes if the request's connection to `peer` has
     /// closed (RFC 3261 §18.2.2, [`reply_address`]). Never set for requests.
-    pub reconnect: Option<SocketAddr>,
+    pub reconnect: Option<Reconnect>,
     /// An INVITE outside a dialog (a call's attempt on a route): one that has waited for a
     /// connection longer than the route's timeout has been given up by the engine (the call
     /// went on) and must not be sent late.
     pub initial_invite: bool,
+}
+
+/// Where a new connection to a peer goes once the one it opened has closed, and the host name
+/// its certificate must carry over TLS (RFC 5922 §7.2) when the peer gave a name rather than an
+/// address (in its Via, Contact or Record-Route). The name is not looked up: the address is
+/// the one the peer's connection came from (the emergency path never waits for DNS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    pub peer: Peer,
+    pub name: Option<String>,
 }
 
 /// RFC 3261 §17.1.1.1 timer values (configurable: some trunks want a shorter T1).
@@ -125,7 +135,7 @@ struct ServerTx {
     /// Call-ID and CSeq number, to match the ACK of a 2xx.
     dialog_key: String,
     /// Over TCP/TLS: where the responses go once the request's connection has closed.
-    reconnect: Option<SocketAddr>,
+    reconnect: Option<Reconnect>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +242,7 @@ impl Transactions {
         self.transmits.push_back(Transmit { peer, bytes, reconnect: None, initial_invite: false });
     }
 
-    fn send_response(&mut self, peer: Peer, bytes: Bytes, reconnect: Option<SocketAddr>) {
+    fn send_response(&mut self, peer: Peer, bytes: Bytes, reconnect: Option<Reconnect>) {
         self.transmits.push_back(Transmit { peer, bytes, reconnect, initial_invite: false });
     }
 
@@ -319,7 +329,7 @@ impl Transactions {
             // A retransmission (§17.2.1, §17.2.2): re-send the most recent response, if any.
             self.stats.retransmissions_absorbed += 1;
             if let Some(resp) = tx.last_response.clone() {
-                let (p, reconnect) = (tx.peer, tx.reconnect);
+                let (p, reconnect) = (tx.peer, tx.reconnect.clone());
                 self.send_response(p, resp, reconnect);
             }
             return None;
@@ -380,7 +390,7 @@ impl Transactions {
         }
         let bytes = Bytes::from(resp.to_bytes());
         tx.last_response = Some(bytes.clone());
-        let (peer, reconnect) = (tx.peer, tx.reconnect);
+        let (peer, reconnect) = (tx.peer, tx.reconnect.clone());
         let reliable = peer.transport.reliable();
         let invite = tx.invite;
         let dialog_key = tx.dialog_key.clone();
@@ -609,7 +619,7 @@ impl Transactions {
                     if let Some(tx) = self.server.get_mut(&key) {
                         if matches!(tx.state, ServerState::Completed | ServerState::Accepted) {
                             if let Some(bytes) = tx.last_response.clone() {
-                                let (peer, reconnect) = (tx.peer, tx.reconnect);
+                                let (peer, reconnect) = (tx.peer, tx.reconnect.clone());
                                 tx.retransmit_every = (tx.retransmit_every * 2).min(t.t2);
                                 let every = tx.retransmit_every;
                                 self.stats.retransmissions_sent += 1;
@@ -650,13 +660,17 @@ impl Transactions {
 /// from: taken from `peer`, never from a `received` the client may have written itself) on the
 /// top Via's sent-by port (else the transport's default). A PBX whose connection dropped (an
 /// idle timeout, a restart) thus still gets the 200 of its emergency call. UDP has no
-/// connection: none.
-fn reply_address(msg: &Message, peer: Peer) -> Option<SocketAddr> {
+/// connection: none. A sent-by that names a host (a Skype for Business Mediation Server's
+/// FQDN) is the name the certificate must carry over TLS (RFC 5922 §7.2).
+fn reply_address(msg: &Message, peer: Peer) -> Option<Reconnect> {
     if !peer.transport.reliable() {
         return None;
     }
-    let port = msg.top_via()?.port.unwrap_or(if peer.transport == Transport::Tls { 5061 } else { 5060 });
-    Some(SocketAddr::new(peer.addr.ip(), port))
+    let via = msg.top_via()?;
+    let port = via.port.unwrap_or(if peer.transport == Transport::Tls { 5061 } else { 5060 });
+    let bare = via.host.trim_start_matches('[').trim_end_matches(']');
+    let name = (bare.parse::<std::net::IpAddr>().is_err() && !bare.is_empty()).then(|| via.host.clone());
+    Some(Reconnect { peer: Peer { transport: peer.transport, addr: SocketAddr::new(peer.addr.ip(), port) }, name })
 }
 
 /// §17.1.1.3: the ACK for a non-2xx final has the INVITE's Request-URI, Call-ID, From, top Via
@@ -763,22 +777,30 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
             m.response(200, "OK", None)
         };
         let from = |t: Transport, a: &str| Peer { transport: t, addr: a.parse().unwrap() };
+        let at = |t: Transport, a: &str, name: Option<&str>| {
+            Some(Reconnect { peer: from(t, a), name: name.map(String::from) })
+        };
         let pbx = from(Transport::Tcp, "192.0.2.7:40123");
         // §18.2.2: the source address (what `received` says), on the sent-by port.
         let got = reply_address(&via("SIP/2.0/TCP 10.0.0.7:5070;branch=z9hG4bK1"), pbx);
-        assert_eq!(got, Some("192.0.2.7:5070".parse().unwrap()));
+        assert_eq!(got, at(Transport::Tcp, "192.0.2.7:5070", None));
         // A `received` the client wrote itself is not believed.
         let forged = via("SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bK1;received=203.0.113.9");
-        assert_eq!(reply_address(&forged, pbx), Some("192.0.2.7:5070".parse().unwrap()));
-        // No port: the transport's default; a name as sent-by is fine (the source is known).
+        assert_eq!(reply_address(&forged, pbx), at(Transport::Tcp, "192.0.2.7:5070", None));
+        // No port: the transport's default; a name as sent-by is fine (the source is known),
+        // and is the name a TLS certificate must carry (RFC 5922 §7.2).
         assert_eq!(
             reply_address(&via("SIP/2.0/TCP pbx.example;branch=z9hG4bK1"), pbx),
-            Some("192.0.2.7:5060".parse().unwrap())
+            at(Transport::Tcp, "192.0.2.7:5060", Some("pbx.example"))
         );
         let tls = from(Transport::Tls, "[2001:db8::7]:40123");
         assert_eq!(
             reply_address(&via("SIP/2.0/TLS [2001:db8::7];branch=z9hG4bK1"), tls),
-            Some("[2001:db8::7]:5061".parse().unwrap())
+            at(Transport::Tls, "[2001:db8::7]:5061", None)
+        );
+        assert_eq!(
+            reply_address(&via("SIP/2.0/TLS medsrv.contoso.example:5067;branch=z9hG4bK1"), tls),
+            at(Transport::Tls, "[2001:db8::7]:5067", Some("medsrv.contoso.example"))
         );
         // UDP has no connection to lose.
         assert_eq!(
@@ -818,9 +840,16 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
         // Over TCP too: §13.3.1.4 is the UAS core's, whatever the transport, and a 200 written
         // into a connection the caller had just closed is not the last word (its repeats go
         // to the caller's Via, `reconnect`).
-        for (transport, reconnect) in
-            [(Transport::Udp, None), (Transport::Tcp, Some("127.0.0.1:5060".parse().unwrap()))]
-        {
+        for (transport, reconnect) in [
+            (Transport::Udp, None),
+            (
+                Transport::Tcp,
+                Some(Reconnect {
+                    peer: Peer { transport: Transport::Tcp, addr: "127.0.0.1:5060".parse().unwrap() },
+                    name: None,
+                }),
+            ),
+        ] {
             let mut tx = Transactions::new(Timers::default());
             let t0 = Instant::now();
             let from = Peer { transport, ..peer() };

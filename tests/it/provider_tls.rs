@@ -293,7 +293,11 @@ struct Accepting {
 impl Accepting {
     /// A listener on a free loopback port.
     fn on_loopback() -> Accepting {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Accepting::on(("127.0.0.1", 0))
+    }
+
+    fn on(addr: impl std::net::ToSocketAddrs) -> Accepting {
+        let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, connections) = std::sync::mpsc::channel();
@@ -325,7 +329,7 @@ impl Drop for Accepting {
 
 /// The next SIP message on a TCP connection (CRLF keepalives skipped).
 fn next_message(
-    conn: &mut TcpStream,
+    conn: &mut impl Read,
     buf: &mut bytes::BytesMut,
     framer: &mut sosdesk::sip::parse::StreamFramer,
 ) -> sosdesk::sip::Message {
@@ -403,14 +407,92 @@ fn a_provider_connection_that_closes_before_the_final_answer_fails_the_call_over
 
 /// Everything sosdesk sends on `conn` until it closes its side (it does once the core has let the
 /// connection go: the engine holds the writer until it has handled the close).
-fn read_until_closed(conn: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    conn.read_to_end(&mut all).expect("sosdesk closes its side of the connection");
-    all
-}
-
 #[test]
 fn a_pbx_whose_connection_closes_mid_call_still_gets_its_answer_and_the_far_ends_bye() {
+    pbx_whose_connection_closes_mid_call(None);
+}
+
+/// The same over TLS, from a PBX that names itself by a host name only (a Skype for Business
+/// Mediation Server's FQDN in its Via and Contact) and calls from an address its certificate
+/// does not name: sosdesk reaches it again at that address and checks the certificate against
+/// the name (RFC 5922 §7.2): by the address alone the handshake would fail.
+#[test]
+fn a_pbx_over_tls_that_names_itself_by_a_host_name_is_reached_again_by_that_name() {
+    let (dir, pki) = {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = make_pki(dir.path(), &["pbx.test"]);
+        (dir, pki)
+    };
+    pbx_whose_connection_closes_mid_call(Some(&pki));
+    drop(dir);
+}
+
+/// A PBX's end of a connection: plain TCP, or TLS as the client (its call to sosdesk) or as
+/// the server (sosdesk's connections back to it).
+enum PbxConn {
+    Tcp(TcpStream),
+    TlsOut(rustls::StreamOwned<rustls::ClientConnection, TcpStream>),
+    TlsIn(rustls::StreamOwned<rustls::ServerConnection, TcpStream>),
+}
+
+impl Read for PbxConn {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            PbxConn::Tcp(c) => c.read(b),
+            PbxConn::TlsOut(c) => c.read(b),
+            PbxConn::TlsIn(c) => c.read(b),
+        }
+    }
+}
+
+impl Write for PbxConn {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            PbxConn::Tcp(c) => c.write(b),
+            PbxConn::TlsOut(c) => c.write(b),
+            PbxConn::TlsIn(c) => c.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            PbxConn::Tcp(c) => c.flush(),
+            PbxConn::TlsOut(c) => c.flush(),
+            PbxConn::TlsIn(c) => c.flush(),
+        }
+    }
+}
+
+impl PbxConn {
+    /// The PBX closes its side (a TLS close_notify first), then reads until sosdesk has closed
+    /// its own.
+    fn close(mut self) {
+        let sock = match &mut self {
+            PbxConn::Tcp(c) => c,
+            PbxConn::TlsOut(c) => {
+                c.conn.send_close_notify();
+                c.flush().unwrap();
+                &mut c.sock
+            }
+            PbxConn::TlsIn(c) => {
+                c.conn.send_close_notify();
+                c.flush().unwrap();
+                &mut c.sock
+            }
+        };
+        sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        match self.read_to_end(&mut rest) {
+            Ok(_) => {}
+            // sosdesk closed without a close_notify of its own: closed all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => panic!("sosdesk closes its side of the connection: {e}"),
+        }
+    }
+}
+
+/// A PBX calls 911 over TCP (`tls` None, from 127.0.0.1) or over TLS with the PKI's server
+/// certificate, which names `pbx.test` and 127.0.0.1 (from 127.0.0.5, naming itself pbx.test).
+fn pbx_whose_connection_closes_mid_call(tls: Option<&TestPki>) {
     // A PBX calls over TCP from an ephemeral port; it listens on `pbx` (its Via and Contact).
     // Its connection closes before the answer (an idle timeout, a restart): the 200 must come
     // on a connection sosdesk opens to the Via's address (RFC 3261 §18.2.2), not to the closed
@@ -418,9 +500,47 @@ fn a_pbx_whose_connection_closes_mid_call_still_gets_its_answer_and_the_far_ends
     // the caller's Contact (§12.2.1.1). The provider is the test's own UDP socket, so that it
     // answers only once the PBX's connection is gone.
     use sosdesk::sip::parse::parse_datagram;
-    let pbx = Accepting::on_loopback();
+    let ip = if tls.is_some() { "127.0.0.5" } else { "127.0.0.1" };
+    let pbx = Accepting::on((ip, 0));
     let pbx_port = pbx.addr.port();
-    let mut lab = Lab::start();
+    let (via, host) = match tls {
+        Some(_) => ("TLS", "pbx.test".to_string()),
+        None => ("TCP", "127.0.0.1".to_string()),
+    };
+    let tls_port = free_port();
+    let mut lab = Lab::start_with(|c| match tls {
+        Some(pki) => {
+            let p = |p: &Path| format!("{:?}", p.display().to_string());
+            // The PBX's address is in the headquarters' site, as 127.0.0.1 is.
+            c.replace("subnets = [\"127.0.0.1/32\"]", "subnets = [\"127.0.0.1/32\", \"127.0.0.5/32\"]").replacen(
+                "[sip]\n",
+                &format!(
+                    "[sip]\ntls = \"127.0.0.1:{tls_port}\"\ntls_cert = {}\ntls_key = {}\ntls_ca = {}\n",
+                    p(&pki.server_cert),
+                    p(&pki.server_key),
+                    p(&pki.ca_cert)
+                ),
+                1,
+            )
+        }
+        None => c,
+    });
+    // The PBX's side of TLS: its certificate (the PKI's server one) towards sosdesk's
+    // connections; sosdesk's, checked against the test CA, on its own call.
+    let rustls_provider = Arc::new(rustls::crypto::ring::default_provider());
+    let accept = |conn: TcpStream| match tls {
+        None => PbxConn::Tcp(conn),
+        Some(pki) => {
+            use sosdesk::transport::tls::{load_certs, load_key};
+            let config = rustls::ServerConfig::builder_with_provider(rustls_provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(load_certs(&pki.server_cert).unwrap(), load_key(&pki.server_key).unwrap())
+                .unwrap();
+            PbxConn::TlsIn(rustls::StreamOwned::new(rustls::ServerConnection::new(Arc::new(config)).unwrap(), conn))
+        }
+    };
     let provider = std::net::UdpSocket::bind(("127.0.0.1", lab.ports.primary)).unwrap();
     provider.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let provider_gets = |method: &str| loop {
@@ -435,14 +555,40 @@ fn a_pbx_whose_connection_closes_mid_call_still_gets_its_answer_and_the_far_ends
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     let sip = lab.ports.sip;
     let invite = format!(
-        "INVITE sip:911@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bKpbxinvite\r\n\
+        "INVITE sip:911@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/{via} {host}:{pbx_port};branch=z9hG4bKpbxinvite\r\n\
 Max-Forwards: 70\r\nFrom: \"Reception\" <sip:4255550100@127.0.0.1>;tag=pbx1\r\nTo: <sip:911@127.0.0.1>\r\n\
-Call-ID: pbx-over-tcp\r\nCSeq: 1 INVITE\r\nContact: <sip:4255550100@127.0.0.1:{pbx_port};transport=tcp>\r\n\
+Call-ID: pbx-over-tcp\r\nCSeq: 1 INVITE\r\nContact: <sip:4255550100@{host}:{pbx_port};transport={}>\r\n\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        via.to_ascii_lowercase(),
         sdp.len()
     );
-    let mut first = TcpStream::connect(("127.0.0.1", sip)).unwrap();
-    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // From the PBX's address (a connection from 127.0.0.5 needs its source bound first).
+    let to = SocketAddr::from(([127, 0, 0, 1], if tls.is_some() { tls_port } else { sip }));
+    let conn = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+        socket.connect(to).await.unwrap().into_std().unwrap()
+    });
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut first = match tls {
+        None => PbxConn::Tcp(conn),
+        Some(pki) => {
+            use sosdesk::transport::tls::load_certs;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs(&pki.ca_cert).unwrap() {
+                roots.add(c).unwrap();
+            }
+            let config = rustls::ClientConfig::builder_with_provider(rustls_provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            PbxConn::TlsOut(rustls::StreamOwned::new(client, conn))
+        }
+    };
     first.write_all(invite.as_bytes()).unwrap();
     // The provider takes the INVITE (a 100 keeps the route's timer off) and answers only
     // once the PBX's connection is gone.
@@ -450,8 +596,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
     provider.send_to(&to_provider.response(100, "Trying", None).to_bytes(), core).unwrap();
     let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
     assert_eq!(next_message(&mut first, &mut buf, &mut framer).status(), Some(100));
-    first.shutdown(std::net::Shutdown::Write).unwrap();
-    read_until_closed(&mut first);
+    first.close();
 
     let mut ok = to_provider.response(200, "OK", Some("prov1"));
     ok.push("Contact", format!("<sip:provider@127.0.0.1:{}>", lab.ports.primary));
@@ -459,7 +604,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
     ok.body = bytes::Bytes::from(sdp.replace("41000", "42000"));
     provider.send_to(&ok.to_bytes(), core).unwrap();
 
-    let mut second = pbx.next("the 200, at the PBX's Via (RFC 3261 §18.2.2)");
+    let mut second = accept(pbx.next("the 200, at the PBX's Via (RFC 3261 §18.2.2)"));
     let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
     let answer = loop {
         let m = next_message(&mut second, &mut buf, &mut framer);
@@ -470,15 +615,14 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
     assert_eq!((answer.status(), answer.call_id()), (Some(200), Some("pbx-over-tcp")), "{answer:?}");
     let contact = sosdesk::sip::dialog::contact_uri_text(&answer);
     let ack = format!(
-        "ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bKpbxack\r\nMax-Forwards: 70\r\n\
+        "ACK {contact} SIP/2.0\r\nVia: SIP/2.0/{via} {host}:{pbx_port};branch=z9hG4bKpbxack\r\nMax-Forwards: 70\r\n\
 From: \"Reception\" <sip:4255550100@127.0.0.1>;tag=pbx1\r\nTo: {}\r\nCall-ID: pbx-over-tcp\r\nCSeq: 1 ACK\r\n\
 Content-Length: 0\r\n\r\n",
         answer.header("To").unwrap()
     );
     second.write_all(ack.as_bytes()).unwrap();
     provider_gets("ACK");
-    second.shutdown(std::net::Shutdown::Write).unwrap();
-    read_until_closed(&mut second);
+    second.close();
 
     // The far end hangs up.
     let bye = format!(
@@ -491,11 +635,11 @@ To: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
         to_provider.call_id().unwrap()
     );
     provider.send_to(bye.as_bytes(), core).unwrap();
-    let mut third = pbx.next("the far end's BYE, at the PBX's Contact (§12.2.1.1)");
+    let mut third = accept(pbx.next("the far end's BYE, at the PBX's Contact (§12.2.1.1)"));
     let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
     let bye_to_pbx = next_message(&mut third, &mut buf, &mut framer);
     assert_eq!((bye_to_pbx.method(), bye_to_pbx.call_id()), ("BYE", Some("pbx-over-tcp")));
-    assert!(bye_to_pbx.request_uri().unwrap().contains(&format!("127.0.0.1:{pbx_port}")), "{bye_to_pbx:?}");
+    assert!(bye_to_pbx.request_uri().unwrap().contains(&format!("{host}:{pbx_port}")), "{bye_to_pbx:?}");
     third.write_all(&bye_to_pbx.response(200, "OK", None).to_bytes()).unwrap();
     let (done, _) = provider_gets("BYE");
     assert_eq!(done.status(), Some(200), "the provider's BYE is answered");

@@ -471,16 +471,20 @@ fn claim_for(call_ref: &str, candidates: &[&str], expires_in_s: i64) -> sosdesk:
 
 crate::support::store::store_test!(a_tls_callers_mapping_keeps_where_to_reconnect);
 /// A mapping of a caller over TLS keeps, through the store, the connection its call came over
-/// and the address a callback connects to anew; one over UDP has no such address.
+/// and where a callback connects anew (with the name the certificate there must carry); one
+/// over UDP has no such address.
 async fn a_tls_callers_mapping_keeps_where_to_reconnect(db: TestDb) {
-    use sosdesk::sip::transaction::{Peer, Transport};
+    use sosdesk::sip::transaction::{Peer, Reconnect, Transport};
     let audit = sosdesk::audit::AuditStore::open(db.location()).await.unwrap();
     let store = sosdesk::shared::callbacks::CallbackStore::new(audit.database().clone(), Some("a"));
     let tls = |a: &str| Peer { transport: Transport::Tls, addr: a.parse().unwrap() };
     let over_tls = sosdesk::routing::SharedElin {
         elin: "4255550199".into(),
         caller_peer: tls("[2001:db8::4]:40001"),
-        caller_reconnect: Some(tls("[2001:db8::4]:5061")),
+        caller_reconnect: Some(Reconnect {
+            peer: tls("[2001:db8::4]:5061"),
+            name: Some("medsrv.contoso.example".into()),
+        }),
         ..claim_for("c1", &[], 3600).mapping
     };
     store.put(&over_tls).await.unwrap();

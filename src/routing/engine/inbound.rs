@@ -257,9 +257,19 @@ impl Engine {
         }
         let (target, to_original, display) = match &mapping {
             Some(m) => {
-                let host = match m.caller_peer.addr {
-                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
-                    a => a.ip().to_string(),
+                // Reached again at its next hop, which named a host: the Request-URI names it too,
+                // and over TLS its certificate must carry it.
+                let named = match &m.caller_reconnect {
+                    Some(r) if r.peer == m.caller_peer => r.name.clone(),
+                    _ => None,
+                };
+                if let Some(name) = named.clone().filter(|_| m.caller_peer.transport == Transport::Tls) {
+                    self.out.tls_names.push_back((m.caller_peer.addr, name));
+                }
+                let host = match (named, m.caller_peer.addr) {
+                    (Some(name), _) => name,
+                    (None, SocketAddr::V6(a)) => format!("[{}]", a.ip()),
+                    (None, a) => a.ip().to_string(),
                 };
                 let uri = format!("sip:{}@{}:{}", m.caller_number, host, m.caller_peer.addr.port());
                 (Some((m.caller_peer, uri)), true, m.caller_display.clone())

@@ -33,7 +33,7 @@ use crate::sip::parse::Rejection;
 use crate::sip::session_timer;
 use crate::sip::target::target_of_uri;
 use crate::sip::transaction::{
-    ClientEvent, ClientKey, Peer, ServerEvent, ServerKey, Timers, Transactions, Transmit, Transport,
+    ClientEvent, ClientKey, Peer, Reconnect, ServerEvent, ServerKey, Timers, Transactions, Transmit, Transport,
 };
 use crate::sip::uri::quote_display;
 use crate::sip::{ids, reason_phrase, Message, Uri};
@@ -170,6 +170,10 @@ pub struct Engine {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
+    /// The host name a peer's certificate must carry on TLS connections to `addr` (RFC 5922
+    /// §7.2): a peer reached again at the address its connection came from, by a name its
+    /// Contact or Record-Route gave (`next_hop_after_close`). Polled before the bytes.
+    TlsName { addr: SocketAddr, name: String },
     /// Bytes to send.
     Transmit(Transmit),
     /// An order for the media task of an anchored call.
@@ -217,6 +221,7 @@ pub struct SharedRegistration {
 
 /// The outputs waiting to be drained.
 struct Outputs {
+    tls_names: VecDeque<(SocketAddr, String)>,
     events: VecDeque<CallEvent>,
     media: VecDeque<MediaAction>,
     late: VecDeque<(String, CallEventKind)>,
@@ -347,6 +352,7 @@ impl Engine {
                 retry_for: Duration::from_secs(cfg.notification.retry_for_s),
             }),
             out: Outputs {
+                tls_names: VecDeque::new(),
                 events: VecDeque::new(),
                 media: VecDeque::new(),
                 late: VecDeque::new(),
@@ -505,6 +511,9 @@ impl Engine {
     /// are drained, the notification IMs deferred behind them (whose bytes come next); then the
     /// media orders, the calls' events and the late events.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some((addr, name)) = self.out.tls_names.pop_front() {
+            return Some(Output::TlsName { addr, name });
+        }
         loop {
             if let Some(t) = self.tx.poll_transmit() {
                 return Some(Output::Transmit(t));
@@ -830,8 +839,11 @@ impl Engine {
             for d in dialogs.filter(|d| d.peer == peer) {
                 match next_hop_after_close(d, peer) {
                     Ok(to) => {
-                        tracing::info!(call = %call_ref, closed = %peer, %to, "a connection the peer opened closed: requests inside its dialog go to the dialog's next hop (RFC 3261 §12.2.1.1)");
-                        d.peer = to;
+                        tracing::info!(call = %call_ref, closed = %peer, to = %to.peer, name = ?to.name, "a connection the peer opened closed: requests inside its dialog go to the dialog's next hop (RFC 3261 §12.2.1.1)");
+                        d.peer = to.peer;
+                        if let Some(name) = to.name.filter(|_| to.peer.transport == Transport::Tls) {
+                            self.out.tls_names.push_back((to.peer.addr, name));
+                        }
                     }
                     Err(why) => {
                         tracing::warn!(call = %call_ref, closed = %peer, "a connection the peer opened closed and requests inside its dialog cannot reach it: {why}")
@@ -953,23 +965,26 @@ fn stateless_tag(msg: &Message) -> String {
 
 /// Where requests inside `d` go once the connection the peer had opened for it (to `closed`)
 /// is gone (see `caller_connection_closed`).
-fn next_hop_after_close(d: &Dialog, closed: Peer) -> Result<Peer, String> {
+fn next_hop_after_close(d: &Dialog, closed: Peer) -> Result<Reconnect, String> {
     let hop = d.next_hop().map_err(|e| format!("no next hop: {e}"))?;
-    let crate::sip::rfc3263::Host::Ip(ip) = hop.host else {
-        return Err(format!("its next hop {} is a name", hop.host_port_str()));
-    };
     let transport = match hop.transport {
         _ if closed.transport == Transport::Tls || hop.sips => Transport::Tls,
         Some(t) => t,
         None => closed.transport,
     };
     let port = hop.port.unwrap_or(crate::sip::rfc3263::SipTarget::default_port(transport));
-    Ok(Peer { transport, addr: std::net::SocketAddr::new(ip, port) })
+    let (ip, name) = match hop.host {
+        crate::sip::rfc3263::Host::Ip(ip) => (ip, None),
+        // A name (a Skype for Business Mediation Server's FQDN): the address the connection
+        // came from, on the hop's port; the name is for the certificate (`Reconnect`).
+        crate::sip::rfc3263::Host::Name(name) => (closed.addr.ip(), Some(name)),
+    };
+    Ok(Reconnect { peer: Peer { transport, addr: std::net::SocketAddr::new(ip, port) }, name })
 }
 
 /// Where a new connection to a caller goes once the one its call came over (TCP or TLS, which
 /// the caller opened) is gone: its next hop ([`next_hop_after_close`]). `None` over UDP.
-fn reconnect_to(a: &Dialog) -> Option<Peer> {
+fn reconnect_to(a: &Dialog) -> Option<Reconnect> {
     if !a.peer.transport.reliable() {
         return None;
     }

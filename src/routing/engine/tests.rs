@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::events::{CallEvent, CallEventKind};
 use crate::media::runner::RtpPorts;
 use crate::sip::parse::parse_datagram;
-use crate::sip::transaction::{Peer, Transmit, Transport};
+use crate::sip::transaction::{Peer, Reconnect, Transmit, Transport};
 use crate::sip::Message;
 
 const CALLER: &str = "127.0.0.1:5062";
@@ -29,6 +29,8 @@ struct Sim {
     audit_only: VecDeque<CallEvent>,
     /// What the shell would write to or ask of the shared store.
     store_io: VecDeque<Output>,
+    /// The names TLS certificates must carry, by address (`Output::TlsName`).
+    tls_names: Vec<(SocketAddr, String)>,
 }
 
 impl Sim {
@@ -65,6 +67,7 @@ impl Sim {
         while let Some(o) = self.e.poll_output() {
             match o {
                 Output::Transmit(t) => self.transmits.push_back(t),
+                Output::TlsName { addr, name } => self.tls_names.push((addr, name)),
                 Output::Event(ev) => self.events.push_back(ev),
                 Output::Audit(ev) => self.audit_only.push_back(ev),
                 o @ (Output::ElinMapped(_)
@@ -101,6 +104,7 @@ fn engine_notifying(edit: impl FnOnce(String) -> String) -> Sim {
         events: VecDeque::new(),
         audit_only: VecDeque::new(),
         store_io: VecDeque::new(),
+        tls_names: Vec::new(),
     }
 }
 
@@ -253,7 +257,7 @@ fn an_elin_callback_reaches_a_tls_caller_over_its_connection_then_at_its_contact
     a.handle_message(invite(wh, "911", 5), conn, t0);
     sent(&mut a);
     let Some(Output::ElinMapped(m)) = a.store_io.pop_front() else { panic!("no mapping shared") };
-    assert_eq!((m.caller_peer, m.caller_reconnect), (conn, Some(contact)));
+    assert_eq!((m.caller_peer, m.caller_reconnect.clone()), (conn, Some(Reconnect { peer: contact, name: None })));
 
     let psap = "127.0.0.1:5080";
     let callback_to = |e: &mut Sim| {
@@ -286,6 +290,55 @@ fn an_elin_callback_reaches_a_tls_caller_over_its_connection_then_at_its_contact
     sent(&mut c);
     let Some(Output::ElinMapped(m)) = c.store_io.pop_front() else { panic!("no mapping shared") };
     assert_eq!((m.caller_peer, m.caller_reconnect), (peer(wh), None));
+}
+
+/// A PBX over TLS whose Contact names a host (a Skype for Business Mediation Server's FQDN):
+/// once its connection has closed, the far end's BYE and the PSAP's callback go to the address
+/// its connection came from, on the Contact's port, and the certificate there must carry the
+/// Contact's name (RFC 5922 §7.2), which the shell is told before the bytes leave.
+#[test]
+fn a_tls_caller_whose_contact_names_a_host_is_reached_again_at_its_address_by_that_name() {
+    let t0 = Now::read();
+    let conn = Peer { transport: Transport::Tls, addr: "127.0.0.4:40001".parse().unwrap() };
+    let again = Peer { transport: Transport::Tls, addr: "127.0.0.4:5067".parse().unwrap() };
+    let named = |n: u32| {
+        let raw = String::from_utf8(invite("127.0.0.4:5062", "911", n).to_bytes().to_vec()).unwrap().replace(
+            "Contact: <sip:1001@127.0.0.4:5062>",
+            "Contact: <sip:1001@medsrv.contoso.example:5067;transport=tls>",
+        );
+        parse_datagram(raw.as_bytes()).unwrap()
+    };
+    let mut e = engine(|c| c);
+    e.e.share_through_store();
+    e.handle_message(named(1), conn, t0);
+    let out = sent(&mut e);
+    let Some(Output::ElinMapped(m)) = e.store_io.pop_front() else { panic!("no mapping shared") };
+    let expected = Reconnect { peer: again, name: Some("medsrv.contoso.example".into()) };
+    assert_eq!(m.caller_reconnect.as_ref(), Some(&expected));
+    let to_gateway = out.into_iter().find(|(_, m)| m.is_request() && m.method() == "INVITE").unwrap().1;
+    e.handle_message(answer(&to_gateway, 200, "psap", "127.0.0.1:5080"), peer("127.0.0.1:5080"), t0);
+    let ok = sent(&mut e).into_iter().find(|(_, m)| m.status() == Some(200)).unwrap().1;
+    e.handle_message(from_caller("ACK", 1, "z9hG4bKack1", 1, &ok.to_tag().unwrap()), conn, t0);
+    sent(&mut e);
+    assert!(e.tls_names.is_empty());
+
+    e.e.handle_connection_closed(conn, true, t0);
+    e.drain();
+    assert_eq!(e.tls_names, [(again.addr, "medsrv.contoso.example".to_string())]);
+    e.handle_message(from_provider_bye(&to_gateway, 1), peer("127.0.0.1:5080"), t0);
+    e.drain();
+    let bye = e.transmits.iter().find(|t| t.bytes.starts_with(b"BYE ")).expect("the BYE to the caller");
+    assert_eq!(bye.peer, again);
+    e.transmits.clear();
+    e.tls_names.clear();
+
+    let psap = "127.0.0.1:5080";
+    e.handle_message(invite(psap, "4255550199", 2), peer(psap), t0);
+    e.drain();
+    assert_eq!(e.tls_names, [(again.addr, "medsrv.contoso.example".to_string())]);
+    let callback = e.transmits.iter().find(|t| t.bytes.starts_with(b"INVITE ")).expect("the callback");
+    assert_eq!(callback.peer, again);
+    assert!(callback.bytes.starts_with(b"INVITE sip:1001@medsrv.contoso.example:5067 SIP/2.0\r\n"));
 }
 
 /// Two nodes sharing mappings through the store, the store played by the test: a callback to
