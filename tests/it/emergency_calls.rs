@@ -6,7 +6,7 @@ use crate::support;
 
 use sosdesk::events::{CallEventKind, RouteKind};
 use sosdesk::location::LocationSource;
-use support::lab::{header_of, pidf_part, Lab};
+use support::lab::{header_of, pidf_part, Lab, SippRun};
 use support::xmllint::validate_pidf_lo;
 
 const HOLD: &[&str] = &["-set", "hold_ms", "100"];
@@ -447,22 +447,25 @@ fn a_call_over_tcp() {
     lab.assert_audit_verifies();
 }
 
-#[test]
-fn elin_gateway_gets_the_elin_and_a_callback_reaches_the_caller() {
-    let mut lab = Lab::start();
-    // The warehouse site (127.0.0.4) routes through the ELIN gateway first.
+/// A warehouse caller (127.0.0.4: the site routes through the ELIN gateway first), number 2002,
+/// calls 911 with sipp's `extra(its port)`; returns that port (its Contact's) and the gateway's
+/// run.
+fn call_through_the_elin_gateway(lab: &Lab, extra: impl for<'a> Fn(&'a str) -> Vec<&'a str>) -> (u16, SippRun) {
     let gw = lab.uas("gw", "elin_gateway.xml", "127.0.0.1", lab.ports.elin, &[]);
     let caller_port = support::lab::free_port();
     let cp = caller_port.to_string();
-    let caller = lab.uac(
-        "caller",
-        "caller_hangs_up.xml",
-        "127.0.0.4",
-        &args(&["-s", "911", "-set", "from_user", "2002", "-p", &cp]),
-    );
-    caller.wait().assert_ok();
+    let mut a = args(&["-s", "911", "-set", "from_user", "2002"]);
+    a.extend(extra(&cp));
+    lab.uac("caller", "caller_hangs_up.xml", "127.0.0.4", &a).wait().assert_ok();
     let g = gw.wait();
     g.assert_ok();
+    (caller_port, g)
+}
+
+#[test]
+fn elin_gateway_gets_the_elin_and_a_callback_reaches_the_caller() {
+    let mut lab = Lab::start();
+    let (caller_port, g) = call_through_the_elin_gateway(&lab, |cp| vec!["-p", cp]);
     assert_eq!(g.logged("invite.from_user").as_deref(), Some("4255550199"), "the ELIN replaces the calling number");
     assert_eq!(g.logged("invite.pai_user").as_deref(), Some("4255550199"));
 
@@ -489,31 +492,8 @@ fn elin_gateway_gets_the_elin_and_a_callback_reaches_the_caller() {
 #[test]
 fn an_elin_callback_reaches_a_tcp_caller_whose_connection_has_closed_at_its_contact() {
     let mut lab = Lab::start();
-    let gw = lab.uas("gw", "elin_gateway.xml", "127.0.0.1", lab.ports.elin, &[]);
-    let caller_port = support::lab::free_port();
-    let cp = caller_port.to_string();
-    let caller = lab.uac(
-        "caller",
-        "caller_hangs_up.xml",
-        "127.0.0.4",
-        &args(&[
-            "-s",
-            "911",
-            "-set",
-            "from_user",
-            "2002",
-            "-set",
-            "contact_port",
-            &cp,
-            "-t",
-            "tn",
-            "-max_socket",
-            "64",
-        ]),
-    );
-    let c = caller.wait();
-    c.assert_ok();
-    gw.wait().assert_ok();
+    let (caller_port, _) =
+        call_through_the_elin_gateway(&lab, |cp| vec!["-set", "contact_port", cp, "-t", "tn", "-max_socket", "64"]);
     // sipp has exited: its connection is closed. sosdesk has heard so once its own end is
     // gone (it closes it after telling the engine).
     support::lab::wait_no_connection(lab.ports.sip, "127.0.0.4");
