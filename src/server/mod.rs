@@ -809,14 +809,14 @@ async fn run(
                         if let Some(peer) = streams.send(t) {
                             if let Some((_, name)) = named.filter(|(p, _)| p.transport == Transport::Tls && *p == peer)
                             {
-                                stream_io.tls.note_name_address(peer.addr, &name);
+                                stream_io.tls.note_peer_name(peer.addr, &name);
                             }
                             tokio::spawn(transport::connect(peer, stream_io.clone()));
                         }
                     }
                 },
                 // Before the bytes that open a connection there (polled first).
-                Output::TlsName { addr, name } => stream_io.tls.note_name_address(addr, &name),
+                Output::TlsName { addr, name } => stream_io.tls.note_peer_name(addr, &name),
                 Output::Media(action) => on_media_action(action, &mut media, &mut recordings, &ctx),
                 Output::Event(ev) => {
                     // Events queued while the bytes went out (notification outcomes) are

@@ -153,6 +153,9 @@ impl TlsClient {
     }
 }
 
+/// Names peers gave for themselves, kept at most (see [`TlsSetup::note_peer_name`]).
+const PEER_NAMES_KEPT: usize = 4096;
+
 /// Everything TLS the core needs, built once from the config (`check-config` builds it too, so
 /// a wrong file is found before a start).
 pub struct TlsSetup {
@@ -164,6 +167,11 @@ pub struct TlsSetup {
     /// The name each other address was resolved from (a notification URI's or callback's host):
     /// the certificate must carry that name (RFC 5922 §7.2).
     name_of: RwLock<HashMap<SocketAddr, String>>,
+    /// The name a peer gave for itself (its Via, Contact or Record-Route) where it is reached
+    /// again at the address its connection came from (`sip::transaction::Reconnect`). Kept
+    /// apart from `name_of`, which wins: what callers write can never displace or crowd out
+    /// the names of the config's targets.
+    peer_names: RwLock<HashMap<SocketAddr, String>>,
     /// Anyone else (notification targets, callbacks, a PBX's listener): `sip.tls_ca` or the
     /// system's CAs; presents `sip.tls_cert` when there is one.
     default_client: Arc<ClientConfig>,
@@ -219,7 +227,14 @@ impl TlsSetup {
                 route_of.insert(peer.addr, i);
             }
         }
-        Ok(TlsSetup { acceptor, routes, route_of: RwLock::new(route_of), name_of: RwLock::default(), default_client })
+        Ok(TlsSetup {
+            acceptor,
+            routes,
+            route_of: RwLock::new(route_of),
+            name_of: RwLock::default(),
+            peer_names: RwLock::default(),
+            default_client,
+        })
     }
 
     /// A resolved address of route `route` (RFC 3263): its connections use the route's TLS.
@@ -237,6 +252,18 @@ impl TlsSetup {
         }
     }
 
+    /// The name a peer gave for itself, for its certificate at `addr`, where sosdesk connects
+    /// to it again (RFC 5922 §7.2). Bounded: beyond [`PEER_NAMES_KEPT`] addresses the table
+    /// starts anew (a name lost that way, under a flood of them, makes a later connection to
+    /// its peer check the address instead, and fail visibly).
+    pub fn note_peer_name(&self, addr: SocketAddr, name: &str) {
+        let mut names = self.peer_names.write().unwrap_or_else(|e| e.into_inner());
+        if names.len() >= PEER_NAMES_KEPT && !names.contains_key(&addr) {
+            names.clear();
+        }
+        names.insert(addr, name.to_string());
+    }
+
     /// How to open a TLS connection to `addr`.
     pub fn client_for(&self, addr: SocketAddr) -> TlsClient {
         let route = self.route_of.read().unwrap_or_else(|e| e.into_inner()).get(&addr).copied();
@@ -246,6 +273,7 @@ impl TlsSetup {
             }
         }
         let named = self.name_of.read().unwrap_or_else(|e| e.into_inner()).get(&addr).cloned();
+        let named = named.or_else(|| self.peer_names.read().unwrap_or_else(|e| e.into_inner()).get(&addr).cloned());
         let name = named.and_then(|n| ServerName::try_from(n).ok()).unwrap_or(ServerName::IpAddress(addr.ip().into()));
         TlsClient { config: self.default_client.clone(), name }
     }
@@ -269,6 +297,25 @@ fn server_name_of(domain: Option<&str>, host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_a_peer_gives_never_displaces_a_configured_targets_and_stays_bounded() {
+        let cfg = Config::from_toml(include_str!("../../examples/lab.toml"), Path::new("lab.toml")).unwrap();
+        let tls = TlsSetup::from_config(&cfg).unwrap();
+        let (target, pbx) = ("192.0.2.7:5061".parse().unwrap(), "192.0.2.8:5061".parse().unwrap());
+        let name_at = |a| format!("{:?}", tls.client_for(a).name);
+        assert_eq!(name_at(pbx), "IpAddress(V4(Ipv4Addr([192, 0, 2, 8])))");
+        tls.note_name_address(target, "desk.example");
+        tls.note_peer_name(target, "attacker.example");
+        tls.note_peer_name(pbx, "medsrv.contoso.example");
+        assert_eq!(name_at(target), "DnsName(\"desk.example\")");
+        assert_eq!(name_at(pbx), "DnsName(\"medsrv.contoso.example\")");
+        for port in 0..PEER_NAMES_KEPT as u16 + 1 {
+            tls.note_peer_name(SocketAddr::from(([198, 51, 100, 1], port)), "flood.example");
+        }
+        assert!(tls.peer_names.read().unwrap().len() <= PEER_NAMES_KEPT);
+        assert_eq!(name_at(target), "DnsName(\"desk.example\")", "the config's names are kept apart");
+    }
 
     #[test]
     fn a_routes_certificate_must_name_its_domain_without_the_port_else_its_address() {
