@@ -4,7 +4,10 @@
 -- new connections. The call's next hop (Record-Route, else Contact: RFC 3261 §12.2.1.1); one
 -- that names a host is reached at the address the call came from, and `reconnect_name` is the
 -- name its TLS certificate must carry (RFC 5922 §7.2). NULL for UDP (the source address is the
--- caller's).
+-- caller's). `reconnect_call_ref` is the call they were written for: a node of the version
+-- before these columns rewrites a row without touching them, and a reader must not take an
+-- earlier caller's address for the new caller's.
 ALTER TABLE elin_callbacks ADD COLUMN reconnect_transport TEXT;
 ALTER TABLE elin_callbacks ADD COLUMN reconnect_addr TEXT;
 ALTER TABLE elin_callbacks ADD COLUMN reconnect_name TEXT;
+ALTER TABLE elin_callbacks ADD COLUMN reconnect_call_ref TEXT;

@@ -682,6 +682,9 @@ async fn run(
     // the core stops.
     let mut recordings = tokio::task::JoinSet::new();
     let mut streams = Streams::default();
+    // A connection to open once the engine's outputs of this turn are handled (the TLS names
+    // among them come first: see `on_closed`).
+    let mut connect_after: Option<Peer> = None;
     loop {
         let deadline = engine.next_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -709,7 +712,7 @@ async fn run(
                 let now = Now::read();
                 match input {
                     NetInput::Closed { peer, id, refused, accepted } => {
-                        on_closed(peer, id, refused, accepted, &mut streams, &mut engine, &stream_io, now)
+                        connect_after = on_closed(peer, id, refused, accepted, &mut streams, &mut engine, now);
                     }
                     // What waited for it is dropped; the engine fails over what it was for, if a
                     // request.
@@ -890,6 +893,9 @@ async fn run(
                     });
                 }
             }
+        }
+        if let Some(peer) = connect_after.take() {
+            tokio::spawn(transport::connect(peer, stream_io.clone()));
         }
         while recordings.try_join_next().is_some() {}
     }
@@ -1244,8 +1250,10 @@ fn on_inbound(engine: &mut Engine, rtp: Option<&mut RtpSupply>, input: Inbound) 
     }
 }
 
-/// A TCP or TLS connection closed (see `NetInput::Closed`).
-#[allow(clippy::too_many_arguments)]
+/// A TCP or TLS connection closed (see `NetInput::Closed`). Returns the peer to open a new
+/// connection to, for requests that found this one closing: the caller opens it only once the
+/// engine's outputs of this close are handled, so that the name a TLS certificate there must
+/// carry (`Output::TlsName`, when the peer named itself) is known before the handshake.
 fn on_closed(
     peer: Peer,
     id: u64,
@@ -1253,24 +1261,21 @@ fn on_closed(
     accepted: bool,
     streams: &mut Streams,
     engine: &mut Engine,
-    io: &StreamIo,
     now: Now,
-) {
+) -> Option<Peer> {
     // A close of a connection already replaced by a later one changes nothing.
-    let Some(reconnect) = streams.closed(peer, id) else { return };
+    let reconnect = streams.closed(peer, id)?;
     if refused {
         // What was queued for it goes with it: the engine fails it over.
         streams.open_failed(peer);
         engine.handle_send_failure(peer, now);
-        return;
+        return None;
     }
     // Answers to what went out on it can no longer come back on it.
     engine.handle_connection_closed(peer, accepted, now);
     // Requests that found it closing wait for the next one, opened only now that the engine has
     // heard of this close.
-    if let Some(peer) = reconnect {
-        tokio::spawn(transport::connect(peer, io.clone()));
-    }
+    reconnect
 }
 
 /// The core is behind on ordinary work: answer 503 + Retry-After without serving it.

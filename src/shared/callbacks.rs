@@ -38,13 +38,13 @@ pub const CLAIM_WITHIN: Duration = Duration::from_millis(300);
 /// the claim adds its condition ([`CallbackStore::claim`]).
 const UPSERT: &str = "INSERT INTO elin_callbacks \
      (elin, call_ref, caller_number, caller_display, caller_transport, caller_addr, \
-     reconnect_transport, reconnect_addr, reconnect_name, expires_ms, node) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     reconnect_transport, reconnect_addr, reconnect_name, reconnect_call_ref, expires_ms, node) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (elin) DO UPDATE SET call_ref = excluded.call_ref, \
      caller_number = excluded.caller_number, caller_display = excluded.caller_display, \
      caller_transport = excluded.caller_transport, caller_addr = excluded.caller_addr, \
      reconnect_transport = excluded.reconnect_transport, reconnect_addr = excluded.reconnect_addr, \
-     reconnect_name = excluded.reconnect_name, \
+     reconnect_name = excluded.reconnect_name, reconnect_call_ref = excluded.reconnect_call_ref, \
      expires_ms = excluded.expires_ms, node = excluded.node";
 
 /// Rounds of a claim before it gives up (see [`CallbackStore::claim`]).
@@ -82,6 +82,7 @@ impl CallbackStore {
             .bind(m.caller_reconnect.as_ref().map(|r| r.peer.transport.as_str()))
             .bind(m.caller_reconnect.as_ref().map(|r| r.peer.addr.to_string()))
             .bind(m.caller_reconnect.as_ref().and_then(|r| r.name.as_deref()))
+            .bind(m.caller_reconnect.as_ref().map(|_| m.call_ref.as_str()))
             .bind(m.expires.timestamp_millis())
             .bind(self.node.as_deref())
     }
@@ -184,7 +185,7 @@ impl CallbackStore {
     pub async fn get(&self, elin: &str) -> Result<Option<SharedElin>, sqlx::Error> {
         let sql = self.db.backend.sql(
             "SELECT call_ref, caller_number, caller_display, caller_transport, caller_addr, \
-             reconnect_transport, reconnect_addr, reconnect_name, expires_ms \
+             reconnect_transport, reconnect_addr, reconnect_name, reconnect_call_ref, expires_ms \
              FROM elin_callbacks WHERE elin = ? AND expires_ms > ?",
         );
         let row = sqlx::query(&sql)
@@ -194,15 +195,21 @@ impl CallbackStore {
             .await?;
         let Some(r) = row else { return Ok(None) };
         let caller_peer = peer(r.try_get("caller_transport")?, r.try_get("caller_addr")?)?;
+        let call_ref: String = r.try_get("call_ref")?;
+        // Only what was written for this very call: a node of the version before these columns
+        // rewrites a row and leaves them as the earlier caller's.
+        let owner: Option<String> = r.try_get("reconnect_call_ref")?;
         let caller_reconnect = match (r.try_get("reconnect_transport")?, r.try_get("reconnect_addr")?) {
-            (Some(t), Some(a)) => Some(Reconnect { peer: peer(t, a)?, name: r.try_get("reconnect_name")? }),
+            (Some(t), Some(a)) if owner.as_deref() == Some(call_ref.as_str()) => {
+                Some(Reconnect { peer: peer(t, a)?, name: r.try_get("reconnect_name")? })
+            }
             _ => None,
         };
         let expires = chrono::DateTime::from_timestamp_millis(r.try_get("expires_ms")?)
             .ok_or_else(|| sqlx::Error::Decode("expires_ms out of range".into()))?;
         Ok(Some(SharedElin {
             elin: elin.to_string(),
-            call_ref: r.try_get("call_ref")?,
+            call_ref,
             caller_number: r.try_get("caller_number")?,
             caller_display: r.try_get("caller_display")?,
             caller_peer,

@@ -23,6 +23,10 @@ pub struct Dialog {
     /// Where the dialog's INVITE went (or came from): where requests inside the dialog are sent
     /// when [`Dialog::next_hop`] names nowhere sosdesk can reach.
     pub peer: Peer,
+    /// An inbound dialog's: the host the peer named itself by (its INVITE's top Via sent-by).
+    /// A next hop that names that host is the peer itself, found at the address its connection
+    /// came from (`routing::engine`, after a close); any other name would need DNS.
+    pub sender: Option<String>,
 }
 
 impl Dialog {
@@ -38,6 +42,7 @@ impl Dialog {
             route_set: Vec::new(),
             local_cseq: 1,
             peer,
+            sender: None,
         }
     }
 
@@ -57,6 +62,7 @@ impl Dialog {
             route_set: invite.header_values("Record-Route"),
             local_cseq,
             peer,
+            sender: invite.top_via().map(|v| v.host),
         }
     }
 

@@ -669,7 +669,8 @@ fn reply_address(msg: &Message, peer: Peer) -> Option<Reconnect> {
     let via = msg.top_via()?;
     let port = via.port.unwrap_or(if peer.transport == Transport::Tls { 5061 } else { 5060 });
     let bare = via.host.trim_start_matches('[').trim_end_matches(']');
-    let name = (bare.parse::<std::net::IpAddr>().is_err() && !bare.is_empty()).then(|| via.host.clone());
+    // A fully qualified name only (see `routing::engine::tls_name`): `pbx01` is checked by address.
+    let name = (bare.parse::<std::net::IpAddr>().is_err() && bare.contains('.')).then(|| via.host.clone());
     Some(Reconnect { peer: Peer { transport: peer.transport, addr: SocketAddr::new(peer.addr.ip(), port) }, name })
 }
 
@@ -792,6 +793,11 @@ From: <sip:sosdesk@127.0.0.1>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: c1\r
         assert_eq!(
             reply_address(&via("SIP/2.0/TCP pbx.example;branch=z9hG4bK1"), pbx),
             at(Transport::Tcp, "192.0.2.7:5060", Some("pbx.example"))
+        );
+        // A single label is no name a certificate is checked against (the address is).
+        assert_eq!(
+            reply_address(&via("SIP/2.0/TCP pbx01:5070;branch=z9hG4bK1"), pbx),
+            at(Transport::Tcp, "192.0.2.7:5070", None)
         );
         let tls = from(Transport::Tls, "[2001:db8::7]:40123");
         assert_eq!(

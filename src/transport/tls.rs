@@ -173,8 +173,9 @@ pub struct TlsSetup {
     /// the names of the config's targets.
     peer_names: RwLock<HashMap<SocketAddr, String>>,
     /// Anyone else (notification targets, callbacks, a PBX's listener): `sip.tls_ca` or the
-    /// system's CAs; presents `sip.tls_cert` when there is one.
+    /// system's CAs; presents `sip.tls_cert` when there is one that may serve a client.
     default_client: Arc<ClientConfig>,
+    presents_identity: bool,
 }
 
 impl TlsSetup {
@@ -199,9 +200,21 @@ impl TlsSetup {
         // Skype for Business Mediation Server or a Teams SBC does), and a SIP server presents the
         // certificate it serves with (hence clientAuth besides serverAuth in its key usage).
         let identity = match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
-            (Some(cert), Some(key)) => Some((cfg.path(cert), cfg.path(key))),
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (cfg.path(cert), cfg.path(key));
+                let leaf = load_certs(&cert).map_err(|e| format!("sip.tls_cert: {e}"))?;
+                if leaf.first().is_some_and(|c| may_authenticate_a_client(c)) {
+                    Some((cert, key))
+                } else {
+                    // Presented anyway, it would turn away a peer that asks for a client
+                    // certificate only optionally but checks what it gets.
+                    tracing::warn!(cert = %cert.display(), "sip.tls_cert is for servers only (its extended key usage lacks clientAuth): sosdesk presents no client certificate on the TLS connections it opens, and a peer that requires one refuses them");
+                    None
+                }
+            }
             _ => None,
         };
+        let presents_identity = identity.is_some();
         let identity = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
         let default_client =
             client_config(default_roots, identity).map_err(|e| format!("sip.tls_ca, sip.tls_cert: {e}"))?;
@@ -234,6 +247,7 @@ impl TlsSetup {
             name_of: RwLock::default(),
             peer_names: RwLock::default(),
             default_client,
+            presents_identity,
         })
     }
 
@@ -264,6 +278,11 @@ impl TlsSetup {
         names.insert(addr, name.to_string());
     }
 
+    /// Whether connections to anyone but a route present `sip.tls_cert`.
+    pub fn presents_client_certificate(&self) -> bool {
+        self.presents_identity
+    }
+
     /// How to open a TLS connection to `addr`.
     pub fn client_for(&self, addr: SocketAddr) -> TlsClient {
         let route = self.route_of.read().unwrap_or_else(|e| e.into_inner()).get(&addr).copied();
@@ -277,6 +296,17 @@ impl TlsSetup {
         let name = named.and_then(|n| ServerName::try_from(n).ok()).unwrap_or(ServerName::IpAddress(addr.ip().into()));
         TlsClient { config: self.default_client.clone(), name }
     }
+}
+
+/// Whether a certificate may authenticate a TLS client (RFC 5280 §4.2.1.12): it has no extended
+/// key usage (any use), or its list holds clientAuth or anyExtendedKeyUsage. Told from the DER by
+/// the object identifiers' encodings, which occur nowhere else in a certificate by accident.
+fn may_authenticate_a_client(cert: &[u8]) -> bool {
+    const EXT_KEY_USAGE: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x25]; // 2.5.29.37
+    const CLIENT_AUTH: &[u8] = &[0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]; // 1.3.6.1.5.5.7.3.2
+    const ANY_USAGE: &[u8] = &[0x06, 0x04, 0x55, 0x1d, 0x25, 0x00]; // 2.5.29.37.0
+    let has = |oid: &[u8]| cert.windows(oid.len()).any(|w| w == oid);
+    !has(EXT_KEY_USAGE) || has(CLIENT_AUTH) || has(ANY_USAGE)
 }
 
 /// The name a route's certificate must carry: its `domain` (without a port), else the host of

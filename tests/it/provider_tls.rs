@@ -207,6 +207,27 @@ fn an_alert_reaches_a_receiver_behind_an_sbc_that_asks_for_mutual_tls_with_sosde
     lab.assert_audit_verifies();
 }
 
+/// sosdesk's own certificate is presented as a client's only when it may serve one: one for
+/// servers only (extended key usage serverAuth, as public CAs now issue them) would turn away a
+/// peer that asks for a client certificate optionally but checks what it gets.
+#[test]
+fn sosdesks_certificate_is_presented_as_a_clients_only_when_its_key_usage_allows() {
+    let (_dir, pki) = pki();
+    for (cert, key, presents) in
+        [(&pki.server_cert, &pki.server_key, true), (&pki.server_only_cert, &pki.server_only_key, false)]
+    {
+        let p = |p: &Path| format!("{:?}", p.display().to_string());
+        let text = std::fs::read_to_string(support::lab::repo().join("examples/lab.toml")).unwrap().replacen(
+            "[sip]\n",
+            &format!("[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = {}\ntls_key = {}\n", p(cert), p(key)),
+            1,
+        );
+        let cfg = sosdesk::config::Config::from_toml(&text, Path::new("lab.toml")).unwrap();
+        let tls = sosdesk::transport::TlsSetup::from_config(&cfg).unwrap();
+        assert_eq!(tls.presents_client_certificate(), presents, "{}", cert.display());
+    }
+}
+
 #[test]
 fn a_pbx_reaches_sosdesk_over_mutual_tls_and_a_client_without_a_certificate_is_refused() {
     let (dir, pki) = pki();
@@ -501,8 +522,10 @@ fn pbx_whose_connection_closes_mid_call(tls: Option<&TestPki>) {
     // answers only once the PBX's connection is gone.
     use sosdesk::sip::parse::parse_datagram;
     let ip = if tls.is_some() { "127.0.0.5" } else { "127.0.0.1" };
-    let pbx = Accepting::on((ip, 0));
-    let pbx_port = pbx.addr.port();
+    // It listens on two ports: its Via's, where the answer comes back (§18.2.2), and its
+    // Contact's, where requests inside the call go (§12.2.1.1).
+    let (pbx, pbx_contact) = (Accepting::on((ip, 0)), Accepting::on((ip, 0)));
+    let (pbx_port, contact_port) = (pbx.addr.port(), pbx_contact.addr.port());
     let (via, host) = match tls {
         Some(_) => ("TLS", "pbx.test".to_string()),
         None => ("TCP", "127.0.0.1".to_string()),
@@ -557,7 +580,7 @@ fn pbx_whose_connection_closes_mid_call(tls: Option<&TestPki>) {
     let invite = format!(
         "INVITE sip:911@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/{via} {host}:{pbx_port};branch=z9hG4bKpbxinvite\r\n\
 Max-Forwards: 70\r\nFrom: \"Reception\" <sip:4255550100@127.0.0.1>;tag=pbx1\r\nTo: <sip:911@127.0.0.1>\r\n\
-Call-ID: pbx-over-tcp\r\nCSeq: 1 INVITE\r\nContact: <sip:4255550100@{host}:{pbx_port};transport={}>\r\n\
+Call-ID: pbx-over-tcp\r\nCSeq: 1 INVITE\r\nContact: <sip:4255550100@{host}:{contact_port};transport={}>\r\n\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         via.to_ascii_lowercase(),
         sdp.len()
@@ -635,11 +658,11 @@ To: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
         to_provider.call_id().unwrap()
     );
     provider.send_to(bye.as_bytes(), core).unwrap();
-    let mut third = accept(pbx.next("the far end's BYE, at the PBX's Contact (§12.2.1.1)"));
+    let mut third = accept(pbx_contact.next("the far end's BYE, at the PBX's Contact (§12.2.1.1)"));
     let (mut buf, mut framer) = (bytes::BytesMut::new(), Default::default());
     let bye_to_pbx = next_message(&mut third, &mut buf, &mut framer);
     assert_eq!((bye_to_pbx.method(), bye_to_pbx.call_id()), ("BYE", Some("pbx-over-tcp")));
-    assert!(bye_to_pbx.request_uri().unwrap().contains(&format!("{host}:{pbx_port}")), "{bye_to_pbx:?}");
+    assert!(bye_to_pbx.request_uri().unwrap().contains(&format!("{host}:{contact_port}")), "{bye_to_pbx:?}");
     third.write_all(&bye_to_pbx.response(200, "OK", None).to_bytes()).unwrap();
     let (done, _) = provider_gets("BYE");
     assert_eq!(done.status(), Some(200), "the provider's BYE is answered");

@@ -494,6 +494,14 @@ async fn a_tls_callers_mapping_keeps_where_to_reconnect(db: TestDb) {
     let over_udp = sosdesk::routing::SharedElin { elin: "4255550198".into(), ..claim_for("c2", &[], 3600).mapping };
     store.put(&over_udp).await.unwrap();
     assert_eq!(store.get("4255550198").await.unwrap().unwrap().caller_reconnect, None);
+    // A node of the version before these columns rewrites the row for another caller (its
+    // statement does not name them): the earlier caller's address is not taken for the new one's.
+    let sql = audit.database().backend.sql(
+        "UPDATE elin_callbacks SET call_ref = 'c3', caller_transport = 'UDP', caller_addr = '127.0.0.9:5060' WHERE elin = ?",
+    );
+    sqlx::query(&sql).bind("4255550199").execute(&audit.database().pool).await.unwrap();
+    let rewritten = store.get("4255550199").await.unwrap().unwrap();
+    assert_eq!((rewritten.call_ref.as_str(), rewritten.caller_reconnect), ("c3", None));
 }
 
 crate::support::store::store_test!(an_elin_claim_gives_each_live_call_its_own_elin);

@@ -825,10 +825,12 @@ impl Engine {
     /// A connection a peer opened (a PBX, an SBC, a desk) closed mid-call: requests inside the
     /// dialogs it carried (the far end's BYE, a re-INVITE) cannot follow it to a port nobody
     /// listens on any more. They go to each dialog's next hop instead, as §12.2.1.1 says: the
-    /// first Record-Route, else the Contact — an IP address (a name would need DNS on this
-    /// path; the dialog then keeps its old address, logged), over the closed connection's
-    /// transport unless the URI names another, and never in clear after TLS. The caller's
-    /// dialog, a callback's leg to the PBX, and desks that joined over such a connection.
+    /// first Record-Route, else the Contact — an IP address, or the name the peer gave itself
+    /// in its Via, found at the address its connection came from (any other name would need
+    /// DNS on this path; the dialog then keeps its old address, logged) — over the closed
+    /// connection's transport unless the URI names another, and never in clear after TLS. The
+    /// caller's dialog, a callback's leg to the PBX, and desks that joined over such a
+    /// connection.
     fn caller_connection_closed(&mut self, peer: Peer) {
         for call in self.calls.live.values_mut() {
             let call_ref = call.call_ref.clone();
@@ -975,11 +977,27 @@ fn next_hop_after_close(d: &Dialog, closed: Peer) -> Result<Reconnect, String> {
     let port = hop.port.unwrap_or(crate::sip::rfc3263::SipTarget::default_port(transport));
     let (ip, name) = match hop.host {
         crate::sip::rfc3263::Host::Ip(ip) => (ip, None),
-        // A name (a Skype for Business Mediation Server's FQDN): the address the connection
-        // came from, on the hop's port; the name is for the certificate (`Reconnect`).
-        crate::sip::rfc3263::Host::Name(name) => (closed.addr.ip(), Some(name)),
+        // The name the peer gave itself in its Via (a Skype for Business Mediation Server's
+        // FQDN): the peer is at the address its connection came from, on the hop's port; the
+        // name is for the certificate (`Reconnect`). Any other name (a proxy that did not
+        // Record-Route, a PBX behind it) is elsewhere: it would need DNS, which this path
+        // never waits for.
+        crate::sip::rfc3263::Host::Name(name) if d.sender.as_ref().is_some_and(|s| s.eq_ignore_ascii_case(&name)) => {
+            (closed.addr.ip(), tls_name(name))
+        }
+        crate::sip::rfc3263::Host::Name(name) => {
+            return Err(format!("its next hop {name} is a name other than the one its Via gave, and is not looked up"))
+        }
     };
     Ok(Reconnect { peer: Peer { transport, addr: std::net::SocketAddr::new(ip, port) }, name })
+}
+
+/// The name a peer gave itself, as the name its TLS certificate must carry: a fully qualified
+/// one (RFC 5922 §7.2 speaks of domain names). A single label (`pbx01`) is no identity a CA
+/// vouches for: such a peer's certificate is checked against its address, as before it named
+/// itself.
+pub(crate) fn tls_name(name: String) -> Option<String> {
+    name.contains('.').then_some(name)
 }
 
 /// Where a new connection to a caller goes once the one its call came over (TCP or TLS, which

@@ -292,25 +292,38 @@ fn an_elin_callback_reaches_a_tls_caller_over_its_connection_then_at_its_contact
     assert_eq!((m.caller_peer, m.caller_reconnect), (peer(wh), None));
 }
 
-/// A PBX over TLS whose Contact names a host (a Skype for Business Mediation Server's FQDN):
-/// once its connection has closed, the far end's BYE and the PSAP's callback go to the address
-/// its connection came from, on the Contact's port, and the certificate there must carry the
-/// Contact's name (RFC 5922 §7.2), which the shell is told before the bytes leave.
+/// A PBX over TLS that names itself by a host name in its Via and Contact (a Skype for Business
+/// Mediation Server's FQDN): once its connection has closed, the far end's BYE and the PSAP's
+/// callback go to the address its connection came from, on the Contact's port, and the
+/// certificate there must carry the name (RFC 5922 §7.2), which the shell is told before the
+/// bytes leave.
 #[test]
 fn a_tls_caller_whose_contact_names_a_host_is_reached_again_at_its_address_by_that_name() {
     let t0 = Now::read();
     let conn = Peer { transport: Transport::Tls, addr: "127.0.0.4:40001".parse().unwrap() };
     let again = Peer { transport: Transport::Tls, addr: "127.0.0.4:5067".parse().unwrap() };
-    let named = |n: u32| {
-        let raw = String::from_utf8(invite("127.0.0.4:5062", "911", n).to_bytes().to_vec()).unwrap().replace(
-            "Contact: <sip:1001@127.0.0.4:5062>",
-            "Contact: <sip:1001@medsrv.contoso.example:5067;transport=tls>",
-        );
+    // Its Via and Contact name it; a Contact naming another host (a PBX behind a proxy that
+    // does not Record-Route) is not the sender, and would need DNS.
+    let named = |n: u32, contact_host: &str| {
+        let raw = String::from_utf8(invite("127.0.0.4:5062", "911", n).to_bytes().to_vec())
+            .unwrap()
+            .replace("Via: SIP/2.0/UDP 127.0.0.4:5062", "Via: SIP/2.0/TLS medsrv.contoso.example:5067")
+            .replace(
+                "Contact: <sip:1001@127.0.0.4:5062>",
+                &format!("Contact: <sip:1001@{contact_host}:5067;transport=tls>"),
+            );
         parse_datagram(raw.as_bytes()).unwrap()
     };
+    let mut other = engine(|c| c);
+    other.e.share_through_store();
+    other.handle_message(named(3, "pbx.behind.example"), conn, t0);
+    sent(&mut other);
+    let Some(Output::ElinMapped(m)) = other.store_io.pop_front() else { panic!("no mapping shared") };
+    assert_eq!(m.caller_reconnect, None, "a name other than the sender's is not guessed at");
+
     let mut e = engine(|c| c);
     e.e.share_through_store();
-    e.handle_message(named(1), conn, t0);
+    e.handle_message(named(1, "medsrv.contoso.example"), conn, t0);
     let out = sent(&mut e);
     let Some(Output::ElinMapped(m)) = e.store_io.pop_front() else { panic!("no mapping shared") };
     let expected = Reconnect { peer: again, name: Some("medsrv.contoso.example".into()) };

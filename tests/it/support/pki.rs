@@ -26,6 +26,10 @@ pub struct TestPki {
     /// clientAuth (so the same identity can also be presented as a TLS client).
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// As `server_cert`, with EKU serverAuth only (as public CAs now issue them): no client
+    /// certificate.
+    pub server_only_cert: PathBuf,
+    pub server_only_key: PathBuf,
     /// Signed by `ca_cert`; CN=sosdesk-test, EKU clientAuth.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
@@ -59,6 +63,7 @@ pub fn make_pki(dir: &Path, server_dns_names: &[&str]) -> TestPki {
 
     let ca = Ca::new(dir, "ca", "sosdesk test CA", &san, &start, &end);
     ca.issue("server", server_dns_names.first().copied().unwrap_or("sosdesk-test-server"), "v3_server");
+    ca.issue("server-only", "sosdesk-test-server-only", "v3_server_only");
     ca.issue("client", "sosdesk-test", "v3_client");
     let other = Ca::new(dir, "other-ca", "unrelated test CA", &san, &start, &end);
     other.issue("other-client", "sosdesk-test", "v3_client");
@@ -69,6 +74,8 @@ pub fn make_pki(dir: &Path, server_dns_names: &[&str]) -> TestPki {
         ca_cert: f("ca.pem"),
         server_cert: f("server.pem"),
         server_key: f("server.key"),
+        server_only_cert: f("server-only.pem"),
+        server_only_key: f("server-only.key"),
         client_cert: f("client.pem"),
         client_key: f("client.key"),
         other_ca_cert: f("other-ca.pem"),
@@ -104,6 +111,9 @@ impl<'a> Ca<'a> {
              subjectKeyIdentifier = hash\n\
              [v3_server]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
              extendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = {san}\n\
+             subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n\
+             [v3_server_only]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = serverAuth\nsubjectAltName = {san}\n\
              subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n\
              [v3_client]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
              extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n"
