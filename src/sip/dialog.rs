@@ -27,6 +27,9 @@ pub struct Dialog {
     /// A next hop that names that host is the peer itself, found at the address its connection
     /// came from (`routing::engine`, after a close); any other name would need DNS.
     pub sender: Option<String>,
+    /// The name the peer's TLS certificate must carry where it is reached again by the name it
+    /// gave itself (set when its connection closes, `routing::engine`); else its address is.
+    pub tls_name: Option<String>,
 }
 
 impl Dialog {
@@ -43,6 +46,7 @@ impl Dialog {
             local_cseq: 1,
             peer,
             sender: None,
+            tls_name: None,
         }
     }
 
@@ -63,6 +67,7 @@ impl Dialog {
             local_cseq,
             peer,
             sender: invite.top_via().map(|v| v.host),
+            tls_name: None,
         }
     }
 

@@ -264,7 +264,7 @@ impl Engine {
                     _ => None,
                 };
                 if let Some(name) = named.clone().filter(|_| m.caller_peer.transport == Transport::Tls) {
-                    self.out.tls_names.push_back((m.caller_peer.addr, name));
+                    self.out.tls_names.get_mut().push_back((m.caller_peer.addr, name));
                 }
                 let host = match (named, m.caller_peer.addr) {
                     (Some(name), _) => name,

@@ -221,7 +221,8 @@ pub struct SharedRegistration {
 
 /// The outputs waiting to be drained.
 struct Outputs {
-    tls_names: VecDeque<(SocketAddr, String)>,
+    /// Noted where requests are built (`dialog_request`, which reads the engine only).
+    tls_names: std::cell::RefCell<VecDeque<(SocketAddr, String)>>,
     events: VecDeque<CallEvent>,
     media: VecDeque<MediaAction>,
     late: VecDeque<(String, CallEventKind)>,
@@ -352,7 +353,7 @@ impl Engine {
                 retry_for: Duration::from_secs(cfg.notification.retry_for_s),
             }),
             out: Outputs {
-                tls_names: VecDeque::new(),
+                tls_names: Default::default(),
                 events: VecDeque::new(),
                 media: VecDeque::new(),
                 late: VecDeque::new(),
@@ -511,7 +512,7 @@ impl Engine {
     /// are drained, the notification IMs deferred behind them (whose bytes come next); then the
     /// media orders, the calls' events and the late events.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some((addr, name)) = self.out.tls_names.pop_front() {
+        if let Some((addr, name)) = self.out.tls_names.get_mut().pop_front() {
             return Some(Output::TlsName { addr, name });
         }
         loop {
@@ -843,9 +844,8 @@ impl Engine {
                     Ok(to) => {
                         tracing::info!(call = %call_ref, closed = %peer, to = %to.peer, name = ?to.name, "a connection the peer opened closed: requests inside its dialog go to the dialog's next hop (RFC 3261 §12.2.1.1)");
                         d.peer = to.peer;
-                        if let Some(name) = to.name.filter(|_| to.peer.transport == Transport::Tls) {
-                            self.out.tls_names.push_back((to.peer.addr, name));
-                        }
+                        // Noted before each request to it (`dialog_request`).
+                        d.tls_name = to.name.filter(|_| to.peer.transport == Transport::Tls);
                     }
                     Err(why) => {
                         tracing::warn!(call = %call_ref, closed = %peer, "a connection the peer opened closed and requests inside its dialog cannot reach it: {why}")

@@ -283,8 +283,13 @@ impl Engine {
         self.dialog_request(d, method, cseq)
     }
 
-    /// A request inside `d` (§12.2.1.1) with our Via. `cseq` given: reuse it (ACK).
+    /// A request inside `d` (§12.2.1.1) with our Via. `cseq` given: reuse it (ACK). A peer
+    /// reached again by the name it gave itself has that name noted for its certificate right
+    /// before the request leaves (`Output::TlsName`), whatever the shell's table forgot since.
     pub(super) fn dialog_request(&self, d: &mut Dialog, method: &str, cseq: Option<u32>) -> Message {
+        if let Some(name) = &d.tls_name {
+            self.out.tls_names.borrow_mut().push_back((d.peer.addr, name.clone()));
+        }
         let via = self.local.via(d.peer.transport, &ids::new_branch());
         d.request(method, cseq, via)
     }
