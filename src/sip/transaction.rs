@@ -74,6 +74,17 @@ pub struct Reconnect {
     pub name: Option<String>,
 }
 
+impl Reconnect {
+    /// The name a peer gave itself (a Via's sent-by host, a next hop's), as the name its TLS
+    /// certificate must carry: a fully qualified domain name (RFC 5922 §7.2). An IP address is
+    /// none, and a single label (`pbx01`) is no identity a CA vouches for: such a peer's
+    /// certificate is checked against its address, as before it named itself.
+    pub fn certificate_name(host: &str) -> Option<String> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        (bare.parse::<std::net::IpAddr>().is_err() && bare.contains('.')).then(|| host.to_string())
+    }
+}
+
 /// RFC 3261 §17.1.1.1 timer values (configurable: some trunks want a shorter T1).
 #[derive(Debug, Clone, Copy)]
 pub struct Timers {
@@ -668,9 +679,7 @@ fn reply_address(msg: &Message, peer: Peer) -> Option<Reconnect> {
     }
     let via = msg.top_via()?;
     let port = via.port.unwrap_or(if peer.transport == Transport::Tls { 5061 } else { 5060 });
-    let bare = via.host.trim_start_matches('[').trim_end_matches(']');
-    // A fully qualified name only (see `routing::engine::tls_name`): `pbx01` is checked by address.
-    let name = (bare.parse::<std::net::IpAddr>().is_err() && bare.contains('.')).then(|| via.host.clone());
+    let name = Reconnect::certificate_name(&via.host);
     Some(Reconnect { peer: Peer { transport: peer.transport, addr: SocketAddr::new(peer.addr.ip(), port) }, name })
 }
 

@@ -983,21 +983,13 @@ fn next_hop_after_close(d: &Dialog, closed: Peer) -> Result<Reconnect, String> {
         // Record-Route, a PBX behind it) is elsewhere: it would need DNS, which this path
         // never waits for.
         crate::sip::rfc3263::Host::Name(name) if d.sender.as_ref().is_some_and(|s| s.eq_ignore_ascii_case(&name)) => {
-            (closed.addr.ip(), tls_name(name))
+            (closed.addr.ip(), Reconnect::certificate_name(&name))
         }
         crate::sip::rfc3263::Host::Name(name) => {
             return Err(format!("its next hop {name} is a name other than the one its Via gave, and is not looked up"))
         }
     };
     Ok(Reconnect { peer: Peer { transport, addr: std::net::SocketAddr::new(ip, port) }, name })
-}
-
-/// The name a peer gave itself, as the name its TLS certificate must carry: a fully qualified
-/// one (RFC 5922 §7.2 speaks of domain names). A single label (`pbx01`) is no identity a CA
-/// vouches for: such a peer's certificate is checked against its address, as before it named
-/// itself.
-pub(crate) fn tls_name(name: String) -> Option<String> {
-    name.contains('.').then_some(name)
 }
 
 /// Where a new connection to a caller goes once the one its call came over (TCP or TLS, which

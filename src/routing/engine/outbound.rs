@@ -133,6 +133,7 @@ impl Engine {
                 sdp.as_ref(),
             );
             if kind == RouteKind::ElinGateway {
+                let reconnect = reconnect_to(&call.a);
                 self.callbacks.elins.insert(
                     &presented,
                     ElinMapping {
@@ -140,7 +141,7 @@ impl Engine {
                         caller_number: call.caller.number.clone(),
                         caller_display: call.caller.display_name.clone(),
                         caller_peer: call.a.peer,
-                        caller_reconnect: reconnect_to(&call.a),
+                        caller_reconnect: reconnect.clone(),
                         expires: now,
                     },
                     now,
@@ -154,7 +155,7 @@ impl Engine {
                         caller_number: call.caller.number.clone(),
                         caller_display: call.caller.display_name.clone(),
                         caller_peer: call.a.peer,
-                        caller_reconnect: reconnect_to(&call.a),
+                        caller_reconnect: reconnect,
                         expires: self.now.wall + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
                     }));
                 }
